@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+/**
+ * `npm start`: the whole latchkey service on localhost.
+ *
+ *   npm start                       in-memory DynamoDB Local, SigV4 required
+ *   npm start -- --db-path ./data   keep the data between runs
+ *   npm start -- --no-auth          accept unsigned requests
+ */
+import { parseArgs } from 'node:util';
+import { LOCAL_CREDENTIALS, LOCAL_REGION } from '../local/sigv4';
+import { startLocalStack } from '../local/stack';
+
+const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--no-auth]
+
+  --port N        HTTP port (default: $PORT or 3000)
+  --db-path DIR   persist DynamoDB Local data in DIR (default: in memory)
+  --table NAME    table name (default: latchkey-local)
+  --no-auth       do not require SigV4 signatures (never expose this beyond localhost)
+
+Set AWS_ENDPOINT_URL_DYNAMODB to use a DynamoDB you already run instead of starting DynamoDB Local.`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string' },
+      'db-path': { type: 'string' },
+      table: { type: 'string' },
+      'no-auth': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const port = Number(values.port ?? process.env.PORT ?? 3000);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`invalid port: ${values.port ?? process.env.PORT}`);
+  process.env.LOG_LEVEL ??= 'warn';
+
+  const stack = await startLocalStack({
+    port,
+    ...(values['db-path'] ? { dbPath: values['db-path'] } : {}),
+    ...(values.table ? { tableName: values.table } : {}),
+    auth: values['no-auth'] ? 'none' : 'sigv4',
+  });
+  const auth = values['no-auth']
+    ? 'auth OFF: unsigned requests are accepted'
+    : `SigV4 required: access key ${LOCAL_CREDENTIALS.accessKeyId}, secret ${LOCAL_CREDENTIALS.secretAccessKey}, region ${LOCAL_REGION}, service execute-api`;
+  console.log(`latchkey is ready
+  HTTP API  ${stack.url}/api/v1   (${auth})
+  DynamoDB  ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
+  try:      curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
+Press Ctrl-C to stop.`);
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${signal}: stopping latchkey`);
+    stack.stop().then(
+      () => process.exit(0),
+      (error) => {
+        console.error(error);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  console.error(`latchkey: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

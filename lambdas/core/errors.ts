@@ -1,0 +1,50 @@
+/**
+ * Every failure a caller can see, with its HTTP status and whether a retry
+ * can help. Handlers, the local stack and (later) the SDK share these codes.
+ */
+export const ERROR_CODES = {
+  INVALID_REQUEST: { status: 400, retryable: false },
+  UNAUTHORIZED: { status: 403, retryable: false },
+  NOT_FOUND: { status: 404, retryable: false },
+  METHOD_NOT_ALLOWED: { status: 405, retryable: false },
+  NOT_HOLDER: { status: 409, retryable: false },
+  LEASE_EXPIRED: { status: 409, retryable: false },
+  THROTTLED: { status: 429, retryable: true },
+  INTERNAL: { status: 500, retryable: false },
+  UNAVAILABLE: { status: 503, retryable: true },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorDetail {
+  readonly path: string;
+  readonly message: string;
+}
+
+export class LatchkeyError extends Error {
+  override readonly name = 'LatchkeyError';
+  readonly status: number;
+  readonly retryable: boolean;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: readonly ErrorDetail[],
+    /** For retryable errors: how long the caller should wait before retrying. */
+    readonly retryAfterMs?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.status = ERROR_CODES[code].status;
+    this.retryable = ERROR_CODES[code].retryable;
+  }
+
+  toBody(): { error: { code: ErrorCode; message: string; details?: readonly ErrorDetail[] } } {
+    return {
+      error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) },
+    };
+  }
+}
+
+export const invalidRequest = (message: string, details?: readonly ErrorDetail[]) =>
+  new LatchkeyError('INVALID_REQUEST', message, details);

@@ -1,0 +1,326 @@
+/**
+ * The lock rules: who may hold a lock, lease arithmetic on the server's
+ * clock, the fencing-token rule, owner checks and opt-in reentrancy.
+ *
+ * Every change is a conditional write expressed in `expr.ts`, so the exact
+ * condition DynamoDB checks is the one the property tests exercise. Each
+ * command is a small protocol: an optimistic first write (the uncontended
+ * case: one request, no read), and a rule that explains a refusal from the
+ * item DynamoDB returns with it (ALL_OLD), possibly choosing a second write.
+ */
+import { LatchkeyError } from './errors';
+import {
+  add,
+  and,
+  eq,
+  gt,
+  type Item,
+  le,
+  missing,
+  ne,
+  or,
+  remove,
+  type Scalar,
+  set,
+  type Write,
+} from './expr';
+
+/** Attribute names of a lock item. The store adds keys and housekeeping attributes. */
+export const LockAttr = {
+  name: 'lock_name',
+  holder: 'holder',
+  fence: 'fence',
+  expiresAt: 'expires_at',
+  ttlMs: 'ttl_ms',
+  acquiredAt: 'acquired_at',
+  reentry: 'reentry',
+  mode: 'mode',
+  grantRequest: 'grant_request',
+  releasedAt: 'released_at',
+} as const;
+const A = LockAttr;
+
+export type LockMode = 'exclusive';
+
+export interface AcquireCommand {
+  readonly name: string;
+  readonly clientId: string;
+  readonly ttlMs: number;
+  readonly requestId?: string | undefined;
+  readonly reentrant?: boolean | undefined;
+}
+
+export interface ReleaseCommand {
+  readonly name: string;
+  readonly clientId: string;
+  readonly fencingToken: number;
+}
+
+export interface RenewCommand extends ReleaseCommand {
+  readonly ttlMs: number;
+}
+
+export interface Grant {
+  readonly lock: string;
+  readonly clientId: string;
+  readonly fencingToken: number;
+  /** Lease end, milliseconds since the epoch on the server's clock. */
+  readonly expiresAt: number;
+  readonly ttlMs: number;
+  readonly mode: LockMode;
+  readonly acquiredAt: number;
+  /** How many times the holder has acquired it without releasing (1 unless reentrant). */
+  readonly reentry: number;
+}
+
+export type AcquireOutcome =
+  | { readonly acquired: true; readonly grant: Grant; readonly replayed: boolean }
+  | {
+      readonly acquired: false;
+      readonly lock: string;
+      readonly holder: { readonly clientId: string; readonly expiresAt: number };
+      readonly retryAfterMs: number;
+    };
+
+export interface ReleaseOutcome {
+  readonly lock: string;
+  /** Reentrant acquisitions still outstanding; 0 means the lock is free. */
+  readonly remaining: number;
+}
+
+export interface RenewOutcome {
+  readonly grant: Grant;
+}
+
+/**
+ * A command as a protocol: try `first`; when its condition fails, `onRefused`
+ * reads the item as it was (undefined if absent) and either answers or names
+ * the next write to try; when a write succeeds, `onWritten` builds the answer.
+ */
+export interface Protocol<Outcome> {
+  readonly first: Write;
+  onRefused(old: Item | undefined): { readonly write: Write } | { readonly outcome: Outcome };
+  onWritten(item: Item, write: Write): Outcome;
+}
+
+/**
+ * Fencing tokens: each grant stores `if_not_exists(fence, floor(now) * 1000) + 1`.
+ * While the item exists the counter grows by one per grant. If the item is
+ * deleted (TTL or by hand), the counter restarts from the clock floor, which
+ * is above every token issued before: a lock item takes at most ~1,000 writes
+ * per second (DynamoDB's per-item limit), so its counter rises by at most one
+ * per millisecond, while the floor rises by 1,000 per millisecond. Tokens stay
+ * below 2^53 until the year 2255.
+ */
+export const fenceFloor = (nowMs: number): number => Math.floor(nowMs) * 1000;
+
+/** Client-chosen request ids are scoped to the client that sent them. */
+export const requestKey = (clientId: string, requestId: string): string =>
+  `${clientId.length}:${clientId}:${requestId}`;
+
+// Named parts of the conditions.
+const isUnheld = missing(A.holder);
+const leaseLapsedBy = (now: number) => le(A.expiresAt, now);
+const leaseLiveAt = (now: number) => gt(A.expiresAt, now);
+// A holder without a lease end (an item edited by hand) holds nothing, as liveHolder says.
+const isFreeAt = (now: number) => or(isUnheld, missing(A.expiresAt), leaseLapsedBy(now));
+const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), eq(A.fence, token));
+const notAlreadyServed = (key: string | undefined) =>
+  key === undefined ? undefined : or(missing(A.grantRequest), ne(A.grantRequest, key));
+const notReentered = or(missing(A.reentry), le(A.reentry, 1));
+const withOptional = (...parts: (ReturnType<typeof and> | undefined)[]) =>
+  and(...parts.filter((p) => p !== undefined));
+
+const num = (item: Item, attr: string): number | undefined => {
+  const v = item[attr];
+  return typeof v === 'number' ? v : undefined;
+};
+const str = (item: Item, attr: string): string | undefined => {
+  const v = item[attr];
+  return typeof v === 'string' ? v : undefined;
+};
+
+/** The live holder of a lock at `now`, if any. Expiry is judged here, never by DynamoDB's TTL. */
+export function liveHolder(item: Item | undefined, now: number): Grant | undefined {
+  if (!item) return undefined;
+  const holder = str(item, A.holder);
+  const expiresAt = num(item, A.expiresAt);
+  if (holder === undefined || expiresAt === undefined || expiresAt <= now) return undefined;
+  return grantOf(item);
+}
+
+/** Reads the current (or last) grant recorded on an item. */
+export function grantOf(item: Item): Grant {
+  return {
+    lock: str(item, A.name) ?? '',
+    clientId: str(item, A.holder) ?? '',
+    fencingToken: num(item, A.fence) ?? 0,
+    expiresAt: num(item, A.expiresAt) ?? 0,
+    ttlMs: num(item, A.ttlMs) ?? 0,
+    mode: 'exclusive',
+    acquiredAt: num(item, A.acquiredAt) ?? 0,
+    reentry: num(item, A.reentry) ?? 1,
+  };
+}
+
+/** The highest fencing token ever issued for this lock (as far as the item remembers). */
+export const lastFencingToken = (item: Item | undefined): number | undefined =>
+  item ? num(item, A.fence) : undefined;
+
+function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
+  const update = [
+    set(A.name, cmd.name),
+    set(A.holder, cmd.clientId),
+    add(A.fence, 1, fenceFloor(now)),
+    set(A.expiresAt, now + cmd.ttlMs),
+    set(A.ttlMs, cmd.ttlMs),
+    set(A.acquiredAt, now),
+    set(A.reentry, 1),
+    set(A.mode, 'exclusive'),
+    key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key),
+    remove(A.releasedAt),
+  ];
+  return { condition: withOptional(isFreeAt(now), notAlreadyServed(key)), update };
+}
+
+function reenterWrite(current: Grant, now: number, key: string | undefined): Write {
+  return {
+    condition: withOptional(
+      heldBy(current.clientId, current.fencingToken),
+      leaseLiveAt(now),
+      notAlreadyServed(key),
+    ),
+    update: [add(A.reentry, 1, 1), key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key)],
+  };
+}
+
+export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  return {
+    first: grantWrite(cmd, now, key),
+    onRefused(old) {
+      const holder = liveHolder(old, now);
+      if (key !== undefined && old && str(old, A.grantRequest) === key) {
+        // A retry of a request that was already served: answer it again, never grant twice.
+        if (holder && holder.clientId === cmd.clientId)
+          return { outcome: { acquired: true, grant: holder, replayed: true } };
+        throw new LatchkeyError(
+          'LEASE_EXPIRED',
+          `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(old)}, and that lease has ended`,
+        );
+      }
+      if (!holder) return { write: grantWrite(cmd, now, key) };
+      if (holder.clientId === cmd.clientId && cmd.reentrant) return { write: reenterWrite(holder, now, key) };
+      return {
+        outcome: {
+          acquired: false,
+          lock: cmd.name,
+          holder: { clientId: holder.clientId, expiresAt: holder.expiresAt },
+          retryAfterMs: holder.expiresAt - now,
+        },
+      };
+    },
+    onWritten: (item) => ({ acquired: true, grant: grantOf(item), replayed: false }),
+  };
+}
+
+/** Explains why a holder-only operation (release, renew) was refused. */
+function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number): LatchkeyError | undefined {
+  const recorded = old && str(old, A.holder) === cmd.clientId && num(old, A.fence) === cmd.fencingToken;
+  if (!recorded) {
+    const holder = liveHolder(old, now);
+    const who = holder
+      ? `it is held by ${holder.clientId} with fencing token ${holder.fencingToken}`
+      : 'it is not held';
+    return new LatchkeyError(
+      'NOT_HOLDER',
+      `${cmd.clientId} does not hold ${cmd.name} with fencing token ${cmd.fencingToken}: ${who}`,
+    );
+  }
+  if (!liveHolder(old, now)) {
+    return new LatchkeyError(
+      'LEASE_EXPIRED',
+      `the lease of ${cmd.clientId} on ${cmd.name} (fencing token ${cmd.fencingToken}) has expired`,
+    );
+  }
+  return undefined;
+}
+
+function releaseWrite(cmd: ReleaseCommand, now: number): Write {
+  return {
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), notReentered),
+    update: [
+      remove(A.holder),
+      remove(A.expiresAt),
+      remove(A.ttlMs),
+      remove(A.acquiredAt),
+      remove(A.reentry),
+      remove(A.mode),
+      set(A.releasedAt, now),
+    ],
+  };
+}
+
+function leaveReentryWrite(cmd: ReleaseCommand, now: number): Write {
+  return {
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), gt(A.reentry, 1)),
+    update: [add(A.reentry, -1, 1)],
+  };
+}
+
+export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<ReleaseOutcome> {
+  return {
+    first: releaseWrite(cmd, now),
+    onRefused(old) {
+      const refusal = holderRefusal(old, cmd, now);
+      if (refusal) throw refusal;
+      const reentry = (old && num(old, A.reentry)) ?? 1;
+      return { write: reentry > 1 ? leaveReentryWrite(cmd, now) : releaseWrite(cmd, now) };
+    },
+    onWritten: (item) => ({ lock: cmd.name, remaining: liveHolder(item, now)?.reentry ?? 0 }),
+  };
+}
+
+export function renewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOutcome> {
+  const write: Write = {
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now)),
+    update: [set(A.expiresAt, now + cmd.ttlMs), set(A.ttlMs, cmd.ttlMs)],
+  };
+  return {
+    first: write,
+    onRefused(old) {
+      const refusal = holderRefusal(old, cmd, now);
+      if (refusal) throw refusal;
+      return { write };
+    },
+    onWritten: (item) => ({ grant: grantOf(item) }),
+  };
+}
+
+/** Result of one conditional write: the item after it, or the item as it was when refused. */
+export type WriteResult =
+  | { readonly ok: true; readonly item: Item }
+  | { readonly ok: false; readonly old: Item | undefined };
+
+/**
+ * Runs a protocol against a store. Every step re-reads nothing: a refusal
+ * carries the item as it was. Bounded so that a pathological race surfaces as
+ * a retryable error instead of spinning.
+ */
+export async function runProtocol<Outcome>(
+  protocol: Protocol<Outcome>,
+  tryWrite: (write: Write) => Promise<WriteResult>,
+  maxWrites = 4,
+): Promise<Outcome> {
+  let write = protocol.first;
+  for (let attempt = 1; attempt <= maxWrites; attempt++) {
+    const result = await tryWrite(write);
+    if (result.ok) return protocol.onWritten(result.item, write);
+    const next = protocol.onRefused(result.old);
+    if ('outcome' in next) return next.outcome;
+    write = next.write;
+  }
+  throw new LatchkeyError('UNAVAILABLE', 'the lock changed under every attempt; retry', undefined, 50);
+}
+
+export type { Item, Scalar };

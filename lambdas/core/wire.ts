@@ -1,0 +1,127 @@
+/**
+ * Wire schemas of HTTP API v1: JSON bodies in snake_case, unknown fields
+ * refused. Shared by the handlers and (later) the SDK.
+ */
+import { z } from 'zod';
+import type { AcquireOutcome, Grant } from './lock';
+import { lockNameProblem, lockPrefixProblem } from './names';
+
+export interface Limits {
+  readonly minTtlMs: number;
+  readonly maxTtlMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = { minTtlMs: 1_000, maxTtlMs: 3_600_000 };
+export const MAX_BODY_BYTES = 16 * 1024;
+export const MAX_LIST_LIMIT = 100;
+
+export const lockName = z.string().superRefine((name, ctx) => {
+  const problem = lockNameProblem(name);
+  if (problem) ctx.addIssue({ code: 'custom', message: `lock name ${problem}` });
+});
+
+const identifier = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(128, `${what} must be at most 128 characters`)
+    .regex(/^[A-Za-z0-9._\-:@/+=]+$/, `${what} may contain only A-Z a-z 0-9 . _ - : @ / + =`);
+
+export const clientId = identifier('client_id');
+export const requestId = identifier('request_id');
+export const fencingToken = z.int().min(1, 'fencing_token must be a positive integer');
+
+export const ttlMs = (limits: Limits) =>
+  z
+    .int('ttl_ms must be an integer number of milliseconds')
+    .min(limits.minTtlMs, `ttl_ms must be at least ${limits.minTtlMs}`)
+    .max(limits.maxTtlMs, `ttl_ms must be at most ${limits.maxTtlMs}`);
+
+export const acquireBody = (limits: Limits) =>
+  z.strictObject({
+    client_id: clientId,
+    ttl_ms: ttlMs(limits),
+    mode: z.literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)").optional(),
+    request_id: requestId.optional(),
+    reentrant: z.boolean().optional(),
+  });
+
+export const releaseBody = z.strictObject({ client_id: clientId, fencing_token: fencingToken });
+
+export const renewBody = (limits: Limits) =>
+  z.strictObject({ client_id: clientId, fencing_token: fencingToken, ttl_ms: ttlMs(limits) });
+
+export const listQuery = z.strictObject({
+  prefix: z
+    .string()
+    .optional()
+    .superRefine((p, ctx) => {
+      const problem = p === undefined ? undefined : lockPrefixProblem(p);
+      if (problem) ctx.addIssue({ code: 'custom', message: `prefix ${problem}` });
+    }),
+  limit: z
+    .string()
+    .regex(/^[0-9]+$/, 'limit must be a positive integer')
+    .transform(Number)
+    .pipe(
+      z
+        .int()
+        .min(1, 'limit must be at least 1')
+        .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`),
+    )
+    .optional(),
+  cursor: z.string().max(2048, 'cursor is too long').optional(),
+});
+
+export type AcquireBody = z.infer<ReturnType<typeof acquireBody>>;
+export type ReleaseBody = z.infer<typeof releaseBody>;
+export type RenewBody = z.infer<ReturnType<typeof renewBody>>;
+export type ListQuery = z.infer<typeof listQuery>;
+
+/** Timestamps go out as ISO-8601 UTC with milliseconds: exactly the server's value, never rounded up. */
+export const isoTime = (ms: number): string => new Date(ms).toISOString();
+
+export function grantResponse(grant: Grant) {
+  return {
+    acquired: true as const,
+    lock: grant.lock,
+    client_id: grant.clientId,
+    fencing_token: grant.fencingToken,
+    expires_at: isoTime(grant.expiresAt),
+    ttl_ms: grant.ttlMs,
+    mode: grant.mode,
+    reentry: grant.reentry,
+  };
+}
+
+export function acquireResponse(outcome: AcquireOutcome) {
+  if (outcome.acquired) return grantResponse(outcome.grant);
+  return {
+    acquired: false as const,
+    lock: outcome.lock,
+    holder: { client_id: outcome.holder.clientId, expires_at: isoTime(outcome.holder.expiresAt) },
+    retry_after_ms: outcome.retryAfterMs,
+  };
+}
+
+export function holderView(grant: Grant) {
+  return {
+    client_id: grant.clientId,
+    fencing_token: grant.fencingToken,
+    mode: grant.mode,
+    acquired_at: isoTime(grant.acquiredAt),
+    expires_at: isoTime(grant.expiresAt),
+    reentry: grant.reentry,
+  };
+}
+
+/** What GET /api/v1/locks/{name} and the listing say about one lock. */
+export function lockView(name: string, live: Grant | undefined, lastToken: number | undefined) {
+  return {
+    lock: name,
+    state: live ? ('held' as const) : ('free' as const),
+    holders: live ? [holderView(live)] : [],
+    waiters: [] as never[],
+    fencing_token: lastToken ?? null,
+  };
+}

@@ -1,0 +1,21 @@
+import { LatchkeyError } from '../core/errors';
+import { lockName } from '../core/wire';
+import { type HttpEvent, validate } from '../shared/http';
+
+/** The lock name carried by the greedy path variable, validated. */
+export function lockNameFrom(path: string | undefined): string {
+  return validate(lockName, path ?? '', 'lock name');
+}
+
+/** Splits ".../locks/{name}/{action}" (the greedy variable holds "{name}/{action}"). */
+export function lockCommandFrom(event: HttpEvent): { name: string; action: string } {
+  const path = event.pathParameters?.proxy ?? '';
+  const slash = path.lastIndexOf('/');
+  if (slash < 0) {
+    throw new LatchkeyError(
+      'NOT_FOUND',
+      `no such route: POST ${event.rawPath}; use .../locks/{name}/acquire|release|renew`,
+    );
+  }
+  return { name: lockNameFrom(path.slice(0, slash)), action: path.slice(slash + 1) };
+}

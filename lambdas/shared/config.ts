@@ -1,0 +1,44 @@
+/**
+ * Configuration from the environment, validated once at cold start.
+ * A bad value stops the function with a message naming the variable.
+ */
+import { z } from 'zod';
+import { DEFAULT_LIMITS, type Limits } from '../core/wire';
+import type { StoreSettings } from '../store/lock-requests';
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const environment = z
+  .object({
+    TABLE_NAME: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/, 'must be a DynamoDB table name'),
+    LOCK_MIN_TTL_MS: positiveInt(DEFAULT_LIMITS.minTtlMs),
+    LOCK_MAX_TTL_MS: positiveInt(DEFAULT_LIMITS.maxTtlMs),
+    LOCK_RETENTION_SECONDS: positiveInt(86_400),
+    AWS_ENDPOINT_URL_DYNAMODB: z.url().optional(),
+  })
+  .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
+    message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
+  })
+  .refine((env) => env.LOCK_RETENTION_SECONDS * 1000 > env.LOCK_MAX_TTL_MS, {
+    message: 'LOCK_RETENTION_SECONDS must outlast the longest lease (LOCK_MAX_TTL_MS)',
+  });
+
+export interface Config {
+  readonly limits: Limits;
+  readonly store: StoreSettings;
+  readonly dynamoEndpoint: string | undefined;
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = environment.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'environment'}: ${i.message}`);
+    throw new Error(`latchkey configuration is invalid: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  return {
+    limits: { minTtlMs: e.LOCK_MIN_TTL_MS, maxTtlMs: e.LOCK_MAX_TTL_MS },
+    store: { tableName: e.TABLE_NAME, retentionSeconds: e.LOCK_RETENTION_SECONDS },
+    dynamoEndpoint: e.AWS_ENDPOINT_URL_DYNAMODB,
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * The HTTP plumbing every route shares: body and query parsing with the wire
+ * schemas, JSON responses, and one error mapping (middy onError), so a
+ * handler is only "parse, call the store, answer".
+ */
+import middy from '@middy/core';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { z } from 'zod';
+import { type ErrorDetail, invalidRequest, LatchkeyError } from '../core/errors';
+import { MAX_BODY_BYTES } from '../core/wire';
+import { describeError, log } from './log';
+
+export type HttpEvent = APIGatewayProxyEventV2;
+export type HttpResult = APIGatewayProxyStructuredResultV2;
+
+const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+
+export function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): HttpResult {
+  return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
+}
+
+export function errorResponse(error: LatchkeyError, extra: Record<string, unknown> = {}): HttpResult {
+  const retryAfter: Record<string, string> =
+    error.retryAfterMs === undefined
+      ? {}
+      : { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) };
+  return json(error.status, { ...extra, ...error.toBody() }, retryAfter);
+}
+
+function issuesToDetails(issues: readonly z.core.$ZodIssue[]): ErrorDetail[] {
+  return issues.map((issue) => {
+    const path = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      return { path: path || 'body', message: `unknown field(s): ${issue.keys.join(', ')}` };
+    }
+    return { path: path || 'body', message: issue.message };
+  });
+}
+
+/** Validates `value` with `schema` or throws INVALID_REQUEST naming every problem. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const details = issuesToDetails(result.error.issues);
+  throw invalidRequest(
+    `${what} is invalid: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`,
+    details,
+  );
+}
+
+/** The JSON body of a request, checked against `schema`. */
+export function parseBody<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
+  if (event.body === undefined || event.body === null || event.body === '') {
+    throw invalidRequest('request body is missing: send a JSON object');
+  }
+  const raw = event.isBase64Encoded ? Buffer.from(event.body, 'base64') : Buffer.from(event.body, 'utf8');
+  if (raw.byteLength > MAX_BODY_BYTES) {
+    throw invalidRequest(`request body is ${raw.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    throw invalidRequest(`request body is not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw invalidRequest('request body must be a JSON object');
+  }
+  return validate(schema, parsed, 'request body');
+}
+
+/** Query string parameters (API Gateway joins repeated ones with ','), checked against `schema`. */
+export function parseQuery<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
+  return validate(schema, event.queryStringParameters ?? {}, 'query string');
+}
+
+/** Wraps a route: any LatchkeyError becomes its JSON answer; anything else is logged and answered 500. */
+export function httpRoute(run: (event: HttpEvent) => Promise<HttpResult>) {
+  return middy<HttpEvent, HttpResult>()
+    .handler(run)
+    .use({
+      onError: async (request) => {
+        const error = request.error;
+        if (error instanceof LatchkeyError) {
+          if (error.status >= 500)
+            log('error', 'request failed', { code: error.code, ...describeError(error) });
+          request.response = errorResponse(error);
+          return;
+        }
+        log('error', 'unexpected failure', describeError(error));
+        request.response = errorResponse(
+          new LatchkeyError('INTERNAL', 'internal error; see the service logs'),
+        );
+      },
+    });
+}

@@ -1,0 +1,38 @@
+/**
+ * The DynamoDB document client every handler and the local stack use:
+ * bounded timeouts so an outage becomes a typed 503 quickly instead of a
+ * Lambda timeout, and an optional per-request hook that counts calls.
+ */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+
+export interface DocumentClientOptions {
+  readonly region?: string;
+  /** Overrides AWS_ENDPOINT_URL_DYNAMODB (tests, the local stack). */
+  readonly endpoint?: string;
+  readonly maxAttempts?: number;
+  /** Called once per HTTP request sent to DynamoDB, retries included. */
+  readonly onCall?: (commandName: string) => void;
+}
+
+export function createDocumentClient(options: DocumentClientOptions = {}): DynamoDBDocumentClient {
+  const client = new DynamoDBClient({
+    ...(options.region ? { region: options.region } : {}),
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    maxAttempts: options.maxAttempts ?? 3,
+    requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 3_000 }),
+  });
+  const onCall = options.onCall;
+  if (onCall) {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        onCall(context.commandName ?? 'unknown');
+        return next(args);
+      },
+      // The deserialize step runs once per attempt, inside the retry loop.
+      { step: 'deserialize', name: 'latchkeyCallCounter', override: true },
+    );
+  }
+  return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+}

@@ -1,0 +1,150 @@
+/**
+ * The lock repository: runs the core's protocols against DynamoDB. An
+ * uncontended acquire, release or renew is one conditional UpdateItem; a
+ * refusal comes back with the item as it was (ALL_OLD), so explaining it
+ * needs no read.
+ */
+import type { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import {
+  BatchGetCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { invalidRequest } from '../core/errors';
+import type { Item, Write } from '../core/expr';
+import {
+  type AcquireCommand,
+  acquireProtocol,
+  type Protocol,
+  type ReleaseCommand,
+  type RenewCommand,
+  releaseProtocol,
+  renewProtocol,
+  runProtocol,
+  type WriteResult,
+} from '../core/lock';
+import { toStoreError } from './errors';
+import {
+  lockBatchReadRequest,
+  lockListRequest,
+  lockReadRequest,
+  lockWriteRequest,
+  type StoreSettings,
+} from './lock-requests';
+import { LIST_INDEX } from './table';
+
+export interface LockPage {
+  readonly items: readonly Item[];
+  readonly nextCursor: string | undefined;
+}
+
+export class LockStore {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly settings: StoreSettings,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  acquire(cmd: AcquireCommand) {
+    return this.run(cmd.name, (now) => acquireProtocol(cmd, now));
+  }
+
+  release(cmd: ReleaseCommand) {
+    return this.run(cmd.name, (now) => releaseProtocol(cmd, now));
+  }
+
+  renew(cmd: RenewCommand) {
+    return this.run(cmd.name, (now) => renewProtocol(cmd, now));
+  }
+
+  /** The lock item (strongly consistent), or undefined if the name was never used or was collected. */
+  async get(name: string): Promise<Item | undefined> {
+    const out = await this.send(() => this.db.send(new GetCommand(lockReadRequest(this.settings, name))));
+    return out.Item as Item | undefined;
+  }
+
+  /** Locks whose names start with `prefix`, in name order: a Query on the listing index, never a Scan. */
+  async list(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
+    const startKey = cursor === undefined ? undefined : decodeCursor(cursor);
+    const page = await this.send(() =>
+      this.db.send(new QueryCommand(lockListRequest(this.settings, prefix, limit, startKey))),
+    );
+    const names = (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]));
+    const items = names.length ? await this.readMany(names) : new Map<string, Item>();
+    return {
+      items: names.map((name) => items.get(name)).filter((item): item is Item => item !== undefined),
+      nextCursor: page.LastEvaluatedKey ? encodeCursor(page.LastEvaluatedKey) : undefined,
+    };
+  }
+
+  private async readMany(names: readonly string[]): Promise<Map<string, Item>> {
+    const found = new Map<string, Item>();
+    let request = lockBatchReadRequest(this.settings, names);
+    for (let round = 0; round < 5; round++) {
+      const out = await this.send(() => this.db.send(new BatchGetCommand(request)));
+      for (const item of out.Responses?.[this.settings.tableName] ?? []) {
+        found.set(String(item[LIST_INDEX.sk]), item as Item);
+      }
+      const unprocessed = out.UnprocessedKeys?.[this.settings.tableName];
+      if (!unprocessed?.Keys?.length) return found;
+      request = { RequestItems: { [this.settings.tableName]: unprocessed } };
+      await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
+    }
+    throw toStoreError({ name: 'ProvisionedThroughputExceededException' });
+  }
+
+  private run<Outcome>(name: string, protocolAt: (now: number) => Protocol<Outcome>): Promise<Outcome> {
+    const now = this.clock();
+    return runProtocol(protocolAt(now), (write) => this.tryWrite(name, write, now));
+  }
+
+  private async tryWrite(name: string, write: Write, now: number): Promise<WriteResult> {
+    try {
+      const out = await this.db.send(new UpdateCommand(lockWriteRequest(this.settings, name, write, now)));
+      return { ok: true, item: (out.Attributes ?? {}) as Item };
+    } catch (error) {
+      if (error instanceof Error && error.name === 'ConditionalCheckFailedException') {
+        // lib-dynamodb leaves the ALL_OLD item marshalled on the exception.
+        const old = (error as ConditionalCheckFailedException).Item;
+        return { ok: false, old: old ? (unmarshall(old) as Item) : undefined };
+      }
+      throw toStoreError(error);
+    }
+  }
+
+  private async send<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+}
+
+function encodeCursor(key: Record<string, unknown>): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+const CURSOR_KEYS = ['pk', 'sk', LIST_INDEX.pk, LIST_INDEX.sk].sort().join(',');
+
+function decodeCursor(cursor: string): Record<string, string> {
+  try {
+    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (
+      typeof key === 'object' &&
+      key !== null &&
+      Object.keys(key).sort().join(',') === CURSOR_KEYS &&
+      Object.values(key).every((v) => typeof v === 'string')
+    ) {
+      return key as Record<string, string>;
+    }
+  } catch {
+    // fall through
+  }
+  throw invalidRequest('cursor is not valid: pass back the next_cursor of a previous page unchanged', [
+    { path: 'cursor', message: 'not a cursor returned by this API' },
+  ]);
+}

