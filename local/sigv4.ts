@@ -49,6 +49,12 @@ function parseAmzDate(value: string | undefined): Date | undefined {
   return new Date(Date.UTC(year, month - 1, day, hour, minute, second));
 }
 
+async function sha256Hex(body: Uint8Array): Promise<string> {
+  const hash = new Sha256();
+  hash.update(body);
+  return Buffer.from(await hash.digest()).toString('hex');
+}
+
 function queryOf(rawQuery: string): Record<string, string | string[]> {
   const query: Record<string, string | string[]> = {};
   for (const [key, value] of new URLSearchParams(rawQuery)) {
@@ -85,6 +91,10 @@ export async function verifySigV4(
       ok: false,
       reason: 'signature expired: X-Amz-Date is more than 15 minutes from the server time',
     };
+  }
+  const declaredHash = request.headers['x-amz-content-sha256'];
+  if (declaredHash !== undefined && declaredHash !== (await sha256Hex(request.body))) {
+    return { ok: false, reason: 'x-amz-content-sha256 does not match the request body' };
   }
   const signedHeaders = (signedHeaderList as string).split(';');
   if (!signedHeaders.includes('host')) return { ok: false, reason: 'the host header must be signed' };

@@ -46,9 +46,14 @@ function listen(server: Server, port: number, host: string): Promise<number> {
   });
 }
 
+/** Handlers keep one configuration per process, as in Lambda: so one stack per process. */
+let running = false;
+
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
+  if (running) throw new Error('a latchkey local stack is already running in this process');
+  running = true;
   const tableName = options.tableName ?? 'latchkey-local';
-  const external = options.dynamoEndpoint ?? process.env.AWS_ENDPOINT_URL_DYNAMODB;
+  const external = options.dynamoEndpoint || process.env.AWS_ENDPOINT_URL_DYNAMODB || undefined;
   let dynamo: DynamoDbLocal | undefined;
   if (!external) dynamo = await startDynamoDbLocal(options.dbPath ? { dbPath: options.dbPath } : {});
   const dynamoEndpoint = external ?? (dynamo as DynamoDbLocal).endpoint;
@@ -85,10 +90,12 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         server.closeAllConnections();
         await new Promise((resolve) => server.close(resolve));
         await dynamo?.stop();
+        running = false;
       },
     };
   } catch (error) {
     await dynamo?.stop();
+    running = false;
     throw error;
   }
 }

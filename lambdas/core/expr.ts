@@ -7,9 +7,10 @@
  * the store. A differential test against DynamoDB Local checks that both
  * interpretations agree, so the rules cannot drift apart.
  *
- * Semantics follow DynamoDB: a comparison involving a missing attribute, or
- * values of different types, is false. Rules therefore never compare a
- * possibly-missing attribute with `<>`; they write `or(missing(a), ne(a, v))`.
+ * Semantics follow DynamoDB (checked against DynamoDB Local by
+ * test/integration/differential.ddb.test.ts): a comparison involving a
+ * missing attribute, or values of different types, is false, except `<>`,
+ * which is then true.
  */
 
 export type Scalar = string | number;
@@ -87,7 +88,7 @@ export function evaluate(condition: Condition, item: Item | undefined): boolean 
       return item?.[condition.attr] === undefined;
     case 'compare': {
       const actual = item?.[condition.attr];
-      if (actual === undefined || typeof actual !== typeof condition.value) return false;
+      if (actual === undefined || typeof actual !== typeof condition.value) return condition.op === '<>';
       return compareScalars(actual, condition.op, condition.value);
     }
     case 'and':

@@ -27,21 +27,29 @@ export function errorResponse(error: LatchkeyError, extra: Record<string, unknow
   return json(error.status, { ...extra, ...error.toBody() }, retryAfter);
 }
 
-function issuesToDetails(issues: readonly z.core.$ZodIssue[]): ErrorDetail[] {
+function issuesToDetails(issues: readonly z.core.$ZodIssue[], what: string): ErrorDetail[] {
   return issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
-    if (issue.code === 'unrecognized_keys') {
-      return { path: path || 'body', message: `unknown field(s): ${issue.keys.join(', ')}` };
+    const path = issue.path.map(String).join('.') || what;
+    if (issue.code === 'unrecognized_keys')
+      return { path, message: `unknown field(s): ${issue.keys.join(', ')}` };
+    if (issue.code === 'invalid_type') {
+      const missing = / received undefined$/.test(issue.message);
+      return {
+        path,
+        message: missing ? `${path} is required` : `${path} must be ${article(issue.expected)}`,
+      };
     }
-    return { path: path || 'body', message: issue.message };
+    return { path, message: issue.message };
   });
 }
+
+const article = (type: string) => (/^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`);
 
 /** Validates `value` with `schema` or throws INVALID_REQUEST naming every problem. */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const details = issuesToDetails(result.error.issues);
+  const details = issuesToDetails(result.error.issues, what);
   throw invalidRequest(
     `${what} is invalid: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`,
     details,

@@ -16,14 +16,15 @@ import {
 } from '../../lambdas/core/expr';
 
 describe('evaluate follows DynamoDB semantics', () => {
-  it('treats comparisons with a missing attribute as false, including <>', () => {
+  it('treats comparisons with a missing attribute as false, except <>', () => {
     expect(evaluate(eq('a', 1), {})).toBe(false);
-    expect(evaluate(ne('a', 1), {})).toBe(false);
+    expect(evaluate(ne('a', 1), {})).toBe(true);
     expect(evaluate(gt('a', 1), undefined)).toBe(false);
   });
 
-  it('treats comparisons across types as false', () => {
+  it('treats comparisons across types as false, except <>', () => {
     expect(evaluate(eq('a', '1'), { a: 1 })).toBe(false);
+    expect(evaluate(ne('a', '1'), { a: 1 })).toBe(true);
     expect(evaluate(le('a', 5), { a: 'x' })).toBe(false);
   });
 

@@ -1,0 +1,144 @@
+/**
+ * DynamoDB and the core agree: for random lock items and the writes the
+ * protocols make, DynamoDB Local accepts a compiled write exactly when the
+ * core's evaluator says its condition holds, and leaves exactly the item the
+ * core's applyUpdate predicts.
+ */
+import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import fc from 'fast-check';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
+import {
+  LockAttr as A,
+  acquireProtocol,
+  type Protocol,
+  releaseProtocol,
+  renewProtocol,
+  requestKey,
+} from '../../lambdas/core/lock';
+import { lockWriteRequest } from '../../lambdas/store/lock-requests';
+import { lockKey, STORAGE_ATTRIBUTES } from '../../lambdas/store/table';
+import { createTestTable, testStore } from '../support/dynamo';
+
+let table: Awaited<ReturnType<typeof createTestTable>>;
+let ctx: ReturnType<typeof testStore>;
+beforeAll(async () => {
+  table = await createTestTable();
+  ctx = testStore(table.tableName);
+});
+afterAll(async () => table.drop());
+
+const NOW = 1_800_000_000_000;
+const CLIENTS = ['a', 'b'] as const;
+
+const itemArb: fc.Arbitrary<Item | undefined> = fc.option(
+  fc.record(
+    {
+      [A.name]: fc.constant('d'),
+      [A.holder]: fc.constantFrom(...CLIENTS),
+      [A.fence]: fc.integer({ min: 1, max: 4 }),
+      [A.expiresAt]: fc.integer({ min: NOW - 3, max: NOW + 3 }),
+      [A.reentry]: fc.integer({ min: 1, max: 3 }),
+      [A.grantRequest]: fc.constantFrom(requestKey('a', 'r'), requestKey('b', 'r')),
+    },
+    { requiredKeys: [] },
+  ),
+  { nil: undefined },
+);
+
+const protocolArb: fc.Arbitrary<Protocol<unknown>> = fc.oneof(
+  fc
+    .record({
+      c: fc.constantFrom(...CLIENTS),
+      rid: fc.option(fc.constant('r'), { nil: undefined }),
+      re: fc.boolean(),
+    })
+    .map(({ c, rid, re }) =>
+      acquireProtocol({ name: 'd', clientId: c, ttlMs: 5, requestId: rid, reentrant: re }, NOW),
+    ),
+  fc
+    .record({ c: fc.constantFrom(...CLIENTS), t: fc.integer({ min: 1, max: 4 }) })
+    .map(({ c, t }) => releaseProtocol({ name: 'd', clientId: c, fencingToken: t }, NOW)),
+  fc
+    .record({ c: fc.constantFrom(...CLIENTS), t: fc.integer({ min: 1, max: 4 }) })
+    .map(({ c, t }) => renewProtocol({ name: 'd', clientId: c, fencingToken: t, ttlMs: 5 }, NOW)),
+);
+
+/** The writes a protocol may send for this item: its first, and the one its refusal names. */
+function writesFor(protocol: Protocol<unknown>, item: Item | undefined): Write[] {
+  const writes = [protocol.first];
+  try {
+    const next = protocol.onRefused(item);
+    if ('write' in next) writes.push(next.write);
+  } catch {
+    // a refusal that answers with an error sends nothing more
+  }
+  return writes;
+}
+
+const lockState = (item: Record<string, unknown> | undefined) =>
+  item &&
+  Object.fromEntries(
+    Object.entries(item).filter(([k, v]) => !STORAGE_ATTRIBUTES.includes(k) && v !== undefined),
+  );
+
+it('DynamoDB Local agrees with evaluate() and applyUpdate() on every protocol write', async () => {
+  const key = lockKey('d');
+  await fc.assert(
+    fc.asyncProperty(itemArb, protocolArb, async (item, protocol) => {
+      for (const write of writesFor(protocol, item)) {
+        const attributes = Object.fromEntries(Object.entries(item ?? {}).filter(([, v]) => v !== undefined));
+        if (item)
+          await ctx.db.send(new PutCommand({ TableName: table.tableName, Item: { ...key, ...attributes } }));
+        else await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: key }));
+
+        const expected = evaluate(write.condition, item);
+        let accepted: boolean;
+        try {
+          await ctx.db.send(new UpdateCommand(lockWriteRequest(ctx.settings, 'd', write, NOW)));
+          accepted = true;
+        } catch (error) {
+          if ((error as Error).name !== 'ConditionalCheckFailedException') throw error;
+          const old = (error as { Item?: Parameters<typeof unmarshall>[0] }).Item;
+          expect(lockState(old && unmarshall(old))).toEqual(lockState(item));
+          accepted = false;
+        }
+        expect(accepted).toBe(expected);
+        const stored = (
+          await ctx.db.send(new GetCommand({ TableName: table.tableName, Key: key, ConsistentRead: true }))
+        ).Item;
+        expect(lockState(stored)).toEqual(
+          accepted ? lockState(applyUpdate(item, write.update)) : lockState(item),
+        );
+      }
+    }),
+    { numRuns: 150 },
+  );
+});
+
+it('comparisons with a missing attribute or another type: DynamoDB and evaluate() agree', async () => {
+  const { eq, ne, lt, ge } = await import('../../lambdas/core/expr');
+  const item = { num: 1, str: 'x' };
+  const cases = [
+    ne('absent', 'x'),
+    eq('absent', 'x'),
+    lt('absent', 5),
+    ne('num', 'x'),
+    eq('num', '1'),
+    ge('str', 0),
+  ];
+  const key = lockKey('comparisons');
+  for (const condition of cases) {
+    await ctx.db.send(new PutCommand({ TableName: table.tableName, Item: { ...key, ...item } }));
+    const write: Write = { condition, update: [] };
+    const accepted = await ctx.db
+      .send(new UpdateCommand(lockWriteRequest(ctx.settings, 'comparisons', write, NOW)))
+      .then(() => true)
+      .catch((error: Error) => {
+        if (error.name !== 'ConditionalCheckFailedException') throw error;
+        return false;
+      });
+    expect({ condition, accepted }).toEqual({ condition, accepted: evaluate(condition, item) });
+  }
+});

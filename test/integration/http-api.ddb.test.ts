@@ -1,0 +1,242 @@
+/** The HTTP API through the local stack: SigV4, every route, and bad input that changes nothing. */
+import { randomUUID } from 'node:crypto';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDocumentClient } from '../../lambdas/store/document-client';
+import { type LocalStack, startLocalStack } from '../../local/stack';
+import { dynamoEndpoint } from '../support/dynamo';
+import { signedClient } from '../support/signed-fetch';
+
+let stack: LocalStack;
+let api: ReturnType<typeof signedClient>;
+const db = () => createDocumentClient({ endpoint: dynamoEndpoint() });
+
+beforeAll(async () => {
+  stack = await startLocalStack({
+    port: 0,
+    dynamoEndpoint: dynamoEndpoint(),
+    tableName: `http-${randomUUID()}`,
+  });
+  api = signedClient(stack.url);
+});
+afterAll(async () => stack.stop());
+
+const tableSnapshot = async () =>
+  ((await db().send(new ScanCommand({ TableName: stack.tableName, ConsistentRead: true }))).Items ?? []).sort(
+    (a, b) => String(a.pk).localeCompare(String(b.pk)),
+  );
+
+describe('authentication', () => {
+  it('accepts SigV4-signed requests', async () => {
+    expect(await api.get('/api/v1/health')).toMatchObject({ status: 200, body: { ok: true } });
+  });
+
+  it('answers 403 to unsigned requests and to wrong credentials, before any handler runs', async () => {
+    const unsigned = await api.post(
+      '/api/v1/locks/x/acquire',
+      { client_id: 'a', ttl_ms: 5_000 },
+      { sign: false },
+    );
+    expect(unsigned.status).toBe(403);
+    expect(unsigned.body).toMatchObject({ message: expect.any(String), error: { code: 'UNAUTHORIZED' } });
+    const forged = signedClient(stack.url, { accessKeyId: 'local', secretAccessKey: 'wrong' });
+    expect((await forged.post('/api/v1/locks/x/acquire', { client_id: 'a', ttl_ms: 5_000 })).status).toBe(
+      403,
+    );
+    expect(await tableSnapshot()).toEqual([]);
+  });
+
+  it('rejects a signed request whose body was altered', async () => {
+    // Sign one body, send another: the payload hash no longer matches.
+    const url = new URL('/api/v1/locks/x/acquire', stack.url);
+    const { SignatureV4 } = await import('@smithy/signature-v4');
+    const { Sha256 } = await import('@aws-crypto/sha256-js');
+    const signer = new SignatureV4({
+      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      region: 'us-east-1',
+      service: 'execute-api',
+      sha256: Sha256,
+    });
+    const signed = await signer.sign({
+      method: 'POST',
+      protocol: 'http:',
+      hostname: url.hostname,
+      port: Number(url.port),
+      path: url.pathname,
+      headers: { host: url.host },
+      body: '{"client_id":"a","ttl_ms":5000}',
+    });
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: signed.headers,
+      body: '{"client_id":"evil","ttl_ms":5000}',
+    });
+    expect(response.status).toBe(403);
+  });
+});
+
+describe('lock routes', () => {
+  it('acquire, inspect, renew, release a hierarchical lock', async () => {
+    const acquired = await api.post('/api/v1/locks/jobs/billing/nightly/acquire', {
+      client_id: 'w1',
+      ttl_ms: 30_000,
+    });
+    expect(acquired.status).toBe(200);
+    expect(acquired.body).toMatchObject({
+      acquired: true,
+      lock: 'jobs/billing/nightly',
+      client_id: 'w1',
+      mode: 'exclusive',
+      ttl_ms: 30_000,
+    });
+    const token = acquired.body.fencing_token;
+    expect(Number.isSafeInteger(token)).toBe(true);
+    expect(acquired.body.expires_at).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+
+    const refused = await api.post('/api/v1/locks/jobs/billing/nightly/acquire', {
+      client_id: 'w2',
+      ttl_ms: 30_000,
+    });
+    expect(refused.body).toMatchObject({
+      acquired: false,
+      holder: { client_id: 'w1', expires_at: acquired.body.expires_at },
+    });
+    expect(refused.body.retry_after_ms).toBeGreaterThan(0);
+
+    // A client may also percent-encode the slashes of the name.
+    const shown = await api.get(`/api/v1/locks/${encodeURIComponent('jobs/billing/nightly')}`);
+    expect(shown.body).toMatchObject({
+      lock: 'jobs/billing/nightly',
+      state: 'held',
+      holders: [{ client_id: 'w1', fencing_token: token }],
+      waiters: [],
+      fencing_token: token,
+    });
+
+    const renewed = await api.post('/api/v1/locks/jobs/billing/nightly/renew', {
+      client_id: 'w1',
+      fencing_token: token,
+      ttl_ms: 60_000,
+    });
+    expect(renewed.body).toMatchObject({ renewed: true, fencing_token: token, ttl_ms: 60_000 });
+    expect(Date.parse(renewed.body.expires_at)).toBeGreaterThan(Date.parse(acquired.body.expires_at));
+
+    const stale = await api.post('/api/v1/locks/jobs/billing/nightly/release', {
+      client_id: 'w2',
+      fencing_token: token,
+    });
+    expect(stale.status).toBe(409);
+    expect(stale.body).toMatchObject({ released: false, error: { code: 'NOT_HOLDER' } });
+
+    const released = await api.post('/api/v1/locks/jobs/billing/nightly/release', {
+      client_id: 'w1',
+      fencing_token: token,
+    });
+    expect(released.body).toMatchObject({ released: true, remaining_reentries: 0 });
+    expect((await api.get('/api/v1/locks/jobs/billing/nightly')).body).toMatchObject({
+      state: 'free',
+      holders: [],
+      fencing_token: token,
+    });
+
+    const lapsed = await api.post('/api/v1/locks/jobs/billing/nightly/renew', {
+      client_id: 'w1',
+      fencing_token: token,
+      ttl_ms: 5_000,
+    });
+    expect(lapsed.status).toBe(409);
+    expect(lapsed.body).toMatchObject({ renewed: false, error: { code: 'NOT_HOLDER' } });
+  });
+
+  it('an unused name is simply free', async () => {
+    expect((await api.get('/api/v1/locks/never/used')).body).toEqual({
+      lock: 'never/used',
+      state: 'free',
+      holders: [],
+      waiters: [],
+      fencing_token: null,
+    });
+  });
+
+  it('a retried acquire with the same request_id gets the same grant', async () => {
+    const body = { client_id: 'w1', ttl_ms: 30_000, request_id: 'retry-1' };
+    const first = await api.post('/api/v1/locks/idempotent/acquire', body);
+    const again = await api.post('/api/v1/locks/idempotent/acquire', body);
+    expect(again.body).toEqual(first.body);
+  });
+
+  it('lists locks by prefix, paginated', async () => {
+    for (const name of ['ls/a', 'ls/b', 'ls/c'])
+      await api.post(`/api/v1/locks/${name}/acquire`, { client_id: 'w', ttl_ms: 30_000 });
+    const first = await api.get('/api/v1/locks?prefix=ls%2F&limit=2');
+    expect(first.status).toBe(200);
+    expect(first.body.locks.map((l: { lock: string }) => l.lock)).toEqual(['ls/a', 'ls/b']);
+    expect(first.body.locks[0]).toMatchObject({ state: 'held', holders: [{ client_id: 'w' }] });
+    const second = await api.get(`/api/v1/locks?prefix=ls%2F&limit=2&cursor=${first.body.next_cursor}`);
+    expect(second.body).toMatchObject({ locks: [{ lock: 'ls/c' }], next_cursor: null });
+  });
+});
+
+describe('bad input: 400 with a code and a message, and nothing changes', () => {
+  const ok = { client_id: 'w1', ttl_ms: 5_000 };
+  const cases: [string, string, unknown, string?][] = [
+    ['malformed JSON', '/api/v1/locks/bad/acquire', undefined, '{"client_id": '],
+    ['a JSON array', '/api/v1/locks/bad/acquire', [ok]],
+    ['an empty body', '/api/v1/locks/bad/acquire', undefined, ''],
+    ['a missing field', '/api/v1/locks/bad/acquire', { client_id: 'w1' }],
+    ['an extra field', '/api/v1/locks/bad/acquire', { ...ok, admin: true }],
+    ['a string ttl', '/api/v1/locks/bad/acquire', { ...ok, ttl_ms: '5000' }],
+    ['a fractional ttl', '/api/v1/locks/bad/acquire', { ...ok, ttl_ms: 5000.5 }],
+    ['ttl below the minimum', '/api/v1/locks/bad/acquire', { ...ok, ttl_ms: 999 }],
+    ['ttl above the maximum', '/api/v1/locks/bad/acquire', { ...ok, ttl_ms: 3_600_001 }],
+    ['an empty client_id', '/api/v1/locks/bad/acquire', { ...ok, client_id: '' }],
+    ['a client_id with spaces', '/api/v1/locks/bad/acquire', { ...ok, client_id: 'a b' }],
+    ['shared mode (not yet available)', '/api/v1/locks/bad/acquire', { ...ok, mode: 'shared' }],
+    ['a name with a bad character', '/api/v1/locks/bad%20name/acquire', ok],
+    ['a name with an empty level', '/api/v1/locks/a%2F%2Fb/acquire', ok],
+    ['a name with a trailing slash', `/api/v1/locks/${encodeURIComponent('a/')}/acquire`, ok],
+    ['a name over 256 characters', `/api/v1/locks/${'n'.repeat(257)}/acquire`, ok],
+    ['a negative token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: -1 }],
+    ['a fractional token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: 1.5 }],
+    ['a string token', '/api/v1/locks/bad/renew', { client_id: 'w1', fencing_token: '7', ttl_ms: 5_000 }],
+    [
+      'a token beyond 2^53',
+      '/api/v1/locks/bad/release',
+      undefined,
+      '{"client_id":"w1","fencing_token":9007199254740993}',
+    ],
+    ['a body over 16 KiB', '/api/v1/locks/bad/acquire', { ...ok, request_id: 'r'.repeat(17_000) }],
+  ];
+
+  it.each(cases)('%s', async (_, path, body, raw) => {
+    const before = await tableSnapshot();
+    const response = await api.post(path, body, raw === undefined ? {} : { raw });
+    expect(response.status).toBe(400);
+    expect(response.body.error.code).toBe('INVALID_REQUEST');
+    expect(response.body.error.message).toEqual(expect.any(String));
+    expect(await tableSnapshot()).toEqual(before);
+  });
+
+  it('bad query parameters for the listing', async () => {
+    for (const query of [
+      'limit=0',
+      'limit=101',
+      'limit=ten',
+      'cursor=garbage',
+      'prefix=a%20b',
+      'unknown=1',
+    ]) {
+      const response = await api.get(`/api/v1/locks?${query}`);
+      expect({ query, status: response.status, code: response.body.error?.code }).toEqual({
+        query,
+        status: 400,
+        code: 'INVALID_REQUEST',
+      });
+    }
+  });
+
+  it('an unknown action is 404 and an unknown route is 404', async () => {
+    expect((await api.post('/api/v1/locks/x/steal', { client_id: 'w1' })).body.error.code).toBe('NOT_FOUND');
+    expect((await api.get('/api/v2/nothing')).status).toBe(404);
+  });
+});

@@ -1,0 +1,76 @@
+/**
+ * `npm start` as a process: it prints its URL once ready, serves signed
+ * requests, and leaves no java process behind on SIGINT, SIGTERM or SIGKILL.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { expect, it } from 'vitest';
+import { freePort } from '../../local/dynamodb-local';
+import { signedClient } from '../support/signed-fetch';
+
+const tsx = createRequire(import.meta.url).resolve('tsx');
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function untilGone(pid: number, ms = 10_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return !alive(pid);
+}
+
+/** The java pid: the DynamoDB endpoint port names the listening process. */
+function javaPidFor(parent: number): number {
+  const out = execFileSync('ps', ['-eo', 'pid,ppid,args'], { encoding: 'utf8' });
+  const line = out.split('\n').find((l) => {
+    const [, ppid, ...args] = l.trim().split(/\s+/);
+    return Number(ppid) === parent && args.join(' ').includes('DynamoDBLocal.jar');
+  });
+  if (!line) throw new Error(`no DynamoDB Local child of ${parent}:\n${out}`);
+  return Number(line.trim().split(/\s+/)[0]);
+}
+
+async function startService(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', tsx, 'bin/local.ts', '--port', String(port)], {
+    env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (c: Buffer) => (output += c));
+  child.stderr?.on('data', (c: Buffer) => (output += c));
+  const deadline = Date.now() + 60_000;
+  while (!output.includes('latchkey is ready')) {
+    if (Date.now() > deadline || child.exitCode !== null)
+      throw new Error(`service did not start:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { child, url: `http://127.0.0.1:${port}`, output: () => output };
+}
+
+it.each(['SIGINT', 'SIGTERM', 'SIGKILL'] as const)(
+  'serves, then %s leaves no java process',
+  async (signal) => {
+    const service = await startService();
+    const pid = service.child.pid as number;
+    expect(service.output()).toContain(`HTTP API  ${service.url}/api/v1`);
+    const api = signedClient(service.url);
+    expect(
+      (await api.post('/api/v1/locks/proc/acquire', { client_id: 'a', ttl_ms: 5_000 })).body.acquired,
+    ).toBe(true);
+
+    // The JVM runs under setpriv, which execs java: its pid is a child of the service.
+    const java = javaPidFor(pid);
+    service.child.kill(signal);
+    expect(await untilGone(pid)).toBe(true);
+    expect(await untilGone(java)).toBe(true);
+  },
+);

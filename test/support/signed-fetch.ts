@@ -1,0 +1,67 @@
+/** A SigV4-signing fetch for tests, signing like the AWS SDK does (execute-api, us-east-1). */
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
+
+export interface SignedResponse<T = any> {
+  status: number;
+  headers: Headers;
+  body: T;
+  text: string;
+}
+
+export function signedClient(
+  baseUrl: string,
+  credentials = { accessKeyId: 'local', secretAccessKey: 'local' },
+) {
+  const signer = new SignatureV4({
+    credentials,
+    region: 'us-east-1',
+    service: 'execute-api',
+    sha256: Sha256,
+  });
+
+  async function send(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { sign?: boolean; raw?: string } = {},
+  ) {
+    const url = new URL(path, baseUrl);
+    const payload = options.raw ?? (body === undefined ? undefined : JSON.stringify(body));
+    const headers: Record<string, string> = { host: url.host };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const query: Record<string, string> = {};
+    for (const [k, v] of url.searchParams) query[k] = v;
+    const request = new HttpRequest({
+      method,
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: Number(url.port),
+      path: url.pathname,
+      query,
+      headers,
+      ...(payload !== undefined ? { body: payload } : {}),
+    });
+    const signed = options.sign === false ? request : await signer.sign(request);
+    const response = await fetch(url, {
+      method,
+      headers: signed.headers,
+      ...(payload !== undefined ? { body: payload } : {}),
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    return { status: response.status, headers: response.headers, body: parsed, text } as SignedResponse;
+  }
+
+  return {
+    get: (path: string, options?: { sign?: boolean }) => send('GET', path, undefined, options),
+    post: (path: string, body?: unknown, options?: { sign?: boolean; raw?: string }) =>
+      send('POST', path, body, options),
+  };
+}
