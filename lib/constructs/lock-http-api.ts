@@ -1,0 +1,99 @@
+import { CfnOutput } from 'aws-cdk-lib';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import { HttpApi, type HttpMethod, LogGroupLogDestination } from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { ROUTES } from '../../lambdas/http/routes';
+import { LockFunction } from './lock-function';
+
+export interface LockHttpApiProps {
+  readonly table: ITable;
+  /** Environment for every function (table name, lease bounds). */
+  readonly environment: Record<string, string>;
+  /**
+   * Retention of function and access logs.
+   * @default RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: RetentionDays;
+  /**
+   * Steady-state requests per second across the API before API Gateway answers 429.
+   * @default 1000
+   */
+  readonly rateLimit?: number;
+  /**
+   * Burst of requests API Gateway admits above the rate.
+   * @default 2000
+   */
+  readonly burstLimit?: number;
+}
+
+/**
+ * The HTTP API: every route IAM-authorized (callers sign with SigV4), one
+ * function per route (lambdas/http/routes.ts), access logs on the stage.
+ */
+export class LockHttpApi extends Construct {
+  readonly api: HttpApi;
+  readonly functions: Record<string, LockFunction> = {};
+
+  constructor(scope: Construct, id: string, props: LockHttpApiProps) {
+    super(scope, id);
+    const logRetention = props.logRetention ?? RetentionDays.ONE_MONTH;
+    this.api = new HttpApi(this, 'Api', {
+      description: 'latchkey lock service',
+      defaultAuthorizer: new HttpIamAuthorizer(),
+      createDefaultStage: false,
+    });
+    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: logRetention });
+    this.api.addStage('DefaultStage', {
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit: props.rateLimit ?? 1000, burstLimit: props.burstLimit ?? 2000 },
+      accessLogSettings: {
+        destination: new LogGroupLogDestination(accessLogs),
+        format: AccessLogFormat.custom(
+          JSON.stringify({
+            requestId: '$context.requestId',
+            time: '$context.requestTime',
+            ip: '$context.identity.sourceIp',
+            caller: '$context.identity.userArn',
+            route: '$context.routeKey',
+            path: '$context.path',
+            status: '$context.status',
+            latencyMs: '$context.responseLatency',
+            integrationStatus: '$context.integrationStatus',
+            error: '$context.error.message',
+            authorizerError: '$context.authorizer.error',
+          }),
+        ),
+      },
+    });
+
+    for (const route of ROUTES) {
+      const [method, path] = route.key.split(' ') as [HttpMethod, string];
+      const fn = new LockFunction(this, pascal(route.module), {
+        entry: `lambdas/http/${route.module}.ts`,
+        description: route.description,
+        table: props.table,
+        tableActions: route.table,
+        indexActions: route.index,
+        environment: props.environment,
+        logRetention,
+      });
+      this.functions[route.module] = fn;
+      this.api.addRoutes({
+        path,
+        methods: [method],
+        integration: new HttpLambdaIntegration(`${pascal(route.module)}Integration`, fn.fn),
+      });
+    }
+    new CfnOutput(scope, 'ApiUrl', {
+      value: this.api.apiEndpoint,
+      description: 'latchkey HTTP API (SigV4, service execute-api)',
+    });
+  }
+}
+
+const pascal = (name: string) => name.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase());

@@ -1,0 +1,57 @@
+import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { Construct } from 'constructs';
+import { DEFAULT_LIMITS } from '../lambdas/core/wire';
+import { LockHttpApi } from './constructs/lock-http-api';
+import { LockTable } from './constructs/lock-table';
+
+export interface LatchkeyStackProps extends StackProps {
+  /**
+   * Shortest lease a client may ask for, in milliseconds.
+   * @default 1000
+   */
+  readonly minTtlMs?: number;
+  /**
+   * Longest lease a client may ask for, in milliseconds.
+   * @default 3600000 (one hour)
+   */
+  readonly maxTtlMs?: number;
+  /**
+   * Retention of function and access logs.
+   * @default RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: RetentionDays;
+  /**
+   * What happens to the lock table when the stack is deleted.
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly tableRemovalPolicy?: RemovalPolicy;
+}
+
+export class LatchkeyStack extends Stack {
+  readonly table: LockTable;
+  readonly httpApi: LockHttpApi;
+
+  constructor(scope: Construct, id: string, props: LatchkeyStackProps = {}) {
+    super(scope, id, {
+      description: 'latchkey: distributed locks with fencing tokens on DynamoDB',
+      ...props,
+    });
+    this.table = new LockTable(this, 'Locks', {
+      removalPolicy: props.tableRemovalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    this.httpApi = new LockHttpApi(this, 'Http', {
+      table: this.table.table,
+      environment: {
+        TABLE_NAME: this.table.table.tableName,
+        LOCK_MIN_TTL_MS: String(props.minTtlMs ?? DEFAULT_LIMITS.minTtlMs),
+        LOCK_MAX_TTL_MS: String(props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs),
+      },
+      ...(props.logRetention ? { logRetention: props.logRetention } : {}),
+    });
+    new CfnOutput(this, 'TableName', {
+      value: this.table.table.tableName,
+      description: 'latchkey lock table',
+    });
+  }
+}
