@@ -9,13 +9,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { type HttpLambda, lambdaContext } from './handlers';
 import { type Verification, verifySigV4 } from './sigv4';
-
-export type HttpLambda = (
-  event: APIGatewayProxyEventV2,
-  context: Context,
-) => Promise<APIGatewayProxyStructuredResultV2>;
 
 export interface GatewayRoute {
   readonly key: string;
@@ -83,23 +79,6 @@ function queryParameters(rawQuery: string): Record<string, string> | undefined {
   for (const [key, value] of new URLSearchParams(rawQuery))
     query[key] = key in query ? `${query[key]},${value}` : value;
   return query;
-}
-
-function lambdaContext(requestId: string): Context {
-  return {
-    awsRequestId: requestId,
-    callbackWaitsForEmptyEventLoop: false,
-    functionName: 'latchkey-local',
-    functionVersion: '$LATEST',
-    invokedFunctionArn: 'arn:aws:lambda:us-east-1:000000000000:function:latchkey-local',
-    logGroupName: '/aws/lambda/latchkey-local',
-    logStreamName: 'local',
-    memoryLimitInMB: '256',
-    getRemainingTimeInMillis: () => 30_000,
-    done: () => undefined,
-    fail: () => undefined,
-    succeed: () => undefined,
-  };
 }
 
 export function createHttpGateway(options: GatewayOptions): Server {

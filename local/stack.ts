@@ -7,17 +7,10 @@ import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ROUTES } from '../lambdas/http/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
-import { createHttpGateway, type HttpLambda } from './http-gateway';
+import { loadHandler } from './handlers';
+import { createHttpGateway } from './http-gateway';
 import { LOCAL_REGION } from './sigv4';
 import { ensureTable } from './table-setup';
-
-/** The handler modules behind ROUTES, loaded the way Lambda would load each function. */
-const HANDLER_MODULES: Record<string, () => Promise<{ handler: HttpLambda }>> = {
-  'lock-commands': () => import('../lambdas/http/lock-commands'),
-  'get-lock': () => import('../lambdas/http/get-lock'),
-  'list-locks': () => import('../lambdas/http/list-locks'),
-  health: () => import('../lambdas/http/health'),
-};
 
 export interface LocalStackOptions {
   /** HTTP port; 0 picks a free one. Default 3000. */
@@ -71,11 +64,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     admin.destroy();
 
     const routes = await Promise.all(
-      ROUTES.map(async (route) => {
-        const load = HANDLER_MODULES[route.module];
-        if (!load) throw new Error(`no local handler module for route ${route.key} (${route.module})`);
-        return { key: route.key, handler: (await load()).handler };
-      }),
+      ROUTES.map(async (r) => ({ key: r.key, handler: await loadHandler(r.key) })),
     );
     const server = createHttpGateway({ routes, auth: options.auth ?? 'sigv4' });
     server.keepAliveTimeout = 65_000;

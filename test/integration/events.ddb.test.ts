@@ -1,0 +1,44 @@
+/** Every sample event in events/ runs through its handler with the expected status. */
+import { readdirSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { invokeEvent } from '../../local/invoke';
+import { createTestTable, dynamoEndpoint } from '../support/dynamo';
+
+const EXPECTED: Record<string, number> = {
+  'acquire.json': 200,
+  'release.json': 409, // valid, but worker-1 does not hold token 1795435200000001
+  'renew.json': 409,
+  'get-lock.json': 200,
+  'list-locks.json': 200,
+  'health.json': 200,
+};
+
+let table: Awaited<ReturnType<typeof createTestTable>>;
+beforeAll(async () => {
+  table = await createTestTable();
+  process.env.TABLE_NAME = table.tableName;
+  process.env.AWS_ENDPOINT_URL_DYNAMODB = dynamoEndpoint();
+});
+afterAll(async () => table.drop());
+
+const files = readdirSync('events/http').filter((f) => f.endsWith('.json'));
+
+it('has valid and invalid samples for every route', () => {
+  expect(files.length).toBeGreaterThan(10);
+  for (const valid of Object.keys(EXPECTED)) expect(files).toContain(valid);
+});
+
+it.each(files)('%s', async (file) => {
+  const result = await invokeEvent(JSON.parse(readFileSync(`events/http/${file}`, 'utf8')));
+  const body = JSON.parse(result.body ?? '{}');
+  const expected =
+    file.includes('-invalid') ||
+    file.includes('-unknown') ||
+    file.includes('-malformed') ||
+    file.includes('-missing')
+      ? 400
+      : EXPECTED[file];
+  expect({ status: result.statusCode, body }).toMatchObject({ status: expected });
+  if (expected !== 200)
+    expect(body.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+});
