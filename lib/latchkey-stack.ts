@@ -17,6 +17,12 @@ export interface LatchkeyStackProps extends StackProps {
    */
   readonly maxTtlMs?: number;
   /**
+   * How long a lock item is kept after its lease ends, in seconds (must outlast `maxTtlMs`).
+   * Fencing tokens stay increasing after collection either way.
+   * @default 86400 (one day)
+   */
+  readonly lockRetentionSeconds?: number;
+  /**
    * Retention of function and access logs.
    * @default RetentionDays.ONE_MONTH
    */
@@ -46,6 +52,7 @@ export class LatchkeyStack extends Stack {
         TABLE_NAME: this.table.table.tableName,
         LOCK_MIN_TTL_MS: String(props.minTtlMs ?? DEFAULT_LIMITS.minTtlMs),
         LOCK_MAX_TTL_MS: String(props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs),
+        LOCK_RETENTION_SECONDS: String(props.lockRetentionSeconds ?? 86_400),
       },
       ...(props.logRetention ? { logRetention: props.logRetention } : {}),
     });

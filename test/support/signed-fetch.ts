@@ -3,6 +3,7 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 
+// biome-ignore lint/suspicious/noExplicitAny: test responses are inspected field by field
 export interface SignedResponse<T = any> {
   status: number;
   headers: Headers;

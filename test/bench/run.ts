@@ -1,0 +1,203 @@
+/**
+ * `npm run bench`: throughput, latency and DynamoDB calls per operation of
+ * the lock store, directly and through the local HTTP API (SigV4 included),
+ * measured side by side in one run against one DynamoDB Local. Not a test:
+ * numbers vary with the machine; ratios within a run are what to compare.
+ *
+ *   BENCH_SECONDS=5 npm run bench
+ */
+import { randomUUID } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { build } from 'esbuild';
+import { ROUTES } from '../../lambdas/http/routes';
+import { createDocumentClient } from '../../lambdas/store/document-client';
+import { LockStore } from '../../lambdas/store/lock-store';
+import { lockKey } from '../../lambdas/store/table';
+import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { startLocalStack } from '../../local/stack';
+import { ensureTable } from '../../local/table-setup';
+import { signedClient } from '../support/signed-fetch';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+process.env.LOG_LEVEL = 'silent';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+process.env.AWS_REGION ??= 'us-east-1';
+process.env.AWS_ACCESS_KEY_ID ??= 'local';
+process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
+
+type Pair = (worker: number, i: number) => Promise<void>;
+
+interface Result {
+  label: string;
+  concurrency: number;
+  pairsPerSecond: number;
+  p50: number;
+  p99: number;
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+
+async function measure(label: string, concurrency: number, pair: Pair, seconds = SECONDS): Promise<Result> {
+  const latencies: number[] = [];
+  const deadline = performance.now() + seconds * 1000;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        const t = performance.now();
+        await pair(worker, i);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    label,
+    concurrency,
+    pairsPerSecond: latencies.length / elapsed,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+  };
+}
+
+const fmt = (r: Result) =>
+  `${r.label.padEnd(44)} ${String(r.concurrency).padStart(3)}  ${r.pairsPerSecond.toFixed(0).padStart(7)}  ${r.p50.toFixed(1).padStart(7)}  ${r.p99.toFixed(1).padStart(7)}`;
+
+async function bundleSizes(): Promise<string[]> {
+  const lines: string[] = [];
+  for (const route of ROUTES) {
+    const out = await build({
+      entryPoints: [`lambdas/http/${route.module}.ts`],
+      bundle: true,
+      minify: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node24',
+      mainFields: ['module', 'main'],
+      write: false,
+      logLevel: 'silent',
+    });
+    const code = out.outputFiles[0]?.contents ?? new Uint8Array();
+    lines.push(
+      `  ${route.module.padEnd(14)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
+    );
+  }
+  return lines;
+}
+
+async function main() {
+  const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
+  const tableName = `bench-${randomUUID()}`;
+  await ensureTable(new DynamoDBClient({ endpoint: dynamo.endpoint }), tableName);
+  const stack = await startLocalStack({ port: 0, dynamoEndpoint: dynamo.endpoint, tableName });
+  const calls: string[] = [];
+  const db = createDocumentClient({ endpoint: dynamo.endpoint, onCall: (c) => calls.push(c) });
+  const store = new LockStore(db, { tableName, retentionSeconds: 86_400 });
+  const api = signedClient(stack.url);
+
+  const direct: Pair = async (worker) => {
+    const name = `bench/direct/${worker}`;
+    const out = await store.acquire({ name, clientId: `w${worker}`, ttlMs: 10_000 });
+    if (!out.acquired) throw new Error('uncontended acquire refused');
+    await store.release({ name, clientId: `w${worker}`, fencingToken: out.grant.fencingToken });
+  };
+  const http: Pair = async (worker) => {
+    const name = `bench/http/${worker}`;
+    const out = await api.post(`/api/v1/locks/${name}/acquire`, { client_id: `w${worker}`, ttl_ms: 10_000 });
+    if (out.status !== 200 || !out.body.acquired) throw new Error(`acquire failed: ${out.text}`);
+    const released = await api.post(`/api/v1/locks/${name}/release`, {
+      client_id: `w${worker}`,
+      fencing_token: out.body.fencing_token,
+    });
+    if (released.status !== 200) throw new Error(`release failed: ${released.text}`);
+  };
+  // Baseline: the read-then-conditional-put pattern of dynamodb-lock-client (fail-open,
+  // fenced), reimplemented on the same table: GetItem, then PutItem conditioned on the
+  // version read; release is one conditional PutItem.
+  const readThenPut: Pair = async (worker) => {
+    const key = lockKey(`bench/baseline/${worker}`);
+    const current = await db.send(new GetCommand({ TableName: tableName, Key: key, ConsistentRead: true }));
+    const fence = Number(current.Item?.fence ?? 0) + 1;
+    await db.send(
+      new PutCommand({
+        TableName: tableName,
+        Item: { ...key, holder: `w${worker}`, fence, expires_at: Date.now() + 10_000 },
+        ConditionExpression: 'attribute_not_exists(pk) OR fence = :seen',
+        ExpressionAttributeValues: { ':seen': fence - 1 },
+      }),
+    );
+    await db.send(
+      new PutCommand({
+        TableName: tableName,
+        Item: { ...key, fence },
+        ConditionExpression: 'holder = :me AND fence = :fence',
+        ExpressionAttributeValues: { ':me': `w${worker}`, ':fence': fence },
+      }),
+    );
+  };
+
+  console.log(`latchkey bench: DynamoDB Local ${dynamo.endpoint}, ${SECONDS}s per row, warming up...`);
+  await measure('warm-up', 16, direct, 4);
+  await measure('warm-up', 16, http, 3);
+  await measure('warm-up', 16, readThenPut, 2);
+
+  const results: Result[] = [];
+  for (const concurrency of [1, 16]) {
+    results.push(await measure('repository: acquire+release (latchkey)', concurrency, direct));
+    results.push(await measure('baseline: read-then-put acquire + release', concurrency, readThenPut));
+    results.push(await measure('HTTP API, SigV4: acquire+release', concurrency, http));
+  }
+
+  // DynamoDB calls per operation, counted by SDK middleware (retries included).
+  const count = async (run: () => Promise<unknown>) => {
+    calls.length = 0;
+    await run();
+    return calls.length;
+  };
+  const name = `bench/count/${randomUUID()}`;
+  let token = 0;
+  const perOp = {
+    acquire: await count(async () => {
+      const out = await store.acquire({ name, clientId: 'c', ttlMs: 10_000 });
+      token = out.acquired ? out.grant.fencingToken : 0;
+    }),
+    'refused acquire': await count(() => store.acquire({ name, clientId: 'other', ttlMs: 10_000 })),
+    renew: await count(() => store.renew({ name, clientId: 'c', fencingToken: token, ttlMs: 10_000 })),
+    release: await count(() => store.release({ name, clientId: 'c', fencingToken: token })),
+    'baseline acquire': 2,
+  };
+
+  console.log(
+    `\n${'operation'.padEnd(44)} ${'conc'.padStart(3)}  ${'pairs/s'.padStart(7)}  ${'p50 ms'.padStart(7)}  ${'p99 ms'.padStart(7)}`,
+  );
+  for (const r of results) console.log(fmt(r));
+  console.log('\nratios, same run:');
+  for (const concurrency of [1, 16]) {
+    const [mine, base, viaHttp] = results.filter((r) => r.concurrency === concurrency);
+    if (mine && base && viaHttp) {
+      console.log(
+        `  concurrency ${String(concurrency).padStart(2)}: latchkey/baseline throughput ${(mine.pairsPerSecond / base.pairsPerSecond).toFixed(2)}x, ` +
+          `HTTP/repository throughput ${(viaHttp.pairsPerSecond / mine.pairsPerSecond).toFixed(2)}x`,
+      );
+    }
+  }
+  console.log('\nDynamoDB calls per operation (target 1, 1, 1):');
+  for (const [op, n] of Object.entries(perOp))
+    console.log(
+      `  ${op.padEnd(18)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
+    );
+  console.log('\nhandler bundles (esbuild, minified ESM, AWS SDK included):');
+  for (const line of await bundleSizes()) console.log(line);
+
+  await stack.stop();
+  await dynamo.stop();
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
