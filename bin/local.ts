@@ -19,6 +19,9 @@ const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--
 
 Set AWS_ENDPOINT_URL_DYNAMODB to use a DynamoDB you already run instead of starting DynamoDB Local.`;
 
+// The AWS SDK's notice that its 2027 releases need Node 22 says nothing about this local server.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {

@@ -6,10 +6,8 @@ export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, retryable: false },
   UNAUTHORIZED: { status: 403, retryable: false },
   NOT_FOUND: { status: 404, retryable: false },
-  METHOD_NOT_ALLOWED: { status: 405, retryable: false },
   NOT_HOLDER: { status: 409, retryable: false },
   LEASE_EXPIRED: { status: 409, retryable: false },
-  THROTTLED: { status: 429, retryable: true },
   INTERNAL: { status: 500, retryable: false },
   UNAVAILABLE: { status: 503, retryable: true },
 } as const;

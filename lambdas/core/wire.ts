@@ -3,7 +3,8 @@
  * refused. Shared by the handlers and (later) the SDK.
  */
 import { z } from 'zod';
-import type { AcquireOutcome, Grant } from './lock';
+import type { Item } from './expr';
+import { type AcquireOutcome, type Grant, lastFencingToken, liveHolder } from './lock';
 import { lockNameProblem, lockPrefixProblem } from './names';
 
 export interface Limits {
@@ -115,13 +116,14 @@ export function holderView(grant: Grant) {
   };
 }
 
-/** What GET /api/v1/locks/{name} and the listing say about one lock. */
-export function lockView(name: string, live: Grant | undefined, lastToken: number | undefined) {
+/** What GET /api/v1/locks/{name} and the listing say about one lock at `now`. */
+export function lockView(name: string, item: Item | undefined, now: number) {
+  const live = liveHolder(item, now);
   return {
     lock: name,
     state: live ? ('held' as const) : ('free' as const),
     holders: live ? [holderView(live)] : [],
     waiters: [] as never[],
-    fencing_token: lastToken ?? null,
+    fencing_token: lastFencingToken(item) ?? null,
   };
 }

@@ -1,5 +1,4 @@
 /** GET /api/v1/locks/{name}: who holds it, until when, and the last fencing token issued. */
-import { lastFencingToken, liveHolder } from '../core/lock';
 import { lockView } from '../core/wire';
 import { getDeps } from '../shared/deps';
 import { httpRoute, json } from '../shared/http';
@@ -8,5 +7,5 @@ import { lockNameFrom } from './lock-path';
 export const handler = httpRoute(async (event) => {
   const name = lockNameFrom(event.pathParameters?.proxy);
   const item = await getDeps().locks.get(name);
-  return json(200, lockView(name, liveHolder(item, Date.now()), lastFencingToken(item)));
+  return json(200, lockView(name, item, Date.now()));
 });

@@ -37,7 +37,8 @@ import {
 import { LIST_INDEX } from './table';
 
 export interface LockPage {
-  readonly items: readonly Item[];
+  /** Locks in name order; a name whose item was collected between the Query and the read is left out. */
+  readonly locks: readonly { readonly name: string; readonly item: Item }[];
   readonly nextCursor: string | undefined;
 }
 
@@ -75,7 +76,10 @@ export class LockStore {
     const names = (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]));
     const items = names.length ? await this.readMany(names) : new Map<string, Item>();
     return {
-      items: names.map((name) => items.get(name)).filter((item): item is Item => item !== undefined),
+      locks: names.flatMap((name) => {
+        const item = items.get(name);
+        return item ? [{ name, item }] : [];
+      }),
       nextCursor: page.LastEvaluatedKey ? encodeCursor(page.LastEvaluatedKey) : undefined,
     };
   }

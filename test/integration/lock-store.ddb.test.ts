@@ -220,7 +220,7 @@ describe('listing', () => {
     counter.reset();
     do {
       const page = await ctx.store.list('list/', 2, cursor);
-      seen.push(...page.items.map((item) => String(item.lock_name)));
+      seen.push(...page.locks.map((lock) => lock.name));
       cursor = page.nextCursor;
     } while (cursor);
     expect(seen).toEqual(['list/a', 'list/b', 'list/c', 'list/d', 'list/e']);
