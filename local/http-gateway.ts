@@ -106,6 +106,15 @@ export function createHttpGateway(options: GatewayOptions): Server {
 
       const headers = headerMap(req);
       let verification: Verification = { ok: true, accessKeyId: 'anonymous' };
+      if (options.auth === 'none' && headers.origin !== undefined) {
+        // Without signatures, a web page could post to localhost; browsers always send Origin, curl and SDKs do not.
+        return gatewayRefusal(
+          res,
+          403,
+          'requests from browsers are refused when auth is off',
+          'UNAUTHORIZED',
+        );
+      }
       if (options.auth === 'sigv4') {
         verification = await verifySigV4({ method, rawPath, rawQuery, headers, body });
         if (!verification.ok) return gatewayRefusal(res, 403, verification.reason, 'UNAUTHORIZED');

@@ -37,6 +37,8 @@ export const LockAttr = {
   mode: 'mode',
   grantRequest: 'grant_request',
   releasedAt: 'released_at',
+  /** Id of the last write applied to the item: how a write whose response was lost is recognised. */
+  lastWrite: 'last_write',
 } as const;
 const A = LockAttr;
 
@@ -74,7 +76,17 @@ export interface Grant {
 }
 
 export type AcquireOutcome =
-  | { readonly acquired: true; readonly grant: Grant; readonly replayed: boolean }
+  | {
+      readonly acquired: true;
+      readonly grant: Grant;
+      /** True when this answers a retry of a request that was already granted. */
+      readonly replayed: boolean;
+      /**
+       * Lease left at the server's `now`: what a client adds to its own send time. Less than
+       * `ttlMs` for a replay or a re-entry, which keep the lease end they had.
+       */
+      readonly remainingMs: number;
+    }
   | {
       readonly acquired: false;
       readonly lock: string;
@@ -100,7 +112,7 @@ export interface RenewOutcome {
 export interface Protocol<Outcome> {
   readonly first: Write;
   onRefused(old: Item | undefined): { readonly write: Write } | { readonly outcome: Outcome };
-  onWritten(item: Item, write: Write): Outcome;
+  onWritten(item: Item): Outcome;
 }
 
 /**
@@ -194,6 +206,13 @@ function reenterWrite(current: Grant, now: number, key: string | undefined): Wri
   };
 }
 
+const granted = (grant: Grant, now: number, replayed: boolean): AcquireOutcome => ({
+  acquired: true,
+  grant,
+  replayed,
+  remainingMs: grant.expiresAt - now,
+});
+
 export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
   const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
   return {
@@ -202,8 +221,7 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
       const holder = liveHolder(old, now);
       if (key !== undefined && old && str(old, A.grantRequest) === key) {
         // A retry of a request that was already served: answer it again, never grant twice.
-        if (holder && holder.clientId === cmd.clientId)
-          return { outcome: { acquired: true, grant: holder, replayed: true } };
+        if (holder && holder.clientId === cmd.clientId) return { outcome: granted(holder, now, true) };
         throw new LatchkeyError(
           'LEASE_EXPIRED',
           `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(old)}, and that lease has ended`,
@@ -220,7 +238,7 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
         },
       };
     },
-    onWritten: (item) => ({ acquired: true, grant: grantOf(item), replayed: false }),
+    onWritten: (item) => granted(grantOf(item), now, false),
   };
 }
 
@@ -261,9 +279,10 @@ function releaseWrite(cmd: ReleaseCommand, now: number): Write {
   };
 }
 
-function leaveReentryWrite(cmd: ReleaseCommand, now: number): Write {
+function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): Write {
   return {
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), gt(A.reentry, 1)),
+    // The exact count seen: a second delivery of this write can never count down twice.
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), eq(A.reentry, reentry)),
     update: [add(A.reentry, -1, 1)],
   };
 }
@@ -275,7 +294,7 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
       const refusal = holderRefusal(old, cmd, now);
       if (refusal) throw refusal;
       const reentry = (old && num(old, A.reentry)) ?? 1;
-      return { write: reentry > 1 ? leaveReentryWrite(cmd, now) : releaseWrite(cmd, now) };
+      return { write: reentry > 1 ? leaveReentryWrite(cmd, now, reentry) : releaseWrite(cmd, now) };
     },
     onWritten: (item) => ({ lock: cmd.name, remaining: liveHolder(item, now)?.reentry ?? 0 }),
   };
@@ -303,22 +322,29 @@ export type WriteResult =
   | { readonly ok: false; readonly old: Item | undefined };
 
 /**
- * Runs a protocol against a store. Every step re-reads nothing: a refusal
- * carries the item as it was. Bounded so that a pathological race surfaces as
- * a retryable error instead of spinning.
+ * Runs a protocol against a store. No step reads: a refusal carries the item
+ * as it was. Every write is stamped with a fresh id (`last_write`): if a write
+ * is delivered twice (the response to the first was lost and the SDK sent it
+ * again), the second is refused and the stamp shows the first was applied, so
+ * it is answered as written instead of being explained as a refusal.
+ * Bounded so that a pathological race surfaces as a retryable error.
  */
 export async function runProtocol<Outcome>(
   protocol: Protocol<Outcome>,
   tryWrite: (write: Write) => Promise<WriteResult>,
+  newWriteId: () => string,
   maxWrites = 4,
 ): Promise<Outcome> {
-  let write = protocol.first;
+  let next = protocol.first;
   for (let attempt = 1; attempt <= maxWrites; attempt++) {
+    const id = newWriteId();
+    const write: Write = { condition: next.condition, update: [...next.update, set(A.lastWrite, id)] };
     const result = await tryWrite(write);
-    if (result.ok) return protocol.onWritten(result.item, write);
-    const next = protocol.onRefused(result.old);
-    if ('outcome' in next) return next.outcome;
-    write = next.write;
+    if (result.ok) return protocol.onWritten(result.item);
+    if (result.old?.[A.lastWrite] === id) return protocol.onWritten(result.old);
+    const decision = protocol.onRefused(result.old);
+    if ('outcome' in decision) return decision.outcome;
+    next = decision.write;
   }
   throw new LatchkeyError('UNAVAILABLE', 'the lock changed under every attempt; retry', undefined, 50);
 }

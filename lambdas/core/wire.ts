@@ -82,21 +82,21 @@ export type ListQuery = z.infer<typeof listQuery>;
 /** Timestamps go out as ISO-8601 UTC with milliseconds: exactly the server's value, never rounded up. */
 export const isoTime = (ms: number): string => new Date(ms).toISOString();
 
-export function grantResponse(grant: Grant) {
-  return {
-    acquired: true as const,
-    lock: grant.lock,
-    client_id: grant.clientId,
-    fencing_token: grant.fencingToken,
-    expires_at: isoTime(grant.expiresAt),
-    ttl_ms: grant.ttlMs,
-    mode: grant.mode,
-    reentry: grant.reentry,
-  };
-}
-
 export function acquireResponse(outcome: AcquireOutcome) {
-  if (outcome.acquired) return grantResponse(outcome.grant);
+  if (outcome.acquired) {
+    const { grant } = outcome;
+    return {
+      acquired: true as const,
+      lock: grant.lock,
+      client_id: grant.clientId,
+      fencing_token: grant.fencingToken,
+      expires_at: isoTime(grant.expiresAt),
+      remaining_ms: outcome.remainingMs,
+      ttl_ms: grant.ttlMs,
+      mode: grant.mode,
+      reentry: grant.reentry,
+    };
+  }
   return {
     acquired: false as const,
     lock: outcome.lock,

@@ -49,6 +49,7 @@ const ACTIONS: Record<string, Action> = {
         lock: name,
         fencing_token: grant.fencingToken,
         expires_at: isoTime(grant.expiresAt),
+        remaining_ms: grant.ttlMs,
         ttl_ms: grant.ttlMs,
       };
     }),

@@ -11,14 +11,25 @@ const THROTTLING = new Set([
   'TooManyRequestsException',
 ]);
 
-/** Failures on the way to DynamoDB (no answer at all). */
-const NETWORK_ERRORS = new Set(['TimeoutError', 'RequestTimeout', 'AbortError', 'NetworkingError']);
+/** Failures on the way to DynamoDB (no answer at all), or of the function's own credentials. */
+const TRANSIENT_ERRORS = new Set([
+  'TimeoutError',
+  'RequestTimeout',
+  'AbortError',
+  'NetworkingError',
+  'ExpiredTokenException',
+  'UnrecognizedClientException',
+  'CredentialsProviderError',
+]);
+/** Node's network error codes: ECONNRESET, EAI_AGAIN, ERR_SOCKET_CONNECTION_TIMEOUT, UND_ERR_SOCKET... */
+const NETWORK_CODE = /^(E[A-Z_]+|ERR_[A-Z_]+|UND_ERR_[A-Z_]+)$/;
 
 interface AwsLikeError {
   name?: string;
   message?: string;
   code?: string;
   $fault?: 'client' | 'server';
+  $retryable?: unknown;
   $metadata?: { httpStatusCode?: number };
 }
 
@@ -38,8 +49,9 @@ export function toStoreError(error: unknown): LatchkeyError {
     );
   }
   const status = e.$metadata?.httpStatusCode ?? 0;
-  const networkFault = NETWORK_ERRORS.has(name) || /^E[A-Z]+$/.test(e.code ?? '');
-  if (networkFault || e.$fault === 'server' || status >= 500) {
+  const transient =
+    TRANSIENT_ERRORS.has(name) || NETWORK_CODE.test(e.code ?? '') || e.$retryable !== undefined;
+  if (transient || e.$fault === 'server' || status >= 500) {
     return new LatchkeyError(
       'UNAVAILABLE',
       `DynamoDB is unavailable (${name}); retry shortly`,

@@ -17,7 +17,15 @@ export interface StoreSettings {
   readonly tableName: string;
   /** How long a lock item is kept after its lease ends or it is released, in seconds. */
   readonly retentionSeconds: number;
+  /**
+   * Time budget of one lock operation, retries included, in milliseconds. Past it the
+   * operation fails as UNAVAILABLE, well inside the function's timeout.
+   * @default 6000
+   */
+  readonly deadlineMs?: number;
 }
+
+export const DEFAULT_DEADLINE_MS = 6_000;
 
 /** When the item may be garbage-collected: `retention` after the lease it records ends. */
 export function gcAt(write: Write, now: number, retentionSeconds: number): number {

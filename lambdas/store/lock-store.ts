@@ -4,6 +4,7 @@
  * refusal comes back with the item as it was (ALL_OLD), so explaining it
  * needs no read.
  */
+import { randomUUID } from 'node:crypto';
 import type { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
   BatchGetCommand,
@@ -26,15 +27,17 @@ import {
   runProtocol,
   type WriteResult,
 } from '../core/lock';
+import { lockNameProblem } from '../core/names';
 import { toStoreError } from './errors';
 import {
+  DEFAULT_DEADLINE_MS,
   lockBatchReadRequest,
   lockListRequest,
   lockReadRequest,
   lockWriteRequest,
   type StoreSettings,
 } from './lock-requests';
-import { LIST_INDEX } from './table';
+import { LIST_INDEX, lockKey, lockListing } from './table';
 
 export interface LockPage {
   /** Locks in name order; a name whose item was collected between the Query and the read is left out. */
@@ -63,15 +66,19 @@ export class LockStore {
 
   /** The lock item (strongly consistent), or undefined if the name was never used or was collected. */
   async get(name: string): Promise<Item | undefined> {
-    const out = await this.send(() => this.db.send(new GetCommand(lockReadRequest(this.settings, name))));
+    const out = await this.send((abortSignal) =>
+      this.db.send(new GetCommand(lockReadRequest(this.settings, name)), { abortSignal }),
+    );
     return out.Item as Item | undefined;
   }
 
   /** Locks whose names start with `prefix`, in name order: a Query on the listing index, never a Scan. */
   async list(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
-    const startKey = cursor === undefined ? undefined : decodeCursor(cursor);
-    const page = await this.send(() =>
-      this.db.send(new QueryCommand(lockListRequest(this.settings, prefix, limit, startKey))),
+    const startKey = cursor === undefined ? undefined : decodeCursor(cursor, prefix);
+    const page = await this.send((abortSignal) =>
+      this.db.send(new QueryCommand(lockListRequest(this.settings, prefix, limit, startKey)), {
+        abortSignal,
+      }),
     );
     const names = (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]));
     const items = names.length ? await this.readMany(names) : new Map<string, Item>();
@@ -88,7 +95,9 @@ export class LockStore {
     const found = new Map<string, Item>();
     let request = lockBatchReadRequest(this.settings, names);
     for (let round = 0; round < 5; round++) {
-      const out = await this.send(() => this.db.send(new BatchGetCommand(request)));
+      const out = await this.send((abortSignal) =>
+        this.db.send(new BatchGetCommand(request), { abortSignal }),
+      );
       for (const item of out.Responses?.[this.settings.tableName] ?? []) {
         found.set(String(item[LIST_INDEX.sk]), item as Item);
       }
@@ -102,12 +111,24 @@ export class LockStore {
 
   private run<Outcome>(name: string, protocolAt: (now: number) => Protocol<Outcome>): Promise<Outcome> {
     const now = this.clock();
-    return runProtocol(protocolAt(now), (write) => this.tryWrite(name, write, now));
+    const deadline = this.deadline();
+    return runProtocol(protocolAt(now), (write) => this.tryWrite(name, write, now, deadline), randomUUID);
   }
 
-  private async tryWrite(name: string, write: Write, now: number): Promise<WriteResult> {
+  private deadline(): AbortSignal {
+    return AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS);
+  }
+
+  private async tryWrite(
+    name: string,
+    write: Write,
+    now: number,
+    abortSignal: AbortSignal,
+  ): Promise<WriteResult> {
     try {
-      const out = await this.db.send(new UpdateCommand(lockWriteRequest(this.settings, name, write, now)));
+      const out = await this.db.send(new UpdateCommand(lockWriteRequest(this.settings, name, write, now)), {
+        abortSignal,
+      });
       return { ok: true, item: (out.Attributes ?? {}) as Item };
     } catch (error) {
       if (error instanceof Error && error.name === 'ConditionalCheckFailedException') {
@@ -119,9 +140,9 @@ export class LockStore {
     }
   }
 
-  private async send<T>(call: () => Promise<T>): Promise<T> {
+  private async send<T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await call();
+      return await call(this.deadline());
     } catch (error) {
       throw toStoreError(error);
     }
@@ -132,23 +153,29 @@ function encodeCursor(key: Record<string, unknown>): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url');
 }
 
-const CURSOR_KEYS = ['pk', 'sk', LIST_INDEX.pk, LIST_INDEX.sk].sort().join(',');
-
-function decodeCursor(cursor: string): Record<string, string> {
+/**
+ * A cursor is the index key of the last lock of a page. It is checked to be one
+ * this API could have issued for this prefix, so a forged or mismatched cursor is
+ * a 400, never a DynamoDB validation error.
+ */
+function decodeCursor(cursor: string, prefix: string): Record<string, string> {
+  let key: Record<string, unknown> = {};
   try {
-    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (
-      typeof key === 'object' &&
-      key !== null &&
-      Object.keys(key).sort().join(',') === CURSOR_KEYS &&
-      Object.values(key).every((v) => typeof v === 'string')
-    ) {
-      return key as Record<string, string>;
-    }
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (typeof parsed === 'object' && parsed !== null) key = parsed as Record<string, unknown>;
   } catch {
-    // fall through
+    // not JSON: refused below
   }
-  throw invalidRequest('cursor is not valid: pass back the next_cursor of a previous page unchanged', [
-    { path: 'cursor', message: 'not a cursor returned by this API' },
-  ]);
+  const name = key[LIST_INDEX.sk];
+  if (typeof name === 'string' && name.startsWith(prefix) && lockNameProblem(name) === undefined) {
+    const expected: Record<string, string> = { ...lockKey(name), ...lockListing(name) };
+    const same =
+      Object.keys(key).length === Object.keys(expected).length &&
+      Object.entries(expected).every(([attr, value]) => key[attr] === value);
+    if (same) return expected;
+  }
+  throw invalidRequest(
+    'cursor is not valid for this listing: pass back the next_cursor of the previous page, with the same prefix',
+    [{ path: 'cursor', message: 'not a cursor this API issued for this prefix' }],
+  );
 }

@@ -234,6 +234,39 @@ describe('listing', () => {
   });
 });
 
+describe('a write whose response is lost (the SDK sends it again)', () => {
+  it('is answered as written: acquire, count-down release, release', async () => {
+    const proxy = await startTcpProxy(dynamoEndpoint());
+    const store = new LockStore(createDocumentClient({ endpoint: proxy.endpoint }), ctx.settings);
+    try {
+      const name = 'lost-responses';
+      proxy.loseResponses(1);
+      const first = await store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true });
+      expect(first).toMatchObject({ acquired: true, grant: { clientId: 'a', reentry: 1 } });
+      const token = tokenOf(first);
+      proxy.loseResponses(1);
+      expect(await store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true })).toMatchObject({
+        acquired: true,
+        grant: { fencingToken: token, reentry: 2 },
+      });
+      proxy.loseResponses(1);
+      expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
+        lock: name,
+        remaining: 1,
+      });
+      expect((await rawItem(name))?.holder).toBe('a'); // still held by the outer scope
+      proxy.loseResponses(1);
+      expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
+        lock: name,
+        remaining: 0,
+      });
+      expect((await rawItem(name))?.holder).toBeUndefined();
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe('DynamoDB faults are typed and retryable, never "not acquired"', () => {
   it('an unreachable DynamoDB is UNAVAILABLE', async () => {
     const proxy = await startTcpProxy(dynamoEndpoint());
@@ -247,6 +280,20 @@ describe('DynamoDB faults are typed and retryable, never "not acquired"', () => 
     expect(error).toMatchObject({ code: 'UNAVAILABLE', status: 503, retryable: true });
     await proxy.close();
   });
+
+  it('a DynamoDB that accepts connections and never answers is UNAVAILABLE within the operation deadline', async () => {
+    const proxy = await startTcpProxy(dynamoEndpoint());
+    const store = new LockStore(createDocumentClient({ endpoint: proxy.endpoint }), {
+      ...ctx.settings,
+      deadlineMs: 1_500,
+    });
+    proxy.blackhole();
+    const error = await store
+      .acquire({ name: 'blackhole', clientId: 'a', ttlMs: 5_000 })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+    await proxy.close();
+  }, 5_000); // without the deadline the SDK would wait 3 attempts x 3 s request timeout, plus backoff
 
   it('throttling is UNAVAILABLE with a retry hint', async () => {
     const fake = createServer((_req, res) => {

@@ -5,19 +5,26 @@ import { type Protocol, runProtocol, type WriteResult } from '../../lambdas/core
 export class MemoryLock {
   item: Item | undefined;
   writes = 0;
-  refusals = 0;
+  /**
+   * Deliver every write twice, answering with the second delivery's result, as the
+   * AWS SDK does when the response to an applied write is lost and it sends it again.
+   */
+  duplicateDelivery = false;
+  private ids = 0;
 
-  tryWrite = async (write: Write): Promise<WriteResult> => {
+  private deliver(write: Write): WriteResult {
     this.writes++;
-    if (!evaluate(write.condition, this.item)) {
-      this.refusals++;
-      return { ok: false, old: this.item };
-    }
+    if (!evaluate(write.condition, this.item)) return { ok: false, old: this.item };
     this.item = applyUpdate(this.item, write.update);
     return { ok: true, item: this.item };
+  }
+
+  tryWrite = async (write: Write): Promise<WriteResult> => {
+    const first = this.deliver(write);
+    return this.duplicateDelivery ? this.deliver(write) : first;
   };
 
   run<O>(protocol: Protocol<O>): Promise<O> {
-    return runProtocol(protocol, this.tryWrite);
+    return runProtocol(protocol, this.tryWrite, () => `write-${++this.ids}`);
   }
 }

@@ -7,15 +7,30 @@ export async function startTcpProxy(target: string) {
   const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   let up = true;
+  let responsesToLose = 0;
+  let silent = false;
   const server = createServer((client) => {
     if (!up) return client.destroy();
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => client.destroy());
+    if (silent) return; // accept, then never answer
     const upstream = connect(Number(port), hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => s.destroy());
-    }
-    client.pipe(upstream).pipe(client);
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    upstream.on('error', () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => {
+      if (responsesToLose > 0) {
+        // The request reached DynamoDB and was applied; its answer never arrives.
+        responsesToLose--;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      client.write(chunk);
+    });
+    upstream.on('end', () => client.end());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -27,6 +42,16 @@ export async function startTcpProxy(target: string) {
     },
     restore() {
       up = true;
+      silent = false;
+    },
+    /** Let the next `n` requests through to DynamoDB but drop their responses. */
+    loseResponses(n = 1) {
+      responsesToLose = n;
+    },
+    /** Accept connections and never answer (a black hole, not a refusal). */
+    blackhole() {
+      silent = true;
+      for (const s of sockets) s.destroy();
     },
     close: () =>
       new Promise<void>((resolve) => {

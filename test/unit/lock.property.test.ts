@@ -79,105 +79,113 @@ async function expectRefusalOrError<T>(run: () => Promise<T>): Promise<T | Latch
 describe('lock rules under random histories', () => {
   it('never two live holders; tokens strictly increase; an expired lease never blocks; retries are idempotent', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 120 }), async (ops) => {
-        const lock = new MemoryLock();
-        let now = START;
-        const told = new Map<number, Told>();
-        const issued: number[] = [];
-        let lastServed: { client: string; rid: string; token: number } | undefined;
+      fc.asyncProperty(
+        fc.array(fc.tuple(opArb, fc.boolean()), { minLength: 1, maxLength: 120 }),
+        async (steps) => {
+          const lock = new MemoryLock();
+          let now = START;
+          const told = new Map<number, Told>();
+          const issued: number[] = [];
+          let lastServed: { client: string; rid: string; token: number } | undefined;
 
-        for (const op of ops) {
-          if (op.op === 'tick') {
-            now += op.ms;
-            continue;
-          }
-          if (op.op === 'collect' || op.op === 'delete') {
-            if (op.op === 'collect' && liveHolder(lock.item, now)) continue;
-            // Deleting a live lock by hand ends its lease by force: only fencing protects its holder's
-            // writes from here on (the next token is larger), so the holder's belief no longer counts.
-            if (op.op === 'delete') told.clear();
-            lock.item = undefined;
-            now += 1; // at least a millisecond passes before the next grant
-            continue;
-          }
-          const before = lock.item;
-          const holderBefore = liveHolder(before, now);
-          if (op.op === 'acquire') {
-            const out = await expectRefusalOrError(() =>
-              lock.run(
-                acquireProtocol(
-                  {
-                    name: 'L',
-                    clientId: op.client,
-                    ttlMs: op.ttl,
-                    requestId: op.rid,
-                    reentrant: op.reentrant,
-                  },
-                  now,
-                ),
-              ),
-            );
-            const isReplay =
-              op.rid !== undefined && before?.[A.grantRequest] === requestKey(op.client, op.rid);
-            if (out instanceof LatchkeyError) {
-              // Only a retry of a request whose lease has ended may fail.
-              expect(out.code).toBe('LEASE_EXPIRED');
-              expect(isReplay).toBe(true);
+          for (const [op, duplicated] of steps) {
+            // Any write may be delivered twice (a lost response and the SDK's retry): outcomes must not change.
+            lock.duplicateDelivery = duplicated;
+            if (op.op === 'tick') {
+              now += op.ms;
               continue;
             }
-            if (!holderBefore && !isReplay) expect(out.acquired).toBe(true); // an expired lease never blocks
-            if (isReplay && out.acquired && lastServed) {
-              expect(out.grant.fencingToken).toBe(lastServed.token); // a retry gets the same grant
-              expect(out.replayed).toBe(true);
-            }
-            if (!out.acquired) {
-              expect(holderBefore).toBeDefined();
-              expect(out.holder.clientId).toBe(holderBefore?.clientId);
+            if (op.op === 'collect' || op.op === 'delete') {
+              if (op.op === 'collect' && liveHolder(lock.item, now)) continue;
+              // Deleting a live lock by hand ends its lease by force: only fencing protects its holder's
+              // writes from here on (the next token is larger), so the holder's belief no longer counts.
+              if (op.op === 'delete') told.clear();
+              lock.item = undefined;
+              now += 1; // at least a millisecond passes before the next grant
               continue;
             }
-            const token = out.grant.fencingToken;
-            if (!out.replayed && out.grant.reentry === 1) {
-              // A fresh grant: strictly above every token ever issued, even across deletions.
-              for (const earlier of issued) expect(token).toBeGreaterThan(earlier);
-              issued.push(token);
-              told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
-            } else {
-              expect(told.get(token)?.client).toBe(op.client);
-            }
-            if (op.rid !== undefined) lastServed = { client: op.client, rid: op.rid, token };
-          } else {
-            const token = issued.length ? (issued[op.pick % issued.length] as number) : 1;
-            if (op.op === 'release') {
-              const out = await expectRefusalOrError(() =>
-                lock.run(releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now)),
-              );
-              const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
-              expect(out instanceof LatchkeyError).toBe(!rightful);
-              if (!(out instanceof LatchkeyError)) {
-                expect(out.remaining).toBe((holderBefore?.reentry ?? 1) - 1);
-                if (out.remaining === 0) told.delete(token);
-              }
-            } else {
+            const before = lock.item;
+            const holderBefore = liveHolder(before, now);
+            if (op.op === 'acquire') {
               const out = await expectRefusalOrError(() =>
                 lock.run(
-                  renewProtocol({ name: 'L', clientId: op.client, fencingToken: token, ttlMs: op.ttl }, now),
+                  acquireProtocol(
+                    {
+                      name: 'L',
+                      clientId: op.client,
+                      ttlMs: op.ttl,
+                      requestId: op.rid,
+                      reentrant: op.reentrant,
+                    },
+                    now,
+                  ),
                 ),
               );
-              const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
-              expect(out instanceof LatchkeyError).toBe(!rightful);
-              if (!(out instanceof LatchkeyError)) {
-                expect(out.grant.expiresAt).toBe(now + op.ttl);
+              const isReplay =
+                op.rid !== undefined && before?.[A.grantRequest] === requestKey(op.client, op.rid);
+              if (out instanceof LatchkeyError) {
+                // Only a retry of a request whose lease has ended may fail.
+                expect(out.code).toBe('LEASE_EXPIRED');
+                expect(isReplay).toBe(true);
+                continue;
+              }
+              if (!holderBefore && !isReplay) expect(out.acquired).toBe(true); // an expired lease never blocks
+              if (isReplay && out.acquired && lastServed) {
+                expect(out.grant.fencingToken).toBe(lastServed.token); // a retry gets the same grant
+                expect(out.replayed).toBe(true);
+              }
+              if (!out.acquired) {
+                expect(holderBefore).toBeDefined();
+                expect(out.holder.clientId).toBe(holderBefore?.clientId);
+                continue;
+              }
+              const token = out.grant.fencingToken;
+              if (!out.replayed && out.grant.reentry === 1) {
+                // A fresh grant: strictly above every token ever issued, even across deletions.
+                for (const earlier of issued) expect(token).toBeGreaterThan(earlier);
+                issued.push(token);
                 told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+              } else {
+                expect(told.get(token)?.client).toBe(op.client);
+              }
+              if (op.rid !== undefined) lastServed = { client: op.client, rid: op.rid, token };
+            } else {
+              const token = issued.length ? (issued[op.pick % issued.length] as number) : 1;
+              if (op.op === 'release') {
+                const out = await expectRefusalOrError(() =>
+                  lock.run(releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now)),
+                );
+                const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
+                expect(out instanceof LatchkeyError).toBe(!rightful);
+                if (!(out instanceof LatchkeyError)) {
+                  expect(out.remaining).toBe((holderBefore?.reentry ?? 1) - 1);
+                  if (out.remaining === 0) told.delete(token);
+                }
+              } else {
+                const out = await expectRefusalOrError(() =>
+                  lock.run(
+                    renewProtocol(
+                      { name: 'L', clientId: op.client, fencingToken: token, ttlMs: op.ttl },
+                      now,
+                    ),
+                  ),
+                );
+                const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
+                expect(out instanceof LatchkeyError).toBe(!rightful);
+                if (!(out instanceof LatchkeyError)) {
+                  expect(out.grant.expiresAt).toBe(now + op.ttl);
+                  told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+                }
               }
             }
+            // Safety: every lease a client still believes in is the same lease.
+            const live = [...told.entries()].filter(([, t]) => t.expiresAt > now);
+            expect(new Set(live.map(([token]) => token)).size).toBeLessThanOrEqual(1);
+            // ...and it is the one the item records.
+            if (live.length) expect(liveHolder(lock.item, now)?.fencingToken).toBe(live[0]?.[0]);
           }
-          // Safety: every lease a client still believes in is the same lease.
-          const live = [...told.entries()].filter(([, t]) => t.expiresAt > now);
-          expect(new Set(live.map(([token]) => token)).size).toBeLessThanOrEqual(1);
-          // ...and it is the one the item records.
-          if (live.length) expect(liveHolder(lock.item, now)?.fencingToken).toBe(live[0]?.[0]);
-        }
-      }),
+        },
+      ),
       { numRuns: 400 },
     );
   });

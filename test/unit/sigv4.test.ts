@@ -13,6 +13,7 @@ async function signed(
     path?: string;
     query?: Record<string, string>;
     body?: string;
+    hashHeader?: boolean;
   } = {},
 ) {
   const signer = new SignatureV4({
@@ -20,6 +21,7 @@ async function signed(
     region: options.region ?? 'us-east-1',
     service: 'execute-api',
     sha256: Sha256,
+    applyChecksum: options.hashHeader ?? true,
   });
   const body = options.body ?? '{"client_id":"a","ttl_ms":5000}';
   const request = await signer.sign(
@@ -69,6 +71,16 @@ describe('SigV4 verification', () => {
       { ...request, rawQuery: 'limit=2' },
     ];
     for (const tampered of cases) expect((await verifySigV4(tampered, undefined, NOW)).ok).toBe(false);
+    // Without the payload-hash header, the signature itself covers the body.
+    const bare = await signed({ hashHeader: false });
+    expect(bare.headers['x-amz-content-sha256']).toBeUndefined();
+    expect((await verifySigV4(bare, undefined, NOW)).ok).toBe(true);
+    expect(
+      await verifySigV4({ ...bare, body: Buffer.from('{"client_id":"b","ttl_ms":5000}') }, undefined, NOW),
+    ).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/signature does not match/),
+    });
     expect(await verifySigV4(request, undefined, NOW + 16 * 60_000)).toMatchObject({
       ok: false,
       reason: expect.stringMatching(/expired/),
