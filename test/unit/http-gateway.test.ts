@@ -7,7 +7,11 @@ import { createHttpGateway } from '../../local/http-gateway';
 const seen: APIGatewayProxyEventV2[] = [];
 const echo = async (event: APIGatewayProxyEventV2) => {
   seen.push(event);
-  return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ok: true }) };
+  return {
+    statusCode: 200,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ok: true }),
+  };
 };
 const server = createHttpGateway({
   auth: 'none',
@@ -25,7 +29,10 @@ afterAll(() => new Promise((resolve) => server.close(resolve)));
 
 describe('local HTTP gateway', () => {
   it('routes a greedy path and passes it decoded, as API Gateway does', async () => {
-    const response = await fetch(`${base}/api/v1/locks/jobs%2Fnightly/acquire`, { method: 'POST', body: '{}' });
+    const response = await fetch(`${base}/api/v1/locks/jobs%2Fnightly/acquire`, {
+      method: 'POST',
+      body: '{}',
+    });
     expect(response.status).toBe(200);
     const event = seen.at(-1);
     expect(event).toMatchObject({
@@ -48,7 +55,10 @@ describe('local HTTP gateway', () => {
   it("answers unknown routes with API Gateway's 404 body plus an error code", async () => {
     const response = await fetch(`${base}/api/v1/nothing`);
     expect(response.status).toBe(404);
-    expect(await response.json()).toEqual({ message: 'Not Found', error: { code: 'NOT_FOUND', message: 'Not Found' } });
+    expect(await response.json()).toEqual({
+      message: 'Not Found',
+      error: { code: 'NOT_FOUND', message: 'Not Found' },
+    });
   });
 
   it('with auth off, refuses requests from browsers (they carry Origin)', async () => {
