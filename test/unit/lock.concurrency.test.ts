@@ -1,0 +1,144 @@
+/**
+ * Concurrent commands, with every interleaving of their writes that
+ * fast-check's scheduler explores: DynamoDB applies each write atomically, but
+ * a protocol's writes (a refusal and a second write) can interleave with
+ * another client's.
+ */
+import fc from 'fast-check';
+import { expect, it } from 'vitest';
+import { LatchkeyError } from '../../lambdas/core/errors';
+import type { Write } from '../../lambdas/core/expr';
+import {
+  acquireProtocol,
+  liveHolder,
+  type Protocol,
+  releaseProtocol,
+  renewProtocol,
+  runProtocol,
+} from '../../lambdas/core/lock';
+import { MemoryLock } from '../support/memory-store';
+
+type Op =
+  | { op: 'acquire'; client: string; reentrant: boolean; rid: string | undefined }
+  | { op: 'release'; client: string; pick: number }
+  | { op: 'renew'; client: string; pick: number };
+
+const client = fc.constantFrom('a', 'b', 'c');
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    op: fc.constant('acquire' as const),
+    client,
+    reentrant: fc.boolean(),
+    rid: fc.option(fc.constantFrom('r1', 'r2'), { nil: undefined }),
+  }),
+  fc.record({ op: fc.constant('release' as const), client, pick: fc.nat() }),
+  fc.record({ op: fc.constant('renew' as const), client, pick: fc.nat() }),
+);
+
+const START = 1_800_000_000_000;
+const TTL = 20;
+
+it('concurrent acquire, release and renew never leave two live leases, and tokens only grow', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.scheduler(),
+      fc.array(
+        fc.record({
+          ops: fc.array(opArb, { minLength: 2, maxLength: 5 }),
+          tick: fc.integer({ min: 0, max: 25 }),
+          duplicated: fc.boolean(),
+        }),
+        {
+          minLength: 1,
+          maxLength: 6,
+        },
+      ),
+      async (s, rounds) => {
+        const lock = new MemoryLock();
+        let ids = 0;
+        const tryWrite = s.scheduleFunction(async (write: Write) => lock.tryWrite(write));
+        const run = <O>(p: Protocol<O>) => runProtocol(p, tryWrite, () => `w${++ids}`);
+        let now = START;
+        const told = new Map<number, { client: string; expiresAt: number }>();
+        let highest = 0;
+
+        for (const round of rounds) {
+          lock.duplicateDelivery = round.duplicated;
+          const tokens = [...told.keys(), highest];
+          const pending = round.ops.map(async (op) => {
+            try {
+              if (op.op === 'acquire') {
+                const out = await run(
+                  acquireProtocol(
+                    {
+                      name: 'L',
+                      clientId: op.client,
+                      ttlMs: TTL,
+                      reentrant: op.reentrant,
+                      requestId: op.rid,
+                    },
+                    now,
+                  ),
+                );
+                return { op, out };
+              }
+              const token = tokens[op.pick % tokens.length] ?? 0;
+              if (op.op === 'release')
+                return {
+                  op,
+                  token,
+                  out: await run(
+                    releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now),
+                  ),
+                };
+              return {
+                op,
+                token,
+                out: await run(
+                  renewProtocol({ name: 'L', clientId: op.client, fencingToken: token, ttlMs: TTL }, now),
+                ),
+              };
+            } catch (error) {
+              if (!(error instanceof LatchkeyError) || error.status !== 409) throw error;
+              return { op, out: error };
+            }
+          });
+          const results = await s.waitFor(Promise.all(pending));
+
+          const fresh: number[] = [];
+          for (const r of results) {
+            if (r.out instanceof LatchkeyError) continue;
+            if (r.op.op === 'acquire' && 'acquired' in r.out && r.out.acquired) {
+              const { grant } = r.out;
+              if (grant.reentry === 1 && !r.out.replayed && !told.has(grant.fencingToken))
+                fresh.push(grant.fencingToken);
+              told.set(grant.fencingToken, { client: grant.clientId, expiresAt: grant.expiresAt });
+            } else if (
+              r.op.op === 'release' &&
+              'remaining' in r.out &&
+              r.out.remaining === 0 &&
+              'token' in r
+            ) {
+              told.delete(r.token as number);
+            } else if (r.op.op === 'renew' && 'grant' in r.out) {
+              told.set(r.out.grant.fencingToken, {
+                client: r.out.grant.clientId,
+                expiresAt: r.out.grant.expiresAt,
+              });
+            }
+          }
+          // Fresh tokens are distinct and above every token of earlier rounds.
+          expect(new Set(fresh).size).toBe(fresh.length);
+          for (const token of fresh) expect(token).toBeGreaterThan(highest);
+          highest = Math.max(highest, ...fresh);
+          // At most one lease believed live, and it is the one the item records.
+          const live = [...told.entries()].filter(([, t]) => t.expiresAt > now);
+          expect(live.length).toBeLessThanOrEqual(1);
+          if (live[0]) expect(liveHolder(lock.item, now)?.fencingToken).toBe(live[0][0]);
+          now += round.tick;
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
