@@ -4,7 +4,16 @@
  */
 import { z } from 'zod';
 import type { Item } from './expr';
-import { type AcquireOutcome, type Grant, lastFencingToken, liveHolder } from './lock';
+import {
+  type AcquireCommand,
+  type AcquireOutcome,
+  type Grant,
+  lastFencingToken,
+  liveHolder,
+  type ReleaseCommand,
+  type ReleaseOutcome,
+  type RenewCommand,
+} from './lock';
 import { lockNameProblem, lockPrefixProblem } from './names';
 
 export interface Limits {
@@ -78,6 +87,41 @@ export type AcquireBody = z.infer<ReturnType<typeof acquireBody>>;
 export type ReleaseBody = z.infer<typeof releaseBody>;
 export type RenewBody = z.infer<ReturnType<typeof renewBody>>;
 export type ListQuery = z.infer<typeof listQuery>;
+
+// Wire bodies to core commands, and core outcomes to wire bodies.
+export const acquireCommand = (name: string, b: AcquireBody): AcquireCommand => ({
+  name,
+  clientId: b.client_id,
+  ttlMs: b.ttl_ms,
+  requestId: b.request_id,
+  reentrant: b.reentrant,
+});
+export const releaseCommand = (name: string, b: ReleaseBody): ReleaseCommand => ({
+  name,
+  clientId: b.client_id,
+  fencingToken: b.fencing_token,
+});
+export const renewCommand = (name: string, b: RenewBody): RenewCommand => ({
+  name,
+  clientId: b.client_id,
+  fencingToken: b.fencing_token,
+  ttlMs: b.ttl_ms,
+});
+
+export const releaseResponse = (outcome: ReleaseOutcome) => ({
+  released: true as const,
+  lock: outcome.lock,
+  remaining_reentries: outcome.remaining,
+});
+
+export const renewResponse = (grant: Grant) => ({
+  renewed: true as const,
+  lock: grant.lock,
+  fencing_token: grant.fencingToken,
+  expires_at: isoTime(grant.expiresAt),
+  remaining_ms: grant.ttlMs,
+  ttl_ms: grant.ttlMs,
+});
 
 /** Timestamps go out as ISO-8601 UTC with milliseconds: exactly the server's value, never rounded up. */
 export const isoTime = (ms: number): string => new Date(ms).toISOString();

@@ -1,6 +1,16 @@
 /** POST /api/v1/locks/{name}/acquire | release | renew */
 import { LatchkeyError } from '../core/errors';
-import { acquireBody, acquireResponse, isoTime, releaseBody, renewBody } from '../core/wire';
+import {
+  acquireBody,
+  acquireCommand,
+  acquireResponse,
+  releaseBody,
+  releaseCommand,
+  releaseResponse,
+  renewBody,
+  renewCommand,
+  renewResponse,
+} from '../core/wire';
 import { getDeps } from '../shared/deps';
 import { type HttpEvent, type HttpResult, httpRoute, json, parseBody } from '../shared/http';
 import { holderConflict } from './holder-conflict';
@@ -12,46 +22,18 @@ const ACTIONS: Record<string, Action> = {
   async acquire(name, event) {
     const { config, locks } = getDeps();
     const body = parseBody(event, acquireBody(config.limits));
-    const outcome = await locks.acquire({
-      name,
-      clientId: body.client_id,
-      ttlMs: body.ttl_ms,
-      requestId: body.request_id,
-      reentrant: body.reentrant,
-    });
-    return json(200, acquireResponse(outcome));
+    return json(200, acquireResponse(await locks.acquire(acquireCommand(name, body))));
   },
-
   release: (name, event) =>
     holderConflict('released', async () => {
       const body = parseBody(event, releaseBody);
-      const { locks } = getDeps();
-      const outcome = await locks.release({
-        name,
-        clientId: body.client_id,
-        fencingToken: body.fencing_token,
-      });
-      return { released: true, lock: name, remaining_reentries: outcome.remaining };
+      return releaseResponse(await getDeps().locks.release(releaseCommand(name, body)));
     }),
-
   renew: (name, event) =>
     holderConflict('renewed', async () => {
       const { config, locks } = getDeps();
       const body = parseBody(event, renewBody(config.limits));
-      const { grant } = await locks.renew({
-        name,
-        clientId: body.client_id,
-        fencingToken: body.fencing_token,
-        ttlMs: body.ttl_ms,
-      });
-      return {
-        renewed: true,
-        lock: name,
-        fencing_token: grant.fencingToken,
-        expires_at: isoTime(grant.expiresAt),
-        remaining_ms: grant.ttlMs,
-        ttl_ms: grant.ttlMs,
-      };
+      return renewResponse((await locks.renew(renewCommand(name, body))).grant);
     }),
 };
 

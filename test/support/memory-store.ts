@@ -1,6 +1,6 @@
 /** Runs the core's protocols against an in-memory item with DynamoDB's semantics (for property tests). */
 import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
-import { type Protocol, runProtocol, type WriteResult } from '../../lambdas/core/lock';
+import { LockAttr, type Protocol, runProtocol, type WriteResult } from '../../lambdas/core/lock';
 
 export class MemoryLock {
   item: Item | undefined;
@@ -10,12 +10,16 @@ export class MemoryLock {
    * AWS SDK does when the response to an applied write is lost and it sends it again.
    */
   duplicateDelivery = false;
+  /** The order in which writes were applied, by their `last_write` id. */
+  readonly applied = new Map<string, number>();
   private ids = 0;
 
   private deliver(write: Write): WriteResult {
     this.writes++;
     if (!evaluate(write.condition, this.item)) return { ok: false, old: this.item };
     this.item = applyUpdate(this.item, write.update);
+    const id = this.item[LockAttr.lastWrite];
+    if (typeof id === 'string') this.applied.set(id, this.applied.size);
     return { ok: true, item: this.item };
   }
 

@@ -57,7 +57,9 @@ it('concurrent acquire, release and renew never leave two live leases, and token
         const lock = new MemoryLock();
         let ids = 0;
         const tryWrite = s.scheduleFunction(async (write: Write) => lock.tryWrite(write));
-        const run = <O>(p: Protocol<O>) => runProtocol(p, tryWrite, () => `w${++ids}`);
+        // Write ids name their command, so outcomes can be ordered by when their last write applied.
+        const runCmd = <O>(p: Protocol<O>, cmd: number) => runProtocol(p, tryWrite, () => `c${cmd}:${++ids}`);
+        let cmds = 0;
         let now = START;
         const told = new Map<number, { client: string; expiresAt: number }>();
         let highest = 0;
@@ -65,7 +67,8 @@ it('concurrent acquire, release and renew never leave two live leases, and token
         for (const round of rounds) {
           lock.duplicateDelivery = round.duplicated;
           const tokens = [...told.keys(), highest];
-          const pending = round.ops.map(async (op) => {
+          const attempt = async (op: Op, cmd: number) => {
+            const run = <O>(p: Protocol<O>) => runCmd(p, cmd);
             try {
               if (op.op === 'acquire') {
                 const out = await run(
@@ -102,8 +105,21 @@ it('concurrent acquire, release and renew never leave two live leases, and token
               if (!(error instanceof LatchkeyError) || error.status !== 409) throw error;
               return { op, out: error };
             }
-          });
-          const results = await s.waitFor(Promise.all(pending));
+          };
+          const ids = round.ops.map(() => ++cmds);
+          const outcomes = await s.waitFor(
+            Promise.all(round.ops.map((op, i) => attempt(op, ids[i] as number))),
+          );
+          // Take outcomes in the order their last write was applied: the order of the truth.
+          const appliedAt = (cmd: number) =>
+            Math.max(
+              -1,
+              ...[...lock.applied].filter(([id]) => id.startsWith(`c${cmd}:`)).map(([, at]) => at),
+            );
+          const results = outcomes
+            .map((outcome, i) => ({ outcome, at: appliedAt(ids[i] as number) }))
+            .sort((x, y) => x.at - y.at)
+            .map((x) => x.outcome);
 
           const fresh: number[] = [];
           for (const r of results) {
