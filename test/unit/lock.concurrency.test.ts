@@ -155,6 +155,6 @@ it('concurrent acquire, release and renew never leave two live leases, and token
         }
       },
     ),
-    { numRuns: 300 },
+    { numRuns: 1000 },
   );
 });

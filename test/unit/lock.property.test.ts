@@ -186,7 +186,7 @@ describe('lock rules under random histories', () => {
           }
         },
       ),
-      { numRuns: 400 },
+      { numRuns: 2000 },
     );
   });
 });
