@@ -12,6 +12,7 @@ import { LatchkeyError } from './errors';
 import {
   add,
   and,
+  type Condition,
   eq,
   gt,
   type Item,
@@ -140,8 +141,7 @@ const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), 
 const notAlreadyServed = (key: string | undefined) =>
   key === undefined ? undefined : or(missing(A.grantRequest), ne(A.grantRequest, key));
 const notReentered = or(missing(A.reentry), le(A.reentry, 1));
-const withOptional = (...parts: (ReturnType<typeof and> | undefined)[]) =>
-  and(...parts.filter((p) => p !== undefined));
+const withOptional = (...parts: (Condition | undefined)[]) => and(...parts.filter((p) => p !== undefined));
 
 const num = (item: Item, attr: string): number | undefined => {
   const v = item[attr];

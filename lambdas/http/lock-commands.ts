@@ -1,13 +1,11 @@
 /** POST /api/v1/locks/{name}/acquire | release | renew */
 import { LatchkeyError } from '../core/errors';
 import {
-  acquireBody,
   acquireCommand,
   acquireResponse,
   releaseBody,
   releaseCommand,
   releaseResponse,
-  renewBody,
   renewCommand,
   renewResponse,
 } from '../core/wire';
@@ -20,8 +18,8 @@ type Action = (name: string, event: HttpEvent) => Promise<HttpResult>;
 
 const ACTIONS: Record<string, Action> = {
   async acquire(name, event) {
-    const { config, locks } = getDeps();
-    const body = parseBody(event, acquireBody(config.limits));
+    const { locks, schemas } = getDeps();
+    const body = parseBody(event, schemas.acquire);
     return json(200, acquireResponse(await locks.acquire(acquireCommand(name, body))));
   },
   release: (name, event) =>
@@ -31,8 +29,8 @@ const ACTIONS: Record<string, Action> = {
     }),
   renew: (name, event) =>
     holderConflict('renewed', async () => {
-      const { config, locks } = getDeps();
-      const body = parseBody(event, renewBody(config.limits));
+      const { locks, schemas } = getDeps();
+      const body = parseBody(event, schemas.renew);
       return renewResponse((await locks.renew(renewCommand(name, body))).grant);
     }),
 };

@@ -17,14 +17,17 @@ export const GC_ATTRIBUTE = 'gc_at';
 
 const LOCK_PK_PREFIX = 'LOCK#';
 const LOCK_SK = 'LOCK';
-const LOCK_LIST_PK = 'LOCK';
+
+/** The one partition of the listing index. */
+export const LOCK_LIST_PARTITION = 'LOCK';
 
 export const lockKey = (name: string) => ({ [KEY.pk]: `${LOCK_PK_PREFIX}${name}`, [KEY.sk]: LOCK_SK });
 
 /** Attributes every lock write (re)sets so the item appears in the listing index. */
-export const lockListing = (name: string) => ({ [LIST_INDEX.pk]: LOCK_LIST_PK, [LIST_INDEX.sk]: name });
-
-export const LOCK_LIST_PARTITION = LOCK_LIST_PK;
+export const lockListing = (name: string) => ({
+  [LIST_INDEX.pk]: LOCK_LIST_PARTITION,
+  [LIST_INDEX.sk]: name,
+});
 
 /** Housekeeping and key attributes: not part of a lock's state. */
 export const STORAGE_ATTRIBUTES: readonly string[] = [

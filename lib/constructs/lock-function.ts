@@ -5,18 +5,13 @@ import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import type { TableAction } from '../../lambdas/http/routes';
+import type { RouteSpec } from '../../lambdas/http/routes';
 import { LIST_INDEX } from '../../lambdas/store/table';
 
 export interface LockFunctionProps {
-  /** Handler module, relative to the project root (it exports `handler`). */
-  readonly entry: string;
-  readonly description: string;
+  /** The route this function serves: its handler module and the only table and index actions it may take. */
+  readonly route: RouteSpec;
   readonly table: ITable;
-  /** The only actions this function may take on the table. */
-  readonly tableActions: readonly TableAction[];
-  /** The only actions this function may take on the listing index. */
-  readonly indexActions: readonly TableAction[];
   readonly environment: Record<string, string>;
   readonly logRetention: RetentionDays;
 }
@@ -37,7 +32,7 @@ export class LockFunction extends Construct {
     });
     const role = new Role(this, 'Role', {
       assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
-      description: `latchkey: ${props.description}`,
+      description: `latchkey: ${props.route.description}`,
     });
     role.addToPolicy(
       new PolicyStatement({
@@ -45,28 +40,28 @@ export class LockFunction extends Construct {
         resources: [logGroup.logGroupArn],
       }),
     );
-    if (props.tableActions.length) {
+    if (props.route.table.length) {
       role.addToPolicy(
         new PolicyStatement({
           effect: Effect.ALLOW,
-          actions: [...props.tableActions],
+          actions: [...props.route.table],
           resources: [props.table.tableArn],
         }),
       );
     }
-    if (props.indexActions.length) {
+    if (props.route.index.length) {
       role.addToPolicy(
         new PolicyStatement({
           effect: Effect.ALLOW,
-          actions: [...props.indexActions],
+          actions: [...props.route.index],
           resources: [`${props.table.tableArn}/index/${LIST_INDEX.name}`],
         }),
       );
     }
     this.fn = new NodejsFunction(this, 'Function', {
-      entry: props.entry,
+      entry: `lambdas/http/${props.route.module}.ts`,
       handler: 'handler',
-      description: `latchkey: ${props.description}`,
+      description: `latchkey: ${props.route.description}`,
       runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
       memorySize: 512,

@@ -74,11 +74,8 @@ export class LockHttpApi extends Construct {
     for (const route of ROUTES) {
       const [method, path] = route.key.split(' ') as [HttpMethod, string];
       const fn = new LockFunction(this, pascal(route.module), {
-        entry: `lambdas/http/${route.module}.ts`,
-        description: route.description,
+        route,
         table: props.table,
-        tableActions: route.table,
-        indexActions: route.index,
         environment: props.environment,
         logRetention,
       });
