@@ -13,6 +13,7 @@ import { startLocalStack } from '../local/stack';
 const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--no-auth]
 
   --port N        HTTP port (default: $PORT or 3000)
+  --ws-port N     WebSocket port (default: $WS_PORT or 3001)
   --db-path DIR   persist DynamoDB Local data in DIR (default: in memory)
   --table NAME    table name (default: latchkey-local)
   --no-auth       do not require SigV4 signatures (never expose this beyond localhost)
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       port: { type: 'string' },
+      'ws-port': { type: 'string' },
       'db-path': { type: 'string' },
       table: { type: 'string' },
       'no-auth': { type: 'boolean', default: false },
@@ -36,13 +38,18 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const port = Number(values.port ?? process.env.PORT ?? 3000);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new Error(`invalid port: ${values.port ?? process.env.PORT}`);
+  const portOf = (value: string | undefined, fallback: number) => {
+    const port = Number(value ?? fallback);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port: ${value}`);
+    return port;
+  };
+  const port = portOf(values.port ?? process.env.PORT, 3000);
+  const wsPort = portOf(values['ws-port'] ?? process.env.WS_PORT, 3001);
   process.env.LOG_LEVEL ??= 'warn';
 
   const stack = await startLocalStack({
     port,
+    wsPort,
     ...(values['db-path'] ? { dbPath: values['db-path'] } : {}),
     ...(values.table ? { tableName: values.table } : {}),
     auth: values['no-auth'] ? 'none' : 'sigv4',
@@ -51,9 +58,10 @@ async function main(): Promise<void> {
     ? 'auth OFF: unsigned requests are accepted'
     : `SigV4 required: access key ${LOCAL_CREDENTIALS.accessKeyId}, secret ${LOCAL_CREDENTIALS.secretAccessKey}, region ${LOCAL_REGION}, service execute-api`;
   console.log(`latchkey is ready
-  HTTP API  ${stack.url}/api/v1   (${auth})
-  DynamoDB  ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
-  try:      curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
+  HTTP API       ${stack.url}/api/v1   (${auth})
+  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
+  DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
+  try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);
 
   let stopping = false;

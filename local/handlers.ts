@@ -1,24 +1,24 @@
-/** The handler module behind each route of lambdas/http/routes.ts, loaded as Lambda would load each function. */
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
-import { ROUTES } from '../lambdas/http/routes';
+/** The handler module behind each function spec, loaded as Lambda would load each function. */
+import type { Context } from 'aws-lambda';
 
-export type HttpLambda = (
-  event: APIGatewayProxyEventV2,
-  context: Context,
-) => Promise<APIGatewayProxyStructuredResultV2>;
+// biome-ignore lint/suspicious/noExplicitAny: each module's handler takes its own event shape.
+export type AnyHandler = (event: any, context: Context) => Promise<any>;
 
-const HANDLER_MODULES: Record<string, () => Promise<{ handler: HttpLambda }>> = {
-  'lock-commands': () => import('../lambdas/http/lock-commands'),
-  'get-lock': () => import('../lambdas/http/get-lock'),
-  'list-locks': () => import('../lambdas/http/list-locks'),
-  health: () => import('../lambdas/http/health'),
+const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = {
+  'http/lock-commands': () => import('../lambdas/http/lock-commands'),
+  'http/get-lock': () => import('../lambdas/http/get-lock'),
+  'http/list-locks': () => import('../lambdas/http/list-locks'),
+  'http/health': () => import('../lambdas/http/health'),
+  'ws/connect': () => import('../lambdas/ws/connect'),
+  'ws/disconnect': () => import('../lambdas/ws/disconnect'),
+  'ws/messages': () => import('../lambdas/ws/messages'),
+  'stream/notifier': () => import('../lambdas/stream/notifier'),
+  'schedule/timer': () => import('../lambdas/schedule/timer'),
 };
 
-export async function loadHandler(routeKey: string): Promise<HttpLambda> {
-  const route = ROUTES.find((r) => r.key === routeKey);
-  if (!route) throw new Error(`no route ${routeKey}; routes: ${ROUTES.map((r) => r.key).join(', ')}`);
-  const load = HANDLER_MODULES[route.module];
-  if (!load) throw new Error(`no local handler module for route ${route.key} (${route.module})`);
+export async function loadHandler(module: string): Promise<AnyHandler> {
+  const load = HANDLER_MODULES[module];
+  if (!load) throw new Error(`no local handler module ${module}`);
   return (await load()).handler;
 }
 

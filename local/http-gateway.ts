@@ -10,12 +10,12 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import { type HttpLambda, lambdaContext } from './handlers';
+import { type AnyHandler, lambdaContext } from './handlers';
 import { type Verification, verifySigV4 } from './sigv4';
 
 export interface GatewayRoute {
   readonly key: string;
-  readonly handler: HttpLambda;
+  readonly handler: AnyHandler;
 }
 
 export interface GatewayOptions {

@@ -7,12 +7,15 @@
 import { readFileSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { ROUTES } from '../lambdas/http/routes';
 import { startDynamoDbLocal } from './dynamodb-local';
 import { lambdaContext, loadHandler } from './handlers';
 import { ensureTable } from './table-setup';
 
 export async function invokeEvent(event: APIGatewayProxyEventV2): Promise<APIGatewayProxyStructuredResultV2> {
-  const handler = await loadHandler(event.routeKey);
+  const route = ROUTES.find((r) => r.key === event.routeKey);
+  if (!route) throw new Error(`no route ${event.routeKey}; routes: ${ROUTES.map((r) => r.key).join(', ')}`);
+  const handler = await loadHandler(route.module);
   return handler(event, lambdaContext(event.requestContext?.requestId ?? 'local-invoke'));
 }
 

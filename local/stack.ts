@@ -1,20 +1,30 @@
 /**
  * The whole service on localhost: DynamoDB Local (or an endpoint you name),
- * the table, and the HTTP API served by the same handler modules Lambda runs.
+ * the table, the HTTP API and the WebSocket API (with its @connections
+ * management endpoint), the stream notifier fed from DynamoDB Local's
+ * stream, and the timer queue: all served by the same handler modules
+ * Lambda runs.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ROUTES } from '../lambdas/http/routes';
+import { NOTIFIER, TIMER } from '../lambdas/shared/function-spec';
+import { WS_STAGE } from '../lambdas/ws/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
 import { loadHandler } from './handlers';
 import { createHttpGateway } from './http-gateway';
 import { LOCAL_REGION } from './sigv4';
+import { type StreamPoller, startStreamPoller } from './stream-poller';
 import { ensureTable } from './table-setup';
+import { createTimerQueue } from './timer-queue';
+import { createWsGateway } from './ws-gateway';
 
 export interface LocalStackOptions {
   /** HTTP port; 0 picks a free one. Default 3000. */
   readonly port?: number;
+  /** WebSocket port; 0 picks a free one. Default 3001. */
+  readonly wsPort?: number;
   readonly host?: string;
   /** Use this DynamoDB instead of starting DynamoDB Local (default: AWS_ENDPOINT_URL_DYNAMODB). */
   readonly dynamoEndpoint?: string;
@@ -26,6 +36,8 @@ export interface LocalStackOptions {
 
 export interface LocalStack {
   readonly url: string;
+  /** Where WebSocket clients connect, e.g. ws://127.0.0.1:3001/v1 */
+  readonly wsUrl: string;
   readonly dynamoEndpoint: string;
   readonly tableName: string;
   readonly dynamoPid: number | undefined;
@@ -50,6 +62,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   let dynamo: DynamoDbLocal | undefined;
   if (!external) dynamo = await startDynamoDbLocal(options.dbPath ? { dbPath: options.dbPath } : {});
   const dynamoEndpoint = external ?? (dynamo as DynamoDbLocal).endpoint;
+  const servers: Server[] = [];
+  let poller: StreamPoller | undefined;
+  const stopServers = async () => {
+    await poller?.stop();
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  };
   try {
     process.env.TABLE_NAME = tableName;
     process.env.AWS_ENDPOINT_URL_DYNAMODB = dynamoEndpoint;
@@ -63,26 +84,55 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     await ensureTable(admin, tableName);
     admin.destroy();
 
-    const routes = await Promise.all(
-      ROUTES.map(async (r) => ({ key: r.key, handler: await loadHandler(r.key) })),
-    );
-    const server = createHttpGateway({ routes, auth: options.auth ?? 'sigv4' });
-    server.keepAliveTimeout = 65_000;
     const host = options.host ?? '127.0.0.1';
+    const auth = options.auth ?? 'sigv4';
+    const timerQueue = createTimerQueue(await loadHandler(TIMER.module));
+    servers.push(timerQueue.server);
+    const timerPort = await listen(timerQueue.server, 0, '127.0.0.1');
+    process.env.TIMER_QUEUE_URL = `http://127.0.0.1:${timerPort}/000000000000/latchkey-timers`;
+    process.env.AWS_ENDPOINT_URL_SQS = `http://127.0.0.1:${timerPort}`;
+
+    const ws = createWsGateway({
+      stage: WS_STAGE,
+      auth,
+      handlers: {
+        connect: await loadHandler('ws/connect'),
+        disconnect: await loadHandler('ws/disconnect'),
+        message: await loadHandler('ws/messages'),
+      },
+    });
+    servers.push(ws.server);
+    const wsPort = await listen(ws.server, options.wsPort ?? 3001, host);
+    process.env.WS_MANAGEMENT_ENDPOINT = `http://${host}:${wsPort}/${WS_STAGE}`;
+
+    const routes = await Promise.all(
+      ROUTES.map(async (r) => ({ key: r.key, handler: await loadHandler(r.module) })),
+    );
+    const server = createHttpGateway({ routes, auth });
+    server.keepAliveTimeout = 65_000;
+    servers.push(server);
     const port = await listen(server, options.port ?? 3000, host);
+    poller = await startStreamPoller({
+      endpoint: dynamoEndpoint,
+      tableName,
+      notifier: await loadHandler(NOTIFIER.module),
+    });
     return {
       url: `http://${host}:${port}`,
+      wsUrl: `ws://${host}:${wsPort}/${WS_STAGE}`,
       dynamoEndpoint,
       tableName,
       dynamoPid: dynamo?.pid,
       async stop() {
-        server.closeAllConnections();
-        await new Promise((resolve) => server.close(resolve));
+        await ws.close();
+        timerQueue.close();
+        await stopServers();
         await dynamo?.stop();
         running = false;
       },
     };
   } catch (error) {
+    await stopServers();
     await dynamo?.stop();
     running = false;
     throw error;

@@ -4,6 +4,7 @@ import {
   DescribeTableCommand,
   type DynamoDBClient,
   ResourceInUseException,
+  UpdateTableCommand,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
 import { GC_ATTRIBUTE, tableDefinition } from '../lambdas/store/table';
@@ -15,14 +16,13 @@ export async function ensureTable(
   try {
     await client.send(new CreateTableCommand(tableDefinition(tableName)));
   } catch (error) {
-    if (error instanceof ResourceInUseException) return 'existing';
+    if (error instanceof ResourceInUseException) {
+      await addMissingIndexes(client, tableName);
+      return 'existing';
+    }
     throw error;
   }
-  for (let i = 0; i < 100; i++) {
-    const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
-    if (Table?.TableStatus === 'ACTIVE') break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitUntilActive(client, tableName);
   await client.send(
     new UpdateTimeToLiveCommand({
       TableName: tableName,
@@ -30,4 +30,30 @@ export async function ensureTable(
     }),
   );
   return 'created';
+}
+
+async function waitUntilActive(client: DynamoDBClient, tableName: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
+    const indexesReady = (Table?.GlobalSecondaryIndexes ?? []).every((i) => i.IndexStatus === 'ACTIVE');
+    if (Table?.TableStatus === 'ACTIVE' && indexesReady) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A table kept by `--db-path` from an older version gets the indexes added since. */
+async function addMissingIndexes(client: DynamoDBClient, tableName: string): Promise<void> {
+  const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
+  const present = new Set((Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName));
+  const wanted = tableDefinition(tableName);
+  for (const index of wanted.GlobalSecondaryIndexes.filter((i) => !present.has(i.IndexName))) {
+    await client.send(
+      new UpdateTableCommand({
+        TableName: tableName,
+        AttributeDefinitions: wanted.AttributeDefinitions,
+        GlobalSecondaryIndexUpdates: [{ Create: index }],
+      }),
+    );
+    await waitUntilActive(client, tableName);
+  }
 }

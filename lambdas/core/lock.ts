@@ -14,6 +14,7 @@ import {
   and,
   type Condition,
   eq,
+  exists,
   gt,
   type Item,
   le,
@@ -40,6 +41,8 @@ export const LockAttr = {
   releasedAt: 'released_at',
   /** Id of the last write applied to the item: how a write whose response was lost is recognised. */
   lastWrite: 'last_write',
+  /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
+  queued: 'queued',
 } as const;
 const A = LockAttr;
 
@@ -91,7 +94,10 @@ export type AcquireOutcome =
   | {
       readonly acquired: false;
       readonly lock: string;
-      readonly holder: { readonly clientId: string; readonly expiresAt: number };
+      /** The live holder; absent when the lock is free but promised to queued waiters. */
+      readonly holder: { readonly clientId: string; readonly expiresAt: number } | undefined;
+      /** Waiters queued ahead of anyone who asks now. */
+      readonly queued: number;
       readonly retryAfterMs: number;
     };
 
@@ -99,6 +105,8 @@ export interface ReleaseOutcome {
   readonly lock: string;
   /** Reentrant acquisitions still outstanding; 0 means the lock is free. */
   readonly remaining: number;
+  /** Waiters queued when it was released: if any and the lock is free, the head is due a handoff. */
+  readonly queued: number;
 }
 
 export interface RenewOutcome {
@@ -136,12 +144,18 @@ const isUnheld = missing(A.holder);
 const leaseLapsedBy = (now: number) => le(A.expiresAt, now);
 const leaseLiveAt = (now: number) => gt(A.expiresAt, now);
 // A holder without a lease end (an item edited by hand) holds nothing, as liveHolder says.
-const isFreeAt = (now: number) => or(isUnheld, missing(A.expiresAt), leaseLapsedBy(now));
-const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), eq(A.fence, token));
-const notAlreadyServed = (key: string | undefined) =>
+export const isFreeAt = (now: number) => or(isUnheld, missing(A.expiresAt), leaseLapsedBy(now));
+/** The negation of isFreeAt. */
+export const isHeldAt = (now: number) => and(exists(A.holder), leaseLiveAt(now));
+/** Nobody is queued: a free lock may go to whoever asks first. A negative count (drift) counts as empty. */
+export const queueIsEmpty = or(missing(A.queued), le(A.queued, 0));
+export const someoneQueued = gt(A.queued, 0);
+export const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), eq(A.fence, token));
+export const notAlreadyServed = (key: string | undefined) =>
   key === undefined ? undefined : or(missing(A.grantRequest), ne(A.grantRequest, key));
 const notReentered = or(missing(A.reentry), le(A.reentry, 1));
-const withOptional = (...parts: (Condition | undefined)[]) => and(...parts.filter((p) => p !== undefined));
+export const withOptional = (...parts: (Condition | undefined)[]) =>
+  and(...parts.filter((p) => p !== undefined));
 
 const num = (item: Item, attr: string): number | undefined => {
   const v = item[attr];
@@ -179,20 +193,52 @@ export function grantOf(item: Item): Grant {
 export const lastFencingToken = (item: Item | undefined): number | undefined =>
   item ? num(item, A.fence) : undefined;
 
-function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
-  const update = [
-    set(A.name, cmd.name),
-    set(A.holder, cmd.clientId),
-    add(A.fence, 1, fenceFloor(now)),
-    set(A.expiresAt, now + cmd.ttlMs),
-    set(A.ttlMs, cmd.ttlMs),
+/** How many waiters the item says are queued (0 when none, or when the count drifted below zero). */
+export const queuedCount = (item: Item | undefined): number =>
+  Math.max(0, (item && num(item, A.queued)) ?? 0);
+
+/** The request a grant answered (see requestKey), if it was given one. */
+export const grantRequestOf = (item: Item | undefined): string | undefined =>
+  item ? str(item, A.grantRequest) : undefined;
+
+/** Everything a grant sets, except the fencing token. */
+export function grantFields(
+  name: string,
+  clientId: string,
+  ttlMs: number,
+  now: number,
+  key: string | undefined,
+) {
+  return [
+    set(A.name, name),
+    set(A.holder, clientId),
+    set(A.expiresAt, now + ttlMs),
+    set(A.ttlMs, ttlMs),
     set(A.acquiredAt, now),
     set(A.reentry, 1),
     set(A.mode, 'exclusive'),
     key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key),
     remove(A.releasedAt),
   ];
-  return { condition: withOptional(isFreeAt(now), notAlreadyServed(key)), update };
+}
+
+/** Everything a release clears. */
+export const releaseFields = (now: number) => [
+  remove(A.holder),
+  remove(A.expiresAt),
+  remove(A.ttlMs),
+  remove(A.acquiredAt),
+  remove(A.reentry),
+  remove(A.mode),
+  set(A.releasedAt, now),
+];
+
+function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
+  return {
+    // A free lock with waiters belongs to the head of its queue: nobody barges in.
+    condition: withOptional(isFreeAt(now), queueIsEmpty, notAlreadyServed(key)),
+    update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key)],
+  };
 }
 
 function reenterWrite(current: Grant, now: number, key: string | undefined): Write {
@@ -227,14 +273,18 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
           `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(old)}, and that lease has ended`,
         );
       }
-      if (!holder) return { write: grantWrite(cmd, now, key) };
-      if (holder.clientId === cmd.clientId && cmd.reentrant) return { write: reenterWrite(holder, now, key) };
+      const queued = queuedCount(old);
+      if (!holder && queued === 0) return { write: grantWrite(cmd, now, key) };
+      if (holder && holder.clientId === cmd.clientId && cmd.reentrant)
+        return { write: reenterWrite(holder, now, key) };
       return {
         outcome: {
           acquired: false,
           lock: cmd.name,
-          holder: { clientId: holder.clientId, expiresAt: holder.expiresAt },
-          retryAfterMs: holder.expiresAt - now,
+          holder: holder && { clientId: holder.clientId, expiresAt: holder.expiresAt },
+          queued,
+          // Free but promised to waiters: the handoff takes a few milliseconds.
+          retryAfterMs: holder ? holder.expiresAt - now : 50,
         },
       };
     },
@@ -267,15 +317,7 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
 function releaseWrite(cmd: ReleaseCommand, now: number): Write {
   return {
     condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), notReentered),
-    update: [
-      remove(A.holder),
-      remove(A.expiresAt),
-      remove(A.ttlMs),
-      remove(A.acquiredAt),
-      remove(A.reentry),
-      remove(A.mode),
-      set(A.releasedAt, now),
-    ],
+    update: releaseFields(now),
   };
 }
 
@@ -296,7 +338,11 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
       const reentry = (old && num(old, A.reentry)) ?? 1;
       return { write: reentry > 1 ? leaveReentryWrite(cmd, now, reentry) : releaseWrite(cmd, now) };
     },
-    onWritten: (item) => ({ lock: cmd.name, remaining: liveHolder(item, now)?.reentry ?? 0 }),
+    onWritten: (item) => ({
+      lock: cmd.name,
+      remaining: liveHolder(item, now)?.reentry ?? 0,
+      queued: queuedCount(item),
+    }),
   };
 }
 

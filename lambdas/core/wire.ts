@@ -10,11 +10,13 @@ import {
   type Grant,
   lastFencingToken,
   liveHolder,
+  queuedCount,
   type ReleaseCommand,
   type ReleaseOutcome,
   type RenewCommand,
 } from './lock';
 import { lockNameProblem, lockPrefixProblem } from './names';
+import { PRIORITY, type Waiter } from './queue';
 
 export interface Limits {
   readonly minTtlMs: number;
@@ -47,10 +49,29 @@ export const ttlMs = (limits: Limits) =>
     .min(limits.minTtlMs, `ttl_ms must be at least ${limits.minTtlMs}`)
     .max(limits.maxTtlMs, `ttl_ms must be at most ${limits.maxTtlMs}`);
 
+/** An HTTP acquire may wait this long (API Gateway's HTTP integration timeout is 30 s). */
+export const MAX_HTTP_WAIT_MS = 25_000;
+
+export const priority = z
+  .int('priority must be an integer')
+  .min(PRIORITY.min, `priority must be at least ${PRIORITY.min}`)
+  .max(PRIORITY.max, `priority must be at most ${PRIORITY.max}`);
+
+export const waitTimeoutMs = (max: number, hint = '') =>
+  z
+    .int('wait_timeout_ms must be an integer number of milliseconds')
+    .min(0, 'wait_timeout_ms must not be negative')
+    .max(max, `wait_timeout_ms must be at most ${max}${hint}`);
+
 export const acquireBody = (limits: Limits) =>
   z.strictObject({
     client_id: clientId,
     ttl_ms: ttlMs(limits),
+    wait_timeout_ms: waitTimeoutMs(
+      MAX_HTTP_WAIT_MS,
+      ' over HTTP; to wait longer, acquire over the WebSocket API (README: "Waiting for a lock")',
+    ).optional(),
+    priority: priority.optional(),
     mode: z.literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)").optional(),
     request_id: requestId.optional(),
     reentrant: z.boolean().optional(),
@@ -144,7 +165,10 @@ export function acquireResponse(outcome: AcquireOutcome) {
   return {
     acquired: false as const,
     lock: outcome.lock,
-    holder: { client_id: outcome.holder.clientId, expires_at: isoTime(outcome.holder.expiresAt) },
+    holder: outcome.holder
+      ? { client_id: outcome.holder.clientId, expires_at: isoTime(outcome.holder.expiresAt) }
+      : null,
+    queued: outcome.queued,
     retry_after_ms: outcome.retryAfterMs,
   };
 }
@@ -160,14 +184,29 @@ export function holderView(grant: Grant) {
   };
 }
 
-/** What GET /api/v1/locks/{name} and the listing say about one lock at `now`. */
-export function lockView(name: string, item: Item | undefined, now: number) {
+export function waiterView(w: Waiter, position: number) {
+  return {
+    client_id: w.clientId,
+    position,
+    priority: w.priority,
+    via: w.connectionId === undefined ? ('http' as const) : ('websocket' as const),
+    queued_at: isoTime(w.arrivedAt),
+    wait_until: isoTime(w.deadline),
+  };
+}
+
+/**
+ * What GET /api/v1/locks/{name} and the listing say about one lock at `now`.
+ * `queued` is the lock's own count; `waiters` (single lock only) lists the head of the queue.
+ */
+export function lockView(name: string, item: Item | undefined, now: number, waiters?: readonly Waiter[]) {
   const live = liveHolder(item, now);
   return {
     lock: name,
     state: live ? ('held' as const) : ('free' as const),
     holders: live ? [holderView(live)] : [],
-    waiters: [] as never[],
+    queued: queuedCount(item),
+    ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
     fencing_token: lastFencingToken(item) ?? null,
   };
 }

@@ -1,4 +1,4 @@
-/** GET /api/v1/locks/{name}: who holds it, until when, and the last fencing token issued. */
+/** GET /api/v1/locks/{name}: who holds it, until when, who waits (first 100), and the last fencing token. */
 import { lockView } from '../core/wire';
 import { getDeps } from '../shared/deps';
 import { httpRoute, json } from '../shared/http';
@@ -6,6 +6,6 @@ import { lockNameFrom } from './lock-path';
 
 export const handler = httpRoute(async (event) => {
   const name = lockNameFrom(event.pathParameters?.proxy);
-  const item = await getDeps().locks.get(name);
-  return json(200, lockView(name, item, Date.now()));
+  const { lock, waiters } = await getDeps().queue.read(name, 100);
+  return json(200, lockView(name, lock, Date.now(), waiters));
 });

@@ -18,20 +18,23 @@ type Action = (name: string, event: HttpEvent) => Promise<HttpResult>;
 
 const ACTIONS: Record<string, Action> = {
   async acquire(name, event) {
-    const { locks, schemas } = getDeps();
+    const { service, schemas } = getDeps();
     const body = parseBody(event, schemas.acquire);
-    return json(200, acquireResponse(await locks.acquire(acquireCommand(name, body))));
+    const wait = { waitMs: body.wait_timeout_ms ?? 0, priority: body.priority };
+    const result = await service.acquire(acquireCommand(name, body), wait);
+    const outcome = result.kind === 'done' ? result.outcome : await service.awaitGrant(result.waiter);
+    return json(200, acquireResponse(outcome));
   },
   release: (name, event) =>
     holderConflict('released', async () => {
       const body = parseBody(event, releaseBody);
-      return releaseResponse(await getDeps().locks.release(releaseCommand(name, body)));
+      return releaseResponse(await getDeps().service.release(releaseCommand(name, body)));
     }),
   renew: (name, event) =>
     holderConflict('renewed', async () => {
-      const { locks, schemas } = getDeps();
+      const { service, schemas } = getDeps();
       const body = parseBody(event, schemas.renew);
-      return renewResponse((await locks.renew(renewCommand(name, body))).grant);
+      return renewResponse((await service.renew(renewCommand(name, body))).grant);
     }),
 };
 

@@ -7,45 +7,35 @@
  * a greedy variable and the handler takes the action from the last segment:
  * POST /api/v1/locks/jobs/nightly/acquire -> lock "jobs/nightly", "acquire".
  */
-export type TableAction =
-  | 'dynamodb:UpdateItem'
-  | 'dynamodb:GetItem'
-  | 'dynamodb:BatchGetItem'
-  | 'dynamodb:Query';
+import { type FunctionSpec, QUEUE_SERVER } from '../shared/function-spec';
 
-export interface RouteSpec {
+export interface RouteSpec extends FunctionSpec {
   /** The API Gateway route key, e.g. "GET /api/v1/locks/{proxy+}". */
   readonly key: string;
-  /** Module under lambdas/http/ exporting `handler`. */
-  readonly module: string;
-  readonly description: string;
-  /** Actions on the table itself. */
-  readonly table: readonly TableAction[];
-  /** Actions on the listing index. */
-  readonly index: readonly TableAction[];
 }
 
 export const ROUTES: readonly RouteSpec[] = [
   {
     key: 'POST /api/v1/locks/{proxy+}',
-    module: 'lock-commands',
-    description: 'acquire, release and renew a lock',
-    table: ['dynamodb:UpdateItem'],
-    index: [],
+    module: 'http/lock-commands',
+    description: 'acquire (waiting up to 25 s), release and renew a lock',
+    ...QUEUE_SERVER,
+    table: ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:DeleteItem'],
+    // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
+    timeoutSeconds: 29,
   },
   {
     key: 'GET /api/v1/locks/{proxy+}',
-    module: 'get-lock',
-    description: 'inspect one lock',
-    table: ['dynamodb:GetItem'],
-    index: [],
+    module: 'http/get-lock',
+    description: 'inspect one lock and its queue',
+    table: ['dynamodb:Query'],
   },
   {
     key: 'GET /api/v1/locks',
-    module: 'list-locks',
+    module: 'http/list-locks',
     description: 'list locks by name prefix',
     table: ['dynamodb:BatchGetItem'],
-    index: ['dynamodb:Query'],
+    indexes: { by_name: ['dynamodb:Query'] },
   },
-  { key: 'GET /api/v1/health', module: 'health', description: 'liveness', table: [], index: [] },
+  { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [] },
 ];

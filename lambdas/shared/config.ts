@@ -15,6 +15,10 @@ const environment = z
     LOCK_MAX_TTL_MS: positiveInt(DEFAULT_LIMITS.maxTtlMs),
     LOCK_RETENTION_SECONDS: positiveInt(86_400),
     AWS_ENDPOINT_URL_DYNAMODB: z.url().optional(),
+    /** The WebSocket API's management endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}). */
+    WS_MANAGEMENT_ENDPOINT: z.url().optional(),
+    /** The SQS queue that carries expiry timers. */
+    TIMER_QUEUE_URL: z.url().optional(),
   })
   .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
     message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
@@ -27,6 +31,8 @@ export interface Config {
   readonly limits: Limits;
   readonly store: StoreSettings;
   readonly dynamoEndpoint: string | undefined;
+  readonly wsManagementEndpoint: string | undefined;
+  readonly timerQueueUrl: string | undefined;
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -40,5 +46,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     limits: { minTtlMs: e.LOCK_MIN_TTL_MS, maxTtlMs: e.LOCK_MAX_TTL_MS },
     store: { tableName: e.TABLE_NAME, retentionSeconds: e.LOCK_RETENTION_SECONDS },
     dynamoEndpoint: e.AWS_ENDPOINT_URL_DYNAMODB,
+    wsManagementEndpoint: e.WS_MANAGEMENT_ENDPOINT,
+    timerQueueUrl: e.TIMER_QUEUE_URL,
   };
 }

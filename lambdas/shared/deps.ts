@@ -2,20 +2,37 @@
  * What handlers depend on, built once per process (per Lambda cold start)
  * from the validated configuration.
  */
+import { LatchkeyError } from '../core/errors';
 import { acquireBody, renewBody } from '../core/wire';
+import { wsMessage } from '../core/ws-wire';
+import { Handoff } from '../service/handoff';
+import { LockService } from '../service/lock-service';
+import { ApiGatewayPusher, type Pusher } from '../service/push';
+import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { LockStore } from '../store/lock-store';
+import { QueueStore } from '../store/queue-store';
 import { type Config, loadConfig } from './config';
 
 export interface Deps {
   readonly config: Config;
   readonly locks: LockStore;
+  readonly queue: QueueStore;
+  readonly service: LockService;
+  readonly handoff: Handoff;
+  readonly pusher: Pusher;
+  readonly timers: Timers;
   /** Body schemas that depend on the configured lease bounds, built once. */
   readonly schemas: {
     readonly acquire: ReturnType<typeof acquireBody>;
     readonly renew: ReturnType<typeof renewBody>;
+    readonly wsMessage: ReturnType<typeof wsMessage>;
   };
 }
+
+const missing = (what: string, variable: string) => {
+  throw new LatchkeyError('INTERNAL', `${what} is not configured (${variable})`);
+};
 
 let deps: Deps | undefined;
 
@@ -23,8 +40,30 @@ export function getDeps(): Deps {
   if (!deps) {
     const config = loadConfig();
     const db = createDocumentClient(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {});
-    const schemas = { acquire: acquireBody(config.limits), renew: renewBody(config.limits) };
-    deps = { config, locks: new LockStore(db, config.store), schemas };
+    const locks = new LockStore(db, config.store);
+    const queue = new QueueStore(db, config.store);
+    const pusher: Pusher = config.wsManagementEndpoint
+      ? new ApiGatewayPusher(config.wsManagementEndpoint)
+      : { push: async () => missing('the WebSocket API', 'WS_MANAGEMENT_ENDPOINT') };
+    const timers: Timers = config.timerQueueUrl
+      ? new SqsTimers(config.timerQueueUrl)
+      : { schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL') };
+    const handoff = new Handoff(locks, queue, pusher);
+    const schemas = {
+      acquire: acquireBody(config.limits),
+      renew: renewBody(config.limits),
+      wsMessage: wsMessage(config.limits),
+    };
+    deps = {
+      config,
+      locks,
+      queue,
+      service: new LockService(locks, queue, handoff),
+      handoff,
+      pusher,
+      timers,
+      schemas,
+    };
   }
   return deps;
 }

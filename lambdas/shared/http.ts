@@ -62,24 +62,44 @@ export function parseBody<S extends z.ZodType>(event: HttpEvent, schema: S): z.o
     throw invalidRequest('request body is missing: send a JSON object');
   }
   const raw = event.isBase64Encoded ? Buffer.from(event.body, 'base64') : Buffer.from(event.body, 'utf8');
-  if (raw.byteLength > MAX_BODY_BYTES) {
-    throw invalidRequest(`request body is ${raw.byteLength} bytes; the limit is ${MAX_BODY_BYTES}`);
+  return parseJsonObject(raw, schema, 'request body', MAX_BODY_BYTES);
+}
+
+/** A JSON object of at most `maxBytes`, checked against `schema` (HTTP bodies, WebSocket messages). */
+export function parseJsonObject<S extends z.ZodType>(
+  raw: Buffer,
+  schema: S,
+  what: string,
+  maxBytes: number,
+): z.output<S> {
+  if (raw.byteLength > maxBytes) {
+    throw invalidRequest(`${what} is ${raw.byteLength} bytes; the limit is ${maxBytes}`);
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw.toString('utf8'));
   } catch (error) {
-    throw invalidRequest(`request body is not valid JSON (${(error as Error).message})`);
+    throw invalidRequest(`${what} is not valid JSON (${(error as Error).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw invalidRequest('request body must be a JSON object');
+    throw invalidRequest(`${what} must be a JSON object`);
   }
-  return validate(schema, parsed, 'request body');
+  return validate(schema, parsed, what);
 }
 
 /** Query string parameters (API Gateway joins repeated ones with ','), checked against `schema`. */
 export function parseQuery<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
   return validate(schema, event.queryStringParameters ?? {}, 'query string');
+}
+
+/** A LatchkeyError as is; anything else is logged and becomes INTERNAL (never shown to clients in detail). */
+export function asLatchkeyError(error: unknown): LatchkeyError {
+  if (error instanceof LatchkeyError) {
+    if (error.status >= 500) log('error', 'request failed', { code: error.code, ...describeError(error) });
+    return error;
+  }
+  log('error', 'unexpected failure', describeError(error));
+  return new LatchkeyError('INTERNAL', 'internal error; see the service logs');
 }
 
 /** Wraps a route: any LatchkeyError becomes its JSON answer; anything else is logged and answered 500. */
@@ -88,17 +108,7 @@ export function httpRoute(run: (event: HttpEvent) => Promise<HttpResult>) {
     .handler(run)
     .use({
       onError: async (request) => {
-        const error = request.error;
-        if (error instanceof LatchkeyError) {
-          if (error.status >= 500)
-            log('error', 'request failed', { code: error.code, ...describeError(error) });
-          request.response = errorResponse(error);
-          return;
-        }
-        log('error', 'unexpected failure', describeError(error));
-        request.response = errorResponse(
-          new LatchkeyError('INTERNAL', 'internal error; see the service logs'),
-        );
+        request.response = errorResponse(asLatchkeyError(request.error));
       },
     });
 }

@@ -80,3 +80,16 @@ export function compile(condition: Condition, update: Update): CompiledExpressio
     ExpressionAttributeValues: p.values,
   };
 }
+
+/** A condition alone, for a conditional delete. */
+export function compileCondition(condition: Condition): {
+  ConditionExpression: string;
+  ExpressionAttributeNames: Record<string, string>;
+  ExpressionAttributeValues?: Record<string, Scalar>;
+} {
+  const p = new Placeholders();
+  const ConditionExpression = conditionText(condition, p);
+  // DynamoDB refuses an empty ExpressionAttributeValues map.
+  const values = Object.keys(p.values).length ? { ExpressionAttributeValues: p.values } : {};
+  return { ConditionExpression, ExpressionAttributeNames: p.names, ...values };
+}

@@ -64,6 +64,11 @@ export class LockStore {
     return this.run(cmd.name, (now) => renewProtocol(cmd, now));
   }
 
+  /** One conditional write of the lock item outside a protocol (undoing a handoff, fixing a count). */
+  write(name: string, write: Write): Promise<WriteResult> {
+    return this.tryWrite(name, write, this.clock(), this.deadline());
+  }
+
   /** The lock item (strongly consistent), or undefined if the name was never used or was collected. */
   async get(name: string): Promise<Item | undefined> {
     const out = await this.send((abortSignal) =>

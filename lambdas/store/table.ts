@@ -1,27 +1,63 @@
 /**
  * The table's key schema: the only place that knows keys.
  *
- * | item | pk            | sk     | list_pk | list_sk |
- * |------|---------------|--------|---------|---------|
- * | lock | LOCK#<name>   | LOCK   | LOCK    | <name>  |
+ * | item       | pk          | sk             | index keys                          |
+ * |------------|-------------|----------------|-------------------------------------|
+ * | lock       | LOCK#<name> | LOCK           | list_pk=LOCK, list_sk=<name>        |
+ * | waiter     | LOCK#<name> | WAIT#<order>   | owner=CONN#<id>, owner_sk (if WS)   |
+ * | connection | CONN#<id>   | CONN           |                                     |
+ *
+ * A lock and its waiters share a partition: one strongly consistent Query
+ * reads the lock item ('LOCK' sorts before 'WAIT#') and then its queue in
+ * serving order.
  *
  * `by_name` is a KEYS_ONLY index over (list_pk, list_sk) for listing locks
  * by prefix with a Query. Its key attributes never change after the first
  * write of a lock, so an acquire or release does not write to the index.
+ * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
+ * of one WebSocket connection, found when it disconnects.
  * `gc_at` (epoch seconds) is the TTL attribute: it only garbage-collects, it
  * never decides expiry.
  */
 export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
+export const OWNER_INDEX = { name: 'by_owner', pk: 'owner', sk: 'owner_sk' } as const;
 export const GC_ATTRIBUTE = 'gc_at';
 
 const LOCK_PK_PREFIX = 'LOCK#';
-const LOCK_SK = 'LOCK';
+export const LOCK_SK = 'LOCK';
+export const WAITER_SK_PREFIX = 'WAIT#';
+const CONNECTION_PK_PREFIX = 'CONN#';
+const CONNECTION_SK = 'CONN';
 
 /** The one partition of the listing index. */
 export const LOCK_LIST_PARTITION = 'LOCK';
 
 export const lockKey = (name: string) => ({ [KEY.pk]: `${LOCK_PK_PREFIX}${name}`, [KEY.sk]: LOCK_SK });
+export const lockPartition = (name: string) => `${LOCK_PK_PREFIX}${name}`;
+export const waiterKey = (name: string, order: string) => ({
+  [KEY.pk]: `${LOCK_PK_PREFIX}${name}`,
+  [KEY.sk]: `${WAITER_SK_PREFIX}${order}`,
+});
+export const connectionKey = (id: string) => ({
+  [KEY.pk]: `${CONNECTION_PK_PREFIX}${id}`,
+  [KEY.sk]: CONNECTION_SK,
+});
+/** The owner index partition of a connection's waiters. */
+export const connectionOwner = (id: string) => `${CONNECTION_PK_PREFIX}${id}`;
+
+/** The lock name and queue order of a waiter from its table keys. */
+export function waiterFromKey(key: Record<string, unknown>): { lock: string; order: string } | undefined {
+  const pk = key[KEY.pk];
+  const sk = key[KEY.sk];
+  if (typeof pk !== 'string' || typeof sk !== 'string') return undefined;
+  if (!pk.startsWith(LOCK_PK_PREFIX) || !sk.startsWith(WAITER_SK_PREFIX)) return undefined;
+  return { lock: pk.slice(LOCK_PK_PREFIX.length), order: sk.slice(WAITER_SK_PREFIX.length) };
+}
+
+/** The lock name of a lock item's or a waiter's partition key. */
+export const lockNameOfPartition = (pk: unknown): string | undefined =>
+  typeof pk === 'string' && pk.startsWith(LOCK_PK_PREFIX) ? pk.slice(LOCK_PK_PREFIX.length) : undefined;
 
 /** Attributes every lock write (re)sets so the item appears in the listing index. */
 export const lockListing = (name: string) => ({
@@ -35,6 +71,8 @@ export const STORAGE_ATTRIBUTES: readonly string[] = [
   KEY.sk,
   LIST_INDEX.pk,
   LIST_INDEX.sk,
+  OWNER_INDEX.pk,
+  OWNER_INDEX.sk,
   GC_ATTRIBUTE,
 ];
 
@@ -48,6 +86,8 @@ export function tableDefinition(tableName: string) {
       { AttributeName: KEY.sk, AttributeType: 'S' as const },
       { AttributeName: LIST_INDEX.pk, AttributeType: 'S' as const },
       { AttributeName: LIST_INDEX.sk, AttributeType: 'S' as const },
+      { AttributeName: OWNER_INDEX.pk, AttributeType: 'S' as const },
+      { AttributeName: OWNER_INDEX.sk, AttributeType: 'S' as const },
     ],
     KeySchema: [
       { AttributeName: KEY.pk, KeyType: 'HASH' as const },
@@ -59,6 +99,14 @@ export function tableDefinition(tableName: string) {
         KeySchema: [
           { AttributeName: LIST_INDEX.pk, KeyType: 'HASH' as const },
           { AttributeName: LIST_INDEX.sk, KeyType: 'RANGE' as const },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' as const },
+      },
+      {
+        IndexName: OWNER_INDEX.name,
+        KeySchema: [
+          { AttributeName: OWNER_INDEX.pk, KeyType: 'HASH' as const },
+          { AttributeName: OWNER_INDEX.sk, KeyType: 'RANGE' as const },
         ],
         Projection: { ProjectionType: 'KEYS_ONLY' as const },
       },

@@ -8,7 +8,7 @@ import {
   TableEncryption,
 } from 'aws-cdk-lib/aws-dynamodb';
 import { Construct } from 'constructs';
-import { GC_ATTRIBUTE, KEY, LIST_INDEX } from '../../lambdas/store/table';
+import { GC_ATTRIBUTE, KEY, LIST_INDEX, OWNER_INDEX } from '../../lambdas/store/table';
 
 export interface LockTableProps {
   /**
@@ -46,6 +46,13 @@ export class LockTable extends Construct {
       partitionKey: { name: LIST_INDEX.pk, type: AttributeType.STRING },
       sortKey: { name: LIST_INDEX.sk, type: AttributeType.STRING },
       // Keys only: acquire and release never change them, so they never write to the index.
+      projectionType: ProjectionType.KEYS_ONLY,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: OWNER_INDEX.name,
+      partitionKey: { name: OWNER_INDEX.pk, type: AttributeType.STRING },
+      sortKey: { name: OWNER_INDEX.sk, type: AttributeType.STRING },
+      // Sparse (only waiters of a WebSocket connection carry the keys), keys only.
       projectionType: ProjectionType.KEYS_ONLY,
     });
   }

@@ -51,8 +51,11 @@ describe('lock write requests', () => {
       Key: { pk: 'LOCK#jobs/nightly', sk: 'LOCK' },
       ReturnValues: 'ALL_NEW',
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      ConditionExpression: '(attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0)',
+      // Free (no holder, no lease end, or lapsed) and nobody queued (the queue owns a free lock with waiters).
+      ConditionExpression:
+        '((attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0) AND (attribute_not_exists(#a2) OR #a2 <= :v1))',
     });
+    expect(request.ExpressionAttributeNames).toMatchObject({ '#a0': 'holder', '#a1': 'expires_at', '#a2': 'queued' });
     const names = request.ExpressionAttributeNames ?? {};
     const fence = Object.keys(names).find((placeholder) => names[placeholder] === 'fence');
     const counter = request.UpdateExpression?.match(

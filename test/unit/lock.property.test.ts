@@ -136,7 +136,7 @@ describe('lock rules under random histories', () => {
               }
               if (!out.acquired) {
                 expect(holderBefore).toBeDefined();
-                expect(out.holder.clientId).toBe(holderBefore?.clientId);
+                expect(out.holder?.clientId).toBe(holderBefore?.clientId);
                 continue;
               }
               const token = out.grant.fencingToken;

@@ -1,0 +1,277 @@
+/**
+ * The wait queue: who is next for a lock, and the conditional writes that
+ * put a waiter in the queue, take it out, or hand it the lock.
+ *
+ * A waiter is an item beside its lock item (same partition) whose sort key
+ * orders the queue: priority first (higher first), then arrival (earlier
+ * first). The lock item counts its waiters (`queued`). A free lock with
+ * waiters is promised to the head of the queue: a plain acquire cannot take
+ * it (see `grantWrite` in lock.ts), only a handoff can. Every move is one
+ * transaction over the lock item and one waiter item, so the count and the
+ * queue never disagree, and the grant is conditional on the lock being free
+ * and carrying the fencing token the server read: two handoffs racing for
+ * the same lock cannot both win.
+ *
+ * The queue is a list of exclusive waiters today; shared mode will grant a
+ * run of readers at the head together, which this order already allows.
+ */
+import { and, type Condition, eq, exists, type Item, missing, ne, or, set, type Update } from './expr';
+import {
+  fenceFloor,
+  type Grant,
+  grantFields,
+  heldBy,
+  isFreeAt,
+  isHeldAt,
+  LockAttr,
+  liveHolder,
+  notAlreadyServed,
+  queuedCount,
+  releaseFields,
+  someoneQueued,
+  withOptional,
+} from './lock';
+
+export const PRIORITY = { min: -100, max: 100, default: 0 } as const;
+
+/** Attribute names of a waiter item. */
+export const WaitAttr = {
+  name: 'lock_name',
+  client: 'client_id',
+  ttlMs: 'ttl_ms',
+  requestId: 'request_id',
+  /** requestKey(client, request): the lock's grant_request once this waiter is served. */
+  requestKey: 'request_key',
+  /** When the waiter gives up, ms on the server's clock. */
+  deadline: 'deadline',
+  priority: 'priority',
+  arrivedAt: 'arrived_at',
+  /** The WebSocket connection to push the grant to; absent for an HTTP waiter (it polls). */
+  connection: 'connection_id',
+} as const;
+const W = WaitAttr;
+
+export interface Waiter {
+  readonly lock: string;
+  /** Sorts in serving order within the lock's queue. */
+  readonly order: string;
+  readonly clientId: string;
+  readonly ttlMs: number;
+  readonly requestId: string;
+  readonly requestKey: string;
+  readonly deadline: number;
+  readonly priority: number;
+  readonly arrivedAt: number;
+  readonly connectionId: string | undefined;
+}
+
+/**
+ * Serving order as a string: priority inverted (so higher sorts first), then
+ * arrival time on the server's clock, then a random tie-breaker. FIFO holds
+ * to the precision of the servers' clocks (AWS Time Sync: well under a ms).
+ */
+export function queueOrder(priority: number, arrivedAt: number, nonce: string): string {
+  if (!Number.isInteger(priority) || priority < PRIORITY.min || priority > PRIORITY.max)
+    throw new RangeError(`priority must be an integer from ${PRIORITY.min} to ${PRIORITY.max}`);
+  const inverted = String(PRIORITY.max - priority).padStart(3, '0');
+  return `${inverted}#${String(Math.floor(arrivedAt)).padStart(15, '0')}#${nonce}`;
+}
+
+export function waiterItem(w: Waiter): Record<string, string | number> {
+  return {
+    [W.name]: w.lock,
+    [W.client]: w.clientId,
+    [W.ttlMs]: w.ttlMs,
+    [W.requestId]: w.requestId,
+    [W.requestKey]: w.requestKey,
+    [W.deadline]: w.deadline,
+    [W.priority]: w.priority,
+    [W.arrivedAt]: w.arrivedAt,
+    ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
+  };
+}
+
+export function waiterOf(order: string, item: Item): Waiter {
+  const n = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : 0);
+  const s = (a: string) => (typeof item[a] === 'string' ? (item[a] as string) : '');
+  const connection = item[W.connection];
+  return {
+    lock: s(W.name),
+    order,
+    clientId: s(W.client),
+    ttlMs: n(W.ttlMs),
+    requestId: s(W.requestId),
+    requestKey: s(W.requestKey),
+    deadline: n(W.deadline),
+    priority: n(W.priority),
+    arrivedAt: n(W.arrivedAt),
+    connectionId: typeof connection === 'string' ? connection : undefined,
+  };
+}
+
+/** One part of a transaction: a conditional update of the lock or a waiter item, or a conditional delete. */
+export type Step =
+  | { readonly target: 'lock'; readonly condition: Condition; readonly update: Update }
+  | {
+      readonly target: 'waiter';
+      readonly order: string;
+      readonly condition: Condition;
+      readonly update: Update;
+    }
+  | {
+      readonly target: 'waiter';
+      readonly order: string;
+      readonly condition: Condition;
+      readonly delete: true;
+    };
+
+const waiterPresent = exists(W.client);
+
+/**
+ * Joins the queue, only while the lock cannot be granted at once (held by
+ * someone else, or promised to earlier waiters) and this request was not
+ * already served. When it fails the caller tries a plain acquire instead.
+ */
+export function enqueueSteps(w: Waiter, now: number): Step[] {
+  const notMineAlready = or(isFreeAt(now), ne(LockAttr.holder, w.clientId));
+  return [
+    {
+      target: 'lock',
+      condition: withOptional(
+        or(isHeldAt(now), someoneQueued),
+        notMineAlready,
+        notAlreadyServed(w.requestKey),
+      ),
+      update: [set(LockAttr.name, w.lock), { kind: 'add', attr: LockAttr.queued, by: 1, initial: 0 }],
+    },
+    {
+      target: 'waiter',
+      order: w.order,
+      condition: missing(W.client),
+      update: Object.entries(waiterItem(w)).map(([attr, value]) => set(attr, value)),
+    },
+  ];
+}
+
+/** Leaves the queue (cancelled, timed out, connection gone). */
+export function removalSteps(w: Pick<Waiter, 'order'>): Step[] {
+  return [
+    {
+      target: 'lock',
+      condition: someoneQueued,
+      update: [{ kind: 'add', attr: LockAttr.queued, by: -1, initial: 0 }],
+    },
+    { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+  ];
+}
+
+/** Removes a waiter item when the lock's count no longer includes it (the count drifted). */
+export const orphanRemovalSteps = (w: Pick<Waiter, 'order'>): Step[] => [
+  { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+];
+
+/**
+ * Hands a free lock to waiter `w`. The token is computed from the lock item
+ * read just before and the write is conditional on it being unchanged, so
+ * the grant (fencing token included) is known without reading it back.
+ */
+export function handoffSteps(
+  w: Waiter,
+  lock: Item | undefined,
+  now: number,
+): { steps: Step[]; grant: Grant } {
+  const seen = lock?.[LockAttr.fence];
+  const fence = typeof seen === 'number' ? seen + 1 : fenceFloor(now) + 1;
+  const sameFence = typeof seen === 'number' ? eq(LockAttr.fence, seen) : missing(LockAttr.fence);
+  return {
+    steps: [
+      {
+        target: 'lock',
+        condition: and(isFreeAt(now), someoneQueued, sameFence),
+        update: [
+          set(LockAttr.fence, fence),
+          ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey),
+          { kind: 'add', attr: LockAttr.queued, by: -1, initial: 0 },
+        ],
+      },
+      { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+    ],
+    grant: {
+      lock: w.lock,
+      clientId: w.clientId,
+      fencingToken: fence,
+      expiresAt: now + w.ttlMs,
+      ttlMs: w.ttlMs,
+      mode: 'exclusive',
+      acquiredAt: now,
+      reentry: 1,
+    },
+  };
+}
+
+/** Takes back a grant nobody received (its connection was gone), so the next waiter can be served. */
+export function undoGrantWrite(grant: Grant, requestKey: string, now: number) {
+  return {
+    condition: and(heldBy(grant.clientId, grant.fencingToken), eq(LockAttr.grantRequest, requestKey)),
+    update: releaseFields(now),
+  };
+}
+
+/** Resets a waiter count that no waiter item backs (items deleted by hand), only if it has not moved. */
+export function resetCountWrite(seen: number) {
+  return { condition: eq(LockAttr.queued, seen), update: [set(LockAttr.queued, 0)] };
+}
+
+export type ServePlan =
+  /** Waiters whose deadline passed go first; then the lock is still held, so nothing to hand off. */
+  | {
+      readonly kind: 'held';
+      readonly expired: readonly Waiter[];
+      readonly expiresAt: number;
+      readonly fence: number;
+    }
+  | { readonly kind: 'grant'; readonly expired: readonly Waiter[]; readonly head: Waiter }
+  /** The lock is free and nobody (live) waits: the count should be 0. */
+  | { readonly kind: 'idle'; readonly expired: readonly Waiter[]; readonly countDrift: number };
+
+/**
+ * What serving a lock's queue means now, from the lock item and its first
+ * waiters in order (`complete` when that is the whole queue).
+ */
+export function planServe(
+  lock: Item | undefined,
+  waiters: readonly Waiter[],
+  now: number,
+  complete: boolean,
+): ServePlan {
+  const expired = waiters.filter((w) => w.deadline <= now);
+  const holder = liveHolder(lock, now);
+  if (holder) return { kind: 'held', expired, expiresAt: holder.expiresAt, fence: holder.fencingToken };
+  const head = waiters.find((w) => w.deadline > now);
+  if (head) return { kind: 'grant', expired, head };
+  const drift = complete && expired.length === 0 ? queuedCount(lock) : 0;
+  return { kind: 'idle', expired, countDrift: drift };
+}
+
+/**
+ * What the notifier does about one change of a lock item (from its stream
+ * record): serve the queue when the lock is free with waiters; arm an expiry
+ * timer when a grant first has waiters behind it, because a lease that lapses
+ * writes nothing and so raises no stream record.
+ */
+export function onLockChange(
+  old: Item | undefined,
+  current: Item | undefined,
+  now: number,
+): { readonly serve: boolean; readonly timer: { readonly at: number; readonly fence: number } | undefined } {
+  if (!current || queuedCount(current) === 0) return { serve: false, timer: undefined };
+  const holder = liveHolder(current, now);
+  if (!holder) return { serve: true, timer: undefined };
+  const alreadyArmed =
+    old !== undefined &&
+    queuedCount(old) > 0 &&
+    old[LockAttr.holder] !== undefined &&
+    old[LockAttr.fence] === current[LockAttr.fence];
+  const timer = { at: holder.expiresAt, fence: holder.fencingToken };
+  return { serve: false, timer: alreadyArmed ? undefined : timer };
+}

@@ -1,0 +1,63 @@
+/**
+ * Reads a batch of DynamoDB stream records as what the notifier acts on:
+ * per lock, the image before the batch and after it; and the WebSocket
+ * waiters that joined a queue (their deadlines need timers). Records may
+ * arrive twice; everything done with them is idempotent.
+ *
+ * A TTL deletion is a REMOVE on AWS; DynamoDB Local reports it with an
+ * eventName the SDK does not know. Both have no NewImage, which is all
+ * that matters here.
+ */
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import type { Item } from '../core/expr';
+import { WaitAttr } from '../core/queue';
+import { KEY, LOCK_SK, lockNameOfPartition, WAITER_SK_PREFIX } from '../store/table';
+
+export interface StreamRecord {
+  readonly eventName?: string;
+  readonly dynamodb?: {
+    readonly Keys?: Record<string, unknown>;
+    readonly NewImage?: Record<string, unknown>;
+    readonly OldImage?: Record<string, unknown>;
+  };
+}
+
+export interface LockChange {
+  readonly lock: string;
+  readonly before: Item | undefined;
+  readonly after: Item | undefined;
+}
+
+export interface WaiterJoined {
+  readonly lock: string;
+  readonly deadline: number;
+}
+
+const image = (raw: Record<string, unknown> | undefined): Item | undefined =>
+  raw ? (unmarshall(raw as Record<string, AttributeValue>) as Item) : undefined;
+
+export function readChanges(records: readonly StreamRecord[]): {
+  locks: LockChange[];
+  joined: WaiterJoined[];
+} {
+  const locks = new Map<string, { before: Item | undefined; after: Item | undefined }>();
+  const joined: WaiterJoined[] = [];
+  for (const record of records) {
+    const keys = image(record.dynamodb?.Keys) ?? {};
+    const lock = lockNameOfPartition(keys[KEY.pk]);
+    const sk = keys[KEY.sk];
+    if (lock === undefined || typeof sk !== 'string') continue;
+    const before = image(record.dynamodb?.OldImage);
+    const after = image(record.dynamodb?.NewImage);
+    if (sk === LOCK_SK) {
+      const seen = locks.get(lock);
+      locks.set(lock, { before: seen ? seen.before : before, after });
+    } else if (sk.startsWith(WAITER_SK_PREFIX) && after && !before) {
+      const deadline = after[WaitAttr.deadline];
+      if (typeof deadline === 'number' && typeof after[WaitAttr.connection] === 'string')
+        joined.push({ lock, deadline });
+    }
+  }
+  return { locks: [...locks].map(([lock, c]) => ({ lock, ...c })), joined };
+}

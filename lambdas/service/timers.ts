@@ -1,0 +1,59 @@
+/**
+ * Timers for what writes nothing: a lease that lapses and a waiter whose
+ * deadline passes raise no stream record, so the notifier arms a timer for
+ * them. On AWS a timer is an SQS message delayed by whole seconds (at most
+ * 15 minutes); the timer function sleeps the sub-second rest, so it acts
+ * within tens of milliseconds of the due time. A timer that is early
+ * re-arms itself; one that is late or doubled is harmless: acting on it is
+ * a conditional handoff.
+ */
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { z } from 'zod';
+import { toStoreError } from '../store/errors';
+
+export interface Timers {
+  /**
+   * Serve the queue of `lock` at `at` (ms since the epoch). With `fence`, the
+   * timer watches that grant's lease: if it was renewed, the timer re-arms at
+   * the new lease end; any other grant has its own timer.
+   */
+  schedule(lock: string, at: number, fence?: number): Promise<void>;
+}
+
+export const SQS_MAX_DELAY_SECONDS = 900;
+
+export const timerMessage = z.object({
+  lock: z.string().min(1),
+  due_at: z.number(),
+  fence: z.number().optional(),
+});
+export type TimerMessage = z.infer<typeof timerMessage>;
+
+/** Whole seconds to delay a message due at `at`: never late, at most SQS's limit. */
+export const delaySeconds = (at: number, now: number): number =>
+  Math.min(SQS_MAX_DELAY_SECONDS, Math.max(0, Math.floor((at - now) / 1000)));
+
+export class SqsTimers implements Timers {
+  private readonly client = new SQSClient({ maxAttempts: 3 });
+
+  constructor(
+    private readonly queueUrl: string,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async schedule(lock: string, at: number, fence?: number): Promise<void> {
+    const body: TimerMessage = { lock, due_at: at, ...(fence === undefined ? {} : { fence }) };
+    try {
+      await this.client.send(
+        new SendMessageCommand({
+          QueueUrl: this.queueUrl,
+          MessageBody: JSON.stringify(body),
+          DelaySeconds: delaySeconds(at, this.clock()),
+        }),
+        { abortSignal: AbortSignal.timeout(3_000) },
+      );
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * What each Lambda function is and may do: its handler module and exactly
+ * the DynamoDB actions, indexes and other services it touches. The CDK stack
+ * grants exactly this (lib/constructs/lock-function.ts) and the template
+ * tests check each function's policy against it; the local stack loads the
+ * same modules.
+ */
+import type { LIST_INDEX, OWNER_INDEX } from '../store/table';
+
+export type TableAction =
+  | 'dynamodb:UpdateItem'
+  | 'dynamodb:GetItem'
+  | 'dynamodb:PutItem'
+  | 'dynamodb:DeleteItem'
+  | 'dynamodb:BatchGetItem'
+  | 'dynamodb:Query';
+
+export type IndexName = typeof LIST_INDEX.name | typeof OWNER_INDEX.name;
+
+export interface FunctionSpec {
+  /** Handler module under lambdas/, without extension, e.g. "http/lock-commands". It exports `handler`. */
+  readonly module: string;
+  readonly description: string;
+  /** Actions on the table itself (a transaction needs the actions of its parts). */
+  readonly table: readonly TableAction[];
+  /** Actions on each index. */
+  readonly indexes?: Partial<Record<IndexName, readonly TableAction[]>>;
+  /** Posts to WebSocket connections (execute-api:ManageConnections on this API's @connections). */
+  readonly pushes?: boolean;
+  /** Sends expiry timers (sqs:SendMessage on the timer queue). */
+  readonly schedules?: boolean;
+  /** @default 10 */
+  readonly timeoutSeconds?: number;
+}
+
+/** Serving a queue: read it, hand over or remove waiters (transactions), undo a grant nobody received. */
+const SERVES_QUEUES = {
+  table: ['dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+  // A grant to a vanished connection removes that connection's other waiters and its item.
+  indexes: { by_owner: ['dynamodb:Query'] },
+  pushes: true,
+} as const satisfies Partial<FunctionSpec>;
+
+export const QUEUE_SERVER = SERVES_QUEUES;
+
+/** Functions no client calls: the stream notifier and the expiry timer. */
+export const NOTIFIER: FunctionSpec = {
+  module: 'stream/notifier',
+  description: 'hands freed locks to their next waiter (DynamoDB stream)',
+  ...SERVES_QUEUES,
+  schedules: true,
+  timeoutSeconds: 30,
+};
+
+export const TIMER: FunctionSpec = {
+  module: 'schedule/timer',
+  description: 'serves the queue of a lock whose lease lapsed (SQS timer)',
+  ...SERVES_QUEUES,
+  schedules: true,
+  timeoutSeconds: 30,
+};

@@ -1,0 +1,19 @@
+/** What the WebSocket handlers share: the event shape API Gateway sends them. */
+export interface WsEvent {
+  readonly requestContext: {
+    readonly connectionId: string;
+    readonly routeKey: string;
+    readonly eventType?: string;
+    readonly requestTimeEpoch?: number;
+  };
+  readonly queryStringParameters?: Record<string, string | undefined> | null;
+  readonly body?: string | null;
+  readonly isBase64Encoded?: boolean;
+}
+
+export interface WsResult {
+  readonly statusCode: number;
+  readonly body?: string;
+}
+
+export const ok: WsResult = { statusCode: 200 };
