@@ -1,9 +1,11 @@
 import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
-import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { DEFAULT_LIMITS } from '../lambdas/core/wire';
+import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
 import { LockTable } from './constructs/lock-table';
+import { LockWebSocketApi } from './constructs/lock-websocket-api';
 
 export interface LatchkeyStackProps extends StackProps {
   /**
@@ -37,6 +39,8 @@ export interface LatchkeyStackProps extends StackProps {
 export class LatchkeyStack extends Stack {
   readonly table: LockTable;
   readonly httpApi: LockHttpApi;
+  readonly webSocketApi: LockWebSocketApi;
+  readonly handoff: LockHandoff;
 
   constructor(scope: Construct, id: string, props: LatchkeyStackProps = {}) {
     super(scope, id, {
@@ -46,15 +50,30 @@ export class LatchkeyStack extends Stack {
     this.table = new LockTable(this, 'Locks', {
       removalPolicy: props.tableRemovalPolicy ?? RemovalPolicy.RETAIN,
     });
+    const environment = {
+      TABLE_NAME: this.table.table.tableName,
+      LOCK_MIN_TTL_MS: String(props.minTtlMs ?? DEFAULT_LIMITS.minTtlMs),
+      LOCK_MAX_TTL_MS: String(props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs),
+      LOCK_RETENTION_SECONDS: String(props.lockRetentionSeconds ?? 86_400),
+    };
+    const logRetention = props.logRetention ?? RetentionDays.ONE_MONTH;
+    this.webSocketApi = new LockWebSocketApi(this, 'WebSocket', {
+      table: this.table.table,
+      environment,
+      logRetention,
+    });
+    const withPush = { ...environment, WS_MANAGEMENT_ENDPOINT: this.webSocketApi.managementEndpoint };
+    this.handoff = new LockHandoff(this, 'Handoff', {
+      table: this.table.table,
+      environment: withPush,
+      logRetention,
+      connectionsArn: this.webSocketApi.connectionsArn,
+    });
     this.httpApi = new LockHttpApi(this, 'Http', {
       table: this.table.table,
-      environment: {
-        TABLE_NAME: this.table.table.tableName,
-        LOCK_MIN_TTL_MS: String(props.minTtlMs ?? DEFAULT_LIMITS.minTtlMs),
-        LOCK_MAX_TTL_MS: String(props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs),
-        LOCK_RETENTION_SECONDS: String(props.lockRetentionSeconds ?? 86_400),
-      },
-      ...(props.logRetention ? { logRetention: props.logRetention } : {}),
+      environment: withPush,
+      logRetention,
+      connectionsArn: this.webSocketApi.connectionsArn,
     });
     new CfnOutput(this, 'TableName', {
       value: this.table.table.tableName,

@@ -1,19 +1,23 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import type { RouteSpec } from '../../lambdas/http/routes';
-import { LIST_INDEX } from '../../lambdas/store/table';
+import type { FunctionSpec } from '../../lambdas/shared/function-spec';
 
 export interface LockFunctionProps {
-  /** The route this function serves: its handler module and the only table and index actions it may take. */
-  readonly route: RouteSpec;
+  /** What the function is: its handler module and the only table, index and other actions it may take. */
+  readonly spec: FunctionSpec;
   readonly table: ITable;
   readonly environment: Record<string, string>;
   readonly logRetention: RetentionDays;
+  /** ARN pattern of the WebSocket API's @connections, for functions that push (`spec.pushes`). */
+  readonly connectionsArn?: string;
+  /** The timer queue, for functions that arm timers (`spec.schedules`). */
+  readonly timerQueue?: IQueue;
 }
 
 /**
@@ -26,13 +30,14 @@ export class LockFunction extends Construct {
 
   constructor(scope: Construct, id: string, props: LockFunctionProps) {
     super(scope, id);
+    const { spec } = props;
     const logGroup = new LogGroup(this, 'Logs', {
       retention: props.logRetention,
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const role = new Role(this, 'Role', {
       assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
-      description: `latchkey: ${props.route.description}`,
+      description: `latchkey: ${spec.description}`,
     });
     role.addToPolicy(
       new PolicyStatement({
@@ -40,32 +45,50 @@ export class LockFunction extends Construct {
         resources: [logGroup.logGroupArn],
       }),
     );
-    if (props.route.table.length) {
+    if (spec.table.length) {
       role.addToPolicy(
         new PolicyStatement({
           effect: Effect.ALLOW,
-          actions: [...props.route.table],
+          actions: [...spec.table],
           resources: [props.table.tableArn],
         }),
       );
     }
-    if (props.route.index.length) {
+    for (const [index, actions] of Object.entries(spec.indexes ?? {})) {
       role.addToPolicy(
         new PolicyStatement({
           effect: Effect.ALLOW,
-          actions: [...props.route.index],
-          resources: [`${props.table.tableArn}/index/${LIST_INDEX.name}`],
+          actions: [...(actions ?? [])],
+          resources: [`${props.table.tableArn}/index/${index}`],
         }),
       );
     }
+    if (spec.pushes) {
+      if (!props.connectionsArn) throw new Error(`${spec.module} pushes to connections: pass connectionsArn`);
+      role.addToPolicy(
+        new PolicyStatement({
+          actions: ['execute-api:ManageConnections'],
+          resources: [props.connectionsArn],
+        }),
+      );
+      Validations.of(role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::${nagResource(this, props.connectionsArn)}]`,
+        reason:
+          "Posting to WebSocket connections: ids are made at connect time, so the resource is this stage's POST @connections/*, nothing wider.",
+      });
+    }
+    if (spec.schedules) {
+      if (!props.timerQueue) throw new Error(`${spec.module} arms timers: pass timerQueue`);
+      props.timerQueue.grantSendMessages(role);
+    }
     this.fn = new NodejsFunction(this, 'Function', {
-      entry: `lambdas/http/${props.route.module}.ts`,
+      entry: `lambdas/${spec.module}.ts`,
       handler: 'handler',
-      description: `latchkey: ${props.route.description}`,
+      description: `latchkey: ${spec.description}`,
       runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
       memorySize: 512,
-      timeout: Duration.seconds(10),
+      timeout: Duration.seconds(spec.timeoutSeconds ?? 10),
       role,
       logGroup,
       environment: { ...props.environment, NODE_OPTIONS: '--enable-source-maps' },
@@ -90,3 +113,19 @@ export const bundlingOptions = {
   banner:
     "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
 };
+
+/** How cdk-nag names a resource in a finding id: references and pseudo parameters in angle brackets. */
+function nagResource(scope: Construct, arn: string): string {
+  const render = (part: unknown): string => {
+    if (typeof part === 'string') return part;
+    const obj = part as Record<string, unknown>;
+    if ('Ref' in obj) return `<${String(obj.Ref)}>`;
+    if ('Fn::GetAtt' in obj) return `<${(obj['Fn::GetAtt'] as string[]).join('.')}>`;
+    if ('Fn::Join' in obj) {
+      const [sep, parts] = obj['Fn::Join'] as [string, unknown[]];
+      return parts.map(render).join(sep);
+    }
+    return JSON.stringify(part);
+  };
+  return render(Stack.of(scope).resolve(arn));
+}

@@ -11,8 +11,10 @@ import { LockFunction } from './lock-function';
 
 export interface LockHttpApiProps {
   readonly table: ITable;
-  /** Environment for every function (table name, lease bounds). */
+  /** Environment for every function (table name, lease bounds, WebSocket management endpoint). */
   readonly environment: Record<string, string>;
+  /** The WebSocket API's @connections: a release hands the lock over and pushes the grant itself. */
+  readonly connectionsArn?: string;
   /**
    * Retention of function and access logs.
    * @default RetentionDays.ONE_MONTH
@@ -73,17 +75,19 @@ export class LockHttpApi extends Construct {
 
     for (const route of ROUTES) {
       const [method, path] = route.key.split(' ') as [HttpMethod, string];
-      const fn = new LockFunction(this, pascal(route.module), {
-        route,
+      const name = pascal(route.module.split('/').pop() ?? route.module);
+      const fn = new LockFunction(this, name, {
+        spec: route,
         table: props.table,
         environment: props.environment,
         logRetention,
+        ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
       });
       this.functions[route.module] = fn;
       this.api.addRoutes({
         path,
         methods: [method],
-        integration: new HttpLambdaIntegration(`${pascal(route.module)}Integration`, fn.fn),
+        integration: new HttpLambdaIntegration(`${name}Integration`, fn.fn),
       });
     }
     new CfnOutput(scope, 'ApiUrl', {

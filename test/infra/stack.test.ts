@@ -3,6 +3,9 @@ import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../lambdas/http/routes';
+import { type FunctionSpec, NOTIFIER, TIMER } from '../../lambdas/shared/function-spec';
+import { WS_ROUTES } from '../../lambdas/ws/routes';
+import type { LockFunction } from '../../lib/constructs/lock-function';
 import { LatchkeyStack } from '../../lib/latchkey-stack';
 
 let template: Template;
@@ -42,6 +45,14 @@ describe('lock table', () => {
             ],
             Projection: { ProjectionType: 'KEYS_ONLY' },
           },
+          {
+            IndexName: 'by_owner',
+            KeySchema: [
+              { AttributeName: 'owner', KeyType: 'HASH' },
+              { AttributeName: 'owner_sk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'KEYS_ONLY' },
+          },
         ],
       },
     });
@@ -50,12 +61,13 @@ describe('lock table', () => {
 
 describe('HTTP API', () => {
   it('routes every path of lambdas/http/routes.ts, each with IAM authorization', () => {
-    const routes = template.findResources('AWS::ApiGatewayV2::Route');
-    const keys = Object.values(routes)
-      .map((r) => r.Properties.RouteKey)
-      .sort();
+    const httpApiId = resolve(stack.httpApi.api.apiId);
+    const routes = Object.values(template.findResources('AWS::ApiGatewayV2::Route')).filter(
+      (r) => JSON.stringify(r.Properties.ApiId) === JSON.stringify(httpApiId),
+    );
+    const keys = routes.map((r) => r.Properties.RouteKey).sort();
     expect(keys).toEqual(ROUTES.map((r) => r.key).sort());
-    for (const route of Object.values(routes)) expect(route.Properties.AuthorizationType).toBe('AWS_IAM');
+    for (const route of routes) expect(route.Properties.AuthorizationType).toBe('AWS_IAM');
   });
 
   it('logs access on the $default stage and throttles', () => {
@@ -73,10 +85,80 @@ describe('HTTP API', () => {
   });
 });
 
+describe('WebSocket API', () => {
+  const wsRoutes = () => {
+    const apiId = JSON.stringify(resolve(stack.webSocketApi.api.apiId));
+    return Object.values(template.findResources('AWS::ApiGatewayV2::Route')).filter(
+      (r) => JSON.stringify(r.Properties.ApiId) === apiId,
+    );
+  };
+
+  it('has $connect (IAM-authorized), $disconnect and $default, selecting on the body action', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Api', {
+      ProtocolType: 'WEBSOCKET',
+      RouteSelectionExpression: '$request.body.action',
+    });
+    const byKey = Object.fromEntries(wsRoutes().map((r) => [r.Properties.RouteKey, r.Properties]));
+    expect(Object.keys(byKey).sort()).toEqual(WS_ROUTES.map((r) => r.key).sort());
+    expect(byKey.$connect?.AuthorizationType).toBe('AWS_IAM');
+  });
+
+  it('logs access and throttles on its stage, and outputs its URL', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: 'v1',
+      AutoDeploy: true,
+      AccessLogSettings: { DestinationArn: Match.anyValue(), Format: Match.stringLikeRegexp('connectionId') },
+      DefaultRouteSettings: { ThrottlingRateLimit: 500, ThrottlingBurstLimit: 1000 },
+    });
+    template.hasOutput('WebSocketUrl', {});
+  });
+});
+
+describe('handoff', () => {
+  it('feeds the notifier from the table stream with bisection, bounded retries and an on-failure queue', () => {
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: resolve(stack.table.table.tableStreamArn),
+      FunctionName: resolve(stack.handoff.notifier.fn.functionName),
+      StartingPosition: 'TRIM_HORIZON',
+      BisectBatchOnFunctionError: true,
+      MaximumRetryAttempts: 5,
+      DestinationConfig: {
+        OnFailure: { Destination: resolve(stack.handoff.streamFailures.queueArn) },
+      },
+    });
+  });
+
+  it('delivers timers from an encrypted SQS queue with a dead-letter queue, reporting failures per message', () => {
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: resolve(stack.handoff.timerQueue.queueArn),
+      FunctionName: resolve(stack.handoff.timer.fn.functionName),
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      RedrivePolicy: {
+        deadLetterTargetArn: resolve(stack.handoff.timerDeadLetters.queueArn),
+        maxReceiveCount: 5,
+      },
+    });
+  });
+});
+
+/** Every function with its spec. */
+const allFunctions = (): [FunctionSpec, LockFunction | undefined][] => [
+  ...ROUTES.map((r): [FunctionSpec, LockFunction | undefined] => [r, stack.httpApi.functions[r.module]]),
+  ...WS_ROUTES.map((r): [FunctionSpec, LockFunction | undefined] => [
+    r,
+    stack.webSocketApi.functions[r.module],
+  ]),
+  [NOTIFIER, stack.handoff.notifier],
+  [TIMER, stack.handoff.timer],
+];
+
 describe('functions', () => {
   it('run Node.js 24 on arm64 with the table name and lease bounds, and keep logs a month', () => {
     const functions = template.findResources('AWS::Lambda::Function');
-    expect(Object.keys(functions)).toHaveLength(ROUTES.length);
+    expect(Object.keys(functions)).toHaveLength(allFunctions().length);
     for (const fn of Object.values(functions)) {
       expect(fn.Properties).toMatchObject({
         Runtime: 'nodejs24.x',
@@ -94,32 +176,65 @@ describe('functions', () => {
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
   });
 
-  it.each(ROUTES)('$module may do exactly its table actions, on this table only', (route) => {
-    const fn = stack.httpApi.functions[route.module];
-    expect(fn).toBeDefined();
-    const roleId = stack.getLogicalId(fn?.fn.role?.node.defaultChild as never);
-    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
-      JSON.stringify(p.Properties.Roles).includes(roleId),
-    );
-    const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement) as {
-      Action: string | string[];
-      Resource: unknown;
-    }[];
-    const actions = statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
-    const dynamo = actions.filter((a) => a.startsWith('dynamodb:')).sort();
-    expect(dynamo).toEqual([...route.table, ...route.index].sort());
-    expect(actions.filter((a) => !a.startsWith('dynamodb:')).sort()).toEqual([
-      'logs:CreateLogStream',
-      'logs:PutLogEvents',
-    ]);
-    const tableArn = resolve(stack.table.table.tableArn);
-    for (const s of statements.filter((s) => String(s.Action).startsWith('dynamodb:'))) {
-      const resource = JSON.stringify(s.Resource);
-      expect(resource).toContain(JSON.stringify(tableArn).slice(1, -1));
-      expect(resource).not.toContain('"*"');
-    }
-    // No managed policies (AWSLambdaBasicExecutionRole would grant logs on every group).
-    const role = template.findResources('AWS::IAM::Role')[roleId];
-    expect(role?.Properties.ManagedPolicyArns).toBeUndefined();
-  });
+  it.each([...ROUTES, ...WS_ROUTES, NOTIFIER, TIMER].map((spec) => spec.module))(
+    '%s may do exactly what its spec names',
+    (module) => {
+      const [route, fn] = allFunctions().find(([spec]) => spec.module === module) as [
+        FunctionSpec,
+        LockFunction,
+      ];
+      expect(fn).toBeDefined();
+      const roleId = stack.getLogicalId(fn?.fn.role?.node.defaultChild as never);
+      const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
+        JSON.stringify(p.Properties.Roles).includes(roleId),
+      );
+      const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement) as {
+        Action: string | string[];
+        Resource: unknown;
+      }[];
+      const actions = statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
+      // The event sources add their own reads (stream, queue); everything else comes from the spec.
+      const STREAM_READS = [
+        'dynamodb:DescribeStream',
+        'dynamodb:GetRecords',
+        'dynamodb:GetShardIterator',
+        'dynamodb:ListStreams',
+      ];
+      const dynamo = actions.filter((a) => a.startsWith('dynamodb:') && !STREAM_READS.includes(a)).sort();
+      expect(dynamo).toEqual([...route.table, ...Object.values(route.indexes ?? {}).flat()].sort());
+      const others = actions.filter(
+        (a) =>
+          !a.startsWith('dynamodb:') &&
+          !a.startsWith('sqs:Receive') &&
+          !a.startsWith('sqs:ChangeMessage') &&
+          !a.startsWith('sqs:DeleteMessage') &&
+          !a.startsWith('sqs:GetQueue'),
+      );
+      expect(new Set(others)).toEqual(
+        new Set([
+          'logs:CreateLogStream',
+          'logs:PutLogEvents',
+          ...(route.pushes ? ['execute-api:ManageConnections'] : []),
+          ...(route.schedules ? ['sqs:SendMessage'] : []),
+          ...(route === NOTIFIER ? ['sqs:SendMessage'] : []), // the stream's on-failure queue
+        ]),
+      );
+      if (route.pushes) {
+        const push = statements.find((s) => s.Action === 'execute-api:ManageConnections');
+        expect(JSON.stringify(push?.Resource)).toContain('/v1/POST/@connections/*');
+      }
+      const tableId = stack.getLogicalId(stack.table.table.node.defaultChild as never);
+      for (const s of statements.filter(
+        (s) => String(s.Action).startsWith('dynamodb:') && s.Action !== 'dynamodb:ListStreams',
+      )) {
+        const resource = JSON.stringify(s.Resource);
+        // The table (or, for the notifier's stream reads, its stream), never anything else.
+        expect(resource).toContain(`"${tableId}"`);
+        expect(resource).not.toContain('"*"');
+      }
+      // No managed policies (AWSLambdaBasicExecutionRole would grant logs on every group).
+      const role = template.findResources('AWS::IAM::Role')[roleId];
+      expect(role?.Properties.ManagedPolicyArns).toBeUndefined();
+    },
+  );
 });
