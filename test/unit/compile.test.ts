@@ -55,7 +55,11 @@ describe('lock write requests', () => {
       ConditionExpression:
         '((attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0) AND (attribute_not_exists(#a2) OR #a2 <= :v1))',
     });
-    expect(request.ExpressionAttributeNames).toMatchObject({ '#a0': 'holder', '#a1': 'expires_at', '#a2': 'queued' });
+    expect(request.ExpressionAttributeNames).toMatchObject({
+      '#a0': 'holder',
+      '#a1': 'expires_at',
+      '#a2': 'queued',
+    });
     const names = request.ExpressionAttributeNames ?? {};
     const fence = Object.keys(names).find((placeholder) => names[placeholder] === 'fence');
     const counter = request.UpdateExpression?.match(
