@@ -236,7 +236,7 @@ export const releaseFields = (now: number) => [
 function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
-    condition: withOptional(isFreeAt(now), notAlreadyServed(key)),
+    condition: withOptional(isFreeAt(now), queueIsEmpty, notAlreadyServed(key)),
     update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key)],
   };
 }

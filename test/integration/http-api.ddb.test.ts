@@ -153,6 +153,7 @@ describe('lock routes', () => {
       lock: 'never/used',
       state: 'free',
       holders: [],
+      queued: 0,
       waiters: [],
       fencing_token: null,
     });

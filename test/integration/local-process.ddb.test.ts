@@ -61,7 +61,7 @@ it.each(['SIGINT', 'SIGTERM', 'SIGKILL'] as const)(
   async (signal) => {
     const service = await startService();
     const pid = service.child.pid as number;
-    expect(service.output()).toContain(`HTTP API  ${service.url}/api/v1`);
+    expect(service.output()).toMatch(new RegExp(`HTTP API +${service.url}/api/v1`));
     const api = signedClient(service.url);
     expect(
       (await api.post('/api/v1/locks/proc/acquire', { client_id: 'a', ttl_ms: 5_000 })).body.acquired,

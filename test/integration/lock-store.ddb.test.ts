@@ -253,12 +253,14 @@ describe('a write whose response is lost (the SDK sends it again)', () => {
       expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
         lock: name,
         remaining: 1,
+        queued: 0,
       });
       expect((await rawItem(name))?.holder).toBe('a'); // still held by the outer scope
       proxy.loseResponses(1);
       expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
         lock: name,
         remaining: 0,
+        queued: 0,
       });
       expect((await rawItem(name))?.holder).toBeUndefined();
     } finally {
