@@ -14,6 +14,7 @@ const db = () => createDocumentClient({ endpoint: dynamoEndpoint() });
 beforeAll(async () => {
   stack = await startLocalStack({
     port: 0,
+    wsPort: 0,
     dynamoEndpoint: dynamoEndpoint(),
     tableName: `http-${randomUUID()}`,
   });

@@ -10,6 +10,7 @@ it('is 503 with Retry-After, never "not acquired"', async () => {
   const proxy = await startTcpProxy(dynamoEndpoint());
   const stack = await startLocalStack({
     port: 0,
+    wsPort: 0,
     dynamoEndpoint: proxy.endpoint,
     tableName: `outage-${randomUUID()}`,
   });

@@ -40,10 +40,14 @@ function javaPidFor(parent: number): number {
 
 async function startService(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', tsx, 'bin/local.ts', '--port', String(port)], {
-    env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', tsx, 'bin/local.ts', '--port', String(port), '--ws-port', '0'],
+    {
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout?.on('data', (c: Buffer) => (output += c));
   child.stderr?.on('data', (c: Buffer) => (output += c));
