@@ -3,10 +3,16 @@
  * the lock store, directly and through the local HTTP API (SigV4 included),
  * measured side by side in one run against one DynamoDB Local. Not a test:
  * numbers vary with the machine; ratios within a run are what to compare.
+ * Then the waiting section (waiting.ts: WebSocket waiters contending for one
+ * lock, a crashed holder) against the same DynamoDB Local, in a process of
+ * its own: handlers configure themselves once per process, so a second local
+ * stack cannot start in this one. BENCH_WAIT_SECONDS=0 skips it.
  *
- *   BENCH_SECONDS=5 npm run bench
+ *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
@@ -21,6 +27,7 @@ import { ensureTable } from '../../local/table-setup';
 import { signedClient } from '../support/signed-fetch';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const WAIT_SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
 process.env.LOG_LEVEL = 'silent';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 process.env.AWS_REGION ??= 'us-east-1';
@@ -71,7 +78,7 @@ async function bundleSizes(): Promise<string[]> {
   const lines: string[] = [];
   for (const route of ROUTES) {
     const out = await build({
-      entryPoints: [`lambdas/http/${route.module}.ts`],
+      entryPoints: [`lambdas/${route.module}.ts`],
       bundle: true,
       minify: true,
       platform: 'node',
@@ -83,17 +90,32 @@ async function bundleSizes(): Promise<string[]> {
     });
     const code = out.outputFiles[0]?.contents ?? new Uint8Array();
     lines.push(
-      `  ${route.module.padEnd(14)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
+      `  ${route.module.padEnd(20)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
     );
   }
   return lines;
+}
+
+/** Runs waiting.ts in a child process (same tsx loader) against this run's DynamoDB Local. */
+function waitingSection(dynamoEndpoint: string): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [...process.execArgv, fileURLToPath(new URL('./waiting.ts', import.meta.url))],
+    { stdio: 'inherit', env: { ...process.env, BENCH_DYNAMO_ENDPOINT: dynamoEndpoint } },
+  );
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`waiting section failed: ${signal ?? `exit ${code}`}`)),
+    );
+  });
 }
 
 async function main() {
   const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
   const tableName = `bench-${randomUUID()}`;
   await ensureTable(new DynamoDBClient({ endpoint: dynamo.endpoint }), tableName);
-  const stack = await startLocalStack({ port: 0, dynamoEndpoint: dynamo.endpoint, tableName });
+  const stack = await startLocalStack({ port: 0, wsPort: 0, dynamoEndpoint: dynamo.endpoint, tableName });
   const calls: string[] = [];
   const db = createDocumentClient({ endpoint: dynamo.endpoint, onCall: (c) => calls.push(c) });
   const store = new LockStore(db, { tableName, retentionSeconds: 86_400 });
@@ -194,7 +216,11 @@ async function main() {
   for (const line of await bundleSizes()) console.log(line);
 
   await stack.stop();
-  await dynamo.stop();
+  try {
+    if (WAIT_SECONDS > 0) await waitingSection(dynamo.endpoint);
+  } finally {
+    await dynamo.stop();
+  }
 }
 
 main().catch((error: unknown) => {

@@ -1,0 +1,342 @@
+/**
+ * The "waiting" section of `npm run bench`: the local stack (HTTP API,
+ * WebSocket API, stream notifier, timers) with a counting HTTP proxy in
+ * front of DynamoDB Local, measuring
+ *   1. 8 WebSocket workers contending for one lock (acquire with a wait, hold
+ *      5 ms, release over HTTP, again): throughput, handoff latency, fairness
+ *      and DynamoDB calls per grant;
+ *   2. a crashed holder (HTTP, ttl 3 s, never released) with one WebSocket
+ *      waiter: delay from the lease's end to the waiter's grant.
+ *
+ * Handlers keep their configuration for the life of the process (as on
+ * Lambda), so this runs in a process of its own: `run.ts` starts it after
+ * its own stack is stopped, pointing BENCH_DYNAMO_ENDPOINT at its DynamoDB
+ * Local. Standalone (it then starts DynamoDB Local itself):
+ *
+ *   BENCH_WAIT_SECONDS=15 npx tsx test/bench/waiting.ts
+ */
+import { randomUUID } from 'node:crypto';
+import { Agent, createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gunzipSync } from 'node:zlib';
+import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { startLocalStack } from '../../local/stack';
+import { signedClient } from '../support/signed-fetch';
+import { type AnyFrame, TestSocket } from '../support/ws-client';
+
+const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
+const WARM_UP_MS = 2_000;
+const WORKERS = 8;
+const HOLD_MS = 5;
+const CRASH_RUNS = 5;
+process.env.LOG_LEVEL = 'silent';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+process.env.AWS_REGION ??= 'us-east-1';
+process.env.AWS_ACCESS_KEY_ID ??= 'local';
+process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
+const sum = (map: Map<string, number>, keep: (key: string) => boolean = () => true) =>
+  [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);
+const short = (target: string) =>
+  target.replace(/^DynamoDB(Streams)?_\d+\./, (_, s) => (s ? 'Streams.' : ''));
+
+interface Counts {
+  /** Requests by `x-amz-target`. */
+  readonly calls: Map<string, number>;
+  /** 400s that are ConditionalCheckFailedException or TransactionCanceledException, by target. */
+  readonly failedWrites: Map<string, number>;
+  /** Cancelled transactions by their list of reasons, one per step ([None, ConditionalCheckFailed]...). */
+  readonly cancelReasons: Map<string, number>;
+  /** Any other error answer, by target and type. */
+  readonly errors: Map<string, number>;
+}
+
+const emptyCounts = (): Counts => ({
+  calls: new Map(),
+  failedWrites: new Map(),
+  cancelReasons: new Map(),
+  errors: new Map(),
+});
+
+/** A pass-through HTTP proxy in front of DynamoDB that counts requests and failed conditional writes. */
+async function startCountingProxy(target: string) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  let counts = emptyCounts();
+  const server = createServer((req, res) => {
+    const op = String(req.headers['x-amz-target'] ?? `${req.method} ${req.url}`);
+    const tally = counts;
+    bump(tally.calls, op);
+    const upstream = request(
+      new URL(req.url ?? '/', target),
+      { method: req.method, headers: req.headers, agent },
+      (up) => {
+        const chunks: Buffer[] = [];
+        up.on('data', (chunk: Buffer) => chunks.push(chunk));
+        up.on('end', () => {
+          const body = Buffer.concat(chunks);
+          const status = up.statusCode ?? 502;
+          if (status >= 400) classify(tally, op, status, up.headers['content-encoding'], body);
+          res.writeHead(status, up.headers);
+          res.end(body);
+        });
+        up.on('error', () => res.destroy());
+      },
+    );
+    upstream.on('error', (error) => {
+      bump(tally.errors, `${short(op)} proxy: ${error.message}`);
+      res.writeHead(502);
+      res.end();
+    });
+    // Buffered: each request goes upstream in one write.
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => upstream.end(Buffer.concat(chunks)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    /** The counts since the last reset (the live object: snapshot it with `take`). */
+    take(): Counts {
+      const taken = counts;
+      counts = emptyCounts();
+      return taken;
+    },
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      agent.destroy();
+    },
+  };
+}
+
+function classify(tally: Counts, op: string, status: number, encoding: unknown, raw: Buffer): void {
+  let type = `HTTP ${status}`;
+  let message = '';
+  try {
+    const text = (encoding === 'gzip' ? gunzipSync(raw) : raw).toString('utf8');
+    const body = JSON.parse(text) as { __type?: string; message?: string; Message?: string };
+    type = body.__type?.split('#').pop() ?? type;
+    message = body.message ?? body.Message ?? '';
+  } catch {
+    // not JSON: keep the status
+  }
+  if (status === 400 && /ConditionalCheckFailed|TransactionCanceled/.test(type)) {
+    bump(tally.failedWrites, op);
+    // "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]"
+    const reasons = /\[(.*)\]/.exec(message)?.[1];
+    if (reasons) bump(tally.cancelReasons, `[${reasons}]`);
+  } else {
+    bump(tally.errors, `${short(op)} ${type}`);
+  }
+}
+
+interface GrantEvent {
+  readonly worker: number;
+  readonly fence: number;
+  /** performance.now() when the `granted` frame arrived. */
+  readonly at: number;
+  /** From sending the acquire to receiving the grant. */
+  readonly waitMs: number;
+}
+
+/** High-resolution arrival time of each `granted` frame, by request_id. */
+function grantClock(socket: TestSocket): Map<string, number> {
+  const times = new Map<string, number>();
+  socket.ws.on('message', (data) => {
+    const at = performance.now();
+    const frame = JSON.parse(String(data)) as AnyFrame;
+    if (frame.type === 'granted' && typeof frame.request_id === 'string') times.set(frame.request_id, at);
+  });
+  return times;
+}
+
+async function contention(stack: { url: string; wsUrl: string }, proxy: { take(): Counts }) {
+  const api = signedClient(stack.url);
+  const lock = `bench/wait/${randomUUID()}`;
+  const sockets = await Promise.all(
+    Array.from({ length: WORKERS }, (_, i) => TestSocket.open(stack.wsUrl, `w${i}`)),
+  );
+  const clocks = sockets.map(grantClock);
+  const grants: GrantEvent[] = [];
+  /** performance.now() when the holder of each fence sent its release. */
+  const releaseSent = new Map<number, number>();
+  const problems = new Map<string, number>();
+
+  const start = performance.now();
+  let windowStart = start + WARM_UP_MS;
+  let windowEnd = windowStart + SECONDS * 1000;
+  let counts = emptyCounts();
+  const resetTimer = setTimeout(() => {
+    windowStart = performance.now();
+    proxy.take();
+  }, WARM_UP_MS);
+  const stopTimer = setTimeout(
+    () => {
+      windowEnd = performance.now();
+      counts = proxy.take();
+    },
+    WARM_UP_MS + SECONDS * 1000,
+  );
+  const deadline = windowStart + SECONDS * 1000;
+
+  await Promise.all(
+    sockets.map(async (socket, worker) => {
+      const clientId = `w${worker}`;
+      for (let n = 0; performance.now() < deadline; n++) {
+        const id = `${clientId}-${n}`;
+        const sentAt = performance.now();
+        let frame = await socket.acquire(lock, { ttl_ms: 10_000, wait_timeout_ms: 30_000, request_id: id });
+        if (frame.type === 'queued')
+          frame = await socket.next((f) => f.request_id === id && f.type !== 'queued', 40_000);
+        if (frame.type !== 'granted') {
+          bump(problems, `acquire answered ${frame.type}${frame.code ? ` ${frame.code}` : ''}`);
+          await sleep(20);
+          continue;
+        }
+        const at = clocks[worker]?.get(id) ?? performance.now();
+        const fence = Number(frame.fencing_token);
+        grants.push({ worker, fence, at, waitMs: at - sentAt });
+        await sleep(HOLD_MS);
+        releaseSent.set(fence, performance.now());
+        const released = await api.post(`/api/v1/locks/${lock}/release`, {
+          client_id: clientId,
+          fencing_token: fence,
+        });
+        if (released.status !== 200)
+          bump(problems, `release ${released.status} ${released.body?.code ?? ''}`);
+      }
+    }),
+  );
+  clearTimeout(resetTimer);
+  clearTimeout(stopTimer);
+  await Promise.all(sockets.map((s) => s.close()));
+
+  const seconds = (windowEnd - windowStart) / 1000;
+  const ordered = [...grants].sort((a, b) => a.fence - b.fence);
+  const inWindow = (g: GrantEvent) => g.at >= windowStart && g.at < windowEnd;
+  const counted = ordered.filter(inWindow);
+  const handoffs: number[] = [];
+  let backToReleaser = 0;
+  let followers = 0;
+  for (let i = 1; i < ordered.length; i++) {
+    const prev = ordered[i - 1] as GrantEvent;
+    const next = ordered[i] as GrantEvent;
+    if (!inWindow(next)) continue;
+    followers++;
+    if (next.worker === prev.worker) backToReleaser++;
+    else {
+      const sent = releaseSent.get(prev.fence);
+      if (sent !== undefined) handoffs.push(next.at - sent);
+    }
+  }
+  handoffs.sort((a, b) => a - b);
+  const waits = counted.map((g) => g.waitMs).sort((a, b) => a - b);
+  const perWorker = Array.from({ length: WORKERS }, (_, w) => counted.filter((g) => g.worker === w));
+  const mean = counted.length / WORKERS;
+  const isStream = (k: string) => k.startsWith('DynamoDBStreams_');
+  const n = counted.length;
+  const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
+
+  const out: string[] = [];
+  out.push(
+    `\n### Waiting: ${WORKERS} WebSocket workers, one lock (hold ${HOLD_MS} ms, release over HTTP), ${seconds.toFixed(1)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
+    '| metric | value |',
+    '| --- | --- |',
+    `| grants | ${n} |`,
+    `| grants/s | ${(n / seconds).toFixed(1)} |`,
+    `| handoff to another worker p50 / p99 ms (release sent -> granted received) | ${percentile(handoffs, 0.5).toFixed(1)} / ${percentile(handoffs, 0.99).toFixed(1)} (n=${handoffs.length}, max ${(handoffs.at(-1) ?? NaN).toFixed(1)}) |`,
+    `| grants straight back to the releaser | ${followers ? ((100 * backToReleaser) / followers).toFixed(1) : 'n/a'} % (${backToReleaser} of ${followers}) |`,
+    `| grants per worker min-max | ${Math.min(...perWorker.map((g) => g.length))}-${Math.max(...perWorker.map((g) => g.length))} (mean ${mean.toFixed(1)}) |`,
+    `| wait p50 / p99 / longest ms (acquire sent -> granted) | ${percentile(waits, 0.5).toFixed(1)} / ${percentile(waits, 0.99).toFixed(1)} / ${(waits.at(-1) ?? NaN).toFixed(1)} |`,
+    `| DynamoDB calls per grant (stream polling excluded) | ${perGrant(sum(counts.calls, (k) => !isStream(k)))} |`,
+    `| failed conditional writes per grant | ${perGrant(sum(counts.failedWrites))} (${sum(counts.failedWrites)} total) |`,
+    `| stream polling (DynamoDB Streams calls/s, not per grant) | ${(sum(counts.calls, isStream) / seconds).toFixed(1)} |`,
+    `| other DynamoDB errors | ${counts.errors.size ? [...counts.errors].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
+    `| client-side problems | ${problems.size ? [...problems].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
+  );
+  out.push('\n| worker | grants | vs mean | longest wait ms |', '| --- | --- | --- | --- |');
+  perWorker.forEach((g, w) => {
+    const dev = mean ? ((g.length - mean) / mean) * 100 : NaN;
+    const longest = Math.max(0, ...g.map((x) => x.waitMs));
+    out.push(`| w${w} | ${g.length} | ${dev >= 0 ? '+' : ''}${dev.toFixed(1)} % | ${longest.toFixed(1)} |`);
+  });
+  out.push('\n| DynamoDB call | per grant | failed per grant |', '| --- | --- | --- |');
+  for (const [op, count] of [...counts.calls].sort((a, b) => b[1] - a[1])) {
+    if (isStream(op)) continue;
+    out.push(`| ${short(op)} | ${perGrant(count)} | ${perGrant(counts.failedWrites.get(op) ?? 0)} |`);
+  }
+  if (counts.cancelReasons.size)
+    out.push(
+      `\ncancelled transactions by reasons (one per step): ${[...counts.cancelReasons].map(([k, v]) => `${k} x${v}`).join(', ')}`,
+    );
+  return out;
+}
+
+async function crashedHolder(stack: { url: string; wsUrl: string }) {
+  const api = signedClient(stack.url);
+  const rows: { expiresAt: number; delay: number; queuedAfter: number }[] = [];
+  for (let run = 0; run < CRASH_RUNS; run++) {
+    const lock = `bench/crash/${randomUUID()}`;
+    const held = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'crashed', ttl_ms: 3_000 });
+    if (held.status !== 200 || !held.body.acquired) throw new Error(`holder's acquire failed: ${held.text}`);
+    const expiresAt = Date.parse(held.body.expires_at);
+    const socket = await TestSocket.open(stack.wsUrl, `waiter-${run}`);
+    const request_id = `crash-${run}`;
+    const first = await socket.acquire(lock, { ttl_ms: 10_000, wait_timeout_ms: 30_000, request_id });
+    if (first.type !== 'queued') throw new Error(`waiter was not queued: ${JSON.stringify(first)}`);
+    const queuedAt = Number(first.receivedAt);
+    const granted = await socket.next((f) => f.request_id === request_id && f.type !== 'queued', 20_000);
+    if (granted.type !== 'granted') throw new Error(`waiter got ${JSON.stringify(granted)}`);
+    // Wall clock on both sides: the server stamped expires_at, the socket stamps each frame's arrival.
+    rows.push({
+      expiresAt,
+      delay: Number(granted.receivedAt) - expiresAt,
+      queuedAfter: expiresAt - queuedAt,
+    });
+    await api.post(`/api/v1/locks/${lock}/release`, {
+      client_id: `waiter-${run}`,
+      fencing_token: granted.fencing_token,
+    });
+    await socket.close();
+  }
+  const out = [
+    `\n### Waiting: crashed holder (HTTP acquire, ttl_ms 3000, never released), one WebSocket waiter, ${CRASH_RUNS} runs\n`,
+    '| run | waiter queued, ms before lease end | lease end -> waiter granted, ms |',
+    '| --- | --- | --- |',
+  ];
+  rows.forEach((r, i) => {
+    out.push(`| ${i + 1} | ${r.queuedAfter.toFixed(0)} | ${r.delay.toFixed(1)} |`);
+  });
+  out.push(`| max | | ${Math.max(...rows.map((r) => r.delay)).toFixed(1)} |`);
+  return out;
+}
+
+async function main() {
+  const external = process.env.BENCH_DYNAMO_ENDPOINT;
+  const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m' });
+  const proxy = await startCountingProxy(external ?? (dynamo?.endpoint as string));
+  const stack = await startLocalStack({
+    port: 0,
+    wsPort: 0,
+    dynamoEndpoint: proxy.url,
+    tableName: `bench-wait-${randomUUID()}`,
+  });
+  try {
+    console.log(`\nwaiting bench: local stack, DynamoDB through a counting proxy, warming up...`);
+    const lines = [...(await contention(stack, proxy)), ...(await crashedHolder(stack))];
+    console.log(lines.join('\n'));
+  } finally {
+    await stack.stop();
+    await proxy.stop();
+    await dynamo?.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
