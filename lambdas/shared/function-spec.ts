@@ -34,20 +34,18 @@ export interface FunctionSpec {
 }
 
 /** Serving a queue: read it, hand over or remove waiters (transactions), undo a grant nobody received. */
-const SERVES_QUEUES = {
+export const QUEUE_SERVER = {
   table: ['dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,
 } as const satisfies Partial<FunctionSpec>;
 
-export const QUEUE_SERVER = SERVES_QUEUES;
-
 /** Functions no client calls: the stream notifier and the expiry timer. */
 export const NOTIFIER: FunctionSpec = {
   module: 'stream/notifier',
   description: 'hands freed locks to their next waiter (DynamoDB stream)',
-  ...SERVES_QUEUES,
+  ...QUEUE_SERVER,
   schedules: true,
   timeoutSeconds: 30,
 };
@@ -55,7 +53,7 @@ export const NOTIFIER: FunctionSpec = {
 export const TIMER: FunctionSpec = {
   module: 'schedule/timer',
   description: 'serves the queue of a lock whose lease lapsed (SQS timer)',
-  ...SERVES_QUEUES,
+  ...QUEUE_SERVER,
   schedules: true,
   timeoutSeconds: 30,
 };

@@ -34,6 +34,14 @@ export function gcAt(write: Write, now: number, retentionSeconds: number): numbe
   return Math.ceil(until / 1000) + retentionSeconds;
 }
 
+/** What every write of a lock item also sets: its listing-index keys and when it may be collected. */
+export function lockHousekeeping(settings: StoreSettings, name: string, write: Write, now: number) {
+  return [
+    ...Object.entries(lockListing(name)).map(([attr, value]) => set(attr, value)),
+    set(GC_ATTRIBUTE, gcAt(write, now, settings.retentionSeconds)),
+  ];
+}
+
 /** One conditional UpdateItem that carries out `write` on the lock `name`. */
 export function lockWriteRequest(
   settings: StoreSettings,
@@ -41,10 +49,7 @@ export function lockWriteRequest(
   write: Write,
   now: number,
 ): UpdateCommandInput {
-  const housekeeping = [
-    ...Object.entries(lockListing(name)).map(([attr, value]) => set(attr, value)),
-    set(GC_ATTRIBUTE, gcAt(write, now, settings.retentionSeconds)),
-  ];
+  const housekeeping = lockHousekeeping(settings, name, write, now);
   return {
     TableName: settings.tableName,
     Key: lockKey(name),

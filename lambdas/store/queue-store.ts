@@ -15,10 +15,10 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
-import { type Step, type Waiter, waiterOf } from '../core/queue';
+import { type Step, WaitAttr, type Waiter, waiterOf } from '../core/queue';
 import { compile, compileCondition } from './compile';
 import { toStoreError } from './errors';
-import { DEFAULT_DEADLINE_MS, gcAt, type StoreSettings } from './lock-requests';
+import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './lock-requests';
 import {
   connectionKey,
   connectionOwner,
@@ -26,7 +26,6 @@ import {
   KEY,
   LOCK_SK,
   lockKey,
-  lockListing,
   lockPartition,
   OWNER_INDEX,
   WAITER_SK_PREFIX,
@@ -67,14 +66,7 @@ export function transactRequest(
   return {
     TransactItems: steps.map((step) => {
       if (step.target === 'lock') {
-        const housekeeping = [
-          ...Object.entries(lockListing(name)).map(([attr, value]) => ({
-            kind: 'set' as const,
-            attr,
-            value,
-          })),
-          { kind: 'set' as const, attr: GC_ATTRIBUTE, value: gcAt(step, now, settings.retentionSeconds) },
-        ];
+        const housekeeping = lockHousekeeping(settings, name, step, now);
         return {
           Update: {
             TableName: settings.tableName,
@@ -87,9 +79,9 @@ export function transactRequest(
       const Key = waiterKey(name, step.order);
       if ('delete' in step)
         return { Delete: { TableName: settings.tableName, Key, ...compileCondition(step.condition) } };
-      const deadline = step.update.find((a) => a.kind === 'set' && a.attr === 'deadline');
+      const deadline = step.update.find((a) => a.kind === 'set' && a.attr === WaitAttr.deadline);
       const until = deadline?.kind === 'set' && typeof deadline.value === 'number' ? deadline.value : now;
-      const connection = step.update.find((a) => a.kind === 'set' && a.attr === 'connection_id');
+      const connection = step.update.find((a) => a.kind === 'set' && a.attr === WaitAttr.connection);
       const owner =
         connection?.kind === 'set'
           ? [

@@ -1,12 +1,12 @@
 import { CfnOutput } from 'aws-cdk-lib';
-import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
-import { HttpApi, type HttpMethod, LogGroupLogDestination } from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpApi, type HttpMethod } from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ROUTES } from '../../lambdas/http/routes';
+import { jsonAccessLog } from './access-logs';
 import { LockFunction } from './lock-function';
 
 export interface LockHttpApiProps {
@@ -48,29 +48,16 @@ export class LockHttpApi extends Construct {
       defaultAuthorizer: new HttpIamAuthorizer(),
       createDefaultStage: false,
     });
-    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: logRetention });
     this.api.addStage('DefaultStage', {
       stageName: '$default',
       autoDeploy: true,
       throttle: { rateLimit: props.rateLimit ?? 1000, burstLimit: props.burstLimit ?? 2000 },
-      accessLogSettings: {
-        destination: new LogGroupLogDestination(accessLogs),
-        format: AccessLogFormat.custom(
-          JSON.stringify({
-            requestId: '$context.requestId',
-            time: '$context.requestTime',
-            ip: '$context.identity.sourceIp',
-            caller: '$context.identity.userArn',
-            route: '$context.routeKey',
-            path: '$context.path',
-            status: '$context.status',
-            latencyMs: '$context.responseLatency',
-            integrationStatus: '$context.integrationStatus',
-            error: '$context.error.message',
-            authorizerError: '$context.authorizer.error',
-          }),
-        ),
-      },
+      accessLogSettings: jsonAccessLog(this, logRetention, {
+        path: '$context.path',
+        latencyMs: '$context.responseLatency',
+        integrationStatus: '$context.integrationStatus',
+        authorizerError: '$context.authorizer.error',
+      }),
     });
 
     for (const route of ROUTES) {

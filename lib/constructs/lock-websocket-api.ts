@@ -1,12 +1,12 @@
 import { ArnFormat, CfnOutput, Stack, Validations } from 'aws-cdk-lib';
-import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
-import { LogGroupLogDestination, WebSocketApi, WebSocketStage } from 'aws-cdk-lib/aws-apigatewayv2';
+import { WebSocketApi, WebSocketStage } from 'aws-cdk-lib/aws-apigatewayv2';
 import { WebSocketIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { WebSocketLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
-import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { WS_ROUTES, WS_STAGE } from '../../lambdas/ws/routes';
+import { jsonAccessLog } from './access-logs';
 import { LockFunction } from './lock-function';
 
 export interface LockWebSocketApiProps {
@@ -41,28 +41,15 @@ export class LockWebSocketApi extends Construct {
       description: 'latchkey wait subscriptions',
       routeSelectionExpression: '$request.body.action',
     });
-    const accessLogs = new LogGroup(this, 'AccessLogs', { retention: logRetention });
     this.stage = new WebSocketStage(this, 'Stage', {
       webSocketApi: this.api,
       stageName: WS_STAGE,
       autoDeploy: true,
       throttle: { rateLimit: props.rateLimit ?? 500, burstLimit: props.burstLimit ?? 1000 },
-      accessLogSettings: {
-        destination: new LogGroupLogDestination(accessLogs),
-        format: AccessLogFormat.custom(
-          JSON.stringify({
-            requestId: '$context.requestId',
-            time: '$context.requestTime',
-            ip: '$context.identity.sourceIp',
-            caller: '$context.identity.userArn',
-            route: '$context.routeKey',
-            event: '$context.eventType',
-            connectionId: '$context.connectionId',
-            status: '$context.status',
-            error: '$context.error.message',
-          }),
-        ),
-      },
+      accessLogSettings: jsonAccessLog(this, logRetention, {
+        event: '$context.eventType',
+        connectionId: '$context.connectionId',
+      }),
     });
     this.managementEndpoint = this.stage.callbackUrl;
     // Posting frames only, on this stage only; connection ids are not known in advance.

@@ -11,16 +11,15 @@ export interface SignedResponse<T = any> {
   text: string;
 }
 
+/** A signer for the local stack's credentials, region and service, as the AWS SDKs sign. */
+export const localSigner = (credentials = { accessKeyId: 'local', secretAccessKey: 'local' }) =>
+  new SignatureV4({ credentials, region: 'us-east-1', service: 'execute-api', sha256: Sha256 });
+
 export function signedClient(
   baseUrl: string,
   credentials = { accessKeyId: 'local', secretAccessKey: 'local' },
 ) {
-  const signer = new SignatureV4({
-    credentials,
-    region: 'us-east-1',
-    service: 'execute-api',
-    sha256: Sha256,
-  });
+  const signer = localSigner(credentials);
 
   async function send(
     method: string,

@@ -1,8 +1,7 @@
 /** A SigV4-signed WebSocket client for tests: collects frames and waits for the ones asked for. */
-import { Sha256 } from '@aws-crypto/sha256-js';
 import { HttpRequest } from '@smithy/protocol-http';
-import { SignatureV4 } from '@smithy/signature-v4';
 import WebSocket from 'ws';
+import { localSigner } from './signed-fetch';
 
 // biome-ignore lint/suspicious/noExplicitAny: test frames are inspected field by field
 export type AnyFrame = Record<string, any>;
@@ -11,13 +10,7 @@ export async function signedHeaders(
   url: URL,
   credentials = { accessKeyId: 'local', secretAccessKey: 'local' },
 ) {
-  const signer = new SignatureV4({
-    credentials,
-    region: 'us-east-1',
-    service: 'execute-api',
-    sha256: Sha256,
-  });
-  const signed = await signer.sign(
+  const signed = await localSigner(credentials).sign(
     new HttpRequest({
       method: 'GET',
       protocol: 'http:',
