@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { expect, it } from 'vitest';
+import { expect, it, onTestFinished } from 'vitest';
 import { freePort } from '../../local/dynamodb-local';
 import { signedClient } from '../support/signed-fetch';
 
@@ -64,6 +64,10 @@ it.each(['SIGINT', 'SIGTERM', 'SIGKILL'] as const)(
   'serves, then %s leaves no java process',
   async (signal) => {
     const service = await startService();
+    // A failed assertion must not leave the service (and its java) running.
+    onTestFinished(() => {
+      if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+    });
     const pid = service.child.pid as number;
     expect(service.output()).toMatch(new RegExp(`HTTP API +${service.url}/api/v1`));
     const api = signedClient(service.url);
