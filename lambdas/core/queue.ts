@@ -20,6 +20,7 @@ import {
   fenceFloor,
   type Grant,
   grantFields,
+  grantRequestOf,
   heldBy,
   isFreeAt,
   isHeldAt,
@@ -187,7 +188,7 @@ export function handoffSteps(
     steps: [
       {
         target: 'lock',
-        condition: and(isFreeAt(now), someoneQueued, sameFence),
+        condition: withOptional(isFreeAt(now), someoneQueued, sameFence, notAlreadyServed(w.requestKey)),
         update: [
           set(LockAttr.fence, fence),
           ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey),
@@ -227,12 +228,57 @@ export type ServePlan =
   | {
       readonly kind: 'held';
       readonly expired: readonly Waiter[];
+      readonly duplicates: readonly Waiter[];
       readonly expiresAt: number;
       readonly fence: number;
     }
-  | { readonly kind: 'grant'; readonly expired: readonly Waiter[]; readonly head: Waiter }
+  | {
+      readonly kind: 'grant';
+      readonly expired: readonly Waiter[];
+      readonly duplicates: readonly Waiter[];
+      readonly head: Waiter;
+    }
   /** The lock is free and nobody (live) waits: the count should be 0. */
-  | { readonly kind: 'idle'; readonly expired: readonly Waiter[]; readonly countDrift: number };
+  | {
+      readonly kind: 'idle';
+      readonly expired: readonly Waiter[];
+      readonly duplicates: readonly Waiter[];
+      readonly countDrift: number;
+    };
+
+/**
+ * Waiters that repeat a request: the one the lock last served, or one
+ * queued earlier. A request is granted at most once, so these only leave.
+ * (The service removes a duplicate as soon as it joins, see `duplicateOf`;
+ * this catches the one whose writer crashed before it could.)
+ */
+export function duplicateWaiters(lock: Item | undefined, waiters: readonly Waiter[]): Waiter[] {
+  const seen = new Set<string>();
+  const served = grantRequestOf(lock);
+  if (served !== undefined) seen.add(served);
+  const duplicates: Waiter[] = [];
+  for (const w of waiters) {
+    if (seen.has(w.requestKey)) duplicates.push(w);
+    seen.add(w.requestKey);
+  }
+  return duplicates;
+}
+
+/**
+ * Whether a waiter that just joined repeats its request, judged from a read
+ * made after it joined (the lock item and everyone ahead of it): it does if
+ * the lock already served that request or an earlier waiter carries it.
+ * Then the newcomer leaves and the caller follows the original instead.
+ */
+export function duplicateOf(
+  me: Pick<Waiter, 'requestKey' | 'order'>,
+  lock: Item | undefined,
+  ahead: readonly Pick<Waiter, 'requestKey' | 'order'>[],
+): 'served' | { readonly order: string } | undefined {
+  if (grantRequestOf(lock) === me.requestKey) return 'served';
+  const first = ahead.find((w) => w.requestKey === me.requestKey && w.order < me.order);
+  return first ? { order: first.order } : undefined;
+}
 
 /**
  * What serving a lock's queue means now, from the lock item and its first
@@ -244,13 +290,16 @@ export function planServe(
   now: number,
   complete: boolean,
 ): ServePlan {
-  const expired = waiters.filter((w) => w.deadline <= now);
+  const duplicates = duplicateWaiters(lock, waiters);
+  const live = waiters.filter((w) => !duplicates.includes(w));
+  const expired = live.filter((w) => w.deadline <= now);
   const holder = liveHolder(lock, now);
-  if (holder) return { kind: 'held', expired, expiresAt: holder.expiresAt, fence: holder.fencingToken };
-  const head = waiters.find((w) => w.deadline > now);
-  if (head) return { kind: 'grant', expired, head };
-  const drift = complete && expired.length === 0 ? queuedCount(lock) : 0;
-  return { kind: 'idle', expired, countDrift: drift };
+  if (holder)
+    return { kind: 'held', expired, duplicates, expiresAt: holder.expiresAt, fence: holder.fencingToken };
+  const head = live.find((w) => w.deadline > now);
+  if (head) return { kind: 'grant', expired, duplicates, head };
+  const drift = complete && expired.length === 0 && duplicates.length === 0 ? queuedCount(lock) : 0;
+  return { kind: 'idle', expired, duplicates, countDrift: drift };
 }
 
 /**
@@ -258,6 +307,11 @@ export function planServe(
  * record): serve the queue when the lock is free with waiters; arm an expiry
  * timer when a grant first has waiters behind it, because a lease that lapses
  * writes nothing and so raises no stream record.
+ *
+ * A change that took a holder off the lock (a release, or a grant taken
+ * back) is served inline by whoever wrote it, before it answers; serving it
+ * here too would only race that writer and lose. If the writer died first,
+ * the timer armed for the released grant's lease end serves the queue then.
  */
 export function onLockChange(
   old: Item | undefined,
@@ -266,7 +320,7 @@ export function onLockChange(
 ): { readonly serve: boolean; readonly timer: { readonly at: number; readonly fence: number } | undefined } {
   if (!current || queuedCount(current) === 0) return { serve: false, timer: undefined };
   const holder = liveHolder(current, now);
-  if (!holder) return { serve: true, timer: undefined };
+  if (!holder) return { serve: !tookHolderOff(old, current), timer: undefined };
   const alreadyArmed =
     old !== undefined &&
     queuedCount(old) > 0 &&
@@ -275,3 +329,6 @@ export function onLockChange(
   const timer = { at: holder.expiresAt, fence: holder.fencingToken };
   return { serve: false, timer: alreadyArmed ? undefined : timer };
 }
+
+const tookHolderOff = (old: Item | undefined, current: Item) =>
+  old?.[LockAttr.holder] !== undefined && current[LockAttr.holder] === undefined;

@@ -43,14 +43,15 @@ export class Handoff {
       const snapshot = await this.queue.read(name);
       const now = this.clock();
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
+      for (const waiter of plan.duplicates) await this.leave(name, waiter, now);
       for (const waiter of plan.expired) await this.expire(name, waiter, now);
       if (plan.kind === 'held') {
-        const waiting = snapshot.waiters.length > plan.expired.length;
+        const waiting = snapshot.waiters.length > plan.expired.length + plan.duplicates.length;
         return { kind: 'held', expiresAt: plan.expiresAt, fence: plan.fence, waiting };
       }
       if (plan.kind === 'idle') {
         if (plan.countDrift > 0) await this.locks.write(name, resetCountWrite(plan.countDrift));
-        if (plan.expired.length && !snapshot.complete) continue;
+        if (plan.expired.length + plan.duplicates.length && !snapshot.complete) continue;
         return { kind: 'idle' };
       }
       const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now);

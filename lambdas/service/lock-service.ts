@@ -16,7 +16,7 @@ import {
   type RenewCommand,
   requestKey,
 } from '../core/lock';
-import { enqueueSteps, PRIORITY, queueOrder, type Waiter } from '../core/queue';
+import { duplicateOf, enqueueSteps, PRIORITY, queueOrder, type Waiter } from '../core/queue';
 import type { LockStore } from '../store/lock-store';
 import type { QueueStore } from '../store/queue-store';
 import type { Handoff } from './handoff';
@@ -31,7 +31,8 @@ export interface WaitOptions {
 
 export type AcquireResult =
   | { readonly kind: 'done'; readonly outcome: AcquireOutcome }
-  | { readonly kind: 'queued'; readonly waiter: Waiter };
+  /** `position`: 1-based place in the queue. */
+  | { readonly kind: 'queued'; readonly waiter: Waiter; readonly position: number };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -53,7 +54,7 @@ export class LockService {
       const waiter = newWaiter(withId, wait, now);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
       const queued = await this.queue.transact(cmd.name, enqueueSteps(waiter, now), now);
-      if (queued.ok) return { kind: 'queued', waiter };
+      if (queued.ok) return this.joined(waiter, withId);
       const old = queued.lockOld;
       // Refused because the lock is free with nobody queued, or is ours, or this request was served.
       const outcome = await this.tryAcquire(withId);
@@ -126,6 +127,21 @@ export class LockService {
     let removed = 0;
     for (const w of mine) if (await this.handoff.leave(lock, w, this.clock())) removed++;
     return removed;
+  }
+
+  /**
+   * Where a waiter that just joined stands. A retry of a waiting acquire
+   * (same request_id) that found its first attempt still queued, or already
+   * served, leaves again and follows that attempt: one request, one grant.
+   */
+  private async joined(waiter: Waiter, cmd: AcquireCommand): Promise<AcquireResult> {
+    const head = await this.queue.upTo(waiter.lock, waiter.order);
+    const original = duplicateOf(waiter, head.lock, head.waiters);
+    if (original === undefined) return { kind: 'queued', waiter, position: head.waiters.length };
+    await this.handoff.leave(waiter.lock, waiter, this.clock());
+    if (original === 'served') return { kind: 'done', outcome: await this.tryAcquire(cmd) };
+    const position = head.waiters.findIndex((w) => w.order === original.order) + 1;
+    return { kind: 'queued', waiter: { ...waiter, order: original.order }, position };
   }
 
   private async tryAcquire(cmd: AcquireCommand): Promise<AcquireOutcome> {

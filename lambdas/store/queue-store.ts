@@ -109,6 +109,12 @@ export function transactRequest(
   };
 }
 
+export interface QueueHead {
+  readonly lock: Item | undefined;
+  /** In serving order, up to and including the waiter asked about. */
+  readonly waiters: readonly { readonly order: string; readonly requestKey: string }[];
+}
+
 export class QueueStore {
   constructor(
     private readonly db: DynamoDBDocumentClient,
@@ -145,26 +151,45 @@ export class QueueStore {
     return { lock, waiters, complete: out.LastEvaluatedKey === undefined };
   }
 
-  /** 1-based place of a waiter in its queue (counting everyone served before it). */
-  async position(name: string, order: string): Promise<number> {
-    const out = await this.send((abortSignal) =>
-      this.db.send(
-        new QueryCommand({
-          TableName: this.settings.tableName,
-          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :first AND :me',
-          ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
-          ExpressionAttributeValues: {
-            ':pk': lockPartition(name),
-            ':first': WAITER_SK_PREFIX,
-            ':me': `${WAITER_SK_PREFIX}${order}`,
-          },
-          ConsistentRead: true,
-          Select: 'COUNT',
-        }),
-        { abortSignal },
-      ),
-    );
-    return out.Count ?? 0;
+  /**
+   * The lock item and the waiters up to and including `order` (their order
+   * and request only), read strongly consistent: where a waiter stands and
+   * whether an earlier one carries the same request.
+   */
+  async upTo(name: string, order: string): Promise<QueueHead> {
+    let lock: Item | undefined;
+    const waiters: { order: string; requestKey: string }[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const out = await this.send((abortSignal) =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.settings.tableName,
+            KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :lock AND :me',
+            ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+            ExpressionAttributeValues: {
+              ':pk': lockPartition(name),
+              ':lock': LOCK_SK,
+              ':me': `${WAITER_SK_PREFIX}${order}`,
+            },
+            ConsistentRead: true,
+            ExclusiveStartKey: startKey,
+          }),
+          { abortSignal },
+        ),
+      );
+      for (const item of out.Items ?? []) {
+        const sk = item[KEY.sk];
+        if (sk === LOCK_SK) lock = item as Item;
+        else if (typeof sk === 'string' && sk.startsWith(WAITER_SK_PREFIX))
+          waiters.push({
+            order: sk.slice(WAITER_SK_PREFIX.length),
+            requestKey: String(item[WaitAttr.requestKey]),
+          });
+      }
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
+    return { lock, waiters };
   }
 
   async transact(name: string, steps: readonly Step[], now: number): Promise<TransactResult> {

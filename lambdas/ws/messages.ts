@@ -34,11 +34,8 @@ async function answer(message: WsMessage, connectionId: string): Promise<Frame> 
   const cmd = { name: message.lock, clientId: connection.clientId, ttlMs: message.ttl_ms, requestId };
   const wait = { waitMs: message.wait_timeout_ms ?? 0, priority: message.priority, connectionId };
   const result = await service.acquire(cmd, wait);
-  if (result.kind === 'queued') {
-    const { waiter } = result;
-    const position = await queue.position(waiter.lock, waiter.order);
-    return queuedFrame(waiter.lock, requestId, position, waiter.deadline);
-  }
+  if (result.kind === 'queued')
+    return queuedFrame(result.waiter.lock, requestId, result.position, result.waiter.deadline);
   const { outcome } = result;
   return outcome.acquired
     ? grantedFrame(outcome.grant, requestId, Date.now())

@@ -113,6 +113,31 @@ describe('the queue', () => {
   });
 });
 
+  it('keeps one place for a waiting acquire retried with the same request_id, and grants it once', async () => {
+    const lock = lockName();
+    const held = await acquireHttp(lock, 'holder');
+    const [ahead] = await queueInOrder(lock, [0]);
+    const socket = await open('retrier');
+    const first = await socket.acquire(lock, { request_id: 'once' });
+    expect(first).toMatchObject({ type: 'queued', position: 2 });
+    // The retry (its answer was lost, say) finds the first attempt and keeps its place.
+    socket.frames.length = 0;
+    expect(await socket.acquire(lock, { request_id: 'once' })).toMatchObject({ type: 'queued', position: 2 });
+    const inspect = async () => (await api.get(`/api/v1/locks/${lock}`)).body;
+    expect((await inspect()).queued).toBe(2);
+
+    await releaseHttp(lock, 'holder', held.fencing_token);
+    const toAhead = await (ahead as { socket: TestSocket }).socket.next(granted);
+    await releaseHttp(lock, 'w0', toAhead.fencing_token);
+    const mine = await socket.next(granted);
+    expect(mine).toMatchObject({ request_id: 'once', client_id: 'retrier' });
+    await releaseHttp(lock, 'retrier', mine.fencing_token);
+    // Nothing is left to grant that request a second time: the lock stays free, the queue empty.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(socket.frames.filter(granted)).toHaveLength(1);
+    expect(await inspect()).toMatchObject({ state: 'free', queued: 0 });
+  });
+
 describe('handoff without a release', () => {
   it('grants the head waiter within 200 ms of a crashed holder’s lease end, with a larger token', async () => {
     const lock = lockName();

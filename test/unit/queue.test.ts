@@ -29,6 +29,7 @@ import {
   runProtocol,
 } from '../../lambdas/core/lock';
 import {
+  duplicateOf,
   enqueueSteps,
   handoffSteps,
   onLockChange,
@@ -224,6 +225,7 @@ type Cmd =
       priority: number;
       waitMs: number;
       nonce: string;
+      crashed: boolean;
     }
   /** By the live holder (`byHolder`), or by `client` with one of its tokens, maybe stale. */
   | { op: 'release'; byHolder: boolean; client: string; pick: number }
@@ -265,6 +267,8 @@ const cmdArb = (rids: readonly string[]): fc.Arbitrary<Cmd> => {
         priority: fc.constantFrom(PRIORITY.min, -1, 0, 0, 7, PRIORITY.max),
         waitMs: fc.integer({ min: 1, max: 60 }),
         nonce: fc.constantFrom('0', '7', 'f'),
+        /** The service died between joining and checking for an earlier attempt of the same request. */
+        crashed: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
       }),
     },
     {
@@ -324,6 +328,12 @@ interface Joined {
   deadline: number;
   ttl: number;
   requestKey: string;
+  /**
+   * Shared by waiters with the same request queued at the same time: at most one of them is served.
+   * Not promised when a service died between joining and its duplicate check (`crashed`) and the twins
+   * are further apart than a serve reads: that case is only caught within the read (25 waiters).
+   */
+  group?: { grants: number; crashed: boolean };
 }
 
 /** Runs one random history against the model, checking every rule on the way. */
@@ -338,13 +348,23 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
   const handoffs: { grant: Grant; requestKey: string }[] = [];
   /** Fences the notifier armed an expiry timer for. */
   const armed = new Set<number>();
+  const servedLapsed = new Set<number>();
   let pending: { steps: Step[]; grant: Grant; head: Waiter; fence: unknown } | undefined;
 
   m.onLockWrite = (old, current) => {
     const decision = onLockChange(old, current, now);
     const holder = liveHolder(current, now);
-    // The notifier serves exactly when a change leaves the lock free with waiters.
-    expect(decision.serve).toBe(!holder && queuedCount(current) > 0);
+    // The notifier serves exactly when a change leaves the lock free with waiters, unless the change took
+    // the holder off (a release, or a grant taken back): its writer serves inline, and should it die
+    // first, the timer armed for that grant's lease serves the queue then.
+    const holderTakenOff = old?.[A.holder] !== undefined && current?.[A.holder] === undefined;
+    expect(decision.serve).toBe(!holder && queuedCount(current) > 0 && !holderTakenOff);
+    // (A grant whose lease had already lapsed when the notifier saw it was served then, not timed.)
+    if (decision.serve && current?.[A.holder] !== undefined) servedLapsed.add(current[A.fence] as number);
+    if (!holder && queuedCount(current) > 0 && holderTakenOff) {
+      const fence = old?.[A.fence] as number;
+      expect(armed.has(fence) || servedLapsed.has(fence)).toBe(true);
+    }
     if (decision.timer) {
       expect(holder).toBeDefined();
       expect(decision.timer).toEqual({ at: holder?.expiresAt, fence: holder?.fencingToken });
@@ -357,10 +377,24 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
   };
 
   /**
-   * Retrying a request that is still queued (a waiting acquire, or a re-entry, with its request id) can
-   * serve it twice: see 'known bugs' below. Histories leave such retries out until that is fixed.
+   * A plain acquire that reuses the request id of a waiting acquire still queued is a client's mistake
+   * (a request id names one call), not a retry; histories leave it out.
    */
   const stillQueued = (key: string) => [...joined.values()].some((j) => j.requestKey === key);
+  /** Waiters with the request the lock last served, or with one queued ahead of them: never served. */
+  const duplicatesAmong = (ordered: readonly Joined[]) => {
+    const seen = new Set<unknown>([m.item?.[A.grantRequest]]);
+    const dups = new Set<string>();
+    for (const j of ordered) {
+      if (seen.has(j.requestKey)) dups.add(j.order);
+      seen.add(j.requestKey);
+    }
+    return dups;
+  };
+  const servingOrder = (js: Iterable<Joined>) =>
+    [...js].sort(
+      (x, y) => y.priority - x.priority || x.arrivedAt - y.arrivedAt || compareStrings(x.nonce, y.nonce),
+    );
 
   const newGrant = (grant: Grant, key: string | undefined, before: Item | undefined) => {
     // The request the lock last served is never served again: a retry gets that grant back, not a new one.
@@ -419,10 +453,12 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
     for (let round = 0; round < 8; round++) {
       const snapshot = m.read(limit);
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
+      const windowDups = duplicatesAmong(snapshot.waiters.map((w) => joined.get(w.order) as Joined));
+      expect(plan.duplicates.map((w) => w.order)).toEqual([...windowDups]);
       expect(plan.expired.map((w) => w.order)).toEqual(
-        snapshot.waiters.filter((w) => w.deadline <= now).map((w) => w.order),
+        snapshot.waiters.filter((w) => w.deadline <= now && !windowDups.has(w.order)).map((w) => w.order),
       );
-      for (const w of plan.expired) {
+      for (const w of [...plan.duplicates, ...plan.expired]) {
         expect(m.transact(removalSteps(w)).ok).toBe(true);
         joined.delete(w.order);
       }
@@ -432,22 +468,21 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         return;
       }
       expect(holder).toBeUndefined();
+      const queue = servingOrder(joined.values());
+      const dups = duplicatesAmong(queue);
+      const waiting = queue.filter((j) => j.deadline > now && !dups.has(j.order));
       if (plan.kind === 'idle') {
         // The count always matches the items here, so it never drifts.
         expect(plan.countDrift).toBe(0);
-        if (plan.expired.length && !snapshot.complete) continue;
+        if (plan.expired.length + plan.duplicates.length && !snapshot.complete) continue;
         // Nobody live is waiting.
-        expect([...joined.values()].filter((j) => j.deadline > now)).toEqual([]);
+        expect(waiting).toEqual([]);
         return;
       }
       // The head: highest priority, then earliest arrival, among waiters still waiting.
-      const expected = [...joined.values()]
-        .filter((j) => j.deadline > now)
-        .sort(
-          (x, y) => y.priority - x.priority || x.arrivedAt - y.arrivedAt || compareStrings(x.nonce, y.nonce),
-        );
-      expect(plan.head.order).toBe(expected[0]?.order);
+      expect(plan.head.order).toBe(waiting[0]?.order);
       const meta = joined.get(plan.head.order);
+      if (meta?.group && !meta.group.crashed) expect(++meta.group.grants).toBe(1);
       expect(plan.head).toMatchObject({
         clientId: meta?.client,
         ttlMs: meta?.ttl,
@@ -504,11 +539,12 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         break;
       case 'wait': {
         const requestId = cmd.rid ?? `fresh-${++fresh}`;
+        // A retry repeats its message: a request still queued comes back with the same priority.
         const key = requestKey(cmd.client, requestId);
-        if (stillQueued(key)) break;
+        const priority = [...joined.values()].find((j) => j.requestKey === key)?.priority ?? cmd.priority;
         const waiter = makeWaiter(
           { clientId: cmd.client, ttlMs: cmd.ttl, requestId },
-          { priority: cmd.priority, waitMs: cmd.waitMs, nonce: cmd.nonce },
+          { priority, waitMs: cmd.waitMs, nonce: cmd.nonce },
           now,
         );
         const before = m.item;
@@ -529,15 +565,33 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
           const j: Joined = {
             order: waiter.order,
             client: cmd.client,
-            priority: cmd.priority,
+            priority,
             arrivedAt: now,
             nonce: cmd.nonce,
             deadline: waiter.deadline,
             ttl: cmd.ttl,
             requestKey: waiter.requestKey,
           };
+          const twins = [...joined.values()].filter((o) => o.requestKey === j.requestKey);
+          j.group = twins[0]?.group ?? { grants: 0, crashed: false };
+          if (cmd.crashed && twins.length) j.group.crashed = true;
+          const first = servingOrder([...twins, j])[0] as Joined;
           joined.set(j.order, j);
           everJoined.push(j);
+          if (cmd.crashed) break;
+          // LockService: read the lock and the queue up to the newcomer; a repeat of a request leaves again.
+          const snapshot = m.read(Number.MAX_SAFE_INTEGER);
+          const ahead = snapshot.waiters.filter((w) => w.order <= waiter.order);
+          const original = duplicateOf(waiter, snapshot.lock, ahead);
+          const served =
+            before?.[A.grantRequest] === waiter.requestKey || m.item?.[A.grantRequest] === waiter.requestKey;
+          expect(served).toBe(false); // the queue refused it then
+          expect(original === undefined ? undefined : original !== 'served' && original.order).toBe(
+            first === j ? undefined : first.order,
+          );
+          if (original === undefined) break;
+          expect(m.transact(removalSteps(waiter)).ok).toBe(true);
+          joined.delete(waiter.order);
           break;
         }
         expect(m.state()).toEqual(state);
@@ -615,6 +669,8 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         expect(before?.[A.fence]).toBe(fence);
         expect(liveHolder(before, now)).toBeUndefined();
         expect(joined.has(head.order)).toBe(true);
+        const group = joined.get(head.order)?.group;
+        if (group && !group.crashed) expect(++group.grants).toBe(1);
         joined.delete(head.order);
         expect(grantOf(m.item as Item)).toEqual(grant);
         newGrant(grant, head.requestKey, before);
@@ -751,7 +807,9 @@ describe('onLockChange', () => {
     expect(await s.release(a, START + 5)).toMatchObject({ remaining: 1, queued: 2 });
     expect(s.decide(START + 5)).toEqual(nothing); // still held
     expect(await s.release(a, START + 6)).toMatchObject({ remaining: 0, queued: 2 });
-    expect(s.decide(START + 6)).toEqual({ serve: true, timer: undefined });
+    // Free with waiters, but by a release: the releaser serves inline (LockService.release), and if it
+    // died first, the timer armed for a's lease serves the queue at the lease end.
+    expect(s.decide(START + 6)).toEqual(nothing);
 
     // A handoff is a new grant with a waiter behind it: its own timer.
     const b = s.handoff(START + 7).grant;
@@ -834,7 +892,8 @@ describe('undoGrantWrite', () => {
     expect(liveHolder(s.m.item, START + 4)).toBeUndefined();
     expect(queuedCount(s.m.item)).toBe(1);
     expect(s.m.item?.[A.fence]).toBe(g1.fencingToken);
-    expect(s.decide(START + 4)).toEqual({ serve: true, timer: undefined });
+    // The server that took it back goes on serving the queue itself (Handoff.serve).
+    expect(s.decide(START + 4)).toEqual(nothing);
     // Taken back once only, and a plain acquire still may not barge.
     expect(s.m.write(undoGrantWrite(g1, h1.requestKey, START + 4))).toBe(false);
     expect(await s.acquire('a', START + 4)).toMatchObject({ acquired: false, queued: 1 });
@@ -954,6 +1013,7 @@ describe('planServe and resetCountWrite', () => {
     expect(planServe(snapshot.lock, snapshot.waiters, START + 4, true)).toEqual({
       kind: 'held',
       expired: [],
+      duplicates: [],
       expiresAt: a.expiresAt,
       fence: a.fencingToken,
     });
@@ -966,7 +1026,12 @@ describe('planServe and resetCountWrite', () => {
     expect(plan.expired.map((w) => w.order)).toEqual([early.order, low.order]);
     // Only timed-out waiters read: nothing to hand off, and no conclusion about the count.
     const allLapsed = planServe(snapshot.lock, snapshot.waiters.slice(0, 1), lapsed, false);
-    expect(allLapsed).toEqual({ kind: 'idle', expired: [snapshot.waiters[0]], countDrift: 0 });
+    expect(allLapsed).toEqual({
+      kind: 'idle',
+      expired: [snapshot.waiters[0]],
+      duplicates: [],
+      countDrift: 0,
+    });
   });
 
   it('resets a count no waiter item backs, only while it has not moved', async () => {
@@ -980,10 +1045,11 @@ describe('planServe and resetCountWrite', () => {
     expect(planServe(snapshot.lock, snapshot.waiters, START + 2, false)).toEqual({
       kind: 'idle',
       expired: [],
+      duplicates: [],
       countDrift: 0, // not the whole queue: no conclusion
     });
     const plan = planServe(snapshot.lock, snapshot.waiters, START + 2, true);
-    expect(plan).toEqual({ kind: 'idle', expired: [], countDrift: 1 });
+    expect(plan).toEqual({ kind: 'idle', expired: [], duplicates: [], countDrift: 1 });
 
     // Someone joins behind the phantom meanwhile: the reset must not apply.
     const c = s.enqueue('c', START + 3);
@@ -996,13 +1062,28 @@ describe('planServe and resetCountWrite', () => {
   });
 });
 
-describe('known bugs', () => {
-  // enqueueSteps only refuses a request the lock item says it has served (grant_request), not one that
-  // is still queued, and handoffSteps does not look at grant_request at all. So a request that is both
-  // queued and retried (same client and request id, e.g. after a lost response) is served twice: the
-  // second grant is one nobody is waiting for, and the lock sits idle with it until its lease ends.
-  // Remove `.fails` when fixed (and the `stillQueued` guard in runHistory).
-  it.fails('a waiting acquire retried while still queued is granted only once', async () => {
+describe('a request is granted at most once', () => {
+  // A request that is queued and retried (same client and request id, e.g. after a lost response) must
+  // not be served twice: the second grant would be one nobody waits for, idle until its lease ends.
+
+  it('a waiting acquire retried while still queued finds its first attempt, and leaves', async () => {
+    const s = new Scene();
+    granted(await s.acquire('a', START));
+    const first = s.enqueue('b', START + 1, { rid: 'r1' });
+    const retry = makeWaiter(
+      { clientId: 'b', ttlMs: 100, requestId: 'r1' },
+      { priority: 0, waitMs: 1000, nonce: 'n' },
+      START + 2,
+    );
+    expect(s.m.transact(enqueueSteps(retry, START + 2)).ok).toBe(true);
+    const snapshot = s.m.read(25);
+    // What LockService reads right after joining: the lock and everyone up to the newcomer.
+    const ahead = snapshot.waiters.filter((w) => w.order <= retry.order);
+    expect(duplicateOf(retry, snapshot.lock, ahead)).toEqual({ order: first.order });
+    expect(duplicateOf(first, snapshot.lock, ahead)).toBeUndefined();
+  });
+
+  it('a retry that joined after its first attempt was served is told so', async () => {
     const s = new Scene();
     const a = granted(await s.acquire('a', START));
     const first = s.enqueue('b', START + 1, { rid: 'r1' });
@@ -1011,14 +1092,34 @@ describe('known bugs', () => {
       { priority: 0, waitMs: 1000, nonce: 'n' },
       START + 2,
     );
-    s.m.transact(enqueueSteps(retry, START + 2)); // joins a second time today; refusing would be right
+    s.m.transact(enqueueSteps(retry, START + 2));
+    await s.release(a, START + 3);
+    expect(s.handoff(START + 3).head.order).toBe(first.order);
+    const snapshot = s.m.read(25);
+    expect(duplicateOf(retry, snapshot.lock, snapshot.waiters)).toBe('served');
+  });
+
+  it('a duplicate left in the queue (its writer died before it could leave) is dropped, not served', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START));
+    const first = s.enqueue('b', START + 1, { rid: 'r1' });
+    const retry = makeWaiter(
+      { clientId: 'b', ttlMs: 100, requestId: 'r1' },
+      { priority: 0, waitMs: 1000, nonce: 'n' },
+      START + 2,
+    );
+    s.m.transact(enqueueSteps(retry, START + 2));
+    const other = s.enqueue('c', START + 2, { nonce: 'o' });
     await s.release(a, START + 3);
     const served = s.handoff(START + 3);
     expect(served.head.order).toBe(first.order);
     await s.release(served.grant, START + 4);
     const snapshot = s.m.read(25);
     const plan = planServe(snapshot.lock, snapshot.waiters, START + 4, snapshot.complete);
-    if (plan.kind === 'grant') s.m.transact(handoffSteps(plan.head, snapshot.lock, START + 4).steps);
+    expect(plan).toMatchObject({ kind: 'grant', duplicates: [{ order: retry.order }] });
+    expect(plan.kind === 'grant' && plan.head.order).toBe(other.order);
+    // And the handoff itself refuses the request the lock last served.
+    expect(s.m.transact(handoffSteps(retry, snapshot.lock, START + 4).steps).ok).toBe(false);
     const grantsOfR1 = s.changes.filter(
       ({ old, current }) =>
         current?.[A.grantRequest] === first.requestKey && current?.[A.fence] !== old?.[A.fence],
@@ -1026,24 +1127,22 @@ describe('known bugs', () => {
     expect(grantsOfR1).toHaveLength(1);
   });
 
-  it.fails('a handoff never serves the request the lock item says it already served', async () => {
+  it('a handoff never serves the request the lock item says it already served', async () => {
     const s = new Scene();
     const c = granted(await s.acquire('c', START, { ttlMs: 10 }));
     s.enqueue('a', START + 1); // a's first waiting acquire
     const queued = s.enqueue('a', START + 2, { rid: 'r1' }); // and a second one, r1
     await s.release(c, START + 3);
     const first = s.handoff(START + 3);
-    // a, holding, retries r1 as a reentrant acquire (what LockService.acquire does when the queue refuses
-    // a holder): a re-entry that records r1 as served.
+    // a, holding, acquires reentrantly with r1's request id: a re-entry that records r1 as served.
     const again = granted(await s.acquire('a', START + 4, { requestId: 'r1', reentrant: true }));
     expect(again).toMatchObject({ fencingToken: first.grant.fencingToken, reentry: 2 });
     expect(s.m.item?.[A.grantRequest]).toBe(queued.requestKey);
-    // The lease lapses with r1's waiter still queued: serving it hands out r1 a second time.
+    // The lease lapses with r1's waiter still queued: it is dropped, and a handoff to it is refused.
     const lapsed = first.grant.expiresAt;
     const snapshot = s.m.read(25);
     const plan = planServe(snapshot.lock, snapshot.waiters, lapsed, snapshot.complete);
-    expect(plan.kind === 'grant' && plan.head.order).toBe(queued.order);
-    const result = s.m.transact(handoffSteps(queued, snapshot.lock, lapsed).steps);
-    expect(result.ok).toBe(false);
+    expect(plan).toMatchObject({ kind: 'idle', duplicates: [{ order: queued.order }], countDrift: 0 });
+    expect(s.m.transact(handoffSteps(queued, snapshot.lock, lapsed).steps).ok).toBe(false);
   });
 });
