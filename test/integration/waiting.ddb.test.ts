@@ -111,7 +111,6 @@ describe('the queue', () => {
     expect(barger.acquired).toBe(false);
     expect((await grant).client_id).toBe('w0');
   });
-});
 
   it('keeps one place for a waiting acquire retried with the same request_id, and grants it once', async () => {
     const lock = lockName();
@@ -137,6 +136,7 @@ describe('the queue', () => {
     expect(socket.frames.filter(granted)).toHaveLength(1);
     expect(await inspect()).toMatchObject({ state: 'free', queued: 0 });
   });
+});
 
 describe('handoff without a release', () => {
   it('grants the head waiter within 200 ms of a crashed holder’s lease end, with a larger token', async () => {

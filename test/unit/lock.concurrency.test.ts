@@ -67,6 +67,12 @@ it('concurrent acquire, release and renew never leave two live leases, and token
         for (const round of rounds) {
           lock.duplicateDelivery = round.duplicated;
           const tokens = [...told.keys(), highest];
+          /** When a command's last write was applied (-1: never); outcomes are judged in that order. */
+          const appliedAt = (cmd: number) =>
+            Math.max(
+              -1,
+              ...[...lock.applied].filter(([id]) => id.startsWith(`c${cmd}:`)).map(([, at]) => at),
+            );
           const attempt = async (op: Op, cmd: number) => {
             const run = <O>(p: Protocol<O>) => runCmd(p, cmd);
             try {
@@ -102,7 +108,10 @@ it('concurrent acquire, release and renew never leave two live leases, and token
                 ),
               };
             } catch (error) {
-              if (!(error instanceof LatchkeyError) || error.status !== 409) throw error;
+              if (!(error instanceof LatchkeyError)) throw error;
+              // A refusal (409), or every attempt lost a race (retryable 503): then none of its writes applied.
+              if (error.code === 'UNAVAILABLE') expect(appliedAt(cmd)).toBe(-1);
+              else if (error.status !== 409) throw error;
               return { op, out: error };
             }
           };
@@ -110,12 +119,6 @@ it('concurrent acquire, release and renew never leave two live leases, and token
           const outcomes = await s.waitFor(
             Promise.all(round.ops.map((op, i) => attempt(op, ids[i] as number))),
           );
-          // Take outcomes in the order their last write was applied: the order of the truth.
-          const appliedAt = (cmd: number) =>
-            Math.max(
-              -1,
-              ...[...lock.applied].filter(([id]) => id.startsWith(`c${cmd}:`)).map(([, at]) => at),
-            );
           const results = outcomes
             .map((outcome, i) => ({ outcome, at: appliedAt(ids[i] as number) }))
             .sort((x, y) => x.at - y.at)
