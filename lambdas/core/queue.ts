@@ -303,32 +303,74 @@ export function planServe(
 }
 
 /**
- * What the notifier does about one change of a lock item (from its stream
- * record): serve the queue when the lock is free with waiters; arm an expiry
- * timer when a grant first has waiters behind it, because a lease that lapses
- * writes nothing and so raises no stream record.
- *
- * A change that took a holder off the lock (a release, or a grant taken
- * back) is served inline by whoever wrote it, before it answers; serving it
- * here too would only race that writer and lose. If the writer died first,
- * the timer armed for the released grant's lease end serves the queue then.
+ * One lock's change over a batch of stream records: the image before the
+ * batch, the image before the batch's last record, and the image after it.
  */
-export function onLockChange(
-  old: Item | undefined,
-  current: Item | undefined,
-  now: number,
-): { readonly serve: boolean; readonly timer: { readonly at: number; readonly fence: number } | undefined } {
-  if (!current || queuedCount(current) === 0) return { serve: false, timer: undefined };
-  const holder = liveHolder(current, now);
-  if (!holder) return { serve: !tookHolderOff(old, current), timer: undefined };
-  const alreadyArmed =
-    old !== undefined &&
-    queuedCount(old) > 0 &&
-    old[LockAttr.holder] !== undefined &&
-    old[LockAttr.fence] === current[LockAttr.fence];
-  const timer = { at: holder.expiresAt, fence: holder.fencingToken };
-  return { serve: false, timer: alreadyArmed ? undefined : timer };
+export interface LockChangeImages {
+  readonly before: Item | undefined;
+  readonly beforeLast: Item | undefined;
+  readonly after: Item | undefined;
 }
+
+export type NotifierDecision = {
+  readonly serve: boolean;
+  readonly timer: { readonly at: number; readonly fence: number } | undefined;
+};
+
+/**
+ * What the notifier does about a lock's change (from its stream records):
+ * arm an expiry timer when a grant first has waiters behind it, because a
+ * lease that lapses writes nothing and so raises no stream record; and
+ * serve the queue when the lock is free with waiters and nobody else will.
+ *
+ * Somebody else will when the last change took a holder off the lock (a
+ * release, or a grant taken back): its writer serves inline before it
+ * answers, and serving here too would only race it and lose. If that
+ * writer died first, the timer watching the released grant serves the
+ * queue at its lease end; one is armed here if this batch is the first to
+ * show that grant with waiters. Nor does a waiter joining a free lock's
+ * queue call for serving: the queue already had a server.
+ */
+export function onLockChange({ before, beforeLast, after }: LockChangeImages, now: number): NotifierDecision {
+  if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
+  const holder = liveHolder(after, now);
+  if (holder) {
+    const timer = { at: holder.expiresAt, fence: holder.fencingToken };
+    return { serve: false, timer: armedBefore(before, after) ? undefined : timer };
+  }
+  if (tookHolderOff(beforeLast, after)) {
+    const released = beforeLast as Item;
+    const expiresAt = released[LockAttr.expiresAt];
+    const backup =
+      armedBefore(before, released) || typeof expiresAt !== 'number'
+        ? undefined
+        : { at: expiresAt, fence: released[LockAttr.fence] as number };
+    return { serve: false, timer: backup };
+  }
+  return { serve: !onlyJoined(beforeLast, after), timer: undefined };
+}
+
+/** Whether `before` already showed the grant in `current` with waiters (then its timer was armed). */
+const armedBefore = (before: Item | undefined, current: Item) =>
+  before !== undefined &&
+  queuedCount(before) > 0 &&
+  before[LockAttr.holder] !== undefined &&
+  before[LockAttr.fence] === current[LockAttr.fence];
+
+/**
+ * Whether a timer armed for the grant with token `fence` still has work:
+ * the lock carries that token (the lease lapsed, or it was released by a
+ * releaser that may have died before serving). Any later grant has a timer
+ * of its own, and whoever granted it served the queue.
+ */
+export const stillWatched = (lock: Item | undefined, fence: number) => lock?.[LockAttr.fence] === fence;
+
+/** A waiter joined and nothing else changed: whoever serves the queue ahead of it serves it too. */
+const onlyJoined = (old: Item | undefined, current: Item) =>
+  old !== undefined &&
+  queuedCount(current) > queuedCount(old) &&
+  old[LockAttr.fence] === current[LockAttr.fence] &&
+  old[LockAttr.holder] === current[LockAttr.holder];
 
 const tookHolderOff = (old: Item | undefined, current: Item) =>
   old?.[LockAttr.holder] !== undefined && current[LockAttr.holder] === undefined;

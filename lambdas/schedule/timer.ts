@@ -18,7 +18,7 @@ async function fire(message: TimerMessage): Promise<void> {
   const wait = message.due_at - Date.now();
   if (wait > 1_000) return timers.schedule(message.lock, message.due_at, message.fence);
   if (wait > 0) await sleep(wait);
-  const served = await handoff.serve(message.lock);
+  const served = await handoff.serve(message.lock, message.fence);
   if (served.kind === 'held' && served.waiting && served.fence === message.fence)
     await timers.schedule(message.lock, served.expiresAt, served.fence);
 }

@@ -13,6 +13,7 @@ import {
   planServe,
   removalSteps,
   resetCountWrite,
+  stillWatched,
   undoGrantWrite,
   type Waiter,
 } from '../core/queue';
@@ -25,7 +26,9 @@ export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
   /** Held by someone; `waiting` says whether anyone is queued behind (then a timer is due at `expiresAt`). */
   | { readonly kind: 'held'; readonly expiresAt: number; readonly fence: number; readonly waiting: boolean }
-  | { readonly kind: 'idle' };
+  | { readonly kind: 'idle' }
+  /** A timer's grant is over and another took its place (see `serve`). */
+  | { readonly kind: 'moved' };
 
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
@@ -38,10 +41,18 @@ export class Handoff {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async serve(name: string): Promise<ServeResult> {
+  /**
+   * Serves the queue of `name`. With `watching` (a timer set for that
+   * grant's lease), only while the lock still carries that grant's token:
+   * once it moved on, whoever moved it served the queue (a release serves
+   * inline) and the new grant has a timer of its own.
+   */
+  async serve(name: string, watching?: number): Promise<ServeResult> {
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const snapshot = await this.queue.read(name);
       const now = this.clock();
+      if (round === 0 && watching !== undefined && !stillWatched(snapshot.lock, watching))
+        return { kind: 'moved' };
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
       for (const waiter of plan.duplicates) await this.leave(name, waiter, now);
       for (const waiter of plan.expired) await this.expire(name, waiter, now);

@@ -4,7 +4,7 @@
  * straight to the next waiter, and a refusal that finds a free lock with
  * waiters serves them at once instead of waiting for the notifier.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { LatchkeyError } from '../core/errors';
 import {
   type AcquireCommand,
@@ -54,7 +54,14 @@ export class LockService {
       const waiter = newWaiter(withId, wait, now);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
       const queued = await this.queue.transact(cmd.name, enqueueSteps(waiter, now), now);
-      if (queued.ok) return this.joined(waiter, withId);
+      // Refused by the waiter item alone: this request already sits at that very place (a retry within
+      // the same millisecond), or, vanishingly rarely, another one does and a later millisecond will do.
+      if (queued.ok || !queued.lockRefused) {
+        const joined = await this.joined(waiter, withId);
+        if (joined) return joined;
+        await sleep(1);
+        continue;
+      }
       const old = queued.lockOld;
       // Refused because the lock is free with nobody queued, or is ours, or this request was served.
       const outcome = await this.tryAcquire(withId);
@@ -134,8 +141,9 @@ export class LockService {
    * (same request_id) that found its first attempt still queued, or already
    * served, leaves again and follows that attempt: one request, one grant.
    */
-  private async joined(waiter: Waiter, cmd: AcquireCommand): Promise<AcquireResult> {
+  private async joined(waiter: Waiter, cmd: AcquireCommand): Promise<AcquireResult | undefined> {
     const head = await this.queue.upTo(waiter.lock, waiter.order);
+    if (head.waiters.at(-1)?.requestKey !== waiter.requestKey) return undefined; // not ours at that place
     const original = duplicateOf(waiter, head.lock, head.waiters);
     if (original === undefined) return { kind: 'queued', waiter, position: head.waiters.length };
     await this.handoff.leave(waiter.lock, waiter, this.clock());
@@ -168,16 +176,21 @@ export function newWaiter(
   now: number,
 ): Waiter {
   const priority = wait.priority ?? PRIORITY.default;
+  const key = requestKey(cmd.clientId, cmd.requestId);
   return {
     lock: cmd.name,
-    order: queueOrder(priority, now, randomUUID().slice(0, 8)),
+    // The tie-breaker comes from the request, so a retry in the same millisecond lands on the same
+    // place and DynamoDB refuses the second waiter item outright.
+    order: queueOrder(priority, now, tieBreaker(key)),
     clientId: cmd.clientId,
     ttlMs: cmd.ttlMs,
     requestId: cmd.requestId,
-    requestKey: requestKey(cmd.clientId, cmd.requestId),
+    requestKey: key,
     deadline: now + wait.waitMs,
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
   };
 }
+
+const tieBreaker = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);

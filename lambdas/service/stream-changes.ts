@@ -11,7 +11,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
-import { WaitAttr } from '../core/queue';
+import { type LockChangeImages, WaitAttr } from '../core/queue';
 import { KEY, LOCK_SK, lockNameOfPartition, WAITER_SK_PREFIX } from '../store/table';
 
 export interface StreamRecord {
@@ -23,10 +23,8 @@ export interface StreamRecord {
   };
 }
 
-export interface LockChange {
+export interface LockChange extends LockChangeImages {
   readonly lock: string;
-  readonly before: Item | undefined;
-  readonly after: Item | undefined;
 }
 
 export interface WaiterJoined {
@@ -41,7 +39,7 @@ export function readChanges(records: readonly StreamRecord[]): {
   locks: LockChange[];
   joined: WaiterJoined[];
 } {
-  const locks = new Map<string, { before: Item | undefined; after: Item | undefined }>();
+  const locks = new Map<string, LockChangeImages>();
   const joined: WaiterJoined[] = [];
   for (const record of records) {
     const keys = image(record.dynamodb?.Keys) ?? {};
@@ -52,7 +50,7 @@ export function readChanges(records: readonly StreamRecord[]): {
     const after = image(record.dynamodb?.NewImage);
     if (sk === LOCK_SK) {
       const seen = locks.get(lock);
-      locks.set(lock, { before: seen ? seen.before : before, after });
+      locks.set(lock, { before: seen ? seen.before : before, beforeLast: before, after });
     } else if (sk.startsWith(WAITER_SK_PREFIX) && after && !before) {
       const deadline = after[WaitAttr.deadline];
       if (typeof deadline === 'number' && typeof after[WaitAttr.connection] === 'string')

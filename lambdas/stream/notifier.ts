@@ -14,8 +14,8 @@ export async function handler(event: { Records: readonly StreamRecord[] }): Prom
   const { handoff, timers } = getDeps();
   const { locks, joined } = readChanges(event.Records);
   await Promise.all(
-    locks.map(async ({ lock, before, after }) => {
-      const decision = onLockChange(before, after, Date.now());
+    locks.map(async ({ lock, ...images }) => {
+      const decision = onLockChange(images, Date.now());
       if (decision.timer) await timers.schedule(lock, decision.timer.at, decision.timer.fence);
       if (!decision.serve) return;
       const served = await handoff.serve(lock);

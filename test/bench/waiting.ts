@@ -53,6 +53,8 @@ interface Counts {
   readonly cancelReasons: Map<string, number>;
   /** Any other error answer, by target and type. */
   readonly errors: Map<string, number>;
+  /** Round-trip ms through the proxy, by target. */
+  readonly latencies: Map<string, number[]>;
 }
 
 const emptyCounts = (): Counts => ({
@@ -60,6 +62,7 @@ const emptyCounts = (): Counts => ({
   failedWrites: new Map(),
   cancelReasons: new Map(),
   errors: new Map(),
+  latencies: new Map(),
 });
 
 /** A pass-through HTTP proxy in front of DynamoDB that counts requests and failed conditional writes. */
@@ -70,6 +73,7 @@ async function startCountingProxy(target: string) {
     const op = String(req.headers['x-amz-target'] ?? `${req.method} ${req.url}`);
     const tally = counts;
     bump(tally.calls, op);
+    const started = performance.now();
     const upstream = request(
       new URL(req.url ?? '/', target),
       { method: req.method, headers: req.headers, agent },
@@ -80,6 +84,9 @@ async function startCountingProxy(target: string) {
           const body = Buffer.concat(chunks);
           const status = up.statusCode ?? 502;
           if (status >= 400) classify(tally, op, status, up.headers['content-encoding'], body);
+          const took = tally.latencies.get(op) ?? [];
+          took.push(performance.now() - started);
+          tally.latencies.set(op, took);
           res.writeHead(status, up.headers);
           res.end(body);
         });
@@ -264,11 +271,25 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
     const longest = Math.max(0, ...g.map((x) => x.waitMs));
     out.push(`| w${w} | ${g.length} | ${dev >= 0 ? '+' : ''}${dev.toFixed(1)} % | ${longest.toFixed(1)} |`);
   });
-  out.push('\n| DynamoDB call | per grant | failed per grant |', '| --- | --- | --- |');
+  const p50Of = (op: string) =>
+    percentile(
+      [...(counts.latencies.get(op) ?? [])].sort((a, b) => a - b),
+      0.5,
+    );
+  out.push(
+    '\n| DynamoDB call | per grant | failed per grant | p50 ms (through the proxy) |',
+    '| --- | --- | --- | --- |',
+  );
   for (const [op, count] of [...counts.calls].sort((a, b) => b[1] - a[1])) {
     if (isStream(op)) continue;
-    out.push(`| ${short(op)} | ${perGrant(count)} | ${perGrant(counts.failedWrites.get(op) ?? 0)} |`);
+    const line = `| ${short(op)} | ${perGrant(count)} | ${perGrant(counts.failedWrites.get(op) ?? 0)} |`;
+    out.push(`${line} ${p50Of(op).toFixed(1)} |`);
   }
+  // The goal: a handoff within three DynamoDB write latencies (release, read, grant), measured side by side.
+  const write = p50Of('DynamoDB_20120810.UpdateItem');
+  out.push(
+    `\nhandoff p50 ${percentile(handoffs, 0.5).toFixed(1)} ms = ${(percentile(handoffs, 0.5) / write).toFixed(1)} x the UpdateItem p50 (${write.toFixed(1)} ms); goal: at most 3 x`,
+  );
   if (counts.cancelReasons.size)
     out.push(
       `\ncancelled transactions by reasons (one per step): ${[...counts.cancelReasons].map(([k, v]) => `${k} x${v}`).join(', ')}`,

@@ -39,6 +39,7 @@ import {
   removalSteps,
   resetCountWrite,
   type Step,
+  stillWatched,
   undoGrantWrite,
   type Waiter,
   waiterItem as waiterItemOf,
@@ -345,30 +346,39 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
   let lastFence = 0;
   const joined = new Map<string, Joined>();
   const everJoined: Joined[] = [];
-  const handoffs: { grant: Grant; requestKey: string }[] = [];
+  /** Grants made by a handoff; `group`: see Joined (a grant taken back no longer counts). */
+  const handoffs: { grant: Grant; requestKey: string; group: Joined['group'] }[] = [];
   /** Fences the notifier armed an expiry timer for. */
   const armed = new Set<number>();
   const servedLapsed = new Set<number>();
+  /** Whether the notifier was asked to serve the queue since the last serve. */
+  let notifierServes = false;
   let pending: { steps: Step[]; grant: Grant; head: Waiter; fence: unknown } | undefined;
 
   m.onLockWrite = (old, current) => {
-    const decision = onLockChange(old, current, now);
+    // Records one at a time here; batches are covered in the onLockChange tests.
+    const decision = onLockChange(oneRecord(old, current), now);
+    if (decision.serve) notifierServes = true;
     const holder = liveHolder(current, now);
-    // The notifier serves exactly when a change leaves the lock free with waiters, unless the change took
-    // the holder off (a release, or a grant taken back): its writer serves inline, and should it die
-    // first, the timer armed for that grant's lease serves the queue then.
+    // The notifier serves only when a change leaves the lock free with waiters, and not when the change
+    // took the holder off (a release, or a grant taken back): its writer serves inline, and should it
+    // die first, the timer armed for that grant's lease serves the queue then.
     const holderTakenOff = old?.[A.holder] !== undefined && current?.[A.holder] === undefined;
-    expect(decision.serve).toBe(!holder && queuedCount(current) > 0 && !holderTakenOff);
+    if (decision.serve) expect(!holder && queuedCount(current) > 0 && !holderTakenOff).toBe(true);
     // (A grant whose lease had already lapsed when the notifier saw it was served then, not timed.)
     if (decision.serve && current?.[A.holder] !== undefined) servedLapsed.add(current[A.fence] as number);
+    if (decision.timer && holder) {
+      expect(decision.timer).toEqual({ at: holder.expiresAt, fence: holder.fencingToken });
+      armed.add(decision.timer.fence);
+    } else if (decision.timer) {
+      // A backup timer for a released grant that had none: at its lease end, watching its token.
+      expect(holderTakenOff).toBe(true);
+      expect(decision.timer).toEqual({ at: old?.[A.expiresAt], fence: old?.[A.fence] });
+      armed.add(decision.timer.fence);
+    }
     if (!holder && queuedCount(current) > 0 && holderTakenOff) {
       const fence = old?.[A.fence] as number;
       expect(armed.has(fence) || servedLapsed.has(fence)).toBe(true);
-    }
-    if (decision.timer) {
-      expect(holder).toBeDefined();
-      expect(decision.timer).toEqual({ at: holder?.expiresAt, fence: holder?.fencingToken });
-      armed.add(decision.timer.fence);
     }
     // The fencing counter never goes back.
     const fence = current?.[A.fence];
@@ -507,13 +517,14 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
       expect(queuedCount(item)).toBe(queuedBefore - 1);
       expect(m.waiters.has(plan.head.order)).toBe(false);
       newGrant(grant, plan.head.requestKey, before);
-      handoffs.push({ grant, requestKey: plan.head.requestKey });
+      handoffs.push({ grant, requestKey: plan.head.requestKey, group: meta?.group });
       if (!pushFails[granted++]) return;
       // Nobody received it: take it back and serve the next waiter.
       expect(m.write(undoGrantWrite(grant, plan.head.requestKey, now))).toBe(true);
       expect(liveHolder(m.item, now)).toBeUndefined();
       expect(queuedCount(m.item)).toBe(queuedBefore - 1);
       (told.get(grant.fencingToken) as Told).ended = true;
+      if (meta?.group) meta.group.grants--;
     }
   };
 
@@ -541,10 +552,14 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         const requestId = cmd.rid ?? `fresh-${++fresh}`;
         // A retry repeats its message: a request still queued comes back with the same priority.
         const key = requestKey(cmd.client, requestId);
-        const priority = [...joined.values()].find((j) => j.requestKey === key)?.priority ?? cmd.priority;
+        // Its tie-breaker comes from the request (newWaiter), so in the same millisecond it lands on the
+        // very place of the first attempt.
+        const queuedTwin = [...joined.values()].find((j) => j.requestKey === key);
+        const priority = queuedTwin?.priority ?? cmd.priority;
+        const nonce = queuedTwin?.nonce ?? cmd.nonce;
         const waiter = makeWaiter(
           { clientId: cmd.client, ttlMs: cmd.ttl, requestId },
-          { priority, waitMs: cmd.waitMs, nonce: cmd.nonce },
+          { priority, waitMs: cmd.waitMs, nonce },
           now,
         );
         const before = m.item;
@@ -567,7 +582,7 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
             client: cmd.client,
             priority,
             arrivedAt: now,
-            nonce: cmd.nonce,
+            nonce,
             deadline: waiter.deadline,
             ttl: cmd.ttl,
             requestKey: waiter.requestKey,
@@ -596,6 +611,9 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         }
         expect(m.state()).toEqual(state);
         if (newOrder) expect(result.lockRefused).toBe(true);
+        // Refused by the waiter item alone: this request is already at that place (LockService answers
+        // `queued`), or another one is (it tries again a millisecond later).
+        if (!result.lockRefused) break;
         const out = await acquire({
           name: LOCK,
           clientId: cmd.client,
@@ -640,6 +658,7 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         break;
       }
       case 'serve':
+        notifierServes = false;
         serve(cmd.limit, cmd.pushFails);
         break;
       case 'plan': {
@@ -674,7 +693,7 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
         joined.delete(head.order);
         expect(grantOf(m.item as Item)).toEqual(grant);
         newGrant(grant, head.requestKey, before);
-        handoffs.push({ grant, requestKey: head.requestKey });
+        handoffs.push({ grant, requestKey: head.requestKey, group });
         break;
       }
       case 'leave': {
@@ -691,7 +710,11 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
       }
       case 'undo': {
         if (!handoffs.length) break;
-        const { grant, requestKey: key } = handoffs[cmd.pick % handoffs.length] as (typeof handoffs)[number];
+        const {
+          grant,
+          requestKey: key,
+          group,
+        } = handoffs[cmd.pick % handoffs.length] as (typeof handoffs)[number];
         const before = m.item;
         const applied = m.write(undoGrantWrite(grant, key, now));
         // Only the very grant it names (no later grant, not released or undone), and only while the item
@@ -703,6 +726,7 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
           expect(m.item?.[A.holder]).toBeUndefined();
           expect(queuedCount(m.item)).toBe(queuedCount(before));
           (told.get(grant.fencingToken) as Told).ended = true;
+          if (group) group.grants--;
         }
         break;
       }
@@ -718,6 +742,13 @@ async function runHistory(cmds: readonly Cmd[]): Promise<void> {
     // A live grant with waiters behind it always has an expiry timer.
     const holder = liveHolder(m.item, now);
     if (holder && queuedCount(m.item) > 0) expect(armed.has(holder.fencingToken)).toBe(true);
+    // Nobody is left waiting on a free lock: the notifier serves it, or a timer still watches its grant
+    // (a timer serves only while the lock carries the token it was armed for).
+    if (!holder && queuedCount(m.item) > 0) {
+      const fence = m.item?.[A.fence] as number;
+      expect(stillWatched(m.item, fence)).toBe(true);
+      expect(notifierServes || armed.has(fence) || servedLapsed.has(fence)).toBe(true);
+    }
   }
 }
 
@@ -749,7 +780,7 @@ class Scene {
   /** The notifier's decision about the latest change of the lock item. */
   decide(now: number) {
     const last = this.changes.at(-1);
-    return onLockChange(last?.old, last?.current, now);
+    return onLockChange(oneRecord(last?.old, last?.current), now);
   }
 
   async acquire(clientId: string, now: number, extra: Partial<AcquireCommand> = {}): Promise<AcquireOutcome> {
@@ -788,6 +819,18 @@ class Scene {
 }
 
 const nothing = { serve: false, timer: undefined };
+/** One stream record's images. */
+const oneRecord = (old: Item | undefined, current: Item | undefined) => ({
+  before: old,
+  beforeLast: old,
+  after: current,
+});
+/** A batch of records seen as its first and last images, its last record being a single step. */
+const batch = (first: Item | undefined, last: Item | undefined, beforeLast: Item | undefined = first) => ({
+  before: first,
+  beforeLast,
+  after: last,
+});
 
 describe('onLockChange', () => {
   it('arms a timer when a grant first has waiters, not on renewal, re-entry or another enqueue; serves when free', async () => {
@@ -824,8 +867,8 @@ describe('onLockChange', () => {
     expect(s.decide(START + 8)).toEqual(nothing);
     await s.release(b, START + 9);
     expect(s.decide(START + 9)).toEqual(nothing);
-    expect(onLockChange(s.m.item, undefined, START + 9)).toEqual(nothing);
-    expect(onLockChange(undefined, undefined, START + 9)).toEqual(nothing);
+    expect(onLockChange(batch(s.m.item, undefined), START + 9)).toEqual(nothing);
+    expect(onLockChange(batch(undefined, undefined), START + 9)).toEqual(nothing);
   });
 
   it('judges a batch by its first and last images: a different grant gets its own timer', async () => {
@@ -839,19 +882,48 @@ describe('onLockChange', () => {
       renewProtocol({ name: LOCK, clientId: 'a', fencingToken: a.fencingToken, ttlMs: 300 }, START + 3),
     );
     const renewed = s.m.item;
-    expect(onLockChange(waitedOn, renewed, START + 3)).toEqual(nothing);
+    expect(onLockChange(batch(waitedOn, renewed), START + 3)).toEqual(nothing);
     // Waiters and a renewal in one batch: the timer goes to the lease end after the batch.
-    expect(onLockChange(bare, renewed, START + 3)).toEqual({
+    expect(onLockChange(batch(bare, renewed), START + 3)).toEqual({
       serve: false,
       timer: { at: START + 303, fence: a.fencingToken },
     });
     await s.release(a, START + 4);
     const b = s.handoff(START + 4).grant;
     // Release and handoff in one batch after a's timer was armed: b's grant still needs a timer.
-    expect(onLockChange(waitedOn, s.m.item, START + 4)).toEqual({
+    expect(onLockChange(batch(waitedOn, s.m.item), START + 4)).toEqual({
       serve: false,
       timer: { at: b.expiresAt, fence: b.fencingToken },
     });
+  });
+
+  it('leaves serving to the writer of a batch’s last release, and arms a timer for a grant it never saw timed', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START));
+    s.enqueue('b', START + 1);
+    s.enqueue('c', START + 2);
+    const waitedOn = s.m.item; // a's timer was armed for this
+    await s.release(a, START + 3);
+    const b = s.handoff(START + 3).grant;
+    const bHeld = s.m.item;
+    await s.release(b, START + 4);
+    // One batch: a released, b granted, b released. b's grant was never seen with its timer, so the
+    // notifier arms one at b's lease end as the backup of b's releaser; it does not serve.
+    expect(onLockChange(batch(waitedOn, s.m.item, bHeld), START + 4)).toEqual({
+      serve: false,
+      timer: { at: b.expiresAt, fence: b.fencingToken },
+    });
+    // The release alone, after b's grant was seen: nothing to do.
+    expect(onLockChange(batch(bHeld, s.m.item), START + 4)).toEqual(nothing);
+    // A waiter joining the free lock's queue last in the batch: its server is already at work.
+    const released = s.m.item;
+    s.enqueue('d', START + 5);
+    expect(onLockChange(batch(bHeld, s.m.item, released), START + 5)).toEqual(nothing);
+    // But a free lock with waiters that nobody took off (the serve that left it gave up): serve it.
+    const c = s.handoff(START + 6);
+    const cHeld = s.m.item;
+    const lapsed = c.grant.expiresAt;
+    expect(onLockChange(batch(released, cHeld), lapsed)).toEqual({ serve: true, timer: undefined });
   });
 
   it('treats a missing, zero or negative count as no waiters', async () => {
@@ -860,8 +932,8 @@ describe('onLockChange', () => {
     const held = s.m.item as Item;
     for (const queued of [undefined, 0, -1]) {
       const current = { ...held, [A.queued]: queued };
-      expect(onLockChange(undefined, current, START)).toEqual(nothing);
-      expect(onLockChange(undefined, { ...current, [A.holder]: undefined }, START)).toEqual(nothing);
+      expect(onLockChange(batch(undefined, current), START)).toEqual(nothing);
+      expect(onLockChange(batch(undefined, { ...current, [A.holder]: undefined }), START)).toEqual(nothing);
     }
   });
 });
