@@ -17,6 +17,7 @@ const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--
   --db-path DIR   persist DynamoDB Local data in DIR (default: in memory)
   --table NAME    table name (default: latchkey-local)
   --no-auth       do not require SigV4 signatures (never expose this beyond localhost)
+  --sweep-every MS  run the session sweeper every MS ms (default: $SWEEP_INTERVAL_MS or 5000; 0: never)
 
 Set AWS_ENDPOINT_URL_DYNAMODB to use a DynamoDB you already run instead of starting DynamoDB Local.`;
 
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
       'db-path': { type: 'string' },
       table: { type: 'string' },
       'no-auth': { type: 'boolean', default: false },
+      'sweep-every': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -43,6 +45,11 @@ async function main(): Promise<void> {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port: ${value}`);
     return port;
   };
+  const msOf = (value: string | undefined, fallback: number) => {
+    const ms = Number(value ?? fallback);
+    if (!Number.isInteger(ms) || ms < 0) throw new Error(`invalid interval: ${value}`);
+    return ms;
+  };
   const port = portOf(values.port ?? process.env.PORT, 3000);
   const wsPort = portOf(values['ws-port'] ?? process.env.WS_PORT, 3001);
   process.env.LOG_LEVEL ??= 'warn';
@@ -53,6 +60,7 @@ async function main(): Promise<void> {
     ...(values['db-path'] ? { dbPath: values['db-path'] } : {}),
     ...(values.table ? { tableName: values.table } : {}),
     auth: values['no-auth'] ? 'none' : 'sigv4',
+    sweepIntervalMs: msOf(values['sweep-every'] ?? process.env.SWEEP_INTERVAL_MS, 5_000),
   });
   const auth = values['no-auth']
     ? 'auth OFF: unsigned requests are accepted'

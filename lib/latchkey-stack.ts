@@ -4,6 +4,7 @@ import type { Construct } from 'constructs';
 import { DEFAULT_LIMITS } from '../lambdas/core/wire';
 import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
+import { LockSweeper } from './constructs/lock-sweeper';
 import { LockTable } from './constructs/lock-table';
 import { LockWebSocketApi } from './constructs/lock-websocket-api';
 
@@ -41,6 +42,7 @@ export class LatchkeyStack extends Stack {
   readonly httpApi: LockHttpApi;
   readonly webSocketApi: LockWebSocketApi;
   readonly handoff: LockHandoff;
+  readonly sweeper: LockSweeper;
 
   constructor(scope: Construct, id: string, props: LatchkeyStackProps = {}) {
     super(scope, id, {
@@ -70,6 +72,12 @@ export class LatchkeyStack extends Stack {
       connectionsArn: this.webSocketApi.connectionsArn,
     });
     this.httpApi = new LockHttpApi(this, 'Http', {
+      table: this.table.table,
+      environment: withPush,
+      logRetention,
+      connectionsArn: this.webSocketApi.connectionsArn,
+    });
+    this.sweeper = new LockSweeper(this, 'Sweeper', {
       table: this.table.table,
       environment: withPush,
       logRetention,

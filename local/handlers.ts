@@ -9,11 +9,15 @@ const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = 
   'http/get-lock': () => import('../lambdas/http/get-lock'),
   'http/list-locks': () => import('../lambdas/http/list-locks'),
   'http/health': () => import('../lambdas/http/health'),
+  'http/open-session': () => import('../lambdas/http/open-session'),
+  'http/session-heartbeat': () => import('../lambdas/http/session-heartbeat'),
+  'http/close-session': () => import('../lambdas/http/close-session'),
   'ws/connect': () => import('../lambdas/ws/connect'),
   'ws/disconnect': () => import('../lambdas/ws/disconnect'),
   'ws/messages': () => import('../lambdas/ws/messages'),
   'stream/notifier': () => import('../lambdas/stream/notifier'),
   'schedule/timer': () => import('../lambdas/schedule/timer'),
+  'schedule/sweeper': () => import('../lambdas/schedule/sweeper'),
 };
 
 export async function loadHandler(module: string): Promise<AnyHandler> {

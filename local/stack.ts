@@ -9,10 +9,11 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { ROUTES } from '../lambdas/http/routes';
-import { NOTIFIER, TIMER } from '../lambdas/shared/function-spec';
+import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
+import { describeError, log } from '../lambdas/shared/log';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
-import { loadHandler } from './handlers';
+import { type AnyHandler, lambdaContext, loadHandler } from './handlers';
 import { createHttpGateway } from './http-gateway';
 import { LOCAL_REGION } from './sigv4';
 import { type StreamPoller, startStreamPoller } from './stream-poller';
@@ -32,6 +33,8 @@ export interface LocalStackOptions {
   readonly dbPath?: string;
   readonly tableName?: string;
   readonly auth?: 'sigv4' | 'none';
+  /** How often the sweeper runs (EventBridge runs it every minute on AWS); 0 never. Default 5000. */
+  readonly sweepIntervalMs?: number;
 }
 
 export interface LocalStack {
@@ -64,6 +67,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   const dynamoEndpoint = external ?? (dynamo as DynamoDbLocal).endpoint;
   const servers: Server[] = [];
   let poller: StreamPoller | undefined;
+  let sweeper: { stop(): Promise<void> } | undefined;
   const stopServers = async () => {
     await poller?.stop();
     for (const server of servers) {
@@ -117,6 +121,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       tableName,
       notifier: await loadHandler(NOTIFIER.module),
     });
+    sweeper = startSweeper(await loadHandler(SWEEPER.module), options.sweepIntervalMs ?? 5_000);
     return {
       url: `http://${host}:${port}`,
       wsUrl: `ws://${host}:${wsPort}/${WS_STAGE}`,
@@ -124,6 +129,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       tableName,
       dynamoPid: dynamo?.pid,
       async stop() {
+        await sweeper?.stop();
         await ws.close();
         timerQueue.close();
         await stopServers();
@@ -132,9 +138,31 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       },
     };
   } catch (error) {
+    await sweeper?.stop();
     await stopServers();
     await dynamo?.stop();
     running = false;
     throw error;
   }
+}
+
+/** Runs the sweeper handler every `intervalMs`, one run at a time, as EventBridge would on AWS. */
+function startSweeper(handler: AnyHandler, intervalMs: number) {
+  let running: Promise<unknown> = Promise.resolve();
+  const timer =
+    intervalMs > 0
+      ? setInterval(() => {
+          running = running.then(() =>
+            handler({}, lambdaContext(`sweep-${Date.now()}`)).catch((error: unknown) =>
+              log('error', 'local sweeper run failed', describeError(error)),
+            ),
+          );
+        }, intervalMs)
+      : undefined;
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

@@ -43,6 +43,8 @@ export const LockAttr = {
   lastWrite: 'last_write',
   /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
   queued: 'queued',
+  /** The session the grant is tied to (see session.ts): it ends with the session, needing no renewals. */
+  session: 'session_id',
 } as const;
 const A = LockAttr;
 
@@ -54,6 +56,8 @@ export interface AcquireCommand {
   readonly ttlMs: number;
   readonly requestId?: string | undefined;
   readonly reentrant?: boolean | undefined;
+  /** Ties the grant to this session (the caller checked it is the client's and alive). */
+  readonly sessionId?: string | undefined;
 }
 
 export interface ReleaseCommand {
@@ -208,8 +212,10 @@ export function grantFields(
   ttlMs: number,
   now: number,
   key: string | undefined,
+  sessionId?: string,
 ) {
   return [
+    sessionId === undefined ? remove(A.session) : set(A.session, sessionId),
     set(A.name, name),
     set(A.holder, clientId),
     set(A.expiresAt, now + ttlMs),
@@ -230,14 +236,31 @@ export const releaseFields = (now: number) => [
   remove(A.acquiredAt),
   remove(A.reentry),
   remove(A.mode),
+  remove(A.session),
   set(A.releasedAt, now),
 ];
+
+/** The session a lock's grant is tied to, if any. */
+export const sessionOf = (item: Item | undefined): string | undefined =>
+  item ? str(item, A.session) : undefined;
+
+/**
+ * Releases whatever grant of `name` is tied to session `sessionId` (the
+ * session ended or expired), all re-entries at once. Conditional on the
+ * session, so a later grant to someone else is never touched.
+ */
+export function sessionReleaseWrite(sessionId: string, now: number): Write {
+  return { condition: and(exists(A.holder), eq(A.session, sessionId)), update: releaseFields(now) };
+}
 
 function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
     condition: withOptional(isFreeAt(now), queueIsEmpty, notAlreadyServed(key)),
-    update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key)],
+    update: [
+      add(A.fence, 1, fenceFloor(now)),
+      ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key, cmd.sessionId),
+    ],
   };
 }
 

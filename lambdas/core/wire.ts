@@ -14,9 +14,11 @@ import {
   type ReleaseCommand,
   type ReleaseOutcome,
   type RenewCommand,
+  sessionOf,
 } from './lock';
 import { lockNameProblem, lockPrefixProblem } from './names';
 import { PRIORITY, type Waiter } from './queue';
+import { heartbeatIntervalMs, SESSION_LOCK_LEASE_MS, type Session, sessionState } from './session';
 
 export interface Limits {
   readonly minTtlMs: number;
@@ -63,19 +65,70 @@ export const waitTimeoutMs = (max: number, hint = '') =>
     .min(0, 'wait_timeout_ms must not be negative')
     .max(max, `wait_timeout_ms must be at most ${max}${hint}`);
 
+export const sessionId = z.uuid('session_id must be a session id (a UUID) from POST /api/v1/sessions');
+
 export const acquireBody = (limits: Limits) =>
+  z
+    .strictObject({
+      client_id: clientId,
+      /** Required, except for a lock tied to a session (it lives as long as the session). */
+      ttl_ms: ttlMs(limits).optional(),
+      wait_timeout_ms: waitTimeoutMs(
+        MAX_HTTP_WAIT_MS,
+        ' over HTTP; to wait longer, acquire over the WebSocket API (README: "Waiting for a lock")',
+      ).optional(),
+      priority: priority.optional(),
+      mode: z
+        .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
+        .optional(),
+      request_id: requestId.optional(),
+      reentrant: z.boolean().optional(),
+      session_id: sessionId.optional(),
+    })
+    .superRefine((b, ctx) => {
+      if (b.session_id === undefined && b.ttl_ms === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ttl_ms'],
+          message: 'ttl_ms is required (unless session_id is given)',
+        });
+      if (b.session_id !== undefined && (b.wait_timeout_ms ?? 0) > 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['wait_timeout_ms'],
+          message: 'a lock tied to a session cannot wait yet: acquire without session_id to wait',
+        });
+    });
+
+/** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */
+export const DEFAULT_GRACE_MS = 5_000;
+export const MAX_GRACE_MS = 600_000;
+
+export const sessionBody = (limits: Limits) =>
   z.strictObject({
     client_id: clientId,
     ttl_ms: ttlMs(limits),
-    wait_timeout_ms: waitTimeoutMs(
-      MAX_HTTP_WAIT_MS,
-      ' over HTTP; to wait longer, acquire over the WebSocket API (README: "Waiting for a lock")',
-    ).optional(),
-    priority: priority.optional(),
-    mode: z.literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)").optional(),
-    request_id: requestId.optional(),
-    reentrant: z.boolean().optional(),
+    grace_ms: z
+      .int('grace_ms must be an integer number of milliseconds')
+      .min(0, 'grace_ms must not be negative')
+      .max(MAX_GRACE_MS, `grace_ms must be at most ${MAX_GRACE_MS}`)
+      .optional(),
   });
+export const heartbeatBody = z.strictObject({ client_id: clientId });
+export const closeSessionQuery = z.strictObject({ client_id: clientId });
+
+export function sessionResponse(s: Session, now: number) {
+  return {
+    session_id: s.id,
+    client_id: s.clientId,
+    state: sessionState(s, now),
+    ttl_ms: s.ttlMs,
+    grace_ms: s.graceMs,
+    heartbeat_interval_ms: heartbeatIntervalMs(s.ttlMs),
+    expires_at: isoTime(s.deadline),
+    grace_until: isoTime(s.dueAt),
+  };
+}
 
 export const releaseBody = z.strictObject({ client_id: clientId, fencing_token: fencingToken });
 
@@ -113,9 +166,10 @@ export type ListQuery = z.infer<typeof listQuery>;
 export const acquireCommand = (name: string, b: AcquireBody): AcquireCommand => ({
   name,
   clientId: b.client_id,
-  ttlMs: b.ttl_ms,
+  ttlMs: b.ttl_ms ?? SESSION_LOCK_LEASE_MS,
   requestId: b.request_id,
   reentrant: b.reentrant,
+  sessionId: b.session_id,
 });
 export const releaseCommand = (name: string, b: ReleaseBody): ReleaseCommand => ({
   name,
@@ -173,6 +227,11 @@ export function acquireResponse(outcome: AcquireOutcome) {
   };
 }
 
+const withSession = (item: Item | undefined) => {
+  const session = sessionOf(item);
+  return session === undefined ? {} : { session_id: session };
+};
+
 export function holderView(grant: Grant) {
   return {
     client_id: grant.clientId,
@@ -204,7 +263,7 @@ export function lockView(name: string, item: Item | undefined, now: number, wait
   return {
     lock: name,
     state: live ? ('held' as const) : ('free' as const),
-    holders: live ? [holderView(live)] : [],
+    holders: live ? [{ ...holderView(live), ...withSession(item) }] : [],
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
     fencing_token: lastFencingToken(item) ?? null,

@@ -7,7 +7,7 @@
  * a greedy variable and the handler takes the action from the last segment:
  * POST /api/v1/locks/jobs/nightly/acquire -> lock "jobs/nightly", "acquire".
  */
-import { type FunctionSpec, QUEUE_SERVER } from '../shared/function-spec';
+import { type FunctionSpec, QUEUE_SERVER, SESSION_ENDER } from '../shared/function-spec';
 
 export interface RouteSpec extends FunctionSpec {
   /** The API Gateway route key, e.g. "GET /api/v1/locks/{proxy+}". */
@@ -20,7 +20,15 @@ export const ROUTES: readonly RouteSpec[] = [
     module: 'http/lock-commands',
     description: 'acquire (waiting up to 25 s), release and renew a lock',
     ...QUEUE_SERVER,
-    table: ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:DeleteItem'],
+    // A lock tied to a session: a transaction with a ConditionCheck on the session and a Put of its link.
+    table: [
+      'dynamodb:UpdateItem',
+      'dynamodb:GetItem',
+      'dynamodb:Query',
+      'dynamodb:DeleteItem',
+      'dynamodb:PutItem',
+      'dynamodb:ConditionCheckItem',
+    ],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
   },
@@ -36,6 +44,24 @@ export const ROUTES: readonly RouteSpec[] = [
     description: 'list locks by name prefix',
     table: ['dynamodb:BatchGetItem'],
     indexes: { by_name: ['dynamodb:Query'] },
+  },
+  {
+    key: 'POST /api/v1/sessions',
+    module: 'http/open-session',
+    description: 'open a session',
+    table: ['dynamodb:UpdateItem'],
+  },
+  {
+    key: 'POST /api/v1/sessions/{id}/heartbeat',
+    module: 'http/session-heartbeat',
+    description: 'heartbeat a session (renews all its locks)',
+    table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+  },
+  {
+    key: 'DELETE /api/v1/sessions/{id}',
+    module: 'http/close-session',
+    description: 'close a session, releasing its locks',
+    ...SESSION_ENDER,
   },
   { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [] },
 ];

@@ -2,16 +2,19 @@
  * What handlers depend on, built once per process (per Lambda cold start)
  * from the validated configuration.
  */
+import { randomUUID } from 'node:crypto';
 import { LatchkeyError } from '../core/errors';
-import { acquireBody, renewBody } from '../core/wire';
+import { acquireBody, renewBody, sessionBody } from '../core/wire';
 import { wsMessage } from '../core/ws-wire';
 import { Handoff } from '../service/handoff';
 import { LockService } from '../service/lock-service';
 import { ApiGatewayPusher, type Pusher } from '../service/push';
+import { Sessions } from '../service/sessions';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { LockStore } from '../store/lock-store';
 import { QueueStore } from '../store/queue-store';
+import { SessionStore } from '../store/session-store';
 import { type Config, loadConfig } from './config';
 
 export interface Deps {
@@ -22,11 +25,13 @@ export interface Deps {
   readonly handoff: Handoff;
   readonly pusher: Pusher;
   readonly timers: Timers;
+  readonly sessions: Sessions;
   /** Body schemas that depend on the configured lease bounds, built once. */
   readonly schemas: {
     readonly acquire: ReturnType<typeof acquireBody>;
     readonly renew: ReturnType<typeof renewBody>;
     readonly wsMessage: ReturnType<typeof wsMessage>;
+    readonly session: ReturnType<typeof sessionBody>;
   };
 }
 
@@ -53,7 +58,9 @@ export function getDeps(): Deps {
       acquire: acquireBody(config.limits),
       renew: renewBody(config.limits),
       wsMessage: wsMessage(config.limits),
+      session: sessionBody(config.limits),
     };
+    const sessions = new Sessions(new SessionStore(db, config.store), locks, handoff, randomUUID);
     deps = {
       config,
       locks,
@@ -62,6 +69,7 @@ export function getDeps(): Deps {
       handoff,
       pusher,
       timers,
+      sessions,
       schemas,
     };
   }

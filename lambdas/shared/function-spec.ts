@@ -5,7 +5,7 @@
  * tests check each function's policy against it; the local stack loads the
  * same modules.
  */
-import type { LIST_INDEX, OWNER_INDEX } from '../store/table';
+import type { DUE_INDEX, LIST_INDEX, OWNER_INDEX } from '../store/table';
 
 export type TableAction =
   | 'dynamodb:UpdateItem'
@@ -13,9 +13,10 @@ export type TableAction =
   | 'dynamodb:PutItem'
   | 'dynamodb:DeleteItem'
   | 'dynamodb:BatchGetItem'
+  | 'dynamodb:ConditionCheckItem'
   | 'dynamodb:Query';
 
-export type IndexName = typeof LIST_INDEX.name | typeof OWNER_INDEX.name;
+export type IndexName = typeof LIST_INDEX.name | typeof OWNER_INDEX.name | typeof DUE_INDEX.name;
 
 export interface FunctionSpec {
   /** Handler module under lambdas/, without extension, e.g. "http/lock-commands". It exports `handler`. */
@@ -56,4 +57,19 @@ export const TIMER: FunctionSpec = {
   ...QUEUE_SERVER,
   schedules: true,
   timeoutSeconds: 30,
+};
+
+/** Ending sessions: mark them ended, release their locks (serving each queue), drop their links. */
+export const SESSION_ENDER = {
+  ...QUEUE_SERVER,
+  table: ['dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem'],
+} as const satisfies Partial<FunctionSpec>;
+
+/** Every minute (EventBridge): ends the sessions that expired, reading only those (the due index). */
+export const SWEEPER: FunctionSpec = {
+  module: 'schedule/sweeper',
+  description: 'ends expired sessions and releases their locks (every minute)',
+  ...SESSION_ENDER,
+  indexes: { ...SESSION_ENDER.indexes, by_due: ['dynamodb:Query'] },
+  timeoutSeconds: 60,
 };

@@ -56,6 +56,12 @@ export class LockStore {
     return this.run(cmd.name, (now) => acquireProtocol(cmd, now));
   }
 
+  /** An acquire whose writes go through `via` (a transaction that also checks a session, say). */
+  acquireVia(cmd: AcquireCommand, via: (write: Write, now: number) => Promise<WriteResult>) {
+    const now = this.clock();
+    return runProtocol(acquireProtocol(cmd, now), (write) => via(write, now), randomUUID);
+  }
+
   release(cmd: ReleaseCommand) {
     return this.run(cmd.name, (now) => releaseProtocol(cmd, now));
   }

@@ -6,6 +6,10 @@
  * | lock       | LOCK#<name> | LOCK           | list_pk=LOCK, list_sk=<name>        |
  * | waiter     | LOCK#<name> | WAIT#<order>   | owner=CONN#<id>, owner_sk (if WS)   |
  * | connection | CONN#<id>   | CONN           |                                     |
+ * | session    | SESS#<id>   | SESS           | due_bucket=DUE#<minute>, due_at     |
+ * | session's  | SESS#<id>   | LOCK#<name>    |                                     |
+ * |   lock link|             |                |                                     |
+ * | sweeper    | SWEEPER     | CURSOR         |                                     |
  *
  * A lock and its waiters share a partition: one strongly consistent Query
  * reads the lock item ('LOCK' sorts before 'WAIT#') and then its queue in
@@ -16,12 +20,16 @@
  * write of a lock, so an acquire or release does not write to the index.
  * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
  * of one WebSocket connection, found when it disconnects.
+ * `by_due` is a sparse KEYS_ONLY index over (due_bucket, due_at): live
+ * sessions by the minute they expire, so the sweeper reads only the
+ * sessions due, never a Scan. A session leaves it once swept.
  * `gc_at` (epoch seconds) is the TTL attribute: it only garbage-collects, it
  * never decides expiry.
  */
 export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
 export const OWNER_INDEX = { name: 'by_owner', pk: 'owner', sk: 'owner_sk' } as const;
+export const DUE_INDEX = { name: 'by_due', pk: 'due_bucket', sk: 'due_at' } as const;
 export const GC_ATTRIBUTE = 'gc_at';
 
 const LOCK_PK_PREFIX = 'LOCK#';
@@ -29,6 +37,25 @@ export const LOCK_SK = 'LOCK';
 export const WAITER_SK_PREFIX = 'WAIT#';
 const CONNECTION_PK_PREFIX = 'CONN#';
 const CONNECTION_SK = 'CONN';
+
+const SESSION_PK_PREFIX = 'SESS#';
+const SESSION_SK = 'SESS';
+const LINK_SK_PREFIX = 'LOCK#';
+
+export const sessionKey = (id: string) => ({ [KEY.pk]: `${SESSION_PK_PREFIX}${id}`, [KEY.sk]: SESSION_SK });
+export const sessionPartition = (id: string) => `${SESSION_PK_PREFIX}${id}`;
+/** The record that a session holds (or held) a lock: how its locks are found when it ends. */
+export const sessionLockKey = (id: string, lock: string) => ({
+  [KEY.pk]: `${SESSION_PK_PREFIX}${id}`,
+  [KEY.sk]: `${LINK_SK_PREFIX}${lock}`,
+});
+export const SESSION_LINK_PREFIX = LINK_SK_PREFIX;
+export const sessionIdOfKey = (pk: unknown): string | undefined =>
+  typeof pk === 'string' && pk.startsWith(SESSION_PK_PREFIX) ? pk.slice(SESSION_PK_PREFIX.length) : undefined;
+/** The due index partition of one minute (ms since the epoch / 60,000). */
+export const dueBucket = (minute: number) => `DUE#${minute}`;
+export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
+export const SWEEPER_CURSOR_KEY = { [KEY.pk]: 'SWEEPER', [KEY.sk]: 'CURSOR' };
 
 /** The one partition of the listing index. */
 export const LOCK_LIST_PARTITION = 'LOCK';
@@ -73,6 +100,7 @@ export const STORAGE_ATTRIBUTES: readonly string[] = [
   LIST_INDEX.sk,
   OWNER_INDEX.pk,
   OWNER_INDEX.sk,
+  DUE_INDEX.pk,
   GC_ATTRIBUTE,
 ];
 
@@ -88,6 +116,8 @@ export function tableDefinition(tableName: string) {
       { AttributeName: LIST_INDEX.sk, AttributeType: 'S' as const },
       { AttributeName: OWNER_INDEX.pk, AttributeType: 'S' as const },
       { AttributeName: OWNER_INDEX.sk, AttributeType: 'S' as const },
+      { AttributeName: DUE_INDEX.pk, AttributeType: 'S' as const },
+      { AttributeName: DUE_INDEX.sk, AttributeType: 'N' as const },
     ],
     KeySchema: [
       { AttributeName: KEY.pk, KeyType: 'HASH' as const },
@@ -107,6 +137,14 @@ export function tableDefinition(tableName: string) {
         KeySchema: [
           { AttributeName: OWNER_INDEX.pk, KeyType: 'HASH' as const },
           { AttributeName: OWNER_INDEX.sk, KeyType: 'RANGE' as const },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' as const },
+      },
+      {
+        IndexName: DUE_INDEX.name,
+        KeySchema: [
+          { AttributeName: DUE_INDEX.pk, KeyType: 'HASH' as const },
+          { AttributeName: DUE_INDEX.sk, KeyType: 'RANGE' as const },
         ],
         Projection: { ProjectionType: 'KEYS_ONLY' as const },
       },

@@ -8,7 +8,7 @@ import {
   TableEncryption,
 } from 'aws-cdk-lib/aws-dynamodb';
 import { Construct } from 'constructs';
-import { GC_ATTRIBUTE, KEY, LIST_INDEX, OWNER_INDEX } from '../../lambdas/store/table';
+import { DUE_INDEX, GC_ATTRIBUTE, KEY, LIST_INDEX, OWNER_INDEX } from '../../lambdas/store/table';
 
 export interface LockTableProps {
   /**
@@ -53,6 +53,13 @@ export class LockTable extends Construct {
       partitionKey: { name: OWNER_INDEX.pk, type: AttributeType.STRING },
       sortKey: { name: OWNER_INDEX.sk, type: AttributeType.STRING },
       // Sparse (only waiters of a WebSocket connection carry the keys), keys only.
+      projectionType: ProjectionType.KEYS_ONLY,
+    });
+    this.table.addGlobalSecondaryIndex({
+      indexName: DUE_INDEX.name,
+      partitionKey: { name: DUE_INDEX.pk, type: AttributeType.STRING },
+      sortKey: { name: DUE_INDEX.sk, type: AttributeType.NUMBER },
+      // Sparse (only sessions not yet swept carry the keys), keys only: the sweeper reads what is due.
       projectionType: ProjectionType.KEYS_ONLY,
     });
   }

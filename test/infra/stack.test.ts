@@ -3,7 +3,7 @@ import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../lambdas/http/routes';
-import { type FunctionSpec, NOTIFIER, TIMER } from '../../lambdas/shared/function-spec';
+import { type FunctionSpec, NOTIFIER, SWEEPER, TIMER } from '../../lambdas/shared/function-spec';
 import { WS_ROUTES } from '../../lambdas/ws/routes';
 import type { LockFunction } from '../../lib/constructs/lock-function';
 import { LatchkeyStack } from '../../lib/latchkey-stack';
@@ -53,8 +53,36 @@ describe('lock table', () => {
             ],
             Projection: { ProjectionType: 'KEYS_ONLY' },
           },
+          {
+            IndexName: 'by_due',
+            KeySchema: [
+              { AttributeName: 'due_bucket', KeyType: 'HASH' },
+              { AttributeName: 'due_at', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'KEYS_ONLY' },
+          },
         ],
       },
+    });
+  });
+});
+
+describe('sweeper', () => {
+  it('runs every minute from an EventBridge rule, with retries', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(1 minute)',
+      State: 'ENABLED',
+      Targets: [
+        Match.objectLike({
+          Arn: resolve(stack.sweeper.function.fn.functionArn),
+          RetryPolicy: { MaximumRetryAttempts: 2 },
+        }),
+      ],
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      Principal: 'events.amazonaws.com',
+      FunctionName: resolve(stack.sweeper.function.fn.functionArn),
     });
   });
 });
@@ -153,6 +181,7 @@ const allFunctions = (): [FunctionSpec, LockFunction | undefined][] => [
   ]),
   [NOTIFIER, stack.handoff.notifier],
   [TIMER, stack.handoff.timer],
+  [SWEEPER, stack.sweeper.function],
 ];
 
 describe('functions', () => {
@@ -176,7 +205,7 @@ describe('functions', () => {
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
   });
 
-  it.each([...ROUTES, ...WS_ROUTES, NOTIFIER, TIMER].map((spec) => spec.module))(
+  it.each([...ROUTES, ...WS_ROUTES, NOTIFIER, TIMER, SWEEPER].map((spec) => spec.module))(
     '%s may do exactly what its spec names',
     (module) => {
       const [route, fn] = allFunctions().find(([spec]) => spec.module === module) as [

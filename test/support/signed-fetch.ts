@@ -63,5 +63,6 @@ export function signedClient(
     get: (path: string, options?: { sign?: boolean }) => send('GET', path, undefined, options),
     post: (path: string, body?: unknown, options?: { sign?: boolean; raw?: string }) =>
       send('POST', path, body, options),
+    delete: (path: string, options?: { sign?: boolean }) => send('DELETE', path, undefined, options),
   };
 }

@@ -1,0 +1,11 @@
+/** POST /api/v1/sessions: a session for a client, kept alive by heartbeats. */
+import { DEFAULT_GRACE_MS, sessionResponse } from '../core/wire';
+import { getDeps } from '../shared/deps';
+import { httpRoute, json, parseBody } from '../shared/http';
+
+export const handler = httpRoute(async (event) => {
+  const { sessions, schemas } = getDeps();
+  const body = parseBody(event, schemas.session);
+  const session = await sessions.create(body.client_id, body.ttl_ms, body.grace_ms ?? DEFAULT_GRACE_MS);
+  return json(201, sessionResponse(session, Date.now()));
+});

@@ -1,0 +1,166 @@
+/**
+ * Sessions for every entry point: create, heartbeat, close; locks tied to a
+ * session; and the end of a session, which releases its locks and hands
+ * each to its next waiter. Ending is idempotent and safe to run twice at
+ * once or to rerun after a crash: the session is marked ended first (one
+ * conditional write), each lock is released only if still tied to that
+ * session, and the session leaves the due index only once all of that is
+ * done.
+ */
+import { LatchkeyError } from '../core/errors';
+import type { Item } from '../core/expr';
+import { type AcquireCommand, type AcquireOutcome, queuedCount, sessionReleaseWrite } from '../core/lock';
+import {
+  createWrite,
+  endWrite,
+  heartbeatWrite,
+  SESSION_LOCK_LEASE_MS,
+  type Session,
+  SessionAttr,
+  sessionOfItem,
+  sessionState,
+  sweptWrite,
+} from '../core/session';
+import type { LockStore } from '../store/lock-store';
+import type { SessionStore } from '../store/session-store';
+import { minuteOf } from '../store/table';
+import type { Handoff } from './handoff';
+
+/** How far back a sweeper that never ran looks for due sessions. */
+const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
+
+export interface SweepReport {
+  readonly minutes: number;
+  readonly expired: number;
+  readonly locksReleased: number;
+}
+
+export class Sessions {
+  constructor(
+    private readonly sessions: SessionStore,
+    private readonly locks: LockStore,
+    private readonly handoff: Handoff,
+    private readonly newId: () => string,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async create(clientId: string, ttlMs: number, graceMs: number): Promise<Session> {
+    const id = this.newId();
+    const now = this.clock();
+    const result = await this.sessions.write(id, createWrite(clientId, ttlMs, graceMs, now), now);
+    if (!result.ok) throw new LatchkeyError('UNAVAILABLE', 'session id collision; retry', undefined, 0);
+    return sessionOfItem(id, result.item);
+  }
+
+  /** Extends the session, and with it every lock tied to it: one read and one write, whatever the locks. */
+  async heartbeat(id: string, clientId: string): Promise<Session> {
+    const seen = await this.owned(id, clientId);
+    const now = this.clock();
+    const result = await this.sessions.write(id, heartbeatWrite(seen, now), now);
+    if (result.ok) return sessionOfItem(id, result.item);
+    throw refusal(id, clientId, result.old, now);
+  }
+
+  /** Ends the session at its client's request and releases its locks. */
+  async close(id: string, clientId: string): Promise<number> {
+    const now = this.clock();
+    const result = await this.sessions.write(id, endWrite({ clientId }, 'closed', now), now);
+    if (!result.ok) {
+      const session = result.old && sessionOfItem(id, result.old);
+      // Closing twice (a retry) or after the sweeper ended it: release whatever is left, answer as done.
+      if (!session || session.clientId !== clientId || session.endedAt === undefined)
+        throw refusal(id, clientId, result.old, now);
+    }
+    return this.releaseLocks(id);
+  }
+
+  /** Acquires a lock tied to a live session of this client; it needs no renewals. */
+  async acquire(cmd: AcquireCommand & { sessionId: string }): Promise<AcquireOutcome> {
+    const session = await this.owned(cmd.sessionId, cmd.clientId);
+    if (sessionState(session, this.clock()) === 'expired' || session.endedAt !== undefined)
+      throw refusal(cmd.sessionId, cmd.clientId, undefined, 0, session);
+    const tied = { ...cmd, ttlMs: SESSION_LOCK_LEASE_MS };
+    return this.locks.acquireVia(tied, (write, now) =>
+      this.sessions.lockWriteInSession(cmd.name, write, session, now),
+    );
+  }
+
+  /**
+   * Ends every session due by now: reads the due index minute by minute from
+   * where the last sweep finished (never a Scan: the cost follows the
+   * sessions due, not the sessions alive).
+   */
+  async sweep(): Promise<SweepReport> {
+    const now = this.clock();
+    const current = minuteOf(now);
+    const from = (await this.sessions.sweptTo()) ?? current - FIRST_SWEEP_LOOKBACK_MINUTES;
+    let expired = 0;
+    let locksReleased = 0;
+    for (let minute = from; minute <= current; minute++) {
+      for (const id of await this.sessions.dueIn(minute, now)) {
+        const released = await this.expire(id, now);
+        if (released !== undefined) {
+          expired++;
+          locksReleased += released;
+        }
+      }
+      // A past minute is done once its sessions are; the current one may still fill.
+      if (minute < current) await this.sessions.advanceSweptTo(minute + 1);
+    }
+    return { minutes: current - from + 1, expired, locksReleased };
+  }
+
+  /** Ends a session that is due (undefined if a heartbeat saved it) and releases its locks. */
+  async expire(id: string, now = this.clock()): Promise<number | undefined> {
+    const session = await this.sessions.get(id);
+    if (!session) return undefined;
+    if (session.endedAt === undefined) {
+      const ended = await this.sessions.write(id, endWrite(session, 'expired', now), now);
+      if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) return undefined; // heartbeat won
+    }
+    return this.releaseLocks(id);
+  }
+
+  private async releaseLocks(id: string): Promise<number> {
+    let released = 0;
+    for (const name of await this.sessions.lockNames(id)) {
+      const now = this.clock();
+      const result = await this.locks.write(name, sessionReleaseWrite(id, now));
+      if (result.ok) {
+        released++;
+        if (queuedCount(result.item) > 0) await this.handoff.serve(name);
+      }
+      await this.sessions.forgetLock(id, name);
+    }
+    await this.sessions.write(id, sweptWrite(), this.clock());
+    return released;
+  }
+
+  private async owned(id: string, clientId: string): Promise<Session> {
+    const session = await this.sessions.get(id);
+    if (!session) throw refusal(id, clientId, undefined, 0);
+    if (session.clientId !== clientId) throw refusal(id, clientId, undefined, 0, session);
+    return session;
+  }
+}
+
+function refusal(
+  id: string,
+  clientId: string,
+  old: Item | undefined,
+  now: number,
+  known: Session | undefined = old && sessionOfItem(id, old),
+): LatchkeyError {
+  if (!known) return new LatchkeyError('NOT_FOUND', `no session ${id}`);
+  if (known.clientId !== clientId)
+    return new LatchkeyError('NOT_SESSION_OWNER', `session ${id} belongs to another client`);
+  if (known.endedAt !== undefined)
+    return new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended (${known.endReason ?? 'closed'})`);
+  const state = sessionState(known, now);
+  return new LatchkeyError(
+    'SESSION_EXPIRED',
+    state === 'expired'
+      ? `session ${id} expired: no heartbeat since its deadline and grace passed`
+      : `session ${id} changed meanwhile; retry`,
+  );
+}

@@ -1,0 +1,210 @@
+/**
+ * Sessions end to end through the local stack (sweeper driven by hand):
+ * heartbeats, locks tied to a session, their release when it ends, and
+ * sweepers that race or die midway.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Sessions } from '../../lambdas/service/sessions';
+import { getDeps } from '../../lambdas/shared/deps';
+import { createDocumentClient } from '../../lambdas/store/document-client';
+import { LockStore } from '../../lambdas/store/lock-store';
+import { SessionStore } from '../../lambdas/store/session-store';
+import { type LocalStack, startLocalStack } from '../../local/stack';
+import { dynamoEndpoint } from '../support/dynamo';
+import { signedClient } from '../support/signed-fetch';
+import { type AnyFrame, TestSocket } from '../support/ws-client';
+
+let stack: LocalStack;
+let api: ReturnType<typeof signedClient>;
+const sockets: TestSocket[] = [];
+
+beforeAll(async () => {
+  stack = await startLocalStack({
+    port: 0,
+    wsPort: 0,
+    dynamoEndpoint: dynamoEndpoint(),
+    tableName: `sessions-${randomUUID()}`,
+    sweepIntervalMs: 0, // the tests run the sweeper themselves
+  });
+  api = signedClient(stack.url);
+});
+afterAll(async () => {
+  await Promise.all(sockets.map((s) => s.close()));
+  await stack.stop();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const granted = (f: AnyFrame) => f.type === 'granted';
+const lockName = () => `sess/${randomUUID()}`;
+
+async function openSession(client: string, ttl_ms = 1_000, grace_ms = 300) {
+  const res = await api.post('/api/v1/sessions', { client_id: client, ttl_ms, grace_ms });
+  expect(res.status).toBe(201);
+  return res.body as { session_id: string; heartbeat_interval_ms: number; expires_at: string };
+}
+const acquireIn = async (lock: string, client: string, session: string) =>
+  (await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: client, session_id: session })).body;
+const waitOn = async (lock: string, client: string) => {
+  const socket = await TestSocket.open(stack.wsUrl, client);
+  sockets.push(socket);
+  expect(await socket.acquire(lock)).toMatchObject({ type: 'queued' });
+  return socket;
+};
+const view = async (lock: string) => (await api.get(`/api/v1/locks/${lock}`)).body;
+
+describe('sessions over HTTP', () => {
+  it('opens, heartbeats and closes a session; errors are 404 or 409 with a code, never 500', async () => {
+    const s = await openSession('alice', 3_000);
+    expect(s.heartbeat_interval_ms).toBe(1_000);
+    const beat = await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: 'alice' });
+    expect(beat.status).toBe(200);
+    expect(beat.body).toMatchObject({
+      session_id: s.session_id,
+      state: 'alive',
+      grace_until: expect.any(String),
+    });
+
+    const unknown = await api.post(`/api/v1/sessions/${randomUUID()}/heartbeat`, { client_id: 'alice' });
+    expect(unknown).toMatchObject({ status: 404, body: { error: { code: 'NOT_FOUND' } } });
+    const foreign = await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: 'mallory' });
+    expect(foreign).toMatchObject({ status: 409, body: { error: { code: 'NOT_SESSION_OWNER' } } });
+    const malformed = await api.post('/api/v1/sessions/not-a-uuid/heartbeat', { client_id: 'alice' });
+    expect(malformed).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
+    const noTtl = await api.post('/api/v1/sessions', { client_id: 'alice' });
+    expect(noTtl).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
+
+    const closed = await api.delete(`/api/v1/sessions/${s.session_id}?client_id=alice`);
+    expect(closed).toMatchObject({ status: 200, body: { state: 'ended', locks_released: 0 } });
+    // Closing again (a retry) is answered the same; a heartbeat after it is refused.
+    expect((await api.delete(`/api/v1/sessions/${s.session_id}?client_id=alice`)).status).toBe(200);
+    const late = await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: 'alice' });
+    expect(late).toMatchObject({ status: 409, body: { error: { code: 'SESSION_EXPIRED' } } });
+  });
+
+  it('ties a lock to a session: no ttl needed, shown on the lock, released (to the next waiter) by closing', async () => {
+    const s = await openSession('bob', 5_000);
+    const lock = lockName();
+    const held = await acquireIn(lock, 'bob', s.session_id);
+    expect(held).toMatchObject({ acquired: true, client_id: 'bob' });
+    expect((await view(lock)).holders[0]).toMatchObject({ client_id: 'bob', session_id: s.session_id });
+    const waiter = await waitOn(lock, 'carol');
+    const grant = waiter.next(granted);
+    const closed = await api.delete(`/api/v1/sessions/${s.session_id}?client_id=bob`);
+    expect(closed.body).toMatchObject({ locks_released: 1 });
+    expect((await grant).fencing_token).toBeGreaterThan(held.fencing_token);
+    // A closed session takes no more locks.
+    const refused = await api.post(`/api/v1/locks/${lockName()}/acquire`, {
+      client_id: 'bob',
+      session_id: s.session_id,
+    });
+    expect(refused).toMatchObject({ status: 409, body: { error: { code: 'SESSION_EXPIRED' } } });
+    const foreign = await api.post(`/api/v1/locks/${lockName()}/acquire`, {
+      client_id: 'carol',
+      session_id: s.session_id,
+    });
+    expect(foreign).toMatchObject({ status: 409, body: { error: { code: 'NOT_SESSION_OWNER' } } });
+  });
+});
+
+describe('the sweeper', () => {
+  it('ends a session that stopped heartbeating after ttl + grace: its 3 locks go to their head waiters', async () => {
+    const s = await openSession('dave', 2_000, 1_000);
+    const locks = [lockName(), lockName(), lockName()];
+    const held = await Promise.all(locks.map((l) => acquireIn(l, 'dave', s.session_id)));
+    const waiters = await Promise.all(locks.map((l, i) => waitOn(l, `w${i}`)));
+    const grants = waiters.map((w) => w.next(granted));
+
+    // Heartbeats keep all three (and the session) past the first ttl...
+    let lastBeat = 0;
+    for (let i = 0; i < 3; i++) {
+      await sleep(800);
+      lastBeat = Date.now();
+      expect(
+        (await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: 'dave' })).status,
+      ).toBe(200);
+    }
+    expect(await getDeps().sessions.sweep()).toMatchObject({ expired: 0 });
+    for (const l of locks) expect((await view(l)).state).toBe('held');
+    // ...then they stop. Within ttl + grace nothing moves; after it the sweeper ends the session.
+    await sleep(1_500 - (Date.now() - lastBeat));
+    expect(await getDeps().sessions.sweep()).toMatchObject({ expired: 0 });
+    for (const l of locks) expect((await view(l)).state).toBe('held');
+    await sleep(3_000 - (Date.now() - lastBeat) + 50);
+    expect(await getDeps().sessions.sweep()).toMatchObject({ expired: 1, locksReleased: 3 });
+    const got = await Promise.all(grants);
+    got.forEach((g, i) => {
+      expect(g.fencing_token).toBeGreaterThan((held[i] as { fencing_token: number }).fencing_token);
+    });
+    const late = await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: 'dave' });
+    expect(late).toMatchObject({ status: 409, body: { error: { code: 'SESSION_EXPIRED' } } });
+  });
+
+  it('two sweepers at once, and a sweeper that dies midway then reruns: one grant per waiter, nothing stuck', async () => {
+    const sessions = await Promise.all(['e0', 'e1', 'e2', 'e3'].map((c) => openSession(c, 1_000, 0)));
+    const locks = sessions.map(() => [lockName(), lockName()]);
+    await Promise.all(
+      sessions.flatMap((s, i) => (locks[i] as string[]).map((l) => acquireIn(l, `e${i}`, s.session_id))),
+    );
+    const waiters = await Promise.all(locks.flat().map((l, i) => waitOn(l, `x${i}`)));
+    await sleep(1_100);
+
+    // One sweeper dies after its first lock release: ended sessions keep their place in the due index.
+    const db = createDocumentClient({ endpoint: stack.dynamoEndpoint });
+    const settings = getDeps().config.store;
+    const locksStore = new LockStore(db, settings);
+    let writes = 0;
+    const dying = new Proxy(locksStore, {
+      get(target, prop, receiver) {
+        if (prop === 'write')
+          return async (...args: Parameters<LockStore['write']>) => {
+            if (++writes > 1) throw new Error('sweeper killed');
+            return target.write(...args);
+          };
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+    const deps = getDeps();
+    const crashing = new Sessions(new SessionStore(db, settings), dying, deps.handoff, randomUUID);
+    await expect(crashing.sweep()).rejects.toThrow('sweeper killed');
+
+    // Then two sweepers at once finish the job.
+    await Promise.all([deps.sessions.sweep(), deps.sessions.sweep()]);
+    for (const w of waiters) await w.next(granted);
+    await sleep(300);
+    for (const w of waiters) expect(w.frames.filter(granted)).toHaveLength(1);
+    for (const l of locks.flat()) expect((await view(l)).holders[0].client_id).toMatch(/^x\d$/);
+    expect(await deps.sessions.sweep()).toMatchObject({ expired: 0 });
+    // Every session ended as expired.
+    for (const [i, s] of sessions.entries()) {
+      const again = await api.post(`/api/v1/sessions/${s.session_id}/heartbeat`, { client_id: `e${i}` });
+      expect(again.body.error.code).toBe('SESSION_EXPIRED');
+    }
+  });
+});
+
+describe('heartbeat cost', () => {
+  it('is one read and one write, whether the session holds 1 or 10 locks', async () => {
+    const calls: string[] = [];
+    const db = createDocumentClient({ endpoint: stack.dynamoEndpoint, onCall: (c) => calls.push(c) });
+    const deps = getDeps();
+    const settings = deps.config.store;
+    const sessions = new Sessions(
+      new SessionStore(db, settings),
+      new LockStore(db, settings),
+      deps.handoff,
+      randomUUID,
+    );
+    const costOf = async (lockCount: number) => {
+      const s = await sessions.create('fay', 5_000, 0);
+      for (let i = 0; i < lockCount; i++)
+        await sessions.acquire({ name: lockName(), clientId: 'fay', ttlMs: 1, sessionId: s.id });
+      calls.length = 0;
+      await sessions.heartbeat(s.id, 'fay');
+      return [...calls].sort();
+    };
+    // The documented figure (README, "Sessions"): GetItem + UpdateItem.
+    expect(await costOf(1)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
+    expect(await costOf(10)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
+  });
+});
