@@ -45,6 +45,11 @@ export const LockAttr = {
   queued: 'queued',
   /** The session the grant is tied to (see session.ts): it ends with the session, needing no renewals. */
   session: 'session_id',
+  /**
+   * Lock-delay (Chubby): after a session expired, its locks stay ungrantable until this time, so a
+   * holder that was only cut off cannot overlap the next one. Not set by an explicit release.
+   */
+  blockedUntil: 'blocked_until',
 } as const;
 const A = LockAttr;
 
@@ -151,6 +156,16 @@ const leaseLiveAt = (now: number) => gt(A.expiresAt, now);
 export const isFreeAt = (now: number) => or(isUnheld, missing(A.expiresAt), leaseLapsedBy(now));
 /** The negation of isFreeAt. */
 export const isHeldAt = (now: number) => and(exists(A.holder), leaseLiveAt(now));
+/** Under lock-delay: free of holders, yet nobody may take it before `blocked_until`. */
+export const isBlockedAt = (now: number) => gt(A.blockedUntil, now);
+/** Free, and not under lock-delay: what any grant requires. */
+export const isGrantableAt = (now: number) =>
+  and(isFreeAt(now), or(missing(A.blockedUntil), le(A.blockedUntil, now)));
+/** When a lock under lock-delay becomes grantable (undefined when it is not under one at `now`). */
+export function blockedUntil(item: Item | undefined, now: number): number | undefined {
+  const until = item ? num(item, A.blockedUntil) : undefined;
+  return until !== undefined && until > now ? until : undefined;
+}
 /** Nobody is queued: a free lock may go to whoever asks first. A negative count (drift) counts as empty. */
 export const queueIsEmpty = or(missing(A.queued), le(A.queued, 0));
 export const someoneQueued = gt(A.queued, 0);
@@ -225,6 +240,7 @@ export function grantFields(
     set(A.mode, 'exclusive'),
     key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key),
     remove(A.releasedAt),
+    remove(A.blockedUntil),
   ];
 }
 
@@ -249,14 +265,17 @@ export const sessionOf = (item: Item | undefined): string | undefined =>
  * session ended or expired), all re-entries at once. Conditional on the
  * session, so a later grant to someone else is never touched.
  */
-export function sessionReleaseWrite(sessionId: string, now: number): Write {
-  return { condition: and(exists(A.holder), eq(A.session, sessionId)), update: releaseFields(now) };
+export function sessionReleaseWrite(sessionId: string, now: number, lockDelayMs = 0): Write {
+  return {
+    condition: and(exists(A.holder), eq(A.session, sessionId)),
+    update: [...releaseFields(now), ...(lockDelayMs > 0 ? [set(A.blockedUntil, now + lockDelayMs)] : [])],
+  };
 }
 
 function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
-    condition: withOptional(isFreeAt(now), queueIsEmpty, notAlreadyServed(key)),
+    condition: withOptional(isGrantableAt(now), queueIsEmpty, notAlreadyServed(key)),
     update: [
       add(A.fence, 1, fenceFloor(now)),
       ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key, cmd.sessionId),
@@ -297,7 +316,8 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
         );
       }
       const queued = queuedCount(old);
-      if (!holder && queued === 0) return { write: grantWrite(cmd, now, key) };
+      const blocked = blockedUntil(old, now);
+      if (!holder && queued === 0 && blocked === undefined) return { write: grantWrite(cmd, now, key) };
       if (holder && holder.clientId === cmd.clientId && cmd.reentrant)
         return { write: reenterWrite(holder, now, key) };
       return {
@@ -306,8 +326,8 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
           lock: cmd.name,
           holder: holder && { clientId: holder.clientId, expiresAt: holder.expiresAt },
           queued,
-          // Free but promised to waiters: the handoff takes a few milliseconds.
-          retryAfterMs: holder ? holder.expiresAt - now : 50,
+          // Under lock-delay: until it ends. Free but promised to waiters: the handoff takes a few ms.
+          retryAfterMs: holder ? holder.expiresAt - now : blocked !== undefined ? blocked - now : 50,
         },
       };
     },

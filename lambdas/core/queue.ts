@@ -17,14 +17,18 @@
  */
 import { and, type Condition, eq, exists, type Item, missing, ne, or, set, type Update } from './expr';
 import {
+  blockedUntil,
   fenceFloor,
   type Grant,
   grantFields,
   grantRequestOf,
   heldBy,
+  isBlockedAt,
   isFreeAt,
+  isGrantableAt,
   isHeldAt,
   LockAttr,
+  lastFencingToken,
   liveHolder,
   notAlreadyServed,
   queuedCount,
@@ -139,7 +143,7 @@ export function enqueueSteps(w: Waiter, now: number): Step[] {
     {
       target: 'lock',
       condition: withOptional(
-        or(isHeldAt(now), someoneQueued),
+        or(isHeldAt(now), isBlockedAt(now), someoneQueued),
         notMineAlready,
         notAlreadyServed(w.requestKey),
       ),
@@ -188,7 +192,7 @@ export function handoffSteps(
     steps: [
       {
         target: 'lock',
-        condition: withOptional(isFreeAt(now), someoneQueued, sameFence, notAlreadyServed(w.requestKey)),
+        condition: withOptional(isGrantableAt(now), someoneQueued, sameFence, notAlreadyServed(w.requestKey)),
         update: [
           set(LockAttr.fence, fence),
           ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey),
@@ -296,6 +300,10 @@ export function planServe(
   const holder = liveHolder(lock, now);
   if (holder)
     return { kind: 'held', expired, duplicates, expiresAt: holder.expiresAt, fence: holder.fencingToken };
+  // Under lock-delay it is as good as held until the delay ends (a timer serves it then).
+  const blocked = blockedUntil(lock, now);
+  if (blocked !== undefined)
+    return { kind: 'held', expired, duplicates, expiresAt: blocked, fence: lastFencingToken(lock) ?? 0 };
   const head = live.find((w) => w.deadline > now);
   if (head) return { kind: 'grant', expired, duplicates, head };
   const drift = complete && expired.length === 0 && duplicates.length === 0 ? queuedCount(lock) : 0;
@@ -334,6 +342,12 @@ export type NotifierDecision = {
 export function onLockChange({ before, beforeLast, after }: LockChangeImages, now: number): NotifierDecision {
   if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
   const holder = liveHolder(after, now);
+  const blocked = blockedUntil(after, now);
+  if (!holder && blocked !== undefined) {
+    // Under lock-delay (a session expired): nobody may serve it before the delay ends, so a timer will.
+    const armed = before !== undefined && before[LockAttr.blockedUntil] === after[LockAttr.blockedUntil];
+    return { serve: false, timer: armed ? undefined : { at: blocked, fence: lastFencingToken(after) ?? 0 } };
+  }
   if (holder) {
     const timer = { at: holder.expiresAt, fence: holder.fencingToken };
     return { serve: false, timer: armedBefore(before, after) ? undefined : timer };

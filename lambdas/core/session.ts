@@ -24,6 +24,8 @@ export const SessionAttr = {
   dueAt: 'due_at',
   endedAt: 'ended_at',
   endReason: 'end_reason',
+  /** Lock-delay for the session's locks should it expire (see LockAttr.blockedUntil). */
+  lockDelayMs: 'lock_delay_ms',
 } as const;
 const S = SessionAttr;
 
@@ -38,6 +40,7 @@ export interface Session {
   readonly clientId: string;
   readonly ttlMs: number;
   readonly graceMs: number;
+  readonly lockDelayMs: number;
   readonly createdAt: number;
   readonly deadline: number;
   readonly dueAt: number;
@@ -54,6 +57,7 @@ export function sessionOfItem(id: string, item: Item): Session {
     clientId: String(item[S.client] ?? ''),
     ttlMs: n(S.ttlMs),
     graceMs: n(S.graceMs),
+    lockDelayMs: n(S.lockDelayMs),
     createdAt: n(S.createdAt),
     deadline: n(S.deadline),
     dueAt: n(S.dueAt),
@@ -76,13 +80,21 @@ const notEnded = missing(S.endedAt);
 /** Alive or in grace at `now`: may heartbeat, may take locks. */
 export const isLiveAt = (now: number) => and(exists(S.client), notEnded, gt(S.dueAt, now));
 
-export function createWrite(clientId: string, ttlMs: number, graceMs: number, now: number): Write {
+export interface SessionSettings {
+  readonly ttlMs: number;
+  readonly graceMs: number;
+  readonly lockDelayMs: number;
+}
+
+export function createWrite(clientId: string, o: SessionSettings, now: number): Write {
+  const { ttlMs, graceMs } = o;
   return {
     condition: missing(S.client),
     update: [
       set(S.client, clientId),
       set(S.ttlMs, ttlMs),
       set(S.graceMs, graceMs),
+      set(S.lockDelayMs, o.lockDelayMs),
       set(S.createdAt, now),
       set(S.deadline, now + ttlMs),
       set(S.dueAt, now + ttlMs + graceMs),

@@ -7,6 +7,7 @@ import type { Item } from './expr';
 import {
   type AcquireCommand,
   type AcquireOutcome,
+  blockedUntil,
   type Grant,
   lastFencingToken,
   liveHolder,
@@ -103,6 +104,8 @@ export const acquireBody = (limits: Limits) =>
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */
 export const DEFAULT_GRACE_MS = 5_000;
 export const MAX_GRACE_MS = 600_000;
+/** Lock-delay after a session expired (Chubby's default is 1 minute): up to 10 minutes, none by default. */
+export const MAX_LOCK_DELAY_MS = 600_000;
 
 export const sessionBody = (limits: Limits) =>
   z.strictObject({
@@ -112,6 +115,11 @@ export const sessionBody = (limits: Limits) =>
       .int('grace_ms must be an integer number of milliseconds')
       .min(0, 'grace_ms must not be negative')
       .max(MAX_GRACE_MS, `grace_ms must be at most ${MAX_GRACE_MS}`)
+      .optional(),
+    lock_delay_ms: z
+      .int('lock_delay_ms must be an integer number of milliseconds')
+      .min(0, 'lock_delay_ms must not be negative')
+      .max(MAX_LOCK_DELAY_MS, `lock_delay_ms must be at most ${MAX_LOCK_DELAY_MS}`)
       .optional(),
   });
 export const heartbeatBody = z.strictObject({ client_id: clientId });
@@ -124,6 +132,7 @@ export function sessionResponse(s: Session, now: number) {
     state: sessionState(s, now),
     ttl_ms: s.ttlMs,
     grace_ms: s.graceMs,
+    lock_delay_ms: s.lockDelayMs,
     heartbeat_interval_ms: heartbeatIntervalMs(s.ttlMs),
     expires_at: isoTime(s.deadline),
     grace_until: isoTime(s.dueAt),
@@ -260,9 +269,11 @@ export function waiterView(w: Waiter, position: number) {
  */
 export function lockView(name: string, item: Item | undefined, now: number, waiters?: readonly Waiter[]) {
   const live = liveHolder(item, now);
+  const blocked = blockedUntil(item, now);
   return {
     lock: name,
-    state: live ? ('held' as const) : ('free' as const),
+    state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),
+    ...(blocked !== undefined && !live ? { blocked_until: isoTime(blocked) } : {}),
     holders: live ? [{ ...holderView(live), ...withSession(item) }] : [],
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),

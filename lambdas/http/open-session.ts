@@ -6,6 +6,10 @@ import { httpRoute, json, parseBody } from '../shared/http';
 export const handler = httpRoute(async (event) => {
   const { sessions, schemas } = getDeps();
   const body = parseBody(event, schemas.session);
-  const session = await sessions.create(body.client_id, body.ttl_ms, body.grace_ms ?? DEFAULT_GRACE_MS);
+  const session = await sessions.create(body.client_id, {
+    ttlMs: body.ttl_ms,
+    graceMs: body.grace_ms ?? DEFAULT_GRACE_MS,
+    lockDelayMs: body.lock_delay_ms ?? 0,
+  });
   return json(201, sessionResponse(session, Date.now()));
 });

@@ -17,6 +17,7 @@ import {
   SESSION_LOCK_LEASE_MS,
   type Session,
   SessionAttr,
+  type SessionSettings,
   sessionOfItem,
   sessionState,
   sweptWrite,
@@ -44,10 +45,10 @@ export class Sessions {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async create(clientId: string, ttlMs: number, graceMs: number): Promise<Session> {
+  async create(clientId: string, settings: SessionSettings): Promise<Session> {
     const id = this.newId();
     const now = this.clock();
-    const result = await this.sessions.write(id, createWrite(clientId, ttlMs, graceMs, now), now);
+    const result = await this.sessions.write(id, createWrite(clientId, settings, now), now);
     if (!result.ok) throw new LatchkeyError('UNAVAILABLE', 'session id collision; retry', undefined, 0);
     return sessionOfItem(id, result.item);
   }
@@ -65,13 +66,12 @@ export class Sessions {
   async close(id: string, clientId: string): Promise<number> {
     const now = this.clock();
     const result = await this.sessions.write(id, endWrite({ clientId }, 'closed', now), now);
-    if (!result.ok) {
-      const session = result.old && sessionOfItem(id, result.old);
-      // Closing twice (a retry) or after the sweeper ended it: release whatever is left, answer as done.
-      if (!session || session.clientId !== clientId || session.endedAt === undefined)
-        throw refusal(id, clientId, result.old, now);
-    }
-    return this.releaseLocks(id);
+    if (result.ok) return this.releaseLocks(id, 0);
+    const session = result.old && sessionOfItem(id, result.old);
+    // Closing twice (a retry) or after the sweeper ended it: finish whatever is left, answer as done.
+    if (!session || session.clientId !== clientId || session.endedAt === undefined)
+      throw refusal(id, clientId, result.old, now);
+    return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
   }
 
   /** Acquires a lock tied to a live session of this client; it needs no renewals. */
@@ -114,18 +114,21 @@ export class Sessions {
   async expire(id: string, now = this.clock()): Promise<number | undefined> {
     const session = await this.sessions.get(id);
     if (!session) return undefined;
+    let reason = session.endReason;
     if (session.endedAt === undefined) {
       const ended = await this.sessions.write(id, endWrite(session, 'expired', now), now);
       if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) return undefined; // heartbeat won
+      reason = ended.ok ? 'expired' : sessionOfItem(id, ended.old as Item).endReason;
     }
-    return this.releaseLocks(id);
+    // Lock-delay only for a session that expired: its holder may merely be cut off, still working.
+    return this.releaseLocks(id, reason === 'expired' ? session.lockDelayMs : 0);
   }
 
-  private async releaseLocks(id: string): Promise<number> {
+  private async releaseLocks(id: string, lockDelayMs: number): Promise<number> {
     let released = 0;
     for (const name of await this.sessions.lockNames(id)) {
       const now = this.clock();
-      const result = await this.locks.write(name, sessionReleaseWrite(id, now));
+      const result = await this.locks.write(name, sessionReleaseWrite(id, now, lockDelayMs));
       if (result.ok) {
         released++;
         if (queuedCount(result.item) > 0) await this.handoff.serve(name);

@@ -196,7 +196,7 @@ describe('heartbeat cost', () => {
       randomUUID,
     );
     const costOf = async (lockCount: number) => {
-      const s = await sessions.create('fay', 5_000, 0);
+      const s = await sessions.create('fay', { ttlMs: 5_000, graceMs: 0, lockDelayMs: 0 });
       for (let i = 0; i < lockCount; i++)
         await sessions.acquire({ name: lockName(), clientId: 'fay', ttlMs: 1, sessionId: s.id });
       calls.length = 0;
@@ -206,5 +206,46 @@ describe('heartbeat cost', () => {
     // The documented figure (README, "Sessions"): GetItem + UpdateItem.
     expect(await costOf(1)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
     expect(await costOf(10)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
+  });
+});
+
+describe('lock-delay', () => {
+  it('keeps an expired session’s lock ungrantable for lock_delay_ms, then hands it to the head waiter', async () => {
+    const res = await api.post('/api/v1/sessions', {
+      client_id: 'gus',
+      ttl_ms: 1_000,
+      grace_ms: 0,
+      lock_delay_ms: 800,
+    });
+    expect(res.body).toMatchObject({ lock_delay_ms: 800 });
+    const lock = lockName();
+    const held = await acquireIn(lock, 'gus', res.body.session_id);
+    const waiter = await waitOn(lock, 'hal');
+    const grant = waiter.next(granted);
+    await sleep(1_050);
+    await getDeps().sessions.sweep();
+    const releasedAt = Date.now();
+    expect(await view(lock)).toMatchObject({
+      state: 'delayed',
+      holders: [],
+      blocked_until: expect.any(String),
+    });
+    const barger = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'ivy', ttl_ms: 5_000 });
+    expect(barger.body).toMatchObject({ acquired: false, holder: null });
+    const got = await grant;
+    // Granted at the delay's end (locally within tens of ms), not before.
+    expect(Date.now() - releasedAt).toBeGreaterThanOrEqual(700);
+    expect(got.fencing_token).toBeGreaterThan(held.fencing_token);
+  });
+
+  it('does not delay a lock its session’s client closed', async () => {
+    const res = await api.post('/api/v1/sessions', { client_id: 'jo', ttl_ms: 5_000, lock_delay_ms: 5_000 });
+    const lock = lockName();
+    await acquireIn(lock, 'jo', res.body.session_id);
+    await api.delete(`/api/v1/sessions/${res.body.session_id}?client_id=jo`);
+    expect(await view(lock)).toMatchObject({ state: 'free' });
+    expect(
+      (await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'kim', ttl_ms: 5_000 })).body.acquired,
+    ).toBe(true);
   });
 });

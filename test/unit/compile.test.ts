@@ -51,14 +51,16 @@ describe('lock write requests', () => {
       Key: { pk: 'LOCK#jobs/nightly', sk: 'LOCK' },
       ReturnValues: 'ALL_NEW',
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      // Free (no holder, no lease end, or lapsed) and nobody queued (the queue owns a free lock with waiters).
+      // Free (no holder, no lease end, or lapsed), not under lock-delay, and nobody queued (the queue owns a
+      // free lock with waiters).
       ConditionExpression:
-        '((attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0) AND (attribute_not_exists(#a2) OR #a2 <= :v1))',
+        '(((attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0) AND (attribute_not_exists(#a2) OR #a2 <= :v1)) AND (attribute_not_exists(#a3) OR #a3 <= :v2))',
     });
     expect(request.ExpressionAttributeNames).toMatchObject({
       '#a0': 'holder',
       '#a1': 'expires_at',
-      '#a2': 'queued',
+      '#a2': 'blocked_until',
+      '#a3': 'queued',
     });
     const names = request.ExpressionAttributeNames ?? {};
     const fence = Object.keys(names).find((placeholder) => names[placeholder] === 'fence');

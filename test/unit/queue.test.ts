@@ -27,6 +27,7 @@ import {
   renewProtocol,
   requestKey,
   runProtocol,
+  sessionReleaseWrite,
 } from '../../lambdas/core/lock';
 import {
   duplicateOf,
@@ -1216,5 +1217,53 @@ describe('a request is granted at most once', () => {
     const plan = planServe(snapshot.lock, snapshot.waiters, lapsed, snapshot.complete);
     expect(plan).toMatchObject({ kind: 'idle', duplicates: [{ order: queued.order }], countDrift: 0 });
     expect(s.m.transact(handoffSteps(queued, snapshot.lock, lapsed).steps).ok).toBe(false);
+  });
+});
+
+describe('lock-delay after a session expired', () => {
+  it('keeps a lock ungrantable until the delay ends: acquires are refused with the time left', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START, { sessionId: 's1', ttlMs: 10_000 }));
+    // An explicit release never blocks; an expiry release with a delay does.
+    expect(s.m.write(sessionReleaseWrite('other', START + 1, 100))).toBe(false);
+    expect(s.m.write(sessionReleaseWrite('s1', START + 2, 100))).toBe(true);
+    expect(liveHolder(s.m.item, START + 2)).toBeUndefined();
+    expect(await s.acquire('c', START + 3)).toMatchObject({
+      acquired: false,
+      holder: undefined,
+      retryAfterMs: 99,
+    });
+    expect(await s.acquire('c', START + 101)).toMatchObject({ acquired: false, retryAfterMs: 1 });
+    const c = granted(await s.acquire('c', START + 102));
+    expect(c.fencingToken).toBe(a.fencingToken + 1);
+    expect(s.m.item?.[A.blockedUntil]).toBeUndefined(); // a grant clears it
+    // Releasing normally leaves no delay behind.
+    await s.release(c, START + 103);
+    expect(granted(await s.acquire('d', START + 103)).clientId).toBe('d');
+  });
+
+  it('queues waiters meanwhile, arms a timer at its end, and hands over only then', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START, { sessionId: 's1', ttlMs: 10_000 }));
+    s.enqueue('b', START + 1);
+    expect(s.m.write(sessionReleaseWrite('s1', START + 2, 100))).toBe(true);
+    // The release's record: nothing to serve yet, a timer for the delay's end watching the same token.
+    expect(s.decide(START + 2)).toEqual({ serve: false, timer: { at: START + 102, fence: a.fencingToken } });
+    const c = s.enqueue('c', START + 3); // joining a lock under delay is allowed
+    expect(s.decide(START + 3)).toEqual(nothing); // same delay: its timer is already armed
+    const early = s.m.read(25);
+    expect(planServe(early.lock, early.waiters, START + 50, true)).toMatchObject({
+      kind: 'held',
+      expiresAt: START + 102,
+      fence: a.fencingToken,
+    });
+    expect(stillWatched(early.lock, a.fencingToken)).toBe(true);
+    expect(s.m.transact(handoffSteps(early.waiters[0] as Waiter, early.lock, START + 50).steps).ok).toBe(
+      false,
+    );
+    const { grant, head } = s.handoff(START + 102);
+    expect(head.clientId).toBe('b');
+    expect(grant.fencingToken).toBe(a.fencingToken + 1);
+    expect(s.m.waiters.has(c.order)).toBe(true);
   });
 });

@@ -1,0 +1,85 @@
+/** The session rules, evaluated exactly as DynamoDB would apply them (expr.ts). */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
+import {
+  createWrite,
+  endWrite,
+  heartbeatIntervalMs,
+  heartbeatWrite,
+  type Session,
+  sessionOfItem,
+  sessionState,
+  sweptWrite,
+} from '../../lambdas/core/session';
+
+const T0 = 1_800_000_000_000;
+const apply = (item: Item | undefined, write: Write): Item | undefined =>
+  evaluate(write.condition, item) ? applyUpdate(item, write.update) : undefined;
+const session = (item: Item | undefined): Session => sessionOf(item);
+const sessionOf = (item: Item | undefined) => sessionOfItem('s', item as Item);
+
+describe('session lifecycle', () => {
+  const created = apply(
+    undefined,
+    createWrite('alice', { ttlMs: 3_000, graceMs: 1_000, lockDelayMs: 0 }, T0),
+  ) as Item;
+
+  it('is created once, alive until ttl, in grace until ttl + grace, then expired', () => {
+    expect(
+      apply(created, createWrite('bob', { ttlMs: 3_000, graceMs: 0, lockDelayMs: 0 }, T0)),
+    ).toBeUndefined(); // never overwritten
+    const s = session(created);
+    expect(s).toMatchObject({ clientId: 'alice', deadline: T0 + 3_000, dueAt: T0 + 4_000 });
+    expect(sessionState(s, T0)).toBe('alive');
+    expect(sessionState(s, T0 + 2_999)).toBe('alive');
+    expect(sessionState(s, T0 + 3_000)).toBe('grace');
+    expect(sessionState(s, T0 + 3_999)).toBe('grace');
+    expect(sessionState(s, T0 + 4_000)).toBe('expired');
+    expect(heartbeatIntervalMs(3_000)).toBe(1_000);
+  });
+
+  it('a heartbeat in time (even in grace) extends it from now; a late or foreign one changes nothing', () => {
+    const s = session(created);
+    const inGrace = apply(created, heartbeatWrite(s, T0 + 3_500)) as Item;
+    expect(session(inGrace)).toMatchObject({ deadline: T0 + 6_500, dueAt: T0 + 7_500 });
+    expect(apply(created, heartbeatWrite(s, T0 + 4_000))).toBeUndefined(); // expired: too late
+    expect(apply(created, heartbeatWrite({ ...s, clientId: 'mallory' }, T0))).toBeUndefined();
+    expect(apply(undefined, heartbeatWrite(s, T0))).toBeUndefined();
+  });
+
+  it('ends once: closed only while live, expired only once due, never after it ended', () => {
+    expect(apply(created, endWrite({ clientId: 'alice' }, 'expired', T0 + 3_999))).toBeUndefined();
+    const expired = apply(created, endWrite({ clientId: 'alice' }, 'expired', T0 + 4_000)) as Item;
+    expect(session(expired)).toMatchObject({ endedAt: T0 + 4_000, endReason: 'expired' });
+    expect(sessionState(session(expired), T0)).toBe('ended');
+    expect(apply(expired, endWrite({ clientId: 'alice' }, 'closed', T0))).toBeUndefined();
+    expect(apply(expired, heartbeatWrite(session(created), T0 + 1))).toBeUndefined();
+    expect(apply(created, endWrite({ clientId: 'alice' }, 'closed', T0 + 4_000))).toBeUndefined(); // too late
+    expect(apply(created, endWrite({ clientId: 'bob' }, 'closed', T0))).toBeUndefined();
+    const closed = apply(created, endWrite({ clientId: 'alice' }, 'closed', T0 + 10)) as Item;
+    expect(session(closed).endReason).toBe('closed');
+    // Swept: leaves the due index (no due time), only once ended.
+    expect(apply(created, sweptWrite())).toBeUndefined();
+    expect(session(apply(closed, sweptWrite()) as Item).dueAt).toBe(0);
+  });
+
+  it('a heartbeat and an expiry racing: exactly one applies, in either order', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 6_000 }), fc.boolean(), (at, heartbeatFirst) => {
+        const s = session(created);
+        const beat = heartbeatWrite(s, at);
+        const end = endWrite(s, 'expired', at);
+        const first = heartbeatFirst ? beat : end;
+        const second = heartbeatFirst ? end : beat;
+        const afterFirst = apply(created, first);
+        const afterBoth = afterFirst ? apply(afterFirst, second) : apply(created, second);
+        // Never both; and the session is either extended (alive at `at`) or ended, per the clock.
+        expect(afterFirst !== undefined && afterBoth !== undefined).toBe(false);
+        const final = afterBoth ?? afterFirst;
+        if (at < s.dueAt) expect(final && session(final).endedAt).toBeUndefined();
+        else expect(final && session(final).endReason).toBe('expired');
+      }),
+    );
+  });
+});
