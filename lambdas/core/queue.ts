@@ -36,6 +36,7 @@ import {
   someoneQueued,
   withOptional,
 } from './lock';
+import { sessionTakesLocks } from './session';
 
 export const PRIORITY = { min: -100, max: 100, default: 0 } as const;
 
@@ -53,6 +54,8 @@ export const WaitAttr = {
   arrivedAt: 'arrived_at',
   /** The WebSocket connection to push the grant to; absent for an HTTP waiter (it polls). */
   connection: 'connection_id',
+  /** The session the grant will be tied to, if any (see session.ts). */
+  session: 'session_id',
 } as const;
 const W = WaitAttr;
 
@@ -68,6 +71,7 @@ export interface Waiter {
   readonly priority: number;
   readonly arrivedAt: number;
   readonly connectionId: string | undefined;
+  readonly sessionId?: string | undefined;
 }
 
 /**
@@ -93,6 +97,7 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     [W.priority]: w.priority,
     [W.arrivedAt]: w.arrivedAt,
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
+    ...(w.sessionId === undefined ? {} : { [W.session]: w.sessionId }),
   };
 }
 
@@ -100,6 +105,7 @@ export function waiterOf(order: string, item: Item): Waiter {
   const n = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : 0);
   const s = (a: string) => (typeof item[a] === 'string' ? (item[a] as string) : '');
   const connection = item[W.connection];
+  const session = item[W.session];
   return {
     lock: s(W.name),
     order,
@@ -111,11 +117,18 @@ export function waiterOf(order: string, item: Item): Waiter {
     priority: n(W.priority),
     arrivedAt: n(W.arrivedAt),
     connectionId: typeof connection === 'string' ? connection : undefined,
+    ...(typeof session === 'string' ? { sessionId: session } : {}),
   };
 }
 
-/** One part of a transaction: a conditional update of the lock or a waiter item, or a conditional delete. */
+/**
+ * One part of a transaction: a conditional update of the lock or a waiter
+ * item, or a conditional delete; for a grant tied to a session, a check
+ * that the session is live and the record that it took this lock.
+ */
 export type Step =
+  | { readonly target: 'session'; readonly sessionId: string; readonly condition: Condition }
+  | { readonly target: 'session-lock'; readonly sessionId: string }
   | { readonly target: 'lock'; readonly condition: Condition; readonly update: Update }
   | {
       readonly target: 'waiter';
@@ -188,6 +201,14 @@ export function handoffSteps(
   const seen = lock?.[LockAttr.fence];
   const fence = typeof seen === 'number' ? seen + 1 : fenceFloor(now) + 1;
   const sameFence = typeof seen === 'number' ? eq(LockAttr.fence, seen) : missing(LockAttr.fence);
+  // A grant tied to a session lands only while the session is live, with the record that it took the lock.
+  const session: Step[] =
+    w.sessionId === undefined
+      ? []
+      : [
+          { target: 'session', sessionId: w.sessionId, condition: sessionTakesLocks(w.clientId, now) },
+          { target: 'session-lock', sessionId: w.sessionId },
+        ];
   return {
     steps: [
       {
@@ -195,11 +216,12 @@ export function handoffSteps(
         condition: withOptional(isGrantableAt(now), someoneQueued, sameFence, notAlreadyServed(w.requestKey)),
         update: [
           set(LockAttr.fence, fence),
-          ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey),
+          ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey, w.sessionId),
           { kind: 'add', attr: LockAttr.queued, by: -1, initial: 0 },
         ],
       },
       { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+      ...session,
     ],
     grant: {
       lock: w.lock,

@@ -80,6 +80,10 @@ const notEnded = missing(S.endedAt);
 /** Alive or in grace at `now`: may heartbeat, may take locks. */
 export const isLiveAt = (now: number) => and(exists(S.client), notEnded, gt(S.dueAt, now));
 
+/** The condition on a session item for a grant tied to it: live, and the grantee's. */
+export const sessionTakesLocks = (clientId: string, now: number) =>
+  and(isLiveAt(now), eq(S.client, clientId));
+
 export interface SessionSettings {
   readonly ttlMs: number;
   readonly graceMs: number;

@@ -93,12 +93,6 @@ export const acquireBody = (limits: Limits) =>
           path: ['ttl_ms'],
           message: 'ttl_ms is required (unless session_id is given)',
         });
-      if (b.session_id !== undefined && (b.wait_timeout_ms ?? 0) > 0)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['wait_timeout_ms'],
-          message: 'a lock tied to a session cannot wait yet: acquire without session_id to wait',
-        });
     });
 
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */

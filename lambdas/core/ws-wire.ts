@@ -6,7 +6,17 @@
 import { z } from 'zod';
 import type { LatchkeyError } from './errors';
 import type { AcquireOutcome, Grant } from './lock';
-import { clientId, isoTime, type Limits, lockName, priority, requestId, ttlMs, waitTimeoutMs } from './wire';
+import {
+  clientId,
+  isoTime,
+  type Limits,
+  lockName,
+  priority,
+  requestId,
+  sessionId,
+  ttlMs,
+  waitTimeoutMs,
+} from './wire';
 
 /** API Gateway's WebSocket frame limit is 128 KiB; latchkey's messages are tiny. */
 export const MAX_MESSAGE_BYTES = 16 * 1024;
@@ -19,17 +29,30 @@ export const wsMessage = (limits: Limits) =>
   z.discriminatedUnion(
     'action',
     [
-      z.strictObject({
-        action: z.literal('acquire'),
-        lock: lockName,
-        ttl_ms: ttlMs(limits),
-        wait_timeout_ms: waitTimeoutMs(MAX_WS_WAIT_MS, '').optional(),
-        priority: priority.optional(),
-        request_id: requestId.optional(),
-        mode: z
-          .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
-          .optional(),
-      }),
+      z
+        .strictObject({
+          action: z.literal('acquire'),
+          lock: lockName,
+          /** Required, except for a lock tied to a session or to this connection. */
+          ttl_ms: ttlMs(limits).optional(),
+          wait_timeout_ms: waitTimeoutMs(MAX_WS_WAIT_MS, '').optional(),
+          priority: priority.optional(),
+          request_id: requestId.optional(),
+          mode: z
+            .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
+            .optional(),
+          /** Tie the lock to a session (POST /api/v1/sessions), or (`ephemeral`) to this connection. */
+          session_id: sessionId.optional(),
+          ephemeral: z.boolean().optional(),
+        })
+        .refine((m) => !(m.ephemeral && m.session_id !== undefined), {
+          message: 'give session_id or ephemeral, not both',
+          path: ['ephemeral'],
+        })
+        .refine((m) => m.ttl_ms !== undefined || m.ephemeral || m.session_id !== undefined, {
+          message: 'ttl_ms is required (unless session_id or ephemeral is given)',
+          path: ['ttl_ms'],
+        }),
       z.strictObject({ action: z.literal('cancel'), lock: lockName, request_id: requestId.optional() }),
       z.strictObject({ action: z.literal('ping'), request_id: requestId.optional() }),
     ],

@@ -18,13 +18,10 @@ type Action = (name: string, event: HttpEvent) => Promise<HttpResult>;
 
 const ACTIONS: Record<string, Action> = {
   async acquire(name, event) {
-    const { service, sessions, schemas } = getDeps();
+    const { service, schemas } = getDeps();
     const body = parseBody(event, schemas.acquire);
-    const cmd = acquireCommand(name, body);
-    if (body.session_id !== undefined)
-      return json(200, acquireResponse(await sessions.acquire({ ...cmd, sessionId: body.session_id })));
     const wait = { waitMs: body.wait_timeout_ms ?? 0, priority: body.priority };
-    const result = await service.acquire(cmd, wait);
+    const result = await service.acquire(acquireCommand(name, body), wait);
     const outcome = result.kind === 'done' ? result.outcome : await service.awaitGrant(result.waiter);
     return json(200, acquireResponse(outcome));
   },

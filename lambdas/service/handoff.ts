@@ -6,6 +6,8 @@
  * conditional transaction, so exactly one wins and the others find the lock
  * held.
  */
+
+import { LatchkeyError } from '../core/errors';
 import type { Grant } from '../core/lock';
 import {
   handoffSteps,
@@ -17,7 +19,7 @@ import {
   undoGrantWrite,
   type Waiter,
 } from '../core/queue';
-import { grantedFrame, timeoutFrame } from '../core/ws-wire';
+import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
 import type { LockStore } from '../store/lock-store';
 import type { QueueStore } from '../store/queue-store';
 import type { Pusher } from './push';
@@ -67,7 +69,11 @@ export class Handoff {
       }
       const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now);
       const result = await this.queue.transact(name, steps, now);
-      if (!result.ok) continue; // the lock or the waiter changed meanwhile: read again
+      if (!result.ok) {
+        // The session the grant was to be tied to ended: that waiter can hold nothing, so it goes.
+        if (result.sessionRefused) await this.dropSessionEnded(name, plan.head, now);
+        continue; // otherwise the lock or the waiter changed meanwhile: read again
+      }
       if (await this.announce(plan.head, grant)) return { kind: 'granted', grant, waiter: plan.head };
       // Nobody received it: take the grant back and serve the next waiter.
       await this.locks.write(name, undoGrantWrite(grant, plan.head.requestKey, this.clock()));
@@ -92,6 +98,12 @@ export class Handoff {
     for (const w of waiters) if (await this.leave(w.lock, w, this.clock())) removed++;
     await this.queue.deleteConnection(connectionId);
     return removed;
+  }
+
+  private async dropSessionEnded(name: string, waiter: Waiter, now: number): Promise<void> {
+    if (!(await this.leave(name, waiter, now)) || !waiter.connectionId) return;
+    const ended = new LatchkeyError('SESSION_EXPIRED', `session ${waiter.sessionId} ended while waiting`);
+    await this.pusher.push(waiter.connectionId, errorFrame(ended, waiter.requestId));
   }
 
   private async expire(name: string, waiter: Waiter, now: number): Promise<void> {

@@ -20,6 +20,7 @@ import { duplicateOf, enqueueSteps, PRIORITY, queueOrder, type Waiter } from '..
 import type { LockStore } from '../store/lock-store';
 import type { QueueStore } from '../store/queue-store';
 import type { Handoff } from './handoff';
+import type { Sessions } from './sessions';
 
 export interface WaitOptions {
   /** How long the caller waits for the lock, in ms; 0 means do not queue. */
@@ -41,12 +42,15 @@ export class LockService {
     readonly locks: LockStore,
     readonly queue: QueueStore,
     readonly handoff: Handoff,
+    private readonly sessions: Sessions,
     private readonly clock: () => number = Date.now,
   ) {}
 
   /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
   async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
     if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
+    // A grant tied to a session is checked again when it lands; refuse a dead session before queuing.
+    if (cmd.sessionId !== undefined) await this.sessions.live(cmd.sessionId, cmd.clientId);
     const requestId = cmd.requestId ?? randomUUID();
     const withId = { ...cmd, requestId };
     for (let attempt = 0; attempt < 4; attempt++) {
@@ -153,7 +157,10 @@ export class LockService {
   }
 
   private async tryAcquire(cmd: AcquireCommand): Promise<AcquireOutcome> {
-    const outcome = await this.locks.acquire(cmd);
+    const outcome =
+      cmd.sessionId === undefined
+        ? await this.locks.acquire(cmd)
+        : await this.sessions.acquire({ ...cmd, sessionId: cmd.sessionId });
     if (outcome.acquired || outcome.holder || outcome.queued === 0) return outcome;
     // Free but promised to waiters that nobody has served yet (a lease just lapsed): serve them now.
     await this.handoff.serve(cmd.name);
@@ -190,6 +197,7 @@ export function newWaiter(
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
+    ...(cmd.sessionId === undefined ? {} : { sessionId: cmd.sessionId }),
   };
 }
 

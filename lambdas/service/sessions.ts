@@ -27,6 +27,10 @@ import type { SessionStore } from '../store/session-store';
 import { minuteOf } from '../store/table';
 import type { Handoff } from './handoff';
 
+/** API Gateway closes a WebSocket connection after 2 hours. */
+const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
+export const connectionSessionId = (connectionId: string) => `conn-${connectionId}`;
+
 /** How far back a sweeper that never ran looks for due sessions. */
 const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
 
@@ -74,15 +78,43 @@ export class Sessions {
     return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
   }
 
+  /** The session, if it is this client's and may still take locks; a clear 404/409 otherwise. */
+  async live(id: string, clientId: string): Promise<Session> {
+    const session = await this.owned(id, clientId);
+    if (session.endedAt !== undefined || sessionState(session, this.clock()) === 'expired')
+      throw refusal(id, clientId, undefined, 0, session);
+    return session;
+  }
+
   /** Acquires a lock tied to a live session of this client; it needs no renewals. */
   async acquire(cmd: AcquireCommand & { sessionId: string }): Promise<AcquireOutcome> {
-    const session = await this.owned(cmd.sessionId, cmd.clientId);
-    if (sessionState(session, this.clock()) === 'expired' || session.endedAt !== undefined)
-      throw refusal(cmd.sessionId, cmd.clientId, undefined, 0, session);
+    const session = await this.live(cmd.sessionId, cmd.clientId);
     const tied = { ...cmd, ttlMs: SESSION_LOCK_LEASE_MS };
     return this.locks.acquireVia(tied, (write, now) =>
       this.sessions.lockWriteInSession(cmd.name, write, session, now),
     );
+  }
+
+  /**
+   * The session of a WebSocket connection (created on first use): locks tied
+   * to it are released when the connection closes ($disconnect), or by the
+   * sweeper once API Gateway's 2-hour connection limit has passed.
+   */
+  async ofConnection(connectionId: string, clientId: string, connectedAt: number): Promise<string> {
+    const id = connectionSessionId(connectionId);
+    const now = this.clock();
+    const lifetime = Math.max(1, connectedAt + CONNECTION_LIFETIME_MS - now);
+    const settings = { ttlMs: lifetime, graceMs: 0, lockDelayMs: 0 };
+    const created = await this.sessions.write(id, createWrite(clientId, settings, now), now);
+    if (!created.ok) await this.live(id, clientId); // made by an earlier message: still usable?
+    return id;
+  }
+
+  /** Ends a closed connection's session, if it had one, releasing its locks. */
+  async endConnection(connectionId: string, clientId: string): Promise<number> {
+    const id = connectionSessionId(connectionId);
+    if (!(await this.sessions.get(id))) return 0;
+    return this.close(id, clientId);
   }
 
   /**

@@ -54,18 +54,19 @@ export function getDeps(): Deps {
       ? new SqsTimers(config.timerQueueUrl)
       : { schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL') };
     const handoff = new Handoff(locks, queue, pusher);
+    const sessions = new Sessions(new SessionStore(db, config.store), locks, handoff, randomUUID);
     const schemas = {
       acquire: acquireBody(config.limits),
       renew: renewBody(config.limits),
       wsMessage: wsMessage(config.limits),
       session: sessionBody(config.limits),
     };
-    const sessions = new Sessions(new SessionStore(db, config.store), locks, handoff, randomUUID);
+
     deps = {
       config,
       locks,
       queue,
-      service: new LockService(locks, queue, handoff),
+      service: new LockService(locks, queue, handoff, sessions),
       handoff,
       pusher,
       timers,

@@ -34,9 +34,18 @@ export interface FunctionSpec {
   readonly timeoutSeconds?: number;
 }
 
-/** Serving a queue: read it, hand over or remove waiters (transactions), undo a grant nobody received. */
+/**
+ * Serving a queue: read it, hand over or remove waiters (transactions), undo a grant nobody received.
+ * A grant to a waiter tied to a session also checks the session and records the lock under it.
+ */
 export const QUEUE_SERVER = {
-  table: ['dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+  table: [
+    'dynamodb:Query',
+    'dynamodb:UpdateItem',
+    'dynamodb:DeleteItem',
+    'dynamodb:ConditionCheckItem',
+    'dynamodb:PutItem',
+  ],
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,
@@ -62,7 +71,7 @@ export const TIMER: FunctionSpec = {
 /** Ending sessions: mark them ended, release their locks (serving each queue), drop their links. */
 export const SESSION_ENDER = {
   ...QUEUE_SERVER,
-  table: ['dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem'],
+  table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
 } as const satisfies Partial<FunctionSpec>;
 
 /** Every minute (EventBridge): ends the sessions that expired, reading only those (the due index). */

@@ -14,7 +14,7 @@ import {
   type TransactWriteCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
-import type { Item } from '../core/expr';
+import { type Item, set } from '../core/expr';
 import { type Step, WaitAttr, type Waiter, waiterOf } from '../core/queue';
 import { compile, compileCondition } from './compile';
 import { toStoreError } from './errors';
@@ -22,12 +22,17 @@ import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './loc
 import {
   connectionKey,
   connectionOwner,
+  DUE_INDEX,
+  dueBucket,
   GC_ATTRIBUTE,
   KEY,
   LOCK_SK,
   lockKey,
   lockPartition,
+  minuteOf,
   OWNER_INDEX,
+  sessionKey,
+  sessionLockKey,
   WAITER_SK_PREFIX,
   waiterFromKey,
   waiterKey,
@@ -45,7 +50,13 @@ export interface QueueSnapshot {
 /** Outcome of a transaction: done, or refused with the lock item as it was (when the lock step refused). */
 export type TransactResult =
   | { readonly ok: true }
-  | { readonly ok: false; readonly lockRefused: boolean; readonly lockOld: Item | undefined };
+  | {
+      readonly ok: false;
+      readonly lockRefused: boolean;
+      readonly lockOld: Item | undefined;
+      /** The session a grant was to be tied to is no longer live (or not the grantee's). */
+      readonly sessionRefused?: boolean;
+    };
 
 export interface Connection {
   readonly id: string;
@@ -76,6 +87,21 @@ export function transactRequest(
           },
         };
       }
+      if (step.target === 'session')
+        return {
+          ConditionCheck: {
+            TableName: settings.tableName,
+            Key: sessionKey(step.sessionId),
+            ...compileCondition(step.condition),
+          },
+        };
+      if (step.target === 'session-lock')
+        return {
+          Put: {
+            TableName: settings.tableName,
+            Item: { ...sessionLockKey(step.sessionId, name), lock_name: name },
+          },
+        };
       const Key = waiterKey(name, step.order);
       if ('delete' in step)
         return { Delete: { TableName: settings.tableName, Key, ...compileCondition(step.condition) } };
@@ -93,16 +119,14 @@ export function transactRequest(
               { kind: 'set' as const, attr: OWNER_INDEX.sk, value: `${name}#${step.order}` },
             ]
           : [];
-      const gc = {
-        kind: 'set' as const,
-        attr: GC_ATTRIBUTE,
-        value: Math.ceil(until / 1000) + settings.retentionSeconds,
-      };
+      const gc = set(GC_ATTRIBUTE, Math.ceil(until / 1000) + settings.retentionSeconds);
+      // In the due index at its deadline: the sweeper's backstop for a waiter nobody served or expired.
+      const due = deadline ? [set(DUE_INDEX.pk, dueBucket(minuteOf(until))), set(DUE_INDEX.sk, until)] : [];
       return {
         Update: {
           TableName: settings.tableName,
           Key,
-          ...compile(step.condition, [...step.update, ...owner, gc]),
+          ...compile(step.condition, [...step.update, ...owner, ...due, gc]),
         },
       };
     }),
@@ -208,8 +232,10 @@ export class QueueStore {
         const lockIndex = steps.findIndex((s) => s.target === 'lock');
         const lockReason = lockIndex >= 0 ? reasons[lockIndex] : undefined;
         const old = lockReason?.Item;
+        const sessionIndex = steps.findIndex((s) => s.target === 'session');
         return {
           ok: false,
+          sessionRefused: sessionIndex >= 0 && reasons[sessionIndex]?.Code === 'ConditionalCheckFailed',
           lockRefused: lockReason?.Code === 'ConditionalCheckFailed',
           lockOld: old ? (unmarshall(old as Parameters<typeof unmarshall>[0]) as Item) : undefined,
         };

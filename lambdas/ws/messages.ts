@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { LatchkeyError } from '../core/errors';
+import { SESSION_LOCK_LEASE_MS } from '../core/session';
 import {
   busyFrame,
   cancelledFrame,
@@ -22,7 +23,7 @@ import { asLatchkeyError, parseJsonObject } from '../shared/http';
 import { ok, type WsEvent, type WsResult } from '../shared/ws';
 
 async function answer(message: WsMessage, connectionId: string): Promise<Frame> {
-  const { service, queue } = getDeps();
+  const { service, queue, sessions } = getDeps();
   if (message.action === 'ping') return pongFrame(message.request_id);
   const connection = await queue.getConnection(connectionId);
   if (!connection) throw new LatchkeyError('UNAUTHORIZED', 'this connection is not registered: reconnect');
@@ -31,7 +32,16 @@ async function answer(message: WsMessage, connectionId: string): Promise<Frame> 
     return cancelledFrame(message.lock, removed, message.request_id);
   }
   const requestId = message.request_id ?? randomUUID();
-  const cmd = { name: message.lock, clientId: connection.clientId, ttlMs: message.ttl_ms, requestId };
+  const sessionId = message.ephemeral
+    ? await sessions.ofConnection(connectionId, connection.clientId, connection.connectedAt)
+    : message.session_id;
+  const cmd = {
+    name: message.lock,
+    clientId: connection.clientId,
+    ttlMs: message.ttl_ms ?? SESSION_LOCK_LEASE_MS,
+    requestId,
+    sessionId,
+  };
   const wait = { waitMs: message.wait_timeout_ms ?? 0, priority: message.priority, connectionId };
   const result = await service.acquire(cmd, wait);
   if (result.kind === 'queued')

@@ -3,7 +3,7 @@
  * authorizes a WebSocket connection once, when it opens); every message
  * goes to `$default`, which reads its `action`.
  */
-import { type FunctionSpec, QUEUE_SERVER } from '../shared/function-spec';
+import { type FunctionSpec, QUEUE_SERVER, SESSION_ENDER } from '../shared/function-spec';
 
 export interface WsRouteSpec extends FunctionSpec {
   readonly key: '$connect' | '$disconnect' | '$default';
@@ -19,16 +19,15 @@ export const WS_ROUTES: readonly WsRouteSpec[] = [
   {
     key: '$disconnect',
     module: 'ws/disconnect',
-    description: 'takes a closed connection and its waiters out',
-    table: ['dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
-    indexes: { by_owner: ['dynamodb:Query'] },
+    description: 'takes a closed connection and its waiters out, and releases its ephemeral locks',
+    ...SESSION_ENDER,
   },
   {
     key: '$default',
     module: 'ws/messages',
     description: 'acquire (waiting up to 2 h), cancel and ping over WebSocket',
     ...QUEUE_SERVER,
-    table: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+    table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
   },
 ];
 

@@ -249,3 +249,66 @@ describe('lock-delay', () => {
     ).toBe(true);
   });
 });
+
+describe('waiting for a lock tied to a session', () => {
+  it('a waiter with session_id is granted a lock tied to its session, released when the session closes', async () => {
+    const s = await openSession('leader-1', 5_000);
+    const lock = lockName();
+    const held = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'other', ttl_ms: 5_000 });
+    const socket = await TestSocket.open(stack.wsUrl, 'leader-1');
+    sockets.push(socket);
+    expect(await socket.acquire(lock, { session_id: s.session_id, ttl_ms: undefined })).toMatchObject({
+      type: 'queued',
+    });
+    const grant = socket.next(granted);
+    await api.post(`/api/v1/locks/${lock}/release`, {
+      client_id: 'other',
+      fencing_token: held.body.fencing_token,
+    });
+    expect((await grant).client_id).toBe('leader-1');
+    expect((await view(lock)).holders[0]).toMatchObject({ client_id: 'leader-1', session_id: s.session_id });
+    const closed = await api.delete(`/api/v1/sessions/${s.session_id}?client_id=leader-1`);
+    expect(closed.body.locks_released).toBe(1);
+    expect((await view(lock)).state).toBe('free');
+  });
+
+  it('a waiter whose session ended meanwhile is dropped with an error frame; the next waiter is served', async () => {
+    const s = await openSession('leader-2', 5_000);
+    const lock = lockName();
+    const held = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'other', ttl_ms: 5_000 });
+    const doomed = await TestSocket.open(stack.wsUrl, 'leader-2');
+    sockets.push(doomed);
+    await doomed.acquire(lock, { session_id: s.session_id, ttl_ms: undefined });
+    const next = await waitOn(lock, 'next-in-line');
+    const nextGrant = next.next(granted);
+    await api.delete(`/api/v1/sessions/${s.session_id}?client_id=leader-2`);
+    await api.post(`/api/v1/locks/${lock}/release`, {
+      client_id: 'other',
+      fencing_token: held.body.fencing_token,
+    });
+    expect(await doomed.next((f) => f.type === 'error')).toMatchObject({
+      error: { code: 'SESSION_EXPIRED' },
+    });
+    expect((await nextGrant).client_id).toBe('next-in-line');
+    expect(doomed.frames.filter(granted)).toHaveLength(0);
+  });
+
+  it('an ephemeral lock (tied to the WebSocket connection) is released to the next waiter when it closes', async () => {
+    const lock = lockName();
+    const owner = await TestSocket.open(stack.wsUrl, 'eph');
+    const got = await owner.acquire(lock, { ephemeral: true, ttl_ms: undefined, wait_timeout_ms: 0 });
+    expect(got).toMatchObject({ type: 'granted', client_id: 'eph' });
+    expect((await view(lock)).holders[0].session_id).toMatch(/^conn-/);
+    const waiter = await waitOn(lock, 'after-eph');
+    const grant = waiter.next(granted);
+    await owner.close(); // $disconnect
+    expect((await grant).fencing_token).toBeGreaterThan(got.fencing_token);
+    // A lock without ttl_ms and without a session is refused.
+    const bare = await TestSocket.open(stack.wsUrl, 'bare');
+    sockets.push(bare);
+    expect(await bare.acquire(lockName(), { ttl_ms: undefined })).toMatchObject({
+      type: 'error',
+      error: { code: 'INVALID_REQUEST' },
+    });
+  });
+});

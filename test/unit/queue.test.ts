@@ -46,20 +46,20 @@ import {
   waiterItem as waiterItemOf,
   waiterOf,
 } from '../../lambdas/core/queue';
+import type { TransactResult } from '../../lambdas/store/queue-store';
 import { MemoryLock } from '../support/memory-store';
 
 const LOCK = 'L';
 const START = 1_800_000_000_000;
 const CLIENTS = ['a', 'b', 'c'] as const;
 
-type TransactResult =
-  | { readonly ok: true }
-  | { readonly ok: false; readonly lockRefused: boolean; readonly lockOld: Item | undefined };
-
 /** A lock item and its waiter items, with DynamoDB's write semantics. */
 class QueueModel {
   readonly lock = new MemoryLock();
   readonly waiters = new Map<string, Item>();
+  /** Session items (for grants tied to a session), and the sessions that recorded taking this lock. */
+  readonly sessions = new Map<string, Item>();
+  readonly sessionLocks = new Set<string>();
   /** Called with the lock item before and after every change of it, as its stream would report it. */
   onLockWrite: (old: Item | undefined, current: Item | undefined) => void = () => {};
   private ids = 0;
@@ -70,20 +70,37 @@ class QueueModel {
 
   /** TransactWriteItems: all conditions hold and every step applies, or nothing changes. */
   transact(steps: readonly Step[]): TransactResult {
-    const targets = steps.map((s) => (s.target === 'lock' ? 'lock' : `waiter ${s.order}`));
+    const targets = steps.map((s) =>
+      s.target === 'lock'
+        ? 'lock'
+        : s.target === 'waiter'
+          ? `waiter ${s.order}`
+          : `${s.target} ${s.sessionId}`,
+    );
     // DynamoDB rejects a transaction that names one item twice.
     expect(new Set(targets).size).toBe(targets.length);
-    const holds = steps.map((s) =>
-      evaluate(s.condition, s.target === 'lock' ? this.lock.item : this.waiters.get(s.order)),
-    );
+    const holds = steps.map((s) => {
+      if (s.target === 'session-lock') return true;
+      const item =
+        s.target === 'lock'
+          ? this.lock.item
+          : s.target === 'session'
+            ? this.sessions.get(s.sessionId)
+            : this.waiters.get(s.order);
+      return evaluate(s.condition, item);
+    });
     if (holds.includes(false)) {
       const lockIndex = steps.findIndex((s) => s.target === 'lock');
       const lockRefused = lockIndex >= 0 && holds[lockIndex] === false;
-      return { ok: false, lockRefused, lockOld: lockRefused ? this.lock.item : undefined };
+      const sessionIndex = steps.findIndex((s) => s.target === 'session');
+      const sessionRefused = sessionIndex >= 0 && holds[sessionIndex] === false;
+      return { ok: false, lockRefused, sessionRefused, lockOld: lockRefused ? this.lock.item : undefined };
     }
     const old = this.lock.item;
     for (const step of steps) {
       if (step.target === 'lock') this.lock.item = applyUpdate(this.lock.item, step.update);
+      else if (step.target === 'session') continue;
+      else if (step.target === 'session-lock') this.sessionLocks.add(step.sessionId);
       else if ('delete' in step) this.waiters.delete(step.order);
       else this.waiters.set(step.order, applyUpdate(this.waiters.get(step.order), step.update));
     }
