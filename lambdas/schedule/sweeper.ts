@@ -1,15 +1,15 @@
 /**
  * The sweeper (EventBridge, every minute; every few seconds locally): ends
- * the sessions that expired and releases their locks. It reads the due
- * index from where the last run finished, so its cost follows the sessions
- * due, never the sessions alive. Two sweepers may run at once, and one that
- * dies midway is finished by the next run: see service/sessions.ts.
+ * expired sessions, drops timed-out waiters and dead connections. See
+ * service/sweeper.ts.
  */
+import type { SweepReport } from '../service/sweeper';
 import { getDeps } from '../shared/deps';
 import { log } from '../shared/log';
 
-export async function handler(): Promise<{ minutes: number; expired: number; locksReleased: number }> {
-  const report = await getDeps().sessions.sweep();
-  if (report.expired) log('info', 'sweeper ended expired sessions', { ...report });
+export async function handler(): Promise<SweepReport> {
+  const report = await getDeps().sweeper.sweep();
+  if (report.expired || report.queuesServed || report.connectionsClosed)
+    log('info', 'sweeper run', { ...report });
   return report;
 }

@@ -24,21 +24,11 @@ import {
 } from '../core/session';
 import type { LockStore } from '../store/lock-store';
 import type { SessionStore } from '../store/session-store';
-import { minuteOf } from '../store/table';
 import type { Handoff } from './handoff';
 
 /** API Gateway closes a WebSocket connection after 2 hours. */
 const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
 export const connectionSessionId = (connectionId: string) => `conn-${connectionId}`;
-
-/** How far back a sweeper that never ran looks for due sessions. */
-const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
-
-export interface SweepReport {
-  readonly minutes: number;
-  readonly expired: number;
-  readonly locksReleased: number;
-}
 
 export class Sessions {
   constructor(
@@ -111,35 +101,16 @@ export class Sessions {
   }
 
   /** Ends a closed connection's session, if it had one, releasing its locks. */
-  async endConnection(connectionId: string, clientId: string): Promise<number> {
+  async endConnection(connectionId: string): Promise<number> {
     const id = connectionSessionId(connectionId);
-    if (!(await this.sessions.get(id))) return 0;
-    return this.close(id, clientId);
+    const session = await this.sessions.get(id);
+    return session ? this.close(id, session.clientId) : 0;
   }
 
-  /**
-   * Ends every session due by now: reads the due index minute by minute from
-   * where the last sweep finished (never a Scan: the cost follows the
-   * sessions due, not the sessions alive).
-   */
-  async sweep(): Promise<SweepReport> {
-    const now = this.clock();
-    const current = minuteOf(now);
-    const from = (await this.sessions.sweptTo()) ?? current - FIRST_SWEEP_LOOKBACK_MINUTES;
-    let expired = 0;
-    let locksReleased = 0;
-    for (let minute = from; minute <= current; minute++) {
-      for (const id of await this.sessions.dueIn(minute, now)) {
-        const released = await this.expire(id, now);
-        if (released !== undefined) {
-          expired++;
-          locksReleased += released;
-        }
-      }
-      // A past minute is done once its sessions are; the current one may still fill.
-      if (minute < current) await this.sessions.advanceSweptTo(minute + 1);
-    }
-    return { minutes: current - from + 1, expired, locksReleased };
+  /** When a live session is due (undefined once ended or unknown). */
+  async dueAt(id: string): Promise<number | undefined> {
+    const session = await this.sessions.get(id);
+    return session && session.endedAt === undefined ? session.dueAt : undefined;
   }
 
   /** Ends a session that is due (undefined if a heartbeat saved it) and releases its locks. */

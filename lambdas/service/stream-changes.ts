@@ -12,7 +12,15 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
 import { type LockChangeImages, WaitAttr } from '../core/queue';
-import { KEY, LOCK_SK, lockNameOfPartition, WAITER_SK_PREFIX } from '../store/table';
+import { SessionAttr } from '../core/session';
+import {
+  KEY,
+  LOCK_SK,
+  lockNameOfPartition,
+  SESSION_SK,
+  sessionIdOfKey,
+  WAITER_SK_PREFIX,
+} from '../store/table';
 
 export interface StreamRecord {
   readonly eventName?: string;
@@ -32,22 +40,35 @@ export interface WaiterJoined {
   readonly deadline: number;
 }
 
+export interface SessionOpened {
+  readonly id: string;
+  readonly dueAt: number;
+}
+
 const image = (raw: Record<string, unknown> | undefined): Item | undefined =>
   raw ? (unmarshall(raw as Record<string, AttributeValue>) as Item) : undefined;
 
 export function readChanges(records: readonly StreamRecord[]): {
   locks: LockChange[];
   joined: WaiterJoined[];
+  opened: SessionOpened[];
 } {
   const locks = new Map<string, LockChangeImages>();
   const joined: WaiterJoined[] = [];
+  const opened: SessionOpened[] = [];
   for (const record of records) {
     const keys = image(record.dynamodb?.Keys) ?? {};
+    const before = image(record.dynamodb?.OldImage);
+    const after = image(record.dynamodb?.NewImage);
+    const session = sessionIdOfKey(keys[KEY.pk]);
+    if (session !== undefined && keys[KEY.sk] === SESSION_SK && after && !before) {
+      const dueAt = after[SessionAttr.dueAt];
+      if (typeof dueAt === 'number') opened.push({ id: session, dueAt });
+      continue;
+    }
     const lock = lockNameOfPartition(keys[KEY.pk]);
     const sk = keys[KEY.sk];
     if (lock === undefined || typeof sk !== 'string') continue;
-    const before = image(record.dynamodb?.OldImage);
-    const after = image(record.dynamodb?.NewImage);
     if (sk === LOCK_SK) {
       const seen = locks.get(lock);
       locks.set(lock, { before: seen ? seen.before : before, beforeLast: before, after });
@@ -57,5 +78,5 @@ export function readChanges(records: readonly StreamRecord[]): {
         joined.push({ lock, deadline });
     }
   }
-  return { locks: [...locks].map(([lock, c]) => ({ lock, ...c })), joined };
+  return { locks: [...locks].map(([lock, c]) => ({ lock, ...c })), joined, opened };
 }

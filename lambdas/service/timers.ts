@@ -18,15 +18,16 @@ export interface Timers {
    * the new lease end; any other grant has its own timer.
    */
   schedule(lock: string, at: number, fence?: number): Promise<void>;
+  /** Check session `id` at `at` (its due time): end it if no heartbeat came, else check again later. */
+  scheduleSession(id: string, at: number): Promise<void>;
 }
 
 export const SQS_MAX_DELAY_SECONDS = 900;
 
-export const timerMessage = z.object({
-  lock: z.string().min(1),
-  due_at: z.number(),
-  fence: z.number().optional(),
-});
+export const timerMessage = z.union([
+  z.strictObject({ lock: z.string().min(1), due_at: z.number(), fence: z.number().optional() }),
+  z.strictObject({ session: z.string().min(1), due_at: z.number() }),
+]);
 export type TimerMessage = z.infer<typeof timerMessage>;
 
 /** Whole seconds to delay a message due at `at`: never late, at most SQS's limit. */
@@ -41,8 +42,15 @@ export class SqsTimers implements Timers {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  async schedule(lock: string, at: number, fence?: number): Promise<void> {
-    const body: TimerMessage = { lock, due_at: at, ...(fence === undefined ? {} : { fence }) };
+  schedule(lock: string, at: number, fence?: number): Promise<void> {
+    return this.send({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) }, at);
+  }
+
+  scheduleSession(id: string, at: number): Promise<void> {
+    return this.send({ session: id, due_at: at }, at);
+  }
+
+  private async send(body: TimerMessage, at: number): Promise<void> {
     try {
       await this.client.send(
         new SendMessageCommand({

@@ -10,6 +10,7 @@ import { Handoff } from '../service/handoff';
 import { LockService } from '../service/lock-service';
 import { ApiGatewayPusher, type Pusher } from '../service/push';
 import { Sessions } from '../service/sessions';
+import { Sweeper } from '../service/sweeper';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { LockStore } from '../store/lock-store';
@@ -26,6 +27,7 @@ export interface Deps {
   readonly pusher: Pusher;
   readonly timers: Timers;
   readonly sessions: Sessions;
+  readonly sweeper: Sweeper;
   /** Body schemas that depend on the configured lease bounds, built once. */
   readonly schemas: {
     readonly acquire: ReturnType<typeof acquireBody>;
@@ -52,9 +54,13 @@ export function getDeps(): Deps {
       : { push: async () => missing('the WebSocket API', 'WS_MANAGEMENT_ENDPOINT') };
     const timers: Timers = config.timerQueueUrl
       ? new SqsTimers(config.timerQueueUrl)
-      : { schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL') };
+      : {
+          schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
+          scheduleSession: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
+        };
     const handoff = new Handoff(locks, queue, pusher);
-    const sessions = new Sessions(new SessionStore(db, config.store), locks, handoff, randomUUID);
+    const sessionStore = new SessionStore(db, config.store);
+    const sessions = new Sessions(sessionStore, locks, handoff, randomUUID);
     const schemas = {
       acquire: acquireBody(config.limits),
       renew: renewBody(config.limits),
@@ -71,6 +77,7 @@ export function getDeps(): Deps {
       pusher,
       timers,
       sessions,
+      sweeper: new Sweeper(sessionStore, sessions, handoff),
       schemas,
     };
   }

@@ -51,6 +51,12 @@ export const QUEUE_SERVER = {
   pushes: true,
 } as const satisfies Partial<FunctionSpec>;
 
+/** Ending sessions: mark them ended, release their locks (serving each queue), drop their links. */
+export const SESSION_ENDER = {
+  ...QUEUE_SERVER,
+  table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
+} as const satisfies Partial<FunctionSpec>;
+
 /** Functions no client calls: the stream notifier and the expiry timer. */
 export const NOTIFIER: FunctionSpec = {
   module: 'stream/notifier',
@@ -62,17 +68,11 @@ export const NOTIFIER: FunctionSpec = {
 
 export const TIMER: FunctionSpec = {
   module: 'schedule/timer',
-  description: 'serves the queue of a lock whose lease lapsed (SQS timer)',
-  ...QUEUE_SERVER,
+  description: 'serves the queue of a lock whose lease lapsed, ends a session past due (SQS timer)',
+  ...SESSION_ENDER,
   schedules: true,
   timeoutSeconds: 30,
 };
-
-/** Ending sessions: mark them ended, release their locks (serving each queue), drop their links. */
-export const SESSION_ENDER = {
-  ...QUEUE_SERVER,
-  table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
-} as const satisfies Partial<FunctionSpec>;
 
 /** Every minute (EventBridge): ends the sessions that expired, reading only those (the due index). */
 export const SWEEPER: FunctionSpec = {

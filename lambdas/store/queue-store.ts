@@ -66,6 +66,7 @@ export interface Connection {
 
 /** API Gateway closes a WebSocket connection after two hours; its item is collected a day after that. */
 const CONNECTION_GC_SECONDS = 2 * 3600 + 86_400;
+const CONNECTION_DUE_MS = 2 * 3_600_000 + 60_000;
 
 /** Builds the TransactWriteItems request for `steps` on lock `name`. Pure: read by the unit tests. */
 export function transactRequest(
@@ -280,6 +281,9 @@ export class QueueStore {
             ...connectionKey(c.id),
             client_id: c.clientId,
             connected_at: c.connectedAt,
+            // Due when API Gateway has surely closed it: the sweeper's backstop for a lost $disconnect.
+            [DUE_INDEX.pk]: dueBucket(minuteOf(c.connectedAt + CONNECTION_DUE_MS)),
+            [DUE_INDEX.sk]: c.connectedAt + CONNECTION_DUE_MS,
             [GC_ATTRIBUTE]: Math.ceil(c.connectedAt / 1000) + CONNECTION_GC_SECONDS,
           },
         }),

@@ -34,14 +34,15 @@ import { toStoreError } from './errors';
 import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './lock-requests';
 import {
   DUE_INDEX,
+  type DueItem,
   dueBucket,
+  dueItemOfKey,
   GC_ATTRIBUTE,
   KEY,
   lockKey,
   minuteOf,
   SESSION_LINK_PREFIX,
   SWEEPER_CURSOR_KEY,
-  sessionIdOfKey,
   sessionKey,
   sessionLockKey,
   sessionPartition,
@@ -186,9 +187,9 @@ export class SessionStore {
     );
   }
 
-  /** Sessions due (expired) by `now` in one minute's bucket of the due index. */
-  async dueIn(minute: number, now: number): Promise<string[]> {
-    const ids: string[] = [];
+  /** What is due by `now` in one minute's bucket of the due index: sessions, waiters, connections. */
+  async dueIn(minute: number, now: number): Promise<DueItem[]> {
+    const due: DueItem[] = [];
     let startKey: Record<string, unknown> | undefined;
     do {
       const out = await this.send((abortSignal) =>
@@ -205,12 +206,12 @@ export class SessionStore {
         ),
       );
       for (const key of out.Items ?? []) {
-        const id = sessionIdOfKey(key[KEY.pk]);
-        if (id !== undefined) ids.push(id);
+        const item = dueItemOfKey(key);
+        if (item) due.push(item);
       }
       startKey = out.LastEvaluatedKey;
     } while (startKey);
-    return ids;
+    return due;
   }
 
   /** The first minute the sweeper has not finished, if it ever ran. */

@@ -39,7 +39,7 @@ const CONNECTION_PK_PREFIX = 'CONN#';
 const CONNECTION_SK = 'CONN';
 
 const SESSION_PK_PREFIX = 'SESS#';
-const SESSION_SK = 'SESS';
+export const SESSION_SK = 'SESS';
 const LINK_SK_PREFIX = 'LOCK#';
 
 export const sessionKey = (id: string) => ({ [KEY.pk]: `${SESSION_PK_PREFIX}${id}`, [KEY.sk]: SESSION_SK });
@@ -55,6 +55,24 @@ export const sessionIdOfKey = (pk: unknown): string | undefined =>
 /** The due index partition of one minute (ms since the epoch / 60,000). */
 export const dueBucket = (minute: number) => `DUE#${minute}`;
 export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
+/** What a key of the due index names: a session, a waiter (of a lock) or a WebSocket connection. */
+export type DueItem =
+  | { readonly kind: 'session'; readonly id: string }
+  | { readonly kind: 'waiter'; readonly lock: string }
+  | { readonly kind: 'connection'; readonly id: string };
+
+export function dueItemOfKey(key: Record<string, unknown>): DueItem | undefined {
+  const pk = key[KEY.pk];
+  if (typeof pk !== 'string') return undefined;
+  const session = sessionIdOfKey(pk);
+  if (session !== undefined) return { kind: 'session', id: session };
+  const waiter = waiterFromKey(key);
+  if (waiter) return { kind: 'waiter', lock: waiter.lock };
+  if (pk.startsWith(CONNECTION_PK_PREFIX))
+    return { kind: 'connection', id: pk.slice(CONNECTION_PK_PREFIX.length) };
+  return undefined;
+}
+
 export const SWEEPER_CURSOR_KEY = { [KEY.pk]: 'SWEEPER', [KEY.sk]: 'CURSOR' };
 
 /** The one partition of the listing index. */

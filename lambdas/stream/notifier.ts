@@ -3,7 +3,7 @@
  * free with waiters (a release normally did that already, inline; this is
  * the path for everything else), and arms timers for what will change
  * without a write: the lease of a grant with waiters behind it, and the
- * deadline of each WebSocket waiter. A failure throws, so Lambda retries the
+ * deadline of each WebSocket waiter, and the due time of each new session. A failure throws, so Lambda retries the
  * batch (bisecting it) and finally sends it to the on-failure queue.
  */
 import { onLockChange } from '../core/queue';
@@ -12,7 +12,7 @@ import { getDeps } from '../shared/deps';
 
 export async function handler(event: { Records: readonly StreamRecord[] }): Promise<void> {
   const { handoff, timers } = getDeps();
-  const { locks, joined } = readChanges(event.Records);
+  const { locks, joined, opened } = readChanges(event.Records);
   await Promise.all(
     locks.map(async ({ lock, ...images }) => {
       const decision = onLockChange(images, Date.now());
@@ -24,4 +24,6 @@ export async function handler(event: { Records: readonly StreamRecord[] }): Prom
     }),
   );
   await Promise.all(joined.map((w) => timers.schedule(w.lock, w.deadline)));
+  // A session ends at its due time unless heartbeats move it: its timer checks then (and re-arms).
+  await Promise.all(opened.map((s) => timers.scheduleSession(s.id, s.dueAt)));
 }

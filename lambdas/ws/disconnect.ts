@@ -8,10 +8,9 @@ import { getDeps } from '../shared/deps';
 import { ok, type WsEvent, type WsResult } from '../shared/ws';
 
 export async function handler(event: WsEvent): Promise<WsResult> {
-  const { handoff, queue, sessions } = getDeps();
+  const { handoff, sessions } = getDeps();
   const id = event.requestContext.connectionId;
-  const connection = await queue.getConnection(id);
   await handoff.forgetConnection(id);
-  if (connection) await sessions.endConnection(id, connection.clientId);
+  await sessions.endConnection(id);
   return ok;
 }

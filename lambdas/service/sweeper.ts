@@ -1,0 +1,85 @@
+/**
+ * The sweeper's run: everything due by now in the due index, minute by
+ * minute from where the last run finished (never a Scan: the cost follows
+ * what is due, not what is alive):
+ * - a session past its deadline and grace ends and its locks go to their
+ *   next waiters (Sessions.expire);
+ * - a waiter past its deadline: its lock's queue is served, which drops it
+ *   and every other timed-out waiter, and hands a lapsed lock on (the
+ *   backstop for a lost expiry timer);
+ * - a WebSocket connection past API Gateway's 2-hour limit whose
+ *   $disconnect never came: its waiters leave, its ephemeral locks go.
+ * Safe to run twice at once, and a run that dies midway is finished by the
+ * next: every step is a conditional write, and the cursor only moves past
+ * a minute once all of it is done.
+ */
+import type { SessionStore } from '../store/session-store';
+import { minuteOf } from '../store/table';
+import type { Handoff } from './handoff';
+import type { Sessions } from './sessions';
+
+/** How far back a sweeper that never ran looks. */
+const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
+/**
+ * Minutes before the cursor read again on every run: an item is always
+ * written due in the future, but the writer's clock may trail the
+ * sweeper's by a little.
+ */
+const REREAD_MINUTES = 2;
+
+export interface SweepReport {
+  /** Minute buckets of the due index read. */
+  readonly minutes: number;
+  readonly expired: number;
+  readonly locksReleased: number;
+  /** Locks whose queue was served for a waiter past its deadline. */
+  readonly queuesServed: number;
+  readonly connectionsClosed: number;
+}
+
+export class Sweeper {
+  constructor(
+    private readonly store: SessionStore,
+    private readonly sessions: Sessions,
+    private readonly handoff: Handoff,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async sweep(): Promise<SweepReport> {
+    const now = this.clock();
+    const current = minuteOf(now);
+    const cursor = await this.store.sweptTo();
+    const from = cursor === undefined ? current - FIRST_SWEEP_LOOKBACK_MINUTES : cursor - REREAD_MINUTES;
+    let expired = 0;
+    let locksReleased = 0;
+    const served = new Set<string>();
+    let connectionsClosed = 0;
+    for (let minute = from; minute <= current; minute++) {
+      for (const due of await this.store.dueIn(minute, now)) {
+        if (due.kind === 'session') {
+          const released = await this.sessions.expire(due.id, now);
+          if (released === undefined) continue;
+          expired++;
+          locksReleased += released;
+        } else if (due.kind === 'waiter') {
+          if (served.has(due.lock)) continue;
+          served.add(due.lock);
+          await this.handoff.serve(due.lock);
+        } else {
+          await this.handoff.forgetConnection(due.id);
+          locksReleased += await this.sessions.endConnection(due.id);
+          connectionsClosed++;
+        }
+      }
+      // A past minute is done once everything in it is; the current one may still fill.
+      if (minute < current) await this.store.advanceSweptTo(minute + 1);
+    }
+    return {
+      minutes: current - from + 1,
+      expired,
+      locksReleased,
+      queuesServed: served.size,
+      connectionsClosed,
+    };
+  }
+}
