@@ -26,6 +26,20 @@ const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
  * sweeper's by a little.
  */
 const REREAD_MINUTES = 2;
+/** Items handled at once: each is a few sequential requests, independent of the others. */
+const SWEEP_CONCURRENCY = 8;
+
+/** Runs `task` for every item, at most `limit` at once; fails (after the rest settle) if any failed. */
+async function eachAtMost<T>(limit: number, items: readonly T[], task: (item: T) => Promise<void>) {
+  let next = 0;
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await task(items[next++] as T);
+    }),
+  );
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
 
 export interface SweepReport {
   /** Minute buckets of the due index read. */
@@ -55,22 +69,23 @@ export class Sweeper {
     const served = new Set<string>();
     let connectionsClosed = 0;
     for (let minute = from; minute <= current; minute++) {
-      for (const due of await this.store.dueIn(minute, now)) {
-        if (due.kind === 'session') {
-          const released = await this.sessions.expire(due.id, now);
-          if (released === undefined) continue;
+      const due = await this.store.dueIn(minute, now);
+      await eachAtMost(SWEEP_CONCURRENCY, due, async (item) => {
+        if (item.kind === 'session') {
+          const released = await this.sessions.expire(item.id, now);
+          if (released === undefined) return;
           expired++;
           locksReleased += released;
-        } else if (due.kind === 'waiter') {
-          if (served.has(due.lock)) continue;
-          served.add(due.lock);
-          await this.handoff.serve(due.lock);
+        } else if (item.kind === 'waiter') {
+          if (served.has(item.lock)) return;
+          served.add(item.lock);
+          await this.handoff.serve(item.lock);
         } else {
-          await this.handoff.forgetConnection(due.id);
-          locksReleased += await this.sessions.endConnection(due.id);
+          await this.handoff.forgetConnection(item.id);
+          locksReleased += await this.sessions.endConnection(item.id);
           connectionsClosed++;
         }
-      }
+      });
       // A past minute is done once everything in it is; the current one may still fill.
       if (minute < current) await this.store.advanceSweptTo(minute + 1);
     }

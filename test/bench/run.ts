@@ -6,7 +6,9 @@
  * Then the waiting section (waiting.ts: WebSocket waiters contending for one
  * lock, a crashed holder) against the same DynamoDB Local, in a process of
  * its own: handlers configure themselves once per process, so a second local
- * stack cannot start in this one. BENCH_WAIT_SECONDS=0 skips it.
+ * stack cannot start in this one. BENCH_WAIT_SECONDS=0 skips it. Before
+ * it, the sessions section (sessions.ts: heartbeat cost by locks held, one
+ * sweeper run among BENCH_SESSIONS_LIVE live sessions, default 10,000).
  *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  */
@@ -25,6 +27,7 @@ import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { startLocalStack } from '../../local/stack';
 import { ensureTable } from '../../local/table-setup';
 import { signedClient } from '../support/signed-fetch';
+import { sessionsSection } from './sessions';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WAIT_SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -217,6 +220,7 @@ async function main() {
 
   await stack.stop();
   try {
+    for (const line of await sessionsSection(dynamo.endpoint)) console.log(line);
     if (WAIT_SECONDS > 0) await waitingSection(dynamo.endpoint);
   } finally {
     await dynamo.stop();

@@ -1,0 +1,174 @@
+/**
+ * The "sessions" section of `npm run bench`, straight against the stores
+ * (no HTTP): what one heartbeat costs for a session holding 1, 10 and 100
+ * locks, and what one sweeper run costs with 100 sessions due among few or
+ * 10,000 live ones (it must not grow with the live ones: it reads the due
+ * index, never Scans). DynamoDB calls are counted by command; the sweeper's
+ * reads also by items returned.
+ *
+ *   BENCH_SESSIONS_LIVE=10000 npx tsx test/bench/sessions.ts   (starts its own DynamoDB Local)
+ */
+import { randomUUID } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { Handoff } from '../../lambdas/service/handoff';
+import { Sessions } from '../../lambdas/service/sessions';
+import { Sweeper } from '../../lambdas/service/sweeper';
+import { createDocumentClient } from '../../lambdas/store/document-client';
+import { LockStore } from '../../lambdas/store/lock-store';
+import { QueueStore } from '../../lambdas/store/queue-store';
+import { SessionStore } from '../../lambdas/store/session-store';
+import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { ensureTable } from '../../local/table-setup';
+
+const LIVE = Number(process.env.BENCH_SESSIONS_LIVE ?? 10_000);
+const EXPIRED = 100;
+const HEARTBEATS = 50;
+process.env.LOG_LEVEL = 'silent';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+process.env.AWS_REGION ??= 'us-east-1';
+process.env.AWS_ACCESS_KEY_ID ??= 'local';
+process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+
+async function services(endpoint: string) {
+  const tableName = `bench-sessions-${randomUUID()}`;
+  await ensureTable(new DynamoDBClient({ endpoint }), tableName);
+  const calls = new Map<string, number>();
+  const db = createDocumentClient({
+    endpoint,
+    onCall: (c) => calls.set(c, (calls.get(c) ?? 0) + 1),
+  });
+  const settings = { tableName, retentionSeconds: 86_400 };
+  const locks = new LockStore(db, settings);
+  const store = new SessionStore(db, settings);
+  const handoff = new Handoff(locks, new QueueStore(db, settings), { push: async () => 'sent' });
+  const sessions = new Sessions(store, locks, handoff, randomUUID);
+  // What the sweeper reads from the due index: items returned, summed over its Queries.
+  const dueRead = { items: 0 };
+  const counted = new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop !== 'dueIn') return Reflect.get(target, prop, receiver);
+      return async (...args: Parameters<SessionStore['dueIn']>) => {
+        const due = await target.dueIn(...args);
+        dueRead.items += due.length;
+        return due;
+      };
+    },
+  });
+  return { calls, sessions, dueRead, sweeper: new Sweeper(counted, sessions, handoff) };
+}
+
+/** Runs `task` for every item, `concurrency` at a time. */
+async function inParallel<T>(items: readonly T[], concurrency: number, task: (item: T) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) await task(items[next++] as T);
+    }),
+  );
+}
+
+const describeCalls = (calls: Map<string, number>, per = 1) =>
+  [...calls]
+    .sort()
+    .map(([c, n]) => `${c.replace(/Command$/, '')} ${(n / per).toFixed(n % per ? 2 : 0)}`)
+    .join(', ');
+
+export async function sessionsSection(endpoint: string): Promise<string[]> {
+  const out: string[] = [];
+  const { calls, sessions, sweeper } = await services(endpoint);
+
+  out.push(
+    `\n### Sessions: heartbeat cost (${HEARTBEATS} heartbeats each, one at a time)\n`,
+    '| locks in the session | DynamoDB calls per heartbeat | writes per heartbeat | p50 / p99 ms |',
+    '| --- | --- | --- | --- |',
+  );
+  for (const lockCount of [1, 10, 100]) {
+    const s = await sessions.create('bench', { ttlMs: 60_000, graceMs: 0, lockDelayMs: 0 });
+    await inParallel(
+      Array.from({ length: lockCount }, (_, i) => i),
+      16,
+      async (i) => {
+        await sessions.acquire({ name: `hb/${s.id}/${i}`, clientId: 'bench', ttlMs: 1, sessionId: s.id });
+      },
+    );
+    calls.clear();
+    const took: number[] = [];
+    for (let i = 0; i < HEARTBEATS; i++) {
+      const t = performance.now();
+      await sessions.heartbeat(s.id, 'bench');
+      took.push(performance.now() - t);
+    }
+    took.sort((a, b) => a - b);
+    const writes = [...calls]
+      .filter(([c]) => /Update|Put|Delete|Transact/.test(c))
+      .reduce((n, [, v]) => n + v, 0);
+    out.push(
+      `| ${lockCount} | ${describeCalls(calls, HEARTBEATS)} | ${(writes / HEARTBEATS).toFixed(0)} | ${percentile(took, 0.5).toFixed(1)} / ${percentile(took, 0.99).toFixed(1)} |`,
+    );
+  }
+
+  out.push(
+    `\n### Sessions: one sweeper run ending ${EXPIRED} expired sessions (one lock each)\n`,
+    '| live sessions beside them | run ms | DynamoDB calls | due-index items read | sessions ended |',
+    '| --- | --- | --- | --- | --- |',
+  );
+  for (const live of [100, LIVE]) {
+    const fresh = await services(endpoint);
+    // Live sessions due in an hour; expired ones due in 300 ms, each holding one lock.
+    await inParallel(
+      Array.from({ length: live }, (_, i) => i),
+      32,
+      async () => {
+        await fresh.sessions.create('live', { ttlMs: 3_600_000, graceMs: 0, lockDelayMs: 0 });
+      },
+    );
+    await fresh.sweeper.sweep(); // the first run sets the cursor (reads an hour back)
+    const expireMs = 3_000;
+    const created = performance.now();
+    await inParallel(
+      Array.from({ length: EXPIRED }, (_, i) => i),
+      16,
+      async (i) => {
+        const s = await fresh.sessions.create('gone', { ttlMs: expireMs, graceMs: 0, lockDelayMs: 0 });
+        await fresh.sessions.acquire({
+          name: `sw/${i}/${s.id}`,
+          clientId: 'gone',
+          ttlMs: 1,
+          sessionId: s.id,
+        });
+      },
+    );
+    if (performance.now() - created > expireMs)
+      throw new Error('creating the expiring sessions took too long');
+    await sleep(expireMs - (performance.now() - created) + expireMs + 100);
+    fresh.calls.clear();
+    fresh.dueRead.items = 0;
+    const t = performance.now();
+    const report = await fresh.sweeper.sweep();
+    const ms = performance.now() - t;
+    out.push(
+      `| ${live} | ${ms.toFixed(0)} | ${describeCalls(fresh.calls)} | ${fresh.dueRead.items} | ${report.expired} |`,
+    );
+  }
+  return out;
+}
+
+async function main() {
+  const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
+  try {
+    for (const line of await sessionsSection(dynamo.endpoint)) console.log(line);
+  } finally {
+    await dynamo.stop();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
