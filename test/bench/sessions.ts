@@ -79,7 +79,7 @@ const describeCalls = (calls: Map<string, number>, per = 1) =>
 
 export async function sessionsSection(endpoint: string): Promise<string[]> {
   const out: string[] = [];
-  const { calls, sessions, sweeper } = await services(endpoint);
+  const { calls, sessions } = await services(endpoint);
 
   out.push(
     `\n### Sessions: heartbeat cost (${HEARTBEATS} heartbeats each, one at a time)\n`,
