@@ -334,11 +334,12 @@ export function planServe(
 
 /**
  * One lock's change over a batch of stream records: the image before the
- * batch, the image before the batch's last record, and the image after it.
+ * batch, the image after it, and `released`: the grant the batch's last
+ * release (or take-back) took off the lock, as it was before that record.
  */
 export interface LockChangeImages {
   readonly before: Item | undefined;
-  readonly beforeLast: Item | undefined;
+  readonly released: Item | undefined;
   readonly after: Item | undefined;
 }
 
@@ -348,42 +349,56 @@ export type NotifierDecision = {
 };
 
 /**
+ * How long a releaser may take to serve the queue after its release: the
+ * longest function timeout (the sweeper's, 60 s). A backup timer watches a
+ * release for that long at most.
+ */
+export const RELEASER_BACKUP_MS = 60_000;
+
+/**
  * What the notifier does about a lock's change (from its stream records):
  * arm an expiry timer when a grant first has waiters behind it, because a
  * lease that lapses writes nothing and so raises no stream record; and
  * serve the queue when the lock is free with waiters and nobody else will.
  *
- * Somebody else will when the last change took a holder off the lock (a
- * release, or a grant taken back): its writer serves inline before it
- * answers, and serving here too would only race it and lose. If that
- * writer died first, the timer watching the released grant serves the
- * queue at its lease end; one is armed here if this batch is the first to
- * show that grant with waiters. Nor does a waiter joining a free lock's
- * queue call for serving: the queue already had a server.
+ * Somebody else will when the batch took a holder off the lock (a release,
+ * a grant taken back, a session's end): that writer serves inline before it
+ * answers, and serving here too would only race it and lose. In case it died
+ * first, a timer watching the released grant serves the queue at its lease
+ * end or within RELEASER_BACKUP_MS, whichever is sooner. And if the batch
+ * started with the same grant and waiters already queued, that state
+ * already had its server (a timer, or whoever freed the lock).
  */
-export function onLockChange({ before, beforeLast, after }: LockChangeImages, now: number): NotifierDecision {
+export function onLockChange({ before, released, after }: LockChangeImages, now: number): NotifierDecision {
   if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
   const holder = liveHolder(after, now);
-  const blocked = blockedUntil(after, now);
-  if (!holder && blocked !== undefined) {
-    // Under lock-delay (a session expired): nobody may serve it before the delay ends, so a timer will.
-    const armed = before !== undefined && before[LockAttr.blockedUntil] === after[LockAttr.blockedUntil];
-    return { serve: false, timer: armed ? undefined : { at: blocked, fence: lastFencingToken(after) ?? 0 } };
-  }
   if (holder) {
+    // A lock tied to a session is freed by the session's end (whose writer serves it), not by its lease.
+    if (after[LockAttr.session] !== undefined) return { serve: false, timer: undefined };
     const timer = { at: holder.expiresAt, fence: holder.fencingToken };
     return { serve: false, timer: armedBefore(before, after) ? undefined : timer };
   }
-  if (tookHolderOff(beforeLast, after)) {
-    const released = beforeLast as Item;
-    const expiresAt = released[LockAttr.expiresAt];
-    const backup =
-      armedBefore(before, released) || typeof expiresAt !== 'number'
-        ? undefined
-        : { at: expiresAt, fence: released[LockAttr.fence] as number };
-    return { serve: false, timer: backup };
+  const blocked = blockedUntil(after, now);
+  if (blocked !== undefined) {
+    // Under lock-delay (a session expired): nobody may serve it before the delay ends, so a timer will.
+    const armed =
+      before !== undefined &&
+      queuedCount(before) > 0 &&
+      before[LockAttr.blockedUntil] === after[LockAttr.blockedUntil];
+    return { serve: false, timer: armed ? undefined : { at: blocked, fence: lastFencingToken(after) ?? 0 } };
   }
-  return { serve: !onlyJoined(beforeLast, after), timer: undefined };
+  if (released) return { serve: false, timer: releaseBackup(before, released, now) };
+  return { serve: !alreadyWaiting(before, after), timer: undefined };
+}
+
+/** The timer that serves a released lock's queue should its releaser die before it does. */
+function releaseBackup(before: Item | undefined, released: Item, now: number) {
+  const leaseEnd = released[LockAttr.expiresAt];
+  const latest = now + RELEASER_BACKUP_MS;
+  const at = typeof leaseEnd === 'number' ? Math.min(leaseEnd, latest) : now;
+  // The timer armed for that grant's lease end covers it, if it was armed and ends soon enough.
+  if (armedBefore(before, released) && typeof leaseEnd === 'number' && leaseEnd <= latest) return undefined;
+  return { at, fence: released[LockAttr.fence] as number };
 }
 
 /** Whether `before` already showed the grant in `current` with waiters (then its timer was armed). */
@@ -393,6 +408,17 @@ const armedBefore = (before: Item | undefined, current: Item) =>
   before[LockAttr.holder] !== undefined &&
   before[LockAttr.fence] === current[LockAttr.fence];
 
+/** The batch began with the same grant (or none) and waiters already queued: that state had a server. */
+const alreadyWaiting = (before: Item | undefined, after: Item) =>
+  before !== undefined &&
+  queuedCount(before) > 0 &&
+  before[LockAttr.fence] === after[LockAttr.fence] &&
+  before[LockAttr.holder] === after[LockAttr.holder];
+
+/** The old image of a record that took a holder off the lock (a release, a take-back, a session end). */
+export const tookHolderOff = (old: Item | undefined, current: Item | undefined) =>
+  old?.[LockAttr.holder] !== undefined && current?.[LockAttr.holder] === undefined;
+
 /**
  * Whether a timer armed for the grant with token `fence` still has work:
  * the lock carries that token (the lease lapsed, or it was released by a
@@ -400,13 +426,3 @@ const armedBefore = (before: Item | undefined, current: Item) =>
  * of its own, and whoever granted it served the queue.
  */
 export const stillWatched = (lock: Item | undefined, fence: number) => lock?.[LockAttr.fence] === fence;
-
-/** A waiter joined and nothing else changed: whoever serves the queue ahead of it serves it too. */
-const onlyJoined = (old: Item | undefined, current: Item) =>
-  old !== undefined &&
-  queuedCount(current) > queuedCount(old) &&
-  old[LockAttr.fence] === current[LockAttr.fence] &&
-  old[LockAttr.holder] === current[LockAttr.holder];
-
-const tookHolderOff = (old: Item | undefined, current: Item) =>
-  old?.[LockAttr.holder] !== undefined && current[LockAttr.holder] === undefined;

@@ -122,7 +122,8 @@ export function endWrite(s: Pick<Session, 'clientId'>, reason: EndReason, now: n
   const when = reason === 'closed' ? gt(S.dueAt, now) : le(S.dueAt, now);
   return {
     condition: and(exists(S.client), notEnded, eq(S.client, s.clientId), when),
-    update: [set(S.endedAt, now), set(S.endReason, reason)],
+    // Due now: until its locks are released (sweptWrite), the sweeper and timers finish the job.
+    update: [set(S.endedAt, now), set(S.endReason, reason), set(S.dueAt, now)],
   };
 }
 

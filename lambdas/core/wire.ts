@@ -66,6 +66,9 @@ export const waitTimeoutMs = (max: number, hint = '') =>
     .min(0, 'wait_timeout_ms must not be negative')
     .max(max, `wait_timeout_ms must be at most ${max}${hint}`);
 
+export const SESSION_TTL_MESSAGE =
+  'ttl_ms is not used with a session: the lock is held as long as its session lives';
+
 export const sessionId = z.uuid('session_id must be a session id (a UUID) from POST /api/v1/sessions');
 
 export const acquireBody = (limits: Limits) =>
@@ -93,6 +96,8 @@ export const acquireBody = (limits: Limits) =>
           path: ['ttl_ms'],
           message: 'ttl_ms is required (unless session_id is given)',
         });
+      if (b.session_id !== undefined && b.ttl_ms !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['ttl_ms'], message: SESSION_TTL_MESSAGE });
     });
 
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */

@@ -13,6 +13,7 @@ import {
   lockName,
   priority,
   requestId,
+  SESSION_TTL_MESSAGE,
   sessionId,
   ttlMs,
   waitTimeoutMs,
@@ -51,6 +52,10 @@ export const wsMessage = (limits: Limits) =>
         })
         .refine((m) => m.ttl_ms !== undefined || m.ephemeral || m.session_id !== undefined, {
           message: 'ttl_ms is required (unless session_id or ephemeral is given)',
+          path: ['ttl_ms'],
+        })
+        .refine((m) => m.ttl_ms === undefined || !(m.ephemeral || m.session_id !== undefined), {
+          message: SESSION_TTL_MESSAGE,
           path: ['ttl_ms'],
         }),
       z.strictObject({ action: z.literal('cancel'), lock: lockName, request_id: requestId.optional() }),

@@ -38,6 +38,8 @@ async function fireSession(id: string): Promise<void> {
     if ((await sessions.expire(id)) !== undefined) return;
     // A heartbeat landed in the last instant: look again.
   }
+  const due = await sessions.dueAt(id);
+  if (due !== undefined) await timers.scheduleSession(id, due);
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {

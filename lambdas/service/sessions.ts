@@ -9,7 +9,13 @@
  */
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { type AcquireCommand, type AcquireOutcome, queuedCount, sessionReleaseWrite } from '../core/lock';
+import {
+  type AcquireCommand,
+  type AcquireOutcome,
+  liveHolder,
+  queuedCount,
+  sessionReleaseWrite,
+} from '../core/lock';
 import {
   createWrite,
   endWrite,
@@ -62,9 +68,10 @@ export class Sessions {
     const result = await this.sessions.write(id, endWrite({ clientId }, 'closed', now), now);
     if (result.ok) return this.releaseLocks(id, 0);
     const session = result.old && sessionOfItem(id, result.old);
+    if (!session || session.clientId !== clientId) throw refusal(id, clientId, result.old, now);
+    // Already past its due time (no heartbeat in time): it ends as expired, lock-delay and all.
+    if (session.endedAt === undefined) return (await this.expire(id, now)) ?? 0;
     // Closing twice (a retry) or after the sweeper ended it: finish whatever is left, answer as done.
-    if (!session || session.clientId !== clientId || session.endedAt === undefined)
-      throw refusal(id, clientId, result.old, now);
     return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
   }
 
@@ -107,10 +114,13 @@ export class Sessions {
     return session ? this.close(id, session.clientId) : 0;
   }
 
-  /** When a live session is due (undefined once ended or unknown). */
+  /**
+   * When a session is due: its expiry while live, or (once ended but not yet
+   * swept of its locks) now. Undefined once fully ended, or unknown.
+   */
   async dueAt(id: string): Promise<number | undefined> {
     const session = await this.sessions.get(id);
-    return session && session.endedAt === undefined ? session.dueAt : undefined;
+    return session && session.dueAt > 0 ? session.dueAt : undefined;
   }
 
   /** Ends a session that is due (undefined if a heartbeat saved it) and releases its locks. */
@@ -132,10 +142,10 @@ export class Sessions {
     for (const name of await this.sessions.lockNames(id)) {
       const now = this.clock();
       const result = await this.locks.write(name, sessionReleaseWrite(id, now, lockDelayMs));
-      if (result.ok) {
-        released++;
-        if (queuedCount(result.item) > 0) await this.handoff.serve(name);
-      }
+      if (result.ok) released++;
+      // Served even when this run's release was refused: an earlier run may have released it and died.
+      const item = result.ok ? result.item : result.old;
+      if (!liveHolder(item, now) && queuedCount(item) > 0) await this.handoff.serve(name);
       await this.sessions.forgetLock(id, name);
     }
     await this.sessions.write(id, sweptWrite(), this.clock());

@@ -11,7 +11,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
-import { type LockChangeImages, WaitAttr } from '../core/queue';
+import { type LockChangeImages, tookHolderOff, WaitAttr } from '../core/queue';
 import { SessionAttr } from '../core/session';
 import {
   KEY,
@@ -71,7 +71,8 @@ export function readChanges(records: readonly StreamRecord[]): {
     if (lock === undefined || typeof sk !== 'string') continue;
     if (sk === LOCK_SK) {
       const seen = locks.get(lock);
-      locks.set(lock, { before: seen ? seen.before : before, beforeLast: before, after });
+      const released = tookHolderOff(before, after) ? before : seen?.released;
+      locks.set(lock, { before: seen ? seen.before : before, released, after });
     } else if (sk.startsWith(WAITER_SK_PREFIX) && after && !before) {
       const deadline = after[WaitAttr.deadline];
       if (typeof deadline === 'number' && typeof after[WaitAttr.connection] === 'string')

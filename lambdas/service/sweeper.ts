@@ -13,6 +13,7 @@
  * next: every step is a conditional write, and the cursor only moves past
  * a minute once all of it is done.
  */
+import { describeError, log } from '../shared/log';
 import type { SessionStore } from '../store/session-store';
 import { minuteOf } from '../store/table';
 import type { Handoff } from './handoff';
@@ -29,16 +30,22 @@ const REREAD_MINUTES = 2;
 /** Items handled at once: each is a few sequential requests, independent of the others. */
 const SWEEP_CONCURRENCY = 8;
 
-/** Runs `task` for every item, at most `limit` at once; fails (after the rest settle) if any failed. */
+/** How far behind a failing item may hold the cursor. */
+const MAX_LAG_MINUTES = 60;
+
+/** Runs `task` for every item, at most `limit` at once; returns the errors of those that failed. */
 async function eachAtMost<T>(limit: number, items: readonly T[], task: (item: T) => Promise<void>) {
   let next = 0;
-  const results = await Promise.allSettled(
+  const errors: unknown[] = [];
+  await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await task(items[next++] as T);
+      while (next < items.length) {
+        const item = items[next++] as T;
+        await task(item).catch((error: unknown) => errors.push(error));
+      }
     }),
   );
-  const failed = results.find((r) => r.status === 'rejected');
-  if (failed) throw failed.reason;
+  return errors;
 }
 
 export interface SweepReport {
@@ -68,9 +75,11 @@ export class Sweeper {
     let locksReleased = 0;
     const served = new Set<string>();
     let connectionsClosed = 0;
+    const failures: unknown[] = [];
+    let holding = false; // a minute with a failure holds the cursor there, so the next run retries it
     for (let minute = from; minute <= current; minute++) {
       const due = await this.store.dueIn(minute, now);
-      await eachAtMost(SWEEP_CONCURRENCY, due, async (item) => {
+      const failed = await eachAtMost(SWEEP_CONCURRENCY, due, async (item) => {
         if (item.kind === 'session') {
           const released = await this.sessions.expire(item.id, now);
           if (released === undefined) return;
@@ -81,13 +90,24 @@ export class Sweeper {
           served.add(item.lock);
           await this.handoff.serve(item.lock);
         } else {
-          await this.handoff.forgetConnection(item.id);
           locksReleased += await this.sessions.endConnection(item.id);
+          await this.handoff.forgetConnection(item.id);
           connectionsClosed++;
         }
       });
+      failures.push(...failed);
+      // ...but not forever: an item that keeps failing is logged by every run, and left behind after
+      // MAX_LAG_MINUTES so that the sweeper's reads do not grow without end.
+      if (failed.length && current - minute < MAX_LAG_MINUTES) holding = true;
       // A past minute is done once everything in it is; the current one may still fill.
-      if (minute < current) await this.store.advanceSweptTo(minute + 1);
+      if (!holding && minute < current) await this.store.advanceSweptTo(minute + 1);
+    }
+    if (failures.length) {
+      log('error', 'sweeper: some items failed; the next run retries them', {
+        failures: failures.length,
+        ...describeError(failures[0]),
+      });
+      throw failures[0];
     }
     return {
       minutes: current - from + 1,

@@ -27,7 +27,7 @@ import {
   type UpdateAction,
   type Write,
 } from '../core/expr';
-import type { WriteResult } from '../core/lock';
+import { LockAttr, type WriteResult } from '../core/lock';
 import { isLiveAt, type Session, SessionAttr, sessionOfItem } from '../core/session';
 import { compile, compileCondition } from './compile';
 import { toStoreError } from './errors';
@@ -147,12 +147,17 @@ export class SessionStore {
         old: old ? (unmarshall(old as Parameters<typeof unmarshall>[0]) as Item) : undefined,
       };
     }
+    // A transaction returns no item: read the grant back. If another write came first (the session
+    // ended and the lock was handed on within these milliseconds), the grant is already over.
     const out = await this.send((abortSignal) =>
       this.db.send(new GetCommand({ TableName: table, Key: lockKey(name), ConsistentRead: true }), {
         abortSignal,
       }),
     );
-    return { ok: true, item: (out.Item ?? {}) as Item };
+    const written = write.update.find((a) => a.kind === 'set' && a.attr === LockAttr.lastWrite);
+    if (!out.Item || written?.kind !== 'set' || out.Item[LockAttr.lastWrite] !== written.value)
+      throw new LatchkeyError('SESSION_EXPIRED', `session ${session.id} ended as the lock was granted`);
+    return { ok: true, item: out.Item as Item };
   }
 
   /** Names of the locks a session took (strongly consistent). */

@@ -10,7 +10,8 @@ import { ok, type WsEvent, type WsResult } from '../shared/ws';
 export async function handler(event: WsEvent): Promise<WsResult> {
   const { handoff, sessions } = getDeps();
   const id = event.requestContext.connectionId;
-  await handoff.forgetConnection(id);
+  // The session first: its item keeps the connection's locks findable should this stop midway.
   await sessions.endConnection(id);
+  await handoff.forgetConnection(id);
   return ok;
 }

@@ -99,6 +99,12 @@ describe('sessions over HTTP', () => {
       session_id: s.session_id,
     });
     expect(refused).toMatchObject({ status: 409, body: { error: { code: 'SESSION_EXPIRED' } } });
+    const withTtl = await api.post(`/api/v1/locks/${lockName()}/acquire`, {
+      client_id: 'bob',
+      session_id: s.session_id,
+      ttl_ms: 5_000,
+    });
+    expect(withTtl).toMatchObject({ status: 400, body: { error: { code: 'INVALID_REQUEST' } } });
     const foreign = await api.post(`/api/v1/locks/${lockName()}/acquire`, {
       client_id: 'carol',
       session_id: s.session_id,
@@ -213,7 +219,8 @@ describe('waiting for a lock tied to a session', () => {
       client_id: 'other',
       fencing_token: held.body.fencing_token,
     });
-    expect((await grant).client_id).toBe('leader-1');
+    // Handed over tied to the session: its lease is the session's (the 30-day figure is a backstop only).
+    expect(await grant).toMatchObject({ client_id: 'leader-1', ttl_ms: 30 * 24 * 3_600_000 });
     expect((await view(lock)).holders[0]).toMatchObject({ client_id: 'leader-1', session_id: s.session_id });
     const closed = await api.delete(`/api/v1/sessions/${s.session_id}?client_id=leader-1`);
     expect(closed.body.locks_released).toBe(1);

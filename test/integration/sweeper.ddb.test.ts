@@ -115,6 +115,27 @@ describe('the sweeper', () => {
     expect(await sweeper.sweep()).toMatchObject({ expired: 0, locksReleased: 0 });
   });
 
+  it('a run that released a lock but died before handing it on: the next run hands it on', async () => {
+    const { session, names } = await sessionWithWaitedLocks('fay', 1, 300);
+    await sleep(400);
+    const failingHandoff = new Proxy(handoff, {
+      get(target, prop, receiver) {
+        if (prop !== 'serve') return Reflect.get(target, prop, receiver);
+        return async () => {
+          throw new Error('died before serving');
+        };
+      },
+    });
+    const dying = new Sweeper(store, new Sessions(store, locks, failingHandoff, randomUUID), handoff);
+    await expect(dying.sweep()).rejects.toThrow('died before serving');
+    const name = names[0] as string;
+    expect(await holderOf(name)).toBeUndefined(); // released, nobody served
+    expect((await locks.get(name))?.queued).toBe(1);
+    await sweeper.sweep();
+    expect((await holderOf(name))?.clientId).toBe('fay-waiter');
+    await expect(sessions.heartbeat(session.id, 'fay')).rejects.toMatchObject({ code: 'SESSION_EXPIRED' });
+  });
+
   it('drops a waiter whose wait ended but whose function died, and a connection past 2 h', async () => {
     const lock = lockName();
     await locks.acquire({ name: lock, clientId: 'holder', ttlMs: 30_000 });

@@ -37,10 +37,12 @@ import {
   PRIORITY,
   planServe,
   queueOrder,
+  RELEASER_BACKUP_MS,
   removalSteps,
   resetCountWrite,
   type Step,
   stillWatched,
+  tookHolderOff,
   undoGrantWrite,
   type Waiter,
   waiterItem as waiterItemOf,
@@ -840,13 +842,13 @@ const nothing = { serve: false, timer: undefined };
 /** One stream record's images. */
 const oneRecord = (old: Item | undefined, current: Item | undefined) => ({
   before: old,
-  beforeLast: old,
+  released: tookHolderOff(old, current) ? old : undefined,
   after: current,
 });
-/** A batch of records seen as its first and last images, its last record being a single step. */
-const batch = (first: Item | undefined, last: Item | undefined, beforeLast: Item | undefined = first) => ({
+/** A batch of records seen as its first and last images, and the grant its last release took off. */
+const batch = (first: Item | undefined, last: Item | undefined, released?: Item) => ({
   before: first,
-  beforeLast,
+  released,
   after: last,
 });
 
@@ -931,17 +933,45 @@ describe('onLockChange', () => {
       serve: false,
       timer: { at: b.expiresAt, fence: b.fencingToken },
     });
-    // The release alone, after b's grant was seen: nothing to do.
-    expect(onLockChange(batch(bHeld, s.m.item), START + 4)).toEqual(nothing);
-    // A waiter joining the free lock's queue last in the batch: its server is already at work.
+    // The release alone, after b's grant was seen (its lease-end timer is the backup): nothing to do.
+    expect(onLockChange(batch(bHeld, s.m.item, bHeld), START + 4)).toEqual(nothing);
+    // A waiter joining after the release, in the same batch: still the releaser's to serve.
     const released = s.m.item;
     s.enqueue('d', START + 5);
-    expect(onLockChange(batch(bHeld, s.m.item, released), START + 5)).toEqual(nothing);
+    expect(onLockChange(batch(bHeld, s.m.item, bHeld), START + 5)).toEqual(nothing);
+    // A waiter joining a free lock that already had waiters: that state already had its server.
+    expect(onLockChange(batch(released, s.m.item), START + 5)).toEqual(nothing);
     // But a free lock with waiters that nobody took off (the serve that left it gave up): serve it.
     const c = s.handoff(START + 6);
     const cHeld = s.m.item;
     const lapsed = c.grant.expiresAt;
     expect(onLockChange(batch(released, cHeld), lapsed)).toEqual({ serve: true, timer: undefined });
+  });
+
+  it('serves when the first waiter joins a lock whose lease lapsed before the notifier saw it', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START, { ttlMs: 10 }));
+    const held = s.m.item; // nobody waiting: no timer was armed for a's lease
+    s.enqueue('b', START + 9); // joins while a's lease still runs
+    // Seen after a's lease lapsed: nothing will serve b unless the notifier does.
+    expect(onLockChange(batch(held, s.m.item), a.expiresAt + 1)).toEqual({ serve: true, timer: undefined });
+    // Seen in time: a timer for a's lease end.
+    expect(onLockChange(batch(held, s.m.item), START + 9)).toEqual({
+      serve: false,
+      timer: { at: a.expiresAt, fence: a.fencingToken },
+    });
+  });
+
+  it('backs up the release of a long lease with a timer within RELEASER_BACKUP_MS, not at its lease end', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START, { ttlMs: 3_600_000 }));
+    s.enqueue('b', START + 1);
+    const waitedOn = s.m.item; // a's timer is armed at its lease end, an hour away
+    await s.release(a, START + 2);
+    expect(onLockChange(batch(waitedOn, s.m.item, waitedOn), START + 2)).toEqual({
+      serve: false,
+      timer: { at: START + 2 + RELEASER_BACKUP_MS, fence: a.fencingToken },
+    });
   });
 
   it('treats a missing, zero or negative count as no waiters', async () => {
@@ -1238,6 +1268,15 @@ describe('a request is granted at most once', () => {
 });
 
 describe('lock-delay after a session expired', () => {
+  it('arms the delay’s timer when the first waiter joins after the release', async () => {
+    const s = new Scene();
+    const a = granted(await s.acquire('a', START, { sessionId: 's1', ttlMs: 10_000 }));
+    expect(s.m.write(sessionReleaseWrite('s1', START + 2, 100))).toBe(true);
+    expect(s.decide(START + 2)).toEqual(nothing); // nobody waits: nothing to arm
+    s.enqueue('b', START + 3);
+    expect(s.decide(START + 3)).toEqual({ serve: false, timer: { at: START + 102, fence: a.fencingToken } });
+  });
+
   it('keeps a lock ungrantable until the delay ends: acquires are refused with the time left', async () => {
     const s = new Scene();
     const a = granted(await s.acquire('a', START, { sessionId: 's1', ttlMs: 10_000 }));
