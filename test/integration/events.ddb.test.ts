@@ -1,6 +1,7 @@
 /** Every sample event in events/ runs through its handler with the expected status. */
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ROUTES } from '../../lambdas/http/routes';
 import { invokeEvent } from '../../local/invoke';
 import { createTestTable, dynamoEndpoint } from '../support/dynamo';
 
@@ -11,6 +12,9 @@ const EXPECTED: Record<string, number> = {
   'get-lock.json': 200,
   'list-locks.json': 200,
   'health.json': 200,
+  'open-session.json': 201,
+  'session-heartbeat.json': 404, // valid, but no such session
+  'close-session.json': 404,
 };
 
 let table: Awaited<ReturnType<typeof createTestTable>>;
@@ -26,6 +30,8 @@ const files = readdirSync('events/http').filter((f) => f.endsWith('.json'));
 it('has valid and invalid samples for every route', () => {
   expect(files.length).toBeGreaterThan(10);
   for (const valid of Object.keys(EXPECTED)) expect(files).toContain(valid);
+  const covered = new Set(files.map((f) => JSON.parse(readFileSync(`events/http/${f}`, 'utf8')).routeKey));
+  for (const route of ROUTES) expect(covered).toContain(route.key);
 });
 
 it.each(files)('%s', async (file) => {
@@ -39,6 +45,6 @@ it.each(files)('%s', async (file) => {
       ? 400
       : EXPECTED[file];
   expect({ status: result.statusCode, body }).toMatchObject({ status: expected });
-  if (expected !== 200)
+  if ((expected ?? 500) >= 400)
     expect(body.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
 });
