@@ -1,0 +1,281 @@
+/** The `latchkey` command line, built only on the SDK. */
+import { hostname, userInfo } from 'node:os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import logUpdate from 'log-update';
+import { LockClient } from '../client';
+import { formatDuration, parseDuration } from '../duration';
+import { LatchkeyClientError, LockHeldError, WaitTimeoutError } from '../errors';
+import { Lease } from '../lease';
+import { type EndpointFlags, resolveEndpoints } from './endpoints';
+import { EXIT, runLocked } from './run';
+
+interface Globals extends EndpointFlags {
+  readonly region?: string;
+  readonly json?: boolean;
+  readonly clientId?: string;
+}
+
+const duration = (value: string) => {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+};
+const integer = (value: string) => {
+  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`not an integer: ${value}`);
+  return Number(value);
+};
+
+/** The holder's name for commands whose lease outlives the process: stable per user and host. */
+const stableClientId = () => process.env.LATCHKEY_CLIENT_ID ?? `${userInfo().username}@${hostname()}`;
+
+function clientFor(g: Globals, clientId?: string): LockClient {
+  const endpoints = resolveEndpoints(g);
+  return new LockClient({
+    endpoint: endpoints.http,
+    ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
+    ...(g.region ? { region: g.region } : {}),
+    ...(clientId ? { clientId } : {}),
+  });
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the wire view of a lock
+type LockView = any;
+
+function describeLock(v: LockView): string {
+  const lines = [`${v.lock}: ${v.state}${v.blocked_until ? ` until ${v.blocked_until}` : ''}`];
+  for (const h of v.holders ?? []) {
+    const left = Date.parse(h.expires_at) - Date.now();
+    lines.push(
+      `  holder   ${h.client_id}  token ${h.fencing_token}  ${h.session_id ? `session ${h.session_id}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
+    );
+  }
+  if (v.queued) lines.push(`  queued   ${v.queued}`);
+  for (const w of v.waiters ?? [])
+    lines.push(`  ${String(w.position).padStart(3)}. ${w.client_id}  priority ${w.priority}  via ${w.via}`);
+  if (!v.holders?.length && v.fencing_token) lines.push(`  last token ${v.fencing_token}`);
+  return lines.join('\n');
+}
+
+function describeList(locks: LockView[]): string {
+  if (!locks.length) return '(no locks)';
+  const rows = locks.map((v) => {
+    const h = v.holders?.[0];
+    return [v.lock, v.state, h?.client_id ?? '-', h ? String(h.fencing_token) : '-', String(v.queued ?? 0)];
+  });
+  const header = ['LOCK', 'STATE', 'HOLDER', 'TOKEN', 'QUEUED'];
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+const print = (g: Globals, value: unknown, human: () => string) =>
+  console.log(g.json ? JSON.stringify(value) : human());
+
+const leaseView = (lease: Lease) => ({
+  lock: lease.name,
+  client_id: lease.clientId,
+  fencing_token: lease.fencingToken,
+  expires_at: lease.expiresAt.toISOString(),
+  ttl_ms: lease.ttlMs,
+});
+
+export function program(): Command {
+  const cli = new Command('latchkey')
+    .description('Distributed locks with fencing tokens on AWS (latchkey).')
+    .option(
+      '--endpoint <url>',
+      'HTTP API URL (default: $LATCHKEY_ENDPOINT, the CDK outputs file, or the local stack)',
+    )
+    .option(
+      '--ws-endpoint <url>',
+      'WebSocket API URL (default: $LATCHKEY_WS_ENDPOINT or from the same place)',
+    )
+    .option('--outputs-file <file>', "outputs of 'cdk deploy --outputs-file' (default: ./cdk-outputs.json)")
+    .option('--region <region>', 'AWS region for signing (default: from the endpoint, or $AWS_REGION)')
+    .option(
+      '--client-id <id>',
+      'holder name (default: $LATCHKEY_CLIENT_ID, or user@host; run: unique per run)',
+    )
+    .option('--json', 'machine-readable output')
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  latchkey run nightly-report --ttl 30s --wait 5m -- ./report.sh --full
+  latchkey acquire deploy/prod --ttl 10m          # prints the token; release it later
+  latchkey release deploy/prod --token 1795...001
+  latchkey show deploy/prod
+  latchkey ls jobs/
+  latchkey watch jobs/
+
+Durations: 500ms, 30s, 5m, 2h. Exit codes: 0 ok, 1 error, ${EXIT.NOT_ACQUIRED} lock not acquired,
+${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's code.`,
+    );
+  const globals = () => cli.opts<Globals>();
+
+  cli
+    .command('run')
+    .description('hold a lock while a command runs (renewed; released when it exits)')
+    .argument('<name>', 'lock name')
+    .argument('<command...>', 'the command, after --')
+    .option('--ttl <duration>', 'lease length, renewed every third of it', duration, 30_000)
+    .option('--wait <duration>', 'how long to wait for the lock (0: fail at once if held)', duration, 0)
+    .option('--priority <n>', 'queue priority, -100..100 (higher first)', integer)
+    .addOption(
+      new Option('--on-lost <signal>', 'signal to send the command if the lease is lost')
+        .choices(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGKILL', 'none'])
+        .default('SIGTERM'),
+    )
+    .option('--kill-after <duration>', 'then SIGKILL after this long', duration, 10_000)
+    .action(async (name: string, command: string[], o) => {
+      const g = globals();
+      const client = clientFor(g, g.clientId);
+      try {
+        process.exitCode = await runLocked(client, name, command, {
+          ttlMs: o.ttl,
+          waitMs: o.wait,
+          priority: o.priority,
+          onLost: o.onLost,
+          killAfterMs: o.killAfter,
+          say: (line) => console.error(line),
+        });
+      } finally {
+        client.close();
+      }
+    });
+
+  cli
+    .command('acquire')
+    .description('take a lock and print its lease (it is not renewed: release or renew it yourself)')
+    .argument('<name>')
+    .option('--ttl <duration>', 'lease length', duration, 30_000)
+    .option('--wait <duration>', 'how long to wait for it', duration, 0)
+    .option('--priority <n>', 'queue priority, -100..100', integer)
+    .action(async (name: string, o) => {
+      const g = globals();
+      const client = clientFor(g, g.clientId ?? stableClientId());
+      try {
+        const lease =
+          o.wait > 0
+            ? await client.acquire(name, { ttlMs: o.ttl, waitTimeoutMs: o.wait, priority: o.priority })
+            : await client.tryAcquire(name, { ttlMs: o.ttl });
+        if (!lease) throw new LockHeldError(name, (await client.inspect(name)).holders?.[0]?.client_id, 0);
+
+        print(g, leaseView(lease), () =>
+          [
+            `acquired ${lease.name} as ${lease.clientId}`,
+            `  fencing token ${lease.fencingToken}`,
+            `  expires ${lease.expiresAt.toISOString()} (in ${formatDuration(lease.remainingMs())})`,
+            `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}`,
+          ].join('\n'),
+        );
+      } finally {
+        client.close();
+      }
+    });
+
+  const holderCommand = (verb: 'release' | 'renew') =>
+    cli
+      .command(verb)
+      .description(verb === 'release' ? 'release a lease' : 'extend a lease')
+      .argument('<name>')
+      .requiredOption('--token <n>', 'the fencing token of the lease', integer)
+      .option('--ttl <duration>', 'new lease length from now (renew)', duration, 30_000)
+      .action(async (name: string, o) => {
+        const g = globals();
+        const client = clientFor(g, g.clientId ?? stableClientId());
+        const lease = new Lease(
+          {
+            lock: name,
+            client_id: client.clientId,
+            fencing_token: o.token,
+            expires_at: new Date().toISOString(),
+            remaining_ms: 0,
+            ttl_ms: o.ttl,
+          },
+          performance.now(),
+        );
+        if (verb === 'release') {
+          await client.release(lease);
+          print(g, { released: true, lock: name }, () => `released ${name}`);
+        } else {
+          await client.renew(lease, o.ttl);
+          print(g, leaseView(lease), () => `renewed ${name}: expires ${lease.expiresAt.toISOString()}`);
+        }
+      });
+  holderCommand('release');
+  holderCommand('renew');
+
+  cli
+    .command('show')
+    .description('a lock: state, holder, token, queue')
+    .argument('<name>')
+    .action(async (name: string) => {
+      const g = globals();
+      const v = await clientFor(g).inspect(name);
+      print(g, v, () => describeLock(v));
+    });
+
+  cli
+    .command('ls')
+    .description('locks whose names start with PREFIX')
+    .argument('[prefix]', 'name prefix', '')
+    .action(async (prefix: string) => {
+      const g = globals();
+      const locks = await clientFor(g).list(prefix);
+      print(g, locks, () => describeList(locks));
+    });
+
+  cli
+    .command('watch')
+    .description('live view of holders and waiters, refreshed in place (Ctrl-C to stop)')
+    .argument('[prefix]', 'name prefix', '')
+    .option('--every <duration>', 'refresh interval', duration, 1_000)
+    .action(async (prefix: string, o) => {
+      const g = globals();
+      const client = clientFor(g);
+      for (;;) {
+        try {
+          const locks = await client.list(prefix);
+          const detail = await Promise.all(
+            locks.filter((v) => v.queued > 0).map((v) => client.inspect(v.lock)),
+          );
+          logUpdate(
+            `${new Date().toISOString()}  ${locks.length} locks under '${prefix}'\n\n${describeList(locks)}${
+              detail.length ? `\n\n${detail.map(describeLock).join('\n\n')}` : ''
+            }`,
+          );
+        } catch (error) {
+          logUpdate(`${new Date().toISOString()}  ${(error as Error).message} (retrying)`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, o.every));
+      }
+    });
+
+  return cli;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (error) {
+    const e = error as Error;
+    if (error instanceof WaitTimeoutError || error instanceof LockHeldError) {
+      console.error(`latchkey: ${e.message}`);
+      process.exitCode = EXIT.NOT_ACQUIRED;
+      return;
+    }
+    const code = error instanceof LatchkeyClientError ? ` [${error.code}]` : '';
+    console.error(`latchkey: ${e.message}${code}`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * LockClient: latchkey from code. Every call is signed (SigV4), retried on
+ * transient failures with the same request_id, and answered with a typed
+ * result or a typed error.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import {
+  errorFromResponse,
+  LeaseLostError,
+  LockHeldError,
+  UnavailableError,
+  WaitTimeoutError,
+} from './errors';
+import { type GrantAnswer, Lease } from './lease';
+import { keepLease } from './lease-keeper';
+import { Session, type SessionOptions } from './session';
+import { SignedTransport } from './transport';
+import { WsWaiter } from './ws-waiter';
+
+export interface LockClientOptions {
+  /** The HTTP API's base URL (the stack's ApiUrl output; http://127.0.0.1:3000 locally). */
+  readonly endpoint: string;
+  /** The WebSocket API's URL (the WebSocketUrl output; ws://127.0.0.1:3001/v1 locally); waits use HTTP without it. */
+  readonly wsEndpoint?: string;
+  readonly region?: string;
+  /** Default: the AWS default provider chain (for a local endpoint: the local stack's credentials). */
+  readonly credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
+  /** Who holds the locks this client takes. Default: hostname-pid-random, unique per client. */
+  readonly clientId?: string;
+}
+
+export interface TryAcquireOptions {
+  readonly ttlMs: number;
+  readonly reentrant?: boolean;
+  readonly mode?: 'exclusive';
+}
+
+export interface AcquireOptions {
+  readonly ttlMs: number;
+  /** How long to wait in the lock's queue. */
+  readonly waitTimeoutMs: number;
+  /** −100..100, higher first (FIFO within a priority). */
+  readonly priority?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** An HTTP wait is at most 25 s (API Gateway ends requests at 30 s); longer ones are made of several. */
+const MAX_HTTP_WAIT_MS = 25_000;
+
+const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
+
+export class LockClient {
+  readonly clientId: string;
+  readonly transport: SignedTransport;
+  private readonly waiter: WsWaiter | undefined;
+  private wsBroken = false;
+
+  constructor(options: LockClientOptions) {
+    this.transport = new SignedTransport(options);
+    this.clientId = options.clientId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.waiter = options.wsEndpoint
+      ? new WsWaiter(new URL(options.wsEndpoint), this.clientId, this.transport)
+      : undefined;
+  }
+
+  /** The lock if it is free now, else null. */
+  async tryAcquire(name: string, options: TryAcquireOptions & { sessionId?: string }): Promise<Lease | null> {
+    const got = await this.attempt(name, options);
+    return got instanceof Lease ? got : null;
+  }
+
+  /** One acquire without waiting: the lease, or why not (the error a caller that must have it throws). */
+  private async attempt(
+    name: string,
+    options: TryAcquireOptions & { sessionId?: string },
+  ): Promise<Lease | LockHeldError> {
+    const body = {
+      client_id: this.clientId,
+      request_id: randomUUID(),
+      ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
+      ...(options.reentrant ? { reentrant: true } : {}),
+    };
+    const sentAt = performance.now();
+    const answer = await this.post(lockPath(name, 'acquire'), body);
+    if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+    return new LockHeldError(name, answer.holder?.client_id, answer.retry_after_ms ?? 0);
+  }
+
+  /**
+   * Waits for the lock in its queue (over WebSocket; HTTP waits where the
+   * WebSocket API is not available) and throws WaitTimeoutError when the
+   * wait runs out.
+   */
+  async acquire(name: string, options: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+    const lease = await this.waitFor(name, options);
+    // The deadline counts from when the wait began: a long wait leaves little of it. One renewal,
+    // sent now, bases it on now (a lock tied to a session has no lease to renew).
+    if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) await this.renew(lease);
+    return lease;
+  }
+
+  private async waitFor(name: string, options: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+    const requestId = randomUUID();
+    const sentAt = performance.now();
+    if (this.waiter && !this.wsBroken) {
+      try {
+        const grant = await this.waiter.wait(
+          {
+            lock: name,
+            ttlMs: options.sessionId === undefined ? options.ttlMs : undefined,
+            waitMs: options.waitTimeoutMs,
+            priority: options.priority,
+            requestId,
+            sessionId: options.sessionId,
+          },
+          options.signal,
+        );
+        return new Lease(grant, sentAt, options.sessionId);
+      } catch (error) {
+        // No WebSocket API where it was said to be: wait over HTTP from now on.
+        if (!(error instanceof UnavailableError) || !/WebSocket/.test(error.message)) throw error;
+        this.wsBroken = true;
+      }
+    }
+    return this.acquireOverHttp(name, options, requestId);
+  }
+
+  async release(lease: Lease): Promise<void> {
+    await this.post(lockPath(lease.name, 'release'), {
+      client_id: lease.clientId,
+      fencing_token: lease.fencingToken,
+    });
+  }
+
+  /** Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended. */
+  async renew(lease: Lease, ttlMs = lease.ttlMs): Promise<Lease> {
+    const sentAt = performance.now();
+    const answer = await this.post(lockPath(lease.name, 'renew'), {
+      client_id: lease.clientId,
+      fencing_token: lease.fencingToken,
+      ttl_ms: ttlMs,
+    });
+    lease.renewed(answer, sentAt);
+    return lease;
+  }
+
+  /**
+   * Runs `fn` holding the lock: acquires it (waiting up to `waitTimeoutMs`,
+   * or failing with LockHeldError at once if 0), renews it in the background
+   * at a third of its ttl, aborts `signal` the moment the lease is lost or
+   * cannot be confirmed before its local deadline, and releases it when `fn`
+   * settles. Returns what `fn` returns.
+   */
+  async withLock<T>(
+    name: string,
+    options: { ttlMs: number; waitTimeoutMs?: number; priority?: number },
+    fn: (lease: Lease, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const waitTimeoutMs = options.waitTimeoutMs ?? 0;
+    let lease: Lease;
+    if (waitTimeoutMs > 0) {
+      lease = await this.acquire(name, { ...options, waitTimeoutMs });
+    } else {
+      const got = await this.attempt(name, options);
+      if (got instanceof LockHeldError) throw got;
+      lease = got;
+    }
+    const keeper = keepLease(this, lease);
+    try {
+      return await fn(lease, keeper.signal);
+    } finally {
+      keeper.stop();
+      await this.release(lease).catch((error: unknown) => {
+        // Already lost (lapsed, or taken since): nothing to release.
+        if (!(error instanceof LeaseLostError)) throw error;
+      });
+    }
+  }
+
+  /** Opens a session: one heartbeat keeps every lock taken in it. */
+  session(options: SessionOptions): Promise<Session> {
+    return Session.open(this, options);
+  }
+
+  /** The lock, its holder and its queue (GET /api/v1/locks/{name}). */
+  // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
+  async inspect(name: string): Promise<any> {
+    return this.get(`/api/v1/locks/${name}`);
+  }
+
+  /** Locks whose names start with `prefix`, following pages. */
+  // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
+  async list(prefix = '', limit = 1_000): Promise<any[]> {
+    const found: unknown[] = [];
+    let cursor: string | undefined;
+    do {
+      const query = new URLSearchParams({ prefix, limit: String(Math.min(100, limit - found.length)) });
+      if (cursor) query.set('cursor', cursor);
+      const page = await this.get(`/api/v1/locks?${query}`);
+      found.push(...page.locks);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor && found.length < limit);
+    return found;
+  }
+
+  /** Closes the WebSocket connection (if any); pending waits fail. */
+  close(): void {
+    this.waiter?.close();
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  async post(path: string, body: unknown): Promise<any> {
+    const answer = await this.transport.send('POST', path, body);
+    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
+    return answer.body;
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  async delete(path: string): Promise<any> {
+    const answer = await this.transport.send('DELETE', path);
+    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
+    return answer.body;
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  private async get(path: string): Promise<any> {
+    const answer = await this.transport.send('GET', path);
+    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
+    return answer.body;
+  }
+
+  /** HTTP waits of at most 25 s each, the same request_id throughout, until granted or the wait runs out. */
+  private async acquireOverHttp(
+    name: string,
+    options: AcquireOptions & { sessionId?: string },
+    requestId: string,
+  ): Promise<Lease> {
+    const until = performance.now() + options.waitTimeoutMs;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const left = Math.max(0, Math.round(until - performance.now()));
+      const sentAt = performance.now();
+      const answer = await this.post(lockPath(name, 'acquire'), {
+        client_id: this.clientId,
+        request_id: requestId,
+        wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
+        ...(options.priority === undefined ? {} : { priority: options.priority }),
+        ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
+      });
+      if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+      if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+    }
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Typed errors of the latchkey SDK. Every error carries the service's
+ * machine-readable `code` (or one of the SDK's own) and whether retrying
+ * the same call can help.
+ */
+export class LatchkeyClientError extends Error {
+  override name = 'LatchkeyClientError';
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly status: number | undefined,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The lock is held by someone else (a try that did not wait). */
+export class LockHeldError extends LatchkeyClientError {
+  override name = 'LockHeldError';
+  constructor(
+    readonly lock: string,
+    readonly holder: string | undefined,
+    readonly retryAfterMs: number,
+  ) {
+    super(
+      `lock ${lock} is held${holder ? ` by ${holder}` : ' (being handed to a waiter)'}`,
+      'LOCK_HELD',
+      200,
+      true,
+    );
+  }
+}
+
+/** The lease ended (lapsed, or someone else holds the lock now), or could not be confirmed in time. */
+export class LeaseLostError extends LatchkeyClientError {
+  override name = 'LeaseLostError';
+  constructor(message: string, code = 'LEASE_LOST', options?: { cause?: unknown }) {
+    super(message, code, 409, false, options);
+  }
+}
+
+/** A waiting acquire's time ran out before the lock was granted. */
+export class WaitTimeoutError extends LatchkeyClientError {
+  override name = 'WaitTimeoutError';
+  constructor(
+    readonly lock: string,
+    waitMs: number,
+  ) {
+    super(`lock ${lock} was not granted within ${waitMs} ms`, 'WAIT_TIMEOUT', undefined, true);
+  }
+}
+
+/** The request was refused as invalid (400): fix the call, do not retry it. */
+export class InvalidRequestError extends LatchkeyClientError {
+  override name = 'InvalidRequestError';
+  constructor(
+    message: string,
+    readonly details: readonly { path: string; message: string }[] = [],
+  ) {
+    super(message, 'INVALID_REQUEST', 400, false);
+  }
+}
+
+/** latchkey or DynamoDB could not be reached or answered 5xx / 429, after the SDK's retries. */
+export class UnavailableError extends LatchkeyClientError {
+  override name = 'UnavailableError';
+  constructor(message: string, status?: number, options?: { cause?: unknown }) {
+    super(message, 'UNAVAILABLE', status, true, options);
+  }
+}
+
+/** The request was not signed, or signed with credentials not allowed to call latchkey (403). */
+export class UnauthorizedError extends LatchkeyClientError {
+  override name = 'UnauthorizedError';
+  constructor(message: string) {
+    super(message, 'UNAUTHORIZED', 403, false);
+  }
+}
+
+/** The session ended (closed, or expired past ttl + grace): its locks are gone. */
+export class SessionExpiredError extends LeaseLostError {
+  override name = 'SessionExpiredError';
+  constructor(message: string) {
+    super(message, 'SESSION_EXPIRED');
+  }
+}
+
+interface ErrorBody {
+  error?: { code?: string; message?: string; details?: { path: string; message: string }[] };
+  message?: string;
+}
+
+/** The typed error for an HTTP error answer from latchkey (or from API Gateway in front of it). */
+export function errorFromResponse(status: number, body: unknown): LatchkeyClientError {
+  const b = (body ?? {}) as ErrorBody;
+  const code = b.error?.code ?? '';
+  const message = b.error?.message ?? b.message ?? `HTTP ${status}`;
+  if (status === 400) return new InvalidRequestError(message, b.error?.details);
+  if (status === 403) return new UnauthorizedError(message);
+  if (status === 429 || status >= 500) return new UnavailableError(message, status);
+  if (code === 'SESSION_EXPIRED') return new SessionExpiredError(message);
+  if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code);
+  return new LatchkeyClientError(message, code || `HTTP_${status}`, status, false);
+}

@@ -1,0 +1,65 @@
+/**
+ * Keeps a lease alive for withLock: renews at a third of its ttl and aborts
+ * `signal` the moment the lease is lost (the service says so) or cannot be
+ * confirmed before its local deadline (no answer in time: latchkey or the
+ * network is down). After the abort the holder must stop touching what the
+ * lock protects.
+ */
+import { LeaseLostError } from './errors';
+import type { Lease } from './lease';
+
+export interface LeaseRenewer {
+  renew(lease: Lease): Promise<Lease>;
+}
+
+/** Give up this long before the local deadline: the holder needs a moment to stop. */
+export const safetyMarginMs = (ttlMs: number) => Math.min(1_000, Math.max(50, Math.floor(ttlMs / 10)));
+
+export function keepLease(client: LeaseRenewer, lease: Lease): { signal: AbortSignal; stop(): void } {
+  const controller = new AbortController();
+  const margin = safetyMarginMs(lease.ttlMs);
+  let stopped = false;
+  let renewTimer: NodeJS.Timeout | undefined;
+  let deadlineTimer: NodeJS.Timeout | undefined;
+
+  const lose = (error: LeaseLostError) => {
+    if (stopped) return;
+    stopped = true;
+    clearTimeout(renewTimer);
+    clearTimeout(deadlineTimer);
+    controller.abort(error);
+  };
+  const armDeadline = () => {
+    clearTimeout(deadlineTimer);
+    const left = lease.remainingMs() - margin;
+    deadlineTimer = setTimeout(
+      () => lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`)),
+      Math.max(0, left),
+    );
+  };
+  const renewSoon = (delay: number) => {
+    renewTimer = setTimeout(async () => {
+      if (stopped) return;
+      try {
+        await client.renew(lease);
+        if (stopped) return;
+        armDeadline();
+        renewSoon(lease.ttlMs / 3);
+      } catch (error) {
+        if (error instanceof LeaseLostError) return lose(error);
+        // Transient (the SDK already retried): try again soon, while the deadline timer still runs.
+        if (!stopped) renewSoon(Math.min(lease.ttlMs / 10, 1_000));
+      }
+    }, delay);
+  };
+  armDeadline();
+  renewSoon(lease.ttlMs / 3);
+  return {
+    signal: controller.signal,
+    stop() {
+      stopped = true;
+      clearTimeout(renewTimer);
+      clearTimeout(deadlineTimer);
+    },
+  };
+}

@@ -1,0 +1,144 @@
+/**
+ * A session: one heartbeat keeps every lock taken in it, and they are all
+ * released when it ends (closed here, or expired on the server after ttl +
+ * grace without a heartbeat). `signal` aborts and `done` resolves the moment
+ * the session is lost: a heartbeat refused, or none confirmed before the
+ * local deadline (last confirmed send time + ttl, minus a safety margin).
+ */
+import { type LatchkeyClientError, LeaseLostError, SessionExpiredError } from './errors';
+import type { Lease } from './lease';
+import { safetyMarginMs } from './lease-keeper';
+
+export interface SessionOptions {
+  readonly ttlMs: number;
+  /** A late heartbeat within this still saves the session (server default 5 s). */
+  readonly graceMs?: number;
+  /** Should the session expire, its locks stay ungrantable this long (Chubby's lock-delay). */
+  readonly lockDelayMs?: number;
+}
+
+/** What a Session needs of its client. */
+export interface SessionHost {
+  readonly clientId: string;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  post(path: string, body: unknown): Promise<any>;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  delete(path: string): Promise<any>;
+  tryAcquire(name: string, options: { ttlMs: number; sessionId: string }): Promise<Lease | null>;
+  acquire(
+    name: string,
+    options: {
+      ttlMs: number;
+      waitTimeoutMs: number;
+      priority?: number;
+      sessionId: string;
+      signal?: AbortSignal;
+    },
+  ): Promise<Lease>;
+  release(lease: Lease): Promise<void>;
+}
+
+export class Session {
+  readonly signal: AbortSignal;
+  /** Resolves when the session ends: with the reason it was lost, or undefined once closed. */
+  readonly done: Promise<LatchkeyClientError | undefined>;
+  private readonly controller = new AbortController();
+  private settle!: (reason: LatchkeyClientError | undefined) => void;
+  private deadline: number;
+  private timer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private ended = false;
+
+  private constructor(
+    private readonly client: SessionHost,
+    readonly id: string,
+    readonly ttlMs: number,
+    readonly heartbeatIntervalMs: number,
+    sentAt: number,
+  ) {
+    this.signal = this.controller.signal;
+    this.done = new Promise((resolve) => {
+      this.settle = resolve;
+    });
+    this.deadline = sentAt + ttlMs;
+    this.armDeadline();
+    this.beatSoon(heartbeatIntervalMs);
+  }
+
+  static async open(client: SessionHost, options: SessionOptions): Promise<Session> {
+    const sentAt = performance.now();
+    const answer = await client.post('/api/v1/sessions', {
+      client_id: client.clientId,
+      ttl_ms: options.ttlMs,
+      ...(options.graceMs === undefined ? {} : { grace_ms: options.graceMs }),
+      ...(options.lockDelayMs === undefined ? {} : { lock_delay_ms: options.lockDelayMs }),
+    });
+    return new Session(client, answer.session_id, answer.ttl_ms, answer.heartbeat_interval_ms, sentAt);
+  }
+
+  /** The lock, tied to this session, if it is free now; else null. */
+  tryAcquire(name: string): Promise<Lease | null> {
+    return this.client.tryAcquire(name, { ttlMs: this.ttlMs, sessionId: this.id });
+  }
+
+  /** Waits for the lock in its queue; granted tied to this session. */
+  acquire(name: string, options: { waitTimeoutMs: number; priority?: number }): Promise<Lease> {
+    return this.client.acquire(name, {
+      ...options,
+      ttlMs: this.ttlMs,
+      sessionId: this.id,
+      signal: this.signal,
+    });
+  }
+
+  release(lease: Lease): Promise<void> {
+    return this.client.release(lease);
+  }
+
+  /** Ends the session and releases its locks (to their next waiters). */
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.end(undefined);
+    await this.client.delete(
+      `/api/v1/sessions/${this.id}?client_id=${encodeURIComponent(this.client.clientId)}`,
+    );
+  }
+
+  private beatSoon(delay: number): void {
+    this.timer = setTimeout(async () => {
+      if (this.ended) return;
+      const sentAt = performance.now();
+      try {
+        await this.client.post(`/api/v1/sessions/${this.id}/heartbeat`, { client_id: this.client.clientId });
+        if (this.ended) return;
+        this.deadline = Math.max(this.deadline, sentAt + this.ttlMs);
+        this.armDeadline();
+        this.beatSoon(this.heartbeatIntervalMs);
+      } catch (error) {
+        if (error instanceof SessionExpiredError || (error as LatchkeyClientError).status === 404)
+          return this.end(
+            new SessionExpiredError(`session ${this.id} has ended: ${(error as Error).message}`),
+          );
+        if (!this.ended) this.beatSoon(Math.min(this.heartbeatIntervalMs / 3, 1_000));
+      }
+    }, delay);
+  }
+
+  private armDeadline(): void {
+    clearTimeout(this.deadlineTimer);
+    const left = this.deadline - performance.now() - safetyMarginMs(this.ttlMs);
+    this.deadlineTimer = setTimeout(
+      () => this.end(new LeaseLostError(`session ${this.id}: no heartbeat confirmed before its deadline`)),
+      Math.max(0, left),
+    );
+  }
+
+  private end(reason: LatchkeyClientError | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.deadlineTimer);
+    this.controller.abort(reason ?? new SessionExpiredError(`session ${this.id} was closed`));
+    this.settle(reason);
+  }
+}

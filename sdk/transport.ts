@@ -1,0 +1,139 @@
+/**
+ * Signed HTTP for the SDK: SigV4 (service execute-api) with @smithy/signature-v4
+ * and credentials from the AWS default provider chain, keep-alive connections
+ * (Node's fetch), and retries of transient failures (network, 429, 5xx) with
+ * jittered exponential backoff. A retried request is the same request (same
+ * body, same request_id), so a retry can never produce a second grant.
+ */
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { defaultProvider } from '@aws-sdk/credential-provider-node';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import { errorFromResponse, UnavailableError } from './errors';
+
+export interface TransportOptions {
+  /** The HTTP API's base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com or http://127.0.0.1:3000 */
+  readonly endpoint: string;
+  /** Default: the region in the endpoint's host name, else AWS_REGION, else us-east-1. */
+  readonly region?: string;
+  /** Default: the AWS default provider chain; for a local endpoint, the local stack's `local`/`local`. */
+  readonly credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
+  /** Attempts per call, the first included (default 5). */
+  readonly maxAttempts?: number;
+}
+
+/** The local stack's credentials (npm start). */
+export const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' } as const;
+
+export const isLocalEndpoint = (url: string) =>
+  /^(https?|wss?):\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(url);
+
+export function regionOf(endpoint: string, fallback = process.env.AWS_REGION ?? 'us-east-1'): string {
+  return /\.execute-api\.([a-z0-9-]+)\.amazonaws\.com/.exec(endpoint)?.[1] ?? fallback;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Full-jitter exponential backoff: 50 ms doubling, capped at 2 s. */
+export const backoffMs = (attempt: number) => Math.random() * Math.min(2_000, 50 * 2 ** attempt);
+
+export interface Answer {
+  readonly status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers are checked field by field by the caller
+  readonly body: any;
+}
+
+export class SignedTransport {
+  readonly endpoint: URL;
+  readonly region: string;
+  private readonly signer: SignatureV4;
+  private readonly maxAttempts: number;
+
+  constructor(options: TransportOptions) {
+    this.endpoint = new URL(options.endpoint);
+    this.region = options.region ?? regionOf(options.endpoint);
+    const credentials =
+      options.credentials ?? (isLocalEndpoint(options.endpoint) ? LOCAL_CREDENTIALS : defaultProvider());
+    this.signer = new SignatureV4({
+      credentials,
+      region: this.region,
+      service: 'execute-api',
+      sha256: Sha256,
+    });
+    this.maxAttempts = options.maxAttempts ?? 5;
+  }
+
+  /** Sends a request, retrying transient failures; answers any 2xx or 4xx that is not 429 as is. */
+  async send(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Answer> {
+    let last: unknown;
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      if (attempt > 0) await sleep(backoffMs(attempt));
+      signal?.throwIfAborted();
+      try {
+        const answer = await this.once(method, path, body, signal);
+        if (answer.status !== 429 && answer.status < 500) return answer;
+        last = errorFromResponse(answer.status, answer.body);
+      } catch (error) {
+        if (signal?.aborted) throw error;
+        last = error;
+      }
+    }
+    if (last instanceof UnavailableError) throw last;
+    throw new UnavailableError(
+      `latchkey at ${this.endpoint.origin} is unreachable: ${String(last)}`,
+      undefined,
+      {
+        cause: last,
+      },
+    );
+  }
+
+  /** Headers that sign a GET of `url` (a WebSocket handshake). */
+  async signedHeaders(url: URL): Promise<Record<string, string>> {
+    const signed = await this.signer.sign(
+      new HttpRequest({
+        method: 'GET',
+        protocol: url.protocol === 'wss:' ? 'https:' : 'http:',
+        hostname: url.hostname,
+        ...(url.port ? { port: Number(url.port) } : {}),
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams),
+        headers: { host: url.host },
+      }),
+    );
+    return signed.headers as Record<string, string>;
+  }
+
+  private async once(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Answer> {
+    const url = new URL(path, this.endpoint);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = { host: url.host };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const signed = await this.signer.sign(
+      new HttpRequest({
+        method,
+        protocol: url.protocol,
+        hostname: url.hostname,
+        ...(url.port ? { port: Number(url.port) } : {}),
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams),
+        headers,
+        ...(payload !== undefined ? { body: payload } : {}),
+      }),
+    );
+    const response = await fetch(url, {
+      method,
+      headers: signed.headers as Record<string, string>,
+      ...(payload !== undefined ? { body: payload } : {}),
+      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(35_000)]) : AbortSignal.timeout(35_000),
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = { message: text.slice(0, 200) };
+    }
+    return { status: response.status, body: parsed };
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The SDK against the local stack: withLock, waiting over WebSocket (and
+ * over HTTP without it), typed errors, sessions, and a lease whose service
+ * dies mid-lease.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { freePort } from '../../local/dynamodb-local';
+import { type LocalStack, startLocalStack } from '../../local/stack';
+import {
+  FenceGuard,
+  InvalidRequestError,
+  LeaseLostError,
+  LockClient,
+  LockHeldError,
+  SessionExpiredError,
+  UnauthorizedError,
+  UnavailableError,
+  WaitTimeoutError,
+} from '../../sdk';
+import { dynamoEndpoint } from '../support/dynamo';
+
+let stack: LocalStack;
+const clients: LockClient[] = [];
+
+beforeAll(async () => {
+  stack = await startLocalStack({
+    port: 0,
+    wsPort: 0,
+    dynamoEndpoint: dynamoEndpoint(),
+    tableName: `sdk-${randomUUID()}`,
+  });
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await stack.stop();
+});
+
+const client = (options: { ws?: boolean; clientId?: string } = {}) => {
+  const c = new LockClient({
+    endpoint: stack.url,
+    ...(options.ws === false ? {} : { wsEndpoint: stack.wsUrl }),
+    ...(options.clientId ? { clientId: options.clientId } : {}),
+  });
+  clients.push(c);
+  return c;
+};
+const lockName = () => `sdk/${randomUUID()}`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('withLock', () => {
+  it('runs the callback once per grant, never two at once, with growing tokens, and returns its value', async () => {
+    const name = lockName();
+    const inside: number[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        client().withLock(name, { ttlMs: 5_000, waitTimeoutMs: 30_000 }, async (lease, signal) => {
+          running++;
+          maxRunning = Math.max(maxRunning, running);
+          inside.push(lease.fencingToken);
+          expect(signal.aborted).toBe(false);
+          expect(lease.remainingMs()).toBeGreaterThan(4_000);
+          await sleep(30);
+          running--;
+          return i;
+        }),
+      ),
+    );
+    expect(results).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(maxRunning).toBe(1);
+    expect(inside).toHaveLength(6);
+    expect([...inside].sort((a, b) => a - b)).toEqual(inside); // granted in token order
+    expect((await client().inspect(name)).state).toBe('free'); // released after each
+  });
+
+  it('renews in the background: the callback outlives its ttl with the same lease', async () => {
+    const name = lockName();
+    const c = client();
+    const token = await c.withLock(name, { ttlMs: 1_000 }, async (lease, signal) => {
+      await sleep(2_500);
+      expect(signal.aborted).toBe(false);
+      expect((await c.inspect(name)).holders[0].fencing_token).toBe(lease.fencingToken);
+      return lease.fencingToken;
+    });
+    expect(typeof token).toBe('number');
+  });
+
+  it('aborts the signal at once when the lease is lost (someone else holds it now)', async () => {
+    const name = lockName();
+    const c = client();
+    await c.withLock(name, { ttlMs: 1_200 }, async (lease, signal) => {
+      // Simulate a pause longer than the lease: stop renewing by releasing it from under the holder.
+      await c.release(lease);
+      const other = await client().tryAcquire(name, { ttlMs: 5_000 });
+      expect(other?.fencingToken).toBeGreaterThan(lease.fencingToken);
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      expect(signal.reason).toBeInstanceOf(LeaseLostError);
+    });
+  });
+
+  it('fails with LockHeldError without a wait, and WaitTimeoutError when the wait runs out', async () => {
+    const name = lockName();
+    const holder = client();
+    const lease = await holder.tryAcquire(name, { ttlMs: 5_000 });
+    expect(lease).not.toBeNull();
+    await expect(client().withLock(name, { ttlMs: 1_000 }, async () => 1)).rejects.toBeInstanceOf(
+      LockHeldError,
+    );
+    expect(await client().tryAcquire(name, { ttlMs: 1_000 })).toBeNull();
+    await expect(client().acquire(name, { ttlMs: 1_000, waitTimeoutMs: 300 })).rejects.toBeInstanceOf(
+      WaitTimeoutError,
+    );
+    await expect(
+      client({ ws: false }).acquire(name, { ttlMs: 1_000, waitTimeoutMs: 300 }),
+    ).rejects.toBeInstanceOf(WaitTimeoutError);
+  });
+
+  it('waits over HTTP when there is no WebSocket API', async () => {
+    const name = lockName();
+    const holder = client();
+    const lease = await holder.tryAcquire(name, { ttlMs: 5_000 });
+    const waiting = client({ ws: false }).acquire(name, { ttlMs: 2_000, waitTimeoutMs: 10_000 });
+    await sleep(200);
+    await holder.release(lease as NonNullable<typeof lease>);
+    expect((await waiting).fencingToken).toBeGreaterThan((lease as NonNullable<typeof lease>).fencingToken);
+  });
+});
+
+describe('typed errors', () => {
+  it('InvalidRequestError, UnauthorizedError, UnavailableError (after retries)', async () => {
+    await expect(client().tryAcquire(lockName(), { ttlMs: 5 })).rejects.toBeInstanceOf(InvalidRequestError);
+    const forged = new LockClient({
+      endpoint: stack.url,
+      credentials: { accessKeyId: 'local', secretAccessKey: 'wrong' },
+    });
+    await expect(forged.tryAcquire(lockName(), { ttlMs: 1_000 })).rejects.toBeInstanceOf(UnauthorizedError);
+    const nowhere = new LockClient({ endpoint: `http://127.0.0.1:${await freePort()}` });
+    const t = Date.now();
+    const error = await nowhere.tryAcquire(lockName(), { ttlMs: 1_000 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as UnavailableError).retryable).toBe(true);
+    expect(Date.now() - t).toBeLessThan(20_000);
+  });
+});
+
+describe('sessions', () => {
+  it('one heartbeat keeps its locks past their ttl; closing releases them; done resolves', async () => {
+    const c = client();
+    const session = await c.session({ ttlMs: 1_000 });
+    const names = [lockName(), lockName()];
+    const leases = await Promise.all(names.map((n) => session.tryAcquire(n)));
+    expect(leases.every((l) => l?.sessionId === session.id)).toBe(true);
+    await sleep(2_000); // two ttls: only heartbeats keep it
+    expect(session.signal.aborted).toBe(false);
+    for (const n of names) expect((await c.inspect(n)).holders[0].session_id).toBe(session.id);
+    await session.close();
+    expect(await session.done).toBeUndefined();
+    for (const n of names) expect((await c.inspect(n)).state).toBe('free');
+  });
+
+  it('signals a session lost on the server (ended from elsewhere) at its next heartbeat', async () => {
+    const c = client();
+    const session = await c.session({ ttlMs: 1_500 });
+    await c.delete(`/api/v1/sessions/${session.id}?client_id=${encodeURIComponent(c.clientId)}`);
+    const reason = await session.done;
+    expect(reason).toBeInstanceOf(SessionExpiredError);
+    expect(session.signal.aborted).toBe(true);
+  });
+});
+
+describe('FenceGuard', () => {
+  it('refuses a token lower than one already seen for that lock', async () => {
+    const name = lockName();
+    const first = await client().tryAcquire(name, { ttlMs: 1_000 });
+    const guard = new FenceGuard();
+    guard.check(name, (first as NonNullable<typeof first>).fencingToken);
+    await client()
+      .release(first as NonNullable<typeof first>)
+      .catch(() => {});
+    const second = await client().tryAcquire(name, { ttlMs: 1_000 });
+    guard.check(name, (second as NonNullable<typeof second>).fencingToken);
+    expect(() => guard.check(name, (first as NonNullable<typeof first>).fencingToken)).toThrow(/stale/);
+  });
+});
+
+describe('a service that dies mid-lease', () => {
+  const tsx = createRequire(import.meta.url).resolve('tsx');
+
+  async function startService(): Promise<{ child: ChildProcess; url: string }> {
+    const port = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        tsx,
+        'bin/local.ts',
+        '--port',
+        String(port),
+        '--ws-port',
+        '0',
+        '--table',
+        `dies-${randomUUID()}`,
+      ],
+      {
+        env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: dynamoEndpoint() },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout?.on('data', (c: Buffer) => (output += c));
+    child.stderr?.on('data', (c: Buffer) => (output += c));
+    const deadline = Date.now() + 60_000;
+    while (!output.includes('latchkey is ready')) {
+      if (Date.now() > deadline || child.exitCode !== null)
+        throw new Error(`service did not start:\n${output}`);
+      await sleep(50);
+    }
+    return { child, url: `http://127.0.0.1:${port}` };
+  }
+
+  it('aborts the signal before the lease’s local deadline', { timeout: 60_000 }, async () => {
+    const service = await startService();
+    onTestFinished(() => {
+      if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+    });
+    const c = new LockClient({ endpoint: service.url });
+    let abortedAt = 0;
+    let deadline = 0;
+    await c
+      .withLock(lockName(), { ttlMs: 2_000 }, async (lease, signal) => {
+        service.child.kill('SIGKILL');
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        abortedAt = performance.now();
+        deadline = lease.deadline;
+        expect(signal.reason).toBeInstanceOf(LeaseLostError);
+      })
+      .catch((error: unknown) => {
+        // The release in `finally` cannot reach the dead service either.
+        expect(error).toBeInstanceOf(UnavailableError);
+      });
+    expect(abortedAt).toBeGreaterThan(0);
+    expect(abortedAt).toBeLessThan(deadline);
+  });
+});

@@ -1,0 +1,110 @@
+/** The SDK's pure parts: durations, endpoint resolution, error mapping, fencing, lease arithmetic. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  FenceGuard,
+  InvalidRequestError,
+  Lease,
+  LeaseLostError,
+  parseDuration,
+  SessionExpiredError,
+  StaleTokenError,
+  UnauthorizedError,
+  UnavailableError,
+} from '../../sdk';
+import { LOCAL_HTTP, LOCAL_WS, resolveEndpoints } from '../../sdk/cli/endpoints';
+import { errorFromResponse } from '../../sdk/errors';
+import { regionOf } from '../../sdk/transport';
+
+describe('durations', () => {
+  it('reads ms, s, m and h, and refuses anything else with a clear message', () => {
+    expect(parseDuration('1500')).toBe(1_500);
+    expect(parseDuration('250ms')).toBe(250);
+    expect(parseDuration('30s')).toBe(30_000);
+    expect(parseDuration('1.5s')).toBe(1_500);
+    expect(parseDuration('5m')).toBe(300_000);
+    expect(parseDuration('2h')).toBe(7_200_000);
+    for (const bad of ['', 'soon', '-5s', '5 minutes', '1e3', '5d'])
+      expect(() => parseDuration(bad)).toThrow(/not a duration/);
+  });
+});
+
+describe('endpoint resolution', () => {
+  it('--endpoint, then LATCHKEY_ENDPOINT, then the CDK outputs file, then the local stack', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'latchkey-out-'));
+    const outputs = join(dir, 'out.json');
+    writeFileSync(
+      outputs,
+      JSON.stringify({
+        Latchkey: {
+          ApiUrl: 'https://abc.execute-api.eu-west-1.amazonaws.com',
+          WebSocketUrl: 'wss://ws.execute-api.eu-west-1.amazonaws.com/v1',
+        },
+      }),
+    );
+    const env = { LATCHKEY_ENDPOINT: 'https://env.example', LATCHKEY_OUTPUTS_FILE: outputs };
+    expect(resolveEndpoints({ endpoint: 'https://flag.example' }, env)).toMatchObject({
+      http: 'https://flag.example',
+    });
+    expect(resolveEndpoints({}, env)).toMatchObject({ http: 'https://env.example', ws: undefined });
+    expect(resolveEndpoints({}, { LATCHKEY_OUTPUTS_FILE: outputs })).toMatchObject({
+      http: 'https://abc.execute-api.eu-west-1.amazonaws.com',
+      ws: 'wss://ws.execute-api.eu-west-1.amazonaws.com/v1',
+    });
+    expect(resolveEndpoints({}, {})).toMatchObject({ http: LOCAL_HTTP, ws: LOCAL_WS });
+    writeFileSync(outputs, '{"Other": {"TableName": "t"}}');
+    expect(() => resolveEndpoints({}, { LATCHKEY_OUTPUTS_FILE: outputs })).toThrow(/no stack with an ApiUrl/);
+    expect(regionOf('https://abc.execute-api.eu-west-1.amazonaws.com', 'x')).toBe('eu-west-1');
+    expect(regionOf('http://127.0.0.1:3000', 'us-east-1')).toBe('us-east-1');
+  });
+});
+
+describe('errors from answers', () => {
+  it('maps statuses and codes to typed errors, retryable only when a retry can help', () => {
+    const e = (status: number, code?: string) => errorFromResponse(status, { error: { code, message: 'm' } });
+    expect(e(400, 'INVALID_REQUEST')).toBeInstanceOf(InvalidRequestError);
+    expect(e(403, 'UNAUTHORIZED')).toBeInstanceOf(UnauthorizedError);
+    expect(e(409, 'NOT_HOLDER')).toBeInstanceOf(LeaseLostError);
+    expect(e(409, 'LEASE_EXPIRED')).toBeInstanceOf(LeaseLostError);
+    expect(e(409, 'SESSION_EXPIRED')).toBeInstanceOf(SessionExpiredError);
+    expect(e(503, 'UNAVAILABLE')).toBeInstanceOf(UnavailableError);
+    expect(e(429)).toMatchObject({ retryable: true });
+    expect(e(409, 'NOT_HOLDER')).toMatchObject({ retryable: false, code: 'NOT_HOLDER' });
+    expect(errorFromResponse(403, { message: 'Forbidden' }).message).toBe('Forbidden'); // API Gateway's own
+  });
+});
+
+describe('FenceGuard', () => {
+  it('accepts equal or higher tokens per lock, refuses lower ones', () => {
+    const guard = new FenceGuard();
+    guard.check('a', 10);
+    guard.check('a', 10);
+    guard.check('b', 3);
+    expect(() => guard.check('a', 9)).toThrow(StaleTokenError);
+    expect(guard.accepts('a', 11)).toBe(true);
+    expect(guard.highestSeen('a')).toBe(10);
+    expect(() => guard.check('a', 0)).toThrow(RangeError);
+  });
+});
+
+describe('Lease', () => {
+  it('judges its deadline by the send time on the local clock, never the server timestamp', () => {
+    const answer = {
+      lock: 'l',
+      client_id: 'c',
+      fencing_token: 5,
+      expires_at: '2000-01-01T00:00:00.000Z', // a server clock far behind must not matter
+      remaining_ms: 30_000,
+      ttl_ms: 30_000,
+    };
+    const lease = new Lease(answer, 1_000);
+    expect(lease.deadline).toBe(31_000);
+    expect(lease.remainingMs(11_000)).toBe(20_000);
+    lease.renewed({ expires_at: answer.expires_at, remaining_ms: 30_000 }, 20_000);
+    expect(lease.deadline).toBe(50_000);
+    lease.renewed({ expires_at: answer.expires_at, remaining_ms: 30_000 }, 5_000); // a late, older answer
+    expect(lease.deadline).toBe(50_000);
+  });
+});
