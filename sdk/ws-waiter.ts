@@ -6,13 +6,7 @@
  * place and one grant per request).
  */
 import WebSocket from 'ws';
-import {
-  errorFromResponse,
-  LatchkeyClientError,
-  LockHeldError,
-  UnavailableError,
-  WaitTimeoutError,
-} from './errors';
+import { errorFromResponse, LockHeldError, UnavailableError, WaitTimeoutError } from './errors';
 import type { GrantAnswer } from './lease';
 import type { SignedTransport } from './transport';
 
@@ -119,26 +113,16 @@ export class WsWaiter {
     const pending = typeof frame.request_id === 'string' ? this.pending.get(frame.request_id) : undefined;
     if (!pending) return;
     const { request } = pending;
-    switch (frame.type) {
-      case 'queued':
-        return;
-      case 'granted':
-        return pending.resolve(frame as unknown as GrantAnswer);
-      case 'timeout':
-        return pending.reject(new WaitTimeoutError(request.lock, request.waitMs));
-      case 'busy':
-        return pending.reject(
-          new LockHeldError(request.lock, frame.holder?.client_id, frame.retry_after_ms ?? 0),
-        );
-      case 'error': {
-        const code = String(frame.error?.code ?? '');
-        const status = code === 'INVALID_REQUEST' ? 400 : code === 'UNAVAILABLE' ? 503 : 409;
-        const error = errorFromResponse(status, frame);
-        return pending.reject(
-          error instanceof LatchkeyClientError ? error : new UnavailableError(String(error)),
-        );
-      }
+    if (frame.type === 'granted') pending.resolve(frame as unknown as GrantAnswer);
+    else if (frame.type === 'timeout') pending.reject(new WaitTimeoutError(request.lock, request.waitMs));
+    else if (frame.type === 'busy')
+      pending.reject(new LockHeldError(request.lock, frame.holder?.client_id, frame.retry_after_ms ?? 0));
+    else if (frame.type === 'error') {
+      const code = String(frame.error?.code ?? '');
+      const status = code === 'INVALID_REQUEST' ? 400 : code === 'UNAVAILABLE' ? 503 : 409;
+      pending.reject(errorFromResponse(status, frame));
     }
+    // 'queued': keep waiting.
   }
 
   /** The connection dropped: ask again on a new one, same request ids (one place, one grant each). */
