@@ -6,13 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import {
-  errorFromResponse,
-  LeaseLostError,
-  LockHeldError,
-  UnavailableError,
-  WaitTimeoutError,
-} from './errors';
+import { errorFromResponse, LockHeldError, UnavailableError, WaitTimeoutError } from './errors';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
 import { Session, type SessionOptions } from './session';
@@ -55,7 +49,8 @@ export class LockClient {
   readonly clientId: string;
   readonly transport: SignedTransport;
   private readonly waiter: WsWaiter | undefined;
-  private wsBroken = false;
+  /** When to try the WebSocket API again after it could not be reached. */
+  private wsRetryAt = 0;
 
   constructor(options: LockClientOptions) {
     this.transport = new SignedTransport(options);
@@ -97,14 +92,22 @@ export class LockClient {
     const lease = await this.waitFor(name, options);
     // The deadline counts from when the wait began: a long wait leaves little of it. One renewal,
     // sent now, bases it on now (a lock tied to a session has no lease to renew).
-    if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) await this.renew(lease);
+    if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) {
+      try {
+        await this.renew(lease);
+      } catch (error) {
+        await this.releaseQuietly(lease); // nobody else will: the caller never saw this lease
+        throw error;
+      }
+    }
     return lease;
   }
 
   private async waitFor(name: string, options: AcquireOptions & { sessionId?: string }): Promise<Lease> {
     const requestId = randomUUID();
     const sentAt = performance.now();
-    if (this.waiter && !this.wsBroken) {
+    const until = sentAt + options.waitTimeoutMs;
+    if (this.waiter && performance.now() >= this.wsRetryAt) {
       try {
         const grant = await this.waiter.wait(
           {
@@ -119,12 +122,12 @@ export class LockClient {
         );
         return new Lease(grant, sentAt, options.sessionId);
       } catch (error) {
-        // No WebSocket API where it was said to be: wait over HTTP from now on.
+        // No WebSocket API where it was said to be: wait over HTTP, and try it again in a minute.
         if (!(error instanceof UnavailableError) || !/WebSocket/.test(error.message)) throw error;
-        this.wsBroken = true;
+        this.wsRetryAt = performance.now() + 60_000;
       }
     }
-    return this.acquireOverHttp(name, options, requestId);
+    return this.acquireOverHttp(name, options, requestId, until);
   }
 
   async release(lease: Lease): Promise<void> {
@@ -134,15 +137,37 @@ export class LockClient {
     });
   }
 
+  /**
+   * Releases without failing: a few quick tries, then the lease is left to
+   * lapse (it ends at its ttl anyway). Answers whether it was released.
+   */
+  async releaseQuietly(lease: Lease): Promise<boolean> {
+    try {
+      const answer = await this.transport.send(
+        'POST',
+        lockPath(lease.name, 'release'),
+        { client_id: lease.clientId, fencing_token: lease.fencingToken },
+        { attempts: 3, timeoutMs: 3_000 },
+      );
+      return answer.status === 200;
+    } catch {
+      return false;
+    }
+  }
+
   /** Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended. */
   async renew(lease: Lease, ttlMs = lease.ttlMs): Promise<Lease> {
     const sentAt = performance.now();
-    const answer = await this.post(lockPath(lease.name, 'renew'), {
-      client_id: lease.clientId,
-      fencing_token: lease.fencingToken,
-      ttl_ms: ttlMs,
-    });
-    lease.renewed(answer, sentAt);
+    // Each attempt must answer well before the lease ends, so a stalled connection is retried in time.
+    const timeoutMs = Math.max(500, Math.min(35_000, lease.remainingMs(sentAt) / 3));
+    const answer = await this.transport.send(
+      'POST',
+      lockPath(lease.name, 'renew'),
+      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ttlMs },
+      { timeoutMs },
+    );
+    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
+    lease.renewed(answer.body, sentAt);
     return lease;
   }
 
@@ -155,7 +180,7 @@ export class LockClient {
    */
   async withLock<T>(
     name: string,
-    options: { ttlMs: number; waitTimeoutMs?: number; priority?: number },
+    options: { ttlMs: number; waitTimeoutMs?: number; priority?: number; signal?: AbortSignal },
     fn: (lease: Lease, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
     const waitTimeoutMs = options.waitTimeoutMs ?? 0;
@@ -172,10 +197,9 @@ export class LockClient {
       return await fn(lease, keeper.signal);
     } finally {
       keeper.stop();
-      await this.release(lease).catch((error: unknown) => {
-        // Already lost (lapsed, or taken since): nothing to release.
-        if (!(error instanceof LeaseLostError)) throw error;
-      });
+      // Best effort: a lease already lost has nothing to release, and one that cannot be released
+      // now lapses at its ttl; neither may replace what `fn` returned or threw.
+      await this.releaseQuietly(lease);
     }
   }
 
@@ -236,8 +260,8 @@ export class LockClient {
     name: string,
     options: AcquireOptions & { sessionId?: string },
     requestId: string,
+    until: number,
   ): Promise<Lease> {
-    const until = performance.now() + options.waitTimeoutMs;
     for (;;) {
       options.signal?.throwIfAborted();
       const left = Math.max(0, Math.round(until - performance.now()));

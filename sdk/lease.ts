@@ -17,7 +17,7 @@ export class Lease {
   readonly name: string;
   readonly clientId: string;
   readonly fencingToken: number;
-  readonly ttlMs: number;
+  ttlMs: number;
   /** Lease end on the server's clock (informational; judge by `deadline`). */
   expiresAt: Date;
   /** Lease end on this process's monotonic clock, conservatively: send time + lease left. */
@@ -39,9 +39,15 @@ export class Lease {
     return this.deadline - now;
   }
 
-  /** Records a renewal answered for a request sent at `sentAt`. */
-  renewed(answer: { expires_at: string; remaining_ms: number }, sentAt: number): void {
+  /**
+   * Records a renewal answered for a request sent at `sentAt`. The server
+   * set the lease to end `remaining_ms` after it handled the request, which
+   * was after `sentAt`: so the new deadline is never later than the
+   * server's, even when the renewal shortened the lease.
+   */
+  renewed(answer: { expires_at: string; remaining_ms: number; ttl_ms?: number }, sentAt: number): void {
     this.expiresAt = new Date(answer.expires_at);
-    this.deadline = Math.max(this.deadline, sentAt + answer.remaining_ms);
+    this.deadline = sentAt + answer.remaining_ms;
+    if (answer.ttl_ms !== undefined) this.ttlMs = answer.ttl_ms;
   }
 }

@@ -63,14 +63,24 @@ export class SignedTransport {
     this.maxAttempts = options.maxAttempts ?? 5;
   }
 
-  /** Sends a request, retrying transient failures; answers any 2xx or 4xx that is not 429 as is. */
-  async send(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Answer> {
+  /**
+   * Sends a request, retrying transient failures; answers any 2xx or 4xx
+   * that is not 429 as is. `timeoutMs` bounds each attempt (35 s by default:
+   * an HTTP wait lasts up to 25 s), `attempts` the number of tries.
+   */
+  async send(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; timeoutMs?: number; attempts?: number } = {},
+  ): Promise<Answer> {
+    const { signal } = options;
     let last: unknown;
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+    for (let attempt = 0; attempt < (options.attempts ?? this.maxAttempts); attempt++) {
       if (attempt > 0) await sleep(backoffMs(attempt));
       signal?.throwIfAborted();
       try {
-        const answer = await this.once(method, path, body, signal);
+        const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
         if (answer.status !== 429 && answer.status < 500) return answer;
         last = errorFromResponse(answer.status, answer.body);
       } catch (error) {
@@ -104,7 +114,13 @@ export class SignedTransport {
     return signed.headers as Record<string, string>;
   }
 
-  private async once(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<Answer> {
+  private async once(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<Answer> {
     const url = new URL(path, this.endpoint);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { host: url.host };
@@ -125,7 +141,9 @@ export class SignedTransport {
       method,
       headers: signed.headers as Record<string, string>,
       ...(payload !== undefined ? { body: payload } : {}),
-      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(35_000)]) : AbortSignal.timeout(35_000),
+      signal: signal
+        ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
+        : AbortSignal.timeout(timeoutMs),
     });
     const text = await response.text();
     let parsed: unknown;

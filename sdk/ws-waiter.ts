@@ -12,6 +12,10 @@ import type { SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
 const PING_EVERY_MS = 4 * 60_000;
+/** How long past its wait a request may go without the server's `timeout` before it is given up here. */
+const OVERDUE_SLACK_MS = 5_000;
+/** A connection with no wait pending closes after this, so that it keeps no process alive. */
+const IDLE_CLOSE_MS = 2_000;
 
 export interface WaitRequest {
   readonly lock: string;
@@ -36,6 +40,9 @@ interface Pending {
 export class WsWaiter {
   private socket: Promise<WebSocket> | undefined;
   private readonly pending = new Map<string, Pending>();
+  /** Requests given up locally: a grant that still arrives for one is released at once. */
+  private readonly abandoned = new Set<string>();
+  private idle: NodeJS.Timeout | undefined;
   private ping: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -48,22 +55,34 @@ export class WsWaiter {
   /** Waits for `request`'s grant; rejects with WaitTimeoutError, LockHeldError (no wait) or a typed error. */
   async wait(request: WaitRequest, signal?: AbortSignal): Promise<GrantAnswer> {
     const socket = await this.connect();
+    signal?.throwIfAborted();
     return new Promise<GrantAnswer>((resolve, reject) => {
-      const onAbort = () => {
-        this.pending.delete(request.requestId);
+      // Given up here (aborted, or the server's timeout never came): leave the queue, and release a
+      // grant that may already be on its way, since nobody will use it.
+      const giveUp = (reason: unknown) => {
+        this.abandoned.add(request.requestId);
         this.sendQuietly({ action: 'cancel', lock: request.lock, request_id: request.requestId });
-        reject(signal?.reason);
+        fail(reason);
       };
+      const onAbort = () => giveUp(signal?.reason);
+      const overdue = setTimeout(
+        () => giveUp(new WaitTimeoutError(request.lock, request.waitMs)),
+        request.waitMs + OVERDUE_SLACK_MS,
+      );
+      overdue.unref();
       signal?.addEventListener('abort', onAbort, { once: true });
       const done =
         <T>(settle: (value: T) => void) =>
         (value: T) => {
+          clearTimeout(overdue);
           signal?.removeEventListener('abort', onAbort);
           this.pending.delete(request.requestId);
           settle(value);
+          this.closeWhenIdle();
         };
+      const fail = done(reject);
       const until = performance.now() + request.waitMs;
-      this.pending.set(request.requestId, { request, until, resolve: done(resolve), reject: done(reject) });
+      this.pending.set(request.requestId, { request, until, resolve: done(resolve), reject: fail });
       socket.send(JSON.stringify(message(request, request.waitMs)));
     });
   }
@@ -76,7 +95,21 @@ export class WsWaiter {
     this.pending.clear();
   }
 
+  private closeWhenIdle(): void {
+    clearTimeout(this.idle);
+    if (this.pending.size > 0 || this.abandoned.size > 0) return;
+    this.idle = setTimeout(() => {
+      if (this.pending.size > 0) return;
+      const socket = this.socket;
+      this.socket = undefined;
+      clearInterval(this.ping);
+      void socket?.then((s) => s.close()).catch(() => {});
+    }, IDLE_CLOSE_MS);
+    this.idle.unref();
+  }
+
   private connect(): Promise<WebSocket> {
+    clearTimeout(this.idle);
     if (this.closed) return Promise.reject(new UnavailableError('the client was closed'));
     this.socket ??= this.open().catch((error: unknown) => {
       this.socket = undefined;
@@ -100,7 +133,13 @@ export class WsWaiter {
       );
       ws.once('error', (error) => reject(new UnavailableError(`WebSocket ${url.origin}: ${error.message}`)));
     });
-    ws.on('message', (data) => this.onFrame(JSON.parse(String(data)) as Frame));
+    ws.on('message', (data) => {
+      try {
+        this.onFrame(JSON.parse(String(data)) as Frame);
+      } catch {
+        // not a latchkey frame: ignore it
+      }
+    });
     ws.on('close', () => this.onClose(ws));
     ws.on('error', () => {}); // 'close' follows
     clearInterval(this.ping);
@@ -110,7 +149,14 @@ export class WsWaiter {
   }
 
   private onFrame(frame: Frame): void {
-    const pending = typeof frame.request_id === 'string' ? this.pending.get(frame.request_id) : undefined;
+    const id = typeof frame.request_id === 'string' ? frame.request_id : undefined;
+    if (id !== undefined && this.abandoned.has(id) && frame.type !== 'queued') {
+      this.abandoned.delete(id);
+      if (frame.type === 'granted') void this.releaseAbandoned(frame as unknown as GrantAnswer);
+      this.closeWhenIdle();
+      return;
+    }
+    const pending = id === undefined ? undefined : this.pending.get(id);
     if (!pending) return;
     const { request } = pending;
     if (frame.type === 'granted') pending.resolve(frame as unknown as GrantAnswer);
@@ -145,6 +191,13 @@ export class WsWaiter {
         },
       );
     });
+  }
+
+  private async releaseAbandoned(grant: GrantAnswer): Promise<void> {
+    const body = { client_id: grant.client_id, fencing_token: grant.fencing_token };
+    await this.transport
+      .send('POST', `/api/v1/locks/${grant.lock}/release`, body, { attempts: 3, timeoutMs: 3_000 })
+      .catch(() => {}); // it lapses at its ttl otherwise
   }
 
   private sendQuietly(frame: Frame): void {

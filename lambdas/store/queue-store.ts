@@ -19,6 +19,7 @@ import { type Step, WaitAttr, type Waiter, waiterOf } from '../core/queue';
 import { compile, compileCondition } from './compile';
 import { toStoreError } from './errors';
 import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './lock-requests';
+import { queryAll } from './query-all';
 import {
   connectionKey,
   connectionOwner,
@@ -184,36 +185,25 @@ export class QueueStore {
   async upTo(name: string, order: string): Promise<QueueHead> {
     let lock: Item | undefined;
     const waiters: { order: string; requestKey: string }[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const out = await this.send((abortSignal) =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.settings.tableName,
-            KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :lock AND :me',
-            ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
-            ExpressionAttributeValues: {
-              ':pk': lockPartition(name),
-              ':lock': LOCK_SK,
-              ':me': `${WAITER_SK_PREFIX}${order}`,
-            },
-            ConsistentRead: true,
-            ExclusiveStartKey: startKey,
-          }),
-          { abortSignal },
-        ),
-      );
-      for (const item of out.Items ?? []) {
-        const sk = item[KEY.sk];
-        if (sk === LOCK_SK) lock = item as Item;
-        else if (typeof sk === 'string' && sk.startsWith(WAITER_SK_PREFIX))
-          waiters.push({
-            order: sk.slice(WAITER_SK_PREFIX.length),
-            requestKey: String(item[WaitAttr.requestKey]),
-          });
-      }
-      startKey = out.LastEvaluatedKey;
-    } while (startKey);
+    const items = await queryAll(this.db, this.settings, {
+      KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :lock AND :me',
+      ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+      ExpressionAttributeValues: {
+        ':pk': lockPartition(name),
+        ':lock': LOCK_SK,
+        ':me': `${WAITER_SK_PREFIX}${order}`,
+      },
+      ConsistentRead: true,
+    });
+    for (const item of items) {
+      const sk = item[KEY.sk];
+      if (sk === LOCK_SK) lock = item as Item;
+      else if (typeof sk === 'string' && sk.startsWith(WAITER_SK_PREFIX))
+        waiters.push({
+          order: sk.slice(WAITER_SK_PREFIX.length),
+          requestKey: String(item[WaitAttr.requestKey]),
+        });
+    }
     return { lock, waiters };
   }
 
@@ -247,29 +237,13 @@ export class QueueStore {
 
   /** Waiters queued by one WebSocket connection (the owner index is eventually consistent). */
   async waitersOf(connectionId: string): Promise<{ lock: string; order: string }[]> {
-    const found: { lock: string; order: string }[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.send((abortSignal) =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.settings.tableName,
-            IndexName: OWNER_INDEX.name,
-            KeyConditionExpression: '#o = :o',
-            ExpressionAttributeNames: { '#o': OWNER_INDEX.pk },
-            ExpressionAttributeValues: { ':o': connectionOwner(connectionId) },
-            ...(startKey ? { ExclusiveStartKey: startKey } : {}),
-          }),
-          { abortSignal },
-        ),
-      );
-      for (const key of page.Items ?? []) {
-        const waiter = waiterFromKey(key);
-        if (waiter) found.push(waiter);
-      }
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
-    return found;
+    const keys = await queryAll(this.db, this.settings, {
+      IndexName: OWNER_INDEX.name,
+      KeyConditionExpression: '#o = :o',
+      ExpressionAttributeNames: { '#o': OWNER_INDEX.pk },
+      ExpressionAttributeValues: { ':o': connectionOwner(connectionId) },
+    });
+    return keys.flatMap((key) => waiterFromKey(key) ?? []);
   }
 
   async putConnection(c: Connection): Promise<void> {

@@ -9,7 +9,6 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
-  QueryCommand,
   TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
@@ -32,6 +31,7 @@ import { isLiveAt, type Session, SessionAttr, sessionOfItem } from '../core/sess
 import { compile, compileCondition } from './compile';
 import { toStoreError } from './errors';
 import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './lock-requests';
+import { queryAll } from './query-all';
 import {
   DUE_INDEX,
   type DueItem,
@@ -162,26 +162,13 @@ export class SessionStore {
 
   /** Names of the locks a session took (strongly consistent). */
   async lockNames(id: string): Promise<string[]> {
-    const names: string[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const out = await this.send((abortSignal) =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.settings.tableName,
-            KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :links)',
-            ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
-            ExpressionAttributeValues: { ':pk': sessionPartition(id), ':links': SESSION_LINK_PREFIX },
-            ConsistentRead: true,
-            ExclusiveStartKey: startKey,
-          }),
-          { abortSignal },
-        ),
-      );
-      for (const item of out.Items ?? []) names.push(String(item[KEY.sk]).slice(SESSION_LINK_PREFIX.length));
-      startKey = out.LastEvaluatedKey;
-    } while (startKey);
-    return names;
+    const links = await queryAll(this.db, this.settings, {
+      KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :links)',
+      ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+      ExpressionAttributeValues: { ':pk': sessionPartition(id), ':links': SESSION_LINK_PREFIX },
+      ConsistentRead: true,
+    });
+    return links.map((item) => String(item[KEY.sk]).slice(SESSION_LINK_PREFIX.length));
   }
 
   async forgetLock(id: string, name: string): Promise<void> {
@@ -194,29 +181,13 @@ export class SessionStore {
 
   /** What is due by `now` in one minute's bucket of the due index: sessions, waiters, connections. */
   async dueIn(minute: number, now: number): Promise<DueItem[]> {
-    const due: DueItem[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const out = await this.send((abortSignal) =>
-        this.db.send(
-          new QueryCommand({
-            TableName: this.settings.tableName,
-            IndexName: DUE_INDEX.name,
-            KeyConditionExpression: '#b = :b AND #at <= :now',
-            ExpressionAttributeNames: { '#b': DUE_INDEX.pk, '#at': DUE_INDEX.sk },
-            ExpressionAttributeValues: { ':b': dueBucket(minute), ':now': now },
-            ExclusiveStartKey: startKey,
-          }),
-          { abortSignal },
-        ),
-      );
-      for (const key of out.Items ?? []) {
-        const item = dueItemOfKey(key);
-        if (item) due.push(item);
-      }
-      startKey = out.LastEvaluatedKey;
-    } while (startKey);
-    return due;
+    const keys = await queryAll(this.db, this.settings, {
+      IndexName: DUE_INDEX.name,
+      KeyConditionExpression: '#b = :b AND #at <= :now',
+      ExpressionAttributeNames: { '#b': DUE_INDEX.pk, '#at': DUE_INDEX.sk },
+      ExpressionAttributeValues: { ':b': dueBucket(minute), ':now': now },
+    });
+    return keys.flatMap((key) => dueItemOfKey(key) ?? []);
   }
 
   /** The first minute the sweeper has not finished, if it ever ran. */

@@ -7,7 +7,7 @@
  * gets `onLost` (SIGTERM by default, SIGKILL after `killAfterMs`) and
  * latchkey exits with EXIT.LEASE_LOST.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import type { LockClient } from '../client';
 import { LockHeldError, WaitTimeoutError } from '../errors';
@@ -41,48 +41,61 @@ export async function runLocked(
 ): Promise<number> {
   const [file, ...args] = command;
   if (!file) throw new Error('no command given: latchkey run NAME -- command [args...]');
+  // Signals go to the command once it runs; before that, they end the wait (and latchkey).
+  const waiting = new AbortController();
+  let child: ChildProcess | undefined;
+  let signalled: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (child) child.kill(sig);
+    else {
+      signalled = sig;
+      waiting.abort(new Error(`${sig} while waiting for ${name}`));
+    }
+  };
+  for (const sig of FORWARDED) process.on(sig, onSignal);
   try {
     return await client.withLock(
       name,
       {
         ttlMs: options.ttlMs,
         waitTimeoutMs: options.waitMs,
+        signal: waiting.signal,
         ...(options.priority === undefined ? {} : { priority: options.priority }),
       },
       (lease, signal) =>
         new Promise<number>((resolve) => {
-          const child = spawn(file, args, {
+          if (signalled) return resolve(128 + (constants.signals[signalled] ?? 0));
+          child = spawn(file, args, {
             stdio: 'inherit',
             env: { ...process.env, LATCHKEY_LOCK: name, LATCHKEY_FENCING_TOKEN: String(lease.fencingToken) },
           });
-          const forward = (sig: NodeJS.Signals) => child.kill(sig);
-          for (const sig of FORWARDED) process.on(sig, forward);
           let lost = false;
           signal.addEventListener('abort', () => {
             lost = true;
-            options.say(
-              `latchkey: the lease on ${name} was lost (${String((signal.reason as Error)?.message ?? signal.reason)})`,
-            );
+            const why = (signal.reason as Error | undefined)?.message ?? String(signal.reason);
+            options.say(`latchkey: the lease on ${name} was lost (${why})`);
             if (options.onLost === 'none') return;
-            child.kill(options.onLost);
-            setTimeout(() => child.kill('SIGKILL'), options.killAfterMs).unref();
+            child?.kill(options.onLost);
+            setTimeout(() => child?.kill('SIGKILL'), options.killAfterMs).unref();
           });
-          const finish = (code: number) => {
-            for (const sig of FORWARDED) process.off(sig, forward);
-            resolve(lost ? EXIT.LEASE_LOST : code);
-          };
           child.on('error', (error) => {
             options.say(`latchkey: cannot run ${file}: ${error.message}`);
-            finish(EXIT.CANNOT_RUN);
+            resolve(EXIT.CANNOT_RUN);
           });
-          child.on('exit', (code, sig) => finish(code ?? 128 + (sig ? (constants.signals[sig] ?? 0) : 0)));
+          child.on('exit', (code, sig) => {
+            if (lost) return resolve(EXIT.LEASE_LOST);
+            resolve(code ?? 128 + (sig ? (constants.signals[sig] ?? 0) : 0));
+          });
         }),
     );
   } catch (error) {
+    if (signalled) return 128 + (constants.signals[signalled] ?? 0);
     if (error instanceof LockHeldError || error instanceof WaitTimeoutError) {
       options.say(`latchkey: ${error.message}`);
       return EXIT.NOT_ACQUIRED;
     }
     throw error;
+  } finally {
+    for (const sig of FORWARDED) process.off(sig, onSignal);
   }
 }

@@ -129,6 +129,25 @@ describe('latchkey run', () => {
     expect((await new LockClient({ endpoint: stack.url }).inspect(name)).state).toBe('free');
   });
 
+  it('a signal while waiting ends latchkey (128 + n) without running the command', {
+    timeout: 30_000,
+  }, async () => {
+    const name = lockName();
+    const holder = new LockClient({ endpoint: stack.url });
+    await holder.tryAcquire(name, { ttlMs: 20_000 });
+    let pid = 0;
+    const marker = join(dir, `never-${randomUUID()}`);
+    const running = latchkey(['run', name, '--wait', '20s', '--', 'touch', marker], {
+      onSpawn: (p) => (pid = p),
+    });
+    await sleep(2_500); // started and queued
+    process.kill(pid, 'SIGTERM');
+    const r = await running;
+    expect(r.code).toBe(143);
+    expect(() => readFileSync(marker)).toThrow();
+    expect((await holder.inspect(name)).queued).toBe(0);
+  });
+
   it('signals the command and exits 4 when the lease is lost', { timeout: 30_000 }, async () => {
     const name = lockName();
     const tokenFile = join(dir, `token-${randomUUID()}`);

@@ -2,13 +2,11 @@
  * `npm start` as a process: it prints its URL once ready, serves signed
  * requests, and leaves no java process behind on SIGINT, SIGTERM or SIGKILL.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
 import { expect, it, onTestFinished } from 'vitest';
-import { freePort } from '../../local/dynamodb-local';
+import { startServiceProcess } from '../support/service-process';
 import { signedClient } from '../support/signed-fetch';
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -38,27 +36,7 @@ function javaPidFor(parent: number): number {
   return Number(line.trim().split(/\s+/)[0]);
 }
 
-async function startService(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    ['--import', tsx, 'bin/local.ts', '--port', String(port), '--ws-port', '0'],
-    {
-      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let output = '';
-  child.stdout?.on('data', (c: Buffer) => (output += c));
-  child.stderr?.on('data', (c: Buffer) => (output += c));
-  const deadline = Date.now() + 60_000;
-  while (!output.includes('latchkey is ready')) {
-    if (Date.now() > deadline || child.exitCode !== null)
-      throw new Error(`service did not start:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { child, url: `http://127.0.0.1:${port}`, output: () => output };
-}
+const startService = () => startServiceProcess([], { AWS_ENDPOINT_URL_DYNAMODB: '' });
 
 it.each(['SIGINT', 'SIGTERM', 'SIGKILL'] as const)(
   'serves, then %s leaves no java process',

@@ -3,9 +3,7 @@
  * over HTTP without it), typed errors, sessions, and a lease whose service
  * dies mid-lease.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { freePort } from '../../local/dynamodb-local';
 import { type LocalStack, startLocalStack } from '../../local/stack';
@@ -21,6 +19,7 @@ import {
   WaitTimeoutError,
 } from '../../sdk';
 import { dynamoEndpoint } from '../support/dynamo';
+import { startServiceProcess } from '../support/service-process';
 
 let stack: LocalStack;
 const clients: LockClient[] = [];
@@ -119,6 +118,25 @@ describe('withLock', () => {
     ).rejects.toBeInstanceOf(WaitTimeoutError);
   });
 
+  it('an aborted wait leaves the queue: the lock is not handed to it afterwards', async () => {
+    const name = lockName();
+    const holder = client();
+    const lease = await holder.tryAcquire(name, { ttlMs: 5_000 });
+    const controller = new AbortController();
+    const waiting = client().acquire(name, {
+      ttlMs: 2_000,
+      waitTimeoutMs: 10_000,
+      signal: controller.signal,
+    });
+    await sleep(200);
+    controller.abort(new Error('changed my mind'));
+    await expect(waiting).rejects.toThrow('changed my mind');
+    await sleep(100);
+    await holder.release(lease as NonNullable<typeof lease>);
+    await sleep(300);
+    expect(await holder.inspect(name)).toMatchObject({ state: 'free', queued: 0 });
+  });
+
   it('waits over HTTP when there is no WebSocket API', async () => {
     const name = lockName();
     const holder = client();
@@ -188,39 +206,8 @@ describe('FenceGuard', () => {
 });
 
 describe('a service that dies mid-lease', () => {
-  const tsx = createRequire(import.meta.url).resolve('tsx');
-
-  async function startService(): Promise<{ child: ChildProcess; url: string }> {
-    const port = await freePort();
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        tsx,
-        'bin/local.ts',
-        '--port',
-        String(port),
-        '--ws-port',
-        '0',
-        '--table',
-        `dies-${randomUUID()}`,
-      ],
-      {
-        env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: dynamoEndpoint() },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let output = '';
-    child.stdout?.on('data', (c: Buffer) => (output += c));
-    child.stderr?.on('data', (c: Buffer) => (output += c));
-    const deadline = Date.now() + 60_000;
-    while (!output.includes('latchkey is ready')) {
-      if (Date.now() > deadline || child.exitCode !== null)
-        throw new Error(`service did not start:\n${output}`);
-      await sleep(50);
-    }
-    return { child, url: `http://127.0.0.1:${port}` };
-  }
+  const startService = () =>
+    startServiceProcess(['--table', `dies-${randomUUID()}`], { AWS_ENDPOINT_URL_DYNAMODB: dynamoEndpoint() });
 
   it('aborts the signal before the lease’s local deadline', { timeout: 60_000 }, async () => {
     const service = await startService();

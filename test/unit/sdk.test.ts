@@ -104,7 +104,9 @@ describe('Lease', () => {
     expect(lease.remainingMs(11_000)).toBe(20_000);
     lease.renewed({ expires_at: answer.expires_at, remaining_ms: 30_000 }, 20_000);
     expect(lease.deadline).toBe(50_000);
-    lease.renewed({ expires_at: answer.expires_at, remaining_ms: 30_000 }, 5_000); // a late, older answer
-    expect(lease.deadline).toBe(50_000);
+    // A renewal to a shorter ttl shortens the deadline too: never later than the server's lease end.
+    lease.renewed({ expires_at: answer.expires_at, remaining_ms: 5_000, ttl_ms: 5_000 }, 21_000);
+    expect(lease.deadline).toBe(26_000);
+    expect(lease.ttlMs).toBe(5_000);
   });
 });
