@@ -4,8 +4,9 @@
  * | item       | pk          | sk             | index keys                          |
  * |------------|-------------|----------------|-------------------------------------|
  * | lock       | LOCK#<name> | LOCK           | list_pk=LOCK, list_sk=<name>        |
- * | waiter     | LOCK#<name> | WAIT#<order>   | owner=CONN#<id>, owner_sk (if WS)   |
- * | connection | CONN#<id>   | CONN           |                                     |
+ * | waiter     | LOCK#<name> | WAIT#<order>   | owner=CONN#<id>, owner_sk (if WS);  |
+ * |            |             |                | due_bucket, due_at (its deadline)   |
+ * | connection | CONN#<id>   | CONN           | due_bucket, due_at (2 h after open) |
  * | session    | SESS#<id>   | SESS           | due_bucket=DUE#<minute>, due_at     |
  * | session's  | SESS#<id>   | LOCK#<name>    |                                     |
  * |   lock link|             |                |                                     |
@@ -20,9 +21,10 @@
  * write of a lock, so an acquire or release does not write to the index.
  * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
  * of one WebSocket connection, found when it disconnects.
- * `by_due` is a sparse KEYS_ONLY index over (due_bucket, due_at): live
- * sessions by the minute they expire, so the sweeper reads only the
- * sessions due, never a Scan. A session leaves it once swept.
+ * `by_due` is a sparse KEYS_ONLY index over (due_bucket, due_at): what falls
+ * due in each minute (sessions, waiters' deadlines, connections' 2-hour
+ * limit), so the sweeper reads only what is due, never a Scan. A session
+ * leaves it once swept; a waiter or connection when its item goes.
  * `gc_at` (epoch seconds) is the TTL attribute: it only garbage-collects, it
  * never decides expiry.
  */

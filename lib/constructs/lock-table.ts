@@ -59,7 +59,7 @@ export class LockTable extends Construct {
       indexName: DUE_INDEX.name,
       partitionKey: { name: DUE_INDEX.pk, type: AttributeType.STRING },
       sortKey: { name: DUE_INDEX.sk, type: AttributeType.NUMBER },
-      // Sparse (only sessions not yet swept carry the keys), keys only: the sweeper reads what is due.
+      // Sparse (sessions not yet swept, waiters, connections carry the keys), keys only: what is due.
       projectionType: ProjectionType.KEYS_ONLY,
     });
   }
