@@ -12,6 +12,7 @@
  *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  */
+
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -27,15 +28,11 @@ import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { startLocalStack } from '../../local/stack';
 import { ensureTable } from '../../local/table-setup';
 import { signedClient } from '../support/signed-fetch';
+import { percentile } from './common';
 import { sessionsSection } from './sessions';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WAIT_SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
-process.env.LOG_LEVEL = 'silent';
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-process.env.AWS_REGION ??= 'us-east-1';
-process.env.AWS_ACCESS_KEY_ID ??= 'local';
-process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
 
 type Pair = (worker: number, i: number) => Promise<void>;
 
@@ -46,9 +43,6 @@ interface Result {
   p50: number;
   p99: number;
 }
-
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
 
 async function measure(label: string, concurrency: number, pair: Pair, seconds = SECONDS): Promise<Result> {
   const latencies: number[] = [];

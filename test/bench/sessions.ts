@@ -8,6 +8,7 @@
  *
  *   BENCH_SESSIONS_LIVE=10000 npx tsx test/bench/sessions.ts   (starts its own DynamoDB Local)
  */
+
 import { randomUUID } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { Handoff } from '../../lambdas/service/handoff';
@@ -19,19 +20,11 @@ import { QueueStore } from '../../lambdas/store/queue-store';
 import { SessionStore } from '../../lambdas/store/session-store';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { ensureTable } from '../../local/table-setup';
+import { percentile, sleep } from './common';
 
 const LIVE = Number(process.env.BENCH_SESSIONS_LIVE ?? 10_000);
 const EXPIRED = 100;
 const HEARTBEATS = 50;
-process.env.LOG_LEVEL = 'silent';
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-process.env.AWS_REGION ??= 'us-east-1';
-process.env.AWS_ACCESS_KEY_ID ??= 'local';
-process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
 
 async function services(endpoint: string) {
   const tableName = `bench-sessions-${randomUUID()}`;

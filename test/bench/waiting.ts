@@ -15,6 +15,7 @@
  *
  *   BENCH_WAIT_SECONDS=15 npx tsx test/bench/waiting.ts
  */
+
 import { randomUUID } from 'node:crypto';
 import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,21 +24,14 @@ import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { startLocalStack } from '../../local/stack';
 import { signedClient } from '../support/signed-fetch';
 import { type AnyFrame, TestSocket } from '../support/ws-client';
+import { percentile, sleep } from './common';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
 const WARM_UP_MS = 2_000;
 const WORKERS = 8;
 const HOLD_MS = 5;
 const CRASH_RUNS = 5;
-process.env.LOG_LEVEL = 'silent';
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-process.env.AWS_REGION ??= 'us-east-1';
-process.env.AWS_ACCESS_KEY_ID ??= 'local';
-process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
 const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
 const sum = (map: Map<string, number>, keep: (key: string) => boolean = () => true) =>
   [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);

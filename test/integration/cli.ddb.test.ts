@@ -6,22 +6,17 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocalStack, startLocalStack } from '../../local/stack';
+import type { LocalStack } from '../../local/stack';
 import { Lease, LockClient } from '../../sdk';
 import { EXIT } from '../../sdk/cli/run';
-import { dynamoEndpoint } from '../support/dynamo';
+import { startTestStack } from '../support/stack';
 
 const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 let dir: string;
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    port: 0,
-    wsPort: 0,
-    dynamoEndpoint: dynamoEndpoint(),
-    tableName: `cli-${randomUUID()}`,
-  });
+  stack = await startTestStack('cli');
   dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-'));
 });
 afterAll(() => stack.stop());

@@ -1,23 +1,17 @@
-/** The HTTP API through the local stack: SigV4, every route, and bad input that changes nothing. */
-import { randomUUID } from 'node:crypto';
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDocumentClient } from '../../lambdas/store/document-client';
-import { type LocalStack, startLocalStack } from '../../local/stack';
+import type { LocalStack } from '../../local/stack';
 import { dynamoEndpoint } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
+import { startTestStack } from '../support/stack';
 
 let stack: LocalStack;
 let api: ReturnType<typeof signedClient>;
 const db = () => createDocumentClient({ endpoint: dynamoEndpoint() });
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    port: 0,
-    wsPort: 0,
-    dynamoEndpoint: dynamoEndpoint(),
-    tableName: `http-${randomUUID()}`,
-  });
+  stack = await startTestStack('http');
   api = signedClient(stack.url);
 });
 afterAll(async () => stack.stop());

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { freePort } from '../../local/dynamodb-local';
-import { type LocalStack, startLocalStack } from '../../local/stack';
+import type { LocalStack } from '../../local/stack';
 import {
   FenceGuard,
   InvalidRequestError,
@@ -20,17 +20,13 @@ import {
 } from '../../sdk';
 import { dynamoEndpoint } from '../support/dynamo';
 import { startServiceProcess } from '../support/service-process';
+import { startTestStack } from '../support/stack';
 
 let stack: LocalStack;
 const clients: LockClient[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    port: 0,
-    wsPort: 0,
-    dynamoEndpoint: dynamoEndpoint(),
-    tableName: `sdk-${randomUUID()}`,
-  });
+  stack = await startTestStack('sdk');
 });
 afterAll(async () => {
   for (const c of clients) c.close();

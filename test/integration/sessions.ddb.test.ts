@@ -10,9 +10,9 @@ import { getDeps } from '../../lambdas/shared/deps';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import { LockStore } from '../../lambdas/store/lock-store';
 import { SessionStore } from '../../lambdas/store/session-store';
-import { type LocalStack, startLocalStack } from '../../local/stack';
-import { dynamoEndpoint } from '../support/dynamo';
+import type { LocalStack } from '../../local/stack';
 import { signedClient } from '../support/signed-fetch';
+import { startTestStack } from '../support/stack';
 import { type AnyFrame, TestSocket } from '../support/ws-client';
 
 let stack: LocalStack;
@@ -20,13 +20,8 @@ let api: ReturnType<typeof signedClient>;
 const sockets: TestSocket[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    port: 0,
-    wsPort: 0,
-    dynamoEndpoint: dynamoEndpoint(),
-    tableName: `sessions-${randomUUID()}`,
-    sweepIntervalMs: 0, // the tests run the sweeper themselves
-  });
+  // The session timers end sessions here; the sweeper (tested on its own) does not run.
+  stack = await startTestStack('sessions', { sweepIntervalMs: 0 });
   api = signedClient(stack.url);
 });
 afterAll(async () => {

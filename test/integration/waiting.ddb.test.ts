@@ -8,9 +8,10 @@ import { enqueueSteps } from '../../lambdas/core/queue';
 import { newWaiter } from '../../lambdas/service/lock-service';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import { QueueStore } from '../../lambdas/store/queue-store';
-import { type LocalStack, startLocalStack } from '../../local/stack';
+import type { LocalStack } from '../../local/stack';
 import { dynamoEndpoint } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
+import { startTestStack } from '../support/stack';
 import { type AnyFrame, TestSocket } from '../support/ws-client';
 
 let stack: LocalStack;
@@ -18,12 +19,7 @@ let api: ReturnType<typeof signedClient>;
 const sockets: TestSocket[] = [];
 
 beforeAll(async () => {
-  stack = await startLocalStack({
-    port: 0,
-    wsPort: 0,
-    dynamoEndpoint: dynamoEndpoint(),
-    tableName: `wait-${randomUUID()}`,
-  });
+  stack = await startTestStack('wait');
   api = signedClient(stack.url);
 });
 afterAll(async () => {
