@@ -56,7 +56,9 @@ export class LockClient {
     this.transport = new SignedTransport(options);
     this.clientId = options.clientId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     this.waiter = options.wsEndpoint
-      ? new WsWaiter(new URL(options.wsEndpoint), this.clientId, this.transport)
+      ? new WsWaiter(new URL(options.wsEndpoint), this.clientId, this.transport, (grant) =>
+          this.releaseQuietly(new Lease(grant, 0)),
+        )
       : undefined;
   }
 
@@ -160,14 +162,13 @@ export class LockClient {
     const sentAt = performance.now();
     // Each attempt must answer well before the lease ends, so a stalled connection is retried in time.
     const timeoutMs = Math.max(500, Math.min(35_000, lease.remainingMs(sentAt) / 3));
-    const answer = await this.transport.send(
+    const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),
       { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ttlMs },
       { timeoutMs },
     );
-    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
-    lease.renewed(answer.body, sentAt);
+    lease.renewed(answer, sentAt);
     return lease;
   }
 
@@ -211,7 +212,7 @@ export class LockClient {
   /** The lock, its holder and its queue (GET /api/v1/locks/{name}). */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async inspect(name: string): Promise<any> {
-    return this.get(`/api/v1/locks/${name}`);
+    return this.call('GET', `/api/v1/locks/${name}`);
   }
 
   /** Locks whose names start with `prefix`, following pages. */
@@ -222,7 +223,7 @@ export class LockClient {
     do {
       const query = new URLSearchParams({ prefix, limit: String(Math.min(100, limit - found.length)) });
       if (cursor) query.set('cursor', cursor);
-      const page = await this.get(`/api/v1/locks?${query}`);
+      const page = await this.call('GET', `/api/v1/locks?${query}`);
       found.push(...page.locks);
       cursor = page.next_cursor ?? undefined;
     } while (cursor && found.length < limit);
@@ -235,22 +236,24 @@ export class LockClient {
   }
 
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers
-  async post(path: string, body: unknown): Promise<any> {
-    const answer = await this.transport.send('POST', path, body);
-    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
-    return answer.body;
+  post(path: string, body: unknown): Promise<any> {
+    return this.call('POST', path, body);
   }
 
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers
-  async delete(path: string): Promise<any> {
-    const answer = await this.transport.send('DELETE', path);
-    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
-    return answer.body;
+  delete(path: string): Promise<any> {
+    return this.call('DELETE', path);
   }
 
-  // biome-ignore lint/suspicious/noExplicitAny: JSON answers
-  private async get(path: string): Promise<any> {
-    const answer = await this.transport.send('GET', path);
+  /** A signed call; an error answer is thrown as its typed error. */
+  private async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    options?: Parameters<SignedTransport['send']>[3],
+    // biome-ignore lint/suspicious/noExplicitAny: JSON answers
+  ): Promise<any> {
+    const answer = await this.transport.send(method, path, body, options);
     if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
     return answer.body;
   }

@@ -99,16 +99,27 @@ export class SignedTransport {
   }
 
   /** Headers that sign a GET of `url` (a WebSocket handshake). */
-  async signedHeaders(url: URL): Promise<Record<string, string>> {
+  signedHeaders(url: URL): Promise<Record<string, string>> {
+    return this.sign('GET', url, { host: url.host });
+  }
+
+  /** The headers of `method url` (with `headers` and `body`) signed with SigV4. */
+  private async sign(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body?: string,
+  ): Promise<Record<string, string>> {
     const signed = await this.signer.sign(
       new HttpRequest({
-        method: 'GET',
-        protocol: url.protocol === 'wss:' ? 'https:' : 'http:',
+        method,
+        protocol: url.protocol.replace(/^ws/, 'http'),
         hostname: url.hostname,
         ...(url.port ? { port: Number(url.port) } : {}),
         path: url.pathname,
         query: Object.fromEntries(url.searchParams),
-        headers: { host: url.host },
+        headers,
+        ...(body !== undefined ? { body } : {}),
       }),
     );
     return signed.headers as Record<string, string>;
@@ -125,21 +136,9 @@ export class SignedTransport {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { host: url.host };
     if (payload !== undefined) headers['content-type'] = 'application/json';
-    const signed = await this.signer.sign(
-      new HttpRequest({
-        method,
-        protocol: url.protocol,
-        hostname: url.hostname,
-        ...(url.port ? { port: Number(url.port) } : {}),
-        path: url.pathname,
-        query: Object.fromEntries(url.searchParams),
-        headers,
-        ...(payload !== undefined ? { body: payload } : {}),
-      }),
-    );
     const response = await fetch(url, {
       method,
-      headers: signed.headers as Record<string, string>,
+      headers: await this.sign(method, url, headers, payload),
       ...(payload !== undefined ? { body: payload } : {}),
       signal: signal
         ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])

@@ -50,6 +50,8 @@ export class WsWaiter {
     private readonly url: URL,
     private readonly clientId: string,
     private readonly transport: SignedTransport,
+    /** Releases a grant nobody will use (its wait was given up); it lapses at its ttl otherwise. */
+    private readonly releaseGrant: (grant: GrantAnswer) => Promise<unknown>,
   ) {}
 
   /** Waits for `request`'s grant; rejects with WaitTimeoutError, LockHeldError (no wait) or a typed error. */
@@ -152,7 +154,7 @@ export class WsWaiter {
     const id = typeof frame.request_id === 'string' ? frame.request_id : undefined;
     if (id !== undefined && this.abandoned.has(id) && frame.type !== 'queued') {
       this.abandoned.delete(id);
-      if (frame.type === 'granted') void this.releaseAbandoned(frame as unknown as GrantAnswer);
+      if (frame.type === 'granted') void this.releaseGrant(frame as unknown as GrantAnswer);
       this.closeWhenIdle();
       return;
     }
@@ -191,13 +193,6 @@ export class WsWaiter {
         },
       );
     });
-  }
-
-  private async releaseAbandoned(grant: GrantAnswer): Promise<void> {
-    const body = { client_id: grant.client_id, fencing_token: grant.fencing_token };
-    await this.transport
-      .send('POST', `/api/v1/locks/${grant.lock}/release`, body, { attempts: 3, timeoutMs: 3_000 })
-      .catch(() => {}); // it lapses at its ttl otherwise
   }
 
   private sendQuietly(frame: Frame): void {

@@ -32,6 +32,13 @@ const S = SessionAttr;
 /** The lease of a lock tied to a session: a backstop should a session never be swept (30 days). */
 export const SESSION_LOCK_LEASE_MS = 30 * 24 * 3_600_000;
 
+/** A command as it runs: tied to a session, its lease is the session's (the backstop above). */
+export const withSessionLease = <
+  C extends { readonly ttlMs: number; readonly sessionId?: string | undefined },
+>(
+  cmd: C,
+): C => (cmd.sessionId === undefined ? cmd : { ...cmd, ttlMs: SESSION_LOCK_LEASE_MS });
+
 export type SessionState = 'alive' | 'grace' | 'expired' | 'ended';
 export type EndReason = 'closed' | 'expired';
 

@@ -17,7 +17,7 @@ import {
   requestKey,
 } from '../core/lock';
 import { duplicateOf, enqueueSteps, PRIORITY, queueOrder, type Waiter } from '../core/queue';
-import { SESSION_LOCK_LEASE_MS } from '../core/session';
+import { withSessionLease } from '../core/session';
 import type { LockStore } from '../store/lock-store';
 import type { QueueStore } from '../store/queue-store';
 import type { Handoff } from './handoff';
@@ -50,7 +50,7 @@ export class LockService {
   /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
   async acquire(asked: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
     // A lock tied to a session lives as long as the session: its own lease is only a backstop.
-    const cmd = asked.sessionId === undefined ? asked : { ...asked, ttlMs: SESSION_LOCK_LEASE_MS };
+    const cmd = withSessionLease(asked);
     if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
     // A grant tied to a session is checked again when it lands; refuse a dead session before queuing.
     if (cmd.sessionId !== undefined) await this.sessions.live(cmd.sessionId, cmd.clientId);

@@ -20,13 +20,13 @@ import {
   createWrite,
   endWrite,
   heartbeatWrite,
-  SESSION_LOCK_LEASE_MS,
   type Session,
   SessionAttr,
   type SessionSettings,
   sessionOfItem,
   sessionState,
   sweptWrite,
+  withSessionLease,
 } from '../core/session';
 import type { LockStore } from '../store/lock-store';
 import type { SessionStore } from '../store/session-store';
@@ -86,7 +86,7 @@ export class Sessions {
   /** Acquires a lock tied to a live session of this client; it needs no renewals. */
   async acquire(cmd: AcquireCommand & { sessionId: string }): Promise<AcquireOutcome> {
     const session = await this.live(cmd.sessionId, cmd.clientId);
-    const tied = { ...cmd, ttlMs: SESSION_LOCK_LEASE_MS };
+    const tied = withSessionLease(cmd);
     return this.locks.acquireVia(tied, (write, now) =>
       this.sessions.lockWriteInSession(cmd.name, write, session, now),
     );

@@ -5,15 +5,12 @@
  * needs no read.
  */
 import { randomUUID } from 'node:crypto';
-import type { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
   BatchGetCommand,
   type DynamoDBDocumentClient,
   GetCommand,
   QueryCommand,
-  UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { invalidRequest } from '../core/errors';
 import type { Item, Write } from '../core/expr';
 import {
@@ -28,6 +25,7 @@ import {
   type WriteResult,
 } from '../core/lock';
 import { lockNameProblem } from '../core/names';
+import { conditionalUpdate } from './conditional-update';
 import { toStoreError } from './errors';
 import {
   DEFAULT_DEADLINE_MS,
@@ -130,25 +128,8 @@ export class LockStore {
     return AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS);
   }
 
-  private async tryWrite(
-    name: string,
-    write: Write,
-    now: number,
-    abortSignal: AbortSignal,
-  ): Promise<WriteResult> {
-    try {
-      const out = await this.db.send(new UpdateCommand(lockWriteRequest(this.settings, name, write, now)), {
-        abortSignal,
-      });
-      return { ok: true, item: (out.Attributes ?? {}) as Item };
-    } catch (error) {
-      if (error instanceof Error && error.name === 'ConditionalCheckFailedException') {
-        // lib-dynamodb leaves the ALL_OLD item marshalled on the exception.
-        const old = (error as ConditionalCheckFailedException).Item;
-        return { ok: false, old: old ? (unmarshall(old) as Item) : undefined };
-      }
-      throw toStoreError(error);
-    }
+  private tryWrite(name: string, write: Write, now: number, abortSignal: AbortSignal): Promise<WriteResult> {
+    return conditionalUpdate(this.db, lockWriteRequest(this.settings, name, write, now), abortSignal);
   }
 
   private async send<T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {

@@ -10,7 +10,6 @@ import {
   type DynamoDBDocumentClient,
   GetCommand,
   TransactWriteCommand,
-  UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { LatchkeyError } from '../core/errors';
@@ -29,6 +28,7 @@ import {
 import { LockAttr, type WriteResult } from '../core/lock';
 import { isLiveAt, type Session, SessionAttr, sessionOfItem } from '../core/session';
 import { compile, compileCondition } from './compile';
+import { conditionalUpdate } from './conditional-update';
 import { toStoreError } from './errors';
 import { DEFAULT_DEADLINE_MS, lockHousekeeping, type StoreSettings } from './lock-requests';
 import { queryAll } from './query-all';
@@ -68,25 +68,15 @@ export class SessionStore {
 
   /** One conditional write of a session item; a refusal returns the item as it was. */
   async write(id: string, write: Write, now: number): Promise<WriteResult> {
-    try {
-      const out = await this.send((abortSignal) =>
-        this.db.send(
-          new UpdateCommand({
-            TableName: this.settings.tableName,
-            Key: sessionKey(id),
-            ...compile(write.condition, [...write.update, ...this.housekeeping(write, now)]),
-            ReturnValues: 'ALL_NEW',
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
-          { abortSignal },
-        ),
-      );
-      return { ok: true, item: (out.Attributes ?? {}) as Item };
-    } catch (error) {
-      const old = refusedItem(error);
-      if (old === false) throw error;
-      return { ok: false, old };
-    }
+    return conditionalUpdate(
+      this.db,
+      {
+        TableName: this.settings.tableName,
+        Key: sessionKey(id),
+        ...compile(write.condition, [...write.update, ...this.housekeeping(write, now)]),
+      },
+      this.deadline(),
+    );
   }
 
   /**
@@ -131,7 +121,7 @@ export class SessionStore {
             },
           ],
         }),
-        { abortSignal: AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS) },
+        { abortSignal: this.deadline() },
       );
     } catch (error) {
       const reasons = (error as Partial<TransactionCanceledException>).CancellationReasons;
@@ -205,29 +195,16 @@ export class SessionStore {
   /** Moves the sweeper's cursor forward to `minute` (never back: two sweepers may race). */
   async advanceSweptTo(minute: number): Promise<void> {
     // Refused when another sweeper is already further: nothing to do.
-    await this.writeCursor({
-      condition: or(missing(CURSOR), lt(CURSOR, minute)),
-      update: [set(CURSOR, minute)],
-    });
-  }
-
-  private async writeCursor(write: Write): Promise<boolean> {
-    try {
-      await this.send((abortSignal) =>
-        this.db.send(
-          new UpdateCommand({
-            TableName: this.settings.tableName,
-            Key: SWEEPER_CURSOR_KEY,
-            ...compile(write.condition, write.update),
-          }),
-          { abortSignal },
-        ),
-      );
-      return true;
-    } catch (error) {
-      if (refusedItem(error) !== false) return false;
-      throw error;
-    }
+    const write = { condition: or(missing(CURSOR), lt(CURSOR, minute)), update: [set(CURSOR, minute)] };
+    await conditionalUpdate(
+      this.db,
+      {
+        TableName: this.settings.tableName,
+        Key: SWEEPER_CURSOR_KEY,
+        ...compile(write.condition, write.update),
+      },
+      this.deadline(),
+    );
   }
 
   /** The due index keys follow `due_at`; an ended session is kept (for clear answers) until collected. */
@@ -243,19 +220,15 @@ export class SessionStore {
     return [...index, set(GC_ATTRIBUTE, Math.ceil(until / 1000) + this.settings.retentionSeconds)];
   }
 
+  private deadline(): AbortSignal {
+    return AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS);
+  }
+
   private async send<T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await call(AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS));
+      return await call(this.deadline());
     } catch (error) {
       throw toStoreError(error);
     }
   }
-}
-
-/** The ALL_OLD item of a refused conditional write (undefined: there was none), or false if not a refusal. */
-function refusedItem(error: unknown): Item | undefined | false {
-  const cause = error instanceof LatchkeyError ? error.cause : error;
-  if (!(cause instanceof Error) || cause.name !== 'ConditionalCheckFailedException') return false;
-  const old = (cause as { Item?: Parameters<typeof unmarshall>[0] }).Item;
-  return old ? (unmarshall(old) as Item) : undefined;
 }

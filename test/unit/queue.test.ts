@@ -1183,12 +1183,10 @@ describe('planServe and resetCountWrite', () => {
 });
 
 describe('a request is granted at most once', () => {
-  // A request that is queued and retried (same client and request id, e.g. after a lost response) must
-  // not be served twice: the second grant would be one nobody waits for, idle until its lease ends.
-
-  it('a waiting acquire retried while still queued finds its first attempt, and leaves', async () => {
+  /** `a` holds; `b` waits with request r1, and retries r1 while still queued (the retry joins too). */
+  const retriedWhileQueued = async () => {
     const s = new Scene();
-    granted(await s.acquire('a', START));
+    const a = granted(await s.acquire('a', START));
     const first = s.enqueue('b', START + 1, { rid: 'r1' });
     const retry = makeWaiter(
       { clientId: 'b', ttlMs: 100, requestId: 'r1' },
@@ -1196,6 +1194,14 @@ describe('a request is granted at most once', () => {
       START + 2,
     );
     expect(s.m.transact(enqueueSteps(retry, START + 2)).ok).toBe(true);
+    return { s, a, first, retry };
+  };
+
+  // A request that is queued and retried (same client and request id, e.g. after a lost response) must
+  // not be served twice: the second grant would be one nobody waits for, idle until its lease ends.
+
+  it('a waiting acquire retried while still queued finds its first attempt, and leaves', async () => {
+    const { s, first, retry } = await retriedWhileQueued();
     const snapshot = s.m.read(25);
     // What LockService reads right after joining: the lock and everyone up to the newcomer.
     const ahead = snapshot.waiters.filter((w) => w.order <= retry.order);
@@ -1204,15 +1210,7 @@ describe('a request is granted at most once', () => {
   });
 
   it('a retry that joined after its first attempt was served is told so', async () => {
-    const s = new Scene();
-    const a = granted(await s.acquire('a', START));
-    const first = s.enqueue('b', START + 1, { rid: 'r1' });
-    const retry = makeWaiter(
-      { clientId: 'b', ttlMs: 100, requestId: 'r1' },
-      { priority: 0, waitMs: 1000, nonce: 'n' },
-      START + 2,
-    );
-    s.m.transact(enqueueSteps(retry, START + 2));
+    const { s, a, first, retry } = await retriedWhileQueued();
     await s.release(a, START + 3);
     expect(s.handoff(START + 3).head.order).toBe(first.order);
     const snapshot = s.m.read(25);
@@ -1220,15 +1218,7 @@ describe('a request is granted at most once', () => {
   });
 
   it('a duplicate left in the queue (its writer died before it could leave) is dropped, not served', async () => {
-    const s = new Scene();
-    const a = granted(await s.acquire('a', START));
-    const first = s.enqueue('b', START + 1, { rid: 'r1' });
-    const retry = makeWaiter(
-      { clientId: 'b', ttlMs: 100, requestId: 'r1' },
-      { priority: 0, waitMs: 1000, nonce: 'n' },
-      START + 2,
-    );
-    s.m.transact(enqueueSteps(retry, START + 2));
+    const { s, a, first, retry } = await retriedWhileQueued();
     const other = s.enqueue('c', START + 2, { nonce: 'o' });
     await s.release(a, START + 3);
     const served = s.handoff(START + 3);
