@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   NOT_FOUND: { status: 404, retryable: false },
   NOT_HOLDER: { status: 409, retryable: false },
   LEASE_EXPIRED: { status: 409, retryable: false },
+  /** Renewing a lock held through a session: it has no lease; the session's heartbeats keep it. */
+  HELD_BY_SESSION: { status: 409, retryable: false },
   SESSION_EXPIRED: { status: 409, retryable: false },
   NOT_SESSION_OWNER: { status: 409, retryable: false },
   INTERNAL: { status: 500, retryable: false },

@@ -1,12 +1,14 @@
 /**
- * The lock rules: who may hold a lock, lease arithmetic on the server's
- * clock, the fencing-token rule, owner checks and opt-in reentrancy.
+ * The lock rules: who may hold a lock, how long (a lease on the server's
+ * clock, or as long as a session lives), the fencing-token rule, owner
+ * checks and opt-in reentrancy.
  *
  * Every change is a conditional write expressed in `expr.ts`, so the exact
- * condition DynamoDB checks is the one the property tests exercise. Each
- * command is a small protocol: an optimistic first write (the uncontended
- * case: one request, no read), and a rule that explains a refusal from the
- * item DynamoDB returns with it (ALL_OLD), possibly choosing a second write.
+ * condition DynamoDB checks is the one the property tests and the
+ * simulation exercise. A command is a small protocol: an optimistic first
+ * write (the uncontended case: one request, no read), and a rule that
+ * explains a refusal from the item DynamoDB returns with it (ALL_OLD),
+ * possibly choosing a second write.
  */
 import { LatchkeyError } from './errors';
 import {
@@ -24,14 +26,16 @@ import {
   remove,
   type Scalar,
   set,
-  type Write,
+  type UpdateAction,
 } from './expr';
+import type { ItemWrite } from './items';
 
 /** Attribute names of a lock item. The store adds keys and housekeeping attributes. */
 export const LockAttr = {
   name: 'lock_name',
   holder: 'holder',
   fence: 'fence',
+  /** A lease's end, ms on the server's clock. Absent for a lock held through a session. */
   expiresAt: 'expires_at',
   ttlMs: 'ttl_ms',
   acquiredAt: 'acquired_at',
@@ -43,7 +47,7 @@ export const LockAttr = {
   lastWrite: 'last_write',
   /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
   queued: 'queued',
-  /** The session the grant is tied to (see session.ts): it ends with the session, needing no renewals. */
+  /** The session the grant is held through (see session.ts): it lasts exactly as long as the session. */
   session: 'session_id',
   /**
    * Lock-delay (Chubby): after a session expired, its locks stay ungrantable until this time, so a
@@ -55,14 +59,25 @@ const A = LockAttr;
 
 export type LockMode = 'exclusive';
 
+/** How a grant is held: for a lease of `ttlMs` (renewed by its holder), or for as long as a session lives. */
+export type Tenure =
+  | { readonly kind: 'lease'; readonly ttlMs: number }
+  | { readonly kind: 'session'; readonly sessionId: string };
+
+/** A tenure in force: a lease with its end, or a session. */
+export type Held =
+  | { readonly kind: 'lease'; readonly ttlMs: number; readonly expiresAt: number }
+  | { readonly kind: 'session'; readonly sessionId: string };
+
+export const lease = (ttlMs: number): Tenure => ({ kind: 'lease', ttlMs });
+export const throughSession = (sessionId: string): Tenure => ({ kind: 'session', sessionId });
+
 export interface AcquireCommand {
   readonly name: string;
   readonly clientId: string;
-  readonly ttlMs: number;
+  readonly tenure: Tenure;
   readonly requestId?: string | undefined;
   readonly reentrant?: boolean | undefined;
-  /** Ties the grant to this session (the caller checked it is the client's and alive). */
-  readonly sessionId?: string | undefined;
 }
 
 export interface ReleaseCommand {
@@ -79,36 +94,40 @@ export interface Grant {
   readonly lock: string;
   readonly clientId: string;
   readonly fencingToken: number;
-  /** Lease end, milliseconds since the epoch on the server's clock. */
-  readonly expiresAt: number;
-  readonly ttlMs: number;
+  readonly held: Held;
   readonly mode: LockMode;
   readonly acquiredAt: number;
   /** How many times the holder has acquired it without releasing (1 unless reentrant). */
   readonly reentry: number;
 }
 
+/** A lease's end, or undefined for a lock held through a session. */
+export const leaseEnd = (grant: Pick<Grant, 'held'>): number | undefined =>
+  grant.held.kind === 'lease' ? grant.held.expiresAt : undefined;
+
+export type Refusal = {
+  readonly acquired: false;
+  readonly lock: string;
+  /** The live holder; absent when the lock is free but promised to queued waiters, or under lock-delay. */
+  readonly holder:
+    | { readonly clientId: string; readonly expiresAt: number | undefined; readonly session: boolean }
+    | undefined;
+  /** Waiters queued ahead of anyone who asks now. */
+  readonly queued: number;
+  readonly retryAfterMs: number;
+};
+
 export type AcquireOutcome =
   | {
       readonly acquired: true;
       readonly grant: Grant;
-      /** True when this answers a retry of a request that was already granted. */
-      readonly replayed: boolean;
       /**
-       * Lease left at the server's `now`: what a client adds to its own send time. Less than
-       * `ttlMs` for a replay or a re-entry, which keep the lease end they had.
+       * True when this answers a retry of a request that was already granted (then the lease end is
+       * the one it had, and what is left of it is less than its ttl: see wire's remaining_ms).
        */
-      readonly remainingMs: number;
+      readonly replayed: boolean;
     }
-  | {
-      readonly acquired: false;
-      readonly lock: string;
-      /** The live holder; absent when the lock is free but promised to queued waiters. */
-      readonly holder: { readonly clientId: string; readonly expiresAt: number } | undefined;
-      /** Waiters queued ahead of anyone who asks now. */
-      readonly queued: number;
-      readonly retryAfterMs: number;
-    };
+  | Refusal;
 
 export interface ReleaseOutcome {
   readonly lock: string;
@@ -128,8 +147,8 @@ export interface RenewOutcome {
  * the next write to try; when a write succeeds, `onWritten` builds the answer.
  */
 export interface Protocol<Outcome> {
-  readonly first: Write;
-  onRefused(old: Item | undefined): { readonly write: Write } | { readonly outcome: Outcome };
+  readonly first: ItemWrite;
+  onRefused(old: Item | undefined): { readonly write: ItemWrite } | { readonly outcome: Outcome };
   onWritten(item: Item): Outcome;
 }
 
@@ -144,18 +163,28 @@ export interface Protocol<Outcome> {
  */
 export const fenceFloor = (nowMs: number): number => Math.floor(nowMs) * 1000;
 
+/** The token the next grant takes, given the item as last seen. */
+export const nextFence = (seen: Item | undefined, now: number): number => {
+  const fence = seen?.[A.fence];
+  return typeof fence === 'number' ? fence + 1 : fenceFloor(now) + 1;
+};
+
 /** Client-chosen request ids are scoped to the client that sent them. */
 export const requestKey = (clientId: string, requestId: string): string =>
   `${clientId.length}:${clientId}:${requestId}`;
 
+/** How soon to try again a lock held through a session: it has no lease end to wait for. */
+export const SESSION_HOLDER_RETRY_MS = 1_000;
+
 // Named parts of the conditions.
 const isUnheld = missing(A.holder);
-const leaseLapsedBy = (now: number) => le(A.expiresAt, now);
+const heldThroughSession = exists(A.session);
 const leaseLiveAt = (now: number) => gt(A.expiresAt, now);
-// A holder without a lease end (an item edited by hand) holds nothing, as liveHolder says.
-export const isFreeAt = (now: number) => or(isUnheld, missing(A.expiresAt), leaseLapsedBy(now));
+/** Free: nobody holds it, or a lease (not a session) that ended. A holder with neither holds nothing. */
+export const isFreeAt = (now: number) =>
+  or(isUnheld, and(missing(A.session), or(missing(A.expiresAt), le(A.expiresAt, now))));
 /** The negation of isFreeAt. */
-export const isHeldAt = (now: number) => and(exists(A.holder), leaseLiveAt(now));
+export const isHeldAt = (now: number) => and(exists(A.holder), or(heldThroughSession, leaseLiveAt(now)));
 /** Under lock-delay: free of holders, yet nobody may take it before `blocked_until`. */
 export const isBlockedAt = (now: number) => gt(A.blockedUntil, now);
 /** Free, and not under lock-delay: what any grant requires. */
@@ -172,6 +201,11 @@ export const someoneQueued = gt(A.queued, 0);
 export const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), eq(A.fence, token));
 export const notAlreadyServed = (key: string | undefined) =>
   key === undefined ? undefined : or(missing(A.grantRequest), ne(A.grantRequest, key));
+/** The fencing counter is what it was when the item was read: nothing was granted since. */
+export const sameFence = (seen: Item | undefined) => {
+  const fence = seen?.[A.fence];
+  return typeof fence === 'number' ? eq(A.fence, fence) : missing(A.fence);
+};
 const notReentered = or(missing(A.reentry), le(A.reentry, 1));
 export const withOptional = (...parts: (Condition | undefined)[]) =>
   and(...parts.filter((p) => p !== undefined));
@@ -187,21 +221,23 @@ const str = (item: Item, attr: string): string | undefined => {
 
 /** The live holder of a lock at `now`, if any. Expiry is judged here, never by DynamoDB's TTL. */
 export function liveHolder(item: Item | undefined, now: number): Grant | undefined {
-  if (!item) return undefined;
-  const holder = str(item, A.holder);
+  if (!item || str(item, A.holder) === undefined) return undefined;
+  if (str(item, A.session) !== undefined) return grantOf(item);
   const expiresAt = num(item, A.expiresAt);
-  if (holder === undefined || expiresAt === undefined || expiresAt <= now) return undefined;
-  return grantOf(item);
+  return expiresAt !== undefined && expiresAt > now ? grantOf(item) : undefined;
 }
 
 /** Reads the current (or last) grant recorded on an item. */
 export function grantOf(item: Item): Grant {
+  const session = str(item, A.session);
   return {
     lock: str(item, A.name) ?? '',
     clientId: str(item, A.holder) ?? '',
     fencingToken: num(item, A.fence) ?? 0,
-    expiresAt: num(item, A.expiresAt) ?? 0,
-    ttlMs: num(item, A.ttlMs) ?? 0,
+    held:
+      session !== undefined
+        ? { kind: 'session', sessionId: session }
+        : { kind: 'lease', ttlMs: num(item, A.ttlMs) ?? 0, expiresAt: num(item, A.expiresAt) ?? 0 },
     mode: 'exclusive',
     acquiredAt: num(item, A.acquiredAt) ?? 0,
     reentry: num(item, A.reentry) ?? 1,
@@ -220,32 +256,54 @@ export const queuedCount = (item: Item | undefined): number =>
 export const grantRequestOf = (item: Item | undefined): string | undefined =>
   item ? str(item, A.grantRequest) : undefined;
 
+/** The session a lock's grant is held through, if any. */
+export const sessionOf = (item: Item | undefined): string | undefined =>
+  item ? str(item, A.session) : undefined;
+
+/** The tenure a grant takes at `now`. */
+export const heldFrom = (tenure: Tenure, now: number): Held =>
+  tenure.kind === 'lease'
+    ? { kind: 'lease', ttlMs: tenure.ttlMs, expiresAt: now + tenure.ttlMs }
+    : { kind: 'session', sessionId: tenure.sessionId };
+
+/**
+ * From when a lock item may be collected after a write that sets `held`: the lease's end, or
+ * never while a session holds it (its end releases it, and that write sets a new time).
+ */
+export const gcFromHeld = (held: Held): number | null => (held.kind === 'lease' ? held.expiresAt : null);
+
+function tenureFields(held: Held): UpdateAction[] {
+  return held.kind === 'lease'
+    ? [set(A.expiresAt, held.expiresAt), set(A.ttlMs, held.ttlMs), remove(A.session)]
+    : [set(A.session, held.sessionId), remove(A.expiresAt), remove(A.ttlMs)];
+}
+
+/** Who a grant goes to. */
+export interface Grantee {
+  readonly name: string;
+  readonly clientId: string;
+  readonly tenure: Tenure;
+  /** requestKey of the request it answers, if any. */
+  readonly requestKey?: string | undefined;
+}
+
 /** Everything a grant sets, except the fencing token. */
-export function grantFields(
-  name: string,
-  clientId: string,
-  ttlMs: number,
-  now: number,
-  key: string | undefined,
-  sessionId?: string,
-) {
+export function grantFields(g: Grantee, now: number): UpdateAction[] {
   return [
-    sessionId === undefined ? remove(A.session) : set(A.session, sessionId),
-    set(A.name, name),
-    set(A.holder, clientId),
-    set(A.expiresAt, now + ttlMs),
-    set(A.ttlMs, ttlMs),
+    set(A.name, g.name),
+    set(A.holder, g.clientId),
+    ...tenureFields(heldFrom(g.tenure, now)),
     set(A.acquiredAt, now),
     set(A.reentry, 1),
     set(A.mode, 'exclusive'),
-    key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key),
+    g.requestKey === undefined ? remove(A.grantRequest) : set(A.grantRequest, g.requestKey),
     remove(A.releasedAt),
     remove(A.blockedUntil),
   ];
 }
 
 /** Everything a release clears. */
-export const releaseFields = (now: number) => [
+export const releaseFields = (now: number): UpdateAction[] => [
   remove(A.holder),
   remove(A.expiresAt),
   remove(A.ttlMs),
@@ -256,82 +314,186 @@ export const releaseFields = (now: number) => [
   set(A.releasedAt, now),
 ];
 
-/** The session a lock's grant is tied to, if any. */
-export const sessionOf = (item: Item | undefined): string | undefined =>
-  item ? str(item, A.session) : undefined;
-
 /**
- * Releases whatever grant of `name` is tied to session `sessionId` (the
+ * Releases whatever grant of `name` is held through session `sessionId` (the
  * session ended or expired), all re-entries at once. Conditional on the
- * session, so a later grant to someone else is never touched.
+ * session, so a later grant to someone else is never touched. Under
+ * lock-delay the item is kept at least until the delay ends.
  */
-export function sessionReleaseWrite(sessionId: string, now: number, lockDelayMs = 0): Write {
+export function sessionReleaseWrite(sessionId: string, now: number, lockDelayMs = 0): ItemWrite {
   return {
     condition: and(exists(A.holder), eq(A.session, sessionId)),
     update: [...releaseFields(now), ...(lockDelayMs > 0 ? [set(A.blockedUntil, now + lockDelayMs)] : [])],
+    gcFrom: now + lockDelayMs,
   };
 }
 
-function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): Write {
+/**
+ * A grant whose fencing token is fixed in advance from the item as last
+ * seen (`seen`), conditional on the counter being unchanged since: the
+ * grant is known without reading it back. This is how a grant lands inside
+ * a transaction (a handoff, a grant held through a session, a waiting
+ * request granted at once), which returns no item. `extra` narrows the
+ * condition; `updates` adds to it (a queue count, say).
+ */
+export function pinnedGrant(
+  grantee: Grantee,
+  seen: Item | undefined,
+  now: number,
+  writeId: string,
+  extra: { readonly condition?: Condition | undefined; readonly updates?: readonly UpdateAction[] } = {},
+): { readonly write: ItemWrite; readonly grant: Grant } {
+  const fence = nextFence(seen, now);
+  const held = heldFrom(grantee.tenure, now);
+  return {
+    write: {
+      condition: withOptional(isGrantableAt(now), sameFence(seen), extra.condition),
+      update: [
+        set(A.fence, fence),
+        ...grantFields(grantee, now),
+        ...(extra.updates ?? []),
+        set(A.lastWrite, writeId),
+      ],
+      gcFrom: gcFromHeld(held),
+    },
+    grant: {
+      lock: grantee.name,
+      clientId: grantee.clientId,
+      fencingToken: fence,
+      held,
+      mode: 'exclusive',
+      acquiredAt: now,
+      reentry: 1,
+    },
+  };
+}
+
+/** The single write that grants a lease on a free lock nobody waits for (the one-call acquire). */
+function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): ItemWrite {
+  const grantee = { name: cmd.name, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key };
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
     condition: withOptional(isGrantableAt(now), queueIsEmpty, notAlreadyServed(key)),
-    update: [
-      add(A.fence, 1, fenceFloor(now)),
-      ...grantFields(cmd.name, cmd.clientId, cmd.ttlMs, now, key, cmd.sessionId),
-    ],
+    update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(grantee, now)],
+    gcFrom: gcFromHeld(heldFrom(cmd.tenure, now)),
   };
 }
 
-function reenterWrite(current: Grant, now: number, key: string | undefined): Write {
+/** Acquires once more a lock the caller holds (reentrant); the lease end stays what it was. */
+function reenterWrite(current: Grant, now: number, key: string | undefined): ItemWrite {
   return {
+    // The exact count seen: a second delivery of this write can never count twice.
     condition: withOptional(
       heldBy(current.clientId, current.fencingToken),
-      leaseLiveAt(now),
+      isHeldAt(now),
+      current.reentry > 1 ? eq(A.reentry, current.reentry) : notReentered,
       notAlreadyServed(key),
     ),
     update: [add(A.reentry, 1, 1), key === undefined ? remove(A.grantRequest) : set(A.grantRequest, key)],
   };
 }
 
-const granted = (grant: Grant, now: number, replayed: boolean): AcquireOutcome => ({
+export const granted = (grant: Grant, replayed: boolean): AcquireOutcome => ({
   acquired: true,
   grant,
   replayed,
-  remainingMs: grant.expiresAt - now,
 });
 
+/** A refusal explained from the item as it is. */
+export function refusal(name: string, item: Item | undefined, now: number): Refusal {
+  const holder = liveHolder(item, now);
+  const blocked = blockedUntil(item, now);
+  const end = holder && leaseEnd(holder);
+  return {
+    acquired: false,
+    lock: name,
+    holder: holder && {
+      clientId: holder.clientId,
+      expiresAt: end,
+      session: holder.held.kind === 'session',
+    },
+    queued: queuedCount(item),
+    // Under lock-delay: until it ends. Free but promised to waiters: the handoff takes a few ms.
+    retryAfterMs: holder
+      ? end === undefined
+        ? SESSION_HOLDER_RETRY_MS
+        : end - now
+      : blocked !== undefined
+        ? blocked - now
+        : 50,
+  };
+}
+
+/**
+ * Whether a grant held this way answers an attempt asking for `tenure`: a lease answers a lease
+ * (whatever ttl the retry names), a session only the same session. A retry of a lock held through a
+ * WebSocket connection that arrives on another connection names another session: the grant ends
+ * with the first connection, so it is not the caller's.
+ */
+export const holdsAs = (held: Held, tenure: Tenure): boolean =>
+  held.kind === 'lease'
+    ? tenure.kind === 'lease'
+    : tenure.kind === 'session' && tenure.sessionId === held.sessionId;
+
+/** What an acquire can do with the lock as it is. */
+export type AcquireDecision =
+  | { readonly kind: 'grant' }
+  | { readonly kind: 'reenter'; readonly current: Grant }
+  | { readonly kind: 'answer'; readonly outcome: AcquireOutcome };
+
+/**
+ * The one rule for every way of acquiring (one write, in a transaction, for
+ * a waiting request): a retry of the request the lock last served gets that
+ * grant back (or LEASE_EXPIRED once it ended), never a second one; a free,
+ * grantable lock nobody waits for may be granted; its holder may re-enter
+ * when it asked to; anyone else is refused.
+ */
+export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: number): AcquireDecision {
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  const holder = liveHolder(item, now);
+  if (key !== undefined && item && str(item, A.grantRequest) === key) {
+    if (holder && holder.clientId === cmd.clientId && holdsAs(holder.held, cmd.tenure))
+      return { kind: 'answer', outcome: granted(holder, true) };
+    throw new LatchkeyError(
+      'LEASE_EXPIRED',
+      `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(item)}, and that lock has been released or its lease has ended`,
+    );
+  }
+  if (!holder && queuedCount(item) === 0 && blockedUntil(item, now) === undefined) return { kind: 'grant' };
+  if (holder && holder.clientId === cmd.clientId && cmd.reentrant)
+    return { kind: 'reenter', current: holder };
+  return { kind: 'answer', outcome: refusal(cmd.name, item, now) };
+}
+
+/** A plain acquire: one conditional write when the lock is free (leases only; sessions grant in a transaction). */
 export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
   const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
   return {
     first: grantWrite(cmd, now, key),
     onRefused(old) {
-      const holder = liveHolder(old, now);
-      if (key !== undefined && old && str(old, A.grantRequest) === key) {
-        // A retry of a request that was already served: answer it again, never grant twice.
-        if (holder && holder.clientId === cmd.clientId) return { outcome: granted(holder, now, true) };
-        throw new LatchkeyError(
-          'LEASE_EXPIRED',
-          `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(old)}, and that lease has ended`,
-        );
-      }
-      const queued = queuedCount(old);
-      const blocked = blockedUntil(old, now);
-      if (!holder && queued === 0 && blocked === undefined) return { write: grantWrite(cmd, now, key) };
-      if (holder && holder.clientId === cmd.clientId && cmd.reentrant)
-        return { write: reenterWrite(holder, now, key) };
-      return {
-        outcome: {
-          acquired: false,
-          lock: cmd.name,
-          holder: holder && { clientId: holder.clientId, expiresAt: holder.expiresAt },
-          queued,
-          // Under lock-delay: until it ends. Free but promised to waiters: the handoff takes a few ms.
-          retryAfterMs: holder ? holder.expiresAt - now : blocked !== undefined ? blocked - now : 50,
-        },
-      };
+      const decision = decideAcquire(cmd, old, now);
+      if (decision.kind === 'answer') return { outcome: decision.outcome };
+      if (decision.kind === 'reenter') return { write: reenterWrite(decision.current, now, key) };
+      return { write: grantWrite(cmd, now, key) };
     },
-    onWritten: (item) => granted(grantOf(item), now, false),
+    onWritten: (item) => granted(grantOf(item), false),
+  };
+}
+
+/** Re-enters a lock its caller holds (any tenure), as its own protocol. */
+export function reenterProtocol(cmd: AcquireCommand, current: Grant, now: number): Protocol<AcquireOutcome> {
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  return {
+    first: reenterWrite(current, now, key),
+    onRefused(old) {
+      const decision = decideAcquire(cmd, old, now);
+      if (decision.kind === 'reenter') return { write: reenterWrite(decision.current, now, key) };
+      // Freed meanwhile: a grant needs the caller's own path (a transaction for a session).
+      if (decision.kind === 'grant')
+        throw new LatchkeyError('UNAVAILABLE', 'the lock changed while re-entering it; retry', undefined, 0);
+      return { outcome: decision.outcome };
+    },
+    onWritten: (item) => granted(grantOf(item), false),
   };
 }
 
@@ -340,9 +502,7 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
   const recorded = old && str(old, A.holder) === cmd.clientId && num(old, A.fence) === cmd.fencingToken;
   if (!recorded) {
     const holder = liveHolder(old, now);
-    const who = holder
-      ? `it is held by ${holder.clientId} with fencing token ${holder.fencingToken}`
-      : 'it is not held';
+    const who = holder ? `it is held by ${holder.clientId} with another fencing token` : 'it is not held';
     return new LatchkeyError(
       'NOT_HOLDER',
       `${cmd.clientId} does not hold ${cmd.name} with fencing token ${cmd.fencingToken}: ${who}`,
@@ -357,17 +517,18 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
   return undefined;
 }
 
-function releaseWrite(cmd: ReleaseCommand, now: number): Write {
+function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
   return {
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), notReentered),
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered),
     update: releaseFields(now),
+    gcFrom: now,
   };
 }
 
-function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): Write {
+function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): ItemWrite {
   return {
     // The exact count seen: a second delivery of this write can never count down twice.
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now), eq(A.reentry, reentry)),
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
     update: [add(A.reentry, -1, 1)],
   };
 }
@@ -376,8 +537,8 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
   return {
     first: releaseWrite(cmd, now),
     onRefused(old) {
-      const refusal = holderRefusal(old, cmd, now);
-      if (refusal) throw refusal;
+      const refused = holderRefusal(old, cmd, now);
+      if (refused) throw refused;
       const reentry = (old && num(old, A.reentry)) ?? 1;
       return { write: reentry > 1 ? leaveReentryWrite(cmd, now, reentry) : releaseWrite(cmd, now) };
     },
@@ -390,15 +551,23 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
 }
 
 export function renewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOutcome> {
-  const write: Write = {
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), leaseLiveAt(now)),
+  const write: ItemWrite = {
+    // A lock held through a session has no lease to renew: it lasts as long as the session.
+    condition: and(heldBy(cmd.clientId, cmd.fencingToken), missing(A.session), leaseLiveAt(now)),
     update: [set(A.expiresAt, now + cmd.ttlMs), set(A.ttlMs, cmd.ttlMs)],
+    gcFrom: now + cmd.ttlMs,
   };
   return {
     first: write,
     onRefused(old) {
-      const refusal = holderRefusal(old, cmd, now);
-      if (refusal) throw refusal;
+      const refused = holderRefusal(old, cmd, now);
+      if (refused) throw refused;
+      const session = sessionOf(old);
+      if (session !== undefined)
+        throw new LatchkeyError(
+          'HELD_BY_SESSION',
+          `${cmd.name} is held through a session: it lasts as long as the session lives, so there is no lease to renew; heartbeat the session instead`,
+        );
       return { write };
     },
     onWritten: (item) => ({ grant: grantOf(item) }),
@@ -420,15 +589,14 @@ export type WriteResult =
  */
 export async function runProtocol<Outcome>(
   protocol: Protocol<Outcome>,
-  tryWrite: (write: Write) => Promise<WriteResult>,
+  tryWrite: (write: ItemWrite) => Promise<WriteResult>,
   newWriteId: () => string,
   maxWrites = 4,
 ): Promise<Outcome> {
   let next = protocol.first;
   for (let attempt = 1; attempt <= maxWrites; attempt++) {
     const id = newWriteId();
-    const write: Write = { condition: next.condition, update: [...next.update, set(A.lastWrite, id)] };
-    const result = await tryWrite(write);
+    const result = await tryWrite({ ...next, update: [...next.update, set(A.lastWrite, id)] });
     if (result.ok) return protocol.onWritten(result.item);
     if (result.old?.[A.lastWrite] === id) return protocol.onWritten(result.old);
     const decision = protocol.onRefused(result.old);

@@ -1,42 +1,53 @@
 /**
- * The wait queue: who is next for a lock, and the conditional writes that
- * put a waiter in the queue, take it out, or hand it the lock.
+ * The wait queue: who is next for a lock, and the transactions that put a
+ * waiter in the queue, take it out, or hand it the lock.
  *
  * A waiter is an item beside its lock item (same partition) whose sort key
  * orders the queue: priority first (higher first), then arrival (earlier
  * first). The lock item counts its waiters (`queued`). A free lock with
  * waiters is promised to the head of the queue: a plain acquire cannot take
  * it (see `grantWrite` in lock.ts), only a handoff can. Every move is one
- * transaction over the lock item and one waiter item, so the count and the
- * queue never disagree, and the grant is conditional on the lock being free
- * and carrying the fencing token the server read: two handoffs racing for
- * the same lock cannot both win.
+ * transaction over the lock item, one waiter item and that waiter's request
+ * record (request.ts), so the count, the queue and each request's state
+ * never disagree; and a grant is conditional on the lock being free and
+ * carrying the fencing token the server read: two handoffs racing for the
+ * same lock cannot both win.
  *
  * The queue is a list of exclusive waiters today; shared mode will grant a
  * run of readers at the head together, which this order already allows.
  */
-import { and, type Condition, eq, exists, type Item, missing, ne, or, set, type Update } from './expr';
+import { add, and, eq, exists, type Item, missing, ne, or, set } from './expr';
+import { type ItemWrite, lockRef, type Step, updateStep, waiterRef } from './items';
 import {
   blockedUntil,
-  fenceFloor,
   type Grant,
-  grantFields,
-  grantRequestOf,
+  type Grantee,
+  gcFromHeld,
   heldBy,
   isBlockedAt,
   isFreeAt,
-  isGrantableAt,
   isHeldAt,
   LockAttr,
   lastFencingToken,
   liveHolder,
   notAlreadyServed,
+  pinnedGrant,
   queuedCount,
   releaseFields,
   someoneQueued,
+  type Tenure,
   withOptional,
 } from './lock';
-import { sessionTakesLocks } from './session';
+import {
+  type EndReason,
+  endedStep,
+  handedStep,
+  movedStep,
+  openStep,
+  type RequestIdentity,
+  takenBackStep,
+} from './request';
+import { sessionGrantSteps } from './session';
 
 export const PRIORITY = { min: -100, max: 100, default: 0 } as const;
 
@@ -46,7 +57,7 @@ export const WaitAttr = {
   client: 'client_id',
   ttlMs: 'ttl_ms',
   requestId: 'request_id',
-  /** requestKey(client, request): the lock's grant_request once this waiter is served. */
+  /** requestKey(client, request): names the request's record, and the lock's grant_request once served. */
   requestKey: 'request_key',
   /** When the waiter gives up, ms on the server's clock. */
   deadline: 'deadline',
@@ -54,7 +65,7 @@ export const WaitAttr = {
   arrivedAt: 'arrived_at',
   /** The WebSocket connection to push the grant to; absent for an HTTP waiter (it polls). */
   connection: 'connection_id',
-  /** The session the grant will be tied to, if any (see session.ts). */
+  /** The session the grant will be held through, if any (see session.ts). */
   session: 'session_id',
 } as const;
 const W = WaitAttr;
@@ -64,20 +75,20 @@ export interface Waiter {
   /** Sorts in serving order within the lock's queue. */
   readonly order: string;
   readonly clientId: string;
-  readonly ttlMs: number;
+  /** How the grant will be held: a lease of its ttl, or through a session. */
+  readonly tenure: Tenure;
   readonly requestId: string;
   readonly requestKey: string;
   readonly deadline: number;
   readonly priority: number;
   readonly arrivedAt: number;
   readonly connectionId: string | undefined;
-  readonly sessionId?: string | undefined;
 }
 
 /**
  * Serving order as a string: priority inverted (so higher sorts first), then
- * arrival time on the server's clock, then a random tie-breaker. FIFO holds
- * to the precision of the servers' clocks (AWS Time Sync: well under a ms).
+ * arrival time on the server's clock, then a tie-breaker. FIFO holds to the
+ * precision of the servers' clocks (AWS Time Sync: well under a ms).
  */
 export function queueOrder(priority: number, arrivedAt: number, nonce: string): string {
   if (!Number.isInteger(priority) || priority < PRIORITY.min || priority > PRIORITY.max)
@@ -90,14 +101,13 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
   return {
     [W.name]: w.lock,
     [W.client]: w.clientId,
-    [W.ttlMs]: w.ttlMs,
+    ...(w.tenure.kind === 'lease' ? { [W.ttlMs]: w.tenure.ttlMs } : { [W.session]: w.tenure.sessionId }),
     [W.requestId]: w.requestId,
     [W.requestKey]: w.requestKey,
     [W.deadline]: w.deadline,
     [W.priority]: w.priority,
     [W.arrivedAt]: w.arrivedAt,
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
-    ...(w.sessionId === undefined ? {} : { [W.session]: w.sessionId }),
   };
 }
 
@@ -110,201 +120,158 @@ export function waiterOf(order: string, item: Item): Waiter {
     lock: s(W.name),
     order,
     clientId: s(W.client),
-    ttlMs: n(W.ttlMs),
+    tenure:
+      typeof session === 'string'
+        ? { kind: 'session', sessionId: session }
+        : { kind: 'lease', ttlMs: n(W.ttlMs) },
     requestId: s(W.requestId),
     requestKey: s(W.requestKey),
     deadline: n(W.deadline),
     priority: n(W.priority),
     arrivedAt: n(W.arrivedAt),
     connectionId: typeof connection === 'string' ? connection : undefined,
-    ...(typeof session === 'string' ? { sessionId: session } : {}),
   };
 }
 
-/**
- * One part of a transaction: a conditional update of the lock or a waiter
- * item, or a conditional delete; for a grant tied to a session, a check
- * that the session is live and the record that it took this lock.
- */
-export type Step =
-  | { readonly target: 'session'; readonly sessionId: string; readonly condition: Condition }
-  | { readonly target: 'session-lock'; readonly sessionId: string }
-  | { readonly target: 'lock'; readonly condition: Condition; readonly update: Update }
-  | {
-      readonly target: 'waiter';
-      readonly order: string;
-      readonly condition: Condition;
-      readonly update: Update;
-    }
-  | {
-      readonly target: 'waiter';
-      readonly order: string;
-      readonly condition: Condition;
-      readonly delete: true;
-    };
+export const identityOf = (w: Pick<Waiter, 'lock' | 'requestKey' | 'clientId'>): RequestIdentity => ({
+  lock: w.lock,
+  requestKey: w.requestKey,
+  clientId: w.clientId,
+});
 
 const waiterPresent = exists(W.client);
+const countBy = (by: number) => add(LockAttr.queued, by, 0);
 
 /**
  * Joins the queue, only while the lock cannot be granted at once (held by
- * someone else, or promised to earlier waiters) and this request was not
- * already served. When it fails the caller tries a plain acquire instead.
+ * someone else, or promised to earlier waiters, or under lock-delay), and
+ * only if the request has no record yet (it never waited before). When the
+ * lock step refuses, the caller may grant at once; when the record refuses,
+ * the caller follows the record.
  */
 export function enqueueSteps(w: Waiter, now: number): Step[] {
   const notMineAlready = or(isFreeAt(now), ne(LockAttr.holder, w.clientId));
   return [
-    {
-      target: 'lock',
+    updateStep(lockRef(w.lock), {
       condition: withOptional(
         or(isHeldAt(now), isBlockedAt(now), someoneQueued),
         notMineAlready,
         notAlreadyServed(w.requestKey),
       ),
-      update: [set(LockAttr.name, w.lock), { kind: 'add', attr: LockAttr.queued, by: 1, initial: 0 }],
-    },
-    {
-      target: 'waiter',
-      order: w.order,
+      update: [set(LockAttr.name, w.lock), countBy(1)],
+    }),
+    updateStep(waiterRef(w.lock, w.order), {
       condition: missing(W.client),
       update: Object.entries(waiterItem(w)).map(([attr, value]) => set(attr, value)),
-    },
+      // The sweeper's backstop for a waiter nobody served or expired by its deadline.
+      sweepAt: w.deadline,
+      gcFrom: w.deadline,
+      owner: w.connectionId ?? null,
+    }),
+    openStep(identityOf(w), w.order, w.deadline, w.connectionId),
   ];
 }
 
-/** Leaves the queue (cancelled, timed out, connection gone). */
-export function removalSteps(w: Pick<Waiter, 'order'>): Step[] {
+/** Leaves the queue without a grant (timed out, cancelled, connection gone, session ended). */
+export function leaveSteps(
+  w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
+  reason: EndReason,
+  now: number,
+): Step[] {
   return [
-    {
-      target: 'lock',
-      condition: someoneQueued,
-      update: [{ kind: 'add', attr: LockAttr.queued, by: -1, initial: 0 }],
-    },
-    { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+    updateStep(lockRef(w.lock), { condition: someoneQueued, update: [countBy(-1)] }),
+    { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+    endedStep(identityOf(w), w.order, reason, now),
   ];
 }
 
-/** Removes a waiter item when the lock's count no longer includes it (the count drifted). */
-export const orphanRemovalSteps = (w: Pick<Waiter, 'order'>): Step[] => [
-  { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+/** Leaves the queue when the lock's count no longer includes the waiter (the count drifted). */
+export const orphanLeaveSteps = (
+  w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
+  reason: EndReason,
+  now: number,
+): Step[] => [
+  { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+  endedStep(identityOf(w), w.order, reason, now),
+];
+
+/** A retry arrived on another WebSocket connection: the waiter's grant is pushed there from now on. */
+export const moveDeliverySteps = (
+  w: Pick<Waiter, 'lock' | 'order' | 'requestKey'>,
+  connectionId: string,
+): Step[] => [
+  updateStep(waiterRef(w.lock, w.order), {
+    condition: waiterPresent,
+    update: [set(W.connection, connectionId)],
+    owner: connectionId,
+  }),
+  movedStep(w, w.order, connectionId),
 ];
 
 /**
  * Hands a free lock to waiter `w`. The token is computed from the lock item
  * read just before and the write is conditional on it being unchanged, so
- * the grant (fencing token included) is known without reading it back.
+ * the grant (fencing token included) is known without reading it back. The
+ * lock step is stamped with `writeId`: the grant may be taken back only
+ * while nothing has written the lock since.
  */
 export function handoffSteps(
   w: Waiter,
   lock: Item | undefined,
   now: number,
+  writeId: string,
 ): { steps: Step[]; grant: Grant } {
-  const seen = lock?.[LockAttr.fence];
-  const fence = typeof seen === 'number' ? seen + 1 : fenceFloor(now) + 1;
-  const sameFence = typeof seen === 'number' ? eq(LockAttr.fence, seen) : missing(LockAttr.fence);
-  // A grant tied to a session lands only while the session is live, with the record that it took the lock.
-  const session: Step[] =
-    w.sessionId === undefined
-      ? []
-      : [
-          { target: 'session', sessionId: w.sessionId, condition: sessionTakesLocks(w.clientId, now) },
-          { target: 'session-lock', sessionId: w.sessionId },
-        ];
+  const grantee: Grantee = { name: w.lock, clientId: w.clientId, tenure: w.tenure, requestKey: w.requestKey };
+  const { write, grant } = pinnedGrant(grantee, lock, now, writeId, {
+    condition: someoneQueued,
+    updates: [countBy(-1)],
+  });
+  const session =
+    w.tenure.kind === 'session' ? sessionGrantSteps(w.tenure.sessionId, w.clientId, w.lock, now) : [];
   return {
     steps: [
-      {
-        target: 'lock',
-        condition: withOptional(isGrantableAt(now), someoneQueued, sameFence, notAlreadyServed(w.requestKey)),
-        update: [
-          set(LockAttr.fence, fence),
-          ...grantFields(w.lock, w.clientId, w.ttlMs, now, w.requestKey, w.sessionId),
-          { kind: 'add', attr: LockAttr.queued, by: -1, initial: 0 },
-        ],
-      },
-      { target: 'waiter', order: w.order, condition: waiterPresent, delete: true },
+      updateStep(lockRef(w.lock), write),
+      { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+      handedStep(identityOf(w), w.order, grant.fencingToken, gcFromHeld(grant.held) ?? now),
       ...session,
     ],
-    grant: {
-      lock: w.lock,
-      clientId: w.clientId,
-      fencingToken: fence,
-      expiresAt: now + w.ttlMs,
-      ttlMs: w.ttlMs,
-      mode: 'exclusive',
-      acquiredAt: now,
-      reentry: 1,
-    },
+    grant,
   };
 }
 
-/** Takes back a grant nobody received (its connection was gone), so the next waiter can be served. */
-export function undoGrantWrite(grant: Grant, requestKey: string, now: number) {
-  return {
-    condition: and(heldBy(grant.clientId, grant.fencingToken), eq(LockAttr.grantRequest, requestKey)),
-    update: releaseFields(now),
-  };
+/**
+ * Takes back a grant nobody received (its push found the connection gone),
+ * so the next waiter can be served: only while nothing has written the lock
+ * since the handoff (`writeId`), and the request was not claimed by a retry.
+ */
+export function takeBackSteps(grant: Grant, w: Waiter, writeId: string, now: number): Step[] {
+  return [
+    updateStep(lockRef(w.lock), {
+      condition: and(heldBy(grant.clientId, grant.fencingToken), eq(LockAttr.lastWrite, writeId)),
+      update: releaseFields(now),
+      gcFrom: now,
+    }),
+    takenBackStep(identityOf(w), grant.fencingToken, w.connectionId ?? '', now),
+  ];
 }
 
 /** Resets a waiter count that no waiter item backs (items deleted by hand), only if it has not moved. */
-export function resetCountWrite(seen: number) {
-  return { condition: eq(LockAttr.queued, seen), update: [set(LockAttr.queued, 0)] };
-}
+export const resetCountWrite = (seen: number): ItemWrite => ({
+  condition: eq(LockAttr.queued, seen),
+  update: [set(LockAttr.queued, 0)],
+});
 
 export type ServePlan =
   /** Waiters whose deadline passed go first; then the lock is still held, so nothing to hand off. */
   | {
       readonly kind: 'held';
       readonly expired: readonly Waiter[];
-      readonly duplicates: readonly Waiter[];
-      readonly expiresAt: number;
+      readonly expiresAt: number | undefined;
       readonly fence: number;
     }
-  | {
-      readonly kind: 'grant';
-      readonly expired: readonly Waiter[];
-      readonly duplicates: readonly Waiter[];
-      readonly head: Waiter;
-    }
+  | { readonly kind: 'grant'; readonly expired: readonly Waiter[]; readonly head: Waiter }
   /** The lock is free and nobody (live) waits: the count should be 0. */
-  | {
-      readonly kind: 'idle';
-      readonly expired: readonly Waiter[];
-      readonly duplicates: readonly Waiter[];
-      readonly countDrift: number;
-    };
-
-/**
- * Waiters that repeat a request: the one the lock last served, or one
- * queued earlier. A request is granted at most once, so these only leave.
- * (The service removes a duplicate as soon as it joins, see `duplicateOf`;
- * this catches the one whose writer crashed before it could.)
- */
-export function duplicateWaiters(lock: Item | undefined, waiters: readonly Waiter[]): Waiter[] {
-  const seen = new Set<string>();
-  const served = grantRequestOf(lock);
-  if (served !== undefined) seen.add(served);
-  const duplicates: Waiter[] = [];
-  for (const w of waiters) {
-    if (seen.has(w.requestKey)) duplicates.push(w);
-    seen.add(w.requestKey);
-  }
-  return duplicates;
-}
-
-/**
- * Whether a waiter that just joined repeats its request, judged from a read
- * made after it joined (the lock item and everyone ahead of it): it does if
- * the lock already served that request or an earlier waiter carries it.
- * Then the newcomer leaves and the caller follows the original instead.
- */
-export function duplicateOf(
-  me: Pick<Waiter, 'requestKey' | 'order'>,
-  lock: Item | undefined,
-  ahead: readonly Pick<Waiter, 'requestKey' | 'order'>[],
-): 'served' | { readonly order: string } | undefined {
-  if (grantRequestOf(lock) === me.requestKey) return 'served';
-  const first = ahead.find((w) => w.requestKey === me.requestKey && w.order < me.order);
-  return first ? { order: first.order } : undefined;
-}
+  | { readonly kind: 'idle'; readonly expired: readonly Waiter[]; readonly countDrift: number };
 
 /**
  * What serving a lock's queue means now, from the lock item and its first
@@ -316,20 +283,23 @@ export function planServe(
   now: number,
   complete: boolean,
 ): ServePlan {
-  const duplicates = duplicateWaiters(lock, waiters);
-  const live = waiters.filter((w) => !duplicates.includes(w));
-  const expired = live.filter((w) => w.deadline <= now);
+  const expired = waiters.filter((w) => w.deadline <= now);
   const holder = liveHolder(lock, now);
   if (holder)
-    return { kind: 'held', expired, duplicates, expiresAt: holder.expiresAt, fence: holder.fencingToken };
+    return {
+      kind: 'held',
+      expired,
+      expiresAt: holder.held.kind === 'lease' ? holder.held.expiresAt : undefined,
+      fence: holder.fencingToken,
+    };
   // Under lock-delay it is as good as held until the delay ends (a timer serves it then).
   const blocked = blockedUntil(lock, now);
   if (blocked !== undefined)
-    return { kind: 'held', expired, duplicates, expiresAt: blocked, fence: lastFencingToken(lock) ?? 0 };
-  const head = live.find((w) => w.deadline > now);
-  if (head) return { kind: 'grant', expired, duplicates, head };
-  const drift = complete && expired.length === 0 && duplicates.length === 0 ? queuedCount(lock) : 0;
-  return { kind: 'idle', expired, duplicates, countDrift: drift };
+    return { kind: 'held', expired, expiresAt: blocked, fence: lastFencingToken(lock) ?? 0 };
+  const head = waiters.find((w) => w.deadline > now);
+  if (head) return { kind: 'grant', expired, head };
+  const drift = complete && expired.length === 0 ? queuedCount(lock) : 0;
+  return { kind: 'idle', expired, countDrift: drift };
 }
 
 /**
@@ -373,9 +343,9 @@ export function onLockChange({ before, released, after }: LockChangeImages, now:
   if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
   const holder = liveHolder(after, now);
   if (holder) {
-    // A lock tied to a session is freed by the session's end (whose writer serves it), not by its lease.
-    if (after[LockAttr.session] !== undefined) return { serve: false, timer: undefined };
-    const timer = { at: holder.expiresAt, fence: holder.fencingToken };
+    // A lock held through a session is freed by the session's end (whose writer serves it), not by a lease.
+    if (holder.held.kind === 'session') return { serve: false, timer: undefined };
+    const timer = { at: holder.held.expiresAt, fence: holder.fencingToken };
     return { serve: false, timer: armedBefore(before, after) ? undefined : timer };
   }
   const blocked = blockedUntil(after, now);

@@ -1,17 +1,19 @@
 /**
  * Sessions: a client's liveness, proven by heartbeats, that locks can be
- * tied to (ephemeral locks, like ZooKeeper's ephemeral nodes or etcd's
+ * held through (ephemeral locks, like ZooKeeper's ephemeral nodes or etcd's
  * leases). A session is ALIVE until its deadline (last heartbeat + ttl),
  * then in GRACE for `grace_ms`, then EXPIRED; ENDED once closed by its
- * client or by the sweeper. Its locks are released when it ends.
+ * client or by a timer or the sweeper. Its locks are released when it ends.
  *
- * A lock tied to a session carries no lease of its own worth renewing: its
- * lease is set to SESSION_LOCK_LEASE_MS, a backstop only. One heartbeat
- * therefore renews every lock of the session with one write to the session
- * item, whatever the number of locks. Everything is judged on the server's
- * clock, and every change is a conditional write, as for locks.
+ * A lock held through a session has no lease of its own: it is held exactly
+ * as long as the session lives, and nothing else (no lease, no TTL) can end
+ * it. One heartbeat therefore keeps every lock of the session with one
+ * write to the session item, whatever the number of locks. Everything is
+ * judged on the server's clock, and every change is a conditional write, as
+ * for locks.
  */
-import { and, eq, exists, gt, type Item, le, missing, remove, set, type Write } from './expr';
+import { and, eq, exists, gt, type Item, le, missing, set } from './expr';
+import { type ItemWrite, type Step, sessionLockRef, sessionRef } from './items';
 
 export const SessionAttr = {
   client: 'client_id',
@@ -21,23 +23,15 @@ export const SessionAttr = {
   /** Last heartbeat + ttl, ms on the server's clock. */
   deadline: 'deadline',
   /** deadline + grace: when the session expires and its locks go. */
-  dueAt: 'due_at',
+  expiresAt: 'expires_at',
   endedAt: 'ended_at',
   endReason: 'end_reason',
+  /** Set once an ended session's locks are all released (then nothing about it is due). */
+  sweptAt: 'swept_at',
   /** Lock-delay for the session's locks should it expire (see LockAttr.blockedUntil). */
   lockDelayMs: 'lock_delay_ms',
 } as const;
 const S = SessionAttr;
-
-/** The lease of a lock tied to a session: a backstop should a session never be swept (30 days). */
-export const SESSION_LOCK_LEASE_MS = 30 * 24 * 3_600_000;
-
-/** A command as it runs: tied to a session, its lease is the session's (the backstop above). */
-export const withSessionLease = <
-  C extends { readonly ttlMs: number; readonly sessionId?: string | undefined },
->(
-  cmd: C,
-): C => (cmd.sessionId === undefined ? cmd : { ...cmd, ttlMs: SESSION_LOCK_LEASE_MS });
 
 export type SessionState = 'alive' | 'grace' | 'expired' | 'ended';
 export type EndReason = 'closed' | 'expired';
@@ -50,14 +44,15 @@ export interface Session {
   readonly lockDelayMs: number;
   readonly createdAt: number;
   readonly deadline: number;
-  readonly dueAt: number;
+  readonly expiresAt: number;
   readonly endedAt: number | undefined;
   readonly endReason: EndReason | undefined;
+  readonly sweptAt: number | undefined;
 }
 
 export function sessionOfItem(id: string, item: Item): Session {
   const n = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : 0);
-  const ended = item[S.endedAt];
+  const opt = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : undefined);
   const reason = item[S.endReason];
   return {
     id,
@@ -67,29 +62,48 @@ export function sessionOfItem(id: string, item: Item): Session {
     lockDelayMs: n(S.lockDelayMs),
     createdAt: n(S.createdAt),
     deadline: n(S.deadline),
-    dueAt: n(S.dueAt),
-    endedAt: typeof ended === 'number' ? ended : undefined,
+    expiresAt: n(S.expiresAt),
+    endedAt: opt(S.endedAt),
     endReason: reason === 'closed' || reason === 'expired' ? reason : undefined,
+    sweptAt: opt(S.sweptAt),
   };
 }
 
 export function sessionState(s: Session, now: number): SessionState {
   if (s.endedAt !== undefined) return 'ended';
   if (now < s.deadline) return 'alive';
-  if (now < s.dueAt) return 'grace';
+  if (now < s.expiresAt) return 'grace';
   return 'expired';
 }
+
+/**
+ * When something about the session is due: its expiry while it lives, at
+ * once once it ended with locks perhaps still to release; nothing once swept.
+ */
+export const sessionDueAt = (s: Session, now: number): number | undefined =>
+  s.sweptAt !== undefined ? undefined : s.endedAt !== undefined ? now : s.expiresAt;
 
 /** A client should heartbeat three times per ttl: two can be lost before the deadline. */
 export const heartbeatIntervalMs = (ttlMs: number) => Math.floor(ttlMs / 3);
 
 const notEnded = missing(S.endedAt);
 /** Alive or in grace at `now`: may heartbeat, may take locks. */
-export const isLiveAt = (now: number) => and(exists(S.client), notEnded, gt(S.dueAt, now));
+export const isLiveAt = (now: number) => and(exists(S.client), notEnded, gt(S.expiresAt, now));
 
-/** The condition on a session item for a grant tied to it: live, and the grantee's. */
+/** The condition on a session item for a grant held through it: live, and the grantee's. */
 export const sessionTakesLocks = (clientId: string, now: number) =>
   and(isLiveAt(now), eq(S.client, clientId));
+
+/**
+ * What a grant held through a session adds to its transaction: a check that
+ * the session is live and the grantee's, and the record under the session
+ * that it took the lock. Either the grant lands before the session ends (and
+ * whoever ends it finds the record), or it is refused.
+ */
+export const sessionGrantSteps = (sessionId: string, clientId: string, lock: string, now: number): Step[] => [
+  { kind: 'check', ref: sessionRef(sessionId), condition: sessionTakesLocks(clientId, now) },
+  { kind: 'update', ref: sessionLockRef(sessionId, lock), update: [set('lock_name', lock)] },
+];
 
 export interface SessionSettings {
   readonly ttlMs: number;
@@ -97,45 +111,53 @@ export interface SessionSettings {
   readonly lockDelayMs: number;
 }
 
-export function createWrite(clientId: string, o: SessionSettings, now: number): Write {
-  const { ttlMs, graceMs } = o;
+export function createWrite(clientId: string, o: SessionSettings, now: number): ItemWrite {
+  const expiresAt = now + o.ttlMs + o.graceMs;
   return {
     condition: missing(S.client),
     update: [
       set(S.client, clientId),
-      set(S.ttlMs, ttlMs),
-      set(S.graceMs, graceMs),
+      set(S.ttlMs, o.ttlMs),
+      set(S.graceMs, o.graceMs),
       set(S.lockDelayMs, o.lockDelayMs),
       set(S.createdAt, now),
-      set(S.deadline, now + ttlMs),
-      set(S.dueAt, now + ttlMs + graceMs),
+      set(S.deadline, now + o.ttlMs),
+      set(S.expiresAt, expiresAt),
     ],
+    sweepAt: expiresAt,
+    // Never collected before it is swept: it is how its locks are found.
+    gcFrom: null,
   };
 }
 
 /** Extends the session from the item read just before (its ttl and grace), if still live and the client's. */
-export function heartbeatWrite(s: Session, now: number): Write {
+export function heartbeatWrite(s: Session, now: number): ItemWrite {
+  const expiresAt = now + s.ttlMs + s.graceMs;
   return {
     condition: and(isLiveAt(now), eq(S.client, s.clientId), eq(S.ttlMs, s.ttlMs), eq(S.graceMs, s.graceMs)),
-    update: [set(S.deadline, now + s.ttlMs), set(S.dueAt, now + s.ttlMs + s.graceMs)],
+    update: [set(S.deadline, now + s.ttlMs), set(S.expiresAt, expiresAt)],
+    sweepAt: expiresAt,
   };
 }
 
 /**
  * Ends a session: closed by its client (while live), or expired (only once
- * past its due time, so a heartbeat that landed first keeps it alive).
+ * past its expiry, so a heartbeat that landed first keeps it alive).
  */
-export function endWrite(s: Pick<Session, 'clientId'>, reason: EndReason, now: number): Write {
-  const when = reason === 'closed' ? gt(S.dueAt, now) : le(S.dueAt, now);
+export function endWrite(s: Pick<Session, 'clientId'>, reason: EndReason, now: number): ItemWrite {
+  const when = reason === 'closed' ? gt(S.expiresAt, now) : le(S.expiresAt, now);
   return {
     condition: and(exists(S.client), notEnded, eq(S.client, s.clientId), when),
+    update: [set(S.endedAt, now), set(S.endReason, reason)],
     // Due now: until its locks are released (sweptWrite), the sweeper and timers finish the job.
-    update: [set(S.endedAt, now), set(S.endReason, reason), set(S.dueAt, now)],
+    sweepAt: now,
   };
 }
 
-/** Marks an ended session fully swept (its locks released): it leaves the due index. */
-export const sweptWrite = (): Write => ({
+/** Marks an ended session fully swept (its locks released): nothing about it is due any more. */
+export const sweptWrite = (now: number): ItemWrite => ({
   condition: exists(S.endedAt),
-  update: [remove(S.dueAt)],
+  update: [set(S.sweptAt, now)],
+  sweepAt: null,
+  gcFrom: now,
 });

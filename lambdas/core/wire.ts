@@ -9,17 +9,19 @@ import {
   type AcquireOutcome,
   blockedUntil,
   type Grant,
+  type Held,
   lastFencingToken,
+  lease,
   liveHolder,
   queuedCount,
   type ReleaseCommand,
   type ReleaseOutcome,
   type RenewCommand,
-  sessionOf,
+  throughSession,
 } from './lock';
 import { lockNameProblem, lockPrefixProblem } from './names';
 import { PRIORITY, type Waiter } from './queue';
-import { heartbeatIntervalMs, SESSION_LOCK_LEASE_MS, type Session, sessionState } from './session';
+import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
 export interface Limits {
   readonly minTtlMs: number;
@@ -27,6 +29,23 @@ export interface Limits {
 }
 
 export const DEFAULT_LIMITS: Limits = { minTtlMs: 1_000, maxTtlMs: 3_600_000 };
+
+/** The longest a request may wait (API Gateway closes a WebSocket connection after 2 hours). */
+export const MAX_WAIT_MS = 2 * 3600 * 1000 - 60_000;
+
+/**
+ * Why a retention period is too short, or undefined. Items are collected only
+ * after what they record ends, plus retention: the retention must outlast the
+ * longest lease and the longest wait, so that a lock item with waiters (which
+ * a long wait keeps free of any new lease end) is never collected under them,
+ * and a request_id is remembered for at least a day.
+ */
+export function retentionProblem(retentionSeconds: number, maxTtlMs: number): string | undefined {
+  const needed = Math.max(86_400, Math.ceil(Math.max(maxTtlMs, MAX_WAIT_MS) / 1000) + 3_600);
+  return retentionSeconds >= needed
+    ? undefined
+    : `the retention period (${retentionSeconds} s) must be at least ${needed} s: a day, and an hour more than the longest lease (${maxTtlMs} ms) and the longest wait (${MAX_WAIT_MS} ms)`;
+}
 export const MAX_BODY_BYTES = 16 * 1024;
 export const MAX_LIST_LIMIT = 100;
 
@@ -134,7 +153,7 @@ export function sessionResponse(s: Session, now: number) {
     lock_delay_ms: s.lockDelayMs,
     heartbeat_interval_ms: heartbeatIntervalMs(s.ttlMs),
     expires_at: isoTime(s.deadline),
-    grace_until: isoTime(s.dueAt),
+    grace_until: isoTime(s.expiresAt),
   };
 }
 
@@ -174,10 +193,10 @@ export type ListQuery = z.infer<typeof listQuery>;
 export const acquireCommand = (name: string, b: AcquireBody): AcquireCommand => ({
   name,
   clientId: b.client_id,
-  ttlMs: b.ttl_ms ?? SESSION_LOCK_LEASE_MS,
+  // The schema requires exactly one of the two.
+  tenure: b.session_id !== undefined ? throughSession(b.session_id) : lease(b.ttl_ms ?? 0),
   requestId: b.request_id,
   reentrant: b.reentrant,
-  sessionId: b.session_id,
 });
 export const releaseCommand = (name: string, b: ReleaseBody): ReleaseCommand => ({
   name,
@@ -197,19 +216,31 @@ export const releaseResponse = (outcome: ReleaseOutcome) => ({
   remaining_reentries: outcome.remaining,
 });
 
-export const renewResponse = (grant: Grant) => ({
+export const renewResponse = (grant: Grant, now: number) => ({
   renewed: true as const,
   lock: grant.lock,
   fencing_token: grant.fencingToken,
-  expires_at: isoTime(grant.expiresAt),
-  remaining_ms: grant.ttlMs,
-  ttl_ms: grant.ttlMs,
+  ...tenureView(grant.held, now),
 });
+
+/**
+ * How a grant is held, on the wire: a lease's end, its ttl and what is left of it at `now`; or,
+ * for a lock held through a session, the session (and no lease: `expires_at` is null).
+ */
+export function tenureView(held: Held, now: number) {
+  return held.kind === 'lease'
+    ? {
+        expires_at: isoTime(held.expiresAt),
+        remaining_ms: Math.max(0, held.expiresAt - now),
+        ttl_ms: held.ttlMs,
+      }
+    : { expires_at: null, remaining_ms: null, ttl_ms: null, session_id: held.sessionId };
+}
 
 /** Timestamps go out as ISO-8601 UTC with milliseconds: exactly the server's value, never rounded up. */
 export const isoTime = (ms: number): string => new Date(ms).toISOString();
 
-export function acquireResponse(outcome: AcquireOutcome) {
+export function acquireResponse(outcome: AcquireOutcome, now: number) {
   if (outcome.acquired) {
     const { grant } = outcome;
     return {
@@ -217,9 +248,7 @@ export function acquireResponse(outcome: AcquireOutcome) {
       lock: grant.lock,
       client_id: grant.clientId,
       fencing_token: grant.fencingToken,
-      expires_at: isoTime(grant.expiresAt),
-      remaining_ms: outcome.remainingMs,
-      ttl_ms: grant.ttlMs,
+      ...tenureView(grant.held, now),
       mode: grant.mode,
       reentry: grant.reentry,
     };
@@ -227,26 +256,36 @@ export function acquireResponse(outcome: AcquireOutcome) {
   return {
     acquired: false as const,
     lock: outcome.lock,
-    holder: outcome.holder
-      ? { client_id: outcome.holder.clientId, expires_at: isoTime(outcome.holder.expiresAt) }
-      : null,
+    holder: holderSummary(outcome.holder),
     queued: outcome.queued,
     retry_after_ms: outcome.retryAfterMs,
   };
 }
 
-const withSession = (item: Item | undefined) => {
-  const session = sessionOf(item);
-  return session === undefined ? {} : { session_id: session };
-};
+/** Who holds a lock, as shown to someone refused it: a label and until when (null: as long as a session lives). */
+export const holderSummary = (
+  holder:
+    | { readonly clientId: string; readonly expiresAt: number | undefined; readonly session: boolean }
+    | undefined,
+) =>
+  holder
+    ? {
+        client_id: holder.clientId,
+        expires_at: holder.expiresAt === undefined ? null : isoTime(holder.expiresAt),
+        held_by: holder.session ? ('session' as const) : ('lease' as const),
+      }
+    : null;
 
 export function holderView(grant: Grant) {
+  const held = grant.held;
   return {
     client_id: grant.clientId,
     fencing_token: grant.fencingToken,
     mode: grant.mode,
     acquired_at: isoTime(grant.acquiredAt),
-    expires_at: isoTime(grant.expiresAt),
+    expires_at: held.kind === 'lease' ? isoTime(held.expiresAt) : null,
+    held_by: held.kind,
+    ...(held.kind === 'session' ? { session_id: held.sessionId } : {}),
     reentry: grant.reentry,
   };
 }
@@ -273,7 +312,7 @@ export function lockView(name: string, item: Item | undefined, now: number, wait
     lock: name,
     state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),
     ...(blocked !== undefined && !live ? { blocked_until: isoTime(blocked) } : {}),
-    holders: live ? [{ ...holderView(live), ...withSession(item) }] : [],
+    holders: live ? [holderView(live)] : [],
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
     fencing_token: lastFencingToken(item) ?? null,

@@ -8,13 +8,16 @@ import type { LatchkeyError } from './errors';
 import type { AcquireOutcome, Grant } from './lock';
 import {
   clientId,
+  holderSummary,
   isoTime,
   type Limits,
   lockName,
+  MAX_WAIT_MS,
   priority,
   requestId,
   SESSION_TTL_MESSAGE,
   sessionId,
+  tenureView,
   ttlMs,
   waitTimeoutMs,
 } from './wire';
@@ -22,7 +25,7 @@ import {
 /** API Gateway's WebSocket frame limit is 128 KiB; latchkey's messages are tiny. */
 export const MAX_MESSAGE_BYTES = 16 * 1024;
 /** A WebSocket acquire may wait this long (API Gateway closes a connection after 2 hours). */
-export const MAX_WS_WAIT_MS = 2 * 3600 * 1000 - 60_000;
+export const MAX_WS_WAIT_MS = MAX_WAIT_MS;
 
 export const connectQuery = z.strictObject({ client_id: clientId });
 
@@ -81,9 +84,7 @@ export const grantedFrame = (grant: Grant, request: string, now: number) => ({
   request_id: request,
   client_id: grant.clientId,
   fencing_token: grant.fencingToken,
-  expires_at: isoTime(grant.expiresAt),
-  remaining_ms: Math.max(0, grant.expiresAt - now),
-  ttl_ms: grant.ttlMs,
+  ...tenureView(grant.held, now),
   mode: grant.mode,
 });
 
@@ -98,9 +99,7 @@ export const busyFrame = (outcome: Extract<AcquireOutcome, { acquired: false }>,
   type: 'busy' as const,
   lock: outcome.lock,
   request_id: request,
-  holder: outcome.holder
-    ? { client_id: outcome.holder.clientId, expires_at: isoTime(outcome.holder.expiresAt) }
-    : null,
+  holder: holderSummary(outcome.holder),
   queued: outcome.queued,
   retry_after_ms: outcome.retryAfterMs,
 });

@@ -3,8 +3,11 @@ import { errorResponse, type HttpResult, json } from '../shared/http';
 
 /**
  * Release and renew answer 409 `{released|renewed: false, error}` when the
- * caller is not (or no longer) the holder; other errors pass through.
+ * caller is not (or no longer) the holder, or (renew) holds it through a
+ * session; other errors pass through.
  */
+const REFUSALS = new Set(['NOT_HOLDER', 'LEASE_EXPIRED', 'HELD_BY_SESSION']);
+
 export async function holderConflict(
   flag: 'released' | 'renewed',
   run: () => Promise<object>,
@@ -12,7 +15,7 @@ export async function holderConflict(
   try {
     return json(200, await run());
   } catch (error) {
-    if (error instanceof LatchkeyError && (error.code === 'NOT_HOLDER' || error.code === 'LEASE_EXPIRED')) {
+    if (error instanceof LatchkeyError && REFUSALS.has(error.code)) {
       return errorResponse(error, { [flag]: false });
     }
     throw error;

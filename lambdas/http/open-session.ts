@@ -1,15 +1,13 @@
 /** POST /api/v1/sessions: a session for a client, kept alive by heartbeats. */
 import { DEFAULT_GRACE_MS, sessionResponse } from '../core/wire';
-import { getDeps } from '../shared/deps';
 import { httpRoute, json, parseBody } from '../shared/http';
 
-export const handler = httpRoute(async (event) => {
-  const { sessions, schemas } = getDeps();
+export const handler = httpRoute(async (event, { sessions, schemas, clock }) => {
   const body = parseBody(event, schemas.session);
   const session = await sessions.create(body.client_id, {
     ttlMs: body.ttl_ms,
     graceMs: body.grace_ms ?? DEFAULT_GRACE_MS,
     lockDelayMs: body.lock_delay_ms ?? 0,
   });
-  return json(201, sessionResponse(session, Date.now()));
+  return json(201, sessionResponse(session, clock.now()));
 });

@@ -1,7 +1,7 @@
 /**
  * The sweeper (EventBridge, every minute; every few seconds locally): ends
- * expired sessions, drops timed-out waiters and dead connections. See
- * service/sweeper.ts.
+ * expired sessions, drops timed-out waiters and dead connections, and
+ * retries whatever failed before. See service/sweeper.ts.
  */
 import type { SweepReport } from '../service/sweeper';
 import { getDeps } from '../shared/deps';
@@ -9,7 +9,7 @@ import { log } from '../shared/log';
 
 export async function handler(): Promise<SweepReport> {
   const report = await getDeps().sweeper.sweep();
-  if (report.expired || report.queuesServed || report.connectionsClosed)
-    log('info', 'sweeper run', { ...report });
+  if (report.expired || report.queuesServed || report.connectionsClosed || report.retried || report.behind)
+    log(report.retried || report.behind ? 'warn' : 'info', 'sweeper run', { ...report });
   return report;
 }

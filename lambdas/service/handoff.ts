@@ -1,46 +1,58 @@
 /**
  * Serving a lock's queue: the one place that hands a free lock to the next
  * waiter. Release calls it inline (the fast path), the stream notifier calls
- * it for every change that leaves a lock free with waiters, and the timer
- * calls it when a lease lapses. All three may run at once: every grant is a
- * conditional transaction, so exactly one wins and the others find the lock
- * held.
+ * it for every change that leaves a lock free with waiters, timers call it
+ * when a lease lapses, and the sweeper when a waiter's deadline passed. All
+ * may run at once: every grant is a conditional transaction, so exactly one
+ * wins and the others find the lock held.
  */
-
 import { LatchkeyError } from '../core/errors';
+import { connectionRef, waiterRef } from '../core/items';
 import type { Grant } from '../core/lock';
 import {
   handoffSteps,
-  orphanRemovalSteps,
+  leaveSteps,
+  orphanLeaveSteps,
   planServe,
-  removalSteps,
   resetCountWrite,
   stillWatched,
-  undoGrantWrite,
+  takeBackSteps,
   type Waiter,
+  waiterOf,
 } from '../core/queue';
+import type { EndReason } from '../core/request';
 import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
-import type { LockStore } from '../store/lock-store';
-import type { QueueStore } from '../store/queue-store';
-import type { Pusher } from './push';
+import type { Clock } from './clock';
+import type { Pusher, PushOutcome } from './push';
+import { refusedAt, type Storage } from './storage';
 
 export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
-  /** Held by someone; `waiting` says whether anyone is queued behind (then a timer is due at `expiresAt`). */
-  | { readonly kind: 'held'; readonly expiresAt: number; readonly fence: number; readonly waiting: boolean }
+  /**
+   * Held (or under lock-delay); `waiting` says whether anyone is queued behind, and `expiresAt` when
+   * a timer should look again (undefined for a lock held through a session: its end serves the queue).
+   */
+  | {
+      readonly kind: 'held';
+      readonly expiresAt: number | undefined;
+      readonly fence: number;
+      readonly waiting: boolean;
+    }
   | { readonly kind: 'idle' }
   /** A timer's grant is over and another took its place (see `serve`). */
   | { readonly kind: 'moved' };
 
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
+/** Index of the session check in a handoff to a waiter whose grant is held through a session. */
+const SESSION_CHECK = 3;
 
 export class Handoff {
   constructor(
-    private readonly locks: LockStore,
-    private readonly queue: QueueStore,
+    private readonly storage: Storage,
     private readonly pusher: Pusher,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock,
+    private readonly ids: () => string,
   ) {}
 
   /**
@@ -51,71 +63,91 @@ export class Handoff {
    */
   async serve(name: string, watching?: number): Promise<ServeResult> {
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const snapshot = await this.queue.read(name);
-      const now = this.clock();
+      const snapshot = await this.storage.queue(name, 25);
+      const now = this.clock.now();
       if (round === 0 && watching !== undefined && !stillWatched(snapshot.lock, watching))
         return { kind: 'moved' };
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
-      for (const waiter of plan.duplicates) await this.leave(name, waiter, now);
-      for (const waiter of plan.expired) await this.expire(name, waiter, now);
+      for (const waiter of plan.expired) await this.endWait(waiter, 'timeout', now);
       if (plan.kind === 'held') {
-        const waiting = snapshot.waiters.length > plan.expired.length + plan.duplicates.length;
+        const waiting = snapshot.waiters.length > plan.expired.length;
         return { kind: 'held', expiresAt: plan.expiresAt, fence: plan.fence, waiting };
       }
       if (plan.kind === 'idle') {
-        if (plan.countDrift > 0) await this.locks.write(name, resetCountWrite(plan.countDrift));
-        if (plan.expired.length + plan.duplicates.length && !snapshot.complete) continue;
+        if (plan.countDrift > 0)
+          await this.storage.write({ kind: 'lock', lock: name }, resetCountWrite(plan.countDrift));
+        if (plan.expired.length && !snapshot.complete) continue;
         return { kind: 'idle' };
       }
-      const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now);
-      const result = await this.queue.transact(name, steps, now);
+      const writeId = this.ids();
+      const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now, writeId);
+      const result = await this.storage.transact(steps);
       if (!result.ok) {
-        // The session the grant was to be tied to ended: that waiter can hold nothing, so it goes.
-        if (result.sessionRefused) await this.dropSessionEnded(name, plan.head, now);
+        // The session the grant was to be held through ended: that waiter can hold nothing, so it goes.
+        if (refusedAt(result, SESSION_CHECK) && plan.head.tenure.kind === 'session')
+          await this.endWait(plan.head, 'session-ended', now);
         continue; // otherwise the lock or the waiter changed meanwhile: read again
       }
-      if (await this.announce(plan.head, grant)) return { kind: 'granted', grant, waiter: plan.head };
-      // Nobody received it: take the grant back and serve the next waiter.
-      await this.locks.write(name, undoGrantWrite(grant, plan.head.requestKey, this.clock()));
+      if ((await this.announce(plan.head, grant)) !== 'gone')
+        return { kind: 'granted', grant, waiter: plan.head };
+      // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.
+      const taken = await this.storage.transact(takeBackSteps(grant, plan.head, writeId, this.clock.now()));
       if (plan.head.connectionId) await this.forgetConnection(plan.head.connectionId);
+      if (!taken.ok) return { kind: 'granted', grant, waiter: plan.head };
     }
     return { kind: 'idle' };
   }
 
-  /** Takes a waiter out of its queue; false if it was no longer there (served or removed already). */
-  async leave(name: string, waiter: Pick<Waiter, 'order'>, now: number): Promise<boolean> {
-    const result = await this.queue.transact(name, removalSteps(waiter), now);
+  /**
+   * Takes a waiter out of its queue, ending its request; false if it was no
+   * longer there (served, or ended already).
+   */
+  async leave(
+    w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
+    reason: EndReason,
+    now: number,
+  ): Promise<boolean> {
+    const result = await this.storage.transact(leaveSteps(w, reason, now));
     if (result.ok) return true;
-    if (!result.lockRefused) return false;
-    // The lock's count does not include it (the count drifted): remove the item alone.
-    return (await this.queue.transact(name, orphanRemovalSteps(waiter), now)).ok;
+    if (!refusedAt(result, 0) || refusedAt(result, 1) || refusedAt(result, 2)) return false;
+    // The lock's count does not include it (the count drifted): remove it alone.
+    return (await this.storage.transact(orphanLeaveSteps(w, reason, now))).ok;
   }
 
   /** A connection that is gone: its waiters leave their queues and its item goes. */
   async forgetConnection(connectionId: string): Promise<number> {
-    const waiters = await this.queue.waitersOf(connectionId);
     let removed = 0;
-    for (const w of waiters) if (await this.leave(w.lock, w, this.clock())) removed++;
-    await this.queue.deleteConnection(connectionId);
+    for (const ref of await this.storage.waitersOf(connectionId)) {
+      if (ref.kind !== 'waiter') continue;
+      const item = await this.storage.read(waiterRef(ref.lock, ref.order));
+      const waiter = item && waiterOf(ref.order, item);
+      // The index lags: a waiter already served, or moved to another connection by a retry, stays.
+      if (!waiter || waiter.connectionId !== connectionId) continue;
+      if (await this.leave(waiter, 'gone', this.clock.now())) removed++;
+    }
+    await this.storage.remove(connectionRef(connectionId));
     return removed;
   }
 
-  private async dropSessionEnded(name: string, waiter: Waiter, now: number): Promise<void> {
-    if (!(await this.leave(name, waiter, now)) || !waiter.connectionId) return;
-    const ended = new LatchkeyError('SESSION_EXPIRED', `session ${waiter.sessionId} ended while waiting`);
-    await this.pusher.push(waiter.connectionId, errorFrame(ended, waiter.requestId));
+  /** Ends a waiter's wait and tells it (a WebSocket waiter; an HTTP waiter reads its record). */
+  private async endWait(waiter: Waiter, reason: EndReason, now: number): Promise<void> {
+    if (!(await this.leave(waiter, reason, now)) || !waiter.connectionId) return;
+    const frame =
+      reason === 'session-ended'
+        ? errorFrame(
+            new LatchkeyError(
+              'SESSION_EXPIRED',
+              `the session of request ${waiter.requestId} ended while it waited`,
+            ),
+            waiter.requestId,
+          )
+        : timeoutFrame(waiter.lock, waiter.requestId);
+    await this.pusher.push(waiter.connectionId, frame);
   }
 
-  private async expire(name: string, waiter: Waiter, now: number): Promise<void> {
-    if (!(await this.leave(name, waiter, now))) return;
-    if (waiter.connectionId)
-      await this.pusher.push(waiter.connectionId, timeoutFrame(name, waiter.requestId));
-  }
-
-  /** Tells the waiter; an HTTP waiter polls for its grant, so only a WebSocket waiter can be gone. */
-  private async announce(waiter: Waiter, grant: Grant): Promise<boolean> {
-    if (!waiter.connectionId) return true;
-    const frame = grantedFrame(grant, waiter.requestId, this.clock());
-    return (await this.pusher.push(waiter.connectionId, frame)) === 'sent';
+  /** Tells the waiter; an HTTP waiter reads its record, so only a WebSocket waiter can be gone. */
+  private async announce(waiter: Waiter, grant: Grant): Promise<PushOutcome> {
+    if (!waiter.connectionId) return 'sent';
+    return this.pusher.push(waiter.connectionId, grantedFrame(grant, waiter.requestId, this.clock.now()));
   }
 }

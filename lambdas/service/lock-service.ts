@@ -3,25 +3,68 @@
  * WebSocket): a waiting acquire joins the queue, a release hands the lock
  * straight to the next waiter, and a refusal that finds a free lock with
  * waiters serves them at once instead of waiting for the notifier.
+ *
+ * One request, one outcome. A waiting request has a record (core/request.ts)
+ * written in the same transaction as its place in the queue; every attempt
+ * of it (a retry with the same request_id, from any entry point) follows
+ * that record: still queued, it waits on the original place; granted, it is
+ * answered with that grant; ended, it is answered "not acquired" again. A
+ * wait that ends leaves the queue in one transaction with its record, so
+ * nothing of it can be granted afterwards, and a grant that slipped in
+ * first is the answer.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { LatchkeyError } from '../core/errors';
+import type { Item } from '../core/expr';
+import { lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
   type AcquireCommand,
   type AcquireOutcome,
-  grantRequestOf,
+  acquireProtocol,
+  decideAcquire,
+  gcFromHeld,
+  granted,
+  holdsAs,
   liveHolder,
-  queuedCount,
+  notAlreadyServed,
+  type Protocol,
+  pinnedGrant,
+  queueIsEmpty,
+  type Refusal,
   type ReleaseCommand,
   type RenewCommand,
+  reenterProtocol,
+  refusal,
+  releaseProtocol,
+  renewProtocol,
   requestKey,
+  runProtocol,
+  type Tenure,
+  withOptional,
 } from '../core/lock';
-import { duplicateOf, enqueueSteps, PRIORITY, queueOrder, type Waiter } from '../core/queue';
-import { withSessionLease } from '../core/session';
-import type { LockStore } from '../store/lock-store';
-import type { QueueStore } from '../store/queue-store';
+import {
+  enqueueSteps,
+  identityOf,
+  moveDeliverySteps,
+  PRIORITY,
+  queueOrder,
+  type Waiter,
+} from '../core/queue';
+import {
+  claimStep,
+  type EndReason,
+  endedStep,
+  grantedAtOnceStep,
+  type RequestIdentity,
+  type RequestRecord,
+  requestOf,
+} from '../core/request';
+import { sessionGrantSteps } from '../core/session';
+import type { Clock } from './clock';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
+import { connectionOfSession } from './sessions';
+import { oldAt, refusedAt, type Storage } from './storage';
 
 export interface WaitOptions {
   /** How long the caller waits for the lock, in ms; 0 means do not queue. */
@@ -31,51 +74,62 @@ export interface WaitOptions {
   readonly connectionId?: string | undefined;
 }
 
-export type AcquireResult =
-  | { readonly kind: 'done'; readonly outcome: AcquireOutcome }
-  /** `position`: 1-based place in the queue. */
-  | { readonly kind: 'queued'; readonly waiter: Waiter; readonly position: number };
+/** A request waiting in a queue: where, until when, and who it is. */
+export interface PendingWait extends RequestIdentity {
+  readonly order: string;
+  readonly deadline: number;
+  readonly requestId: string;
+  /** How the attempt asks to hold the lock; unknown for a cancel (then only the connection tells). */
+  readonly tenure?: Tenure;
+}
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Not acquired because the request's wait ended (rather than refused at once): `reason` says how. */
+export type Ended = Refusal & { readonly ended?: EndReason };
+
+export type AcquireResult =
+  | { readonly kind: 'done'; readonly outcome: AcquireOutcome | Ended }
+  /** `position`: 1-based place in the queue. */
+  | { readonly kind: 'queued'; readonly wait: PendingWait; readonly position: number };
+
+const ATTEMPTS = 4;
 
 export class LockService {
   constructor(
-    readonly locks: LockStore,
-    readonly queue: QueueStore,
+    private readonly storage: Storage,
     readonly handoff: Handoff,
     private readonly sessions: Sessions,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock,
+    private readonly ids: () => string,
   ) {}
 
   /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
-  async acquire(asked: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
-    // A lock tied to a session lives as long as the session: its own lease is only a backstop.
-    const cmd = withSessionLease(asked);
+  async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
     if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
-    // A grant tied to a session is checked again when it lands; refuse a dead session before queuing.
-    if (cmd.sessionId !== undefined) await this.sessions.live(cmd.sessionId, cmd.clientId);
-    const requestId = cmd.requestId ?? randomUUID();
-    const withId = { ...cmd, requestId };
-    for (let attempt = 0; attempt < 4; attempt++) {
-      const now = this.clock();
+    // A grant held through a session is checked again when it lands; refuse a dead session before queuing.
+    if (cmd.tenure.kind === 'session') await this.sessions.live(cmd.tenure.sessionId, cmd.clientId);
+    const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
-      const queued = await this.queue.transact(cmd.name, enqueueSteps(waiter, now), now);
-      // Refused by the waiter item alone: this request already sits at that very place (a retry within
-      // the same millisecond), or, vanishingly rarely, another one does and a later millisecond will do.
-      if (queued.ok || !queued.lockRefused) {
-        const joined = await this.joined(waiter, withId);
-        if (joined) return joined;
-        // Joined, and already gone from the queue (served, or removed): never queue the request again.
-        if (queued.ok) return { kind: 'done', outcome: await this.tryAcquire(withId) };
-        await sleep(1); // another request holds that very place: a later millisecond will do
+      const queued = await this.storage.transact(enqueueSteps(waiter, now));
+      if (queued.ok)
+        return { kind: 'queued', wait: pendingOf(waiter), position: await this.position(waiter) };
+      // The request already has a record: this is a retry, and the record decides.
+      if (refusedAt(queued, 2)) return this.follow(withId, wait, oldAt(queued, 2));
+      if (!refusedAt(queued, 0)) {
+        // Another request sits at that very place (same millisecond, same tie-breaker): a later ms will do.
+        await this.clock.sleep(1);
         continue;
       }
-      const old = queued.lockOld;
-      // Refused because the lock is free with nobody queued, or is ours, or this request was served.
-      const outcome = await this.tryAcquire(withId);
-      if (outcome.acquired || outcome.holder?.clientId === cmd.clientId) return { kind: 'done', outcome };
-      if (old && liveHolder(old, now)?.clientId === cmd.clientId) return { kind: 'done', outcome };
+      // The lock may be granted at once, or is the caller's, or already served this request.
+      const seen = oldAt(queued, 0);
+      const decision = decideAcquire(withId, seen, now);
+      if (decision.kind === 'answer') return { kind: 'done', outcome: decision.outcome };
+      if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
+      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter));
+      if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
+      if (grant.kind === 'record') return this.follow(withId, wait, grant.record);
     }
     throw new LatchkeyError(
       'UNAVAILABLE',
@@ -85,15 +139,21 @@ export class LockService {
     );
   }
 
+  /** An acquire over HTTP: joins the queue if it must wait, then polls for the outcome (HTTP has no push). */
+  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireOutcome | Ended> {
+    const result = await this.acquire(cmd, wait);
+    return result.kind === 'done' ? result.outcome : this.awaitGrant(result.wait);
+  }
+
   async release(cmd: ReleaseCommand) {
-    const outcome = await this.locks.release(cmd);
+    const outcome = await this.run(cmd.name, releaseProtocol(cmd, this.clock.now()));
     if (outcome.remaining === 0 && outcome.queued > 0) await this.handoff.serve(cmd.name);
     return outcome;
   }
 
   async renew(cmd: RenewCommand) {
     try {
-      return await this.locks.renew(cmd);
+      return await this.run(cmd.name, renewProtocol(cmd, this.clock.now()));
     } catch (error) {
       // A lapsed lease may have waiters the timer has not served yet.
       if (error instanceof LatchkeyError && error.code === 'LEASE_EXPIRED')
@@ -103,82 +163,262 @@ export class LockService {
   }
 
   /**
-   * Waits for a queued HTTP waiter's grant by reading the lock item (strongly
+   * Waits for a queued HTTP waiter's outcome by reading its record (strongly
    * consistent) with backoff from 20 to 250 ms; at its deadline it leaves the
-   * queue. Only HTTP waits poll, at most 25 s; WebSocket waiters get a push.
+   * queue, unless a grant slipped in first (then that is the answer). Only
+   * HTTP waits poll, at most 25 s; WebSocket waiters get a push.
    */
-  async awaitGrant(waiter: Waiter): Promise<AcquireOutcome> {
+  async awaitGrant(wait: PendingWait): Promise<AcquireOutcome | Ended> {
     let delay = 20;
     for (;;) {
-      const left = waiter.deadline - this.clock();
-      if (left > 0) await sleep(Math.min(delay, left));
-      const granted = await this.grantFor(waiter);
-      if (granted) return granted;
+      const left = wait.deadline - this.clock.now();
+      if (left > 0) await this.clock.sleep(Math.min(delay, left));
       delay = Math.min(delay * 1.5, 250);
-      if (this.clock() < waiter.deadline) continue;
-      if (await this.handoff.leave(waiter.lock, waiter, this.clock())) break;
-      // Gone from the queue at the last moment: served, unless it was removed.
-      const late = await this.grantFor(waiter);
-      if (late) return late;
-      break;
+      const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
+      if (record?.state !== 'queued' || record.order !== wait.order) return this.answer(wait, record);
+      if (this.clock.now() >= wait.deadline) return this.conclude(wait, 'timeout');
     }
-    const item = await this.locks.get(waiter.lock);
-    const now = this.clock();
-    const holder = liveHolder(item, now);
-    return {
-      acquired: false,
-      lock: waiter.lock,
-      holder: holder && { clientId: holder.clientId, expiresAt: holder.expiresAt },
-      queued: queuedCount(item),
-      retryAfterMs: holder ? holder.expiresAt - now : 50,
-    };
-  }
-
-  /** Leaves the queue of `lock` for the waiters of one connection (all of them, or one request). */
-  async cancel(lock: string, connectionId: string, requestId?: string): Promise<number> {
-    const snapshot = await this.queue.read(lock, 1000);
-    const mine = snapshot.waiters.filter(
-      (w) => w.connectionId === connectionId && (requestId === undefined || w.requestId === requestId),
-    );
-    let removed = 0;
-    for (const w of mine) if (await this.handoff.leave(lock, w, this.clock())) removed++;
-    return removed;
   }
 
   /**
-   * Where a waiter that just joined stands. A retry of a waiting acquire
-   * (same request_id) that found its first attempt still queued, or already
-   * served, leaves again and follows that attempt: one request, one grant.
+   * Ends a waiting request now (a cancel, or a wait the caller gave up): it
+   * leaves the queue, or, if it was granted first, that grant is the answer.
    */
-  private async joined(waiter: Waiter, cmd: AcquireCommand): Promise<AcquireResult | undefined> {
-    const head = await this.queue.upTo(waiter.lock, waiter.order);
-    if (head.waiters.at(-1)?.requestKey !== waiter.requestKey) return undefined; // not ours at that place
-    const original = duplicateOf(waiter, head.lock, head.waiters);
-    if (original === undefined) return { kind: 'queued', waiter, position: head.waiters.length };
-    await this.handoff.leave(waiter.lock, waiter, this.clock());
-    if (original === 'served') return { kind: 'done', outcome: await this.tryAcquire(cmd) };
-    const position = head.waiters.findIndex((w) => w.order === original.order) + 1;
-    return { kind: 'queued', waiter: { ...waiter, order: original.order }, position };
+  async conclude(wait: PendingWait, reason: EndReason): Promise<AcquireOutcome | Ended> {
+    if (await this.handoff.leave(wait, reason, this.clock.now())) return this.notAcquired(wait.lock, reason);
+    // Gone from the queue at the last moment: served, or ended by someone else.
+    return this.answer(wait, requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey))));
   }
 
-  private async tryAcquire(cmd: AcquireCommand): Promise<AcquireOutcome> {
+  /**
+   * Cancels a waiting request of `connectionId` (one, by request id), or
+   * every wait it has for `lock`. A request that was granted meanwhile is
+   * answered with its grant, which the caller then owns.
+   */
+  async cancel(
+    lock: string,
+    clientId: string,
+    connectionId: string,
+    requestId?: string,
+  ): Promise<{ removed: number; granted?: AcquireOutcome }> {
+    if (requestId !== undefined) {
+      const key = requestKey(clientId, requestId);
+      const wait = { lock, requestKey: key, clientId, requestId, order: '', deadline: 0 };
+      let record = requestOf(await this.storage.read(requestRef(lock, key)));
+      if (!record) {
+        // Nothing recorded yet, yet its acquire may be on its way: end the request first, so it never queues.
+        const tombstone = await this.storage.transact([endedStep(wait, '', 'cancelled', this.clock.now())]);
+        if (tombstone.ok) return { removed: 0 };
+        record = requestOf(oldAt(tombstone, 0));
+      }
+      // The request's key names its client: whichever of the client's connections asks, the record answers.
+      if (!record || record.state === 'ended') return { removed: 0 };
+      const outcome =
+        record.state === 'queued'
+          ? await this.conclude({ ...wait, order: record.order, deadline: record.deadline }, 'cancelled')
+          : await this.answer(wait, record, connectionId);
+      return outcome.acquired ? { removed: 0, granted: outcome } : { removed: 1 };
+    }
+    const snapshot = await this.storage.queue(lock, 1000);
+    let removed = 0;
+    for (const w of snapshot.waiters.filter((w) => w.connectionId === connectionId))
+      if (await this.handoff.leave(w, 'cancelled', this.clock.now())) removed++;
+    return { removed };
+  }
+
+  /**
+   * An acquire without waiting. A refusal of a request that waited before (it has a record) is
+   * answered from that record instead: the request's one outcome, and if it is still queued, the
+   * wait ends now. So a refused attempt with a request_id costs one read more.
+   */
+  private async tryAcquire(cmd: AcquireCommand): Promise<AcquireOutcome | Ended> {
     const outcome =
-      cmd.sessionId === undefined
-        ? await this.locks.acquire(cmd)
-        : await this.sessions.acquire({ ...cmd, sessionId: cmd.sessionId });
-    if (outcome.acquired || outcome.holder || outcome.queued === 0) return outcome;
+      cmd.tenure.kind === 'session'
+        ? await this.acquireInSession(cmd)
+        : await this.run(cmd.name, acquireProtocol(cmd, this.clock.now()));
+    if (outcome.acquired) return outcome;
+    if (cmd.requestId !== undefined) {
+      const key = requestKey(cmd.clientId, cmd.requestId);
+      const record = requestOf(await this.storage.read(requestRef(cmd.name, key)));
+      if (record) {
+        const wait = {
+          lock: cmd.name,
+          requestKey: key,
+          clientId: cmd.clientId,
+          requestId: cmd.requestId,
+          tenure: cmd.tenure,
+        };
+        if (record.state !== 'queued') return this.answer({ ...wait, order: '', deadline: 0 }, record);
+        return this.conclude({ ...wait, order: record.order, deadline: record.deadline }, 'cancelled');
+      }
+    }
     // Free but promised to waiters that nobody has served yet (a lease just lapsed): serve them now.
-    await this.handoff.serve(cmd.name);
+    if (!outcome.holder && outcome.queued > 0) await this.handoff.serve(cmd.name);
     return outcome;
   }
 
-  private async grantFor(waiter: Waiter): Promise<AcquireOutcome | undefined> {
-    const item = await this.locks.get(waiter.lock);
-    const now = this.clock();
-    const holder = liveHolder(item, now);
-    if (!holder || grantRequestOf(item) !== waiter.requestKey || holder.clientId !== waiter.clientId)
-      return undefined;
-    return { acquired: true, grant: holder, replayed: false, remainingMs: holder.expiresAt - now };
+  /** A grant held through a session: a transaction with a check that the session is live and the caller's. */
+  private async acquireInSession(cmd: AcquireCommand): Promise<AcquireOutcome> {
+    let seen = await this.storage.read(lockRef(cmd.name));
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const decision = decideAcquire(cmd, seen, this.clock.now());
+      if (decision.kind === 'answer') return decision.outcome;
+      if (decision.kind === 'reenter') return this.reenter(cmd, seen);
+      const grant = await this.grantInTransaction(cmd, seen, undefined);
+      if (grant.kind === 'granted') return grant.outcome;
+      if (grant.kind === 'lock') seen = grant.seen;
+    }
+    throw new LatchkeyError('UNAVAILABLE', 'the lock changed under every attempt; retry', undefined, 50);
+  }
+
+  /**
+   * Grants a free lock nobody waits for inside a transaction: with the
+   * session check for a grant held through a session, and with the
+   * request's record for a request that asked to wait (so its retries find
+   * the grant). Refused by the lock: here is the lock as it is; by the
+   * record: the request already has one.
+   */
+  private async grantInTransaction(
+    cmd: AcquireCommand,
+    seen: Item | undefined,
+    record: RequestIdentity | undefined,
+  ): Promise<
+    | { kind: 'granted'; outcome: AcquireOutcome }
+    | { kind: 'lock'; seen: Item | undefined }
+    | { kind: 'record'; record: Item | undefined }
+  > {
+    const now = this.clock.now();
+    const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+    const { write, grant } = pinnedGrant(
+      { name: cmd.name, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key },
+      seen,
+      now,
+      this.ids(),
+      { condition: withOptional(queueIsEmpty, notAlreadyServed(key)) },
+    );
+    const session =
+      cmd.tenure.kind === 'session'
+        ? sessionGrantSteps(cmd.tenure.sessionId, cmd.clientId, cmd.name, now)
+        : [];
+    const steps: Step[] = [
+      updateStep(lockRef(cmd.name), write),
+      ...session,
+      ...(record ? [grantedAtOnceStep(record, grant.fencingToken, now, gcFromHeld(grant.held) ?? now)] : []),
+    ];
+    const result = await this.storage.transact(steps);
+    if (result.ok) return { kind: 'granted', outcome: granted(grant, false) };
+    if (cmd.tenure.kind === 'session' && refusedAt(result, 1))
+      throw await this.sessions.whyRefused(cmd.tenure.sessionId, cmd.clientId);
+    if (record && refusedAt(result, steps.length - 1))
+      return { kind: 'record', record: oldAt(result, steps.length - 1) };
+    return { kind: 'lock', seen: oldAt(result, 0) };
+  }
+
+  private async reenter(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {
+    const current = liveHolder(seen, this.clock.now());
+    if (!current)
+      throw new LatchkeyError('UNAVAILABLE', 'the lock changed while re-entering it; retry', undefined, 0);
+    return this.run(cmd.name, reenterProtocol(cmd, current, this.clock.now()));
+  }
+
+  /** A retry of a waiting request: the record it left decides the answer. */
+  private async follow(
+    cmd: AcquireCommand & { requestId: string },
+    wait: WaitOptions,
+    item: Item | undefined,
+  ) {
+    const who = {
+      lock: cmd.name,
+      requestKey: requestKey(cmd.clientId, cmd.requestId),
+      clientId: cmd.clientId,
+      tenure: cmd.tenure,
+    };
+    const record = requestOf(item);
+    if (record?.state !== 'queued') {
+      const pending = { ...who, requestId: cmd.requestId, order: '', deadline: 0 };
+      return { kind: 'done' as const, outcome: await this.answer(pending, record, wait.connectionId) };
+    }
+    const pending = { ...who, requestId: cmd.requestId, order: record.order, deadline: record.deadline };
+    if (wait.connectionId !== undefined && wait.connectionId !== record.connectionId) {
+      // Asked again on another connection (the first one dropped): push the grant here from now on.
+      const moved = await this.storage.transact(moveDeliverySteps(pending, wait.connectionId));
+      if (!moved.ok) {
+        const now = requestOf(await this.storage.read(requestRef(cmd.name, who.requestKey)));
+        return { kind: 'done' as const, outcome: await this.answer(pending, now, wait.connectionId) };
+      }
+    }
+    return { kind: 'queued' as const, wait: pending, position: await this.position(pending) };
+  }
+
+  /**
+   * The answer a request's record gives once it is no longer queued at the place asked about, to
+   * an attempt made on `connectionId` (none: over HTTP).
+   */
+  private async answer(
+    wait: PendingWait,
+    record: RequestRecord | undefined,
+    connectionId?: string,
+  ): Promise<AcquireOutcome | Ended> {
+    if (record?.state === 'granted')
+      return this.replay(wait, record.fence, record.claimed || !record.connectionId, connectionId);
+    if (record?.state === 'ended') {
+      if (record.reason === 'session-ended')
+        throw new LatchkeyError(
+          'SESSION_EXPIRED',
+          `the session of request ${wait.requestId} ended while it waited`,
+        );
+      return this.notAcquired(wait.lock, record.reason);
+    }
+    if (record?.state === 'queued') return this.notAcquired(wait.lock, 'timeout'); // moved places: not this wait
+    // No record: the wait was never recorded, or its record was collected after the retention period.
+    return this.notAcquired(wait.lock, 'timeout');
+  }
+
+  /**
+   * Answers a request with the grant its record names, if that grant is
+   * still in force. A grant pushed over WebSocket is claimed first, so it
+   * can no longer be taken back from a caller who now has it.
+   */
+  private async replay(
+    wait: PendingWait,
+    fence: number,
+    claimed: boolean,
+    connectionId: string | undefined,
+  ): Promise<AcquireOutcome | Ended> {
+    if (!claimed) {
+      const claim = await this.storage.transact([claimStep(wait, fence, this.clock.now())]);
+      if (!claim.ok) return this.answer(wait, requestOf(oldAt(claim, 0)), connectionId);
+    }
+    const holder = liveHolder(await this.storage.read(lockRef(wait.lock)), this.clock.now());
+    if (holder?.fencingToken === fence && holder.clientId === wait.clientId) {
+      // Held as this attempt asks (see holdsAs); a lock held through a WebSocket connection only on that connection.
+      const connection =
+        holder.held.kind === 'session' ? connectionOfSession(holder.held.sessionId) : undefined;
+      const asked = wait.tenure === undefined || holdsAs(holder.held, wait.tenure);
+      if (asked && (connection === undefined || connection === connectionId)) return granted(holder, true);
+      throw new LatchkeyError(
+        'LEASE_EXPIRED',
+        `request ${wait.requestId} was granted fencing token ${fence} through a session or connection this attempt does not speak for`,
+      );
+    }
+    throw new LatchkeyError(
+      'LEASE_EXPIRED',
+      `request ${wait.requestId} was granted fencing token ${fence}, and that lock has been released or its lease has ended`,
+    );
+  }
+
+  private async notAcquired(lock: string, reason: EndReason): Promise<Ended> {
+    const item = await this.storage.read(lockRef(lock));
+    return { ...refusal(lock, item, this.clock.now()), ended: reason };
+  }
+
+  private position(w: Pick<Waiter, 'lock' | 'order'>): Promise<number> {
+    return this.storage.position(w.lock, w.order);
+  }
+
+  /** Runs a protocol on the lock item, each write one conditional UpdateItem. */
+  private run<Outcome>(name: string, protocol: Protocol<Outcome>): Promise<Outcome> {
+    return runProtocol(protocol, (write) => this.storage.write(lockRef(name), write), this.ids);
   }
 }
 
@@ -195,15 +435,24 @@ export function newWaiter(
     // place and DynamoDB refuses the second waiter item outright.
     order: queueOrder(priority, now, tieBreaker(key)),
     clientId: cmd.clientId,
-    ttlMs: cmd.ttlMs,
+    tenure: cmd.tenure,
     requestId: cmd.requestId,
     requestKey: key,
     deadline: now + wait.waitMs,
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
-    ...(cmd.sessionId === undefined ? {} : { sessionId: cmd.sessionId }),
   };
 }
+
+const pendingOf = (w: Waiter): PendingWait => ({
+  lock: w.lock,
+  requestKey: w.requestKey,
+  clientId: w.clientId,
+  requestId: w.requestId,
+  order: w.order,
+  deadline: w.deadline,
+  tenure: w.tenure,
+});
 
 const tieBreaker = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);

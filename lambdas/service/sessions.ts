@@ -1,21 +1,16 @@
 /**
- * Sessions for every entry point: create, heartbeat, close; locks tied to a
- * session; and the end of a session, which releases its locks and hands
- * each to its next waiter. Ending is idempotent and safe to run twice at
- * once or to rerun after a crash: the session is marked ended first (one
- * conditional write), each lock is released only if still tied to that
- * session, and the session leaves the due index only once all of that is
- * done.
+ * Sessions for every entry point: create, heartbeat, close; and the end of
+ * a session, which releases its locks and hands each to its next waiter.
+ * Ending is idempotent and safe to run twice at once or to rerun after a
+ * crash: the session is marked ended first (one conditional write), each
+ * lock is released only if still held through that session, and the
+ * session is marked swept (leaving the due index, and only then becoming
+ * collectable) once all of that is done.
  */
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import {
-  type AcquireCommand,
-  type AcquireOutcome,
-  liveHolder,
-  queuedCount,
-  sessionReleaseWrite,
-} from '../core/lock';
+import { lockRef, sessionLockRef, sessionRef } from '../core/items';
+import { liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
   createWrite,
   endWrite,
@@ -23,53 +18,60 @@ import {
   type Session,
   SessionAttr,
   type SessionSettings,
+  sessionDueAt,
   sessionOfItem,
   sessionState,
   sweptWrite,
-  withSessionLease,
 } from '../core/session';
-import type { LockStore } from '../store/lock-store';
-import type { SessionStore } from '../store/session-store';
+import type { Clock } from './clock';
 import type { Handoff } from './handoff';
+import type { Storage } from './storage';
 
 /** API Gateway closes a WebSocket connection after 2 hours. */
 const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
-export const connectionSessionId = (connectionId: string) => `conn-${connectionId}`;
+const CONNECTION_SESSION_PREFIX = 'conn-';
+export const connectionSessionId = (connectionId: string) => `${CONNECTION_SESSION_PREFIX}${connectionId}`;
+/** The WebSocket connection a session stands for, if it is a connection's (ephemeral locks). */
+export const connectionOfSession = (sessionId: string): string | undefined =>
+  sessionId.startsWith(CONNECTION_SESSION_PREFIX)
+    ? sessionId.slice(CONNECTION_SESSION_PREFIX.length)
+    : undefined;
 
 export class Sessions {
   constructor(
-    private readonly sessions: SessionStore,
-    private readonly locks: LockStore,
+    private readonly storage: Storage,
     private readonly handoff: Handoff,
+    private readonly clock: Clock,
     private readonly newId: () => string,
-    private readonly clock: () => number = Date.now,
   ) {}
 
   async create(clientId: string, settings: SessionSettings): Promise<Session> {
     const id = this.newId();
-    const now = this.clock();
-    const result = await this.sessions.write(id, createWrite(clientId, settings, now), now);
+    const result = await this.storage.write(
+      sessionRef(id),
+      createWrite(clientId, settings, this.clock.now()),
+    );
     if (!result.ok) throw new LatchkeyError('UNAVAILABLE', 'session id collision; retry', undefined, 0);
     return sessionOfItem(id, result.item);
   }
 
-  /** Extends the session, and with it every lock tied to it: one read and one write, whatever the locks. */
+  /** Extends the session, and with it every lock held through it: one read and one write, whatever the locks. */
   async heartbeat(id: string, clientId: string): Promise<Session> {
     const seen = await this.owned(id, clientId);
-    const now = this.clock();
-    const result = await this.sessions.write(id, heartbeatWrite(seen, now), now);
+    const now = this.clock.now();
+    const result = await this.storage.write(sessionRef(id), heartbeatWrite(seen, now));
     if (result.ok) return sessionOfItem(id, result.item);
     throw refusal(id, clientId, result.old, now);
   }
 
   /** Ends the session at its client's request and releases its locks. */
   async close(id: string, clientId: string): Promise<number> {
-    const now = this.clock();
-    const result = await this.sessions.write(id, endWrite({ clientId }, 'closed', now), now);
+    const now = this.clock.now();
+    const result = await this.storage.write(sessionRef(id), endWrite({ clientId }, 'closed', now));
     if (result.ok) return this.releaseLocks(id, 0);
     const session = result.old && sessionOfItem(id, result.old);
     if (!session || session.clientId !== clientId) throw refusal(id, clientId, result.old, now);
-    // Already past its due time (no heartbeat in time): it ends as expired, lock-delay and all.
+    // Already past its expiry (no heartbeat in time): it ends as expired, lock-delay and all.
     if (session.endedAt === undefined) return (await this.expire(id, now)) ?? 0;
     // Closing twice (a retry) or after the sweeper ended it: finish whatever is left, answer as done.
     return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
@@ -78,31 +80,28 @@ export class Sessions {
   /** The session, if it is this client's and may still take locks; a clear 404/409 otherwise. */
   async live(id: string, clientId: string): Promise<Session> {
     const session = await this.owned(id, clientId);
-    if (session.endedAt !== undefined || sessionState(session, this.clock()) === 'expired')
+    if (session.endedAt !== undefined || sessionState(session, this.clock.now()) === 'expired')
       throw refusal(id, clientId, undefined, 0, session);
     return session;
   }
 
-  /** Acquires a lock tied to a live session of this client; it needs no renewals. */
-  async acquire(cmd: AcquireCommand & { sessionId: string }): Promise<AcquireOutcome> {
-    const session = await this.live(cmd.sessionId, cmd.clientId);
-    const tied = withSessionLease(cmd);
-    return this.locks.acquireVia(tied, (write, now) =>
-      this.sessions.lockWriteInSession(cmd.name, write, session, now),
-    );
+  /** Why a grant held through session `id` was refused (its check failed): the error to answer with. */
+  async whyRefused(id: string, clientId: string): Promise<LatchkeyError> {
+    const item = await this.storage.read(sessionRef(id));
+    return refusal(id, clientId, item, this.clock.now());
   }
 
   /**
-   * The session of a WebSocket connection (created on first use): locks tied
-   * to it are released when the connection closes ($disconnect), or by the
-   * sweeper once API Gateway's 2-hour connection limit has passed.
+   * The session of a WebSocket connection (created on first use): locks held
+   * through it are released when the connection closes ($disconnect), or by
+   * the sweeper once API Gateway's 2-hour connection limit has passed.
    */
   async ofConnection(connectionId: string, clientId: string, connectedAt: number): Promise<string> {
     const id = connectionSessionId(connectionId);
-    const now = this.clock();
+    const now = this.clock.now();
     const lifetime = Math.max(1, connectedAt + CONNECTION_LIFETIME_MS - now);
     const settings = { ttlMs: lifetime, graceMs: 0, lockDelayMs: 0 };
-    const created = await this.sessions.write(id, createWrite(clientId, settings, now), now);
+    const created = await this.storage.write(sessionRef(id), createWrite(clientId, settings, now));
     if (!created.ok) await this.live(id, clientId); // made by an earlier message: still usable?
     return id;
   }
@@ -110,26 +109,24 @@ export class Sessions {
   /** Ends a closed connection's session, if it had one, releasing its locks. */
   async endConnection(connectionId: string): Promise<number> {
     const id = connectionSessionId(connectionId);
-    const session = await this.sessions.get(id);
-    return session ? this.close(id, session.clientId) : 0;
+    const item = await this.storage.read(sessionRef(id));
+    return item ? this.close(id, sessionOfItem(id, item).clientId) : 0;
   }
 
-  /**
-   * When a session is due: its expiry while live, or (once ended but not yet
-   * swept of its locks) now. Undefined once fully ended, or unknown.
-   */
+  /** When something about session `id` is due (see sessionDueAt); undefined once fully ended, or unknown. */
   async dueAt(id: string): Promise<number | undefined> {
-    const session = await this.sessions.get(id);
-    return session && session.dueAt > 0 ? session.dueAt : undefined;
+    const item = await this.storage.read(sessionRef(id));
+    return item ? sessionDueAt(sessionOfItem(id, item), this.clock.now()) : undefined;
   }
 
   /** Ends a session that is due (undefined if a heartbeat saved it) and releases its locks. */
-  async expire(id: string, now = this.clock()): Promise<number | undefined> {
-    const session = await this.sessions.get(id);
-    if (!session) return undefined;
+  async expire(id: string, now = this.clock.now()): Promise<number | undefined> {
+    const item = await this.storage.read(sessionRef(id));
+    if (!item) return undefined;
+    const session = sessionOfItem(id, item);
     let reason = session.endReason;
     if (session.endedAt === undefined) {
-      const ended = await this.sessions.write(id, endWrite(session, 'expired', now), now);
+      const ended = await this.storage.write(sessionRef(id), endWrite(session, 'expired', now));
       if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) return undefined; // heartbeat won
       reason = ended.ok ? 'expired' : sessionOfItem(id, ended.old as Item).endReason;
     }
@@ -139,21 +136,22 @@ export class Sessions {
 
   private async releaseLocks(id: string, lockDelayMs: number): Promise<number> {
     let released = 0;
-    for (const name of await this.sessions.lockNames(id)) {
-      const now = this.clock();
-      const result = await this.locks.write(name, sessionReleaseWrite(id, now, lockDelayMs));
+    for (const name of await this.storage.sessionLocks(id)) {
+      const now = this.clock.now();
+      const result = await this.storage.write(lockRef(name), sessionReleaseWrite(id, now, lockDelayMs));
       if (result.ok) released++;
       // Served even when this run's release was refused: an earlier run may have released it and died.
       const item = result.ok ? result.item : result.old;
       if (!liveHolder(item, now) && queuedCount(item) > 0) await this.handoff.serve(name);
-      await this.sessions.forgetLock(id, name);
+      await this.storage.remove(sessionLockRef(id, name));
     }
-    await this.sessions.write(id, sweptWrite(), this.clock());
+    await this.storage.write(sessionRef(id), sweptWrite(this.clock.now()));
     return released;
   }
 
   private async owned(id: string, clientId: string): Promise<Session> {
-    const session = await this.sessions.get(id);
+    const item = await this.storage.read(sessionRef(id));
+    const session = item && sessionOfItem(id, item);
     if (!session) throw refusal(id, clientId, undefined, 0);
     if (session.clientId !== clientId) throw refusal(id, clientId, undefined, 0, session);
     return session;

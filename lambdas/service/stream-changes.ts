@@ -13,14 +13,7 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
 import { type LockChangeImages, tookHolderOff, WaitAttr } from '../core/queue';
 import { SessionAttr } from '../core/session';
-import {
-  KEY,
-  LOCK_SK,
-  lockNameOfPartition,
-  SESSION_SK,
-  sessionIdOfKey,
-  WAITER_SK_PREFIX,
-} from '../store/table';
+import { refOfKey } from '../store/table';
 
 export interface StreamRecord {
   readonly eventName?: string;
@@ -42,7 +35,7 @@ export interface WaiterJoined {
 
 export interface SessionOpened {
   readonly id: string;
-  readonly dueAt: number;
+  readonly expiresAt: number;
 }
 
 const image = (raw: Record<string, unknown> | undefined): Item | undefined =>
@@ -57,26 +50,20 @@ export function readChanges(records: readonly StreamRecord[]): {
   const joined: WaiterJoined[] = [];
   const opened: SessionOpened[] = [];
   for (const record of records) {
-    const keys = image(record.dynamodb?.Keys) ?? {};
+    const ref = refOfKey(image(record.dynamodb?.Keys) ?? {});
     const before = image(record.dynamodb?.OldImage);
     const after = image(record.dynamodb?.NewImage);
-    const session = sessionIdOfKey(keys[KEY.pk]);
-    if (session !== undefined && keys[KEY.sk] === SESSION_SK && after && !before) {
-      const dueAt = after[SessionAttr.dueAt];
-      if (typeof dueAt === 'number') opened.push({ id: session, dueAt });
-      continue;
-    }
-    const lock = lockNameOfPartition(keys[KEY.pk]);
-    const sk = keys[KEY.sk];
-    if (lock === undefined || typeof sk !== 'string') continue;
-    if (sk === LOCK_SK) {
-      const seen = locks.get(lock);
+    if (ref?.kind === 'session' && after && !before) {
+      const expiresAt = after[SessionAttr.expiresAt];
+      if (typeof expiresAt === 'number') opened.push({ id: ref.session, expiresAt });
+    } else if (ref?.kind === 'lock') {
+      const seen = locks.get(ref.lock);
       const released = tookHolderOff(before, after) ? before : seen?.released;
-      locks.set(lock, { before: seen ? seen.before : before, released, after });
-    } else if (sk.startsWith(WAITER_SK_PREFIX) && after && !before) {
+      locks.set(ref.lock, { before: seen ? seen.before : before, released, after });
+    } else if (ref?.kind === 'waiter' && after && !before) {
       const deadline = after[WaitAttr.deadline];
       if (typeof deadline === 'number' && typeof after[WaitAttr.connection] === 'string')
-        joined.push({ lock, deadline });
+        joined.push({ lock: ref.lock, deadline });
     }
   }
   return { locks: [...locks].map(([lock, c]) => ({ lock, ...c })), joined, opened };

@@ -2,22 +2,32 @@
  * The sweeper's run: everything due by now in the due index, minute by
  * minute from where the last run finished (never a Scan: the cost follows
  * what is due, not what is alive):
- * - a session past its deadline and grace ends and its locks go to their
- *   next waiters (Sessions.expire);
+ * - a session past its expiry ends and its locks go to their next waiters
+ *   (Sessions.expire);
  * - a waiter past its deadline: its lock's queue is served, which drops it
  *   and every other timed-out waiter, and hands a lapsed lock on (the
  *   backstop for a lost expiry timer);
  * - a WebSocket connection past API Gateway's 2-hour limit whose
  *   $disconnect never came: its waiters leave, its ephemeral locks go.
- * Safe to run twice at once, and a run that dies midway is finished by the
- * next: every step is a conditional write, and the cursor only moves past
- * a minute once all of it is done.
+ *
+ * Nothing due is ever abandoned. An item that fails is moved to a later
+ * minute with a backoff (core/sweep.ts), counted and logged, and retried
+ * there for as long as it fails; only if even that move fails does the
+ * cursor stay on the item's minute, so the next run reads it again. Safe
+ * to run twice at once, and a run that dies midway is finished by the next:
+ * every step is a conditional write, and the cursor only moves past a
+ * minute once all of it is done or moved on.
  */
+import { lt, missing, or, set } from '../core/expr';
+import { type ItemRef, refText, SWEEPER_REF } from '../core/items';
+import { retryLaterWrite, sweepBackoffMs, sweepFailures } from '../core/sweep';
 import { describeError, log } from '../shared/log';
-import type { SessionStore } from '../store/session-store';
 import { minuteOf } from '../store/table';
+import type { Clock } from './clock';
+import type { Connections } from './connections';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
+import type { Storage } from './storage';
 
 /** How far back a sweeper that never ran looks. */
 const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
@@ -27,25 +37,25 @@ const FIRST_SWEEP_LOOKBACK_MINUTES = 60;
  * sweeper's by a little.
  */
 const REREAD_MINUTES = 2;
+/** At most this many minutes per run, so a run that starts far behind still ends well within its timeout. */
+const MAX_MINUTES_PER_RUN = 120;
 /** Items handled at once: each is a few sequential requests, independent of the others. */
 const SWEEP_CONCURRENCY = 8;
+const CURSOR = 'swept_to';
 
-/** How far behind a failing item may hold the cursor. */
-const MAX_LAG_MINUTES = 60;
-
-/** Runs `task` for every item, at most `limit` at once; returns the errors of those that failed. */
+/** Runs `task` for every item, at most `limit` at once; returns the items that failed, with their errors. */
 async function eachAtMost<T>(limit: number, items: readonly T[], task: (item: T) => Promise<void>) {
   let next = 0;
-  const errors: unknown[] = [];
+  const failed: { item: T; error: unknown }[] = [];
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
       while (next < items.length) {
         const item = items[next++] as T;
-        await task(item).catch((error: unknown) => errors.push(error));
+        await task(item).catch((error: unknown) => failed.push({ item, error }));
       }
     }),
   );
-  return errors;
+  return failed;
 }
 
 export interface SweepReport {
@@ -56,65 +66,93 @@ export interface SweepReport {
   /** Locks whose queue was served for a waiter past its deadline. */
   readonly queuesServed: number;
   readonly connectionsClosed: number;
+  /** Items that failed and were moved to a later minute to be retried. */
+  readonly retried: number;
+  /** Whether the cursor is still behind the current minute (a long backlog, or a failure it could not move). */
+  readonly behind: boolean;
 }
 
 export class Sweeper {
   constructor(
-    private readonly store: SessionStore,
+    private readonly storage: Storage,
     private readonly sessions: Sessions,
     private readonly handoff: Handoff,
-    private readonly clock: () => number = Date.now,
+    private readonly connections: Connections,
+    private readonly clock: Clock,
   ) {}
 
   async sweep(): Promise<SweepReport> {
-    const now = this.clock();
+    const now = this.clock.now();
     const current = minuteOf(now);
-    const cursor = await this.store.sweptTo();
-    const from = cursor === undefined ? current - FIRST_SWEEP_LOOKBACK_MINUTES : cursor - REREAD_MINUTES;
-    let expired = 0;
-    let locksReleased = 0;
+    const cursor = (await this.storage.read(SWEEPER_REF))?.[CURSOR];
+    const from =
+      typeof cursor === 'number' ? cursor - REREAD_MINUTES : current - FIRST_SWEEP_LOOKBACK_MINUTES;
+    const last = Math.min(current, from + MAX_MINUTES_PER_RUN);
+    const counts = { expired: 0, locksReleased: 0, connectionsClosed: 0, retried: 0 };
     const served = new Set<string>();
-    let connectionsClosed = 0;
-    const failures: unknown[] = [];
-    let holding = false; // a minute with a failure holds the cursor there, so the next run retries it
-    for (let minute = from; minute <= current; minute++) {
-      const due = await this.store.dueIn(minute, now);
-      const failed = await eachAtMost(SWEEP_CONCURRENCY, due, async (item) => {
-        if (item.kind === 'session') {
-          const released = await this.sessions.expire(item.id, now);
+    let holding = false; // a minute with an item that could not even be moved holds the cursor there
+    for (let minute = from; minute <= last; minute++) {
+      const due = await this.storage.dueIn(minute, now);
+      const failed = await eachAtMost(SWEEP_CONCURRENCY, due, async (ref) => {
+        if (ref.kind === 'session') {
+          const released = await this.sessions.expire(ref.session, now);
           if (released === undefined) return;
-          expired++;
-          locksReleased += released;
-        } else if (item.kind === 'waiter') {
-          if (served.has(item.lock)) return;
-          served.add(item.lock);
-          await this.handoff.serve(item.lock);
-        } else {
-          locksReleased += await this.sessions.endConnection(item.id);
-          await this.handoff.forgetConnection(item.id);
-          connectionsClosed++;
+          counts.expired++;
+          counts.locksReleased += released;
+        } else if (ref.kind === 'waiter') {
+          if (served.has(ref.lock)) return;
+          served.add(ref.lock);
+          await this.handoff.serve(ref.lock);
+        } else if (ref.kind === 'connection') {
+          counts.locksReleased += (await this.connections.closed(ref.connection)).locksReleased;
+          counts.connectionsClosed++;
         }
       });
-      failures.push(...failed);
-      // ...but not forever: an item that keeps failing is logged by every run, and left behind after
-      // MAX_LAG_MINUTES so that the sweeper's reads do not grow without end.
-      if (failed.length && current - minute < MAX_LAG_MINUTES) holding = true;
-      // A past minute is done once everything in it is; the current one may still fill.
-      if (!holding && minute < current) await this.store.advanceSweptTo(minute + 1);
-    }
-    if (failures.length) {
-      log('error', 'sweeper: some items failed; the next run retries them', {
-        failures: failures.length,
-        ...describeError(failures[0]),
-      });
-      throw failures[0];
+      for (const { item, error } of failed) {
+        if (item.kind === 'waiter') served.delete(item.lock);
+        if (await this.retryLater(item, now, error)) counts.retried++;
+        else holding = true;
+      }
+      // A past minute is done once everything in it is done or moved on; the current one may still fill.
+      if (!holding && minute < current) await this.advance(minute + 1);
     }
     return {
-      minutes: current - from + 1,
-      expired,
-      locksReleased,
+      minutes: last - from + 1,
       queuesServed: served.size,
-      connectionsClosed,
+      ...counts,
+      behind: holding || last < current,
     };
+  }
+
+  /** Moves a failing item to a later minute; false if that failed too (the cursor then waits for it). */
+  private async retryLater(ref: ItemRef, now: number, error: unknown): Promise<boolean> {
+    try {
+      const seen = await this.storage.read(ref);
+      if (!seen) return true; // gone meanwhile: nothing left to do
+      const failures = sweepFailures(seen) + 1;
+      const moved = await this.storage.write(ref, retryLaterWrite(ref, seen, now));
+      log('error', 'sweeper: an item failed; it is retried later', {
+        item: refText(ref),
+        failures,
+        retry_in_ms: moved.ok ? sweepBackoffMs(failures - 1) : 0,
+        metric: 'SweepItemFailed',
+        ...describeError(error),
+      });
+      return true;
+    } catch (moveError) {
+      log('error', 'sweeper: an item failed and could not be rescheduled; the next run reads it again', {
+        item: refText(ref),
+        ...describeError(moveError),
+      });
+      return false;
+    }
+  }
+
+  /** Moves the cursor forward to `minute` (never back: two sweepers may race). */
+  private async advance(minute: number): Promise<void> {
+    await this.storage.write(SWEEPER_REF, {
+      condition: or(missing(CURSOR), lt(CURSOR, minute)),
+      update: [set(CURSOR, minute)],
+    });
   }
 }

@@ -3,8 +3,8 @@
  * A bad value stops the function with a message naming the variable.
  */
 import { z } from 'zod';
-import { DEFAULT_LIMITS, type Limits } from '../core/wire';
-import type { StoreSettings } from '../store/lock-requests';
+import { DEFAULT_LIMITS, type Limits, retentionProblem } from '../core/wire';
+import type { StoreSettings } from '../store/requests';
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -23,8 +23,9 @@ const environment = z
   .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
     message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
   })
-  .refine((env) => env.LOCK_RETENTION_SECONDS * 1000 > env.LOCK_MAX_TTL_MS, {
-    message: 'LOCK_RETENTION_SECONDS must outlast the longest lease (LOCK_MAX_TTL_MS)',
+  .superRefine((env, ctx) => {
+    const problem = retentionProblem(env.LOCK_RETENTION_SECONDS, env.LOCK_MAX_TTL_MS);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['LOCK_RETENTION_SECONDS'], message: problem });
   });
 
 export interface Config {

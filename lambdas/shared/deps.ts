@@ -1,33 +1,24 @@
 /**
- * What handlers depend on, built once per process (per Lambda cold start)
- * from the validated configuration.
+ * The composition root of the functions: the services wired to the AWS
+ * adapters (DynamoDB, API Gateway's management API, SQS timers), built once
+ * per process (per Lambda cold start) from the validated configuration.
+ * Handlers receive it (see httpRoute); tests and the simulation wire the
+ * same services to other adapters with service/services.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { LatchkeyError } from '../core/errors';
 import { acquireBody, renewBody, sessionBody } from '../core/wire';
 import { wsMessage } from '../core/ws-wire';
-import { Handoff } from '../service/handoff';
-import { LockService } from '../service/lock-service';
+import { systemClock } from '../service/clock';
 import { ApiGatewayPusher, type Pusher } from '../service/push';
-import { Sessions } from '../service/sessions';
-import { Sweeper } from '../service/sweeper';
+import { type Services, wireServices } from '../service/services';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
-import { LockStore } from '../store/lock-store';
-import { QueueStore } from '../store/queue-store';
-import { SessionStore } from '../store/session-store';
+import { DynamoStorage } from '../store/dynamo-storage';
 import { type Config, loadConfig } from './config';
 
-export interface Deps {
+export interface Deps extends Services {
   readonly config: Config;
-  readonly locks: LockStore;
-  readonly queue: QueueStore;
-  readonly service: LockService;
-  readonly handoff: Handoff;
-  readonly pusher: Pusher;
-  readonly timers: Timers;
-  readonly sessions: Sessions;
-  readonly sweeper: Sweeper;
   /** Body schemas that depend on the configured lease bounds, built once. */
   readonly schemas: {
     readonly acquire: ReturnType<typeof acquireBody>;
@@ -47,8 +38,6 @@ export function getDeps(): Deps {
   if (!deps) {
     const config = loadConfig();
     const db = createDocumentClient(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {});
-    const locks = new LockStore(db, config.store);
-    const queue = new QueueStore(db, config.store);
     const pusher: Pusher = config.wsManagementEndpoint
       ? new ApiGatewayPusher(config.wsManagementEndpoint)
       : { push: async () => missing('the WebSocket API', 'WS_MANAGEMENT_ENDPOINT') };
@@ -58,27 +47,22 @@ export function getDeps(): Deps {
           schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
           scheduleSession: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
         };
-    const handoff = new Handoff(locks, queue, pusher);
-    const sessionStore = new SessionStore(db, config.store);
-    const sessions = new Sessions(sessionStore, locks, handoff, randomUUID);
-    const schemas = {
-      acquire: acquireBody(config.limits),
-      renew: renewBody(config.limits),
-      wsMessage: wsMessage(config.limits),
-      session: sessionBody(config.limits),
-    };
-
-    deps = {
-      config,
-      locks,
-      queue,
-      service: new LockService(locks, queue, handoff, sessions),
-      handoff,
+    const services = wireServices({
+      storage: new DynamoStorage(db, config.store),
       pusher,
       timers,
-      sessions,
-      sweeper: new Sweeper(sessionStore, sessions, handoff),
-      schemas,
+      clock: systemClock,
+      ids: randomUUID,
+    });
+    deps = {
+      ...services,
+      config,
+      schemas: {
+        acquire: acquireBody(config.limits),
+        renew: renewBody(config.limits),
+        wsMessage: wsMessage(config.limits),
+        session: sessionBody(config.limits),
+      },
     };
   }
   return deps;

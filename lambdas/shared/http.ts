@@ -8,6 +8,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import type { z } from 'zod';
 import { type ErrorDetail, invalidRequest, LatchkeyError } from '../core/errors';
 import { MAX_BODY_BYTES } from '../core/wire';
+import { type Deps, getDeps } from './deps';
 import { describeError, log } from './log';
 
 export type HttpEvent = APIGatewayProxyEventV2;
@@ -102,10 +103,16 @@ export function asLatchkeyError(error: unknown): LatchkeyError {
   return new LatchkeyError('INTERNAL', 'internal error; see the service logs');
 }
 
-/** Wraps a route: any LatchkeyError becomes its JSON answer; anything else is logged and answered 500. */
-export function httpRoute(run: (event: HttpEvent) => Promise<HttpResult>) {
+/**
+ * Wraps a route: it gets the event and the services (the composition root, or what a test hands
+ * in); any LatchkeyError becomes its JSON answer; anything else is logged and answered 500.
+ */
+export function httpRoute(
+  run: (event: HttpEvent, deps: Deps) => Promise<HttpResult>,
+  deps: () => Deps = getDeps,
+) {
   return middy<HttpEvent, HttpResult>()
-    .handler(run)
+    .handler((event) => run(event, deps()))
     .use({
       onError: async (request) => {
         request.response = errorResponse(asLatchkeyError(request.error));

@@ -5,10 +5,12 @@
 import type { Condition, Scalar, Update } from '../core/expr';
 
 export interface CompiledExpressions {
-  ConditionExpression: string;
+  /** Absent for an unconditional update. */
+  ConditionExpression?: string;
   UpdateExpression: string;
   ExpressionAttributeNames: Record<string, string>;
-  ExpressionAttributeValues: Record<string, Scalar>;
+  /** Absent when nothing needs a value (DynamoDB refuses an empty map). */
+  ExpressionAttributeValues?: Record<string, Scalar>;
 }
 
 class Placeholders {
@@ -69,15 +71,15 @@ function updateText(update: Update, p: Placeholders): string {
     .join(' ');
 }
 
-export function compile(condition: Condition, update: Update): CompiledExpressions {
+export function compile(condition: Condition | undefined, update: Update): CompiledExpressions {
   const p = new Placeholders();
-  const ConditionExpression = conditionText(condition, p);
+  const ConditionExpression = condition === undefined ? undefined : conditionText(condition, p);
   const UpdateExpression = updateText(update, p);
   return {
-    ConditionExpression,
+    ...(ConditionExpression === undefined ? {} : { ConditionExpression }),
     UpdateExpression,
     ExpressionAttributeNames: p.names,
-    ExpressionAttributeValues: p.values,
+    ...(Object.keys(p.values).length ? { ExpressionAttributeValues: p.values } : {}),
   };
 }
 

@@ -1,16 +1,22 @@
 /**
- * The table's key schema: the only place that knows keys.
+ * The table's key schema: the only place that knows keys. Everything else
+ * names items by ItemRef (lambdas/core/items.ts).
  *
- * | item       | pk          | sk             | index keys                          |
- * |------------|-------------|----------------|-------------------------------------|
- * | lock       | LOCK#<name> | LOCK           | list_pk=LOCK, list_sk=<name>        |
- * | waiter     | LOCK#<name> | WAIT#<order>   | owner=CONN#<id>, owner_sk (if WS);  |
- * |            |             |                | due_bucket, due_at (its deadline)   |
- * | connection | CONN#<id>   | CONN           | due_bucket, due_at (2 h after open) |
- * | session    | SESS#<id>   | SESS           | due_bucket=DUE#<minute>, due_at     |
- * | session's  | SESS#<id>   | LOCK#<name>    |                                     |
- * |   lock link|             |                |                                     |
- * | sweeper    | SWEEPER     | CURSOR         |                                     |
+ * | item       | pk             | sk           | index keys                             |
+ * |------------|----------------|--------------|----------------------------------------|
+ * | lock       | LOCK#<name>    | LOCK         | list_pk=LOCK, list_sk=<name>           |
+ * | waiter     | LOCK#<name>    | WAIT#<order> | owner=CONN#<id>, owner_sk (if WS);     |
+ * |            |                |              | due_bucket, due_at (its deadline)      |
+ * | request    | REQ#<hash>     | REQ          |                                        |
+ * | connection | CONN#<id>      | CONN         | due_bucket, due_at (2 h after open)    |
+ * | session    | SESS#<id>      | SESS         | due_bucket=DUE#<minute>, due_at        |
+ * | session's  | SESS#<id>      | LOCK#<name>  |                                        |
+ * |   lock link|                |              |                                        |
+ * | sweeper    | SWEEPER        | CURSOR       |                                        |
+ *
+ * A request record's key is a hash of the lock name and the request key
+ * (client and request_id), so records spread over partitions and a long
+ * client id cannot make a key too long.
  *
  * A lock and its waiters share a partition: one strongly consistent Query
  * reads the lock item ('LOCK' sorts before 'WAIT#') and then its queue in
@@ -23,11 +29,16 @@
  * of one WebSocket connection, found when it disconnects.
  * `by_due` is a sparse KEYS_ONLY index over (due_bucket, due_at): what falls
  * due in each minute (sessions, waiters' deadlines, connections' 2-hour
- * limit), so the sweeper reads only what is due, never a Scan. A session
+ * limit), so the sweeper reads only what is due, never a Scan. Its keys are
+ * housekeeping (a step's `sweepAt`), not part of any item's state: the
+ * sweeper moves an item that keeps failing to a later minute. A session
  * leaves it once swept; a waiter or connection when its item goes.
- * `gc_at` (epoch seconds) is the TTL attribute: it only garbage-collects, it
- * never decides expiry.
+ * `gc_at` (epoch seconds) is the TTL attribute (a step's `gcFrom` plus the
+ * retention period): it only garbage-collects, it never decides expiry.
  */
+import { createHash } from 'node:crypto';
+import type { ItemRef } from '../core/items';
+
 export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
 export const OWNER_INDEX = { name: 'by_owner', pk: 'owner', sk: 'owner_sk' } as const;
@@ -37,76 +48,76 @@ export const GC_ATTRIBUTE = 'gc_at';
 const LOCK_PK_PREFIX = 'LOCK#';
 export const LOCK_SK = 'LOCK';
 export const WAITER_SK_PREFIX = 'WAIT#';
+const REQUEST_PK_PREFIX = 'REQ#';
+const REQUEST_SK = 'REQ';
 const CONNECTION_PK_PREFIX = 'CONN#';
 const CONNECTION_SK = 'CONN';
-
 const SESSION_PK_PREFIX = 'SESS#';
 export const SESSION_SK = 'SESS';
-const LINK_SK_PREFIX = 'LOCK#';
+export const SESSION_LINK_PREFIX = 'LOCK#';
+const SWEEPER_KEY = { pk: 'SWEEPER', sk: 'CURSOR' };
 
-export const sessionKey = (id: string) => ({ [KEY.pk]: `${SESSION_PK_PREFIX}${id}`, [KEY.sk]: SESSION_SK });
-export const sessionPartition = (id: string) => `${SESSION_PK_PREFIX}${id}`;
-/** The record that a session holds (or held) a lock: how its locks are found when it ends. */
-export const sessionLockKey = (id: string, lock: string) => ({
-  [KEY.pk]: `${SESSION_PK_PREFIX}${id}`,
-  [KEY.sk]: `${LINK_SK_PREFIX}${lock}`,
-});
-export const SESSION_LINK_PREFIX = LINK_SK_PREFIX;
-export const sessionIdOfKey = (pk: unknown): string | undefined =>
-  typeof pk === 'string' && pk.startsWith(SESSION_PK_PREFIX) ? pk.slice(SESSION_PK_PREFIX.length) : undefined;
-/** The due index partition of one minute (ms since the epoch / 60,000). */
-export const dueBucket = (minute: number) => `DUE#${minute}`;
-export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
-/** What a key of the due index names: a session, a waiter (of a lock) or a WebSocket connection. */
-export type DueItem =
-  | { readonly kind: 'session'; readonly id: string }
-  | { readonly kind: 'waiter'; readonly lock: string }
-  | { readonly kind: 'connection'; readonly id: string };
+export type TableKey = { readonly pk: string; readonly sk: string };
 
-export function dueItemOfKey(key: Record<string, unknown>): DueItem | undefined {
+const requestHash = (lock: string, key: string) =>
+  createHash('sha256').update(lock).update('\u0000').update(key).digest('base64url');
+
+/** The table key of an item. */
+export function keyOf(ref: ItemRef): TableKey {
+  switch (ref.kind) {
+    case 'lock':
+      return { pk: `${LOCK_PK_PREFIX}${ref.lock}`, sk: LOCK_SK };
+    case 'waiter':
+      return { pk: `${LOCK_PK_PREFIX}${ref.lock}`, sk: `${WAITER_SK_PREFIX}${ref.order}` };
+    case 'request':
+      return { pk: `${REQUEST_PK_PREFIX}${requestHash(ref.lock, ref.key)}`, sk: REQUEST_SK };
+    case 'session':
+      return { pk: `${SESSION_PK_PREFIX}${ref.session}`, sk: SESSION_SK };
+    case 'session-lock':
+      return { pk: `${SESSION_PK_PREFIX}${ref.session}`, sk: `${SESSION_LINK_PREFIX}${ref.lock}` };
+    case 'connection':
+      return { pk: `${CONNECTION_PK_PREFIX}${ref.connection}`, sk: CONNECTION_SK };
+    case 'sweeper':
+      return SWEEPER_KEY;
+  }
+}
+
+/** The item a table key names, for the kinds found by key alone (index results, stream records). */
+export function refOfKey(key: Record<string, unknown>): ItemRef | undefined {
   const pk = key[KEY.pk];
-  if (typeof pk !== 'string') return undefined;
-  const session = sessionIdOfKey(pk);
-  if (session !== undefined) return { kind: 'session', id: session };
-  const waiter = waiterFromKey(key);
-  if (waiter) return { kind: 'waiter', lock: waiter.lock };
-  if (pk.startsWith(CONNECTION_PK_PREFIX))
-    return { kind: 'connection', id: pk.slice(CONNECTION_PK_PREFIX.length) };
+  const sk = key[KEY.sk];
+  if (typeof pk !== 'string' || typeof sk !== 'string') return undefined;
+  if (pk.startsWith(LOCK_PK_PREFIX)) {
+    const lock = pk.slice(LOCK_PK_PREFIX.length);
+    if (sk === LOCK_SK) return { kind: 'lock', lock };
+    if (sk.startsWith(WAITER_SK_PREFIX))
+      return { kind: 'waiter', lock, order: sk.slice(WAITER_SK_PREFIX.length) };
+    return undefined;
+  }
+  if (pk.startsWith(SESSION_PK_PREFIX)) {
+    const session = pk.slice(SESSION_PK_PREFIX.length);
+    if (sk === SESSION_SK) return { kind: 'session', session };
+    if (sk.startsWith(SESSION_LINK_PREFIX))
+      return { kind: 'session-lock', session, lock: sk.slice(SESSION_LINK_PREFIX.length) };
+    return undefined;
+  }
+  if (pk.startsWith(CONNECTION_PK_PREFIX) && sk === CONNECTION_SK)
+    return { kind: 'connection', connection: pk.slice(CONNECTION_PK_PREFIX.length) };
   return undefined;
 }
 
-export const SWEEPER_CURSOR_KEY = { [KEY.pk]: 'SWEEPER', [KEY.sk]: 'CURSOR' };
+export const lockPartition = (name: string) => `${LOCK_PK_PREFIX}${name}`;
+export const sessionPartition = (id: string) => `${SESSION_PK_PREFIX}${id}`;
+/** The owner index partition of a connection's waiters. */
+export const connectionOwner = (id: string) => `${CONNECTION_PK_PREFIX}${id}`;
+/** The due index partition of one minute (ms since the epoch / 60,000). */
+export const dueBucket = (minute: number) => `DUE#${minute}`;
+export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
 
 /** The one partition of the listing index. */
 export const LOCK_LIST_PARTITION = 'LOCK';
 
-export const lockKey = (name: string) => ({ [KEY.pk]: `${LOCK_PK_PREFIX}${name}`, [KEY.sk]: LOCK_SK });
-export const lockPartition = (name: string) => `${LOCK_PK_PREFIX}${name}`;
-export const waiterKey = (name: string, order: string) => ({
-  [KEY.pk]: `${LOCK_PK_PREFIX}${name}`,
-  [KEY.sk]: `${WAITER_SK_PREFIX}${order}`,
-});
-export const connectionKey = (id: string) => ({
-  [KEY.pk]: `${CONNECTION_PK_PREFIX}${id}`,
-  [KEY.sk]: CONNECTION_SK,
-});
-/** The owner index partition of a connection's waiters. */
-export const connectionOwner = (id: string) => `${CONNECTION_PK_PREFIX}${id}`;
-
-/** The lock name and queue order of a waiter from its table keys. */
-export function waiterFromKey(key: Record<string, unknown>): { lock: string; order: string } | undefined {
-  const pk = key[KEY.pk];
-  const sk = key[KEY.sk];
-  if (typeof pk !== 'string' || typeof sk !== 'string') return undefined;
-  if (!pk.startsWith(LOCK_PK_PREFIX) || !sk.startsWith(WAITER_SK_PREFIX)) return undefined;
-  return { lock: pk.slice(LOCK_PK_PREFIX.length), order: sk.slice(WAITER_SK_PREFIX.length) };
-}
-
-/** The lock name of a lock item's or a waiter's partition key. */
-export const lockNameOfPartition = (pk: unknown): string | undefined =>
-  typeof pk === 'string' && pk.startsWith(LOCK_PK_PREFIX) ? pk.slice(LOCK_PK_PREFIX.length) : undefined;
-
-/** Attributes every lock write (re)sets so the item appears in the listing index. */
+/** Attributes every write of a lock item (re)sets so the item appears in the listing index. */
 export const lockListing = (name: string) => ({
   [LIST_INDEX.pk]: LOCK_LIST_PARTITION,
   [LIST_INDEX.sk]: name,
@@ -121,6 +132,7 @@ export const STORAGE_ATTRIBUTES: readonly string[] = [
   OWNER_INDEX.pk,
   OWNER_INDEX.sk,
   DUE_INDEX.pk,
+  DUE_INDEX.sk,
   GC_ATTRIBUTE,
 ];
 

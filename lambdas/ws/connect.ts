@@ -7,11 +7,7 @@ import { ok, type WsEvent, type WsResult } from '../shared/ws';
 export async function handler(event: WsEvent): Promise<WsResult> {
   try {
     const query = validate(connectQuery, event.queryStringParameters ?? {}, 'query string');
-    await getDeps().queue.putConnection({
-      id: event.requestContext.connectionId,
-      clientId: query.client_id,
-      connectedAt: Date.now(),
-    });
+    await getDeps().connections.open(event.requestContext.connectionId, query.client_id);
     return ok;
   } catch (error) {
     // A refused $connect fails the handshake with this status; API Gateway does not pass the body on.

@@ -20,13 +20,15 @@ import { gzipSync } from 'node:zlib';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { build } from 'esbuild';
+import { lockRef } from '../../lambdas/core/items';
+import { lease } from '../../lambdas/core/lock';
 import { ROUTES } from '../../lambdas/http/routes';
 import { createDocumentClient } from '../../lambdas/store/document-client';
-import { LockStore } from '../../lambdas/store/lock-store';
-import { lockKey } from '../../lambdas/store/table';
+import { tableKey } from '../../lambdas/store/requests';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { startLocalStack } from '../../local/stack';
 import { ensureTable } from '../../local/table-setup';
+import { servicesOn } from '../support/services';
 import { signedClient } from '../support/signed-fetch';
 import { percentile } from './common';
 import { sessionsSection } from './sessions';
@@ -114,13 +116,21 @@ async function main() {
   await ensureTable(new DynamoDBClient({ endpoint: dynamo.endpoint }), tableName);
   const stack = await startLocalStack({ port: 0, wsPort: 0, dynamoEndpoint: dynamo.endpoint, tableName });
   const calls: string[] = [];
-  const db = createDocumentClient({ endpoint: dynamo.endpoint, onCall: (c) => calls.push(c) });
-  const store = new LockStore(db, { tableName, retentionSeconds: 86_400 });
+  const db = createDocumentClient({ endpoint: dynamo.endpoint });
+  const repo = servicesOn(tableName, {
+    endpoint: dynamo.endpoint,
+    counter: { record: (c) => calls.push(c) },
+  });
+  const store = {
+    acquire: repo.acquire,
+    release: repo.services.locks.release.bind(repo.services.locks),
+    renew: repo.services.locks.renew.bind(repo.services.locks),
+  };
   const api = signedClient(stack.url);
 
   const direct: Pair = async (worker) => {
     const name = `bench/direct/${worker}`;
-    const out = await store.acquire({ name, clientId: `w${worker}`, ttlMs: 10_000 });
+    const out = await store.acquire({ name, clientId: `w${worker}`, tenure: lease(10_000) });
     if (!out.acquired) throw new Error('uncontended acquire refused');
     await store.release({ name, clientId: `w${worker}`, fencingToken: out.grant.fencingToken });
   };
@@ -138,7 +148,7 @@ async function main() {
   // fenced), reimplemented on the same table: GetItem, then PutItem conditioned on the
   // version read; release is one conditional PutItem.
   const readThenPut: Pair = async (worker) => {
-    const key = lockKey(`bench/baseline/${worker}`);
+    const key = tableKey(lockRef(`bench/baseline/${worker}`));
     const current = await db.send(new GetCommand({ TableName: tableName, Key: key, ConsistentRead: true }));
     const fence = Number(current.Item?.fence ?? 0) + 1;
     await db.send(
@@ -181,10 +191,10 @@ async function main() {
   let token = 0;
   const perOp = {
     acquire: await count(async () => {
-      const out = await store.acquire({ name, clientId: 'c', ttlMs: 10_000 });
+      const out = await store.acquire({ name, clientId: 'c', tenure: lease(10_000) });
       token = out.acquired ? out.grant.fencingToken : 0;
     }),
-    'refused acquire': await count(() => store.acquire({ name, clientId: 'other', ttlMs: 10_000 })),
+    'refused acquire': await count(() => store.acquire({ name, clientId: 'other', tenure: lease(10_000) })),
     renew: await count(() => store.renew({ name, clientId: 'c', fencingToken: token, ttlMs: 10_000 })),
     release: await count(() => store.release({ name, clientId: 'c', fencingToken: token })),
     'baseline acquire': 2,

@@ -11,15 +11,12 @@
 
 import { randomUUID } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { Handoff } from '../../lambdas/service/handoff';
-import { Sessions } from '../../lambdas/service/sessions';
-import { Sweeper } from '../../lambdas/service/sweeper';
-import { createDocumentClient } from '../../lambdas/store/document-client';
-import { LockStore } from '../../lambdas/store/lock-store';
-import { QueueStore } from '../../lambdas/store/queue-store';
-import { SessionStore } from '../../lambdas/store/session-store';
+import { throughSession } from '../../lambdas/core/lock';
+import { type Services, wireServices } from '../../lambdas/service/services';
+import type { Storage } from '../../lambdas/service/storage';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { ensureTable } from '../../local/table-setup';
+import { servicesOn } from '../support/services';
 import { percentile, sleep } from './common';
 
 const LIVE = Number(process.env.BENCH_SESSIONS_LIVE ?? 10_000);
@@ -30,28 +27,22 @@ async function services(endpoint: string) {
   const tableName = `bench-sessions-${randomUUID()}`;
   await ensureTable(new DynamoDBClient({ endpoint }), tableName);
   const calls = new Map<string, number>();
-  const db = createDocumentClient({
-    endpoint,
-    onCall: (c) => calls.set(c, (calls.get(c) ?? 0) + 1),
-  });
-  const settings = { tableName, retentionSeconds: 86_400 };
-  const locks = new LockStore(db, settings);
-  const store = new SessionStore(db, settings);
-  const handoff = new Handoff(locks, new QueueStore(db, settings), { push: async () => 'sent' });
-  const sessions = new Sessions(store, locks, handoff, randomUUID);
+  const counter = { record: (c: string) => calls.set(c, (calls.get(c) ?? 0) + 1) };
+  const { storage, services: base, acquire } = servicesOn(tableName, { endpoint, counter });
   // What the sweeper reads from the due index: items returned, summed over its Queries.
   const dueRead = { items: 0 };
-  const counted = new Proxy(store, {
+  const counted = new Proxy(storage, {
     get(target, prop, receiver) {
       if (prop !== 'dueIn') return Reflect.get(target, prop, receiver);
-      return async (...args: Parameters<SessionStore['dueIn']>) => {
+      return async (...args: Parameters<Storage['dueIn']>) => {
         const due = await target.dueIn(...args);
         dueRead.items += due.length;
         return due;
       };
     },
   });
-  return { calls, sessions, dueRead, sweeper: new Sweeper(counted, sessions, handoff) };
+  const services: Services = wireServices({ ...base, storage: counted, ids: randomUUID });
+  return { calls, sessions: services.sessions, acquire, dueRead, sweeper: services.sweeper };
 }
 
 /** Runs `task` for every item, `concurrency` at a time. */
@@ -72,7 +63,7 @@ const describeCalls = (calls: Map<string, number>, per = 1) =>
 
 export async function sessionsSection(endpoint: string): Promise<string[]> {
   const out: string[] = [];
-  const { calls, sessions } = await services(endpoint);
+  const { calls, sessions, acquire } = await services(endpoint);
 
   out.push(
     `\n### Sessions: heartbeat cost (${HEARTBEATS} heartbeats each, one at a time)\n`,
@@ -85,7 +76,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       Array.from({ length: lockCount }, (_, i) => i),
       16,
       async (i) => {
-        await sessions.acquire({ name: `hb/${s.id}/${i}`, clientId: 'bench', ttlMs: 1, sessionId: s.id });
+        await acquire({ name: `hb/${s.id}/${i}`, clientId: 'bench', tenure: throughSession(s.id) });
       },
     );
     calls.clear();
@@ -127,12 +118,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       16,
       async (i) => {
         const s = await fresh.sessions.create('gone', { ttlMs: expireMs, graceMs: 0, lockDelayMs: 0 });
-        await fresh.sessions.acquire({
-          name: `sw/${i}/${s.id}`,
-          clientId: 'gone',
-          ttlMs: 1,
-          sessionId: s.id,
-        });
+        await fresh.acquire({ name: `sw/${i}/${s.id}`, clientId: 'gone', tenure: throughSession(s.id) });
       },
     );
     if (performance.now() - created > expireMs)

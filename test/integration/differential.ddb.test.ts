@@ -8,24 +8,29 @@ import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/l
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
+import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
+import { type ItemWrite, lockRef } from '../../lambdas/core/items';
 import {
   LockAttr as A,
   acquireProtocol,
+  lease,
   type Protocol,
+  pinnedGrant,
   releaseProtocol,
   renewProtocol,
   requestKey,
+  sessionReleaseWrite,
+  throughSession,
 } from '../../lambdas/core/lock';
-import { lockWriteRequest } from '../../lambdas/store/lock-requests';
-import { lockKey, STORAGE_ATTRIBUTES } from '../../lambdas/store/table';
-import { createTestTable, testStore } from '../support/dynamo';
+import { tableKey, updateRequest } from '../../lambdas/store/requests';
+import { STORAGE_ATTRIBUTES } from '../../lambdas/store/table';
+import { createTestTable, testServices } from '../support/dynamo';
 
 let table: Awaited<ReturnType<typeof createTestTable>>;
-let ctx: ReturnType<typeof testStore>;
+let ctx: ReturnType<typeof testServices>;
 beforeAll(async () => {
   table = await createTestTable();
-  ctx = testStore(table.tableName);
+  ctx = testServices(table.tableName);
 });
 afterAll(async () => table.drop());
 
@@ -41,6 +46,9 @@ const itemArb: fc.Arbitrary<Item | undefined> = fc.option(
       [A.expiresAt]: fc.integer({ min: NOW - 3, max: NOW + 3 }),
       [A.reentry]: fc.integer({ min: 1, max: 3 }),
       [A.grantRequest]: fc.constantFrom(requestKey('a', 'r'), requestKey('b', 'r')),
+      [A.session]: fc.constantFrom('s1', 's2'),
+      [A.queued]: fc.integer({ min: -1, max: 2 }),
+      [A.blockedUntil]: fc.integer({ min: NOW - 1, max: NOW + 1 }),
     },
     { requiredKeys: [] },
   ),
@@ -55,7 +63,7 @@ const protocolArb: fc.Arbitrary<Protocol<unknown>> = fc.oneof(
       re: fc.boolean(),
     })
     .map(({ c, rid, re }) =>
-      acquireProtocol({ name: 'd', clientId: c, ttlMs: 5, requestId: rid, reentrant: re }, NOW),
+      acquireProtocol({ name: 'd', clientId: c, tenure: lease(5), requestId: rid, reentrant: re }, NOW),
     ),
   fc
     .record({ c: fc.constantFrom(...CLIENTS), t: fc.integer({ min: 1, max: 4 }) })
@@ -65,8 +73,28 @@ const protocolArb: fc.Arbitrary<Protocol<unknown>> = fc.oneof(
     .map(({ c, t }) => renewProtocol({ name: 'd', clientId: c, fencingToken: t, ttlMs: 5 }, NOW)),
 );
 
+/** Writes made in transactions: a grant pinned to the token seen (a session's, say), a session's release. */
+const pinnedArb: fc.Arbitrary<(item: Item | undefined) => ItemWrite> = fc.oneof(
+  fc.record({ c: fc.constantFrom(...CLIENTS), session: fc.boolean() }).map(
+    ({ c, session }) =>
+      (item: Item | undefined) =>
+        pinnedGrant(
+          { name: 'd', clientId: c, tenure: session ? throughSession('s1') : lease(5) },
+          item,
+          NOW,
+          'w',
+        ).write,
+  ),
+  fc.constantFrom('s1', 's2').map((session) => () => sessionReleaseWrite(session, NOW, 2)),
+);
+
+const anyWriteArb = fc.oneof(
+  protocolArb.map((protocol) => (item: Item | undefined) => writesFor(protocol, item)),
+  pinnedArb.map((write) => (item: Item | undefined) => [write(item)]),
+);
+
 /** The writes a protocol may send for this item: its first, and the one its refusal names. */
-function writesFor(protocol: Protocol<unknown>, item: Item | undefined): Write[] {
+function writesFor(protocol: Protocol<unknown>, item: Item | undefined): ItemWrite[] {
   const writes = [protocol.first];
   try {
     const next = protocol.onRefused(item);
@@ -84,19 +112,19 @@ const lockState = (item: Record<string, unknown> | undefined) =>
   );
 
 it('DynamoDB Local agrees with evaluate() and applyUpdate() on every protocol write', async () => {
-  const key = lockKey('d');
+  const key = tableKey(lockRef('d'));
   await fc.assert(
-    fc.asyncProperty(itemArb, protocolArb, async (item, protocol) => {
-      for (const write of writesFor(protocol, item)) {
+    fc.asyncProperty(itemArb, anyWriteArb, async (item, writes) => {
+      for (const write of writes(item)) {
         const attributes = Object.fromEntries(Object.entries(item ?? {}).filter(([, v]) => v !== undefined));
         if (item)
           await ctx.db.send(new PutCommand({ TableName: table.tableName, Item: { ...key, ...attributes } }));
         else await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: key }));
 
-        const expected = evaluate(write.condition, item);
+        const expected = write.condition === undefined || evaluate(write.condition, item);
         let accepted: boolean;
         try {
-          await ctx.db.send(new UpdateCommand(lockWriteRequest(ctx.settings, 'd', write, NOW)));
+          await ctx.db.send(new UpdateCommand(updateRequest(ctx.settings, lockRef('d'), write)));
           accepted = true;
         } catch (error) {
           if ((error as Error).name !== 'ConditionalCheckFailedException') throw error;
@@ -113,7 +141,7 @@ it('DynamoDB Local agrees with evaluate() and applyUpdate() on every protocol wr
         );
       }
     }),
-    { numRuns: 150 },
+    { numRuns: 200 },
   );
 });
 
@@ -128,12 +156,12 @@ it('comparisons with a missing attribute or another type: DynamoDB and evaluate(
     eq('num', '1'),
     ge('str', 0),
   ];
-  const key = lockKey('comparisons');
+  const key = tableKey(lockRef('comparisons'));
   for (const condition of cases) {
     await ctx.db.send(new PutCommand({ TableName: table.tableName, Item: { ...key, ...item } }));
-    const write: Write = { condition, update: [] };
+    const write: ItemWrite = { condition, update: [] };
     const accepted = await ctx.db
-      .send(new UpdateCommand(lockWriteRequest(ctx.settings, 'comparisons', write, NOW)))
+      .send(new UpdateCommand(updateRequest(ctx.settings, lockRef('comparisons'), write)))
       .then(() => true)
       .catch((error: Error) => {
         if (error.name !== 'ConditionalCheckFailedException') throw error;

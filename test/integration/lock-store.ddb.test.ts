@@ -1,37 +1,37 @@
-/** The DynamoDB store against the real DynamoDB Local: contention, fencing, expiry, refusals, call counts. */
+/** The lock rules on the DynamoDB adapter, against the real DynamoDB Local: contention, fencing, expiry, refusals, call counts. */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DeleteCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
-import { createDocumentClient } from '../../lambdas/store/document-client';
-import { LockStore } from '../../lambdas/store/lock-store';
-import { lockKey } from '../../lambdas/store/table';
-import { CallCounter, createTestTable, dynamoEndpoint, testStore } from '../support/dynamo';
+import { lockRef } from '../../lambdas/core/items';
+import { type AcquireOutcome, lease } from '../../lambdas/core/lock';
+import { tableKey } from '../../lambdas/store/requests';
+import { CallCounter, createTestTable, dynamoEndpoint, manualClock, testServices } from '../support/dynamo';
 import { startTcpProxy } from '../support/tcp-proxy';
 
 let table: Awaited<ReturnType<typeof createTestTable>>;
 let clockMs = 1_800_000_000_000;
 const counter = new CallCounter();
-let ctx: ReturnType<typeof testStore>;
+let ctx: ReturnType<typeof testServices>;
 /** The same table, judged by a clock the test moves. */
-let manual: ReturnType<typeof testStore>;
+let manual: ReturnType<typeof testServices>;
 
 beforeAll(async () => {
   table = await createTestTable();
-  ctx = testStore(table.tableName, { counter });
-  manual = testStore(table.tableName, { clock: () => clockMs });
+  ctx = testServices(table.tableName, { counter });
+  manual = testServices(table.tableName, { clock: manualClock(() => clockMs) });
 });
 afterAll(async () => table.drop());
 
 const rawItem = async (name: string) =>
   (
     await ctx.db.send(
-      new GetCommand({ TableName: table.tableName, Key: lockKey(name), ConsistentRead: true }),
+      new GetCommand({ TableName: table.tableName, Key: tableKey(lockRef(name)), ConsistentRead: true }),
     )
   ).Item;
 
-function tokenOf(outcome: Awaited<ReturnType<LockStore['acquire']>>): number {
+function tokenOf(outcome: AcquireOutcome): number {
   if (!outcome.acquired) throw new Error(`expected a grant, got ${JSON.stringify(outcome)}`);
   return outcome.grant.fencingToken;
 }
@@ -42,7 +42,7 @@ describe('mutual exclusion under contention', () => {
       const name = `contended/${round}`;
       const outcomes = await Promise.all(
         Array.from({ length: 50 }, (_, i) =>
-          ctx.store.acquire({ name, clientId: `client-${i}`, ttlMs: 30_000 }),
+          ctx.acquire({ name, clientId: `client-${i}`, tenure: lease(30_000) }),
         ),
       );
       const winners = outcomes.filter((o) => o.acquired);
@@ -61,14 +61,14 @@ describe('fencing tokens', () => {
     const name = 'fenced';
     const tokens: number[] = [];
     for (let i = 0; i < 5; i++) {
-      const token = tokenOf(await ctx.store.acquire({ name, clientId: `c${i}`, ttlMs: 10_000 }));
+      const token = tokenOf(await ctx.acquire({ name, clientId: `c${i}`, tenure: lease(10_000) }));
       tokens.push(token);
-      await ctx.store.release({ name, clientId: `c${i}`, fencingToken: token });
+      await ctx.services.locks.release({ name, clientId: `c${i}`, fencingToken: token });
     }
-    await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: lockKey(name) }));
+    await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: tableKey(lockRef(name)) }));
     expect(await rawItem(name)).toBeUndefined();
     await new Promise((resolve) => setTimeout(resolve, 2)); // the clock floor needs a millisecond to pass
-    tokens.push(tokenOf(await ctx.store.acquire({ name, clientId: 'after-delete', ttlMs: 10_000 })));
+    tokens.push(tokenOf(await ctx.acquire({ name, clientId: 'after-delete', tenure: lease(10_000) })));
     for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1] as number);
     for (const token of tokens) expect(Number.isSafeInteger(token)).toBe(true);
   });
@@ -76,21 +76,21 @@ describe('fencing tokens', () => {
   it('survive deletion of a lock granted a thousand times within one millisecond', async () => {
     const name = 'busy-then-deleted';
     clockMs += 10_000;
-    const first = tokenOf(await manual.store.acquire({ name, clientId: 'a', ttlMs: 1_000 }));
+    const first = tokenOf(await manual.acquire({ name, clientId: 'a', tenure: lease(1_000) }));
     expect(first).toBe(clockMs * 1000 + 1);
     // More grants in one millisecond than DynamoDB's per-item write limit allows.
     const busiest = clockMs * 1000 + 999;
     await ctx.db.send(
       new UpdateCommand({
         TableName: table.tableName,
-        Key: lockKey(name),
+        Key: tableKey(lockRef(name)),
         UpdateExpression: 'SET fence = :busiest',
         ExpressionAttributeValues: { ':busiest': busiest },
       }),
     );
-    await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: lockKey(name) }));
+    await ctx.db.send(new DeleteCommand({ TableName: table.tableName, Key: tableKey(lockRef(name)) }));
     clockMs += 1;
-    expect(tokenOf(await manual.store.acquire({ name, clientId: 'next', ttlMs: 1_000 }))).toBeGreaterThan(
+    expect(tokenOf(await manual.acquire({ name, clientId: 'next', tenure: lease(1_000) }))).toBeGreaterThan(
       busiest,
     );
   });
@@ -100,14 +100,14 @@ describe('leases', () => {
   it('an expired lease is taken over at once by another client, with a larger token', async () => {
     const name = 'expiring';
     clockMs += 10_000;
-    const first = tokenOf(await manual.store.acquire({ name, clientId: 'a', ttlMs: 1_000 }));
+    const first = tokenOf(await manual.acquire({ name, clientId: 'a', tenure: lease(1_000) }));
     clockMs += 999;
-    expect((await manual.store.acquire({ name, clientId: 'b', ttlMs: 1_000 })).acquired).toBe(false);
+    expect((await manual.acquire({ name, clientId: 'b', tenure: lease(1_000) })).acquired).toBe(false);
     clockMs += 1;
-    const second = tokenOf(await manual.store.acquire({ name, clientId: 'b', ttlMs: 1_000 }));
+    const second = tokenOf(await manual.acquire({ name, clientId: 'b', tenure: lease(1_000) }));
     expect(second).toBeGreaterThan(first);
     await expect(
-      manual.store.renew({ name, clientId: 'a', fencingToken: first, ttlMs: 1_000 }),
+      manual.services.locks.renew({ name, clientId: 'a', fencingToken: first, ttlMs: 1_000 }),
     ).rejects.toMatchObject({
       code: 'NOT_HOLDER',
     });
@@ -115,20 +115,20 @@ describe('leases', () => {
 
   it('expiry is judged by the clock at request time, in real time too', async () => {
     const name = 'real-time-expiry';
-    tokenOf(await ctx.store.acquire({ name, clientId: 'a', ttlMs: 1_000 }));
+    tokenOf(await ctx.acquire({ name, clientId: 'a', tenure: lease(1_000) }));
     await new Promise((resolve) => setTimeout(resolve, 1_050));
-    expect(tokenOf(await ctx.store.acquire({ name, clientId: 'b', ttlMs: 1_000 }))).toBeGreaterThan(0);
+    expect(tokenOf(await ctx.acquire({ name, clientId: 'b', tenure: lease(1_000) }))).toBeGreaterThan(0);
   });
 
   it('release or renew with a stale token or another client_id is refused, and the holder is unchanged', async () => {
     const name = 'owned';
-    const token = tokenOf(await ctx.store.acquire({ name, clientId: 'owner', ttlMs: 30_000 }));
+    const token = tokenOf(await ctx.acquire({ name, clientId: 'owner', tenure: lease(30_000) }));
     const before = await rawItem(name);
     const attempts = [
-      () => ctx.store.release({ name, clientId: 'stranger', fencingToken: token }),
-      () => ctx.store.release({ name, clientId: 'owner', fencingToken: token - 1 }),
-      () => ctx.store.renew({ name, clientId: 'stranger', fencingToken: token, ttlMs: 5_000 }),
-      () => ctx.store.renew({ name, clientId: 'owner', fencingToken: token + 1, ttlMs: 5_000 }),
+      () => ctx.services.locks.release({ name, clientId: 'stranger', fencingToken: token }),
+      () => ctx.services.locks.release({ name, clientId: 'owner', fencingToken: token - 1 }),
+      () => ctx.services.locks.renew({ name, clientId: 'stranger', fencingToken: token, ttlMs: 5_000 }),
+      () => ctx.services.locks.renew({ name, clientId: 'owner', fencingToken: token + 1, ttlMs: 5_000 }),
     ];
     for (const attempt of attempts) {
       await expect(attempt()).rejects.toMatchObject({ code: 'NOT_HOLDER', status: 409 });
@@ -139,14 +139,16 @@ describe('leases', () => {
   it('renewing a lapsed lease is refused with LEASE_EXPIRED, even if nobody took the lock', async () => {
     const name = 'lapsed';
     clockMs += 10_000;
-    const token = tokenOf(await manual.store.acquire({ name, clientId: 'a', ttlMs: 1_000 }));
+    const token = tokenOf(await manual.acquire({ name, clientId: 'a', tenure: lease(1_000) }));
     clockMs += 1_000;
     await expect(
-      manual.store.renew({ name, clientId: 'a', fencingToken: token, ttlMs: 1_000 }),
+      manual.services.locks.renew({ name, clientId: 'a', fencingToken: token, ttlMs: 1_000 }),
     ).rejects.toMatchObject({
       code: 'LEASE_EXPIRED',
     });
-    await expect(manual.store.release({ name, clientId: 'a', fencingToken: token })).rejects.toMatchObject({
+    await expect(
+      manual.services.locks.release({ name, clientId: 'a', fencingToken: token }),
+    ).rejects.toMatchObject({
       code: 'LEASE_EXPIRED',
     });
   });
@@ -155,13 +157,9 @@ describe('leases', () => {
 describe('idempotent retries and reentrancy', () => {
   it('a retried acquire with the same request_id returns the same grant, never a refusal or a second grant', async () => {
     const name = 'retried';
-    const cmd = { name, clientId: 'a', ttlMs: 30_000, requestId: 'req-1' };
-    const first = await ctx.store.acquire(cmd);
-    const retries = await Promise.all([
-      ctx.store.acquire(cmd),
-      ctx.store.acquire(cmd),
-      ctx.store.acquire(cmd),
-    ]);
+    const cmd = { name, clientId: 'a', tenure: lease(30_000), requestId: 'req-1' };
+    const first = await ctx.acquire(cmd);
+    const retries = await Promise.all([ctx.acquire(cmd), ctx.acquire(cmd), ctx.acquire(cmd)]);
     for (const retry of retries) {
       expect(retry).toMatchObject({
         acquired: true,
@@ -174,19 +172,19 @@ describe('idempotent retries and reentrancy', () => {
 
   it('reentrant acquisition keeps the token and counts down to free', async () => {
     const name = 'reentrant';
-    const token = tokenOf(await ctx.store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true }));
-    expect(await ctx.store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true })).toMatchObject({
+    const token = tokenOf(await ctx.acquire({ name, clientId: 'a', tenure: lease(30_000), reentrant: true }));
+    expect(await ctx.acquire({ name, clientId: 'a', tenure: lease(30_000), reentrant: true })).toMatchObject({
       acquired: true,
       grant: { fencingToken: token, reentry: 2 },
     });
-    expect(await ctx.store.release({ name, clientId: 'a', fencingToken: token })).toMatchObject({
+    expect(await ctx.services.locks.release({ name, clientId: 'a', fencingToken: token })).toMatchObject({
       remaining: 1,
     });
-    expect((await ctx.store.acquire({ name, clientId: 'b', ttlMs: 30_000 })).acquired).toBe(false);
-    expect(await ctx.store.release({ name, clientId: 'a', fencingToken: token })).toMatchObject({
+    expect((await ctx.acquire({ name, clientId: 'b', tenure: lease(30_000) })).acquired).toBe(false);
+    expect(await ctx.services.locks.release({ name, clientId: 'a', fencingToken: token })).toMatchObject({
       remaining: 0,
     });
-    expect((await ctx.store.acquire({ name, clientId: 'b', ttlMs: 30_000 })).acquired).toBe(true);
+    expect((await ctx.acquire({ name, clientId: 'b', tenure: lease(30_000) })).acquired).toBe(true);
   });
 });
 
@@ -194,19 +192,19 @@ describe('DynamoDB calls per operation', () => {
   it('uncontended acquire, release and renew are one call each; a refused acquire is one call too', async () => {
     const name = 'counted';
     counter.reset();
-    const token = tokenOf(await ctx.store.acquire({ name, clientId: 'a', ttlMs: 30_000, requestId: 'x' }));
+    const token = tokenOf(await ctx.acquire({ name, clientId: 'a', tenure: lease(30_000), requestId: 'x' }));
     expect(counter.calls).toEqual(['UpdateItemCommand']);
     counter.reset();
-    await ctx.store.renew({ name, clientId: 'a', fencingToken: token, ttlMs: 30_000 });
+    await ctx.services.locks.renew({ name, clientId: 'a', fencingToken: token, ttlMs: 30_000 });
     expect(counter.total).toBe(1);
     counter.reset();
-    expect((await ctx.store.acquire({ name, clientId: 'b', ttlMs: 30_000 })).acquired).toBe(false);
+    expect((await ctx.acquire({ name, clientId: 'b', tenure: lease(30_000) })).acquired).toBe(false);
     expect(counter.total).toBe(1);
     counter.reset();
-    await ctx.store.acquire({ name, clientId: 'a', ttlMs: 30_000, requestId: 'x' }); // replay answered from ALL_OLD
+    await ctx.acquire({ name, clientId: 'a', tenure: lease(30_000), requestId: 'x' }); // replay answered from ALL_OLD
     expect(counter.total).toBe(1);
     counter.reset();
-    await ctx.store.release({ name, clientId: 'a', fencingToken: token });
+    await ctx.services.locks.release({ name, clientId: 'a', fencingToken: token });
     expect(counter.total).toBe(1);
   });
 });
@@ -214,12 +212,12 @@ describe('DynamoDB calls per operation', () => {
 describe('listing', () => {
   it('lists by prefix in name order, page by page, with a Query', async () => {
     const names = ['list/a', 'list/b', 'list/c', 'list/d', 'list/e', 'listing-other'];
-    for (const name of names) await ctx.store.acquire({ name, clientId: 'a', ttlMs: 30_000 });
+    for (const name of names) await ctx.acquire({ name, clientId: 'a', tenure: lease(30_000) });
     const seen: string[] = [];
     let cursor: string | undefined;
     counter.reset();
     do {
-      const page = await ctx.store.list('list/', 2, cursor);
+      const page = await ctx.storage.listLocks('list/', 2, cursor);
       seen.push(...page.locks.map((lock) => lock.name));
       cursor = page.nextCursor;
     } while (cursor);
@@ -228,7 +226,7 @@ describe('listing', () => {
   });
 
   it('refuses a cursor it did not issue', async () => {
-    await expect(ctx.store.list('', 10, 'bm90LWEtY3Vyc29y')).rejects.toMatchObject({
+    await expect(ctx.storage.listLocks('', 10, 'bm90LWEtY3Vyc29y')).rejects.toMatchObject({
       code: 'INVALID_REQUEST',
     });
   });
@@ -237,27 +235,29 @@ describe('listing', () => {
 describe('a write whose response is lost (the SDK sends it again)', () => {
   it('is answered as written: acquire, count-down release, release', async () => {
     const proxy = await startTcpProxy(dynamoEndpoint());
-    const store = new LockStore(createDocumentClient({ endpoint: proxy.endpoint }), ctx.settings);
+    const store = testServices(table.tableName, { endpoint: proxy.endpoint });
     try {
       const name = 'lost-responses';
       proxy.loseResponses(1);
-      const first = await store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true });
+      const first = await store.acquire({ name, clientId: 'a', tenure: lease(30_000), reentrant: true });
       expect(first).toMatchObject({ acquired: true, grant: { clientId: 'a', reentry: 1 } });
       const token = tokenOf(first);
       proxy.loseResponses(1);
-      expect(await store.acquire({ name, clientId: 'a', ttlMs: 30_000, reentrant: true })).toMatchObject({
+      expect(
+        await store.acquire({ name, clientId: 'a', tenure: lease(30_000), reentrant: true }),
+      ).toMatchObject({
         acquired: true,
         grant: { fencingToken: token, reentry: 2 },
       });
       proxy.loseResponses(1);
-      expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
+      expect(await store.services.locks.release({ name, clientId: 'a', fencingToken: token })).toEqual({
         lock: name,
         remaining: 1,
         queued: 0,
       });
       expect((await rawItem(name))?.holder).toBe('a'); // still held by the outer scope
       proxy.loseResponses(1);
-      expect(await store.release({ name, clientId: 'a', fencingToken: token })).toEqual({
+      expect(await store.services.locks.release({ name, clientId: 'a', fencingToken: token })).toEqual({
         lock: name,
         remaining: 0,
         queued: 0,
@@ -272,11 +272,13 @@ describe('a write whose response is lost (the SDK sends it again)', () => {
 describe('DynamoDB faults are typed and retryable, never "not acquired"', () => {
   it('an unreachable DynamoDB is UNAVAILABLE', async () => {
     const proxy = await startTcpProxy(dynamoEndpoint());
-    const store = new LockStore(createDocumentClient({ endpoint: proxy.endpoint }), ctx.settings);
-    expect((await store.acquire({ name: 'outage', clientId: 'a', ttlMs: 5_000 })).acquired).toBe(true);
+    const store = testServices(table.tableName, { endpoint: proxy.endpoint });
+    expect((await store.acquire({ name: 'outage', clientId: 'a', tenure: lease(5_000) })).acquired).toBe(
+      true,
+    );
     proxy.cut();
     const error = await store
-      .acquire({ name: 'outage', clientId: 'b', ttlMs: 5_000 })
+      .acquire({ name: 'outage', clientId: 'b', tenure: lease(5_000) })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LatchkeyError);
     expect(error).toMatchObject({ code: 'UNAVAILABLE', status: 503, retryable: true });
@@ -285,13 +287,10 @@ describe('DynamoDB faults are typed and retryable, never "not acquired"', () => 
 
   it('a DynamoDB that accepts connections and never answers is UNAVAILABLE within the operation deadline', async () => {
     const proxy = await startTcpProxy(dynamoEndpoint());
-    const store = new LockStore(createDocumentClient({ endpoint: proxy.endpoint }), {
-      ...ctx.settings,
-      deadlineMs: 1_500,
-    });
+    const store = testServices(table.tableName, { endpoint: proxy.endpoint, deadlineMs: 1_500 });
     proxy.blackhole();
     const error = await store
-      .acquire({ name: 'blackhole', clientId: 'a', ttlMs: 5_000 })
+      .acquire({ name: 'blackhole', clientId: 'a', tenure: lease(5_000) })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
     await proxy.close();
@@ -309,8 +308,10 @@ describe('DynamoDB faults are typed and retryable, never "not acquired"', () => 
     });
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
     const endpoint = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
-    const store = new LockStore(createDocumentClient({ endpoint, maxAttempts: 1 }), ctx.settings);
-    await expect(store.acquire({ name: 'throttled', clientId: 'a', ttlMs: 5_000 })).rejects.toMatchObject({
+    const store = testServices(table.tableName, { endpoint, maxAttempts: 1 });
+    await expect(
+      store.acquire({ name: 'throttled', clientId: 'a', tenure: lease(5_000) }),
+    ).rejects.toMatchObject({
       code: 'UNAVAILABLE',
       retryable: true,
     });

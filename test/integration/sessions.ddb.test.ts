@@ -5,12 +5,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Sessions } from '../../lambdas/service/sessions';
-import { getDeps } from '../../lambdas/shared/deps';
-import { createDocumentClient } from '../../lambdas/store/document-client';
-import { LockStore } from '../../lambdas/store/lock-store';
-import { SessionStore } from '../../lambdas/store/session-store';
+import { throughSession } from '../../lambdas/core/lock';
 import type { LocalStack } from '../../local/stack';
+import { CallCounter, testServices } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
 import { type AnyFrame, TestSocket } from '../support/ws-client';
@@ -138,23 +135,19 @@ describe('a session that stops heartbeating', () => {
 
 describe('heartbeat cost', () => {
   it('is one read and one write, whether the session holds 1 or 10 locks', async () => {
-    const calls: string[] = [];
-    const db = createDocumentClient({ endpoint: stack.dynamoEndpoint, onCall: (c) => calls.push(c) });
-    const deps = getDeps();
-    const settings = deps.config.store;
-    const sessions = new Sessions(
-      new SessionStore(db, settings),
-      new LockStore(db, settings),
-      deps.handoff,
-      randomUUID,
-    );
+    const counter = new CallCounter();
+    const t = testServices(stack.tableName, { endpoint: stack.dynamoEndpoint, counter });
     const costOf = async (lockCount: number) => {
-      const s = await sessions.create('fay', { ttlMs: 5_000, graceMs: 0, lockDelayMs: 0 });
+      const s = await t.services.sessions.create('fay', { ttlMs: 5_000, graceMs: 0, lockDelayMs: 0 });
       for (let i = 0; i < lockCount; i++)
-        await sessions.acquire({ name: lockName(), clientId: 'fay', ttlMs: 1, sessionId: s.id });
-      calls.length = 0;
-      await sessions.heartbeat(s.id, 'fay');
-      return [...calls].sort();
+        expect(
+          await t.acquire({ name: lockName(), clientId: 'fay', tenure: throughSession(s.id) }),
+        ).toMatchObject({
+          acquired: true,
+        });
+      counter.reset();
+      await t.services.sessions.heartbeat(s.id, 'fay');
+      return [...counter.calls].sort();
     };
     // The documented figure (README, "Sessions"): GetItem + UpdateItem.
     expect(await costOf(1)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
@@ -214,8 +207,13 @@ describe('waiting for a lock tied to a session', () => {
       client_id: 'other',
       fencing_token: held.body.fencing_token,
     });
-    // Handed over tied to the session: its lease is the session's (the 30-day figure is a backstop only).
-    expect(await grant).toMatchObject({ client_id: 'leader-1', ttl_ms: 30 * 24 * 3_600_000 });
+    // Handed over held through the session: no lease of its own, it lasts as long as the session.
+    expect(await grant).toMatchObject({
+      client_id: 'leader-1',
+      session_id: s.session_id,
+      expires_at: null,
+      ttl_ms: null,
+    });
     expect((await view(lock)).holders[0]).toMatchObject({ client_id: 'leader-1', session_id: s.session_id });
     const closed = await api.delete(`/api/v1/sessions/${s.session_id}?client_id=leader-1`);
     expect(closed.body.locks_released).toBe(1);

@@ -2,173 +2,206 @@
  * The sweeper against DynamoDB Local, on a table of its own with no stream
  * notifier and no timers, so everything that ends here is the sweeper's
  * doing: expired sessions, sweepers that race or die midway, timed-out
- * waiters nobody removed, connections whose $disconnect never came.
+ * waiters nobody removed, connections whose $disconnect never came, and
+ * items that keep failing. Time is a clock the tests move.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Item, liveHolder } from '../../lambdas/core/lock';
-import { enqueueSteps } from '../../lambdas/core/queue';
-import { Handoff } from '../../lambdas/service/handoff';
-import { LockService, newWaiter } from '../../lambdas/service/lock-service';
-import { Sessions } from '../../lambdas/service/sessions';
-import { Sweeper } from '../../lambdas/service/sweeper';
-import type { LockStore } from '../../lambdas/store/lock-store';
-import { QueueStore } from '../../lambdas/store/queue-store';
-import { SessionStore } from '../../lambdas/store/session-store';
-import { createTestTable, testStore } from '../support/dynamo';
+import { lockRef, sessionRef } from '../../lambdas/core/items';
+import { lease, liveHolder, throughSession } from '../../lambdas/core/lock';
+import { sessionOfItem } from '../../lambdas/core/session';
+import { MAX_WAIT_MS } from '../../lambdas/core/wire';
+import { wireServices } from '../../lambdas/service/services';
+import type { Storage } from '../../lambdas/service/storage';
+import { createTestTable, manualClock, testServices } from '../support/dynamo';
 
 let table: Awaited<ReturnType<typeof createTestTable>>;
-let locks: LockStore;
-let queue: QueueStore;
-let store: SessionStore;
-let handoff: Handoff;
-let sessions: Sessions;
-let service: LockService;
-let sweeper: Sweeper;
+let now = 1_800_000_000_000;
+const clock = manualClock(() => now);
+let t: ReturnType<typeof testServices>;
 
 beforeAll(async () => {
   table = await createTestTable();
-  const t = testStore(table.tableName);
-  locks = t.store;
-  queue = new QueueStore(t.db, t.settings);
-  store = new SessionStore(t.db, t.settings);
-  handoff = new Handoff(locks, queue, { push: async () => 'sent' });
-  sessions = new Sessions(store, locks, handoff, randomUUID);
-  service = new LockService(locks, queue, handoff, sessions);
-  sweeper = new Sweeper(store, sessions, handoff);
+  t = testServices(table.tableName, { clock });
 });
 afterAll(() => table.drop());
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const lockName = () => `sweep/${randomUUID()}`;
-const holderOf = async (lock: string) => liveHolder((await locks.get(lock)) as Item, Date.now());
+const holderOf = async (lock: string) => liveHolder(await t.storage.read(lockRef(lock)), now);
+const queuedOn = async (lock: string) => (await t.storage.read(lockRef(lock)))?.queued;
+
+/** The same services, on storage that fails every call `fails` says should fail (a broken partition, a crash). */
+function servicesOn(fails: (call: string, args: unknown[]) => boolean) {
+  const storage = new Proxy(t.storage, {
+    get(target, prop, receiver) {
+      const member = Reflect.get(target, prop, receiver);
+      if (typeof member !== 'function') return member;
+      return async (...args: unknown[]) => {
+        if (fails(String(prop), args))
+          throw Object.assign(new Error(`storage failed in ${String(prop)}`), {
+            name: 'ThrottlingException',
+          });
+        return member.apply(target, args);
+      };
+    },
+  }) as Storage;
+  const { pusher, timers } = t.services;
+  return wireServices({ storage, pusher, timers, clock, ids: randomUUID });
+}
 
 /** A session holding `n` locks, each with one waiter queued behind it (an HTTP-style waiter). */
 async function sessionWithWaitedLocks(client: string, n: number, ttlMs: number) {
-  const s = await sessions.create(client, { ttlMs, graceMs: 0, lockDelayMs: 0 });
+  const s = await t.services.sessions.create(client, { ttlMs, graceMs: 0, lockDelayMs: 0 });
   const names = Array.from({ length: n }, lockName);
   const tokens: number[] = [];
   for (const name of names) {
-    const out = await sessions.acquire({ name, clientId: client, ttlMs: 1, sessionId: s.id });
+    const out = await t.acquire({ name, clientId: client, tenure: throughSession(s.id) });
     if (!out.acquired) throw new Error('not acquired');
     tokens.push(out.grant.fencingToken);
-    const result = await service.acquire(
-      { name, clientId: `${client}-waiter`, ttlMs: 30_000, requestId: randomUUID() },
-      { waitMs: 60_000 },
-    );
-    expect(result.kind).toBe('queued');
+    const waiter = { name, clientId: `${client}-waiter`, tenure: lease(30_000), requestId: randomUUID() };
+    expect((await t.services.locks.acquire(waiter, { waitMs: MAX_WAIT_MS })).kind).toBe('queued');
   }
   return { session: s, names, tokens };
 }
 
 describe('the sweeper', () => {
   it('ends a session past ttl + grace and hands each of its 3 locks to the head waiter, with a larger token', async () => {
+    now += 600_000;
     const { session, names, tokens } = await sessionWithWaitedLocks('dave', 3, 1_000);
-    await sleep(500);
-    await sessions.heartbeat(session.id, 'dave');
-    await sleep(700); // past the first ttl, not past the one the heartbeat gave
-    expect(await sweeper.sweep()).toMatchObject({ expired: 0 });
+    now += 500;
+    await t.services.sessions.heartbeat(session.id, 'dave');
+    now += 700; // past the first ttl, not past the one the heartbeat gave
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 0 });
     for (const name of names) expect((await holderOf(name))?.clientId).toBe('dave');
-    await sleep(400);
-    expect(await sweeper.sweep()).toMatchObject({ expired: 1, locksReleased: 3 });
+    now += 400;
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 1, locksReleased: 3 });
     for (const [i, name] of names.entries()) {
       const holder = await holderOf(name);
       expect(holder?.clientId).toBe('dave-waiter');
       expect(holder?.fencingToken).toBeGreaterThan(tokens[i] as number);
     }
-    await expect(sessions.heartbeat(session.id, 'dave')).rejects.toMatchObject({ code: 'SESSION_EXPIRED' });
+    await expect(t.services.sessions.heartbeat(session.id, 'dave')).rejects.toMatchObject({
+      code: 'SESSION_EXPIRED',
+    });
     // Nothing is left due: the next run reads the due index and ends nothing.
-    expect(await sweeper.sweep()).toMatchObject({ expired: 0, locksReleased: 0 });
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 0, locksReleased: 0 });
   });
 
   it('two sweepers at once, and one that dies midway then reruns: one grant per lock, nothing stuck', async () => {
+    now += 600_000;
     const all = await Promise.all(['e0', 'e1', 'e2', 'e3'].map((c) => sessionWithWaitedLocks(c, 2, 500)));
-    await sleep(600);
-    // A sweeper that dies after its first lock release.
+    now += 600;
+    // A sweeper whose storage dies after its first lock release: it can neither finish nor reschedule.
     let writes = 0;
-    const dying = new Proxy(locks, {
-      get(target, prop, receiver) {
-        if (prop !== 'write') return Reflect.get(target, prop, receiver);
-        return async (...args: Parameters<LockStore['write']>) => {
-          if (++writes > 1) throw new Error('sweeper killed');
-          return target.write(...args);
-        };
-      },
-    });
-    const crashing = new Sweeper(store, new Sessions(store, dying, handoff, randomUUID), handoff);
-    await expect(crashing.sweep()).rejects.toThrow('sweeper killed');
+    const dying = servicesOn((call) => call === 'write' && ++writes > 1);
+    await expect(dying.sweeper.sweep()).rejects.toThrow('storage failed');
     // Two at once finish the job.
-    await Promise.all([sweeper.sweep(), sweeper.sweep()]);
+    await Promise.all([t.services.sweeper.sweep(), t.services.sweeper.sweep()]);
     for (const { names, tokens, session } of all) {
       for (const [i, name] of names.entries()) {
-        const item = await locks.get(name);
-        const holder = liveHolder(item, Date.now());
+        const holder = await holderOf(name);
         expect(holder?.clientId).toBe(`${session.clientId}-waiter`);
         // Exactly one grant after the session's: the token moved by one.
         expect(holder?.fencingToken).toBe((tokens[i] as number) + 1);
-        expect(item?.queued).toBe(0);
+        expect(await queuedOn(name)).toBe(0);
       }
-      await expect(sessions.heartbeat(session.id, session.clientId)).rejects.toMatchObject({
+      await expect(t.services.sessions.heartbeat(session.id, session.clientId)).rejects.toMatchObject({
         code: 'SESSION_EXPIRED',
       });
     }
-    expect(await sweeper.sweep()).toMatchObject({ expired: 0, locksReleased: 0 });
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 0, locksReleased: 0, behind: false });
   });
 
-  it('a run that released a lock but died before handing it on: the next run hands it on', async () => {
+  it('a run that released a lock but died before handing it on: the item is retried and handed on', async () => {
+    now += 600_000;
     const { session, names } = await sessionWithWaitedLocks('fay', 1, 300);
-    await sleep(400);
-    const failingHandoff = new Proxy(handoff, {
-      get(target, prop, receiver) {
-        if (prop !== 'serve') return Reflect.get(target, prop, receiver);
-        return async () => {
-          throw new Error('died before serving');
-        };
-      },
-    });
-    const dying = new Sweeper(store, new Sessions(store, locks, failingHandoff, randomUUID), handoff);
-    await expect(dying.sweep()).rejects.toThrow('died before serving');
     const name = names[0] as string;
+    now += 400;
+    // Serving the queue fails (its Query), after the release landed.
+    const failing = servicesOn((call) => call === 'queue');
+    const report = await failing.sweeper.sweep();
+    expect(report).toMatchObject({ retried: 1 });
     expect(await holderOf(name)).toBeUndefined(); // released, nobody served
-    expect((await locks.get(name))?.queued).toBe(1);
-    await sweeper.sweep();
+    expect(await queuedOn(name)).toBe(1);
+    // Moved a minute on, not left behind: the next run after that finishes it.
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 0 });
+    now += 61_000;
+    await t.services.sweeper.sweep();
     expect((await holderOf(name))?.clientId).toBe('fay-waiter');
-    await expect(sessions.heartbeat(session.id, 'fay')).rejects.toMatchObject({ code: 'SESSION_EXPIRED' });
+    await expect(t.services.sessions.heartbeat(session.id, 'fay')).rejects.toMatchObject({
+      code: 'SESSION_EXPIRED',
+    });
+  });
+
+  it('retries an item that keeps failing for over an hour, with backoff, and never skips it', async () => {
+    now += 600_000;
+    const { session, names } = await sessionWithWaitedLocks('gil', 1, 300);
+    const lock = names[0] as string;
+    // Every call about the session's lock fails for 90 minutes, so ending the session fails.
+    const broken = servicesOn((call, args) => call !== 'dueIn' && JSON.stringify(args).includes(lock));
+    now += 400;
+    const tries: number[] = [];
+    for (let minute = 0; minute < 90; minute++) {
+      if ((await broken.sweeper.sweep()).retried) tries.push(minute);
+      now += 60_000;
+    }
+    // Tried again and again, further apart each time (1, 2, 4 ... minutes), up to an hour apart.
+    expect(tries.length).toBeGreaterThanOrEqual(6);
+    const gaps = tries.slice(1).map((m, i) => m - (tries[i] as number));
+    for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThanOrEqual(gaps[i - 1] as number);
+    expect((await t.storage.read(sessionRef(session.id)))?.sweep_failures).toBe(tries.length);
+    // The partition heals: within the longest backoff, the session ends and its lock is released (its
+    // waiter, whose own wait ran out meanwhile, is gone too).
+    for (let minute = 0; minute <= 60 && (await holderOf(lock))?.clientId === 'gil'; minute++) {
+      await t.services.sweeper.sweep();
+      now += 60_000;
+    }
+    expect((await holderOf(lock))?.clientId).not.toBe('gil');
+    const ended = await t.storage.read(sessionRef(session.id));
+    expect(ended && sessionOfItem(session.id, ended)).toMatchObject({ endReason: 'expired' });
+    expect(ended?.swept_at).toBeDefined();
+  });
+
+  it('holds its cursor on an item it cannot even reschedule, for as long as that lasts', async () => {
+    now += 600_000;
+    const { session, names } = await sessionWithWaitedLocks('hal', 1, 300);
+    // The session's own partition fails every call for 70 minutes.
+    const broken = servicesOn((call, args) => call !== 'dueIn' && JSON.stringify(args).includes(session.id));
+    now += 400;
+    for (let minute = 0; minute < 70; minute += 5) {
+      expect(await broken.sweeper.sweep()).toMatchObject({ behind: true });
+      now += 5 * 60_000;
+    }
+    // Healed: the next run reads back to the held minute and finishes the session.
+    expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 1, locksReleased: 1 });
+    expect((await holderOf(names[0] as string))?.clientId).toBe('hal-waiter');
   });
 
   it('drops a waiter whose wait ended but whose function died, and a connection past 2 h', async () => {
+    now += 600_000;
     const lock = lockName();
-    await locks.acquire({ name: lock, clientId: 'holder', ttlMs: 30_000 });
+    await t.acquire({ name: lock, clientId: 'holder', tenure: lease(3_600_000) });
     // An HTTP waiter whose function died: its item stays queued past its deadline.
-    const now = Date.now();
-    const orphan = newWaiter(
-      { name: lock, clientId: 'gone', ttlMs: 5_000, requestId: 'r' },
-      { waitMs: 300 },
-      now,
-    );
-    expect((await queue.transact(lock, enqueueSteps(orphan, now), now)).ok).toBe(true);
+    const orphan = { name: lock, clientId: 'gone', tenure: lease(5_000), requestId: 'r' };
+    expect((await t.services.locks.acquire(orphan, { waitMs: 300 })).kind).toBe('queued');
     // A connection API Gateway closed two hours ago whose $disconnect never came, with a waiter.
     const ghost = `ghost-${randomUUID()}`;
-    await queue.putConnection({
-      id: ghost,
-      clientId: 'ghost',
-      connectedAt: Date.now() - 2 * 3_600_000 - 61_000,
-    });
+    const opened = now;
+    now -= 2 * 3_600_000 + 61_000;
+    await t.services.connections.open(ghost, 'ghost');
+    now = opened;
     const other = lockName();
-    await locks.acquire({ name: other, clientId: 'holder', ttlMs: 30_000 });
-    const t = Date.now();
-    const haunted = newWaiter(
-      { name: other, clientId: 'ghost', ttlMs: 5_000, requestId: 'g' },
-      { waitMs: 600_000, connectionId: ghost },
-      t,
+    await t.acquire({ name: other, clientId: 'holder', tenure: lease(3_600_000) });
+    const haunted = { name: other, clientId: 'ghost', tenure: lease(5_000), requestId: 'g' };
+    expect((await t.services.locks.acquire(haunted, { waitMs: 600_000, connectionId: ghost })).kind).toBe(
+      'queued',
     );
-    expect((await queue.transact(other, enqueueSteps(haunted, t), t)).ok).toBe(true);
-    await sleep(400);
+    now += 400;
 
-    expect(await sweeper.sweep()).toMatchObject({ queuesServed: 1, connectionsClosed: 1 });
-    expect((await locks.get(lock))?.queued).toBe(0);
-    expect((await locks.get(other))?.queued).toBe(0);
-    expect(await queue.getConnection(ghost)).toBeUndefined();
+    expect(await t.services.sweeper.sweep()).toMatchObject({ queuesServed: 1, connectionsClosed: 1 });
+    expect(await queuedOn(lock)).toBe(0);
+    expect(await queuedOn(other)).toBe(0);
+    expect(await t.services.connections.get(ghost)).toBeUndefined();
     // Dropping waiters takes nothing from the holder.
     expect((await holderOf(lock))?.clientId).toBe('holder');
     expect((await holderOf(other))?.clientId).toBe('holder');

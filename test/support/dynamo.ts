@@ -1,11 +1,9 @@
-/** Per-file tables in the shared DynamoDB Local, and clients that count calls. */
+/** Per-file tables in the shared DynamoDB Local, services wired to them, and clients that count calls. */
 import { randomUUID } from 'node:crypto';
 import { DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { inject } from 'vitest';
-import { createDocumentClient } from '../../lambdas/store/document-client';
-import type { StoreSettings } from '../../lambdas/store/lock-requests';
-import { LockStore } from '../../lambdas/store/lock-store';
 import { ensureTable } from '../../local/table-setup';
+import { type ServicesOptions, servicesOn } from './services';
 
 export const dynamoEndpoint = (): string => inject('dynamoEndpoint');
 
@@ -40,11 +38,10 @@ export class CallCounter {
   }
 }
 
-export function testStore(tableName: string, options: { clock?: () => number; counter?: CallCounter } = {}) {
-  const settings: StoreSettings = { tableName, retentionSeconds: 86_400 };
-  const db = createDocumentClient({
-    endpoint: dynamoEndpoint(),
-    ...(options.counter ? { onCall: options.counter.record } : {}),
-  });
-  return { db, settings, store: new LockStore(db, settings, options.clock) };
-}
+/** The services on the run's DynamoDB Local (or `endpoint`: a proxy in front of it, say). */
+export const testServices = (
+  tableName: string,
+  options: Omit<ServicesOptions, 'endpoint'> & { readonly endpoint?: string } = {},
+) => servicesOn(tableName, { ...options, endpoint: options.endpoint ?? dynamoEndpoint() });
+
+export { manualClock } from './services';

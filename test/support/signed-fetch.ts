@@ -25,7 +25,7 @@ export function signedClient(
     method: string,
     path: string,
     body?: unknown,
-    options: { sign?: boolean; raw?: string } = {},
+    options: { sign?: boolean; raw?: string; signal?: AbortSignal } = {},
   ) {
     const url = new URL(path, baseUrl);
     const payload = options.raw ?? (body === undefined ? undefined : JSON.stringify(body));
@@ -48,6 +48,7 @@ export function signedClient(
       method,
       headers: signed.headers,
       ...(payload !== undefined ? { body: payload } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
     });
     const text = await response.text();
     let parsed: unknown;
@@ -61,7 +62,7 @@ export function signedClient(
 
   return {
     get: (path: string, options?: { sign?: boolean }) => send('GET', path, undefined, options),
-    post: (path: string, body?: unknown, options?: { sign?: boolean; raw?: string }) =>
+    post: (path: string, body?: unknown, options?: { sign?: boolean; raw?: string; signal?: AbortSignal }) =>
       send('POST', path, body, options),
     delete: (path: string, options?: { sign?: boolean }) => send('DELETE', path, undefined, options),
   };

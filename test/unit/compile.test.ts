@@ -1,8 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { add, and, eq, gt, le, missing, ne, or, remove, set } from '../../lambdas/core/expr';
-import { acquireProtocol, releaseProtocol } from '../../lambdas/core/lock';
+import { lockRef } from '../../lambdas/core/items';
+import {
+  acquireProtocol,
+  lease,
+  pinnedGrant,
+  releaseProtocol,
+  throughSession,
+} from '../../lambdas/core/lock';
 import { compile } from '../../lambdas/store/compile';
-import { lockWriteRequest } from '../../lambdas/store/lock-requests';
+import { transactRequest, updateRequest } from '../../lambdas/store/requests';
 
 describe('compile', () => {
   it('names every attribute and value with placeholders', () => {
@@ -44,23 +51,27 @@ describe('lock write requests', () => {
 
   it('acquire is one conditional UpdateItem that returns the old item on refusal', () => {
     const now = 1_700_000_000_123;
-    const write = acquireProtocol({ name: 'jobs/nightly', clientId: 'worker-1', ttlMs: 30_000 }, now).first;
-    const request = lockWriteRequest(settings, 'jobs/nightly', write, now);
+    const write = acquireProtocol(
+      { name: 'jobs/nightly', clientId: 'worker-1', tenure: lease(30_000) },
+      now,
+    ).first;
+    const request = updateRequest(settings, lockRef('jobs/nightly'), write);
     expect(request).toMatchObject({
       TableName: 'locks',
       Key: { pk: 'LOCK#jobs/nightly', sk: 'LOCK' },
       ReturnValues: 'ALL_NEW',
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      // Free (no holder, no lease end, or lapsed), not under lock-delay, and nobody queued (the queue owns a
-      // free lock with waiters).
+      // Free (no holder; or no session and no lease end, or lapsed), not under lock-delay, and nobody
+      // queued (the queue owns a free lock with waiters).
       ConditionExpression:
-        '(((attribute_not_exists(#a0) OR attribute_not_exists(#a1) OR #a1 <= :v0) AND (attribute_not_exists(#a2) OR #a2 <= :v1)) AND (attribute_not_exists(#a3) OR #a3 <= :v2))',
+        '(((attribute_not_exists(#a0) OR (attribute_not_exists(#a1) AND (attribute_not_exists(#a2) OR #a2 <= :v0))) AND (attribute_not_exists(#a3) OR #a3 <= :v1)) AND (attribute_not_exists(#a4) OR #a4 <= :v2))',
     });
     expect(request.ExpressionAttributeNames).toMatchObject({
       '#a0': 'holder',
-      '#a1': 'expires_at',
-      '#a2': 'blocked_until',
-      '#a3': 'queued',
+      '#a1': 'session_id',
+      '#a2': 'expires_at',
+      '#a3': 'blocked_until',
+      '#a4': 'queued',
     });
     const names = request.ExpressionAttributeNames ?? {};
     const fence = Object.keys(names).find((placeholder) => names[placeholder] === 'fence');
@@ -80,7 +91,45 @@ describe('lock write requests', () => {
     const now = 1_000;
     const write = releaseProtocol({ name: 'n', clientId: 'c', fencingToken: 7 }, now).first;
     expect(compile(write.condition, write.update).ConditionExpression).toBe(
-      '((#a0 = :v0 AND #a1 = :v1) AND #a2 > :v2 AND (attribute_not_exists(#a3) OR #a3 <= :v3))',
+      '((#a0 = :v0 AND #a1 = :v1) AND (attribute_exists(#a0) AND (attribute_exists(#a2) OR #a3 > :v2)) AND (attribute_not_exists(#a4) OR #a4 <= :v3))',
     );
+  });
+
+  it('a grant held through a session removes the TTL attribute; a lease sets it past the lease end', () => {
+    const now = 1_700_000_000_000;
+    const grantee = { name: 'leader', clientId: 'a' };
+    const session = pinnedGrant({ ...grantee, tenure: throughSession('s') }, undefined, now, 'w').write;
+    const leased = pinnedGrant({ ...grantee, tenure: lease(60_000) }, undefined, now, 'w').write;
+    const sessionRequest = updateRequest(settings, lockRef('leader'), session);
+    const gc = Object.entries(sessionRequest.ExpressionAttributeNames ?? {}).find(
+      ([, n]) => n === 'gc_at',
+    )?.[0];
+    expect(sessionRequest.UpdateExpression).toMatch(new RegExp(`REMOVE .*${gc}`));
+    const leasedRequest = updateRequest(settings, lockRef('leader'), leased);
+    expect(Object.values(leasedRequest.ExpressionAttributeValues ?? {})).toContain(
+      Math.ceil((now + 60_000) / 1000) + 3600,
+    );
+  });
+
+  it('a transaction step that refuses returns the item as it was', () => {
+    const write = pinnedGrant({ name: 'n', clientId: 'a', tenure: lease(1000) }, undefined, 5, 'w').write;
+    const { TransactItems } = transactRequest(settings, [
+      { kind: 'update', ref: lockRef('n'), ...write },
+      { kind: 'delete', ref: { kind: 'waiter', lock: 'n', order: 'o' } },
+      {
+        kind: 'check',
+        ref: { kind: 'session', session: 's' },
+        condition: { kind: 'exists', attr: 'client_id' },
+      },
+    ]);
+    expect(TransactItems?.[0]?.Update).toMatchObject({
+      Key: { pk: 'LOCK#n', sk: 'LOCK' },
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    });
+    expect(TransactItems?.[1]?.Delete).toMatchObject({ Key: { pk: 'LOCK#n', sk: 'WAIT#o' } });
+    expect(TransactItems?.[2]?.ConditionCheck).toMatchObject({
+      Key: { pk: 'SESS#s', sk: 'SESS' },
+      ConditionExpression: 'attribute_exists(#a0)',
+    });
   });
 });

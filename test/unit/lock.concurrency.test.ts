@@ -7,16 +7,18 @@
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
-import type { Write } from '../../lambdas/core/expr';
+import type { ItemWrite } from '../../lambdas/core/items';
 import {
   acquireProtocol,
+  lease,
+  leaseEnd,
   liveHolder,
   type Protocol,
   releaseProtocol,
   renewProtocol,
   runProtocol,
 } from '../../lambdas/core/lock';
-import { MemoryLock } from '../support/memory-store';
+import { MemoryLock } from '../support/memory-lock';
 
 type Op =
   | { op: 'acquire'; client: string; reentrant: boolean; rid: string | undefined }
@@ -56,7 +58,7 @@ it('concurrent acquire, release and renew never leave two live leases, and token
       async (s, rounds) => {
         const lock = new MemoryLock();
         let ids = 0;
-        const tryWrite = s.scheduleFunction(async (write: Write) => lock.tryWrite(write));
+        const tryWrite = s.scheduleFunction(async (write: ItemWrite) => lock.tryWrite(write));
         // Write ids name their command, so outcomes can be ordered by when their last write applied.
         const runCmd = <O>(p: Protocol<O>, cmd: number) => runProtocol(p, tryWrite, () => `c${cmd}:${++ids}`);
         let cmds = 0;
@@ -82,7 +84,7 @@ it('concurrent acquire, release and renew never leave two live leases, and token
                     {
                       name: 'L',
                       clientId: op.client,
-                      ttlMs: TTL,
+                      tenure: lease(TTL),
                       reentrant: op.reentrant,
                       requestId: op.rid,
                     },
@@ -131,7 +133,7 @@ it('concurrent acquire, release and renew never leave two live leases, and token
               const { grant } = r.out;
               if (grant.reentry === 1 && !r.out.replayed && !told.has(grant.fencingToken))
                 fresh.push(grant.fencingToken);
-              told.set(grant.fencingToken, { client: grant.clientId, expiresAt: grant.expiresAt });
+              told.set(grant.fencingToken, { client: grant.clientId, expiresAt: leaseEnd(grant) ?? 0 });
             } else if (
               r.op.op === 'release' &&
               'remaining' in r.out &&
@@ -142,7 +144,7 @@ it('concurrent acquire, release and renew never leave two live leases, and token
             } else if (r.op.op === 'renew' && 'grant' in r.out) {
               told.set(r.out.grant.fencingToken, {
                 client: r.out.grant.clientId,
-                expiresAt: r.out.grant.expiresAt,
+                expiresAt: leaseEnd(r.out.grant) ?? 0,
               });
             }
           }

@@ -10,13 +10,15 @@ import {
   LockAttr as A,
   acquireProtocol,
   fenceFloor,
+  lease,
+  leaseEnd,
   liveHolder,
   type Protocol,
   releaseProtocol,
   renewProtocol,
   requestKey,
 } from '../../lambdas/core/lock';
-import { MemoryLock } from '../support/memory-store';
+import { MemoryLock } from '../support/memory-lock';
 
 const CLIENTS = ['a', 'b', 'c'] as const;
 const START = 1_800_000_000_000;
@@ -113,7 +115,7 @@ describe('lock rules under random histories', () => {
                     {
                       name: 'L',
                       clientId: op.client,
-                      ttlMs: op.ttl,
+                      tenure: lease(op.ttl),
                       requestId: op.rid,
                       reentrant: op.reentrant,
                     },
@@ -144,7 +146,7 @@ describe('lock rules under random histories', () => {
                 // A fresh grant: strictly above every token ever issued, even across deletions.
                 for (const earlier of issued) expect(token).toBeGreaterThan(earlier);
                 issued.push(token);
-                told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+                told.set(token, { client: op.client, expiresAt: leaseEnd(out.grant) ?? 0 });
               } else {
                 expect(told.get(token)?.client).toBe(op.client);
               }
@@ -173,8 +175,8 @@ describe('lock rules under random histories', () => {
                 const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
                 expect(out instanceof LatchkeyError).toBe(!rightful);
                 if (!(out instanceof LatchkeyError)) {
-                  expect(out.grant.expiresAt).toBe(now + op.ttl);
-                  told.set(token, { client: op.client, expiresAt: out.grant.expiresAt });
+                  expect(leaseEnd(out.grant)).toBe(now + op.ttl);
+                  told.set(token, { client: op.client, expiresAt: leaseEnd(out.grant) ?? 0 });
                 }
               }
             }
@@ -209,7 +211,7 @@ const itemArb = (now: number): fc.Arbitrary<Item | undefined> => {
 
 /** Without contention, a protocol ends after at most two writes: a refusal never names a write that would fail too. */
 function settlesWithoutContention<O>(protocol: Protocol<O>, item: Item | undefined): void {
-  if (evaluate(protocol.first.condition, item)) return;
+  if (!protocol.first.condition || evaluate(protocol.first.condition, item)) return;
   let next: ReturnType<Protocol<O>['onRefused']>;
   try {
     next = protocol.onRefused(item);
@@ -217,7 +219,7 @@ function settlesWithoutContention<O>(protocol: Protocol<O>, item: Item | undefin
     expect(error).toBeInstanceOf(LatchkeyError);
     return;
   }
-  if ('write' in next) expect(evaluate(next.write.condition, item)).toBe(true);
+  if ('write' in next && next.write.condition) expect(evaluate(next.write.condition, item)).toBe(true);
 }
 
 describe('refusals are explained consistently with the conditions', () => {
@@ -231,7 +233,7 @@ describe('refusals are explained consistently with the conditions', () => {
         fc.boolean(),
         (item, c, rid, reentrant) => {
           settlesWithoutContention(
-            acquireProtocol({ name: 'L', clientId: c, ttlMs: 10, requestId: rid, reentrant }, now),
+            acquireProtocol({ name: 'L', clientId: c, tenure: lease(10), requestId: rid, reentrant }, now),
             item,
           );
         },
@@ -257,9 +259,13 @@ describe('refusals are explained consistently with the conditions', () => {
 describe('lock rules, by example', () => {
   it('an expired lease is taken over at once, with a larger token', async () => {
     const lock = new MemoryLock();
-    const first = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
-    const refused = await lock.run(acquireProtocol({ name: 'L', clientId: 'b', ttlMs: 1000 }, START + 999));
-    const taken = await lock.run(acquireProtocol({ name: 'L', clientId: 'b', ttlMs: 1000 }, START + 1000));
+    const first = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
+    const refused = await lock.run(
+      acquireProtocol({ name: 'L', clientId: 'b', tenure: lease(1000) }, START + 999),
+    );
+    const taken = await lock.run(
+      acquireProtocol({ name: 'L', clientId: 'b', tenure: lease(1000) }, START + 1000),
+    );
     expect(refused).toMatchObject({ acquired: false, holder: { clientId: 'a' }, retryAfterMs: 1 });
     expect(taken.acquired && first.acquired && taken.grant.fencingToken > first.grant.fencingToken).toBe(
       true,
@@ -268,22 +274,26 @@ describe('lock rules, by example', () => {
 
   it('the first token of a lock comes from the clock floor', async () => {
     const lock = new MemoryLock();
-    const out = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START + 0.7));
+    const out = await lock.run(
+      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START + 0.7),
+    );
     expect(out.acquired && out.grant.fencingToken).toBe(fenceFloor(START) + 1);
   });
 
   it('reentrancy is opt-in and counts down to free', async () => {
     const lock = new MemoryLock();
-    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
+    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
     const token = grant.acquired ? grant.grant.fencingToken : 0;
-    const again = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START + 1));
+    const again = await lock.run(
+      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START + 1),
+    );
     expect(again.acquired).toBe(false);
     const reentered = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 5000, reentrant: true }, START + 1),
+      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(5000), reentrant: true }, START + 1),
     );
     expect(reentered).toMatchObject({
       acquired: true,
-      grant: { fencingToken: token, reentry: 2, expiresAt: START + 1000 },
+      grant: { fencingToken: token, reentry: 2, held: { expiresAt: START + 1000 } },
     });
     expect(
       await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 2)),
@@ -297,7 +307,7 @@ describe('lock rules, by example', () => {
 
   it('release and renew by a stranger or with a stale token are refused and change nothing', async () => {
     const lock = new MemoryLock();
-    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', ttlMs: 1000 }, START));
+    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
     const token = grant.acquired ? grant.grant.fencingToken : 0;
     const snapshot = structuredClone(lock.item);
     await expect(
@@ -314,7 +324,7 @@ describe('lock rules, by example', () => {
 
   it('a retried acquire whose lease ended is refused, never granted twice', async () => {
     const lock = new MemoryLock();
-    const cmd = { name: 'L', clientId: 'a', ttlMs: 1000, requestId: 'r1' };
+    const cmd = { name: 'L', clientId: 'a', tenure: lease(1000), requestId: 'r1' };
     const grant = await lock.run(acquireProtocol(cmd, START));
     const token = grant.acquired ? grant.grant.fencingToken : 0;
     await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 1));

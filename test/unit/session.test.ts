@@ -1,21 +1,23 @@
 /** The session rules, evaluated exactly as DynamoDB would apply them (expr.ts). */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
+import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
+import type { ItemWrite } from '../../lambdas/core/items';
 import {
   createWrite,
   endWrite,
   heartbeatIntervalMs,
   heartbeatWrite,
   type Session,
+  sessionDueAt,
   sessionOfItem,
   sessionState,
   sweptWrite,
 } from '../../lambdas/core/session';
 
 const T0 = 1_800_000_000_000;
-const apply = (item: Item | undefined, write: Write): Item | undefined =>
-  evaluate(write.condition, item) ? applyUpdate(item, write.update) : undefined;
+const apply = (item: Item | undefined, write: ItemWrite): Item | undefined =>
+  !write.condition || evaluate(write.condition, item) ? applyUpdate(item, write.update) : undefined;
 const session = (item: Item | undefined): Session => sessionOf(item);
 const sessionOf = (item: Item | undefined) => sessionOfItem('s', item as Item);
 
@@ -30,7 +32,7 @@ describe('session lifecycle', () => {
       apply(created, createWrite('bob', { ttlMs: 3_000, graceMs: 0, lockDelayMs: 0 }, T0)),
     ).toBeUndefined(); // never overwritten
     const s = session(created);
-    expect(s).toMatchObject({ clientId: 'alice', deadline: T0 + 3_000, dueAt: T0 + 4_000 });
+    expect(s).toMatchObject({ clientId: 'alice', deadline: T0 + 3_000, expiresAt: T0 + 4_000 });
     expect(sessionState(s, T0)).toBe('alive');
     expect(sessionState(s, T0 + 2_999)).toBe('alive');
     expect(sessionState(s, T0 + 3_000)).toBe('grace');
@@ -42,7 +44,7 @@ describe('session lifecycle', () => {
   it('a heartbeat in time (even in grace) extends it from now; a late or foreign one changes nothing', () => {
     const s = session(created);
     const inGrace = apply(created, heartbeatWrite(s, T0 + 3_500)) as Item;
-    expect(session(inGrace)).toMatchObject({ deadline: T0 + 6_500, dueAt: T0 + 7_500 });
+    expect(session(inGrace)).toMatchObject({ deadline: T0 + 6_500, expiresAt: T0 + 7_500 });
     expect(apply(created, heartbeatWrite(s, T0 + 4_000))).toBeUndefined(); // expired: too late
     expect(apply(created, heartbeatWrite({ ...s, clientId: 'mallory' }, T0))).toBeUndefined();
     expect(apply(undefined, heartbeatWrite(s, T0))).toBeUndefined();
@@ -59,9 +61,18 @@ describe('session lifecycle', () => {
     expect(apply(created, endWrite({ clientId: 'bob' }, 'closed', T0))).toBeUndefined();
     const closed = apply(created, endWrite({ clientId: 'alice' }, 'closed', T0 + 10)) as Item;
     expect(session(closed).endReason).toBe('closed');
-    // Swept: leaves the due index (no due time), only once ended.
-    expect(apply(created, sweptWrite())).toBeUndefined();
-    expect(session(apply(closed, sweptWrite()) as Item).dueAt).toBe(0);
+    // Due at once until swept (its locks released), then nothing is due; only an ended session is swept.
+    expect(sessionDueAt(session(closed), T0 + 20)).toBe(T0 + 20);
+    expect(apply(created, sweptWrite(T0 + 30))).toBeUndefined();
+    const swept = apply(closed, sweptWrite(T0 + 30)) as Item;
+    expect(sessionDueAt(session(swept), T0 + 40)).toBeUndefined();
+    // Housekeeping: never collectable before it is swept, due in the index until then.
+    expect(createWrite('alice', { ttlMs: 3_000, graceMs: 1_000, lockDelayMs: 0 }, T0)).toMatchObject({
+      gcFrom: null,
+      sweepAt: T0 + 4_000,
+    });
+    expect(endWrite({ clientId: 'alice' }, 'closed', T0 + 10)).toMatchObject({ sweepAt: T0 + 10 });
+    expect(sweptWrite(T0 + 30)).toMatchObject({ sweepAt: null, gcFrom: T0 + 30 });
   });
 
   it('a heartbeat and an expiry racing: exactly one applies, in either order', () => {
@@ -77,7 +88,7 @@ describe('session lifecycle', () => {
         // Never both; and the session is either extended (alive at `at`) or ended, per the clock.
         expect(afterFirst !== undefined && afterBoth !== undefined).toBe(false);
         const final = afterBoth ?? afterFirst;
-        if (at < s.dueAt) expect(final && session(final).endedAt).toBeUndefined();
+        if (at < s.expiresAt) expect(final && session(final).endedAt).toBeUndefined();
         else expect(final && session(final).endReason).toBe('expired');
       }),
     );

@@ -1,5 +1,9 @@
-/** Runs the core's protocols against an in-memory item with DynamoDB's semantics (for property tests). */
-import { applyUpdate, evaluate, type Item, type Write } from '../../lambdas/core/expr';
+/**
+ * One lock item in memory with DynamoDB's write semantics, for property tests of the protocols alone
+ * (the whole storage port in memory is memory-storage.ts).
+ */
+import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
+import type { ItemWrite } from '../../lambdas/core/items';
 import { LockAttr, type Protocol, runProtocol, type WriteResult } from '../../lambdas/core/lock';
 
 export class MemoryLock {
@@ -14,16 +18,16 @@ export class MemoryLock {
   readonly applied = new Map<string, number>();
   private ids = 0;
 
-  private deliver(write: Write): WriteResult {
+  private deliver(write: ItemWrite): WriteResult {
     this.writes++;
-    if (!evaluate(write.condition, this.item)) return { ok: false, old: this.item };
+    if (write.condition && !evaluate(write.condition, this.item)) return { ok: false, old: this.item };
     this.item = applyUpdate(this.item, write.update);
     const id = this.item[LockAttr.lastWrite];
     if (typeof id === 'string') this.applied.set(id, this.applied.size);
     return { ok: true, item: this.item };
   }
 
-  tryWrite = async (write: Write): Promise<WriteResult> => {
+  tryWrite = async (write: ItemWrite): Promise<WriteResult> => {
     const first = this.deliver(write);
     return this.duplicateDelivery ? this.deliver(write) : first;
   };

@@ -1,0 +1,54 @@
+/** WebSocket connections: which client each speaks for, kept until $disconnect or API Gateway's 2-hour limit. */
+import { set } from '../core/expr';
+import { connectionRef } from '../core/items';
+import type { Clock } from './clock';
+import type { Handoff } from './handoff';
+import type { Sessions } from './sessions';
+import type { Storage } from './storage';
+
+export interface Connection {
+  readonly id: string;
+  readonly clientId: string;
+  readonly connectedAt: number;
+}
+
+/** API Gateway closes a connection after two hours; past that (and a minute) its $disconnect is overdue. */
+const CONNECTION_DUE_MS = 2 * 3_600_000 + 60_000;
+
+export class Connections {
+  constructor(
+    private readonly storage: Storage,
+    private readonly sessions: Sessions,
+    private readonly handoff: Handoff,
+    private readonly clock: Clock,
+  ) {}
+
+  /**
+   * The connection closed ($disconnect, or the sweeper after API Gateway's
+   * limit): the locks held through it go to their next waiters, its waiters
+   * leave their queues, and its item goes. The session first: its item keeps
+   * the connection's locks findable should this stop midway.
+   */
+  async closed(id: string): Promise<{ locksReleased: number; waitersRemoved: number }> {
+    const locksReleased = await this.sessions.endConnection(id);
+    const waitersRemoved = await this.handoff.forgetConnection(id);
+    return { locksReleased, waitersRemoved };
+  }
+
+  async open(id: string, clientId: string): Promise<Connection> {
+    const connectedAt = this.clock.now();
+    await this.storage.write(connectionRef(id), {
+      update: [set('client_id', clientId), set('connected_at', connectedAt)],
+      // The sweeper's backstop for a lost $disconnect.
+      sweepAt: connectedAt + CONNECTION_DUE_MS,
+      gcFrom: connectedAt + CONNECTION_DUE_MS,
+    });
+    return { id, clientId, connectedAt };
+  }
+
+  async get(id: string): Promise<Connection | undefined> {
+    const item = await this.storage.read(connectionRef(id));
+    if (!item || typeof item.client_id !== 'string') return undefined;
+    return { id, clientId: item.client_id, connectedAt: Number(item.connected_at ?? 0) };
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * The stream notifier's rules: serves the queue of every lock a batch left
+ * free with waiters (a release normally did that already, inline; this is
+ * the path for everything else), and arms timers for what will change
+ * without a write: the lease of a grant with waiters behind it, the
+ * deadline of each WebSocket waiter, and the expiry of each new session.
+ * Records may arrive twice or late; everything done with them is
+ * idempotent. A failure throws, so the batch is retried.
+ */
+import { onLockChange } from '../core/queue';
+import type { Clock } from './clock';
+import type { Handoff } from './handoff';
+import { readChanges, type StreamRecord } from './stream-changes';
+import type { Timers } from './timers';
+
+export class Notifier {
+  constructor(
+    private readonly handoff: Handoff,
+    private readonly timers: Timers,
+    private readonly clock: Clock,
+  ) {}
+
+  async handle(records: readonly StreamRecord[]): Promise<void> {
+    const { locks, joined, opened } = readChanges(records);
+    await Promise.all(
+      locks.map(async ({ lock, ...images }) => {
+        const decision = onLockChange(images, this.clock.now());
+        if (decision.timer) await this.timers.schedule(lock, decision.timer.at, decision.timer.fence);
+        if (!decision.serve) return;
+        const served = await this.handoff.serve(lock);
+        if (served.kind === 'held' && served.waiting && served.expiresAt !== undefined)
+          await this.timers.schedule(lock, served.expiresAt, served.fence);
+      }),
+    );
+    await Promise.all(joined.map((w) => this.timers.schedule(w.lock, w.deadline)));
+    // A session ends at its expiry unless heartbeats move it: its timer checks then (and re-arms).
+    await Promise.all(opened.map((s) => this.timers.scheduleSession(s.id, s.expiresAt)));
+  }
+}

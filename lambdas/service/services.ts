@@ -1,0 +1,60 @@
+/**
+ * The services wired together from their ports. The functions' composition
+ * root (shared/deps.ts) passes the AWS adapters; the simulation passes the
+ * in-memory storage, a virtual clock and fault-injecting fakes. Nothing
+ * else builds services, so both run exactly the same code.
+ */
+import type { Clock } from './clock';
+import { Connections } from './connections';
+import { Handoff } from './handoff';
+import { LockService } from './lock-service';
+import { Notifier } from './notifier';
+import type { Pusher } from './push';
+import { Sessions } from './sessions';
+import type { Storage } from './storage';
+import { Sweeper } from './sweeper';
+import { Timekeeper } from './timekeeper';
+import type { Timers } from './timers';
+
+export interface Ports {
+  readonly storage: Storage;
+  readonly pusher: Pusher;
+  readonly timers: Timers;
+  readonly clock: Clock;
+  /** Fresh unique ids: write stamps, session ids, request ids. */
+  readonly ids: () => string;
+}
+
+export interface Services {
+  readonly storage: Storage;
+  readonly locks: LockService;
+  readonly handoff: Handoff;
+  readonly sessions: Sessions;
+  readonly connections: Connections;
+  readonly sweeper: Sweeper;
+  readonly timekeeper: Timekeeper;
+  readonly notifier: Notifier;
+  readonly pusher: Pusher;
+  readonly timers: Timers;
+  readonly clock: Clock;
+}
+
+export function wireServices(ports: Ports): Services {
+  const { storage, pusher, timers, clock, ids } = ports;
+  const handoff = new Handoff(storage, pusher, clock, ids);
+  const sessions = new Sessions(storage, handoff, clock, ids);
+  const connections = new Connections(storage, sessions, handoff, clock);
+  return {
+    storage,
+    locks: new LockService(storage, handoff, sessions, clock, ids),
+    handoff,
+    sessions,
+    connections,
+    sweeper: new Sweeper(storage, sessions, handoff, connections, clock),
+    timekeeper: new Timekeeper(handoff, sessions, timers, clock),
+    notifier: new Notifier(handoff, timers, clock),
+    pusher,
+    timers,
+    clock,
+  };
+}

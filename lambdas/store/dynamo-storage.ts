@@ -1,0 +1,354 @@
+/**
+ * The storage port on DynamoDB. Requests are built by the pure builders in
+ * requests.ts; this module sends them, reads the answers, and turns
+ * failures into typed errors (errors.ts): a refused condition is an answer,
+ * a fault is UNAVAILABLE, a request DynamoDB finds malformed is INTERNAL.
+ */
+import type { AttributeValue, CancellationReason } from '@aws-sdk/client-dynamodb';
+import {
+  BatchGetCommand,
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  TransactWriteCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { invalidRequest, LatchkeyError } from '../core/errors';
+import type { Item } from '../core/expr';
+import type { ItemRef, ItemWrite, Step } from '../core/items';
+import { lockRef } from '../core/items';
+import type { WriteResult } from '../core/lock';
+import { lockNameProblem } from '../core/names';
+import { type Waiter, waiterOf } from '../core/queue';
+import type { LockPage, QueueSnapshot, StepVerdict, Storage, TransactResult } from '../service/storage';
+import { toStoreError } from './errors';
+import {
+  DEFAULT_DEADLINE_MS,
+  type StoreSettings,
+  tableKey,
+  transactRequest,
+  updateRequest,
+} from './requests';
+import {
+  connectionOwner,
+  DUE_INDEX,
+  dueBucket,
+  KEY,
+  LIST_INDEX,
+  LOCK_LIST_PARTITION,
+  LOCK_SK,
+  lockListing,
+  lockPartition,
+  OWNER_INDEX,
+  refOfKey,
+  SESSION_LINK_PREFIX,
+  sessionPartition,
+  WAITER_SK_PREFIX,
+} from './table';
+
+const asItem = (raw: Record<string, AttributeValue> | undefined): Item | undefined =>
+  raw ? (unmarshall(raw) as Item) : undefined;
+
+/** Reasons DynamoDB cancels a transaction for that a retry can cure. */
+const RETRYABLE_CANCELLATIONS = new Set([
+  'TransactionConflict',
+  'ThrottlingError',
+  'ProvisionedThroughputExceeded',
+  'RequestLimitExceeded',
+]);
+
+/**
+ * A cancelled transaction's reasons as the port's answer: each step's
+ * verdict when only conditions failed; a retryable error for a conflict or
+ * a throttle; an internal error for anything else (a ValidationError, an
+ * item too large): those are bugs, never "try again".
+ */
+export function cancellationOutcome(reasons: readonly CancellationReason[]): TransactResult {
+  const codes = reasons.map((r) => r.Code ?? 'None');
+  const other = codes.find((c) => c !== 'None' && c !== 'ConditionalCheckFailed');
+  if (other && RETRYABLE_CANCELLATIONS.has(other))
+    throw new LatchkeyError(
+      'UNAVAILABLE',
+      `DynamoDB cancelled a transaction (${other}); retry`,
+      undefined,
+      100,
+    );
+  if (other) {
+    const detail = reasons.find((r) => r.Code === other)?.Message ?? '';
+    throw new LatchkeyError('INTERNAL', `DynamoDB refused a transaction (${other}: ${detail})`);
+  }
+  return {
+    ok: false,
+    steps: reasons.map(
+      (r): StepVerdict =>
+        r.Code === 'ConditionalCheckFailed'
+          ? { refused: true, old: asItem(r.Item as Record<string, AttributeValue> | undefined) }
+          : { refused: false },
+    ),
+  };
+}
+
+export class DynamoStorage implements Storage {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly settings: StoreSettings,
+  ) {}
+
+  async write(ref: ItemRef, write: ItemWrite): Promise<WriteResult> {
+    try {
+      const out = await this.db.send(new UpdateCommand(updateRequest(this.settings, ref, write)), {
+        abortSignal: this.deadline(),
+      });
+      return { ok: true, item: (out.Attributes ?? {}) as Item };
+    } catch (error) {
+      if (error instanceof Error && error.name === 'ConditionalCheckFailedException') {
+        // lib-dynamodb leaves the ALL_OLD item marshalled on the exception.
+        const old = (error as { Item?: Record<string, AttributeValue> }).Item;
+        return { ok: false, old: asItem(old) };
+      }
+      throw toStoreError(error);
+    }
+  }
+
+  async transact(steps: readonly Step[]): Promise<TransactResult> {
+    try {
+      // The SDK gives the call one ClientRequestToken for all its attempts: a retry is applied at most once.
+      await this.db.send(new TransactWriteCommand(transactRequest(this.settings, steps)), {
+        abortSignal: this.deadline(),
+      });
+      return { ok: true };
+    } catch (error) {
+      const reasons = (error as { CancellationReasons?: CancellationReason[] }).CancellationReasons;
+      if (error instanceof Error && error.name === 'TransactionCanceledException' && reasons)
+        return cancellationOutcome(reasons);
+      throw toStoreError(error);
+    }
+  }
+
+  async remove(ref: ItemRef): Promise<void> {
+    await this.send((abortSignal) =>
+      this.db.send(new DeleteCommand({ TableName: this.settings.tableName, Key: tableKey(ref) }), {
+        abortSignal,
+      }),
+    );
+  }
+
+  async read(ref: ItemRef): Promise<Item | undefined> {
+    const out = await this.send((abortSignal) =>
+      this.db.send(
+        new GetCommand({ TableName: this.settings.tableName, Key: tableKey(ref), ConsistentRead: true }),
+        { abortSignal },
+      ),
+    );
+    return out.Item as Item | undefined;
+  }
+
+  async queue(lock: string, limit: number): Promise<QueueSnapshot> {
+    const out = await this.send((abortSignal) =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.settings.tableName,
+          KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :lock AND :waiters',
+          ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+          ExpressionAttributeValues: {
+            ':pk': lockPartition(lock),
+            ':lock': LOCK_SK,
+            ':waiters': `${WAITER_SK_PREFIX}\uffff`,
+          },
+          ConsistentRead: true,
+          Limit: limit + 1,
+        }),
+        { abortSignal },
+      ),
+    );
+    let item: Item | undefined;
+    const waiters: Waiter[] = [];
+    for (const raw of out.Items ?? []) {
+      const sk = raw[KEY.sk];
+      if (sk === LOCK_SK) item = raw as Item;
+      else if (typeof sk === 'string' && sk.startsWith(WAITER_SK_PREFIX))
+        waiters.push(waiterOf(sk.slice(WAITER_SK_PREFIX.length), raw as Item));
+    }
+    return { lock: item, waiters, complete: out.LastEvaluatedKey === undefined };
+  }
+
+  async position(lock: string, order: string): Promise<number> {
+    let count = 0;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.send((abortSignal) =>
+        this.db.send(
+          new QueryCommand({
+            TableName: this.settings.tableName,
+            KeyConditionExpression: '#pk = :pk AND #sk BETWEEN :first AND :me',
+            ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+            ExpressionAttributeValues: {
+              ':pk': lockPartition(lock),
+              ':first': WAITER_SK_PREFIX,
+              ':me': `${WAITER_SK_PREFIX}${order}`,
+            },
+            ConsistentRead: true,
+            Select: 'COUNT',
+            ExclusiveStartKey: startKey,
+          }),
+          { abortSignal },
+        ),
+      );
+      count += page.Count ?? 0;
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+    return count;
+  }
+
+  async sessionLocks(session: string): Promise<string[]> {
+    const links = await this.queryAll({
+      KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :links)',
+      ExpressionAttributeNames: { '#pk': KEY.pk, '#sk': KEY.sk },
+      ExpressionAttributeValues: { ':pk': sessionPartition(session), ':links': SESSION_LINK_PREFIX },
+      ConsistentRead: true,
+    });
+    return links.map((item) => String(item[KEY.sk]).slice(SESSION_LINK_PREFIX.length));
+  }
+
+  async dueIn(minute: number, now: number): Promise<ItemRef[]> {
+    const keys = await this.queryAll({
+      IndexName: DUE_INDEX.name,
+      KeyConditionExpression: '#b = :b AND #at <= :now',
+      ExpressionAttributeNames: { '#b': DUE_INDEX.pk, '#at': DUE_INDEX.sk },
+      ExpressionAttributeValues: { ':b': dueBucket(minute), ':now': now },
+    });
+    return keys.flatMap((key) => refOfKey(key) ?? []);
+  }
+
+  async waitersOf(connection: string): Promise<ItemRef[]> {
+    const keys = await this.queryAll({
+      IndexName: OWNER_INDEX.name,
+      KeyConditionExpression: '#o = :o',
+      ExpressionAttributeNames: { '#o': OWNER_INDEX.pk },
+      ExpressionAttributeValues: { ':o': connectionOwner(connection) },
+    });
+    return keys.flatMap((key) => {
+      const ref = refOfKey(key);
+      return ref?.kind === 'waiter' ? [ref] : [];
+    });
+  }
+
+  async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
+    const startKey = cursor === undefined ? undefined : decodeCursor(cursor, prefix);
+    const page = await this.send((abortSignal) =>
+      this.db.send(
+        new QueryCommand({
+          TableName: this.settings.tableName,
+          IndexName: LIST_INDEX.name,
+          KeyConditionExpression: prefix ? '#pk = :pk AND begins_with(#sk, :prefix)' : '#pk = :pk',
+          ExpressionAttributeNames: prefix
+            ? { '#pk': LIST_INDEX.pk, '#sk': LIST_INDEX.sk }
+            : { '#pk': LIST_INDEX.pk },
+          ExpressionAttributeValues: prefix
+            ? { ':pk': LOCK_LIST_PARTITION, ':prefix': prefix }
+            : { ':pk': LOCK_LIST_PARTITION },
+          Limit: limit,
+          ...(startKey ? { ExclusiveStartKey: startKey } : {}),
+        }),
+        { abortSignal },
+      ),
+    );
+    const names = (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]));
+    const items = names.length ? await this.readLocks(names) : new Map<string, Item>();
+    return {
+      locks: names.flatMap((name) => {
+        const item = items.get(name);
+        return item ? [{ name, item }] : [];
+      }),
+      nextCursor: page.LastEvaluatedKey ? encodeCursor(page.LastEvaluatedKey) : undefined,
+    };
+  }
+
+  private async readLocks(names: readonly string[]): Promise<Map<string, Item>> {
+    const found = new Map<string, Item>();
+    const table = this.settings.tableName;
+    let keys: Record<string, unknown>[] = names.map((name) => tableKey(lockRef(name)));
+    for (let round = 0; round < 5; round++) {
+      const out = await this.send((abortSignal) =>
+        this.db.send(
+          new BatchGetCommand({ RequestItems: { [table]: { Keys: keys, ConsistentRead: true } } }),
+          {
+            abortSignal,
+          },
+        ),
+      );
+      for (const item of out.Responses?.[table] ?? []) found.set(String(item[LIST_INDEX.sk]), item as Item);
+      const unprocessed = out.UnprocessedKeys?.[table]?.Keys;
+      if (!unprocessed?.length) return found;
+      keys = unprocessed;
+      await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
+    }
+    throw toStoreError({ name: 'ProvisionedThroughputExceededException' });
+  }
+
+  /** Every item a Query matches, following its pages. */
+  private async queryAll(
+    input: Omit<QueryCommandInput, 'TableName' | 'ExclusiveStartKey'>,
+  ): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    const abortSignal = this.deadline();
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.send(() =>
+        this.db.send(
+          new QueryCommand({ ...input, TableName: this.settings.tableName, ExclusiveStartKey: startKey }),
+          { abortSignal },
+        ),
+      );
+      items.push(...(page.Items ?? []));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+    return items;
+  }
+
+  private deadline(): AbortSignal {
+    return AbortSignal.timeout(this.settings.deadlineMs ?? DEFAULT_DEADLINE_MS);
+  }
+
+  private async send<T>(call: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    try {
+      return await call(this.deadline());
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+}
+
+function encodeCursor(key: Record<string, unknown>): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+/**
+ * A cursor is the index key of the last lock of a page. It is checked to be one
+ * this API could have issued for this prefix, so a forged or mismatched cursor is
+ * a 400, never a DynamoDB validation error.
+ */
+function decodeCursor(cursor: string, prefix: string): Record<string, string> {
+  let key: Record<string, unknown> = {};
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (typeof parsed === 'object' && parsed !== null) key = parsed as Record<string, unknown>;
+  } catch {
+    // not JSON: refused below
+  }
+  const name = key[LIST_INDEX.sk];
+  if (typeof name === 'string' && name.startsWith(prefix) && lockNameProblem(name) === undefined) {
+    const expected: Record<string, string> = { ...tableKey(lockRef(name)), ...lockListing(name) };
+    const same =
+      Object.keys(key).length === Object.keys(expected).length &&
+      Object.entries(expected).every(([attr, value]) => key[attr] === value);
+    if (same) return expected;
+  }
+  throw invalidRequest(
+    'cursor is not valid for this listing: pass back the next_cursor of the previous page, with the same prefix',
+    [{ path: 'cursor', message: 'not a cursor this API issued for this prefix' }],
+  );
+}

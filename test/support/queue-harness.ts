@@ -1,0 +1,143 @@
+/**
+ * The real services on the in-memory storage, with a clock the test moves
+ * (a sleep moves it too), and a pusher and timers that record what they are
+ * asked: the model the queue's rule tests run on. Nothing here re-implements
+ * a rule; it only sets up and observes.
+ */
+import type { Item } from '../../lambdas/core/expr';
+import { lockRef, requestRef } from '../../lambdas/core/items';
+import {
+  type AcquireCommand,
+  type Grant,
+  lease,
+  requestKey,
+  type Tenure,
+  throughSession,
+} from '../../lambdas/core/lock';
+import type { LockChangeImages, Waiter } from '../../lambdas/core/queue';
+import { requestOf } from '../../lambdas/core/request';
+import type { Frame } from '../../lambdas/core/ws-wire';
+import type { AcquireResult } from '../../lambdas/service/lock-service';
+import type { PushOutcome } from '../../lambdas/service/push';
+import { type Services, wireServices } from '../../lambdas/service/services';
+import type { TimerMessage } from '../../lambdas/service/timers';
+import { MemoryStorage } from './memory-storage';
+
+export const START = 1_800_000_000_000;
+export const LOCK = 'L';
+
+export interface WaitOptions {
+  readonly waitMs?: number;
+  readonly priority?: number;
+  readonly connection?: string;
+  readonly requestId?: string;
+  readonly ttl?: number;
+  readonly session?: string;
+}
+
+export class QueueHarness {
+  now = START;
+  readonly memory: MemoryStorage;
+  readonly services: Services;
+  /** Every push, in order, with what it answered. */
+  readonly pushes: { connection: string; frame: Frame; outcome: PushOutcome }[] = [];
+  /** What a push answers (default: sent); it may act first (a retry racing the push, say). */
+  pushOutcome: (connection: string, frame: Frame) => PushOutcome | Promise<PushOutcome> = () => 'sent';
+  /** Every timer armed. */
+  readonly timers: TimerMessage[] = [];
+  private ids = 0;
+
+  constructor() {
+    this.memory = new MemoryStorage({ tableName: 'queue', retentionSeconds: 86_400 }, () => this.now);
+    this.services = wireServices({
+      storage: this.memory,
+      pusher: {
+        push: async (connection, frame) => {
+          const outcome = await this.pushOutcome(connection, frame);
+          this.pushes.push({ connection, frame, outcome });
+          return outcome;
+        },
+      },
+      timers: {
+        schedule: async (lock, at, fence) => {
+          this.timers.push({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) });
+        },
+        scheduleSession: async (session, at) => {
+          this.timers.push({ session, due_at: at });
+        },
+      },
+      clock: {
+        now: () => this.now,
+        sleep: async (ms) => {
+          this.now += Math.max(0, ms);
+        },
+      },
+      ids: () => `id-${++this.ids}`,
+    });
+  }
+
+  /** The lock item as it is now. */
+  get item(): Item | undefined {
+    return this.memory.readNow(lockRef(LOCK));
+  }
+
+  waiters(): readonly Waiter[] {
+    return this.memory.queueNow(LOCK).waiters;
+  }
+
+  record(client: string, requestId: string) {
+    return requestOf(this.memory.readNow(requestRef(LOCK, requestKey(client, requestId))));
+  }
+
+  command(client: string, options: WaitOptions = {}): AcquireCommand {
+    const tenure: Tenure =
+      options.session !== undefined ? throughSession(options.session) : lease(options.ttl ?? 1_000);
+    return { name: LOCK, clientId: client, tenure, requestId: options.requestId };
+  }
+
+  /** Acquires at once; the test expects it granted. */
+  async hold(client: string, options: WaitOptions & { reentrant?: boolean } = {}): Promise<Grant> {
+    const result = await this.services.locks.acquire({
+      ...this.command(client, options),
+      reentrant: options.reentrant,
+    });
+    if (result.kind !== 'done' || !result.outcome.acquired)
+      throw new Error(`${client} expected to hold ${LOCK}: ${JSON.stringify(result)}`);
+    return result.outcome.grant;
+  }
+
+  /** A waiting acquire (over WebSocket when `connection` is given). */
+  wait(client: string, options: WaitOptions = {}): Promise<AcquireResult> {
+    return this.services.locks.acquire(this.command(client, options), {
+      waitMs: options.waitMs ?? 10_000,
+      priority: options.priority,
+      connectionId: options.connection,
+    });
+  }
+
+  release(grant: Grant) {
+    return this.services.locks.release({
+      name: LOCK,
+      clientId: grant.clientId,
+      fencingToken: grant.fencingToken,
+    });
+  }
+
+  /** The frames pushed to `connection`, by type. */
+  framesTo(connection: string, type?: Frame['type']): Frame[] {
+    return this.pushes
+      .filter((p) => p.connection === connection && (!type || p.frame.type === type))
+      .map((p) => p.frame);
+  }
+}
+
+/** One batch of stream records for the lock, as the notifier reads it (see stream-changes.ts). */
+export const batch = (
+  before: Item | undefined,
+  after: Item | undefined,
+  released?: Item,
+): LockChangeImages => ({
+  before,
+  after,
+  released,
+});

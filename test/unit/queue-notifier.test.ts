@@ -1,0 +1,139 @@
+/**
+ * What the stream notifier does about a lock's change (core/queue.ts
+ * onLockChange): arm an expiry timer when a grant first has waiters behind
+ * it, serve a free lock with waiters that nobody else will serve, and leave
+ * a release to its releaser (with a backup timer). The images are the lock
+ * item as the real services leave it at each point.
+ */
+import { describe, expect, it } from 'vitest';
+import { LockAttr as A, type Grant, leaseEnd } from '../../lambdas/core/lock';
+import { onLockChange, RELEASER_BACKUP_MS } from '../../lambdas/core/queue';
+import { batch, LOCK, QueueHarness, START } from '../support/queue-harness';
+
+const nothing = { serve: false, timer: undefined };
+const end = (g: Grant) => leaseEnd(g) as number;
+
+/** a holds (and nobody waits) */
+async function scene(ttl = 1_000) {
+  const h = new QueueHarness();
+  const a = await h.hold('a', { ttl });
+  const join = async (client: string) => {
+    h.now += 1;
+    expect((await h.wait(client, { waitMs: 600_000, ttl: 1_000 })).kind).toBe('queued');
+  };
+  return { h, a, join };
+}
+
+describe('onLockChange', () => {
+  it('arms a timer when a grant first has waiters, not on renewal, re-entry or another join; leaves a release to its releaser', async () => {
+    const { h, a, join } = await scene();
+    const bare = h.item;
+    expect(onLockChange(batch(undefined, bare), h.now)).toEqual(nothing); // nobody waits
+    await join('b');
+    const waited = h.item;
+    expect(onLockChange(batch(bare, waited), h.now)).toEqual({
+      serve: false,
+      timer: { at: end(a), fence: a.fencingToken },
+    });
+    await join('c');
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
+    const renewed = (
+      await h.services.locks.renew({ name: LOCK, clientId: 'a', fencingToken: a.fencingToken, ttlMs: 500 })
+    ).grant;
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // the armed timer re-arms itself
+    await h.hold('a', { reentrant: true });
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
+    await h.release(renewed);
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // still held (re-entered)
+    const beforeRelease = h.item;
+    // The last release serves b inline; the batch holds the release and b's grant.
+    await h.release(renewed);
+    const b = h.item;
+    expect(b?.[A.holder]).toBe('b');
+    expect(onLockChange(batch(beforeRelease, b, beforeRelease), h.now)).toEqual({
+      serve: false,
+      timer: { at: b?.[A.expiresAt], fence: b?.[A.fence] },
+    });
+    // The same record read after b's lease lapsed (a slow notifier): serve instead.
+    expect(onLockChange(batch(beforeRelease, b), Number(b?.[A.expiresAt]))).toEqual({
+      serve: true,
+      timer: undefined,
+    });
+  });
+
+  it('leaves serving to the writer of a batch’s last release, backing it up with a timer only if needed', async () => {
+    const { h, a, join } = await scene();
+    await join('b');
+    await join('c');
+    const waitedOn = h.item; // a's timer was armed for this
+    // A release that serves nobody inline (its writer died before serving): free, two waiting.
+    const released = await h.memory.write(
+      { kind: 'lock', lock: LOCK },
+      {
+        condition: { kind: 'exists', attr: A.holder },
+        update: [
+          { kind: 'remove', attr: A.holder },
+          { kind: 'remove', attr: A.expiresAt },
+        ],
+        gcFrom: h.now,
+      },
+    );
+    expect(released.ok).toBe(true);
+    // a's lease-end timer (armed when b joined) is its backup: nothing more to do.
+    expect(onLockChange(batch(waitedOn, h.item, waitedOn), h.now)).toEqual(nothing);
+    // Had that timer never been armed (the batch starts before anyone waited), arm one now.
+    expect(onLockChange(batch(undefined, h.item, waitedOn), h.now)).toEqual({
+      serve: false,
+      timer: { at: end(a), fence: a.fencingToken },
+    });
+    // A free lock with waiters that nobody took a holder off (the serve that left it gave up): serve it.
+    expect(onLockChange(batch(undefined, h.item), h.now)).toEqual({ serve: true, timer: undefined });
+    // The batch began with the same state (free, same token, waiters): that state already had its server.
+    const free = h.item;
+    await join('d');
+    expect(onLockChange(batch(free, h.item), h.now)).toEqual(nothing);
+  });
+
+  it('serves when the first waiter joins a lock whose lease lapsed before the notifier saw it', async () => {
+    const { h, a, join } = await scene(10);
+    const held = h.item; // nobody waiting: no timer was armed for a's lease
+    await join('b'); // joins while a's lease still runs
+    expect(onLockChange(batch(held, h.item), end(a) + 1)).toEqual({ serve: true, timer: undefined });
+    expect(onLockChange(batch(held, h.item), h.now)).toEqual({
+      serve: false,
+      timer: { at: end(a), fence: a.fencingToken },
+    });
+  });
+
+  it('backs up the release of a long lease with a timer within RELEASER_BACKUP_MS, not at its lease end', async () => {
+    const { h, a, join } = await scene(3_600_000);
+    await join('b');
+    const waitedOn = h.item; // a's timer is armed at its lease end, an hour away
+    const releasedItem = { ...waitedOn, [A.holder]: undefined, [A.expiresAt]: undefined };
+    expect(onLockChange(batch(waitedOn, releasedItem, waitedOn), h.now)).toEqual({
+      serve: false,
+      timer: { at: h.now + RELEASER_BACKUP_MS, fence: a.fencingToken },
+    });
+  });
+
+  it('arms nothing for a lock held through a session: the session’s end serves its queue', async () => {
+    const h = new QueueHarness();
+    const s = await h.services.sessions.create('a', { ttlMs: 10_000, graceMs: 0, lockDelayMs: 0 });
+    await h.hold('a', { session: s.id });
+    const bare = h.item;
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 600_000 })).kind).toBe('queued');
+    expect(onLockChange(batch(bare, h.item), h.now)).toEqual(nothing);
+  });
+
+  it('treats a missing, zero or negative count as no waiters', async () => {
+    const { h } = await scene();
+    const held = h.item ?? {};
+    for (const queued of [undefined, 0, -1]) {
+      const current = { ...held, [A.queued]: queued };
+      expect(onLockChange(batch(undefined, current), START)).toEqual(nothing);
+      expect(onLockChange(batch(undefined, { ...current, [A.holder]: undefined }), START)).toEqual(nothing);
+    }
+    expect(onLockChange(batch(held, undefined), START)).toEqual(nothing);
+  });
+});

@@ -1,0 +1,140 @@
+/**
+ * One request, one outcome: every attempt of a waiting request (the same
+ * client and request_id) follows the request's record, so a request is
+ * granted at most once, and one answered "not acquired" is never granted
+ * afterwards and leaves nothing queued. Run through the real LockService
+ * and Handoff on the in-memory storage.
+ */
+import { describe, expect, it } from 'vitest';
+import { liveHolder, throughSession } from '../../lambdas/core/lock';
+import { connectionSessionId } from '../../lambdas/service/sessions';
+import { LOCK, QueueHarness } from '../support/queue-harness';
+
+/** a holds; b waits with request `rb` (over WebSocket on cb). */
+async function waiting(options: { waitMs?: number; connection?: string } = {}) {
+  const h = new QueueHarness();
+  const a = await h.hold('a', { ttl: 5_000 });
+  h.now += 1;
+  const first = await h.wait('b', {
+    requestId: 'rb',
+    waitMs: options.waitMs ?? 10_000,
+    connection: options.connection,
+  });
+  if (first.kind !== 'queued') throw new Error('expected b to queue');
+  return { h, a, first };
+}
+
+describe('a retry of a waiting request', () => {
+  it('waits on the original place: one waiter item, one count, the same position', async () => {
+    const { h, first } = await waiting();
+    h.now += 100;
+    const retry = await h.wait('b', { requestId: 'rb', waitMs: 10_000 });
+    expect(retry).toMatchObject({ kind: 'queued', position: 1, wait: { order: first.wait.order } });
+    expect(h.waiters()).toHaveLength(1);
+    expect(h.item?.queued).toBe(1);
+  });
+
+  it('in the same millisecond, lands on the same place and follows it', async () => {
+    const { h, first } = await waiting();
+    const retry = await h.wait('b', { requestId: 'rb', waitMs: 10_000 });
+    expect(retry).toMatchObject({ kind: 'queued', wait: { order: first.wait.order } });
+    expect(h.waiters()).toHaveLength(1);
+  });
+
+  it('after it was served, is answered with that grant; once the grant ended, LEASE_EXPIRED', async () => {
+    const { h, a } = await waiting();
+    await h.release(a);
+    const token = liveHolder(h.item, h.now)?.fencingToken;
+    const retry = await h.wait('b', { requestId: 'rb', waitMs: 10_000 });
+    expect(retry).toMatchObject({
+      kind: 'done',
+      outcome: { acquired: true, replayed: true, grant: { fencingToken: token } },
+    });
+    await h.services.locks.release({ name: LOCK, clientId: 'b', fencingToken: token as number });
+    await expect(h.wait('b', { requestId: 'rb', waitMs: 10_000 })).rejects.toMatchObject({
+      code: 'LEASE_EXPIRED',
+    });
+    // A retry without a wait is answered the same way, never "not acquired".
+    await h.hold('c');
+    await expect(h.services.locks.acquire(h.command('b', { requestId: 'rb' }))).rejects.toMatchObject({
+      code: 'LEASE_EXPIRED',
+    });
+  });
+
+  it('after its wait ended, is told "not acquired" again and never queues again', async () => {
+    const { h, a } = await waiting({ waitMs: 100 });
+    h.now += 200;
+    await h.services.handoff.serve(LOCK); // drops b (timed out)
+    expect(h.record('b', 'rb')).toEqual({ state: 'ended', reason: 'timeout' });
+    const retry = await h.wait('b', { requestId: 'rb', waitMs: 10_000 });
+    expect(retry).toMatchObject({ kind: 'done', outcome: { acquired: false, ended: 'timeout' } });
+    expect(h.waiters()).toEqual([]);
+    await h.release(a);
+    expect(h.item?.holder).toBeUndefined();
+  });
+
+  it('from another connection, moves the push there (the first connection dropped)', async () => {
+    const { h, a } = await waiting({ connection: 'c1' });
+    const retry = await h.wait('b', { requestId: 'rb', waitMs: 10_000, connection: 'c2' });
+    expect(retry).toMatchObject({ kind: 'queued' });
+    await h.release(a);
+    expect(h.framesTo('c2', 'granted')).toHaveLength(1);
+    expect(h.framesTo('c1', 'granted')).toHaveLength(0);
+  });
+});
+
+describe('a request answered "not acquired" is never granted afterwards (the ghost grant of "Trust I")', () => {
+  it('a retry without a wait ends the wait it finds queued, and the lock never goes to that request', async () => {
+    // c02-11: the first attempt queued and its answer was lost; the retry asks without waiting.
+    const { h, a } = await waiting();
+    const retry = await h.services.locks.acquire(h.command('b', { requestId: 'rb' }));
+    expect(retry).toMatchObject({ kind: 'done', outcome: { acquired: false } });
+    expect(h.waiters()).toEqual([]);
+    expect(h.record('b', 'rb')).toEqual({ state: 'ended', reason: 'cancelled' });
+    await h.release(a);
+    expect(h.item?.holder).toBeUndefined();
+    expect(h.item?.queued).toBe(0);
+  });
+
+  it('a wait that ends just after a grant slipped in is answered with that grant', async () => {
+    const { h, a, first } = await waiting();
+    await h.release(a); // b is granted...
+    const answer = await h.services.locks.conclude(first.wait, 'timeout'); // ...as its wait ends
+    expect(answer).toMatchObject({ acquired: true, grant: { clientId: 'b' } });
+  });
+
+  it('a cancel that finds no record yet ends the request first, so an acquire still on its way never queues', async () => {
+    const h = new QueueHarness();
+    await h.hold('a');
+    await h.services.connections.open('cb', 'b');
+    expect(await h.services.locks.cancel(LOCK, 'b', 'cb', 'rb')).toEqual({ removed: 0 });
+    const late = await h.wait('b', { requestId: 'rb', connection: 'cb' });
+    expect(late).toMatchObject({ kind: 'done', outcome: { acquired: false, ended: 'cancelled' } });
+    expect(h.waiters()).toEqual([]);
+  });
+
+  it('a cancel of a request granted meanwhile is answered with the grant (the caller owns it)', async () => {
+    const { h, a } = await waiting({ connection: 'cb' });
+    await h.release(a);
+    const cancelled = await h.services.locks.cancel(LOCK, 'b', 'cb', 'rb');
+    expect(cancelled).toMatchObject({ removed: 0, granted: { acquired: true, grant: { clientId: 'b' } } });
+  });
+});
+
+describe('a lock held through a WebSocket connection', () => {
+  it('is not handed to a retry on another connection: it ends with the first one', async () => {
+    const h = new QueueHarness();
+    await h.services.connections.open('c1', 'b');
+    const c1 = await h.services.sessions.ofConnection('c1', 'b', h.now);
+    expect(c1).toBe(connectionSessionId('c1'));
+    await h.hold('b', { session: c1, requestId: 'rb' });
+    const c2 = await h.services.sessions.ofConnection('c2', 'b', h.now);
+    const retry = { ...h.command('b', { requestId: 'rb' }), tenure: throughSession(c2) };
+    await expect(h.services.locks.acquire(retry)).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+    await expect(
+      h.services.locks.acquire(retry, { waitMs: 1_000, connectionId: 'c2' }),
+    ).rejects.toMatchObject({
+      code: 'LEASE_EXPIRED',
+    });
+  });
+});
