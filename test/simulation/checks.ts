@@ -1,0 +1,237 @@
+/**
+ * The guarantees as invariants, checked while the simulation runs (after
+ * every commit and every answer a client receives) and once it has settled:
+ *
+ * - never two holders: at no instant do two clients each believe they hold
+ *   the same lock (a belief lasts from the answer until the client's own
+ *   deadline: its send time + the lease left, or its session's deadline);
+ * - fencing: every new grant of a name carries a token above every token
+ *   that name ever had, across deletions of its item;
+ * - one outcome per request: a request answered "not acquired" is never
+ *   granted afterwards and leaves nothing in the queue; no request is told
+ *   two different grants;
+ * - housekeeping: no write moves `gc_at` before what the item records ends
+ *   (a lease, a wait); an item held through a session, or a session not yet
+ *   swept, has none;
+ * - FIFO within a priority: a handoff never passes over a live waiter of
+ *   the same priority that arrived in an earlier millisecond and joined
+ *   first;
+ * - liveness once faults stop: nothing left queued, held by an ended
+ *   session, or due and unhandled.
+ */
+import type { Item } from '../../lambdas/core/expr';
+import { lockRef, requestRef } from '../../lambdas/core/items';
+import { LockAttr, liveHolder } from '../../lambdas/core/lock';
+import { WaitAttr, waiterOf } from '../../lambdas/core/queue';
+import { RequestAttr } from '../../lambdas/core/request';
+import { SessionAttr } from '../../lambdas/core/session';
+import { DUE_INDEX, GC_ATTRIBUTE } from '../../lambdas/store/table';
+import type { Change, MemoryStorage } from '../support/memory-storage';
+import type { Scheduler } from './scheduler';
+
+export interface Belief {
+  readonly client: string;
+  readonly lock: string;
+  readonly token: number;
+  readonly from: number;
+  /** The client's own deadline for it (a session's moves with its heartbeats). */
+  readonly until: () => number;
+  /** When the client stopped using it (sent its release, closed its session, disconnected). */
+  endedAt?: number;
+}
+
+export class Violation extends Error {
+  override readonly name = 'Violation';
+}
+
+/** A ring of recent events, printed with a failure. */
+export class Trace {
+  private readonly lines: string[] = [];
+  constructor(
+    private readonly sched: Scheduler,
+    private readonly keep = 400,
+  ) {}
+  add(line: string): void {
+    this.lines.push(`${String(this.sched.now() % 10_000_000).padStart(7)} ${line}`);
+    if (this.lines.length > this.keep) this.lines.shift();
+  }
+  tail(n = 80): string {
+    return this.lines.slice(-n).join('\n');
+  }
+}
+
+const requestText = (lock: string, key: string) => `${lock} ${key}`;
+
+export class Checker {
+  readonly violations: string[] = [];
+  private readonly beliefs = new Map<string, Belief[]>();
+  private readonly maxFence = new Map<string, number>();
+  private readonly notAcquired = new Set<string>();
+  private readonly grantedTo = new Map<string, number>();
+  private readonly joined = new Map<string, number>();
+  private commits = 0;
+  readonly counts = { grants: 0, notAcquired: 0, beliefs: 0 };
+
+  constructor(
+    private readonly memory: MemoryStorage,
+    private readonly sched: Scheduler,
+    private readonly trace: Trace,
+    private readonly retentionSeconds: number,
+  ) {}
+
+  private fail(message: string): void {
+    this.violations.push(message);
+    this.trace.add(`VIOLATION ${message}`);
+  }
+
+  /** A client now believes it holds `lock`: nobody else may believe so at this instant. */
+  hold(belief: Belief): void {
+    const now = this.sched.now();
+    this.counts.beliefs++;
+    const others = this.beliefs.get(belief.lock) ?? [];
+    for (const other of others) {
+      const alive = (other.endedAt === undefined || other.endedAt > now) && other.until() > now;
+      if (alive)
+        this.fail(
+          `two holders of ${belief.lock}: ${other.client} (token ${other.token}, until ${other.until()}) and ${belief.client} (token ${belief.token})`,
+        );
+    }
+    // Only beliefs that may still be alive matter from now on.
+    this.beliefs.set(belief.lock, [
+      ...others.filter((o) => (o.endedAt ?? Infinity) > now && o.until() > now),
+      belief,
+    ]);
+  }
+
+  /** A client was answered with a grant for its request. */
+  answeredGranted(lock: string, requestKey: string, token: number): void {
+    const key = requestText(lock, requestKey);
+    if (this.notAcquired.has(key))
+      this.fail(`request ${key} was told "not acquired", then granted token ${token}`);
+    const before = this.grantedTo.get(key);
+    if (before !== undefined && before !== token)
+      this.fail(`request ${key} was told two grants: tokens ${before} and ${token}`);
+    this.grantedTo.set(key, token);
+  }
+
+  /** A client was answered "not acquired" for its request: nothing of it may remain, nor be granted later. */
+  answeredNotAcquired(lock: string, requestKey: string): void {
+    const key = requestText(lock, requestKey);
+    this.counts.notAcquired++;
+    if (this.grantedTo.has(key)) this.fail(`request ${key} was granted, then told "not acquired"`);
+    // A queue entry past its deadline can never be granted (a handoff serves only live waiters): it is
+    // garbage waiting for the sweeper, not a wait. A live one must not remain.
+    const now = this.sched.now();
+    const queued = this.memory
+      .queueNow(lock)
+      .waiters.filter((w) => w.requestKey === requestKey && w.deadline > now);
+    if (queued.length)
+      this.fail(`request ${key} was told "not acquired" while still queued at ${queued[0]?.order}`);
+    const record = this.memory.readNow(requestRef(lock, requestKey));
+    const state = record?.[RequestAttr.state];
+    const deadline = Number(record?.[RequestAttr.deadline] ?? 0);
+    if ((state === 'queued' && deadline > now) || state === 'granted')
+      this.fail(`request ${key} was told "not acquired" while its record says ${state}`);
+    this.notAcquired.add(key);
+  }
+
+  /** Every committed change: fencing, grants after "not acquired", gc_at, FIFO. */
+  onCommit = (changes: readonly Change[]): void => {
+    this.commits++;
+    const now = this.sched.now();
+    const servedWaiter = changes.find((c) => c.ref.kind === 'waiter' && c.old && !c.new);
+    for (const c of changes) {
+      if (c.ref.kind === 'waiter' && c.new && !c.old)
+        this.joined.set(`${c.ref.lock} ${c.ref.order}`, this.commits);
+      if (c.ref.kind === 'lock' && c.new) this.lockChanged(c.ref.lock, c.old, c.new, servedWaiter, now);
+      if (c.new) this.gcRule(c, now);
+    }
+  };
+
+  private lockChanged(
+    lock: string,
+    old: Item | undefined,
+    item: Item,
+    served: Change | undefined,
+    now: number,
+  ) {
+    const fence = item[LockAttr.fence];
+    const holder = item[LockAttr.holder];
+    const isNewGrant = typeof fence === 'number' && holder !== undefined && fence !== old?.[LockAttr.fence];
+    if (!isNewGrant) return;
+    this.counts.grants++;
+    const max = this.maxFence.get(lock) ?? 0;
+    if (fence <= max) this.fail(`fencing token of ${lock} went from ${max} to ${fence}`);
+    this.maxFence.set(lock, Math.max(max, fence));
+    const request = item[LockAttr.grantRequest];
+    if (typeof request === 'string' && this.notAcquired.has(requestText(lock, request)))
+      this.fail(`request ${request} on ${lock} was granted token ${fence} after it was told "not acquired"`);
+    this.trace.add(`grant ${lock} #${fence} to ${String(holder)} (${String(request ?? '-')})`);
+    if (served?.old && served.ref.kind === 'waiter')
+      this.fifo(lock, waiterOf(served.ref.order, served.old), now);
+  }
+
+  /** The waiter just served: no live waiter of its priority that arrived earlier and joined first was passed over. */
+  private fifo(lock: string, head: ReturnType<typeof waiterOf>, now: number) {
+    const headJoined = this.joined.get(`${lock} ${head.order}`) ?? 0;
+    for (const w of this.memory.queueNow(lock).waiters) {
+      const joined = this.joined.get(`${lock} ${w.order}`) ?? Infinity;
+      if (
+        w.priority === head.priority &&
+        w.arrivedAt < head.arrivedAt &&
+        joined < headJoined &&
+        w.deadline > now
+      )
+        this.fail(`FIFO: ${lock} served ${head.clientId} (${head.order}) before ${w.clientId} (${w.order})`);
+    }
+  }
+
+  private gcRule(c: Change, now: number) {
+    const item = c.new as Item;
+    const gc = item[GC_ATTRIBUTE];
+    const gcMs = typeof gc === 'number' ? (gc - this.retentionSeconds) * 1000 : undefined;
+    const label = `${c.ref.kind} ${JSON.stringify(c.ref)}`;
+    if (c.ref.kind === 'lock' && item[LockAttr.holder] !== undefined) {
+      if (item[LockAttr.session] !== undefined && gc !== undefined)
+        this.fail(`${label} is held through a session yet may be collected (gc_at ${gc})`);
+      const end = item[LockAttr.expiresAt];
+      if (
+        item[LockAttr.session] === undefined &&
+        typeof end === 'number' &&
+        (gcMs === undefined || gcMs + 1000 < end)
+      )
+        this.fail(`${label} records a lease to ${end} but may be collected from ${gcMs}`);
+    }
+    if (c.ref.kind === 'waiter' || (c.ref.kind === 'request' && item[RequestAttr.state] === 'queued')) {
+      const deadline = item[WaitAttr.deadline];
+      if (typeof deadline === 'number' && (gcMs === undefined || gcMs + 1000 < deadline))
+        this.fail(`${label} waits until ${deadline} but may be collected from ${gcMs}`);
+    }
+    if (c.ref.kind === 'session' && item[SessionAttr.sweptAt] === undefined && gc !== undefined)
+      this.fail(`${label} is not swept yet may be collected (gc_at ${gc})`);
+    void now;
+  }
+
+  /** Once faults have stopped and everything had time to settle. */
+  settled(): void {
+    const now = this.sched.now();
+    for (const { ref, item } of this.memory.all()) {
+      if (ref?.kind === 'waiter') this.fail(`waiter ${ref.lock} ${ref.order} still queued at the end`);
+      if (ref?.kind === 'lock') {
+        const holder = liveHolder(item, now);
+        if (holder)
+          this.fail(`${ref.lock} still held at the end by ${holder.clientId} (#${holder.fencingToken})`);
+        if (!holder && Number(item[LockAttr.queued] ?? 0) > 0)
+          this.fail(`${ref.lock} is free with a queue count of ${item[LockAttr.queued]} at the end`);
+      }
+      if (ref?.kind === 'request' && item[RequestAttr.state] === 'queued')
+        this.fail(`request ${String(item[RequestAttr.key])} still queued at the end`);
+      if (ref?.kind === 'session' && item[SessionAttr.sweptAt] === undefined)
+        this.fail(`session ${ref.session} never swept (ended: ${item[SessionAttr.endedAt] !== undefined})`);
+      const due = item[DUE_INDEX.sk];
+      if (typeof due === 'number' && due < now - 5 * 60_000)
+        this.fail(`${JSON.stringify(ref)} was due at ${due} and is still in the due index`);
+    }
+    void lockRef;
+  }
+}

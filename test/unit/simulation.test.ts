@@ -1,0 +1,32 @@
+/**
+ * A fixed budget of seeded simulations of the real services under faults
+ * (test/simulation/). A failure names its seed; `npm run simulate -- --seed S`
+ * replays it exactly, with the events that led to it.
+ */
+import { describe, expect, it } from 'vitest';
+import { simulate } from '../simulation/simulate';
+
+/** Seeds run on every `npm test`; a long run: `npm run simulate -- --seeds 100000`. */
+const SEEDS = Number(process.env.SIMULATION_SEEDS ?? 200);
+const FIRST = Number(process.env.SIMULATION_FIRST_SEED ?? 1);
+
+describe('the simulation', () => {
+  it(`${SEEDS} histories from seed ${FIRST}: never two holders, fencing, one outcome per request, nothing due abandoned, liveness`, async () => {
+    const failures: string[] = [];
+    for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
+      const result = await simulate(seed);
+      if (!result.ok)
+        failures.push(
+          `seed ${seed}: ${result.violations.join('; ')}\n  replay: npm run simulate -- --seed ${seed}`,
+        );
+    }
+    expect(failures).toEqual([]);
+  }, 240_000);
+
+  it('replays a seed exactly', async () => {
+    const [first, second] = [await simulate(7), await simulate(7)];
+    expect(second.turns).toBe(first.turns);
+    expect(second.stats).toEqual(first.stats);
+    expect(second.trace).toBe(first.trace);
+  });
+});
