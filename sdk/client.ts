@@ -6,7 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import { errorFromResponse, LockHeldError, UnavailableError, WaitTimeoutError } from './errors';
+import {
+  errorFromResponse,
+  InvalidRequestError,
+  LockHeldError,
+  UnavailableError,
+  WaitTimeoutError,
+} from './errors';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
 import { Session, type SessionOptions } from './session';
@@ -45,6 +51,18 @@ const MAX_HTTP_WAIT_MS = 25_000;
 
 const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
 
+/**
+ * A duration as the service takes it: whole milliseconds. Any finite, non-negative number is
+ * accepted and rounded (a computed 2499.7 ms is fine); anything else is refused here, before a call.
+ */
+export function wholeMs(what: string, value: number): number {
+  if (!Number.isFinite(value) || value < 0)
+    throw new InvalidRequestError(
+      `${what} must be a finite, non-negative number of milliseconds (got ${value})`,
+    );
+  return Math.round(value);
+}
+
 export class LockClient {
   readonly clientId: string;
   readonly transport: SignedTransport;
@@ -76,7 +94,9 @@ export class LockClient {
     const body = {
       client_id: this.clientId,
       request_id: randomUUID(),
-      ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
+      ...(options.sessionId === undefined
+        ? { ttl_ms: wholeMs('ttlMs', options.ttlMs) }
+        : { session_id: options.sessionId }),
       ...(options.reentrant ? { reentrant: true } : {}),
     };
     const sentAt = performance.now();
@@ -105,7 +125,12 @@ export class LockClient {
     return lease;
   }
 
-  private async waitFor(name: string, options: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+  private async waitFor(name: string, asked: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+    const options = {
+      ...asked,
+      waitTimeoutMs: wholeMs('waitTimeoutMs', asked.waitTimeoutMs),
+      ttlMs: asked.sessionId === undefined ? wholeMs('ttlMs', asked.ttlMs) : 0,
+    };
     const requestId = randomUUID();
     const sentAt = performance.now();
     const until = sentAt + options.waitTimeoutMs;
@@ -165,7 +190,7 @@ export class LockClient {
     const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),
-      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ttlMs },
+      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: wholeMs('ttlMs', ttlMs) },
       { timeoutMs },
     );
     lease.renewed(answer, sentAt);
@@ -184,7 +209,7 @@ export class LockClient {
     options: { ttlMs: number; waitTimeoutMs?: number; priority?: number; signal?: AbortSignal },
     fn: (lease: Lease, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    const waitTimeoutMs = options.waitTimeoutMs ?? 0;
+    const waitTimeoutMs = wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0);
     let lease: Lease;
     if (waitTimeoutMs > 0) {
       lease = await this.acquire(name, { ...options, waitTimeoutMs });
@@ -258,16 +283,21 @@ export class LockClient {
     return answer.body;
   }
 
-  /** HTTP waits of at most 25 s each, the same request_id throughout, until granted or the wait runs out. */
+  /**
+   * HTTP waits of at most 25 s each until granted or the wait runs out. Each is a request of its own
+   * (a new request_id: a wait that ended is an outcome, and a retry of it would answer the same), so
+   * a longer wait rejoins the queue at its end every 25 s; the transport retries one with its own id.
+   */
   private async acquireOverHttp(
     name: string,
     options: AcquireOptions & { sessionId?: string },
-    requestId: string,
+    firstRequestId: string,
     until: number,
   ): Promise<Lease> {
-    for (;;) {
+    for (let requestId = firstRequestId; ; requestId = randomUUID()) {
       options.signal?.throwIfAborted();
-      const left = Math.max(0, Math.round(until - performance.now()));
+      // At least 1 ms: a request that asks to wait; 0 would be a try.
+      const left = Math.max(1, Math.round(until - performance.now()));
       const sentAt = performance.now();
       const answer = await this.post(lockPath(name, 'acquire'), {
         client_id: this.clientId,

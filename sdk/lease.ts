@@ -2,25 +2,32 @@
  * A granted lease as the client sees it. `deadline` is on this process's
  * monotonic clock (performance.now()): the time the request was sent plus
  * the lease the server said was left. It never uses the server's timestamp,
- * so clock skew between machines cannot stretch it.
+ * so clock skew between machines cannot stretch it. A lock held through a
+ * session has no lease of its own (the server answers `expires_at: null`):
+ * it lasts as long as the session, whose `signal` says when it is lost.
  */
 export interface GrantAnswer {
   readonly lock: string;
   readonly client_id: string;
   readonly fencing_token: number;
-  readonly expires_at: string;
-  readonly remaining_ms: number;
-  readonly ttl_ms: number;
+  readonly expires_at: string | null;
+  readonly remaining_ms: number | null;
+  readonly ttl_ms: number | null;
+  readonly session_id?: string;
 }
 
 export class Lease {
   readonly name: string;
   readonly clientId: string;
   readonly fencingToken: number;
+  /** The lease's ttl; 0 for a lock held through a session. */
   ttlMs: number;
-  /** Lease end on the server's clock (informational; judge by `deadline`). */
-  expiresAt: Date;
-  /** Lease end on this process's monotonic clock, conservatively: send time + lease left. */
+  /** Lease end on the server's clock (informational; judge by `deadline`); undefined through a session. */
+  expiresAt: Date | undefined;
+  /**
+   * Lease end on this process's monotonic clock, conservatively: send time + lease left. Infinity for
+   * a lock held through a session: it lasts while the session does (watch the session's `signal`).
+   */
   deadline: number;
   readonly sessionId: string | undefined;
 
@@ -28,10 +35,10 @@ export class Lease {
     this.name = answer.lock;
     this.clientId = answer.client_id;
     this.fencingToken = answer.fencing_token;
-    this.ttlMs = answer.ttl_ms;
-    this.expiresAt = new Date(answer.expires_at);
-    this.deadline = sentAt + answer.remaining_ms;
-    this.sessionId = sessionId;
+    this.sessionId = sessionId ?? answer.session_id;
+    this.ttlMs = answer.ttl_ms ?? 0;
+    this.expiresAt = answer.expires_at === null ? undefined : new Date(answer.expires_at);
+    this.deadline = answer.remaining_ms === null ? Number.POSITIVE_INFINITY : sentAt + answer.remaining_ms;
   }
 
   /** Lease left by this process's clock (negative once past). */

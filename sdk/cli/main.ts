@@ -83,9 +83,16 @@ const leaseView = (lease: Lease) => ({
   lock: lease.name,
   client_id: lease.clientId,
   fencing_token: lease.fencingToken,
-  expires_at: lease.expiresAt.toISOString(),
-  ttl_ms: lease.ttlMs,
+  expires_at: lease.expiresAt?.toISOString() ?? null,
+  ttl_ms: lease.expiresAt ? lease.ttlMs : null,
+  ...(lease.sessionId === undefined ? {} : { session_id: lease.sessionId }),
 });
+
+/** When a lease ends, for people: its end and what is left, or the session it lasts with. */
+const endsText = (lease: Lease) =>
+  lease.expiresAt
+    ? `expires ${lease.expiresAt.toISOString()} (in ${formatDuration(lease.remainingMs())})`
+    : `held as long as session ${lease.sessionId} lives`;
 
 export function program(): Command {
   const cli = new Command('latchkey')
@@ -174,7 +181,7 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
           [
             `acquired ${lease.name} as ${lease.clientId}`,
             `  fencing token ${lease.fencingToken}`,
-            `  expires ${lease.expiresAt.toISOString()} (in ${formatDuration(lease.remainingMs())})`,
+            `  ${endsText(lease)}`,
             `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}`,
           ].join('\n'),
         );
@@ -209,7 +216,7 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
           print(g, { released: true, lock: name }, () => `released ${name}`);
         } else {
           await client.renew(lease, o.ttl);
-          print(g, leaseView(lease), () => `renewed ${name}: expires ${lease.expiresAt.toISOString()}`);
+          print(g, leaseView(lease), () => `renewed ${name}: ${endsText(lease)}`);
         }
       });
   holderCommand('release');

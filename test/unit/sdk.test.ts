@@ -110,3 +110,32 @@ describe('Lease', () => {
     expect(lease.ttlMs).toBe(5_000);
   });
 });
+
+describe('durations sent to the service', () => {
+  it('are whole milliseconds: any finite, non-negative number is rounded, anything else refused before a call', async () => {
+    const { wholeMs } = await import('../../sdk/client');
+    expect(wholeMs('waitTimeoutMs', 2_499.7)).toBe(2_500);
+    expect(wholeMs('waitTimeoutMs', 0)).toBe(0);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, -1])
+      expect(() => wholeMs('waitTimeoutMs', bad)).toThrow(InvalidRequestError);
+  });
+});
+
+describe('a lease held through a session', () => {
+  it('has no lease end of its own: its deadline is the session’s to tell', () => {
+    const lease = new Lease(
+      {
+        lock: 'leader',
+        client_id: 'a',
+        fencing_token: 3,
+        expires_at: null,
+        remaining_ms: null,
+        ttl_ms: null,
+        session_id: 's-1',
+      },
+      100,
+    );
+    expect(lease).toMatchObject({ sessionId: 's-1', ttlMs: 0, expiresAt: undefined });
+    expect(lease.remainingMs()).toBe(Number.POSITIVE_INFINITY);
+  });
+});
