@@ -1,7 +1,7 @@
 import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { DEFAULT_LIMITS } from '../lambdas/core/wire';
+import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
 import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
 import { LockSweeper } from './constructs/lock-sweeper';
@@ -20,7 +20,9 @@ export interface LatchkeyStackProps extends StackProps {
    */
   readonly maxTtlMs?: number;
   /**
-   * How long a lock item is kept after its lease ends, in seconds (must outlast `maxTtlMs`).
+   * How long an item is kept once what it records has ended (a lease, a wait, a request), in
+   * seconds: also how long a request_id is remembered. At least a day, and an hour more than
+   * `maxTtlMs` and the longest wait (checked at synth time and again when a function starts).
    * Fencing tokens stay increasing after collection either way.
    * @default 86400 (one day)
    */
@@ -49,14 +51,18 @@ export class LatchkeyStack extends Stack {
       description: 'latchkey: distributed locks with fencing tokens on DynamoDB',
       ...props,
     });
+    const retentionSeconds = props.lockRetentionSeconds ?? 86_400;
+    const maxTtlMs = props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs;
+    const problem = retentionProblem(retentionSeconds, maxTtlMs);
+    if (problem) throw new Error(`LatchkeyStack: lockRetentionSeconds: ${problem}`);
     this.table = new LockTable(this, 'Locks', {
       removalPolicy: props.tableRemovalPolicy ?? RemovalPolicy.RETAIN,
     });
     const environment = {
       TABLE_NAME: this.table.table.tableName,
       LOCK_MIN_TTL_MS: String(props.minTtlMs ?? DEFAULT_LIMITS.minTtlMs),
-      LOCK_MAX_TTL_MS: String(props.maxTtlMs ?? DEFAULT_LIMITS.maxTtlMs),
-      LOCK_RETENTION_SECONDS: String(props.lockRetentionSeconds ?? 86_400),
+      LOCK_MAX_TTL_MS: String(maxTtlMs),
+      LOCK_RETENTION_SECONDS: String(retentionSeconds),
     };
     const logRetention = props.logRetention ?? RetentionDays.ONE_MONTH;
     this.webSocketApi = new LockWebSocketApi(this, 'WebSocket', {

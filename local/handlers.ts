@@ -1,4 +1,5 @@
 /** The handler module behind each function spec, loaded as Lambda would load each function. */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context } from 'aws-lambda';
 
 // biome-ignore lint/suspicious/noExplicitAny: each module's handler takes its own event shape.
@@ -20,10 +21,18 @@ const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = 
   'schedule/sweeper': () => import('../lambdas/schedule/sweeper'),
 };
 
+/**
+ * Which function (handler module) is running: every call a handler makes happens inside its
+ * invocation, as in Lambda, where each function is its own process with its own role. Tests use
+ * it to check each function's DynamoDB calls against the grants its spec gives it.
+ */
+export const invocation = new AsyncLocalStorage<{ readonly module: string }>();
+
 export async function loadHandler(module: string): Promise<AnyHandler> {
   const load = HANDLER_MODULES[module];
   if (!load) throw new Error(`no local handler module ${module}`);
-  return (await load()).handler;
+  const { handler } = await load();
+  return (event, context) => invocation.run({ module }, () => handler(event, context));
 }
 
 export function lambdaContext(requestId: string): Context {

@@ -7,7 +7,7 @@
  * a greedy variable and the handler takes the action from the last segment:
  * POST /api/v1/locks/jobs/nightly/acquire -> lock "jobs/nightly", "acquire".
  */
-import { type FunctionSpec, QUEUE_SERVER, SESSION_ENDER } from '../shared/function-spec';
+import { type FunctionSpec, QUEUE_SERVER } from '../shared/function-spec';
 
 export interface RouteSpec extends FunctionSpec {
   /** The API Gateway route key, e.g. "GET /api/v1/locks/{proxy+}". */
@@ -20,7 +20,6 @@ export const ROUTES: readonly RouteSpec[] = [
     module: 'http/lock-commands',
     description: 'acquire (waiting up to 25 s), release and renew a lock',
     ...QUEUE_SERVER,
-    table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
   },
@@ -53,7 +52,7 @@ export const ROUTES: readonly RouteSpec[] = [
     key: 'DELETE /api/v1/sessions/{id}',
     module: 'http/close-session',
     description: 'close a session, releasing its locks',
-    ...SESSION_ENDER,
+    ...QUEUE_SERVER,
   },
   { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [] },
 ];

@@ -15,6 +15,7 @@ import { type Services, wireServices } from '../service/services';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { DynamoStorage } from '../store/dynamo-storage';
+import { onDynamoCall } from './calls';
 import { type Config, loadConfig } from './config';
 
 export interface Deps extends Services {
@@ -37,7 +38,10 @@ let deps: Deps | undefined;
 export function getDeps(): Deps {
   if (!deps) {
     const config = loadConfig();
-    const db = createDocumentClient(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {});
+    const db = createDocumentClient({
+      ...(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {}),
+      onCall: onDynamoCall,
+    });
     const pusher: Pusher = config.wsManagementEndpoint
       ? new ApiGatewayPusher(config.wsManagementEndpoint)
       : { push: async () => missing('the WebSocket API', 'WS_MANAGEMENT_ENDPOINT') };

@@ -35,26 +35,22 @@ export interface FunctionSpec {
 }
 
 /**
- * Serving a queue: read it, hand over or remove waiters (transactions), undo a grant nobody received.
- * A grant to a waiter tied to a session also checks the session and records the lock under it.
+ * Serving a queue: read it, hand over or remove waiters and their request records (transactions),
+ * take back a grant nobody received and forget that connection (reading its waiters). A grant to a
+ * waiter held through a session also checks the session and records the lock under it. Ending a
+ * session (mark it ended, release its locks, serving each queue, drop its records) needs the same.
  */
 export const QUEUE_SERVER = {
   table: [
     'dynamodb:Query',
+    'dynamodb:GetItem',
     'dynamodb:UpdateItem',
     'dynamodb:DeleteItem',
     'dynamodb:ConditionCheckItem',
-    'dynamodb:PutItem',
   ],
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,
-} as const satisfies Partial<FunctionSpec>;
-
-/** Ending sessions: mark them ended, release their locks (serving each queue), drop their links. */
-export const SESSION_ENDER = {
-  ...QUEUE_SERVER,
-  table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
 } as const satisfies Partial<FunctionSpec>;
 
 /** Functions no client calls: the stream notifier and the expiry timer. */
@@ -69,7 +65,7 @@ export const NOTIFIER: FunctionSpec = {
 export const TIMER: FunctionSpec = {
   module: 'schedule/timer',
   description: 'serves the queue of a lock whose lease lapsed, ends a session past due (SQS timer)',
-  ...SESSION_ENDER,
+  ...QUEUE_SERVER,
   schedules: true,
   timeoutSeconds: 30,
 };
@@ -78,7 +74,7 @@ export const TIMER: FunctionSpec = {
 export const SWEEPER: FunctionSpec = {
   module: 'schedule/sweeper',
   description: 'ends expired sessions and releases their locks (every minute)',
-  ...SESSION_ENDER,
-  indexes: { ...SESSION_ENDER.indexes, by_due: ['dynamodb:Query'] },
+  ...QUEUE_SERVER,
+  indexes: { ...QUEUE_SERVER.indexes, by_due: ['dynamodb:Query'] },
   timeoutSeconds: 60,
 };

@@ -12,8 +12,8 @@ export interface DocumentClientOptions {
   /** Overrides AWS_ENDPOINT_URL_DYNAMODB (tests, the local stack). */
   readonly endpoint?: string;
   readonly maxAttempts?: number;
-  /** Called once per HTTP request sent to DynamoDB, retries included. */
-  readonly onCall?: (commandName: string) => void;
+  /** Called once per HTTP request sent to DynamoDB, retries included, with the command and its input. */
+  readonly onCall?: (commandName: string, input: Readonly<Record<string, unknown>>) => void;
 }
 
 export function createDocumentClient(options: DocumentClientOptions = {}): DynamoDBDocumentClient {
@@ -27,7 +27,7 @@ export function createDocumentClient(options: DocumentClientOptions = {}): Dynam
   if (onCall) {
     client.middlewareStack.add(
       (next, context) => async (args) => {
-        onCall(context.commandName ?? 'unknown');
+        onCall(context.commandName ?? 'unknown', (args.input ?? {}) as Record<string, unknown>);
         return next(args);
       },
       // The deserialize step runs once per attempt, inside the retry loop.

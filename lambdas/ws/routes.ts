@@ -3,7 +3,7 @@
  * authorizes a WebSocket connection once, when it opens); every message
  * goes to `$default`, which reads its `action`.
  */
-import { type FunctionSpec, QUEUE_SERVER, SESSION_ENDER } from '../shared/function-spec';
+import { type FunctionSpec, QUEUE_SERVER } from '../shared/function-spec';
 
 export interface WsRouteSpec extends FunctionSpec {
   readonly key: '$connect' | '$disconnect' | '$default';
@@ -14,20 +14,19 @@ export const WS_ROUTES: readonly WsRouteSpec[] = [
     key: '$connect',
     module: 'ws/connect',
     description: 'records a WebSocket connection and its client',
-    table: ['dynamodb:PutItem'],
+    table: ['dynamodb:UpdateItem'],
   },
   {
     key: '$disconnect',
     module: 'ws/disconnect',
     description: 'takes a closed connection and its waiters out, and releases its ephemeral locks',
-    ...SESSION_ENDER,
+    ...QUEUE_SERVER,
   },
   {
     key: '$default',
     module: 'ws/messages',
     description: 'acquire (waiting up to 2 h), cancel and ping over WebSocket',
     ...QUEUE_SERVER,
-    table: [...QUEUE_SERVER.table, 'dynamodb:GetItem'],
   },
 ];
 

@@ -267,3 +267,18 @@ describe('functions', () => {
     },
   );
 });
+
+describe('retention', () => {
+  it('refuses at synth time a retention too short for the longest lease or wait', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    expect(() => new LatchkeyStack(app, 'Short', { lockRetentionSeconds: 3_600 })).toThrow(
+      /lockRetentionSeconds: the retention period \(3600 s\) must be at least 86400 s/,
+    );
+    expect(() => new LatchkeyStack(app, 'LongLeases', { maxTtlMs: 7 * 86_400_000 })).toThrow(
+      /must be at least 608400 s/,
+    );
+    expect(
+      () => new LatchkeyStack(app, 'Fine', { maxTtlMs: 7 * 86_400_000, lockRetentionSeconds: 8 * 86_400 }),
+    ).not.toThrow();
+  });
+});
