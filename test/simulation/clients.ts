@@ -149,8 +149,12 @@ interface PendingWait {
   readonly ephemeral: boolean;
   /** When the wait ends, on this client's clock. */
   readonly until: number;
-  /** Send time of the latest attempt: a grant it answers is counted from there. */
-  sentAt: number;
+  /**
+   * Send time of the request's first attempt: a grant is counted from there, whichever attempt it
+   * answers. (A grant pushed for an earlier attempt can arrive after a later one was sent: counting
+   * from the later send would overstate the lease. The simulation caught exactly that, seed 1728.)
+   */
+  readonly sentAt: number;
   cancels: number;
   settle(result: { grant: Grant; remaining: number; sentAt: number } | undefined): void;
 }
@@ -204,7 +208,6 @@ export class WsClient extends Client {
 
   private send(wait: PendingWait): void {
     if (!this.connection?.open) return;
-    wait.sentAt = this.now();
     this.trace.add(
       `${this.id} -> acquire ${wait.requestId} on ${this.connection.id}${wait.ephemeral ? ' (ephemeral)' : ''}`,
     );

@@ -372,6 +372,8 @@ export class World {
     push: async (connectionId: string, frame: Frame): Promise<PushOutcome> => {
       await this.beforeCall();
       this.stats.pushes++;
+      // A PostToConnection takes a while (tens of ms on AWS): the world goes on meanwhile.
+      await this.sched.sleep(this.rng.int(1, 40));
       const connection = this.connections.get(connectionId);
       if (!connection?.open) return 'gone';
       if (this.rng.chance(this.faults.pushUnknown)) {
