@@ -1,0 +1,80 @@
+/**
+ * A lock held through a session is held exactly as long as the session
+ * lives (guarantee 5): no lease lapses under it however long it lasts, no
+ * write schedules it for collection, renewing it is refused, and its
+ * session's end releases it. Through the real services on the in-memory
+ * storage (which keeps the same TTL attribute DynamoDB would).
+ */
+import { describe, expect, it } from 'vitest';
+import { liveHolder } from '../../lambdas/core/lock';
+import { GC_ATTRIBUTE } from '../../lambdas/store/table';
+import { LOCK, QueueHarness } from '../support/queue-harness';
+
+const DAY = 86_400_000;
+
+async function leader(ttlMs = 60 * DAY) {
+  const h = new QueueHarness();
+  const s = await h.services.sessions.create('leader', { ttlMs, graceMs: 0, lockDelayMs: 0 });
+  const grant = await h.hold('leader', { session: s.id });
+  return { h, s, grant };
+}
+
+describe('a lock held through a session', () => {
+  it('is still held after 31 days of heartbeats (no backstop lease lapses under it)', async () => {
+    const { h, s, grant } = await leader(2 * DAY);
+    for (let day = 0; day < 31; day++) {
+      h.now += DAY;
+      await h.services.sessions.heartbeat(s.id, 'leader');
+    }
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'leader', fencingToken: grant.fencingToken });
+    expect(await h.services.locks.acquire(h.command('other'))).toMatchObject({
+      kind: 'done',
+      outcome: { acquired: false, holder: { clientId: 'leader', session: true } },
+    });
+  });
+
+  it('has no gc_at, whatever the queue writes around it; its release gives it one', async () => {
+    const { h, s } = await leader();
+    expect(h.item?.[GC_ATTRIBUTE]).toBeUndefined();
+    for (let i = 0; i < 3; i++) {
+      h.now += 1;
+      const queued = await h.wait(`standby-${i}`, {
+        waitMs: 60_000,
+        connection: `c${i}`,
+        requestId: `r${i}`,
+      });
+      expect(queued.kind).toBe('queued');
+      await h.services.locks.cancel(LOCK, `standby-${i}`, `c${i}`, `r${i}`);
+      expect(h.item?.[GC_ATTRIBUTE]).toBeUndefined();
+    }
+    await h.services.sessions.close(s.id, 'leader');
+    expect(h.item?.holder).toBeUndefined();
+    expect(h.item?.[GC_ATTRIBUTE]).toBe(Math.ceil(h.now / 1000) + 86_400);
+  });
+
+  it('refuses a renew with HELD_BY_SESSION and keeps its tenure', async () => {
+    const { h, grant } = await leader();
+    await expect(
+      h.services.locks.renew({
+        name: LOCK,
+        clientId: 'leader',
+        fencingToken: grant.fencingToken,
+        ttlMs: 1_000,
+      }),
+    ).rejects.toMatchObject({ code: 'HELD_BY_SESSION', status: 409 });
+    h.now += 10_000;
+    expect(liveHolder(h.item, h.now)?.held).toEqual(grant.held);
+  });
+
+  it('ends with its session: released to the next waiter as the session expires', async () => {
+    const { h, s, grant } = await leader(5_000);
+    h.now += 1;
+    expect((await h.wait('standby', { waitMs: 60_000 })).kind).toBe('queued');
+    h.now = s.expiresAt;
+    expect(await h.services.sessions.expire(s.id)).toBe(1);
+    expect(liveHolder(h.item, h.now)).toMatchObject({
+      clientId: 'standby',
+      fencingToken: grant.fencingToken + 1,
+    });
+  });
+});
