@@ -91,6 +91,7 @@ export class Sweeper {
     const counts = { expired: 0, locksReleased: 0, connectionsClosed: 0, retried: 0 };
     const served = new Set<string>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
+    let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
     for (let minute = from; minute <= last; minute++) {
       const due = await this.storage.dueIn(minute, now);
       const failed = await eachAtMost(SWEEP_CONCURRENCY, due, async (ref) => {
@@ -114,8 +115,9 @@ export class Sweeper {
         else holding = true;
       }
       // A past minute is done once everything in it is done or moved on; the current one may still fill.
-      if (!holding && minute < current) await this.advance(minute + 1);
+      if (!holding && minute < current) doneTo = Math.max(doneTo, minute + 1);
     }
+    if (doneTo !== cursor) await this.advance(doneTo);
     return {
       minutes: last - from + 1,
       queuesServed: served.size,

@@ -9,9 +9,8 @@
  *      waiter: delay from the lease's end to the waiter's grant.
  *
  * Handlers keep their configuration for the life of the process (as on
- * Lambda), so this runs in a process of its own: `run.ts` starts it after
- * its own stack is stopped, pointing BENCH_DYNAMO_ENDPOINT at its DynamoDB
- * Local. Standalone (it then starts DynamoDB Local itself):
+ * Lambda), so this runs in a process of its own, with a DynamoDB Local of
+ * its own (or BENCH_DYNAMO_ENDPOINT's). Standalone:
  *
  *   BENCH_WAIT_SECONDS=15 npx tsx test/bench/waiting.ts
  */

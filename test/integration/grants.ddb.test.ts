@@ -9,16 +9,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lease } from '../../lambdas/core/lock';
-import { enqueueSteps } from '../../lambdas/core/queue';
 import { ROUTES } from '../../lambdas/http/routes';
-import { newWaiter } from '../../lambdas/service/lock-service';
 import { observeDynamoCalls } from '../../lambdas/shared/calls';
 import { type FunctionSpec, NOTIFIER, SWEEPER, TIMER } from '../../lambdas/shared/function-spec';
 import { WS_ROUTES } from '../../lambdas/ws/routes';
 import { invocation } from '../../local/handlers';
 import type { LocalStack } from '../../local/stack';
-import { dynamoEndpoint, testServices } from '../support/dynamo';
+import { queueVanishedWaiter } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
 import { TestSocket } from '../support/ws-client';
@@ -108,14 +105,7 @@ describe('what each function does with DynamoDB', () => {
     // A grant to a vanished connection is taken back (the release's handoff, then the notifier's).
     const other = lockName();
     const h2 = await api.post(`/api/v1/locks/${other}/acquire`, { client_id: 'a', ttl_ms: 2_000 });
-    const { storage } = testServices(stack.tableName, { endpoint: dynamoEndpoint() });
-    const now = Date.now();
-    const ghost = newWaiter(
-      { name: other, clientId: 'ghost', tenure: lease(1_000), requestId: 'g' },
-      { waitMs: 20_000, connectionId: 'vanished=' },
-      now,
-    );
-    expect((await storage.transact(enqueueSteps(ghost, now))).ok).toBe(true);
+    await queueVanishedWaiter(stack.tableName, other);
     await api.post(`/api/v1/locks/${other}/release`, {
       client_id: 'a',
       fencing_token: h2.body.fencing_token,

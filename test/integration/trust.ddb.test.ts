@@ -38,16 +38,22 @@ const rawLockItem = async (name: string) => {
   return out.Item;
 };
 
+/** A leader holding a fresh lock through its session. */
+async function leaderHolding() {
+  const lock = lockName();
+  const session = await api.post('/api/v1/sessions', { client_id: 'leader', ttl_ms: 10_000 });
+  const sessionId = session.body.session_id as string;
+  const took = await api.post(`/api/v1/locks/${lock}/acquire`, {
+    client_id: 'leader',
+    session_id: sessionId,
+  });
+  expect(took.body).toMatchObject({ acquired: true });
+  return { lock, sessionId, token: took.body.fencing_token as number };
+}
+
 describe('a lock held through a session', () => {
   it('is never scheduled for collection while held, whatever writes the queue makes', async () => {
-    const lock = lockName();
-    const session = await api.post('/api/v1/sessions', { client_id: 'leader', ttl_ms: 10_000 });
-    const sessionId = session.body.session_id as string;
-    const took = await api.post(`/api/v1/locks/${lock}/acquire`, {
-      client_id: 'leader',
-      session_id: sessionId,
-    });
-    expect(took.body).toMatchObject({ acquired: true });
+    const { lock, sessionId } = await leaderHolding();
     // A standby joins the queue and leaves it again (the README's leader election does this).
     const standby = await TestSocket.open(stack.wsUrl, 'standby');
     sockets.push(standby);
@@ -63,16 +69,10 @@ describe('a lock held through a session', () => {
   });
 
   it('refuses a renew with a clear 409 instead of giving it a lease that would lapse', async () => {
-    const lock = lockName();
-    const session = await api.post('/api/v1/sessions', { client_id: 'leader', ttl_ms: 10_000 });
-    const sessionId = session.body.session_id as string;
-    const took = await api.post(`/api/v1/locks/${lock}/acquire`, {
-      client_id: 'leader',
-      session_id: sessionId,
-    });
+    const { lock, sessionId, token } = await leaderHolding();
     const renew = await api.post(`/api/v1/locks/${lock}/renew`, {
       client_id: 'leader',
-      fencing_token: took.body.fencing_token,
+      fencing_token: token,
       ttl_ms: 1_000,
     });
     expect(renew).toMatchObject({

@@ -4,11 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lease } from '../../lambdas/core/lock';
-import { enqueueSteps } from '../../lambdas/core/queue';
-import { newWaiter } from '../../lambdas/service/lock-service';
 import type { LocalStack } from '../../local/stack';
-import { dynamoEndpoint, testServices } from '../support/dynamo';
+import { queueVanishedWaiter } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
 import { type AnyFrame, TestSocket } from '../support/ws-client';
@@ -178,14 +175,7 @@ describe('handoff without a release', () => {
     const lock = lockName();
     const held = await acquireHttp(lock, 'holder');
     // A waiter whose connection vanished without $disconnect (API Gateway does not promise one).
-    const { storage } = testServices(stack.tableName, { endpoint: dynamoEndpoint() });
-    const now = Date.now();
-    const ghost = newWaiter(
-      { name: lock, clientId: 'ghost', tenure: lease(10_000), requestId: 'g' },
-      { waitMs: 20_000, connectionId: 'vanished=' },
-      now,
-    );
-    expect((await storage.transact(enqueueSteps(ghost, now))).ok).toBe(true);
+    await queueVanishedWaiter(stack.tableName, lock);
     const live = await open('live');
     expect((await live.acquire(lock)).position).toBe(2);
     const next = live.next(granted);

@@ -2,6 +2,9 @@
 import { randomUUID } from 'node:crypto';
 import { DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { inject } from 'vitest';
+import { lease } from '../../lambdas/core/lock';
+import { enqueueSteps } from '../../lambdas/core/queue';
+import { newWaiter } from '../../lambdas/service/lock-service';
 import { ensureTable } from '../../local/table-setup';
 import { type ServicesOptions, servicesOn } from './services';
 
@@ -45,3 +48,19 @@ export const testServices = (
 ) => servicesOn(tableName, { ...options, endpoint: options.endpoint ?? dynamoEndpoint() });
 
 export { manualClock } from './services';
+
+/**
+ * Queues a WebSocket waiter whose connection has vanished without a $disconnect (API Gateway does
+ * not promise one): the next handoff's push finds it gone. Written straight to the table.
+ */
+export async function queueVanishedWaiter(tableName: string, lock: string): Promise<void> {
+  const { storage } = testServices(tableName);
+  const now = Date.now();
+  const ghost = newWaiter(
+    { name: lock, clientId: 'ghost', tenure: lease(10_000), requestId: `g-${randomUUID()}` },
+    { waitMs: 20_000, connectionId: 'vanished=' },
+    now,
+  );
+  const queued = await storage.transact(enqueueSteps(ghost, now));
+  if (!queued.ok) throw new Error(`could not queue the vanished waiter on ${lock}`);
+}
