@@ -5,9 +5,11 @@
  *   npm start                       in-memory DynamoDB Local, SigV4 required
  *   npm start -- --db-path ./data   keep the data between runs
  *   npm start -- --no-auth          accept unsigned requests
+ *   npm start -- --credentials alice:alice-secret,bob:bob-secret   more principals
  */
 import { parseArgs } from 'node:util';
-import { LOCAL_CREDENTIALS, LOCAL_REGION } from '../local/sigv4';
+import { localPrincipal } from '../lambdas/core/principal';
+import { LOCAL_REGION, localKeys } from '../local/sigv4';
 import { startLocalStack } from '../local/stack';
 
 const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--no-auth]
@@ -17,6 +19,9 @@ const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--
   --db-path DIR   persist DynamoDB Local data in DIR (default: in memory)
   --table NAME    table name (default: latchkey-local)
   --no-auth       do not require SigV4 signatures (never expose this beyond localhost)
+  --credentials KEY:SECRET,...   more SigV4 key pairs, each its own principal
+                  (default: $LATCHKEY_LOCAL_CREDENTIALS; local:local is always accepted)
+  --allowed-hosts NAME,...       Host names to serve besides localhost, 127.0.0.1 and ::1
   --sweep-every MS  run the session sweeper every MS ms (default: $SWEEP_INTERVAL_MS or 5000; 0: never)
 
 Set AWS_ENDPOINT_URL_DYNAMODB to use a DynamoDB you already run instead of starting DynamoDB Local.`;
@@ -32,6 +37,8 @@ async function main(): Promise<void> {
       'db-path': { type: 'string' },
       table: { type: 'string' },
       'no-auth': { type: 'boolean', default: false },
+      credentials: { type: 'string' },
+      'allowed-hosts': { type: 'string' },
       'sweep-every': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -54,7 +61,12 @@ async function main(): Promise<void> {
   const wsPort = portOf(values['ws-port'] ?? process.env.WS_PORT, 3001);
   process.env.LOG_LEVEL ??= 'warn';
 
+  const credentials = values.credentials ?? process.env.LATCHKEY_LOCAL_CREDENTIALS ?? '';
+  const keys = localKeys(credentials); // refuses a malformed pair before anything starts
+  const allowedHosts = (values['allowed-hosts'] ?? '').split(',').filter(Boolean);
   const stack = await startLocalStack({
+    credentials,
+    allowedHosts,
     port,
     wsPort,
     ...(values['db-path'] ? { dbPath: values['db-path'] } : {}),
@@ -64,10 +76,13 @@ async function main(): Promise<void> {
   });
   const auth = values['no-auth']
     ? 'auth OFF: unsigned requests are accepted'
-    : `SigV4 required: access key ${LOCAL_CREDENTIALS.accessKeyId}, secret ${LOCAL_CREDENTIALS.secretAccessKey}, region ${LOCAL_REGION}, service execute-api`;
+    : `SigV4 required: region ${LOCAL_REGION}, service execute-api`;
+  const principals = values['no-auth']
+    ? []
+    : [...keys.keys()].map((key) => `  principal      ${localPrincipal(key)}   (access key ${key})`);
   console.log(`latchkey is ready
   HTTP API       ${stack.url}/api/v1   (${auth})
-  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
+${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
   DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
   try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);

@@ -9,6 +9,7 @@ const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = 
   'http/lock-commands': () => import('../lambdas/http/lock-commands'),
   'http/get-lock': () => import('../lambdas/http/get-lock'),
   'http/list-locks': () => import('../lambdas/http/list-locks'),
+  'http/admin-locks': () => import('../lambdas/http/admin-locks'),
   'http/health': () => import('../lambdas/http/health'),
   'http/open-session': () => import('../lambdas/http/open-session'),
   'http/session-heartbeat': () => import('../lambdas/http/session-heartbeat'),
@@ -26,13 +27,14 @@ const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = 
  * invocation, as in Lambda, where each function is its own process with its own role. Tests use
  * it to check each function's DynamoDB calls against the grants its spec gives it.
  */
-export const invocation = new AsyncLocalStorage<{ readonly module: string }>();
+export const invocation = new AsyncLocalStorage<{ readonly module: string; readonly requestId: string }>();
 
 export async function loadHandler(module: string): Promise<AnyHandler> {
   const load = HANDLER_MODULES[module];
   if (!load) throw new Error(`no local handler module ${module}`);
   const { handler } = await load();
-  return (event, context) => invocation.run({ module }, () => handler(event, context));
+  return (event, context) =>
+    invocation.run({ module, requestId: context.awsRequestId }, () => handler(event, context));
 }
 
 export function lambdaContext(requestId: string): Context {

@@ -10,8 +10,10 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { ANONYMOUS, LOCAL_ACCOUNT, localPrincipal } from '../lambdas/core/principal';
 import { type AnyHandler, lambdaContext } from './handlers';
-import { type Verification, verifySigV4 } from './sigv4';
+import { type HostCheck, hardenServer, type RequestTimeouts, SERVER_OPTIONS } from './origin';
+import { type LocalKeys, verifySigV4 } from './sigv4';
 
 export interface GatewayRoute {
   readonly key: string;
@@ -22,6 +24,12 @@ export interface GatewayOptions {
   readonly routes: readonly GatewayRoute[];
   /** Verify SigV4 (the default) or let every request through (`npm start -- --no-auth`). */
   readonly auth: 'sigv4' | 'none';
+  /** The key pairs SigV4 accepts (each access key a principal); default `local:local`. */
+  readonly keys?: LocalKeys;
+  /** Which Host and Origin headers are accepted (DNS rebinding). */
+  readonly hosts: HostCheck;
+  /** How long a client may take to send a request (default REQUEST_TIMEOUTS). */
+  readonly timeouts?: RequestTimeouts;
 }
 
 /** API Gateway's HTTP API refuses payloads over 10 MB before any function runs. */
@@ -84,9 +92,14 @@ function queryParameters(rawQuery: string): Record<string, string> | undefined {
 export function createHttpGateway(options: GatewayOptions): Server {
   const routes = options.routes.map(compileRoute);
 
-  return createServer(async (req, res) => {
+  const server = createServer(SERVER_OPTIONS, async (req, res) => {
     try {
-      const url = new URL(req.url ?? '/', 'http://localhost');
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://localhost');
+      } catch {
+        return gatewayRefusal(res, 400, 'Bad Request', 'INVALID_REQUEST');
+      }
       const rawPath = url.pathname;
       const rawQuery = url.search.slice(1);
       let path: string;
@@ -100,25 +113,32 @@ export function createHttpGateway(options: GatewayOptions): Server {
         .filter((r) => r.method === method)
         .map((r) => ({ r, m: path.match(r.pattern) }))
         .find((x) => x.m);
-      const body = await readBody(req);
-      if (body === undefined) return gatewayRefusal(res, 413, 'Request Entity Too Large', 'INVALID_REQUEST');
+      let body: Buffer | undefined;
+      try {
+        body = await readBody(req);
+      } catch {
+        // The client went away (or timed out) mid-body: nobody to answer.
+        res.destroy();
+        return;
+      }
+      if (body === undefined) {
+        res.shouldKeepAlive = false; // the rest of the body is not read: this connection is done
+        return gatewayRefusal(res, 413, 'Request Entity Too Large', 'INVALID_REQUEST');
+      }
       if (!match?.m) return gatewayRefusal(res, 404, 'Not Found', 'NOT_FOUND');
 
       const headers = headerMap(req);
-      let verification: Verification = { ok: true, accessKeyId: 'anonymous' };
-      if (options.auth === 'none' && headers.origin !== undefined) {
-        // Without signatures, a web page could post to localhost; browsers always send Origin, curl and SDKs do not.
-        return gatewayRefusal(
-          res,
-          403,
-          'requests from browsers are refused when auth is off',
-          'UNAUTHORIZED',
-        );
-      }
+      const refused = options.hosts.refusal(headers, options.auth === 'none');
+      if (refused) return gatewayRefusal(res, 403, refused, 'FORBIDDEN');
+      let accessKey = 'anonymous';
       if (options.auth === 'sigv4') {
-        verification = await verifySigV4({ method, rawPath, rawQuery, headers, body });
+        const verification = await verifySigV4({ method, rawPath, rawQuery, headers, body }, options.keys);
         if (!verification.ok) return gatewayRefusal(res, 403, verification.reason, 'UNAUTHORIZED');
+        accessKey = verification.accessKeyId;
       }
+      // What API Gateway's IAM authorizer puts in the context: the caller's identity.
+      const userArn = options.auth === 'sigv4' ? localPrincipal(accessKey) : ANONYMOUS;
+      const iam = { accessKey, accountId: LOCAL_ACCOUNT, callerId: accessKey, userArn, userId: accessKey };
       const requestId = randomUUID();
       const now = new Date();
       const pathParameters = Object.fromEntries(match.r.params.map((p, i) => [p, match.m?.[i + 1] ?? '']));
@@ -147,7 +167,7 @@ export function createHttpGateway(options: GatewayOptions): Server {
           stage: '$default',
           time: now.toISOString(),
           timeEpoch: now.getTime(),
-          ...(verification.ok ? { authorizer: { iam: { accessKey: verification.accessKeyId } } } : {}),
+          authorizer: { iam },
         } as APIGatewayProxyEventV2['requestContext'],
         body: body.length ? body.toString('utf8') : undefined,
         isBase64Encoded: false,
@@ -168,4 +188,5 @@ export function createHttpGateway(options: GatewayOptions): Server {
       else res.end();
     }
   });
+  return hardenServer(server, options.timeouts);
 }

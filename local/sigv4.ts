@@ -15,6 +15,33 @@ export interface LocalCredentials {
 }
 
 export const LOCAL_CREDENTIALS: LocalCredentials = { accessKeyId: 'local', secretAccessKey: 'local' };
+
+/** The key pairs the local stack accepts, by access key: each access key is its own principal. */
+export type LocalKeys = ReadonlyMap<string, string>;
+
+const KEY_PAIR = /^([A-Za-z0-9_.-]{1,64}):([^,\s]{1,128})$/;
+
+/**
+ * `local:local` plus the pairs of `spec` ("alice:alice-secret,bob:bob-secret", the syntax of
+ * LATCHKEY_LOCAL_CREDENTIALS and --credentials). Throws on a malformed pair, naming it.
+ */
+export function localKeys(spec = ''): LocalKeys {
+  const keys = new Map([[LOCAL_CREDENTIALS.accessKeyId, LOCAL_CREDENTIALS.secretAccessKey]]);
+  for (const pair of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const m = KEY_PAIR.exec(pair);
+    if (!m)
+      throw new Error(
+        `invalid credentials '${pair.replace(/:.*/, ':…')}': use ACCESS_KEY:SECRET, comma-separated (access keys: letters, digits, '_', '.', '-')`,
+      );
+    keys.set(m[1] as string, m[2] as string);
+  }
+  return keys;
+}
+
+const DEFAULT_KEYS = localKeys();
 export const LOCAL_REGION = 'us-east-1';
 export const SIGNING_SERVICE = 'execute-api';
 const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
@@ -66,7 +93,7 @@ function queryOf(rawQuery: string): Record<string, string | string[]> {
 
 export async function verifySigV4(
   request: IncomingSignedRequest,
-  credentials: LocalCredentials = LOCAL_CREDENTIALS,
+  keys: LocalKeys = DEFAULT_KEYS,
   now: number = Date.now(),
 ): Promise<Verification> {
   const authorization = request.headers.authorization;
@@ -75,8 +102,8 @@ export async function verifySigV4(
   const m = authorization.match(AUTH_PATTERN);
   if (!m) return { ok: false, reason: 'Authorization header is not an AWS4-HMAC-SHA256 signature' };
   const [, accessKeyId, scopeDate, region, service, signedHeaderList, signature] = m as unknown as string[];
-  if (accessKeyId !== credentials.accessKeyId)
-    return { ok: false, reason: `unknown access key ${accessKeyId}` };
+  const secretAccessKey = keys.get(accessKeyId as string);
+  if (secretAccessKey === undefined) return { ok: false, reason: `unknown access key ${accessKeyId}` };
   if (service !== SIGNING_SERVICE)
     return { ok: false, reason: `signed for service ${service}, expected ${SIGNING_SERVICE}` };
   if (region !== LOCAL_REGION)
@@ -105,7 +132,7 @@ export async function verifySigV4(
     headers[name] = value;
   }
   const signer = new SignatureV4({
-    credentials,
+    credentials: { accessKeyId: accessKeyId as string, secretAccessKey },
     region: LOCAL_REGION,
     service: SIGNING_SERVICE,
     sha256: Sha256,
@@ -132,7 +159,6 @@ export async function verifySigV4(
     ? { ok: true, accessKeyId: accessKeyId as string }
     : {
         ok: false,
-        reason:
-          'the request signature does not match: check the credentials (local / local) and region us-east-1',
+        reason: `the request signature does not match: check the secret of access key ${accessKeyId} and region us-east-1`,
       };
 }

@@ -15,7 +15,8 @@ import { WS_STAGE } from '../lambdas/ws/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
 import { type AnyHandler, lambdaContext, loadHandler } from './handlers';
 import { createHttpGateway } from './http-gateway';
-import { LOCAL_REGION } from './sigv4';
+import { HostCheck, type RequestTimeouts } from './origin';
+import { LOCAL_REGION, localKeys } from './sigv4';
 import { type StreamPoller, startStreamPoller } from './stream-poller';
 import { ensureTable } from './table-setup';
 import { createTimerQueue } from './timer-queue';
@@ -33,6 +34,15 @@ export interface LocalStackOptions {
   readonly dbPath?: string;
   readonly tableName?: string;
   readonly auth?: 'sigv4' | 'none';
+  /**
+   * More SigV4 key pairs, "alice:alice-secret,bob:bob-secret" (default: LATCHKEY_LOCAL_CREDENTIALS).
+   * Each access key is its own principal, arn:aws:iam::000000000000:user/<access key>; local:local stays.
+   */
+  readonly credentials?: string;
+  /** Host names besides localhost, 127.0.0.1 and ::1 that requests may be addressed to. */
+  readonly allowedHosts?: readonly string[];
+  /** How long an HTTP client may take to send its headers and its whole request (tests shorten them). */
+  readonly requestTimeouts?: RequestTimeouts;
   /** How often the sweeper runs (EventBridge runs it every minute on AWS); 0 never. Default 5000. */
   readonly sweepIntervalMs?: number;
 }
@@ -90,6 +100,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
 
     const host = options.host ?? '127.0.0.1';
     const auth = options.auth ?? 'sigv4';
+    const keys = localKeys(options.credentials ?? process.env.LATCHKEY_LOCAL_CREDENTIALS);
+    const hosts = new HostCheck(host, options.allowedHosts);
     const timerQueue = createTimerQueue(await loadHandler(TIMER.module));
     servers.push(timerQueue.server);
     const timerPort = await listen(timerQueue.server, 0, '127.0.0.1');
@@ -99,20 +111,30 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const ws = createWsGateway({
       stage: WS_STAGE,
       auth,
+      keys,
+      hosts,
       handlers: {
         connect: await loadHandler('ws/connect'),
         disconnect: await loadHandler('ws/disconnect'),
         message: await loadHandler('ws/messages'),
       },
     });
-    servers.push(ws.server);
+    servers.push(ws.server, ws.management);
     const wsPort = await listen(ws.server, options.wsPort ?? 3001, host);
-    process.env.WS_MANAGEMENT_ENDPOINT = `http://${host}:${wsPort}/${WS_STAGE}`;
+    // @connections: only the functions (this process) know where, and the secret in its path.
+    const managementPort = await listen(ws.management, 0, '127.0.0.1');
+    process.env.WS_MANAGEMENT_ENDPOINT = `http://127.0.0.1:${managementPort}${ws.managementBase}`;
 
     const routes = await Promise.all(
       ROUTES.map(async (r) => ({ key: r.key, handler: await loadHandler(r.module) })),
     );
-    const server = createHttpGateway({ routes, auth });
+    const server = createHttpGateway({
+      routes,
+      auth,
+      keys,
+      hosts,
+      ...(options.requestTimeouts ? { timeouts: options.requestTimeouts } : {}),
+    });
     server.keepAliveTimeout = 65_000;
     servers.push(server);
     const port = await listen(server, options.port ?? 3000, host);

@@ -7,14 +7,16 @@
  * posts to. Limits follow API Gateway: 128 KiB frames, 10 min idle, 2 h
  * per connection.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { ANONYMOUS, localPrincipal } from '../lambdas/core/principal';
 import { describeError, log } from '../lambdas/shared/log';
 import type { WsEvent, WsResult } from '../lambdas/shared/ws';
 import { lambdaContext } from './handlers';
-import { verifySigV4 } from './sigv4';
+import { type HostCheck, hardenServer, SERVER_OPTIONS } from './origin';
+import { type LocalKeys, verifySigV4 } from './sigv4';
 
 type WsHandler = (event: WsEvent, context: ReturnType<typeof lambdaContext>) => Promise<WsResult>;
 
@@ -26,6 +28,10 @@ export interface WsGatewayOptions {
     readonly message: WsHandler;
   };
   readonly auth: 'sigv4' | 'none';
+  /** The key pairs SigV4 accepts on the handshake (each access key a principal); default `local:local`. */
+  readonly keys?: LocalKeys;
+  /** Which Host and Origin headers the handshake may carry (DNS rebinding). */
+  readonly hosts: HostCheck;
   /** @default 600000 (API Gateway: 10 minutes) */
   readonly idleTimeoutMs?: number;
   /** @default 7200000 (API Gateway: 2 hours) */
@@ -33,13 +39,29 @@ export interface WsGatewayOptions {
 }
 
 export interface WsGateway {
+  /** Where clients open WebSockets. */
   readonly server: Server;
+  /**
+   * API Gateway's management API (`@connections`), for the functions only: serve it on a loopback
+   * port of its own; every request must start with `managementBase` (a random secret per run).
+   */
+  readonly management: Server;
+  readonly managementBase: string;
   readonly connections: ReadonlyMap<string, WebSocket>;
   /** Closes every connection, stops calling handlers and waits for the calls in flight. */
   close(): Promise<void>;
 }
 
 const MAX_FRAME_BYTES = 128 * 1024;
+/** Messages of one connection being handled at once; past this a message is answered THROTTLED, unread. */
+const MAX_IN_FLIGHT_PER_CONNECTION = 32;
+const THROTTLED = {
+  type: 'error',
+  error: {
+    code: 'THROTTLED',
+    message: 'too many messages in flight on this connection: wait for their answers',
+  },
+};
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
   const body = JSON.stringify({ message: reason });
@@ -47,6 +69,14 @@ function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
     `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Refused'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+function parseUrl(target: string | undefined): URL | undefined {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    return undefined;
+  }
 }
 
 function headerMap(req: IncomingMessage): Record<string, string> {
@@ -83,7 +113,7 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
     return call;
   }
 
-  function management(req: IncomingMessage, res: ServerResponse, id: string, body: Buffer): void {
+  function managementCall(req: IncomingMessage, res: ServerResponse, id: string, body: Buffer): void {
     const ws = connections.get(id);
     if (!ws || ws.readyState !== ws.OPEN) {
       res.writeHead(410, { 'content-type': 'application/json', 'x-amzn-errortype': 'GoneException' });
@@ -96,40 +126,74 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
     res.end(req.method === 'GET' ? JSON.stringify({ ConnectedAt: new Date().toISOString() }) : undefined);
   }
 
-  const server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    const match = path.match(new RegExp(`^/${options.stage}/@connections/([^/]+)$`));
-    if (!match) {
+  const secret = randomBytes(16).toString('hex');
+  const managementBase = `/${secret}/${options.stage}`;
+  const management = hardenServer(
+    createServer(SERVER_OPTIONS, async (req, res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of req) {
+        size += (chunk as Buffer).byteLength;
+        if (size > MAX_FRAME_BYTES) break;
+        chunks.push(chunk as Buffer);
+      }
+      const path = req.url ?? '/';
+      const prefix = `${managementBase}/@connections/`;
+      const known =
+        path.length > prefix.length &&
+        timingSafeEqual(Buffer.from(path.slice(0, prefix.length)), Buffer.from(prefix));
+      if (!known || size > MAX_FRAME_BYTES) {
+        res.writeHead(known ? 413 : 403, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ message: known ? 'frame too large' : 'Forbidden' }));
+        return;
+      }
+      let id: string;
+      try {
+        id = decodeURIComponent(path.slice(prefix.length).split('?')[0] as string);
+      } catch {
+        res.writeHead(400).end();
+        return;
+      }
+      managementCall(req, res, id, Buffer.concat(chunks));
+    }),
+  );
+
+  // The public port: WebSocket handshakes only.
+  const server = hardenServer(
+    createServer(SERVER_OPTIONS, (_req, res) => {
       res.writeHead(426, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ message: `open a WebSocket to /${options.stage}` }));
-      return;
-    }
-    management(req, res, decodeURIComponent(match[1] as string), Buffer.concat(chunks));
-  });
+    }),
+  );
 
   server.on('upgrade', async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    socket.on('error', () => socket.destroy()); // a client that vanishes mid-handshake
+    const url = parseUrl(req.url);
+    if (!url) return refuseUpgrade(socket, 400, 'malformed request target');
     if (url.pathname !== `/${options.stage}` && url.pathname !== `/${options.stage}/`)
       return refuseUpgrade(socket, 404, `no WebSocket API at ${url.pathname}: use /${options.stage}`);
     const headers = headerMap(req);
+    const refused = options.hosts.refusal(headers, options.auth === 'none');
+    if (refused) return refuseUpgrade(socket, 403, refused);
+    let identity = { userArn: ANONYMOUS, accessKey: 'anonymous' };
     if (options.auth === 'sigv4') {
-      const verdict = await verifySigV4({
-        method: 'GET',
-        rawPath: url.pathname,
-        rawQuery: url.search.slice(1),
-        headers,
-        body: new Uint8Array(),
-      });
+      const verdict = await verifySigV4(
+        {
+          method: 'GET',
+          rawPath: url.pathname,
+          rawQuery: url.search.slice(1),
+          headers,
+          body: new Uint8Array(),
+        },
+        options.keys,
+      );
       if (!verdict.ok) return refuseUpgrade(socket, 403, verdict.reason);
-    } else if (headers.origin !== undefined) {
-      return refuseUpgrade(socket, 403, 'connections from browsers are refused when auth is off');
+      identity = { userArn: localPrincipal(verdict.accessKeyId), accessKey: verdict.accessKeyId };
     }
     const connectionId = `${randomBytes(10).toString('base64url')}=`;
     const query = Object.fromEntries(url.searchParams);
     const connected = await invoke(options.handlers.connect, {
-      requestContext: context(connectionId, '$connect', 'CONNECT'),
+      requestContext: { ...context(connectionId, '$connect', 'CONNECT'), identity },
       queryStringParameters: Object.keys(query).length ? query : null,
     });
     if (connected?.statusCode !== 200)
@@ -139,7 +203,14 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
       const idleMs = options.idleTimeoutMs ?? 600_000;
       let idle = setTimeout(() => ws.close(1001, 'Going away'), idleMs);
       const lifetime = setTimeout(() => ws.close(1001, 'Going away'), options.maxConnectionMs ?? 7_200_000);
+      let inFlightHere = 0;
       ws.on('message', (data, isBinary) => {
+        if (inFlightHere >= MAX_IN_FLIGHT_PER_CONNECTION) {
+          // API Gateway throttles a flooding client; here it is refused without calling the function.
+          ws.send(JSON.stringify(THROTTLED));
+          return;
+        }
+        inFlightHere++;
         clearTimeout(idle);
         idle = setTimeout(() => ws.close(1001, 'Going away'), idleMs);
         const body = Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]);
@@ -147,7 +218,7 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
           requestContext: context(connectionId, '$default', 'MESSAGE'),
           body: isBinary ? body.toString('base64') : body.toString('utf8'),
           isBase64Encoded: isBinary,
-        });
+        }).finally(() => inFlightHere--);
       });
       ws.on('close', () => {
         clearTimeout(idle);
@@ -162,6 +233,8 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
 
   return {
     server,
+    management,
+    managementBase,
     connections,
     async close() {
       closing = true;

@@ -240,19 +240,31 @@ export class LockClient {
     return this.call('GET', `/api/v1/locks/${name}`);
   }
 
-  /** Locks whose names start with `prefix`, following pages. */
+  /**
+   * Locks whose names start with `prefix`, following pages. The prefix is part of the path
+   * (GET /api/v1/list/{prefix}), so IAM policies can scope who may list what.
+   */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async list(prefix = '', limit = 1_000): Promise<any[]> {
     const found: unknown[] = [];
     let cursor: string | undefined;
     do {
-      const query = new URLSearchParams({ prefix, limit: String(Math.min(100, limit - found.length)) });
+      const query = new URLSearchParams({ limit: String(Math.min(100, limit - found.length)) });
       if (cursor) query.set('cursor', cursor);
-      const page = await this.call('GET', `/api/v1/locks?${query}`);
+      const page = await this.call('GET', `/api/v1/list${prefix ? `/${prefix}` : ''}?${query}`);
       found.push(...page.locks);
       cursor = page.next_cursor ?? undefined;
     } while (cursor && found.length < limit);
     return found;
+  }
+
+  /**
+   * Administrators: ends whoever holds `name` and moves its fencing counter past them, so their
+   * writes are fenced out. Needs IAM permission on the admin route; `reason` is logged with the caller.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the wire answer, documented in the README
+  async forceRelease(name: string, reason: string): Promise<any> {
+    return this.call('POST', `/api/v1/admin/locks/${name}/force-release`, { reason });
   }
 
   /** Closes the WebSocket connection (if any); pending waits fail. */

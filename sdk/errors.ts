@@ -36,8 +36,8 @@ export class LockHeldError extends LatchkeyClientError {
 /** The lease ended (lapsed, or someone else holds the lock now), or could not be confirmed in time. */
 export class LeaseLostError extends LatchkeyClientError {
   override name = 'LeaseLostError';
-  constructor(message: string, code = 'LEASE_LOST', options?: { cause?: unknown }) {
-    super(message, code, 409, false, options);
+  constructor(message: string, code = 'LEASE_LOST', options?: { cause?: unknown }, status = 409) {
+    super(message, code, status, false, options);
   }
 }
 
@@ -79,6 +79,33 @@ export class UnauthorizedError extends LatchkeyClientError {
   }
 }
 
+/**
+ * The lock, session or connection belongs to another IAM principal (403 FORBIDDEN): only the
+ * principal that took it may release, renew, heartbeat, close or cancel it. For a lease you held,
+ * it means the lease is gone (it lapsed and another principal holds the lock now): a LeaseLostError.
+ */
+export class ForbiddenError extends LeaseLostError {
+  override name = 'ForbiddenError';
+  constructor(message: string) {
+    super(message, 'FORBIDDEN', undefined, 403);
+  }
+}
+
+/**
+ * A limit of the service was reached (429 with a code: QUEUE_FULL, TOO_MANY_WAITERS, TOO_MANY_WAITS):
+ * the request changed nothing. Try later (`retryAfterMs`), or ask the operator to raise the limit.
+ */
+export class LimitExceededError extends LatchkeyClientError {
+  override name = 'LimitExceededError';
+  constructor(
+    message: string,
+    code: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message, code, 429, true);
+  }
+}
+
 /** The session ended (closed, or expired past ttl + grace): its locks are gone. */
 export class SessionExpiredError extends LeaseLostError {
   override name = 'SessionExpiredError';
@@ -87,8 +114,16 @@ export class SessionExpiredError extends LeaseLostError {
   }
 }
 
+/** 429s that are a limit of the service (not a throttle to retry through at once). */
+export const LIMIT_CODES = new Set(['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS']);
+
 interface ErrorBody {
-  error?: { code?: string; message?: string; details?: { path: string; message: string }[] };
+  error?: {
+    code?: string;
+    message?: string;
+    details?: { path: string; message: string }[];
+    retry_after_ms?: number;
+  };
   message?: string;
 }
 
@@ -98,7 +133,10 @@ export function errorFromResponse(status: number, body: unknown): LatchkeyClient
   const code = b.error?.code ?? '';
   const message = b.error?.message ?? b.message ?? `HTTP ${status}`;
   if (status === 400) return new InvalidRequestError(message, b.error?.details);
-  if (status === 403) return new UnauthorizedError(message);
+  if (status === 403)
+    return code === 'FORBIDDEN' ? new ForbiddenError(message) : new UnauthorizedError(message);
+  if (status === 429 && LIMIT_CODES.has(code))
+    return new LimitExceededError(message, code, Number(b.error?.retry_after_ms ?? 1_000));
   if (status === 429 || status >= 500) return new UnavailableError(message, status);
   if (code === 'SESSION_EXPIRED') return new SessionExpiredError(message);
   if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code);

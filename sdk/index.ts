@@ -6,9 +6,11 @@
 export { type AcquireOptions, LockClient, type LockClientOptions, type TryAcquireOptions } from './client';
 export { formatDuration, parseDuration } from './duration';
 export {
+  ForbiddenError,
   InvalidRequestError,
   LatchkeyClientError,
   LeaseLostError,
+  LimitExceededError,
   LockHeldError,
   SessionExpiredError,
   UnauthorizedError,

@@ -10,7 +10,7 @@ import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import { errorFromResponse, UnavailableError } from './errors';
+import { errorFromResponse, LIMIT_CODES, UnavailableError } from './errors';
 
 export interface TransportOptions {
   /** The HTTP API's base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com or http://127.0.0.1:3000 */
@@ -81,7 +81,9 @@ export class SignedTransport {
       signal?.throwIfAborted();
       try {
         const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
-        if (answer.status !== 429 && answer.status < 500) return answer;
+        // A limit's 429 is an answer (the request changed nothing); a throttle's is retried.
+        const limit = answer.status === 429 && LIMIT_CODES.has(answer.body?.error?.code);
+        if ((answer.status !== 429 && answer.status < 500) || limit) return answer;
         last = errorFromResponse(answer.status, answer.body);
       } catch (error) {
         if (signal?.aborted) throw error;

@@ -1,21 +1,24 @@
 /**
- * Waiting for locks over latchkey's WebSocket API: one signed connection per
- * client, opened on first use, kept alive with pings, answers matched to
- * requests by request_id. Every attempt of a request has one outcome on the
+ * Waiting for locks with grants pushed over latchkey's WebSocket API. The
+ * WebSocket only delivers: a wait is asked for over HTTP, where IAM
+ * authorizes the lock name, naming this client's connection
+ * (`connection_id`, learnt with `hello`); the grant comes as a `granted`
+ * frame, or at once in the HTTP answer. Every request has one outcome on the
  * service, and this follows it:
  * - a connection that drops while a wait is pending reconnects and asks
- *   again with the same request_id (the same place in the queue, the same
- *   grant);
- * - an `error` frame with a retryable code means the outcome is unknown:
- *   the same request is sent again;
+ *   again with the same request_id and the new connection (the same place
+ *   in the queue, the same grant);
+ * - an HTTP answer that never came (after the transport's retries) is asked
+ *   again, same request, while the wait lasts;
  * - a wait past its end with no answer is cancelled, and the cancel's
- *   answer is the outcome: `cancelled`, or the grant if it came first;
+ *   answer is the outcome: cancelled, or the grant if it came first;
  * - a grant nobody waits for here (a wait given up, aborted, or unknown) is
  *   this client's: it is released at once; the same grant arriving twice
  *   (pushed, and answering a retry) is not a second one.
  */
+import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { errorFromResponse, LockHeldError, UnavailableError, WaitTimeoutError } from './errors';
+import { errorFromResponse, UnavailableError, WaitTimeoutError } from './errors';
 import type { GrantAnswer } from './lease';
 import type { SignedTransport } from './transport';
 
@@ -25,8 +28,10 @@ const PING_EVERY_MS = 4 * 60_000;
 const OVERDUE_SLACK_MS = 5_000;
 /** A connection with no wait pending closes after this, so that it keeps no process alive. */
 const IDLE_CLOSE_MS = 2_000;
-/** How long a cancel may go unanswered before its request is given up (a grant arriving later is released). */
-const CANCEL_ANSWER_MS = 10_000;
+/** How long the service may take to answer `hello`. */
+const WELCOME_MS = 10_000;
+/** A wait answered "not acquired" with more than this left ended early (its connection dropped). */
+const ENDED_EARLY_MS = 1_000;
 /** Request ids answered with a grant, kept to recognise the same grant arriving again. */
 const REMEMBERED_GRANTS = 1_000;
 
@@ -39,22 +44,27 @@ export interface WaitRequest {
   readonly sessionId?: string | undefined;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: frames are checked field by field
-type Frame = Record<string, any>;
+// biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
+type Json = Record<string, any>;
+
+interface Connection {
+  readonly ws: WebSocket;
+  readonly id: string;
+}
 
 interface Pending {
-  readonly request: WaitRequest;
+  /** The request asked for now: a new request id once an earlier one ended with its connection. */
+  request: WaitRequest;
   /** When the wait ends, on this process's monotonic clock. */
   readonly until: number;
   resolve(grant: GrantAnswer): void;
   reject(error: unknown): void;
 }
 
-/** Error codes whose frame means "outcome unknown, ask again". */
-const RETRYABLE = new Set(['UNAVAILABLE', 'THROTTLED']);
+const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
 
 export class WsWaiter {
-  private socket: Promise<WebSocket> | undefined;
+  private connection: Promise<Connection> | undefined;
   private readonly pending = new Map<string, Pending>();
   /** Requests given up locally: a grant that still arrives for one is released at once. */
   private readonly abandoned = new Set<string>();
@@ -74,25 +84,25 @@ export class WsWaiter {
     private readonly overdueSlackMs = OVERDUE_SLACK_MS,
   ) {}
 
-  /** Waits for `request`'s grant; rejects with WaitTimeoutError, LockHeldError (no wait) or a typed error. */
+  /** Waits for `request`'s grant; rejects with WaitTimeoutError or a typed error. */
   async wait(request: WaitRequest, signal?: AbortSignal): Promise<GrantAnswer> {
-    const socket = await this.connect();
+    const connection = await this.connect();
     signal?.throwIfAborted();
     return new Promise<GrantAnswer>((resolve, reject) => {
       // Aborted: leave the queue; a grant already on its way is released, since nobody will use it.
       const onAbort = () => {
-        this.abandoned.add(request.requestId);
-        this.sendQuietly({ action: 'cancel', lock: request.lock, request_id: request.requestId });
+        this.abandoned.add(pending.request.requestId);
+        void this.cancel(pending.request);
         fail(signal?.reason);
       };
       // Past its end with no answer (the server's `timeout` was lost, say): cancel, and take the answer.
-      let overdue = setTimeout(() => {
-        this.sendQuietly({ action: 'cancel', lock: request.lock, request_id: request.requestId });
-        overdue = setTimeout(() => {
-          this.abandoned.add(request.requestId);
+      const overdue = setTimeout(() => {
+        const asked = pending.request;
+        void this.cancel(asked).then((answered) => {
+          if (answered) return;
+          this.abandoned.add(asked.requestId); // a grant that still comes is released
           fail(new WaitTimeoutError(request.lock, request.waitMs));
-        }, CANCEL_ANSWER_MS);
-        overdue.unref();
+        });
       }, request.waitMs + this.overdueSlackMs);
       overdue.unref();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -101,23 +111,124 @@ export class WsWaiter {
         (value: T) => {
           clearTimeout(overdue);
           signal?.removeEventListener('abort', onAbort);
-          this.pending.delete(request.requestId);
+          const id = pending.request.requestId;
+          if (this.pending.get(id) !== pending) return;
+          this.pending.delete(id);
           settle(value);
           this.closeWhenIdle();
         };
       const fail = done(reject);
-      const until = performance.now() + request.waitMs;
-      this.pending.set(request.requestId, { request, until, resolve: done(resolve), reject: fail });
-      socket.send(JSON.stringify(message(request, request.waitMs)));
+      const pending: Pending = {
+        request,
+        until: performance.now() + request.waitMs,
+        resolve: done(resolve),
+        reject: fail,
+      };
+      this.pending.set(request.requestId, pending);
+      void this.ask(pending, connection);
     });
   }
 
   close(): void {
     this.closed = true;
     clearInterval(this.ping);
-    void this.socket?.then((s) => s.close()).catch(() => {});
-    for (const p of this.pending.values()) p.reject(new UnavailableError('the client was closed'));
+    void this.connection?.then((c) => c.ws.close()).catch(() => {});
+    for (const p of [...this.pending.values()]) p.reject(new UnavailableError('the client was closed'));
     this.pending.clear();
+  }
+
+  /** POSTs the acquire of a pending wait, naming `connection`; the answer may already be its outcome. */
+  private async ask(pending: Pending, connection: Connection): Promise<void> {
+    const { request } = pending;
+    // At least 1 ms: a retry of a waiting request must ask to wait, or it would end the wait.
+    const left = Math.max(1, Math.round(pending.until - performance.now()));
+    const body = {
+      client_id: this.clientId,
+      request_id: request.requestId,
+      wait_timeout_ms: left,
+      connection_id: connection.id,
+      ...(request.ttlMs === undefined ? {} : { ttl_ms: request.ttlMs }),
+      ...(request.priority === undefined ? {} : { priority: request.priority }),
+      ...(request.sessionId === undefined ? {} : { session_id: request.sessionId }),
+    };
+    let answer: Json;
+    try {
+      const sent = await this.transport.send('POST', lockPath(request.lock, 'acquire'), body, {
+        timeoutMs: 10_000,
+      });
+      if (sent.status >= 400) {
+        // The connection named went away meanwhile: the re-ask on the new one (onClose) decides.
+        if (sent.status === 404 && !(await this.isCurrent(connection))) return;
+        pending.reject(errorFromResponse(sent.status, sent.body));
+        return;
+      }
+      answer = sent.body as Json;
+    } catch (error) {
+      // No answer after the transport's retries: the outcome is unknown, so the same request again.
+      if (this.pending.get(request.requestId) !== pending) return;
+      if (performance.now() >= pending.until) pending.reject(error);
+      else setTimeout(() => void this.askOn(pending), 250 + Math.random() * 500).unref();
+      return;
+    }
+    if (answer.acquired === true) this.onGranted(request.requestId, answer as unknown as GrantAnswer);
+    else if (answer.queued !== true) {
+      if (this.pending.get(request.requestId) !== pending) return;
+      if (performance.now() < pending.until - ENDED_EARLY_MS) {
+        // The request ended before its time (its connection's $disconnect took it out of the queue):
+        // its outcome is final, so what is left of the wait is a new request.
+        this.pending.delete(request.requestId);
+        pending.request = { ...request, requestId: randomUUID() };
+        this.pending.set(pending.request.requestId, pending);
+        setTimeout(() => void this.askOn(pending), 100 + Math.random() * 200).unref();
+      } else pending.reject(new WaitTimeoutError(request.lock, request.waitMs));
+    }
+    // queued: the grant (or the timeout) will be pushed.
+  }
+
+  /** Whether `connection` is still the one grants are pushed to. */
+  private async isCurrent(connection: Connection): Promise<boolean> {
+    const current = await this.connection?.catch(() => undefined);
+    return current === connection && connection.ws.readyState === WebSocket.OPEN;
+  }
+
+  private async askOn(pending: Pending): Promise<void> {
+    if (this.pending.get(pending.request.requestId) !== pending) return;
+    try {
+      await this.ask(pending, await this.connect());
+    } catch (error) {
+      pending.reject(error);
+    }
+  }
+
+  /**
+   * Cancels a request over HTTP and follows the answer: cancelled (the wait ends as a timeout), or
+   * granted first (the grant is handled as if pushed). False if no answer came.
+   */
+  private async cancel(request: WaitRequest): Promise<boolean> {
+    try {
+      const connection = await this.connection?.catch(() => undefined);
+      const answer = await this.transport.send(
+        'POST',
+        lockPath(request.lock, 'cancel'),
+        {
+          client_id: this.clientId,
+          request_id: request.requestId,
+          ...(connection ? { connection_id: connection.id } : {}),
+        },
+        { attempts: 3, timeoutMs: 5_000 },
+      );
+      if (answer.status >= 400) return false;
+      const body = answer.body as Json;
+      if (body.acquired === true) this.onGranted(request.requestId, body as unknown as GrantAnswer);
+      else {
+        this.abandoned.delete(request.requestId);
+        this.pending.get(request.requestId)?.reject(new WaitTimeoutError(request.lock, request.waitMs));
+        this.closeWhenIdle();
+      }
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private closeWhenIdle(): void {
@@ -125,25 +236,26 @@ export class WsWaiter {
     if (this.pending.size > 0 || this.abandoned.size > 0) return;
     this.idle = setTimeout(() => {
       if (this.pending.size > 0) return;
-      const socket = this.socket;
-      this.socket = undefined;
+      const connection = this.connection;
+      this.connection = undefined;
       clearInterval(this.ping);
-      void socket?.then((s) => s.close()).catch(() => {});
+      void connection?.then((c) => c.ws.close()).catch(() => {});
     }, IDLE_CLOSE_MS);
     this.idle.unref();
   }
 
-  private connect(): Promise<WebSocket> {
+  private connect(): Promise<Connection> {
     clearTimeout(this.idle);
     if (this.closed) return Promise.reject(new UnavailableError('the client was closed'));
-    this.socket ??= this.open().catch((error: unknown) => {
-      this.socket = undefined;
+    this.connection ??= this.open().catch((error: unknown) => {
+      this.connection = undefined;
       throw error;
     });
-    return this.socket;
+    return this.connection;
   }
 
-  private async open(): Promise<WebSocket> {
+  /** Opens a signed connection and learns its id (`hello`, answered `welcome`). */
+  private async open(): Promise<Connection> {
     const url = new URL(this.url);
     url.searchParams.set('client_id', this.clientId);
     const ws = new WebSocket(url, { headers: await this.transport.signedHeaders(url) });
@@ -158,59 +270,70 @@ export class WsWaiter {
       );
       ws.once('error', (error) => reject(new UnavailableError(`WebSocket ${url.origin}: ${error.message}`)));
     });
-    ws.on('message', (data) => {
-      try {
-        this.onFrame(JSON.parse(String(data)) as Frame);
-      } catch {
-        // not a latchkey frame: ignore it
-      }
+    const id = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ws.close();
+        reject(new UnavailableError(`WebSocket ${url.origin}: no answer to hello`));
+      }, WELCOME_MS);
+      ws.on('message', (data) => {
+        let frame: Json;
+        try {
+          frame = JSON.parse(String(data)) as Json;
+        } catch {
+          return; // not a latchkey frame: ignore it
+        }
+        if (frame.type === 'welcome' && typeof frame.connection_id === 'string') {
+          clearTimeout(timer);
+          resolve(frame.connection_id);
+        } else this.onFrame(frame);
+      });
+      ws.once('close', () => {
+        clearTimeout(timer);
+        reject(new UnavailableError(`WebSocket ${url.origin}: closed before its welcome`));
+      });
+      ws.send(JSON.stringify({ action: 'hello' }));
     });
-    ws.on('close', () => this.onClose(ws));
+    const connection = { ws, id };
+    ws.on('close', () => this.onClose(connection));
     ws.on('error', () => {}); // 'close' follows
     clearInterval(this.ping);
-    this.ping = setInterval(() => this.sendQuietly({ action: 'ping' }), PING_EVERY_MS);
+    this.ping = setInterval(() => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ action: 'ping' }));
+    }, PING_EVERY_MS);
     this.ping.unref();
-    return ws;
+    return connection;
   }
 
-  private onFrame(frame: Frame): void {
+  /** A pushed frame: a grant, or the end of a wait (`timeout`, or an `error` frame naming it). */
+  private onFrame(frame: Json): void {
     const id = typeof frame.request_id === 'string' ? frame.request_id : undefined;
-    const pending = id === undefined ? undefined : this.pending.get(id);
+    if (id === undefined) return;
     if (frame.type === 'granted') {
-      this.onGranted(id, pending, frame as unknown as GrantAnswer);
+      this.onGranted(id, frame as unknown as GrantAnswer);
       return;
     }
+    const pending = this.pending.get(id);
     if (!pending) {
       // The end of a request given up here: nothing more will come for it.
-      if (id !== undefined && frame.type !== 'queued' && this.abandoned.delete(id)) this.closeWhenIdle();
+      if (this.abandoned.delete(id)) this.closeWhenIdle();
       return;
     }
-    const { request } = pending;
-    if (frame.type === 'timeout' || frame.type === 'cancelled')
-      pending.reject(new WaitTimeoutError(request.lock, request.waitMs));
-    else if (frame.type === 'busy')
-      pending.reject(new LockHeldError(request.lock, frame.holder?.client_id, frame.retry_after_ms ?? 0));
-    else if (frame.type === 'error') {
-      const code = String(frame.error?.code ?? '');
-      // Outcome unknown: the same request again (one place, one grant), while its wait lasts.
-      if (RETRYABLE.has(code) && performance.now() < pending.until) this.askAgain(pending);
-      else
-        pending.reject(
-          errorFromResponse(code === 'INVALID_REQUEST' ? 400 : RETRYABLE.has(code) ? 503 : 409, frame),
-        );
-    }
-    // 'queued': keep waiting.
+    if (frame.type === 'timeout')
+      pending.reject(new WaitTimeoutError(pending.request.lock, pending.request.waitMs));
+    else if (frame.type === 'error') pending.reject(errorFromResponse(409, frame));
   }
 
   /** A grant: the answer to a pending wait; a repeat of one answered already; or this client's to release. */
-  private onGranted(id: string | undefined, pending: Pending | undefined, grant: GrantAnswer): void {
-    if (id !== undefined && pending) {
+  private onGranted(id: string, grant: GrantAnswer): void {
+    const pending = this.pending.get(id);
+    if (pending && !this.abandoned.has(id)) {
       this.remember(id);
       pending.resolve(grant);
       return;
     }
-    if (id !== undefined && this.granted.has(id) && !this.abandoned.has(id)) return; // the same grant again
-    if (id !== undefined) this.abandoned.delete(id);
+    if (this.granted.has(id) && !this.abandoned.has(id)) return; // the same grant again
+    this.abandoned.delete(id);
+    pending?.reject(new WaitTimeoutError(grant.lock, pending.request.waitMs));
     void this.releaseGrant(grant);
     this.closeWhenIdle();
   }
@@ -221,53 +344,22 @@ export class WsWaiter {
       this.granted.delete(this.granted.values().next().value as string);
   }
 
-  private askAgain(pending: Pending): void {
-    const delay = 50 + Math.random() * 200;
-    setTimeout(() => {
-      if (this.pending.get(pending.request.requestId) !== pending) return;
-      const left = Math.max(1, Math.round(pending.until - performance.now()));
-      this.sendQuietly(message(pending.request, left));
-    }, delay).unref();
-  }
-
   /** The connection dropped: ask again on a new one, same request ids (one place, one grant each). */
-  private onClose(ws: WebSocket): void {
+  private onClose(connection: Connection): void {
     clearInterval(this.ping);
     if (this.closed) return;
-    void this.socket?.then((current) => {
-      if (current !== ws) return;
-      this.socket = undefined;
+    void this.connection?.then((current) => {
+      if (current !== connection) return;
+      this.connection = undefined;
       if (this.pending.size === 0) return;
       this.connect().then(
         (fresh) => {
-          for (const p of this.pending.values()) {
-            // At least 1 ms: a retry of a waiting request must ask to wait, or it would end the wait.
-            const left = Math.max(1, Math.round(p.until - performance.now()));
-            fresh.send(JSON.stringify(message(p.request, left)));
-          }
+          for (const p of this.pending.values()) void this.ask(p, fresh);
         },
         (error: unknown) => {
-          for (const p of this.pending.values()) p.reject(error);
+          for (const p of [...this.pending.values()]) p.reject(error);
         },
       );
     });
   }
-
-  private sendQuietly(frame: Frame): void {
-    void this.socket
-      ?.then((s) => s.readyState === WebSocket.OPEN && s.send(JSON.stringify(frame)))
-      .catch(() => {});
-  }
-}
-
-function message(r: WaitRequest, waitMs: number): Frame {
-  return {
-    action: 'acquire',
-    lock: r.lock,
-    request_id: r.requestId,
-    wait_timeout_ms: waitMs,
-    ...(r.ttlMs === undefined ? {} : { ttl_ms: r.ttlMs }),
-    ...(r.priority === undefined ? {} : { priority: r.priority }),
-    ...(r.sessionId === undefined ? {} : { session_id: r.sessionId }),
-  };
 }

@@ -5,6 +5,8 @@
 export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, retryable: false },
   UNAUTHORIZED: { status: 403, retryable: false },
+  /** A lock, session, wait or connection that belongs to another principal. */
+  FORBIDDEN: { status: 403, retryable: false },
   NOT_FOUND: { status: 404, retryable: false },
   NOT_HOLDER: { status: 409, retryable: false },
   LEASE_EXPIRED: { status: 409, retryable: false },
@@ -12,6 +14,10 @@ export const ERROR_CODES = {
   HELD_BY_SESSION: { status: 409, retryable: false },
   SESSION_EXPIRED: { status: 409, retryable: false },
   NOT_SESSION_OWNER: { status: 409, retryable: false },
+  /** Limits (README: "Limits"): the request changed nothing; others are not slowed by it. */
+  QUEUE_FULL: { status: 429, retryable: true },
+  TOO_MANY_WAITERS: { status: 429, retryable: true },
+  TOO_MANY_WAITS: { status: 429, retryable: true },
   INTERNAL: { status: 500, retryable: false },
   UNAVAILABLE: { status: 503, retryable: true },
 } as const;
@@ -41,9 +47,16 @@ export class LatchkeyError extends Error {
     this.retryable = ERROR_CODES[code].retryable;
   }
 
-  toBody(): { error: { code: ErrorCode; message: string; details?: readonly ErrorDetail[] } } {
+  toBody(): {
+    error: { code: ErrorCode; message: string; details?: readonly ErrorDetail[]; retry_after_ms?: number };
+  } {
     return {
-      error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) },
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.details ? { details: this.details } : {}),
+        ...(this.retryAfterMs === undefined ? {} : { retry_after_ms: this.retryAfterMs }),
+      },
     };
   }
 }

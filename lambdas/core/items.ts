@@ -22,7 +22,11 @@ export type ItemRef =
   /** The record that a session took a lock: how a session's locks are found when it ends. */
   | { readonly kind: 'session-lock'; readonly session: string; readonly lock: string }
   | { readonly kind: 'connection'; readonly connection: string }
-  | { readonly kind: 'sweeper' };
+  | { readonly kind: 'sweeper' }
+  /** A counter of waiters that one scope (a principal's shard, a connection) has queued: limits. */
+  | { readonly kind: 'quota'; readonly scope: string }
+  /** One of the slots an HTTP wait holds while it polls (limits). */
+  | { readonly kind: 'http-wait'; readonly slot: number };
 
 export const lockRef = (lock: string): ItemRef => ({ kind: 'lock', lock });
 export const waiterRef = (lock: string, order: string): ItemRef => ({ kind: 'waiter', lock, order });
@@ -35,6 +39,8 @@ export const sessionLockRef = (session: string, lock: string): ItemRef => ({
 });
 export const connectionRef = (connection: string): ItemRef => ({ kind: 'connection', connection });
 export const SWEEPER_REF: ItemRef = { kind: 'sweeper' };
+export const quotaRef = (scope: string): ItemRef => ({ kind: 'quota', scope });
+export const httpWaitRef = (slot: number): ItemRef => ({ kind: 'http-wait', slot });
 
 /** A stable text form of a ref (map keys, logs). */
 export function refText(ref: ItemRef): string {
@@ -53,6 +59,10 @@ export function refText(ref: ItemRef): string {
       return `connection:${ref.connection}`;
     case 'sweeper':
       return 'sweeper';
+    case 'quota':
+      return `quota:${ref.scope}`;
+    case 'http-wait':
+      return `http-wait:${ref.slot}`;
   }
 }
 

@@ -33,7 +33,10 @@ import type { ItemWrite } from './items';
 /** Attribute names of a lock item. The store adds keys and housekeeping attributes. */
 export const LockAttr = {
   name: 'lock_name',
+  /** The holder's label (its client_id), within its owner. */
   holder: 'holder',
+  /** The principal that holds the lock (see principal.ts): only it may release or renew it. */
+  owner: 'principal',
   fence: 'fence',
   /** A lease's end, ms on the server's clock. Absent for a lock held through a session. */
   expiresAt: 'expires_at',
@@ -54,6 +57,10 @@ export const LockAttr = {
    * holder that was only cut off cannot overlap the next one. Not set by an explicit release.
    */
   blockedUntil: 'blocked_until',
+  /** The last release forced by an administrator: who (principal), when, and why. */
+  forcedBy: 'forced_by',
+  forcedAt: 'forced_at',
+  forcedReason: 'forced_reason',
 } as const;
 const A = LockAttr;
 
@@ -74,6 +81,8 @@ export const throughSession = (sessionId: string): Tenure => ({ kind: 'session',
 
 export interface AcquireCommand {
   readonly name: string;
+  /** The caller's principal (principal.ts): the lock will belong to it. */
+  readonly owner: string;
   readonly clientId: string;
   readonly tenure: Tenure;
   readonly requestId?: string | undefined;
@@ -82,6 +91,7 @@ export interface AcquireCommand {
 
 export interface ReleaseCommand {
   readonly name: string;
+  readonly owner: string;
   readonly clientId: string;
   readonly fencingToken: number;
 }
@@ -92,6 +102,7 @@ export interface RenewCommand extends ReleaseCommand {
 
 export interface Grant {
   readonly lock: string;
+  readonly owner: string;
   readonly clientId: string;
   readonly fencingToken: number;
   readonly held: Held;
@@ -169,9 +180,12 @@ export const nextFence = (seen: Item | undefined, now: number): number => {
   return typeof fence === 'number' ? fence + 1 : fenceFloor(now) + 1;
 };
 
-/** Client-chosen request ids are scoped to the client that sent them. */
-export const requestKey = (clientId: string, requestId: string): string =>
-  `${clientId.length}:${clientId}:${requestId}`;
+/**
+ * Client-chosen request ids are scoped to the principal and client that sent them: no other
+ * principal can answer, follow or cancel a request.
+ */
+export const requestKey = (owner: string, clientId: string, requestId: string): string =>
+  `${owner.length}:${owner}:${clientId.length}:${clientId}:${requestId}`;
 
 /** How soon to try again a lock held through a session: it has no lease end to wait for. */
 export const SESSION_HOLDER_RETRY_MS = 1_000;
@@ -198,7 +212,8 @@ export function blockedUntil(item: Item | undefined, now: number): number | unde
 /** Nobody is queued: a free lock may go to whoever asks first. A negative count (drift) counts as empty. */
 export const queueIsEmpty = or(missing(A.queued), le(A.queued, 0));
 export const someoneQueued = gt(A.queued, 0);
-export const heldBy = (clientId: string, token: number) => and(eq(A.holder, clientId), eq(A.fence, token));
+export const heldBy = (owner: string, clientId: string, token: number) =>
+  and(eq(A.owner, owner), eq(A.holder, clientId), eq(A.fence, token));
 export const notAlreadyServed = (key: string | undefined) =>
   key === undefined ? undefined : or(missing(A.grantRequest), ne(A.grantRequest, key));
 /** The fencing counter is what it was when the item was read: nothing was granted since. */
@@ -232,6 +247,7 @@ export function grantOf(item: Item): Grant {
   const session = str(item, A.session);
   return {
     lock: str(item, A.name) ?? '',
+    owner: str(item, A.owner) ?? '',
     clientId: str(item, A.holder) ?? '',
     fencingToken: num(item, A.fence) ?? 0,
     held:
@@ -281,6 +297,7 @@ function tenureFields(held: Held): UpdateAction[] {
 /** Who a grant goes to. */
 export interface Grantee {
   readonly name: string;
+  readonly owner: string;
   readonly clientId: string;
   readonly tenure: Tenure;
   /** requestKey of the request it answers, if any. */
@@ -291,6 +308,7 @@ export interface Grantee {
 export function grantFields(g: Grantee, now: number): UpdateAction[] {
   return [
     set(A.name, g.name),
+    set(A.owner, g.owner),
     set(A.holder, g.clientId),
     ...tenureFields(heldFrom(g.tenure, now)),
     set(A.acquiredAt, now),
@@ -305,6 +323,7 @@ export function grantFields(g: Grantee, now: number): UpdateAction[] {
 /** Everything a release clears. */
 export const releaseFields = (now: number): UpdateAction[] => [
   remove(A.holder),
+  remove(A.owner),
   remove(A.expiresAt),
   remove(A.ttlMs),
   remove(A.acquiredAt),
@@ -358,6 +377,7 @@ export function pinnedGrant(
     },
     grant: {
       lock: grantee.name,
+      owner: grantee.owner,
       clientId: grantee.clientId,
       fencingToken: fence,
       held,
@@ -370,7 +390,13 @@ export function pinnedGrant(
 
 /** The single write that grants a lease on a free lock nobody waits for (the one-call acquire). */
 function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): ItemWrite {
-  const grantee = { name: cmd.name, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key };
+  const grantee = {
+    name: cmd.name,
+    owner: cmd.owner,
+    clientId: cmd.clientId,
+    tenure: cmd.tenure,
+    requestKey: key,
+  };
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
     condition: withOptional(isGrantableAt(now), queueIsEmpty, notAlreadyServed(key)),
@@ -384,7 +410,7 @@ function reenterWrite(current: Grant, now: number, key: string | undefined): Ite
   return {
     // The exact count seen: a second delivery of this write can never count twice.
     condition: withOptional(
-      heldBy(current.clientId, current.fencingToken),
+      heldBy(current.owner, current.clientId, current.fencingToken),
       isHeldAt(now),
       current.reentry > 1 ? eq(A.reentry, current.reentry) : notReentered,
       notAlreadyServed(key),
@@ -449,10 +475,11 @@ export type AcquireDecision =
  * when it asked to; anyone else is refused.
  */
 export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: number): AcquireDecision {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
   const holder = liveHolder(item, now);
+  const mine = holder !== undefined && holder.owner === cmd.owner && holder.clientId === cmd.clientId;
   if (key !== undefined && item && str(item, A.grantRequest) === key) {
-    if (holder && holder.clientId === cmd.clientId && holdsAs(holder.held, cmd.tenure))
+    if (holder && mine && holdsAs(holder.held, cmd.tenure))
       return { kind: 'answer', outcome: granted(holder, true) };
     throw new LatchkeyError(
       'LEASE_EXPIRED',
@@ -460,14 +487,13 @@ export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: 
     );
   }
   if (!holder && queuedCount(item) === 0 && blockedUntil(item, now) === undefined) return { kind: 'grant' };
-  if (holder && holder.clientId === cmd.clientId && cmd.reentrant)
-    return { kind: 'reenter', current: holder };
+  if (holder && mine && cmd.reentrant) return { kind: 'reenter', current: holder };
   return { kind: 'answer', outcome: refusal(cmd.name, item, now) };
 }
 
 /** A plain acquire: one conditional write when the lock is free (leases only; sessions grant in a transaction). */
 export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
   return {
     first: grantWrite(cmd, now, key),
     onRefused(old) {
@@ -482,7 +508,7 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
 
 /** Re-enters a lock its caller holds (any tenure), as its own protocol. */
 export function reenterProtocol(cmd: AcquireCommand, current: Grant, now: number): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
   return {
     first: reenterWrite(current, now, key),
     onRefused(old) {
@@ -499,6 +525,13 @@ export function reenterProtocol(cmd: AcquireCommand, current: Grant, now: number
 
 /** Explains why a holder-only operation (release, renew) was refused. */
 function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number): LatchkeyError | undefined {
+  // Held by another principal: refused alike whatever client id and token were sent, so the answer
+  // tells nothing about them (no token oracle), and echoes none of them.
+  if (old && str(old, A.holder) !== undefined && str(old, A.owner) !== cmd.owner)
+    return new LatchkeyError(
+      'FORBIDDEN',
+      `${cmd.name} is held by another principal: only the principal that took a lock may release or renew it`,
+    );
   const recorded = old && str(old, A.holder) === cmd.clientId && num(old, A.fence) === cmd.fencingToken;
   if (!recorded) {
     const holder = liveHolder(old, now);
@@ -519,7 +552,7 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
 
 function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
   return {
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered),
+    condition: and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered),
     update: releaseFields(now),
     gcFrom: now,
   };
@@ -528,7 +561,7 @@ function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
 function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): ItemWrite {
   return {
     // The exact count seen: a second delivery of this write can never count down twice.
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
+    condition: and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
     update: [add(A.reentry, -1, 1)],
   };
 }
@@ -553,7 +586,7 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
 export function renewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOutcome> {
   const write: ItemWrite = {
     // A lock held through a session has no lease to renew: it lasts as long as the session.
-    condition: and(heldBy(cmd.clientId, cmd.fencingToken), missing(A.session), leaseLiveAt(now)),
+    condition: and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), missing(A.session), leaseLiveAt(now)),
     update: [set(A.expiresAt, now + cmd.ttlMs), set(A.ttlMs, cmd.ttlMs)],
     gcFrom: now + cmd.ttlMs,
   };
@@ -571,6 +604,26 @@ export function renewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOut
       return { write };
     },
     onWritten: (item) => ({ grant: grantOf(item) }),
+  };
+}
+
+/**
+ * An administrator ends whatever grant `current` is, whoever holds it, and moves the fencing
+ * counter one past it: the next grant's token is two above the old holder's, and an operator may
+ * tell a protected resource to refuse everything up to the counter at once. Records who did it,
+ * when and why. Conditional on that very grant, so a later one is never touched.
+ */
+export function forceReleaseWrite(current: Grant, by: string, reason: string, now: number): ItemWrite {
+  return {
+    condition: heldBy(current.owner, current.clientId, current.fencingToken),
+    update: [
+      ...releaseFields(now),
+      set(A.fence, current.fencingToken + 1),
+      set(A.forcedBy, by),
+      set(A.forcedAt, now),
+      set(A.forcedReason, reason),
+    ],
+    gcFrom: now,
   };
 }
 

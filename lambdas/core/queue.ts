@@ -16,8 +16,9 @@
  * The queue is a list of exclusive waiters today; shared mode will grant a
  * run of readers at the head together, which this order already allows.
  */
-import { add, and, eq, exists, type Item, missing, ne, or, set } from './expr';
-import { type ItemWrite, lockRef, type Step, updateStep, waiterRef } from './items';
+import { createHash } from 'node:crypto';
+import { add, and, type Condition, eq, exists, type Item, lt, missing, ne, or, set } from './expr';
+import { type ItemWrite, lockRef, quotaRef, type Step, updateStep, waiterRef } from './items';
 import {
   blockedUntil,
   type Grant,
@@ -54,6 +55,8 @@ export const PRIORITY = { min: -100, max: 100, default: 0 } as const;
 /** Attribute names of a waiter item. */
 export const WaitAttr = {
   name: 'lock_name',
+  /** The principal that waits (principal.ts): the grant will belong to it. */
+  owner: 'principal',
   client: 'client_id',
   ttlMs: 'ttl_ms',
   requestId: 'request_id',
@@ -74,6 +77,7 @@ export interface Waiter {
   readonly lock: string;
   /** Sorts in serving order within the lock's queue. */
   readonly order: string;
+  readonly owner: string;
   readonly clientId: string;
   /** How the grant will be held: a lease of its ttl, or through a session. */
   readonly tenure: Tenure;
@@ -100,6 +104,7 @@ export function queueOrder(priority: number, arrivedAt: number, nonce: string): 
 export function waiterItem(w: Waiter): Record<string, string | number> {
   return {
     [W.name]: w.lock,
+    [W.owner]: w.owner,
     [W.client]: w.clientId,
     ...(w.tenure.kind === 'lease' ? { [W.ttlMs]: w.tenure.ttlMs } : { [W.session]: w.tenure.sessionId }),
     [W.requestId]: w.requestId,
@@ -119,6 +124,7 @@ export function waiterOf(order: string, item: Item): Waiter {
   return {
     lock: s(W.name),
     order,
+    owner: s(W.owner),
     clientId: s(W.client),
     tenure:
       typeof session === 'string'
@@ -142,6 +148,68 @@ export const identityOf = (w: Pick<Waiter, 'lock' | 'requestKey' | 'clientId'>):
 const waiterPresent = exists(W.client);
 const countBy = (by: number) => add(LockAttr.queued, by, 0);
 
+/** The waiter item is there, and its grant goes to `connectionId` (none: an HTTP waiter). */
+const waiterAt = (connectionId: string | undefined): Condition =>
+  and(waiterPresent, connectionId === undefined ? missing(W.connection) : eq(W.connection, connectionId));
+
+/**
+ * Limits on waiting (README: "Limits"), each checked in the same transaction that queues a waiter,
+ * so none can be exceeded by racing requests.
+ */
+export interface QueueLimits {
+  /** Waiters in one lock's queue. */
+  readonly maxQueueLength: number;
+  /** Waiters whose grant goes to one WebSocket connection. */
+  readonly maxWaitersPerConnection: number;
+  /** Waiters of one principal, over all locks: counted in QUOTA_SHARDS shards of an equal share each. */
+  readonly maxWaitersPerPrincipal: number;
+}
+
+/**
+ * Waiter counts live in counter items ("quotas"): one per WebSocket connection, and
+ * QUOTA_SHARDS per principal (a request counts in the shard its key hashes to), so a principal
+ * with many clients queuing at once does not make one hot item. Every transaction that adds or
+ * removes a waiter item moves its counters with it.
+ */
+export const QUOTA_SHARDS = 16;
+const QuotaAttr = { waiting: 'waiting' } as const;
+/** Counters are collected a retention period after their last change (past any wait they count). */
+const QUOTA_GC_DELAY_MS = 2 * 3_600_000;
+
+const digest = (text: string) => createHash('sha256').update(text).digest();
+
+/** The principal a request key names (lock.ts: requestKey). */
+function ownerOfRequestKey(key: string): string {
+  const colon = key.indexOf(':');
+  const length = Number(key.slice(0, colon));
+  return key.slice(colon + 1, colon + 1 + length);
+}
+
+export const principalQuotaScope = (requestKey: string) =>
+  `P#${digest(ownerOfRequestKey(requestKey)).toString('base64url').slice(0, 22)}#${digest(requestKey).readUInt32BE(0) % QUOTA_SHARDS}`;
+export const connectionQuotaScope = (connectionId: string) => `C#${connectionId}`;
+
+/** The counter items a waiter counts in. */
+const quotaScopes = (w: Pick<Waiter, 'requestKey' | 'connectionId'>) => [
+  principalQuotaScope(w.requestKey),
+  ...(w.connectionId === undefined ? [] : [connectionQuotaScope(w.connectionId)]),
+];
+
+function quotaStep(scope: string, by: number, now: number, cap?: number): Step {
+  return updateStep(quotaRef(scope), {
+    ...(cap === undefined ? {} : { condition: or(missing(QuotaAttr.waiting), lt(QuotaAttr.waiting, cap)) }),
+    update: [add(QuotaAttr.waiting, by, 0)],
+    gcFrom: now + QUOTA_GC_DELAY_MS,
+  });
+}
+
+/** A waiter leaves: its counters go down by one. */
+const releaseQuotaSteps = (w: Pick<Waiter, 'requestKey' | 'connectionId'>, now: number): Step[] =>
+  quotaScopes(w).map((scope) => quotaStep(scope, -1, now));
+
+/** Which limit a refused enqueue hit, by the index of the step that refused (see enqueueSteps). */
+export const ENQUEUE_STEP = { lock: 0, waiter: 1, record: 2, principalQuota: 3, connectionQuota: 4 } as const;
+
 /**
  * Joins the queue, only while the lock cannot be granted at once (held by
  * someone else, or promised to earlier waiters, or under lock-delay), and
@@ -149,12 +217,15 @@ const countBy = (by: number) => add(LockAttr.queued, by, 0);
  * lock step refuses, the caller may grant at once; when the record refuses,
  * the caller follows the record.
  */
-export function enqueueSteps(w: Waiter, now: number): Step[] {
-  const notMineAlready = or(isFreeAt(now), ne(LockAttr.holder, w.clientId));
+export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[] {
+  // Not already this very holder's (the same principal and client): that is a re-entry or a refusal.
+  const notMineAlready = or(isFreeAt(now), ne(LockAttr.holder, w.clientId), ne(LockAttr.owner, w.owner));
+  const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
+  const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
     updateStep(lockRef(w.lock), {
       condition: withOptional(
-        or(isHeldAt(now), isBlockedAt(now), someoneQueued),
+        and(or(isHeldAt(now), isBlockedAt(now), someoneQueued), queueHasRoom),
         notMineAlready,
         notAlreadyServed(w.requestKey),
       ),
@@ -169,43 +240,47 @@ export function enqueueSteps(w: Waiter, now: number): Step[] {
       owner: w.connectionId ?? null,
     }),
     openStep(identityOf(w), w.order, w.deadline, w.connectionId),
+    quotaStep(principalQuotaScope(w.requestKey), 1, now, principalShare),
+    ...(w.connectionId === undefined
+      ? []
+      : [quotaStep(connectionQuotaScope(w.connectionId), 1, now, limits.maxWaitersPerConnection)]),
   ];
 }
 
+/** Whether a lock item (as a refused enqueue saw it) has no room for another waiter. */
+export const queueIsFull = (lock: Item | undefined, limits: QueueLimits) =>
+  queuedCount(lock) >= limits.maxQueueLength;
+
 /** Leaves the queue without a grant (timed out, cancelled, connection gone, session ended). */
-export function leaveSteps(
-  w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
-  reason: EndReason,
-  now: number,
-): Step[] {
+export type QueuedWaiter = Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId' | 'connectionId'>;
+
+export function leaveSteps(w: QueuedWaiter, reason: EndReason, now: number): Step[] {
   return [
     updateStep(lockRef(w.lock), { condition: someoneQueued, update: [countBy(-1)] }),
-    { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+    { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterAt(w.connectionId) },
     endedStep(identityOf(w), w.order, reason, now),
+    ...releaseQuotaSteps(w, now),
   ];
 }
 
 /** Leaves the queue when the lock's count no longer includes the waiter (the count drifted). */
-export const orphanLeaveSteps = (
-  w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
-  reason: EndReason,
-  now: number,
-): Step[] => [
-  { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+export const orphanLeaveSteps = (w: QueuedWaiter, reason: EndReason, now: number): Step[] => [
+  { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterAt(w.connectionId) },
   endedStep(identityOf(w), w.order, reason, now),
+  ...releaseQuotaSteps(w, now),
 ];
 
 /** A retry arrived on another WebSocket connection: the waiter's grant is pushed there from now on. */
-export const moveDeliverySteps = (
-  w: Pick<Waiter, 'lock' | 'order' | 'requestKey'>,
-  connectionId: string,
-): Step[] => [
+export const moveDeliverySteps = (w: QueuedWaiter, connectionId: string, now: number): Step[] => [
   updateStep(waiterRef(w.lock, w.order), {
-    condition: waiterPresent,
+    condition: waiterAt(w.connectionId),
     update: [set(W.connection, connectionId)],
     owner: connectionId,
   }),
   movedStep(w, w.order, connectionId),
+  // Counted on the new connection from now on (a retry after a reconnect is not refused for it).
+  ...(w.connectionId === undefined ? [] : [quotaStep(connectionQuotaScope(w.connectionId), -1, now)]),
+  quotaStep(connectionQuotaScope(connectionId), 1, now),
 ];
 
 /**
@@ -221,19 +296,28 @@ export function handoffSteps(
   now: number,
   writeId: string,
 ): { steps: Step[]; grant: Grant } {
-  const grantee: Grantee = { name: w.lock, clientId: w.clientId, tenure: w.tenure, requestKey: w.requestKey };
+  const grantee: Grantee = {
+    name: w.lock,
+    owner: w.owner,
+    clientId: w.clientId,
+    tenure: w.tenure,
+    requestKey: w.requestKey,
+  };
   const { write, grant } = pinnedGrant(grantee, lock, now, writeId, {
     condition: someoneQueued,
     updates: [countBy(-1)],
   });
   const session =
-    w.tenure.kind === 'session' ? sessionGrantSteps(w.tenure.sessionId, w.clientId, w.lock, now) : [];
+    w.tenure.kind === 'session'
+      ? sessionGrantSteps(w.tenure.sessionId, w.owner, w.clientId, w.lock, now)
+      : [];
   return {
     steps: [
       updateStep(lockRef(w.lock), write),
-      { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterPresent },
+      { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterAt(w.connectionId) },
       handedStep(identityOf(w), w.order, grant.fencingToken, gcFromHeld(grant.held) ?? now),
       ...session,
+      ...releaseQuotaSteps(w, now),
     ],
     grant,
   };
@@ -247,7 +331,10 @@ export function handoffSteps(
 export function takeBackSteps(grant: Grant, w: Waiter, writeId: string, now: number): Step[] {
   return [
     updateStep(lockRef(w.lock), {
-      condition: and(heldBy(grant.clientId, grant.fencingToken), eq(LockAttr.lastWrite, writeId)),
+      condition: and(
+        heldBy(grant.owner, grant.clientId, grant.fencingToken),
+        eq(LockAttr.lastWrite, writeId),
+      ),
       update: releaseFields(now),
       gcFrom: now,
     }),

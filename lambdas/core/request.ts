@@ -89,6 +89,7 @@ export function requestOf(item: Item | undefined): RequestRecord | undefined {
 
 export interface RequestIdentity {
   readonly lock: string;
+  /** requestKey(owner, client, request_id): names the record, and scopes it to its principal. */
   readonly requestKey: string;
   readonly clientId: string;
 }

@@ -16,6 +16,8 @@ import { and, eq, exists, gt, type Item, le, missing, set } from './expr';
 import { type ItemWrite, type Step, sessionLockRef, sessionRef } from './items';
 
 export const SessionAttr = {
+  /** The principal the session belongs to (principal.ts): only it may heartbeat, close or lock in it. */
+  owner: 'principal',
   client: 'client_id',
   ttlMs: 'ttl_ms',
   graceMs: 'grace_ms',
@@ -38,6 +40,7 @@ export type EndReason = 'closed' | 'expired';
 
 export interface Session {
   readonly id: string;
+  readonly owner: string;
   readonly clientId: string;
   readonly ttlMs: number;
   readonly graceMs: number;
@@ -56,6 +59,7 @@ export function sessionOfItem(id: string, item: Item): Session {
   const reason = item[S.endReason];
   return {
     id,
+    owner: String(item[S.owner] ?? ''),
     clientId: String(item[S.client] ?? ''),
     ttlMs: n(S.ttlMs),
     graceMs: n(S.graceMs),
@@ -91,8 +95,8 @@ const notEnded = missing(S.endedAt);
 export const isLiveAt = (now: number) => and(exists(S.client), notEnded, gt(S.expiresAt, now));
 
 /** The condition on a session item for a grant held through it: live, and the grantee's. */
-export const sessionTakesLocks = (clientId: string, now: number) =>
-  and(isLiveAt(now), eq(S.client, clientId));
+export const sessionTakesLocks = (owner: string, clientId: string, now: number) =>
+  and(isLiveAt(now), eq(S.owner, owner), eq(S.client, clientId));
 
 /**
  * What a grant held through a session adds to its transaction: a check that
@@ -100,8 +104,14 @@ export const sessionTakesLocks = (clientId: string, now: number) =>
  * that it took the lock. Either the grant lands before the session ends (and
  * whoever ends it finds the record), or it is refused.
  */
-export const sessionGrantSteps = (sessionId: string, clientId: string, lock: string, now: number): Step[] => [
-  { kind: 'check', ref: sessionRef(sessionId), condition: sessionTakesLocks(clientId, now) },
+export const sessionGrantSteps = (
+  sessionId: string,
+  owner: string,
+  clientId: string,
+  lock: string,
+  now: number,
+): Step[] => [
+  { kind: 'check', ref: sessionRef(sessionId), condition: sessionTakesLocks(owner, clientId, now) },
   { kind: 'update', ref: sessionLockRef(sessionId, lock), update: [set('lock_name', lock)] },
 ];
 
@@ -111,11 +121,12 @@ export interface SessionSettings {
   readonly lockDelayMs: number;
 }
 
-export function createWrite(clientId: string, o: SessionSettings, now: number): ItemWrite {
+export function createWrite(owner: string, clientId: string, o: SessionSettings, now: number): ItemWrite {
   const expiresAt = now + o.ttlMs + o.graceMs;
   return {
     condition: missing(S.client),
     update: [
+      set(S.owner, owner),
       set(S.client, clientId),
       set(S.ttlMs, o.ttlMs),
       set(S.graceMs, o.graceMs),
@@ -134,7 +145,13 @@ export function createWrite(clientId: string, o: SessionSettings, now: number): 
 export function heartbeatWrite(s: Session, now: number): ItemWrite {
   const expiresAt = now + s.ttlMs + s.graceMs;
   return {
-    condition: and(isLiveAt(now), eq(S.client, s.clientId), eq(S.ttlMs, s.ttlMs), eq(S.graceMs, s.graceMs)),
+    condition: and(
+      isLiveAt(now),
+      eq(S.owner, s.owner),
+      eq(S.client, s.clientId),
+      eq(S.ttlMs, s.ttlMs),
+      eq(S.graceMs, s.graceMs),
+    ),
     update: [set(S.deadline, now + s.ttlMs), set(S.expiresAt, expiresAt)],
     sweepAt: expiresAt,
   };
@@ -144,10 +161,10 @@ export function heartbeatWrite(s: Session, now: number): ItemWrite {
  * Ends a session: closed by its client (while live), or expired (only once
  * past its expiry, so a heartbeat that landed first keeps it alive).
  */
-export function endWrite(s: Pick<Session, 'clientId'>, reason: EndReason, now: number): ItemWrite {
+export function endWrite(s: Pick<Session, 'owner' | 'clientId'>, reason: EndReason, now: number): ItemWrite {
   const when = reason === 'closed' ? gt(S.expiresAt, now) : le(S.expiresAt, now);
   return {
-    condition: and(exists(S.client), notEnded, eq(S.client, s.clientId), when),
+    condition: and(exists(S.client), notEnded, eq(S.owner, s.owner), eq(S.client, s.clientId), when),
     update: [set(S.endedAt, now), set(S.endReason, reason)],
     // Due now: until its locks are released (sweptWrite), the sweeper and timers finish the job.
     sweepAt: now,

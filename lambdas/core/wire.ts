@@ -19,16 +19,35 @@ import {
   type RenewCommand,
   throughSession,
 } from './lock';
-import { lockNameProblem, lockPrefixProblem } from './names';
-import { PRIORITY, type Waiter } from './queue';
+import { lockNameProblem } from './names';
+import { PRIORITY, type QueueLimits, type Waiter } from './queue';
 import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
+/** What callers may ask for: lease lengths and priorities (the schemas check them). */
 export interface Limits {
   readonly minTtlMs: number;
   readonly maxTtlMs: number;
+  /** The priorities callers may ask for, within −100..100 (README: "Limits"). */
+  readonly minPriority: number;
+  readonly maxPriority: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { minTtlMs: 1_000, maxTtlMs: 3_600_000 };
+/** Every limit of the service (README: "Limits"); each is a LatchkeyStack prop. */
+export interface ServiceLimits extends Limits, QueueLimits {
+  /** HTTP waits polling at once, service-wide: they hold a function instance each (TOO_MANY_WAITS past it). */
+  readonly maxHttpWaits: number;
+}
+
+export const DEFAULT_LIMITS: ServiceLimits = {
+  minTtlMs: 1_000,
+  maxTtlMs: 3_600_000,
+  minPriority: PRIORITY.min,
+  maxPriority: PRIORITY.max,
+  maxQueueLength: 1_000,
+  maxWaitersPerConnection: 100,
+  maxWaitersPerPrincipal: 25_000,
+  maxHttpWaits: 100,
+};
 
 /** The longest a request may wait (API Gateway closes a WebSocket connection after 2 hours). */
 export const MAX_WAIT_MS = 2 * 3600 * 1000 - 60_000;
@@ -74,10 +93,11 @@ export const ttlMs = (limits: Limits) =>
 /** An HTTP acquire may wait this long (API Gateway's HTTP integration timeout is 30 s). */
 export const MAX_HTTP_WAIT_MS = 25_000;
 
-export const priority = z
-  .int('priority must be an integer')
-  .min(PRIORITY.min, `priority must be at least ${PRIORITY.min}`)
-  .max(PRIORITY.max, `priority must be at most ${PRIORITY.max}`);
+export const priority = (limits: Pick<Limits, 'minPriority' | 'maxPriority'>) =>
+  z
+    .int('priority must be an integer')
+    .min(limits.minPriority, `priority must be at least ${limits.minPriority} (this service's range)`)
+    .max(limits.maxPriority, `priority must be at most ${limits.maxPriority} (this service's range)`);
 
 export const waitTimeoutMs = (max: number, hint = '') =>
   z
@@ -90,34 +110,73 @@ export const SESSION_TTL_MESSAGE =
 
 export const sessionId = z.uuid('session_id must be a session id (a UUID) from POST /api/v1/sessions');
 
+/** A WebSocket connection id, as API Gateway hands them out (and the `welcome` frame tells). */
+export const connectionId = z
+  .string()
+  .min(1, 'connection_id must not be empty')
+  .max(128, 'connection_id must be at most 128 characters')
+  .regex(/^[A-Za-z0-9+/=_-]+$/, 'connection_id is a WebSocket connection id from the welcome frame');
+
 export const acquireBody = (limits: Limits) =>
   z
     .strictObject({
       client_id: clientId,
-      /** Required, except for a lock tied to a session (it lives as long as the session). */
+      /** Required, except for a lock held through a session or a connection (it lasts as long as that). */
       ttl_ms: ttlMs(limits).optional(),
-      wait_timeout_ms: waitTimeoutMs(
-        MAX_HTTP_WAIT_MS,
-        ' over HTTP; to wait longer, acquire over the WebSocket API (README: "Waiting for a lock")',
-      ).optional(),
-      priority: priority.optional(),
+      wait_timeout_ms: waitTimeoutMs(MAX_WAIT_MS).optional(),
+      priority: priority(limits).optional(),
       mode: z
         .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
         .optional(),
       request_id: requestId.optional(),
       reentrant: z.boolean().optional(),
       session_id: sessionId.optional(),
+      /** Push the grant to this WebSocket connection (the caller's own) instead of waiting in this request. */
+      connection_id: connectionId.optional(),
+      /** Hold the lock through that connection: released when it closes. */
+      ephemeral: z.boolean().optional(),
     })
     .superRefine((b, ctx) => {
-      if (b.session_id === undefined && b.ttl_ms === undefined)
+      const held = b.session_id !== undefined || b.ephemeral === true;
+      if (!held && b.ttl_ms === undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['ttl_ms'],
-          message: 'ttl_ms is required (unless session_id is given)',
+          message: 'ttl_ms is required (unless session_id is given, or ephemeral)',
         });
-      if (b.session_id !== undefined && b.ttl_ms !== undefined)
+      if (held && b.ttl_ms !== undefined)
         ctx.addIssue({ code: 'custom', path: ['ttl_ms'], message: SESSION_TTL_MESSAGE });
+      if (b.ephemeral && b.session_id !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ephemeral'],
+          message: 'give session_id or ephemeral, not both',
+        });
+      if (b.ephemeral && b.connection_id === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ephemeral'],
+          message: 'ephemeral holds the lock through a WebSocket connection: give connection_id',
+        });
+      if (b.connection_id === undefined && (b.wait_timeout_ms ?? 0) > MAX_HTTP_WAIT_MS)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['wait_timeout_ms'],
+          message: `wait_timeout_ms must be at most ${MAX_HTTP_WAIT_MS} when waiting in the request; to wait longer, give connection_id and receive the grant over the WebSocket API (README: "Waiting for a lock")`,
+        });
     });
+
+export const cancelBody = z.strictObject({
+  client_id: clientId,
+  /** The request to cancel; without it, every wait of this client for the lock. */
+  request_id: requestId.optional(),
+  /** The caller's WebSocket connection, for a grant held through one that the cancel finds. */
+  connection_id: connectionId.optional(),
+});
+
+export const forceReleaseBody = z.strictObject({
+  reason: z.string().min(1, 'reason must not be empty').max(500, 'reason must be at most 500 characters'),
+});
 
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */
 export const DEFAULT_GRACE_MS = 5_000;
@@ -163,13 +222,6 @@ export const renewBody = (limits: Limits) =>
   z.strictObject({ client_id: clientId, fencing_token: fencingToken, ttl_ms: ttlMs(limits) });
 
 export const listQuery = z.strictObject({
-  prefix: z
-    .string()
-    .optional()
-    .superRefine((p, ctx) => {
-      const problem = p === undefined ? undefined : lockPrefixProblem(p);
-      if (problem) ctx.addIssue({ code: 'custom', message: `prefix ${problem}` });
-    }),
   limit: z
     .string()
     .regex(/^[0-9]+$/, 'limit must be a positive integer')
@@ -185,26 +237,30 @@ export const listQuery = z.strictObject({
 });
 
 export type AcquireBody = z.infer<ReturnType<typeof acquireBody>>;
+export type CancelBody = z.infer<typeof cancelBody>;
 export type ReleaseBody = z.infer<typeof releaseBody>;
 export type RenewBody = z.infer<ReturnType<typeof renewBody>>;
 export type ListQuery = z.infer<typeof listQuery>;
 
 // Wire bodies to core commands, and core outcomes to wire bodies.
-export const acquireCommand = (name: string, b: AcquireBody): AcquireCommand => ({
+export const acquireCommand = (name: string, owner: string, b: AcquireBody): AcquireCommand => ({
   name,
+  owner,
   clientId: b.client_id,
-  // The schema requires exactly one of the two.
+  // The schema requires a ttl unless held through a session (or a connection: its session is found later).
   tenure: b.session_id !== undefined ? throughSession(b.session_id) : lease(b.ttl_ms ?? 0),
   requestId: b.request_id,
   reentrant: b.reentrant,
 });
-export const releaseCommand = (name: string, b: ReleaseBody): ReleaseCommand => ({
+export const releaseCommand = (name: string, owner: string, b: ReleaseBody): ReleaseCommand => ({
   name,
+  owner,
   clientId: b.client_id,
   fencingToken: b.fencing_token,
 });
-export const renewCommand = (name: string, b: RenewBody): RenewCommand => ({
+export const renewCommand = (name: string, owner: string, b: RenewBody): RenewCommand => ({
   name,
+  owner,
   clientId: b.client_id,
   fencingToken: b.fencing_token,
   ttlMs: b.ttl_ms,
@@ -239,6 +295,16 @@ export function tenureView(held: Held, now: number) {
 
 /** Timestamps go out as ISO-8601 UTC with milliseconds: exactly the server's value, never rounded up. */
 export const isoTime = (ms: number): string => new Date(ms).toISOString();
+
+/** A wait whose grant will be pushed over WebSocket (the acquire named a connection). */
+export const queuedResponse = (lock: string, requestId: string, position: number, deadline: number) => ({
+  acquired: false as const,
+  queued: true as const,
+  lock,
+  request_id: requestId,
+  position,
+  wait_until: isoTime(deadline),
+});
 
 export function acquireResponse(outcome: AcquireOutcome, now: number) {
   if (outcome.acquired) {
@@ -276,16 +342,23 @@ export const holderSummary = (
       }
     : null;
 
-export function holderView(grant: Grant) {
+/**
+ * A holder as `viewer` (a principal) may see it: everyone sees that it is held, until when and by
+ * which label; only the holder's own principal sees its capabilities, the fencing token and the
+ * session id.
+ */
+export function holderView(grant: Grant, viewer: string) {
   const held = grant.held;
+  const own = viewer === grant.owner;
   return {
     client_id: grant.clientId,
-    fencing_token: grant.fencingToken,
+    mine: own,
+    ...(own ? { fencing_token: grant.fencingToken } : {}),
     mode: grant.mode,
     acquired_at: isoTime(grant.acquiredAt),
     expires_at: held.kind === 'lease' ? isoTime(held.expiresAt) : null,
     held_by: held.kind,
-    ...(held.kind === 'session' ? { session_id: held.sessionId } : {}),
+    ...(own && held.kind === 'session' ? { session_id: held.sessionId } : {}),
     reentry: grant.reentry,
   };
 }
@@ -305,16 +378,24 @@ export function waiterView(w: Waiter, position: number) {
  * What GET /api/v1/locks/{name} and the listing say about one lock at `now`.
  * `queued` is the lock's own count; `waiters` (single lock only) lists the head of the queue.
  */
-export function lockView(name: string, item: Item | undefined, now: number, waiters?: readonly Waiter[]) {
+export function lockView(
+  name: string,
+  item: Item | undefined,
+  now: number,
+  viewer: string,
+  waiters?: readonly Waiter[],
+) {
   const live = liveHolder(item, now);
   const blocked = blockedUntil(item, now);
+  // The last token issued is the holder's capability while someone else holds the lock.
+  const last = live && live.owner !== viewer ? undefined : lastFencingToken(item);
   return {
     lock: name,
     state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),
     ...(blocked !== undefined && !live ? { blocked_until: isoTime(blocked) } : {}),
-    holders: live ? [holderView(live)] : [],
+    holders: live ? [holderView(live, viewer)] : [],
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
-    fencing_token: lastFencingToken(item) ?? null,
+    fencing_token: last ?? null,
   };
 }

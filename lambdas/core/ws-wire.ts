@@ -5,76 +5,45 @@
  */
 import { z } from 'zod';
 import type { LatchkeyError } from './errors';
-import type { AcquireOutcome, Grant } from './lock';
-import {
-  clientId,
-  holderSummary,
-  isoTime,
-  type Limits,
-  lockName,
-  MAX_WAIT_MS,
-  priority,
-  requestId,
-  SESSION_TTL_MESSAGE,
-  sessionId,
-  tenureView,
-  ttlMs,
-  waitTimeoutMs,
-} from './wire';
+import type { Grant } from './lock';
+import { clientId, requestId, tenureView } from './wire';
 
 /** API Gateway's WebSocket frame limit is 128 KiB; latchkey's messages are tiny. */
 export const MAX_MESSAGE_BYTES = 16 * 1024;
-/** A WebSocket acquire may wait this long (API Gateway closes a connection after 2 hours). */
-export const MAX_WS_WAIT_MS = MAX_WAIT_MS;
 
 export const connectQuery = z.strictObject({ client_id: clientId });
 
-export const wsMessage = (limits: Limits) =>
-  z.discriminatedUnion(
-    'action',
-    [
-      z
-        .strictObject({
-          action: z.literal('acquire'),
-          lock: lockName,
-          /** Required, except for a lock tied to a session or to this connection. */
-          ttl_ms: ttlMs(limits).optional(),
-          wait_timeout_ms: waitTimeoutMs(MAX_WS_WAIT_MS, '').optional(),
-          priority: priority.optional(),
-          request_id: requestId.optional(),
-          mode: z
-            .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
-            .optional(),
-          /** Tie the lock to a session (POST /api/v1/sessions), or (`ephemeral`) to this connection. */
-          session_id: sessionId.optional(),
-          ephemeral: z.boolean().optional(),
-        })
-        .refine((m) => !(m.ephemeral && m.session_id !== undefined), {
-          message: 'give session_id or ephemeral, not both',
-          path: ['ephemeral'],
-        })
-        .refine((m) => m.ttl_ms !== undefined || m.ephemeral || m.session_id !== undefined, {
-          message: 'ttl_ms is required (unless session_id or ephemeral is given)',
-          path: ['ttl_ms'],
-        })
-        .refine((m) => m.ttl_ms === undefined || !(m.ephemeral || m.session_id !== undefined), {
-          message: SESSION_TTL_MESSAGE,
-          path: ['ttl_ms'],
-        }),
-      z.strictObject({ action: z.literal('cancel'), lock: lockName, request_id: requestId.optional() }),
-      z.strictObject({ action: z.literal('ping'), request_id: requestId.optional() }),
-    ],
-    { error: "action must be 'acquire', 'cancel' or 'ping'" },
-  );
+/**
+ * What a client may say over the connection. A wait is not one of them: the
+ * WebSocket only delivers grants. A wait is asked for over HTTP
+ * (`POST /api/v1/locks/{name}/acquire` with `connection_id`), where IAM
+ * authorizes the lock name; `hello` tells the client its connection id.
+ */
+export const wsMessage = z.discriminatedUnion(
+  'action',
+  [
+    z.strictObject({ action: z.literal('hello'), request_id: requestId.optional() }),
+    z.strictObject({ action: z.literal('ping'), request_id: requestId.optional() }),
+  ],
+  {
+    // For an unknown discriminator, zod hands over the whole message as `input`.
+    error: (issue) => {
+      const action = (issue.input as { action?: unknown } | undefined)?.action;
+      return action === 'acquire' || action === 'cancel'
+        ? `'${action}' moved to HTTP, where IAM authorizes the lock name: POST /api/v1/locks/{name}/${action} with "connection_id" (ask for it with {"action":"hello"})`
+        : "action must be 'hello' or 'ping'";
+    },
+  },
+);
 
-export type WsMessage = z.infer<ReturnType<typeof wsMessage>>;
+export type WsMessage = z.infer<typeof wsMessage>;
 
-export const queuedFrame = (lock: string, request: string, position: number, deadline: number) => ({
-  type: 'queued' as const,
-  lock,
-  request_id: request,
-  position,
-  wait_until: isoTime(deadline),
+/** The answer to `hello`: the id to name in HTTP acquires whose grant is to be pushed here. */
+export const welcomeFrame = (connectionId: string, clientId: string, request?: string) => ({
+  type: 'welcome' as const,
+  connection_id: connectionId,
+  client_id: clientId,
+  ...(request === undefined ? {} : { request_id: request }),
 });
 
 /** A grant, pushed or answered at once. `remaining_ms` is the lease left when the frame was built. */
@@ -94,23 +63,6 @@ export const timeoutFrame = (lock: string, request: string) => ({
   request_id: request,
 });
 
-/** A try (wait_timeout_ms 0) that found the lock taken. */
-export const busyFrame = (outcome: Extract<AcquireOutcome, { acquired: false }>, request: string) => ({
-  type: 'busy' as const,
-  lock: outcome.lock,
-  request_id: request,
-  holder: holderSummary(outcome.holder),
-  queued: outcome.queued,
-  retry_after_ms: outcome.retryAfterMs,
-});
-
-export const cancelledFrame = (lock: string, removed: number, request?: string) => ({
-  type: 'cancelled' as const,
-  lock,
-  removed,
-  ...(request === undefined ? {} : { request_id: request }),
-});
-
 export const pongFrame = (request?: string) => ({
   type: 'pong' as const,
   ...(request === undefined ? {} : { request_id: request }),
@@ -123,10 +75,8 @@ export const errorFrame = (error: LatchkeyError, request?: string) => ({
 });
 
 export type Frame =
-  | ReturnType<typeof queuedFrame>
   | ReturnType<typeof grantedFrame>
   | ReturnType<typeof timeoutFrame>
-  | ReturnType<typeof busyFrame>
-  | ReturnType<typeof cancelledFrame>
   | ReturnType<typeof pongFrame>
+  | ReturnType<typeof welcomeFrame>
   | ReturnType<typeof errorFrame>;

@@ -1,8 +1,10 @@
-/** POST /api/v1/locks/{name}/acquire | release | renew */
+/** POST /api/v1/locks/{name}/acquire | release | renew | cancel, as the caller's principal. */
 import { LatchkeyError } from '../core/errors';
 import {
   acquireCommand,
   acquireResponse,
+  cancelBody,
+  queuedResponse,
   releaseBody,
   releaseCommand,
   releaseResponse,
@@ -10,35 +12,61 @@ import {
   renewResponse,
 } from '../core/wire';
 import type { Deps } from '../shared/deps';
-import { type HttpEvent, type HttpResult, httpRoute, json, parseBody } from '../shared/http';
+import { type HttpEvent, type HttpResult, httpRoute, json, parseBody, principalFrom } from '../shared/http';
 import { holderConflict } from './holder-conflict';
 import { lockCommandFrom } from './lock-path';
 
-type Action = (name: string, event: HttpEvent, deps: Deps) => Promise<HttpResult>;
+type Action = (name: string, owner: string, event: HttpEvent, deps: Deps) => Promise<HttpResult>;
 
 const ACTIONS: Record<string, Action> = {
-  async acquire(name, event, { locks, schemas, clock }) {
+  async acquire(name, owner, event, { locks, httpWaits, schemas, clock }) {
     const body = parseBody(event, schemas.acquire);
+    const cmd = acquireCommand(name, owner, body);
     const wait = { waitMs: body.wait_timeout_ms ?? 0, priority: body.priority };
-    const outcome = await locks.acquireOverHttp(acquireCommand(name, body), wait);
-    return json(200, acquireResponse(outcome, clock.now()));
+    if (body.connection_id === undefined) {
+      // A wait in the request holds this function while it polls: only within the HTTP-wait slots.
+      const acquire = () => locks.acquireOverHttp(cmd, wait);
+      const deadline = clock.now() + wait.waitMs;
+      const outcome =
+        wait.waitMs > 0
+          ? await httpWaits.during(event.requestContext.requestId, deadline, acquire)
+          : await acquire();
+      return json(200, acquireResponse(outcome, clock.now()));
+    }
+    // Answered at once; a grant that comes later is pushed over the caller's WebSocket connection.
+    const pushed = { ...wait, connectionId: body.connection_id };
+    const result = await locks.acquireByPush(cmd, pushed, body.ephemeral === true);
+    if (result.kind === 'done') return json(200, acquireResponse(result.outcome, clock.now()));
+    const { wait: queued, position } = result;
+    return json(200, queuedResponse(name, queued.requestId, position, queued.deadline));
   },
-  release: (name, event, { locks }) =>
+  release: (name, owner, event, { locks }) =>
     holderConflict('released', async () => {
       const body = parseBody(event, releaseBody);
-      return releaseResponse(await locks.release(releaseCommand(name, body)));
+      return releaseResponse(await locks.release(releaseCommand(name, owner, body)));
     }),
-  renew: (name, event, { locks, schemas, clock }) =>
+  renew: (name, owner, event, { locks, schemas, clock }) =>
     holderConflict('renewed', async () => {
       const body = parseBody(event, schemas.renew);
-      return renewResponse((await locks.renew(renewCommand(name, body))).grant, clock.now());
+      return renewResponse((await locks.renew(renewCommand(name, owner, body))).grant, clock.now());
     }),
+  async cancel(name, owner, event, { locks, clock }) {
+    const body = parseBody(event, cancelBody);
+    const cancel = { lock: name, owner, clientId: body.client_id, requestId: body.request_id };
+    const out = await locks.cancel({ ...cancel, connectionId: body.connection_id });
+    // A request granted meanwhile is answered with its grant: the caller owns it now.
+    if (out.granted) return json(200, { cancelled: false, ...acquireResponse(out.granted, clock.now()) });
+    return json(200, { cancelled: true, lock: name, removed: out.removed });
+  },
 };
 
 export const handler = httpRoute(async (event, deps) => {
   const { name, action } = lockCommandFrom(event);
   const run = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
   if (!run)
-    throw new LatchkeyError('NOT_FOUND', `unknown lock action '${action}': use acquire, release or renew`);
-  return run(name, event, deps);
+    throw new LatchkeyError(
+      'NOT_FOUND',
+      `unknown lock action '${action}': use acquire, release, renew or cancel`,
+    );
+  return run(name, principalFrom(event), event, deps);
 });

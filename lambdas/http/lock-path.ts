@@ -1,4 +1,5 @@
-import { LatchkeyError } from '../core/errors';
+import { invalidRequest, LatchkeyError } from '../core/errors';
+import { lockPrefixProblem } from '../core/names';
 import { lockName } from '../core/wire';
 import { type HttpEvent, validate } from '../shared/http';
 
@@ -14,8 +15,16 @@ export function lockCommandFrom(event: HttpEvent): { name: string; action: strin
   if (slash < 0) {
     throw new LatchkeyError(
       'NOT_FOUND',
-      `no such route: POST ${event.rawPath}; use .../locks/{name}/acquire|release|renew`,
+      `no such route: POST ${event.rawPath}; use .../locks/{name}/acquire|release|renew|cancel`,
     );
   }
   return { name: lockNameFrom(path.slice(0, slash)), action: path.slice(slash + 1) };
+}
+
+/** The prefix of GET /api/v1/list/{prefix} (empty for GET /api/v1/list), validated. */
+export function listPrefixFrom(path: string | undefined): string {
+  const prefix = path ?? '';
+  const problem = lockPrefixProblem(prefix);
+  if (problem) throw invalidRequest(`prefix ${problem}`, [{ path: 'prefix', message: problem }]);
+  return prefix;
 }

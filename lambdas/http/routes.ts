@@ -18,8 +18,10 @@ export const ROUTES: readonly RouteSpec[] = [
   {
     key: 'POST /api/v1/locks/{proxy+}',
     module: 'http/lock-commands',
-    description: 'acquire (waiting up to 25 s), release and renew a lock',
+    description: 'acquire (waiting up to 25 s, or queued for a push), release, renew and cancel',
     ...QUEUE_SERVER,
+    // HTTP waits hold a slot while they poll (limits).
+    partitions: [...QUEUE_SERVER.partitions, 'httpWait'],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
   },
@@ -28,12 +30,22 @@ export const ROUTES: readonly RouteSpec[] = [
     module: 'http/get-lock',
     description: 'inspect one lock and its queue',
     table: ['dynamodb:Query'],
+    partitions: ['lock'],
   },
   {
-    key: 'GET /api/v1/locks',
+    key: 'GET /api/v1/list/{proxy+}',
     module: 'http/list-locks',
-    description: 'list locks by name prefix',
+    description: 'list locks by name prefix (the prefix is in the path, so IAM can scope it)',
     table: ['dynamodb:BatchGetItem'],
+    partitions: ['lock'],
+    indexes: { by_name: ['dynamodb:Query'] },
+  },
+  {
+    key: 'GET /api/v1/list',
+    module: 'http/list-locks',
+    description: 'list every lock',
+    table: ['dynamodb:BatchGetItem'],
+    partitions: ['lock'],
     indexes: { by_name: ['dynamodb:Query'] },
   },
   {
@@ -41,12 +53,14 @@ export const ROUTES: readonly RouteSpec[] = [
     module: 'http/open-session',
     description: 'open a session',
     table: ['dynamodb:UpdateItem'],
+    partitions: ['session'],
   },
   {
     key: 'POST /api/v1/sessions/{id}/heartbeat',
     module: 'http/session-heartbeat',
     description: 'heartbeat a session (renews all its locks)',
     table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+    partitions: ['session'],
   },
   {
     key: 'DELETE /api/v1/sessions/{id}',
@@ -54,5 +68,12 @@ export const ROUTES: readonly RouteSpec[] = [
     description: 'close a session, releasing its locks',
     ...QUEUE_SERVER,
   },
-  { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [] },
+  {
+    // Its own route, so that IAM grants it apart from the lock actions (README: "Security model").
+    key: 'POST /api/v1/admin/locks/{proxy+}',
+    module: 'http/admin-locks',
+    description: 'force-release a lock, whoever holds it (administrators)',
+    ...QUEUE_SERVER,
+  },
+  { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [], partitions: [] },
 ];

@@ -1,4 +1,5 @@
 /** WebSocket connections: which client each speaks for, kept until $disconnect or API Gateway's 2-hour limit. */
+import { LatchkeyError } from '../core/errors';
 import { set } from '../core/expr';
 import { connectionRef } from '../core/items';
 import type { Clock } from './clock';
@@ -8,6 +9,8 @@ import type { Storage } from './storage';
 
 export interface Connection {
   readonly id: string;
+  /** The principal that opened it (its $connect was signed by it). */
+  readonly owner: string;
   readonly clientId: string;
   readonly connectedAt: number;
 }
@@ -35,20 +38,38 @@ export class Connections {
     return { locksReleased, waitersRemoved };
   }
 
-  async open(id: string, clientId: string): Promise<Connection> {
+  async open(id: string, owner: string, clientId: string): Promise<Connection> {
     const connectedAt = this.clock.now();
     await this.storage.write(connectionRef(id), {
-      update: [set('client_id', clientId), set('connected_at', connectedAt)],
+      update: [set('principal', owner), set('client_id', clientId), set('connected_at', connectedAt)],
       // The sweeper's backstop for a lost $disconnect.
       sweepAt: connectedAt + CONNECTION_DUE_MS,
       gcFrom: connectedAt + CONNECTION_DUE_MS,
     });
-    return { id, clientId, connectedAt };
+    return { id, owner, clientId, connectedAt };
   }
 
   async get(id: string): Promise<Connection | undefined> {
     const item = await this.storage.read(connectionRef(id));
     if (!item || typeof item.client_id !== 'string') return undefined;
-    return { id, clientId: item.client_id, connectedAt: Number(item.connected_at ?? 0) };
+    return {
+      id,
+      owner: String(item.principal ?? ''),
+      clientId: item.client_id,
+      connectedAt: Number(item.connected_at ?? 0),
+    };
+  }
+
+  /** The connection, if it is open and `owner`'s: a grant may be pushed there. */
+  async owned(id: string, owner: string): Promise<Connection> {
+    const connection = await this.get(id);
+    if (!connection)
+      throw new LatchkeyError(
+        'NOT_FOUND',
+        `no open WebSocket connection ${id}: connect, and send {"action":"hello"}`,
+      );
+    if (connection.owner !== owner)
+      throw new LatchkeyError('FORBIDDEN', 'that WebSocket connection belongs to another principal');
+    return connection;
   }
 }

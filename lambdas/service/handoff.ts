@@ -14,6 +14,7 @@ import {
   leaveSteps,
   orphanLeaveSteps,
   planServe,
+  type QueuedWaiter,
   resetCountWrite,
   stillWatched,
   takeBackSteps,
@@ -102,11 +103,7 @@ export class Handoff {
    * Takes a waiter out of its queue, ending its request; false if it was no
    * longer there (served, or ended already).
    */
-  async leave(
-    w: Pick<Waiter, 'lock' | 'order' | 'requestKey' | 'clientId'>,
-    reason: EndReason,
-    now: number,
-  ): Promise<boolean> {
+  async leave(w: QueuedWaiter, reason: EndReason, now: number): Promise<boolean> {
     const result = await this.storage.transact(leaveSteps(w, reason, now));
     if (result.ok) return true;
     if (!refusedAt(result, 0) || refusedAt(result, 1) || refusedAt(result, 2)) return false;

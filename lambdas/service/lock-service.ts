@@ -22,6 +22,8 @@ import {
   type AcquireOutcome,
   acquireProtocol,
   decideAcquire,
+  forceReleaseWrite,
+  type Grant,
   gcFromHeld,
   granted,
   holdsAs,
@@ -40,13 +42,17 @@ import {
   requestKey,
   runProtocol,
   type Tenure,
+  throughSession,
   withOptional,
 } from '../core/lock';
 import {
+  ENQUEUE_STEP,
   enqueueSteps,
   identityOf,
   moveDeliverySteps,
   PRIORITY,
+  type QueueLimits,
+  queueIsFull,
   queueOrder,
   type Waiter,
 } from '../core/queue';
@@ -61,6 +67,7 @@ import {
 } from '../core/request';
 import { sessionGrantSteps } from '../core/session';
 import type { Clock } from './clock';
+import type { Connections } from './connections';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
 import { connectionOfSession } from './sessions';
@@ -79,6 +86,8 @@ export interface PendingWait extends RequestIdentity {
   readonly order: string;
   readonly deadline: number;
   readonly requestId: string;
+  /** Where its grant is pushed (its record says); undefined for an HTTP wait. */
+  readonly connectionId: string | undefined;
   /** How the attempt asks to hold the lock; unknown for a cancel (then only the connection tells). */
   readonly tenure?: Tenure;
 }
@@ -98,34 +107,87 @@ export class LockService {
     private readonly storage: Storage,
     readonly handoff: Handoff,
     private readonly sessions: Sessions,
+    private readonly connections: Connections,
     private readonly clock: Clock,
     private readonly ids: () => string,
+    private readonly limits: QueueLimits,
   ) {}
+
+  /**
+   * An acquire whose grant is pushed over a WebSocket connection, which must
+   * be the caller's own (its principal opened it); with `ephemeral`, the lock
+   * is held through that connection and released when it closes. The request
+   * is answered at once (granted, queued, or busy) whatever its wait.
+   */
+  async acquireByPush(
+    cmd: AcquireCommand,
+    wait: WaitOptions & { readonly connectionId: string },
+    ephemeral: boolean,
+  ): Promise<AcquireResult> {
+    const connection = await this.connections.owned(wait.connectionId, cmd.owner);
+    const tenure = ephemeral ? throughSession(await this.sessions.ofConnection(connection)) : cmd.tenure;
+    return this.acquire({ ...cmd, tenure }, wait);
+  }
+
+  /**
+   * Ends the grant of `name`, whoever holds it (an administrator's route),
+   * moving the fencing counter one past it, and hands the lock to the next
+   * waiter. Undefined if nobody held it.
+   */
+  async forceRelease(
+    name: string,
+    by: string,
+    reason: string,
+  ): Promise<{ readonly released: Grant; readonly fencedTo: number } | undefined> {
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const now = this.clock.now();
+      const holder = liveHolder(await this.storage.read(lockRef(name)), now);
+      if (!holder) return undefined;
+      const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
+      if (!result.ok) continue; // released or renewed meanwhile: look again
+      await this.handoff.serve(name);
+      return { released: holder, fencedTo: holder.fencingToken + 1 };
+    }
+    throw new LatchkeyError('UNAVAILABLE', 'the lock changed under every attempt; retry', undefined, 50);
+  }
 
   /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
   async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
     if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
     // A grant held through a session is checked again when it lands; refuse a dead session before queuing.
-    if (cmd.tenure.kind === 'session') await this.sessions.live(cmd.tenure.sessionId, cmd.clientId);
+    if (cmd.tenure.kind === 'session')
+      await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
-      const queued = await this.storage.transact(enqueueSteps(waiter, now));
+      const queued = await this.storage.transact(enqueueSteps(waiter, now, this.limits));
       if (queued.ok)
         return { kind: 'queued', wait: pendingOf(waiter), position: await this.position(waiter) };
       // The request already has a record: this is a retry, and the record decides.
-      if (refusedAt(queued, 2)) return this.follow(withId, wait, oldAt(queued, 2));
-      if (!refusedAt(queued, 0)) {
+      if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(withId, wait, oldAt(queued, 2));
+      if (refusedAt(queued, ENQUEUE_STEP.principalQuota) || refusedAt(queued, ENQUEUE_STEP.connectionQuota))
+        throw this.tooManyWaiters(waiter, refusedAt(queued, ENQUEUE_STEP.connectionQuota));
+      if (!refusedAt(queued, ENQUEUE_STEP.lock)) {
         // Another request sits at that very place (same millisecond, same tie-breaker): a later ms will do.
         await this.clock.sleep(1);
         continue;
       }
       // The lock may be granted at once, or is the caller's, or already served this request.
-      const seen = oldAt(queued, 0);
+      const seen = oldAt(queued, ENQUEUE_STEP.lock);
       const decision = decideAcquire(withId, seen, now);
-      if (decision.kind === 'answer') return { kind: 'done', outcome: decision.outcome };
+      if (decision.kind === 'answer') {
+        // Not grantable and not queued: the queue has no room (else the enqueue would have stood).
+        if (!decision.outcome.acquired && queueIsFull(seen, this.limits))
+          throw new LatchkeyError(
+            'QUEUE_FULL',
+            `the queue of ${cmd.name} is full (${this.limits.maxQueueLength} waiters, the stack's maxQueueLength): try later`,
+            undefined,
+            decision.outcome.retryAfterMs,
+          );
+        return { kind: 'done', outcome: decision.outcome };
+      }
       if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
       const grant = await this.grantInTransaction(withId, seen, identityOf(waiter));
       if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
@@ -191,19 +253,23 @@ export class LockService {
   }
 
   /**
-   * Cancels a waiting request of `connectionId` (one, by request id), or
-   * every wait it has for `lock`. A request that was granted meanwhile is
-   * answered with its grant, which the caller then owns.
+   * Cancels a waiting request of the caller (one, by request id), or every
+   * wait the caller's client has for `lock`. A request that was granted
+   * meanwhile is answered with its grant, which the caller then owns (asked
+   * from `connectionId`, if it was held through a connection).
    */
-  async cancel(
-    lock: string,
-    clientId: string,
-    connectionId: string,
-    requestId?: string,
-  ): Promise<{ removed: number; granted?: AcquireOutcome }> {
+  async cancel(cancel: {
+    readonly lock: string;
+    readonly owner: string;
+    readonly clientId: string;
+    readonly requestId?: string | undefined;
+    readonly connectionId?: string | undefined;
+  }): Promise<{ removed: number; granted?: AcquireOutcome }> {
+    const { lock, owner, clientId, requestId, connectionId } = cancel;
     if (requestId !== undefined) {
-      const key = requestKey(clientId, requestId);
-      const wait = { lock, requestKey: key, clientId, requestId, order: '', deadline: 0 };
+      if (connectionId !== undefined) await this.connections.owned(connectionId, owner);
+      const key = requestKey(owner, clientId, requestId);
+      const wait = { lock, requestKey: key, clientId, requestId, order: '', deadline: 0, connectionId };
       let record = requestOf(await this.storage.read(requestRef(lock, key)));
       if (!record) {
         // Nothing recorded yet, yet its acquire may be on its way: end the request first, so it never queues.
@@ -211,17 +277,20 @@ export class LockService {
         if (tombstone.ok) return { removed: 0 };
         record = requestOf(oldAt(tombstone, 0));
       }
-      // The request's key names its client: whichever of the client's connections asks, the record answers.
+      // The request's key names its principal and client: from wherever they ask, the record answers.
       if (!record || record.state === 'ended') return { removed: 0 };
       const outcome =
         record.state === 'queued'
-          ? await this.conclude({ ...wait, order: record.order, deadline: record.deadline }, 'cancelled')
+          ? await this.conclude(
+              { ...wait, order: record.order, deadline: record.deadline, connectionId: record.connectionId },
+              'cancelled',
+            )
           : await this.answer(wait, record, connectionId);
       return outcome.acquired ? { removed: 0, granted: outcome } : { removed: 1 };
     }
     const snapshot = await this.storage.queue(lock, 1000);
     let removed = 0;
-    for (const w of snapshot.waiters.filter((w) => w.connectionId === connectionId))
+    for (const w of snapshot.waiters.filter((w) => w.owner === owner && w.clientId === clientId))
       if (await this.handoff.leave(w, 'cancelled', this.clock.now())) removed++;
     return { removed };
   }
@@ -238,7 +307,7 @@ export class LockService {
         : await this.run(cmd.name, acquireProtocol(cmd, this.clock.now()));
     if (outcome.acquired) return outcome;
     if (cmd.requestId !== undefined) {
-      const key = requestKey(cmd.clientId, cmd.requestId);
+      const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
       const record = requestOf(await this.storage.read(requestRef(cmd.name, key)));
       if (record) {
         const wait = {
@@ -248,8 +317,10 @@ export class LockService {
           requestId: cmd.requestId,
           tenure: cmd.tenure,
         };
-        if (record.state !== 'queued') return this.answer({ ...wait, order: '', deadline: 0 }, record);
-        return this.conclude({ ...wait, order: record.order, deadline: record.deadline }, 'cancelled');
+        if (record.state !== 'queued')
+          return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);
+        const { order, deadline, connectionId } = record;
+        return this.conclude({ ...wait, order, deadline, connectionId }, 'cancelled');
       }
     }
     // Free but promised to waiters that nobody has served yet (a lease just lapsed): serve them now.
@@ -288,9 +359,9 @@ export class LockService {
     | { kind: 'record'; record: Item | undefined }
   > {
     const now = this.clock.now();
-    const key = cmd.requestId === undefined ? undefined : requestKey(cmd.clientId, cmd.requestId);
+    const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
     const { write, grant } = pinnedGrant(
-      { name: cmd.name, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key },
+      { name: cmd.name, owner: cmd.owner, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key },
       seen,
       now,
       this.ids(),
@@ -298,7 +369,7 @@ export class LockService {
     );
     const session =
       cmd.tenure.kind === 'session'
-        ? sessionGrantSteps(cmd.tenure.sessionId, cmd.clientId, cmd.name, now)
+        ? sessionGrantSteps(cmd.tenure.sessionId, cmd.owner, cmd.clientId, cmd.name, now)
         : [];
     const steps: Step[] = [
       updateStep(lockRef(cmd.name), write),
@@ -308,7 +379,7 @@ export class LockService {
     const result = await this.storage.transact(steps);
     if (result.ok) return { kind: 'granted', outcome: granted(grant, false) };
     if (cmd.tenure.kind === 'session' && refusedAt(result, 1))
-      throw await this.sessions.whyRefused(cmd.tenure.sessionId, cmd.clientId);
+      throw await this.sessions.whyRefused(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     if (record && refusedAt(result, steps.length - 1))
       return { kind: 'record', record: oldAt(result, steps.length - 1) };
     return { kind: 'lock', seen: oldAt(result, 0) };
@@ -329,25 +400,29 @@ export class LockService {
   ) {
     const who = {
       lock: cmd.name,
-      requestKey: requestKey(cmd.clientId, cmd.requestId),
+      requestKey: requestKey(cmd.owner, cmd.clientId, cmd.requestId),
       clientId: cmd.clientId,
       tenure: cmd.tenure,
     };
     const record = requestOf(item);
     if (record?.state !== 'queued') {
-      const pending = { ...who, requestId: cmd.requestId, order: '', deadline: 0 };
+      const pending = { ...who, requestId: cmd.requestId, order: '', deadline: 0, connectionId: undefined };
       return { kind: 'done' as const, outcome: await this.answer(pending, record, wait.connectionId) };
     }
-    const pending = { ...who, requestId: cmd.requestId, order: record.order, deadline: record.deadline };
+    const { order, deadline, connectionId } = record;
+    const pending = { ...who, requestId: cmd.requestId, order, deadline, connectionId };
     if (wait.connectionId !== undefined && wait.connectionId !== record.connectionId) {
       // Asked again on another connection (the first one dropped): push the grant here from now on.
-      const moved = await this.storage.transact(moveDeliverySteps(pending, wait.connectionId));
+      const moved = await this.storage.transact(
+        moveDeliverySteps(pending, wait.connectionId, this.clock.now()),
+      );
       if (!moved.ok) {
         const now = requestOf(await this.storage.read(requestRef(cmd.name, who.requestKey)));
         return { kind: 'done' as const, outcome: await this.answer(pending, now, wait.connectionId) };
       }
     }
-    return { kind: 'queued' as const, wait: pending, position: await this.position(pending) };
+    const here = { ...pending, connectionId: wait.connectionId ?? connectionId };
+    return { kind: 'queued' as const, wait: here, position: await this.position(pending) };
   }
 
   /**
@@ -407,6 +482,13 @@ export class LockService {
     );
   }
 
+  private tooManyWaiters(w: Waiter, connection: boolean): LatchkeyError {
+    const message = connection
+      ? `WebSocket connection ${w.connectionId} has ${this.limits.maxWaitersPerConnection} waiters (the stack's maxWaitersPerConnection): wait for some to end, or use another connection`
+      : `your principal has its share of waiters queued (the stack's maxWaitersPerPrincipal is ${this.limits.maxWaitersPerPrincipal}): wait for some to end`;
+    return new LatchkeyError('TOO_MANY_WAITERS', message, undefined, 1_000);
+  }
+
   private async notAcquired(lock: string, reason: EndReason): Promise<Ended> {
     const item = await this.storage.read(lockRef(lock));
     return { ...refusal(lock, item, this.clock.now()), ended: reason };
@@ -428,9 +510,10 @@ export function newWaiter(
   now: number,
 ): Waiter {
   const priority = wait.priority ?? PRIORITY.default;
-  const key = requestKey(cmd.clientId, cmd.requestId);
+  const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
   return {
     lock: cmd.name,
+    owner: cmd.owner,
     // The tie-breaker comes from the request, so a retry in the same millisecond lands on the same
     // place and DynamoDB refuses the second waiter item outright.
     order: queueOrder(priority, now, tieBreaker(key)),
@@ -453,6 +536,7 @@ const pendingOf = (w: Waiter): PendingWait => ({
   order: w.order,
   deadline: w.deadline,
   tenure: w.tenure,
+  connectionId: w.connectionId,
 });
 
 const tieBreaker = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);

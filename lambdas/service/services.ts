@@ -4,9 +4,11 @@
  * in-memory storage, a virtual clock and fault-injecting fakes. Nothing
  * else builds services, so both run exactly the same code.
  */
+import { DEFAULT_LIMITS, type ServiceLimits } from '../core/wire';
 import type { Clock } from './clock';
 import { Connections } from './connections';
 import { Handoff } from './handoff';
+import { HttpWaits } from './http-waits';
 import { LockService } from './lock-service';
 import { Notifier } from './notifier';
 import type { Pusher } from './push';
@@ -23,11 +25,14 @@ export interface Ports {
   readonly clock: Clock;
   /** Fresh unique ids: write stamps, session ids, request ids. */
   readonly ids: () => string;
+  /** Limits on waiting; default DEFAULT_LIMITS (core/wire.ts). */
+  readonly limits?: ServiceLimits;
 }
 
 export interface Services {
   readonly storage: Storage;
   readonly locks: LockService;
+  readonly httpWaits: HttpWaits;
   readonly handoff: Handoff;
   readonly sessions: Sessions;
   readonly connections: Connections;
@@ -41,12 +46,14 @@ export interface Services {
 
 export function wireServices(ports: Ports): Services {
   const { storage, pusher, timers, clock, ids } = ports;
+  const limits = ports.limits ?? DEFAULT_LIMITS;
   const handoff = new Handoff(storage, pusher, clock, ids);
   const sessions = new Sessions(storage, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
   return {
     storage,
-    locks: new LockService(storage, handoff, sessions, clock, ids),
+    locks: new LockService(storage, handoff, sessions, connections, clock, ids, limits),
+    httpWaits: new HttpWaits(storage, clock, limits.maxHttpWaits),
     handoff,
     sessions,
     connections,

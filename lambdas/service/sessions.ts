@@ -24,6 +24,7 @@ import {
   sweptWrite,
 } from '../core/session';
 import type { Clock } from './clock';
+import type { Connection } from './connections';
 import type { Handoff } from './handoff';
 import type { Storage } from './storage';
 
@@ -45,50 +46,49 @@ export class Sessions {
     private readonly newId: () => string,
   ) {}
 
-  async create(clientId: string, settings: SessionSettings): Promise<Session> {
+  async create(owner: string, clientId: string, settings: SessionSettings): Promise<Session> {
     const id = this.newId();
-    const result = await this.storage.write(
-      sessionRef(id),
-      createWrite(clientId, settings, this.clock.now()),
-    );
+    const write = createWrite(owner, clientId, settings, this.clock.now());
+    const result = await this.storage.write(sessionRef(id), write);
     if (!result.ok) throw new LatchkeyError('UNAVAILABLE', 'session id collision; retry', undefined, 0);
     return sessionOfItem(id, result.item);
   }
 
   /** Extends the session, and with it every lock held through it: one read and one write, whatever the locks. */
-  async heartbeat(id: string, clientId: string): Promise<Session> {
-    const seen = await this.owned(id, clientId);
+  async heartbeat(id: string, owner: string, clientId: string): Promise<Session> {
+    const seen = await this.owned(id, owner, clientId);
     const now = this.clock.now();
     const result = await this.storage.write(sessionRef(id), heartbeatWrite(seen, now));
     if (result.ok) return sessionOfItem(id, result.item);
-    throw refusal(id, clientId, result.old, now);
+    throw refusal(id, owner, clientId, result.old, now);
   }
 
   /** Ends the session at its client's request and releases its locks. */
-  async close(id: string, clientId: string): Promise<number> {
+  async close(id: string, owner: string, clientId: string): Promise<number> {
     const now = this.clock.now();
-    const result = await this.storage.write(sessionRef(id), endWrite({ clientId }, 'closed', now));
+    const result = await this.storage.write(sessionRef(id), endWrite({ owner, clientId }, 'closed', now));
     if (result.ok) return this.releaseLocks(id, 0);
     const session = result.old && sessionOfItem(id, result.old);
-    if (!session || session.clientId !== clientId) throw refusal(id, clientId, result.old, now);
+    if (!session || session.owner !== owner || session.clientId !== clientId)
+      throw refusal(id, owner, clientId, result.old, now);
     // Already past its expiry (no heartbeat in time): it ends as expired, lock-delay and all.
     if (session.endedAt === undefined) return (await this.expire(id, now)) ?? 0;
     // Closing twice (a retry) or after the sweeper ended it: finish whatever is left, answer as done.
     return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
   }
 
-  /** The session, if it is this client's and may still take locks; a clear 404/409 otherwise. */
-  async live(id: string, clientId: string): Promise<Session> {
-    const session = await this.owned(id, clientId);
+  /** The session, if it is this principal's and client's and may still take locks; a clear 403/404/409 otherwise. */
+  async live(id: string, owner: string, clientId: string): Promise<Session> {
+    const session = await this.owned(id, owner, clientId);
     if (session.endedAt !== undefined || sessionState(session, this.clock.now()) === 'expired')
-      throw refusal(id, clientId, undefined, 0, session);
+      throw refusal(id, owner, clientId, undefined, 0, session);
     return session;
   }
 
   /** Why a grant held through session `id` was refused (its check failed): the error to answer with. */
-  async whyRefused(id: string, clientId: string): Promise<LatchkeyError> {
+  async whyRefused(id: string, owner: string, clientId: string): Promise<LatchkeyError> {
     const item = await this.storage.read(sessionRef(id));
-    return refusal(id, clientId, item, this.clock.now());
+    return refusal(id, owner, clientId, item, this.clock.now());
   }
 
   /**
@@ -96,13 +96,15 @@ export class Sessions {
    * through it are released when the connection closes ($disconnect), or by
    * the sweeper once API Gateway's 2-hour connection limit has passed.
    */
-  async ofConnection(connectionId: string, clientId: string, connectedAt: number): Promise<string> {
-    const id = connectionSessionId(connectionId);
+  async ofConnection(connection: Connection): Promise<string> {
+    const id = connectionSessionId(connection.id);
     const now = this.clock.now();
-    const lifetime = Math.max(1, connectedAt + CONNECTION_LIFETIME_MS - now);
+    const lifetime = Math.max(1, connection.connectedAt + CONNECTION_LIFETIME_MS - now);
     const settings = { ttlMs: lifetime, graceMs: 0, lockDelayMs: 0 };
-    const created = await this.storage.write(sessionRef(id), createWrite(clientId, settings, now));
-    if (!created.ok) await this.live(id, clientId); // made by an earlier message: still usable?
+    const write = createWrite(connection.owner, connection.clientId, settings, now);
+    const created = await this.storage.write(sessionRef(id), write);
+    // Made by an earlier acquire: still usable?
+    if (!created.ok) await this.live(id, connection.owner, connection.clientId);
     return id;
   }
 
@@ -110,7 +112,9 @@ export class Sessions {
   async endConnection(connectionId: string): Promise<number> {
     const id = connectionSessionId(connectionId);
     const item = await this.storage.read(sessionRef(id));
-    return item ? this.close(id, sessionOfItem(id, item).clientId) : 0;
+    if (!item) return 0;
+    const session = sessionOfItem(id, item);
+    return this.close(id, session.owner, session.clientId);
   }
 
   /** When something about session `id` is due (see sessionDueAt); undefined once fully ended, or unknown. */
@@ -149,23 +153,27 @@ export class Sessions {
     return released;
   }
 
-  private async owned(id: string, clientId: string): Promise<Session> {
+  private async owned(id: string, owner: string, clientId: string): Promise<Session> {
     const item = await this.storage.read(sessionRef(id));
     const session = item && sessionOfItem(id, item);
-    if (!session) throw refusal(id, clientId, undefined, 0);
-    if (session.clientId !== clientId) throw refusal(id, clientId, undefined, 0, session);
+    if (!session) throw refusal(id, owner, clientId, undefined, 0);
+    if (session.owner !== owner || session.clientId !== clientId)
+      throw refusal(id, owner, clientId, undefined, 0, session);
     return session;
   }
 }
 
 function refusal(
   id: string,
+  owner: string,
   clientId: string,
   old: Item | undefined,
   now: number,
   known: Session | undefined = old && sessionOfItem(id, old),
 ): LatchkeyError {
   if (!known) return new LatchkeyError('NOT_FOUND', `no session ${id}`);
+  if (known.owner !== owner)
+    return new LatchkeyError('FORBIDDEN', 'that session belongs to another principal');
   if (known.clientId !== clientId)
     return new LatchkeyError('NOT_SESSION_OWNER', `session ${id} belongs to another client`);
   if (known.endedAt !== undefined)

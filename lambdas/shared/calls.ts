@@ -17,3 +17,21 @@ export function observeDynamoCalls(fn: CallObserver): () => void {
     if (observer === fn) observer = undefined;
   };
 }
+
+/** Told of every DynamoDB request that succeeded (a refused condition or any error is not one). */
+export type ResultObserver = (command: string, input: Readonly<Record<string, unknown>>) => void;
+
+let resultObserver: ResultObserver | undefined;
+
+export const onDynamoSuccess: ResultObserver = (command, input) => resultObserver?.(command, input);
+
+/**
+ * Observes every DynamoDB request that succeeded until the returned function is called: with the
+ * local stack's `invocation` (which request of which function made it), what changed state.
+ */
+export function observeDynamoSuccesses(fn: ResultObserver): () => void {
+  resultObserver = fn;
+  return () => {
+    if (resultObserver === fn) resultObserver = undefined;
+  };
+}

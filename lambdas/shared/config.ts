@@ -3,7 +3,8 @@
  * A bad value stops the function with a message naming the variable.
  */
 import { z } from 'zod';
-import { DEFAULT_LIMITS, type Limits, retentionProblem } from '../core/wire';
+import { PRIORITY } from '../core/queue';
+import { DEFAULT_LIMITS, retentionProblem, type ServiceLimits } from '../core/wire';
 import type { StoreSettings } from '../store/requests';
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -14,6 +15,13 @@ const environment = z
     LOCK_MIN_TTL_MS: positiveInt(DEFAULT_LIMITS.minTtlMs),
     LOCK_MAX_TTL_MS: positiveInt(DEFAULT_LIMITS.maxTtlMs),
     LOCK_RETENTION_SECONDS: positiveInt(86_400),
+    LOCK_MIN_PRIORITY: z.coerce.number().int().min(PRIORITY.min).max(PRIORITY.max).default(PRIORITY.min),
+    LOCK_MAX_PRIORITY: z.coerce.number().int().min(PRIORITY.min).max(PRIORITY.max).default(PRIORITY.max),
+    MAX_QUEUE_LENGTH: positiveInt(DEFAULT_LIMITS.maxQueueLength),
+    MAX_WAITERS_PER_CONNECTION: positiveInt(DEFAULT_LIMITS.maxWaitersPerConnection),
+    MAX_WAITERS_PER_PRINCIPAL: positiveInt(DEFAULT_LIMITS.maxWaitersPerPrincipal),
+    /** 0: no HTTP waits at all (every wait goes over the WebSocket API). */
+    MAX_HTTP_WAITS: z.coerce.number().int().min(0).default(DEFAULT_LIMITS.maxHttpWaits),
     AWS_ENDPOINT_URL_DYNAMODB: z.url().optional(),
     /** The WebSocket API's management endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}). */
     WS_MANAGEMENT_ENDPOINT: z.url().optional(),
@@ -23,13 +31,16 @@ const environment = z
   .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
     message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
   })
+  .refine((env) => env.LOCK_MIN_PRIORITY <= env.LOCK_MAX_PRIORITY, {
+    message: 'LOCK_MIN_PRIORITY must not exceed LOCK_MAX_PRIORITY',
+  })
   .superRefine((env, ctx) => {
     const problem = retentionProblem(env.LOCK_RETENTION_SECONDS, env.LOCK_MAX_TTL_MS);
     if (problem) ctx.addIssue({ code: 'custom', path: ['LOCK_RETENTION_SECONDS'], message: problem });
   });
 
 export interface Config {
-  readonly limits: Limits;
+  readonly limits: ServiceLimits;
   readonly store: StoreSettings;
   readonly dynamoEndpoint: string | undefined;
   readonly wsManagementEndpoint: string | undefined;
@@ -44,7 +55,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   return {
-    limits: { minTtlMs: e.LOCK_MIN_TTL_MS, maxTtlMs: e.LOCK_MAX_TTL_MS },
+    limits: {
+      minTtlMs: e.LOCK_MIN_TTL_MS,
+      maxTtlMs: e.LOCK_MAX_TTL_MS,
+      minPriority: e.LOCK_MIN_PRIORITY,
+      maxPriority: e.LOCK_MAX_PRIORITY,
+      maxQueueLength: e.MAX_QUEUE_LENGTH,
+      maxWaitersPerConnection: e.MAX_WAITERS_PER_CONNECTION,
+      maxWaitersPerPrincipal: e.MAX_WAITERS_PER_PRINCIPAL,
+      maxHttpWaits: e.MAX_HTTP_WAITS,
+    },
     store: { tableName: e.TABLE_NAME, retentionSeconds: e.LOCK_RETENTION_SECONDS },
     dynamoEndpoint: e.AWS_ENDPOINT_URL_DYNAMODB,
     wsManagementEndpoint: e.WS_MANAGEMENT_ENDPOINT,

@@ -15,7 +15,7 @@ import { type Services, wireServices } from '../service/services';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { DynamoStorage } from '../store/dynamo-storage';
-import { onDynamoCall } from './calls';
+import { onDynamoCall, onDynamoSuccess } from './calls';
 import { type Config, loadConfig } from './config';
 
 export interface Deps extends Services {
@@ -24,7 +24,7 @@ export interface Deps extends Services {
   readonly schemas: {
     readonly acquire: ReturnType<typeof acquireBody>;
     readonly renew: ReturnType<typeof renewBody>;
-    readonly wsMessage: ReturnType<typeof wsMessage>;
+    readonly wsMessage: typeof wsMessage;
     readonly session: ReturnType<typeof sessionBody>;
   };
 }
@@ -41,6 +41,7 @@ export function getDeps(): Deps {
     const db = createDocumentClient({
       ...(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {}),
       onCall: onDynamoCall,
+      onSuccess: onDynamoSuccess,
     });
     const pusher: Pusher = config.wsManagementEndpoint
       ? new ApiGatewayPusher(config.wsManagementEndpoint)
@@ -57,6 +58,7 @@ export function getDeps(): Deps {
       timers,
       clock: systemClock,
       ids: randomUUID,
+      limits: config.limits,
     });
     deps = {
       ...services,
@@ -64,7 +66,7 @@ export function getDeps(): Deps {
       schemas: {
         acquire: acquireBody(config.limits),
         renew: renewBody(config.limits),
-        wsMessage: wsMessage(config.limits),
+        wsMessage,
         session: sessionBody(config.limits),
       },
     };

@@ -5,7 +5,7 @@
  * tests check each function's policy against it; the local stack loads the
  * same modules.
  */
-import type { DUE_INDEX, LIST_INDEX, OWNER_INDEX } from '../store/table';
+import type { DUE_INDEX, LIST_INDEX, OWNER_INDEX, Partition } from '../store/table';
 
 export type TableAction =
   | 'dynamodb:UpdateItem'
@@ -24,6 +24,11 @@ export interface FunctionSpec {
   readonly description: string;
   /** Actions on the table itself (a transaction needs the actions of its parts). */
   readonly table: readonly TableAction[];
+  /**
+   * The table partitions it touches (their key prefixes, store/table.ts PARTITIONS): its role's
+   * table actions carry a `dynamodb:LeadingKeys` condition allowing only these.
+   */
+  readonly partitions: readonly Partition[];
   /** Actions on each index. */
   readonly indexes?: Partial<Record<IndexName, readonly TableAction[]>>;
   /** Posts to WebSocket connections (execute-api:ManageConnections on this API's @connections). */
@@ -48,6 +53,9 @@ export const QUEUE_SERVER = {
     'dynamodb:DeleteItem',
     'dynamodb:ConditionCheckItem',
   ],
+  // Locks and their queues, request records, sessions (checks, links), connections (a grant to a
+  // vanished one removes its other waiters and its item), waiter counters (limits).
+  partitions: ['lock', 'request', 'session', 'connection', 'quota'],
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,
@@ -75,6 +83,7 @@ export const SWEEPER: FunctionSpec = {
   module: 'schedule/sweeper',
   description: 'ends expired sessions and releases their locks (every minute)',
   ...QUEUE_SERVER,
+  partitions: [...QUEUE_SERVER.partitions, 'sweeper'],
   indexes: { ...QUEUE_SERVER.indexes, by_due: ['dynamodb:Query'] },
   timeoutSeconds: 60,
 };

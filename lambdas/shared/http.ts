@@ -7,6 +7,7 @@ import middy from '@middy/core';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import type { z } from 'zod';
 import { type ErrorDetail, invalidRequest, LatchkeyError } from '../core/errors';
+import { principalOf } from '../core/principal';
 import { MAX_BODY_BYTES } from '../core/wire';
 import { type Deps, getDeps } from './deps';
 import { describeError, log } from './log';
@@ -91,6 +92,20 @@ export function parseJsonObject<S extends z.ZodType>(
 /** Query string parameters (API Gateway joins repeated ones with ','), checked against `schema`. */
 export function parseQuery<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
   return validate(schema, event.queryStringParameters ?? {}, 'query string');
+}
+
+/**
+ * The caller's principal: the IAM identity API Gateway verified (payload 2.0, IAM authorizer). A
+ * request without one is refused: every route is IAM-authorized, so that is a misconfiguration.
+ */
+export function principalFrom(event: HttpEvent): string {
+  const context = event.requestContext as HttpEvent['requestContext'] & {
+    authorizer?: { iam?: { userArn?: string } };
+  };
+  const arn = context.authorizer?.iam?.userArn;
+  if (!arn)
+    throw new LatchkeyError('UNAUTHORIZED', 'the request carries no IAM identity (sign it with SigV4)');
+  return principalOf(arn);
 }
 
 /** A LatchkeyError as is; anything else is logged and becomes INTERNAL (never shown to clients in detail). */

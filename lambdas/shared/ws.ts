@@ -5,6 +5,8 @@ export interface WsEvent {
     readonly routeKey: string;
     readonly eventType?: string;
     readonly requestTimeEpoch?: number;
+    /** On $connect with IAM authorization: who signed the handshake. */
+    readonly identity?: { readonly userArn?: string | null; readonly accessKey?: string | null };
   };
   readonly queryStringParameters?: Record<string, string | undefined> | null;
   readonly body?: string | null;

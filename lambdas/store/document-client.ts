@@ -14,6 +14,8 @@ export interface DocumentClientOptions {
   readonly maxAttempts?: number;
   /** Called once per HTTP request sent to DynamoDB, retries included, with the command and its input. */
   readonly onCall?: (commandName: string, input: Readonly<Record<string, unknown>>) => void;
+  /** Called once per request DynamoDB answered with success (the command and its input). */
+  readonly onSuccess?: (commandName: string, input: Readonly<Record<string, unknown>>) => void;
 }
 
 export function createDocumentClient(options: DocumentClientOptions = {}): DynamoDBDocumentClient {
@@ -32,6 +34,17 @@ export function createDocumentClient(options: DocumentClientOptions = {}): Dynam
       },
       // The deserialize step runs once per attempt, inside the retry loop.
       { step: 'deserialize', name: 'latchkeyCallCounter', override: true },
+    );
+  }
+  const onSuccess = options.onSuccess;
+  if (onSuccess) {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const output = await next(args);
+        onSuccess(context.commandName ?? 'unknown', (args.input ?? {}) as Record<string, unknown>);
+        return output;
+      },
+      { step: 'initialize', name: 'latchkeySuccessObserver', override: true },
     );
   }
   return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });

@@ -21,7 +21,6 @@ import type { Item } from '../core/expr';
 import type { ItemRef, ItemWrite, Step } from '../core/items';
 import { lockRef } from '../core/items';
 import type { WriteResult } from '../core/lock';
-import { lockNameProblem } from '../core/names';
 import { type Waiter, waiterOf } from '../core/queue';
 import type { LockPage, QueueSnapshot, StepVerdict, Storage, TransactResult } from '../service/storage';
 import { toStoreError } from './errors';
@@ -35,12 +34,14 @@ import {
 import {
   connectionOwner,
   DUE_INDEX,
-  dueBucket,
+  decodeListCursor,
+  dueBuckets,
+  encodeListCursor,
   KEY,
   LIST_INDEX,
-  LOCK_LIST_PARTITION,
+  LIST_PARTITIONS,
   LOCK_SK,
-  lockListing,
+  listRange,
   lockPartition,
   OWNER_INDEX,
   refOfKey,
@@ -213,14 +214,22 @@ export class DynamoStorage implements Storage {
     return links.map((item) => String(item[KEY.sk]).slice(SESSION_LINK_PREFIX.length));
   }
 
+  /** Every shard of the minute, read side by side and merged in due order. */
   async dueIn(minute: number, now: number): Promise<ItemRef[]> {
-    const keys = await this.queryAll({
-      IndexName: DUE_INDEX.name,
-      KeyConditionExpression: '#b = :b AND #at <= :now',
-      ExpressionAttributeNames: { '#b': DUE_INDEX.pk, '#at': DUE_INDEX.sk },
-      ExpressionAttributeValues: { ':b': dueBucket(minute), ':now': now },
-    });
-    return keys.flatMap((key) => refOfKey(key) ?? []);
+    const shards = await Promise.all(
+      dueBuckets(minute).map((bucket) =>
+        this.queryAll({
+          IndexName: DUE_INDEX.name,
+          KeyConditionExpression: '#b = :b AND #at <= :now',
+          ExpressionAttributeNames: { '#b': DUE_INDEX.pk, '#at': DUE_INDEX.sk },
+          ExpressionAttributeValues: { ':b': bucket, ':now': now },
+        }),
+      ),
+    );
+    return shards
+      .flat()
+      .sort((a, b) => Number(a[DUE_INDEX.sk]) - Number(b[DUE_INDEX.sk]))
+      .flatMap((key) => refOfKey(key) ?? []);
   }
 
   async waitersOf(connection: string): Promise<ItemRef[]> {
@@ -236,34 +245,54 @@ export class DynamoStorage implements Storage {
     });
   }
 
+  /**
+   * Every listing shard read side by side (each its first `limit` names in range), merged: the
+   * first `limit` names overall are among them. The cursor is the last name returned.
+   */
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
-    const startKey = cursor === undefined ? undefined : decodeCursor(cursor, prefix);
-    const page = await this.send((abortSignal) =>
-      this.db.send(
-        new QueryCommand({
-          TableName: this.settings.tableName,
-          IndexName: LIST_INDEX.name,
-          KeyConditionExpression: prefix ? '#pk = :pk AND begins_with(#sk, :prefix)' : '#pk = :pk',
-          ExpressionAttributeNames: prefix
-            ? { '#pk': LIST_INDEX.pk, '#sk': LIST_INDEX.sk }
-            : { '#pk': LIST_INDEX.pk },
-          ExpressionAttributeValues: prefix
-            ? { ':pk': LOCK_LIST_PARTITION, ':prefix': prefix }
-            : { ':pk': LOCK_LIST_PARTITION },
-          Limit: limit,
-          ...(startKey ? { ExclusiveStartKey: startKey } : {}),
-        }),
-        { abortSignal },
+    const after = cursor === undefined ? undefined : decodeListCursor(cursor, prefix);
+    if (cursor !== undefined && after === undefined)
+      throw invalidRequest(
+        'cursor is not valid for this listing: pass back the next_cursor of the previous page, with the same prefix',
+        [{ path: 'cursor', message: 'not a cursor this API issued for this prefix' }],
+      );
+    const range = after === undefined ? undefined : listRange(prefix, after);
+    const condition = range
+      ? '#pk = :pk AND #sk BETWEEN :from AND :to'
+      : prefix
+        ? '#pk = :pk AND begins_with(#sk, :prefix)'
+        : '#pk = :pk';
+    const values = range ? { ':from': range.from, ':to': range.to } : prefix ? { ':prefix': prefix } : {};
+    const shards = await Promise.all(
+      LIST_PARTITIONS.map((partition) =>
+        this.send((abortSignal) =>
+          this.db.send(
+            new QueryCommand({
+              TableName: this.settings.tableName,
+              IndexName: LIST_INDEX.name,
+              KeyConditionExpression: condition,
+              ExpressionAttributeNames: condition.includes('#sk')
+                ? { '#pk': LIST_INDEX.pk, '#sk': LIST_INDEX.sk }
+                : { '#pk': LIST_INDEX.pk },
+              ExpressionAttributeValues: { ':pk': partition, ...values },
+              Limit: limit,
+            }),
+            { abortSignal },
+          ),
+        ),
       ),
     );
-    const names = (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]));
+    const all = shards.flatMap((page) => (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]))).sort();
+    const names = all.slice(0, limit);
+    const more = all.length > limit || shards.some((page) => page.LastEvaluatedKey !== undefined);
     const items = names.length ? await this.readLocks(names) : new Map<string, Item>();
+    const last = names.at(-1);
     return {
       locks: names.flatMap((name) => {
         const item = items.get(name);
         return item ? [{ name, item }] : [];
       }),
-      nextCursor: page.LastEvaluatedKey ? encodeCursor(page.LastEvaluatedKey) : undefined,
+      nextCursor: more && last !== undefined ? encodeListCursor(last) : undefined,
     };
   }
 
@@ -320,35 +349,4 @@ export class DynamoStorage implements Storage {
       throw toStoreError(error);
     }
   }
-}
-
-function encodeCursor(key: Record<string, unknown>): string {
-  return Buffer.from(JSON.stringify(key)).toString('base64url');
-}
-
-/**
- * A cursor is the index key of the last lock of a page. It is checked to be one
- * this API could have issued for this prefix, so a forged or mismatched cursor is
- * a 400, never a DynamoDB validation error.
- */
-function decodeCursor(cursor: string, prefix: string): Record<string, string> {
-  let key: Record<string, unknown> = {};
-  try {
-    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (typeof parsed === 'object' && parsed !== null) key = parsed as Record<string, unknown>;
-  } catch {
-    // not JSON: refused below
-  }
-  const name = key[LIST_INDEX.sk];
-  if (typeof name === 'string' && name.startsWith(prefix) && lockNameProblem(name) === undefined) {
-    const expected: Record<string, string> = { ...tableKey(lockRef(name)), ...lockListing(name) };
-    const same =
-      Object.keys(key).length === Object.keys(expected).length &&
-      Object.entries(expected).every(([attr, value]) => key[attr] === value);
-    if (same) return expected;
-  }
-  throw invalidRequest(
-    'cursor is not valid for this listing: pass back the next_cursor of the previous page, with the same prefix',
-    [{ path: 'cursor', message: 'not a cursor this API issued for this prefix' }],
-  );
 }

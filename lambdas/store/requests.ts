@@ -51,7 +51,7 @@ export function housekeepingActions(settings: StoreSettings, ref: ItemRef, h: Ho
     for (const [attr, value] of Object.entries(lockListing(ref.lock))) actions.push(set(attr, value));
   if (h.sweepAt === null) actions.push(remove(DUE_INDEX.pk), remove(DUE_INDEX.sk));
   else if (h.sweepAt !== undefined)
-    actions.push(set(DUE_INDEX.pk, dueBucket(minuteOf(h.sweepAt))), set(DUE_INDEX.sk, h.sweepAt));
+    actions.push(set(DUE_INDEX.pk, dueBucket(minuteOf(h.sweepAt), keyOf(ref))), set(DUE_INDEX.sk, h.sweepAt));
   if (h.gcFrom === null) actions.push(remove(GC_ATTRIBUTE));
   else if (h.gcFrom !== undefined)
     actions.push(set(GC_ATTRIBUTE, Math.ceil(h.gcFrom / 1000) + settings.retentionSeconds));

@@ -4,15 +4,22 @@
  *
  * | item       | pk             | sk           | index keys                             |
  * |------------|----------------|--------------|----------------------------------------|
- * | lock       | LOCK#<name>    | LOCK         | list_pk=LOCK, list_sk=<name>           |
+ * | lock       | LOCK#<name>    | LOCK         | list_pk=LIST#<shard>, list_sk=<name>   |
  * | waiter     | LOCK#<name>    | WAIT#<order> | owner=CONN#<id>, owner_sk (if WS);     |
  * |            |                |              | due_bucket, due_at (its deadline)      |
  * | request    | REQ#<hash>     | REQ          |                                        |
  * | connection | CONN#<id>      | CONN         | due_bucket, due_at (2 h after open)    |
- * | session    | SESS#<id>      | SESS         | due_bucket=DUE#<minute>, due_at        |
+ * | session    | SESS#<id>      | SESS         | due_bucket=DUE#<minute>#<shard>, due_at|
  * | session's  | SESS#<id>      | LOCK#<name>  |                                        |
  * |   lock link|                |              |                                        |
  * | sweeper    | SWEEPER        | CURSOR       |                                        |
+ * | quota      | QUOTA#<scope>  | QUOTA        |                                        |
+ * | HTTP wait  | HTTPWAIT#<n>   | SLOT         |                                        |
+ *
+ * Shared index partitions are sharded so no one partition takes every
+ * write: a lock's listing entry goes to one of LIST_SHARDS partitions (by a
+ * hash of its name; a listing queries them all and merges), and a due entry
+ * to one of DUE_SHARDS partitions of its minute (by a hash of its key).
  *
  * A request record's key is a hash of the lock name and the request key
  * (client and request_id), so records spread over partitions and a long
@@ -23,7 +30,7 @@
  * serving order.
  *
  * `by_name` is a KEYS_ONLY index over (list_pk, list_sk) for listing locks
- * by prefix with a Query. Its key attributes never change after the first
+ * by prefix with a Query per shard. Its key attributes never change after the first
  * write of a lock, so an acquire or release does not write to the index.
  * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
  * of one WebSocket connection, found when it disconnects.
@@ -38,6 +45,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ItemRef } from '../core/items';
+import { lockNameProblem } from '../core/names';
 
 export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
@@ -56,6 +64,39 @@ const SESSION_PK_PREFIX = 'SESS#';
 export const SESSION_SK = 'SESS';
 export const SESSION_LINK_PREFIX = 'LOCK#';
 const SWEEPER_KEY = { pk: 'SWEEPER', sk: 'CURSOR' };
+const QUOTA_PK_PREFIX = 'QUOTA#';
+const HTTP_WAIT_PK_PREFIX = 'HTTPWAIT#';
+const LIST_PK_PREFIX = 'LIST#';
+const DUE_PK_PREFIX = 'DUE#';
+
+/**
+ * The first characters of every partition key value, by what lives there: the
+ * IAM policies' `dynamodb:LeadingKeys` conditions (lib/constructs/lock-function.ts)
+ * allow each function only the partitions its spec names.
+ */
+export const PARTITIONS = {
+  lock: LOCK_PK_PREFIX,
+  request: REQUEST_PK_PREFIX,
+  session: SESSION_PK_PREFIX,
+  connection: CONNECTION_PK_PREFIX,
+  quota: QUOTA_PK_PREFIX,
+  httpWait: HTTP_WAIT_PK_PREFIX,
+  sweeper: SWEEPER_KEY.pk,
+  /** by_name's partitions. */
+  list: LIST_PK_PREFIX,
+  /** by_due's partitions. */
+  due: DUE_PK_PREFIX,
+} as const;
+
+export type Partition = keyof typeof PARTITIONS;
+
+/** Listing entries spread over this many index partitions (1,000 new names/s is ~63/s each). */
+export const LIST_SHARDS = 16;
+/** Due entries of one minute spread over this many (2,000 heartbeats/s move ~250 entries/s each). */
+export const DUE_SHARDS = 16;
+
+const shardOf = (text: string, shards: number) =>
+  createHash('sha256').update(text).digest().readUInt32BE(0) % shards;
 
 export type TableKey = { readonly pk: string; readonly sk: string };
 
@@ -79,6 +120,10 @@ export function keyOf(ref: ItemRef): TableKey {
       return { pk: `${CONNECTION_PK_PREFIX}${ref.connection}`, sk: CONNECTION_SK };
     case 'sweeper':
       return SWEEPER_KEY;
+    case 'quota':
+      return { pk: `${QUOTA_PK_PREFIX}${ref.scope}`, sk: 'QUOTA' };
+    case 'http-wait':
+      return { pk: `${HTTP_WAIT_PK_PREFIX}${ref.slot}`, sk: 'SLOT' };
   }
 }
 
@@ -103,6 +148,10 @@ export function refOfKey(key: Record<string, unknown>): ItemRef | undefined {
   }
   if (pk.startsWith(CONNECTION_PK_PREFIX) && sk === CONNECTION_SK)
     return { kind: 'connection', connection: pk.slice(CONNECTION_PK_PREFIX.length) };
+  if (pk.startsWith(QUOTA_PK_PREFIX) && sk === 'QUOTA')
+    return { kind: 'quota', scope: pk.slice(QUOTA_PK_PREFIX.length) };
+  if (pk.startsWith(HTTP_WAIT_PK_PREFIX) && sk === 'SLOT')
+    return { kind: 'http-wait', slot: Number(pk.slice(HTTP_WAIT_PK_PREFIX.length)) };
   return undefined;
 }
 
@@ -110,18 +159,52 @@ export const lockPartition = (name: string) => `${LOCK_PK_PREFIX}${name}`;
 export const sessionPartition = (id: string) => `${SESSION_PK_PREFIX}${id}`;
 /** The owner index partition of a connection's waiters. */
 export const connectionOwner = (id: string) => `${CONNECTION_PK_PREFIX}${id}`;
-/** The due index partition of one minute (ms since the epoch / 60,000). */
-export const dueBucket = (minute: number) => `DUE#${minute}`;
+/** The due index partitions of one minute (ms since the epoch / 60,000), one per shard. */
+export const dueBuckets = (minute: number): string[] =>
+  Array.from({ length: DUE_SHARDS }, (_, shard) => `${DUE_PK_PREFIX}${minute}#${shard}`);
+/** The due index partition of an item falling due in `minute`. */
+export const dueBucket = (minute: number, key: TableKey) =>
+  `${DUE_PK_PREFIX}${minute}#${shardOf(`${key.pk}\u0000${key.sk}`, DUE_SHARDS)}`;
 export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
 
-/** The one partition of the listing index. */
-export const LOCK_LIST_PARTITION = 'LOCK';
+/** The listing index partitions, one per shard. */
+export const LIST_PARTITIONS: readonly string[] = Array.from(
+  { length: LIST_SHARDS },
+  (_, shard) => `${LIST_PK_PREFIX}${shard}`,
+);
 
 /** Attributes every write of a lock item (re)sets so the item appears in the listing index. */
 export const lockListing = (name: string) => ({
-  [LIST_INDEX.pk]: LOCK_LIST_PARTITION,
+  [LIST_INDEX.pk]: LIST_PARTITIONS[shardOf(name, LIST_SHARDS)] as string,
   [LIST_INDEX.sk]: name,
 });
+
+/**
+ * The cursor of a listing page: the name of its last lock. Checked on the way back in to be one
+ * this API could have issued for the prefix, so a forged one is a 400, never a storage error.
+ */
+export const encodeListCursor = (after: string) =>
+  Buffer.from(JSON.stringify({ after })).toString('base64url');
+
+export function decodeListCursor(cursor: string, prefix: string): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const after = (parsed as { after?: unknown } | null)?.after;
+    if (typeof after === 'string' && after.startsWith(prefix) && lockNameProblem(after) === undefined)
+      return after;
+  } catch {
+    // not JSON: refused by the caller
+  }
+  return undefined;
+}
+
+/**
+ * The sort key range of names after `after` (exclusive) that start with `prefix`, for a listing
+ * Query. Names use A-Z a-z 0-9 . _ - : / (core/names.ts): '-' is the smallest of them and '~'
+ * sorts after all, so `after + '-'` is the first name after `after`, and `prefix + '~'` is past
+ * every name starting with `prefix`.
+ */
+export const listRange = (prefix: string, after: string) => ({ from: `${after}-`, to: `${prefix}~` });
 
 /** Housekeeping and key attributes: not part of a lock's state. */
 export const STORAGE_ATTRIBUTES: readonly string[] = [

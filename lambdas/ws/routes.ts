@@ -13,8 +13,9 @@ export const WS_ROUTES: readonly WsRouteSpec[] = [
   {
     key: '$connect',
     module: 'ws/connect',
-    description: 'records a WebSocket connection and its client',
+    description: 'records a WebSocket connection, its principal and its client',
     table: ['dynamodb:UpdateItem'],
+    partitions: ['connection'],
   },
   {
     key: '$disconnect',
@@ -25,8 +26,10 @@ export const WS_ROUTES: readonly WsRouteSpec[] = [
   {
     key: '$default',
     module: 'ws/messages',
-    description: 'acquire (waiting up to 2 h), cancel and ping over WebSocket',
-    ...QUEUE_SERVER,
+    description: 'hello (the connection id) and ping; waits are asked for over HTTP',
+    table: ['dynamodb:GetItem'],
+    partitions: ['connection'],
+    pushes: true,
   },
 ];
 

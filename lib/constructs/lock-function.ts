@@ -7,6 +7,7 @@ import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { FunctionSpec } from '../../lambdas/shared/function-spec';
+import { PARTITIONS } from '../../lambdas/store/table';
 
 export interface LockFunctionProps {
   /** What the function is: its handler module and the only table, index and other actions it may take. */
@@ -18,6 +19,8 @@ export interface LockFunctionProps {
   readonly connectionsArn?: string;
   /** The timer queue, for functions that arm timers (`spec.schedules`). */
   readonly timerQueue?: IQueue;
+  /** Reserved concurrency: both a cap on this function and room kept for it. Default: none. */
+  readonly reservedConcurrency?: number;
 }
 
 /**
@@ -46,11 +49,14 @@ export class LockFunction extends Construct {
       }),
     );
     if (spec.table.length) {
+      // Only the partitions the function's spec names (dynamodb:LeadingKeys: each item's partition key).
+      const leadingKeys = spec.partitions.map((p) => `${PARTITIONS[p]}*`);
       role.addToPolicy(
         new PolicyStatement({
           effect: Effect.ALLOW,
           actions: [...spec.table],
           resources: [props.table.tableArn],
+          conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': leadingKeys } },
         }),
       );
     }
@@ -89,6 +95,9 @@ export class LockFunction extends Construct {
       architecture: Architecture.ARM_64,
       memorySize: 512,
       timeout: Duration.seconds(spec.timeoutSeconds ?? 10),
+      ...(props.reservedConcurrency === undefined
+        ? {}
+        : { reservedConcurrentExecutions: props.reservedConcurrency }),
       role,
       logGroup,
       environment: { ...props.environment, NODE_OPTIONS: '--enable-source-maps' },

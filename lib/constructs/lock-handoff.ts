@@ -15,6 +15,9 @@ export interface LockHandoffProps {
   readonly logRetention: RetentionDays;
   /** The WebSocket API's @connections, where grants and timeouts are posted. */
   readonly connectionsArn: string;
+  /** Reserved concurrency of the notifier and the timer (room no other function can take). */
+  readonly notifierConcurrency?: number;
+  readonly timerConcurrency?: number;
 }
 
 /**
@@ -60,7 +63,11 @@ export class LockHandoff extends Construct {
       connectionsArn: props.connectionsArn,
       timerQueue: this.timerQueue,
     };
-    this.notifier = new LockFunction(this, 'Notifier', { spec: NOTIFIER, ...common });
+    this.notifier = new LockFunction(this, 'Notifier', {
+      spec: NOTIFIER,
+      ...common,
+      ...(props.notifierConcurrency === undefined ? {} : { reservedConcurrency: props.notifierConcurrency }),
+    });
     this.notifier.fn.addEventSource(
       new DynamoEventSource(props.table, {
         startingPosition: StartingPosition.TRIM_HORIZON,
@@ -80,9 +87,20 @@ export class LockHandoff extends Construct {
           "dynamodb:ListStreams, added by the DynamoDB event source, has no resource-level permissions; reading records is scoped to this table's stream.",
       });
     }
-    this.timer = new LockFunction(this, 'Timer', { spec: TIMER, ...common });
+    this.timer = new LockFunction(this, 'Timer', {
+      spec: TIMER,
+      ...common,
+      ...(props.timerConcurrency === undefined ? {} : { reservedConcurrency: props.timerConcurrency }),
+    });
     this.timer.fn.addEventSource(
-      new SqsEventSource(this.timerQueue, { batchSize: 10, reportBatchItemFailures: true }),
+      new SqsEventSource(this.timerQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        // Never poll faster than the reserved room: a throttled batch would count toward the dead-letter limit.
+        ...(props.timerConcurrency === undefined
+          ? {}
+          : { maxConcurrency: Math.max(2, props.timerConcurrency) }),
+      }),
     );
   }
 }

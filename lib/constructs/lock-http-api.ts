@@ -30,6 +30,8 @@ export interface LockHttpApiProps {
    * @default 2000
    */
   readonly burstLimit?: number;
+  /** Reserved concurrency by handler module (e.g. "http/lock-commands"); absent: none. */
+  readonly reservedConcurrency?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -63,18 +65,24 @@ export class LockHttpApi extends Construct {
     for (const route of ROUTES) {
       const [method, path] = route.key.split(' ') as [HttpMethod, string];
       const name = pascal(route.module.split('/').pop() ?? route.module);
-      const fn = new LockFunction(this, name, {
-        spec: route,
-        table: props.table,
-        environment: props.environment,
-        logRetention,
-        ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
-      });
+      // One function per handler module: routes that share one (the listing's two) share it.
+      const fn =
+        this.functions[route.module] ??
+        new LockFunction(this, name, {
+          spec: route,
+          table: props.table,
+          environment: props.environment,
+          logRetention,
+          ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
+          ...(props.reservedConcurrency?.[route.module] === undefined
+            ? {}
+            : { reservedConcurrency: props.reservedConcurrency[route.module] }),
+        });
       this.functions[route.module] = fn;
       this.api.addRoutes({
         path,
         methods: [method],
-        integration: new HttpLambdaIntegration(`${name}Integration`, fn.fn),
+        integration: new HttpLambdaIntegration(`${pascal(routeId(route.key))}Integration`, fn.fn),
       });
     }
     new CfnOutput(scope, 'ApiUrl', {
@@ -83,5 +91,12 @@ export class LockHttpApi extends Construct {
     });
   }
 }
+
+/** A construct id for a route key: "GET /api/v1/list/{proxy+}" -> "get-api-v1-list-proxy". */
+const routeId = (key: string) =>
+  key
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
 
 const pascal = (name: string) => name.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase());

@@ -13,6 +13,8 @@ export interface LockSweeperProps {
   readonly environment: Record<string, string>;
   readonly logRetention: RetentionDays;
   readonly connectionsArn: string;
+  /** Reserved concurrency: room no other function can take. Default: none. */
+  readonly reservedConcurrency?: number;
 }
 
 /** The sweeper: every minute, ends expired sessions and releases their locks (reads only what is due). */
@@ -28,6 +30,7 @@ export class LockSweeper extends Construct {
       environment: props.environment,
       logRetention: props.logRetention,
       connectionsArn: props.connectionsArn,
+      ...(props.reservedConcurrency === undefined ? {} : { reservedConcurrency: props.reservedConcurrency }),
     });
     this.rule = new Rule(this, 'EveryMinute', {
       description: 'latchkey sweeper: end expired sessions',

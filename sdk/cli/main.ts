@@ -48,7 +48,7 @@ function describeLock(v: LockView): string {
   for (const h of v.holders ?? []) {
     const left = Date.parse(h.expires_at) - Date.now();
     lines.push(
-      `  holder   ${h.client_id}  token ${h.fencing_token}  ${h.session_id ? `session ${h.session_id}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
+      `  holder   ${h.client_id}${h.mine ? ' (yours)' : ''}${h.fencing_token === undefined ? '' : `  token ${h.fencing_token}`}  ${h.expires_at === null ? `session${h.session_id ? ` ${h.session_id}` : ''}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
     );
   }
   if (v.queued) lines.push(`  queued   ${v.queued}`);
@@ -62,7 +62,9 @@ function describeList(locks: LockView[]): string {
   if (!locks.length) return '(no locks)';
   const rows = locks.map((v) => {
     const h = v.holders?.[0];
-    return [v.lock, v.state, h?.client_id ?? '-', h ? String(h.fencing_token) : '-', String(v.queued ?? 0)];
+    // Another principal's token is not shown to you (README: "Security model").
+    const token = h?.fencing_token === undefined ? '-' : String(h.fencing_token);
+    return [v.lock, v.state, h?.client_id ?? '-', token, String(v.queued ?? 0)];
   });
   const header = ['LOCK', 'STATE', 'HOLDER', 'TOKEN', 'QUEUED'];
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -221,6 +223,21 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
       });
   holderCommand('release');
   holderCommand('renew');
+
+  cli
+    .command('force-release')
+    .description('admin: end whoever holds the lock and fence them out (needs the admin route in IAM)')
+    .argument('<name>')
+    .requiredOption('--reason <text>', 'why: recorded with your identity in the service log')
+    .action(async (name: string, o) => {
+      const g = globals();
+      const out = await clientFor(g).forceRelease(name, o.reason);
+      print(g, out, () =>
+        out.released
+          ? `force-released ${name}: ${out.holder.client_id} (token ${out.holder.fencing_token}) is fenced out; the next token is above ${out.fenced_to - 1}`
+          : `${name} was not held`,
+      );
+    });
 
   cli
     .command('show')

@@ -22,6 +22,7 @@ import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { build } from 'esbuild';
 import { lockRef } from '../../lambdas/core/items';
 import { lease } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { ROUTES } from '../../lambdas/http/routes';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import { tableKey } from '../../lambdas/store/requests';
@@ -32,6 +33,9 @@ import { servicesOn } from '../support/services';
 import { signedClient } from '../support/signed-fetch';
 import { percentile } from './common';
 import { sessionsSection } from './sessions';
+
+/** The principal the direct (no HTTP) clients act as. */
+const BENCH = localPrincipal('bench');
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WAIT_SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -75,9 +79,10 @@ const fmt = (r: Result) =>
 
 async function bundleSizes(): Promise<string[]> {
   const lines: string[] = [];
-  for (const route of ROUTES) {
+  // One bundle per function module (two routes may share one: GET /api/v1/list and /api/v1/list/{prefix}).
+  for (const module of new Set(ROUTES.map((route) => route.module))) {
     const out = await build({
-      entryPoints: [`lambdas/${route.module}.ts`],
+      entryPoints: [`lambdas/${module}.ts`],
       bundle: true,
       minify: true,
       platform: 'node',
@@ -89,7 +94,7 @@ async function bundleSizes(): Promise<string[]> {
     });
     const code = out.outputFiles[0]?.contents ?? new Uint8Array();
     lines.push(
-      `  ${route.module.padEnd(20)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
+      `  ${module.padEnd(20)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
     );
   }
   return lines;
@@ -136,9 +141,9 @@ async function main() {
 
   const direct: Pair = async (worker) => {
     const name = `bench/direct/${worker}`;
-    const out = await store.acquire({ name, clientId: `w${worker}`, tenure: lease(10_000) });
+    const out = await store.acquire({ name, owner: BENCH, clientId: `w${worker}`, tenure: lease(10_000) });
     if (!out.acquired) throw new Error('uncontended acquire refused');
-    await store.release({ name, clientId: `w${worker}`, fencingToken: out.grant.fencingToken });
+    await store.release({ name, owner: BENCH, clientId: `w${worker}`, fencingToken: out.grant.fencingToken });
   };
   const http: Pair = async (worker) => {
     const name = `bench/http/${worker}`;
@@ -197,16 +202,26 @@ async function main() {
   let token = 0;
   const perOp = {
     acquire: await count(async () => {
-      const out = await store.acquire({ name, clientId: 'c', tenure: lease(10_000) });
+      const out = await store.acquire({ name, owner: BENCH, clientId: 'c', tenure: lease(10_000) });
       token = out.acquired ? out.grant.fencingToken : 0;
     }),
-    'refused acquire': await count(() => store.acquire({ name, clientId: 'other', tenure: lease(10_000) })),
+    'refused acquire': await count(() =>
+      store.acquire({ name, owner: BENCH, clientId: 'other', tenure: lease(10_000) }),
+    ),
     // With a request_id, a refusal reads the request's record: the request may have waited before.
     'refused acquire, with request_id': await count(() =>
-      store.acquire({ name, clientId: 'other', tenure: lease(10_000), requestId: randomUUID() }),
+      store.acquire({
+        name,
+        owner: BENCH,
+        clientId: 'other',
+        tenure: lease(10_000),
+        requestId: randomUUID(),
+      }),
     ),
-    renew: await count(() => store.renew({ name, clientId: 'c', fencingToken: token, ttlMs: 10_000 })),
-    release: await count(() => store.release({ name, clientId: 'c', fencingToken: token })),
+    renew: await count(() =>
+      store.renew({ name, owner: BENCH, clientId: 'c', fencingToken: token, ttlMs: 10_000 }),
+    ),
+    release: await count(() => store.release({ name, owner: BENCH, clientId: 'c', fencingToken: token })),
     'baseline acquire': 2,
   };
 

@@ -12,12 +12,16 @@
 import { randomUUID } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { throughSession } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { type Services, wireServices } from '../../lambdas/service/services';
 import type { Storage } from '../../lambdas/service/storage';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { ensureTable } from '../../local/table-setup';
 import { servicesOn } from '../support/services';
 import { percentile, sleep } from './common';
+
+/** The principal the bench's clients act as. */
+const BENCH = localPrincipal('bench');
 
 const LIVE = Number(process.env.BENCH_SESSIONS_LIVE ?? 10_000);
 const EXPIRED = 100;
@@ -71,19 +75,24 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
     '| --- | --- | --- | --- |',
   );
   for (const lockCount of [1, 10, 100]) {
-    const s = await sessions.create('bench', { ttlMs: 60_000, graceMs: 0, lockDelayMs: 0 });
+    const s = await sessions.create(BENCH, 'bench', { ttlMs: 60_000, graceMs: 0, lockDelayMs: 0 });
     await inParallel(
       Array.from({ length: lockCount }, (_, i) => i),
       16,
       async (i) => {
-        await acquire({ name: `hb/${s.id}/${i}`, clientId: 'bench', tenure: throughSession(s.id) });
+        await acquire({
+          name: `hb/${s.id}/${i}`,
+          owner: BENCH,
+          clientId: 'bench',
+          tenure: throughSession(s.id),
+        });
       },
     );
     calls.clear();
     const took: number[] = [];
     for (let i = 0; i < HEARTBEATS; i++) {
       const t = performance.now();
-      await sessions.heartbeat(s.id, 'bench');
+      await sessions.heartbeat(s.id, BENCH, 'bench');
       took.push(performance.now() - t);
     }
     took.sort((a, b) => a - b);
@@ -107,7 +116,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       Array.from({ length: live }, (_, i) => i),
       32,
       async () => {
-        await fresh.sessions.create('live', { ttlMs: 3_600_000, graceMs: 0, lockDelayMs: 0 });
+        await fresh.sessions.create(BENCH, 'live', { ttlMs: 3_600_000, graceMs: 0, lockDelayMs: 0 });
       },
     );
     await fresh.sweeper.sweep(); // the first run sets the cursor (reads an hour back)
@@ -117,8 +126,13 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       Array.from({ length: EXPIRED }, (_, i) => i),
       16,
       async (i) => {
-        const s = await fresh.sessions.create('gone', { ttlMs: expireMs, graceMs: 0, lockDelayMs: 0 });
-        await fresh.acquire({ name: `sw/${i}/${s.id}`, clientId: 'gone', tenure: throughSession(s.id) });
+        const s = await fresh.sessions.create(BENCH, 'gone', { ttlMs: expireMs, graceMs: 0, lockDelayMs: 0 });
+        await fresh.acquire({
+          name: `sw/${i}/${s.id}`,
+          owner: BENCH,
+          clientId: 'gone',
+          tenure: throughSession(s.id),
+        });
       },
     );
     if (performance.now() - created > expireMs)

@@ -2,7 +2,8 @@
  * The "waiting" section of `npm run bench`: the local stack (HTTP API,
  * WebSocket API, stream notifier, timers) with a counting HTTP proxy in
  * front of DynamoDB Local, measuring
- *   1. 8 WebSocket workers contending for one lock (acquire with a wait, hold
+ *   1. 8 WebSocket workers contending for one lock (an HTTP acquire with a
+ *      wait naming the worker's connection, the grant pushed over it, hold
  *      5 ms, release over HTTP, again): throughput, handoff latency, fairness
  *      and DynamoDB calls per grant;
  *   2. a crashed holder (HTTP, ttl 3 s, never released) with one WebSocket
@@ -158,7 +159,7 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
   const api = signedClient(stack.url);
   const lock = `bench/wait/${randomUUID()}`;
   const sockets = await Promise.all(
-    Array.from({ length: WORKERS }, (_, i) => TestSocket.open(stack.wsUrl, `w${i}`)),
+    Array.from({ length: WORKERS }, (_, i) => TestSocket.open(stack, `w${i}`)),
   );
   const clocks = sockets.map(grantClock);
   const grants: GrantEvent[] = [];
@@ -189,11 +190,20 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
       for (let n = 0; performance.now() < deadline; n++) {
         const id = `${clientId}-${n}`;
         const sentAt = performance.now();
-        let frame = await socket.acquire(lock, { ttl_ms: 10_000, wait_timeout_ms: 30_000, request_id: id });
-        if (frame.type === 'queued')
-          frame = await socket.next((f) => f.request_id === id && f.type !== 'queued', 40_000);
+        // A wait over HTTP naming the worker's connection: granted in the answer, or pushed later.
+        const answer = await socket.acquire(lock, {
+          ttl_ms: 10_000,
+          wait_timeout_ms: 30_000,
+          request_id: id,
+        });
+        if (answer.status !== 200) {
+          bump(problems, `acquire ${answer.status} ${answer.body?.error?.code ?? ''}`);
+          await sleep(20);
+          continue;
+        }
+        const frame = await socket.outcome(answer, 40_000);
         if (frame.type !== 'granted') {
-          bump(problems, `acquire answered ${frame.type}${frame.code ? ` ${frame.code}` : ''}`);
+          bump(problems, `acquire answered ${frame.type}${frame.error?.code ? ` ${frame.error.code}` : ''}`);
           await sleep(20);
           continue;
         }
@@ -207,7 +217,7 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
           fencing_token: fence,
         });
         if (released.status !== 200)
-          bump(problems, `release ${released.status} ${released.body?.code ?? ''}`);
+          bump(problems, `release ${released.status} ${released.body?.error?.code ?? ''}`);
       }
     }),
   );
@@ -298,12 +308,12 @@ async function crashedHolder(stack: { url: string; wsUrl: string }) {
     const held = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'crashed', ttl_ms: 3_000 });
     if (held.status !== 200 || !held.body.acquired) throw new Error(`holder's acquire failed: ${held.text}`);
     const expiresAt = Date.parse(held.body.expires_at);
-    const socket = await TestSocket.open(stack.wsUrl, `waiter-${run}`);
+    const socket = await TestSocket.open(stack, `waiter-${run}`);
     const request_id = `crash-${run}`;
     const first = await socket.acquire(lock, { ttl_ms: 10_000, wait_timeout_ms: 30_000, request_id });
-    if (first.type !== 'queued') throw new Error(`waiter was not queued: ${JSON.stringify(first)}`);
-    const queuedAt = Number(first.receivedAt);
-    const granted = await socket.next((f) => f.request_id === request_id && f.type !== 'queued', 20_000);
+    if (first.body?.queued !== true) throw new Error(`waiter was not queued: ${first.status} ${first.text}`);
+    const queuedAt = Date.now();
+    const granted = await socket.outcome(first, 20_000);
     if (granted.type !== 'granted') throw new Error(`waiter got ${JSON.stringify(granted)}`);
     // Wall clock on both sides: the server stamped expires_at, the socket stamps each frame's arrival.
     rows.push({

@@ -4,6 +4,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../lambdas/http/routes';
 import { type FunctionSpec, NOTIFIER, SWEEPER, TIMER } from '../../lambdas/shared/function-spec';
+import { PARTITIONS } from '../../lambdas/store/table';
 import { WS_ROUTES } from '../../lambdas/ws/routes';
 import type { LockFunction } from '../../lib/constructs/lock-function';
 import { LatchkeyStack } from '../../lib/latchkey-stack';
@@ -172,9 +173,11 @@ describe('handoff', () => {
   });
 });
 
-/** Every function with its spec. */
+/** Every function with its spec (routes that share a handler module share its function). */
 const allFunctions = (): [FunctionSpec, LockFunction | undefined][] => [
-  ...ROUTES.map((r): [FunctionSpec, LockFunction | undefined] => [r, stack.httpApi.functions[r.module]]),
+  ...ROUTES.filter((r, i) => ROUTES.findIndex((o) => o.module === r.module) === i).map(
+    (r): [FunctionSpec, LockFunction | undefined] => [r, stack.httpApi.functions[r.module]],
+  ),
   ...WS_ROUTES.map((r): [FunctionSpec, LockFunction | undefined] => [
     r,
     stack.webSocketApi.functions[r.module],
@@ -205,7 +208,7 @@ describe('functions', () => {
     template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
   });
 
-  it.each([...ROUTES, ...WS_ROUTES, NOTIFIER, TIMER, SWEEPER].map((spec) => spec.module))(
+  it.each([...new Set([...ROUTES, ...WS_ROUTES, NOTIFIER, TIMER, SWEEPER].map((spec) => spec.module))])(
     '%s may do exactly what its spec names',
     (module) => {
       const [route, fn] = allFunctions().find(([spec]) => spec.module === module) as [
@@ -220,6 +223,7 @@ describe('functions', () => {
       const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement) as {
         Action: string | string[];
         Resource: unknown;
+        Condition?: Record<string, Record<string, unknown>>;
       }[];
       const actions = statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
       // The event sources add their own reads (stream, queue); everything else comes from the spec.
@@ -261,6 +265,20 @@ describe('functions', () => {
         expect(resource).toContain(`"${tableId}"`);
         expect(resource).not.toContain('"*"');
       }
+      // Table actions only on the partitions the spec names (dynamodb:LeadingKeys).
+      const onTable = statements.filter(
+        (s) =>
+          String(s.Action).startsWith('dynamodb:') &&
+          !JSON.stringify(s.Resource).includes('/index/') &&
+          !JSON.stringify(s.Resource).includes('StreamArn') &&
+          s.Action !== 'dynamodb:ListStreams',
+      );
+      for (const s of onTable)
+        expect(s.Condition, `${module}: ${JSON.stringify(s.Action)}`).toEqual({
+          'ForAllValues:StringLike': {
+            'dynamodb:LeadingKeys': route.partitions.map((p) => `${PARTITIONS[p]}*`),
+          },
+        });
       // No managed policies (AWSLambdaBasicExecutionRole would grant logs on every group).
       const role = template.findResources('AWS::IAM::Role')[roleId];
       expect(role?.Properties.ManagedPolicyArns).toBeUndefined();
@@ -280,5 +298,103 @@ describe('retention', () => {
     expect(
       () => new LatchkeyStack(app, 'Fine', { maxTtlMs: 7 * 86_400_000, lockRetentionSeconds: 8 * 86_400 }),
     ).not.toThrow();
+  });
+});
+
+describe('limits', () => {
+  const reservedOf = (t: Template) =>
+    Object.fromEntries(
+      Object.values(t.findResources('AWS::Lambda::Function')).map((fn) => [
+        String(fn.Properties.Description).replace(/^latchkey: /, ''),
+        fn.Properties.ReservedConcurrentExecutions,
+      ]),
+    );
+
+  it('caps lock-commands and keeps room for the notifier, the timer and the sweeper', () => {
+    const lockCommands = ROUTES.find((r) => r.module === 'http/lock-commands')?.description as string;
+    const reserved = reservedOf(template);
+    expect(reserved[lockCommands]).toBe(200);
+    expect(reserved[NOTIFIER.description]).toBe(50);
+    expect(reserved[TIMER.description]).toBe(20);
+    expect(reserved[SWEEPER.description]).toBe(2);
+    const others = Object.entries(reserved).filter(
+      ([d]) => ![lockCommands, NOTIFIER.description, TIMER.description, SWEEPER.description].includes(d),
+    );
+    for (const [description, value] of others) expect(value, description).toBeUndefined();
+    // The timer's queue is never polled faster than its room (a throttled batch would count toward its DLQ).
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      ScalingConfig: { MaximumConcurrency: 20 },
+    });
+  });
+
+  it('passes every limit to the functions, and takes them and the throttles from the stack props', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const custom = new LatchkeyStack(app, 'Custom', {
+      priorityRange: [0, 10],
+      maxQueueLength: 50,
+      maxWaitersPerConnection: 5,
+      maxWaitersPerPrincipal: 500,
+      maxHttpWaits: 10,
+      reservedConcurrency: { lockCommands: 40, notifier: 5 },
+      httpThrottle: { rateLimit: 100, burstLimit: 150 },
+      webSocketThrottle: { rateLimit: 30, burstLimit: 60 },
+    });
+    const t = Template.fromStack(custom);
+    for (const fn of Object.values(t.findResources('AWS::Lambda::Function')))
+      expect(fn.Properties.Environment.Variables).toMatchObject({
+        LOCK_MIN_PRIORITY: '0',
+        LOCK_MAX_PRIORITY: '10',
+        MAX_QUEUE_LENGTH: '50',
+        MAX_WAITERS_PER_CONNECTION: '5',
+        MAX_WAITERS_PER_PRINCIPAL: '500',
+        MAX_HTTP_WAITS: '10',
+      });
+    const reserved = reservedOf(t);
+    expect(reserved[ROUTES.find((r) => r.module === 'http/lock-commands')?.description as string]).toBe(40);
+    expect(reserved[NOTIFIER.description]).toBe(5);
+    expect(reserved[TIMER.description]).toBe(20); // not given: the default
+    t.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 150 },
+    });
+    t.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: 'v1',
+      DefaultRouteSettings: { ThrottlingRateLimit: 30, ThrottlingBurstLimit: 60 },
+    });
+  });
+
+  it('reserves nothing when told not to, and refuses limits that make no sense', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const none = Template.fromStack(new LatchkeyStack(app, 'NoReserve', { reservedConcurrency: false }));
+    for (const value of Object.values(reservedOf(none))) expect(value).toBeUndefined();
+    expect(() => new LatchkeyStack(app, 'Waits', { maxHttpWaits: 200 })).toThrow(
+      /maxHttpWaits \(200\) must be below/,
+    );
+    expect(() => new LatchkeyStack(app, 'Prio', { priorityRange: [5, -5] })).toThrow(/priorityRange/);
+    expect(() => new LatchkeyStack(app, 'Prio2', { priorityRange: [-101, 0] })).toThrow(/priorityRange/);
+    expect(() => new LatchkeyStack(app, 'Queue', { maxQueueLength: 0 })).toThrow(/maxQueueLength/);
+  });
+});
+
+describe('admin route', () => {
+  it('is a route of its own, IAM-authorized, with a function of its own that no lock route reaches', () => {
+    const routes = Object.values(template.findResources('AWS::ApiGatewayV2::Route'));
+    const admin = routes.find((r) => r.Properties.RouteKey === 'POST /api/v1/admin/locks/{proxy+}');
+    expect(admin?.Properties.AuthorizationType).toBe('AWS_IAM');
+    const integrations = template.findResources('AWS::ApiGatewayV2::Integration');
+    const targetOf = (route: (typeof routes)[number]) => {
+      const id = String(route.Properties.Target['Fn::Join'][1][1].Ref);
+      return JSON.stringify(integrations[id]?.Properties.IntegrationUri);
+    };
+    const adminFn = stack.getLogicalId(
+      stack.httpApi.functions['http/admin-locks']?.fn.node.defaultChild as never,
+    );
+    expect(targetOf(admin as never)).toContain(adminFn);
+    for (const route of routes.filter((r) => r !== admin && String(r.Properties.RouteKey).startsWith('POST')))
+      expect(targetOf(route)).not.toContain(adminFn);
+    // Its IAM resource path (…/POST/api/v1/admin/…) is outside every lock route's (…/api/v1/locks/…).
+    expect(ROUTES.filter((r) => r.key.includes('/admin/')).map((r) => r.module)).toEqual([
+      'http/admin-locks',
+    ]);
   });
 });

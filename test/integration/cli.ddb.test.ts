@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { Lease, LockClient } from '../../sdk';
 import { EXIT } from '../../sdk/cli/run';
-import { startTestStack } from '../support/stack';
+import { ALICE, startTestStack } from '../support/stack';
 
 const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
@@ -59,9 +59,11 @@ describe('latchkey run', () => {
     const marks = join(dir, 'marks.txt');
     writeFileSync(marks, '');
     const script = `echo "start $LATCHKEY_FENCING_TOKEN $LATCHKEY_LOCK" >> ${marks}; sleep 0.1; echo "end $LATCHKEY_FENCING_TOKEN" >> ${marks}`;
+    // A ttl longer than the queue takes to drain on a busy machine: a run served after more than its
+    // ttl (its lease counts from its first send) must renew at once, and that is not what this is about.
     const runs = await Promise.all(
       Array.from({ length: 10 }, () =>
-        latchkey(['run', name, '--ttl', '5s', '--wait', '90s', '--', 'sh', '-c', script]),
+        latchkey(['run', name, '--ttl', '20s', '--wait', '90s', '--', 'sh', '-c', script]),
       ),
     );
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
@@ -135,7 +137,8 @@ describe('latchkey run', () => {
     const running = latchkey(['run', name, '--wait', '20s', '--', 'touch', marker], {
       onSpawn: (p) => (pid = p),
     });
-    await sleep(2_500); // started and queued
+    // Started and queued (its signal handlers are in place by then): however long that takes here.
+    await expect.poll(async () => (await holder.inspect(name)).queued, { timeout: 20_000 }).toBe(1);
     process.kill(pid, 'SIGTERM');
     const r = await running;
     expect(r.code).toBe(143);
@@ -198,9 +201,9 @@ describe('the other commands', () => {
     expect(lease).toMatchObject({ lock: name, client_id: 'ops', fencing_token: expect.any(Number) });
     const shown = await latchkey(['show', name]);
     expect(shown.stdout).toContain(`${name}: held`);
-    expect(shown.stdout).toContain(`holder   ops  token ${lease.fencing_token}`);
+    expect(shown.stdout).toContain(`holder   ops (yours)  token ${lease.fencing_token}`);
     const listed = await latchkey(['ls', 'cli/']);
-    expect(listed.stdout).toMatch(new RegExp(`${name}\\s+held\\s+ops`));
+    expect(listed.stdout).toMatch(new RegExp(`${name}\\s+held\\s+ops\\s+${lease.fencing_token}\\s`));
     const renewed = await latchkey([
       '--client-id',
       'ops',
@@ -224,6 +227,29 @@ describe('the other commands', () => {
       String(lease.fencing_token),
     ]);
     expect(released.stdout).toContain(`released ${name}`);
+    // A lock another principal holds: shown held, by whom, without its token.
+    const theirs = lockName();
+    const alice = new LockClient({ endpoint: stack.url, credentials: { ...ALICE }, clientId: 'alice-ops' });
+    const aliceLease = await alice.tryAcquire(theirs, { ttlMs: 60_000 });
+    expect(aliceLease).not.toBeNull();
+    const other = await latchkey(['show', theirs]);
+    expect(other.stdout).toContain(`${theirs}: held`);
+    expect(other.stdout).toMatch(/holder {3}alice-ops {2}expires in/);
+    expect(other.stdout).not.toContain(String(aliceLease?.fencingToken));
+    expect((await latchkey(['ls', theirs])).stdout).toMatch(
+      new RegExp(`${theirs}\\s+held\\s+alice-ops\\s+-\\s`),
+    );
+    const notMine = await latchkey([
+      '--client-id',
+      'alice-ops',
+      'release',
+      theirs,
+      '--token',
+      String(aliceLease?.fencingToken),
+    ]);
+    expect(notMine.code).toBe(1);
+    expect(notMine.stderr).toContain('FORBIDDEN');
+    await alice.release(aliceLease as Lease);
     const bad = await latchkey(['run', name, '--ttl', 'soon', '--', 'true']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/not a duration/);

@@ -13,6 +13,8 @@ import { type ItemWrite, lockRef } from '../../lambdas/core/items';
 import {
   LockAttr as A,
   acquireProtocol,
+  forceReleaseWrite,
+  grantOf,
   lease,
   type Protocol,
   pinnedGrant,
@@ -22,6 +24,7 @@ import {
   sessionReleaseWrite,
   throughSession,
 } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { tableKey, updateRequest } from '../../lambdas/store/requests';
 import { STORAGE_ATTRIBUTES } from '../../lambdas/store/table';
 import { createTestTable, testServices } from '../support/dynamo';
@@ -36,16 +39,21 @@ afterAll(async () => table.drop());
 
 const NOW = 1_800_000_000_000;
 const CLIENTS = ['a', 'b'] as const;
+/** Two principals: a client label means something only within its owner. */
+const OWNERS = [localPrincipal('alice'), localPrincipal('mallory')] as const;
 
 const itemArb: fc.Arbitrary<Item | undefined> = fc.option(
   fc.record(
     {
       [A.name]: fc.constant('d'),
       [A.holder]: fc.constantFrom(...CLIENTS),
+      [A.owner]: fc.constantFrom(...OWNERS),
       [A.fence]: fc.integer({ min: 1, max: 4 }),
       [A.expiresAt]: fc.integer({ min: NOW - 3, max: NOW + 3 }),
       [A.reentry]: fc.integer({ min: 1, max: 3 }),
-      [A.grantRequest]: fc.constantFrom(requestKey('a', 'r'), requestKey('b', 'r')),
+      [A.grantRequest]: fc.constantFrom(
+        ...OWNERS.flatMap((owner) => CLIENTS.map((client) => requestKey(owner, client, 'r'))),
+      ),
       [A.session]: fc.constantFrom('s1', 's2'),
       [A.queued]: fc.integer({ min: -1, max: 2 }),
       [A.blockedUntil]: fc.integer({ min: NOW - 1, max: NOW + 1 }),
@@ -58,34 +66,57 @@ const itemArb: fc.Arbitrary<Item | undefined> = fc.option(
 const protocolArb: fc.Arbitrary<Protocol<unknown>> = fc.oneof(
   fc
     .record({
+      o: fc.constantFrom(...OWNERS),
       c: fc.constantFrom(...CLIENTS),
       rid: fc.option(fc.constant('r'), { nil: undefined }),
       re: fc.boolean(),
     })
-    .map(({ c, rid, re }) =>
-      acquireProtocol({ name: 'd', clientId: c, tenure: lease(5), requestId: rid, reentrant: re }, NOW),
+    .map(({ o, c, rid, re }) =>
+      acquireProtocol(
+        { name: 'd', owner: o, clientId: c, tenure: lease(5), requestId: rid, reentrant: re },
+        NOW,
+      ),
     ),
   fc
-    .record({ c: fc.constantFrom(...CLIENTS), t: fc.integer({ min: 1, max: 4 }) })
-    .map(({ c, t }) => releaseProtocol({ name: 'd', clientId: c, fencingToken: t }, NOW)),
+    .record({
+      o: fc.constantFrom(...OWNERS),
+      c: fc.constantFrom(...CLIENTS),
+      t: fc.integer({ min: 1, max: 4 }),
+    })
+    .map(({ o, c, t }) => releaseProtocol({ name: 'd', owner: o, clientId: c, fencingToken: t }, NOW)),
   fc
-    .record({ c: fc.constantFrom(...CLIENTS), t: fc.integer({ min: 1, max: 4 }) })
-    .map(({ c, t }) => renewProtocol({ name: 'd', clientId: c, fencingToken: t, ttlMs: 5 }, NOW)),
+    .record({
+      o: fc.constantFrom(...OWNERS),
+      c: fc.constantFrom(...CLIENTS),
+      t: fc.integer({ min: 1, max: 4 }),
+    })
+    .map(({ o, c, t }) =>
+      renewProtocol({ name: 'd', owner: o, clientId: c, fencingToken: t, ttlMs: 5 }, NOW),
+    ),
 );
 
-/** Writes made in transactions: a grant pinned to the token seen (a session's, say), a session's release. */
+/**
+ * Writes made in transactions or outside the protocols: a grant pinned to the token seen (a
+ * session's, say), a session's release, an administrator's forced release of the grant the item
+ * records (as it was read, so it may be stale by the time it is written: the item is one of many).
+ */
 const pinnedArb: fc.Arbitrary<(item: Item | undefined) => ItemWrite> = fc.oneof(
-  fc.record({ c: fc.constantFrom(...CLIENTS), session: fc.boolean() }).map(
-    ({ c, session }) =>
+  fc.record({ o: fc.constantFrom(...OWNERS), c: fc.constantFrom(...CLIENTS), session: fc.boolean() }).map(
+    ({ o, c, session }) =>
       (item: Item | undefined) =>
         pinnedGrant(
-          { name: 'd', clientId: c, tenure: session ? throughSession('s1') : lease(5) },
+          { name: 'd', owner: o, clientId: c, tenure: session ? throughSession('s1') : lease(5) },
           item,
           NOW,
           'w',
         ).write,
   ),
   fc.constantFrom('s1', 's2').map((session) => () => sessionReleaseWrite(session, NOW, 2)),
+  fc.record({ seen: itemArb, by: fc.constantFrom(...OWNERS) }).map(
+    ({ seen, by }) =>
+      (item: Item | undefined) =>
+        forceReleaseWrite(grantOf(seen ?? item ?? {}), by, 'differential', NOW),
+  ),
 );
 
 const anyWriteArb = fc.oneof(
@@ -105,11 +136,12 @@ function writesFor(protocol: Protocol<unknown>, item: Item | undefined): ItemWri
   return writes;
 }
 
+/** Keys and index housekeeping; never a lock attribute, even one that shares an index key's name. */
+const HOUSEKEEPING = STORAGE_ATTRIBUTES.filter((attr) => !(Object.values(A) as string[]).includes(attr));
+
 const lockState = (item: Record<string, unknown> | undefined) =>
   item &&
-  Object.fromEntries(
-    Object.entries(item).filter(([k, v]) => !STORAGE_ATTRIBUTES.includes(k) && v !== undefined),
-  );
+  Object.fromEntries(Object.entries(item).filter(([k, v]) => !HOUSEKEEPING.includes(k) && v !== undefined));
 
 it('DynamoDB Local agrees with evaluate() and applyUpdate() on every protocol write', async () => {
   const key = tableKey(lockRef('d'));

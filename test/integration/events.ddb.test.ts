@@ -11,7 +11,10 @@ const EXPECTED: Record<string, number> = {
   'renew.json': 409,
   'get-lock.json': 200,
   'list-locks.json': 200,
+  'list-all-locks.json': 200,
   'health.json': 200,
+  'force-release.json': 200, // after acquire.json: ends worker-1's grant
+  'acquire-no-identity.json': 403, // no IAM identity in the request context
   'open-session.json': 201,
   'session-heartbeat.json': 404, // valid, but no such session
   'close-session.json': 404,
@@ -25,7 +28,25 @@ beforeAll(async () => {
 });
 afterAll(async () => table.drop());
 
-const files = readdirSync('events/http').filter((f) => f.endsWith('.json'));
+// In name order: acquire.json takes the lock the later samples look at.
+const files = readdirSync('events/http')
+  .filter((f) => f.endsWith('.json'))
+  .sort();
+
+/** What some answers say, beyond their status. */
+const EXPECTED_BODY: Record<string, object> = {
+  'acquire.json': { acquired: true, lock: 'jobs/nightly', client_id: 'worker-1' },
+  'acquire-no-identity.json': { error: { code: 'UNAUTHORIZED' } },
+  // By the role, not the role session: every session of a role is one principal.
+  'force-release.json': {
+    released: true,
+    lock: 'jobs/nightly',
+    holder: { owner: 'arn:aws:iam::123456789012:user/worker', client_id: 'worker-1' },
+    by: 'arn:aws:sts::123456789012:assumed-role/LatchkeyAdmin',
+  },
+  'list-locks.json': { prefix: 'jobs/', locks: [{ lock: 'jobs/nightly', state: 'free' }], next_cursor: null },
+  'list-all-locks.json': { prefix: '', locks: [{ lock: 'jobs/nightly' }] },
+};
 
 it('has valid and invalid samples for every route', () => {
   expect(files.length).toBeGreaterThan(10);
@@ -44,7 +65,10 @@ it.each(files)('%s', async (file) => {
     file.includes('-missing')
       ? 400
       : EXPECTED[file];
-  expect({ status: result.statusCode, body }).toMatchObject({ status: expected });
+  expect({ status: result.statusCode, body }).toMatchObject({
+    status: expected,
+    body: EXPECTED_BODY[file] ?? {},
+  });
   if ((expected ?? 500) >= 400)
     expect(body.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
 });

@@ -1,5 +1,6 @@
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import type { LocalStack } from '../../local/stack';
 import { dynamoEndpoint } from '../support/dynamo';
@@ -7,12 +8,17 @@ import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
 
 let stack: LocalStack;
+/** The local principal (local:local). */
 let api: ReturnType<typeof signedClient>;
+/** Another principal of the same stack. */
+let mallory: ReturnType<typeof signedClient>;
 const db = () => createDocumentClient({ endpoint: dynamoEndpoint() });
 
 beforeAll(async () => {
-  stack = await startTestStack('http');
+  // No sweeper: its cursor item would change the table under the tests that check nothing changed.
+  stack = await startTestStack('http', { credentials: 'mallory:mallory-secret', sweepIntervalMs: 0 });
   api = signedClient(stack.url);
+  mallory = signedClient(stack.url, { accessKeyId: 'mallory', secretAccessKey: 'mallory-secret' });
 });
 afterAll(async () => stack.stop());
 
@@ -103,7 +109,7 @@ describe('lock routes', () => {
     expect(shown.body).toMatchObject({
       lock: 'jobs/billing/nightly',
       state: 'held',
-      holders: [{ client_id: 'w1', fencing_token: token }],
+      holders: [{ client_id: 'w1', mine: true, fencing_token: token }],
       waiters: [],
       fencing_token: token,
     });
@@ -165,15 +171,138 @@ describe('lock routes', () => {
     expect(againRemaining).toBeLessThanOrEqual(firstRemaining);
   });
 
-  it('lists locks by prefix, paginated', async () => {
-    for (const name of ['ls/a', 'ls/b', 'ls/c'])
+  it('lists locks by prefix (in the path), paginated, in name order', async () => {
+    for (const name of ['ls/a', 'ls/b', 'ls/c', 'ls-other'])
       await api.post(`/api/v1/locks/${name}/acquire`, { client_id: 'w', ttl_ms: 30_000 });
-    const first = await api.get('/api/v1/locks?prefix=ls%2F&limit=2');
+    const first = await api.get('/api/v1/list/ls/?limit=2');
     expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ prefix: 'ls/' });
     expect(first.body.locks.map((l: { lock: string }) => l.lock)).toEqual(['ls/a', 'ls/b']);
-    expect(first.body.locks[0]).toMatchObject({ state: 'held', holders: [{ client_id: 'w' }] });
-    const second = await api.get(`/api/v1/locks?prefix=ls%2F&limit=2&cursor=${first.body.next_cursor}`);
+    expect(first.body.locks[0]).toMatchObject({ state: 'held', holders: [{ client_id: 'w', mine: true }] });
+    const second = await api.get(`/api/v1/list/ls/?limit=2&cursor=${first.body.next_cursor}`);
     expect(second.body).toMatchObject({ locks: [{ lock: 'ls/c' }], next_cursor: null });
+    // A percent-encoded prefix is the same prefix.
+    const encoded = await api.get(`/api/v1/list/${encodeURIComponent('ls/')}?limit=2`);
+    expect(encoded.body.locks.map((l: { lock: string }) => l.lock)).toEqual(['ls/a', 'ls/b']);
+    // Every lock: GET /api/v1/list, page by page, in name order, each once.
+    const all: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { body: { prefix: string; locks: { lock: string }[]; next_cursor: string | null } } =
+        await api.get(`/api/v1/list?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(page.body.prefix).toBe('');
+      all.push(...page.body.locks.map((l) => l.lock));
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    expect(all).toEqual([...all].sort());
+    expect(new Set(all).size).toBe(all.length);
+    expect(all).toEqual(expect.arrayContaining(['ls/a', 'ls/b', 'ls/c', 'ls-other', 'jobs/billing/nightly']));
+    // The listing moved: GET /api/v1/locks is no route any more.
+    expect((await api.get('/api/v1/locks?prefix=ls%2F')).status).toBe(404);
+  });
+
+  it("a cursor is good only for the listing that issued it: forged or another prefix's is a 400", async () => {
+    const issued = (await api.get('/api/v1/list/ls/?limit=1')).body.next_cursor as string;
+    expect(issued).toEqual(expect.any(String));
+    const forge = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    for (const [path, cursor] of [
+      ['/api/v1/list/ls/', 'garbage'],
+      ['/api/v1/list/ls/', forge({ after: 'other/a' })],
+      ['/api/v1/list/ls/', forge({ after: 'ls//a' })],
+      ['/api/v1/list/ls/', forge({ after: 7 })],
+      ['/api/v1/list/jobs/', issued],
+    ]) {
+      const response = await api.get(`${path}?cursor=${encodeURIComponent(cursor as string)}`);
+      expect({ cursor, status: response.status, code: response.body.error?.code }).toEqual({
+        cursor,
+        status: 400,
+        code: 'INVALID_REQUEST',
+      });
+    }
+    expect((await api.get(`/api/v1/list/ls/?cursor=${issued}`)).status).toBe(200);
+  });
+});
+
+describe('another principal', () => {
+  it('sees that a lock is held and by which label, never its fencing token; its release and renew are 403', async () => {
+    const held = await api.post('/api/v1/locks/owned/by-local/acquire', { client_id: 'w1', ttl_ms: 30_000 });
+    const token = held.body.fencing_token as number;
+    const seen = await mallory.get('/api/v1/locks/owned/by-local');
+    expect(seen.body).toMatchObject({
+      state: 'held',
+      holders: [{ client_id: 'w1', mine: false }],
+      fencing_token: null,
+    });
+    expect(seen.body.holders[0]).not.toHaveProperty('fencing_token');
+    const listed = await mallory.get('/api/v1/list/owned/');
+    expect(listed.body.locks).toEqual([seen.body].map(({ waiters: _, ...view }) => view));
+    // Refused a grant it did not take, even naming its label and token; the lock is unchanged.
+    const before = await tableSnapshot();
+    const release = await mallory.post('/api/v1/locks/owned/by-local/release', {
+      client_id: 'w1',
+      fencing_token: token,
+    });
+    expect(release).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN' } } });
+    const renew = await mallory.post('/api/v1/locks/owned/by-local/renew', {
+      client_id: 'w1',
+      fencing_token: token,
+      ttl_ms: 60_000,
+    });
+    expect(renew).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN' } } });
+    expect(await tableSnapshot()).toEqual(before);
+    // Its own acquire is refused like anyone's while the lock is held.
+    expect(
+      (await mallory.post('/api/v1/locks/owned/by-local/acquire', { client_id: 'w1', ttl_ms: 5_000 })).body,
+    ).toMatchObject({
+      acquired: false,
+      holder: { client_id: 'w1' },
+    });
+    await api.post('/api/v1/locks/owned/by-local/release', { client_id: 'w1', fencing_token: token });
+    // Once free, the last token is no secret.
+    expect((await mallory.get('/api/v1/locks/owned/by-local')).body).toMatchObject({
+      state: 'free',
+      fencing_token: token,
+    });
+  });
+});
+
+describe('force-release (administrators)', () => {
+  it('ends whoever holds the lock, fences past it, and says who did it and why', async () => {
+    const held = await api.post('/api/v1/locks/stuck/job/acquire', { client_id: 'w1', ttl_ms: 60_000 });
+    const token = held.body.fencing_token as number;
+    const forced = await mallory.post('/api/v1/admin/locks/stuck/job/force-release', { reason: 'wedged' });
+    expect(forced).toMatchObject({
+      status: 200,
+      body: {
+        released: true,
+        lock: 'stuck/job',
+        holder: { owner: localPrincipal('local'), client_id: 'w1', fencing_token: token },
+        fenced_to: token + 1,
+        by: localPrincipal('mallory'),
+        at: expect.stringMatching(/Z$/),
+      },
+    });
+    // The old holder holds nothing; the next grant is fenced past the old one and past fenced_to.
+    const late = await api.post('/api/v1/locks/stuck/job/release', { client_id: 'w1', fencing_token: token });
+    expect(late).toMatchObject({ status: 409, body: { released: false, error: { code: 'NOT_HOLDER' } } });
+    const next = await api.post('/api/v1/locks/stuck/job/acquire', { client_id: 'w2', ttl_ms: 5_000 });
+    expect(next.body).toMatchObject({ acquired: true });
+    expect(next.body.fencing_token).toBeGreaterThan(token + 1);
+    await api.post('/api/v1/locks/stuck/job/release', {
+      client_id: 'w2',
+      fencing_token: next.body.fencing_token,
+    });
+    // A free lock: nothing to do. Bad bodies and actions change nothing.
+    expect(
+      (await api.post('/api/v1/admin/locks/stuck/job/force-release', { reason: 'again' })).body,
+    ).toMatchObject({
+      released: false,
+    });
+    const before = await tableSnapshot();
+    expect((await api.post('/api/v1/admin/locks/stuck/job/force-release', {})).status).toBe(400);
+    expect((await api.post('/api/v1/admin/locks/stuck/job/force-release', { reason: '' })).status).toBe(400);
+    expect((await api.post('/api/v1/admin/locks/stuck/job/steal', { reason: 'x' })).status).toBe(404);
+    expect(await tableSnapshot()).toEqual(before);
   });
 });
 
@@ -217,18 +346,22 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
     expect(await tableSnapshot()).toEqual(before);
   });
 
-  it('bad query parameters for the listing', async () => {
-    for (const query of [
-      'limit=0',
-      'limit=101',
-      'limit=ten',
-      'cursor=garbage',
-      'prefix=a%20b',
-      'unknown=1',
+  it('bad query parameters or prefixes for the listing', async () => {
+    for (const path of [
+      '/api/v1/list?limit=0',
+      '/api/v1/list?limit=101',
+      '/api/v1/list?limit=ten',
+      '/api/v1/list?cursor=garbage',
+      // The prefix is in the path now: as a query parameter it is unknown.
+      '/api/v1/list?prefix=ls%2F',
+      '/api/v1/list?unknown=1',
+      '/api/v1/list/ls/?limit=0',
+      '/api/v1/list/a%20b',
+      `/api/v1/list/${'p'.repeat(257)}`,
     ]) {
-      const response = await api.get(`/api/v1/locks?${query}`);
-      expect({ query, status: response.status, code: response.body.error?.code }).toEqual({
-        query,
+      const response = await api.get(path);
+      expect({ path, status: response.status, code: response.body.error?.code }).toEqual({
+        path,
         status: 400,
         code: 'INVALID_REQUEST',
       });

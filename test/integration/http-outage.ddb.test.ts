@@ -28,8 +28,16 @@ it('is 503 with Retry-After, never "not acquired"', async () => {
       expect(response.status).toBe(503);
       expect(response.headers.get('retry-after')).toMatch(/^[1-9][0-9]*$/);
       expect(response.body).toEqual({
-        error: { code: 'UNAVAILABLE', message: expect.stringMatching(/DynamoDB/) },
+        error: {
+          code: 'UNAVAILABLE',
+          message: expect.stringMatching(/DynamoDB/),
+          retry_after_ms: expect.any(Number),
+        },
       });
+      // The header says the same, in whole seconds.
+      expect(Number(response.headers.get('retry-after'))).toBe(
+        Math.max(1, Math.ceil(response.body.error.retry_after_ms / 1000)),
+      );
     }
     expect((await client.get('/api/v1/locks/outage')).status).toBe(503);
     proxy.restore();

@@ -5,10 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import type WebSocket from 'ws';
 import { freePort } from '../../local/dynamodb-local';
 import type { LocalStack } from '../../local/stack';
 import {
   FenceGuard,
+  ForbiddenError,
   InvalidRequestError,
   LeaseLostError,
   LockClient,
@@ -20,7 +22,7 @@ import {
 } from '../../sdk';
 import { dynamoEndpoint } from '../support/dynamo';
 import { startServiceProcess } from '../support/service-process';
-import { startTestStack } from '../support/stack';
+import { ALICE, startTestStack } from '../support/stack';
 
 let stack: LocalStack;
 const clients: LockClient[] = [];
@@ -33,11 +35,18 @@ afterAll(async () => {
   await stack.stop();
 });
 
-const client = (options: { ws?: boolean; clientId?: string } = {}) => {
+const client = (
+  options: {
+    ws?: boolean;
+    clientId?: string;
+    credentials?: { accessKeyId: string; secretAccessKey: string };
+  } = {},
+) => {
   const c = new LockClient({
     endpoint: stack.url,
     ...(options.ws === false ? {} : { wsEndpoint: stack.wsUrl }),
     ...(options.clientId ? { clientId: options.clientId } : {}),
+    ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
   });
   clients.push(c);
   return c;
@@ -141,6 +150,50 @@ describe('withLock', () => {
     await sleep(200);
     await holder.release(lease as NonNullable<typeof lease>);
     expect((await waiting).fencingToken).toBeGreaterThan((lease as NonNullable<typeof lease>).fencingToken);
+  });
+});
+
+describe('waiting over WebSocket', () => {
+  /** The WebSocket connection of a client's waiter (private: a test drops it to play a network failure). */
+  const connectionOf = (c: LockClient) =>
+    (c as unknown as { waiter: { connection: Promise<{ ws: WebSocket; id: string }> | undefined } }).waiter
+      .connection;
+
+  it('waits as its own principal: the connection and the HTTP acquire are signed by the same key', async () => {
+    const name = lockName();
+    const holder = client();
+    const lease = (await holder.tryAcquire(name, { ttlMs: 5_000 })) as NonNullable<
+      Awaited<ReturnType<LockClient['tryAcquire']>>
+    >;
+    const alice = client({ credentials: ALICE });
+    const waiting = alice.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 10_000 });
+    await expect.poll(async () => (await holder.inspect(name)).queued).toBe(1);
+    expect((await holder.inspect(name)).waiters[0]).toMatchObject({ via: 'websocket' });
+    await holder.release(lease);
+    const got = await waiting;
+    expect(got.fencingToken).toBeGreaterThan(lease.fencingToken);
+    // Alice's lease: local sees it held but not its token, and cannot release it.
+    expect((await holder.inspect(name)).holders[0]).toMatchObject({ mine: false });
+    await expect(holder.release(got)).rejects.toBeInstanceOf(ForbiddenError);
+    await alice.release(got);
+  });
+
+  it('a wait whose connection drops still gets the lock within its time', async () => {
+    const name = lockName();
+    const holder = client();
+    const lease = (await holder.tryAcquire(name, { ttlMs: 5_000 })) as NonNullable<
+      Awaited<ReturnType<LockClient['tryAcquire']>>
+    >;
+    const waiter = client();
+    const waiting = waiter.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 10_000 });
+    await expect.poll(async () => (await holder.inspect(name)).queued).toBe(1);
+    const dropped = await connectionOf(waiter);
+    dropped?.ws.terminate(); // the network drops the connection: the waiter reconnects and asks again
+    await sleep(500);
+    await holder.release(lease);
+    const got = await waiting;
+    expect(got.fencingToken).toBeGreaterThan(lease.fencingToken);
+    expect((await connectionOf(waiter))?.id).not.toBe(dropped?.id);
   });
 });
 

@@ -7,8 +7,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lockRef, sessionRef } from '../../lambdas/core/items';
-import { lease, liveHolder, throughSession } from '../../lambdas/core/lock';
+import { lockRef, quotaRef, sessionRef } from '../../lambdas/core/items';
+import { lease, liveHolder, requestKey, throughSession } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
+import { connectionQuotaScope, principalQuotaScope } from '../../lambdas/core/queue';
 import { sessionOfItem } from '../../lambdas/core/session';
 import { MAX_WAIT_MS } from '../../lambdas/core/wire';
 import { wireServices } from '../../lambdas/service/services';
@@ -25,6 +27,10 @@ beforeAll(async () => {
   t = testServices(table.tableName, { clock });
 });
 afterAll(() => table.drop());
+
+/** The principal the clients here act as; a ghost connection's is its own. */
+const OWNER = localPrincipal('sweeper-test');
+const GHOST = localPrincipal('ghost');
 
 const lockName = () => `sweep/${randomUUID()}`;
 const holderOf = async (lock: string) => liveHolder(await t.storage.read(lockRef(lock)), now);
@@ -51,14 +57,20 @@ function servicesOn(fails: (call: string, args: unknown[]) => boolean) {
 
 /** A session holding `n` locks, each with one waiter queued behind it (an HTTP-style waiter). */
 async function sessionWithWaitedLocks(client: string, n: number, ttlMs: number) {
-  const s = await t.services.sessions.create(client, { ttlMs, graceMs: 0, lockDelayMs: 0 });
+  const s = await t.services.sessions.create(OWNER, client, { ttlMs, graceMs: 0, lockDelayMs: 0 });
   const names = Array.from({ length: n }, lockName);
   const tokens: number[] = [];
   for (const name of names) {
-    const out = await t.acquire({ name, clientId: client, tenure: throughSession(s.id) });
+    const out = await t.acquire({ name, owner: OWNER, clientId: client, tenure: throughSession(s.id) });
     if (!out.acquired) throw new Error('not acquired');
     tokens.push(out.grant.fencingToken);
-    const waiter = { name, clientId: `${client}-waiter`, tenure: lease(30_000), requestId: randomUUID() };
+    const waiter = {
+      name,
+      owner: OWNER,
+      clientId: `${client}-waiter`,
+      tenure: lease(30_000),
+      requestId: randomUUID(),
+    };
     expect((await t.services.locks.acquire(waiter, { waitMs: MAX_WAIT_MS })).kind).toBe('queued');
   }
   return { session: s, names, tokens };
@@ -69,7 +81,7 @@ describe('the sweeper', () => {
     now += 600_000;
     const { session, names, tokens } = await sessionWithWaitedLocks('dave', 3, 1_000);
     now += 500;
-    await t.services.sessions.heartbeat(session.id, 'dave');
+    await t.services.sessions.heartbeat(session.id, OWNER, 'dave');
     now += 700; // past the first ttl, not past the one the heartbeat gave
     expect(await t.services.sweeper.sweep()).toMatchObject({ expired: 0 });
     for (const name of names) expect((await holderOf(name))?.clientId).toBe('dave');
@@ -80,7 +92,7 @@ describe('the sweeper', () => {
       expect(holder?.clientId).toBe('dave-waiter');
       expect(holder?.fencingToken).toBeGreaterThan(tokens[i] as number);
     }
-    await expect(t.services.sessions.heartbeat(session.id, 'dave')).rejects.toMatchObject({
+    await expect(t.services.sessions.heartbeat(session.id, OWNER, 'dave')).rejects.toMatchObject({
       code: 'SESSION_EXPIRED',
     });
     // Nothing is left due: the next run reads the due index and ends nothing.
@@ -105,7 +117,7 @@ describe('the sweeper', () => {
         expect(holder?.fencingToken).toBe((tokens[i] as number) + 1);
         expect(await queuedOn(name)).toBe(0);
       }
-      await expect(t.services.sessions.heartbeat(session.id, session.clientId)).rejects.toMatchObject({
+      await expect(t.services.sessions.heartbeat(session.id, OWNER, session.clientId)).rejects.toMatchObject({
         code: 'SESSION_EXPIRED',
       });
     }
@@ -128,7 +140,7 @@ describe('the sweeper', () => {
     now += 61_000;
     await t.services.sweeper.sweep();
     expect((await holderOf(name))?.clientId).toBe('fay-waiter');
-    await expect(t.services.sessions.heartbeat(session.id, 'fay')).rejects.toMatchObject({
+    await expect(t.services.sessions.heartbeat(session.id, OWNER, 'fay')).rejects.toMatchObject({
       code: 'SESSION_EXPIRED',
     });
   });
@@ -180,19 +192,19 @@ describe('the sweeper', () => {
   it('drops a waiter whose wait ended but whose function died, and a connection past 2 h', async () => {
     now += 600_000;
     const lock = lockName();
-    await t.acquire({ name: lock, clientId: 'holder', tenure: lease(3_600_000) });
+    await t.acquire({ name: lock, owner: OWNER, clientId: 'holder', tenure: lease(3_600_000) });
     // An HTTP waiter whose function died: its item stays queued past its deadline.
-    const orphan = { name: lock, clientId: 'gone', tenure: lease(5_000), requestId: 'r' };
+    const orphan = { name: lock, owner: OWNER, clientId: 'gone', tenure: lease(5_000), requestId: 'r' };
     expect((await t.services.locks.acquire(orphan, { waitMs: 300 })).kind).toBe('queued');
     // A connection API Gateway closed two hours ago whose $disconnect never came, with a waiter.
     const ghost = `ghost-${randomUUID()}`;
     const opened = now;
     now -= 2 * 3_600_000 + 61_000;
-    await t.services.connections.open(ghost, 'ghost');
+    await t.services.connections.open(ghost, GHOST, 'ghost');
     now = opened;
     const other = lockName();
-    await t.acquire({ name: other, clientId: 'holder', tenure: lease(3_600_000) });
-    const haunted = { name: other, clientId: 'ghost', tenure: lease(5_000), requestId: 'g' };
+    await t.acquire({ name: other, owner: OWNER, clientId: 'holder', tenure: lease(3_600_000) });
+    const haunted = { name: other, owner: GHOST, clientId: 'ghost', tenure: lease(5_000), requestId: 'g' };
     expect((await t.services.locks.acquire(haunted, { waitMs: 600_000, connectionId: ghost })).kind).toBe(
       'queued',
     );
@@ -202,6 +214,11 @@ describe('the sweeper', () => {
     expect(await queuedOn(lock)).toBe(0);
     expect(await queuedOn(other)).toBe(0);
     expect(await t.services.connections.get(ghost)).toBeUndefined();
+    // Their waiter counters (limits) went down with them: neither principal nor the connection keeps a slot.
+    const waiting = async (scope: string) => (await t.storage.read(quotaRef(scope)))?.waiting ?? 0;
+    expect(await waiting(principalQuotaScope(requestKey(OWNER, 'gone', 'r')))).toBe(0);
+    expect(await waiting(principalQuotaScope(requestKey(GHOST, 'ghost', 'g')))).toBe(0);
+    expect(await waiting(connectionQuotaScope(ghost))).toBe(0);
     // Dropping waiters takes nothing from the holder.
     expect((await holderOf(lock))?.clientId).toBe('holder');
     expect((await holderOf(other))?.clientId).toBe('holder');

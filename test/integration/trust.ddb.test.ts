@@ -10,13 +10,13 @@ import { createDocumentClient } from '../../lambdas/store/document-client';
 import { tableKey } from '../../lambdas/store/requests';
 import type { LocalStack } from '../../local/stack';
 import { dynamoEndpoint } from '../support/dynamo';
+import { PushClient } from '../support/push-client';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
-import { TestSocket } from '../support/ws-client';
 
 let stack: LocalStack;
 let api: ReturnType<typeof signedClient>;
-const sockets: TestSocket[] = [];
+const sockets: PushClient[] = [];
 
 beforeAll(async () => {
   stack = await startTestStack('trust', { sweepIntervalMs: 0 });
@@ -55,13 +55,13 @@ describe('a lock held through a session', () => {
   it('is never scheduled for collection while held, whatever writes the queue makes', async () => {
     const { lock, sessionId } = await leaderHolding();
     // A standby joins the queue and leaves it again (the README's leader election does this).
-    const standby = await TestSocket.open(stack.wsUrl, 'standby');
+    const standby = await PushClient.open(stack.wsUrl, api, 'standby');
     sockets.push(standby);
-    expect(await standby.acquire(lock, { wait_timeout_ms: 60_000, ttl_ms: 5_000 })).toMatchObject({
-      type: 'queued',
+    expect(await standby.queue(lock, { wait_timeout_ms: 60_000, ttl_ms: 5_000 })).toMatchObject({
+      queued: true,
+      position: 1,
     });
-    standby.send({ action: 'cancel', lock });
-    await standby.next((f) => f.type === 'cancelled');
+    expect((await standby.cancel(lock)).body).toMatchObject({ cancelled: true, removed: 1 });
     const item = await rawLockItem(lock);
     expect(item?.holder).toBe('leader');
     expect(item?.gc_at).toBeUndefined();

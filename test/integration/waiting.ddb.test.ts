@@ -1,21 +1,23 @@
 /**
- * Waiting, end to end through the local stack: real WebSocket connections,
- * the stream notifier fed from DynamoDB Local's stream, and the timer queue.
+ * Waiting, end to end through the local stack: real WebSocket connections
+ * that only deliver (a client says `hello` to learn its connection id, and
+ * asks for a wait over HTTP naming it), the stream notifier fed from
+ * DynamoDB Local's stream, and the timer queue.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { queueVanishedWaiter } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
-import { startTestStack } from '../support/stack';
-import { type AnyFrame, TestSocket } from '../support/ws-client';
+import { ALICE, BOB, startTestStack } from '../support/stack';
+import { type AnyFrame, type Credentials, TestSocket } from '../support/ws-client';
 
 let stack: LocalStack;
 let api: ReturnType<typeof signedClient>;
 const sockets: TestSocket[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack('wait');
+  stack = await startTestStack('wait'); // principals local, alice and bob
   api = signedClient(stack.url);
 });
 afterAll(async () => {
@@ -23,8 +25,8 @@ afterAll(async () => {
   await stack.stop();
 });
 
-const open = async (clientId: string) => {
-  const socket = await TestSocket.open(stack.wsUrl, clientId);
+const open = async (clientId: string, credentials?: Credentials) => {
+  const socket = await TestSocket.open(stack, clientId, credentials ? { credentials } : {});
   sockets.push(socket);
   return socket;
 };
@@ -33,17 +35,20 @@ const acquireHttp = async (lock: string, client: string, extra: Record<string, u
   (await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: client, ttl_ms: 10_000, ...extra })).body;
 const releaseHttp = async (lock: string, client: string, token: number) =>
   api.post(`/api/v1/locks/${lock}/release`, { client_id: client, fencing_token: token });
+const inspect = async (lock: string) => (await api.get(`/api/v1/locks/${lock}`)).body;
 const granted = (f: AnyFrame) => f.type === 'granted';
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Queues one socket per entry, in order, each after the previous one was told its position. */
 async function queueInOrder(lock: string, priorities: readonly number[]) {
-  const waiters: { socket: TestSocket; client: string }[] = [];
+  const waiters: { socket: TestSocket; client: string; position: number }[] = [];
   for (const [i, priority] of priorities.entries()) {
     const client = `w${i}`;
     const socket = await open(client);
     const answer = await socket.acquire(lock, { priority });
-    expect(answer).toMatchObject({ type: 'queued', lock });
-    waiters.push({ socket, client });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ acquired: false, queued: true, lock, request_id: answer.requestId });
+    waiters.push({ socket, client, position: answer.body.position });
   }
   return waiters;
 }
@@ -74,8 +79,7 @@ describe('the queue', () => {
     const lock = lockName();
     const held = await acquireHttp(lock, 'holder');
     const waiters = await queueInOrder(lock, [0, 0, 0, 0, 0, 0, 0, 0]);
-    const positions = waiters.map((w) => w.socket.frames.find((f) => f.type === 'queued')?.position);
-    expect(positions).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(waiters.map((w) => w.position)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     const served = await drain(lock, waiters, { client: 'holder', token: held.fencing_token });
     expect(served.map((s) => s.client)).toEqual(['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7']);
     const tokens = served.map((s) => s.token);
@@ -110,12 +114,13 @@ describe('the queue', () => {
     const [ahead] = await queueInOrder(lock, [0]);
     const socket = await open('retrier');
     const first = await socket.acquire(lock, { request_id: 'once' });
-    expect(first).toMatchObject({ type: 'queued', position: 2 });
+    expect(first.body).toMatchObject({ queued: true, position: 2, request_id: 'once' });
     // The retry (its answer was lost, say) finds the first attempt and keeps its place.
-    socket.frames.length = 0;
-    expect(await socket.acquire(lock, { request_id: 'once' })).toMatchObject({ type: 'queued', position: 2 });
-    const inspect = async () => (await api.get(`/api/v1/locks/${lock}`)).body;
-    expect((await inspect()).queued).toBe(2);
+    expect((await socket.acquire(lock, { request_id: 'once' })).body).toMatchObject({
+      queued: true,
+      position: 2,
+    });
+    expect((await inspect(lock)).queued).toBe(2);
 
     await releaseHttp(lock, 'holder', held.fencing_token);
     const toAhead = await (ahead as { socket: TestSocket }).socket.next(granted);
@@ -124,9 +129,51 @@ describe('the queue', () => {
     expect(mine).toMatchObject({ request_id: 'once', client_id: 'retrier' });
     await releaseHttp(lock, 'retrier', mine.fencing_token);
     // Nothing is left to grant that request a second time: the lock stays free, the queue empty.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     expect(socket.frames.filter(granted)).toHaveLength(1);
-    expect(await inspect()).toMatchObject({ state: 'free', queued: 0 });
+    expect(await inspect(lock)).toMatchObject({ state: 'free', queued: 0 });
+  });
+});
+
+describe('reconnecting', () => {
+  it('a retry naming a new connection keeps the place, and the grant is pushed there', async () => {
+    const lock = lockName();
+    const held = await acquireHttp(lock, 'holder');
+    const [ahead] = await queueInOrder(lock, [0]);
+    const old = await open('mover');
+    const first = await old.acquire(lock, { request_id: 'move-me' });
+    expect(first.body).toMatchObject({ queued: true, position: 2 });
+    // The client gave up on its connection (no frames came, say) and asks again from a new one.
+    const fresh = await open('mover');
+    const again = await fresh.acquire(lock, { request_id: 'move-me' });
+    expect(again.body).toMatchObject({ queued: true, position: 2, request_id: 'move-me' });
+    expect((await inspect(lock)).queued).toBe(2);
+    // The old connection's $disconnect no longer takes the waiter with it.
+    await old.close();
+    await sleep(300);
+    expect((await inspect(lock)).waiters.map((w: AnyFrame) => w.client_id)).toEqual(['w0', 'mover']);
+
+    await releaseHttp(lock, 'holder', held.fencing_token);
+    const toAhead = await (ahead as { socket: TestSocket }).socket.next(granted);
+    await releaseHttp(lock, 'w0', toAhead.fencing_token);
+    const grant = await fresh.next(granted);
+    expect(grant).toMatchObject({ request_id: 'move-me', client_id: 'mover' });
+    expect(old.frames.filter(granted)).toEqual([]);
+  });
+
+  it('a retry after the connection closed has the request’s one outcome: the wait ended with it', async () => {
+    const lock = lockName();
+    await acquireHttp(lock, 'holder');
+    const old = await open('dropped');
+    expect((await old.acquire(lock, { request_id: 'dropped-1' })).body).toMatchObject({ queued: true });
+    await old.close();
+    await expect.poll(async () => (await inspect(lock)).queued).toBe(0); // $disconnect: it left the queue
+    const fresh = await open('dropped');
+    const again = await fresh.acquire(lock, { request_id: 'dropped-1' });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ acquired: false, lock });
+    expect(again.body.queued).not.toBe(true);
+    expect((await inspect(lock)).queued).toBe(0);
   });
 });
 
@@ -136,7 +183,7 @@ describe('handoff without a release', () => {
     const held = await acquireHttp(lock, 'crashed', { ttl_ms: 1_000 });
     const leaseEnd = Date.parse(held.expires_at);
     const socket = await open('next');
-    expect((await socket.acquire(lock)).type).toBe('queued');
+    expect((await socket.acquire(lock)).body.queued).toBe(true);
     const frame = await socket.next(granted, 5_000);
     const delay = frame.receivedAt - leaseEnd;
     expect(delay).toBeGreaterThanOrEqual(0);
@@ -150,7 +197,7 @@ describe('handoff without a release', () => {
     const [gone, stays] = await queueInOrder(lock, [0, 0]);
     await gone?.socket.close();
     // $disconnect removes its waiter; the lock view shows one waiter left.
-    await expect.poll(async () => (await api.get(`/api/v1/locks/${lock}`)).body.waiters.length).toBe(1);
+    await expect.poll(async () => (await inspect(lock)).waiters.length).toBe(1);
     const next = stays?.socket.next(granted);
     await releaseHttp(lock, 'holder', held.fencing_token);
     expect((await next)?.client_id).toBe('w1');
@@ -160,11 +207,12 @@ describe('handoff without a release', () => {
     const lock = lockName();
     const held = await acquireHttp(lock, 'holder');
     const impatient = await open('impatient');
-    expect((await impatient.acquire(lock, { wait_timeout_ms: 300 })).type).toBe('queued');
+    const asked = await impatient.acquire(lock, { wait_timeout_ms: 300 });
+    expect(asked.body.queued).toBe(true);
     const patient = await open('patient');
-    expect((await patient.acquire(lock)).position).toBe(2);
+    expect((await patient.acquire(lock)).body.position).toBe(2);
     const timeout = await impatient.next((f) => f.type === 'timeout', 3_000);
-    expect(timeout.lock).toBe(lock);
+    expect(timeout).toMatchObject({ lock, request_id: asked.requestId });
     const next = patient.next(granted);
     await releaseHttp(lock, 'holder', held.fencing_token);
     expect((await next).client_id).toBe('patient');
@@ -177,12 +225,12 @@ describe('handoff without a release', () => {
     // A waiter whose connection vanished without $disconnect (API Gateway does not promise one).
     await queueVanishedWaiter(stack.tableName, lock);
     const live = await open('live');
-    expect((await live.acquire(lock)).position).toBe(2);
+    expect((await live.acquire(lock)).body.position).toBe(2);
     const next = live.next(granted);
     await releaseHttp(lock, 'holder', held.fencing_token);
     const frame = await next;
     expect(frame.fencing_token).toBe(held.fencing_token + 2); // the ghost's token was spent, then undone
-    const view = (await api.get(`/api/v1/locks/${lock}`)).body;
+    const view = await inspect(lock);
     expect(view.holders).toEqual([expect.objectContaining({ client_id: 'live' })]);
     expect(view.waiters).toEqual([]);
   });
@@ -193,7 +241,7 @@ describe('HTTP waits', () => {
     const lock = lockName();
     const held = await acquireHttp(lock, 'holder');
     const waiting = acquireHttp(lock, 'http-waiter', { wait_timeout_ms: 5_000 });
-    await expect.poll(async () => (await api.get(`/api/v1/locks/${lock}`)).body.waiters.length).toBe(1);
+    await expect.poll(async () => (await inspect(lock)).waiters.length).toBe(1);
     await releaseHttp(lock, 'holder', held.fencing_token);
     const answer = await waiting;
     expect(answer).toMatchObject({ acquired: true, client_id: 'http-waiter' });
@@ -207,10 +255,10 @@ describe('HTTP waits', () => {
     const answer = await acquireHttp(lock, 'http-waiter', { wait_timeout_ms: 400 });
     expect(answer).toMatchObject({ acquired: false, holder: { client_id: 'holder' }, queued: 0 });
     expect(Date.now() - started).toBeGreaterThanOrEqual(400);
-    expect((await api.get(`/api/v1/locks/${lock}`)).body.waiters).toEqual([]);
+    expect((await inspect(lock)).waiters).toEqual([]);
   });
 
-  it('refuses waits over 25 s with a 400 that points at the WebSocket API', async () => {
+  it('refuses waits over 25 s in the request with a 400 that points at the WebSocket API', async () => {
     const res = await api.post(`/api/v1/locks/${lockName()}/acquire`, {
       client_id: 'a',
       ttl_ms: 5_000,
@@ -218,47 +266,81 @@ describe('HTTP waits', () => {
     });
     expect(res.status).toBe(400);
     expect(res.body.error.message).toMatch(/WebSocket/);
+    expect(res.body.error.message).toMatch(/connection_id/);
   });
 });
 
 describe('the WebSocket protocol', () => {
-  it('grants a free lock at once, and answers busy to a try on a held one', async () => {
+  it('welcomes a hello with the connection id and the client id', async () => {
+    const s = await open('greeted');
+    s.send({ action: 'hello', request_id: 'h1' });
+    const welcome = await s.next((f) => f.request_id === 'h1');
+    expect(welcome).toMatchObject({ type: 'welcome', client_id: 'greeted' });
+    expect(welcome.connection_id).toEqual(expect.any(String));
+    // Another connection has another id.
+    expect(await (await open('greeted')).hello()).not.toBe(welcome.connection_id);
+  });
+
+  it('an acquire naming a connection: a free lock at once in the answer, a held one busy without a wait', async () => {
     const lock = lockName();
     const a = await open('a');
     const first = await a.acquire(lock, { wait_timeout_ms: 0 });
-    expect(first).toMatchObject({ type: 'granted', client_id: 'a', lock });
+    expect(first.body).toMatchObject({ acquired: true, client_id: 'a', lock });
     const b = await open('b');
-    expect(await b.acquire(lock, { wait_timeout_ms: 0 })).toMatchObject({
-      type: 'busy',
-      holder: { client_id: 'a' },
-    });
+    const busy = await b.acquire(lock, { wait_timeout_ms: 0 });
+    expect(busy.body).toMatchObject({ acquired: false, holder: { client_id: 'a' } });
+    expect(busy.body.queued).not.toBe(true);
+    await releaseHttp(lock, 'a', first.body.fencing_token);
+    // A wait on a free lock is granted in the answer; nothing is pushed for it.
+    const c = await open('c');
+    const at = await c.acquire(lock, { wait_timeout_ms: 5_000 });
+    expect(at.body).toMatchObject({ acquired: true, client_id: 'c' });
+    await sleep(200);
+    expect(c.frames.filter(granted)).toEqual([]);
   });
 
-  it('answers every bad message with an error frame and a code', async () => {
+  it('answers every bad message with an error frame and a code, and an acquire over the socket changes nothing', async () => {
+    const lock = lockName();
     const s = await open('bad');
     s.ws.send('not json');
     expect(await s.next()).toMatchObject({ type: 'error', error: { code: 'INVALID_REQUEST' } });
     s.send({ action: 'dance', request_id: 'x' });
     expect(await s.next()).toMatchObject({ type: 'error', error: { code: 'INVALID_REQUEST' } });
-    s.send({ action: 'acquire', lock: '../x', ttl_ms: 10, request_id: 'y' });
-    const frame = await s.next();
-    expect(frame).toMatchObject({ type: 'error', request_id: 'y', error: { code: 'INVALID_REQUEST' } });
+    // Waits moved to HTTP: the socket refuses them, pointing there.
+    s.send({ action: 'acquire', lock, ttl_ms: 10_000, wait_timeout_ms: 5_000, request_id: 'y' });
+    expect(await s.next()).toMatchObject({ type: 'error', error: { code: 'INVALID_REQUEST' } });
+    s.send({ action: 'cancel', lock, request_id: 'y' });
+    expect(await s.next()).toMatchObject({ type: 'error', error: { code: 'INVALID_REQUEST' } });
     s.send({ action: 'ping', request_id: 'p' });
     expect(await s.next()).toEqual(expect.objectContaining({ type: 'pong', request_id: 'p' }));
+    await sleep(200);
+    expect(await inspect(lock)).toMatchObject({ state: 'free', holders: [], queued: 0 });
+    expect(s.frames.filter(granted)).toEqual([]);
   });
 
-  it('cancels a queued wait', async () => {
+  it('tells a client that sends an acquire over the socket where waits went: HTTP', async () => {
+    const s = await open('old-client');
+    s.send({ action: 'acquire', lock: lockName(), ttl_ms: 10_000, wait_timeout_ms: 5_000, request_id: 'z' });
+    const refused = await s.next();
+    expect(refused).toMatchObject({ type: 'error', error: { code: 'INVALID_REQUEST' } });
+    expect(refused.error.message).toMatch(/POST \/api\/v1\/locks\/\{name\}\/acquire/);
+    expect(refused.error.message).toMatch(/connection_id/);
+  });
+
+  it('cancels a queued wait over HTTP', async () => {
     const lock = lockName();
     await acquireHttp(lock, 'holder');
     const s = await open('canceller');
     const queued = await s.acquire(lock);
-    s.send({ action: 'cancel', lock, request_id: queued.request_id });
-    expect(await s.next((f) => f.type === 'cancelled')).toMatchObject({ removed: 1 });
-    expect((await api.get(`/api/v1/locks/${lock}`)).body.waiters).toEqual([]);
+    expect(queued.body.queued).toBe(true);
+    const cancelled = await s.cancel(lock, { request_id: queued.requestId });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toMatchObject({ cancelled: true, lock, removed: 1 });
+    expect((await inspect(lock)).waiters).toEqual([]);
   });
 
   it('refuses unsigned connections and connections without a client_id', async () => {
-    await expect(TestSocket.open(stack.wsUrl, 'x', { sign: false })).rejects.toThrow(/403/);
+    await expect(TestSocket.open(stack, 'x', { sign: false })).rejects.toThrow(/403/);
     const url = stack.wsUrl; // no client_id
     const { default: WebSocket } = await import('ws');
     const { signedHeaders } = await import('../support/ws-client');
@@ -267,6 +349,89 @@ describe('the WebSocket protocol', () => {
       ws.once('unexpected-response', (_q, r) => resolve(r.statusCode)),
     );
     expect(status).toBe(400);
+  });
+});
+
+describe('whose connection', () => {
+  it('alice cannot name bob’s connection in an acquire: 403 FORBIDDEN, nothing queued', async () => {
+    const lock = lockName();
+    await acquireHttp(lock, 'holder');
+    const bobs = await open('bob-client', BOB);
+    const connection = await bobs.hello();
+    const alice = signedClient(stack.url, { ...ALICE });
+    const refused = await alice.post(`/api/v1/locks/${lock}/acquire`, {
+      client_id: 'bob-client',
+      ttl_ms: 10_000,
+      wait_timeout_ms: 5_000,
+      connection_id: connection,
+    });
+    expect(refused.status).toBe(403);
+    expect(refused.body.error.code).toBe('FORBIDDEN');
+    expect(await inspect(lock)).toMatchObject({ queued: 0, waiters: [] });
+    // Not even on a free lock: no grant is made for a connection that is not the caller's.
+    const free = lockName();
+    const onFree = await alice.post(`/api/v1/locks/${free}/acquire`, {
+      client_id: 'bob-client',
+      ttl_ms: 10_000,
+      wait_timeout_ms: 5_000,
+      connection_id: connection,
+    });
+    expect(onFree.status).toBe(403);
+    expect(await inspect(free)).toMatchObject({ state: 'free', holders: [], queued: 0 });
+    await sleep(200);
+    expect(bobs.frames.filter(granted)).toEqual([]);
+    // Bob names it: queued.
+    expect((await bobs.acquire(lock)).body).toMatchObject({ queued: true, position: 1 });
+  });
+
+  it('a principal waits on its own connection, and its grant is its own', async () => {
+    const lock = lockName();
+    const held = await acquireHttp(lock, 'holder');
+    const alice = await open('alice-client', ALICE);
+    expect((await alice.acquire(lock)).body).toMatchObject({ queued: true });
+    await releaseHttp(lock, 'holder', held.fencing_token);
+    const grant = await alice.next(granted);
+    expect(grant).toMatchObject({ client_id: 'alice-client', lock });
+    // local sees it held, but not alice's token.
+    const seen = await inspect(lock);
+    expect(seen.holders[0]).toMatchObject({ client_id: 'alice-client', mine: false });
+    expect(seen.holders[0].fencing_token).toBeUndefined();
+  });
+
+  it('an unknown connection id: 404 NOT_FOUND, nothing queued', async () => {
+    const lock = lockName();
+    await acquireHttp(lock, 'holder');
+    const res = await api.post(`/api/v1/locks/${lock}/acquire`, {
+      client_id: 'nobody',
+      ttl_ms: 10_000,
+      wait_timeout_ms: 5_000,
+      connection_id: 'bm8tc3VjaC1jb25uZWN0aW9u=',
+    });
+    expect(res.status).toBe(404);
+    expect(res.body.error.code).toBe('NOT_FOUND');
+    expect(await inspect(lock)).toMatchObject({ queued: 0, waiters: [] });
+  });
+
+  it('a closed connection is unknown too', async () => {
+    const lock = lockName();
+    await acquireHttp(lock, 'holder');
+    const s = await open('closing');
+    const id = await s.hello();
+    await s.close();
+    await expect
+      .poll(
+        async () =>
+          (
+            await api.post(`/api/v1/locks/${lock}/acquire`, {
+              client_id: 'closing',
+              ttl_ms: 10_000,
+              wait_timeout_ms: 0, // busy until $disconnect has run: nothing queued meanwhile
+              connection_id: id,
+            })
+          ).status,
+      )
+      .toBe(404);
+    expect(await inspect(lock)).toMatchObject({ holders: [{ client_id: 'holder' }], queued: 0 });
   });
 });
 
@@ -282,18 +447,14 @@ describe('mutual exclusion under contention', () => {
     await Promise.all(
       clients.map(async (socket, i) => {
         while (Date.now() < until) {
-          const requestId = randomUUID();
-          const first = await socket.acquire(lock, { request_id: requestId, wait_timeout_ms: 30_000 });
-          const frame =
-            first.type === 'granted'
-              ? first
-              : await socket.next((f) => f.request_id === requestId && f.type !== 'queued', 40_000);
+          const answer = await socket.acquire(lock, { request_id: randomUUID(), wait_timeout_ms: 30_000 });
+          const frame = await socket.outcome(answer, 40_000);
           expect(frame.type).toBe('granted');
           inside++;
           if (inside > 1) overlaps++;
           grants++;
           tokens.push(frame.fencing_token);
-          await new Promise((resolve) => setTimeout(resolve, 2));
+          await sleep(2);
           inside--;
           expect((await releaseHttp(lock, `c${i}`, frame.fencing_token)).status).toBe(200);
         }

@@ -13,6 +13,8 @@
  * - housekeeping: no write moves `gc_at` before what the item records ends
  *   (a lease, a wait); an item held through a session, or a session not yet
  *   swept, has none;
+ * - limits do not leak: after every commit, each waiter counter (limits) equals the number of
+ *   waiter items it counts (unless TTL collected one of them: then nothing removed it in time);
  * - FIFO within a priority: a handoff never passes over a live waiter of
  *   the same priority that arrived in an earlier millisecond and joined
  *   first;
@@ -22,7 +24,7 @@
 import type { Item } from '../../lambdas/core/expr';
 import { lockRef, requestRef } from '../../lambdas/core/items';
 import { LockAttr, liveHolder } from '../../lambdas/core/lock';
-import { WaitAttr, waiterOf } from '../../lambdas/core/queue';
+import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
 import { DUE_INDEX, GC_ATTRIBUTE } from '../../lambdas/store/table';
@@ -70,7 +72,7 @@ export class Checker {
   private readonly grantedTo = new Map<string, number>();
   private readonly joined = new Map<string, number>();
   private commits = 0;
-  readonly counts = { grants: 0, notAcquired: 0, beliefs: 0 };
+  readonly counts = { grants: 0, notAcquired: 0, beliefs: 0, hostile: 0 };
 
   constructor(
     private readonly memory: MemoryStorage,
@@ -87,6 +89,11 @@ export class Checker {
   /** A client now believes it holds `lock`: nobody else may believe so at this instant. */
   hold(belief: Belief): void {
     const now = this.sched.now();
+    // Told of a grant an operator has fenced out meanwhile (the push was on its way): over already.
+    if (belief.token <= (this.fenced.get(belief.lock) ?? 0)) {
+      belief.endedAt = now;
+      return;
+    }
     this.counts.beliefs++;
     const others = this.beliefs.get(belief.lock) ?? [];
     for (const other of others) {
@@ -101,6 +108,24 @@ export class Checker {
       ...others.filter((o) => (o.endedAt ?? Infinity) > now && o.until() > now),
       belief,
     ]);
+  }
+
+  /**
+   * An administrator force-released `lock`, ending the grant with `token`: its holder is fenced out
+   * from now on (its writes carry a stale token), so its belief ends here.
+   */
+  fencedOut(lock: string, token: number): void {
+    const now = this.sched.now();
+    this.fenced.set(lock, Math.max(this.fenced.get(lock) ?? 0, token));
+    for (const belief of this.beliefs.get(lock) ?? [])
+      if (belief.token <= token && (belief.endedAt === undefined || belief.endedAt > now))
+        belief.endedAt = now;
+  }
+
+  /** A hostile caller's request that must have been refused. */
+  hostile(what: string, refused: boolean): void {
+    this.counts.hostile++;
+    if (!refused) this.fail(`another principal was allowed to ${what}`);
   }
 
   /** A client was answered with a grant for its request. */
@@ -136,17 +161,64 @@ export class Checker {
   }
 
   /** Every committed change: fencing, grants after "not acquired", gc_at, FIFO. */
+  /** The highest token an operator fenced out, by lock: a grant told after that is over already. */
+  private readonly fenced = new Map<string, number>();
+
+  /** Counter scopes whose waiters TTL collected (never decremented by design): not compared. */
+  private readonly untracked = new Set<string>();
+
   onCommit = (changes: readonly Change[]): void => {
     this.commits++;
+    this.countersAgree(changes);
     const now = this.sched.now();
     const servedWaiter = changes.find((c) => c.ref.kind === 'waiter' && c.old && !c.new);
     for (const c of changes) {
       if (c.ref.kind === 'waiter' && c.new && !c.old)
         this.joined.set(`${c.ref.lock} ${c.ref.order}`, this.commits);
+      if (process.env.SIM_DEBUG_LOCK && c.ref.kind === 'lock' && c.ref.lock === process.env.SIM_DEBUG_LOCK)
+        this.trace.add(
+          `DEBUG ${c.ref.lock}: ${JSON.stringify(c.old)} -> ${JSON.stringify(c.new)} with ${changes.map((x) => x.ref.kind).join(',')} in ${JSON.stringify((this.sched.current() as { name?: string } | undefined)?.name)}`,
+        );
       if (c.ref.kind === 'lock' && c.new) this.lockChanged(c.ref.lock, c.old, c.new, servedWaiter, now);
       if (c.new) this.gcRule(c, now);
     }
   };
+
+  /** Each waiter counter a commit touched equals the waiter items it counts. */
+  private countersAgree(changes: readonly Change[]): void {
+    const scopesOf = (item: Item | undefined, order: string) => {
+      if (!item) return [];
+      const w = waiterOf(order, item);
+      return [
+        principalQuotaScope(w.requestKey),
+        ...(w.connectionId ? [connectionQuotaScope(w.connectionId)] : []),
+      ];
+    };
+    const touched = new Set<string>();
+    for (const c of changes) {
+      if (c.ref.kind === 'quota') touched.add(c.ref.scope);
+      if (c.ref.kind !== 'waiter') continue;
+      for (const scope of [...scopesOf(c.old, c.ref.order), ...scopesOf(c.new, c.ref.order)]) {
+        touched.add(scope);
+        if (this.memory.collecting) this.untracked.add(scope);
+      }
+    }
+    if (!touched.size || this.memory.collecting) return;
+    const counted = new Map<string, number>();
+    const counters = new Map<string, number>();
+    for (const { ref, item } of this.memory.all()) {
+      if (ref?.kind === 'quota') counters.set(ref.scope, Number(item.waiting ?? 0));
+      if (ref?.kind === 'waiter')
+        for (const scope of scopesOf(item, ref.order)) counted.set(scope, (counted.get(scope) ?? 0) + 1);
+    }
+    for (const scope of touched) {
+      if (this.untracked.has(scope) || !counters.has(scope)) continue;
+      if (counters.get(scope) !== (counted.get(scope) ?? 0))
+        this.fail(
+          `waiter counter ${scope} says ${counters.get(scope)} but ${counted.get(scope) ?? 0} waiters count in it`,
+        );
+    }
+  }
 
   private lockChanged(
     lock: string,
@@ -157,6 +229,16 @@ export class Checker {
   ) {
     const fence = item[LockAttr.fence];
     const holder = item[LockAttr.holder];
+    // A force-release (an administrator) fences the old holder out the moment it commits.
+    const forced = item[LockAttr.forcedAt];
+    if (
+      forced !== undefined &&
+      forced !== old?.[LockAttr.forcedAt] &&
+      typeof old?.[LockAttr.fence] === 'number'
+    ) {
+      this.trace.add(`force-release ${lock}: #${old[LockAttr.fence]} fenced out`);
+      this.fencedOut(lock, old[LockAttr.fence] as number);
+    }
     const isNewGrant = typeof fence === 'number' && holder !== undefined && fence !== old?.[LockAttr.fence];
     if (!isNewGrant) return;
     this.counts.grants++;
@@ -166,7 +248,9 @@ export class Checker {
     const request = item[LockAttr.grantRequest];
     if (typeof request === 'string' && this.notAcquired.has(requestText(lock, request)))
       this.fail(`request ${request} on ${lock} was granted token ${fence} after it was told "not acquired"`);
-    this.trace.add(`grant ${lock} #${fence} to ${String(holder)} (${String(request ?? '-')})`);
+    this.trace.add(
+      `grant ${lock} #${fence} to ${String(holder)} (${String(request ?? '-')}) until ${String(item[LockAttr.expiresAt] ?? 'session')}`,
+    );
     if (served?.old && served.ref.kind === 'waiter')
       this.fifo(lock, waiterOf(served.ref.order, served.old), now);
   }
@@ -226,6 +310,12 @@ export class Checker {
       }
       if (ref?.kind === 'request' && item[RequestAttr.state] === 'queued')
         this.fail(`request ${String(item[RequestAttr.key])} still queued at the end`);
+      // Every waiter is gone, so every waiter counter is back to 0 (limits do not leak).
+      if (ref?.kind === 'quota' && Number(item.waiting ?? 0) !== 0)
+        this.fail(`waiter counter ${ref.scope} is ${item.waiting} at the end, with no waiter left`);
+      // Every HTTP wait is over, so every slot is free or its lease has ended.
+      if (ref?.kind === 'http-wait' && item.holder !== undefined && Number(item.until ?? 0) > now)
+        this.fail(`HTTP-wait slot ${ref.slot} is still held at the end by ${item.holder}`);
       if (ref?.kind === 'session' && item[SessionAttr.sweptAt] === undefined)
         this.fail(`session ${ref.session} never swept (ended: ${item[SessionAttr.endedAt] !== undefined})`);
       const due = item[DUE_INDEX.sk];

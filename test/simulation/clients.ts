@@ -9,7 +9,16 @@
  * acquired".
  */
 import type { LatchkeyError } from '../../lambdas/core/errors';
-import { type AcquireCommand, type Grant, lease, requestKey, throughSession } from '../../lambdas/core/lock';
+import { connectionRef, lockRef } from '../../lambdas/core/items';
+import {
+  type AcquireCommand,
+  type Grant,
+  lease,
+  liveHolder,
+  requestKey,
+  throughSession,
+} from '../../lambdas/core/lock';
+import { SessionAttr } from '../../lambdas/core/session';
 import type { Frame } from '../../lambdas/core/ws-wire';
 import type { Services } from '../../lambdas/service/services';
 import type { Belief, Checker, Trace } from './checks';
@@ -19,6 +28,8 @@ import type { Answer, SimConnection, World } from './world';
 const MAX_HTTP_WAIT_MS = 3_000;
 /** Past its wait by this much without an answer, a WebSocket waiter gives up and cancels (as the SDK does). */
 const OVERDUE_SLACK_MS = 5_000;
+/** How long a call is retried (well inside the simulation's 30 s retention of request records). */
+const RETRY_WINDOW_MS = 15_000;
 
 type AnyFrame = Frame & Record<string, unknown>;
 
@@ -28,6 +39,8 @@ export abstract class Client {
 
   constructor(
     readonly id: string,
+    /** The IAM principal it acts as; several clients may share one (one role, many processes). */
+    readonly owner: string,
     protected readonly world: World,
     protected readonly check: Checker,
     protected readonly trace: Trace,
@@ -46,11 +59,28 @@ export abstract class Client {
     return this.world.sched.sleep(ms);
   }
 
-  /** One call, retried as the SDK does: on no answer or a retryable error, the same call again. */
-  protected async call<T>(name: string, run: (s: Services) => Promise<T>, attempts = 6): Promise<Answer<T>> {
+  /**
+   * One call, retried as the SDK does: on no answer or a retryable error, the same call again, for
+   * at most RETRY_WINDOW_MS. (The SDK retries for about a minute, and a request is remembered for
+   * at least a day; here retention is 30 s, so retries stop well inside it. `until` stops them early.)
+   */
+  protected async call<T>(
+    name: string,
+    run: (s: Services) => Promise<T>,
+    attempts = 6,
+    until: () => boolean = () => false,
+    /** Whether what the call acts on is surely this client's (a FORBIDDEN would then be a bug). */
+    ownsIt: () => boolean = () => true,
+  ): Promise<Answer<T>> {
     let answer: Answer<T> = { kind: 'none' };
+    const stopAt = this.now() + RETRY_WINDOW_MS;
     for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (attempt > 1 && (this.now() >= stopAt || until())) return answer;
       answer = await this.world.call(name, 29_000, run);
+      // A client acting on what is its own is never taken for another principal. (A retry may be: its
+      // first attempt applied unseen, a release say, and another principal's grant followed.)
+      if (attempt === 1 && answer.kind === 'error' && answer.error.code === 'FORBIDDEN' && ownsIt())
+        this.check.hostile(`refuse ${this.id} its own ${name} (FORBIDDEN)`, false);
       if (answer.kind === 'ok' || (answer.kind === 'error' && !answer.error.retryable)) return answer;
       await this.sleep(this.rng.int(20, 100 * 2 ** attempt));
     }
@@ -74,14 +104,26 @@ export abstract class Client {
       await this.sleep(this.rng.int(0, ttl / 3));
       if (this.now() >= deadline) break;
       const renewAt = this.now();
-      const cmd = { name: grant.lock, clientId: this.id, fencingToken: grant.fencingToken, ttlMs: ttl };
-      const renewed = await this.call('renew', (s) => s.locks.renew(cmd));
+      const cmd = {
+        name: grant.lock,
+        owner: this.owner,
+        clientId: this.id,
+        fencingToken: grant.fencingToken,
+        ttlMs: ttl,
+      };
+      const renewed = await this.call(
+        'renew',
+        (s) => s.locks.renew(cmd),
+        6,
+        undefined,
+        () => renewAt < deadline && (belief.endedAt ?? Number.POSITIVE_INFINITY) > renewAt,
+      );
       if (renewed.kind === 'ok') deadline = Math.max(deadline, renewAt + ttl);
       else if (renewed.kind === 'error') break; // lost it: the deadline it had is all it has
     }
     if (this.rng.chance(0.1)) {
       // Paused past its lease (a long GC, say): it stops using the lock at its deadline, and never releases.
-      belief.endedAt = deadline;
+      belief.endedAt = Math.min(belief.endedAt ?? Number.POSITIVE_INFINITY, deadline);
       await this.sleep(Math.max(0, deadline - this.now()) + this.rng.int(0, 2_000));
       return;
     }
@@ -90,14 +132,35 @@ export abstract class Client {
   }
 
   protected async release(grant: Grant, belief?: Belief): Promise<void> {
-    if (belief) belief.endedAt = Math.min(this.now(), belief.until());
-    const cmd = { name: grant.lock, clientId: grant.clientId, fencingToken: grant.fencingToken };
-    const out = await this.call('release', (s) => s.locks.release(cmd));
-    this.trace.add(`${this.id} release ${grant.lock} #${grant.fencingToken}: ${describe(out)}`);
+    // Alive: not past its deadline, nor fenced out by an operator's force-release (checks.ts).
+    const alive =
+      belief !== undefined && belief.until() > this.now() && (belief.endedAt ?? Infinity) > this.now();
+    if (belief) belief.endedAt = Math.min(belief.endedAt ?? Infinity, this.now(), belief.until());
+    const cmd = {
+      name: grant.lock,
+      owner: this.owner,
+      clientId: grant.clientId,
+      fencingToken: grant.fencingToken,
+    };
+    // A lease that lapsed (or was fenced out) may be another principal's by now: then FORBIDDEN is right.
+    const out = await this.call(
+      'release',
+      (s) => s.locks.release(cmd),
+      6,
+      undefined,
+      () => alive,
+    );
+    this.trace.add(
+      `${this.id} release ${grant.lock} #${grant.fencingToken} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
+    );
   }
 
   protected newRequest() {
     return `r${this.world.newId('')}`;
+  }
+
+  protected key(requestId: string) {
+    return requestKey(this.owner, this.id, requestId);
   }
 }
 
@@ -114,16 +177,32 @@ export class HttpClient extends Client {
       const waitMs = this.rng.chance(0.4) ? 0 : this.rng.int(50, MAX_HTTP_WAIT_MS);
       const ttl = this.rng.int(300, 3_000);
       const requestId = this.newRequest();
-      const cmd: AcquireCommand = { name: lock, clientId: this.id, tenure: lease(ttl), requestId };
-      const key = requestKey(this.id, requestId);
+      const cmd: AcquireCommand = {
+        name: lock,
+        owner: this.owner,
+        clientId: this.id,
+        tenure: lease(ttl),
+        requestId,
+      };
+      const key = this.key(requestId);
       let sentAt = this.now();
       const until = sentAt + waitMs;
       let out: Answer<Awaited<ReturnType<Services['locks']['acquireOverHttp']>>> = { kind: 'none' };
+      const firstSentAt = sentAt;
       for (let attempt = 1; attempt <= 6; attempt++) {
+        if (attempt > 1 && this.now() - firstSentAt >= RETRY_WINDOW_MS) break;
         sentAt = this.now();
         // A retry asks for what is left of the wait, down to none (any client may; the old SDK did).
         const left = waitMs === 0 ? 0 : Math.max(0, until - sentAt);
-        out = await this.world.call('acquire', 29_000, (s) => s.locks.acquireOverHttp(cmd, { waitMs: left }));
+        // A wait holds one of the HTTP-wait slots while it polls, as the lock-commands handler does.
+        const slotHolder = `${requestId}#${attempt}`;
+        out = await this.world.call('acquire', 29_000, (s) =>
+          left > 0
+            ? s.httpWaits.during(slotHolder, this.now() + left, () =>
+                s.locks.acquireOverHttp(cmd, { waitMs: left }),
+              )
+            : s.locks.acquireOverHttp(cmd, { waitMs: left }),
+        );
         if (out.kind === 'ok' || (out.kind === 'error' && !out.error.retryable)) break;
         await this.sleep(this.rng.int(20, 100 * 2 ** attempt));
       }
@@ -159,7 +238,12 @@ interface PendingWait {
   settle(result: { grant: Grant; remaining: number; sentAt: number } | undefined): void;
 }
 
-/** Waits over WebSocket as the SDK does: one connection, reconnecting and asking again when it drops. */
+/**
+ * Waits with grants pushed over WebSocket, as the SDK does: one connection (it says `hello`), each
+ * wait asked for over HTTP naming it; when the connection drops, a new one and the same request
+ * asked again naming the new one; past its end with no answer, a cancel over HTTP whose answer is
+ * the outcome.
+ */
 export class WsClient extends Client {
   private connection: SimConnection | undefined;
   private pending: PendingWait | undefined;
@@ -175,7 +259,7 @@ export class WsClient extends Client {
       if (!(await this.ensureConnected())) continue;
       const lock = this.rng.pick(this.locks);
       const ephemeral = this.rng.chance(0.1);
-      const wait: PendingWait = await this.startWait(lock, ephemeral);
+      const wait: PendingWait = this.startWait(lock, ephemeral);
       const result = await new Promise<Parameters<PendingWait['settle']>[0]>((resolve) => {
         wait.settle = resolve;
       });
@@ -187,7 +271,7 @@ export class WsClient extends Client {
     if (this.connection) this.world.disconnect(this.connection);
   }
 
-  private async startWait(lock: string, ephemeral: boolean): Promise<PendingWait> {
+  private startWait(lock: string, ephemeral: boolean): PendingWait {
     const waitMs = this.rng.chance(0.2) ? 0 : this.rng.int(100, 6_000);
     const wait: PendingWait = {
       requestId: this.newRequest(),
@@ -201,45 +285,99 @@ export class WsClient extends Client {
       settle: () => {},
     };
     this.pending = wait;
-    this.send(wait);
+    void this.ask(wait);
     this.watchOverdue(wait);
     return wait;
   }
 
-  private send(wait: PendingWait): void {
-    if (!this.connection?.open) return;
+  /** The acquire over HTTP, naming this client's connection; retried (same request) while unanswered. */
+  private async ask(wait: PendingWait): Promise<void> {
+    const connection = this.connection;
+    if (!connection?.open) return;
     this.trace.add(
-      `${this.id} -> acquire ${wait.requestId} on ${this.connection.id}${wait.ephemeral ? ' (ephemeral)' : ''}`,
+      `${this.id} -> acquire ${wait.requestId} on ${connection.id}${wait.ephemeral ? ' (ephemeral)' : ''}`,
     );
-    this.world.sendWs(this.connection.id, {
-      action: 'acquire',
-      lock: wait.lock,
-      request_id: wait.requestId,
-      wait_timeout_ms: Math.max(wait.waitMs === 0 ? 0 : 1, wait.until - this.now()),
-      ...(wait.ephemeral ? { ephemeral: true } : { ttl_ms: wait.ttl }),
-    });
     // Sometimes the connection drops while waiting: reconnect and ask again with the same request.
     if (this.rng.chance(0.08))
       this.world.sched.at(this.now() + this.rng.int(0, 2_000), () => void this.drop(wait));
+    const cmd: AcquireCommand = {
+      name: wait.lock,
+      owner: this.owner,
+      clientId: this.id,
+      tenure: lease(wait.ttl),
+      requestId: wait.requestId,
+    };
+    const out = await this.call('acquire', (s) =>
+      s.locks.acquireByPush(
+        cmd,
+        { waitMs: Math.max(wait.waitMs === 0 ? 0 : 1, wait.until - this.now()), connectionId: connection.id },
+        wait.ephemeral,
+      ),
+    );
+    this.trace.add(
+      `${this.id} acquire ${wait.requestId} answered: ${describe(out)}${out.kind === 'ok' ? ` ${out.value.kind}` : ''}`,
+    );
+    if (out.kind === 'ok') {
+      if (out.value.kind === 'queued') return; // the grant or the timeout will be pushed
+      const outcome = out.value.outcome;
+      if (outcome.acquired)
+        this.onGrant(
+          wait.requestId,
+          grantOfOutcome(outcome.grant),
+          outcome.grant.held,
+          Math.max(0, outcome.grant.held.kind === 'lease' ? outcome.grant.held.expiresAt - this.now() : 0),
+        );
+      else if (this.pending === wait) {
+        this.check.answeredNotAcquired(wait.lock, this.key(wait.requestId));
+        wait.settle(undefined);
+      }
+      return;
+    }
+    if (this.pending !== wait) return;
+    if (out.kind === 'error' && out.error.code === 'LEASE_EXPIRED') wait.settle(undefined); // granted, and over
+    // Anything else (no answer, a connection gone, a limit): no outcome yet. The overdue watch decides.
   }
 
-  /** Past its wait with no answer: cancel it; the answer is `cancelled` or, if it was granted, the grant. */
+  /** Past its wait with no answer: cancel it over HTTP; the answer is the outcome (cancelled, or the grant). */
   private watchOverdue(wait: PendingWait): void {
     this.world.sched.at(wait.until + OVERDUE_SLACK_MS * (wait.cancels + 1), () => {
       if (this.pending !== wait) return;
-      if (wait.cancels >= 3 || !this.connection?.open) {
+      if (wait.cancels >= 3) {
         this.abandoned.add(wait.requestId); // told nothing: whatever arrives later is released
         wait.settle(undefined);
         return;
       }
       wait.cancels++;
-      this.world.sendWs(this.connection.id, {
-        action: 'cancel',
-        lock: wait.lock,
-        request_id: wait.requestId,
-      });
+      void this.cancel(wait);
       this.watchOverdue(wait);
     });
+  }
+
+  private async cancel(wait: PendingWait): Promise<void> {
+    const connectionId = this.connection?.open ? this.connection.id : undefined;
+    const cancel = {
+      lock: wait.lock,
+      owner: this.owner,
+      clientId: this.id,
+      requestId: wait.requestId,
+      connectionId,
+    };
+    const out = await this.call('cancel', (s) => s.locks.cancel(cancel));
+    this.trace.add(`${this.id} cancel ${wait.requestId}: ${describe(out)}`);
+    if (out.kind !== 'ok' || this.pending !== wait) return;
+    const granted = out.value.granted;
+    if (granted?.acquired) {
+      const g = granted.grant;
+      this.onGrant(
+        wait.requestId,
+        grantOfOutcome(g),
+        g.held,
+        g.held.kind === 'lease' ? Math.max(0, g.held.expiresAt - this.now()) : 0,
+      );
+    } else {
+      this.check.answeredNotAcquired(wait.lock, this.key(wait.requestId));
+      wait.settle(undefined);
+    }
   }
 
   private async drop(wait: PendingWait): Promise<void> {
@@ -247,13 +385,31 @@ export class WsClient extends Client {
     this.trace.add(`${this.id} connection ${this.connection.id} dropped while waiting`);
     this.world.disconnect(this.connection);
     this.connection = undefined;
-    if (await this.ensureConnected()) if (this.pending === wait) this.send(wait);
+    if (await this.ensureConnected()) if (this.pending === wait) await this.ask(wait);
   }
 
   private async ensureConnected(): Promise<boolean> {
     if (this.connection?.open) return true;
-    this.connection = await this.world.connect(this.id, (frame) => this.onFrame(frame as AnyFrame));
+    this.connection = await this.world.connect(this.owner, this.id, (frame) =>
+      this.onFrame(frame as AnyFrame),
+    );
+    // As the SDK does: learn the connection id (the simulation knows it already; the answer is traced).
+    if (this.connection) this.world.sendWs(this.connection.id, { action: 'hello' });
     return this.connection !== undefined;
+  }
+
+  /** A grant, answered or pushed: the pending wait's, the same one again, or one to release. */
+  private onGrant(requestId: string | undefined, grant: Grant, held: Grant['held'], remaining: number): void {
+    const wait = this.pending;
+    if (!wait || requestId !== wait.requestId) {
+      // A grant this client did not expect (a wait it gave up on): it is its own, so it releases it. The
+      // same grant twice (pushed, and the answer to a retry) is not unexpected: it may be in use.
+      if (!(requestId !== undefined && this.answered.has(requestId))) void this.release({ ...grant, held });
+      return;
+    }
+    this.check.answeredGranted(wait.lock, this.key(wait.requestId), grant.fencingToken);
+    this.answered.add(wait.requestId);
+    wait.settle({ grant: { ...grant, held }, remaining, sentAt: wait.sentAt });
   }
 
   private onFrame(frame: AnyFrame): void {
@@ -262,40 +418,20 @@ export class WsClient extends Client {
     this.trace.add(
       `${this.id} <- ${frame.type} ${requestId ?? ''} ${frame.type === 'error' ? JSON.stringify(frame.error) : ''}`,
     );
-    if (!wait || requestId !== wait.requestId) {
-      // A grant this client did not expect (a wait it gave up on): it is its own, so it releases it. The
-      // same grant twice (pushed, and the answer to a retry) is not unexpected: it may be in use.
-      if (frame.type === 'granted' && !(requestId !== undefined && this.answered.has(requestId)))
-        void this.releaseFrame(frame);
+    if (frame.type === 'granted') {
+      const grant = grantOfFrame(frame, this.owner, this.id);
+      this.onGrant(requestId, grant, grant.held, Number(frame.remaining_ms ?? 0));
       return;
     }
-    const key = requestKey(this.id, wait.requestId);
-    if (frame.type === 'granted') {
-      const grant = grantOfFrame(frame, this.id);
-      this.check.answeredGranted(wait.lock, key, grant.fencingToken);
-      this.answered.add(wait.requestId);
-      wait.settle({ grant, remaining: Number(frame.remaining_ms ?? 0), sentAt: wait.sentAt });
-    } else if (frame.type === 'timeout' || frame.type === 'busy' || frame.type === 'cancelled') {
-      this.check.answeredNotAcquired(wait.lock, key);
+    if (!wait || requestId !== wait.requestId) return;
+    if (frame.type === 'timeout') {
+      this.check.answeredNotAcquired(wait.lock, this.key(wait.requestId));
       wait.settle(undefined);
     } else if (frame.type === 'error') {
-      const error = frame.error as { code?: string };
-      if (error?.code === 'UNAVAILABLE') {
-        // Outcome unknown: ask again, same request.
-        this.world.sched.at(this.now() + this.rng.int(20, 300), () => {
-          if (this.pending === wait) this.send(wait);
-        });
-      } else if (error?.code === 'LEASE_EXPIRED') {
-        wait.settle(undefined); // it was granted, and that grant already ended
-      } else {
-        this.check.answeredNotAcquired(wait.lock, key);
-        wait.settle(undefined);
-      }
+      // Pushed when a wait ended for a reason of its own (its session ended): not acquired.
+      this.check.answeredNotAcquired(wait.lock, this.key(wait.requestId));
+      wait.settle(undefined);
     }
-  }
-
-  private async releaseFrame(frame: AnyFrame): Promise<void> {
-    await this.release(grantOfFrame(frame, this.id));
   }
 
   /** A lock held through this connection: kept until the client disconnects. */
@@ -310,7 +446,7 @@ export class WsClient extends Client {
     };
     this.check.hold(belief);
     await this.sleep(this.rng.int(0, 2_000));
-    belief.endedAt = this.now();
+    belief.endedAt = Math.min(belief.endedAt ?? Number.POSITIVE_INFINITY, this.now());
     if (connection) this.world.disconnect(connection);
     this.connection = undefined;
   }
@@ -332,7 +468,7 @@ export class SessionClient extends Client {
     const lockDelay = this.rng.chance(0.3) ? this.rng.int(1, 1_000) : 0;
     const openedAt = this.now();
     const opened = await this.call('open-session', (s) =>
-      s.sessions.create(this.id, { ttlMs: ttl, graceMs: grace, lockDelayMs: lockDelay }),
+      s.sessions.create(this.owner, this.id, { ttlMs: ttl, graceMs: grace, lockDelayMs: lockDelay }),
     );
     if (opened.kind !== 'ok') return;
     const id = opened.value.id;
@@ -349,7 +485,9 @@ export class SessionClient extends Client {
         if (this.now() >= session.deadline) session.lost = true;
         if (session.lost || this.now() >= stopHeartbeatsAt) return;
         const sentAt = this.now();
-        const beat = await this.world.call('heartbeat', 10_000, (s) => s.sessions.heartbeat(id, this.id));
+        const beat = await this.world.call('heartbeat', 10_000, (s) =>
+          s.sessions.heartbeat(id, this.owner, this.id),
+        );
         if (beat.kind === 'ok' && sentAt < session.deadline) session.deadline = sentAt + ttl;
         else if (beat.kind === 'error' && !beat.error.retryable) session.lost = true;
       }
@@ -359,10 +497,16 @@ export class SessionClient extends Client {
       const lock = this.rng.pick(this.locks);
       const waitMs = this.rng.chance(0.5) ? 0 : this.rng.int(50, MAX_HTTP_WAIT_MS);
       const requestId = this.newRequest();
-      const cmd: AcquireCommand = { name: lock, clientId: this.id, tenure: throughSession(id), requestId };
+      const cmd: AcquireCommand = {
+        name: lock,
+        owner: this.owner,
+        clientId: this.id,
+        tenure: throughSession(id),
+        requestId,
+      };
       const out = await this.call('acquire-in-session', (s) => s.locks.acquireOverHttp(cmd, { waitMs }));
       this.trace.add(`${this.id} acquire ${lock} in session ${id} wait ${waitMs}: ${describe(out)}`);
-      const key = requestKey(this.id, requestId);
+      const key = this.key(requestId);
       if (out.kind !== 'ok') continue;
       if (!out.value.acquired) {
         this.check.answeredNotAcquired(lock, key);
@@ -383,6 +527,7 @@ export class SessionClient extends Client {
         // A confused client renews a lock it holds through its session: refused (HELD_BY_SESSION), nothing changes.
         const renew = {
           name: lock,
+          owner: this.owner,
           clientId: this.id,
           fencingToken: grant.fencingToken,
           ttlMs: this.rng.int(300, 1_000),
@@ -397,17 +542,18 @@ export class SessionClient extends Client {
     session.closedAt = this.now();
     for (const b of beliefs) b.endedAt ??= Math.min(session.closedAt, session.deadline);
     if (!session.lost || this.rng.chance(0.5)) {
-      const closed = await this.call('close-session', (s) => s.sessions.close(id, this.id));
+      const closed = await this.call('close-session', (s) => s.sessions.close(id, this.owner, this.id));
       this.trace.add(`${this.id} close session ${id}: ${describe(closed)}`);
     }
     await heartbeats;
   }
 }
 
-function grantOfFrame(frame: AnyFrame, clientId: string): Grant {
+function grantOfFrame(frame: AnyFrame, owner: string, clientId: string): Grant {
   const expires = typeof frame.expires_at === 'string' ? Date.parse(frame.expires_at) : undefined;
   return {
     lock: String(frame.lock),
+    owner,
     clientId,
     fencingToken: Number(frame.fencing_token),
     held:
@@ -418,4 +564,179 @@ function grantOfFrame(frame: AnyFrame, clientId: string): Grant {
     acquiredAt: 0,
     reentry: 1,
   };
+}
+
+/** A grant as the client keeps it (the service's own record of it). */
+const grantOfOutcome = (grant: Grant): Grant => ({ ...grant });
+
+/**
+ * A hostile caller: another principal that has learnt everything it could (tokens, client ids,
+ * session ids, connection ids: it reads them straight from the table) and uses them. Every attempt
+ * to release, renew, heartbeat, close, cancel or wait on someone else's behalf must be refused,
+ * and change nothing. Sometimes it is an administrator instead, and force-releases a held lock: its
+ * holder is fenced out at that moment.
+ */
+export class HostileClient extends Client {
+  async run(): Promise<void> {
+    while (this.active) {
+      await this.sleep(this.rng.int(100, 1_500));
+      if (!this.active) return;
+      const move = this.rng.int(0, 6);
+      if (move === 0) await this.stealLock();
+      else if (move === 1) await this.hijackSession();
+      else if (move === 2) await this.useConnection();
+      else if (move === 3) await this.cancelOthers();
+      else if (move === 4 && this.rng.chance(0.3)) await this.forceRelease();
+      else if (move === 5) await this.waitUnderTheirLabel();
+    }
+  }
+
+  /** The live holder of a random lock, as the table has it (if it is not this principal's). */
+  private victim(): Grant | undefined {
+    const lock = this.rng.pick(this.locks);
+    const holder = liveHolder(this.world.memory.readNow(lockRef(lock)), this.now());
+    return holder && holder.owner !== this.owner ? holder : undefined;
+  }
+
+  private refusedAsOthers(out: Answer<unknown>): boolean {
+    // No answer is no evidence either way; a typed refusal is what must come.
+    return out.kind !== 'ok';
+  }
+
+  private async stealLock(): Promise<void> {
+    const holder = this.victim();
+    if (!holder) return;
+    const as = {
+      name: holder.lock,
+      owner: this.owner,
+      clientId: holder.clientId,
+      fencingToken: holder.fencingToken,
+    };
+    const renew = this.rng.chance(0.5);
+    const out = renew
+      ? await this.world.call('renew', 10_000, (s) => s.locks.renew({ ...as, ttlMs: 60_000 }))
+      : await this.world.call('release', 10_000, (s) => s.locks.release(as));
+    this.trace.add(
+      `${this.id} (hostile) ${renew ? 'renew' : 'release'} ${holder.lock} #${holder.fencingToken}: ${describe(out)}`,
+    );
+    if (out.kind !== 'none')
+      this.check.hostile(
+        `${renew ? 'renew' : 'release'} ${holder.lock} of ${holder.owner}`,
+        this.refusedAsOthers(out),
+      );
+  }
+
+  private async hijackSession(): Promise<void> {
+    const sessions = this.world.memory
+      .all()
+      .filter((e) => e.ref?.kind === 'session' && e.item[SessionAttr.owner] !== this.owner);
+    const victim = sessions.length ? this.rng.pick(sessions) : undefined;
+    if (victim?.ref?.kind !== 'session') return;
+    const id = victim.ref.session;
+    const client = String(victim.item[SessionAttr.client]);
+    const close = this.rng.chance(0.5);
+    const out = close
+      ? await this.world.call('close-session', 10_000, (s) => s.sessions.close(id, this.owner, client))
+      : await this.world.call('heartbeat', 10_000, (s) => s.sessions.heartbeat(id, this.owner, client));
+    this.trace.add(`${this.id} (hostile) ${close ? 'close' : 'heartbeat'} session ${id}: ${describe(out)}`);
+    if (out.kind !== 'none')
+      this.check.hostile(`${close ? 'close' : 'heartbeat'} session ${id}`, this.refusedAsOthers(out));
+  }
+
+  /** Waits naming someone else's connection: the grant would be pushed there. */
+  private async useConnection(): Promise<void> {
+    const open = [...this.world.connections.values()].filter((c) => c.open);
+    const victim = open.length ? this.rng.pick(open) : undefined;
+    if (!victim) return;
+    const item = this.world.memory.readNow(connectionRef(victim.id));
+    if (!item || item.principal === this.owner) return;
+    const cmd: AcquireCommand = {
+      name: this.rng.pick(this.locks),
+      owner: this.owner,
+      clientId: String(item.client_id),
+      tenure: lease(1_000),
+      requestId: this.newRequest(),
+    };
+    const ephemeral = this.rng.chance(0.3);
+    const out = await this.world.call('acquire', 29_000, (s) =>
+      s.locks.acquireByPush(cmd, { waitMs: 5_000, connectionId: victim.id }, ephemeral),
+    );
+    this.trace.add(`${this.id} (hostile) acquire on connection ${victim.id}: ${describe(out)}`);
+    if (out.kind !== 'none') this.check.hostile(`wait on connection ${victim.id}`, this.refusedAsOthers(out));
+  }
+
+  /** Cancels the waits of someone else's client, by its client id and request ids. */
+  private async cancelOthers(): Promise<void> {
+    const lock = this.rng.pick(this.locks);
+    const waiters = this.world.memory.queueNow(lock).waiters.filter((w) => w.owner !== this.owner);
+    const victim = waiters.length ? this.rng.pick(waiters) : undefined;
+    if (!victim) return;
+    const byRequest = this.rng.chance(0.5);
+    const cancel = {
+      lock,
+      owner: this.owner,
+      clientId: victim.clientId,
+      ...(byRequest ? { requestId: victim.requestId } : {}),
+    };
+    const out = await this.world.call('cancel', 10_000, (s) => s.locks.cancel(cancel));
+    this.trace.add(
+      `${this.id} (hostile) cancel ${lock} ${victim.clientId} ${byRequest ? victim.requestId : '*'}: ${describe(out)}`,
+    );
+    if (out.kind !== 'ok') return;
+    const still = this.world.memory.queueNow(lock).waiters.some((w) => w.order === victim.order);
+    const touched = out.value.removed > 0 || out.value.granted !== undefined;
+    this.check.hostile(`cancel the wait ${victim.requestId} of ${victim.owner}`, !touched);
+    if (!still && victim.deadline > this.now() + 1_000 && touched)
+      this.check.hostile(`remove the waiter ${victim.order} of ${victim.owner}`, false);
+  }
+
+  /**
+   * Waits (over HTTP) for a lock someone else holds, under that holder's own client id: a label is
+   * not an identity, so this is just another waiter, queued and served in turn (then released).
+   */
+  private async waitUnderTheirLabel(): Promise<void> {
+    const holder = this.victim();
+    if (!holder) return;
+    const cmd: AcquireCommand = {
+      name: holder.lock,
+      owner: this.owner,
+      clientId: holder.clientId,
+      tenure: lease(500),
+      requestId: this.newRequest(),
+    };
+    const out = await this.world.call('acquire', 29_000, (s) =>
+      s.locks.acquireOverHttp(cmd, { waitMs: 2_000 }),
+    );
+    this.trace.add(`${this.id} (label) wait ${holder.lock} as ${holder.clientId}: ${describe(out)}`);
+    if (out.kind !== 'ok') return;
+    const outcome = out.value;
+    if (outcome.acquired) {
+      // Its own grant now (the holder's label, this principal): it releases it.
+      await this.world.call('release', 10_000, (s) =>
+        s.locks.release({
+          name: holder.lock,
+          owner: this.owner,
+          clientId: holder.clientId,
+          fencingToken: outcome.grant.fencingToken,
+        }),
+      );
+      return;
+    }
+    // A wait is not refused at once for sharing a label: it ends (timeout), it is not turned away.
+    this.check.hostile(
+      `turn away a wait on ${holder.lock} for sharing the label ${holder.clientId}`,
+      'ended' in outcome,
+    );
+  }
+
+  /** As an administrator: ends the current grant of a lock, whoever holds it. */
+  private async forceRelease(): Promise<void> {
+    const lock = this.rng.pick(this.locks);
+    const out = await this.world.call('force-release', 10_000, (s) =>
+      s.locks.forceRelease(lock, this.owner, 'simulated'),
+    );
+    this.trace.add(`${this.id} (admin) force-release ${lock}: ${describe(out)}`);
+    // The checker ends the fenced holder's belief when the force-release commits (see checks.ts).
+    void out;
+  }
 }

@@ -5,8 +5,10 @@
  * settled. The checker watches throughout; the first violation ends the
  * history with its seed and the events that led to it.
  */
+
+import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { Checker, Trace } from './checks';
-import { type Client, HttpClient, SessionClient, WsClient } from './clients';
+import { type Client, HostileClient, HttpClient, SessionClient, WsClient } from './clients';
 import { Rng, Scheduler } from './scheduler';
 import { FAULTS, NO_FAULTS, World } from './world';
 
@@ -35,26 +37,47 @@ const START = 1_800_000_000_000;
  */
 const RETENTION_SECONDS = 30;
 const LOCKS = ['sim/a', 'sim/b', 'sim/c'];
+const TEAM_A = 'arn:aws:sts::111122223333:assumed-role/team-a';
+const TEAM_B = 'arn:aws:iam::111122223333:user/team-b';
+const MALLORY = 'arn:aws:iam::111122223333:user/mallory';
 
 export async function simulate(seed: number, options: SimulationOptions = {}): Promise<SimulationResult> {
   const rng = new Rng(seed);
   const sched = new Scheduler(rng, START);
-  const world = new World(sched, rng, RETENTION_SECONDS);
+  // Some histories run under tight limits, so refusals (queue full, too many waiters, no HTTP-wait
+  // slot) happen mid-flight and the counters behind them are exercised.
+  const tight = rng.chance(0.3);
+  const limits = tight
+    ? {
+        ...DEFAULT_LIMITS,
+        maxQueueLength: rng.int(1, 3),
+        maxWaitersPerConnection: 1,
+        maxWaitersPerPrincipal: rng.int(1, 40),
+        maxHttpWaits: rng.int(1, 3),
+      }
+    : DEFAULT_LIMITS;
+  const world = new World(sched, rng, RETENTION_SECONDS, limits);
   const trace = new Trace(sched);
   const checker = new Checker(world.memory, sched, trace, RETENTION_SECONDS);
   world.memory.onCommit = checker.onCommit;
   world.onTrace = (line) => trace.add(line);
   // How many of each kind: varies by seed, at least one of each.
+  // Principals: two teams whose clients share a role each, and a hostile one.
+  const team = () => (rng.chance(0.5) ? TEAM_A : TEAM_B);
   const clients: Client[] = [
     ...Array.from(
       { length: rng.int(1, 3) },
-      (_, i) => new HttpClient(`http${i}`, world, checker, trace, LOCKS),
+      (_, i) => new HttpClient(`http${i}`, team(), world, checker, trace, LOCKS),
     ),
-    ...Array.from({ length: rng.int(1, 3) }, (_, i) => new WsClient(`ws${i}`, world, checker, trace, LOCKS)),
+    ...Array.from(
+      { length: rng.int(1, 3) },
+      (_, i) => new WsClient(`ws${i}`, team(), world, checker, trace, LOCKS),
+    ),
     ...Array.from(
       { length: rng.int(1, 2) },
-      (_, i) => new SessionClient(`sess${i}`, world, checker, trace, LOCKS),
+      (_, i) => new SessionClient(`sess${i}`, team(), world, checker, trace, LOCKS),
     ),
+    ...(rng.chance(0.7) ? [new HostileClient('mallory', MALLORY, world, checker, trace, LOCKS)] : []),
   ];
   const clientErrors: unknown[] = [];
   world.startBackground();
@@ -89,7 +112,7 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
     violations,
     trace: trace.tail(),
     turns: sched.turns,
-    stats: { ...world.stats, ...checker.counts, clients: clients.length },
+    stats: { ...world.stats, ...checker.counts, clients: clients.length, tight: tight ? 1 : 0 },
   };
 }
 

@@ -7,6 +7,7 @@
  */
 import { LatchkeyError } from '../../lambdas/core/errors';
 import type { ItemRef, ItemWrite, Step } from '../../lambdas/core/items';
+import { DEFAULT_LIMITS, type ServiceLimits } from '../../lambdas/core/wire';
 import type { Frame, WsMessage } from '../../lambdas/core/ws-wire';
 import type { Pusher, PushOutcome } from '../../lambdas/service/push';
 import { type Services, wireServices } from '../../lambdas/service/services';
@@ -192,6 +193,7 @@ export class World {
     readonly sched: Scheduler,
     readonly rng: Rng,
     retentionSeconds: number,
+    readonly limits: ServiceLimits = DEFAULT_LIMITS,
   ) {
     this.memory = new MemoryStorage({ tableName: 'sim', retentionSeconds }, () => sched.now());
     this.memory.indexLag = () => (this.faults.indexLagMs ? rng.int(0, this.faults.indexLagMs) : 0);
@@ -203,6 +205,7 @@ export class World {
       timers: this.timers,
       clock: sched,
       ids: () => `${rng.uuid()}`,
+      limits,
     });
   }
 
@@ -249,7 +252,9 @@ export class World {
     if ('crashed' in out) return { kind: 'none' };
     if (this.rng.chance(this.faults.answerLost)) return { kind: 'none' };
     if (out.ok) return { kind: 'ok', value: out.value };
-    if (out.error instanceof LatchkeyError) return { kind: 'error', error: out.error };
+    // INTERNAL is a bug (a request DynamoDB would refuse as malformed), not an answer.
+    if (out.error instanceof LatchkeyError && out.error.code !== 'INTERNAL')
+      return { kind: 'error', error: out.error };
     this.bugs.push(out.error); // not a typed error: a bug the simulation reports
     return { kind: 'none' };
   }
@@ -258,19 +263,18 @@ export class World {
   private async background(name: string, timeoutMs: number, run: () => Promise<unknown>): Promise<boolean> {
     this.stats.invocations++;
     const out = await this.sched.invoke(name, timeoutMs, run);
-    if ('ok' in out && !out.ok && !(out.error instanceof LatchkeyError)) this.bugs.push(out.error);
+    if ('ok' in out && !out.ok && (!(out.error instanceof LatchkeyError) || out.error.code === 'INTERNAL'))
+      this.bugs.push(out.error);
     return 'ok' in out && out.ok;
   }
 
   /** A WebSocket message: $default answers it with one frame, pushed to the connection. */
   sendWs(connectionId: string, message: WsMessage): void {
     void this.background('ws-message', 10_000, async () => {
-      const frame = await answer(message, connectionId, this.services, () => this.rng.uuid()).catch(
-        (error: unknown) => {
-          if (!(error instanceof LatchkeyError)) throw error;
-          return { type: 'error' as const, request_id: message.request_id, ...error.toBody() } as Frame;
-        },
-      );
+      const frame = await answer(message, connectionId, this.services).catch((error: unknown) => {
+        if (!(error instanceof LatchkeyError)) throw error;
+        return { type: 'error' as const, request_id: message.request_id, ...error.toBody() } as Frame;
+      });
       const lost = this.rng.chance(this.faults.answerLost);
       this.onTrace(
         `answer to ${message.action} ${message.request_id ?? ''} on ${connectionId}: ${frame.type}${lost ? ' (lost)' : ''}`,
@@ -279,10 +283,14 @@ export class World {
     });
   }
 
-  /** Opens a connection for a client ($connect); undefined if that failed. */
-  async connect(clientId: string, onFrame: (frame: Frame) => void): Promise<SimConnection | undefined> {
+  /** Opens a connection for a client of principal `owner` ($connect); undefined if that failed. */
+  async connect(
+    owner: string,
+    clientId: string,
+    onFrame: (frame: Frame) => void,
+  ): Promise<SimConnection | undefined> {
     const id = this.newId('conn-');
-    const out = await this.call('$connect', 10_000, (s) => s.connections.open(id, clientId));
+    const out = await this.call('$connect', 10_000, (s) => s.connections.open(id, owner, clientId));
     if (out.kind !== 'ok') return undefined;
     const connection: SimConnection = { id, open: true, onFrame };
     this.connections.set(id, connection);

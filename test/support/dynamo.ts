@@ -3,7 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { inject } from 'vitest';
 import { lease } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { enqueueSteps } from '../../lambdas/core/queue';
+import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { newWaiter } from '../../lambdas/service/lock-service';
 import { ensureTable } from '../../local/table-setup';
 import { type ServicesOptions, servicesOn } from './services';
@@ -57,10 +59,16 @@ export async function queueVanishedWaiter(tableName: string, lock: string): Prom
   const { storage } = testServices(tableName);
   const now = Date.now();
   const ghost = newWaiter(
-    { name: lock, clientId: 'ghost', tenure: lease(10_000), requestId: `g-${randomUUID()}` },
+    {
+      name: lock,
+      owner: localPrincipal('ghost'),
+      clientId: 'ghost',
+      tenure: lease(10_000),
+      requestId: `g-${randomUUID()}`,
+    },
     { waitMs: 20_000, connectionId: 'vanished=' },
     now,
   );
-  const queued = await storage.transact(enqueueSteps(ghost, now));
+  const queued = await storage.transact(enqueueSteps(ghost, now, DEFAULT_LIMITS));
   if (!queued.ok) throw new Error(`could not queue the vanished waiter on ${lock}`);
 }

@@ -15,9 +15,10 @@
  *   commit order, and TTL deletion of items whose `gc_at` has passed.
  */
 import { marshall } from '@aws-sdk/util-dynamodb';
+import { invalidRequest, LatchkeyError } from '../../lambdas/core/errors';
 import { applyUpdate, evaluate, type Item, type Scalar } from '../../lambdas/core/expr';
 import type { ItemRef, ItemWrite, Step } from '../../lambdas/core/items';
-import { lockRef } from '../../lambdas/core/items';
+import { lockRef, refText } from '../../lambdas/core/items';
 import type { WriteResult } from '../../lambdas/core/lock';
 import { waiterOf } from '../../lambdas/core/queue';
 import type {
@@ -31,7 +32,9 @@ import { fullUpdate, type StoreSettings } from '../../lambdas/store/requests';
 import {
   connectionOwner,
   DUE_INDEX,
-  dueBucket,
+  decodeListCursor,
+  dueBuckets,
+  encodeListCursor,
   GC_ATTRIBUTE,
   KEY,
   keyOf,
@@ -100,6 +103,7 @@ export class MemoryStorage implements Storage {
   ) {}
 
   async write(ref: ItemRef, write: ItemWrite): Promise<WriteResult> {
+    this.validate(ref, write);
     const key = this.keyOf(ref);
     const current = this.items.get(key);
     if (write.condition && !evaluate(write.condition, current)) return { ok: false, old: clone(current) };
@@ -111,6 +115,7 @@ export class MemoryStorage implements Storage {
   async transact(steps: readonly Step[]): Promise<TransactResult> {
     const keys = steps.map((s) => this.keyOf(s.ref));
     if (new Set(keys).size !== keys.length) throw new Error('a transaction names one item twice');
+    for (const step of steps) if (step.kind === 'update') this.validate(step.ref, step);
     const verdicts: StepVerdict[] = steps.map((step, i) => {
       const current = this.items.get(keys[i] as string);
       const holds = step.condition === undefined || evaluate(step.condition, current);
@@ -171,11 +176,11 @@ export class MemoryStorage implements Storage {
   }
 
   async dueIn(minute: number, now: number): Promise<ItemRef[]> {
-    const bucket = dueBucket(minute);
+    const buckets = new Set(dueBuckets(minute));
     return this.indexed()
       .filter(
         (e) =>
-          e.attrs[DUE_INDEX.pk] === bucket &&
+          buckets.has(e.attrs[DUE_INDEX.pk] as string) &&
           typeof e.attrs[DUE_INDEX.sk] === 'number' &&
           (e.attrs[DUE_INDEX.sk] as number) <= now,
       )
@@ -194,7 +199,9 @@ export class MemoryStorage implements Storage {
   }
 
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
-    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'base64url').toString('utf8');
+    const after = cursor === undefined ? undefined : decodeListCursor(cursor, prefix);
+    if (cursor !== undefined && after === undefined)
+      throw invalidRequest('cursor is not valid for this listing');
     const names = this.indexed()
       .map((e) => e.attrs[LIST_INDEX.sk])
       .filter(
@@ -208,14 +215,23 @@ export class MemoryStorage implements Storage {
       return item ? [{ name, item: { ...item } as Item }] : [];
     });
     const last = page.at(-1);
-    return {
-      locks,
-      nextCursor: names.length > limit && last ? Buffer.from(last).toString('base64url') : undefined,
-    };
+    return { locks, nextCursor: names.length > limit && last ? encodeListCursor(last) : undefined };
   }
 
   /** DynamoDB's TTL: deletes every item whose `gc_at` (epoch seconds) has passed by `nowMs` and `pick` agrees. */
   collectGarbage(nowMs: number, pick: () => boolean = () => true): number {
+    this.collecting = true;
+    try {
+      return this.collect(nowMs, pick);
+    } finally {
+      this.collecting = false;
+    }
+  }
+
+  /** True while TTL deletes (what onCommit sees then is garbage collection, not a service's write). */
+  collecting = false;
+
+  private collect(nowMs: number, pick: () => boolean): number {
     let collected = 0;
     for (const [key, item] of [...this.items]) {
       const gc = item[GC_ATTRIBUTE];
@@ -239,6 +255,21 @@ export class MemoryStorage implements Storage {
       ref: refOfKey({ [KEY.pk]: item[KEY.pk], [KEY.sk]: item[KEY.sk] }),
       item: { ...item },
     }));
+  }
+
+  /**
+   * What DynamoDB refuses before looking at any item (a ValidationException, which the DynamoDB
+   * adapter reports as INTERNAL): an update naming one attribute twice ("Two document paths
+   * overlap"), its own updates and its housekeeping together.
+   */
+  private validate(ref: ItemRef, write: ItemWrite): void {
+    const names = fullUpdate(this.settings, ref, write).map((action) => action.attr);
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
+    if (twice !== undefined)
+      throw new LatchkeyError(
+        'INTERNAL',
+        `an update of ${refText(ref)} names ${twice} twice (DynamoDB refuses it)`,
+      );
   }
 
   private apply(ref: ItemRef, current: Stored | undefined, write: ItemWrite): Stored {

@@ -14,8 +14,10 @@ import {
   type Tenure,
   throughSession,
 } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import type { LockChangeImages, Waiter } from '../../lambdas/core/queue';
 import { requestOf } from '../../lambdas/core/request';
+import type { ServiceLimits } from '../../lambdas/core/wire';
 import type { Frame } from '../../lambdas/core/ws-wire';
 import type { AcquireResult } from '../../lambdas/service/lock-service';
 import type { PushOutcome } from '../../lambdas/service/push';
@@ -25,6 +27,8 @@ import { MemoryStorage } from './memory-storage';
 
 export const START = 1_800_000_000_000;
 export const LOCK = 'L';
+/** The principal the harness's clients act as (unless a test names another). */
+export const OWNER = localPrincipal('test');
 
 export interface WaitOptions {
   readonly waitMs?: number;
@@ -33,6 +37,8 @@ export interface WaitOptions {
   readonly requestId?: string;
   readonly ttl?: number;
   readonly session?: string;
+  /** The principal acting (default OWNER). */
+  readonly owner?: string;
 }
 
 export class QueueHarness {
@@ -47,7 +53,8 @@ export class QueueHarness {
   readonly timers: TimerMessage[] = [];
   private ids = 0;
 
-  constructor() {
+  /** `limits`: the service's limits (default DEFAULT_LIMITS, as wireServices takes them). */
+  constructor(limits?: ServiceLimits) {
     this.memory = new MemoryStorage({ tableName: 'queue', retentionSeconds: 86_400 }, () => this.now);
     this.services = wireServices({
       storage: this.memory,
@@ -73,6 +80,7 @@ export class QueueHarness {
         },
       },
       ids: () => `id-${++this.ids}`,
+      ...(limits === undefined ? {} : { limits }),
     });
   }
 
@@ -85,14 +93,21 @@ export class QueueHarness {
     return this.memory.queueNow(LOCK).waiters;
   }
 
-  record(client: string, requestId: string) {
-    return requestOf(this.memory.readNow(requestRef(LOCK, requestKey(client, requestId))));
+  /** The record of `client`'s request (of principal `owner`, default OWNER). */
+  record(client: string, requestId: string, owner = OWNER) {
+    return requestOf(this.memory.readNow(requestRef(LOCK, requestKey(owner, client, requestId))));
   }
 
   command(client: string, options: WaitOptions = {}): AcquireCommand {
     const tenure: Tenure =
       options.session !== undefined ? throughSession(options.session) : lease(options.ttl ?? 1_000);
-    return { name: LOCK, clientId: client, tenure, requestId: options.requestId };
+    return {
+      name: LOCK,
+      owner: options.owner ?? OWNER,
+      clientId: client,
+      tenure,
+      requestId: options.requestId,
+    };
   }
 
   /** Acquires at once; the test expects it granted. */
@@ -118,6 +133,7 @@ export class QueueHarness {
   release(grant: Grant) {
     return this.services.locks.release({
       name: LOCK,
+      owner: grant.owner,
       clientId: grant.clientId,
       fencingToken: grant.fencingToken,
     });

@@ -1,15 +1,37 @@
 import { describe, expect, it } from 'vitest';
-import { add, and, eq, gt, le, missing, ne, or, remove, set } from '../../lambdas/core/expr';
-import { lockRef } from '../../lambdas/core/items';
+import { add, and, applyUpdate, eq, gt, le, missing, ne, or, remove, set } from '../../lambdas/core/expr';
+import { freeSlotWrite, takeSlotWrite } from '../../lambdas/core/http-wait';
+import { httpWaitRef, lockRef, type Step, sessionRef } from '../../lambdas/core/items';
 import {
   acquireProtocol,
+  grantOf,
+  LockAttr,
   lease,
   pinnedGrant,
   releaseProtocol,
+  renewProtocol,
+  requestKey,
   throughSession,
 } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
+import {
+  enqueueSteps,
+  handoffSteps,
+  leaveSteps,
+  moveDeliverySteps,
+  orphanLeaveSteps,
+  queueOrder,
+  takeBackSteps,
+  type Waiter,
+  waiterOf,
+} from '../../lambdas/core/queue';
+import { createWrite, endWrite, heartbeatWrite, sessionOfItem } from '../../lambdas/core/session';
+import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { compile } from '../../lambdas/store/compile';
-import { transactRequest, updateRequest } from '../../lambdas/store/requests';
+import { fullUpdate, transactRequest, updateRequest } from '../../lambdas/store/requests';
+import { LIST_INDEX, LIST_PARTITIONS, lockListing } from '../../lambdas/store/table';
+
+const OWNER = localPrincipal('worker');
 
 describe('compile', () => {
   it('names every attribute and value with placeholders', () => {
@@ -52,7 +74,7 @@ describe('lock write requests', () => {
   it('acquire is one conditional UpdateItem that returns the old item on refusal', () => {
     const now = 1_700_000_000_123;
     const write = acquireProtocol(
-      { name: 'jobs/nightly', clientId: 'worker-1', tenure: lease(30_000) },
+      { name: 'jobs/nightly', owner: OWNER, clientId: 'worker-1', tenure: lease(30_000) },
       now,
     ).first;
     const request = updateRequest(settings, lockRef('jobs/nightly'), write);
@@ -81,23 +103,40 @@ describe('lock write requests', () => {
     expect(counter).not.toBeNull();
     expect(request.ExpressionAttributeValues?.[counter?.[1] as string]).toBe(1_700_000_000_123_000);
     expect(request.ExpressionAttributeValues?.[counter?.[2] as string]).toBe(1);
-    // Listing index keys and the garbage-collection time ride along.
+    // The grant records the caller's principal.
+    const owner = Object.keys(names).find((placeholder) => names[placeholder] === LockAttr.owner);
+    const ownerValue = request.UpdateExpression?.match(new RegExp(`${owner} = (:v\\d+)`))?.[1];
+    expect(request.ExpressionAttributeValues?.[ownerValue as string]).toBe(OWNER);
+    // Listing index keys (the name's shard of the listing index) and the garbage-collection time ride along.
     const values = Object.values(request.ExpressionAttributeValues ?? {});
-    expect(values).toContain('LOCK');
+    const listing = lockListing('jobs/nightly');
+    expect(LIST_PARTITIONS).toContain(listing[LIST_INDEX.pk]);
+    expect(values).toContain(listing[LIST_INDEX.pk]);
+    expect(values).toContain('jobs/nightly');
     expect(values).toContain(Math.ceil((now + 30_000) / 1000) + 3600);
   });
 
-  it('release is conditioned on holder, token, a live lease and no outstanding reentry', () => {
+  it('release is conditioned on owner, holder, token, a live lease and no outstanding reentry', () => {
     const now = 1_000;
-    const write = releaseProtocol({ name: 'n', clientId: 'c', fencingToken: 7 }, now).first;
-    expect(compile(write.condition, write.update).ConditionExpression).toBe(
-      '((#a0 = :v0 AND #a1 = :v1) AND (attribute_exists(#a0) AND (attribute_exists(#a2) OR #a3 > :v2)) AND (attribute_not_exists(#a4) OR #a4 <= :v3))',
+    const write = releaseProtocol({ name: 'n', owner: OWNER, clientId: 'c', fencingToken: 7 }, now).first;
+    const compiled = compile(write.condition, write.update);
+    expect(compiled.ConditionExpression).toBe(
+      '((#a0 = :v0 AND #a1 = :v1 AND #a2 = :v2) AND (attribute_exists(#a1) AND (attribute_exists(#a3) OR #a4 > :v3)) AND (attribute_not_exists(#a5) OR #a5 <= :v4))',
     );
+    expect(compiled.ExpressionAttributeNames).toMatchObject({
+      '#a0': 'principal',
+      '#a1': 'holder',
+      '#a2': 'fence',
+      '#a3': 'session_id',
+      '#a4': 'expires_at',
+      '#a5': 'reentry',
+    });
+    expect(compiled.ExpressionAttributeValues).toMatchObject({ ':v0': OWNER, ':v1': 'c', ':v2': 7 });
   });
 
   it('a grant held through a session removes the TTL attribute; a lease sets it past the lease end', () => {
     const now = 1_700_000_000_000;
-    const grantee = { name: 'leader', clientId: 'a' };
+    const grantee = { name: 'leader', owner: OWNER, clientId: 'a' };
     const session = pinnedGrant({ ...grantee, tenure: throughSession('s') }, undefined, now, 'w').write;
     const leased = pinnedGrant({ ...grantee, tenure: lease(60_000) }, undefined, now, 'w').write;
     const sessionRequest = updateRequest(settings, lockRef('leader'), session);
@@ -112,7 +151,12 @@ describe('lock write requests', () => {
   });
 
   it('a transaction step that refuses returns the item as it was', () => {
-    const write = pinnedGrant({ name: 'n', clientId: 'a', tenure: lease(1000) }, undefined, 5, 'w').write;
+    const write = pinnedGrant(
+      { name: 'n', owner: OWNER, clientId: 'a', tenure: lease(1000) },
+      undefined,
+      5,
+      'w',
+    ).write;
     const { TransactItems } = transactRequest(settings, [
       { kind: 'update', ref: lockRef('n'), ...write },
       { kind: 'delete', ref: { kind: 'waiter', lock: 'n', order: 'o' } },
@@ -131,5 +175,113 @@ describe('lock write requests', () => {
       Key: { pk: 'SESS#s', sk: 'SESS' },
       ConditionExpression: 'attribute_exists(#a0)',
     });
+  });
+});
+
+describe('every write is one DynamoDB accepts', () => {
+  const settings = { tableName: 'locks', retentionSeconds: 86_400 };
+  const now = 1_800_000_000_000;
+  const waiter = (connectionId: string | undefined, tenure = lease(1_000)): Waiter => ({
+    lock: 'jobs/nightly',
+    order: queueOrder(0, now, 'n'),
+    owner: OWNER,
+    clientId: 'worker-2',
+    tenure,
+    requestId: 'r1',
+    requestKey: requestKey(OWNER, 'worker-2', 'r1'),
+    deadline: now + 10_000,
+    priority: 0,
+    arrivedAt: now,
+    connectionId,
+  });
+  const held = pinnedGrant(
+    { name: 'jobs/nightly', owner: OWNER, clientId: 'worker-1', tenure: lease(1_000) },
+    undefined,
+    now - 10,
+    'w0',
+  ).grant;
+  const session = sessionOfItem('s', {
+    owner: OWNER,
+    client_id: 'worker-2',
+    ttl_ms: 3_000,
+    grace_ms: 0,
+    deadline: now + 3_000,
+    expires_at: now + 3_000,
+  });
+  const cases: [string, Step[]][] = [
+    ['enqueue over HTTP', enqueueSteps(waiter(undefined), now, DEFAULT_LIMITS)],
+    ['enqueue over WebSocket', enqueueSteps(waiter('conn-1'), now, DEFAULT_LIMITS)],
+    ['enqueue through a session', enqueueSteps(waiter('conn-1', throughSession('s')), now, DEFAULT_LIMITS)],
+    ['leave', leaveSteps(waiter('conn-1'), 'cancelled', now)],
+    ['orphan leave', orphanLeaveSteps(waiter(undefined), 'timeout', now)],
+    ['move delivery', moveDeliverySteps(waiter('conn-1'), 'conn-2', now)],
+    ['move delivery from HTTP', moveDeliverySteps(waiter(undefined), 'conn-2', now)],
+    ['handoff', handoffSteps(waiter('conn-1'), undefined, now, 'w1').steps],
+    [
+      'handoff through a session',
+      handoffSteps(waiter(undefined, throughSession('s')), undefined, now, 'w1').steps,
+    ],
+    ['take back', takeBackSteps(held, waiter('conn-1'), 'w1', now)],
+    [
+      'lock protocols',
+      [
+        acquireProtocol({ name: 'n', owner: OWNER, clientId: 'c', tenure: lease(1_000), requestId: 'r' }, now)
+          .first,
+        releaseProtocol({ name: 'n', owner: OWNER, clientId: 'c', fencingToken: 7 }, now).first,
+        renewProtocol({ name: 'n', owner: OWNER, clientId: 'c', fencingToken: 7, ttlMs: 1_000 }, now).first,
+      ].map((write) => ({ kind: 'update' as const, ref: lockRef('n'), ...write })),
+    ],
+    [
+      'sessions',
+      [
+        createWrite(OWNER, 'worker-2', { ttlMs: 3_000, graceMs: 0, lockDelayMs: 0 }, now),
+        heartbeatWrite(session, now),
+        endWrite(session, 'closed', now),
+      ].map((write) => ({ kind: 'update' as const, ref: sessionRef('s'), ...write })),
+    ],
+    [
+      'HTTP wait slots',
+      [takeSlotWrite('h', now, now + 1_000), freeSlotWrite('h')].map((write) => ({
+        kind: 'update' as const,
+        ref: httpWaitRef(0),
+        ...write,
+      })),
+    ],
+  ];
+
+  // DynamoDB refuses an UpdateExpression whose paths overlap ("Two document paths overlap"): every
+  // attribute a write sets or removes, its housekeeping (index keys, TTL) included, must be named once.
+  it.each(cases)('%s: no update names one attribute twice, housekeeping included', (_, steps) => {
+    const updates = steps.flatMap((step) => (step.kind === 'update' ? [step] : []));
+    expect(updates.length).toBeGreaterThan(0);
+    for (const step of updates) {
+      const attrs = fullUpdate(settings, step.ref, step).map((action) => action.attr);
+      const twice = attrs.filter((attr, i) => attrs.indexOf(attr) !== i);
+      expect(twice, `${step.ref.kind} update names ${twice.join(', ')} twice`).toEqual([]);
+    }
+  });
+
+  it('a waiter item, stored with its housekeeping, keeps the principal it waits for', () => {
+    for (const connection of [undefined, 'conn-1']) {
+      const w = waiter(connection);
+      const step = enqueueSteps(w, now, DEFAULT_LIMITS)[1] as Step & { kind: 'update' };
+      const stored = applyUpdate(undefined, fullUpdate(settings, step.ref, step));
+      expect(waiterOf(w.order, stored)).toEqual(w);
+      // Moving its delivery to another connection keeps it too.
+      const move = moveDeliverySteps(w, 'conn-2', now)[0] as Step & { kind: 'update' };
+      const moved = applyUpdate(stored, fullUpdate(settings, move.ref, move));
+      expect(waiterOf(w.order, moved)).toEqual({ ...w, connectionId: 'conn-2' });
+    }
+  });
+
+  it('a grant, stored with its housekeeping, names its principal', () => {
+    const { write } = pinnedGrant(
+      { name: 'n', owner: OWNER, clientId: 'c', tenure: lease(1_000) },
+      undefined,
+      now,
+      'w',
+    );
+    const stored = applyUpdate(undefined, fullUpdate(settings, lockRef('n'), write));
+    expect(grantOf(stored)).toMatchObject({ owner: OWNER, clientId: 'c' });
   });
 });

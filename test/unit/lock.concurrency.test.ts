@@ -18,23 +18,37 @@ import {
   renewProtocol,
   runProtocol,
 } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { MemoryLock } from '../support/memory-lock';
 
-type Op =
-  | { op: 'acquire'; client: string; reentrant: boolean; rid: string | undefined }
-  | { op: 'release'; client: string; pick: number }
-  | { op: 'renew'; client: string; pick: number };
+/** A principal and one of its clients; two principals use client id 'a'. */
+interface Actor {
+  readonly owner: string;
+  readonly client: string;
+}
+const ALICE = localPrincipal('alice');
+const BOB = localPrincipal('bob');
 
-const client = fc.constantFrom('a', 'b', 'c');
+type Op =
+  | { op: 'acquire'; who: Actor; reentrant: boolean; rid: string | undefined }
+  | { op: 'release'; who: Actor; pick: number }
+  | { op: 'renew'; who: Actor; pick: number };
+
+const client = fc.constantFrom<Actor>(
+  { owner: ALICE, client: 'a' },
+  { owner: ALICE, client: 'b' },
+  { owner: BOB, client: 'a' },
+  { owner: BOB, client: 'c' },
+);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
     op: fc.constant('acquire' as const),
-    client,
+    who: client,
     reentrant: fc.boolean(),
     rid: fc.option(fc.constantFrom('r1', 'r2'), { nil: undefined }),
   }),
-  fc.record({ op: fc.constant('release' as const), client, pick: fc.nat() }),
-  fc.record({ op: fc.constant('renew' as const), client, pick: fc.nat() }),
+  fc.record({ op: fc.constant('release' as const), who: client, pick: fc.nat() }),
+  fc.record({ op: fc.constant('renew' as const), who: client, pick: fc.nat() }),
 );
 
 const START = 1_800_000_000_000;
@@ -63,7 +77,9 @@ it('concurrent acquire, release and renew never leave two live leases, and token
         const runCmd = <O>(p: Protocol<O>, cmd: number) => runProtocol(p, tryWrite, () => `c${cmd}:${++ids}`);
         let cmds = 0;
         let now = START;
-        const told = new Map<number, { client: string; expiresAt: number }>();
+        const told = new Map<number, { owner: string; client: string; expiresAt: number }>();
+        /** The principal each token was granted to. */
+        const grantedTo = new Map<number, string>();
         let highest = 0;
 
         for (const round of rounds) {
@@ -77,13 +93,15 @@ it('concurrent acquire, release and renew never leave two live leases, and token
             );
           const attempt = async (op: Op, cmd: number) => {
             const run = <O>(p: Protocol<O>) => runCmd(p, cmd);
+            let token = 0;
             try {
               if (op.op === 'acquire') {
                 const out = await run(
                   acquireProtocol(
                     {
                       name: 'L',
-                      clientId: op.client,
+                      owner: op.who.owner,
+                      clientId: op.who.client,
                       tenure: lease(TTL),
                       reentrant: op.reentrant,
                       requestId: op.rid,
@@ -93,27 +111,19 @@ it('concurrent acquire, release and renew never leave two live leases, and token
                 );
                 return { op, out };
               }
-              const token = tokens[op.pick % tokens.length] ?? 0;
-              if (op.op === 'release')
-                return {
-                  op,
-                  token,
-                  out: await run(
-                    releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now),
-                  ),
-                };
-              return {
-                op,
-                token,
-                out: await run(
-                  renewProtocol({ name: 'L', clientId: op.client, fencingToken: token, ttlMs: TTL }, now),
-                ),
-              };
+              token = tokens[op.pick % tokens.length] ?? 0;
+              const named = { name: 'L', owner: op.who.owner, clientId: op.who.client, fencingToken: token };
+              if (op.op === 'release') return { op, token, out: await run(releaseProtocol(named, now)) };
+              return { op, token, out: await run(renewProtocol({ ...named, ttlMs: TTL }, now)) };
             } catch (error) {
               if (!(error instanceof LatchkeyError)) throw error;
-              // A refusal (409), or every attempt lost a race (retryable 503): then none of its writes applied.
+              // A refusal (409 or 403), or every attempt lost a race (retryable 503): then none of its writes applied.
               if (error.code === 'UNAVAILABLE') expect(appliedAt(cmd)).toBe(-1);
-              else if (error.status !== 409) throw error;
+              else if (error.code === 'FORBIDDEN') {
+                // Only a release or renew, of a lock recorded for another principal, is refused as such.
+                expect(op.op).not.toBe('acquire');
+                expect(appliedAt(cmd)).toBe(-1);
+              } else if (error.status !== 409) throw error;
               return { op, out: error };
             }
           };
@@ -131,9 +141,16 @@ it('concurrent acquire, release and renew never leave two live leases, and token
             if (r.out instanceof LatchkeyError) continue;
             if (r.op.op === 'acquire' && 'acquired' in r.out && r.out.acquired) {
               const { grant } = r.out;
+              // Granted, re-entered or replayed: always the caller's own grant.
+              expect(grant).toMatchObject({ owner: r.op.who.owner, clientId: r.op.who.client });
               if (grant.reentry === 1 && !r.out.replayed && !told.has(grant.fencingToken))
                 fresh.push(grant.fencingToken);
-              told.set(grant.fencingToken, { client: grant.clientId, expiresAt: leaseEnd(grant) ?? 0 });
+              grantedTo.set(grant.fencingToken, grant.owner);
+              told.set(grant.fencingToken, {
+                owner: grant.owner,
+                client: grant.clientId,
+                expiresAt: leaseEnd(grant) ?? 0,
+              });
             } else if (
               r.op.op === 'release' &&
               'remaining' in r.out &&
@@ -142,7 +159,11 @@ it('concurrent acquire, release and renew never leave two live leases, and token
             ) {
               told.delete(r.token as number);
             } else if (r.op.op === 'renew' && 'grant' in r.out) {
+              // Only the principal it was granted to renews it.
+              expect(r.out.grant.owner).toBe(r.op.who.owner);
+              expect(grantedTo.get(r.out.grant.fencingToken)).toBe(r.op.who.owner);
               told.set(r.out.grant.fencingToken, {
+                owner: r.out.grant.owner,
                 client: r.out.grant.clientId,
                 expiresAt: leaseEnd(r.out.grant) ?? 0,
               });
@@ -162,4 +183,4 @@ it('concurrent acquire, release and renew never leave two live leases, and token
     ),
     { numRuns: 1000 },
   );
-});
+}, 60_000); // a thousand schedules: seconds, more on a loaded machine

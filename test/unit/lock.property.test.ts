@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
-import { evaluate, type Item } from '../../lambdas/core/expr';
+import { type Condition, evaluate, type Item } from '../../lambdas/core/expr';
 import {
   LockAttr as A,
   acquireProtocol,
@@ -18,39 +18,53 @@ import {
   renewProtocol,
   requestKey,
 } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { MemoryLock } from '../support/memory-lock';
 
+const ALICE = localPrincipal('alice');
+const BOB = localPrincipal('bob');
+/** Who acts: a principal and one of its clients. Both principals have a client 'a'. */
+interface Actor {
+  readonly owner: string;
+  readonly client: string;
+}
+const ACTORS: readonly Actor[] = [
+  { owner: ALICE, client: 'a' },
+  { owner: ALICE, client: 'b' },
+  { owner: BOB, client: 'a' },
+  { owner: BOB, client: 'c' },
+];
 const CLIENTS = ['a', 'b', 'c'] as const;
 const START = 1_800_000_000_000;
 
 type Op =
-  | { op: 'acquire'; client: string; ttl: number; rid: string | undefined; reentrant: boolean }
-  | { op: 'release'; client: string; pick: number }
-  | { op: 'renew'; client: string; pick: number; ttl: number }
+  | { op: 'acquire'; who: Actor; ttl: number; rid: string | undefined; reentrant: boolean }
+  | { op: 'release'; who: Actor; pick: number }
+  | { op: 'renew'; who: Actor; pick: number; ttl: number }
   | { op: 'tick'; ms: number }
   /** TTL collects the item: only ever long after its lease ended. */
   | { op: 'collect' }
   /** An operator deletes the item by hand, whatever it holds. */
   | { op: 'delete' };
 
-const client = fc.constantFrom(...CLIENTS);
+const who = fc.constantFrom(...ACTORS);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 4,
     arbitrary: fc.record({
       op: fc.constant('acquire' as const),
-      client,
+      who,
       ttl: fc.integer({ min: 1, max: 40 }),
       rid: fc.option(fc.constantFrom('r1', 'r2', 'r3'), { nil: undefined }),
       reentrant: fc.boolean(),
     }),
   },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('release' as const), client, pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('release' as const), who, pick: fc.nat() }) },
   {
     weight: 2,
     arbitrary: fc.record({
       op: fc.constant('renew' as const),
-      client,
+      who,
       pick: fc.nat(),
       ttl: fc.integer({ min: 1, max: 40 }),
     }),
@@ -65,9 +79,13 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 
 /** What a client has been told it holds: token -> lease. */
 interface Told {
+  owner: string;
   client: string;
   expiresAt: number;
 }
+
+const sameActor = (a: { owner?: string; client?: string; clientId?: string } | undefined, b: Actor) =>
+  a !== undefined && a.owner === b.owner && (a.client ?? a.clientId) === b.client;
 
 async function expectRefusalOrError<T>(run: () => Promise<T>): Promise<T | LatchkeyError> {
   try {
@@ -88,7 +106,7 @@ describe('lock rules under random histories', () => {
           let now = START;
           const told = new Map<number, Told>();
           const issued: number[] = [];
-          let lastServed: { client: string; rid: string; token: number } | undefined;
+          let lastServed: { who: Actor; rid: string; token: number } | undefined;
 
           for (const [op, duplicated] of steps) {
             // Any write may be delivered twice (a lost response and the SDK's retry): outcomes must not change.
@@ -106,7 +124,7 @@ describe('lock rules under random histories', () => {
               now += 1; // at least a millisecond passes before the next grant
               continue;
             }
-            const before = lock.item;
+            const before = structuredClone(lock.item);
             const holderBefore = liveHolder(before, now);
             if (op.op === 'acquire') {
               const out = await expectRefusalOrError(() =>
@@ -114,7 +132,8 @@ describe('lock rules under random histories', () => {
                   acquireProtocol(
                     {
                       name: 'L',
-                      clientId: op.client,
+                      owner: op.who.owner,
+                      clientId: op.who.client,
                       tenure: lease(op.ttl),
                       requestId: op.rid,
                       reentrant: op.reentrant,
@@ -124,7 +143,8 @@ describe('lock rules under random histories', () => {
                 ),
               );
               const isReplay =
-                op.rid !== undefined && before?.[A.grantRequest] === requestKey(op.client, op.rid);
+                op.rid !== undefined &&
+                before?.[A.grantRequest] === requestKey(op.who.owner, op.who.client, op.rid);
               if (out instanceof LatchkeyError) {
                 // Only a retry of a request whose lease has ended may fail.
                 expect(out.code).toBe('LEASE_EXPIRED');
@@ -146,19 +166,36 @@ describe('lock rules under random histories', () => {
                 // A fresh grant: strictly above every token ever issued, even across deletions.
                 for (const earlier of issued) expect(token).toBeGreaterThan(earlier);
                 issued.push(token);
-                told.set(token, { client: op.client, expiresAt: leaseEnd(out.grant) ?? 0 });
+                told.set(token, { ...op.who, expiresAt: leaseEnd(out.grant) ?? 0 });
               } else {
-                expect(told.get(token)?.client).toBe(op.client);
+                // A replay or a re-entry: only ever of the caller's own grant (its principal and client).
+                expect(sameActor(told.get(token), op.who)).toBe(true);
               }
-              if (op.rid !== undefined) lastServed = { client: op.client, rid: op.rid, token };
+              expect(out.grant).toMatchObject({ owner: op.who.owner, clientId: op.who.client });
+              if (op.rid !== undefined) lastServed = { who: op.who, rid: op.rid, token };
             } else {
               const token = issued.length ? (issued[op.pick % issued.length] as number) : 1;
+              const rightful = sameActor(holderBefore, op.who) && holderBefore?.fencingToken === token;
+              // A grant recorded for another principal: FORBIDDEN, whatever client and token were named.
+              const foreign = before?.[A.holder] !== undefined && before[A.owner] !== op.who.owner;
+              const refused = (out: unknown) => {
+                expect(out instanceof LatchkeyError).toBe(!rightful);
+                if (!(out instanceof LatchkeyError)) return false;
+                if (foreign) expect(out.code).toBe('FORBIDDEN');
+                else expect(out.code).not.toBe('FORBIDDEN');
+                expect(lock.item).toEqual(before); // a refusal changes nothing
+                return true;
+              };
               if (op.op === 'release') {
                 const out = await expectRefusalOrError(() =>
-                  lock.run(releaseProtocol({ name: 'L', clientId: op.client, fencingToken: token }, now)),
+                  lock.run(
+                    releaseProtocol(
+                      { name: 'L', owner: op.who.owner, clientId: op.who.client, fencingToken: token },
+                      now,
+                    ),
+                  ),
                 );
-                const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
-                expect(out instanceof LatchkeyError).toBe(!rightful);
+                refused(out);
                 if (!(out instanceof LatchkeyError)) {
                   expect(out.remaining).toBe((holderBefore?.reentry ?? 1) - 1);
                   if (out.remaining === 0) told.delete(token);
@@ -167,16 +204,21 @@ describe('lock rules under random histories', () => {
                 const out = await expectRefusalOrError(() =>
                   lock.run(
                     renewProtocol(
-                      { name: 'L', clientId: op.client, fencingToken: token, ttlMs: op.ttl },
+                      {
+                        name: 'L',
+                        owner: op.who.owner,
+                        clientId: op.who.client,
+                        fencingToken: token,
+                        ttlMs: op.ttl,
+                      },
                       now,
                     ),
                   ),
                 );
-                const rightful = holderBefore?.clientId === op.client && holderBefore.fencingToken === token;
-                expect(out instanceof LatchkeyError).toBe(!rightful);
+                refused(out);
                 if (!(out instanceof LatchkeyError)) {
                   expect(leaseEnd(out.grant)).toBe(now + op.ttl);
-                  told.set(token, { client: op.client, expiresAt: leaseEnd(out.grant) ?? 0 });
+                  told.set(token, { ...op.who, expiresAt: leaseEnd(out.grant) ?? 0 });
                 }
               }
             }
@@ -190,15 +232,17 @@ describe('lock rules under random histories', () => {
       ),
       { numRuns: 2000 },
     );
-  });
+  }, 60_000); // two thousand histories: seconds, more on a loaded machine
 });
 
 // Any item our writes can leave behind: held (or lapsed), released, or absent.
 const itemArb = (now: number): fc.Arbitrary<Item | undefined> => {
-  const grantRequest = fc.option(fc.constantFrom(requestKey('a', 'r1'), requestKey('b', 'r1')), {
-    nil: undefined,
-  });
+  const grantRequest = fc.option(
+    fc.constantFrom(requestKey(ALICE, 'a', 'r1'), requestKey(ALICE, 'b', 'r1'), requestKey(BOB, 'a', 'r1')),
+    { nil: undefined },
+  );
   const held = fc.record({
+    [A.owner]: fc.constantFrom(ALICE, BOB),
     [A.holder]: fc.constantFrom(...CLIENTS),
     [A.fence]: fc.integer({ min: 1, max: 5 }),
     [A.expiresAt]: fc.integer({ min: now - 5, max: now + 5 }),
@@ -228,12 +272,22 @@ describe('refusals are explained consistently with the conditions', () => {
     fc.assert(
       fc.property(
         itemArb(now),
-        client,
+        who,
         fc.option(fc.constant('r1'), { nil: undefined }),
         fc.boolean(),
         (item, c, rid, reentrant) => {
           settlesWithoutContention(
-            acquireProtocol({ name: 'L', clientId: c, tenure: lease(10), requestId: rid, reentrant }, now),
+            acquireProtocol(
+              {
+                name: 'L',
+                owner: c.owner,
+                clientId: c.client,
+                tenure: lease(10),
+                requestId: rid,
+                reentrant,
+              },
+              now,
+            ),
             item,
           );
         },
@@ -244,12 +298,33 @@ describe('refusals are explained consistently with the conditions', () => {
 
   it('release and renew', () => {
     fc.assert(
-      fc.property(itemArb(now), client, fc.integer({ min: 1, max: 5 }), (item, c, token) => {
-        settlesWithoutContention(releaseProtocol({ name: 'L', clientId: c, fencingToken: token }, now), item);
-        settlesWithoutContention(
-          renewProtocol({ name: 'L', clientId: c, fencingToken: token, ttlMs: 10 }, now),
-          item,
-        );
+      fc.property(itemArb(now), who, fc.integer({ min: 1, max: 5 }), (item, c, token) => {
+        const cmd = { name: 'L', owner: c.owner, clientId: c.client, fencingToken: token };
+        settlesWithoutContention(releaseProtocol(cmd, now), item);
+        settlesWithoutContention(renewProtocol({ ...cmd, ttlMs: 10 }, now), item);
+        // A grant recorded for another principal: never written, refused FORBIDDEN whatever was named.
+        const foreign = item?.[A.holder] !== undefined && item[A.owner] !== c.owner;
+        if (foreign) {
+          expect(evaluate(releaseProtocol(cmd, now).first.condition as Condition, item)).toBe(false);
+          expect(evaluate(renewProtocol({ ...cmd, ttlMs: 10 }, now).first.condition as Condition, item)).toBe(
+            false,
+          );
+          expect(() => releaseProtocol(cmd, now).onRefused(item)).toThrow(
+            expect.objectContaining({ code: 'FORBIDDEN' }),
+          );
+          expect(() => renewProtocol({ ...cmd, ttlMs: 10 }, now).onRefused(item)).toThrow(
+            expect.objectContaining({ code: 'FORBIDDEN' }),
+          );
+        }
+        // Anything else refused is not explained as another principal's.
+        for (const protocol of [releaseProtocol(cmd, now), renewProtocol({ ...cmd, ttlMs: 10 }, now)]) {
+          if (foreign || evaluate(protocol.first.condition as Condition, item)) continue;
+          try {
+            protocol.onRefused(item);
+          } catch (error) {
+            expect(error).not.toMatchObject({ code: 'FORBIDDEN' });
+          }
+        }
       }),
       { numRuns: 2000 },
     );
@@ -259,12 +334,14 @@ describe('refusals are explained consistently with the conditions', () => {
 describe('lock rules, by example', () => {
   it('an expired lease is taken over at once, with a larger token', async () => {
     const lock = new MemoryLock();
-    const first = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
+    const first = await lock.run(
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START),
+    );
     const refused = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'b', tenure: lease(1000) }, START + 999),
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'b', tenure: lease(1000) }, START + 999),
     );
     const taken = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'b', tenure: lease(1000) }, START + 1000),
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'b', tenure: lease(1000) }, START + 1000),
     );
     expect(refused).toMatchObject({ acquired: false, holder: { clientId: 'a' }, retryAfterMs: 1 });
     expect(taken.acquired && first.acquired && taken.grant.fencingToken > first.grant.fencingToken).toBe(
@@ -275,59 +352,109 @@ describe('lock rules, by example', () => {
   it('the first token of a lock comes from the clock floor', async () => {
     const lock = new MemoryLock();
     const out = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START + 0.7),
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START + 0.7),
     );
     expect(out.acquired && out.grant.fencingToken).toBe(fenceFloor(START) + 1);
   });
 
   it('reentrancy is opt-in and counts down to free', async () => {
     const lock = new MemoryLock();
-    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
+    const grant = await lock.run(
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START),
+    );
     const token = grant.acquired ? grant.grant.fencingToken : 0;
     const again = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START + 1),
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START + 1),
     );
     expect(again.acquired).toBe(false);
     const reentered = await lock.run(
-      acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(5000), reentrant: true }, START + 1),
+      acquireProtocol(
+        { name: 'L', owner: ALICE, clientId: 'a', tenure: lease(5000), reentrant: true },
+        START + 1,
+      ),
     );
     expect(reentered).toMatchObject({
       acquired: true,
       grant: { fencingToken: token, reentry: 2, held: { expiresAt: START + 1000 } },
     });
     expect(
-      await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 2)),
+      await lock.run(
+        releaseProtocol({ name: 'L', owner: ALICE, clientId: 'a', fencingToken: token }, START + 2),
+      ),
     ).toMatchObject({ remaining: 1 });
     expect(liveHolder(lock.item, START + 2)?.clientId).toBe('a');
     expect(
-      await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 3)),
+      await lock.run(
+        releaseProtocol({ name: 'L', owner: ALICE, clientId: 'a', fencingToken: token }, START + 3),
+      ),
     ).toMatchObject({ remaining: 0 });
     expect(liveHolder(lock.item, START + 3)).toBeUndefined();
   });
 
   it('release and renew by a stranger or with a stale token are refused and change nothing', async () => {
     const lock = new MemoryLock();
-    const grant = await lock.run(acquireProtocol({ name: 'L', clientId: 'a', tenure: lease(1000) }, START));
+    const grant = await lock.run(
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START),
+    );
     const token = grant.acquired ? grant.grant.fencingToken : 0;
     const snapshot = structuredClone(lock.item);
     await expect(
-      lock.run(releaseProtocol({ name: 'L', clientId: 'b', fencingToken: token }, START)),
+      lock.run(releaseProtocol({ name: 'L', owner: ALICE, clientId: 'b', fencingToken: token }, START)),
     ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
     await expect(
-      lock.run(renewProtocol({ name: 'L', clientId: 'a', fencingToken: token - 1, ttlMs: 9 }, START)),
+      lock.run(
+        renewProtocol({ name: 'L', owner: ALICE, clientId: 'a', fencingToken: token - 1, ttlMs: 9 }, START),
+      ),
     ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
     await expect(
-      lock.run(renewProtocol({ name: 'L', clientId: 'a', fencingToken: token, ttlMs: 9 }, START + 1000)),
+      lock.run(
+        renewProtocol(
+          { name: 'L', owner: ALICE, clientId: 'a', fencingToken: token, ttlMs: 9 },
+          START + 1000,
+        ),
+      ),
     ).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
     expect(lock.item).toEqual(snapshot);
   });
 
+  it('release and renew by another principal, with the holder’s client id and token, are refused FORBIDDEN and change nothing', async () => {
+    const lock = new MemoryLock();
+    const grant = await lock.run(
+      acquireProtocol({ name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000) }, START),
+    );
+    const token = grant.acquired ? grant.grant.fencingToken : 0;
+    const snapshot = structuredClone(lock.item);
+    const stolen = { name: 'L', owner: BOB, clientId: 'a', fencingToken: token };
+    await expect(lock.run(releaseProtocol(stolen, START + 1))).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      status: 403,
+    });
+    await expect(lock.run(renewProtocol({ ...stolen, ttlMs: 5000 }, START + 1))).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+    });
+    // Nor may it re-enter, or replay the holder's request.
+    const reentered = await lock.run(
+      acquireProtocol(
+        { name: 'L', owner: BOB, clientId: 'a', tenure: lease(1000), reentrant: true },
+        START + 1,
+      ),
+    );
+    expect(reentered).toMatchObject({ acquired: false, holder: { clientId: 'a' } });
+    expect(lock.item).toEqual(snapshot);
+    // The owner still can.
+    expect(await lock.run(releaseProtocol({ ...stolen, owner: ALICE }, START + 2))).toMatchObject({
+      remaining: 0,
+    });
+  });
+
   it('a retried acquire whose lease ended is refused, never granted twice', async () => {
     const lock = new MemoryLock();
-    const cmd = { name: 'L', clientId: 'a', tenure: lease(1000), requestId: 'r1' };
+    const cmd = { name: 'L', owner: ALICE, clientId: 'a', tenure: lease(1000), requestId: 'r1' };
     const grant = await lock.run(acquireProtocol(cmd, START));
     const token = grant.acquired ? grant.grant.fencingToken : 0;
-    await lock.run(releaseProtocol({ name: 'L', clientId: 'a', fencingToken: token }, START + 1));
+    await lock.run(
+      releaseProtocol({ name: 'L', owner: ALICE, clientId: 'a', fencingToken: token }, START + 1),
+    );
     await expect(lock.run(acquireProtocol(cmd, START + 2))).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
     expect(liveHolder(lock.item, START + 2)).toBeUndefined();
   });

@@ -17,7 +17,7 @@ import {
   resetCountWrite,
   type Waiter,
 } from '../../lambdas/core/queue';
-import { LOCK, QueueHarness, START } from '../support/queue-harness';
+import { LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
 const queued = async (h: QueueHarness, client: string, options: Parameters<QueueHarness['wait']>[1] = {}) => {
   const out = await h.wait(client, { waitMs: 60_000, ttl: 10_000, ...options });
@@ -173,6 +173,7 @@ describe('taking back a grant nobody received', () => {
       // The grant arrived by another way (a retry's answer), and its holder renewed it at once.
       await h.services.locks.renew({
         name: LOCK,
+        owner: OWNER,
         clientId: 'b',
         fencingToken: frame.fencing_token,
         ttlMs: 5_000,
@@ -198,11 +199,11 @@ describe('taking back a grant nobody received', () => {
 describe('a waiter whose session ended', () => {
   it('is dropped with an error frame when its turn comes, and the next waiter is served', async () => {
     const h = new QueueHarness();
-    const s = await h.services.sessions.create('b', { ttlMs: 1_000, graceMs: 0, lockDelayMs: 0 });
+    const s = await h.services.sessions.create(OWNER, 'b', { ttlMs: 1_000, graceMs: 0, lockDelayMs: 0 });
     const a = await h.hold('a', { ttl: 5_000 });
     await queued(h, 'b', { connection: 'cb', session: s.id, requestId: 'rb' });
     await queued(h, 'c', { connection: 'cc' });
-    await h.services.sessions.close(s.id, 'b');
+    await h.services.sessions.close(s.id, OWNER, 'b');
     await h.release(a);
     expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
     expect(h.framesTo('cb', 'error')).toEqual([

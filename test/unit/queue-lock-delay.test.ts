@@ -8,14 +8,14 @@
 import { describe, expect, it } from 'vitest';
 import { LockAttr as A, liveHolder } from '../../lambdas/core/lock';
 import { onLockChange, planServe, stillWatched } from '../../lambdas/core/queue';
-import { batch, LOCK, QueueHarness } from '../support/queue-harness';
+import { batch, LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
 const nothing = { serve: false, timer: undefined };
 
 /** a holds the lock through a session with a 100 ms lock-delay, and that session expires. */
 async function expiredHolder(options: { waitersBefore?: string[] } = {}) {
   const h = new QueueHarness();
-  const s = await h.services.sessions.create('a', { ttlMs: 1_000, graceMs: 0, lockDelayMs: 100 });
+  const s = await h.services.sessions.create(OWNER, 'a', { ttlMs: 1_000, graceMs: 0, lockDelayMs: 100 });
   const a = await h.hold('a', { session: s.id });
   for (const client of options.waitersBefore ?? []) {
     h.now += 1;
@@ -45,9 +45,13 @@ describe('lock-delay after a session expired', () => {
     expect(h.item?.[A.blockedUntil]).toBeUndefined(); // a grant clears it
     // A normal release leaves no delay behind; neither does closing a session.
     await h.release(c);
-    const closing = await h.services.sessions.create('d', { ttlMs: 1_000, graceMs: 0, lockDelayMs: 100 });
+    const closing = await h.services.sessions.create(OWNER, 'd', {
+      ttlMs: 1_000,
+      graceMs: 0,
+      lockDelayMs: 100,
+    });
     await h.hold('d', { session: closing.id });
-    await h.services.sessions.close(closing.id, 'd');
+    await h.services.sessions.close(closing.id, OWNER, 'd');
     expect((await h.hold('e')).clientId).toBe('e');
   });
 

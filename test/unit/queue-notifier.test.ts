@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { LockAttr as A, type Grant, leaseEnd } from '../../lambdas/core/lock';
 import { onLockChange, RELEASER_BACKUP_MS } from '../../lambdas/core/queue';
-import { batch, LOCK, QueueHarness, START } from '../support/queue-harness';
+import { batch, LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
 const nothing = { serve: false, timer: undefined };
 const end = (g: Grant) => leaseEnd(g) as number;
@@ -38,7 +38,13 @@ describe('onLockChange', () => {
     await join('c');
     expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
     const renewed = (
-      await h.services.locks.renew({ name: LOCK, clientId: 'a', fencingToken: a.fencingToken, ttlMs: 500 })
+      await h.services.locks.renew({
+        name: LOCK,
+        owner: OWNER,
+        clientId: 'a',
+        fencingToken: a.fencingToken,
+        ttlMs: 500,
+      })
     ).grant;
     expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // the armed timer re-arms itself
     await h.hold('a', { reentrant: true });
@@ -118,7 +124,7 @@ describe('onLockChange', () => {
 
   it('arms nothing for a lock held through a session: the session’s end serves its queue', async () => {
     const h = new QueueHarness();
-    const s = await h.services.sessions.create('a', { ttlMs: 10_000, graceMs: 0, lockDelayMs: 0 });
+    const s = await h.services.sessions.create(OWNER, 'a', { ttlMs: 10_000, graceMs: 0, lockDelayMs: 0 });
     await h.hold('a', { session: s.id });
     const bare = h.item;
     h.now += 1;

@@ -6,8 +6,10 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { LockAttr } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { PRIORITY, queueOrder } from '../../lambdas/core/queue';
-import { QueueHarness, START } from '../support/queue-harness';
+import { OWNER, QueueHarness, START } from '../support/queue-harness';
 
 const compareStrings = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
 
@@ -69,18 +71,25 @@ describe('serving order, through the services', () => {
           fc.record({
             priority: fc.constantFrom(PRIORITY.min, -1, 0, 0, 3, PRIORITY.max),
             gap: fc.integer({ min: 0, max: 3 }),
+            // Waiters of several principals share one queue and one order.
+            owner: fc.constantFrom(OWNER, localPrincipal('other')),
           }),
           { minLength: 1, maxLength: 10 },
         ),
         async (joins) => {
           const h = new QueueHarness();
           let grant = await h.hold('holder', { ttl: 60_000 });
-          const joined: { client: string; priority: number; at: number }[] = [];
+          const joined: { client: string; owner: string; priority: number; at: number }[] = [];
           for (const [i, j] of joins.entries()) {
             h.now += j.gap;
-            const out = await h.wait(`w${i}`, { priority: j.priority, ttl: 60_000, waitMs: 60_000 });
+            const out = await h.wait(`w${i}`, {
+              priority: j.priority,
+              ttl: 60_000,
+              waitMs: 60_000,
+              owner: j.owner,
+            });
             expect(out.kind).toBe('queued');
-            joined.push({ client: `w${i}`, priority: j.priority, at: h.now });
+            joined.push({ client: `w${i}`, owner: j.owner, priority: j.priority, at: h.now });
           }
           // Expected: priority, then arrival; waiters of one millisecond and priority in any order.
           const served: typeof joined = [];
@@ -92,7 +101,9 @@ describe('serving order, through the services', () => {
             expect(entry).toBeDefined();
             served.push(entry as (typeof joined)[number]);
             expect(h.item?.fence).toBe(before + 1);
-            grant = { ...grant, clientId: holder, fencingToken: before + 1 };
+            // The grant belongs to the principal that waited for it: only it may release it.
+            expect(h.item?.[LockAttr.owner]).toBe(entry?.owner);
+            grant = { ...grant, owner: entry?.owner as string, clientId: holder, fencingToken: before + 1 };
           }
           for (let i = 1; i < served.length; i++) {
             const a = served[i - 1] as (typeof joined)[number];

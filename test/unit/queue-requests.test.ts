@@ -7,8 +7,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { liveHolder, throughSession } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { connectionSessionId } from '../../lambdas/service/sessions';
-import { LOCK, QueueHarness } from '../support/queue-harness';
+import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
+
+/** Another principal, which happens to use the same client and request ids as OWNER's clients. */
+const MALLORY = localPrincipal('mallory');
 
 /** a holds; b waits with request `rb` (over WebSocket on cb). */
 async function waiting(options: { waitMs?: number; connection?: string } = {}) {
@@ -50,7 +54,12 @@ describe('a retry of a waiting request', () => {
       kind: 'done',
       outcome: { acquired: true, replayed: true, grant: { fencingToken: token } },
     });
-    await h.services.locks.release({ name: LOCK, clientId: 'b', fencingToken: token as number });
+    await h.services.locks.release({
+      name: LOCK,
+      owner: OWNER,
+      clientId: 'b',
+      fencingToken: token as number,
+    });
     await expect(h.wait('b', { requestId: 'rb', waitMs: 10_000 })).rejects.toMatchObject({
       code: 'LEASE_EXPIRED',
     });
@@ -106,8 +115,16 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
   it('a cancel that finds no record yet ends the request first, so an acquire still on its way never queues', async () => {
     const h = new QueueHarness();
     await h.hold('a');
-    await h.services.connections.open('cb', 'b');
-    expect(await h.services.locks.cancel(LOCK, 'b', 'cb', 'rb')).toEqual({ removed: 0 });
+    await h.services.connections.open('cb', OWNER, 'b');
+    expect(
+      await h.services.locks.cancel({
+        lock: LOCK,
+        owner: OWNER,
+        clientId: 'b',
+        requestId: 'rb',
+        connectionId: 'cb',
+      }),
+    ).toEqual({ removed: 0 });
     const late = await h.wait('b', { requestId: 'rb', connection: 'cb' });
     expect(late).toMatchObject({ kind: 'done', outcome: { acquired: false, ended: 'cancelled' } });
     expect(h.waiters()).toEqual([]);
@@ -115,20 +132,94 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
 
   it('a cancel of a request granted meanwhile is answered with the grant (the caller owns it)', async () => {
     const { h, a } = await waiting({ connection: 'cb' });
+    await h.services.connections.open('cb', OWNER, 'b');
     await h.release(a);
-    const cancelled = await h.services.locks.cancel(LOCK, 'b', 'cb', 'rb');
+    const cancelled = await h.services.locks.cancel({
+      lock: LOCK,
+      owner: OWNER,
+      clientId: 'b',
+      requestId: 'rb',
+      connectionId: 'cb',
+    });
     expect(cancelled).toMatchObject({ removed: 0, granted: { acquired: true, grant: { clientId: 'b' } } });
+  });
+});
+
+describe('a request belongs to the principal that sent it', () => {
+  it('another principal with the same client and request id does not follow it: it is a request of its own', async () => {
+    const { h, first } = await waiting();
+    const stranger = await h.wait('b', { requestId: 'rb', waitMs: 10_000, owner: MALLORY });
+    expect(stranger.kind).toBe('queued');
+    if (stranger.kind !== 'queued') return;
+    expect(stranger.wait.order).not.toBe(first.wait.order);
+    expect(h.waiters().map((w) => [w.owner, w.clientId, w.requestId])).toEqual([
+      [OWNER, 'b', 'rb'],
+      [MALLORY, 'b', 'rb'],
+    ]);
+    expect(h.item?.queued).toBe(2);
+  });
+
+  it('another principal cannot cancel it, by request id or by client', async () => {
+    const { h } = await waiting();
+    const before = h.record('b', 'rb');
+    expect(before).toMatchObject({ state: 'queued' });
+    expect(
+      await h.services.locks.cancel({ lock: LOCK, owner: MALLORY, clientId: 'b', requestId: 'rb' }),
+    ).toEqual({ removed: 0 });
+    expect(await h.services.locks.cancel({ lock: LOCK, owner: MALLORY, clientId: 'b' })).toEqual({
+      removed: 0,
+    });
+    expect(h.record('b', 'rb')).toEqual(before);
+    expect(h.waiters().map((w) => w.requestId)).toEqual(['rb']);
+    expect(h.item?.queued).toBe(1);
+    // Its own principal can.
+    expect(await h.services.locks.cancel({ lock: LOCK, owner: OWNER, clientId: 'b' })).toEqual({
+      removed: 1,
+    });
+    expect(h.waiters()).toEqual([]);
+    expect(h.record('b', 'rb')).toEqual({ state: 'ended', reason: 'cancelled' });
+  });
+
+  it('a cancel naming another principal’s connection is refused FORBIDDEN, and an unknown one NOT_FOUND', async () => {
+    const { h } = await waiting({ connection: 'cb' });
+    await h.services.connections.open('cb', OWNER, 'b');
+    const cancel = { lock: LOCK, clientId: 'b', requestId: 'rb', connectionId: 'cb' };
+    await expect(h.services.locks.cancel({ ...cancel, owner: MALLORY })).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      status: 403,
+    });
+    await expect(
+      h.services.locks.cancel({ ...cancel, owner: OWNER, connectionId: 'nope' }),
+    ).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(h.record('b', 'rb')).toMatchObject({ state: 'queued', connectionId: 'cb' });
+    expect(h.waiters()).toHaveLength(1);
+  });
+
+  it('is served to its own principal: the grant is its, and only it may release it', async () => {
+    const h = new QueueHarness();
+    const a = await h.hold('a', { ttl: 5_000 });
+    h.now += 1;
+    expect((await h.wait('b', { requestId: 'rb', owner: MALLORY })).kind).toBe('queued');
+    await h.release(a);
+    const holder = liveHolder(h.item, h.now);
+    expect(holder).toMatchObject({ owner: MALLORY, clientId: 'b' });
+    const token = holder?.fencingToken as number;
+    await expect(
+      h.services.locks.release({ name: LOCK, owner: OWNER, clientId: 'b', fencingToken: token }),
+    ).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    expect(liveHolder(h.item, h.now)).toEqual(holder);
+    await h.services.locks.release({ name: LOCK, owner: MALLORY, clientId: 'b', fencingToken: token });
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
   });
 });
 
 describe('a lock held through a WebSocket connection', () => {
   it('is not handed to a retry on another connection: it ends with the first one', async () => {
     const h = new QueueHarness();
-    await h.services.connections.open('c1', 'b');
-    const c1 = await h.services.sessions.ofConnection('c1', 'b', h.now);
+    const c1 = await h.services.sessions.ofConnection(await h.services.connections.open('c1', OWNER, 'b'));
     expect(c1).toBe(connectionSessionId('c1'));
     await h.hold('b', { session: c1, requestId: 'rb' });
-    const c2 = await h.services.sessions.ofConnection('c2', 'b', h.now);
+    const c2 = await h.services.sessions.ofConnection(await h.services.connections.open('c2', OWNER, 'b'));
     const retry = { ...h.command('b', { requestId: 'rb' }), tenure: throughSession(c2) };
     await expect(h.services.locks.acquire(retry)).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
     await expect(

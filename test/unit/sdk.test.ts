@@ -5,9 +5,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   FenceGuard,
+  ForbiddenError,
   InvalidRequestError,
   Lease,
   LeaseLostError,
+  LimitExceededError,
   parseDuration,
   SessionExpiredError,
   StaleTokenError,
@@ -66,6 +68,17 @@ describe('errors from answers', () => {
     const e = (status: number, code?: string) => errorFromResponse(status, { error: { code, message: 'm' } });
     expect(e(400, 'INVALID_REQUEST')).toBeInstanceOf(InvalidRequestError);
     expect(e(403, 'UNAUTHORIZED')).toBeInstanceOf(UnauthorizedError);
+    // Another principal's lock, session or connection: not a signing problem, and no retry helps.
+    expect(e(403, 'FORBIDDEN')).toBeInstanceOf(ForbiddenError);
+    expect(e(403, 'FORBIDDEN')).toMatchObject({ code: 'FORBIDDEN', retryable: false });
+    expect(e(403, 'FORBIDDEN')).not.toBeInstanceOf(UnauthorizedError);
+    // A limit's 429 says when to try again; a throttle's 429 is unavailability.
+    for (const code of ['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS']) {
+      const limit = errorFromResponse(429, { error: { code, message: 'm', retry_after_ms: 2_500 } });
+      expect(limit).toBeInstanceOf(LimitExceededError);
+      expect(limit).toMatchObject({ code, retryable: true, retryAfterMs: 2_500, status: 429 });
+    }
+    expect(e(429, 'THROTTLED')).toBeInstanceOf(UnavailableError);
     expect(e(409, 'NOT_HOLDER')).toBeInstanceOf(LeaseLostError);
     expect(e(409, 'LEASE_EXPIRED')).toBeInstanceOf(LeaseLostError);
     expect(e(409, 'SESSION_EXPIRED')).toBeInstanceOf(SessionExpiredError);

@@ -8,13 +8,13 @@
 import { describe, expect, it } from 'vitest';
 import { liveHolder } from '../../lambdas/core/lock';
 import { GC_ATTRIBUTE } from '../../lambdas/store/table';
-import { LOCK, QueueHarness } from '../support/queue-harness';
+import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
 const DAY = 86_400_000;
 
 async function leader(ttlMs = 60 * DAY) {
   const h = new QueueHarness();
-  const s = await h.services.sessions.create('leader', { ttlMs, graceMs: 0, lockDelayMs: 0 });
+  const s = await h.services.sessions.create(OWNER, 'leader', { ttlMs, graceMs: 0, lockDelayMs: 0 });
   const grant = await h.hold('leader', { session: s.id });
   return { h, s, grant };
 }
@@ -24,7 +24,7 @@ describe('a lock held through a session', () => {
     const { h, s, grant } = await leader(2 * DAY);
     for (let day = 0; day < 31; day++) {
       h.now += DAY;
-      await h.services.sessions.heartbeat(s.id, 'leader');
+      await h.services.sessions.heartbeat(s.id, OWNER, 'leader');
     }
     expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'leader', fencingToken: grant.fencingToken });
     expect(await h.services.locks.acquire(h.command('other'))).toMatchObject({
@@ -44,10 +44,15 @@ describe('a lock held through a session', () => {
         requestId: `r${i}`,
       });
       expect(queued.kind).toBe('queued');
-      await h.services.locks.cancel(LOCK, `standby-${i}`, `c${i}`, `r${i}`);
+      await h.services.locks.cancel({
+        lock: LOCK,
+        owner: OWNER,
+        clientId: `standby-${i}`,
+        requestId: `r${i}`,
+      });
       expect(h.item?.[GC_ATTRIBUTE]).toBeUndefined();
     }
-    await h.services.sessions.close(s.id, 'leader');
+    await h.services.sessions.close(s.id, OWNER, 'leader');
     expect(h.item?.holder).toBeUndefined();
     expect(h.item?.[GC_ATTRIBUTE]).toBe(Math.ceil(h.now / 1000) + 86_400);
   });
@@ -57,6 +62,7 @@ describe('a lock held through a session', () => {
     await expect(
       h.services.locks.renew({
         name: LOCK,
+        owner: OWNER,
         clientId: 'leader',
         fencingToken: grant.fencingToken,
         ttlMs: 1_000,

@@ -2,13 +2,14 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { describe, expect, it } from 'vitest';
-import { verifySigV4 } from '../../local/sigv4';
+import { localKeys, verifySigV4 } from '../../local/sigv4';
 
 const NOW = Date.parse('2026-11-23T12:00:00Z');
 
 async function signed(
   options: {
     region?: string;
+    accessKeyId?: string;
     secret?: string;
     path?: string;
     query?: Record<string, string>;
@@ -17,7 +18,7 @@ async function signed(
   } = {},
 ) {
   const signer = new SignatureV4({
-    credentials: { accessKeyId: 'local', secretAccessKey: options.secret ?? 'local' },
+    credentials: { accessKeyId: options.accessKeyId ?? 'local', secretAccessKey: options.secret ?? 'local' },
     region: options.region ?? 'us-east-1',
     service: 'execute-api',
     sha256: Sha256,
@@ -103,5 +104,46 @@ describe('SigV4 verification', () => {
         )
       ).ok,
     ).toBe(false);
+  });
+
+  it('accepts each configured key pair with its own secret, and local:local by default', async () => {
+    const keys = localKeys('alice:alice-secret, bob:bob-secret');
+    expect([...keys.keys()].sort()).toEqual(['alice', 'bob', 'local']);
+    expect(
+      await verifySigV4(await signed({ accessKeyId: 'alice', secret: 'alice-secret' }), keys, NOW),
+    ).toEqual({ ok: true, accessKeyId: 'alice' });
+    expect(await verifySigV4(await signed({ accessKeyId: 'bob', secret: 'bob-secret' }), keys, NOW)).toEqual({
+      ok: true,
+      accessKeyId: 'bob',
+    });
+    expect(await verifySigV4(await signed(), keys, NOW)).toEqual({ ok: true, accessKeyId: 'local' });
+    // One key's secret does not sign for another key.
+    expect(
+      await verifySigV4(await signed({ accessKeyId: 'bob', secret: 'alice-secret' }), keys, NOW),
+    ).toMatchObject({ ok: false, reason: expect.stringMatching(/does not match/) });
+    // Without a map (undefined): only local:local.
+    expect(
+      await verifySigV4(await signed({ accessKeyId: 'alice', secret: 'alice-secret' }), undefined, NOW),
+    ).toMatchObject({ ok: false, reason: expect.stringMatching(/unknown access key alice/) });
+    expect(await verifySigV4(await signed({ accessKeyId: 'carol', secret: 'x' }), keys, NOW)).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/unknown access key carol/),
+    });
+  });
+
+  it('refuses a malformed key pair, naming it without its secret', () => {
+    expect(localKeys('')).toEqual(new Map([['local', 'local']]));
+    expect(localKeys('local:other').get('local')).toBe('other');
+    for (const bad of ['alice', 'alice:', ':secret', 'al ice:secret', 'alice:sec ret'])
+      expect(() => localKeys(bad), bad).toThrow(/invalid credentials/);
+    expect(() => localKeys('alice-key:top-secret,broken')).toThrow(/'broken'/);
+    let message = '';
+    try {
+      localKeys('bad key:top-secret');
+    } catch (error) {
+      message = String(error);
+    }
+    expect(message).toMatch(/invalid credentials 'bad key:…'/);
+    expect(message).not.toMatch(/top-secret/);
   });
 });

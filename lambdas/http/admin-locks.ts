@@ -1,0 +1,36 @@
+/**
+ * POST /api/v1/admin/locks/{name}/force-release {reason}: an administrator ends whatever grant the
+ * lock has, whoever holds it, and moves its fencing counter past it. A route of its own, so that
+ * IAM grants it separately (README: "Security model"). Every use is logged with who and why.
+ */
+import { LatchkeyError } from '../core/errors';
+import { forceReleaseBody, isoTime } from '../core/wire';
+import { httpRoute, json, parseBody, principalFrom } from '../shared/http';
+import { log } from '../shared/log';
+import { lockCommandFrom } from './lock-path';
+
+export const handler = httpRoute(async (event, { locks, clock }) => {
+  const { name, action } = lockCommandFrom(event);
+  if (action !== 'force-release')
+    throw new LatchkeyError('NOT_FOUND', `unknown admin action '${action}': use force-release`);
+  const { reason } = parseBody(event, forceReleaseBody);
+  const by = principalFrom(event);
+  const out = await locks.forceRelease(name, by, reason);
+  if (!out) return json(200, { released: false, lock: name, reason: 'not held' });
+  const { released, fencedTo } = out;
+  log('warn', 'admin: lock force-released', {
+    audit: 'force-release',
+    lock: name,
+    by,
+    reason,
+    holder: { owner: released.owner, client_id: released.clientId, fencing_token: released.fencingToken },
+  });
+  return json(200, {
+    released: true,
+    lock: name,
+    holder: { owner: released.owner, client_id: released.clientId, fencing_token: released.fencingToken },
+    fenced_to: fencedTo,
+    by,
+    at: isoTime(clock.now()),
+  });
+});
