@@ -120,7 +120,8 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       },
     );
     await fresh.sweeper.sweep(); // the first run sets the cursor (reads an hour back)
-    const expireMs = 3_000;
+    // Long enough to create them all before the first expires, on a busy 2-core machine too.
+    const expireMs = 10_000;
     const created = performance.now();
     await inParallel(
       Array.from({ length: EXPIRED }, (_, i) => i),
