@@ -100,6 +100,10 @@ Press Ctrl-C to stop.`);
       },
     );
   };
+  // A local developer server logs what it did not expect and serves on (Lambda would fail the one call).
+  process.on('unhandledRejection', (error) =>
+    console.error('latchkey: unexpected failure (serving on):', error),
+  );
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }

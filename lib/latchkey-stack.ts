@@ -1,7 +1,7 @@
 import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { PRIORITY } from '../lambdas/core/queue';
+import { PRIORITY, QUOTA_SHARDS } from '../lambdas/core/queue';
 import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
 import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
@@ -39,8 +39,9 @@ export interface LatchkeyStackProps extends StackProps {
    */
   readonly tableRemovalPolicy?: RemovalPolicy;
   /**
-   * The priorities callers may ask for, within −100..100; a request outside is refused (400).
-   * Narrow it (say to [0, 0]) where no caller should jump a queue.
+   * The priorities callers may ask for, within −100..100 and including 0 (the priority of a request
+   * that names none); a request outside is refused (400). Narrow it (say to [0, 0]) where no caller
+   * should jump a queue.
    * @default [-100, 100]
    */
   readonly priorityRange?: readonly [number, number];
@@ -56,7 +57,8 @@ export interface LatchkeyStackProps extends StackProps {
   readonly maxWaitersPerConnection?: number;
   /**
    * Waiters of one IAM principal over all locks (kept in 16 shards of an equal share each, so a
-   * principal may be refused a little before it reaches this); one more: 429 TOO_MANY_WAITERS.
+   * principal may be refused a little before it reaches this; at least 16); one more: 429
+   * TOO_MANY_WAITERS.
    * @default 25000
    */
   readonly maxWaitersPerPrincipal?: number;
@@ -190,12 +192,16 @@ function checkedLimits(props: LatchkeyStackProps) {
     maxHttpWaits: props.maxHttpWaits ?? DEFAULT_LIMITS.maxHttpWaits,
   };
   const whole = (value: number, min: number) => Number.isInteger(value) && value >= min;
-  if (!whole(minPriority + 100, 0) || !whole(100 - maxPriority, 0) || minPriority > maxPriority)
+  // 0 (a request that names no priority) must be in the range, or it would jump every narrowed queue.
+  if (!whole(minPriority + 100, 0) || !whole(100 - maxPriority, 0) || minPriority > 0 || maxPriority < 0)
     throw new Error(
-      'LatchkeyStack: priorityRange must be two integers [min, max] with -100 <= min <= max <= 100',
+      'LatchkeyStack: priorityRange must be two integers [min, max] with -100 <= min <= 0 <= max <= 100',
     );
-  for (const name of ['maxQueueLength', 'maxWaitersPerConnection', 'maxWaitersPerPrincipal'] as const)
+  for (const name of ['maxQueueLength', 'maxWaitersPerConnection'] as const)
     if (!whole(limits[name], 1)) throw new Error(`LatchkeyStack: ${name} must be a positive integer`);
+  // Counted in QUOTA_SHARDS shards of at least one waiter each.
+  if (!whole(limits.maxWaitersPerPrincipal, QUOTA_SHARDS))
+    throw new Error(`LatchkeyStack: maxWaitersPerPrincipal must be an integer of at least ${QUOTA_SHARDS}`);
   if (!whole(limits.maxHttpWaits, 0)) throw new Error('LatchkeyStack: maxHttpWaits must be an integer >= 0');
   return limits;
 }

@@ -113,6 +113,13 @@ export function createHttpGateway(options: GatewayOptions): Server {
         .filter((r) => r.method === method)
         .map((r) => ({ r, m: path.match(r.pattern) }))
         .find((x) => x.m);
+      // Addressed to another name, or from another site's page: refused before anything is read.
+      const headers = headerMap(req);
+      const refused = options.hosts.refusal(headers, options.auth === 'none');
+      if (refused) {
+        res.shouldKeepAlive = false;
+        return gatewayRefusal(res, 403, refused, 'FORBIDDEN');
+      }
       let body: Buffer | undefined;
       try {
         body = await readBody(req);
@@ -127,9 +134,6 @@ export function createHttpGateway(options: GatewayOptions): Server {
       }
       if (!match?.m) return gatewayRefusal(res, 404, 'Not Found', 'NOT_FOUND');
 
-      const headers = headerMap(req);
-      const refused = options.hosts.refusal(headers, options.auth === 'none');
-      if (refused) return gatewayRefusal(res, 403, refused, 'FORBIDDEN');
       let accessKey = 'anonymous';
       if (options.auth === 'sigv4') {
         const verification = await verifySigV4({ method, rawPath, rawQuery, headers, body }, options.keys);

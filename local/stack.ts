@@ -106,7 +106,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     servers.push(timerQueue.server);
     const timerPort = await listen(timerQueue.server, 0, '127.0.0.1');
     process.env.TIMER_QUEUE_URL = `http://127.0.0.1:${timerPort}/000000000000/latchkey-timers`;
-    process.env.AWS_ENDPOINT_URL_SQS = `http://127.0.0.1:${timerPort}`;
+    process.env.AWS_ENDPOINT_URL_SQS = `http://127.0.0.1:${timerPort}${timerQueue.base}`;
 
     const ws = createWsGateway({
       stage: WS_STAGE,

@@ -5,11 +5,15 @@
  * SQS-shaped event. A message the function reports as failed comes back
  * after a second, five times at most, like a queue with a DLQ.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { describeError, log } from '../lambdas/shared/log';
 import { lambdaContext } from './handlers';
+import { hardenServer, SERVER_OPTIONS } from './origin';
+
+/** SQS's own limit on a message (256 KiB). */
+const MAX_MESSAGE_BYTES = 256 * 1024;
 
 type TimerHandler = (event: SQSEvent, context: ReturnType<typeof lambdaContext>) => Promise<SQSBatchResponse>;
 
@@ -18,6 +22,8 @@ const MAX_RECEIVES = 5;
 
 export interface TimerQueue {
   readonly server: Server;
+  /** The path every request must start with (a random secret per run): the SQS endpoint is `http://host:port<base>`. */
+  readonly base: string;
   /** Pending deliveries (delayed or being retried). */
   pending(): number;
   close(): void;
@@ -60,32 +66,47 @@ export function createTimerQueue(handler: TimerHandler): TimerQueue {
     timeouts.add(timeout);
   }
 
-  const server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    const target = req.headers['x-amz-target'];
-    if (target !== 'AmazonSQS.SendMessage') {
-      res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' });
-      res.end(JSON.stringify({ __type: 'com.amazonaws.sqs#UnsupportedOperation', message: `${target}` }));
-      return;
-    }
-    const input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-      MessageBody: string;
-      DelaySeconds?: number;
-    };
-    const id = randomUUID();
-    deliverLater(id, input.MessageBody, (input.DelaySeconds ?? 0) * 1000, 1);
-    res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' });
-    res.end(
-      JSON.stringify({
-        MessageId: id,
-        MD5OfMessageBody: createHash('md5').update(input.MessageBody).digest('hex'),
-      }),
-    );
-  });
+  // Only the functions (this process) know the path: other local processes cannot forge timers.
+  const base = `/${randomBytes(16).toString('hex')}`;
+  const refuse = (res: ServerResponse, status: number, message: string) => {
+    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0' });
+    res.end(JSON.stringify({ __type: 'com.amazonaws.sqs#InvalidParameterValue', message }));
+  };
+  const server = hardenServer(
+    createServer(SERVER_OPTIONS, async (req, res) => {
+      if (!(req.url ?? '').startsWith(`${base}/`) && req.url !== base) return refuse(res, 403, 'Forbidden');
+      const target = req.headers['x-amz-target'];
+      if (target !== 'AmazonSQS.SendMessage') return refuse(res, 400, `unsupported operation ${target}`);
+      let input: { MessageBody?: unknown; DelaySeconds?: unknown };
+      try {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of req) {
+          size += (chunk as Buffer).byteLength;
+          if (size > MAX_MESSAGE_BYTES) return refuse(res, 400, 'message too long');
+          chunks.push(chunk as Buffer);
+        }
+        input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        return res.destroyed ? undefined : refuse(res, 400, 'not a SendMessage request');
+      }
+      if (typeof input?.MessageBody !== 'string') return refuse(res, 400, 'MessageBody is required');
+      const delay = Number(input.DelaySeconds ?? 0);
+      const id = randomUUID();
+      deliverLater(id, input.MessageBody, Number.isFinite(delay) ? Math.max(0, delay) * 1000 : 0, 1);
+      res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' });
+      res.end(
+        JSON.stringify({
+          MessageId: id,
+          MD5OfMessageBody: createHash('md5').update(input.MessageBody).digest('hex'),
+        }),
+      );
+    }),
+  );
 
   return {
     server,
+    base,
     pending: () => timeouts.size,
     close() {
       closing = true;

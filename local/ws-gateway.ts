@@ -130,21 +130,32 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
   const managementBase = `/${secret}/${options.stage}`;
   const management = hardenServer(
     createServer(SERVER_OPTIONS, async (req, res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of req) {
-        size += (chunk as Buffer).byteLength;
-        if (size > MAX_FRAME_BYTES) break;
-        chunks.push(chunk as Buffer);
-      }
+      // The secret first: a request without it gets nothing read.
       const path = req.url ?? '/';
       const prefix = `${managementBase}/@connections/`;
       const known =
         path.length > prefix.length &&
         timingSafeEqual(Buffer.from(path.slice(0, prefix.length)), Buffer.from(prefix));
-      if (!known || size > MAX_FRAME_BYTES) {
-        res.writeHead(known ? 413 : 403, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ message: known ? 'frame too large' : 'Forbidden' }));
+      if (!known) {
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ message: 'Forbidden' }));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      try {
+        for await (const chunk of req) {
+          size += (chunk as Buffer).byteLength;
+          if (size > MAX_FRAME_BYTES) break;
+          chunks.push(chunk as Buffer);
+        }
+      } catch {
+        res.destroy(); // the caller went away mid-body
+        return;
+      }
+      if (size > MAX_FRAME_BYTES) {
+        res.writeHead(413, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ message: 'frame too large' }));
         return;
       }
       let id: string;

@@ -10,6 +10,7 @@ import {
   blockedUntil,
   type Grant,
   type Held,
+  LockAttr,
   lastFencingToken,
   lease,
   liveHolder,
@@ -176,6 +177,8 @@ export const cancelBody = z.strictObject({
 
 export const forceReleaseBody = z.strictObject({
   reason: z.string().min(1, 'reason must not be empty').max(500, 'reason must be at most 500 characters'),
+  /** End only the grant with this token (what the operator looked at); another is left alone. */
+  fencing_token: fencingToken.optional(),
 });
 
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */
@@ -387,8 +390,12 @@ export function lockView(
 ) {
   const live = liveHolder(item, now);
   const blocked = blockedUntil(item, now);
-  // The last token issued is the holder's capability while someone else holds the lock.
-  const last = live && live.owner !== viewer ? undefined : lastFencingToken(item);
+  // The last token issued is its grant's capability: shown only to that grant's principal while the
+  // grant is recorded (held, or lapsed with nothing written since: its holder may still be at work),
+  // and to nobody under lock-delay (an expired session's holder may still be at work).
+  const recorded = item?.[LockAttr.holder] !== undefined ? String(item[LockAttr.owner] ?? '') : undefined;
+  const hidden = (recorded !== undefined && recorded !== viewer) || (blocked !== undefined && !live);
+  const last = hidden ? undefined : lastFencingToken(item);
   return {
     lock: name,
     state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),

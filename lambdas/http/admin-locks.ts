@@ -13,24 +13,22 @@ export const handler = httpRoute(async (event, { locks, clock }) => {
   const { name, action } = lockCommandFrom(event);
   if (action !== 'force-release')
     throw new LatchkeyError('NOT_FOUND', `unknown admin action '${action}': use force-release`);
-  const { reason } = parseBody(event, forceReleaseBody);
+  const { reason, fencing_token } = parseBody(event, forceReleaseBody);
   const by = principalFrom(event);
-  const out = await locks.forceRelease(name, by, reason);
-  if (!out) return json(200, { released: false, lock: name, reason: 'not held' });
+  const out = await locks.forceRelease(name, by, reason, fencing_token);
+  if (out.kind !== 'released') {
+    const why =
+      out.kind === 'not-held'
+        ? 'not held'
+        : 'the lock moved on meanwhile (released or granted again): look again';
+    return json(200, { released: false, lock: name, reason: why });
+  }
   const { released, fencedTo } = out;
-  log('warn', 'admin: lock force-released', {
-    audit: 'force-release',
-    lock: name,
-    by,
-    reason,
-    holder: { owner: released.owner, client_id: released.clientId, fencing_token: released.fencingToken },
-  });
-  return json(200, {
-    released: true,
-    lock: name,
-    holder: { owner: released.owner, client_id: released.clientId, fencing_token: released.fencingToken },
-    fenced_to: fencedTo,
-    by,
-    at: isoTime(clock.now()),
-  });
+  const holder = {
+    owner: released.owner,
+    client_id: released.clientId,
+    fencing_token: released.fencingToken,
+  };
+  log('warn', 'admin: lock force-released', { audit: 'force-release', lock: name, by, reason, holder });
+  return json(200, { released: true, lock: name, holder, fenced_to: fencedTo, by, at: isoTime(clock.now()) });
 });

@@ -4,7 +4,7 @@ import { httpRoute, json, principalFrom } from '../shared/http';
 import { lockNameFrom } from './lock-path';
 
 export const handler = httpRoute(async (event, { storage, clock }) => {
-  const name = lockNameFrom(event.pathParameters?.proxy);
+  const name = lockNameFrom(event);
   const { lock, waiters } = await storage.queue(name, 100);
   return json(200, lockView(name, lock, clock.now(), principalFrom(event), waiters));
 });

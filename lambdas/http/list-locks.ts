@@ -9,7 +9,7 @@ import { listPrefixFrom } from './lock-path';
 const DEFAULT_PAGE = 50;
 
 export const handler = httpRoute(async (event, { storage, clock }) => {
-  const prefix = listPrefixFrom(event.pathParameters?.proxy);
+  const prefix = listPrefixFrom(event);
   const query = parseQuery(event, listQuery);
   const page = await storage.listLocks(prefix, query.limit ?? DEFAULT_PAGE, query.cursor);
   const now = clock.now();

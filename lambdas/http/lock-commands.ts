@@ -11,6 +11,7 @@ import {
   renewCommand,
   renewResponse,
 } from '../core/wire';
+import type { AcquireResult } from '../service/lock-service';
 import type { Deps } from '../shared/deps';
 import { type HttpEvent, type HttpResult, httpRoute, json, parseBody, principalFrom } from '../shared/http';
 import { holderConflict } from './holder-conflict';
@@ -23,22 +24,20 @@ const ACTIONS: Record<string, Action> = {
     const body = parseBody(event, schemas.acquire);
     const cmd = acquireCommand(name, owner, body);
     const wait = { waitMs: body.wait_timeout_ms ?? 0, priority: body.priority };
-    if (body.connection_id === undefined) {
+    let result: AcquireResult;
+    if (body.connection_id !== undefined) {
+      // Answered at once; a grant that comes later is pushed over the caller's WebSocket connection.
+      const pushed = { ...wait, connectionId: body.connection_id };
+      result = await locks.acquireByPush(cmd, pushed, body.ephemeral === true);
+    } else if (wait.waitMs > 0) {
       // A wait in the request holds this function while it polls: only within the HTTP-wait slots.
-      const acquire = () => locks.acquireOverHttp(cmd, wait);
-      const deadline = clock.now() + wait.waitMs;
-      const outcome =
-        wait.waitMs > 0
-          ? await httpWaits.during(event.requestContext.requestId, deadline, acquire)
-          : await acquire();
-      return json(200, acquireResponse(outcome, clock.now()));
-    }
-    // Answered at once; a grant that comes later is pushed over the caller's WebSocket connection.
-    const pushed = { ...wait, connectionId: body.connection_id };
-    const result = await locks.acquireByPush(cmd, pushed, body.ephemeral === true);
+      const until = clock.now() + wait.waitMs;
+      result = await httpWaits.during(event.requestContext.requestId, until, () =>
+        locks.acquireOverHttp(cmd, wait),
+      );
+    } else result = await locks.acquireOverHttp(cmd, wait);
     if (result.kind === 'done') return json(200, acquireResponse(result.outcome, clock.now()));
-    const { wait: queued, position } = result;
-    return json(200, queuedResponse(name, queued.requestId, position, queued.deadline));
+    return json(200, queuedResponse(name, result.wait.requestId, result.position, result.wait.deadline));
   },
   release: (name, owner, event, { locks }) =>
     holderConflict('released', async () => {

@@ -1,6 +1,7 @@
 /** WebSocket connections: which client each speaks for, kept until $disconnect or API Gateway's 2-hour limit. */
+
+import { ConnectionAttr, closeWrite, openWrite } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
-import { set } from '../core/expr';
 import { connectionRef } from '../core/items';
 import type { Clock } from './clock';
 import type { Handoff } from './handoff';
@@ -33,6 +34,8 @@ export class Connections {
    * the connection's locks findable should this stop midway.
    */
   async closed(id: string): Promise<{ locksReleased: number; waitersRemoved: number }> {
+    // Closed first: a lock being taken through it now is refused, or its session ends just below.
+    await this.storage.write(connectionRef(id), closeWrite(this.clock.now()));
     const locksReleased = await this.sessions.endConnection(id);
     const waitersRemoved = await this.handoff.forgetConnection(id);
     return { locksReleased, waitersRemoved };
@@ -41,7 +44,7 @@ export class Connections {
   async open(id: string, owner: string, clientId: string): Promise<Connection> {
     const connectedAt = this.clock.now();
     await this.storage.write(connectionRef(id), {
-      update: [set('principal', owner), set('client_id', clientId), set('connected_at', connectedAt)],
+      ...openWrite(owner, clientId, connectedAt),
       // The sweeper's backstop for a lost $disconnect.
       sweepAt: connectedAt + CONNECTION_DUE_MS,
       gcFrom: connectedAt + CONNECTION_DUE_MS,
@@ -51,12 +54,14 @@ export class Connections {
 
   async get(id: string): Promise<Connection | undefined> {
     const item = await this.storage.read(connectionRef(id));
-    if (!item || typeof item.client_id !== 'string') return undefined;
+    const clientId = item?.[ConnectionAttr.client];
+    if (!item || typeof clientId !== 'string' || item[ConnectionAttr.closedAt] !== undefined)
+      return undefined;
     return {
       id,
-      owner: String(item.principal ?? ''),
-      clientId: item.client_id,
-      connectedAt: Number(item.connected_at ?? 0),
+      owner: String(item[ConnectionAttr.owner] ?? ''),
+      clientId,
+      connectedAt: Number(item[ConnectionAttr.connectedAt] ?? 0),
     };
   }
 

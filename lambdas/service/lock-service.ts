@@ -102,6 +102,12 @@ export type AcquireResult =
 
 const ATTEMPTS = 4;
 
+/** What a force-release did: ended that grant, found none, or found the lock moved on (nothing forced). */
+export type ForceReleaseOutcome =
+  | { readonly kind: 'released'; readonly released: Grant; readonly fencedTo: number }
+  | { readonly kind: 'not-held' }
+  | { readonly kind: 'moved-on' };
+
 export class LockService {
   constructor(
     private readonly storage: Storage,
@@ -132,23 +138,24 @@ export class LockService {
   /**
    * Ends the grant of `name`, whoever holds it (an administrator's route),
    * moving the fencing counter one past it, and hands the lock to the next
-   * waiter. Undefined if nobody held it.
+   * waiter. Only the grant it read (or, with `onlyToken`, only that one): if
+   * the lock moves on meanwhile (released, re-granted), nothing is forced and
+   * the answer says so, so an innocent later holder is never ended.
    */
   async forceRelease(
     name: string,
     by: string,
     reason: string,
-  ): Promise<{ readonly released: Grant; readonly fencedTo: number } | undefined> {
-    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const now = this.clock.now();
-      const holder = liveHolder(await this.storage.read(lockRef(name)), now);
-      if (!holder) return undefined;
-      const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
-      if (!result.ok) continue; // released or renewed meanwhile: look again
-      await this.handoff.serve(name);
-      return { released: holder, fencedTo: holder.fencingToken + 1 };
-    }
-    throw new LatchkeyError('UNAVAILABLE', 'the lock changed under every attempt; retry', undefined, 50);
+    onlyToken?: number,
+  ): Promise<ForceReleaseOutcome> {
+    const now = this.clock.now();
+    const holder = liveHolder(await this.storage.read(lockRef(name)), now);
+    if (!holder) return { kind: 'not-held' };
+    if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
+    const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
+    if (!result.ok) return { kind: 'moved-on' };
+    await this.handoff.serve(name);
+    return { kind: 'released', released: holder, fencedTo: holder.fencingToken + 1 };
   }
 
   /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
@@ -167,9 +174,11 @@ export class LockService {
         return { kind: 'queued', wait: pendingOf(waiter), position: await this.position(waiter) };
       // The request already has a record: this is a retry, and the record decides.
       if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(withId, wait, oldAt(queued, 2));
-      if (refusedAt(queued, ENQUEUE_STEP.principalQuota) || refusedAt(queued, ENQUEUE_STEP.connectionQuota))
-        throw this.tooManyWaiters(waiter, refusedAt(queued, ENQUEUE_STEP.connectionQuota));
+      const overQuota =
+        refusedAt(queued, ENQUEUE_STEP.principalQuota) || refusedAt(queued, ENQUEUE_STEP.connectionQuota);
+      const tooMany = () => this.tooManyWaiters(waiter, refusedAt(queued, ENQUEUE_STEP.connectionQuota));
       if (!refusedAt(queued, ENQUEUE_STEP.lock)) {
+        if (overQuota) throw tooMany();
         // Another request sits at that very place (same millisecond, same tie-breaker): a later ms will do.
         await this.clock.sleep(1);
         continue;
@@ -186,6 +195,8 @@ export class LockService {
             undefined,
             decision.outcome.retryAfterMs,
           );
+        // It would wait, but its principal (or connection) has no room for another waiter.
+        if (!decision.outcome.acquired && overQuota) throw tooMany();
         return { kind: 'done', outcome: decision.outcome };
       }
       if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
@@ -201,10 +212,18 @@ export class LockService {
     );
   }
 
-  /** An acquire over HTTP: joins the queue if it must wait, then polls for the outcome (HTTP has no push). */
-  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireOutcome | Ended> {
+  /**
+   * An acquire over HTTP: joins the queue if it must wait, then polls for the outcome (HTTP has no
+   * push) for at most this attempt's own wait; when that runs out, the request ends (not acquired,
+   * unless a grant slipped in first). A retry of a request queued for a push (a WebSocket wait) is
+   * answered at once that it is still queued: its grant goes to its connection, and an HTTP
+   * attempt never holds a function for a wait it did not ask for itself.
+   */
+  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireResult> {
+    const until = this.clock.now() + wait.waitMs;
     const result = await this.acquire(cmd, wait);
-    return result.kind === 'done' ? result.outcome : this.awaitGrant(result.wait);
+    if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
+    return { kind: 'done', outcome: await this.awaitGrant(result.wait, until) };
   }
 
   async release(cmd: ReleaseCommand) {
@@ -226,19 +245,21 @@ export class LockService {
 
   /**
    * Waits for a queued HTTP waiter's outcome by reading its record (strongly
-   * consistent) with backoff from 20 to 250 ms; at its deadline it leaves the
-   * queue, unless a grant slipped in first (then that is the answer). Only
-   * HTTP waits poll, at most 25 s; WebSocket waiters get a push.
+   * consistent) with backoff from 20 to 250 ms; at its deadline (or `until`,
+   * the end of the attempt's own wait, if sooner) it leaves the queue, unless a
+   * grant slipped in first (then that is the answer). Only HTTP waits poll, at
+   * most 25 s; WebSocket waiters get a push.
    */
-  async awaitGrant(wait: PendingWait): Promise<AcquireOutcome | Ended> {
+  async awaitGrant(wait: PendingWait, until = wait.deadline): Promise<AcquireOutcome | Ended> {
+    const end = Math.min(wait.deadline, until);
     let delay = 20;
     for (;;) {
-      const left = wait.deadline - this.clock.now();
+      const left = end - this.clock.now();
       if (left > 0) await this.clock.sleep(Math.min(delay, left));
       delay = Math.min(delay * 1.5, 250);
       const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
       if (record?.state !== 'queued' || record.order !== wait.order) return this.answer(wait, record);
-      if (this.clock.now() >= wait.deadline) return this.conclude(wait, 'timeout');
+      if (this.clock.now() >= end) return this.conclude(wait, 'timeout');
     }
   }
 

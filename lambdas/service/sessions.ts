@@ -7,9 +7,11 @@
  * session is marked swept (leaving the due index, and only then becoming
  * collectable) once all of that is done.
  */
+
+import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { lockRef, sessionLockRef, sessionRef } from '../core/items';
+import { connectionRef, lockRef, sessionLockRef, sessionRef, updateStep } from '../core/items';
 import { liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
   createWrite,
@@ -26,7 +28,7 @@ import {
 import type { Clock } from './clock';
 import type { Connection } from './connections';
 import type { Handoff } from './handoff';
-import type { Storage } from './storage';
+import { refusedAt, type Storage } from './storage';
 
 /** API Gateway closes a WebSocket connection after 2 hours. */
 const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
@@ -102,7 +104,13 @@ export class Sessions {
     const lifetime = Math.max(1, connection.connectedAt + CONNECTION_LIFETIME_MS - now);
     const settings = { ttlMs: lifetime, graceMs: 0, lockDelayMs: 0 };
     const write = createWrite(connection.owner, connection.clientId, settings, now);
-    const created = await this.storage.write(sessionRef(id), write);
+    // Only while the connection is open: its $disconnect marks it closed before ending this session.
+    const created = await this.storage.transact([
+      { kind: 'check', ref: connectionRef(connection.id), condition: openAndOwnedBy(connection.owner) },
+      updateStep(sessionRef(id), write),
+    ]);
+    if (refusedAt(created, 0))
+      throw new LatchkeyError('NOT_FOUND', `WebSocket connection ${connection.id} has closed: reconnect`);
     // Made by an earlier acquire: still usable?
     if (!created.ok) await this.live(id, connection.owner, connection.clientId);
     return id;

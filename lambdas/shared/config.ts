@@ -31,8 +31,9 @@ const environment = z
   .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
     message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
   })
-  .refine((env) => env.LOCK_MIN_PRIORITY <= env.LOCK_MAX_PRIORITY, {
-    message: 'LOCK_MIN_PRIORITY must not exceed LOCK_MAX_PRIORITY',
+  .refine((env) => env.LOCK_MIN_PRIORITY <= 0 && env.LOCK_MAX_PRIORITY >= 0, {
+    message:
+      'LOCK_MIN_PRIORITY..LOCK_MAX_PRIORITY must include 0 (the priority of a request that names none)',
   })
   .superRefine((env, ctx) => {
     const problem = retentionProblem(env.LOCK_RETENTION_SECONDS, env.LOCK_MAX_TTL_MS);

@@ -330,7 +330,7 @@ describe('limits', () => {
   it('passes every limit to the functions, and takes them and the throttles from the stack props', () => {
     const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
     const custom = new LatchkeyStack(app, 'Custom', {
-      priorityRange: [0, 10],
+      priorityRange: [-5, 10],
       maxQueueLength: 50,
       maxWaitersPerConnection: 5,
       maxWaitersPerPrincipal: 500,
@@ -342,7 +342,7 @@ describe('limits', () => {
     const t = Template.fromStack(custom);
     for (const fn of Object.values(t.findResources('AWS::Lambda::Function')))
       expect(fn.Properties.Environment.Variables).toMatchObject({
-        LOCK_MIN_PRIORITY: '0',
+        LOCK_MIN_PRIORITY: '-5',
         LOCK_MAX_PRIORITY: '10',
         MAX_QUEUE_LENGTH: '50',
         MAX_WAITERS_PER_CONNECTION: '5',
@@ -372,6 +372,9 @@ describe('limits', () => {
     );
     expect(() => new LatchkeyStack(app, 'Prio', { priorityRange: [5, -5] })).toThrow(/priorityRange/);
     expect(() => new LatchkeyStack(app, 'Prio2', { priorityRange: [-101, 0] })).toThrow(/priorityRange/);
+    // 0, the priority of a request that names none, must stay in the range.
+    expect(() => new LatchkeyStack(app, 'Prio3', { priorityRange: [-20, -10] })).toThrow(/<= 0 <=/);
+    expect(() => new LatchkeyStack(app, 'Principal', { maxWaitersPerPrincipal: 8 })).toThrow(/at least 16/);
     expect(() => new LatchkeyStack(app, 'Queue', { maxQueueLength: 0 })).toThrow(/maxQueueLength/);
   });
 });

@@ -104,8 +104,17 @@ describe('lock routes', () => {
     });
     expect(refused.body.retry_after_ms).toBeGreaterThan(0);
 
-    // A client may also percent-encode the slashes of the name.
-    const shown = await api.get(`/api/v1/locks/${encodeURIComponent('jobs/billing/nightly')}`);
+    // A percent-encoded path is refused (so the path IAM authorized is the lock acted on), and
+    // changes nothing; the name as it is works.
+    const encoded = await api.get(`/api/v1/locks/${encodeURIComponent('jobs/billing/nightly')}`);
+    expect(encoded.status).toBe(400);
+    expect(encoded.body.error.code).toBe('INVALID_REQUEST');
+    const sneaky = await api.post('/api/v1/locks/jobs/billing/nightly/%72elease', {
+      client_id: 'w1',
+      fencing_token: token,
+    });
+    expect(sneaky.status).toBe(400);
+    const shown = await api.get('/api/v1/locks/jobs/billing/nightly');
     expect(shown.body).toMatchObject({
       lock: 'jobs/billing/nightly',
       state: 'held',
@@ -181,9 +190,9 @@ describe('lock routes', () => {
     expect(first.body.locks[0]).toMatchObject({ state: 'held', holders: [{ client_id: 'w', mine: true }] });
     const second = await api.get(`/api/v1/list/ls/?limit=2&cursor=${first.body.next_cursor}`);
     expect(second.body).toMatchObject({ locks: [{ lock: 'ls/c' }], next_cursor: null });
-    // A percent-encoded prefix is the same prefix.
+    // A percent-encoded prefix is refused: IAM scopes the listing by the path as it is.
     const encoded = await api.get(`/api/v1/list/${encodeURIComponent('ls/')}?limit=2`);
-    expect(encoded.body.locks.map((l: { lock: string }) => l.lock)).toEqual(['ls/a', 'ls/b']);
+    expect(encoded.status).toBe(400);
     // Every lock: GET /api/v1/list, page by page, in name order, each once.
     const all: string[] = [];
     let cursor: string | null = null;

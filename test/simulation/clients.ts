@@ -164,6 +164,13 @@ export abstract class Client {
   }
 }
 
+/** An HTTP acquire, as the handler answers it: these clients never wait for a push, so never "queued". */
+async function overHttp(s: Services, cmd: AcquireCommand, wait: { waitMs: number }) {
+  const result = await s.locks.acquireOverHttp(cmd, wait);
+  if (result.kind !== 'done') throw new Error(`an HTTP acquire of ${cmd.requestId} was answered "queued"`);
+  return result.outcome;
+}
+
 export const describe = (a: Answer<unknown>): string =>
   a.kind === 'ok' ? 'ok' : a.kind === 'error' ? (a.error as LatchkeyError).code : 'no answer';
 
@@ -187,7 +194,7 @@ export class HttpClient extends Client {
       const key = this.key(requestId);
       let sentAt = this.now();
       const until = sentAt + waitMs;
-      let out: Answer<Awaited<ReturnType<Services['locks']['acquireOverHttp']>>> = { kind: 'none' };
+      let out: Answer<Awaited<ReturnType<typeof overHttp>>> = { kind: 'none' };
       const firstSentAt = sentAt;
       for (let attempt = 1; attempt <= 6; attempt++) {
         if (attempt > 1 && this.now() - firstSentAt >= RETRY_WINDOW_MS) break;
@@ -198,10 +205,8 @@ export class HttpClient extends Client {
         const slotHolder = `${requestId}#${attempt}`;
         out = await this.world.call('acquire', 29_000, (s) =>
           left > 0
-            ? s.httpWaits.during(slotHolder, this.now() + left, () =>
-                s.locks.acquireOverHttp(cmd, { waitMs: left }),
-              )
-            : s.locks.acquireOverHttp(cmd, { waitMs: left }),
+            ? s.httpWaits.during(slotHolder, this.now() + left, () => overHttp(s, cmd, { waitMs: left }))
+            : overHttp(s, cmd, { waitMs: left }),
         );
         if (out.kind === 'ok' || (out.kind === 'error' && !out.error.retryable)) break;
         await this.sleep(this.rng.int(20, 100 * 2 ** attempt));
@@ -504,7 +509,7 @@ export class SessionClient extends Client {
         tenure: throughSession(id),
         requestId,
       };
-      const out = await this.call('acquire-in-session', (s) => s.locks.acquireOverHttp(cmd, { waitMs }));
+      const out = await this.call('acquire-in-session', (s) => overHttp(s, cmd, { waitMs }));
       this.trace.add(`${this.id} acquire ${lock} in session ${id} wait ${waitMs}: ${describe(out)}`);
       const key = this.key(requestId);
       if (out.kind !== 'ok') continue;
@@ -704,9 +709,7 @@ export class HostileClient extends Client {
       tenure: lease(500),
       requestId: this.newRequest(),
     };
-    const out = await this.world.call('acquire', 29_000, (s) =>
-      s.locks.acquireOverHttp(cmd, { waitMs: 2_000 }),
-    );
+    const out = await this.world.call('acquire', 29_000, (s) => overHttp(s, cmd, { waitMs: 2_000 }));
     this.trace.add(`${this.id} (label) wait ${holder.lock} as ${holder.clientId}: ${describe(out)}`);
     if (out.kind !== 'ok') return;
     const outcome = out.value;

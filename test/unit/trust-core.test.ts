@@ -196,6 +196,7 @@ describe('only the principal that holds a lock may release or renew it', () => {
     const admin = localPrincipal('admin');
     const forced = await h.services.locks.forceRelease(LOCK, admin, 'stuck job');
     expect(forced).toMatchObject({
+      kind: 'released',
       released: { owner: OWNER, clientId: 'a', fencingToken: grant.fencingToken },
       fencedTo: grant.fencingToken + 1,
     });
@@ -210,7 +211,30 @@ describe('only the principal that holds a lock may release or renew it', () => {
     await expect(h.release(grant)).rejects.toMatchObject({ code: 'FORBIDDEN' });
     // Nothing held: nothing to force.
     const free = new QueueHarness();
-    expect(await free.services.locks.forceRelease(LOCK, admin, 'nothing')).toBeUndefined();
+    expect(await free.services.locks.forceRelease(LOCK, admin, 'nothing')).toEqual({ kind: 'not-held' });
+  });
+
+  it('a force-release ends only the grant it saw (or was told): a later, innocent holder is left alone', async () => {
+    const { h, grant } = await held();
+    const admin = localPrincipal('admin');
+    // Told a token that is not the current grant's: nothing is forced.
+    expect(await h.services.locks.forceRelease(LOCK, admin, 'old', grant.fencingToken - 1)).toEqual({
+      kind: 'moved-on',
+    });
+    expect(liveHolder(h.item, h.now)?.fencingToken).toBe(grant.fencingToken);
+    // The holder changes between the read and the write: the write (conditioned on the grant read)
+    // is refused, and nothing is retried onto the new holder.
+    const storage = h.memory;
+    const read = storage.read.bind(storage);
+    storage.read = async (ref) => {
+      const seen = await read(ref);
+      storage.read = read;
+      await h.release(grant);
+      await h.hold('w');
+      return seen;
+    };
+    expect(await h.services.locks.forceRelease(LOCK, admin, 'race')).toEqual({ kind: 'moved-on' });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'w' });
   });
 });
 
@@ -278,6 +302,29 @@ describe('a push waiter needs a connection of its own principal', () => {
   });
 });
 
+describe('a lock held through a connection never outlives it', () => {
+  it('a connection session asked for after $disconnect began is refused; one made just before is ended by it', async () => {
+    const h = new QueueHarness();
+    const seen = await h.services.connections.open('c1', OWNER, 'b');
+    // Read as open by an acquire, then closed entirely, then the acquire makes its session: refused.
+    await h.services.connections.closed('c1');
+    await expect(h.services.sessions.ofConnection(seen)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(h.memory.readNow(sessionRef('conn-c1'))).toBeUndefined();
+    // Made just before $disconnect: the lock taken through it is released by it.
+    const open = await h.services.connections.open('c2', OWNER, 'b');
+    const session = await h.services.sessions.ofConnection(open);
+    const grant = await h.hold('b', { session });
+    expect(grant.held).toEqual({ kind: 'session', sessionId: 'conn-c2' });
+    await h.services.connections.closed('c2');
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
+    // And another principal's connection cannot carry one.
+    const theirs = await h.services.connections.open('c3', MALLORY, 'b');
+    await expect(h.services.sessions.ofConnection({ ...theirs, owner: OWNER })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
+  });
+});
+
 describe('what a viewer is shown of a holder', () => {
   const NOW = START;
   const PRINCIPALS = [OWNER, MALLORY, localPrincipal('carol')];
@@ -315,8 +362,16 @@ describe('what a viewer is shown of a holder', () => {
         const token = `"fencing_token":${fence}`;
         const view = JSON.stringify(lockView(LOCK, item, NOW, viewer));
         if (!live) {
-          // A lapsed lease holds nothing: the last token is no one's capability any more.
-          expect(JSON.parse(view)).toMatchObject({ state: 'free', holders: [], fencing_token: fence });
+          // A lapsed lease holds nothing, yet its holder may still be at work with its token: only that
+          // grant's principal is shown it (once released, it is nobody's).
+          const recorded = item[L.holder] !== undefined ? item[L.owner] : undefined;
+          const shown = recorded === undefined || recorded === viewer;
+          expect(JSON.parse(view)).toMatchObject({
+            state: 'free',
+            holders: [],
+            fencing_token: shown ? fence : null,
+          });
+          if (!shown) expect(view).not.toContain(token);
           return;
         }
         const holder = JSON.stringify(holderView(live, viewer));
@@ -551,6 +606,20 @@ describe('waiter counters (quotas)', () => {
     expect((await h.wait('third', { requestId: 'r3', waitMs: 30_000 })).kind).toBe('queued');
   });
 
+  it('a connection (or principal) at its limit still gets a free lock at once: the limit is on waiting', async () => {
+    const h = new QueueHarness(limits({ maxWaitersPerConnection: 1 }));
+    await h.hold('a', { ttl: 60_000 });
+    await h.services.connections.open('c1', OWNER, 'b');
+    const wait = { waitMs: 30_000, connectionId: 'c1' };
+    expect(
+      (await h.services.locks.acquireByPush(h.command('b', { requestId: 'r1' }), wait, false)).kind,
+    ).toBe('queued');
+    const free = { ...h.command('b', { requestId: 'r2' }), name: 'free' };
+    const got = await h.services.locks.acquireByPush(free, wait, false);
+    expect(got).toMatchObject({ kind: 'done', outcome: { acquired: true } });
+    expect(connectionWaiting(h.memory, 'c1')).toBe(1);
+  });
+
   it('maxWaitersPerConnection: a second push waiter on the connection is TOO_MANY_WAITERS and changes nothing', async () => {
     const h = new QueueHarness(limits({ maxWaitersPerConnection: 1 }));
     await h.hold('a', { ttl: 60_000 });
@@ -732,6 +801,35 @@ describe('slots of HTTP waits', () => {
     const freed = applyUpdate(taken, freeSlotWrite('h1').update);
     expect(take(freed, START)).toBe(true);
     expect(takeSlotWrite('h1', START, START + 100).gcFrom).toBe(START + 100);
+  });
+});
+
+describe('an HTTP attempt polls only for the wait it asked for', () => {
+  it('a retry over HTTP of a request queued for a push is answered "queued" at once, and the wait goes on', async () => {
+    const h = new QueueHarness();
+    await h.hold('a');
+    expect((await h.wait('b', { connection: 'c1', waitMs: 600_000, requestId: 'r1' })).kind).toBe('queued');
+    const before = h.now;
+    const retry = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'r1' }), { waitMs: 1 });
+    expect(retry.kind).toBe('queued');
+    expect(h.now - before).toBeLessThan(50); // no polling: no function held for a wait it did not ask for
+    expect(h.record('b', 'r1')?.state).toBe('queued');
+    expect(h.waiters()).toHaveLength(1);
+  });
+
+  it('a retry with a shorter wait polls until its own end, and then the request ends', async () => {
+    const h = new QueueHarness();
+    await h.hold('a', { ttl: 600_000 });
+    expect((await h.wait('b', { waitMs: 20_000, requestId: 'r2' })).kind).toBe('queued');
+    const before = h.now;
+    const retry = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'r2' }), {
+      waitMs: 1_000,
+    });
+    expect(retry).toMatchObject({ kind: 'done', outcome: { acquired: false } });
+    expect(h.now - before).toBeGreaterThanOrEqual(1_000);
+    expect(h.now - before).toBeLessThan(2_000);
+    expect(h.record('b', 'r2')?.state).toBe('ended');
+    expect(h.waiters()).toHaveLength(0);
   });
 });
 
