@@ -13,16 +13,16 @@
 import { randomUUID } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import { connect as netConnect } from 'node:net';
-import { Sha256 } from '@aws-crypto/sha256-js';
 import { HttpRequest } from '@smithy/protocol-http';
-import { SignatureV4 } from '@smithy/signature-v4';
+import type { SignatureV4 } from '@smithy/signature-v4';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { observeDynamoSuccesses } from '../../lambdas/shared/calls';
 import { invocation } from '../../local/handlers';
 import type { LocalStack } from '../../local/stack';
-import { signedClient } from '../support/signed-fetch';
+import { localSigner, signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
+import { signedHeaders } from '../support/ws-client';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
 const REQUESTS = Number(process.env.FUZZ_REQUESTS ?? 10_000);
@@ -380,18 +380,8 @@ describe('the local gateways under random input', () => {
   it(`answers ${REQUESTS} random requests without a crash, a hang, a 500 or a change from a refusal (seed ${SEED})`, async () => {
     const before = await bobState();
     const r = rng(SEED);
-    const alice = new SignatureV4({
-      credentials: ALICE,
-      region: 'us-east-1',
-      service: 'execute-api',
-      sha256: Sha256,
-    });
-    const wrong = new SignatureV4({
-      credentials: { ...BOB, secretAccessKey: 'guess' },
-      region: 'us-east-1',
-      service: 'execute-api',
-      sha256: Sha256,
-    });
+    const alice = localSigner(ALICE);
+    const wrong = localSigner({ ...BOB, secretAccessKey: 'guess' });
     const results: Sent[] = [];
     let next = 0;
     const worker = async () => {
@@ -464,43 +454,16 @@ describe('the local gateways under random input', () => {
     expect(badLine).toMatch(/^HTTP\/1\.1 400/);
     expect(huge).toMatch(/^HTTP\/1\.1 (413|403)/);
     // Addressed to another name (DNS rebinding) or from another site's page: refused before any function.
-    const alice = new SignatureV4({
-      credentials: ALICE,
-      region: 'us-east-1',
-      service: 'execute-api',
-      sha256: Sha256,
-    });
     const rebound = await raw(
       `GET /api/v1/health HTTP/1.1\r\nHost: evil.example:${port}\r\nConnection: close\r\n\r\n`,
     );
     expect(rebound).toMatch(/^HTTP\/1\.1 403/);
-    void alice;
     expect((await signedClient(stack.url, ALICE).get('/api/v1/health')).status).toBe(200);
   }, 60_000);
 
   it('survives random WebSocket handshakes and frames, and answers every latchkey message', async () => {
     const r = rng(SEED + 1);
     const wsUrl = new URL(stack.wsUrl);
-    const alice = new SignatureV4({
-      credentials: ALICE,
-      region: 'us-east-1',
-      service: 'execute-api',
-      sha256: Sha256,
-    });
-    const signedHeaders = async (url: URL) =>
-      (
-        await alice.sign(
-          new HttpRequest({
-            method: 'GET',
-            protocol: 'http:',
-            hostname: url.hostname,
-            port: Number(url.port),
-            path: url.pathname,
-            query: Object.fromEntries(url.searchParams),
-            headers: { host: url.host },
-          }),
-        )
-      ).headers as Record<string, string>;
     const open = (url: URL, headers: Record<string, string>) =>
       new Promise<WebSocket | number>((resolve) => {
         const ws = new WebSocket(url, { headers });
@@ -513,7 +476,7 @@ describe('the local gateways under random input', () => {
       const url = new URL(wsUrl);
       url.pathname = r.pick(['/v1', '/v2', '/', '/v1/x', '/%zz']);
       if (r.chance(0.7)) url.searchParams.set('client_id', r.pick(['me', '', 'x'.repeat(300), 'a b', '🔒']));
-      const headers = r.chance(0.7) ? await signedHeaders(url) : {};
+      const headers = r.chance(0.7) ? await signedHeaders(url, ALICE) : {};
       const got = await open(url, headers);
       if (typeof got === 'number')
         expect(got === -1 || (got >= 400 && got < 500) || got === 503, `handshake ${url}`).toBe(true);
@@ -522,7 +485,7 @@ describe('the local gateways under random input', () => {
     // Frames on a good connection: every text frame gets exactly one answer, and the connection lives on.
     const url = new URL(wsUrl);
     url.searchParams.set('client_id', 'fuzzer');
-    const ws = (await open(url, await signedHeaders(url))) as WebSocket;
+    const ws = (await open(url, await signedHeaders(url, ALICE))) as WebSocket;
     expect(ws).toBeInstanceOf(WebSocket);
     const answers: unknown[] = [];
     ws.on('message', (d) => answers.push(JSON.parse(String(d))));
