@@ -1,4 +1,4 @@
-import { CfnOutput } from 'aws-cdk-lib';
+import { Names } from 'aws-cdk-lib';
 import { HttpApi, type HttpMethod } from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
@@ -46,6 +46,12 @@ export class LockHttpApi extends Construct {
     super(scope, id);
     const logRetention = props.logRetention ?? RetentionDays.ONE_MONTH;
     this.api = new HttpApi(this, 'Api', {
+      // Unique per deployment (stack and construct path), so stages side by side tell apart in the console.
+      apiName: Names.uniqueResourceName(this, {
+        maxLength: 128,
+        separator: '-',
+        allowedSpecialCharacters: '-',
+      }),
       description: 'latchkey lock service',
       defaultAuthorizer: new HttpIamAuthorizer(),
       createDefaultStage: false,
@@ -85,10 +91,6 @@ export class LockHttpApi extends Construct {
         integration: new HttpLambdaIntegration(`${pascal(routeId(route.key))}Integration`, fn.fn),
       });
     }
-    new CfnOutput(scope, 'ApiUrl', {
-      value: this.api.apiEndpoint,
-      description: 'latchkey HTTP API (SigV4, service execute-api)',
-    });
   }
 }
 

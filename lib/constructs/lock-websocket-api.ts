@@ -1,4 +1,4 @@
-import { ArnFormat, CfnOutput, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, Names, Stack, Validations } from 'aws-cdk-lib';
 import { WebSocketApi, WebSocketStage } from 'aws-cdk-lib/aws-apigatewayv2';
 import { WebSocketIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { WebSocketLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
@@ -38,6 +38,12 @@ export class LockWebSocketApi extends Construct {
     super(scope, id);
     const logRetention = props.logRetention ?? RetentionDays.ONE_MONTH;
     this.api = new WebSocketApi(this, 'Api', {
+      // Unique per deployment (stack and construct path), so stages side by side tell apart in the console.
+      apiName: Names.uniqueResourceName(this, {
+        maxLength: 128,
+        separator: '-',
+        allowedSpecialCharacters: '-',
+      }),
       description: 'latchkey wait subscriptions',
       routeSelectionExpression: '$request.body.action',
     });
@@ -82,10 +88,6 @@ export class LockWebSocketApi extends Construct {
         });
       }
     }
-    new CfnOutput(scope, 'WebSocketUrl', {
-      value: this.stage.url,
-      description: 'latchkey WebSocket API for waiting (SigV4 on connect, ?client_id=…)',
-    });
   }
 }
 

@@ -7,15 +7,18 @@ import { type FunctionSpec, NOTIFIER, SWEEPER, TIMER } from '../../lambdas/share
 import { PARTITIONS } from '../../lambdas/store/table';
 import { WS_ROUTES } from '../../lambdas/ws/routes';
 import type { LockFunction } from '../../lib/constructs/lock-function';
+import type { Latchkey } from '../../lib/latchkey';
 import { LatchkeyStack } from '../../lib/latchkey-stack';
 
 let template: Template;
 let stack: LatchkeyStack;
+let locks: Latchkey;
 
 beforeAll(() => {
   // Skip esbuild bundling here; `npm run synth` (in CI) bundles for real.
   const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
-  stack = new LatchkeyStack(app, 'Latchkey');
+  stack = new LatchkeyStack(app, 'Latchkey-test');
+  locks = stack.latchkey;
   template = Template.fromStack(stack);
 });
 
@@ -75,7 +78,7 @@ describe('sweeper', () => {
       State: 'ENABLED',
       Targets: [
         Match.objectLike({
-          Arn: resolve(stack.sweeper.function.fn.functionArn),
+          Arn: resolve(locks.sweeper.function.fn.functionArn),
           RetryPolicy: { MaximumRetryAttempts: 2 },
         }),
       ],
@@ -83,14 +86,14 @@ describe('sweeper', () => {
     template.hasResourceProperties('AWS::Lambda::Permission', {
       Action: 'lambda:InvokeFunction',
       Principal: 'events.amazonaws.com',
-      FunctionName: resolve(stack.sweeper.function.fn.functionArn),
+      FunctionName: resolve(locks.sweeper.function.fn.functionArn),
     });
   });
 });
 
 describe('HTTP API', () => {
   it('routes every path of lambdas/http/routes.ts, each with IAM authorization', () => {
-    const httpApiId = resolve(stack.httpApi.api.apiId);
+    const httpApiId = resolve(locks.httpApi.api.apiId);
     const routes = Object.values(template.findResources('AWS::ApiGatewayV2::Route')).filter(
       (r) => JSON.stringify(r.Properties.ApiId) === JSON.stringify(httpApiId),
     );
@@ -116,7 +119,7 @@ describe('HTTP API', () => {
 
 describe('WebSocket API', () => {
   const wsRoutes = () => {
-    const apiId = JSON.stringify(resolve(stack.webSocketApi.api.apiId));
+    const apiId = JSON.stringify(resolve(locks.webSocketApi.api.apiId));
     return Object.values(template.findResources('AWS::ApiGatewayV2::Route')).filter(
       (r) => JSON.stringify(r.Properties.ApiId) === apiId,
     );
@@ -146,27 +149,27 @@ describe('WebSocket API', () => {
 describe('handoff', () => {
   it('feeds the notifier from the table stream with bisection, bounded retries and an on-failure queue', () => {
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
-      EventSourceArn: resolve(stack.table.table.tableStreamArn),
-      FunctionName: resolve(stack.handoff.notifier.fn.functionName),
+      EventSourceArn: resolve(locks.table.tableStreamArn),
+      FunctionName: resolve(locks.handoff.notifier.fn.functionName),
       StartingPosition: 'TRIM_HORIZON',
       BisectBatchOnFunctionError: true,
       MaximumRetryAttempts: 5,
       DestinationConfig: {
-        OnFailure: { Destination: resolve(stack.handoff.streamFailures.queueArn) },
+        OnFailure: { Destination: resolve(locks.handoff.streamFailures.queueArn) },
       },
     });
   });
 
   it('delivers timers from an encrypted SQS queue with a dead-letter queue, reporting failures per message', () => {
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
-      EventSourceArn: resolve(stack.handoff.timerQueue.queueArn),
-      FunctionName: resolve(stack.handoff.timer.fn.functionName),
+      EventSourceArn: resolve(locks.handoff.timerQueue.queueArn),
+      FunctionName: resolve(locks.handoff.timer.fn.functionName),
       FunctionResponseTypes: ['ReportBatchItemFailures'],
     });
     template.hasResourceProperties('AWS::SQS::Queue', {
       SqsManagedSseEnabled: true,
       RedrivePolicy: {
-        deadLetterTargetArn: resolve(stack.handoff.timerDeadLetters.queueArn),
+        deadLetterTargetArn: resolve(locks.handoff.timerDeadLetters.queueArn),
         maxReceiveCount: 5,
       },
     });
@@ -176,15 +179,15 @@ describe('handoff', () => {
 /** Every function with its spec (routes that share a handler module share its function). */
 const allFunctions = (): [FunctionSpec, LockFunction | undefined][] => [
   ...ROUTES.filter((r, i) => ROUTES.findIndex((o) => o.module === r.module) === i).map(
-    (r): [FunctionSpec, LockFunction | undefined] => [r, stack.httpApi.functions[r.module]],
+    (r): [FunctionSpec, LockFunction | undefined] => [r, locks.httpApi.functions[r.module]],
   ),
   ...WS_ROUTES.map((r): [FunctionSpec, LockFunction | undefined] => [
     r,
-    stack.webSocketApi.functions[r.module],
+    locks.webSocketApi.functions[r.module],
   ]),
-  [NOTIFIER, stack.handoff.notifier],
-  [TIMER, stack.handoff.timer],
-  [SWEEPER, stack.sweeper.function],
+  [NOTIFIER, locks.handoff.notifier],
+  [TIMER, locks.handoff.timer],
+  [SWEEPER, locks.sweeper.function],
 ];
 
 describe('functions', () => {
@@ -198,7 +201,7 @@ describe('functions', () => {
         Handler: 'index.handler',
         Environment: {
           Variables: {
-            TABLE_NAME: resolve(stack.table.table.tableName),
+            TABLE_NAME: resolve(locks.table.tableName),
             LOCK_MIN_TTL_MS: '1000',
             LOCK_MAX_TTL_MS: '3600000',
           },
@@ -256,7 +259,7 @@ describe('functions', () => {
         const push = statements.find((s) => s.Action === 'execute-api:ManageConnections');
         expect(JSON.stringify(push?.Resource)).toContain('/v1/POST/@connections/*');
       }
-      const tableId = stack.getLogicalId(stack.table.table.node.defaultChild as never);
+      const tableId = stack.getLogicalId(locks.table.node.defaultChild as never);
       for (const s of statements.filter(
         (s) => String(s.Action).startsWith('dynamodb:') && s.Action !== 'dynamodb:ListStreams',
       )) {
@@ -390,7 +393,7 @@ describe('admin route', () => {
       return JSON.stringify(integrations[id]?.Properties.IntegrationUri);
     };
     const adminFn = stack.getLogicalId(
-      stack.httpApi.functions['http/admin-locks']?.fn.node.defaultChild as never,
+      locks.httpApi.functions['http/admin-locks']?.fn.node.defaultChild as never,
     );
     expect(targetOf(admin as never)).toContain(adminFn);
     for (const route of routes.filter((r) => r !== admin && String(r.Properties.RouteKey).startsWith('POST')))
