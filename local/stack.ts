@@ -8,6 +8,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { PATH_READERS } from '../lambdas/http/lock-path';
 import { ROUTES } from '../lambdas/http/routes';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import { describeError, log } from '../lambdas/shared/log';
@@ -126,7 +127,11 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     process.env.WS_MANAGEMENT_ENDPOINT = `http://127.0.0.1:${managementPort}${ws.managementBase}`;
 
     const routes = await Promise.all(
-      ROUTES.map(async (r) => ({ key: r.key, handler: await loadHandler(r.module) })),
+      ROUTES.map(async (r) => ({
+        key: r.key,
+        handler: await loadHandler(r.module),
+        ...(PATH_READERS[r.key] ? { readPath: PATH_READERS[r.key] } : {}),
+      })),
     );
     const server = createHttpGateway({
       routes,

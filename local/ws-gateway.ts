@@ -8,7 +8,13 @@
  * per connection.
  */
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { ANONYMOUS, localPrincipal } from '../lambdas/core/principal';
@@ -63,12 +69,51 @@ const THROTTLED = {
   },
 };
 
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  const body = JSON.stringify({ message: reason });
+/** The code a refusal of the gateway's own carries, by status. */
+const GATEWAY_CODES: Record<number, string> = {
+  400: 'INVALID_REQUEST',
+  403: 'UNAUTHORIZED',
+  404: 'NOT_FOUND',
+  500: 'INTERNAL',
+};
+
+/**
+ * Refuses a handshake with an HTTP answer: API Gateway's `{message}` plus latchkey's
+ * `{error: {code, message}}`, as the HTTP gateway answers (a `ws` client shows it on
+ * 'unexpected-response'). `error` is what $connect answered, when it refused.
+ */
+function refuseUpgrade(
+  socket: Duplex,
+  status: number,
+  reason: string,
+  error: { code: string; message: string } = {
+    code: GATEWAY_CODES[status] ?? 'INVALID_REQUEST',
+    message: reason,
+  },
+): void {
+  const body = JSON.stringify({ message: error.message, error });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Refused'}\r\ncontent-type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Refused'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/** The error $connect answered with (its JSON body), if it said one. */
+function connectRefusal(result: WsResult | undefined): { code: string; message: string } | undefined {
+  try {
+    const error = (JSON.parse(result?.body ?? '') as { error?: { code?: unknown; message?: unknown } }).error;
+    if (typeof error?.code === 'string' && typeof error.message === 'string')
+      return { code: error.code, message: error.message };
+  } catch {
+    // no JSON body: the status alone
+  }
+  return undefined;
+}
+
+/** Where this server is, as a client should write it: ws://127.0.0.1:3001 */
+function origin(req: IncomingMessage): string {
+  const address = (req.socket.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
+  return `ws://${address.includes(':') ? `[${address}]` : address}:${req.socket.localPort}`;
 }
 
 function parseUrl(target: string | undefined): URL | undefined {
@@ -171,9 +216,10 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
 
   // The public port: WebSocket handshakes only.
   const server = hardenServer(
-    createServer(SERVER_OPTIONS, (_req, res) => {
-      res.writeHead(426, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ message: `open a WebSocket to /${options.stage}` }));
+    createServer(SERVER_OPTIONS, (req, res) => {
+      const message = `this port serves WebSockets only: open one to ${origin(req)}/${options.stage}?client_id=NAME`;
+      res.writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' });
+      res.end(JSON.stringify({ message, error: { code: 'INVALID_REQUEST', message } }));
     }),
   );
 
@@ -182,7 +228,11 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
     const url = parseUrl(req.url);
     if (!url) return refuseUpgrade(socket, 400, 'malformed request target');
     if (url.pathname !== `/${options.stage}` && url.pathname !== `/${options.stage}/`)
-      return refuseUpgrade(socket, 404, `no WebSocket API at ${url.pathname}: use /${options.stage}`);
+      return refuseUpgrade(
+        socket,
+        404,
+        `no WebSocket API at ${url.pathname}: the WebSocket URL is ${origin(req)}/${options.stage}?client_id=NAME`,
+      );
     const headers = headerMap(req);
     const refused = options.hosts.refusal(headers, options.auth === 'none');
     if (refused) return refuseUpgrade(socket, 403, refused);
@@ -204,11 +254,19 @@ export function createWsGateway(options: WsGatewayOptions): WsGateway {
     const connectionId = `${randomBytes(10).toString('base64url')}=`;
     const query = Object.fromEntries(url.searchParams);
     const connected = await invoke(options.handlers.connect, {
-      requestContext: { ...context(connectionId, '$connect', 'CONNECT'), identity },
+      requestContext: {
+        ...context(connectionId, '$connect', 'CONNECT'),
+        identity,
+        ...(headers.host ? { domainName: headers.host } : {}),
+      },
       queryStringParameters: Object.keys(query).length ? query : null,
     });
-    if (connected?.statusCode !== 200)
-      return refuseUpgrade(socket, connected?.statusCode ?? 500, 'Forbidden');
+    if (connected?.statusCode !== 200) {
+      // $connect's own answer, passed on: what is wrong with the handshake and how to fix it.
+      const status = connected?.statusCode ?? 500;
+      const refusal = connectRefusal(connected);
+      return refuseUpgrade(socket, status, refusal?.message ?? STATUS_CODES[status] ?? 'Refused', refusal);
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       connections.set(connectionId, ws);
       const idleMs = options.idleTimeoutMs ?? 600_000;

@@ -4,6 +4,8 @@
  */
 export const ERROR_CODES = {
   INVALID_REQUEST: { status: 400, retryable: false },
+  /** A lock name or listing prefix that breaks the naming rule (sdk/names.ts), or a percent-encoded lock path. */
+  INVALID_NAME: { status: 400, retryable: false },
   UNAUTHORIZED: { status: 403, retryable: false },
   /** A lock, session, wait or connection that belongs to another principal. */
   FORBIDDEN: { status: 403, retryable: false },

@@ -20,7 +20,6 @@ import {
   type RenewCommand,
   throughSession,
 } from './lock';
-import { lockNameProblem } from './names';
 import { PRIORITY, type QueueLimits, type Waiter } from './queue';
 import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
@@ -68,11 +67,6 @@ export function retentionProblem(retentionSeconds: number, maxTtlMs: number): st
 }
 export const MAX_BODY_BYTES = 16 * 1024;
 export const MAX_LIST_LIMIT = 100;
-
-export const lockName = z.string().superRefine((name, ctx) => {
-  const problem = lockNameProblem(name);
-  if (problem) ctx.addIssue({ code: 'custom', message: `lock name ${problem}` });
-});
 
 const identifier = (what: string) =>
   z

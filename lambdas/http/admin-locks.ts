@@ -9,9 +9,12 @@ import { httpRoute, json, parseBody, principalFrom } from '../shared/http';
 import { log } from '../shared/log';
 import { lockCommandFrom } from './lock-path';
 
+/** The actions of this route: each is a reserved last level of lock names (sdk/names.ts). */
+export const ADMIN_ACTIONS: readonly string[] = ['force-release'];
+
 export const handler = httpRoute(async (event, { locks, clock }) => {
   const { name, action } = lockCommandFrom(event);
-  if (action !== 'force-release')
+  if (!ADMIN_ACTIONS.includes(action))
     throw new LatchkeyError('NOT_FOUND', `unknown admin action '${action}': use force-release`);
   const { reason, fencing_token } = parseBody(event, forceReleaseBody);
   const by = principalFrom(event);

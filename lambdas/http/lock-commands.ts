@@ -59,6 +59,9 @@ const ACTIONS: Record<string, Action> = {
   },
 };
 
+/** The actions of this route: each is a reserved last level of lock names (sdk/names.ts). */
+export const LOCK_ACTIONS: readonly string[] = Object.keys(ACTIONS);
+
 export const handler = httpRoute(async (event, deps) => {
   const { name, action } = lockCommandFrom(event);
   const run = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;

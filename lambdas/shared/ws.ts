@@ -5,6 +5,9 @@ export interface WsEvent {
     readonly routeKey: string;
     readonly eventType?: string;
     readonly requestTimeEpoch?: number;
+    /** Where the client connected: the API's host name, and the stage (`v1`). */
+    readonly domainName?: string;
+    readonly stage?: string;
     /** On $connect with IAM authorization: who signed the handshake. */
     readonly identity?: { readonly userArn?: string | null; readonly accessKey?: string | null };
   };
@@ -15,6 +18,7 @@ export interface WsEvent {
 
 export interface WsResult {
   readonly statusCode: number;
+  readonly headers?: Readonly<Record<string, string>>;
   readonly body?: string;
 }
 

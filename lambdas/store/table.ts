@@ -45,7 +45,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ItemRef } from '../core/items';
-import { lockNameProblem } from '../core/names';
+import { lockNameSyntaxProblem } from '../core/names';
 
 export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
@@ -181,7 +181,8 @@ export const lockListing = (name: string) => ({
 
 /**
  * The cursor of a listing page: the name of its last lock. Checked on the way back in to be one
- * this API could have issued for the prefix, so a forged one is a 400, never a storage error.
+ * this API could have issued for the prefix, so a forged one is a 400, never a storage error. Only
+ * the name's syntax is checked: a lock stored before its last level became reserved is still listed.
  */
 export const encodeListCursor = (after: string) =>
   Buffer.from(JSON.stringify({ after })).toString('base64url');
@@ -190,7 +191,7 @@ export function decodeListCursor(cursor: string, prefix: string): string | undef
   try {
     const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     const after = (parsed as { after?: unknown } | null)?.after;
-    if (typeof after === 'string' && after.startsWith(prefix) && lockNameProblem(after) === undefined)
+    if (typeof after === 'string' && after.startsWith(prefix) && lockNameSyntaxProblem(after) === undefined)
       return after;
   } catch {
     // not JSON: refused by the caller

@@ -1,10 +1,15 @@
+import { Sha256 } from '@aws-crypto/sha256-js';
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import type { LocalStack } from '../../local/stack';
+import { LockClient } from '../../sdk/client';
+import { InvalidArgumentError } from '../../sdk/errors';
 import { dynamoEndpoint } from '../support/dynamo';
-import { signedClient } from '../support/signed-fetch';
+import { type SignedResponse, signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
 
 let stack: LocalStack;
@@ -108,7 +113,7 @@ describe('lock routes', () => {
     // changes nothing; the name as it is works.
     const encoded = await api.get(`/api/v1/locks/${encodeURIComponent('jobs/billing/nightly')}`);
     expect(encoded.status).toBe(400);
-    expect(encoded.body.error.code).toBe('INVALID_REQUEST');
+    expect(encoded.body.error.code).toBe('INVALID_NAME');
     const sneaky = await api.post('/api/v1/locks/jobs/billing/nightly/%72elease', {
       client_id: 'w1',
       fencing_token: token,
@@ -330,10 +335,6 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
     ['an empty client_id', '/api/v1/locks/bad/acquire', { ...ok, client_id: '' }],
     ['a client_id with spaces', '/api/v1/locks/bad/acquire', { ...ok, client_id: 'a b' }],
     ['shared mode (not yet available)', '/api/v1/locks/bad/acquire', { ...ok, mode: 'shared' }],
-    ['a name with a bad character', '/api/v1/locks/bad%20name/acquire', ok],
-    ['a name with an empty level', '/api/v1/locks/a%2F%2Fb/acquire', ok],
-    ['a name with a trailing slash', `/api/v1/locks/${encodeURIComponent('a/')}/acquire`, ok],
-    ['a name over 256 characters', `/api/v1/locks/${'n'.repeat(257)}/acquire`, ok],
     ['a negative token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: -1 }],
     ['a fractional token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: 1.5 }],
     ['a string token', '/api/v1/locks/bad/renew', { client_id: 'w1', fencing_token: '7', ttl_ms: 5_000 }],
@@ -355,6 +356,28 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
     expect(await tableSnapshot()).toEqual(before);
   });
 
+  const badNames: [string, string, RegExp][] = [
+    ['a bad character', '/api/v1/locks/bad%20name/acquire', /"bad name" may contain only A-Z a-z 0-9/],
+    ['an empty level', '/api/v1/locks/a%2F%2Fb/acquire', /"a\/\/b" has an empty level/],
+    ['a trailing slash', `/api/v1/locks/${encodeURIComponent('a/')}/acquire`, /"a\/" has an empty level/],
+    [
+      'over 256 characters',
+      `/api/v1/locks/${'n'.repeat(257)}/acquire`,
+      /is 257 characters long; the limit is 256/,
+    ],
+    ['an action word as its last level', '/api/v1/locks/a/release/acquire', /"a\/release" ends in "release"/],
+  ];
+  it.each(badNames)('a name with %s: 400 INVALID_NAME saying what is wrong', async (_, path, message) => {
+    const before = await tableSnapshot();
+    const response = await api.post(path, ok);
+    expect(response.status).toBe(400);
+    expect(response.body.error).toMatchObject({
+      code: 'INVALID_NAME',
+      message: expect.stringMatching(message),
+    });
+    expect(await tableSnapshot()).toEqual(before);
+  });
+
   it('bad query parameters or prefixes for the listing', async () => {
     for (const path of [
       '/api/v1/list?limit=0',
@@ -365,8 +388,6 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
       '/api/v1/list?prefix=ls%2F',
       '/api/v1/list?unknown=1',
       '/api/v1/list/ls/?limit=0',
-      '/api/v1/list/a%20b',
-      `/api/v1/list/${'p'.repeat(257)}`,
     ]) {
       const response = await api.get(path);
       expect({ path, status: response.status, code: response.body.error?.code }).toEqual({
@@ -375,10 +396,157 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
         code: 'INVALID_REQUEST',
       });
     }
+    for (const path of ['/api/v1/list/a%20b', `/api/v1/list/${'p'.repeat(257)}`]) {
+      const response = await api.get(path);
+      expect({ path, status: response.status, code: response.body.error?.code }).toEqual({
+        path,
+        status: 400,
+        code: 'INVALID_NAME',
+      });
+    }
   });
 
   it('an unknown action is 404 and an unknown route is 404', async () => {
     expect((await api.post('/api/v1/locks/x/steal', { client_id: 'w1' })).body.error.code).toBe('NOT_FOUND');
     expect((await api.get('/api/v2/nothing')).status).toBe(404);
+  });
+});
+
+/**
+ * A signer that signs the path as sent, without SigV4's normalization and double encoding of the
+ * path (as curl's --aws-sigv4 does): for "a%20b" or "a//b" its canonical path is not the AWS
+ * SDK's, so a gateway that checked the signature first would answer "signature does not match".
+ */
+function asSentClient(baseUrl: string) {
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    region: 'us-east-1',
+    service: 'execute-api',
+    sha256: Sha256,
+    uriEscapePath: false,
+  });
+  return async (method: string, path: string, body?: unknown) => {
+    const url = new URL(path, baseUrl);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const request = new HttpRequest({
+      method,
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: Number(url.port),
+      path: url.pathname,
+      headers: { host: url.host, ...(payload ? { 'content-type': 'application/json' } : {}) },
+      ...(payload ? { body: payload } : {}),
+    });
+    const signed = await signer.sign(request);
+    const response = await fetch(url, {
+      method,
+      headers: signed.headers,
+      ...(payload ? { body: payload } : {}),
+    });
+    return { status: response.status, body: await response.json() } as Pick<
+      SignedResponse,
+      'status' | 'body'
+    >;
+  };
+}
+
+describe('a bad lock name is a 400 naming the rule, whoever signed the request and however', () => {
+  const sdk = () =>
+    new LockClient({ endpoint: stack.url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  const sdkError = async (call: Promise<unknown>) => {
+    const error = await call.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    return error as InvalidArgumentError;
+  };
+
+  it.each([
+    // [in the path, the name it decodes to, what is wrong with it]
+    ['a%20b', 'a b', /^lock name "a b" may contain only A-Z a-z 0-9 \. _ - : \/ \(it contains " "\)$/],
+    ['caf%C3%A9', 'café', /^lock name "café" may contain only A-Z a-z 0-9 \. _ - : \/ \(it contains "é"\)$/],
+    ['a//b', 'a//b', /^lock name "a\/\/b" has an empty level/],
+  ])(
+    '%s: the same 400 INVALID_NAME signed as the AWS SDK signs, as sent, or not at all; the SDK says it first',
+    async (inPath, name, problem) => {
+      const before = await tableSnapshot();
+      const asSent = asSentClient(stack.url);
+      const body = { client_id: 'w', ttl_ms: 5_000 };
+      for (const [method, path, sdkCall] of [
+        ['POST', `/api/v1/locks/${inPath}/acquire`, 'tryAcquire'],
+        ['GET', `/api/v1/locks/${inPath}`, 'inspect'],
+      ] as const) {
+        const answers = [
+          method === 'POST' ? await api.post(path, body) : await api.get(path),
+          await asSent(method, path, method === 'POST' ? body : undefined),
+          method === 'POST'
+            ? await api.post(path, body, { sign: false })
+            : await api.get(path, { sign: false }),
+        ].map((a) => ({ status: a.status, body: a.body }));
+        const [first] = answers;
+        expect(first?.status, `${method} ${path}`).toBe(400);
+        expect(first?.body.error.code).toBe('INVALID_NAME');
+        expect(first?.body.error.message).toMatch(problem);
+        expect(answers).toEqual([first, first, first]);
+        // The SDK refuses the name before sending it, with the service's own words.
+        const refused = await sdkError(
+          sdkCall === 'tryAcquire' ? sdk().tryAcquire(name) : sdk().inspect(name),
+        );
+        expect(refused.message).toBe(`${sdkCall}: ${first?.body.error.message}`);
+      }
+      // A name given to the SDK percent-encoded is refused for its '%'.
+      expect((await sdkError(sdk().tryAcquire(inPath))).message).toMatch(
+        inPath.includes('%')
+          ? /it contains "%": write the name as it is, not percent-encoded/
+          : /empty level/,
+      );
+      expect(await tableSnapshot()).toEqual(before);
+    },
+  );
+
+  it('a percent-encoded path with a good name in it: 400 INVALID_NAME, before or after the signature', async () => {
+    const asSent = asSentClient(stack.url);
+    for (const path of ['/api/v1/locks/jobs%2Fnightly/acquire', '/api/v1/locks/jobs/nightly/%61cquire']) {
+      const answer = await asSent('POST', path, { client_id: 'w', ttl_ms: 5_000 });
+      expect(answer).toMatchObject({ status: 400, body: { error: { code: 'INVALID_NAME' } } });
+      expect(answer.body.error.message).toMatch(/may not be percent-encoded .*write the lock name as it is/);
+      expect(await api.post(path, { client_id: 'w', ttl_ms: 5_000 })).toMatchObject({
+        status: 400,
+        body: answer.body,
+      });
+    }
+  });
+
+  it('the last level of a path is always the action: a name may not end in an action word', async () => {
+    const reserved = /a name's last level may not be acquire, release, renew, cancel or force-release/;
+    const inspected = await api.get('/api/v1/locks/names/a/acquire');
+    expect(inspected.status).toBe(400);
+    expect(inspected.body.error).toMatchObject({
+      code: 'INVALID_NAME',
+      message: expect.stringMatching(reserved),
+    });
+    expect(inspected.body.error.message).toMatch(/GET \/api\/v1\/locks\/names\/a inspects it/);
+    expect((await sdkError(sdk().inspect('names/a/acquire'))).message).toBe(
+      `inspect: ${inspected.body.error.message}`,
+    );
+    // POST of the same path acquires names/a, and GET of names/a inspects it.
+    const acquired = await api.post('/api/v1/locks/names/a/acquire', { client_id: 'w', ttl_ms: 5_000 });
+    expect(acquired.body).toMatchObject({ acquired: true, lock: 'names/a' });
+    expect((await api.get('/api/v1/locks/names/a')).body).toMatchObject({ lock: 'names/a', state: 'held' });
+    for (const word of ['acquire', 'release', 'renew', 'cancel', 'force-release']) {
+      const taken = await api.post(`/api/v1/locks/names/${word}/acquire`, { client_id: 'w', ttl_ms: 5_000 });
+      expect(taken, word).toMatchObject({ status: 400, body: { error: { code: 'INVALID_NAME' } } });
+      expect((await sdkError(sdk().tryAcquire(`names/${word}`))).message).toBe(
+        `tryAcquire: ${taken.body.error.message}`,
+      );
+      const forced = await api.post(`/api/v1/admin/locks/names/${word}/force-release`, { reason: 'test' });
+      expect(forced, word).toMatchObject({ status: 400, body: { error: { code: 'INVALID_NAME' } } });
+    }
+    // Anywhere but last, or with more to it, an action word is a level like any other.
+    for (const name of ['names/acquire/x', 'names/acquired']) {
+      const ok = await api.post(`/api/v1/locks/${name}/acquire`, { client_id: 'w', ttl_ms: 5_000 });
+      expect(ok.body, name).toMatchObject({ acquired: true, lock: name });
+    }
   });
 });

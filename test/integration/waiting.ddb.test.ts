@@ -339,16 +339,42 @@ describe('the WebSocket protocol', () => {
     expect((await inspect(lock)).waiters).toEqual([]);
   });
 
-  it('refuses unsigned connections and connections without a client_id', async () => {
+  it('refuses unsigned handshakes, and says how to write the URL when client_id or the stage is missing', async () => {
     await expect(TestSocket.open(stack, 'x', { sign: false })).rejects.toThrow(/403/);
     const url = stack.wsUrl; // no client_id
     const { default: WebSocket } = await import('ws');
     const { signedHeaders } = await import('../support/ws-client');
-    const ws = new WebSocket(url, { headers: await signedHeaders(new URL(url)) });
-    const status = await new Promise((resolve) =>
-      ws.once('unexpected-response', (_q, r) => resolve(r.statusCode)),
+    const refusal = async (target: string, signed = true) => {
+      const ws = new WebSocket(target, { headers: signed ? await signedHeaders(new URL(target)) : {} });
+      return new Promise<{ status: number | undefined; body: AnyFrame }>((resolve) =>
+        ws.once('unexpected-response', (_q, r) => {
+          let text = '';
+          r.on('data', (c: Buffer) => (text += c));
+          r.on('end', () => resolve({ status: r.statusCode, body: JSON.parse(text) }));
+        }),
+      );
+    };
+    // $connect's own answer, passed on: what is missing and how to write the URL.
+    const noClient = await refusal(url);
+    expect(noClient.status).toBe(400);
+    expect(noClient.body.error).toEqual({ code: 'INVALID_REQUEST', message: noClient.body.message });
+    expect(noClient.body.message).toMatch(/^the WebSocket URL needs \?client_id=NAME/);
+    expect(noClient.body.message).toContain(`e.g. ${url}?client_id=worker-1`);
+    const badClient = await refusal(`${url}?client_id=${encodeURIComponent('a b')}`);
+    expect(badClient.status).toBe(400);
+    expect(badClient.body.message).toMatch(
+      /client_id may contain only .*the WebSocket URL takes only \?client_id=NAME/,
     );
-    expect(status).toBe(400);
+    // A URL without its stage: where the API is.
+    const origin = new URL(url).origin.replace(/^http/, 'ws');
+    for (const path of ['/', '/v2', '/api/v1']) {
+      const wrong = await refusal(`${origin}${path}?client_id=me`, false);
+      expect(wrong.status, path).toBe(404);
+      expect(wrong.body.error).toEqual({
+        code: 'NOT_FOUND',
+        message: `no WebSocket API at ${path}: the WebSocket URL is ${url}?client_id=NAME`,
+      });
+    }
   });
 });
 

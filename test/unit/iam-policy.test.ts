@@ -6,7 +6,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { lockNameProblem, RESERVED_LAST_LEVELS } from '../../lambdas/core/names';
+import { ADMIN_ACTIONS } from '../../lambdas/http/admin-locks';
+import { LOCK_ACTIONS } from '../../lambdas/http/lock-commands';
 import { ROUTES } from '../../lambdas/http/routes';
+import { WS_ROUTES, WS_STAGE } from '../../lambdas/ws/routes';
 
 interface Statement {
   readonly Effect: 'Allow' | 'Deny';
@@ -43,7 +47,8 @@ function allowed(statements: Statement[], resource: string): boolean {
 }
 
 const HTTP_API = 'arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/$default';
-const WS_CONNECT = 'arn:aws:execute-api:us-east-1:123456789012:f6g7h8i9j0/v1/$connect';
+const WS_API = 'arn:aws:execute-api:us-east-1:123456789012:f6g7h8i9j0';
+const WS_CONNECT = `${WS_API}/${WS_STAGE}/$connect`;
 
 /** The route a request takes (as API Gateway matches route keys), or undefined. */
 function routeOf(method: string, path: string) {
@@ -120,8 +125,6 @@ describe('the README IAM policy examples', () => {
       request('POST', '/api/v1/locks/jobs/billing/nightly/release', 'http/lock-commands'),
       request('POST', '/api/v1/locks/jobs/billing/a/b/renew', 'http/lock-commands'),
       request('POST', '/api/v1/locks/jobs/billing/a/cancel', 'http/lock-commands'),
-      // A lock *named* jobs/billing/acquire is in the subtree: its own actions are allowed.
-      request('POST', '/api/v1/locks/jobs/billing/acquire/acquire', 'http/lock-commands'),
       request('GET', '/api/v1/locks/jobs/billing/nightly', 'http/get-lock'),
       request('GET', '/api/v1/list/jobs/billing/', 'http/list-locks'),
       request('GET', '/api/v1/list/jobs/billing/night', 'http/list-locks'),
@@ -141,6 +144,19 @@ describe('the README IAM policy examples', () => {
     for (const r of no) expect(allowed(p, r), r).toBe(false);
   });
 
+  it('a path ending in an action word is always that action: no lock name ends in one', () => {
+    // So the Deny above on .../jobs/billing/acquire can only ever mean "acquire jobs/billing", and
+    // GET .../locks/jobs/billing/acquire inspects nothing (400): no lock named jobs/billing/acquire exists.
+    expect([...RESERVED_LAST_LEVELS].sort()).toEqual([...LOCK_ACTIONS, ...ADMIN_ACTIONS].sort());
+    for (const word of RESERVED_LAST_LEVELS) {
+      expect(lockNameProblem(`jobs/billing/${word}`), word).toMatch(/reserved/);
+      expect(lockNameProblem(word), word).toMatch(/reserved/);
+      // Anywhere else, and with anything more to it, the word is an ordinary level.
+      expect(lockNameProblem(`jobs/${word}/nightly`), word).toBeUndefined();
+      expect(lockNameProblem(`jobs/billing/${word}-job`), word).toBeUndefined();
+    }
+  });
+
   it('operator: the admin route and every view, but no lock action of its own', () => {
     const p = policy('operator');
     const yes = [
@@ -155,6 +171,27 @@ describe('the README IAM policy examples', () => {
     ];
     for (const r of yes) expect(allowed(p, r), r).toBe(true);
     for (const r of no) expect(allowed(p, r), r).toBe(false);
+  });
+
+  it('cover every route: each IAM-authorized route is allowed by at least one example', () => {
+    // The route table the stack synthesizes (test/infra/stack.test.ts checks the template has exactly these).
+    const sample = (template: string) =>
+      template.replace('{proxy+}', 'jobs/nightly').replace('{id}', '5b0e8c1a-0000-4000-8000-000000000000');
+    const resources = [
+      ...ROUTES.map((r) => {
+        const [method, path] = r.key.split(' ') as [string, string];
+        return { route: r.key, resource: request(method, sample(path), r.module) };
+      }),
+      // On the WebSocket API only $connect is authorized (API Gateway authorizes a connection once).
+      ...WS_ROUTES.filter((r) => r.key === '$connect').map((r) => ({
+        route: `WebSocket ${r.key}`,
+        resource: `${WS_API}/${WS_STAGE}/${r.key}`,
+      })),
+    ];
+    const uncovered = resources
+      .filter(({ resource }) => ![...policies.values()].some((p) => allowed(p, resource)))
+      .map(({ route }) => route);
+    expect(uncovered, 'routes no README policy example allows').toEqual([]);
   });
 
   it('the evaluator itself: deny beats allow, * spans slashes, ? is one character', () => {
