@@ -7,8 +7,23 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import {
+  booleanArg,
+  clientIdArg,
+  DEFAULT_TTL_MS,
+  leaseArg,
+  nameArg,
+  optionsArg,
+  priorityArg,
+  shown,
+  signalArg,
+  urlArg,
+  wholeMs,
+} from './arguments';
+import {
+  EndpointError,
   errorFromResponse,
-  InvalidRequestError,
+  InvalidArgumentError,
+  type LatchkeyClientError,
   LockHeldError,
   UnavailableError,
   WaitTimeoutError,
@@ -19,85 +34,158 @@ import { Session, type SessionOptions } from './session';
 import { SignedTransport } from './transport';
 import { WsWaiter } from './ws-waiter';
 
+export { wholeMs } from './arguments';
+
 export interface LockClientOptions {
   /** The HTTP API's base URL (the stack's ApiUrl output; http://127.0.0.1:3000 locally). */
   readonly endpoint: string;
-  /** The WebSocket API's URL (the WebSocketUrl output; ws://127.0.0.1:3001/v1 locally); waits use HTTP without it. */
+  /**
+   * The WebSocket API's URL, with its stage (the WebSocketUrl output, e.g.
+   * wss://abc.execute-api.eu-west-1.amazonaws.com/v1; ws://127.0.0.1:3001/v1 locally); waits use
+   * HTTP without it.
+   */
   readonly wsEndpoint?: string;
   readonly region?: string;
   /** Default: the AWS default provider chain (for a local endpoint: the local stack's credentials). */
   readonly credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
-  /** Who holds the locks this client takes. Default: hostname-pid-random, unique per client. */
+  /**
+   * Who holds the locks this client takes: 1 to 128 characters of A-Z a-z 0-9 . _ - : @ / + =.
+   * Default: hostname-pid-random, unique per client.
+   */
   readonly clientId?: string;
+  /**
+   * Told when the client works around a problem instead of failing: the WebSocket API could not be
+   * reached, so waits go over HTTP (each rejoining the queue every 25 s) until it is tried again a
+   * minute later. Default: nothing is said.
+   */
+  readonly onWarning?: (warning: LatchkeyClientError) => void;
 }
 
 export interface TryAcquireOptions {
-  readonly ttlMs: number;
+  /**
+   * Lease length in ms (rounded to whole ms). Default 30 000 (30 s). The service requires a lease
+   * length and takes 1 s to 1 h unless its operator changed the limits.
+   */
+  readonly ttlMs?: number;
+  /** Taking a lock this client already holds answers the same lease (renewed) instead of "held". */
   readonly reentrant?: boolean;
   readonly mode?: 'exclusive';
 }
 
 export interface AcquireOptions {
-  readonly ttlMs: number;
-  /** How long to wait in the lock's queue. */
-  readonly waitTimeoutMs: number;
-  /** −100..100, higher first (FIFO within a priority). */
+  /** Lease length in ms (rounded). Default 30 000 (30 s), as for tryAcquire. */
+  readonly ttlMs?: number;
+  /**
+   * How long to wait in the lock's queue, in ms (rounded). Default Infinity: until the lock is
+   * granted or `signal` aborts. 0 waits not at all. A wait longer than the service's longest
+   * (2 hours less a minute) is made of several, each rejoining the queue at the end of the last.
+   */
+  readonly waitTimeoutMs?: number;
+  /** −100..100, higher first (FIFO within a priority). Default 0. */
   readonly priority?: number;
+  /** Ends the wait (leaving the queue) when aborted. */
   readonly signal?: AbortSignal;
+}
+
+export interface WithLockOptions extends AcquireOptions {
+  /**
+   * How long to wait for the lock, in ms (rounded). Default 0: withLock fails with LockHeldError at
+   * once if the lock is held. Infinity waits until it is granted or `signal` aborts.
+   */
+  readonly waitTimeoutMs?: number;
+  /**
+   * How long before the lease's local deadline `signal` aborts when no renewal has been confirmed:
+   * the time `fn` needs to stop touching what the lock protects. Default a tenth of the ttl, at most
+   * 1 s. It must leave room for a renewal (less than two thirds of the ttl).
+   */
+  readonly stopMarginMs?: number;
 }
 
 /** An HTTP wait is at most 25 s (API Gateway ends requests at 30 s); longer ones are made of several. */
 const MAX_HTTP_WAIT_MS = 25_000;
+/** The longest one wait may be at the service (a WebSocket connection lasts at most 2 hours). */
+export const MAX_WAIT_MS = 2 * 3_600_000 - 60_000;
 
 const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
 
-/**
- * A duration as the service takes it: whole milliseconds. Any finite, non-negative number is
- * accepted and rounded (a computed 2499.7 ms is fine); anything else is refused here, before a call.
- */
-export function wholeMs(what: string, value: number): number {
-  if (!Number.isFinite(value) || value < 0)
-    throw new InvalidRequestError(
-      `${what} must be a finite, non-negative number of milliseconds (got ${value})`,
-    );
-  return Math.round(value);
-}
+const HTTP_EXPECTED =
+  "the HTTP API's URL, http:// or https:// (the stack's ApiUrl output, e.g. https://abc.execute-api.eu-west-1.amazonaws.com; http://127.0.0.1:3000 for the local stack)";
+const WS_EXPECTED =
+  "the WebSocket API's URL with its stage, ws:// or wss:// (the stack's WebSocketUrl output, e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1; ws://127.0.0.1:3001/v1 for the local stack)";
+
+/** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
+const defaultClientId = () =>
+  `${hostname()
+    .replace(/[^A-Za-z0-9._\-:@/+=]/g, '-')
+    .slice(0, 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
 
 export class LockClient {
   readonly clientId: string;
   readonly transport: SignedTransport;
   private readonly waiter: WsWaiter | undefined;
+  private readonly onWarning: ((warning: LatchkeyClientError) => void) | undefined;
   /** When to try the WebSocket API again after it could not be reached. */
   private wsRetryAt = 0;
 
   constructor(options: LockClientOptions) {
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError(
+        'options',
+        `new LockClient({ endpoint }) needs at least the endpoint: ${HTTP_EXPECTED} (got ${shown(options)})`,
+      );
+    urlArg('endpoint', options.endpoint, ['http:', 'https:'], HTTP_EXPECTED);
+    const ws =
+      options.wsEndpoint === undefined
+        ? undefined
+        : urlArg('wsEndpoint', options.wsEndpoint, ['ws:', 'wss:'], WS_EXPECTED);
+    if (options.region !== undefined && typeof options.region !== 'string')
+      throw new InvalidArgumentError(
+        'region',
+        `region must be an AWS region name such as 'eu-west-1' (got ${shown(options.region)})`,
+      );
+    if (options.onWarning !== undefined && typeof options.onWarning !== 'function')
+      throw new InvalidArgumentError(
+        'onWarning',
+        `onWarning must be a function (got ${shown(options.onWarning)})`,
+      );
     this.transport = new SignedTransport(options);
-    this.clientId = options.clientId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-    this.waiter = options.wsEndpoint
-      ? new WsWaiter(new URL(options.wsEndpoint), this.clientId, this.transport, (grant) =>
-          this.releaseQuietly(new Lease(grant, 0)),
-        )
+    this.clientId = clientIdArg(options.clientId) ?? defaultClientId();
+    this.onWarning = options.onWarning;
+    this.waiter = ws
+      ? new WsWaiter(ws, this.clientId, this.transport, (grant) => this.releaseQuietly(new Lease(grant, 0)))
       : undefined;
   }
 
-  /** The lock if it is free now, else null. */
-  async tryAcquire(name: string, options: TryAcquireOptions & { sessionId?: string }): Promise<Lease | null> {
-    const got = await this.attempt(name, options);
+  /**
+   * The lock if it is free now, else null. `ttlMs` defaults to 30 s (see TryAcquireOptions).
+   */
+  async tryAcquire(
+    name: string,
+    options?: TryAcquireOptions & { sessionId?: string },
+  ): Promise<Lease | null> {
+    const got = await this.attempt('tryAcquire', name, options);
     return got instanceof Lease ? got : null;
   }
 
   /** One acquire without waiting: the lease, or why not (the error a caller that must have it throws). */
   private async attempt(
+    call: string,
     name: string,
-    options: TryAcquireOptions & { sessionId?: string },
+    given: (TryAcquireOptions & { sessionId?: string }) | undefined,
   ): Promise<Lease | LockHeldError> {
+    nameArg(call, name);
+    const options = optionsArg(call, given, '{ ttlMs: 30_000 }');
+    const reentrant = booleanArg('reentrant', options.reentrant);
+    if (options.mode !== undefined && options.mode !== 'exclusive')
+      throw new InvalidArgumentError('mode', `mode must be 'exclusive' (got ${shown(options.mode)})`);
     const body = {
       client_id: this.clientId,
       request_id: randomUUID(),
       ...(options.sessionId === undefined
-        ? { ttl_ms: wholeMs('ttlMs', options.ttlMs) }
+        ? { ttl_ms: wholeMs('ttlMs', options.ttlMs ?? DEFAULT_TTL_MS) }
         : { session_id: options.sessionId }),
-      ...(options.reentrant ? { reentrant: true } : {}),
+      ...(reentrant ? { reentrant: true } : {}),
+      ...(options.mode === undefined ? {} : { mode: options.mode }),
     };
     const sentAt = performance.now();
     const answer = await this.post(lockPath(name, 'acquire'), body);
@@ -108,10 +196,15 @@ export class LockClient {
   /**
    * Waits for the lock in its queue (over WebSocket; HTTP waits where the
    * WebSocket API is not available) and throws WaitTimeoutError when the
-   * wait runs out.
+   * wait runs out. Without options: a 30 s lease, waiting until granted
+   * (or `signal` aborts); see AcquireOptions.
    */
-  async acquire(name: string, options: AcquireOptions & { sessionId?: string }): Promise<Lease> {
-    const lease = await this.waitFor(name, options);
+  async acquire(name: string, options?: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+    nameArg('acquire', name);
+    const lease = await this.waitFor(
+      name,
+      optionsArg('acquire', options, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }'),
+    );
     // The deadline counts from when the wait began: a long wait leaves little of it. One renewal,
     // sent now, bases it on now (a lock tied to a session has no lease to renew).
     if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) {
@@ -128,19 +221,24 @@ export class LockClient {
   private async waitFor(name: string, asked: AcquireOptions & { sessionId?: string }): Promise<Lease> {
     const options = {
       ...asked,
-      waitTimeoutMs: wholeMs('waitTimeoutMs', asked.waitTimeoutMs),
-      ttlMs: asked.sessionId === undefined ? wholeMs('ttlMs', asked.ttlMs) : 0,
+      waitTimeoutMs: wholeMs('waitTimeoutMs', asked.waitTimeoutMs ?? Number.POSITIVE_INFINITY, {
+        infinite: true,
+      }),
+      ttlMs: asked.sessionId === undefined ? wholeMs('ttlMs', asked.ttlMs ?? DEFAULT_TTL_MS) : 0,
+      priority: priorityArg(asked.priority),
+      signal: signalArg(asked.signal),
     };
-    const requestId = randomUUID();
-    const sentAt = performance.now();
-    const until = sentAt + options.waitTimeoutMs;
-    if (this.waiter && performance.now() >= this.wsRetryAt) {
+    let requestId = randomUUID();
+    const until = performance.now() + options.waitTimeoutMs;
+    while (this.waiter && performance.now() >= this.wsRetryAt) {
+      const sentAt = performance.now();
       try {
         const grant = await this.waiter.wait(
           {
             lock: name,
             ttlMs: options.sessionId === undefined ? options.ttlMs : undefined,
-            waitMs: options.waitTimeoutMs,
+            // A longer wait than the service takes is several: each rejoins the queue at the end.
+            waitMs: Math.min(MAX_WAIT_MS, Math.round(Math.max(0, until - sentAt))),
             priority: options.priority,
             requestId,
             sessionId: options.sessionId,
@@ -149,15 +247,23 @@ export class LockClient {
         );
         return new Lease(grant, sentAt, options.sessionId);
       } catch (error) {
+        if (error instanceof WaitTimeoutError) {
+          if (until - performance.now() < 1_000) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+          requestId = randomUUID();
+          continue;
+        }
         // No WebSocket API where it was said to be: wait over HTTP, and try it again in a minute.
         if (!(error instanceof UnavailableError) || !/WebSocket/.test(error.message)) throw error;
         this.wsRetryAt = performance.now() + 60_000;
+        this.onWarning?.(error);
       }
     }
     return this.acquireOverHttp(name, options, requestId, until);
   }
 
+  /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
   async release(lease: Lease): Promise<void> {
+    leaseArg('release', lease);
     await this.post(lockPath(lease.name, 'release'), {
       client_id: lease.clientId,
       fencing_token: lease.fencingToken,
@@ -183,14 +289,21 @@ export class LockClient {
   }
 
   /** Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended. */
-  async renew(lease: Lease, ttlMs = lease.ttlMs): Promise<Lease> {
+  async renew(lease: Lease, ttlMs?: number): Promise<Lease> {
+    leaseArg('renew', lease);
+    if (lease.sessionId !== undefined)
+      throw new InvalidArgumentError(
+        'lease',
+        `renew: the lock ${lease.name} is held through session ${lease.sessionId}: it has no lease of its own to renew (the session's heartbeat keeps it)`,
+      );
+    const ms = wholeMs('ttlMs', ttlMs ?? lease.ttlMs);
     const sentAt = performance.now();
     // Each attempt must answer well before the lease ends, so a stalled connection is retried in time.
     const timeoutMs = Math.max(500, Math.min(35_000, lease.remainingMs(sentAt) / 3));
     const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),
-      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: wholeMs('ttlMs', ttlMs) },
+      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ms },
       { timeoutMs },
     );
     lease.renewed(answer, sentAt);
@@ -199,26 +312,49 @@ export class LockClient {
 
   /**
    * Runs `fn` holding the lock: acquires it (waiting up to `waitTimeoutMs`,
-   * or failing with LockHeldError at once if 0), renews it in the background
-   * at a third of its ttl, aborts `signal` the moment the lease is lost or
-   * cannot be confirmed before its local deadline, and releases it when `fn`
-   * settles. Returns what `fn` returns.
+   * or failing with LockHeldError at once if 0, the default), renews it in
+   * the background at a third of its ttl (default 30 s), aborts `signal` the
+   * moment the lease is lost or cannot be confirmed before its local
+   * deadline, and releases it when `fn` settles. Returns what `fn` returns.
+   * `withLock(name, fn)` takes every default.
    */
+  withLock<T>(name: string, fn: (lease: Lease, signal: AbortSignal) => T | Promise<T>): Promise<T>;
+  withLock<T>(
+    name: string,
+    options: WithLockOptions | undefined,
+    fn: (lease: Lease, signal: AbortSignal) => T | Promise<T>,
+  ): Promise<T>;
   async withLock<T>(
     name: string,
-    options: { ttlMs: number; waitTimeoutMs?: number; priority?: number; signal?: AbortSignal },
-    fn: (lease: Lease, signal: AbortSignal) => Promise<T>,
+    optionsOrFn: WithLockOptions | undefined | ((lease: Lease, signal: AbortSignal) => T | Promise<T>),
+    maybeFn?: (lease: Lease, signal: AbortSignal) => T | Promise<T>,
   ): Promise<T> {
-    const waitTimeoutMs = wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0);
+    const [given, fn] = typeof optionsOrFn === 'function' ? [undefined, optionsOrFn] : [optionsOrFn, maybeFn];
+    nameArg('withLock', name);
+    if (typeof fn !== 'function')
+      throw new InvalidArgumentError(
+        'fn',
+        `withLock(name, options, fn): fn must be a function (lease, signal) => ..., run while the lock is held (got ${shown(fn)})`,
+      );
+    const options = optionsArg('withLock', given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+    const waitTimeoutMs = wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0, { infinite: true });
     let lease: Lease;
     if (waitTimeoutMs > 0) {
       lease = await this.acquire(name, { ...options, waitTimeoutMs });
     } else {
-      const got = await this.attempt(name, options);
+      priorityArg(options.priority);
+      signalArg(options.signal)?.throwIfAborted();
+      const got = await this.attempt('withLock', name, {
+        ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }),
+      });
       if (got instanceof LockHeldError) throw got;
       lease = got;
     }
-    const keeper = keepLease(this, lease);
+    const keeper = keepLease(
+      this,
+      lease,
+      options.stopMarginMs === undefined ? undefined : wholeMs('stopMarginMs', options.stopMarginMs),
+    );
     try {
       return await fn(lease, keeper.signal);
     } finally {
@@ -229,15 +365,15 @@ export class LockClient {
     }
   }
 
-  /** Opens a session: one heartbeat keeps every lock taken in it. */
-  session(options: SessionOptions): Promise<Session> {
-    return Session.open(this, options);
+  /** Opens a session: one heartbeat keeps every lock taken in it (default ttl 30 s; see SessionOptions). */
+  session(options?: SessionOptions): Promise<Session> {
+    return Session.open(this, optionsArg('session', options, '{ ttlMs: 15_000 }'));
   }
 
   /** The lock, its holder and its queue (GET /api/v1/locks/{name}). */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async inspect(name: string): Promise<any> {
-    return this.call('GET', `/api/v1/locks/${name}`);
+    return this.call('GET', `/api/v1/locks/${nameArg('inspect', name)}`);
   }
 
   /**
@@ -246,6 +382,13 @@ export class LockClient {
    */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async list(prefix = '', limit = 1_000): Promise<any[]> {
+    if (typeof prefix !== 'string')
+      throw new InvalidArgumentError(
+        'prefix',
+        `list: prefix must be a string, '' for every lock (got ${shown(prefix)})`,
+      );
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new InvalidArgumentError('limit', `list: limit must be a positive integer (got ${shown(limit)})`);
     const found: unknown[] = [];
     let cursor: string | undefined;
     do {
@@ -264,6 +407,12 @@ export class LockClient {
    */
   // biome-ignore lint/suspicious/noExplicitAny: the wire answer, documented in the README
   async forceRelease(name: string, reason: string): Promise<any> {
+    nameArg('forceRelease', name);
+    if (typeof reason !== 'string' || reason.trim() === '')
+      throw new InvalidArgumentError(
+        'reason',
+        `forceRelease(name, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
+      );
     return this.call('POST', `/api/v1/admin/locks/${name}/force-release`, { reason });
   }
 
@@ -291,6 +440,14 @@ export class LockClient {
     // biome-ignore lint/suspicious/noExplicitAny: JSON answers
   ): Promise<any> {
     const answer = await this.transport.send(method, path, body, options);
+    // A 404 without latchkey's error code is API Gateway's: no such route at that URL.
+    if (answer.status === 404 && !answer.body?.error?.code)
+      throw new EndpointError(
+        `${this.transport.endpoint.origin} answered 404 to ${method} ${path.split('?')[0]}: is it latchkey? The endpoint must be ${HTTP_EXPECTED}`,
+        'http',
+        this.transport.endpoint.href,
+        404,
+      );
     if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
     return answer.body;
   }
@@ -302,7 +459,13 @@ export class LockClient {
    */
   private async acquireOverHttp(
     name: string,
-    options: AcquireOptions & { sessionId?: string },
+    options: {
+      ttlMs: number;
+      waitTimeoutMs: number;
+      priority?: number | undefined;
+      signal?: AbortSignal | undefined;
+      sessionId?: string | undefined;
+    },
     firstRequestId: string,
     until: number,
   ): Promise<Lease> {

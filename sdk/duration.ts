@@ -1,11 +1,24 @@
-/** Durations as people write them: `1500` (ms), `250ms`, `30s`, `5m`, `2h`, `1.5s`. */
+/**
+ * Durations as people write them: `500ms`, `30s`, `5m`, `1h`, `1.5s`, `1m30s`. A unit is required:
+ * a bare `30` could mean 30 ms or 30 s, so it is refused (only `0` is the same in every unit).
+ */
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+const PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
 
 export function parseDuration(text: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!match) throw new RangeError(`not a duration: '${text}' (write e.g. 500ms, 30s, 5m, 2h)`);
-  const ms = Number(match[1]) * (UNITS[match[2] ?? 'ms'] ?? 1);
-  if (!Number.isFinite(ms)) throw new RangeError(`not a duration: '${text}'`);
+  const trimmed = String(text).trim();
+  if (/^0+(\.0+)?$/.test(trimmed)) return 0;
+  if (/^\d+(\.\d+)?$/.test(trimmed))
+    throw new RangeError(`'${trimmed}' has no unit: give a unit, e.g. 30s or 30000ms (units: ms, s, m, h)`);
+  let ms = 0;
+  let end = 0;
+  PART.lastIndex = 0;
+  for (let m = PART.exec(trimmed); m; m = PART.exec(trimmed)) {
+    ms += Number(m[1]) * (UNITS[m[2] as string] ?? Number.NaN);
+    end = PART.lastIndex;
+  }
+  if (end === 0 || end !== trimmed.length || !Number.isFinite(ms))
+    throw new RangeError(`not a duration: '${text}' (write e.g. 500ms, 30s, 5m, 1h or 1m30s)`);
   return Math.round(ms);
 }
 

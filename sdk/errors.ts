@@ -5,6 +5,11 @@
  */
 export class LatchkeyClientError extends Error {
   override name = 'LatchkeyClientError';
+  /**
+   * The endpoint this error is about, when it is one the client was configured with (unreachable,
+   * refused a WebSocket handshake, not latchkey's): the URL to check.
+   */
+  endpoint?: string;
   constructor(
     message: string,
     readonly code: string,
@@ -52,22 +57,67 @@ export class WaitTimeoutError extends LatchkeyClientError {
   }
 }
 
-/** The request was refused as invalid (400): fix the call, do not retry it. */
+/**
+ * The request was refused as invalid (400): fix the call, do not retry it. `code` is the service's
+ * (`INVALID_REQUEST`, or `INVALID_NAME` for a lock name or prefix outside the naming rule).
+ */
 export class InvalidRequestError extends LatchkeyClientError {
   override name = 'InvalidRequestError';
   constructor(
     message: string,
     readonly details: readonly { path: string; message: string }[] = [],
+    status: number | undefined = 400,
+    code = 'INVALID_REQUEST',
   ) {
-    super(message, 'INVALID_REQUEST', 400, false);
+    super(message, code, status, false);
+  }
+}
+
+/**
+ * An argument of an SDK call is missing or not what it takes (a duration that is NaN, a lease that
+ * is not one): refused before anything was sent. `argument` names it; the message says what it takes.
+ */
+export class InvalidArgumentError extends InvalidRequestError {
+  override name = 'InvalidArgumentError';
+  constructor(
+    readonly argument: string,
+    message: string,
+    code = 'INVALID_REQUEST',
+  ) {
+    super(message, [{ path: argument, message }], undefined, code);
+  }
+}
+
+/**
+ * An endpoint the client was given is not latchkey's API (a WebSocket URL without its stage, say):
+ * no retry helps, fix the configuration. `endpoint` is the URL, `api` which of the two it is.
+ */
+export class EndpointError extends LatchkeyClientError {
+  override name = 'EndpointError';
+  constructor(
+    message: string,
+    readonly api: 'http' | 'websocket',
+    endpoint: string,
+    status?: number,
+  ) {
+    super(message, 'BAD_ENDPOINT', status, false);
+    this.endpoint = endpoint;
   }
 }
 
 /** latchkey or DynamoDB could not be reached or answered 5xx / 429, after the SDK's retries. */
 export class UnavailableError extends LatchkeyClientError {
   override name = 'UnavailableError';
-  constructor(message: string, status?: number, options?: { cause?: unknown }) {
+  /** Why it could not be reached (e.g. `connect ECONNREFUSED 127.0.0.1:3000`), when it could not. */
+  readonly reason: string | undefined;
+  constructor(
+    message: string,
+    status?: number,
+    options?: { cause?: unknown; endpoint?: string; reason?: string },
+  ) {
     super(message, 'UNAVAILABLE', status, true, options);
+    this.reason = options?.reason;
+    if (options?.endpoint !== undefined) this.endpoint = options.endpoint;
   }
 }
 
@@ -132,7 +182,7 @@ export function errorFromResponse(status: number, body: unknown): LatchkeyClient
   const b = (body ?? {}) as ErrorBody;
   const code = b.error?.code ?? '';
   const message = b.error?.message ?? b.message ?? `HTTP ${status}`;
-  if (status === 400) return new InvalidRequestError(message, b.error?.details);
+  if (status === 400) return new InvalidRequestError(message, b.error?.details, 400, code || undefined);
   if (status === 403)
     return code === 'FORBIDDEN' ? new ForbiddenError(message) : new UnauthorizedError(message);
   if (status === 429 && LIMIT_CODES.has(code))

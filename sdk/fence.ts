@@ -21,7 +21,10 @@ export class FenceGuard {
 
   /** Accepts `token` for `lock` if it is at least the highest seen, and remembers it; else throws. */
   check(lock: string, token: number): void {
-    if (!Number.isSafeInteger(token) || token < 1) throw new RangeError(`not a fencing token: ${token}`);
+    if (!Number.isSafeInteger(token) || token < 1)
+      throw new RangeError(
+        `not a fencing token: ${String(token)} (FenceGuard.check(lock, token) takes a lease's fencingToken, a positive integer)`,
+      );
     const seen = this.highest.get(lock) ?? 0;
     if (token < seen) throw new StaleTokenError(lock, token, seen);
     this.highest.set(lock, token);

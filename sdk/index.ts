@@ -1,12 +1,21 @@
 /**
- * The latchkey client SDK: `import { LockClient } from 'latchkey/sdk'`.
+ * The latchkey client SDK: `import { LockClient } from 'latchkey'`.
  * No CDK, no handler code: only the AWS SDK's SigV4 signer and credential
- * chain, and `ws` for waiting.
+ * chain, `ws` for waiting, and (for the CLI) commander and log-update.
  */
-export { type AcquireOptions, LockClient, type LockClientOptions, type TryAcquireOptions } from './client';
+export { DEFAULT_TTL_MS } from './arguments';
+export {
+  type AcquireOptions,
+  LockClient,
+  type LockClientOptions,
+  type TryAcquireOptions,
+  type WithLockOptions,
+} from './client';
 export { formatDuration, parseDuration } from './duration';
 export {
+  EndpointError,
   ForbiddenError,
+  InvalidArgumentError,
   InvalidRequestError,
   LatchkeyClientError,
   LeaseLostError,
@@ -19,4 +28,4 @@ export {
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';
 export { Lease } from './lease';
-export { Session, type SessionOptions } from './session';
+export { Session, type SessionAcquireOptions, type SessionOptions } from './session';

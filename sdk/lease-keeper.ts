@@ -15,9 +15,14 @@ export interface LeaseRenewer {
 /** Give up this long before the local deadline: the holder needs a moment to stop. */
 export const safetyMarginMs = (ttlMs: number) => Math.min(1_000, Math.max(50, Math.floor(ttlMs / 10)));
 
-export function keepLease(client: LeaseRenewer, lease: Lease): { signal: AbortSignal; stop(): void } {
+/** `marginMs`: how long before the local deadline to give up (default `safetyMarginMs`). */
+export function keepLease(
+  client: LeaseRenewer,
+  lease: Lease,
+  marginMs = safetyMarginMs(lease.ttlMs),
+): { signal: AbortSignal; stop(): void } {
   const controller = new AbortController();
-  const margin = safetyMarginMs(lease.ttlMs);
+  const margin = marginMs;
   let stopped = false;
   let renewTimer: NodeJS.Timeout | undefined;
   let deadlineTimer: NodeJS.Timeout | undefined;

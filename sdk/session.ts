@@ -5,16 +5,33 @@
  * the session is lost: a heartbeat refused, or none confirmed before the
  * local deadline (last confirmed send time + ttl, minus a safety margin).
  */
+import { DEFAULT_TTL_MS, nameArg, optionsArg, priorityArg, signalArg, wholeMs } from './arguments';
 import { type LatchkeyClientError, LeaseLostError, SessionExpiredError } from './errors';
 import type { Lease } from './lease';
 import { safetyMarginMs } from './lease-keeper';
 
 export interface SessionOptions {
-  readonly ttlMs: number;
-  /** A late heartbeat within this still saves the session (server default 5 s). */
+  /**
+   * How long the session lives without a heartbeat, in ms (rounded); heartbeats go every third of
+   * it. Default 30 000 (30 s); the service takes 1 s to 1 h unless its operator changed the limits.
+   */
+  readonly ttlMs?: number;
+  /** A late heartbeat within this still saves the session, in ms (rounded). Server default 5 s. */
   readonly graceMs?: number;
-  /** Should the session expire, its locks stay ungrantable this long (Chubby's lock-delay). */
+  /** Should the session expire, its locks stay ungrantable this long, in ms (Chubby's lock-delay). Default 0. */
   readonly lockDelayMs?: number;
+}
+
+export interface SessionAcquireOptions {
+  /**
+   * How long to wait in the lock's queue, in ms (rounded). Default Infinity: until the lock is
+   * granted, the session ends or `signal` aborts.
+   */
+  readonly waitTimeoutMs?: number;
+  /** −100..100, higher first. Default 0. */
+  readonly priority?: number;
+  /** Ends the wait when aborted (the wait ends with the session anyway). */
+  readonly signal?: AbortSignal;
 }
 
 /** What a Session needs of its client. */
@@ -24,12 +41,11 @@ export interface SessionHost {
   post(path: string, body: unknown): Promise<any>;
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers
   delete(path: string): Promise<any>;
-  tryAcquire(name: string, options: { ttlMs: number; sessionId: string }): Promise<Lease | null>;
+  tryAcquire(name: string, options: { sessionId: string }): Promise<Lease | null>;
   acquire(
     name: string,
     options: {
-      ttlMs: number;
-      waitTimeoutMs: number;
+      waitTimeoutMs?: number;
       priority?: number;
       sessionId: string;
       signal?: AbortSignal;
@@ -65,29 +81,41 @@ export class Session {
     this.beatSoon(heartbeatIntervalMs);
   }
 
-  static async open(client: SessionHost, options: SessionOptions): Promise<Session> {
-    const sentAt = performance.now();
-    const answer = await client.post('/api/v1/sessions', {
+  static async open(client: SessionHost, given?: SessionOptions): Promise<Session> {
+    const options = optionsArg('session', given, '{ ttlMs: 15_000 }');
+    const body = {
       client_id: client.clientId,
-      ttl_ms: options.ttlMs,
-      ...(options.graceMs === undefined ? {} : { grace_ms: options.graceMs }),
-      ...(options.lockDelayMs === undefined ? {} : { lock_delay_ms: options.lockDelayMs }),
-    });
+      ttl_ms: wholeMs('ttlMs', options.ttlMs ?? DEFAULT_TTL_MS),
+      ...(options.graceMs === undefined ? {} : { grace_ms: wholeMs('graceMs', options.graceMs) }),
+      ...(options.lockDelayMs === undefined
+        ? {}
+        : { lock_delay_ms: wholeMs('lockDelayMs', options.lockDelayMs) }),
+    };
+    const sentAt = performance.now();
+    const answer = await client.post('/api/v1/sessions', body);
     return new Session(client, answer.session_id, answer.ttl_ms, answer.heartbeat_interval_ms, sentAt);
   }
 
   /** The lock, tied to this session, if it is free now; else null. */
-  tryAcquire(name: string): Promise<Lease | null> {
-    return this.client.tryAcquire(name, { ttlMs: this.ttlMs, sessionId: this.id });
+  async tryAcquire(name: string): Promise<Lease | null> {
+    return this.client.tryAcquire(nameArg('session.tryAcquire', name), { sessionId: this.id });
   }
 
-  /** Waits for the lock in its queue; granted tied to this session. */
-  acquire(name: string, options: { waitTimeoutMs: number; priority?: number }): Promise<Lease> {
+  /**
+   * Waits for the lock in its queue; granted tied to this session. Without options it waits until
+   * granted or the session ends (see SessionAcquireOptions).
+   */
+  async acquire(name: string, given?: SessionAcquireOptions): Promise<Lease> {
+    nameArg('session.acquire', name);
+    const options = optionsArg('session.acquire', given, '{ waitTimeoutMs: 60_000 }');
+    const signal = signalArg(options.signal);
     return this.client.acquire(name, {
-      ...options,
-      ttlMs: this.ttlMs,
+      waitTimeoutMs: wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? Number.POSITIVE_INFINITY, {
+        infinite: true,
+      }),
+      ...(options.priority === undefined ? {} : { priority: priorityArg(options.priority) }),
       sessionId: this.id,
-      signal: this.signal,
+      signal: signal ? AbortSignal.any([this.signal, signal]) : this.signal,
     });
   }
 

@@ -33,6 +33,15 @@ export function regionOf(endpoint: string, fallback = process.env.AWS_REGION ?? 
   return /\.execute-api\.([a-z0-9-]+)\.amazonaws\.com/.exec(endpoint)?.[1] ?? fallback;
 }
 
+/** Why a request got no answer, in a few words: `connect ECONNREFUSED 127.0.0.1:3000`, `no answer in time`. */
+export function networkReason(error: unknown): string {
+  const e = error as
+    | { name?: string; message?: string; cause?: { message?: string; code?: string } }
+    | undefined;
+  if (e?.name === 'TimeoutError') return 'no answer in time';
+  return e?.cause?.message ?? e?.cause?.code ?? e?.message ?? String(error);
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Full-jitter exponential backoff: 50 ms doubling, capped at 2 s. */
 export const backoffMs = (attempt: number) => Math.random() * Math.min(2_000, 50 * 2 ** attempt);
@@ -91,12 +100,11 @@ export class SignedTransport {
       }
     }
     if (last instanceof UnavailableError) throw last;
+    const reason = networkReason(last);
     throw new UnavailableError(
-      `latchkey at ${this.endpoint.origin} is unreachable: ${String(last)}`,
+      `latchkey at ${this.endpoint.origin} is unreachable (${reason}): check the client's endpoint, ${this.endpoint.origin}: it must be the HTTP API's URL (the stack's ApiUrl output; http://127.0.0.1:3000 for the local stack, started with npm start)`,
       undefined,
-      {
-        cause: last,
-      },
+      { cause: last, endpoint: this.endpoint.href, reason },
     );
   }
 

@@ -17,10 +17,19 @@
  *   (pushed, and answering a retry) is not a second one.
  */
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
-import { errorFromResponse, UnavailableError, WaitTimeoutError } from './errors';
+import {
+  EndpointError,
+  errorFromResponse,
+  InvalidRequestError,
+  type LatchkeyClientError,
+  UnauthorizedError,
+  UnavailableError,
+  WaitTimeoutError,
+} from './errors';
 import type { GrantAnswer } from './lease';
-import type { SignedTransport } from './transport';
+import { networkReason, type SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
 const PING_EVERY_MS = 4 * 60_000;
@@ -62,6 +71,84 @@ interface Pending {
 }
 
 const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
+
+const WS_URL_HINT =
+  "it should be the API's WebSocket URL including its stage (the stack's WebSocketUrl output), e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1 (locally ws://127.0.0.1:3001/v1)";
+
+/** The message of a refused handshake's body (latchkey's JSON, API Gateway's, or text), if any. */
+async function refusalText(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(done, 1_000);
+    res.on('data', (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size <= 4_096) chunks.push(chunk);
+    });
+    res.once('end', done);
+    res.once('error', done);
+    res.once('close', done);
+  });
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  try {
+    const body = JSON.parse(text) as { message?: string; error?: { message?: string } };
+    return body.error?.message ?? body.message ?? text;
+  } catch {
+    return text.slice(0, 300);
+  }
+}
+
+/**
+ * The typed error of a refused WebSocket handshake, saying what to fix: a 404 (or a 403 for a URL
+ * without a stage) is the wrong URL; a 403 otherwise, credentials not allowed to connect; a 400, a
+ * client id the service refuses; 429 and 5xx, unavailability (waits go over HTTP meanwhile).
+ */
+export function handshakeRefusal(
+  url: URL,
+  status: number,
+  said: string,
+  clientId: string,
+): LatchkeyClientError {
+  const shownUrl = `${url.origin}${url.pathname}`;
+  const because = said ? ` (${said})` : '';
+  const noStage = url.pathname === '/' || url.pathname === '';
+  if (status === 404 || (status === 403 && noStage))
+    return new EndpointError(
+      `the WebSocket endpoint ${shownUrl} answered ${status}${because}: ${WS_URL_HINT}`,
+      'websocket',
+      shownUrl,
+      status,
+    );
+  if (status === 403) {
+    const error = new UnauthorizedError(
+      `the WebSocket endpoint ${shownUrl} refused the handshake with 403${because}: sign with credentials allowed to connect (IAM execute-api:Invoke on the WebSocket API's $connect route), and check that ${WS_URL_HINT}`,
+    );
+    error.endpoint = shownUrl;
+    return error;
+  }
+  if (status === 400) {
+    const error = new InvalidRequestError(
+      `the WebSocket endpoint ${shownUrl} refused the handshake with 400${because}: it takes ?client_id= (sent: ${clientId}), 1 to 128 characters of A-Z a-z 0-9 . _ - : @ / + =`,
+    );
+    error.endpoint = shownUrl;
+    return error;
+  }
+  if (status === 429 || status >= 500)
+    return new UnavailableError(
+      `the WebSocket endpoint ${shownUrl} answered ${status}${because}: try again later`,
+      status,
+      { endpoint: shownUrl, reason: `handshake answered ${status}` },
+    );
+  const error = errorFromResponse(status, {
+    message: `the WebSocket endpoint ${shownUrl} refused the handshake with ${status}${because}: ${WS_URL_HINT}`,
+  });
+  error.endpoint = shownUrl;
+  return error;
+}
 
 export class WsWaiter {
   private connection: Promise<Connection> | undefined;
@@ -259,21 +346,36 @@ export class WsWaiter {
     const url = new URL(this.url);
     url.searchParams.set('client_id', this.clientId);
     const ws = new WebSocket(url, { headers: await this.transport.signedHeaders(url) });
+    const shownUrl = `${url.origin}${url.pathname}`;
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
-      ws.once('unexpected-response', (_req, res) =>
+      ws.once('unexpected-response', (req, res) => {
+        ws.on('error', () => {}); // the refusal below is the error
+        void refusalText(res).then((said) => {
+          req.destroy();
+          reject(handshakeRefusal(url, res.statusCode ?? 502, said, this.clientId));
+        });
+      });
+      ws.once('error', (error) => {
+        const reason = networkReason(error);
         reject(
-          errorFromResponse(res.statusCode ?? 502, {
-            message: `WebSocket handshake refused (${res.statusCode})`,
+          new UnavailableError(`the WebSocket API at ${shownUrl} is unreachable (${reason})`, undefined, {
+            cause: error,
+            endpoint: shownUrl,
+            reason,
           }),
-        ),
-      );
-      ws.once('error', (error) => reject(new UnavailableError(`WebSocket ${url.origin}: ${error.message}`)));
+        );
+      });
     });
     const id = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
         ws.close();
-        reject(new UnavailableError(`WebSocket ${url.origin}: no answer to hello`));
+        reject(
+          new UnavailableError(`WebSocket ${shownUrl}: no answer to hello`, undefined, {
+            endpoint: shownUrl,
+            reason: 'no answer to hello',
+          }),
+        );
       }, WELCOME_MS);
       ws.on('message', (data) => {
         let frame: Json;
@@ -289,7 +391,12 @@ export class WsWaiter {
       });
       ws.once('close', () => {
         clearTimeout(timer);
-        reject(new UnavailableError(`WebSocket ${url.origin}: closed before its welcome`));
+        reject(
+          new UnavailableError(`WebSocket ${shownUrl}: closed before its welcome`, undefined, {
+            endpoint: shownUrl,
+            reason: 'closed before its welcome',
+          }),
+        );
       });
       ws.send(JSON.stringify({ action: 'hello' }));
     });

@@ -4,10 +4,17 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import logUpdate from 'log-update';
 import { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
-import { LatchkeyClientError, LockHeldError, WaitTimeoutError } from '../errors';
+import {
+  InvalidArgumentError as BadArgument,
+  EndpointError,
+  LatchkeyClientError,
+  LockHeldError,
+  UnavailableError,
+  WaitTimeoutError,
+} from '../errors';
 import { Lease } from '../lease';
-import { type EndpointFlags, resolveEndpoints } from './endpoints';
-import { EXIT, runLocked } from './run';
+import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
+import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 
 interface Globals extends EndpointFlags {
   readonly region?: string;
@@ -22,22 +29,61 @@ const duration = (value: string) => {
     throw new InvalidArgumentError((error as Error).message);
   }
 };
+/** A duration option, its default shown with its unit in --help. */
+const durationOption = (flags: string, description: string, defaultMs?: number, shownDefault?: string) => {
+  const option = new Option(flags, description).argParser(duration);
+  return defaultMs === undefined
+    ? option
+    : option.default(defaultMs, shownDefault ?? formatDuration(defaultMs));
+};
 const integer = (value: string) => {
   if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`not an integer: ${value}`);
   return Number(value);
 };
 
 /** The holder's name for commands whose lease outlives the process: stable per user and host. */
-const stableClientId = () => process.env.LATCHKEY_CLIENT_ID ?? `${userInfo().username}@${hostname()}`;
+const stableClientId = () =>
+  process.env.LATCHKEY_CLIENT_ID ??
+  `${userInfo().username}@${hostname()}`.replace(/[^A-Za-z0-9._\-:@/+=]/g, '_').slice(0, 128);
+
+/** The endpoints this run uses, for messages about them. */
+let endpointsInUse: Endpoints | undefined;
 
 function clientFor(g: Globals, clientId?: string): LockClient {
   const endpoints = resolveEndpoints(g);
+  endpointsInUse = endpoints;
   return new LockClient({
     endpoint: endpoints.http,
     ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
     ...(g.region ? { region: g.region } : {}),
     ...(clientId ? { clientId } : {}),
+    onWarning: (warning) =>
+      console.error(
+        `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
+      ),
   });
+}
+
+/** Which endpoint an error is about, if it is about one. */
+function endpointOf(error: LatchkeyClientError): 'http' | 'websocket' | undefined {
+  if (error instanceof BadArgument)
+    return error.argument === 'endpoint' ? 'http' : error.argument === 'wsEndpoint' ? 'websocket' : undefined;
+  if (error instanceof EndpointError) return error.api;
+  if (error.endpoint === undefined) return undefined;
+  return /^wss?:/.test(error.endpoint) ? 'websocket' : 'http';
+}
+
+/** An error as the CLI says it: about an endpoint, where that endpoint came from and how to set it. */
+export function explain(error: unknown, endpoints = endpointsInUse): string {
+  const message = (error as Error)?.message ?? String(error);
+  if (!(error instanceof LatchkeyClientError) || !endpoints) return message;
+  const api = endpointOf(error);
+  if (!api) return message;
+  const said =
+    api === 'http' && error instanceof UnavailableError && error.reason
+      ? `latchkey at ${endpoints.http} is unreachable (${error.reason})`
+      : message;
+  return `${said}; ${endpointHint(api, endpoints)}`;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the wire view of a lock
@@ -105,7 +151,7 @@ export function program(): Command {
     )
     .option(
       '--ws-endpoint <url>',
-      'WebSocket API URL (default: $LATCHKEY_WS_ENDPOINT or from the same place)',
+      'WebSocket API URL with its stage, e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1 (default: $LATCHKEY_WS_ENDPOINT, or from the same place as the HTTP API; waits go over HTTP without one)',
     )
     .option('--outputs-file <file>', "outputs of 'cdk deploy --outputs-file' (default: ./cdk-outputs.json)")
     .option('--region <region>', 'AWS region for signing (default: from the endpoint, or $AWS_REGION)')
@@ -120,41 +166,74 @@ export function program(): Command {
       `
 Examples:
   latchkey run nightly-report --ttl 30s --wait 5m -- ./report.sh --full
+  latchkey run -n nightly-report -- ./report.sh   # try once: exit ${EXIT.NOT_ACQUIRED} if held
   latchkey acquire deploy/prod --ttl 10m          # prints the token; release it later
   latchkey release deploy/prod --token 1795...001
   latchkey show deploy/prod
   latchkey ls jobs/
   latchkey watch jobs/
 
-Durations: 500ms, 30s, 5m, 2h. Exit codes: 0 ok, 1 error, ${EXIT.NOT_ACQUIRED} lock not acquired,
-${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's code.`,
+Durations take a unit: 500ms, 30s, 5m, 1h, 1m30s (a bare number is refused; 0 is 0).
+Exit codes: 0 ok, 1 error, ${EXIT.NOT_ACQUIRED} lock not acquired, ${EXIT.LEASE_LOST} lease lost during run,
+${EXIT.CANNOT_RUN} command not found; otherwise run exits with the command's code (128 + n if it died
+of signal n).`,
     );
   const globals = () => cli.opts<Globals>();
 
   cli
     .command('run')
-    .description('hold a lock while a command runs (renewed; released when it exits)')
+    .description('hold a lock while a command runs (waits for it; renewed; released when the command exits)')
     .argument('<name>', 'lock name')
     .argument('<command...>', 'the command, after --')
-    .option('--ttl <duration>', 'lease length, renewed every third of it', duration, 30_000)
-    .option('--wait <duration>', 'how long to wait for the lock (0: fail at once if held)', duration, 0)
+    .addOption(durationOption('--ttl <duration>', 'lease length, renewed every third of it', 30_000))
+    .option(
+      '--wait <duration>',
+      'wait at most this long for the lock, then exit 3 (default: wait until it is granted, or latchkey is signalled)',
+      duration,
+    )
+    .option('-n, --no-wait', `do not wait: exit ${EXIT.NOT_ACQUIRED} at once if the lock is held`)
     .option('--priority <n>', 'queue priority, -100..100 (higher first)', integer)
     .addOption(
-      new Option('--on-lost <signal>', 'signal to send the command if the lease is lost')
+      new Option('--on-lost <signal>', "signal to send the command's process group if the lease is lost")
         .choices(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGKILL', 'none'])
         .default('SIGTERM'),
     )
-    .option('--kill-after <duration>', 'then SIGKILL after this long', duration, 10_000)
+    .addOption(
+      durationOption(
+        '--kill-grace <duration>',
+        'then SIGKILL the group after this long; also how long the command has if latchkey itself dies',
+        DEFAULT_KILL_GRACE_MS,
+      ),
+    )
+    .addHelpText(
+      'after',
+      `
+Waiting: by default run waits in the lock's queue until it is granted (Ctrl-C or SIGTERM ends the
+wait, exit 130/143). --wait 5m waits at most 5 minutes; -n/--no-wait (or --wait 0) tries once.
+Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired.
+
+The command runs in a process group of its own, with latchkey's stdin, stdout and stderr, and
+gets LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN. Signals latchkey gets (INT, TERM, HUP, QUIT, USR1,
+USR2) are forwarded to the group. If the lease is lost, the group gets --on-lost (SIGTERM), then
+SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
+(even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
+well before the lease lapses if --kill-grace is short against --ttl. The command has no controlling
+terminal (/dev/tty).`,
+    )
     .action(async (name: string, command: string[], o) => {
       const g = globals();
+      const killGraceMs: number = o.killGrace;
+      const refusal = graceRefusal(o.ttl, killGraceMs);
+      if (refusal) throw new BadArgument('--kill-grace', refusal);
       const client = clientFor(g, g.clientId);
       try {
         process.exitCode = await runLocked(client, name, command, {
           ttlMs: o.ttl,
-          waitMs: o.wait,
+          // undefined: not given (wait until granted); false: --no-wait; else the duration.
+          waitMs: o.wait === undefined ? Number.POSITIVE_INFINITY : o.wait === false ? 0 : o.wait,
           priority: o.priority,
           onLost: o.onLost,
-          killAfterMs: o.killAfter,
+          killGraceMs,
           say: (line) => console.error(line),
         });
       } finally {
@@ -166,8 +245,10 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
     .command('acquire')
     .description('take a lock and print its lease (it is not renewed: release or renew it yourself)')
     .argument('<name>')
-    .option('--ttl <duration>', 'lease length', duration, 30_000)
-    .option('--wait <duration>', 'how long to wait for it', duration, 0)
+    .addOption(durationOption('--ttl <duration>', 'lease length', 30_000))
+    .addOption(
+      durationOption('--wait <duration>', 'how long to wait for it (0: exit 3 at once if held)', 0, '0'),
+    )
     .option('--priority <n>', 'queue priority, -100..100', integer)
     .action(async (name: string, o) => {
       const g = globals();
@@ -192,35 +273,37 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
       }
     });
 
-  const holderCommand = (verb: 'release' | 'renew') =>
-    cli
+  const holderCommand = (verb: 'release' | 'renew') => {
+    const command = cli
       .command(verb)
       .description(verb === 'release' ? 'release a lease' : 'extend a lease')
       .argument('<name>')
-      .requiredOption('--token <n>', 'the fencing token of the lease', integer)
-      .option('--ttl <duration>', 'new lease length from now (renew)', duration, 30_000)
-      .action(async (name: string, o) => {
-        const g = globals();
-        const client = clientFor(g, g.clientId ?? stableClientId());
-        const lease = new Lease(
-          {
-            lock: name,
-            client_id: client.clientId,
-            fencing_token: o.token,
-            expires_at: new Date().toISOString(),
-            remaining_ms: 0,
-            ttl_ms: o.ttl,
-          },
-          performance.now(),
-        );
-        if (verb === 'release') {
-          await client.release(lease);
-          print(g, { released: true, lock: name }, () => `released ${name}`);
-        } else {
-          await client.renew(lease, o.ttl);
-          print(g, leaseView(lease), () => `renewed ${name}: ${endsText(lease)}`);
-        }
-      });
+      .requiredOption('--token <n>', 'the fencing token of the lease', integer);
+    if (verb === 'renew')
+      command.addOption(durationOption('--ttl <duration>', 'new lease length from now', 30_000));
+    command.action(async (name: string, o) => {
+      const g = globals();
+      const client = clientFor(g, g.clientId ?? stableClientId());
+      const lease = new Lease(
+        {
+          lock: name,
+          client_id: client.clientId,
+          fencing_token: o.token,
+          expires_at: new Date().toISOString(),
+          remaining_ms: 0,
+          ttl_ms: o.ttl ?? 30_000,
+        },
+        performance.now(),
+      );
+      if (verb === 'release') {
+        await client.release(lease);
+        print(g, { released: true, lock: name }, () => `released ${name}`);
+      } else {
+        await client.renew(lease, o.ttl);
+        print(g, leaseView(lease), () => `renewed ${name}: ${endsText(lease)}`);
+      }
+    });
+  };
   holderCommand('release');
   holderCommand('renew');
 
@@ -263,7 +346,7 @@ ${EXIT.LEASE_LOST} lease lost during run; otherwise run exits with the command's
     .command('watch')
     .description('live view of holders and waiters, refreshed in place (Ctrl-C to stop)')
     .argument('[prefix]', 'name prefix', '')
-    .option('--every <duration>', 'refresh interval', duration, 1_000)
+    .addOption(durationOption('--every <duration>', 'refresh interval', 1_000))
     .action(async (prefix: string, o) => {
       const g = globals();
       const client = clientFor(g);
@@ -299,7 +382,7 @@ export async function main(argv = process.argv): Promise<void> {
       return;
     }
     const code = error instanceof LatchkeyClientError ? ` [${error.code}]` : '';
-    console.error(`latchkey: ${e.message}${code}`);
+    console.error(`latchkey: ${explain(e)}${code}`);
     process.exitCode = 1;
   }
 }

@@ -1,37 +1,200 @@
 /**
  * `latchkey run NAME -- cmd args...`: holds the lock while the command runs
- * (like `etcdctl lock`, `consul lock`, `flock`). The lease is renewed in
+ * (like `etcdctl lock`, `consul lock`, `flock`). It waits for the lock by
+ * default (`waitMs`: Infinity), tries once with 0. The lease is renewed in
  * the background; the command gets LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN;
- * signals sent to latchkey are forwarded to it; the lock is released when it
- * exits, and latchkey exits with its code. If the lease is lost, the command
- * gets `onLost` (SIGTERM by default, SIGKILL after `killAfterMs`) and
- * latchkey exits with EXIT.LEASE_LOST.
+ * the lock is released when it exits, and latchkey exits with its code.
+ *
+ * The command's processes:
+ * - The command runs in a process group of its own (a new session: spawn
+ *   `detached`), with latchkey's stdin, stdout and stderr. Signals latchkey
+ *   gets (INT, TERM, HUP, QUIT, USR1, USR2) are forwarded to that group.
+ * - If the lease is lost, the group gets `onLost` (SIGTERM by default) at
+ *   once, and SIGKILL `killGraceMs` later if any of it is still there;
+ *   latchkey exits with EXIT.LEASE_LOST once it is gone.
+ * - A watchdog (a small `node -e` process in a session of its own) holds a
+ *   pipe from latchkey. Should latchkey die without saying it is done
+ *   (SIGKILL, a crash), the pipe ends, and the watchdog gives the group
+ *   SIGTERM, then SIGKILL after `killGraceMs`: so the command is stopped
+ *   within the grace, well before the lease lapses when the grace is short
+ *   against the ttl, instead of running on unlocked. The watchdog is not
+ *   the command's parent (latchkey is: the exit code is the command's), has
+ *   no stdin or stdout of the user's, and keeps latchkey alive for nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { LockClient } from '../client';
+import { formatDuration } from '../duration';
 import { LockHeldError, WaitTimeoutError } from '../errors';
+import type { Lease } from '../lease';
+import { safetyMarginMs } from '../lease-keeper';
 
 export const EXIT = {
-  /** The lock was not acquired: held (no wait) or the wait ran out. */
+  /** The lock was not acquired: held (--no-wait) or the wait ran out. */
   NOT_ACQUIRED: 3,
   /** The lease was lost while the command ran. */
   LEASE_LOST: 4,
-  /** The command could not be started. */
+  /** The command was found but cannot be executed (permissions). */
+  NOT_EXECUTABLE: 126,
+  /** The command could not be started (not found). */
   CANNOT_RUN: 127,
 } as const;
 
+/** How long the command's group has, after SIGTERM, before SIGKILL (lease lost, or latchkey died). */
+export const DEFAULT_KILL_GRACE_MS = 5_000;
+
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+const exitCodeOf = (signal: NodeJS.Signals | null | undefined) =>
+  128 + (signal ? (constants.signals[signal] ?? 0) : 0);
 
 export interface RunOptions {
   readonly ttlMs: number;
+  /** How long to wait for the lock: 0 tries once, Infinity waits until granted (or a signal ends it). */
   readonly waitMs: number;
   readonly priority?: number;
-  /** Sent to the command when the lease is lost; 'none' lets it run on. */
+  /** Sent to the command's group if the lease is lost; 'none' lets it run on. */
   readonly onLost: NodeJS.Signals | 'none';
-  readonly killAfterMs: number;
+  /** After `onLost` (or latchkey's death), how long before SIGKILL. */
+  readonly killGraceMs: number;
   readonly say: (line: string) => void;
 }
+
+/**
+ * The watchdog, run as `node -e WATCHDOG <pgid> <graceMs> <lock> <grace as said>`: "done" on stdin stands it
+ * down; the end of stdin without it (latchkey is gone) stops the group: SIGTERM, then SIGKILL
+ * after the grace unless the group is gone by then. Plain JavaScript, no template strings.
+ */
+const WATCHDOG = [
+  "'use strict';",
+  'const pgid = Number(process.argv[1]);',
+  'const graceMs = Number(process.argv[2]);',
+  'const lock = process.argv[3];',
+  'const grace = process.argv[4];',
+  "process.stderr.on('error', () => {});",
+  'const kill = (sig) => { try { process.kill(-pgid, sig); return true; } catch { return false; } };',
+  "let said = '';",
+  "process.stdin.setEncoding('utf8');",
+  "process.stdin.on('data', (d) => { said += d; if (said.includes('done')) process.exit(0); });",
+  'let stopping = false;',
+  'const stop = () => {',
+  '  if (stopping) return;',
+  '  stopping = true;',
+  '  if (!kill(0)) process.exit(0);',
+  "  process.stderr.write('latchkey: latchkey ended while its command held ' + lock + ': stopping the command (process group ' + pgid + '): SIGTERM now, SIGKILL in ' + grace + '\\n');",
+  "  kill('SIGTERM');",
+  '  const started = performance.now();',
+  '  setInterval(() => {',
+  '    if (!kill(0)) process.exit(0);',
+  "    if (performance.now() - started >= graceMs) { kill('SIGKILL'); process.exit(0); }",
+  '  }, 50);',
+  '};',
+  "process.stdin.on('end', stop);",
+  "process.stdin.on('error', stop);",
+].join('\n');
+
+/** The command, in a process group of its own, guarded by the watchdog. */
+class CommandGroup {
+  readonly child: ChildProcess;
+  private readonly watchdog: ChildProcess | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(file: string, args: readonly string[], env: NodeJS.ProcessEnv, graceMs: number, lock: string) {
+    this.child = spawn(file, args, { stdio: 'inherit', env, detached: true });
+    // Started at once after the command: latchkey killed between the two leaves it unguarded.
+    this.watchdog = this.child.pid === undefined ? undefined : startWatchdog(this.child.pid, graceMs, lock);
+  }
+
+  /** Sends `sig` to every process of the group; false if none is left. */
+  signal(sig: NodeJS.Signals | 0): boolean {
+    if (this.child.pid === undefined) return false;
+    try {
+      process.kill(-this.child.pid, sig);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** `sig` to the group, then SIGKILL after `graceMs` if any of it is left; settles when it is gone or killed. */
+  stop(sig: NodeJS.Signals, graceMs: number): Promise<void> {
+    this.stopping ??= new Promise<void>((resolve) => {
+      this.signal(sig);
+      const started = performance.now();
+      const poll = setInterval(() => {
+        if (!this.signal(0)) {
+          clearInterval(poll);
+          resolve();
+        } else if (performance.now() - started >= graceMs) {
+          this.signal('SIGKILL');
+          clearInterval(poll);
+          resolve();
+        }
+      }, 50);
+    });
+    return this.stopping;
+  }
+
+  /** Whether the group is gone within `ms` (polled). */
+  async settled(ms: number): Promise<boolean> {
+    const until = performance.now() + ms;
+    while (this.signal(0)) {
+      if (performance.now() >= until) return false;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return true;
+  }
+
+  /** latchkey is done with the command: the watchdog stands down. */
+  disarm(): void {
+    const pipe = this.watchdog?.stdin;
+    if (!pipe || pipe.destroyed) return;
+    pipe.end('done\n');
+  }
+}
+
+function startWatchdog(pgid: number, graceMs: number, lock: string): ChildProcess {
+  const { NODE_OPTIONS: _, ...env } = process.env;
+  const watchdog = spawn(
+    process.execPath,
+    ['-e', WATCHDOG, String(pgid), String(graceMs), lock, formatDuration(graceMs)],
+    {
+      detached: true, // a session of its own: a signal to latchkey's group or terminal does not reach it
+      stdio: ['pipe', 'ignore', 'inherit'],
+      env,
+    },
+  );
+  watchdog.on('error', () => {}); // could not start (EAGAIN): the command runs unguarded
+  watchdog.stdin?.on('error', () => {});
+  watchdog.unref();
+  (watchdog.stdin as Socket | null)?.unref();
+  return watchdog;
+}
+
+/**
+ * How long before the lease's local deadline `run` treats it as lost when no renewal was confirmed:
+ * the kill grace plus the SDK's usual margin, so that the command's group is gone (SIGKILL at the
+ * latest) before the lease can end.
+ */
+export const stopMarginFor = (ttlMs: number, killGraceMs: number) => killGraceMs + safetyMarginMs(ttlMs);
+
+/** Why `ttlMs` cannot hold a command stopped within `killGraceMs` (a renewal needs a third of the ttl), or undefined. */
+export function graceRefusal(ttlMs: number, killGraceMs: number): string | undefined {
+  const margin = stopMarginFor(ttlMs, killGraceMs);
+  if (margin * 3 < ttlMs * 2) return undefined;
+  return (
+    `--kill-grace ${formatDuration(killGraceMs)} does not fit in --ttl ${formatDuration(ttlMs)}: a lost lease must ` +
+    `leave the command ${formatDuration(margin)} to stop before the lease ends, and renewals need a third of the ttl; ` +
+    `give a --ttl over ${formatDuration(Math.floor(margin * 1.5) + 1)} or a shorter --kill-grace`
+  );
+}
+
+/** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
+const LEFTOVER_MS = 200;
+
+/** The same signal again within this long is one signal (npm forwards what the terminal also sent). */
+const SAME_SIGNAL_MS = 1_000;
 
 export async function runLocked(
   client: LockClient,
@@ -43,16 +206,38 @@ export async function runLocked(
   if (!file) throw new Error('no command given: latchkey run NAME -- command [args...]');
   // Signals go to the command once it runs; before that, they end the wait (and latchkey).
   const waiting = new AbortController();
-  let child: ChildProcess | undefined;
+  let group: CommandGroup | undefined;
   let signalled: NodeJS.Signals | undefined;
+  let last: { sig: NodeJS.Signals; at: number } | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (child) child.kill(sig);
+    const now = performance.now();
+    if (last?.sig === sig && now - last.at < SAME_SIGNAL_MS) return;
+    last = { sig, at: now };
+    if (group) group.signal(sig);
     else {
       signalled = sig;
       waiting.abort(new Error(`${sig} while waiting for ${name}`));
     }
   };
+  const onResize = () => group?.signal('SIGWINCH');
+  // Ctrl-Z: the command (in a session of its own) would not stop with latchkey and would run on
+  // while nothing renews. Stop it too; on resume, continue it only if the lease is still good.
+  let held: { lease: Lease; lost: AbortSignal } | undefined;
+  const suspend = () => {
+    group?.signal('SIGSTOP');
+    process.kill(process.pid, 'SIGSTOP');
+  };
+  const resume = () => {
+    if (!group || !held) return;
+    if (held.lost.aborted || held.lease.remainingMs() <= 0) {
+      options.say(`latchkey: the lease on ${name} ended while stopped: killing the command`);
+      group.signal('SIGKILL');
+    } else group.signal('SIGCONT');
+  };
   for (const sig of FORWARDED) process.on(sig, onSignal);
+  process.on('SIGWINCH', onResize);
+  process.on('SIGTSTP', suspend);
+  process.on('SIGCONT', resume);
   try {
     return await client.withLock(
       name,
@@ -61,41 +246,72 @@ export async function runLocked(
         waitTimeoutMs: options.waitMs,
         signal: waiting.signal,
         ...(options.priority === undefined ? {} : { priority: options.priority }),
+        ...(options.onLost === 'none'
+          ? {}
+          : { stopMarginMs: stopMarginFor(options.ttlMs, options.killGraceMs) }),
       },
-      (lease, signal) =>
+      (lease, lost) =>
         new Promise<number>((resolve) => {
-          if (signalled) return resolve(128 + (constants.signals[signalled] ?? 0));
-          child = spawn(file, args, {
-            stdio: 'inherit',
-            env: { ...process.env, LATCHKEY_LOCK: name, LATCHKEY_FENCING_TOKEN: String(lease.fencingToken) },
-          });
-          let lost = false;
-          signal.addEventListener('abort', () => {
-            lost = true;
-            const why = (signal.reason as Error | undefined)?.message ?? String(signal.reason);
-            options.say(`latchkey: the lease on ${name} was lost (${why})`);
-            if (options.onLost === 'none') return;
-            child?.kill(options.onLost);
-            setTimeout(() => child?.kill('SIGKILL'), options.killAfterMs).unref();
-          });
-          child.on('error', (error) => {
+          if (signalled) return resolve(exitCodeOf(signalled));
+          const env = {
+            ...process.env,
+            LATCHKEY_LOCK: name,
+            LATCHKEY_FENCING_TOKEN: String(lease.fencingToken),
+          };
+          held = { lease, lost };
+          const started = new CommandGroup(file, args, env, options.killGraceMs, name);
+          group = started;
+          let leaseLost = false;
+          lost.addEventListener(
+            'abort',
+            () => {
+              leaseLost = true;
+              const why = (lost.reason as Error | undefined)?.message ?? String(lost.reason);
+              const doing =
+                options.onLost === 'none'
+                  ? 'the command runs on (--on-lost none)'
+                  : `stopping the command: ${options.onLost} now, SIGKILL in ${formatDuration(options.killGraceMs)}`;
+              options.say(`latchkey: the lease on ${name} was lost (${why}): ${doing}`);
+              if (options.onLost !== 'none') void started.stop(options.onLost, options.killGraceMs);
+            },
+            { once: true },
+          );
+          started.child.on('error', (error: NodeJS.ErrnoException) => {
             options.say(`latchkey: cannot run ${file}: ${error.message}`);
-            resolve(EXIT.CANNOT_RUN);
+            resolve(error.code === 'EACCES' ? EXIT.NOT_EXECUTABLE : EXIT.CANNOT_RUN);
           });
-          child.on('exit', (code, sig) => {
-            if (lost) return resolve(EXIT.LEASE_LOST);
-            resolve(code ?? 128 + (sig ? (constants.signals[sig] ?? 0) : 0));
+          started.child.on('exit', (code, sig) => {
+            if (leaseLost) {
+              if (options.onLost === 'none') return resolve(EXIT.LEASE_LOST);
+              // What is left of its group (children that ignore SIGTERM) gets SIGKILL after the grace.
+              void started.stop(options.onLost, options.killGraceMs).then(() => resolve(EXIT.LEASE_LOST));
+              return;
+            }
+            const exited = code ?? exitCodeOf(sig);
+            void started.settled(LEFTOVER_MS).then((gone) => {
+              if (gone) return resolve(exited);
+              // Processes it started in the background are still in its group: the lock is held until
+              // they are gone too, so nothing of the command runs unlocked.
+              options.say(
+                `latchkey: ${file} exited, but processes it started still run: stopping them (SIGTERM, SIGKILL in ${formatDuration(options.killGraceMs)}) before releasing ${name}`,
+              );
+              void started.stop('SIGTERM', options.killGraceMs).then(() => resolve(exited));
+            });
           });
         }),
     );
   } catch (error) {
-    if (signalled) return 128 + (constants.signals[signalled] ?? 0);
+    if (signalled) return exitCodeOf(signalled);
     if (error instanceof LockHeldError || error instanceof WaitTimeoutError) {
       options.say(`latchkey: ${error.message}`);
       return EXIT.NOT_ACQUIRED;
     }
     throw error;
   } finally {
+    group?.disarm();
     for (const sig of FORWARDED) process.off(sig, onSignal);
+    process.off('SIGWINCH', onResize);
+    process.off('SIGTSTP', suspend);
+    process.off('SIGCONT', resume);
   }
 }

@@ -1,25 +1,37 @@
 /** The `latchkey` CLI as processes, against the local stack. */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
-import { Lease, LockClient } from '../../sdk';
 import { EXIT } from '../../sdk/cli/run';
+import { Lease, LockClient } from '../../sdk/index';
 import { ALICE, startTestStack } from '../support/stack';
 
 const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 let dir: string;
 
+/** Process groups of commands the tests started: any left (a failed test) are killed at the end. */
+const groups = new Set<number>();
+
 beforeAll(async () => {
   stack = await startTestStack('cli');
   dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-'));
 });
-afterAll(() => stack.stop());
+afterAll(async () => {
+  for (const pgid of groups) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {}
+  }
+  await stack.stop();
+});
 
 interface Ran {
   code: number | null;
@@ -27,19 +39,61 @@ interface Ran {
   stderr: string;
 }
 
-function latchkey(args: string[], options: { onSpawn?: (pid: number) => void } = {}): Promise<Ran> {
-  const child = spawn(
-    process.execPath,
-    ['--import', tsx, 'bin/latchkey.ts', '--endpoint', stack.url, '--ws-endpoint', stack.wsUrl, ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+interface Options {
+  readonly onSpawn?: (pid: number) => void;
+  /** Written to latchkey's stdin (else it has none). */
+  readonly input?: string;
+  /** The environment, instead of this one; without --endpoint and --ws-endpoint. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+function latchkey(args: string[], options: Options = {}): Promise<Ran> {
+  const endpoints = options.env ? [] : ['--endpoint', stack.url, '--ws-endpoint', stack.wsUrl];
+  const child = spawn(process.execPath, ['--import', tsx, 'bin/latchkey.ts', ...endpoints, ...args], {
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    ...(options.env ? { env: options.env } : {}),
+  });
+  if (options.input !== undefined) child.stdin?.end(options.input);
   options.onSpawn?.(child.pid as number);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c));
-  child.stderr.on('data', (c: Buffer) => (stderr += c));
+  child.stdout?.on('data', (c: Buffer) => (stdout += c));
+  child.stderr?.on('data', (c: Buffer) => (stderr += c));
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
+
+/** A port nothing listens on. */
+const closedPort = () =>
+  new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const port = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(port));
+    });
+  });
+
+/** The processes of process group `pgid` that are alive (not zombies waiting to be reaped), from /proc. */
+function liveInGroup(pgid: number): number[] {
+  const live: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so after the last ')'.
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') live.push(Number(entry));
+    } catch {} // gone meanwhile
+  }
+  return live;
+}
+
+const readNumber = (file: string) => {
+  try {
+    return Number(readFileSync(file, 'utf8').trim()) || 0;
+  } catch {
+    return 0;
+  }
+};
 
 const lockName = () => `cli/${randomUUID()}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -80,18 +134,46 @@ describe('latchkey run', () => {
     }
   });
 
-  it("exits with the command's code, and with 3 when the lock is held", async () => {
+  it("exits with the command's code, and with 3 when the lock is held (-n / --no-wait, or --wait ran out)", async () => {
     const name = lockName();
     expect((await latchkey(['run', name, '--', 'sh', '-c', 'exit 7'])).code).toBe(7);
     const holder = new LockClient({ endpoint: stack.url });
-    await holder.tryAcquire(name, { ttlMs: 10_000 });
-    const held = await latchkey(['run', name, '--', 'true']);
+    // Long enough for four CLI runs on a busy machine (each starts a Node process with tsx).
+    const lease = await holder.tryAcquire(name, { ttlMs: 120_000 });
+    const held = await latchkey(['run', '-n', name, '--', 'true']);
     expect(held.code).toBe(EXIT.NOT_ACQUIRED);
     expect(held.stderr).toMatch(/held by/);
+    expect((await latchkey(['run', name, '--no-wait', '--', 'true'])).code).toBe(EXIT.NOT_ACQUIRED);
     const waited = await latchkey(['run', name, '--wait', '300ms', '--', 'true']);
     expect(waited.code).toBe(EXIT.NOT_ACQUIRED);
     expect(waited.stderr).toMatch(/not granted within/);
+    await holder.release(lease as Lease);
     expect((await latchkey(['run', lockName(), '--', '/no/such/command'])).code).toBe(EXIT.CANNOT_RUN);
+  });
+
+  it('waits for the lock by default, as long as it takes', { timeout: 30_000 }, async () => {
+    const name = lockName();
+    const holder = new LockClient({ endpoint: stack.url });
+    const lease = await holder.tryAcquire(name, { ttlMs: 20_000 });
+    const running = latchkey(['run', name, '--', 'sh', '-c', 'echo ran with $LATCHKEY_FENCING_TOKEN']);
+    await expect.poll(async () => (await holder.inspect(name)).queued, { timeout: 20_000 }).toBe(1);
+    await holder.release(lease as Lease);
+    const r = await running;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ran with \d+/);
+  });
+
+  it("the command has latchkey's stdin, runs in a process group of its own, and leaves nothing behind", async () => {
+    const pidFile = join(dir, `pid-${randomUUID()}`);
+    const r = await latchkey(
+      ['run', lockName(), '--', 'sh', '-c', `echo $$ > ${pidFile}; read line; echo "read: $line"`],
+      { input: 'hello from stdin\n' },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('read: hello from stdin\n');
+    const pgid = readNumber(pidFile);
+    expect(pgid).toBeGreaterThan(0);
+    expect(liveInGroup(pgid)).toEqual([]);
   });
 
   it('forwards signals to the command and releases the lock after it exits', {
@@ -126,6 +208,62 @@ describe('latchkey run', () => {
     expect((await new LockClient({ endpoint: stack.url }).inspect(name)).state).toBe('free');
   });
 
+  it('stops what the command left running in its group before releasing the lock', {
+    timeout: 30_000,
+  }, async () => {
+    const name = lockName();
+    const pidFile = join(dir, `pid-${randomUUID()}`);
+    const r = await latchkey([
+      'run',
+      name,
+      '--kill-grace',
+      '1s',
+      '--',
+      'sh',
+      '-c',
+      `sleep 60 & echo $$ > ${pidFile}; exit 0`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/exited, but processes it started still run: stopping them/);
+    expect(liveInGroup(readNumber(pidFile))).toEqual([]);
+    expect((await new LockClient({ endpoint: stack.url }).inspect(name)).state).toBe('free');
+  });
+
+  it('Ctrl-Z (SIGTSTP) stops the command with latchkey, and SIGCONT resumes both', {
+    timeout: 30_000,
+  }, async () => {
+    const name = lockName();
+    const pidFile = join(dir, `pid-${randomUUID()}`);
+    let pid = 0;
+    const running = latchkey(
+      ['run', name, '--', 'sh', '-c', `echo $$ > ${pidFile}; while :; do sleep 0.05; done`],
+      { onSpawn: (p) => (pid = p) },
+    );
+    await until(() => readNumber(pidFile) > 0);
+    const command = readNumber(pidFile);
+    groups.add(command);
+    const state = (p: number) => {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    };
+    process.kill(pid, 'SIGTSTP');
+    await until(() => state(command) === 'T' && state(pid) === 'T');
+    process.kill(pid, 'SIGCONT');
+    await until(() => state(command) !== 'T' && state(pid) !== 'T');
+    process.kill(pid, 'SIGTERM');
+    const r = await running;
+    expect(r.code, r.stderr).toBe(143);
+    expect(liveInGroup(command)).toEqual([]);
+  });
+
+  it('refuses a --kill-grace that leaves a lost lease no time to stop the command', async () => {
+    const r = await latchkey(['run', lockName(), '--ttl', '3s', '--kill-grace', '2s', '--', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /--kill-grace 2s does not fit in --ttl 3s: .* give a --ttl over .* or a shorter --kill-grace/,
+    );
+  });
+
   it('a signal while waiting ends latchkey (128 + n) without running the command', {
     timeout: 30_000,
   }, async () => {
@@ -156,6 +294,8 @@ describe('latchkey run', () => {
       name,
       '--ttl',
       '1500ms',
+      '--kill-grace',
+      '500ms',
       '--',
       'sh',
       '-c',
@@ -189,6 +329,151 @@ describe('latchkey run', () => {
     expect(r.stdout).toContain('stopped by latchkey');
     expect(r.stderr).toMatch(/lease on .* was lost/);
     expect(r.code).toBe(EXIT.LEASE_LOST);
+  });
+
+  it('kills the whole group after --kill-grace when the lease is lost and the command ignores SIGTERM', {
+    timeout: 30_000,
+  }, async () => {
+    const name = lockName();
+    const pidFile = join(dir, `pid-${randomUUID()}`);
+    const tokenFile = join(dir, `token-${randomUUID()}`);
+    const running = latchkey([
+      '--client-id',
+      'cli-deaf',
+      'run',
+      name,
+      '--ttl',
+      '3s',
+      '--kill-grace',
+      '1s',
+      '--',
+      'sh',
+      '-c',
+      // A child that ignores SIGTERM too (the ignored disposition is inherited).
+      `trap '' TERM; sleep 60 & echo $$ > ${pidFile}; echo $LATCHKEY_FENCING_TOKEN > ${tokenFile}; wait`,
+    ]);
+    await until(() => readNumber(pidFile) > 0 && readNumber(tokenFile) > 0);
+    const pgid = readNumber(pidFile);
+    groups.add(pgid);
+    await until(() => liveInGroup(pgid).length === 2); // sh and sleep
+    const admin = new LockClient({ endpoint: stack.url, clientId: 'cli-deaf' });
+    await admin.release(
+      new Lease(
+        {
+          lock: name,
+          client_id: 'cli-deaf',
+          fencing_token: readNumber(tokenFile),
+          expires_at: '',
+          remaining_ms: 0,
+          ttl_ms: 1,
+        },
+        0,
+      ),
+    );
+    const released = Date.now();
+    const r = await running;
+    expect(r.code, r.stderr).toBe(EXIT.LEASE_LOST);
+    expect(r.stderr).toMatch(/lease on .* was lost .*: stopping the command: SIGTERM now, SIGKILL in 1s/);
+    expect(liveInGroup(pgid)).toEqual([]);
+    // Lost at the next renewal (a third of the ttl), then SIGTERM (ignored), then SIGKILL after 1 s.
+    const took = Date.now() - released;
+    expect(took).toBeGreaterThanOrEqual(1_000);
+    expect(took).toBeLessThan(1_000 + 1_000 + 2_000);
+  });
+
+  it.each([
+    ['a command that ends on SIGTERM', ''],
+    ['a command that ignores SIGTERM', "trap '' TERM; "],
+  ])(
+    'if latchkey is SIGKILLed, a watchdog stops %s within the grace, before the lease ends',
+    {
+      timeout: 40_000,
+    },
+    async (_what, trap) => {
+      const name = lockName();
+      const pidFile = join(dir, `pid-${randomUUID()}`);
+      const beats = join(dir, `beats-${randomUUID()}`);
+      let pid = 0;
+      const running = latchkey(
+        [
+          'run',
+          name,
+          '--ttl',
+          '10s',
+          '--kill-grace',
+          '2s',
+          '--',
+          'sh',
+          '-c',
+          `${trap}echo $$ > ${pidFile}; while :; do date +%s%N >> ${beats}; sleep 0.1; done`,
+        ],
+        { onSpawn: (p) => (pid = p) },
+      );
+      await until(() => readNumber(pidFile) > 0);
+      const pgid = readNumber(pidFile);
+      groups.add(pgid);
+      expect(pgid).not.toBe(pid); // a group of its own
+      const client = new LockClient({ endpoint: stack.url });
+      expect((await client.inspect(name)).state).toBe('held');
+
+      process.kill(pid, 'SIGKILL');
+      const killed = Date.now();
+      await until(() => liveInGroup(pgid).length === 0, 2_000 + 1_000);
+      const took = Date.now() - killed;
+      // Before the lease's end: the lock is still held by the lease latchkey can no longer renew.
+      expect((await client.inspect(name)).state).toBe('held');
+      if (trap)
+        expect(took).toBeGreaterThanOrEqual(2_000); // SIGTERM was ignored: SIGKILL after the grace
+      else expect(took).toBeLessThan(2_000); // SIGTERM was enough
+      const r = await running;
+      expect(r.code).toBeNull(); // latchkey died of SIGKILL
+      expect(r.stderr).toMatch(
+        /latchkey ended while its command held .*: stopping the command \(process group \d+\): SIGTERM now, SIGKILL in 2s/,
+      );
+      // Nothing writes heartbeats any more.
+      const count = readFileSync(beats, 'utf8').split('\n').length;
+      await sleep(300);
+      expect(readFileSync(beats, 'utf8').split('\n').length).toBe(count);
+    },
+  );
+});
+
+describe('errors that name the fix', () => {
+  it('an unreachable endpoint says where it came from and how to set it', async () => {
+    const port = await closedPort();
+    const { LATCHKEY_ENDPOINT: _, LATCHKEY_WS_ENDPOINT: __, ...env } = process.env;
+    const r = await latchkey(['show', 'cli/x'], {
+      env: { ...env, LATCHKEY_ENDPOINT: `http://127.0.0.1:${port}` },
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      `latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}); the HTTP API endpoint came from LATCHKEY_ENDPOINT: fix LATCHKEY_ENDPOINT=URL, or give --endpoint URL`,
+    );
+  });
+
+  it('a WebSocket endpoint without its stage says to include it', async () => {
+    const noStage = stack.wsUrl.replace(/\/v1$/, '');
+    const r = await latchkey(['--ws-endpoint', noStage, 'run', lockName(), '--', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /the WebSocket endpoint ws:\/\/127\.0\.0\.1:\d+\/ answered 404 \(no WebSocket API at \/.*\): it should be the API's WebSocket URL including its stage \(the stack's WebSocketUrl output\), e\.g\. wss:\/\/abc\.execute-api\.eu-west-1\.amazonaws\.com\/v1 \(locally ws:\/\/127\.0\.0\.1:3001\/v1\); the WebSocket endpoint was given with --ws-endpoint: check that URL/,
+    );
+  });
+
+  it('a duration without a unit is refused, for every duration flag', async () => {
+    for (const args of [
+      ['run', 'cli/x', '--ttl', '30', '--', 'true'],
+      ['run', 'cli/x', '--wait', '30', '--', 'true'],
+      ['run', 'cli/x', '--kill-grace', '5', '--', 'true'],
+      ['acquire', 'cli/x', '--ttl', '30'],
+      ['watch', '--every', '1'],
+    ]) {
+      const r = await latchkey(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(
+        /argument '\d+' is invalid\. '\d+' has no unit: give a unit, e\.g\. 30s or 30000ms/,
+      );
+    }
   });
 });
 

@@ -19,7 +19,7 @@ import {
   UnauthorizedError,
   UnavailableError,
   WaitTimeoutError,
-} from '../../sdk';
+} from '../../sdk/index';
 import { dynamoEndpoint } from '../support/dynamo';
 import { startServiceProcess } from '../support/service-process';
 import { ALICE, startTestStack } from '../support/stack';

@@ -3,6 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LOCAL_HTTP, LOCAL_WS, resolveEndpoints } from '../../sdk/cli/endpoints';
+import { errorFromResponse } from '../../sdk/errors';
 import {
   FenceGuard,
   ForbiddenError,
@@ -15,21 +17,28 @@ import {
   StaleTokenError,
   UnauthorizedError,
   UnavailableError,
-} from '../../sdk';
-import { LOCAL_HTTP, LOCAL_WS, resolveEndpoints } from '../../sdk/cli/endpoints';
-import { errorFromResponse } from '../../sdk/errors';
+} from '../../sdk/index';
 import { regionOf } from '../../sdk/transport';
 
 describe('durations', () => {
   it('reads ms, s, m and h, and refuses anything else with a clear message', () => {
-    expect(parseDuration('1500')).toBe(1_500);
     expect(parseDuration('250ms')).toBe(250);
     expect(parseDuration('30s')).toBe(30_000);
     expect(parseDuration('1.5s')).toBe(1_500);
     expect(parseDuration('5m')).toBe(300_000);
     expect(parseDuration('2h')).toBe(7_200_000);
-    for (const bad of ['', 'soon', '-5s', '5 minutes', '1e3', '5d'])
+    expect(parseDuration('1m30s')).toBe(90_000);
+    expect(parseDuration('1h30m')).toBe(5_400_000);
+    expect(parseDuration(' 2s ')).toBe(2_000);
+    expect(parseDuration('0.0005s')).toBe(1); // rounded to whole ms
+    expect(parseDuration('0')).toBe(0); // the same in every unit
+    for (const bad of ['', 'soon', '-5s', '5 minutes', '1e3', '5d', '1m30', 's', '1..5s', '30 s'])
       expect(() => parseDuration(bad)).toThrow(/not a duration/);
+  });
+
+  it('refuses a bare number: 30 could be 30 ms or 30 s', () => {
+    for (const bare of ['30', '1500', '2.5'])
+      expect(() => parseDuration(bare)).toThrow(/has no unit: give a unit, e\.g\. 30s or 30000ms/);
   });
 });
 

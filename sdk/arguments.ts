@@ -1,0 +1,148 @@
+/**
+ * Checks of what SDK calls are given, before anything is sent: a missing optional argument takes
+ * its documented default, and anything else that is not what a call takes is an
+ * InvalidArgumentError that names the argument and says what it takes (never a raw TypeError
+ * from deep inside, nor a 400 from the service on every try).
+ */
+import { InvalidArgumentError } from './errors';
+import { Lease } from './lease';
+import { lockNameRefusal } from './names';
+
+/**
+ * The lease length when a call does not give one. The service has no default (it requires
+ * `ttl_ms`, within its limits: 1 s to 1 h unless the operator changed them); 30 s is the CLI's too.
+ */
+export const DEFAULT_TTL_MS = 30_000;
+
+/** A value as a message shows it: strings quoted, objects by kind. */
+export function shown(value: unknown): string {
+  if (typeof value === 'string') return `'${value}'`;
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object (${Object.keys(value).join(', ') || 'empty'})`;
+  return String(value);
+}
+
+/**
+ * A duration as the service takes it: whole milliseconds. Any finite, non-negative number is
+ * accepted and rounded (a computed 2499.7 ms is fine); NaN, ±Infinity, a negative number or a
+ * non-number is refused, naming the option. With `infinite`, Infinity is taken too (and returned
+ * as is): it means "no limit".
+ */
+export function wholeMs(what: string, value: unknown, options: { infinite?: boolean } = {}): number {
+  if (typeof value !== 'number') {
+    const hint =
+      typeof value === 'string'
+        ? `; for a duration in text, convert it first: parseDuration(${shown(value)})`
+        : '';
+    throw new InvalidArgumentError(
+      what,
+      `${what} must be a number of milliseconds (got ${shown(value)})${hint}`,
+    );
+  }
+  if (value === Number.POSITIVE_INFINITY && options.infinite) return value;
+  if (Number.isNaN(value))
+    throw new InvalidArgumentError(
+      what,
+      `${what} must be a number of milliseconds, not NaN (a computation that failed?)`,
+    );
+  if (!Number.isFinite(value))
+    throw new InvalidArgumentError(what, `${what} must be a finite number of milliseconds (got ${value})`);
+  if (value < 0) throw new InvalidArgumentError(what, `${what} must not be negative (got ${value} ms)`);
+  return Math.round(value);
+}
+
+/** The options object of a call: absent is `{}`; a number or a string is a mistake worth naming. */
+export function optionsArg<T extends object>(call: string, value: T | undefined, example: string): T {
+  if (value === undefined || value === null) return {} as T;
+  if (typeof value !== 'object' || Array.isArray(value))
+    throw new InvalidArgumentError(
+      'options',
+      `${call}: options must be an object, e.g. ${example} (got ${shown(value)})`,
+    );
+  return value;
+}
+
+/**
+ * A lock name: a string the service takes (sdk/names.ts, the service's own rule), refused here
+ * before it is put in a path: the URL would otherwise rewrite it ("a/./b" is "a/b", "a?b" is "a")
+ * or percent-encode it, and the service would answer about the path instead of the name.
+ */
+export function nameArg(call: string, value: unknown): string {
+  if (typeof value !== 'string')
+    throw new InvalidArgumentError(
+      'name',
+      `${call}: name must be the lock's name, a string like 'jobs/nightly-report' (got ${shown(value)})`,
+    );
+  const refusal = lockNameRefusal(value);
+  if (refusal) throw new InvalidArgumentError('name', `${call}: ${refusal.message}`, 'INVALID_NAME');
+  return value;
+}
+
+/** A lease this SDK answered (or one built from a name, client id and fencing token). */
+export function leaseArg(call: string, value: unknown): Lease {
+  const l = value as Partial<Lease> | undefined;
+  if (
+    value instanceof Lease ||
+    (typeof l === 'object' &&
+      l !== null &&
+      typeof l.name === 'string' &&
+      typeof l.clientId === 'string' &&
+      typeof l.fencingToken === 'number')
+  )
+    return value as Lease;
+  throw new InvalidArgumentError(
+    'lease',
+    `${call} takes the Lease that tryAcquire or acquire answered (got ${shown(value)})`,
+  );
+}
+
+/** A queue priority: an integer in −100..100 (the service may allow less). */
+export function priorityArg(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < -100 || value > 100)
+    throw new InvalidArgumentError(
+      'priority',
+      `priority must be an integer from -100 to 100, higher served first (got ${shown(value)})`,
+    );
+  return value;
+}
+
+export function booleanArg(what: string, value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new InvalidArgumentError(what, `${what} must be true or false (got ${shown(value)})`);
+}
+
+export function signalArg(value: unknown): AbortSignal | undefined {
+  if (value === undefined || value instanceof AbortSignal) return value;
+  throw new InvalidArgumentError(
+    'signal',
+    `signal must be an AbortSignal, e.g. AbortSignal.timeout(60_000) or an AbortController's signal (got ${shown(value)})`,
+  );
+}
+
+/** A client id as the service takes it (client_id). */
+export const CLIENT_ID = /^[A-Za-z0-9._\-:@/+=]{1,128}$/;
+
+export function clientIdArg(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && CLIENT_ID.test(value)) return value;
+  throw new InvalidArgumentError(
+    'clientId',
+    `clientId must be 1 to 128 characters of A-Z a-z 0-9 . _ - : @ / + = (got ${shown(value)})`,
+  );
+}
+
+/** A URL of one of the given schemes; `what` and `expected` say which and what it should be. */
+export function urlArg(what: string, value: unknown, schemes: readonly string[], expected: string): URL {
+  let url: URL | undefined;
+  try {
+    url = typeof value === 'string' ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url && schemes.includes(url.protocol)) return url;
+  throw new InvalidArgumentError(what, `${what} must be ${expected} (got ${shown(value)})`);
+}

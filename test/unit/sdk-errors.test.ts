@@ -1,0 +1,577 @@
+/**
+ * What a new user runs into, each answered with an error that names the fix: a missing optional
+ * argument takes its documented default (never a raw TypeError); a wrong one is an
+ * InvalidArgumentError naming it and saying what it takes; every duration is rounded to whole ms
+ * and NaN, Infinity, negative or text refused before anything is sent; a WebSocket URL without
+ * its stage, an unreachable endpoint and a refused handshake say what to fix.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { type Endpoints, resolveEndpoints } from '../../sdk/cli/endpoints';
+import { explain, program } from '../../sdk/cli/main';
+import { EndpointError, InvalidArgumentError, type LatchkeyClientError } from '../../sdk/errors';
+import {
+  InvalidRequestError,
+  Lease,
+  LockClient,
+  type LockClientOptions,
+  parseDuration,
+  UnauthorizedError,
+  UnavailableError,
+} from '../../sdk/index';
+import { handshakeRefusal } from '../../sdk/ws-waiter';
+
+// biome-ignore lint/suspicious/noExplicitAny: wire bodies
+type Body = Record<string, any>;
+
+interface Sent {
+  readonly method: string;
+  readonly path: string;
+  readonly body: Body | undefined;
+}
+
+const grant = (lock: string, ttl = 30_000) => ({
+  acquired: true,
+  lock,
+  client_id: 'me',
+  fencing_token: 7,
+  expires_at: new Date(Date.now() + ttl).toISOString(),
+  remaining_ms: ttl,
+  ttl_ms: ttl,
+});
+
+/** A client whose transport answers like latchkey without a network, recording what it was sent. */
+function stubbed(options: Partial<LockClientOptions> = {}) {
+  const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me', ...options });
+  const sent: Sent[] = [];
+  vi.spyOn(client.transport, 'send').mockImplementation(async (method, path, body) => {
+    sent.push({ method, path, body: body as Body | undefined });
+    const lock = /\/locks\/(.+)\/(acquire|renew|release)$/.exec(path);
+    if (path === '/api/v1/sessions')
+      return {
+        status: 200,
+        body: {
+          session_id: randomUUID(),
+          ttl_ms: (body as Body).ttl_ms,
+          heartbeat_interval_ms: (body as Body).ttl_ms / 3,
+        },
+      };
+    if (lock?.[2] === 'acquire') {
+      const b = body as Body;
+      return {
+        status: 200,
+        body:
+          b.session_id === undefined
+            ? grant(lock[1] as string, b.ttl_ms)
+            : { ...grant(lock[1] as string), expires_at: null, remaining_ms: null, ttl_ms: null },
+      };
+    }
+    if (lock?.[2] === 'renew')
+      return {
+        status: 200,
+        body: {
+          expires_at: new Date().toISOString(),
+          remaining_ms: (body as Body).ttl_ms,
+          ttl_ms: (body as Body).ttl_ms,
+        },
+      };
+    return { status: 200, body: {} };
+  });
+  return { client, sent };
+}
+
+const lease = (ttl = 30_000) =>
+  new Lease(
+    {
+      lock: 'jobs/x',
+      client_id: 'me',
+      fencing_token: 7,
+      expires_at: new Date().toISOString(),
+      remaining_ms: ttl,
+      ttl_ms: ttl,
+    },
+    performance.now(),
+  );
+
+/** The error a call fails with (sync throw or rejection), asserted to be no raw TypeError. */
+async function failure(call: () => unknown): Promise<LatchkeyClientError> {
+  let error: unknown;
+  try {
+    await call();
+  } catch (e) {
+    error = e;
+  }
+  expect(error, 'the call should have failed').toBeDefined();
+  expect(error).not.toBeInstanceOf(TypeError);
+  return error as LatchkeyClientError;
+}
+
+async function refused(call: () => unknown, argument: string, says: RegExp): Promise<void> {
+  const error = await failure(call);
+  expect(error).toBeInstanceOf(InvalidArgumentError);
+  expect(error).toBeInstanceOf(InvalidRequestError); // what callers already catch
+  expect((error as InvalidArgumentError).argument).toBe(argument);
+  expect(error.message).toMatch(says);
+}
+
+describe('a missing optional argument takes its documented default', () => {
+  it('tryAcquire(name) and acquire(name): a 30 s lease; acquire waits until granted', async () => {
+    const { client, sent } = stubbed();
+    expect(await client.tryAcquire('jobs/a')).toMatchObject({ name: 'jobs/a', ttlMs: 30_000 });
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 30_000 });
+    expect(sent.at(-1)?.body).not.toHaveProperty('wait_timeout_ms');
+    await client.acquire('jobs/b');
+    // No WebSocket API: HTTP waits of 25 s each, for as long as it takes.
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 30_000, wait_timeout_ms: 25_000 });
+    await client.acquire('jobs/c', { ttlMs: 10_000 });
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 10_000, wait_timeout_ms: 25_000 });
+  });
+
+  it('withLock(name, fn) and withLock(name, undefined, fn): a 30 s lease, no wait', async () => {
+    const { client, sent } = stubbed();
+    expect(await client.withLock('jobs/a', async (l) => l.fencingToken)).toBe(7);
+    expect(sent[0]?.body).toMatchObject({ ttl_ms: 30_000 });
+    expect(sent[0]?.body).not.toHaveProperty('wait_timeout_ms');
+    expect(sent.at(-1)?.path).toMatch(/release$/);
+    expect(await client.withLock('jobs/a', undefined, () => 'sync values too')).toBe('sync values too');
+  });
+
+  it('renew(lease): its own ttl; session(): 30 s; session.acquire(name): waits, tied to the session', async () => {
+    const { client, sent } = stubbed();
+    await client.renew(lease(12_000));
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 12_000 });
+    const session = await client.session();
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 30_000 });
+    expect(sent.at(-1)?.body).not.toHaveProperty('grace_ms');
+    await session.acquire('jobs/s');
+    expect(sent.at(-1)?.body).toMatchObject({ session_id: session.id, wait_timeout_ms: 25_000 });
+    expect(sent.at(-1)?.body).not.toHaveProperty('ttl_ms');
+    await session.tryAcquire('jobs/t');
+    expect(sent.at(-1)?.body).toMatchObject({ session_id: session.id });
+    await session.close();
+  });
+});
+
+describe('every duration option', () => {
+  const { client, sent } = stubbed();
+  const cases: [string, string, (ms: number) => Promise<unknown>, string][] = [
+    ['tryAcquire', 'ttlMs', (ms) => client.tryAcquire('d/a', { ttlMs: ms }), 'ttl_ms'],
+    ['acquire', 'ttlMs', (ms) => client.acquire('d/a', { ttlMs: ms, waitTimeoutMs: 1_000 }), 'ttl_ms'],
+    ['acquire', 'waitTimeoutMs', (ms) => client.acquire('d/a', { waitTimeoutMs: ms }), 'wait_timeout_ms'],
+    ['withLock', 'ttlMs', (ms) => client.withLock('d/a', { ttlMs: ms }, async () => {}), 'ttl_ms'],
+    [
+      'withLock',
+      'waitTimeoutMs',
+      (ms) => client.withLock('d/a', { waitTimeoutMs: ms }, async () => {}),
+      'wait_timeout_ms',
+    ],
+    ['renew', 'ttlMs', (ms) => client.renew(lease(), ms), 'ttl_ms'],
+    ['session', 'ttlMs', (ms) => client.session({ ttlMs: ms }).then((s) => s.close()), 'ttl_ms'],
+    ['session', 'graceMs', (ms) => client.session({ graceMs: ms }).then((s) => s.close()), 'grace_ms'],
+    [
+      'session',
+      'lockDelayMs',
+      (ms) => client.session({ lockDelayMs: ms }).then((s) => s.close()),
+      'lock_delay_ms',
+    ],
+  ];
+
+  it.each(cases)('%s %s: any finite duration is rounded to whole ms', async (_call, _option, call, field) => {
+    sent.length = 0;
+    await call(2_499.7);
+    // The request that carries it (a session's is its opening, before the close).
+    const carrying = sent.find((s) => s.body && field in s.body)?.body?.[field];
+    expect(Number.isInteger(carrying)).toBe(true);
+    // A wait is sent as what is left of it: a moment less.
+    expect(carrying).toBeGreaterThanOrEqual(field === 'wait_timeout_ms' ? 2_450 : 2_500);
+    expect(carrying).toBeLessThanOrEqual(2_500);
+  });
+
+  it.each(cases)(
+    '%s %s: NaN, -Infinity, a negative number or text is refused, naming the option',
+    async (_call, option, call) => {
+      sent.length = 0;
+      await refused(
+        () => call(Number.NaN),
+        option,
+        new RegExp(`^${option} must be a number of milliseconds, not NaN`),
+      );
+      await refused(() => call(Number.NEGATIVE_INFINITY), option, new RegExp(`^${option} must be a finite`));
+      await refused(() => call(-1), option, new RegExp(`^${option} must not be negative \\(got -1 ms\\)`));
+      await refused(
+        () => call('30s' as unknown as number),
+        option,
+        new RegExp(`^${option} must be a number of milliseconds \\(got '30s'\\).*parseDuration\\('30s'\\)`),
+      );
+      expect(sent).toEqual([]); // refused before anything was sent
+    },
+  );
+
+  it('Infinity is no limit for a wait, and refused for every other duration', async () => {
+    for (const [, option, call] of cases) {
+      if (option === 'waitTimeoutMs') continue;
+      await refused(
+        () => call(Number.POSITIVE_INFINITY),
+        option,
+        /must be a finite number of milliseconds \(got Infinity\)/,
+      );
+    }
+    const { client: c, sent: s } = stubbed();
+    await c.acquire('d/forever', { waitTimeoutMs: Number.POSITIVE_INFINITY });
+    expect(s.at(-1)?.body).toMatchObject({ wait_timeout_ms: 25_000 });
+  });
+});
+
+describe('a wrong argument is an InvalidArgumentError saying what was expected', () => {
+  const { client, sent } = stubbed();
+
+  it('names, options, leases, functions, priorities, signals, reasons, limits', async () => {
+    await refused(
+      () => client.tryAcquire(42 as unknown as string),
+      'name',
+      /tryAcquire: name must be the lock's name, a string/,
+    );
+    await refused(() => client.acquire(undefined as unknown as string), 'name', /acquire: name must be/);
+    await refused(
+      () => client.tryAcquire('x', 30_000 as unknown as object),
+      'options',
+      /tryAcquire: options must be an object, e\.g\. \{ ttlMs: 30_000 \} \(got 30000\)/,
+    );
+    await refused(
+      () => client.release(undefined as unknown as Lease),
+      'lease',
+      /release takes the Lease that tryAcquire or acquire answered \(got undefined\)/,
+    );
+    await refused(() => client.renew('x' as unknown as Lease), 'lease', /renew takes the Lease/);
+    await refused(
+      () => client.withLock('x', { ttlMs: 1_000 }, undefined as never),
+      'fn',
+      /fn must be a function \(lease, signal\)/,
+    );
+    await refused(() => client.acquire('x', { priority: 1.5 }), 'priority', /integer from -100 to 100/);
+    await refused(() => client.acquire('x', { priority: 500 }), 'priority', /integer from -100 to 100/);
+    await refused(() => client.withLock('x', { priority: 1.5 }, async () => {}), 'priority', /integer/);
+    await refused(
+      () => client.acquire('x', { signal: 'stop' as unknown as AbortSignal }),
+      'signal',
+      /AbortSignal/,
+    );
+    await refused(
+      () => client.tryAcquire('x', { reentrant: 'yes' as unknown as boolean }),
+      'reentrant',
+      /true or false/,
+    );
+    await refused(() => client.tryAcquire('x', { mode: 'shared' as 'exclusive' }), 'mode', /'exclusive'/);
+    await refused(() => client.forceRelease('x', undefined as unknown as string), 'reason', /needs a reason/);
+    await refused(() => client.list('', 0), 'limit', /positive integer/);
+    await refused(() => client.list(7 as unknown as string), 'prefix', /prefix must be a string/);
+    await refused(
+      () => client.session(15_000 as unknown as object),
+      'options',
+      /session: options must be an object/,
+    );
+    expect(sent).toEqual([]);
+  });
+
+  it('a lease held through a session has nothing to renew: the message says why', async () => {
+    const held = new Lease(
+      {
+        lock: 'l',
+        client_id: 'me',
+        fencing_token: 1,
+        expires_at: null,
+        remaining_ms: null,
+        ttl_ms: null,
+        session_id: 's',
+      },
+      0,
+    );
+    await refused(
+      () => client.renew(held),
+      'lease',
+      /held through session s: it has no lease of its own to renew/,
+    );
+  });
+
+  it('the client’s own options: endpoint, wsEndpoint, clientId, region', async () => {
+    await refused(
+      () => new LockClient(undefined as unknown as LockClientOptions),
+      'options',
+      /needs at least the endpoint: the HTTP API's URL/,
+    );
+    await refused(
+      () => new LockClient({} as LockClientOptions),
+      'endpoint',
+      /endpoint must be the HTTP API's URL.*got undefined/,
+    );
+    await refused(
+      () => new LockClient({ endpoint: 'not a url' }),
+      'endpoint',
+      /ApiUrl output.*got 'not a url'/,
+    );
+    await refused(
+      () => new LockClient({ endpoint: 'ws://127.0.0.1:3001/v1' }),
+      'endpoint',
+      /http:\/\/ or https:\/\/.*http:\/\/127\.0\.0\.1:3000 for the local stack/,
+    );
+    await refused(
+      () => new LockClient({ endpoint: 'http://127.0.0.1:3000', wsEndpoint: 'http://127.0.0.1:3001/v1' }),
+      'wsEndpoint',
+      /WebSocket API's URL with its stage, ws:\/\/ or wss:\/\/.*ws:\/\/127\.0\.0\.1:3001\/v1/,
+    );
+    await refused(
+      () => new LockClient({ endpoint: 'http://127.0.0.1:3000', clientId: 'has space' }),
+      'clientId',
+      /1 to 128 characters/,
+    );
+    await refused(
+      () => new LockClient({ endpoint: 'http://127.0.0.1:3000', region: 5 as unknown as string }),
+      'region',
+      /eu-west-1/,
+    );
+  });
+});
+
+describe('endpoints that are wrong or unreachable say what to fix', () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    server?.closeAllConnections();
+    await new Promise((resolve) => server?.close(resolve) ?? resolve(undefined));
+    server = undefined;
+  });
+
+  /** An HTTP server that grants every acquire and refuses every WebSocket handshake with `status`. */
+  async function refusing(status: number, body: string): Promise<number> {
+    server = createServer((req, res) => {
+      const name = /\/locks\/(.+)\/acquire$/.exec(req.url ?? '')?.[1] ?? 'l';
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(grant(name)));
+    });
+    server.on('upgrade', (_req, socket) =>
+      socket.end(
+        `HTTP/1.1 ${status} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      ),
+    );
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    return (server.address() as AddressInfo).port;
+  }
+
+  it('a WebSocket URL without its stage: 404 says it should include the stage, and gives examples', async () => {
+    const port = await refusing(404, JSON.stringify({ message: 'no WebSocket API at /: use /v1' }));
+    const client = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      wsEndpoint: `ws://127.0.0.1:${port}`,
+    });
+    const error = await failure(() => client.acquire('jobs/a', { waitTimeoutMs: 5_000 }));
+    client.close();
+    expect(error).toBeInstanceOf(EndpointError);
+    expect(error).toMatchObject({ api: 'websocket', status: 404, retryable: false });
+    expect(error.message).toBe(
+      `the WebSocket endpoint ws://127.0.0.1:${port}/ answered 404 (no WebSocket API at /: use /v1): it should be the API's WebSocket URL including its stage (the stack's WebSocketUrl output), e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1 (locally ws://127.0.0.1:3001/v1)`,
+    );
+  });
+
+  it('a handshake refused with 400 passes on the server’s message', async () => {
+    const port = await refusing(
+      400,
+      JSON.stringify({ error: { code: 'INVALID_REQUEST', message: 'client_id is required' } }),
+    );
+    const client = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      wsEndpoint: `ws://127.0.0.1:${port}/v1`,
+    });
+    const error = await failure(() => client.acquire('jobs/a', { waitTimeoutMs: 5_000 }));
+    client.close();
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect(error.message).toMatch(
+      /refused the handshake with 400 \(client_id is required\): it takes \?client_id=/,
+    );
+  });
+
+  it('403: the stage when the URL has none, else the credentials', () => {
+    const noStage = handshakeRefusal(
+      new URL('wss://abc.execute-api.eu-west-1.amazonaws.com/?client_id=me'),
+      403,
+      'Forbidden',
+      'me',
+    );
+    expect(noStage).toBeInstanceOf(EndpointError);
+    expect(noStage.message).toMatch(
+      /answered 403 \(Forbidden\): it should be the API's WebSocket URL including its stage/,
+    );
+    const staged = handshakeRefusal(
+      new URL('wss://abc.execute-api.eu-west-1.amazonaws.com/v1'),
+      403,
+      '',
+      'me',
+    );
+    expect(staged).toBeInstanceOf(UnauthorizedError);
+    expect(staged.message).toMatch(
+      /sign with credentials allowed to connect \(IAM execute-api:Invoke on the WebSocket API's \$connect route\)/,
+    );
+    expect(handshakeRefusal(new URL('ws://h/v1'), 503, '', 'me')).toBeInstanceOf(UnavailableError);
+  });
+
+  it('an unreachable WebSocket API: waits go over HTTP, and onWarning is told why', async () => {
+    const port = await refusing(404, '');
+    const closed = await new Promise<number>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const warnings: LatchkeyClientError[] = [];
+    const client = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      wsEndpoint: `ws://127.0.0.1:${closed}/v1`,
+      onWarning: (w) => warnings.push(w),
+    });
+    expect(await client.acquire('jobs/a', { waitTimeoutMs: 5_000 })).toMatchObject({ fencingToken: 7 });
+    client.close();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]?.message).toMatch(
+      new RegExp(`the WebSocket API at ws://127.0.0.1:${closed}/v1 is unreachable \\(.*ECONNREFUSED`),
+    );
+    expect(warnings[0]?.endpoint).toBe(`ws://127.0.0.1:${closed}/v1`);
+  });
+
+  it('an unreachable HTTP API: the SDK says which URL and why, and what it must be', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const client = new LockClient({ endpoint: `http://127.0.0.1:${closed}` });
+    const error = await failure(() => client.tryAcquire('jobs/a'));
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect(error.message).toMatch(
+      new RegExp(
+        `^latchkey at http://127.0.0.1:${closed} is unreachable \\(connect ECONNREFUSED 127.0.0.1:${closed}\\): check the client's endpoint`,
+      ),
+    );
+    expect((error as UnavailableError).reason).toBe(`connect ECONNREFUSED 127.0.0.1:${closed}`);
+  });
+
+  it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
+    server = createServer((_req, res) =>
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
+    );
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const error = await failure(() =>
+      new LockClient({ endpoint: `http://127.0.0.1:${port}` }).inspect('jobs/a'),
+    );
+    expect(error).toBeInstanceOf(EndpointError);
+    expect(error.message).toMatch(
+      /answered 404 to GET \/api\/v1\/locks\/jobs\/a: is it latchkey\? The endpoint must be the HTTP API's URL/,
+    );
+  });
+});
+
+describe('the CLI says where an endpoint came from and how to set it', () => {
+  const unreachable = (endpoint: string) =>
+    new UnavailableError('latchkey at … is unreachable', undefined, {
+      endpoint,
+      reason: 'connect ECONNREFUSED 127.0.0.1:4000',
+    });
+
+  it('the default, LATCHKEY_ENDPOINT, --endpoint, the outputs file', () => {
+    const local = resolveEndpoints({}, {});
+    expect(explain(unreachable(local.http), local)).toBe(
+      'latchkey at http://127.0.0.1:3000 is unreachable (connect ECONNREFUSED 127.0.0.1:4000); the HTTP API endpoint is the default, the local stack (start it with npm start); to use another, give --endpoint URL or set LATCHKEY_ENDPOINT=URL',
+    );
+    const env = resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:4000' });
+    expect(explain(unreachable(env.http), env)).toBe(
+      'latchkey at http://127.0.0.1:4000 is unreachable (connect ECONNREFUSED 127.0.0.1:4000); the HTTP API endpoint came from LATCHKEY_ENDPOINT: fix LATCHKEY_ENDPOINT=URL, or give --endpoint URL',
+    );
+    const flag = resolveEndpoints({ endpoint: 'http://127.0.0.1:4000' }, {});
+    expect(explain(unreachable(flag.http), flag)).toMatch(
+      /the HTTP API endpoint was given with --endpoint: check that URL$/,
+    );
+    const outputs: Endpoints = {
+      ...local,
+      httpFrom: { kind: 'outputs', file: 'cdk-outputs.json', stack: 'Latchkey' },
+    };
+    expect(explain(unreachable(local.http), outputs)).toMatch(
+      /came from cdk-outputs\.json \(stack Latchkey\); to use another, give --endpoint URL or set LATCHKEY_ENDPOINT=URL$/,
+    );
+  });
+
+  it('the WebSocket endpoint: --ws-endpoint, LATCHKEY_WS_ENDPOINT, or the local default', () => {
+    const wrongUrl = (url: string) => handshakeRefusal(new URL(url), 404, '', 'me') as EndpointError;
+    const env = resolveEndpoints(
+      {},
+      { LATCHKEY_ENDPOINT: 'https://a.example', LATCHKEY_WS_ENDPOINT: 'wss://w.example' },
+    );
+    expect(explain(wrongUrl('wss://w.example'), env)).toMatch(
+      /answered 404: it should be .*; the WebSocket endpoint came from LATCHKEY_WS_ENDPOINT: fix LATCHKEY_WS_ENDPOINT=URL, or give --ws-endpoint URL$/,
+    );
+    const flag = resolveEndpoints({ wsEndpoint: 'ws://127.0.0.1:3001' }, {});
+    expect(explain(wrongUrl('ws://127.0.0.1:3001'), flag)).toMatch(
+      /the WebSocket endpoint was given with --ws-endpoint: check that URL$/,
+    );
+    const local = resolveEndpoints({}, {});
+    expect(explain(new InvalidArgumentError('wsEndpoint', 'wsEndpoint must be …'), local)).toMatch(
+      /the WebSocket endpoint is the default, the local stack \(start it with npm start\); to use another, give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT=URL$/,
+    );
+    // An error about no endpoint is said as it is.
+    expect(explain(new InvalidArgumentError('ttlMs', 'ttlMs must …'), local)).toBe('ttlMs must …');
+  });
+
+  it('LATCHKEY_WS_ENDPOINT counts wherever the HTTP endpoint came from; an outputs file with several stacks is refused', () => {
+    const ws = 'wss://w.example/v1';
+    expect(resolveEndpoints({ endpoint: 'https://a.example' }, { LATCHKEY_WS_ENDPOINT: ws }).ws).toBe(ws);
+    expect(resolveEndpoints({}, { LATCHKEY_WS_ENDPOINT: ws }).ws).toBe(ws);
+    const file = join(mkdtempSync(join(tmpdir(), 'latchkey-outputs-')), 'cdk-outputs.json');
+    const stage = (name: string) => ({
+      ApiUrl: `https://${name}.example`,
+      WebSocketUrl: `wss://${name}.example/v1`,
+    });
+    writeFileSync(file, JSON.stringify({ 'Latchkey-dev': stage('dev'), 'Latchkey-prod': stage('prod') }));
+    expect(() => resolveEndpoints({ outputsFile: file }, {})).toThrow(
+      /has several latchkey stacks \(Latchkey-dev, Latchkey-prod\): write one outputs file per stage/,
+    );
+    writeFileSync(file, JSON.stringify({ 'Latchkey-prod': stage('prod'), Other: { Bucket: 'b' } }));
+    expect(resolveEndpoints({ outputsFile: file }, { LATCHKEY_WS_ENDPOINT: ws })).toMatchObject({
+      http: 'https://prod.example',
+      ws,
+    });
+  });
+
+  it('duration flags take a unit; run waits unless told not to', async () => {
+    const parse = async (args: string[]) => {
+      const cli = program().exitOverride();
+      const run = cli.commands.find((c) => c.name() === 'run');
+      run?.exitOverride().action(() => {});
+      for (const c of [cli, ...cli.commands]) c.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      await cli.parseAsync(['run', ...args, 'lock', '--', 'true'], { from: 'user' });
+      return run?.opts();
+    };
+    expect(await parse([])).toMatchObject({ ttl: 30_000, killGrace: 5_000 });
+    expect((await parse([]))?.wait).toBeUndefined(); // waits until granted
+    expect(await parse(['--wait', '1m30s', '--ttl', '10s', '--kill-grace', '500ms'])).toMatchObject({
+      wait: 90_000,
+      ttl: 10_000,
+      killGrace: 500,
+    });
+    expect(await parse(['-n'])).toMatchObject({ wait: false });
+    expect(await parse(['--no-wait'])).toMatchObject({ wait: false });
+    for (const flag of ['--ttl', '--wait', '--kill-grace'])
+      await expect(parse([flag, '30'])).rejects.toThrow(
+        new RegExp(
+          `option '${flag} <duration>' argument '30' is invalid\\. '30' has no unit: give a unit, e\\.g\\. 30s or 30000ms`,
+        ),
+      );
+  });
+});
+
+it('parseDuration is what turns text into the numbers the SDK takes', () => {
+  expect(parseDuration('30s')).toBe(30_000);
+});
