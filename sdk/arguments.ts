@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError } from './errors';
 import { Lease } from './lease';
-import { lockNameRefusal } from './names';
+import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameRefusal } from './names';
 
 /**
  * The lease length when a call does not give one. The service has no default (it requires
@@ -123,15 +123,12 @@ export function signalArg(value: unknown): AbortSignal | undefined {
   );
 }
 
-/** A client id as the service takes it (client_id). */
-export const CLIENT_ID = /^[A-Za-z0-9._\-:@/+=]{1,128}$/;
-
 export function clientIdArg(value: unknown): string | undefined {
   if (value === undefined) return undefined;
-  if (typeof value === 'string' && CLIENT_ID.test(value)) return value;
+  if (typeof value === 'string' && IDENTIFIER.test(value)) return value;
   throw new InvalidArgumentError(
     'clientId',
-    `clientId must be 1 to 128 characters of A-Z a-z 0-9 . _ - : @ / + = (got ${shown(value)})`,
+    `clientId must be 1 to ${IDENTIFIER_MAX_LENGTH} characters of ${IDENTIFIER_CHARACTERS} (got ${shown(value)})`,
   );
 }
 

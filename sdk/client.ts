@@ -30,6 +30,7 @@ import {
 } from './errors';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
+import { asIdentifier } from './names';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -114,10 +115,7 @@ const WS_EXPECTED =
   "the WebSocket API's URL with its stage, ws:// or wss:// (the stack's WebSocketUrl output, e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1; ws://127.0.0.1:3001/v1 for the local stack)";
 
 /** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
-const defaultClientId = () =>
-  `${hostname()
-    .replace(/[^A-Za-z0-9._\-:@/+=]/g, '-')
-    .slice(0, 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
+const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
 
 export class LockClient {
   readonly clientId: string;

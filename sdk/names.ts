@@ -95,3 +95,15 @@ export function lockPrefixRefusal(prefix: string): NameRefusal | undefined {
   const problem = lockPrefixProblem(prefix);
   return problem === undefined ? undefined : refusal('prefix', prefix, problem);
 }
+
+/**
+ * Identifiers the service takes besides lock names (client_id, request_id): 1-128 characters of
+ * these. One rule for the service, the SDK and the CLI.
+ */
+export const IDENTIFIER_CHARACTERS = 'A-Z a-z 0-9 . _ - : @ / + =';
+export const IDENTIFIER_MAX_LENGTH = 128;
+export const IDENTIFIER = /^[A-Za-z0-9._\-:@/+=]{1,128}$/;
+
+/** `raw` (a user or host name, say) made an identifier: other characters become `-`, cut to `max`. */
+export const asIdentifier = (raw: string, max = IDENTIFIER_MAX_LENGTH) =>
+  (raw.replace(/[^A-Za-z0-9._\-:@/+=]/g, '-') || '-').slice(0, max);

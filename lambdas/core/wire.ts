@@ -20,6 +20,7 @@ import {
   type RenewCommand,
   throughSession,
 } from './lock';
+import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH } from './names';
 import { PRIORITY, type QueueLimits, type Waiter } from './queue';
 import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
@@ -72,8 +73,8 @@ const identifier = (what: string) =>
   z
     .string()
     .min(1, `${what} must not be empty`)
-    .max(128, `${what} must be at most 128 characters`)
-    .regex(/^[A-Za-z0-9._\-:@/+=]+$/, `${what} may contain only A-Z a-z 0-9 . _ - : @ / + =`);
+    .max(IDENTIFIER_MAX_LENGTH, `${what} must be at most ${IDENTIFIER_MAX_LENGTH} characters`)
+    .regex(IDENTIFIER, `${what} may contain only ${IDENTIFIER_CHARACTERS}`);
 
 export const clientId = identifier('client_id');
 export const requestId = identifier('request_id');

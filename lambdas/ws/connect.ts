@@ -4,13 +4,14 @@
  * Grants are pushed only to a connection of the principal that asked.
  */
 import { invalidRequest, LatchkeyError } from '../core/errors';
+import { IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH } from '../core/names';
 import { principalOf } from '../core/principal';
 import { connectQuery } from '../core/ws-wire';
 import { getDeps } from '../shared/deps';
 import { asLatchkeyError, validate } from '../shared/http';
 import { ok, type WsEvent, type WsResult } from '../shared/ws';
 
-const CLIENT_ID_RULE = '1-128 characters of A-Z a-z 0-9 . _ - : @ / + =';
+const CLIENT_ID_RULE = `1-${IDENTIFIER_MAX_LENGTH} characters of ${IDENTIFIER_CHARACTERS}`;
 
 /** This API's URL with a client_id, as the handshake reached it (wss:// on AWS, ws:// on localhost). */
 function example(event: WsEvent): string {

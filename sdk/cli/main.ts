@@ -13,6 +13,7 @@ import {
   WaitTimeoutError,
 } from '../errors';
 import { Lease } from '../lease';
+import { asIdentifier } from '../names';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 
@@ -43,8 +44,7 @@ const integer = (value: string) => {
 
 /** The holder's name for commands whose lease outlives the process: stable per user and host. */
 const stableClientId = () =>
-  process.env.LATCHKEY_CLIENT_ID ??
-  `${userInfo().username}@${hostname()}`.replace(/[^A-Za-z0-9._\-:@/+=]/g, '_').slice(0, 128);
+  process.env.LATCHKEY_CLIENT_ID ?? asIdentifier(`${userInfo().username}@${hostname()}`);
 
 /** The endpoints this run uses, for messages about them. */
 let endpointsInUse: Endpoints | undefined;
