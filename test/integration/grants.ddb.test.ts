@@ -176,7 +176,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const lockName = () => `grants/${randomUUID()}`;
 
 describe('what each function does with DynamoDB', () => {
-  it('stays within the actions and partitions its spec grants it, on every path', async () => {
+  // Every path, one after another: about 40 s here, several times that on a loaded machine.
+  it('stays within the actions and partitions its spec grants it, on every path', {
+    timeout: 240_000,
+  }, async () => {
     const lock = lockName();
     // HTTP: acquire, a refused try, an HTTP wait that times out, renew, a wait served by the release.
     // Leases and waits are generous: a slow machine must not change which paths are taken.

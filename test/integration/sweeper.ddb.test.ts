@@ -145,7 +145,10 @@ describe('the sweeper', () => {
     });
   });
 
-  it('retries an item that keeps failing for over an hour, with backoff, and never skips it', async () => {
+  // Many sweeper runs over virtual hours: seconds here, a minute or more on a loaded machine.
+  it('retries an item that keeps failing for over an hour, with backoff, and never skips it', {
+    timeout: 180_000,
+  }, async () => {
     now += 600_000;
     const { session, names } = await sessionWithWaitedLocks('gil', 1, 300);
     const lock = names[0] as string;
@@ -174,7 +177,9 @@ describe('the sweeper', () => {
     expect(ended?.swept_at).toBeDefined();
   });
 
-  it('holds its cursor on an item it cannot even reschedule, for as long as that lasts', async () => {
+  it('holds its cursor on an item it cannot even reschedule, for as long as that lasts', {
+    timeout: 180_000,
+  }, async () => {
     now += 600_000;
     const { session, names } = await sessionWithWaitedLocks('hal', 1, 300);
     // The session's own partition fails every call for 70 minutes.
