@@ -41,11 +41,12 @@ export interface ConfigKey<T> {
 }
 
 /**
- * LatchkeyProps that are deliberately not configuration keys, with the reason. None today: every
- * prop is a plain value. A new prop must be added either to {@link PROP_KEYS} or here (the type of
- * PROP_KEYS refuses to compile otherwise).
+ * LatchkeyProps that are deliberately not configuration keys, with the reason. A new prop must be
+ * added either to {@link PROP_KEYS} or here (the type of PROP_KEYS refuses to compile otherwise).
  */
-export const EXCLUDED_PROPS = {} as const satisfies Partial<Record<keyof LatchkeyProps, string>>;
+export const EXCLUDED_PROPS = {
+  alarmTopic: 'a construct (an SNS topic object), not a value: the alarmTopicArn key names one by ARN',
+} as const satisfies Partial<Record<keyof LatchkeyProps, string>>;
 
 type ConfigurableProp = Exclude<keyof LatchkeyProps, keyof typeof EXCLUDED_PROPS>;
 
@@ -252,6 +253,18 @@ export const PROP_KEYS: { readonly [K in ConfigurableProp]-?: ConfigKey<NonNulla
     description: "the WebSocket API stage's throttle (messages and connects)",
     schema: throttle,
   },
+  alarmTopicArn: {
+    format: 'ARN of a standard SNS topic: arn:aws:sns:REGION:ACCOUNT:NAME',
+    default: '(none)',
+    description: 'where the alarms send their notifications and recoveries; none: alarms only change state',
+    schema: z.string({ error: 'not an ARN' }).trim().min(1, 'empty'),
+  },
+  tracing: {
+    format: 'true | false',
+    default: String(d.tracing),
+    description: "X-Ray active tracing of every function and its AWS SDK calls (HTTP APIs can't be traced)",
+    schema: z.preprocess(boolean, z.boolean({ error: 'not true or false' })),
+  },
 };
 
 /** Keys of the app itself, not of the construct. */
@@ -445,11 +458,13 @@ export function parseLatchkeyConfig(sources: ConfigSources): LatchkeyConfig {
   if (!problems.length)
     for (const { prop, message } of latchkeyPropProblems(props)) {
       const at = given[prop];
+      // Problems name configurable props only (an excluded prop cannot come from the context).
+      const spec = PROP_KEYS[prop as ConfigurableProp];
       problems.push({
         key: prop,
         value: at?.value,
-        source: at?.source ?? `default ${PROP_KEYS[prop].default}`,
-        message: `${message.replace(`${prop}: `, '')}; allowed: ${PROP_KEYS[prop].format}`,
+        source: at?.source ?? `default ${spec.default}`,
+        message: `${message.replace(`${prop}: `, '')}; allowed: ${spec.format}`,
       });
     }
   if (problems.length) throw new LatchkeyConfigError(problems);

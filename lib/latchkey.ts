@@ -1,7 +1,8 @@
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Token } from 'aws-cdk-lib';
 import type { Table } from 'aws-cdk-lib/aws-dynamodb';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
-import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { type ILogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { type ITopic, Topic } from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { PRIORITY, QUOTA_SHARDS } from '../lambdas/core/queue';
 import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
@@ -9,6 +10,7 @@ import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
+import { LockObservability } from './constructs/lock-observability';
 import { LockSweeper } from './constructs/lock-sweeper';
 import { LockTable } from './constructs/lock-table';
 import { LockWebSocketApi } from './constructs/lock-websocket-api';
@@ -91,6 +93,25 @@ export interface LatchkeyProps {
    * @default { rateLimit: 500, burstLimit: 1000 }
    */
   readonly webSocketThrottle?: Throttle;
+  /**
+   * Where the alarms (README: "Operate it") send their notifications, and their recoveries. Without
+   * it (and without `alarmTopicArn`) the alarms only change state, on the dashboard.
+   * @default none
+   */
+  readonly alarmTopic?: ITopic;
+  /**
+   * The ARN of an existing SNS topic (standard, not FIFO) for the alarms: `alarmTopic` for the
+   * command line (`-c alarmTopicArn=arn:aws:sns:…`). Not with `alarmTopic`.
+   * @default none
+   */
+  readonly alarmTopicArn?: string;
+  /**
+   * X-Ray active tracing of every function, with their DynamoDB, SQS and API Gateway management
+   * calls as subsegments. API Gateway HTTP APIs cannot be traced by X-Ray, so traces start at the
+   * functions. Costs X-Ray's per-trace price past its free tier.
+   * @default false
+   */
+  readonly tracing?: boolean;
 }
 
 export interface ReservedConcurrency {
@@ -113,6 +134,9 @@ export const DEFAULT_RESERVED_CONCURRENCY = {
   sweeper: 2,
 } as const satisfies Required<ReservedConcurrency>;
 
+/** Props whose default is "none". */
+type OptionalProp = 'alarmTopic' | 'alarmTopicArn';
+
 /** Every default of {@link LatchkeyProps}, in one place (the config keys' docs read them too). */
 export const LATCHKEY_DEFAULTS = {
   minTtlMs: DEFAULT_LIMITS.minTtlMs,
@@ -128,7 +152,8 @@ export const LATCHKEY_DEFAULTS = {
   reservedConcurrency: DEFAULT_RESERVED_CONCURRENCY,
   httpThrottle: { rateLimit: 1000, burstLimit: 2000 },
   webSocketThrottle: { rateLimit: 500, burstLimit: 1000 },
-} as const satisfies { readonly [K in keyof LatchkeyProps]-?: LatchkeyProps[K] };
+  tracing: false,
+} as const satisfies { readonly [K in Exclude<keyof LatchkeyProps, OptionalProp>]-?: LatchkeyProps[K] };
 
 /** One prop that makes no sense, and why. */
 export interface LatchkeyPropProblem {
@@ -200,8 +225,21 @@ export function latchkeyPropProblems(props: LatchkeyProps): LatchkeyPropProblem[
     if (!(typeof rateLimit === 'number' && rateLimit > 0) || !whole(burstLimit, 0))
       fail(name, `${name} must have a rateLimit > 0 (per second) and an integer burstLimit >= 0`);
   }
+  if (props.alarmTopicArn !== undefined) {
+    if (props.alarmTopic)
+      fail('alarmTopicArn', 'alarmTopicArn and alarmTopic name the same thing: give one of them');
+    // Tokens (a topic of the same app) are taken as they are.
+    else if (!Token.isUnresolved(props.alarmTopicArn) && !SNS_TOPIC_ARN.test(props.alarmTopicArn))
+      fail(
+        'alarmTopicArn',
+        `alarmTopicArn must be the ARN of a standard SNS topic (arn:aws:sns:REGION:ACCOUNT:NAME), not ${JSON.stringify(props.alarmTopicArn)}`,
+      );
+  }
   return problems;
 }
+
+/** A standard SNS topic's ARN (alarms cannot notify FIFO topics). */
+const SNS_TOPIC_ARN = /^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$/;
 
 /** The props with every default filled in (reserved concurrency merged over its defaults). */
 function resolved(props: LatchkeyProps) {
@@ -223,6 +261,7 @@ function resolved(props: LatchkeyProps) {
         : ({ ...d.reservedConcurrency, ...props.reservedConcurrency } as Required<ReservedConcurrency>),
     httpThrottle: props.httpThrottle ?? d.httpThrottle,
     webSocketThrottle: props.webSocketThrottle ?? d.webSocketThrottle,
+    tracing: props.tracing ?? d.tracing,
   };
 }
 
@@ -253,6 +292,8 @@ export class Latchkey extends Construct {
   readonly webSocketApi: LockWebSocketApi;
   readonly handoff: LockHandoff;
   readonly sweeper: LockSweeper;
+  /** The dashboard, alarms, Contributor Insights rules and saved queries (README: "Operate it"). */
+  readonly observability: LockObservability;
 
   constructor(scope: Construct, id: string, props: LatchkeyProps = {}) {
     super(scope, id);
@@ -280,6 +321,7 @@ export class Latchkey extends Construct {
       table: this.table,
       environment,
       logRetention,
+      tracing: p.tracing,
       ...p.webSocketThrottle,
     });
     const withPush = { ...environment, WS_MANAGEMENT_ENDPOINT: this.webSocketApi.managementEndpoint };
@@ -288,6 +330,7 @@ export class Latchkey extends Construct {
       environment: withPush,
       logRetention,
       connectionsArn: this.webSocketApi.connectionsArn,
+      tracing: p.tracing,
       ...(reserved ? { notifierConcurrency: reserved.notifier, timerConcurrency: reserved.timer } : {}),
     });
     this.httpApi = new LockHttpApi(this, 'Http', {
@@ -295,6 +338,7 @@ export class Latchkey extends Construct {
       environment: withPush,
       logRetention,
       connectionsArn: this.webSocketApi.connectionsArn,
+      tracing: p.tracing,
       ...p.httpThrottle,
       ...(reserved ? { reservedConcurrency: { 'http/lock-commands': reserved.lockCommands } } : {}),
     });
@@ -303,6 +347,7 @@ export class Latchkey extends Construct {
       environment: withPush,
       logRetention,
       connectionsArn: this.webSocketApi.connectionsArn,
+      tracing: p.tracing,
       ...(reserved ? { reservedConcurrency: reserved.sweeper } : {}),
     });
 
@@ -311,13 +356,40 @@ export class Latchkey extends Construct {
     this.httpApiId = this.httpApi.api.apiId;
     this.webSocketApiId = this.webSocketApi.api.apiId;
     this.webSocketConnectArn = this.webSocketApi.api.arnForExecuteApiV2('$connect', WS_STAGE);
+    const lockFunctions = {
+      ...this.httpApi.functions,
+      ...this.webSocketApi.functions,
+      [NOTIFIER.module]: this.handoff.notifier,
+      [TIMER.module]: this.handoff.timer,
+      [SWEEPER.module]: this.sweeper.function,
+    };
     const functions: Record<string, IFunction> = {};
-    for (const [module, fn] of Object.entries({ ...this.httpApi.functions, ...this.webSocketApi.functions }))
+    const logGroups: Record<string, ILogGroup> = {};
+    for (const [module, fn] of Object.entries(lockFunctions)) {
       functions[module] = fn.fn;
-    functions[NOTIFIER.module] = this.handoff.notifier.fn;
-    functions[TIMER.module] = this.handoff.timer.fn;
-    functions[SWEEPER.module] = this.sweeper.function.fn;
+      logGroups[module] = fn.logGroup;
+    }
     this.functions = functions;
+
+    const alarmTopic =
+      props.alarmTopic ??
+      (props.alarmTopicArn === undefined
+        ? undefined
+        : Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn));
+    this.observability = new LockObservability(this, 'Observability', {
+      functions,
+      logGroups,
+      table: this.table,
+      httpApi: this.httpApi.api,
+      webSocketApi: this.webSocketApi.api,
+      webSocketStage: this.webSocketApi.stage,
+      notifier: this.handoff.notifier.fn,
+      sweeper: this.sweeper.function.fn,
+      timerQueue: this.handoff.timerQueue,
+      timerDeadLetters: this.handoff.timerDeadLetters,
+      streamFailures: this.handoff.streamFailures,
+      ...(alarmTopic ? { alarmTopic } : {}),
+    });
   }
 
   /**

@@ -1,7 +1,7 @@
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
-import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
@@ -21,6 +21,11 @@ export interface LockFunctionProps {
   readonly timerQueue?: IQueue;
   /** Reserved concurrency: both a cap on this function and room kept for it. Default: none. */
   readonly reservedConcurrency?: number;
+  /**
+   * X-Ray active tracing: Lambda samples and sends segments, the role may put them, and the code's
+   * tracer (lambdas/shared/tracing.ts) records its AWS SDK calls. Default: off.
+   */
+  readonly tracing?: boolean;
 }
 
 /**
@@ -30,6 +35,8 @@ export interface LockFunctionProps {
  */
 export class LockFunction extends Construct {
   readonly fn: NodejsFunction;
+  /** Its log group (one JSON line per event): Contributor Insights rules and saved queries read it. */
+  readonly logGroup: LogGroup;
 
   constructor(scope: Construct, id: string, props: LockFunctionProps) {
     super(scope, id);
@@ -38,6 +45,7 @@ export class LockFunction extends Construct {
       retention: props.logRetention,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    this.logGroup = logGroup;
     const role = new Role(this, 'Role', {
       assumedBy: new ServicePrincipal('lambda.amazonaws.com'),
       description: `latchkey: ${spec.description}`,
@@ -100,11 +108,34 @@ export class LockFunction extends Construct {
         : { reservedConcurrentExecutions: props.reservedConcurrency }),
       role,
       logGroup,
-      environment: { ...props.environment, NODE_OPTIONS: '--enable-source-maps' },
+      environment: {
+        ...props.environment,
+        NODE_OPTIONS: '--enable-source-maps',
+        ...tracingEnvironment(props.tracing ?? false),
+      },
       bundling: bundlingOptions,
+      ...(props.tracing ? { tracing: Tracing.ACTIVE } : {}),
     });
+    if (props.tracing)
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords (added by Lambda tracing) have no resource-level permissions.',
+      });
   }
 }
+
+/**
+ * The tracer's settings (Powertools, lambdas/shared/tracing.ts): on only with active tracing; AWS
+ * SDK calls are captured explicitly, so plain HTTPS capture (which would record them twice) and
+ * responses (lock state, principals) are off. No POWERTOOLS_SERVICE_NAME: the metrics would take
+ * it as a dimension.
+ */
+export const tracingEnvironment = (tracing: boolean): Record<string, string> => ({
+  POWERTOOLS_TRACE_ENABLED: String(tracing),
+  POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
+  POWERTOOLS_TRACER_CAPTURE_HTTPS_REQUESTS: 'false',
+});
 
 /**
  * Bundled with the local esbuild (no Docker), as ES modules (middy is

@@ -18,6 +18,8 @@ export interface LockHandoffProps {
   /** Reserved concurrency of the notifier and the timer (room no other function can take). */
   readonly notifierConcurrency?: number;
   readonly timerConcurrency?: number;
+  /** X-Ray active tracing on its functions (LockFunctionProps.tracing). Default: off. */
+  readonly tracing?: boolean;
 }
 
 /**
@@ -62,6 +64,7 @@ export class LockHandoff extends Construct {
       logRetention: props.logRetention,
       connectionsArn: props.connectionsArn,
       timerQueue: this.timerQueue,
+      tracing: props.tracing,
     };
     this.notifier = new LockFunction(this, 'Notifier', {
       spec: NOTIFIER,

@@ -32,6 +32,8 @@ export interface LockHttpApiProps {
   readonly burstLimit?: number;
   /** Reserved concurrency by handler module (e.g. "http/lock-commands"); absent: none. */
   readonly reservedConcurrency?: Readonly<Record<string, number>>;
+  /** X-Ray active tracing on its functions (LockFunctionProps.tracing). Default: off. */
+  readonly tracing?: boolean;
 }
 
 /**
@@ -79,6 +81,7 @@ export class LockHttpApi extends Construct {
           table: props.table,
           environment: props.environment,
           logRetention,
+          tracing: props.tracing,
           ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
           ...(props.reservedConcurrency?.[route.module] === undefined
             ? {}

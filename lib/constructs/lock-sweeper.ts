@@ -15,6 +15,8 @@ export interface LockSweeperProps {
   readonly connectionsArn: string;
   /** Reserved concurrency: room no other function can take. Default: none. */
   readonly reservedConcurrency?: number;
+  /** X-Ray active tracing on its functions (LockFunctionProps.tracing). Default: off. */
+  readonly tracing?: boolean;
 }
 
 /** The sweeper: every minute, ends expired sessions and releases their locks (reads only what is due). */
@@ -30,6 +32,7 @@ export class LockSweeper extends Construct {
       environment: props.environment,
       logRetention: props.logRetention,
       connectionsArn: props.connectionsArn,
+      tracing: props.tracing,
       ...(props.reservedConcurrency === undefined ? {} : { reservedConcurrency: props.reservedConcurrency }),
     });
     this.rule = new Rule(this, 'EveryMinute', {

@@ -18,6 +18,8 @@ export interface LockWebSocketApiProps {
   readonly rateLimit?: number;
   /** @default 1000 */
   readonly burstLimit?: number;
+  /** X-Ray active tracing on its functions (LockFunctionProps.tracing). Default: off. */
+  readonly tracing?: boolean;
 }
 
 /**
@@ -74,6 +76,7 @@ export class LockWebSocketApi extends Construct {
         environment,
         logRetention,
         connectionsArn: this.connectionsArn,
+        tracing: props.tracing,
       });
       this.functions[route.module] = fn;
       this.api.addRoute(route.key, {

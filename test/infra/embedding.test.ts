@@ -33,7 +33,22 @@ const PHYSICAL_NAMES: Record<string, string[]> = {
   'AWS::SNS::Topic': ['TopicName'],
   'AWS::S3::Bucket': ['BucketName'],
   'AWS::KMS::Alias': ['AliasName'],
+  'AWS::CloudWatch::Alarm': ['AlarmName'],
+  'AWS::CloudWatch::Dashboard': ['DashboardName'],
+  'AWS::CloudWatch::InsightRule': ['RuleName'],
 };
+
+/**
+ * Names latchkey gives itself, unique per deployment (stack name, construct path and a hash): API
+ * names (so the console tells stages apart), and the dashboard, alarms and Contributor Insights
+ * rules (so an operator finds them; a rule must have a name).
+ */
+const DERIVED_NAMES = new Set([
+  'AWS::ApiGatewayV2::Api',
+  'AWS::CloudWatch::Alarm',
+  'AWS::CloudWatch::Dashboard',
+  'AWS::CloudWatch::InsightRule',
+]);
 
 const namesIn = (t: Template) =>
   Object.values(
@@ -61,13 +76,21 @@ describe('stages side by side', () => {
     const [a, b] = [Template.fromStack(staging), Template.fromStack(prod)];
     // Nothing that must be unique is named by hand: CloudFormation names it from the stack.
     for (const [type, prop, value] of namesIn(a))
-      expect(type === 'AWS::ApiGatewayV2::Api', `${type}.${prop} = ${JSON.stringify(value)}`).toBe(true);
+      expect(DERIVED_NAMES.has(type), `${type}.${prop} = ${JSON.stringify(value)}`).toBe(true);
     const literal = (t: Template) =>
       namesIn(t).map(([type, prop, value]) => `${type}.${prop}=${JSON.stringify(value)}`);
     const shared = literal(a).filter((name) => literal(b).includes(name));
     expect(shared).toEqual([]);
-    expect(literal(a)).toHaveLength(2); // the two API names, stage-derived
-    expect(literal(a).join()).toContain('Latchkey-staging');
+    const derived = [
+      'AWS::ApiGatewayV2::Api',
+      'AWS::CloudWatch::Alarm',
+      'AWS::CloudWatch::Dashboard',
+      'AWS::CloudWatch::InsightRule',
+    ];
+    const count = (type: string) => Object.keys(a.findResources(type)).length;
+    // Every one of them stage-derived.
+    expect(literal(a)).toHaveLength(derived.reduce((sum, type) => sum + count(type), 0));
+    for (const name of literal(a)) expect(name).toContain('Latchkey-staging');
     // Outputs keep their names in every stage (the CLI reads ApiUrl and WebSocketUrl).
     for (const t of [a, b])
       expect(Object.keys(t.toJSON().Outputs).sort()).toEqual(['ApiUrl', 'TableName', 'WebSocketUrl']);

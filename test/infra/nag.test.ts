@@ -31,6 +31,15 @@ it('the latchkey stack synthesizes with no unacknowledged AwsSolutions finding',
   expect(threw, JSON.stringify(report, null, 2)).toBeUndefined();
 });
 
+it('passes with tracing on and an alarm topic too (the X-Ray grants are acknowledged)', () => {
+  const app = freshApp();
+  app.node.setContext('tracing', 'true');
+  app.node.setContext('alarmTopicArn', 'arn:aws:sns:eu-west-1:123456789012:ops-pager');
+  const { app: built } = buildApp(app, {}, { cdkJsonContext: {} });
+  const { threw, report } = synthReport(built);
+  expect(threw, JSON.stringify(report, null, 2)).toBeUndefined();
+});
+
 it('the check is live: an unprotected table fails synth', () => {
   const app = freshApp();
   const stack = new Stack(app, 'Bad');

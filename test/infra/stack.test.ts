@@ -382,25 +382,26 @@ describe('limits', () => {
   });
 });
 
-describe('admin route', () => {
-  it('is a route of its own, IAM-authorized, with a function of its own that no lock route reaches', () => {
+describe('admin routes', () => {
+  it('are routes of their own, IAM-authorized, with functions of their own that no client route reaches', () => {
     const routes = Object.values(template.findResources('AWS::ApiGatewayV2::Route'));
-    const admin = routes.find((r) => r.Properties.RouteKey === 'POST /api/v1/admin/locks/{proxy+}');
-    expect(admin?.Properties.AuthorizationType).toBe('AWS_IAM');
     const integrations = template.findResources('AWS::ApiGatewayV2::Integration');
     const targetOf = (route: (typeof routes)[number]) => {
       const id = String(route.Properties.Target['Fn::Join'][1][1].Ref);
       return JSON.stringify(integrations[id]?.Properties.IntegrationUri);
     };
-    const adminFn = stack.getLogicalId(
-      locks.httpApi.functions['http/admin-locks']?.fn.node.defaultChild as never,
-    );
-    expect(targetOf(admin as never)).toContain(adminFn);
-    for (const route of routes.filter((r) => r !== admin && String(r.Properties.RouteKey).startsWith('POST')))
-      expect(targetOf(route)).not.toContain(adminFn);
-    // Its IAM resource path (…/POST/api/v1/admin/…) is outside every lock route's (…/api/v1/locks/…).
-    expect(ROUTES.filter((r) => r.key.includes('/admin/')).map((r) => r.module)).toEqual([
-      'http/admin-locks',
-    ]);
+    // Their IAM resource paths (…/api/v1/admin/…) are outside every client route's (…/api/v1/locks/…).
+    const adminRoutes = ROUTES.filter((r) => r.key.includes('/admin/'));
+    expect(adminRoutes.map((r) => r.key)).toContain('POST /api/v1/admin/locks/{proxy+}');
+    for (const { module } of adminRoutes) expect(module).toMatch(/^http\/admin-/);
+    const adminKeys = new Set(adminRoutes.map((r) => r.key));
+    for (const { key, module } of adminRoutes) {
+      const route = routes.find((r) => r.Properties.RouteKey === key);
+      expect(route?.Properties.AuthorizationType, key).toBe('AWS_IAM');
+      const fn = stack.getLogicalId(locks.httpApi.functions[module]?.fn.node.defaultChild as never);
+      expect(targetOf(route as never)).toContain(fn);
+      for (const other of routes.filter((r) => !adminKeys.has(r.Properties.RouteKey)))
+        expect(targetOf(other), `${other.Properties.RouteKey} reaches ${module}`).not.toContain(fn);
+    }
   });
 });
