@@ -83,6 +83,7 @@ async function main(): Promise<void> {
   console.log(`latchkey is ready
   HTTP API       ${stack.url}/api/v1   (${auth})
 ${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
+  metrics        ${stack.url}/metrics   (Prometheus text, unsigned)
   DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
   try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);

@@ -10,6 +10,8 @@ const HANDLER_MODULES: Record<string, () => Promise<{ handler: AnyHandler }>> = 
   'http/get-lock': () => import('../lambdas/http/get-lock'),
   'http/list-locks': () => import('../lambdas/http/list-locks'),
   'http/admin-locks': () => import('../lambdas/http/admin-locks'),
+  'http/admin-sessions': () => import('../lambdas/http/admin-sessions'),
+  'http/admin-end-session': () => import('../lambdas/http/admin-end-session'),
   'http/health': () => import('../lambdas/http/health'),
   'http/open-session': () => import('../lambdas/http/open-session'),
   'http/session-heartbeat': () => import('../lambdas/http/session-heartbeat'),

@@ -26,6 +26,7 @@ import type { PathEvent } from '../lambdas/http/lock-path';
 import { errorResponse, type HttpResult } from '../lambdas/shared/http';
 import { type AnyHandler, lambdaContext } from './handlers';
 import { type HostCheck, hardenServer, type RequestTimeouts, SERVER_OPTIONS } from './origin';
+import { PROMETHEUS_CONTENT_TYPE } from './prometheus';
 import { type LocalKeys, verifySigV4 } from './sigv4';
 
 export interface GatewayRoute {
@@ -49,6 +50,11 @@ export interface GatewayOptions {
   readonly hosts: HostCheck;
   /** How long a client may take to send a request (default REQUEST_TIMEOUTS). */
   readonly timeouts?: RequestTimeouts;
+  /**
+   * Serves `GET /metrics` (outside /api/v1, like a scrape endpoint: unsigned, but behind the Host
+   * and Origin checks): the functions' metrics in Prometheus' text format (local/prometheus.ts).
+   */
+  readonly metrics?: () => string;
 }
 
 /** API Gateway's HTTP API refuses payloads over 10 MB before any function runs. */
@@ -160,6 +166,11 @@ export function createHttpGateway(options: GatewayOptions): Server {
       if (refused) {
         res.shouldKeepAlive = false;
         return gatewayRefusal(res, 403, refused, 'FORBIDDEN');
+      }
+      if (options.metrics && rawPath === '/metrics' && (method === 'GET' || method === 'HEAD')) {
+        res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' });
+        res.end(method === 'HEAD' ? undefined : options.metrics());
+        return;
       }
       let body: Buffer | undefined;
       try {

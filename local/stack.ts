@@ -12,11 +12,13 @@ import { PATH_READERS } from '../lambdas/http/lock-path';
 import { ROUTES } from '../lambdas/http/routes';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import { describeError, log } from '../lambdas/shared/log';
+import { setEmfSink } from '../lambdas/shared/metrics';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
 import { type AnyHandler, lambdaContext, loadHandler } from './handlers';
 import { createHttpGateway } from './http-gateway';
 import { HostCheck, type RequestTimeouts } from './origin';
+import { PrometheusRegistry } from './prometheus';
 import { LOCAL_REGION, localKeys } from './sigv4';
 import { type StreamPoller, startStreamPoller } from './stream-poller';
 import { ensureTable } from './table-setup';
@@ -55,6 +57,8 @@ export interface LocalStack {
   readonly dynamoEndpoint: string;
   readonly tableName: string;
   readonly dynamoPid: number | undefined;
+  /** The functions' metrics so far, as `GET /metrics` serves them (Prometheus text format). */
+  metrics(): string;
   stop(): Promise<void>;
 }
 
@@ -95,6 +99,13 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       process.env.AWS_ACCESS_KEY_ID = 'local';
       process.env.AWS_SECRET_ACCESS_KEY = 'local';
     }
+    // The functions' EMF lines feed GET /metrics instead of stdout (LATCHKEY_LOCAL_EMF=1 prints them too).
+    const registry = new PrometheusRegistry();
+    const echo = process.env.LATCHKEY_LOCAL_EMF === '1';
+    setEmfSink((line) => {
+      registry.ingest(line);
+      if (echo) process.stdout.write(line);
+    });
     const admin = new DynamoDBClient({ endpoint: dynamoEndpoint, region: process.env.AWS_REGION });
     await ensureTable(admin, tableName);
     admin.destroy();
@@ -139,6 +150,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       keys,
       hosts,
       ...(options.requestTimeouts ? { timeouts: options.requestTimeouts } : {}),
+      metrics: () => registry.render(),
     });
     server.keepAliveTimeout = 65_000;
     servers.push(server);
@@ -155,12 +167,14 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       dynamoEndpoint,
       tableName,
       dynamoPid: dynamo?.pid,
+      metrics: () => registry.render(),
       async stop() {
         await sweeper?.stop();
         await ws.close();
         timerQueue.close();
         await stopServers();
         await dynamo?.stop();
+        setEmfSink(undefined);
         running = false;
       },
     };
@@ -168,6 +182,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     await sweeper?.stop();
     await stopServers();
     await dynamo?.stop();
+    setEmfSink(undefined);
     running = false;
     throw error;
   }

@@ -114,6 +114,16 @@ const HTTP_EXPECTED =
 const WS_EXPECTED =
   "the WebSocket API's URL with its stage, ws:// or wss:// (the stack's WebSocketUrl output, e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1; ws://127.0.0.1:3001/v1 for the local stack)";
 
+/** Which sessions `LockClient.listSessions` lists (administrators). */
+export interface ListSessionsOptions {
+  /** Only this principal's (an IAM ARN; an assumed-role session counts as its role). */
+  readonly principal?: string;
+  /** Only this client id's. */
+  readonly clientId?: string;
+  /** At most this many (default 1,000). */
+  readonly limit?: number;
+}
+
 /** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
 const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
 
@@ -412,6 +422,52 @@ export class LockClient {
         `forceRelease(name, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
       );
     return this.call('POST', `/api/v1/admin/locks/${name}/force-release`, { reason });
+  }
+
+  /**
+   * Administrators: every principal's sessions not yet swept (alive, in grace, expired, or ended
+   * with locks still to release), following pages (GET /api/v1/admin/sessions). `principal` and
+   * `clientId` narrow it to one owner's. Needs IAM permission on the admin route.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
+  async listSessions(options: ListSessionsOptions = {}): Promise<any[]> {
+    const { principal, clientId, limit = 1_000 } = optionsArg('listSessions', options, '{ limit: 100 }');
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new InvalidArgumentError(
+        'limit',
+        `listSessions: limit must be a positive integer (got ${shown(limit)})`,
+      );
+    const found: unknown[] = [];
+    let cursor: string | undefined;
+    do {
+      const query = new URLSearchParams({ limit: String(Math.min(100, limit - found.length)) });
+      if (principal) query.set('principal', principal);
+      if (clientId) query.set('client_id', clientId);
+      if (cursor) query.set('cursor', cursor);
+      const page = await this.call('GET', `/api/v1/admin/sessions?${query}`);
+      found.push(...page.sessions);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor && found.length < limit);
+    return found;
+  }
+
+  /**
+   * Administrators: ends session `id`, whoever owns it; its locks go to their next waiters
+   * (DELETE /api/v1/admin/sessions/{id}). `reason` is logged with the caller's identity.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the wire answer, documented in the README
+  async endSession(id: string, reason: string): Promise<any> {
+    if (typeof id !== 'string' || !/^(?:[0-9A-Fa-f-]{36}|conn-[A-Za-z0-9+=_-]{1,128})$/.test(id))
+      throw new InvalidArgumentError(
+        'id',
+        `endSession(id, reason): id must be a session id (a UUID, or conn-<connection id>) (got ${shown(id)})`,
+      );
+    if (typeof reason !== 'string' || reason.trim() === '')
+      throw new InvalidArgumentError(
+        'reason',
+        `endSession(id, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
+      );
+    return this.call('DELETE', `/api/v1/admin/sessions/${id}`, { reason });
   }
 
   /** Closes the WebSocket connection (if any); pending waits fail. */

@@ -6,6 +6,7 @@
 export { DEFAULT_TTL_MS } from './arguments';
 export {
   type AcquireOptions,
+  type ListSessionsOptions,
   LockClient,
   type LockClientOptions,
   type TryAcquireOptions,

@@ -1,12 +1,12 @@
 /**
  * POST /api/v1/admin/locks/{name}/force-release {reason}: an administrator ends whatever grant the
  * lock has, whoever holds it, and moves its fencing counter past it. A route of its own, so that
- * IAM grants it separately (README: "Security model"). Every use is logged with who and why.
+ * IAM grants it separately (README: "Security model"). Every use is audited (`audit: "force-release"`,
+ * by the service) with who, whom and why.
  */
 import { LatchkeyError } from '../core/errors';
 import { forceReleaseBody, isoTime } from '../core/wire';
 import { httpRoute, json, parseBody, principalFrom } from '../shared/http';
-import { log } from '../shared/log';
 import { lockCommandFrom } from './lock-path';
 
 /** The actions of this route: each is a reserved last level of lock names (sdk/names.ts). */
@@ -32,6 +32,5 @@ export const handler = httpRoute(async (event, { locks, clock }) => {
     client_id: released.clientId,
     fencing_token: released.fencingToken,
   };
-  log('warn', 'admin: lock force-released', { audit: 'force-release', lock: name, by, reason, holder });
   return json(200, { released: true, lock: name, holder, fenced_to: fencedTo, by, at: isoTime(clock.now()) });
 });

@@ -75,5 +75,21 @@ export const ROUTES: readonly RouteSpec[] = [
     description: 'force-release a lock, whoever holds it (administrators)',
     ...QUEUE_SERVER,
   },
+  {
+    // Admin routes of their own (under /admin/), so IAM grants them apart from the client routes.
+    key: 'GET /api/v1/admin/sessions',
+    module: 'http/admin-sessions',
+    description: "list every principal's sessions (administrators)",
+    // The due index finds the sessions not yet swept; each is read, and its lock records counted.
+    table: ['dynamodb:GetItem', 'dynamodb:Query'],
+    partitions: ['session'],
+    indexes: { by_due: ['dynamodb:Query'] },
+  },
+  {
+    key: 'DELETE /api/v1/admin/sessions/{id}',
+    module: 'http/admin-end-session',
+    description: 'end any session, releasing its locks (administrators)',
+    ...QUEUE_SERVER,
+  },
   { key: 'GET /api/v1/health', module: 'http/health', description: 'liveness', table: [], partitions: [] },
 ];

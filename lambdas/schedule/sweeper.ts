@@ -6,8 +6,13 @@
 import type { SweepReport } from '../service/sweeper';
 import { getDeps } from '../shared/deps';
 import { log } from '../shared/log';
+import { instrumented, okOutcome } from '../shared/metrics';
+import { internalContext, withRequestContext } from '../shared/request-context';
 
-export async function handler(): Promise<SweepReport> {
+export const handler = (): Promise<SweepReport> =>
+  withRequestContext(internalContext('sweep'), () => instrumented(sweep, okOutcome));
+
+async function sweep(): Promise<SweepReport> {
   const report = await getDeps().sweeper.sweep();
   if (report.expired || report.queuesServed || report.connectionsClosed || report.retried || report.behind)
     log(report.retried || report.behind ? 'warn' : 'info', 'sweeper run', { ...report });

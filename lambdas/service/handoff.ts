@@ -23,6 +23,9 @@ import {
 } from '../core/queue';
 import type { EndReason } from '../core/request';
 import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
+import { audit } from '../shared/log';
+import { metric } from '../shared/metrics';
+import { auditGrant, auditLapse, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
 import type { Pusher, PushOutcome } from './push';
 import { refusedAt, type Storage } from './storage';
@@ -42,6 +45,19 @@ export type ServeResult =
   | { readonly kind: 'idle' }
   /** A timer's grant is over and another took its place (see `serve`). */
   | { readonly kind: 'moved' };
+
+/** A request left its queue without a grant: one `wait-end` event. */
+function auditLeft(w: QueuedWaiter & { readonly requestId?: string }, reason: EndReason): true {
+  audit('wait-end', {
+    lock: w.lock,
+    principal: ownerOfRequestKey(w.requestKey),
+    client_id: w.clientId,
+    ...(w.requestId ? { request_id: w.requestId } : {}),
+    ...(w.connectionId === undefined ? {} : { connection_id: w.connectionId }),
+    reason,
+  });
+  return true;
+}
 
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
@@ -89,10 +105,19 @@ export class Handoff {
           await this.endWait(plan.head, 'session-ended', now);
         continue; // otherwise the lock or the waiter changed meanwhile: read again
       }
+      metric('WaitTime', now - plan.head.arrivedAt);
+      auditLapse(name, snapshot.lock, now);
+      auditGrant('handoff', grant, { request_id: plan.head.requestId, reason: 'next-in-queue' });
       if ((await this.announce(plan.head, grant)) !== 'gone')
         return { kind: 'granted', grant, waiter: plan.head };
       // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.
       const taken = await this.storage.transact(takeBackSteps(grant, plan.head, writeId, this.clock.now()));
+      if (taken.ok)
+        auditGrant('take-back', grant, {
+          request_id: plan.head.requestId,
+          connection_id: plan.head.connectionId,
+          reason: 'connection-gone',
+        });
       if (plan.head.connectionId) await this.forgetConnection(plan.head.connectionId);
       if (!taken.ok) return { kind: 'granted', grant, waiter: plan.head };
     }
@@ -105,10 +130,11 @@ export class Handoff {
    */
   async leave(w: QueuedWaiter, reason: EndReason, now: number): Promise<boolean> {
     const result = await this.storage.transact(leaveSteps(w, reason, now));
-    if (result.ok) return true;
+    if (result.ok) return auditLeft(w, reason);
     if (!refusedAt(result, 0) || refusedAt(result, 1) || refusedAt(result, 2)) return false;
     // The lock's count does not include it (the count drifted): remove it alone.
-    return (await this.storage.transact(orphanLeaveSteps(w, reason, now))).ok;
+    if (!(await this.storage.transact(orphanLeaveSteps(w, reason, now))).ok) return false;
+    return auditLeft(w, reason);
   }
 
   /** A connection that is gone: its waiters leave their queues and its item goes. */

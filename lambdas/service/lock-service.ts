@@ -66,6 +66,9 @@ import {
   requestOf,
 } from '../core/request';
 import { sessionGrantSteps } from '../core/session';
+import { audit } from '../shared/log';
+import { countAcquire } from './acquire-metrics';
+import { auditGrant, auditLapse } from './audit';
 import type { Clock } from './clock';
 import type { Connections } from './connections';
 import type { Handoff } from './handoff';
@@ -154,12 +157,34 @@ export class LockService {
     if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
     const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
     if (!result.ok) return { kind: 'moved-on' };
+    auditGrant(
+      'force-release',
+      { ...holder, lock: name },
+      { reason, by, fenced_to: holder.fencingToken + 1 },
+    );
     await this.handoff.serve(name);
     return { kind: 'released', released: holder, fencedTo: holder.fencingToken + 1 };
   }
 
-  /** Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write. */
+  /**
+   * Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write.
+   * A fresh grant or re-entry (not a replay of an earlier one) is audited here, once.
+   */
   async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
+    const result = await this.acquireOrQueue(cmd, wait);
+    countAcquire(result);
+    if (result.kind === 'done' && result.outcome.acquired && !result.outcome.replayed) {
+      const { grant } = result.outcome;
+      auditGrant(grant.reentry > 1 ? 'reenter' : 'grant', grant, {
+        reason: grant.reentry > 1 ? 'reentrant' : 'acquired',
+        ...(grant.reentry > 1 ? { reentry: grant.reentry } : {}),
+        ...(cmd.requestId === undefined ? {} : { request_id: cmd.requestId }),
+      });
+    }
+    return result;
+  }
+
+  private async acquireOrQueue(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
     if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
     // A grant held through a session is checked again when it lands; refuse a dead session before queuing.
     if (cmd.tenure.kind === 'session')
@@ -170,8 +195,10 @@ export class LockService {
       const waiter = newWaiter(withId, wait, now);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
       const queued = await this.storage.transact(enqueueSteps(waiter, now, this.limits));
-      if (queued.ok)
+      if (queued.ok) {
+        auditWait(waiter);
         return { kind: 'queued', wait: pendingOf(waiter), position: await this.position(waiter) };
+      }
       // The request already has a record: this is a retry, and the record decides.
       if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(withId, wait, oldAt(queued, 2));
       const overQuota =
@@ -228,13 +255,23 @@ export class LockService {
 
   async release(cmd: ReleaseCommand) {
     const outcome = await this.run(cmd.name, releaseProtocol(cmd, this.clock.now()));
+    audit('release', {
+      lock: cmd.name,
+      principal: cmd.owner,
+      client_id: cmd.clientId,
+      fencing_token: cmd.fencingToken,
+      reason: outcome.remaining > 0 ? 'reentry-released' : 'released',
+      remaining_reentries: outcome.remaining,
+    });
     if (outcome.remaining === 0 && outcome.queued > 0) await this.handoff.serve(cmd.name);
     return outcome;
   }
 
   async renew(cmd: RenewCommand) {
     try {
-      return await this.run(cmd.name, renewProtocol(cmd, this.clock.now()));
+      const renewed = await this.run(cmd.name, renewProtocol(cmd, this.clock.now()));
+      auditGrant('renew', renewed.grant, { reason: 'renewed', ttl_ms: cmd.ttlMs });
+      return renewed;
     } catch (error) {
       // A lapsed lease may have waiters the timer has not served yet.
       if (error instanceof LatchkeyError && error.code === 'LEASE_EXPIRED')
@@ -398,7 +435,10 @@ export class LockService {
       ...(record ? [grantedAtOnceStep(record, grant.fencingToken, now, gcFromHeld(grant.held) ?? now)] : []),
     ];
     const result = await this.storage.transact(steps);
-    if (result.ok) return { kind: 'granted', outcome: granted(grant, false) };
+    if (result.ok) {
+      auditLapse(cmd.name, seen, now);
+      return { kind: 'granted', outcome: granted(grant, false) };
+    }
     if (cmd.tenure.kind === 'session' && refusedAt(result, 1))
       throw await this.sessions.whyRefused(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     if (record && refusedAt(result, steps.length - 1))
@@ -548,6 +588,20 @@ export function newWaiter(
     connectionId: wait.connectionId,
   };
 }
+
+/** A request joined a queue. */
+const auditWait = (w: Waiter) =>
+  audit('wait', {
+    lock: w.lock,
+    principal: w.owner,
+    client_id: w.clientId,
+    ...(w.tenure.kind === 'session' ? { session_id: w.tenure.sessionId } : {}),
+    request_id: w.requestId,
+    priority: w.priority,
+    wait_until: new Date(w.deadline).toISOString(),
+    ...(w.connectionId === undefined ? {} : { connection_id: w.connectionId }),
+    reason: 'queued',
+  });
 
 const pendingOf = (w: Waiter): PendingWait => ({
   lock: w.lock,

@@ -8,6 +8,7 @@
  * idempotent. A failure throws, so the batch is retried.
  */
 import { onLockChange } from '../core/queue';
+import { countChanges } from './change-metrics';
 import type { Clock } from './clock';
 import type { Handoff } from './handoff';
 import { readChanges, type StreamRecord } from './stream-changes';
@@ -21,6 +22,7 @@ export class Notifier {
   ) {}
 
   async handle(records: readonly StreamRecord[]): Promise<void> {
+    countChanges(records);
     const { locks, joined, opened } = readChanges(records);
     await Promise.all(
       locks.map(async ({ lock, ...images }) => {

@@ -15,6 +15,7 @@ import {
   PostToConnectionCommand,
 } from '@aws-sdk/client-apigatewaymanagementapi';
 import type { Frame } from '../core/ws-wire';
+import { traced } from '../shared/tracing';
 
 export type PushOutcome = 'sent' | 'gone' | 'unknown';
 
@@ -31,7 +32,7 @@ export class ApiGatewayPusher implements Pusher {
 
   constructor(endpoint: string) {
     // One attempt per send: the retries below know which attempts may have delivered.
-    this.client = new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 1 });
+    this.client = traced(new ApiGatewayManagementApiClient({ endpoint, maxAttempts: 1 }));
   }
 
   async push(connectionId: string, frame: Frame): Promise<PushOutcome> {

@@ -12,6 +12,7 @@ import { HttpWaits } from './http-waits';
 import { LockService } from './lock-service';
 import { Notifier } from './notifier';
 import type { Pusher } from './push';
+import { SessionAdmin } from './session-admin';
 import { Sessions } from './sessions';
 import type { Storage } from './storage';
 import { Sweeper } from './sweeper';
@@ -35,6 +36,8 @@ export interface Services {
   readonly httpWaits: HttpWaits;
   readonly handoff: Handoff;
   readonly sessions: Sessions;
+  /** An operator's view and end of any session (admin routes). */
+  readonly sessionAdmin: SessionAdmin;
   readonly connections: Connections;
   readonly sweeper: Sweeper;
   readonly timekeeper: Timekeeper;
@@ -56,6 +59,7 @@ export function wireServices(ports: Ports): Services {
     httpWaits: new HttpWaits(storage, clock, limits.maxHttpWaits),
     handoff,
     sessions,
+    sessionAdmin: new SessionAdmin(storage, sessions, clock),
     connections,
     sweeper: new Sweeper(storage, sessions, handoff, connections, clock),
     timekeeper: new Timekeeper(handoff, sessions, timers, clock),

@@ -12,7 +12,7 @@ import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import { connectionRef, lockRef, sessionLockRef, sessionRef, updateStep } from '../core/items';
-import { liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
+import { lastFencingToken, liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
   createWrite,
   endWrite,
@@ -25,6 +25,7 @@ import {
   sessionState,
   sweptWrite,
 } from '../core/session';
+import { type AuditFields, audit } from '../shared/log';
 import type { Clock } from './clock';
 import type { Connection } from './connections';
 import type { Handoff } from './handoff';
@@ -53,7 +54,18 @@ export class Sessions {
     const write = createWrite(owner, clientId, settings, this.clock.now());
     const result = await this.storage.write(sessionRef(id), write);
     if (!result.ok) throw new LatchkeyError('UNAVAILABLE', 'session id collision; retry', undefined, 0);
-    return sessionOfItem(id, result.item);
+    const session = sessionOfItem(id, result.item);
+    audit('session-open', {
+      ...sessionFields(session),
+      ttl_ms: settings.ttlMs,
+      grace_ms: settings.graceMs,
+      lock_delay_ms: settings.lockDelayMs,
+      // As the API names them: the heartbeat deadline, and the end of its grace.
+      expires_at: new Date(session.deadline).toISOString(),
+      grace_until: new Date(session.expiresAt).toISOString(),
+      reason: 'opened',
+    });
+    return session;
   }
 
   /** Extends the session, and with it every lock held through it: one read and one write, whatever the locks. */
@@ -65,18 +77,29 @@ export class Sessions {
     throw refusal(id, owner, clientId, result.old, now);
   }
 
-  /** Ends the session at its client's request and releases its locks. */
-  async close(id: string, owner: string, clientId: string): Promise<number> {
+  /**
+   * Ends the session at its client's request and releases its locks. `why` is the audit trail's
+   * reason ("closed"; "connection-closed" for a WebSocket connection's; an operator's text).
+   */
+  async close(
+    id: string,
+    owner: string,
+    clientId: string,
+    why: { readonly reason: string; readonly by?: string; readonly admin?: boolean } = { reason: 'closed' },
+  ): Promise<number> {
     const now = this.clock.now();
     const result = await this.storage.write(sessionRef(id), endWrite({ owner, clientId }, 'closed', now));
-    if (result.ok) return this.releaseLocks(id, 0);
+    if (result.ok) {
+      audit('session-end', { ...sessionFields({ id, owner, clientId }), ...why });
+      return this.releaseLocks({ id, owner, clientId }, 0, why.by);
+    }
     const session = result.old && sessionOfItem(id, result.old);
     if (!session || session.owner !== owner || session.clientId !== clientId)
       throw refusal(id, owner, clientId, result.old, now);
     // Already past its expiry (no heartbeat in time): it ends as expired, lock-delay and all.
     if (session.endedAt === undefined) return (await this.expire(id, now)) ?? 0;
     // Closing twice (a retry) or after the sweeper ended it: finish whatever is left, answer as done.
-    return this.releaseLocks(id, session.endReason === 'expired' ? session.lockDelayMs : 0);
+    return this.releaseLocks(session, session.endReason === 'expired' ? session.lockDelayMs : 0);
   }
 
   /** The session, if it is this principal's and client's and may still take locks; a clear 403/404/409 otherwise. */
@@ -111,6 +134,13 @@ export class Sessions {
     ]);
     if (refusedAt(created, 0))
       throw new LatchkeyError('NOT_FOUND', `WebSocket connection ${connection.id} has closed: reconnect`);
+    if (created.ok)
+      audit('session-open', {
+        ...sessionFields({ id, owner: connection.owner, clientId: connection.clientId }),
+        ttl_ms: settings.ttlMs,
+        expires_at: new Date(now + settings.ttlMs).toISOString(),
+        reason: 'ephemeral',
+      });
     // Made by an earlier acquire: still usable?
     if (!created.ok) await this.live(id, connection.owner, connection.clientId);
     return id;
@@ -122,7 +152,7 @@ export class Sessions {
     const item = await this.storage.read(sessionRef(id));
     if (!item) return 0;
     const session = sessionOfItem(id, item);
-    return this.close(id, session.owner, session.clientId);
+    return this.close(id, session.owner, session.clientId, { reason: 'connection-closed' });
   }
 
   /** When something about session `id` is due (see sessionDueAt); undefined once fully ended, or unknown. */
@@ -140,18 +170,39 @@ export class Sessions {
     if (session.endedAt === undefined) {
       const ended = await this.storage.write(sessionRef(id), endWrite(session, 'expired', now));
       if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) return undefined; // heartbeat won
+      if (ended.ok)
+        audit('session-end', {
+          ...sessionFields(session),
+          reason: 'expired',
+          ...(session.lockDelayMs > 0 ? { lock_delay_ms: session.lockDelayMs } : {}),
+        });
       reason = ended.ok ? 'expired' : sessionOfItem(id, ended.old as Item).endReason;
     }
     // Lock-delay only for a session that expired: its holder may merely be cut off, still working.
-    return this.releaseLocks(id, reason === 'expired' ? session.lockDelayMs : 0);
+    return this.releaseLocks(session, reason === 'expired' ? session.lockDelayMs : 0);
   }
 
-  private async releaseLocks(id: string, lockDelayMs: number): Promise<number> {
+  private async releaseLocks(
+    session: Pick<Session, 'id' | 'owner' | 'clientId'>,
+    lockDelayMs: number,
+    by?: string,
+  ): Promise<number> {
+    const { id } = session;
     let released = 0;
     for (const name of await this.storage.sessionLocks(id)) {
       const now = this.clock.now();
       const result = await this.storage.write(lockRef(name), sessionReleaseWrite(id, now, lockDelayMs));
-      if (result.ok) released++;
+      if (result.ok) {
+        released++;
+        audit('release', {
+          lock: name,
+          ...sessionFields(session),
+          fencing_token: lastFencingToken(result.item),
+          reason: 'session-ended',
+          ...(lockDelayMs > 0 ? { lock_delay_ms: lockDelayMs } : {}),
+          ...(by === undefined ? {} : { by }),
+        });
+      }
       // Served even when this run's release was refused: an earlier run may have released it and died.
       const item = result.ok ? result.item : result.old;
       if (!liveHolder(item, now) && queuedCount(item) > 0) await this.handoff.serve(name);
@@ -169,6 +220,17 @@ export class Sessions {
       throw refusal(id, owner, clientId, undefined, 0, session);
     return session;
   }
+}
+
+/** The fields naming a session in the audit trail (and its WebSocket connection, if it is one's). */
+function sessionFields(s: Pick<Session, 'id' | 'owner' | 'clientId'>): AuditFields {
+  const connection = connectionOfSession(s.id);
+  return {
+    session_id: s.id,
+    principal: s.owner,
+    client_id: s.clientId,
+    ...(connection === undefined ? {} : { connection_id: connection }),
+  };
 }
 
 function refusal(

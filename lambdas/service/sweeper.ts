@@ -22,6 +22,7 @@ import { lt, missing, or, set } from '../core/expr';
 import { type ItemRef, refText, SWEEPER_REF } from '../core/items';
 import { retryLaterWrite, sweepBackoffMs, sweepFailures } from '../core/sweep';
 import { describeError, log } from '../shared/log';
+import { metric } from '../shared/metrics';
 import { minuteOf } from '../store/table';
 import type { Clock } from './clock';
 import type { Connections } from './connections';
@@ -92,8 +93,10 @@ export class Sweeper {
     const served = new Set<string>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
     let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
+    let oldest: number | undefined; // the first minute with something due (SweeperLag)
     for (let minute = from; minute <= last; minute++) {
       const due = await this.storage.dueIn(minute, now);
+      if (due.length > 0) oldest ??= minute;
       const failed = await eachAtMost(SWEEP_CONCURRENCY, due, async (ref) => {
         if (ref.kind === 'session') {
           const released = await this.sessions.expire(ref.session, now);
@@ -118,6 +121,8 @@ export class Sweeper {
       if (!holding && minute < current) doneTo = Math.max(doneTo, minute + 1);
     }
     if (doneTo !== cursor) await this.advance(doneTo);
+    // How long the oldest item found had been due, to the minute (0: nothing was due).
+    metric('SweeperLag', oldest === undefined ? 0 : Math.max(0, now - oldest * 60_000));
     return {
       minutes: last - from + 1,
       queuesServed: served.size,

@@ -8,6 +8,7 @@
  * remain. A timer that is late or doubled is harmless: acting on it is a
  * conditional handoff.
  */
+import { metric } from '../shared/metrics';
 import type { Clock } from './clock';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
@@ -29,6 +30,7 @@ export class Timekeeper {
     const wait = message.due_at - this.clock.now();
     if (wait > SLEEP_WITHIN_MS) return this.timers.schedule(message.lock, message.due_at, message.fence);
     if (wait > 0) await this.clock.sleep(wait);
+    metric('TimerLateness', Math.max(0, -wait));
     const served = await this.handoff.serve(message.lock, message.fence);
     if (
       served.kind === 'held' &&
@@ -47,6 +49,7 @@ export class Timekeeper {
       const wait = due - this.clock.now();
       if (wait > SLEEP_WITHIN_MS) return this.timers.scheduleSession(id, due);
       if (wait > 0) await this.clock.sleep(wait);
+      if (round === 0) metric('TimerLateness', Math.max(0, -wait));
       if ((await this.sessions.expire(id)) !== undefined) return;
       // A heartbeat landed in the last instant: look again.
     }

@@ -9,6 +9,7 @@
  */
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
+import { traced } from '../shared/tracing';
 import { toStoreError } from '../store/errors';
 
 export interface Timers {
@@ -35,7 +36,7 @@ export const delaySeconds = (at: number, now: number): number =>
   Math.min(SQS_MAX_DELAY_SECONDS, Math.max(0, Math.floor((at - now) / 1000)));
 
 export class SqsTimers implements Timers {
-  private readonly client = new SQSClient({ maxAttempts: 3 });
+  private readonly client = traced(new SQSClient({ maxAttempts: 3 }));
 
   constructor(
     private readonly queueUrl: string,

@@ -2,8 +2,11 @@
  * Every request a function sends to DynamoDB, retries included, can be
  * observed: the command and its input. The functions pass `onDynamoCall` to
  * their DynamoDB client; nothing observes by default. Tests use it to check
- * each function's calls against the grants of its role.
+ * each function's calls against the grants of its role. `onDynamoAttempt` counts them as
+ * metrics (shared/metrics.ts).
  */
+import { metric } from './metrics';
+
 export type CallObserver = (command: string, input: Readonly<Record<string, unknown>>) => void;
 
 let observer: CallObserver | undefined;
@@ -35,3 +38,36 @@ export function observeDynamoSuccesses(fn: ResultObserver): () => void {
     if (resultObserver === fn) resultObserver = undefined;
   };
 }
+
+const THROTTLES = new Set([
+  'ProvisionedThroughputExceededException',
+  'ThrottlingException',
+  'RequestLimitExceeded',
+  'TooManyRequestsException',
+]);
+
+/** The codes of a cancelled transaction's reasons (`ConditionalCheckFailed`, `ThrottlingError`…). */
+function cancellationCodes(error: { CancellationReasons?: unknown }): string[] {
+  const reasons = Array.isArray(error.CancellationReasons) ? error.CancellationReasons : [];
+  return reasons.map((reason: { Code?: unknown }) => (typeof reason?.Code === 'string' ? reason.Code : ''));
+}
+
+/**
+ * Counts every DynamoDB request (each attempt) under the current request's operation (metrics
+ * DynamoCalls, DynamoLatency, DynamoThrottles, DynamoConditionFailures): a refused condition,
+ * of a single write or inside a transaction, and a throttle are counted apart.
+ */
+export const onDynamoAttempt = (_command: string, ms: number, error?: unknown): void => {
+  metric('DynamoCalls', 1);
+  metric('DynamoLatency', ms);
+  if (error === undefined) return;
+  const name = error instanceof Error ? error.name : '';
+  const codes = name === 'TransactionCanceledException' ? cancellationCodes(error as object) : [];
+  if (
+    THROTTLES.has(name) ||
+    codes.some((code) => code === 'ThrottlingError' || code === 'ProvisionedThroughputExceeded')
+  )
+    metric('DynamoThrottles', 1);
+  if (name === 'ConditionalCheckFailedException' || codes.includes('ConditionalCheckFailed'))
+    metric('DynamoConditionFailures', 1);
+};

@@ -10,12 +10,13 @@ import { LatchkeyError } from '../core/errors';
 import { acquireBody, renewBody, sessionBody } from '../core/wire';
 import { wsMessage } from '../core/ws-wire';
 import { systemClock } from '../service/clock';
+import { countedPusher } from '../service/counted-pusher';
 import { ApiGatewayPusher, type Pusher } from '../service/push';
 import { type Services, wireServices } from '../service/services';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { DynamoStorage } from '../store/dynamo-storage';
-import { onDynamoCall, onDynamoSuccess } from './calls';
+import { onDynamoAttempt, onDynamoCall, onDynamoSuccess } from './calls';
 import { type Config, loadConfig } from './config';
 
 export interface Deps extends Services {
@@ -42,9 +43,10 @@ export function getDeps(): Deps {
       ...(config.dynamoEndpoint ? { endpoint: config.dynamoEndpoint } : {}),
       onCall: onDynamoCall,
       onSuccess: onDynamoSuccess,
+      onAttempt: onDynamoAttempt,
     });
     const pusher: Pusher = config.wsManagementEndpoint
-      ? new ApiGatewayPusher(config.wsManagementEndpoint)
+      ? countedPusher(new ApiGatewayPusher(config.wsManagementEndpoint))
       : { push: async () => missing('the WebSocket API', 'WS_MANAGEMENT_ENDPOINT') };
     const timers: Timers = config.timerQueueUrl
       ? new SqsTimers(config.timerQueueUrl)

@@ -3,14 +3,18 @@
  * schemas, JSON responses, and one error mapping (middy onError), so a
  * handler is only "parse, call the store, answer".
  */
+import { randomUUID } from 'node:crypto';
 import middy from '@middy/core';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import type { z } from 'zod';
 import { type ErrorDetail, invalidRequest, LatchkeyError } from '../core/errors';
 import { principalOf } from '../core/principal';
 import { MAX_BODY_BYTES } from '../core/wire';
 import { type Deps, getDeps } from './deps';
 import { describeError, log } from './log';
+import { instrumented } from './metrics';
+import { httpOutcome } from './outcomes';
+import { type RequestContext, withRequestContext } from './request-context';
 
 export type HttpEvent = APIGatewayProxyEventV2;
 export type HttpResult = APIGatewayProxyStructuredResultV2;
@@ -119,6 +123,48 @@ export function asLatchkeyError(error: unknown): LatchkeyError {
 }
 
 /**
+ * Operations by route key (a lock command's is its action), as the metric catalog names them: the
+ * `operation` of every log line and the `Operation` dimension of every metric.
+ */
+const OPERATIONS: Record<string, string> = {
+  'GET /api/v1/locks/{proxy+}': 'inspect',
+  'GET /api/v1/list/{proxy+}': 'list',
+  'GET /api/v1/list': 'list',
+  'POST /api/v1/sessions': 'open',
+  'POST /api/v1/sessions/{id}/heartbeat': 'heartbeat',
+  'DELETE /api/v1/sessions/{id}': 'close',
+  'POST /api/v1/admin/locks/{proxy+}': 'force-release',
+  'GET /api/v1/admin/sessions': 'admin-list-sessions',
+  'DELETE /api/v1/admin/sessions/{id}': 'admin-end-session',
+  'GET /api/v1/health': 'health',
+};
+const LOCK_ACTIONS = new Set(['acquire', 'release', 'renew', 'cancel']);
+
+/** What a request does: "acquire", "inspect", "force-release"… (the route key if unknown). */
+export function operationOf(event: Pick<HttpEvent, 'routeKey' | 'rawPath'>): string {
+  if (event.routeKey === 'POST /api/v1/locks/{proxy+}') {
+    const action = (event.rawPath ?? '').split('/').pop() ?? '';
+    return LOCK_ACTIONS.has(action) ? action : 'lock-command';
+  }
+  return OPERATIONS[event.routeKey] ?? event.routeKey;
+}
+
+/** The request context of an HTTP request: API Gateway's request id, the caller, the operation. */
+export function httpContext(event: HttpEvent): RequestContext {
+  let principal: string | undefined;
+  try {
+    principal = principalFrom(event);
+  } catch {
+    principal = undefined; // unsigned: the route refuses it itself
+  }
+  return {
+    request_id: event.requestContext?.requestId ?? randomUUID(),
+    operation: operationOf(event),
+    ...(principal === undefined ? {} : { principal }),
+  };
+}
+
+/**
  * Wraps a route: it gets the event and the services (the composition root, or what a test hands
  * in); any LatchkeyError becomes its JSON answer; anything else is logged and answered 500.
  */
@@ -126,11 +172,20 @@ export function httpRoute(
   run: (event: HttpEvent, deps: Deps) => Promise<HttpResult>,
   deps: () => Deps = getDeps,
 ) {
-  return middy<HttpEvent, HttpResult>()
+  const route = middy<HttpEvent, HttpResult>()
     .handler((event) => run(event, deps()))
     .use({
       onError: async (request) => {
         request.response = errorResponse(asLatchkeyError(request.error));
       },
     });
+  // The whole invocation (middlewares and error mapping included) runs in the request's context.
+  return (event: HttpEvent, context: Context): Promise<HttpResult> =>
+    withRequestContext(httpContext(event), () =>
+      // Counted (Requests by operation and outcome, Latency) and its metrics flushed once.
+      instrumented(
+        () => route(event, context),
+        (result) => httpOutcome(event, result),
+      ),
+    );
 }

@@ -6,6 +6,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { traced } from '../shared/tracing';
 
 export interface DocumentClientOptions {
   readonly region?: string;
@@ -16,15 +17,23 @@ export interface DocumentClientOptions {
   readonly onCall?: (commandName: string, input: Readonly<Record<string, unknown>>) => void;
   /** Called once per request DynamoDB answered with success (the command and its input). */
   readonly onSuccess?: (commandName: string, input: Readonly<Record<string, unknown>>) => void;
+  /**
+   * Called once per HTTP request sent to DynamoDB, retries included, when it is answered: how long
+   * it took and, if it failed, the error (a refused condition, a throttle, a timeout…).
+   */
+  readonly onAttempt?: (commandName: string, ms: number, error?: unknown) => void;
 }
 
 export function createDocumentClient(options: DocumentClientOptions = {}): DynamoDBDocumentClient {
-  const client = new DynamoDBClient({
-    ...(options.region ? { region: options.region } : {}),
-    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-    maxAttempts: options.maxAttempts ?? 3,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 3_000 }),
-  });
+  // Traced (X-Ray subsegments) only where the stack turned tracing on.
+  const client = traced(
+    new DynamoDBClient({
+      ...(options.region ? { region: options.region } : {}),
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+      maxAttempts: options.maxAttempts ?? 3,
+      requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 3_000 }),
+    }),
+  );
   const onCall = options.onCall;
   if (onCall) {
     client.middlewareStack.add(
@@ -34,6 +43,26 @@ export function createDocumentClient(options: DocumentClientOptions = {}): Dynam
       },
       // The deserialize step runs once per attempt, inside the retry loop.
       { step: 'deserialize', name: 'latchkeyCallCounter', override: true },
+    );
+  }
+  const onAttempt = options.onAttempt;
+  if (onAttempt) {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const started = performance.now();
+        const command = context.commandName ?? 'unknown';
+        try {
+          const output = await next(args);
+          onAttempt(command, performance.now() - started);
+          return output;
+        } catch (error) {
+          onAttempt(command, performance.now() - started, error);
+          throw error;
+        }
+      },
+      // Once per attempt (inside the retry loop), and before the deserializer (priority high), so
+      // that it sees the error DynamoDB's answer becomes.
+      { step: 'deserialize', priority: 'high', name: 'latchkeyAttemptObserver', override: true },
     );
   }
   const onSuccess = options.onSuccess;

@@ -5,7 +5,13 @@
  */
 import type { StreamRecord } from '../service/stream-changes';
 import { getDeps } from '../shared/deps';
+import { instrumented, okOutcome } from '../shared/metrics';
+import { internalContext, withRequestContext } from '../shared/request-context';
 
 export async function handler(event: { Records: readonly StreamRecord[] }): Promise<void> {
-  await getDeps().notifier.handle(event.Records);
+  // One context per batch, named by its first record's event id.
+  const id = (event.Records[0] as { eventID?: string } | undefined)?.eventID;
+  await withRequestContext(internalContext('notify', id), () =>
+    instrumented(() => getDeps().notifier.handle(event.Records), okOutcome),
+  );
 }

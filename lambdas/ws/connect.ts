@@ -9,7 +9,10 @@ import { principalOf } from '../core/principal';
 import { connectQuery } from '../core/ws-wire';
 import { getDeps } from '../shared/deps';
 import { asLatchkeyError, validate } from '../shared/http';
-import { ok, type WsEvent, type WsResult } from '../shared/ws';
+import { instrumented } from '../shared/metrics';
+import { wsOutcome } from '../shared/outcomes';
+import { withRequestContext } from '../shared/request-context';
+import { ok, type WsEvent, type WsResult, wsContext } from '../shared/ws';
 
 const CLIENT_ID_RULE = `1-${IDENTIFIER_MAX_LENGTH} characters of ${IDENTIFIER_CHARACTERS}`;
 
@@ -39,7 +42,10 @@ function clientIdOf(event: WsEvent): string {
   }
 }
 
-export async function handler(event: WsEvent): Promise<WsResult> {
+export const handler = (event: WsEvent): Promise<WsResult> =>
+  withRequestContext(wsContext(event, 'connect'), () => instrumented(() => handle(event), wsOutcome));
+
+async function handle(event: WsEvent): Promise<WsResult> {
   try {
     const arn = event.requestContext.identity?.userArn;
     if (!arn)

@@ -5,9 +5,15 @@
  * once its 2-hour limit has passed.
  */
 import { getDeps } from '../shared/deps';
-import { ok, type WsEvent, type WsResult } from '../shared/ws';
+import { instrumented } from '../shared/metrics';
+import { wsOutcome } from '../shared/outcomes';
+import { withRequestContext } from '../shared/request-context';
+import { ok, type WsEvent, type WsResult, wsContext } from '../shared/ws';
 
-export async function handler(event: WsEvent): Promise<WsResult> {
+export const handler = (event: WsEvent): Promise<WsResult> =>
+  withRequestContext(wsContext(event, 'disconnect'), () => instrumented(() => handle(event), wsOutcome));
+
+async function handle(event: WsEvent): Promise<WsResult> {
   await getDeps().connections.closed(event.requestContext.connectionId);
   return ok;
 }

@@ -8,7 +8,10 @@
 import { errorFrame, type Frame, MAX_MESSAGE_BYTES } from '../core/ws-wire';
 import { getDeps } from '../shared/deps';
 import { asLatchkeyError, parseJsonObject } from '../shared/http';
-import { ok, type WsEvent, type WsResult } from '../shared/ws';
+import { instrumented } from '../shared/metrics';
+import { wsOutcome } from '../shared/outcomes';
+import { withRequestContext } from '../shared/request-context';
+import { ok, type WsEvent, type WsResult, wsContext } from '../shared/ws';
 import { answer } from './answer';
 
 /** The request_id of a message, even one that is otherwise invalid, so its error frame can name it. */
@@ -22,7 +25,10 @@ function requestIdOf(raw: Buffer): string | undefined {
   }
 }
 
-export async function handler(event: WsEvent): Promise<WsResult> {
+export const handler = (event: WsEvent): Promise<WsResult> =>
+  withRequestContext(wsContext(event, 'message'), () => instrumented(() => handle(event), wsOutcome));
+
+async function handle(event: WsEvent): Promise<WsResult> {
   const deps = getDeps();
   const connectionId = event.requestContext.connectionId;
   const raw = Buffer.from(event.body ?? '', event.isBase64Encoded ? 'base64' : 'utf8');

@@ -124,6 +124,55 @@ function describeList(locks: LockView[]): string {
     .join('\n');
 }
 
+/** A table of sessions (the admin listing). */
+function describeSessions(sessions: LockView[]): string {
+  if (!sessions.length) return '(no sessions)';
+  return table(
+    ['SESSION', 'PRINCIPAL', 'CLIENT', 'STATE', 'EXPIRES', 'LOCKS'],
+    sessions.map((s) => [
+      s.session_id,
+      s.principal,
+      s.client_id,
+      s.state,
+      s.grace_until,
+      String(s.locks_held),
+    ]),
+  );
+}
+
+/** A lock's holder and its queue, one waiter a line, with when each joined and gives up. */
+function describeQueue(v: LockView): string {
+  const lines = [describeLock({ ...v, waiters: [] })];
+  if (v.waiters?.length)
+    lines.push(
+      table(
+        ['POS', 'CLIENT', 'PRIORITY', 'VIA', 'QUEUED AT', 'WAITS UNTIL'],
+        v.waiters.map((w: LockView) => [
+          String(w.position),
+          w.client_id,
+          String(w.priority),
+          w.via,
+          w.queued_at,
+          w.wait_until,
+        ]),
+      ),
+    );
+  if (v.queued > (v.waiters?.length ?? 0)) lines.push(`  … and ${v.queued - v.waiters.length} more`);
+  return lines.join('\n');
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => (c ?? '').padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
 const print = (g: Globals, value: unknown, human: () => string) =>
   console.log(g.json ? JSON.stringify(value) : human());
 
@@ -307,19 +356,72 @@ terminal (/dev/tty).`,
   holderCommand('release');
   holderCommand('renew');
 
+  const forceRelease = async (name: string, o: { reason: string }) => {
+    const g = globals();
+    const out = await clientFor(g).forceRelease(name, o.reason);
+    print(g, out, () =>
+      out.released
+        ? `force-released ${name}: ${out.holder.client_id} (token ${out.holder.fencing_token}) is fenced out; the next token is above ${out.fenced_to - 1}`
+        : `${name} was not released: ${out.reason}`,
+    );
+  };
+  // Kept as an alias of `latchkey admin force-release` (hidden from --help).
   cli
-    .command('force-release')
-    .description('admin: end whoever holds the lock and fence them out (needs the admin route in IAM)')
+    .command('force-release', { hidden: true })
+    .description('admin: the same as `latchkey admin force-release`')
     .argument('<name>')
     .requiredOption('--reason <text>', 'why: recorded with your identity in the service log')
-    .action(async (name: string, o) => {
+    .action(forceRelease);
+
+  const admin = cli
+    .command('admin')
+    .description(
+      'operators: force-release locks, list and end sessions, view a queue (needs the admin routes in IAM)',
+    );
+  admin
+    .command('force-release')
+    .description('end whoever holds the lock and fence them out; the next waiter is served')
+    .argument('<name>')
+    .requiredOption('--reason <text>', 'why: recorded with your identity in the audit log')
+    .action(forceRelease);
+  admin
+    .command('sessions')
+    .description("every principal's sessions: owner, state, expiry, locks held")
+    .option('--principal <arn>', "only this principal's (an assumed-role session counts as its role)")
+    .option('--client <id>', "only this client id's (the global --client-id names this CLI's own holder)")
+    .addOption(new Option('--limit <n>', 'at most this many').argParser(integer).default(1_000))
+    .action(async (o: { principal?: string; client?: string; limit: number }) => {
       const g = globals();
-      const out = await clientFor(g).forceRelease(name, o.reason);
-      print(g, out, () =>
-        out.released
-          ? `force-released ${name}: ${out.holder.client_id} (token ${out.holder.fencing_token}) is fenced out; the next token is above ${out.fenced_to - 1}`
-          : `${name} was not held`,
+      const sessions = await clientFor(g).listSessions({
+        ...(o.principal ? { principal: o.principal } : {}),
+        ...(o.client ? { clientId: o.client } : {}),
+        limit: o.limit,
+      });
+      print(g, sessions, () => describeSessions(sessions));
+    });
+  admin
+    .command('end-session')
+    .description("end any session (whoever's); its locks go to their next waiters")
+    .argument('<id>')
+    .requiredOption('--reason <text>', 'why: recorded with your identity in the audit log')
+    .action(async (id: string, o: { reason: string }) => {
+      const g = globals();
+      const out = await clientFor(g).endSession(id, o.reason);
+      print(
+        g,
+        out,
+        () =>
+          `ended session ${id} of ${out.principal} (${out.client_id}), ${out.was} before: ${out.locks_released} lock(s) released`,
       );
+    });
+  admin
+    .command('queue')
+    .description('a lock: its holder and every waiter in serving order (the first 100)')
+    .argument('<name>')
+    .action(async (name: string) => {
+      const g = globals();
+      const v = await clientFor(g).inspect(name);
+      print(g, v, () => describeQueue(v));
     });
 
   cli

@@ -18,6 +18,8 @@ const EXPECTED: Record<string, number> = {
   'open-session.json': 201,
   'session-heartbeat.json': 404, // valid, but no such session
   'close-session.json': 404,
+  'admin-sessions.json': 200,
+  'admin-end-session.json': 404, // valid, but no such session
 };
 
 let table: Awaited<ReturnType<typeof createTestTable>>;

@@ -186,7 +186,11 @@ describe('what each function does with DynamoDB', () => {
     const held = await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'a', ttl_ms: 10_000 });
     expect(held.body).toMatchObject({ acquired: true });
     await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'b', ttl_ms: 2_000, request_id: 'try-1' });
-    await api.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'b', ttl_ms: 2_000, wait_timeout_ms: 100 });
+    await api.post(`/api/v1/locks/${lock}/acquire`, {
+      client_id: 'b',
+      ttl_ms: 2_000,
+      wait_timeout_ms: 100,
+    });
     await api.post(`/api/v1/locks/${lock}/renew`, {
       client_id: 'a',
       fencing_token: held.body.fencing_token,
@@ -213,7 +217,10 @@ describe('what each function does with DynamoDB', () => {
     // The WebSocket waiter's lease lapses (a timer serves c), c releases.
     const c = await waited;
     expect(c.body).toMatchObject({ acquired: true, client_id: 'c' });
-    await api.post(`/api/v1/locks/${lock}/release`, { client_id: 'c', fencing_token: c.body.fencing_token });
+    await api.post(`/api/v1/locks/${lock}/release`, {
+      client_id: 'c',
+      fencing_token: c.body.fencing_token,
+    });
     // A grant to a vanished connection is taken back (the release's handoff, then the notifier's).
     const other = lockName();
     const h2 = await api.post(`/api/v1/locks/${other}/acquire`, { client_id: 'a', ttl_ms: 2_000 });
@@ -266,6 +273,17 @@ describe('what each function does with DynamoDB', () => {
     ).toMatchObject({
       released: false,
     });
+    // An administrator lists sessions and ends one that holds a lock.
+    expect((await api.get('/api/v1/admin/sessions?limit=5')).status).toBe(200);
+    const s3 = (await api.post('/api/v1/sessions', { client_id: 'ended', ttl_ms: 60_000 })).body;
+    await api.post(`/api/v1/locks/${lockName()}/acquire`, {
+      client_id: 'ended',
+      session_id: s3.session_id,
+    });
+    const endedByAdmin = await api.request('DELETE', `/api/v1/admin/sessions/${s3.session_id}`, {
+      reason: 'grants test',
+    });
+    expect(endedByAdmin.body).toMatchObject({ state: 'ended', locks_released: 1 });
     // The notifier serves what nobody else will: a waiter that joined just before a lease lapsed unseen.
     // The window is the stream's delivery delay before the lease end, which a busy machine moves:
     // join at several offsets before it until the notifier has served once.
@@ -310,6 +328,8 @@ describe('what each function does with DynamoDB', () => {
         'ws/disconnect',
         'ws/messages',
         'http/admin-locks',
+        'http/admin-sessions',
+        'http/admin-end-session',
         'stream/notifier',
         'schedule/timer',
         'schedule/sweeper',

@@ -207,11 +207,12 @@ describe('handoff without a release', () => {
     const lock = lockName();
     const held = await acquireHttp(lock, 'holder');
     const impatient = await open('impatient');
-    const asked = await impatient.acquire(lock, { wait_timeout_ms: 300 });
+    // Long enough for the patient one to queue behind it on a loaded machine.
+    const asked = await impatient.acquire(lock, { wait_timeout_ms: 2_000 });
     expect(asked.body.queued).toBe(true);
     const patient = await open('patient');
     expect((await patient.acquire(lock)).body.position).toBe(2);
-    const timeout = await impatient.next((f) => f.type === 'timeout', 3_000);
+    const timeout = await impatient.next((f) => f.type === 'timeout', 10_000);
     expect(timeout).toMatchObject({ lock, request_id: asked.requestId });
     const next = patient.next(granted);
     await releaseHttp(lock, 'holder', held.fencing_token);

@@ -65,5 +65,8 @@ export function signedClient(
     post: (path: string, body?: unknown, options?: { sign?: boolean; raw?: string; signal?: AbortSignal }) =>
       send('POST', path, body, options),
     delete: (path: string, options?: { sign?: boolean }) => send('DELETE', path, undefined, options),
+    /** Any method, with an optional JSON body (a DELETE with a body, say). */
+    request: (method: string, path: string, body?: unknown, options?: { sign?: boolean }) =>
+      send(method, path, body, options),
   };
 }

@@ -1,0 +1,33 @@
+/**
+ * DELETE /api/v1/admin/sessions/{id} {reason}: an operator ends any session, whoever owns it, and
+ * its locks go to their next waiters (as when its client closes it: no lock-delay). Audited
+ * (`audit: "session-end"` with `by` and the `reason`, then a `release` per lock). Its own route, so
+ * that IAM grants it apart from the client's DELETE /api/v1/sessions/{id}.
+ */
+import { z } from 'zod';
+import { forceReleaseBody, isoTime, sessionId } from '../core/wire';
+import { httpRoute, json, parseBody, principalFrom, validate } from '../shared/http';
+
+const endSessionBody = z.strictObject({ reason: forceReleaseBody.shape.reason });
+/** A session id (a UUID), or a WebSocket connection's session (`conn-<connection id>`). */
+const adminSessionId = z.union([sessionId, z.string().regex(/^conn-[A-Za-z0-9+=_-]{1,128}$/)], {
+  error: 'the session id must be a session id (a UUID) or conn-<connection id>',
+});
+
+export const handler = httpRoute(async (event, { sessionAdmin, clock }) => {
+  const id = validate(adminSessionId, event.pathParameters?.id ?? '', 'session id');
+  const { reason } = parseBody(event, endSessionBody);
+  const by = principalFrom(event);
+  const ended = await sessionAdmin.end(id, by, reason);
+  return json(200, {
+    session_id: id,
+    principal: ended.session.owner,
+    client_id: ended.session.clientId,
+    state: 'ended',
+    was: ended.wasState,
+    locks_released: ended.locksReleased,
+    by,
+    reason,
+    at: isoTime(clock.now()),
+  });
+});

@@ -1,0 +1,55 @@
+/**
+ * GET /api/v1/admin/sessions?limit=&cursor=&principal=&client_id=: every session not yet swept, with
+ * its owner, state, expiry and how many locks it holds (operators only: it shows every principal's
+ * sessions, ids included). Its own route, so that IAM grants it apart from the client routes
+ * (README: "Security model"). The listing reads the due index, never a Scan (service/session-admin.ts).
+ */
+import { z } from 'zod';
+import { sessionState } from '../core/session';
+import { clientId, isoTime, MAX_LIST_LIMIT } from '../core/wire';
+import { httpRoute, json, parseQuery } from '../shared/http';
+
+const DEFAULT_PAGE = 50;
+
+export const adminSessionsQuery = z.strictObject({
+  limit: z
+    .string()
+    .regex(/^[0-9]+$/, 'limit must be a positive integer')
+    .transform(Number)
+    .pipe(
+      z
+        .int()
+        .min(1, 'limit must be at least 1')
+        .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`),
+    )
+    .optional(),
+  cursor: z.string().max(2048, 'cursor is too long').optional(),
+  /** Only this principal's sessions (an ARN; an assumed-role session counts as its role). */
+  principal: z.string().min(1).max(2048).optional(),
+  client_id: clientId.optional(),
+});
+
+export const handler = httpRoute(async (event, { sessionAdmin, clock }) => {
+  const query = parseQuery(event, adminSessionsQuery);
+  const page = await sessionAdmin.list(query.limit ?? DEFAULT_PAGE, query.cursor, {
+    principal: query.principal,
+    clientId: query.client_id,
+  });
+  const now = clock.now();
+  const sessions = page.sessions.map(({ session: s, locksHeld }) => ({
+    session_id: s.id,
+    principal: s.owner,
+    client_id: s.clientId,
+    state: sessionState(s, now),
+    ...(s.endReason === undefined ? {} : { end_reason: s.endReason }),
+    ttl_ms: s.ttlMs,
+    grace_ms: s.graceMs,
+    lock_delay_ms: s.lockDelayMs,
+    created_at: isoTime(s.createdAt),
+    expires_at: isoTime(s.deadline),
+    grace_until: isoTime(s.expiresAt),
+    locks_held: locksHeld,
+    ...(s.id.startsWith('conn-') ? { connection_id: s.id.slice('conn-'.length) } : {}),
+  }));
+  return json(200, { sessions, next_cursor: page.nextCursor ?? null });
+});
