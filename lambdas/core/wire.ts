@@ -219,7 +219,8 @@ export const releaseBody = z.strictObject({ client_id: clientId, fencing_token: 
 export const renewBody = (limits: Limits) =>
   z.strictObject({ client_id: clientId, fencing_token: fencingToken, ttl_ms: ttlMs(limits) });
 
-export const listQuery = z.strictObject({
+/** The paging fields of a listing's query string: `limit` (1–MAX_LIST_LIMIT) and an opaque `cursor`. */
+export const pageFields = {
   limit: z
     .string()
     .regex(/^[0-9]+$/, 'limit must be a positive integer')
@@ -232,7 +233,9 @@ export const listQuery = z.strictObject({
     )
     .optional(),
   cursor: z.string().max(2048, 'cursor is too long').optional(),
-});
+};
+
+export const listQuery = z.strictObject(pageFields);
 
 export type AcquireBody = z.infer<ReturnType<typeof acquireBody>>;
 export type CancelBody = z.infer<typeof cancelBody>;

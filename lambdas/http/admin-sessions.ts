@@ -6,24 +6,13 @@
  */
 import { z } from 'zod';
 import { sessionState } from '../core/session';
-import { clientId, isoTime, MAX_LIST_LIMIT } from '../core/wire';
+import { clientId, isoTime, pageFields } from '../core/wire';
 import { httpRoute, json, parseQuery } from '../shared/http';
 
 const DEFAULT_PAGE = 50;
 
 export const adminSessionsQuery = z.strictObject({
-  limit: z
-    .string()
-    .regex(/^[0-9]+$/, 'limit must be a positive integer')
-    .transform(Number)
-    .pipe(
-      z
-        .int()
-        .min(1, 'limit must be at least 1')
-        .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`),
-    )
-    .optional(),
-  cursor: z.string().max(2048, 'cursor is too long').optional(),
+  ...pageFields,
   /** Only this principal's sessions (an ARN; an assumed-role session counts as its role). */
   principal: z.string().min(1).max(2048).optional(),
   client_id: clientId.optional(),
