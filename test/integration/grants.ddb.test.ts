@@ -298,6 +298,9 @@ describe('what each function does with DynamoDB', () => {
     await socket.close();
     await sleep(1_500); // $disconnect, timers for the leases that lapsed, a few sweeper runs
 
+    // The stream notifier works behind the requests (the local stream poller reads every 50 ms or
+    // so): on a loaded machine it may not have run yet.
+    await expect.poll(() => calls.has('stream/notifier'), { timeout: 60_000 }).toBe(true);
     const problems: string[] = [];
     for (const [module, needs] of calls) {
       const spec = SPECS[module];

@@ -86,8 +86,9 @@ describe('withLock', () => {
   it('renews in the background: the callback outlives its ttl with the same lease', async () => {
     const name = lockName();
     const c = client();
-    const token = await c.withLock(name, { ttlMs: 1_000 }, async (lease, signal) => {
-      await sleep(2_500);
+    // Over two ttls; a ttl of 3 s leaves a renewal about 2 s to be confirmed, even on a loaded machine.
+    const token = await c.withLock(name, { ttlMs: 3_000 }, async (lease, signal) => {
+      await sleep(6_500);
       expect(signal.aborted).toBe(false);
       expect((await c.inspect(name)).holders[0].fencing_token).toBe(lease.fencingToken);
       return lease.fencingToken;
