@@ -105,17 +105,11 @@ export type LiveSessions =
   | { readonly count: number; readonly by_state: Record<string, number> }
   | { readonly unavailable: string };
 
-export interface TopSnapshot {
+/** One sample: the metrics' view, where it came from, and what the lock listing and sessions add. */
+export interface TopSnapshot extends Omit<MetricsView, 'sessions'> {
   readonly at: string;
   readonly endpoint: string;
-  readonly source: 'prometheus' | 'cloudwatch';
   readonly region?: string;
-  readonly window_ms: number;
-  readonly window_end?: string;
-  readonly requests: RequestRate[];
-  readonly operations: OperationRate[];
-  readonly latency: LatencyRow[];
-  readonly contention: OutcomeRate[];
   readonly locks: { prefix: string; total: number; held: number; queued: number; truncated: boolean };
   readonly contended: ContendedLock[];
   readonly queues: QueueView[];
