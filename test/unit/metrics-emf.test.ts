@@ -20,6 +20,7 @@ import { METRIC_NAMESPACE, METRICS, type MetricName, OPERATIONS } from '../../la
 import { flushMetrics, setEmfSink } from '../../lambdas/shared/metrics';
 import { internalContext, withRequestContext } from '../../lambdas/shared/request-context';
 import type { WsEvent } from '../../lambdas/shared/ws';
+import { httpEvent } from '../support/http-event';
 import { MemoryStorage } from '../support/memory-storage';
 import { START } from '../support/queue-harness';
 
@@ -202,33 +203,16 @@ const services = wireServices({
 });
 const records: StreamRecord[] = [];
 
-function httpEvent(
+/** An HTTP event signed by ARN. */
+const signedEvent = (
   routeKey: string,
   rawPath: string,
   body?: unknown,
-  params: Record<string, string> = {},
-): HttpEvent {
-  const [method] = routeKey.split(' ');
-  return {
-    version: '2.0',
-    routeKey,
-    rawPath,
-    rawQueryString: '',
-    headers: {},
-    ...(Object.keys(params).length ? { pathParameters: params } : {}),
-    requestContext: {
-      requestId: `r-${Math.random()}`,
-      routeKey,
-      http: { method, path: rawPath },
-      authorizer: { iam: { userArn: ARN } },
-    } as unknown as HttpEvent['requestContext'],
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    isBase64Encoded: false,
-  };
-}
+  pathParameters?: Record<string, string>,
+) => httpEvent(routeKey, rawPath, { body, userArn: ARN, ...(pathParameters ? { pathParameters } : {}) });
 
 const lockCommand = (name: string, action: string, body: unknown) =>
-  httpEvent('POST /api/v1/locks/{proxy+}', `/api/v1/locks/${name}/${action}`, body, {
+  signedEvent('POST /api/v1/locks/{proxy+}', `/api/v1/locks/${name}/${action}`, body, {
     proxy: `${name}/${action}`,
   });
 
@@ -328,7 +312,7 @@ describe('EMF metrics of every handler kind', () => {
       (
         (await invoke(() =>
           open.handler(
-            httpEvent('POST /api/v1/sessions', '/api/v1/sessions', {
+            signedEvent('POST /api/v1/sessions', '/api/v1/sessions', {
               client_id: 's',
               ttl_ms: 5_000,
               lock_delay_ms: 1_000,
@@ -343,7 +327,7 @@ describe('EMF metrics of every handler kind', () => {
       (
         (await invoke(() =>
           open.handler(
-            httpEvent('POST /api/v1/sessions', '/api/v1/sessions', { client_id: 't', ttl_ms: 5_000 }),
+            signedEvent('POST /api/v1/sessions', '/api/v1/sessions', { client_id: 't', ttl_ms: 5_000 }),
             {} as never,
           ),
         )) as HttpResult
@@ -352,7 +336,7 @@ describe('EMF metrics of every handler kind', () => {
     const closed = await invoke(() =>
       close.handler(
         {
-          ...httpEvent('DELETE /api/v1/sessions/{id}', `/api/v1/sessions/${s2.session_id}`, undefined, {
+          ...signedEvent('DELETE /api/v1/sessions/{id}', `/api/v1/sessions/${s2.session_id}`, undefined, {
             id: s2.session_id,
           }),
           queryStringParameters: { client_id: 't' },

@@ -5,10 +5,11 @@
  */
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type HttpEvent, httpContext, httpRoute, json, operationOf } from '../../lambdas/shared/http';
+import { httpContext, httpRoute, json, operationOf } from '../../lambdas/shared/http';
 import { audit, log } from '../../lambdas/shared/log';
 import { currentContext, internalContext, withRequestContext } from '../../lambdas/shared/request-context';
 import { wsContext } from '../../lambdas/shared/ws';
+import { httpEvent } from '../support/http-event';
 
 type Line = Record<string, unknown>;
 let lines: Line[] = [];
@@ -42,21 +43,8 @@ afterEach(() => {
 const ARN = 'arn:aws:sts::123456789012:assumed-role/Worker/i-0abc';
 const ROLE = 'arn:aws:sts::123456789012:assumed-role/Worker';
 
-function event(routeKey: string, rawPath: string, signed = true): HttpEvent {
-  return {
-    version: '2.0',
-    routeKey,
-    rawPath,
-    rawQueryString: '',
-    headers: {},
-    isBase64Encoded: false,
-    requestContext: {
-      requestId: 'gw-req-1',
-      routeKey,
-      ...(signed ? { authorizer: { iam: { userArn: ARN } } } : {}),
-    },
-  } as unknown as HttpEvent;
-}
+const event = (routeKey: string, rawPath: string, signed = true) =>
+  httpEvent(routeKey, rawPath, { requestId: 'gw-req-1', userArn: signed ? ARN : null });
 const context = {} as Context;
 
 describe('request context', () => {
