@@ -20,7 +20,7 @@ import { KEY, PARTITIONS } from '../../lambdas/store/table';
 import { WS_ROUTES } from '../../lambdas/ws/routes';
 import { invocation } from '../../local/handlers';
 import type { LocalStack } from '../../local/stack';
-import { queueVanishedWaiter } from '../support/dynamo';
+import { queueBehindLapsedLease, queueVanishedWaiter } from '../support/dynamo';
 import { PushClient } from '../support/push-client';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
@@ -284,17 +284,8 @@ describe('what each function does with DynamoDB', () => {
       reason: 'grants test',
     });
     expect(endedByAdmin.body).toMatchObject({ state: 'ended', locks_released: 1 });
-    // The notifier serves what nobody else will: a waiter that joined just before a lease lapsed unseen.
-    // The window is the stream's delivery delay before the lease end, which a busy machine moves:
-    // join at several offsets before it until the notifier has served once.
-    const offsets = [975, 990, 950, 995, 925, 985, 900, 960];
-    for (let attempt = 0; attempt < 24 && !calls.has('stream/notifier'); attempt++) {
-      const lapsing = lockName();
-      await api.post(`/api/v1/locks/${lapsing}/acquire`, { client_id: 'short', ttl_ms: 1_000 });
-      await sleep(offsets[attempt % offsets.length] as number);
-      await socket.acquire(lapsing, { wait_timeout_ms: 5_000, ttl_ms: 1_000 });
-      await sleep(300);
-    }
+    // The notifier serves what nobody else will: a waiter queued behind a lease that lapsed unseen.
+    await queueBehindLapsedLease(stack.tableName, lockName());
     await socket.close();
     await sleep(1_500); // $disconnect, timers for the leases that lapsed, a few sweeper runs
 

@@ -8,7 +8,7 @@ import { enqueueSteps } from '../../lambdas/core/queue';
 import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { newWaiter } from '../../lambdas/service/lock-service';
 import { ensureTable } from '../../local/table-setup';
-import { type ServicesOptions, servicesOn } from './services';
+import { manualClock, type ServicesOptions, servicesOn } from './services';
 
 export const dynamoEndpoint = (): string => inject('dynamoEndpoint');
 
@@ -49,15 +49,14 @@ export const testServices = (
   options: Omit<ServicesOptions, 'endpoint'> & { readonly endpoint?: string } = {},
 ) => servicesOn(tableName, { ...options, endpoint: options.endpoint ?? dynamoEndpoint() });
 
-export { manualClock } from './services';
+export { manualClock };
 
 /**
  * Queues a WebSocket waiter whose connection has vanished without a $disconnect (API Gateway does
  * not promise one): the next handoff's push finds it gone. Written straight to the table.
  */
-export async function queueVanishedWaiter(tableName: string, lock: string): Promise<void> {
+export async function queueVanishedWaiter(tableName: string, lock: string, now = Date.now()): Promise<void> {
   const { storage } = testServices(tableName);
-  const now = Date.now();
   const ghost = newWaiter(
     {
       name: lock,
@@ -71,4 +70,22 @@ export async function queueVanishedWaiter(tableName: string, lock: string): Prom
   );
   const queued = await storage.transact(enqueueSteps(ghost, now, DEFAULT_LIMITS));
   if (!queued.ok) throw new Error(`could not queue the vanished waiter on ${lock}`);
+}
+
+/**
+ * Leaves `lock` as a join that raced its lease's lapse leaves it: a lease that has ended (written as
+ * if 10 s ago) with a waiter queued behind it, and no request serving it. Only the stream notifier
+ * (or the sweeper) will.
+ */
+export async function queueBehindLapsedLease(tableName: string, lock: string): Promise<void> {
+  const past = Date.now() - 10_000;
+  const { acquire } = testServices(tableName, { clock: manualClock(() => past) });
+  const held = await acquire({
+    name: lock,
+    owner: localPrincipal('lapsed'),
+    clientId: 'lapsed',
+    tenure: lease(1_000),
+  });
+  if (!held.acquired) throw new Error(`could not take ${lock} for the lapsed lease`);
+  await queueVanishedWaiter(tableName, lock, past + 500);
 }
