@@ -2,7 +2,7 @@
  * Wire schemas of HTTP API v1: JSON bodies in snake_case, unknown fields
  * refused. Shared by the handlers and (later) the SDK.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Item } from './expr';
 import {
   type AcquireCommand,

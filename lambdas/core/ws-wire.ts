@@ -3,7 +3,7 @@
  * client). Every message gets an answer: a frame of its own type, or an
  * `error` frame with a code. Shared by the handlers and (later) the SDK.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { LatchkeyError } from './errors';
 import type { Grant } from './lock';
 import { clientId, requestId, tenureView } from './wire';

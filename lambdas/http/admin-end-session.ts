@@ -4,7 +4,7 @@
  * (`audit: "session-end"` with `by` and the `reason`, then a `release` per lock). Its own route, so
  * that IAM grants it apart from the client's DELETE /api/v1/sessions/{id}.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { forceReleaseBody, isoTime, sessionId } from '../core/wire';
 import { httpRoute, json, parseBody, principalFrom, validate } from '../shared/http';
 

@@ -4,7 +4,7 @@
  * sessions, ids included). Its own route, so that IAM grants it apart from the client routes
  * (README: "Security model"). The listing reads the due index, never a Scan (service/session-admin.ts).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { sessionState } from '../core/session';
 import { clientId, isoTime, pageFields } from '../core/wire';
 import { httpRoute, json, parseQuery } from '../shared/http';

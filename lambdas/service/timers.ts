@@ -8,7 +8,7 @@
  * a conditional handoff.
  */
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { traced } from '../shared/tracing';
 import { toStoreError } from '../store/errors';
 

@@ -2,7 +2,7 @@
  * Configuration from the environment, validated once at cold start.
  * A bad value stops the function with a message naming the variable.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { PRIORITY } from '../core/queue';
 import { DEFAULT_LIMITS, retentionProblem, type ServiceLimits } from '../core/wire';
 import type { StoreSettings } from '../store/requests';

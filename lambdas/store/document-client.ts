@@ -5,7 +5,6 @@
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { traced } from '../shared/tracing';
 
 export interface DocumentClientOptions {
@@ -31,7 +30,11 @@ export function createDocumentClient(options: DocumentClientOptions = {}): Dynam
       ...(options.region ? { region: options.region } : {}),
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       maxAttempts: options.maxAttempts ?? 3,
-      requestHandler: new NodeHttpHandler({ connectionTimeout: 1_000, requestTimeout: 3_000 }),
+      // The handler's options, not a NodeHttpHandler: the SDK makes its own (in Lambda, the
+      // runtime's SDK: lib/bundling.ts), and nothing of @smithy/* is imported or bundled here.
+      // throwOnRequestTimeout: a request past its timeout fails (and is retried) rather than only
+      // logging a warning, as newer SDKs otherwise do.
+      requestHandler: { connectionTimeout: 1_000, requestTimeout: 3_000, throwOnRequestTimeout: true },
     }),
   );
   const onCall = options.onCall;

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { AssetStaging, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
@@ -8,6 +8,7 @@ import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { FunctionSpec } from '../../lambdas/shared/function-spec';
 import { PARTITIONS } from '../../lambdas/store/table';
+import { ESBUILD_OPTIONS, functionEntry, localEsbuild, tracerBuildCommand } from '../bundling';
 
 export interface LockFunctionProps {
   /** What the function is: its handler module and the only table, index and other actions it may take. */
@@ -96,7 +97,7 @@ export class LockFunction extends Construct {
       props.timerQueue.grantSendMessages(role);
     }
     this.fn = new NodejsFunction(this, 'Function', {
-      entry: `lambdas/${spec.module}.ts`,
+      entry: functionEntry(spec.module),
       handler: 'handler',
       description: `latchkey: ${spec.description}`,
       runtime: Runtime.NODEJS_24_X,
@@ -138,20 +139,33 @@ export const tracingEnvironment = (tracing: boolean): Record<string, string> => 
 });
 
 /**
- * Bundled with the local esbuild (no Docker), as ES modules (middy is
- * ESM-only). The AWS SDK is bundled too: the function runs the SDK version
- * the tests ran, not whatever the runtime ships.
+ * Bundled with the local esbuild (no Docker), with the options of ../bundling.ts (ESM, node24,
+ * minified, source maps, the AWS SDK left to the runtime): the ones the cold-start bench and the
+ * bundle-size test build with. After the handler (index.mjs), the same esbuild builds the tracer
+ * into the same asset (tracer.mjs), which lambdas/shared/tracing.ts loads only when tracing is on.
  */
 export const bundlingOptions = {
   forceDockerBundling: false,
-  format: OutputFormat.ESM,
-  target: 'node24',
-  minify: true,
-  sourceMap: true,
-  mainFields: ['module', 'main'],
-  externalModules: [],
-  banner:
-    "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+  format: ESBUILD_OPTIONS.format === 'esm' ? OutputFormat.ESM : OutputFormat.CJS,
+  target: ESBUILD_OPTIONS.target,
+  minify: ESBUILD_OPTIONS.minify,
+  sourceMap: ESBUILD_OPTIONS.sourcemap,
+  mainFields: ESBUILD_OPTIONS.mainFields,
+  externalModules: ESBUILD_OPTIONS.external,
+  define: ESBUILD_OPTIONS.define,
+  banner: ESBUILD_OPTIONS.banner.js,
+  commandHooks: {
+    beforeBundling: () => [],
+    beforeInstall: () => [],
+    // CDK falls back to Docker when there is no local esbuild: its image has esbuild on the PATH.
+    afterBundling: (inputDir: string, outputDir: string) => [
+      tracerBuildCommand(
+        outputDir.startsWith(AssetStaging.BUNDLING_OUTPUT_DIR) ? 'esbuild' : localEsbuild(),
+        inputDir,
+        outputDir,
+      ),
+    ],
+  },
 };
 
 /** How cdk-nag names a resource in a finding id: references and pseudo parameters in angle brackets. */

@@ -10,20 +10,22 @@
  * it, the sessions section (sessions.ts: heartbeat cost by locks held, one
  * sweeper run among BENCH_SESSIONS_LIVE live sessions, default 10,000).
  *
+ * The cold-start section (cold-start.ts: every function's bundle as deployed, its size and module
+ * load time) needs no DynamoDB. BENCH_SECTIONS picks sections: `cold` (that one), `db` (all the
+ * others); default both. BENCH_COLD_RUNS: fresh processes per bundle (default 5).
+ *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
+ *   BENCH_SECTIONS=cold npm run bench
  */
 
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
-import { build } from 'esbuild';
 import { lockRef } from '../../lambdas/core/items';
 import { lease } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
-import { ROUTES } from '../../lambdas/http/routes';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import { tableKey } from '../../lambdas/store/requests';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
@@ -31,6 +33,7 @@ import { startLocalStack } from '../../local/stack';
 import { ensureTable } from '../../local/table-setup';
 import { servicesOn } from '../support/services';
 import { signedClient } from '../support/signed-fetch';
+import { coldStartSection } from './cold-start';
 import { percentile } from './common';
 import { sessionsSection } from './sessions';
 
@@ -39,6 +42,7 @@ const BENCH = localPrincipal('bench');
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WAIT_SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'db,cold').split(',').map((s) => s.trim()));
 
 type Pair = (worker: number, i: number) => Promise<void>;
 
@@ -77,29 +81,6 @@ async function measure(label: string, concurrency: number, pair: Pair, seconds =
 const fmt = (r: Result) =>
   `${r.label.padEnd(44)} ${String(r.concurrency).padStart(3)}  ${r.pairsPerSecond.toFixed(0).padStart(7)}  ${r.p50.toFixed(1).padStart(7)}  ${r.p99.toFixed(1).padStart(7)}`;
 
-async function bundleSizes(): Promise<string[]> {
-  const lines: string[] = [];
-  // One bundle per function module (two routes may share one: GET /api/v1/list and /api/v1/list/{prefix}).
-  for (const module of new Set(ROUTES.map((route) => route.module))) {
-    const out = await build({
-      entryPoints: [`lambdas/${module}.ts`],
-      bundle: true,
-      minify: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node24',
-      mainFields: ['module', 'main'],
-      write: false,
-      logLevel: 'silent',
-    });
-    const code = out.outputFiles[0]?.contents ?? new Uint8Array();
-    lines.push(
-      `  ${module.padEnd(20)} ${(code.byteLength / 1024).toFixed(0).padStart(5)} KiB   (${(gzipSync(code).byteLength / 1024).toFixed(0)} KiB gzipped)`,
-    );
-  }
-  return lines;
-}
-
 /**
  * Runs waiting.ts in a child process (same tsx loader) with a DynamoDB Local of its own: the one
  * the earlier sections filled (10,000 sessions, several tables with streams) answers several times
@@ -122,6 +103,10 @@ function waitingSection(): Promise<void> {
 }
 
 async function main() {
+  if (!SECTIONS.has('db')) {
+    if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
+    return;
+  }
   const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
   const tableName = `bench-${randomUUID()}`;
   await ensureTable(new DynamoDBClient({ endpoint: dynamo.endpoint }), tableName);
@@ -244,8 +229,7 @@ async function main() {
     console.log(
       `  ${op.padEnd(34)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
     );
-  console.log('\nhandler bundles (esbuild, minified ESM, AWS SDK included):');
-  for (const line of await bundleSizes()) console.log(line);
+  if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
 
   await stack.stop();
   try {
