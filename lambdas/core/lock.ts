@@ -360,16 +360,30 @@ export function pinnedGrant(
   seen: Item | undefined,
   now: number,
   writeId: string,
-  extra: { readonly condition?: Condition | undefined; readonly updates?: readonly UpdateAction[] } = {},
+  extra: {
+    readonly condition?: Condition | undefined;
+    readonly updates?: readonly UpdateAction[];
+    /**
+     * Grant over this release, in the same write: the lock must be held by exactly that grant (a
+     * lease, not re-entered) instead of free, and `released_at` says when it was given up.
+     */
+    readonly releasing?: ReleaseCommand | undefined;
+  } = {},
 ): { readonly write: ItemWrite; readonly grant: Grant } {
   const fence = nextFence(seen, now);
   const held = heldFrom(grantee.tenure, now);
+  const { releasing } = extra;
+  const fields = grantFields(grantee, now);
   return {
     write: {
-      condition: withOptional(isGrantableAt(now), sameFence(seen), extra.condition),
+      condition: withOptional(
+        releasing ? releasableBy(releasing, now) : isGrantableAt(now),
+        sameFence(seen),
+        extra.condition,
+      ),
       update: [
         set(A.fence, fence),
-        ...grantFields(grantee, now),
+        ...(releasing ? [...fields.filter((f) => f.attr !== A.releasedAt), set(A.releasedAt, now)] : fields),
         ...(extra.updates ?? []),
         set(A.lastWrite, writeId),
       ],
@@ -550,9 +564,13 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
   return undefined;
 }
 
+/** Held by exactly `cmd`'s grant, live, and not re-entered: one release frees it. */
+const releasableBy = (cmd: ReleaseCommand, now: number) =>
+  and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered);
+
 function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
   return {
-    condition: and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered),
+    condition: releasableBy(cmd, now),
     update: releaseFields(now),
     gcFrom: now,
   };

@@ -34,6 +34,7 @@ import {
   notAlreadyServed,
   pinnedGrant,
   queuedCount,
+  type ReleaseCommand,
   releaseFields,
   someoneQueued,
   type Tenure,
@@ -295,6 +296,7 @@ export function handoffSteps(
   lock: Item | undefined,
   now: number,
   writeId: string,
+  releasing?: ReleaseCommand,
 ): { steps: Step[]; grant: Grant } {
   const grantee: Grantee = {
     name: w.lock,
@@ -306,6 +308,7 @@ export function handoffSteps(
   const { write, grant } = pinnedGrant(grantee, lock, now, writeId, {
     condition: someoneQueued,
     updates: [countBy(-1)],
+    releasing,
   });
   const session =
     w.tenure.kind === 'session'
@@ -347,6 +350,36 @@ export const resetCountWrite = (seen: number): ItemWrite => ({
   condition: eq(LockAttr.queued, seen),
   update: [set(LockAttr.queued, 0)],
 });
+
+/**
+ * Whether a release can hand the lock straight to the next waiter in the same transaction, from one
+ * read of the queue (`lock` and its first `waiters`): only when that release frees it (the caller's
+ * live lease, not re-entered) and the head of the queue can simply be granted (its deadline not
+ * passed, none passed before it, held by a lease). Otherwise undefined, and the release is the
+ * plain one, followed by serving the queue (which deals with all the rest).
+ */
+export function planRelease(
+  release: ReleaseCommand,
+  lock: Item | undefined,
+  waiters: readonly Waiter[],
+  now: number,
+): Waiter | undefined {
+  const holder = liveHolder(lock, now);
+  if (
+    !holder ||
+    holder.owner !== release.owner ||
+    holder.clientId !== release.clientId ||
+    holder.fencingToken !== release.fencingToken ||
+    holder.reentry > 1 ||
+    holder.held.kind !== 'lease' ||
+    blockedUntil(lock, now) !== undefined
+  )
+    return undefined;
+  const head = waiters[0];
+  if (!head || head.deadline <= now || head.tenure.kind !== 'lease' || queuedCount(lock) === 0)
+    return undefined;
+  return head;
+}
 
 export type ServePlan =
   /** Waiters whose deadline passed go first; then the lock is still held, so nothing to hand off. */

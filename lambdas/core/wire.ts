@@ -131,6 +131,8 @@ export const acquireBody = (limits: Limits) =>
       connection_id: connectionId.optional(),
       /** Hold the lock through that connection: released when it closes. */
       ephemeral: z.boolean().optional(),
+      /** Say the queued request's place in its queue (one more read, of the waiters ahead). */
+      with_position: z.boolean().optional(),
     })
     .superRefine((b, ctx) => {
       const held = b.session_id !== undefined || b.ephemeral === true;
@@ -298,12 +300,17 @@ export function tenureView(held: Held, now: number) {
 export const isoTime = (ms: number): string => new Date(ms).toISOString();
 
 /** A wait whose grant will be pushed over WebSocket (the acquire named a connection). */
-export const queuedResponse = (lock: string, requestId: string, position: number, deadline: number) => ({
+export const queuedResponse = (
+  lock: string,
+  requestId: string,
+  deadline: number,
+  position: number | undefined,
+) => ({
   acquired: false as const,
   queued: true as const,
   lock,
   request_id: requestId,
-  position,
+  ...(position === undefined ? {} : { position }),
   wait_until: isoTime(deadline),
 });
 

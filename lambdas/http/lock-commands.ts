@@ -37,7 +37,8 @@ const ACTIONS: Record<string, Action> = {
       );
     } else result = await locks.acquireOverHttp(cmd, wait);
     if (result.kind === 'done') return json(200, acquireResponse(result.outcome, clock.now()));
-    return json(200, queuedResponse(name, result.wait.requestId, result.position, result.wait.deadline));
+    const position = body.with_position ? await locks.position(result.wait) : undefined;
+    return json(200, queuedResponse(name, result.wait.requestId, result.wait.deadline, position));
   },
   release: (name, owner, event, { locks }) =>
     holderConflict('released', async () => {

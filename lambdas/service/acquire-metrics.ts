@@ -1,8 +1,8 @@
 /**
- * What an acquire found (metrics Contention and QueueDepth), counted once per acquire by the lock
- * service: granted at once (the lock was free, or the caller's own), queued (held: it joined the
- * queue, behind `position - 1` waiters), or refused (held, and the caller would not wait or could
- * not queue). A retry answered with an earlier attempt's outcome is not counted again.
+ * What an acquire found (metric Contention), counted once per acquire by the lock service: granted
+ * at once (the lock was free, or the caller's own), queued (held: it joined the queue), or refused
+ * (held, and the caller would not wait or could not queue). A retry answered with an earlier
+ * attempt's outcome is not counted again. (QueueDepth is counted at each handoff: handoff.ts.)
  */
 import { metric } from '../shared/metrics';
 import type { AcquireResult } from './lock-service';
@@ -10,7 +10,6 @@ import type { AcquireResult } from './lock-service';
 export function countAcquire(result: AcquireResult): void {
   if (result.kind === 'queued') {
     metric('Contention', 1, { Outcome: 'queued' });
-    metric('QueueDepth', Math.max(0, result.position - 1));
     return;
   }
   const { outcome } = result;

@@ -5,7 +5,7 @@
  * history and Contributor Insights can count by `lock`, `principal` and `client_id`.
  */
 import type { Item } from '../core/expr';
-import { type Grant, LockAttr, liveHolder } from '../core/lock';
+import { type Grant, LockAttr, liveHolder, type ReleaseCommand } from '../core/lock';
 import { type AuditEvent, type AuditFields, audit } from '../shared/log';
 
 /** The fields naming a grant: its lock, owner, label, token and (held through one) session. */
@@ -21,6 +21,17 @@ export const grantFields = (grant: Grant): AuditFields => ({
 
 export const auditGrant = (event: AuditEvent, grant: Grant, fields: AuditFields = {}): void =>
   audit(event, { ...grantFields(grant), ...fields });
+
+/** The `release` event: the caller gave up its grant, or one re-entry of it. */
+export const auditRelease = (cmd: ReleaseCommand, remaining: number): void =>
+  audit('release', {
+    lock: cmd.name,
+    principal: cmd.owner,
+    client_id: cmd.clientId,
+    fencing_token: cmd.fencingToken,
+    reason: remaining > 0 ? 'reentry-released' : 'released',
+    remaining_reentries: remaining,
+  });
 
 /**
  * The grant a lock item still records although its lease ended (a lapse writes nothing): the

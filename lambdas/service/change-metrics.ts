@@ -39,7 +39,12 @@ export function countLockChange(before: Item | undefined, after: Item | undefine
   let endedAt: number | undefined;
   if (grantEnded) {
     const acquiredAt = num(before, LockAttr.acquiredAt);
-    const releasedAt = !held(after) ? num(after, LockAttr.releasedAt) : undefined;
+    // Released by this write: freed (`released_at` set), or handed to the next waiter in the same
+    // write (held again, with a new `released_at`).
+    const releasedAt =
+      num(after, LockAttr.releasedAt) !== num(before, LockAttr.releasedAt) || !held(after)
+        ? num(after, LockAttr.releasedAt)
+        : undefined;
     if (releasedAt !== undefined) endedAt = releasedAt;
     else {
       // Replaced by another grant, or deleted, without a release: its lease had ended.

@@ -7,12 +7,14 @@
  * wins and the others find the lock held.
  */
 import { LatchkeyError } from '../core/errors';
+import type { Item } from '../core/expr';
 import { connectionRef, waiterRef } from '../core/items';
-import type { Grant } from '../core/lock';
+import { type Grant, queuedCount, type ReleaseCommand } from '../core/lock';
 import {
   handoffSteps,
   leaveSteps,
   orphanLeaveSteps,
+  planRelease,
   planServe,
   type QueuedWaiter,
   resetCountWrite,
@@ -25,7 +27,7 @@ import type { EndReason } from '../core/request';
 import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
 import { audit } from '../shared/log';
 import { metric } from '../shared/metrics';
-import { auditGrant, auditLapse, ownerOfRequestKey } from './audit';
+import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
 import type { Pusher, PushOutcome } from './push';
 import { refusedAt, type Storage } from './storage';
@@ -105,23 +107,62 @@ export class Handoff {
           await this.endWait(plan.head, 'session-ended', now);
         continue; // otherwise the lock or the waiter changed meanwhile: read again
       }
-      metric('WaitTime', now - plan.head.arrivedAt);
       auditLapse(name, snapshot.lock, now);
-      auditGrant('handoff', grant, { request_id: plan.head.requestId, reason: 'next-in-queue' });
-      if ((await this.announce(plan.head, grant)) !== 'gone')
+      if (await this.delivered(plan.head, grant, writeId, snapshot.lock, now))
         return { kind: 'granted', grant, waiter: plan.head };
-      // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.
-      const taken = await this.storage.transact(takeBackSteps(grant, plan.head, writeId, this.clock.now()));
-      if (taken.ok)
-        auditGrant('take-back', grant, {
-          request_id: plan.head.requestId,
-          connection_id: plan.head.connectionId,
-          reason: 'connection-gone',
-        });
-      if (plan.head.connectionId) await this.forgetConnection(plan.head.connectionId);
-      if (!taken.ok) return { kind: 'granted', grant, waiter: plan.head };
     }
     return { kind: 'idle' };
+  }
+
+  /**
+   * Releases `release`'s grant and hands the lock to the head of its queue in
+   * one transaction, from one read of the queue: a contended release in two
+   * calls, where a release that finds waiters and then serves them takes
+   * three. Answers how many waited when it was released, or undefined
+   * (nothing written) when that does not apply (core/queue.ts planRelease) or
+   * the transaction is refused because the lock or its queue changed since
+   * the read: the caller then releases the plain way.
+   */
+  async releaseToNext(release: ReleaseCommand): Promise<number | undefined> {
+    const snapshot = await this.storage.queue(release.name, 1);
+    const now = this.clock.now();
+    const head = planRelease(release, snapshot.lock, snapshot.waiters, now);
+    if (!head) return undefined;
+    const writeId = this.ids();
+    const { steps, grant } = handoffSteps(head, snapshot.lock, now, writeId, release);
+    if (!(await this.storage.transact(steps)).ok) return undefined;
+    auditRelease(release, 0);
+    // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
+    if (!(await this.delivered(head, grant, writeId, snapshot.lock, now))) await this.serve(release.name);
+    return queuedCount(snapshot.lock);
+  }
+
+  /**
+   * After a handoff: counts and audits it and tells the waiter. True when it
+   * has the grant; false when nobody received it (its connection is gone) and
+   * the grant was taken back, so the queue is to be served on.
+   */
+  private async delivered(
+    head: Waiter,
+    grant: Grant,
+    writeId: string,
+    lock: Item | undefined,
+    now: number,
+  ): Promise<boolean> {
+    metric('WaitTime', now - head.arrivedAt);
+    metric('QueueDepth', Math.max(0, queuedCount(lock) - 1));
+    auditGrant('handoff', grant, { request_id: head.requestId, reason: 'next-in-queue' });
+    if ((await this.announce(head, grant)) !== 'gone') return true;
+    // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.
+    const taken = await this.storage.transact(takeBackSteps(grant, head, writeId, this.clock.now()));
+    if (taken.ok)
+      auditGrant('take-back', grant, {
+        request_id: head.requestId,
+        connection_id: head.connectionId,
+        reason: 'connection-gone',
+      });
+    if (head.connectionId) await this.forgetConnection(head.connectionId);
+    return !taken.ok;
   }
 
   /**

@@ -14,9 +14,10 @@
  * first is the answer.
  */
 import { createHash } from 'node:crypto';
+import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { lockRef, requestRef, type Step, updateStep } from '../core/items';
+import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
   type AcquireCommand,
   type AcquireOutcome,
@@ -34,6 +35,7 @@ import {
   queueIsEmpty,
   type Refusal,
   type ReleaseCommand,
+  type ReleaseOutcome,
   type RenewCommand,
   reenterProtocol,
   refusal,
@@ -68,9 +70,10 @@ import {
 import { sessionGrantSteps } from '../core/session';
 import { audit } from '../shared/log';
 import { countAcquire } from './acquire-metrics';
-import { auditGrant, auditLapse } from './audit';
+import { auditGrant, auditLapse, auditRelease } from './audit';
 import type { Clock } from './clock';
 import type { Connections } from './connections';
+import { ContentionMemory } from './contention';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
 import { connectionOfSession } from './sessions';
@@ -95,13 +98,19 @@ export interface PendingWait extends RequestIdentity {
   readonly tenure?: Tenure;
 }
 
+/** The check, inside a wait's transaction, that the connection it names is open and its caller's. */
+const connectionCheck = (w: Waiter): Step[] =>
+  w.connectionId === undefined
+    ? []
+    : [{ kind: 'check', ref: connectionRef(w.connectionId), condition: openAndOwnedBy(w.owner) }];
+
 /** Not acquired because the request's wait ended (rather than refused at once): `reason` says how. */
 export type Ended = Refusal & { readonly ended?: EndReason };
 
 export type AcquireResult =
   | { readonly kind: 'done'; readonly outcome: AcquireOutcome | Ended }
-  /** `position`: 1-based place in the queue. */
-  | { readonly kind: 'queued'; readonly wait: PendingWait; readonly position: number };
+  /** Joined the queue (or was found there by a retry): `position` tells its place, for one read. */
+  | { readonly kind: 'queued'; readonly wait: PendingWait };
 
 const ATTEMPTS = 4;
 
@@ -120,22 +129,35 @@ export class LockService {
     private readonly clock: Clock,
     private readonly ids: () => string,
     private readonly limits: QueueLimits,
-  ) {}
+  ) {
+    this.contended = new ContentionMemory(clock);
+  }
+
+  /** Locks this instance lately saw contended: their releases hand over in one transaction. */
+  private readonly contended: ContentionMemory;
 
   /**
    * An acquire whose grant is pushed over a WebSocket connection, which must
    * be the caller's own (its principal opened it); with `ephemeral`, the lock
    * is held through that connection and released when it closes. The request
-   * is answered at once (granted, queued, or busy) whatever its wait.
+   * is answered at once (granted, queued, or busy) whatever its wait. A wait
+   * checks the connection inside the transaction that queues (or grants) it,
+   * so joining a queue costs that one write; an ephemeral lock, or a try, reads it.
    */
   async acquireByPush(
     cmd: AcquireCommand,
     wait: WaitOptions & { readonly connectionId: string },
     ephemeral: boolean,
   ): Promise<AcquireResult> {
+    if (!ephemeral && wait.waitMs > 0) return this.acquire(cmd, wait);
     const connection = await this.connections.owned(wait.connectionId, cmd.owner);
     const tenure = ephemeral ? throughSession(await this.sessions.ofConnection(connection)) : cmd.tenure;
     return this.acquire({ ...cmd, tenure }, wait);
+  }
+
+  /** A queued request's 1-based place in its queue (one strongly consistent count of the waiters ahead). */
+  position(w: Pick<Waiter, 'lock' | 'order'>): Promise<number> {
+    return this.storage.position(w.lock, w.order);
   }
 
   /**
@@ -193,12 +215,17 @@ export class LockService {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
+      const connection = connectionCheck(waiter);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
-      const queued = await this.storage.transact(enqueueSteps(waiter, now, this.limits));
+      const steps = [...enqueueSteps(waiter, now, this.limits), ...connection];
+      const queued = await this.storage.transact(steps);
       if (queued.ok) {
         auditWait(waiter);
-        return { kind: 'queued', wait: pendingOf(waiter), position: await this.position(waiter) };
+        this.contended.saw(cmd.name);
+        return { kind: 'queued', wait: pendingOf(waiter) };
       }
+      if (connection.length && refusedAt(queued, steps.length - 1))
+        throw await this.connectionRefused(waiter);
       // The request already has a record: this is a retry, and the record decides.
       if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(withId, wait, oldAt(queued, 2));
       const overQuota =
@@ -213,6 +240,8 @@ export class LockService {
       // The lock may be granted at once, or is the caller's, or already served this request.
       const seen = oldAt(queued, ENQUEUE_STEP.lock);
       const decision = decideAcquire(withId, seen, now);
+      // Answered without a write that checked the connection: check it by reading.
+      if (connection.length && decision.kind !== 'grant') await this.checkConnection(waiter);
       if (decision.kind === 'answer') {
         // Not grantable and not queued: the queue has no room (else the enqueue would have stood).
         if (!decision.outcome.acquired && queueIsFull(seen, this.limits))
@@ -227,7 +256,8 @@ export class LockService {
         return { kind: 'done', outcome: decision.outcome };
       }
       if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
-      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter));
+      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter), connection);
+      if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
       if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
       if (grant.kind === 'record') return this.follow(withId, wait, grant.record);
     }
@@ -253,17 +283,20 @@ export class LockService {
     return { kind: 'done', outcome: await this.awaitGrant(result.wait, until) };
   }
 
-  async release(cmd: ReleaseCommand) {
+  /**
+   * Releases the caller's grant. A lock lately seen contended here is released and handed to its
+   * next waiter in one transaction (Handoff.releaseToNext); otherwise one write releases it, and if
+   * that finds waiters, the queue is served before answering.
+   */
+  async release(cmd: ReleaseCommand): Promise<ReleaseOutcome> {
+    const handed = this.contended.likely(cmd.name) ? await this.handoff.releaseToNext(cmd) : undefined;
+    if (handed !== undefined) return { lock: cmd.name, remaining: 0, queued: handed };
     const outcome = await this.run(cmd.name, releaseProtocol(cmd, this.clock.now()));
-    audit('release', {
-      lock: cmd.name,
-      principal: cmd.owner,
-      client_id: cmd.clientId,
-      fencing_token: cmd.fencingToken,
-      reason: outcome.remaining > 0 ? 'reentry-released' : 'released',
-      remaining_reentries: outcome.remaining,
-    });
-    if (outcome.remaining === 0 && outcome.queued > 0) await this.handoff.serve(cmd.name);
+    auditRelease(cmd, outcome.remaining);
+    if (outcome.remaining === 0 && outcome.queued > 0) {
+      this.contended.saw(cmd.name);
+      await this.handoff.serve(cmd.name);
+    } else if (outcome.remaining === 0) this.contended.forget(cmd.name);
     return outcome;
   }
 
@@ -411,10 +444,12 @@ export class LockService {
     cmd: AcquireCommand,
     seen: Item | undefined,
     record: RequestIdentity | undefined,
+    connection: readonly Step[] = [],
   ): Promise<
     | { kind: 'granted'; outcome: AcquireOutcome }
     | { kind: 'lock'; seen: Item | undefined }
     | { kind: 'record'; record: Item | undefined }
+    | { kind: 'connection' }
   > {
     const now = this.clock.now();
     const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
@@ -432,6 +467,7 @@ export class LockService {
     const steps: Step[] = [
       updateStep(lockRef(cmd.name), write),
       ...session,
+      ...connection,
       ...(record ? [grantedAtOnceStep(record, grant.fencingToken, now, gcFromHeld(grant.held) ?? now)] : []),
     ];
     const result = await this.storage.transact(steps);
@@ -441,6 +477,7 @@ export class LockService {
     }
     if (cmd.tenure.kind === 'session' && refusedAt(result, 1))
       throw await this.sessions.whyRefused(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
+    if (connection.length && refusedAt(result, 1 + session.length)) return { kind: 'connection' };
     if (record && refusedAt(result, steps.length - 1))
       return { kind: 'record', record: oldAt(result, steps.length - 1) };
     return { kind: 'lock', seen: oldAt(result, 0) };
@@ -474,6 +511,7 @@ export class LockService {
     const pending = { ...who, requestId: cmd.requestId, order, deadline, connectionId };
     if (wait.connectionId !== undefined && wait.connectionId !== record.connectionId) {
       // Asked again on another connection (the first one dropped): push the grant here from now on.
+      await this.connections.owned(wait.connectionId, cmd.owner);
       const moved = await this.storage.transact(
         moveDeliverySteps(pending, wait.connectionId, this.clock.now()),
       );
@@ -483,7 +521,7 @@ export class LockService {
       }
     }
     const here = { ...pending, connectionId: wait.connectionId ?? connectionId };
-    return { kind: 'queued' as const, wait: here, position: await this.position(pending) };
+    return { kind: 'queued' as const, wait: here };
   }
 
   /**
@@ -555,8 +593,21 @@ export class LockService {
     return { ...refusal(lock, item, this.clock.now()), ended: reason };
   }
 
-  private position(w: Pick<Waiter, 'lock' | 'order'>): Promise<number> {
-    return this.storage.position(w.lock, w.order);
+  /** Throws NOT_FOUND or FORBIDDEN unless the connection a wait named is open and its caller's (a read). */
+  private async checkConnection(w: Waiter): Promise<void> {
+    await this.connections.owned(w.connectionId ?? '', w.owner);
+  }
+
+  /** The error for a write that a wait's connection check refused: why, read from the connection. */
+  private async connectionRefused(w: Waiter): Promise<LatchkeyError> {
+    await this.checkConnection(w);
+    // Open and the caller's after all: it opened just then (a race with its $connect).
+    return new LatchkeyError(
+      'UNAVAILABLE',
+      `WebSocket connection ${w.connectionId} was not open when the wait joined the queue; retry`,
+      undefined,
+      50,
+    );
   }
 
   /** Runs a protocol on the lock item, each write one conditional UpdateItem. */

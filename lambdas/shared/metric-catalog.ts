@@ -49,7 +49,11 @@ export const METRICS = {
   Latency: { unit: 'Milliseconds', dimensions: ['Operation'], help: 'time to answer a request' },
   WaitTime: { unit: 'Milliseconds', dimensions: [], help: 'from joining a queue to the grant' },
   HoldDuration: { unit: 'Milliseconds', dimensions: [], help: 'from a grant to its release' },
-  QueueDepth: { unit: 'Count', dimensions: [], help: 'waiters ahead when a waiter joins a queue' },
+  QueueDepth: {
+    unit: 'Count',
+    dimensions: [],
+    help: 'waiters still queued behind the one a lock is handed to',
+  },
   Contention: {
     unit: 'Count',
     dimensions: ['Outcome'],

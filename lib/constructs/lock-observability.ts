@@ -401,7 +401,7 @@ export class LockObservability extends Construct {
       graph('Hold duration, grant to release (ms)', percentiles('HoldDuration'), { width: 6 }),
       graph('Handoff latency, release to next grant (ms)', percentiles('HandoffLatency'), { width: 6 }),
       graph(
-        'Queue depth at join',
+        'Queue depth at handoff (waiters behind)',
         [
           latchkeyMetric('QueueDepth', { statistic: 'Average', label: 'average' }),
           latchkeyMetric('QueueDepth', { statistic: 'Maximum', label: 'maximum' }),

@@ -127,6 +127,7 @@ describe('authorization matrix: every route and WebSocket action, owner versus a
       wait_timeout_ms: 600_000,
       request_id: waiting.requestId,
       connection_id: aliceSocket.id,
+      with_position: true,
     });
     expect(queued.body).toMatchObject({ queued: true, position: 1 });
   });

@@ -57,10 +57,9 @@ describe('a lock held through a session', () => {
     // A standby joins the queue and leaves it again (the README's leader election does this).
     const standby = await PushClient.open(stack.wsUrl, api, 'standby');
     sockets.push(standby);
-    expect(await standby.queue(lock, { wait_timeout_ms: 60_000, ttl_ms: 5_000 })).toMatchObject({
-      queued: true,
-      position: 1,
-    });
+    expect(
+      await standby.queue(lock, { wait_timeout_ms: 60_000, ttl_ms: 5_000, with_position: true }),
+    ).toMatchObject({ queued: true, position: 1 });
     expect((await standby.cancel(lock)).body).toMatchObject({ cancelled: true, removed: 1 });
     const item = await rawLockItem(lock);
     expect(item?.holder).toBe('leader');

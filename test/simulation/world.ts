@@ -164,7 +164,13 @@ export interface SimConnection {
 export class World {
   readonly memory: MemoryStorage;
   readonly storage: Storage;
+  /** What background work (notifier, timers, sweeper) runs on. */
   readonly services: Services;
+  /**
+   * Function instances a client's call lands on, at random, as on Lambda: each remembers what it
+   * saw (which locks are contended, say), and another does not.
+   */
+  private readonly instances: readonly Services[];
   faults: Faults = FAULTS;
   /**
    * One partition that fails every call for over an hour (a hot or broken partition): what tests that
@@ -199,14 +205,17 @@ export class World {
     this.memory.indexLag = () => (this.faults.indexLagMs ? rng.int(0, this.faults.indexLagMs) : 0);
     this.memory.onRecord = (record) => this.recordStreamed(record);
     this.storage = new FaultyStorage(this.memory, this);
-    this.services = wireServices({
-      storage: this.storage,
-      pusher: this.pusher,
-      timers: this.timers,
-      clock: sched,
-      ids: () => `${rng.uuid()}`,
-      limits,
-    });
+    const instance = () =>
+      wireServices({
+        storage: this.storage,
+        pusher: this.pusher,
+        timers: this.timers,
+        clock: sched,
+        ids: () => `${rng.uuid()}`,
+        limits,
+      });
+    this.instances = [instance(), instance(), instance()];
+    this.services = this.instances[0] as Services;
   }
 
   newId(prefix: string): string {
@@ -248,7 +257,8 @@ export class World {
   /** One function invocation on behalf of a client: its answer, or none (crashed, timed out, lost). */
   async call<T>(name: string, timeoutMs: number, run: (s: Services) => Promise<T>): Promise<Answer<T>> {
     this.stats.invocations++;
-    const out = await this.sched.invoke(name, timeoutMs, () => run(this.services));
+    const instance = this.rng.pick(this.instances);
+    const out = await this.sched.invoke(name, timeoutMs, () => run(instance));
     if ('crashed' in out) return { kind: 'none' };
     if (this.rng.chance(this.faults.answerLost)) return { kind: 'none' };
     if (out.ok) return { kind: 'ok', value: out.value };

@@ -56,7 +56,18 @@ export class QueueHarness {
   /** `limits`: the service's limits (default DEFAULT_LIMITS, as wireServices takes them). */
   constructor(limits?: ServiceLimits) {
     this.memory = new MemoryStorage({ tableName: 'queue', retentionSeconds: 86_400 }, () => this.now);
-    this.services = wireServices({
+    this.limits = limits;
+    this.services = this.instance();
+  }
+
+  private readonly limits: ServiceLimits | undefined;
+
+  /**
+   * Services wired to the same table, pushes, timers and clock: another function instance, which
+   * remembers nothing the others saw.
+   */
+  instance(): Services {
+    return wireServices({
       storage: this.memory,
       pusher: {
         push: async (connection, frame) => {
@@ -80,7 +91,7 @@ export class QueueHarness {
         },
       },
       ids: () => `id-${++this.ids}`,
-      ...(limits === undefined ? {} : { limits }),
+      ...(this.limits === undefined ? {} : { limits: this.limits }),
     });
   }
 
@@ -121,9 +132,12 @@ export class QueueHarness {
     return result.outcome.grant;
   }
 
-  /** A waiting acquire (over WebSocket when `connection` is given). */
-  wait(client: string, options: WaitOptions = {}): Promise<AcquireResult> {
-    return this.services.locks.acquire(this.command(client, options), {
+  /** A waiting acquire (over WebSocket when `connection` is given: opened first, by the waiter's principal). */
+  async wait(client: string, options: WaitOptions = {}): Promise<AcquireResult> {
+    const cmd = this.command(client, options);
+    if (options.connection !== undefined && !(await this.services.connections.get(options.connection)))
+      await this.services.connections.open(options.connection, cmd.owner, client);
+    return this.services.locks.acquire(cmd, {
       waitMs: options.waitMs ?? 10_000,
       priority: options.priority,
       connectionId: options.connection,

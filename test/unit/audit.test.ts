@@ -144,12 +144,11 @@ describe('audit events', () => {
         reason: 'cancelled',
       }),
     ]);
-    h.now += 1_000; // c's wait runs out
+    h.now += 1_000; // c's wait runs out (b, of higher priority, is ahead of it)
     await h.release(a);
     const after = audits();
-    expect(after.map((l) => l.audit)).toEqual(['release', 'wait-end', 'handoff']);
-    expect(after[1]).toMatchObject({ client_id: 'c', reason: 'timeout' });
-    expect(after[2]).toMatchObject({
+    expect(after.map((l) => l.audit)).toEqual(['release', 'handoff']);
+    expect(after[1]).toMatchObject({
       audit: 'handoff',
       lock: LOCK,
       principal: OWNER,
@@ -158,6 +157,11 @@ describe('audit events', () => {
       fencing_token: a.fencingToken + 1,
       reason: 'next-in-queue',
     });
+    // c's timer (armed for its deadline) serves the queue: its wait ends.
+    await h.services.locks.handoff.serve(LOCK);
+    expect(audits()).toEqual([
+      expect.objectContaining({ audit: 'wait-end', client_id: 'c', request_id: 'wc', reason: 'timeout' }),
+    ]);
   });
 
   it('a lapsed lease is logged once, by the handoff that replaces it', async () => {

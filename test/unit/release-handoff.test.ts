@@ -1,0 +1,157 @@
+/**
+ * A release of a contended lock hands it to the next waiter in the same transaction (one read of
+ * the queue, one write), on a function instance that has seen the lock contended; another
+ * instance releases in one write and then serves the queue. Both end in the same state: the head
+ * holds the lock with the next token, its wait ended as granted, and it was told once. The pure
+ * rule (planRelease) declines every case the plain path must handle, and the combined write's
+ * condition refuses anything but the releaser's own live, un-re-entered grant.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import { evaluate } from '../../lambdas/core/expr';
+import { liveHolder, throughSession } from '../../lambdas/core/lock';
+import { handoffSteps, planRelease } from '../../lambdas/core/queue';
+import type { Services } from '../../lambdas/service/services';
+import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
+
+/** Counts the storage calls made while `run` runs, by method. */
+async function callsDuring(h: QueueHarness, run: () => Promise<unknown>): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  const spies = (['read', 'write', 'transact', 'queue', 'position'] as const).map((method) => {
+    const original = h.memory[method].bind(h.memory) as (...args: unknown[]) => Promise<unknown>;
+    return vi.spyOn(h.memory, method).mockImplementation(((...args: unknown[]) => {
+      counts[method] = (counts[method] ?? 0) + 1;
+      return original(...args);
+    }) as never);
+  });
+  try {
+    await run();
+  } finally {
+    for (const spy of spies) spy.mockRestore();
+  }
+  return counts;
+}
+
+/** a holds; b and c wait over WebSocket (through `services`, so that instance saw the lock contended). */
+async function contended(h: QueueHarness, services: Services = h.services) {
+  const a = await h.hold('a', { ttl: 5_000 });
+  h.now += 1;
+  for (const client of ['b', 'c']) {
+    await h.services.connections.open(`conn-${client}`, OWNER, client);
+    const queued = await services.locks.acquire(h.command(client, { requestId: `r${client}`, ttl: 5_000 }), {
+      waitMs: 10_000,
+      connectionId: `conn-${client}`,
+    });
+    expect(queued.kind).toBe('queued');
+    h.now += 1;
+  }
+  return a;
+}
+
+/** The state a release of `a` must leave, whichever path it took. */
+function expectHandedToB(h: QueueHarness, aToken: number) {
+  const holder = liveHolder(h.item, h.now);
+  expect(holder).toMatchObject({ clientId: 'b', fencingToken: aToken + 1 });
+  expect(h.item?.queued).toBe(1);
+  expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+  expect(h.record('b', 'rb')).toMatchObject({ state: 'granted', fence: aToken + 1 });
+  expect(h.framesTo('conn-b', 'granted')).toHaveLength(1);
+  expect(h.framesTo('conn-c', 'granted')).toHaveLength(0);
+}
+
+describe('a release with waiters', () => {
+  it('on an instance that saw the lock contended: one read and one transaction, the head granted', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const calls = await callsDuring(h, () => h.release(a));
+    expect(calls).toEqual({ queue: 1, transact: 1 });
+    expectHandedToB(h, a.fencingToken);
+    // The item says when the grant before was given up (what the stream's metrics read).
+    expect(h.item?.released_at).toBe(h.now);
+  });
+
+  it('on an instance that did not: one write releases, then the queue is served; the same state', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h, h.instance());
+    const calls = await callsDuring(h, () => h.release(a));
+    expect(calls).toEqual({ write: 1, queue: 1, transact: 1 });
+    expectHandedToB(h, a.fencingToken);
+  });
+
+  it('falls back to the plain release when the transaction is refused (the queue changed after its read)', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    // b leaves between the release's read and its write.
+    const queue = h.memory.queue.bind(h.memory);
+    vi.spyOn(h.memory, 'queue').mockImplementationOnce(async (lock, limit) => {
+      const snapshot = await queue(lock, limit);
+      await h.services.locks.cancel({ lock: LOCK, owner: OWNER, clientId: 'b', requestId: 'rb' });
+      return snapshot;
+    });
+    await h.release(a);
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c', fencingToken: a.fencingToken + 1 });
+    expect(h.record('b', 'rb')).toMatchObject({ state: 'ended', reason: 'cancelled' });
+    expect(h.framesTo('conn-b', 'granted')).toHaveLength(0);
+  });
+
+  it('takes a grant back from a vanished connection and serves the next waiter', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    h.pushOutcome = (connection) => (connection === 'conn-b' ? 'gone' : 'sent');
+    await h.release(a);
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c', fencingToken: a.fencingToken + 2 });
+    expect(h.framesTo('conn-c', 'granted')).toHaveLength(1);
+  });
+
+  it('refuses a release that is not the holder’s, on either instance, and changes nothing', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const before = structuredClone(h.item);
+    for (const services of [h.services, h.instance()])
+      await expect(
+        services.locks.release({ name: LOCK, owner: OWNER, clientId: 'a', fencingToken: a.fencingToken - 1 }),
+      ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    expect(h.item).toEqual(before);
+  });
+});
+
+describe('planRelease', () => {
+  const release = (token: number) => ({ name: LOCK, owner: OWNER, clientId: 'a', fencingToken: token });
+
+  it('declines what the plain path must handle: a passed deadline, a session grantee, re-entry, another holder', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const { lock, waiters } = h.memory.queueNow(LOCK);
+    const b = waiters[0];
+    if (!b) throw new Error('b should be queued');
+    expect(planRelease(release(a.fencingToken), lock, waiters, h.now)).toBe(b);
+    expect(planRelease(release(a.fencingToken - 1), lock, waiters, h.now)).toBeUndefined();
+    expect(planRelease({ ...release(a.fencingToken), clientId: 'x' }, lock, waiters, h.now)).toBeUndefined();
+    expect(planRelease(release(a.fencingToken), lock, [], h.now)).toBeUndefined();
+    expect(planRelease(release(a.fencingToken), lock, waiters, b.deadline)).toBeUndefined();
+    const viaSession = { ...b, tenure: throughSession('s-1') };
+    expect(planRelease(release(a.fencingToken), lock, [viaSession], h.now)).toBeUndefined();
+    expect(planRelease(release(a.fencingToken), { ...lock, reentry: 2 }, waiters, h.now)).toBeUndefined();
+    // A lapsed lease is not the caller's to release.
+    const lapsed = h.now + 10_000;
+    expect(planRelease(release(a.fencingToken), lock, waiters, lapsed)).toBeUndefined();
+  });
+
+  it('the combined write holds only over the releaser’s own live grant with waiters', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const { lock, waiters } = h.memory.queueNow(LOCK);
+    const b = waiters[0];
+    if (!b || !lock) throw new Error('b should be queued');
+    const lockStep = (token: number, now = h.now) => {
+      const step = handoffSteps(b, lock, now, 'w', release(token)).steps[0];
+      if (step?.kind !== 'update' || !step.condition) throw new Error('expected a conditional update');
+      return step.condition;
+    };
+    expect(evaluate(lockStep(a.fencingToken), lock)).toBe(true);
+    expect(evaluate(lockStep(a.fencingToken + 1), lock)).toBe(false);
+    expect(evaluate(lockStep(a.fencingToken), { ...lock, queued: 0 })).toBe(false);
+    expect(evaluate(lockStep(a.fencingToken), { ...lock, reentry: 2 })).toBe(false);
+    expect(evaluate(lockStep(a.fencingToken, h.now + 10_000), lock)).toBe(false); // lapsed by then
+    expect(evaluate(lockStep(a.fencingToken), { ...lock, holder: 'b' })).toBe(false);
+  });
+});
