@@ -39,7 +39,12 @@ export async function loadHandler(module: string): Promise<AnyHandler> {
     invocation.run({ module, requestId: context.awsRequestId }, () => handler(event, context));
 }
 
-export function lambdaContext(requestId: string): Context {
+/**
+ * A Lambda context for one invocation of a function with `timeoutMs` (its configured timeout):
+ * the time left counts down from now, as on Lambda (middy answers early when it runs out).
+ */
+export function lambdaContext(requestId: string, timeoutMs = 10_000): Context {
+  const end = Date.now() + timeoutMs;
   return {
     awsRequestId: requestId,
     callbackWaitsForEmptyEventLoop: false,
@@ -49,7 +54,7 @@ export function lambdaContext(requestId: string): Context {
     logGroupName: '/aws/lambda/latchkey-local',
     logStreamName: 'local',
     memoryLimitInMB: '512',
-    getRemainingTimeInMillis: () => 10_000,
+    getRemainingTimeInMillis: () => Math.max(0, end - Date.now()),
     done: () => undefined,
     fail: () => undefined,
     succeed: () => undefined,

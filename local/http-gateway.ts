@@ -38,6 +38,8 @@ export interface GatewayRoute {
    * error (a client's signer may canonicalize "a b", "café" or "a//b" otherwise than this one).
    */
   readonly readPath?: (event: PathEvent) => unknown;
+  /** The function's timeout (its spec's timeoutSeconds, in ms; default 10 s): an HTTP wait needs 29 s. */
+  readonly timeoutMs?: number;
 }
 
 export interface GatewayOptions {
@@ -231,7 +233,11 @@ export function createHttpGateway(options: GatewayOptions): Server {
         body: body.length ? body.toString('utf8') : undefined,
         isBase64Encoded: false,
       };
-      send(res, await match.r.route.handler(event, lambdaContext(requestId)), requestId);
+      send(
+        res,
+        await match.r.route.handler(event, lambdaContext(requestId, match.r.route.timeoutMs)),
+        requestId,
+      );
     } catch (error) {
       // A handler that throws is a Lambda failure: API Gateway answers 500 Internal Server Error.
       console.error('local gateway: function failed', error);

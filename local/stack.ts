@@ -142,6 +142,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
         key: r.key,
         handler: await loadHandler(r.module),
         ...(PATH_READERS[r.key] ? { readPath: PATH_READERS[r.key] } : {}),
+        ...(r.timeoutSeconds === undefined ? {} : { timeoutMs: r.timeoutSeconds * 1000 }),
       })),
     );
     const server = createHttpGateway({

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
+import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, sightOf, track } from '../core/http-poll';
 import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
   type AcquireCommand,
@@ -314,22 +315,40 @@ export class LockService {
   }
 
   /**
-   * Waits for a queued HTTP waiter's outcome by reading its record (strongly
-   * consistent) with backoff from 20 to 250 ms; at its deadline (or `until`,
-   * the end of the attempt's own wait, if sooner) it leaves the queue, unless a
-   * grant slipped in first (then that is the answer). Only HTTP waits poll, at
-   * most 25 s; WebSocket waiters get a push.
+   * Waits for a queued HTTP waiter's outcome. Each poll is one strongly consistent Query of the
+   * lock's partition (the lock item and the first waiters): while the waiter's item is there, its
+   * record is still queued (both change in one transaction), and the poll tells when to look again
+   * (core/http-poll.ts: fast while the lock moves, slowly while a long lease is held, right after
+   * the lease ends; the head of a free lock nobody served serves it). Once the item is gone, the
+   * record is the answer. At the deadline (or `until`, the end of the attempt's own wait, if
+   * sooner) it leaves the queue, unless a grant slipped in first (then that is the answer). Only
+   * HTTP waits poll, at most 25 s; WebSocket waiters get a push.
    */
   async awaitGrant(wait: PendingWait, until = wait.deadline): Promise<AcquireOutcome | Ended> {
     const end = Math.min(wait.deadline, until);
-    let delay = 20;
+    let memory: PollMemory | undefined;
     for (;;) {
-      const left = end - this.clock.now();
-      if (left > 0) await this.clock.sleep(Math.min(delay, left));
-      delay = Math.min(delay * 1.5, 250);
-      const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
-      if (record?.state !== 'queued' || record.order !== wait.order) return this.answer(wait, record);
-      if (this.clock.now() >= end) return this.conclude(wait, 'timeout');
+      const snapshot = await this.storage.queue(wait.lock, POLL_QUEUE_LIMIT);
+      const now = this.clock.now();
+      const sight = sightOf(snapshot.lock, snapshot.waiters, snapshot.complete, wait.order, now);
+      if (sight.present !== true) {
+        // Gone from the queue (granted or ended), or further back than one poll reads: the record says.
+        const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
+        if (record?.state !== 'queued' || record.order !== wait.order) return this.answer(wait, record);
+      }
+      if (now >= end) return this.conclude(wait, 'timeout');
+      memory = track(memory, sight, now);
+      const step = nextPoll(sight, memory, now, end);
+      if (step.serve) {
+        // Free, nobody served it, and this waiter is next: serve it (a conditional handoff), then look.
+        memory = { ...memory, servedFence: sight.fence };
+        await this.handoff.serve(wait.lock).catch((error: unknown) => {
+          // Best effort: the expiry timer serves it too, and the next poll looks again.
+          if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+        });
+        continue;
+      }
+      await this.clock.sleep(step.delayMs);
     }
   }
 
