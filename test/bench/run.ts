@@ -35,6 +35,7 @@ import { servicesOn } from '../support/services';
 import { signedClient } from '../support/signed-fetch';
 import { coldStartSection } from './cold-start';
 import { percentile } from './common';
+import { whereTheTimeGoes } from './profile';
 import { sessionsSection } from './sessions';
 
 /** The principal the direct (no HTTP) clients act as. */
@@ -229,6 +230,7 @@ async function main() {
     console.log(
       `  ${op.padEnd(34)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
     );
+  for (const line of await whereTheTimeGoes(stack, store)) console.log(line);
   if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
 
   await stack.stop();
