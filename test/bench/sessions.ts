@@ -33,7 +33,13 @@ async function services(endpoint: string) {
   const calls = new Map<string, number>();
   const counter = { record: (c: string) => calls.set(c, (calls.get(c) ?? 0) + 1) };
   const { storage, services: base, acquire } = servicesOn(tableName, { endpoint, counter });
-  // What the sweeper reads from the due index: items returned, summed over its Queries.
+  const { counted, dueRead } = countingDueReads(storage);
+  const services: Services = wireServices({ ...base, storage: counted, ids: randomUUID });
+  return { calls, sessions: services.sessions, acquire, dueRead, sweeper: services.sweeper };
+}
+
+/** `storage` that counts what the sweeper reads from the due index: items returned, summed over its Queries. */
+export function countingDueReads(storage: Storage) {
   const dueRead = { items: 0 };
   const counted = new Proxy(storage, {
     get(target, prop, receiver) {
@@ -45,12 +51,15 @@ async function services(endpoint: string) {
       };
     },
   });
-  const services: Services = wireServices({ ...base, storage: counted, ids: randomUUID });
-  return { calls, sessions: services.sessions, acquire, dueRead, sweeper: services.sweeper };
+  return { counted, dueRead };
 }
 
 /** Runs `task` for every item, `concurrency` at a time. */
-async function inParallel<T>(items: readonly T[], concurrency: number, task: (item: T) => Promise<void>) {
+export async function inParallel<T>(
+  items: readonly T[],
+  concurrency: number,
+  task: (item: T) => Promise<void>,
+) {
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -59,7 +68,7 @@ async function inParallel<T>(items: readonly T[], concurrency: number, task: (it
   );
 }
 
-const describeCalls = (calls: Map<string, number>, per = 1) =>
+export const describeCalls = (calls: Map<string, number>, per = 1) =>
   [...calls]
     .sort()
     .map(([c, n]) => `${c.replace(/Command$/, '')} ${(n / per).toFixed(n % per ? 2 : 0)}`)
