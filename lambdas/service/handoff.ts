@@ -8,8 +8,8 @@
  */
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { connectionRef, waiterRef } from '../core/items';
-import { type Grant, queuedCount, type ReleaseCommand } from '../core/lock';
+import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
+import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
 import {
   handoffSteps,
   leaveSteps,
@@ -25,12 +25,12 @@ import {
 } from '../core/queue';
 import type { EndReason } from '../core/request';
 import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
-import { audit } from '../shared/log';
+import { audit, describeError, log } from '../shared/log';
 import { metric } from '../shared/metrics';
 import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
 import type { Pusher, PushOutcome } from './push';
-import { refusedAt, type Storage } from './storage';
+import { refusedAt, type Storage, type TransactResult } from './storage';
 
 export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
@@ -100,7 +100,7 @@ export class Handoff {
       }
       const writeId = this.ids();
       const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now, writeId);
-      const result = await this.storage.transact(steps);
+      const result = await this.handoffWrite(name, steps, writeId);
       if (!result.ok) {
         // The session the grant was to be held through ended: that waiter can hold nothing, so it goes.
         if (refusedAt(result, SESSION_CHECK) && plan.head.tenure.kind === 'session')
@@ -130,11 +130,42 @@ export class Handoff {
     if (!head) return undefined;
     const writeId = this.ids();
     const { steps, grant } = handoffSteps(head, snapshot.lock, now, writeId, release);
-    if (!(await this.storage.transact(steps)).ok) return undefined;
+    const written = await this.handoffWrite(release.name, steps, writeId).catch((error: unknown) => {
+      // Not applied, and not refused either (a conflict with another transaction, a throttle):
+      // the plain release decides.
+      if (error instanceof LatchkeyError && error.code === 'UNAVAILABLE') return undefined;
+      throw error;
+    });
+    if (!written?.ok) return undefined;
     auditRelease(release, 0);
-    // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
-    if (!(await this.delivered(head, grant, writeId, snapshot.lock, now))) await this.serve(release.name);
+    try {
+      // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
+      if (!(await this.delivered(head, grant, writeId, snapshot.lock, now))) await this.serve(release.name);
+    } catch (error) {
+      // Released and granted already: the caller's answer is that. A push or take-back that failed
+      // leaves the grant to its lease (the expiry timer serves the queue then).
+      log('warn', 'a handoff after a release did not finish', {
+        lock: release.name,
+        ...describeError(error),
+      });
+    }
     return queuedCount(snapshot.lock);
+  }
+
+  /**
+   * Runs a handoff transaction whose lock write carries `writeId`. One that failed without an
+   * answer (UNAVAILABLE: a conflict with another transaction, a throttle, an answer that never
+   * came) may have been applied all the same: then the lock carries this write's id, and it
+   * counts as written (so its waiter is told); otherwise the error stands.
+   */
+  private async handoffWrite(name: string, steps: Step[], writeId: string): Promise<TransactResult> {
+    try {
+      return await this.storage.transact(steps);
+    } catch (error) {
+      if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+      if ((await this.storage.read(lockRef(name)))?.[LockAttr.lastWrite] === writeId) return { ok: true };
+      throw error;
+    }
   }
 
   /**

@@ -509,12 +509,13 @@ export class LockService {
     return this.run(cmd.name, reenterProtocol(cmd, current, this.clock.now()));
   }
 
-  /** A retry of a waiting request: the record it left decides the answer. */
+  /** A retry of a waiting request: the record it left decides the answer (on a connection that is the caller's). */
   private async follow(
     cmd: AcquireCommand & { requestId: string },
     wait: WaitOptions,
     item: Item | undefined,
   ) {
+    if (wait.connectionId !== undefined) await this.connections.owned(wait.connectionId, cmd.owner);
     const who = {
       lock: cmd.name,
       requestKey: requestKey(cmd.owner, cmd.clientId, cmd.requestId),
@@ -530,7 +531,6 @@ export class LockService {
     const pending = { ...who, requestId: cmd.requestId, order, deadline, connectionId };
     if (wait.connectionId !== undefined && wait.connectionId !== record.connectionId) {
       // Asked again on another connection (the first one dropped): push the grant here from now on.
-      await this.connections.owned(wait.connectionId, cmd.owner);
       const moved = await this.storage.transact(
         moveDeliverySteps(pending, wait.connectionId, this.clock.now()),
       );

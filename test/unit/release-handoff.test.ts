@@ -7,6 +7,7 @@
  * condition refuses anything but the releaser's own live, un-re-entered grant.
  */
 import { describe, expect, it, vi } from 'vitest';
+import { LatchkeyError } from '../../lambdas/core/errors';
 import { evaluate } from '../../lambdas/core/expr';
 import { liveHolder, throughSession } from '../../lambdas/core/lock';
 import { handoffSteps, planRelease } from '../../lambdas/core/queue';
@@ -91,6 +92,28 @@ describe('a release with waiters', () => {
     expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c', fencingToken: a.fencingToken + 1 });
     expect(h.record('b', 'rb')).toMatchObject({ state: 'ended', reason: 'cancelled' });
     expect(h.framesTo('conn-b', 'granted')).toHaveLength(0);
+  });
+
+  it('falls back to the plain release when the transaction fails unapplied (a conflict, a throttle)', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    vi.spyOn(h.memory, 'transact').mockImplementationOnce(async () => {
+      throw new LatchkeyError('UNAVAILABLE', 'TransactionConflict', undefined, 50);
+    });
+    await h.release(a);
+    expectHandedToB(h, a.fencingToken);
+  });
+
+  it('a handoff applied whose answer was lost still counts: the releaser succeeds, the head is told', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const transact = h.memory.transact.bind(h.memory);
+    vi.spyOn(h.memory, 'transact').mockImplementationOnce(async (steps) => {
+      await transact(steps);
+      throw new LatchkeyError('UNAVAILABLE', 'the answer never came', undefined, 50);
+    });
+    await expect(h.release(a)).resolves.toMatchObject({ lock: LOCK, remaining: 0 });
+    expectHandedToB(h, a.fencingToken);
   });
 
   it('takes a grant back from a vanished connection and serves the next waiter', async () => {
