@@ -30,7 +30,7 @@ import { metric } from '../shared/metrics';
 import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
 import type { Pusher, PushOutcome } from './push';
-import { refusedAt, type Storage, type TransactResult } from './storage';
+import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
 
 export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
@@ -130,13 +130,9 @@ export class Handoff {
     if (!head) return undefined;
     const writeId = this.ids();
     const { steps, grant } = handoffSteps(head, snapshot.lock, now, writeId, release);
-    const written = await this.handoffWrite(release.name, steps, writeId).catch((error: unknown) => {
-      // Not applied, and not refused either (a conflict with another transaction, a throttle):
-      // the plain release decides.
-      if (error instanceof LatchkeyError && error.code === 'UNAVAILABLE') return undefined;
-      throw error;
-    });
-    if (!written?.ok) return undefined;
+    // Not applied (refused, or failed and the lock shows it unchanged): the plain release decides.
+    // Unknown (failed, and the lock could not be read): UNAVAILABLE, for the caller to retry.
+    if (!(await this.handoffWrite(release.name, steps, writeId)).ok) return undefined;
     auditRelease(release, 0);
     try {
       // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
@@ -153,19 +149,32 @@ export class Handoff {
   }
 
   /**
-   * Runs a handoff transaction whose lock write carries `writeId`. One that failed without an
-   * answer (UNAVAILABLE: a conflict with another transaction, a throttle, an answer that never
-   * came) may have been applied all the same: then the lock carries this write's id, and it
-   * counts as written (so its waiter is told); otherwise the error stands.
+   * Runs a handoff transaction whose lock write carries `writeId`, and says whether it was
+   * applied. A refusal may be the answer to a second delivery of a transaction the first one
+   * applied (the SDK retries a request whose answer was lost): then the lock, as the refusal
+   * returns it, carries this write's id, and it counts as written, so its waiter is told. One
+   * that failed without an answer (UNAVAILABLE: a conflict, a throttle, an answer that never
+   * came) is judged by reading the lock: applied if it carries the id, else not applied (an
+   * empty refusal: read again). If the lock cannot be read either, the error stands.
    */
   private async handoffWrite(name: string, steps: Step[], writeId: string): Promise<TransactResult> {
+    const ours = (lock: Item | undefined) => lock?.[LockAttr.lastWrite] === writeId;
+    let result: TransactResult;
     try {
-      return await this.storage.transact(steps);
+      result = await this.storage.transact(steps);
     } catch (error) {
       if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
-      if ((await this.storage.read(lockRef(name)))?.[LockAttr.lastWrite] === writeId) return { ok: true };
-      throw error;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return ours(await this.storage.read(lockRef(name))) ? { ok: true } : { ok: false, steps: [] };
+        } catch (readError) {
+          if (attempt >= 2 || !(readError instanceof LatchkeyError) || readError.code !== 'UNAVAILABLE')
+            throw error;
+        }
+      }
     }
+    if (!result.ok && refusedAt(result, 0) && ours(oldAt(result, 0))) return { ok: true };
+    return result;
   }
 
   /**

@@ -677,6 +677,16 @@ export class HostileClient extends Client {
     const victim = waiters.length ? this.rng.pick(waiters) : undefined;
     if (!victim) return;
     const byRequest = this.rng.chance(0.5);
+    // This caller's own waits under the same label (one whose answer was lost is queued all the
+    // same): a cancel by client id may remove those, and only those.
+    const own = this.world.memory
+      .queueNow(lock)
+      .waiters.filter(
+        (w) =>
+          w.owner === this.owner &&
+          w.clientId === victim.clientId &&
+          (!byRequest || w.requestId === victim.requestId),
+      ).length;
     const cancel = {
       lock,
       owner: this.owner,
@@ -689,7 +699,7 @@ export class HostileClient extends Client {
     );
     if (out.kind !== 'ok') return;
     const still = this.world.memory.queueNow(lock).waiters.some((w) => w.order === victim.order);
-    const touched = out.value.removed > 0 || out.value.granted !== undefined;
+    const touched = out.value.removed > own || out.value.granted !== undefined;
     this.check.hostile(`cancel the wait ${victim.requestId} of ${victim.owner}`, !touched);
     if (!still && victim.deadline > this.now() + 1_000 && touched)
       this.check.hostile(`remove the waiter ${victim.order} of ${victim.owner}`, false);

@@ -116,6 +116,19 @@ describe('a release with waiters', () => {
     expectHandedToB(h, a.fencingToken);
   });
 
+  it('a handoff applied whose retry was refused (a second delivery) still counts', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const transact = h.memory.transact.bind(h.memory);
+    // The first delivery applies; the SDK's retry of it (its answer lost) is refused by its conditions.
+    vi.spyOn(h.memory, 'transact').mockImplementationOnce(async (steps) => {
+      await transact(steps);
+      return transact(steps);
+    });
+    await expect(h.release(a)).resolves.toMatchObject({ lock: LOCK, remaining: 0 });
+    expectHandedToB(h, a.fencingToken);
+  });
+
   it('takes a grant back from a vanished connection and serves the next waiter', async () => {
     const h = new QueueHarness();
     const a = await contended(h);
