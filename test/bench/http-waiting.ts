@@ -13,7 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { signedClient } from '../support/signed-fetch';
-import { percentile, sleep } from './common';
+import { measurementWindow, percentile, sleep } from './common';
 import type { Counts } from './waiting';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -89,25 +89,21 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
   const toGrant: number[] = [];
   const toAnswer: number[] = [];
   const problems = new Map<string, number>();
-  const start = performance.now();
-  let windowStart = start + WARM_UP_MS;
-  let windowEnd = windowStart + SECONDS * 1000;
   let counts: Counts | undefined;
   let reads = new Map<string, number>();
-  const resetTimer = setTimeout(() => {
-    windowStart = performance.now();
-    proxy.take();
-    httpWaitReads.take();
-  }, WARM_UP_MS);
-  const stopTimer = setTimeout(
+  const window = measurementWindow(
+    WARM_UP_MS,
+    SECONDS,
     () => {
-      windowEnd = performance.now();
+      proxy.take();
+      httpWaitReads.take();
+    },
+    () => {
       counts = proxy.take();
       reads = httpWaitReads.take();
     },
-    WARM_UP_MS + SECONDS * 1000,
   );
-  const deadline = start + WARM_UP_MS + SECONDS * 1000;
+  const { deadline } = window;
 
   await Promise.all(
     Array.from({ length: WORKERS }, async (_, worker) => {
@@ -141,13 +137,12 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
       }
     }),
   );
-  clearTimeout(resetTimer);
-  clearTimeout(stopTimer);
+  window.stop();
   const c = counts ?? proxy.take();
 
-  const seconds = (windowEnd - windowStart) / 1000;
+  const seconds = window.seconds();
   const ordered = [...grants].sort((a, b) => a.fence - b.fence);
-  const inWindow = (g: Grant) => g.at >= windowStart && g.at < windowEnd;
+  const inWindow = (g: Grant) => window.contains(g.at);
   const counted = ordered.filter(inWindow);
   const handoffs: number[] = [];
   let back = 0;

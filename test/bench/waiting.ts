@@ -25,7 +25,7 @@ import { startLocalStack } from '../../local/stack';
 import { type Lease, LockClient } from '../../sdk/index';
 import { signedClient } from '../support/signed-fetch';
 import { TestSocket } from '../support/ws-client';
-import { percentile, sleep } from './common';
+import { measurementWindow, percentile, sleep } from './common';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -162,22 +162,16 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
   const releaseSent = new Map<number, number>();
   const problems = new Map<string, number>();
 
-  const start = performance.now();
-  let windowStart = start + WARM_UP_MS;
-  let windowEnd = windowStart + SECONDS * 1000;
   let counts = emptyCounts();
-  const resetTimer = setTimeout(() => {
-    windowStart = performance.now();
-    proxy.take();
-  }, WARM_UP_MS);
-  const stopTimer = setTimeout(
+  const window = measurementWindow(
+    WARM_UP_MS,
+    SECONDS,
+    () => proxy.take(),
     () => {
-      windowEnd = performance.now();
       counts = proxy.take();
     },
-    WARM_UP_MS + SECONDS * 1000,
   );
-  const deadline = windowStart + SECONDS * 1000;
+  const { deadline } = window;
 
   await Promise.all(
     clients.map(async (client, worker) => {
@@ -203,13 +197,12 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
       }
     }),
   );
-  clearTimeout(resetTimer);
-  clearTimeout(stopTimer);
+  window.stop();
   for (const client of clients) client.close();
 
-  const seconds = (windowEnd - windowStart) / 1000;
+  const seconds = window.seconds();
   const ordered = [...grants].sort((a, b) => a.fence - b.fence);
-  const inWindow = (g: GrantEvent) => g.at >= windowStart && g.at < windowEnd;
+  const inWindow = (g: GrantEvent) => window.contains(g.at);
   const counted = ordered.filter(inWindow);
   const handoffs: number[] = [];
   let backToReleaser = 0;
