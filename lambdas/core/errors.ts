@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   /** Renewing a lock held through a session: it has no lease; the session's heartbeats keep it. */
   HELD_BY_SESSION: { status: 409, retryable: false },
   SESSION_EXPIRED: { status: 409, retryable: false },
+  /** A semaphore asked for with another max_holders than the one its holders hold it with. */
+  MAX_HOLDERS_MISMATCH: { status: 409, retryable: false },
   NOT_SESSION_OWNER: { status: 409, retryable: false },
   /** Limits (README: "Limits"): the request changed nothing; others are not slowed by it. */
   QUEUE_FULL: { status: 429, retryable: true },

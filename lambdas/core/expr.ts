@@ -27,8 +27,18 @@ export type Condition =
 
 export type UpdateAction =
   | { readonly kind: 'set'; readonly attr: string; readonly value: Scalar }
-  /** `SET attr = if_not_exists(attr, initial) + by` */
-  | { readonly kind: 'add'; readonly attr: string; readonly by: number; readonly initial: number }
+  /**
+   * `SET attr = if_not_exists(from, initial) + by`, `from` being `attr` itself unless named. Like
+   * every right-hand side of an UpdateExpression, `from` is read from the item before the update:
+   * two actions adding to the same source both see its old value.
+   */
+  | {
+      readonly kind: 'add';
+      readonly attr: string;
+      readonly by: number;
+      readonly initial: number;
+      readonly from?: string;
+    }
   | { readonly kind: 'remove'; readonly attr: string };
 
 export type Update = readonly UpdateAction[];
@@ -59,6 +69,14 @@ export const add = (attr: string, by: number, initial: number): UpdateAction => 
   attr,
   by,
   initial,
+});
+/** `SET attr = if_not_exists(from, initial) + by`: a copy of a counter's next value. */
+export const addFrom = (attr: string, from: string, by: number, initial: number): UpdateAction => ({
+  kind: 'add',
+  attr,
+  by,
+  initial,
+  from,
 });
 export const remove = (attr: string): UpdateAction => ({ kind: 'remove', attr });
 
@@ -108,7 +126,7 @@ export function applyUpdate(item: Item | undefined, update: Update): Record<stri
         next[action.attr] = action.value;
         break;
       case 'add': {
-        const current = next[action.attr];
+        const current = item?.[action.from ?? action.attr];
         const base = typeof current === 'number' ? current : action.initial;
         next[action.attr] = base + action.by;
         break;

@@ -28,6 +28,19 @@ import {
   set,
   type UpdateAction,
 } from './expr';
+import {
+  entryCount,
+  isLiveEntry,
+  liveEntries,
+  noEntries,
+  removeEntry,
+  SharedAttr,
+  type SharedEntry,
+  sameEntries,
+  sharedEntries,
+  writersBlockedUntil,
+  writersNotBlockedAt,
+} from './holders';
 import type { ItemWrite } from './items';
 
 /** Attribute names of a lock item. The store adds keys and housekeeping attributes. */
@@ -64,7 +77,8 @@ export const LockAttr = {
 } as const;
 const A = LockAttr;
 
-export type LockMode = 'exclusive';
+/** Exclusive: one holder. Shared: any number of shared holders (or at most a semaphore's N), no exclusive one. */
+export type LockMode = 'exclusive' | 'shared';
 
 /** How a grant is held: for a lease of `ttlMs` (renewed by its holder), or for as long as a session lives. */
 export type Tenure =
@@ -87,6 +101,10 @@ export interface AcquireCommand {
   readonly tenure: Tenure;
   readonly requestId?: string | undefined;
   readonly reentrant?: boolean | undefined;
+  /** Default exclusive. */
+  readonly mode?: LockMode | undefined;
+  /** Shared mode only: a semaphore of this many holders (holders.ts). */
+  readonly maxHolders?: number | undefined;
 }
 
 export interface ReleaseCommand {
@@ -94,6 +112,11 @@ export interface ReleaseCommand {
   readonly owner: string;
   readonly clientId: string;
   readonly fencingToken: number;
+  /**
+   * The mode the caller holds it in, as a hint: the first write goes where that mode records its
+   * grant; a wrong hint costs one refused write (the grant is then found in the item returned).
+   */
+  readonly mode?: LockMode | undefined;
 }
 
 export interface RenewCommand extends ReleaseCommand {
@@ -374,16 +397,20 @@ export function pinnedGrant(
   const held = heldFrom(grantee.tenure, now);
   const { releasing } = extra;
   const fields = grantFields(grantee, now);
+  const entries = clearEntries(seen);
   return {
     write: {
       condition: withOptional(
         releasing ? releasableBy(releasing, now) : isGrantableAt(now),
+        writersNotBlockedAt(now),
         sameFence(seen),
+        entries.condition,
         extra.condition,
       ),
       update: [
         set(A.fence, fence),
         ...(releasing ? [...fields.filter((f) => f.attr !== A.releasedAt), set(A.releasedAt, now)] : fields),
+        ...entries.updates,
         ...(extra.updates ?? []),
         set(A.lastWrite, writeId),
       ],
@@ -402,8 +429,33 @@ export function pinnedGrant(
   };
 }
 
-/** The single write that grants a lease on a free lock nobody waits for (the one-call acquire). */
-function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): ItemWrite {
+/**
+ * What an exclusive grant does about shared entries: none may be there (`seen` undefined, or it
+ * had none), or every one `seen` had has lapsed and they are removed, provided none changed since.
+ * The caller has judged them lapsed (decideAcquire, planServe).
+ */
+export function clearEntries(seen: Item | undefined): {
+  readonly condition: Condition;
+  readonly updates: UpdateAction[];
+} {
+  const entries = sharedEntries(seen);
+  if (entryCount(seen) === 0 && entries.length === 0) return { condition: noEntries, updates: [] };
+  return {
+    condition: sameEntries(seen),
+    updates: [
+      ...entries.flatMap((e) => removeEntry(e.slot)),
+      set(SharedAttr.count, 0),
+      set(SharedAttr.sessions, 0),
+      add(SharedAttr.version, 1, 0),
+    ],
+  };
+}
+
+/**
+ * The write that grants a lease on a free lock nobody waits for: blind (the one-call acquire,
+ * requiring that no shared entry is there), or informed by `seen` (removing its lapsed entries).
+ */
+function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined, seen?: Item): ItemWrite {
   const grantee = {
     name: cmd.name,
     owner: cmd.owner,
@@ -411,10 +463,17 @@ function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined): 
     tenure: cmd.tenure,
     requestKey: key,
   };
+  const entries = seen === undefined ? { condition: noEntries, updates: [] } : clearEntries(seen);
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
-    condition: withOptional(isGrantableAt(now), queueIsEmpty, notAlreadyServed(key)),
-    update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(grantee, now)],
+    condition: withOptional(
+      isGrantableAt(now),
+      writersNotBlockedAt(now),
+      queueIsEmpty,
+      notAlreadyServed(key),
+      entries.condition,
+    ),
+    update: [add(A.fence, 1, fenceFloor(now)), ...grantFields(grantee, now), ...entries.updates],
     gcFrom: gcFromHeld(heldFrom(cmd.tenure, now)),
   };
 }
@@ -439,10 +498,31 @@ export const granted = (grant: Grant, replayed: boolean): AcquireOutcome => ({
   replayed,
 });
 
-/** A refusal explained from the item as it is. */
-export function refusal(name: string, item: Item | undefined, now: number): Refusal {
-  const holder = liveHolder(item, now);
-  const blocked = blockedUntil(item, now);
+/**
+ * The holder that keeps a caller asking in `mode` out longest worth reporting: the exclusive
+ * holder; else, for an exclusive caller, the shared holder whose lease ends last (a session's
+ * first); for a shared caller (a full semaphore), the one whose lease ends first.
+ */
+function blockingHolder(item: Item | undefined, now: number, mode: LockMode): Grant | undefined {
+  const exclusive = liveHolder(item, now);
+  if (exclusive) return exclusive;
+  const live = liveEntries(item, now).map((e) => entryGrant(e));
+  if (live.length === 0) return undefined;
+  const end = (g: Grant) => leaseEnd(g) ?? Number.POSITIVE_INFINITY;
+  const sorted = [...live].sort((a, b) => end(a) - end(b));
+  return mode === 'exclusive' ? sorted.at(-1) : sorted[0];
+}
+
+/** A refusal explained from the item as it is, for a caller asking in `mode`. */
+export function refusal(
+  name: string,
+  item: Item | undefined,
+  now: number,
+  mode: LockMode = 'exclusive',
+): Refusal {
+  const holder = blockingHolder(item, now, mode);
+  const blocked =
+    blockedUntil(item, now) ?? (mode === 'exclusive' ? writersBlockedUntil(item, now) : undefined);
   const end = holder && leaseEnd(holder);
   return {
     acquired: false,
@@ -462,6 +542,31 @@ export function refusal(name: string, item: Item | undefined, now: number): Refu
         ? blocked - now
         : 50,
   };
+}
+
+/** A shared entry as a grant. */
+export function entryGrant(e: SharedEntry, lock = ''): Grant {
+  return {
+    lock,
+    owner: e.owner,
+    clientId: e.clientId,
+    fencingToken: e.fencingToken,
+    held:
+      e.session !== undefined
+        ? { kind: 'session', sessionId: e.session }
+        : { kind: 'lease', ttlMs: e.ttlMs ?? 0, expiresAt: e.expiresAt ?? 0 },
+    mode: 'shared',
+    acquiredAt: e.acquiredAt,
+    reentry: e.reentry,
+  };
+}
+
+/** Every live grant of a lock at `now`: its exclusive holder, or its live shared holders in token order. */
+export function liveGrants(item: Item | undefined, now: number): Grant[] {
+  const exclusive = liveHolder(item, now);
+  if (exclusive) return [exclusive];
+  const name = item && str(item, A.name);
+  return liveEntries(item, now).map((e) => entryGrant(e, name ?? ''));
 }
 
 /**
@@ -500,7 +605,14 @@ export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: 
       `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(item)}, and that lock has been released or its lease has ended`,
     );
   }
-  if (!holder && queuedCount(item) === 0 && blockedUntil(item, now) === undefined) return { kind: 'grant' };
+  if (
+    !holder &&
+    queuedCount(item) === 0 &&
+    blockedUntil(item, now) === undefined &&
+    writersBlockedUntil(item, now) === undefined &&
+    !sharedEntries(item).some((e) => isLiveEntry(e, now))
+  )
+    return { kind: 'grant' };
   if (holder && mine && cmd.reentrant) return { kind: 'reenter', current: holder };
   return { kind: 'answer', outcome: refusal(cmd.name, item, now) };
 }
@@ -514,7 +626,7 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
       const decision = decideAcquire(cmd, old, now);
       if (decision.kind === 'answer') return { outcome: decision.outcome };
       if (decision.kind === 'reenter') return { write: reenterWrite(decision.current, now, key) };
-      return { write: grantWrite(cmd, now, key) };
+      return { write: grantWrite(cmd, now, key, old) };
     },
     onWritten: (item) => granted(grantOf(item), false),
   };

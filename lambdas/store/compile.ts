@@ -63,7 +63,9 @@ function updateText(update: Update, p: Placeholders): string {
     const attr = p.name(action.attr);
     if (action.kind === 'set') sets.push(`${attr} = ${p.value(action.value)}`);
     else if (action.kind === 'add')
-      sets.push(`${attr} = if_not_exists(${attr}, ${p.value(action.initial)}) + ${p.value(action.by)}`);
+      sets.push(
+        `${attr} = if_not_exists(${action.from === undefined ? attr : p.name(action.from)}, ${p.value(action.initial)}) + ${p.value(action.by)}`,
+      );
     else removes.push(attr);
   }
   return [sets.length ? `SET ${sets.join(', ')}` : '', removes.length ? `REMOVE ${removes.join(', ')}` : '']
