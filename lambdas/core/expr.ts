@@ -120,7 +120,11 @@ export function evaluate(condition: Condition, item: Item | undefined): boolean 
 export function applyUpdate(item: Item | undefined, update: Update): Record<string, Scalar> {
   const next: Record<string, Scalar> = {};
   for (const [key, value] of Object.entries(item ?? {})) if (value !== undefined) next[key] = value;
+  const touched = new Set<string>();
   for (const action of update) {
+    // DynamoDB refuses an UpdateExpression naming one path twice (ValidationException).
+    if (touched.has(action.attr)) throw new Error(`an update names ${action.attr} twice`);
+    touched.add(action.attr);
     switch (action.kind) {
       case 'set':
         next[action.attr] = action.value;

@@ -223,9 +223,12 @@ export function pinnedSharedGrants(
 ): { readonly write: ItemWrite; readonly grants: Grant[] } {
   const first = nextFence(seen, now);
   const mySlots = new Set(grantees.map((g) => slotOf(g.owner, g.clientId)));
+  if (mySlots.size < grantees.length)
+    throw new Error('one holder identity granted two shared entries at once');
   const entries = sharedEntries(seen);
   const kept = entries.filter((e) => isLiveEntry(e, now) && !mySlots.has(e.slot));
-  const dropped = entries.filter((e) => !kept.includes(e));
+  // A grantee's own earlier entry is overwritten field by field, not removed (one path, one action).
+  const dropped = entries.filter((e) => !kept.includes(e) && !mySlots.has(e.slot));
   const sessions =
     kept.filter((e) => e.session !== undefined).length +
     grantees.filter((g) => g.tenure.kind === 'session').length;

@@ -83,17 +83,20 @@ describe('lock write requests', () => {
       Key: { pk: 'LOCK#jobs/nightly', sk: 'LOCK' },
       ReturnValues: 'ALL_NEW',
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      // Free (no holder; or no session and no lease end, or lapsed), not under lock-delay, and nobody
-      // queued (the queue owns a free lock with waiters).
+      // Free (no holder; or no session and no lease end, or lapsed), not under lock-delay (of any
+      // holder, or of a shared holder's session: writers), nobody queued (the queue owns a free lock
+      // with waiters), and no shared entry at all (one that lapsed needs a second, informed write).
       ConditionExpression:
-        '(((attribute_not_exists(#a0) OR (attribute_not_exists(#a1) AND (attribute_not_exists(#a2) OR #a2 <= :v0))) AND (attribute_not_exists(#a3) OR #a3 <= :v1)) AND (attribute_not_exists(#a4) OR #a4 <= :v2))',
+        '(((attribute_not_exists(#a0) OR (attribute_not_exists(#a1) AND (attribute_not_exists(#a2) OR #a2 <= :v0))) AND (attribute_not_exists(#a3) OR #a3 <= :v1)) AND (attribute_not_exists(#a4) OR #a4 <= :v2) AND (attribute_not_exists(#a5) OR #a5 <= :v3) AND (attribute_not_exists(#a6) OR #a6 <= :v4))',
     });
     expect(request.ExpressionAttributeNames).toMatchObject({
       '#a0': 'holder',
       '#a1': 'session_id',
       '#a2': 'expires_at',
       '#a3': 'blocked_until',
-      '#a4': 'queued',
+      '#a4': 'writers_blocked_until',
+      '#a5': 'queued',
+      '#a6': 'shared_count',
     });
     const names = request.ExpressionAttributeNames ?? {};
     const fence = Object.keys(names).find((placeholder) => names[placeholder] === 'fence');
