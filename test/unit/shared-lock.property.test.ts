@@ -173,7 +173,7 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
         belief.owner === op.who.owner &&
         belief.client === op.who.client &&
         belief.expiresAt > now;
-      const out = await attempt(() =>
+      const out = await attempt<ReleaseOutcome | RenewOutcome>(() =>
         op.op === 'release'
           ? lock.run(releaseProtocolIn(cmd, now))
           : lock.run(renewProtocolIn({ ...cmd, ttlMs: op.ttl }, now)),
