@@ -7,7 +7,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
 import { entryCount, liveEntries, sharedEntries } from '../../lambdas/core/holders';
-import { type LockMode, lease, leaseEnd, liveGrants, liveHolder } from '../../lambdas/core/lock';
+import {
+  type LockMode,
+  lease,
+  leaseEnd,
+  liveGrants,
+  liveHolder,
+  type ReleaseOutcome,
+  type RenewOutcome,
+} from '../../lambdas/core/lock';
 import { acquireProtocolIn, releaseProtocolIn, renewProtocolIn } from '../../lambdas/core/modes';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { MemoryLock } from '../support/memory-lock';
