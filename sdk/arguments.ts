@@ -6,6 +6,7 @@
  */
 import { InvalidArgumentError } from './errors';
 import { Lease } from './lease';
+import type { LockMode, LockWant } from './multi-lock';
 import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameRefusal } from './names';
 
 /**
@@ -108,6 +109,41 @@ export function priorityArg(value: unknown): number | undefined {
       `priority must be an integer from -100 to 100, higher served first (got ${shown(value)})`,
     );
   return value;
+}
+
+/** The most holders a semaphore may have (the service's bound on `max_holders`). */
+export const MAX_HOLDERS_LIMIT = 1_000;
+
+/**
+ * How a lock is asked for: `mode` 'exclusive' (the default) or 'shared', and `maxHolders` (an
+ * integer 1..1000, only with 'shared': a semaphore of that many holders). `where` prefixes the
+ * messages (e.g. "withLocks: locks[1] (jobs/b): ").
+ */
+export function wantArg(given: { mode?: unknown; maxHolders?: unknown }, where = ''): LockWant {
+  const { mode, maxHolders } = given;
+  if (mode !== undefined && mode !== 'exclusive' && mode !== 'shared')
+    throw new InvalidArgumentError(
+      'mode',
+      `${where}mode must be 'exclusive' (one holder, the default) or 'shared' (many holders at once) (got ${shown(mode)})`,
+    );
+  const asked = (mode ?? 'exclusive') as LockMode;
+  if (maxHolders === undefined) return { mode: asked };
+  if (asked !== 'shared')
+    throw new InvalidArgumentError(
+      'maxHolders',
+      `${where}maxHolders makes a semaphore of shared holders: it takes mode: 'shared' (got maxHolders ${shown(maxHolders)} with mode ${shown(asked)}${mode === undefined ? ', the default' : ''})`,
+    );
+  if (
+    typeof maxHolders !== 'number' ||
+    !Number.isInteger(maxHolders) ||
+    maxHolders < 1 ||
+    maxHolders > MAX_HOLDERS_LIMIT
+  )
+    throw new InvalidArgumentError(
+      'maxHolders',
+      `${where}maxHolders must be an integer from 1 to ${MAX_HOLDERS_LIMIT}: how many may hold the lock at once (got ${shown(maxHolders)})`,
+    );
+  return { mode: 'shared', maxHolders };
 }
 
 export function booleanArg(what: string, value: unknown): boolean | undefined {

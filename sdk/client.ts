@@ -17,6 +17,7 @@ import {
   shown,
   signalArg,
   urlArg,
+  wantArg,
   wholeMs,
 } from './arguments';
 import {
@@ -30,6 +31,16 @@ import {
 } from './errors';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
+import {
+  holdLocks,
+  type LockMode,
+  type LockSpec,
+  type LockWant,
+  lockOrder,
+  type WithLocksCallback,
+  wantBody,
+  withLocksOptions,
+} from './multi-lock';
 import { asIdentifier } from './names';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport } from './transport';
@@ -62,7 +73,18 @@ export interface LockClientOptions {
   readonly onWarning?: (warning: LatchkeyClientError) => void;
 }
 
-export interface TryAcquireOptions {
+/**
+ * How to hold a lock. `mode`: 'exclusive' (the default: the only holder) or 'shared' (many
+ * holders at once, none exclusive: readers against a writer). `maxHolders` (shared only, an
+ * integer 1..1000) makes it a semaphore: at most that many hold it at once, and every holder must
+ * ask for the same N (another N is refused with MaxHoldersMismatchError while it is held).
+ */
+export interface LockModeOptions {
+  readonly mode?: LockMode;
+  readonly maxHolders?: number;
+}
+
+export interface TryAcquireOptions extends LockModeOptions {
   /**
    * Lease length in ms (rounded to whole ms). Default 30 000 (30 s). The service requires a lease
    * length and takes 1 s to 1 h unless its operator changed the limits.
@@ -70,10 +92,9 @@ export interface TryAcquireOptions {
   readonly ttlMs?: number;
   /** Taking a lock this client already holds answers the same lease (renewed) instead of "held". */
   readonly reentrant?: boolean;
-  readonly mode?: 'exclusive';
 }
 
-export interface AcquireOptions {
+export interface AcquireOptions extends LockModeOptions {
   /** Lease length in ms (rounded). Default 30 000 (30 s), as for tryAcquire. */
   readonly ttlMs?: number;
   /**
@@ -102,6 +123,9 @@ export interface WithLockOptions extends AcquireOptions {
   readonly stopMarginMs?: number;
 }
 
+/** withLocks' options: withLock's, but the mode (and maxHolders) of each lock goes with it in `locks`. */
+export type WithLocksOptions = Omit<WithLockOptions, 'mode' | 'maxHolders'>;
+
 /** An HTTP wait is at most 25 s (API Gateway ends requests at 30 s); longer ones are made of several. */
 const MAX_HTTP_WAIT_MS = 25_000;
 /** The longest one wait may be at the service (a WebSocket connection lasts at most 2 hours). */
@@ -123,6 +147,13 @@ export interface ListSessionsOptions {
   /** At most this many (default 1,000). */
   readonly limit?: number;
 }
+
+/**
+ * The mode hint of a release or renewal: `mode: 'shared'` for a shared lease (the service finds
+ * the grant either way, but the right hint saves it a write); nothing for an exclusive one, so
+ * those requests are as they always were.
+ */
+const heldAs = (lease: Lease): { mode?: 'shared' } => (lease.mode === 'shared' ? { mode: 'shared' } : {});
 
 /** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
 const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -180,12 +211,13 @@ export class LockClient {
     call: string,
     name: string,
     given: (TryAcquireOptions & { sessionId?: string }) | undefined,
+    checked?: LockWant,
   ): Promise<Lease | LockHeldError> {
     nameArg(call, name);
     const options = optionsArg(call, given, '{ ttlMs: 30_000 }');
     const reentrant = booleanArg('reentrant', options.reentrant);
-    if (options.mode !== undefined && options.mode !== 'exclusive')
-      throw new InvalidArgumentError('mode', `mode must be 'exclusive' (got ${shown(options.mode)})`);
+    // withLock and withLocks check the mode up front and pass it on.
+    const want = checked ?? wantArg(options);
     const body = {
       client_id: this.clientId,
       request_id: randomUUID(),
@@ -193,7 +225,7 @@ export class LockClient {
         ? { ttl_ms: wholeMs('ttlMs', options.ttlMs ?? DEFAULT_TTL_MS) }
         : { session_id: options.sessionId }),
       ...(reentrant ? { reentrant: true } : {}),
-      ...(options.mode === undefined ? {} : { mode: options.mode }),
+      ...wantBody(want), // nothing for exclusive: those requests are as they always were
     };
     const sentAt = performance.now();
     const answer = await this.post(lockPath(name, 'acquire'), body);
@@ -209,10 +241,17 @@ export class LockClient {
    */
   async acquire(name: string, options?: AcquireOptions & { sessionId?: string }): Promise<Lease> {
     nameArg('acquire', name);
-    const lease = await this.waitFor(
-      name,
-      optionsArg('acquire', options, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }'),
-    );
+    const checked = optionsArg('acquire', options, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+    return this.acquireIn(name, checked, wantArg(checked));
+  }
+
+  /** acquire's wait and confirmation, asking as `want` says (its mode; a semaphore's maxHolders). */
+  private async acquireIn(
+    name: string,
+    options: AcquireOptions & { sessionId?: string },
+    want: LockWant,
+  ): Promise<Lease> {
+    const lease = await this.waitFor(name, options, want);
     // The deadline counts from when the wait began: a long wait leaves little of it. One renewal,
     // sent now, bases it on now (a lock tied to a session has no lease to renew).
     if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) {
@@ -226,7 +265,11 @@ export class LockClient {
     return lease;
   }
 
-  private async waitFor(name: string, asked: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+  private async waitFor(
+    name: string,
+    asked: AcquireOptions & { sessionId?: string },
+    want: LockWant,
+  ): Promise<Lease> {
     const options = {
       ...asked,
       waitTimeoutMs: wholeMs('waitTimeoutMs', asked.waitTimeoutMs ?? Number.POSITIVE_INFINITY, {
@@ -235,6 +278,7 @@ export class LockClient {
       ttlMs: asked.sessionId === undefined ? wholeMs('ttlMs', asked.ttlMs ?? DEFAULT_TTL_MS) : 0,
       priority: priorityArg(asked.priority),
       signal: signalArg(asked.signal),
+      want,
     };
     let requestId = randomUUID();
     const until = performance.now() + options.waitTimeoutMs;
@@ -250,6 +294,8 @@ export class LockClient {
             priority: options.priority,
             requestId,
             sessionId: options.sessionId,
+            mode: want.mode,
+            maxHolders: want.maxHolders,
           },
           options.signal,
         );
@@ -275,6 +321,7 @@ export class LockClient {
     await this.post(lockPath(lease.name, 'release'), {
       client_id: lease.clientId,
       fencing_token: lease.fencingToken,
+      ...heldAs(lease),
     });
   }
 
@@ -287,7 +334,7 @@ export class LockClient {
       const answer = await this.transport.send(
         'POST',
         lockPath(lease.name, 'release'),
-        { client_id: lease.clientId, fencing_token: lease.fencingToken },
+        { client_id: lease.clientId, fencing_token: lease.fencingToken, ...heldAs(lease) },
         { attempts: 3, timeoutMs: 3_000 },
       );
       return answer.status === 200;
@@ -311,7 +358,7 @@ export class LockClient {
     const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),
-      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ms },
+      { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ms, ...heldAs(lease) },
       { timeoutMs },
     );
     lease.renewed(answer, sentAt);
@@ -345,16 +392,20 @@ export class LockClient {
         `withLock(name, options, fn): fn must be a function (lease, signal) => ..., run while the lock is held (got ${shown(fn)})`,
       );
     const options = optionsArg('withLock', given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+    const want = wantArg(options);
     const waitTimeoutMs = wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0, { infinite: true });
     let lease: Lease;
     if (waitTimeoutMs > 0) {
-      lease = await this.acquire(name, { ...options, waitTimeoutMs });
+      lease = await this.acquireIn(name, { ...options, waitTimeoutMs }, want);
     } else {
       priorityArg(options.priority);
       signalArg(options.signal)?.throwIfAborted();
-      const got = await this.attempt('withLock', name, {
-        ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }),
-      });
+      const got = await this.attempt(
+        'withLock',
+        name,
+        { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }) },
+        want,
+      );
       if (got instanceof LockHeldError) throw got;
       lease = got;
     }
@@ -371,6 +422,58 @@ export class LockClient {
       // now lapses at its ttl; neither may replace what `fn` returned or threw.
       await this.releaseQuietly(lease);
     }
+  }
+
+  /**
+   * Runs `fn` holding several locks at once. The locks are acquired one after another in one
+   * canonical order, their names sorted by code unit (compareLockNames), whatever order they are
+   * given in: two callers that want the same locks can never deadlock. Each is acquired through its
+   * own path, so IAM policies scoped by lock name apply to each. `locks` are names (exclusive) or
+   * `{ name, mode?, maxHolders? }`: `mode: 'shared'` holds that lock shared (with other shared
+   * holders), and `maxHolders` (shared only) as a semaphore of that many holders. The order is the
+   * same whatever the modes, so sets mixing shared and exclusive locks cannot deadlock either.
+   *
+   * Options are withLock's (but a lock's mode goes with it in `locks`): `ttlMs` for each lease, `priority` and `signal` for each wait, and
+   * `waitTimeoutMs` is ONE deadline for the whole set (default 0: each lock is tried once and
+   * LockHeldError thrown if one is held; otherwise WaitTimeoutError when the deadline passes).
+   * Each lease is renewed in the background from the moment it is granted. If anything fails
+   * while acquiring (held, timeout, abort, a lease lost meanwhile, an error), the locks already
+   * held are released (best effort) and that failure is thrown.
+   *
+   * `fn(leases, signal, byName)` gets the leases in the canonical order, one `signal` that aborts
+   * when any lease is lost (its reason is the first lost lease's LeaseLostError), and the leases by
+   * name (`byName.get('ledger/a')?.fencingToken`). When `fn` settles, every lock is released in
+   * reverse order, best effort: a release failure never replaces what `fn` returned or threw.
+   */
+  withLocks<T>(locks: readonly LockSpec[], fn: WithLocksCallback<T>): Promise<T>;
+  withLocks<T>(
+    locks: readonly LockSpec[],
+    options: WithLocksOptions | undefined,
+    fn: WithLocksCallback<T>,
+  ): Promise<T>;
+  async withLocks<T>(
+    locks: readonly LockSpec[],
+    optionsOrFn: WithLocksOptions | undefined | WithLocksCallback<T>,
+    maybeFn?: WithLocksCallback<T>,
+  ): Promise<T> {
+    const [given, fn] = typeof optionsOrFn === 'function' ? [undefined, optionsOrFn] : [optionsOrFn, maybeFn];
+    const requests = lockOrder(locks, 'withLocks');
+    if (typeof fn !== 'function')
+      throw new InvalidArgumentError(
+        'fn',
+        `withLocks(locks, options, fn): fn must be a function (leases, signal, byName) => ..., run while the locks are held (got ${shown(fn)})`,
+      );
+    return holdLocks(
+      {
+        tryOnce: (name, want, ttlMs) => this.attempt('withLocks', name, { ttlMs }, want),
+        wait: (name, want, options) => this.acquireIn(name, options, want),
+        keep: (lease, marginMs) => keepLease(this, lease, marginMs),
+        releaseQuietly: (lease) => this.releaseQuietly(lease),
+      },
+      requests,
+      withLocksOptions('withLocks', given),
+      fn,
+    );
   }
 
   /** Opens a session: one heartbeat keeps every lock taken in it (default ttl 30 s; see SessionOptions). */
@@ -519,6 +622,7 @@ export class LockClient {
       priority?: number | undefined;
       signal?: AbortSignal | undefined;
       sessionId?: string | undefined;
+      want: LockWant;
     },
     firstRequestId: string,
     until: number,
@@ -534,6 +638,7 @@ export class LockClient {
         wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
         ...(options.priority === undefined ? {} : { priority: options.priority }),
         ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
+        ...wantBody(options.want),
       });
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);

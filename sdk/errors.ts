@@ -164,6 +164,37 @@ export class SessionExpiredError extends LeaseLostError {
   }
 }
 
+/**
+ * A semaphore asked for with another `maxHolders` than the one its holders hold it with (409
+ * MAX_HOLDERS_MISMATCH): every holder of a shared lock must ask for the same maxHolders (or all
+ * for none). The request changed nothing. `maxHoldersInForce` is the holders' N, or undefined when
+ * they hold it without one (a shared lock that is no semaphore). It is not a bad request (the
+ * same call succeeds once the lock's holders are gone) but no retry helps while they hold it:
+ * fix whichever caller asks for the wrong N.
+ */
+export class MaxHoldersMismatchError extends LatchkeyClientError {
+  override name = 'MaxHoldersMismatchError';
+  /** The maxHolders the lock's holders hold it with; undefined: none (a plain shared lock). */
+  readonly maxHoldersInForce: number | undefined;
+  constructor(
+    message: string,
+    readonly details: readonly { path: string; message: string }[] = [],
+  ) {
+    super(message, 'MAX_HOLDERS_MISMATCH', 409, false);
+    this.maxHoldersInForce = maxHoldersInForce(message, details);
+  }
+}
+
+/** The N in force, from the details (`{path: 'max_holders', message: '3 in force' | 'none in force'}`) or else the message. */
+function maxHoldersInForce(
+  message: string,
+  details: readonly { path: string; message: string }[],
+): number | undefined {
+  const said = details.find((d) => d?.path === 'max_holders')?.message;
+  const n = said === undefined ? /max_holders (\d+)/.exec(message) : /^\s*(\d+) in force/.exec(said);
+  return n ? Number(n[1]) : undefined;
+}
+
 /** 429s that are a limit of the service (not a throttle to retry through at once). */
 export const LIMIT_CODES = new Set(['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS']);
 
@@ -189,6 +220,7 @@ export function errorFromResponse(status: number, body: unknown): LatchkeyClient
     return new LimitExceededError(message, code, Number(b.error?.retry_after_ms ?? 1_000));
   if (status === 429 || status >= 500) return new UnavailableError(message, status);
   if (code === 'SESSION_EXPIRED') return new SessionExpiredError(message);
+  if (code === 'MAX_HOLDERS_MISMATCH') return new MaxHoldersMismatchError(message, b.error?.details);
   if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code);
   return new LatchkeyClientError(message, code || `HTTP_${status}`, status, false);
 }

@@ -9,8 +9,10 @@ export {
   type ListSessionsOptions,
   LockClient,
   type LockClientOptions,
+  type LockModeOptions,
   type TryAcquireOptions,
   type WithLockOptions,
+  type WithLocksOptions,
 } from './client';
 export { formatDuration, parseDuration } from './duration';
 export {
@@ -22,6 +24,7 @@ export {
   LeaseLostError,
   LimitExceededError,
   LockHeldError,
+  MaxHoldersMismatchError,
   SessionExpiredError,
   UnauthorizedError,
   UnavailableError,
@@ -29,4 +32,18 @@ export {
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';
 export { Lease } from './lease';
-export { Session, type SessionAcquireOptions, type SessionOptions } from './session';
+export {
+  compareLockNames,
+  type LockMode,
+  type LockRequest,
+  type LockSpec,
+  type LockWant,
+  lockOrder,
+  type WithLocksCallback,
+} from './multi-lock';
+export {
+  Session,
+  type SessionAcquireOptions,
+  type SessionLockOptions,
+  type SessionOptions,
+} from './session';

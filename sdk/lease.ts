@@ -5,7 +5,10 @@
  * so clock skew between machines cannot stretch it. A lock held through a
  * session has no lease of its own (the server answers `expires_at: null`):
  * it lasts as long as the session, whose `signal` says when it is lost.
+ * A lease knows its mode: a shared one says so when it is renewed or released.
  */
+import type { LockMode } from './multi-lock';
+
 export interface GrantAnswer {
   readonly lock: string;
   readonly client_id: string;
@@ -14,6 +17,10 @@ export interface GrantAnswer {
   readonly remaining_ms: number | null;
   readonly ttl_ms: number | null;
   readonly session_id?: string;
+  /** How the lock is held; an answer without it is exclusive. */
+  readonly mode?: LockMode;
+  /** A semaphore's N (shared only); absent or null otherwise. */
+  readonly max_holders?: number | null;
 }
 
 export class Lease {
@@ -30,9 +37,18 @@ export class Lease {
    */
   deadline: number;
   readonly sessionId: string | undefined;
+  /**
+   * How the lock is held: 'exclusive' (the only holder) or 'shared' (with other shared holders,
+   * none exclusive). Renewals and the release of a shared lease say so to the service.
+   */
+  readonly mode: LockMode;
+  /** A semaphore's N: at most this many hold the lock at once (shared only); undefined otherwise. */
+  readonly maxHolders: number | undefined;
 
   constructor(answer: GrantAnswer, sentAt: number, sessionId?: string) {
     this.name = answer.lock;
+    this.mode = answer.mode === 'shared' ? 'shared' : 'exclusive';
+    this.maxHolders = this.mode === 'shared' ? (answer.max_holders ?? undefined) : undefined;
     this.clientId = answer.client_id;
     this.fencingToken = answer.fencing_token;
     this.sessionId = sessionId ?? answer.session_id;

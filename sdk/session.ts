@@ -5,10 +5,11 @@
  * the session is lost: a heartbeat refused, or none confirmed before the
  * local deadline (last confirmed send time + ttl, minus a safety margin).
  */
-import { DEFAULT_TTL_MS, nameArg, optionsArg, priorityArg, signalArg, wholeMs } from './arguments';
+import { DEFAULT_TTL_MS, nameArg, optionsArg, priorityArg, signalArg, wantArg, wholeMs } from './arguments';
 import { type LatchkeyClientError, LeaseLostError, SessionExpiredError } from './errors';
 import type { Lease } from './lease';
 import { safetyMarginMs } from './lease-keeper';
+import type { LockMode } from './multi-lock';
 
 export interface SessionOptions {
   /**
@@ -22,7 +23,15 @@ export interface SessionOptions {
   readonly lockDelayMs?: number;
 }
 
-export interface SessionAcquireOptions {
+/** How to hold a lock taken in a session (as LockClient's LockModeOptions). */
+export interface SessionLockOptions {
+  /** 'exclusive' (default) or 'shared' (many holders at once, none exclusive). */
+  readonly mode?: LockMode;
+  /** Shared only: a semaphore of this many holders (an integer 1..1000, the same for every holder). */
+  readonly maxHolders?: number;
+}
+
+export interface SessionAcquireOptions extends SessionLockOptions {
   /**
    * How long to wait in the lock's queue, in ms (rounded). Default Infinity: until the lock is
    * granted, the session ends or `signal` aborts.
@@ -41,7 +50,7 @@ export interface SessionHost {
   post(path: string, body: unknown): Promise<any>;
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers
   delete(path: string): Promise<any>;
-  tryAcquire(name: string, options: { sessionId: string }): Promise<Lease | null>;
+  tryAcquire(name: string, options: { sessionId: string } & SessionLockOptions): Promise<Lease | null>;
   acquire(
     name: string,
     options: {
@@ -49,9 +58,19 @@ export interface SessionHost {
       priority?: number;
       sessionId: string;
       signal?: AbortSignal;
-    },
+    } & SessionLockOptions,
   ): Promise<Lease>;
   release(lease: Lease): Promise<void>;
+}
+
+/** The mode options checked (before anything is sent), and only those given. */
+function modeOptions(options: SessionLockOptions): SessionLockOptions {
+  const want = wantArg(options);
+  return want.mode === 'exclusive'
+    ? options.mode === undefined
+      ? {}
+      : { mode: 'exclusive' }
+    : { mode: 'shared', ...(want.maxHolders === undefined ? {} : { maxHolders: want.maxHolders }) };
 }
 
 export class Session {
@@ -96,9 +115,11 @@ export class Session {
     return new Session(client, answer.session_id, answer.ttl_ms, answer.heartbeat_interval_ms, sentAt);
   }
 
-  /** The lock, tied to this session, if it is free now; else null. */
-  async tryAcquire(name: string): Promise<Lease | null> {
-    return this.client.tryAcquire(nameArg('session.tryAcquire', name), { sessionId: this.id });
+  /** The lock, tied to this session, if it is free now (in `options.mode`, default exclusive); else null. */
+  async tryAcquire(name: string, given?: SessionLockOptions): Promise<Lease | null> {
+    nameArg('session.tryAcquire', name);
+    const options = optionsArg('session.tryAcquire', given, "{ mode: 'shared' }");
+    return this.client.tryAcquire(name, { sessionId: this.id, ...modeOptions(options) });
   }
 
   /**
@@ -109,7 +130,9 @@ export class Session {
     nameArg('session.acquire', name);
     const options = optionsArg('session.acquire', given, '{ waitTimeoutMs: 60_000 }');
     const signal = signalArg(options.signal);
+    const mode = modeOptions(options);
     return this.client.acquire(name, {
+      ...mode,
       waitTimeoutMs: wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? Number.POSITIVE_INFINITY, {
         infinite: true,
       }),

@@ -29,6 +29,7 @@ import {
   WaitTimeoutError,
 } from './errors';
 import type { GrantAnswer } from './lease';
+import { type LockMode, wantBody } from './multi-lock';
 import { networkReason, type SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
@@ -51,6 +52,10 @@ export interface WaitRequest {
   readonly priority?: number | undefined;
   readonly requestId: string;
   readonly sessionId?: string | undefined;
+  /** Sent only when not exclusive (the service's default). */
+  readonly mode?: LockMode | undefined;
+  /** A semaphore's N (shared only). */
+  readonly maxHolders?: number | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
@@ -237,6 +242,9 @@ export class WsWaiter {
       ...(request.ttlMs === undefined ? {} : { ttl_ms: request.ttlMs }),
       ...(request.priority === undefined ? {} : { priority: request.priority }),
       ...(request.sessionId === undefined ? {} : { session_id: request.sessionId }),
+      ...wantBody(
+        request.mode === undefined ? undefined : { mode: request.mode, maxHolders: request.maxHolders },
+      ),
     };
     let answer: Json;
     try {

@@ -19,7 +19,22 @@
  * - never past the wait's end.
  */
 import type { Item } from './expr';
+import { liveEntries } from './holders';
 import { blockedUntil, LockAttr, lastFencingToken, liveHolder } from './lock';
+
+/**
+ * Until when the lock is held as far as a waiter can tell: the exclusive lease's end, or the first
+ * shared lease's end (a slot may free then, or, by the last, the lock); null while only grants held
+ * through sessions hold it; undefined when nobody holds it.
+ */
+function heldUntil(lock: Item | undefined, now: number): number | null | undefined {
+  const holder = liveHolder(lock, now);
+  if (holder) return holder.held.kind === 'lease' ? holder.held.expiresAt : null;
+  const shared = liveEntries(lock, now);
+  if (shared.length === 0) return undefined;
+  const ends = shared.flatMap((e) => (e.expiresAt === undefined ? [] : [e.expiresAt]));
+  return ends.length ? Math.min(...ends) : null;
+}
 
 /** The shortest poll interval, while the lock moves (a handoff takes a few DynamoDB writes). */
 export const POLL_FAST_MS = 10;
@@ -68,7 +83,7 @@ export function sightOf(
   const expiresAt = lock?.[LockAttr.expiresAt];
   return {
     fence: lastFencingToken(lock),
-    holderUntil: holder ? (holder.held.kind === 'lease' ? holder.held.expiresAt : null) : undefined,
+    holderUntil: heldUntil(lock, now),
     lapsedAt:
       !holder && lock?.[LockAttr.holder] !== undefined && typeof expiresAt === 'number' && expiresAt <= now
         ? expiresAt

@@ -133,6 +133,8 @@ export interface Grant {
   readonly acquiredAt: number;
   /** How many times the holder has acquired it without releasing (1 unless reentrant). */
   readonly reentry: number;
+  /** A shared grant of a semaphore: its N. */
+  readonly maxHolders?: number | undefined;
 }
 
 /** A lease's end, or undefined for a lock held through a session. */
@@ -566,7 +568,8 @@ export function liveGrants(item: Item | undefined, now: number): Grant[] {
   const exclusive = liveHolder(item, now);
   if (exclusive) return [exclusive];
   const name = item && str(item, A.name);
-  return liveEntries(item, now).map((e) => entryGrant(e, name ?? ''));
+  const n = item && entryCount(item) > 0 ? num(item, SharedAttr.maxHolders) : undefined;
+  return liveEntries(item, now).map((e) => ({ ...entryGrant(e, name ?? ''), maxHolders: n }));
 }
 
 /**

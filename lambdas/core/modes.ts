@@ -14,11 +14,13 @@ import {
   type AcquireOutcome,
   acquireProtocol,
   decideAcquire,
+  type Grant,
   type Protocol,
   type ReleaseCommand,
   type ReleaseOutcome,
   type RenewCommand,
   type RenewOutcome,
+  reenterProtocol,
   releaseProtocol,
   renewProtocol,
 } from './lock';
@@ -26,6 +28,7 @@ import {
   decideSharedAcquire,
   recordsSharedGrant,
   sharedAcquireProtocol,
+  sharedReenterProtocol,
   sharedReleaseProtocol,
   sharedRenewProtocol,
 } from './shared-lock';
@@ -60,3 +63,10 @@ export const releaseProtocolIn = (cmd: ReleaseCommand, now: number): Protocol<Re
 
 export const renewProtocolIn = (cmd: RenewCommand, now: number): Protocol<RenewOutcome> =>
   eitherMode(cmd, renewProtocol(cmd, now), sharedRenewProtocol(cmd, now));
+
+export const reenterProtocolIn = (
+  cmd: AcquireCommand,
+  current: Grant,
+  now: number,
+): Protocol<AcquireOutcome> =>
+  current.mode === 'shared' ? sharedReenterProtocol(cmd, current, now) : reenterProtocol(cmd, current, now);

@@ -13,11 +13,41 @@
  * carrying the fencing token the server read: two handoffs racing for the
  * same lock cannot both win.
  *
- * The queue is a list of exclusive waiters today; shared mode will grant a
- * run of readers at the head together, which this order already allows.
+ * Waiters ask for either mode. The queue is FIFO within a priority and
+ * writer-preferring: once anyone waits, every acquire queues behind them
+ * (a stream of readers cannot starve a queued writer), and a run of shared
+ * waiters at the head is granted together, in one transaction.
  */
 import { createHash } from 'node:crypto';
-import { add, and, type Condition, eq, exists, type Item, lt, missing, ne, or, set } from './expr';
+import {
+  add,
+  and,
+  type Condition,
+  eq,
+  exists,
+  ge,
+  gt,
+  type Item,
+  le,
+  lt,
+  missing,
+  ne,
+  or,
+  set,
+} from './expr';
+import {
+  entryAttr,
+  entryCount,
+  entryIn,
+  isLiveEntry,
+  liveEntries,
+  MAX_SHARED_HOLDERS,
+  maxHoldersOf,
+  removeEntry,
+  SharedAttr,
+  slotOf,
+  writersBlockedUntil,
+} from './holders';
 import { type ItemWrite, lockRef, quotaRef, type Step, updateStep, waiterRef } from './items';
 import {
   blockedUntil,
@@ -29,6 +59,7 @@ import {
   isFreeAt,
   isHeldAt,
   LockAttr,
+  type LockMode,
   lastFencingToken,
   liveHolder,
   notAlreadyServed,
@@ -50,6 +81,7 @@ import {
   takenBackStep,
 } from './request';
 import { sessionGrantSteps } from './session';
+import { pinnedSharedGrants } from './shared-lock';
 
 export const PRIORITY = { min: -100, max: 100, default: 0 } as const;
 
@@ -71,6 +103,10 @@ export const WaitAttr = {
   connection: 'connection_id',
   /** The session the grant will be held through, if any (see session.ts). */
   session: 'session_id',
+  /** Absent for exclusive. */
+  mode: 'mode',
+  /** A semaphore's N (shared mode only). */
+  maxHolders: 'max_holders',
 } as const;
 const W = WaitAttr;
 
@@ -88,6 +124,8 @@ export interface Waiter {
   readonly priority: number;
   readonly arrivedAt: number;
   readonly connectionId: string | undefined;
+  readonly mode: LockMode;
+  readonly maxHolders: number | undefined;
 }
 
 /**
@@ -114,6 +152,8 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     [W.priority]: w.priority,
     [W.arrivedAt]: w.arrivedAt,
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
+    ...(w.mode === 'shared' ? { [W.mode]: 'shared' } : {}),
+    ...(w.maxHolders === undefined ? {} : { [W.maxHolders]: w.maxHolders }),
   };
 }
 
@@ -137,6 +177,8 @@ export function waiterOf(order: string, item: Item): Waiter {
     priority: n(W.priority),
     arrivedAt: n(W.arrivedAt),
     connectionId: typeof connection === 'string' ? connection : undefined,
+    mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
+    maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
   };
 }
 
@@ -204,9 +246,18 @@ function quotaStep(scope: string, by: number, now: number, cap?: number): Step {
   });
 }
 
-/** A waiter leaves: its counters go down by one. */
-const releaseQuotaSteps = (w: Pick<Waiter, 'requestKey' | 'connectionId'>, now: number): Step[] =>
-  quotaScopes(w).map((scope) => quotaStep(scope, -1, now));
+/** Waiters leave: each of their counters goes down by one (one step per counter item, as a transaction needs). */
+const releaseQuotaSteps = (
+  waiters:
+    | Pick<Waiter, 'requestKey' | 'connectionId'>
+    | readonly Pick<Waiter, 'requestKey' | 'connectionId'>[],
+  now: number,
+): Step[] => {
+  const counts = new Map<string, number>();
+  for (const w of Array.isArray(waiters) ? waiters : [waiters])
+    for (const scope of quotaScopes(w)) counts.set(scope, (counts.get(scope) ?? 0) + 1);
+  return [...counts].map(([scope, n]) => quotaStep(scope, -n, now));
+};
 
 /** Which limit a refused enqueue hit, by the index of the step that refused (see enqueueSteps). */
 export const ENQUEUE_STEP = { lock: 0, waiter: 1, record: 2, principalQuota: 3, connectionQuota: 4 } as const;
@@ -218,17 +269,47 @@ export const ENQUEUE_STEP = { lock: 0, waiter: 1, record: 2, principalQuota: 3, 
  * lock step refuses, the caller may grant at once; when the record refuses,
  * the caller follows the record.
  */
+/**
+ * The lock cannot be granted at once in `w`'s mode (so a waiter queues): held by someone else,
+ * under lock-delay, promised to earlier waiters; for an exclusive waiter also any shared entry
+ * (one that lapsed is removed by the handoff that serves it) or a writers' lock-delay; for a shared
+ * waiter also no room under its semaphore (entries present count), or another N in force.
+ */
+function mustWait(w: Waiter, now: number): Condition {
+  const common = [isHeldAt(now), isBlockedAt(now), someoneQueued];
+  if (w.mode === 'exclusive')
+    return or(...common, gt(SharedAttr.count, 0), gt(SharedAttr.writersBlockedUntil, now));
+  const cap = w.maxHolders ?? MAX_SHARED_HOLDERS;
+  const otherN =
+    w.maxHolders === undefined ? exists(SharedAttr.maxHolders) : ne(SharedAttr.maxHolders, w.maxHolders);
+  return or(...common, and(gt(SharedAttr.count, 0), or(ge(SharedAttr.count, cap), otherN)));
+}
+
+/** Not already a live holder as this principal and client: that is a re-entry or a refusal, not a wait. */
+function notMineAlready(w: Waiter, now: number): Condition {
+  const slot = slotOf(w.owner, w.clientId);
+  return and(
+    or(isFreeAt(now), ne(LockAttr.holder, w.clientId), ne(LockAttr.owner, w.owner)),
+    or(
+      missing(entryAttr(slot, 'fence')),
+      and(missing(entryAttr(slot, 'session')), le(entryAttr(slot, 'expiresAt'), now)),
+    ),
+  );
+}
+
 export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[] {
-  // Not already this very holder's (the same principal and client): that is a re-entry or a refusal.
-  const notMineAlready = or(isFreeAt(now), ne(LockAttr.holder, w.clientId), ne(LockAttr.owner, w.owner));
   const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
   const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
     updateStep(lockRef(w.lock), {
       condition: withOptional(
-        and(or(isHeldAt(now), isBlockedAt(now), someoneQueued), queueHasRoom),
-        notMineAlready,
+        and(mustWait(w, now), queueHasRoom),
+        notMineAlready(w, now),
         notAlreadyServed(w.requestKey),
+        or(
+          missing(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest')),
+          ne(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest'), w.requestKey),
+        ),
       ),
       update: [set(LockAttr.name, w.lock), countBy(1)],
     }),
@@ -298,6 +379,10 @@ export function handoffSteps(
   writeId: string,
   releasing?: ReleaseCommand,
 ): { steps: Step[]; grant: Grant } {
+  if (w.mode === 'shared' && !releasing) {
+    const { steps, grants } = runHandoffSteps([w], lock, now, writeId);
+    return { steps, grant: grants[0] as Grant };
+  }
   const grantee: Grantee = {
     name: w.lock,
     owner: w.owner,
@@ -326,12 +411,81 @@ export function handoffSteps(
   };
 }
 
+/** Items one waiter's grant touches in a handoff transaction besides the lock (DynamoDB allows 100). */
+const ITEMS_PER_WAITER = 6;
+/** The most shared waiters one handoff grants together: a transaction holds 100 items. */
+export const MAX_RUN = Math.floor(99 / ITEMS_PER_WAITER);
+
+/**
+ * Hands a lock to a run of shared waiters (the head of its queue) in one transaction: one write of
+ * the lock item adds an entry per waiter (tokens fixed from the lock as read), and each waiter's
+ * item, record, session check and counters move with it. Counters shared by several waiters of
+ * the run are one step each.
+ */
+export function runHandoffSteps(
+  run: readonly Waiter[],
+  lock: Item | undefined,
+  now: number,
+  writeId: string,
+): { steps: Step[]; grants: Grant[] } {
+  const { write, grants } = pinnedSharedGrants(
+    run.map((w) => ({
+      name: w.lock,
+      owner: w.owner,
+      clientId: w.clientId,
+      tenure: w.tenure,
+      requestKey: w.requestKey,
+      maxHolders: w.maxHolders,
+    })),
+    lock,
+    now,
+    writeId,
+    { condition: ge(LockAttr.queued, run.length), updates: [countBy(-run.length)] },
+  );
+  const perWaiter = run.flatMap((w, i): Step[] => {
+    const grant = grants[i] as Grant;
+    return [
+      { kind: 'delete', ref: waiterRef(w.lock, w.order), condition: waiterAt(w.connectionId) },
+      handedStep(identityOf(w), w.order, grant.fencingToken, gcFromHeld(grant.held) ?? now),
+      ...(w.tenure.kind === 'session'
+        ? sessionGrantSteps(w.tenure.sessionId, w.owner, w.clientId, w.lock, now)
+        : []),
+    ];
+  });
+  return {
+    steps: [updateStep(lockRef(run[0]?.lock ?? ''), write), ...perWaiter, ...releaseQuotaSteps(run, now)],
+    grants,
+  };
+}
+
 /**
  * Takes back a grant nobody received (its push found the connection gone),
  * so the next waiter can be served: only while nothing has written the lock
  * since the handoff (`writeId`), and the request was not claimed by a retry.
  */
 export function takeBackSteps(grant: Grant, w: Waiter, writeId: string, now: number): Step[] {
+  if (grant.mode === 'shared') {
+    // One entry of a run: untouched since (not re-entered, not renewed), whatever else was written.
+    const slot = slotOf(grant.owner, grant.clientId);
+    const end = grant.held.kind === 'lease' ? grant.held.expiresAt : undefined;
+    return [
+      updateStep(lockRef(w.lock), {
+        condition: and(
+          eq(entryAttr(slot, 'fence'), grant.fencingToken),
+          eq(entryAttr(slot, 'reentry'), 1),
+          end === undefined ? exists(entryAttr(slot, 'session')) : eq(entryAttr(slot, 'expiresAt'), end),
+        ),
+        update: [
+          ...removeEntry(slot),
+          add(SharedAttr.count, -1, 0),
+          ...(end === undefined ? [add(SharedAttr.sessions, -1, 0)] : []),
+          add(SharedAttr.version, 1, 0),
+          set(LockAttr.releasedAt, now),
+        ],
+      }),
+      takenBackStep(identityOf(w), grant.fencingToken, w.connectionId ?? '', now),
+    ];
+  }
   return [
     updateStep(lockRef(w.lock), {
       condition: and(
@@ -376,7 +530,14 @@ export function planRelease(
   )
     return undefined;
   const head = waiters[0];
-  if (!head || head.deadline <= now || head.tenure.kind !== 'lease' || queuedCount(lock) === 0)
+  if (
+    !head ||
+    head.deadline <= now ||
+    head.tenure.kind !== 'lease' ||
+    head.mode !== 'exclusive' ||
+    queuedCount(lock) === 0 ||
+    writersBlockedUntil(lock, now) !== undefined
+  )
     return undefined;
   return head;
 }
@@ -389,7 +550,13 @@ export type ServePlan =
       readonly expiresAt: number | undefined;
       readonly fence: number;
     }
-  | { readonly kind: 'grant'; readonly expired: readonly Waiter[]; readonly head: Waiter }
+  /** Grant `run` (one exclusive waiter, or the shared waiters at the head); `head` is its first. */
+  | {
+      readonly kind: 'grant';
+      readonly expired: readonly Waiter[];
+      readonly head: Waiter;
+      readonly run: readonly Waiter[];
+    }
   /** The lock is free and nobody (live) waits: the count should be 0. */
   | { readonly kind: 'idle'; readonly expired: readonly Waiter[]; readonly countDrift: number };
 
@@ -413,13 +580,61 @@ export function planServe(
       fence: holder.fencingToken,
     };
   // Under lock-delay it is as good as held until the delay ends (a timer serves it then).
+  const fence = lastFencingToken(lock) ?? 0;
   const blocked = blockedUntil(lock, now);
-  if (blocked !== undefined)
-    return { kind: 'held', expired, expiresAt: blocked, fence: lastFencingToken(lock) ?? 0 };
-  const head = waiters.find((w) => w.deadline > now);
-  if (head) return { kind: 'grant', expired, head };
-  const drift = complete && expired.length === 0 ? queuedCount(lock) : 0;
-  return { kind: 'idle', expired, countDrift: drift };
+  if (blocked !== undefined) return { kind: 'held', expired, expiresAt: blocked, fence };
+  const live = waiters.filter((w) => w.deadline > now);
+  const head = live[0];
+  if (!head) {
+    const drift = complete && expired.length === 0 ? queuedCount(lock) : 0;
+    return { kind: 'idle', expired, countDrift: drift };
+  }
+  const holders = liveEntries(lock, now);
+  // Shared holders in the way: look again when the first of their leases ends (a slot frees, or
+  // the last one ends); never for those held through sessions (their ends serve the queue).
+  const ends = holders.flatMap((e) => (e.expiresAt === undefined ? [] : [e.expiresAt]));
+  const held = {
+    kind: 'held' as const,
+    expired,
+    expiresAt: ends.length ? Math.min(...ends) : undefined,
+    fence,
+  };
+  if (head.mode === 'exclusive') {
+    if (holders.length > 0) return held;
+    const writersBlocked = writersBlockedUntil(lock, now);
+    if (writersBlocked !== undefined) return { kind: 'held', expired, expiresAt: writersBlocked, fence };
+    return { kind: 'grant', expired, head, run: [head] };
+  }
+  const run = sharedRun(live, lock, holders.length, now);
+  return run.length ? { kind: 'grant', expired, head, run } : held;
+}
+
+/**
+ * The shared waiters at the head of the queue that may be granted together now: up to the first
+ * exclusive waiter, within the room the semaphore leaves (its N as in force, or as the head asks
+ * when nobody holds it), asking for that same N, one per holder identity (none that already holds
+ * it), and at most MAX_RUN (one transaction).
+ */
+function sharedRun(
+  waiters: readonly Waiter[],
+  lock: Item | undefined,
+  holding: number,
+  now: number,
+): Waiter[] {
+  const head = waiters[0] as Waiter;
+  const n = holding > 0 ? maxHoldersOf(lock) : head.maxHolders;
+  const room = Math.min(MAX_RUN, (n ?? MAX_SHARED_HOLDERS) - holding);
+  const run: Waiter[] = [];
+  const slots = new Set<string>();
+  for (const w of waiters) {
+    if (run.length >= room || w.mode !== 'shared' || w.maxHolders !== n) break;
+    const slot = slotOf(w.owner, w.clientId);
+    const mine = entryIn(lock, slot);
+    if (slots.has(slot) || (mine !== undefined && isLiveEntry(mine, now))) break;
+    slots.add(slot);
+    run.push(w);
+  }
+  return run;
 }
 
 /**
@@ -467,6 +682,24 @@ export function onLockChange({ before, released, after }: LockChangeImages, now:
     if (holder.held.kind === 'session') return { serve: false, timer: undefined };
     const timer = { at: holder.held.expiresAt, fence: holder.fencingToken };
     return { serve: false, timer: armedBefore(before, after) ? undefined : timer };
+  }
+  const shared = liveEntries(after, now);
+  if (shared.length > 0) {
+    // Entries that lapsed: serving may remove them and grant (a semaphore's room, or the last reader gone).
+    if (entryCount(after) > shared.length) return { serve: true, timer: undefined };
+    // Shared holders with waiters behind: look again when the first of their leases ends (serving
+    // then re-arms for the next); a release or a session's end serves the queue itself.
+    const ends = shared.flatMap((e) => (e.expiresAt === undefined ? [] : [e.expiresAt]));
+    if (ends.length === 0) return { serve: false, timer: undefined };
+    const armed =
+      before !== undefined &&
+      queuedCount(before) > 0 &&
+      before[LockAttr.fence] === after[LockAttr.fence] &&
+      before[SharedAttr.version] === after[SharedAttr.version];
+    return {
+      serve: false,
+      timer: armed ? undefined : { at: Math.min(...ends), fence: lastFencingToken(after) ?? 0 },
+    };
   }
   const blocked = blockedUntil(after, now);
   if (blocked !== undefined) {

@@ -242,6 +242,7 @@ export function pinnedSharedGrants(
       mode: 'shared',
       acquiredAt: now,
       reentry: 1,
+      maxHolders: grantees[0]?.maxHolders,
     }),
   );
   const update: UpdateAction[] = [
@@ -304,7 +305,7 @@ export function sharedAcquireProtocol(cmd: AcquireCommand, now: number): Protoco
     onWritten: (item) => {
       const entry = entryIn(item, slotOf(cmd.owner, cmd.clientId));
       if (!entry) throw new LatchkeyError('INTERNAL', 'a shared grant left no entry');
-      return granted(entryGrant(entry, cmd.name), false);
+      return granted({ ...entryGrant(entry, cmd.name), maxHolders: maxHoldersOf(item) }, false);
     },
   };
 }
@@ -471,4 +472,58 @@ export function sessionSharedReleaseVariant(
   const blocked =
     typeof item[S.writersBlockedUntil] === 'number' ? (item[S.writersBlockedUntil] as number) : undefined;
   return { lastSession: sessions <= 1, delayMoves: blocked === undefined || blocked <= now + lockDelayMs };
+}
+
+/** Re-enters the caller's live shared grant (reentrant), as its own protocol. */
+export function sharedReenterProtocol(
+  cmd: AcquireCommand,
+  current: Grant,
+  now: number,
+): Protocol<AcquireOutcome> {
+  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  return {
+    first: reenterWrite(current, now, key),
+    onRefused(old) {
+      const decision = decideSharedAcquire(cmd, old, now);
+      if (decision.kind === 'reenter') return { write: reenterWrite(decision.current, now, key) };
+      if (decision.kind === 'grant')
+        throw new LatchkeyError('UNAVAILABLE', 'the lock changed while re-entering it; retry', undefined, 0);
+      return { outcome: decision.outcome };
+    },
+    onWritten: (item) => {
+      const entry = entryIn(item, slotOf(cmd.owner, cmd.clientId));
+      if (!entry) throw new LatchkeyError('INTERNAL', 'a re-entered shared grant left no entry');
+      return granted(entryGrant(entry, cmd.name), false);
+    },
+  };
+}
+
+/**
+ * An administrator ends shared grants `ending` (every live one, or the one asked for), whoever
+ * holds them, and moves the fencing counter one past every token issued, recording who, when and
+ * why. Pinned on the entries as read, so a grant made or renewed since is never touched.
+ */
+export function forceReleaseSharedWrite(
+  ending: readonly SharedEntry[],
+  seen: Item | undefined,
+  by: string,
+  reason: string,
+  now: number,
+): ItemWrite {
+  const sessions = ending.filter((e) => e.session !== undefined).length;
+  return {
+    condition: and(sameEntries(seen), sameFence(seen)),
+    update: [
+      ...ending.flatMap((e) => removeEntry(e.slot)),
+      countBy(-ending.length),
+      ...(sessions > 0 ? [add(S.sessions, -sessions, 0)] : []),
+      bumpVersion,
+      add(LockAttr.fence, 1, fenceFloor(now)),
+      set(LockAttr.releasedAt, now),
+      set(LockAttr.forcedBy, by),
+      set(LockAttr.forcedAt, now),
+      set(LockAttr.forcedReason, reason),
+    ],
+    gcFrom: now,
+  };
 }

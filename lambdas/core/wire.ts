@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import type { Item } from './expr';
+import { MAX_SHARED_HOLDERS, maxHoldersOf, sharedEntries } from './holders';
 import {
   type AcquireCommand,
   type AcquireOutcome,
@@ -13,6 +14,7 @@ import {
   LockAttr,
   lastFencingToken,
   lease,
+  liveGrants,
   liveHolder,
   queuedCount,
   type ReleaseCommand,
@@ -113,6 +115,12 @@ export const connectionId = z
   .max(128, 'connection_id must be at most 128 characters')
   .regex(/^[A-Za-z0-9+/=_-]+$/, 'connection_id is a WebSocket connection id from the welcome frame');
 
+export const lockMode = z.enum(['exclusive', 'shared'], "mode must be 'exclusive' or 'shared'");
+export const maxHolders = z
+  .int('max_holders must be an integer')
+  .min(1, 'max_holders must be at least 1')
+  .max(MAX_SHARED_HOLDERS, `max_holders must be at most ${MAX_SHARED_HOLDERS}`);
+
 export const acquireBody = (limits: Limits) =>
   z
     .strictObject({
@@ -121,9 +129,9 @@ export const acquireBody = (limits: Limits) =>
       ttl_ms: ttlMs(limits).optional(),
       wait_timeout_ms: waitTimeoutMs(MAX_WAIT_MS).optional(),
       priority: priority(limits).optional(),
-      mode: z
-        .literal('exclusive', "mode must be 'exclusive' (shared locks are not available yet)")
-        .optional(),
+      mode: lockMode.optional(),
+      /** Shared mode: a semaphore of this many holders. */
+      max_holders: maxHolders.optional(),
       request_id: requestId.optional(),
       reentrant: z.boolean().optional(),
       session_id: sessionId.optional(),
@@ -144,6 +152,12 @@ export const acquireBody = (limits: Limits) =>
         });
       if (held && b.ttl_ms !== undefined)
         ctx.addIssue({ code: 'custom', path: ['ttl_ms'], message: SESSION_TTL_MESSAGE });
+      if (b.max_holders !== undefined && b.mode !== 'shared')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['max_holders'],
+          message: "max_holders makes a semaphore of a shared lock: give mode 'shared' with it",
+        });
       if (b.ephemeral && b.session_id !== undefined)
         ctx.addIssue({
           code: 'custom',
@@ -216,10 +230,20 @@ export function sessionResponse(s: Session, now: number) {
   };
 }
 
-export const releaseBody = z.strictObject({ client_id: clientId, fencing_token: fencingToken });
+/** `mode` on a release or renew: the mode the caller holds the lock in (a hint that saves a write). */
+export const releaseBody = z.strictObject({
+  client_id: clientId,
+  fencing_token: fencingToken,
+  mode: lockMode.optional(),
+});
 
 export const renewBody = (limits: Limits) =>
-  z.strictObject({ client_id: clientId, fencing_token: fencingToken, ttl_ms: ttlMs(limits) });
+  z.strictObject({
+    client_id: clientId,
+    fencing_token: fencingToken,
+    ttl_ms: ttlMs(limits),
+    mode: lockMode.optional(),
+  });
 
 /** The paging fields of a listing's query string: `limit` (1–MAX_LIST_LIMIT) and an opaque `cursor`. */
 export const pageFields = {
@@ -254,12 +278,15 @@ export const acquireCommand = (name: string, owner: string, b: AcquireBody): Acq
   tenure: b.session_id !== undefined ? throughSession(b.session_id) : lease(b.ttl_ms ?? 0),
   requestId: b.request_id,
   reentrant: b.reentrant,
+  mode: b.mode ?? 'exclusive',
+  maxHolders: b.mode === 'shared' ? b.max_holders : undefined,
 });
 export const releaseCommand = (name: string, owner: string, b: ReleaseBody): ReleaseCommand => ({
   name,
   owner,
   clientId: b.client_id,
   fencingToken: b.fencing_token,
+  mode: b.mode,
 });
 export const renewCommand = (name: string, owner: string, b: RenewBody): RenewCommand => ({
   name,
@@ -267,6 +294,7 @@ export const renewCommand = (name: string, owner: string, b: RenewBody): RenewCo
   clientId: b.client_id,
   fencingToken: b.fencing_token,
   ttlMs: b.ttl_ms,
+  mode: b.mode,
 });
 
 export const releaseResponse = (outcome: ReleaseOutcome) => ({
@@ -324,6 +352,7 @@ export function acquireResponse(outcome: AcquireOutcome, now: number) {
       fencing_token: grant.fencingToken,
       ...tenureView(grant.held, now),
       mode: grant.mode,
+      ...(grant.maxHolders === undefined ? {} : { max_holders: grant.maxHolders }),
       reentry: grant.reentry,
     };
   }
@@ -375,6 +404,7 @@ export function waiterView(w: Waiter, position: number) {
   return {
     client_id: w.clientId,
     position,
+    mode: w.mode,
     priority: w.priority,
     via: w.connectionId === undefined ? ('http' as const) : ('websocket' as const),
     queued_at: isoTime(w.arrivedAt),
@@ -393,19 +423,28 @@ export function lockView(
   viewer: string,
   waiters?: readonly Waiter[],
 ) {
-  const live = liveHolder(item, now);
+  const grants = liveGrants(item, now);
+  const live = grants[0];
   const blocked = blockedUntil(item, now);
   // The last token issued is its grant's capability: shown only to that grant's principal while the
   // grant is recorded (held, or lapsed with nothing written since: its holder may still be at work),
   // and to nobody under lock-delay (an expired session's holder may still be at work).
-  const recorded = item?.[LockAttr.holder] !== undefined ? String(item[LockAttr.owner] ?? '') : undefined;
+  const lastShared = sharedEntries(item).at(-1);
+  const recorded =
+    item?.[LockAttr.holder] !== undefined
+      ? String(item[LockAttr.owner] ?? '')
+      : lastShared?.fencingToken === lastFencingToken(item)
+        ? lastShared?.owner
+        : undefined;
   const hidden = (recorded !== undefined && recorded !== viewer) || (blocked !== undefined && !live);
   const last = hidden ? undefined : lastFencingToken(item);
   return {
     lock: name,
     state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),
     ...(blocked !== undefined && !live ? { blocked_until: isoTime(blocked) } : {}),
-    holders: live ? [holderView(live, viewer)] : [],
+    mode: live ? live.mode : null,
+    max_holders: live?.mode === 'shared' ? (maxHoldersOf(item) ?? null) : null,
+    holders: grants.map((g) => holderView(g, viewer)),
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
     fencing_token: last ?? null,

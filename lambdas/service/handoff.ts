@@ -18,6 +18,7 @@ import {
   planServe,
   type QueuedWaiter,
   resetCountWrite,
+  runHandoffSteps,
   stillWatched,
   takeBackSteps,
   type Waiter,
@@ -61,10 +62,18 @@ function auditLeft(w: QueuedWaiter & { readonly requestId?: string }, reason: En
   return true;
 }
 
+/** An exclusive waiter's handoff, shaped like a run's. */
+function oneHandoff(head: Waiter, lock: Item | undefined, now: number, writeId: string) {
+  const { steps, grant } = handoffSteps(head, lock, now, writeId);
+  return { steps, grants: [grant] };
+}
+
+/** Where a handoff transaction checks that session `id` is live (-1: nowhere). */
+const sessionCheckAt = (steps: readonly Step[], id: string) =>
+  steps.findIndex((step) => step.kind === 'check' && step.ref.kind === 'session' && step.ref.session === id);
+
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
-/** Index of the session check in a handoff to a waiter whose grant is held through a session. */
-const SESSION_CHECK = 3;
 
 export class Handoff {
   constructor(
@@ -99,17 +108,28 @@ export class Handoff {
         return { kind: 'idle' };
       }
       const writeId = this.ids();
-      const { steps, grant } = handoffSteps(plan.head, snapshot.lock, now, writeId);
+      const { steps, grants } =
+        plan.head.mode === 'shared'
+          ? runHandoffSteps(plan.run, snapshot.lock, now, writeId)
+          : oneHandoff(plan.head, snapshot.lock, now, writeId);
       const result = await this.handoffWrite(name, steps, writeId);
       if (!result.ok) {
-        // The session the grant was to be held through ended: that waiter can hold nothing, so it goes.
-        if (refusedAt(result, SESSION_CHECK) && plan.head.tenure.kind === 'session')
-          await this.endWait(plan.head, 'session-ended', now);
-        continue; // otherwise the lock or the waiter changed meanwhile: read again
+        // The session a grant was to be held through ended: that waiter can hold nothing, so it goes.
+        for (const waiter of plan.run)
+          if (
+            waiter.tenure.kind === 'session' &&
+            refusedAt(result, sessionCheckAt(steps, waiter.tenure.sessionId))
+          )
+            await this.endWait(waiter, 'session-ended', now);
+        continue; // otherwise the lock or a waiter changed meanwhile: read again
       }
       auditLapse(name, snapshot.lock, now);
-      if (await this.delivered(plan.head, grant, writeId, snapshot.lock, now))
-        return { kind: 'granted', grant, waiter: plan.head };
+      let delivered = 0;
+      for (const [i, waiter] of plan.run.entries())
+        if (await this.delivered(waiter, grants[i] as Grant, writeId, snapshot.lock, now)) delivered++;
+      // Every grant received: done. One taken back (its connection was gone): serve on.
+      if (delivered === plan.run.length)
+        return { kind: 'granted', grant: grants[0] as Grant, waiter: plan.head };
     }
     return { kind: 'idle' };
   }

@@ -17,18 +17,18 @@ import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
+import { liveEntries } from '../core/holders';
 import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, sightOf, track } from '../core/http-poll';
 import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
   type AcquireCommand,
   type AcquireOutcome,
-  acquireProtocol,
-  decideAcquire,
   forceReleaseWrite,
   type Grant,
   gcFromHeld,
   granted,
   holdsAs,
+  liveGrants,
   liveHolder,
   notAlreadyServed,
   type Protocol,
@@ -38,16 +38,20 @@ import {
   type ReleaseCommand,
   type ReleaseOutcome,
   type RenewCommand,
-  reenterProtocol,
   refusal,
-  releaseProtocol,
-  renewProtocol,
   requestKey,
   runProtocol,
   type Tenure,
   throughSession,
   withOptional,
 } from '../core/lock';
+import {
+  acquireProtocolIn,
+  decideAcquireIn,
+  reenterProtocolIn,
+  releaseProtocolIn,
+  renewProtocolIn,
+} from '../core/modes';
 import {
   ENQUEUE_STEP,
   enqueueSteps,
@@ -69,6 +73,7 @@ import {
   requestOf,
 } from '../core/request';
 import { sessionGrantSteps } from '../core/session';
+import { forceReleaseSharedWrite, pinnedSharedGrants } from '../core/shared-lock';
 import { audit } from '../shared/log';
 import { countAcquire } from './acquire-metrics';
 import { auditGrant, auditLapse, auditRelease } from './audit';
@@ -175,8 +180,9 @@ export class LockService {
     onlyToken?: number,
   ): Promise<ForceReleaseOutcome> {
     const now = this.clock.now();
-    const holder = liveHolder(await this.storage.read(lockRef(name)), now);
-    if (!holder) return { kind: 'not-held' };
+    const seen = await this.storage.read(lockRef(name));
+    const holder = liveHolder(seen, now);
+    if (!holder) return this.forceReleaseShared(name, seen, by, reason, onlyToken);
     if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
     const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
     if (!result.ok) return { kind: 'moved-on' };
@@ -187,6 +193,32 @@ export class LockService {
     );
     await this.handoff.serve(name);
     return { kind: 'released', released: holder, fencedTo: holder.fencingToken + 1 };
+  }
+
+  /** Force-release of a lock held in shared mode: every live holder, or only the one with `onlyToken`. */
+  private async forceReleaseShared(
+    name: string,
+    seen: Item | undefined,
+    by: string,
+    reason: string,
+    onlyToken: number | undefined,
+  ): Promise<ForceReleaseOutcome> {
+    const now = this.clock.now();
+    const live = liveEntries(seen, now);
+    const ending = onlyToken === undefined ? live : live.filter((e) => e.fencingToken === onlyToken);
+    if (live.length === 0) return { kind: 'not-held' };
+    if (ending.length === 0) return { kind: 'moved-on' };
+    const result = await this.storage.write(
+      lockRef(name),
+      forceReleaseSharedWrite(ending, seen, by, reason, now),
+    );
+    if (!result.ok) return { kind: 'moved-on' };
+    const grants = liveGrants(seen, now).filter((g) => ending.some((e) => e.fencingToken === g.fencingToken));
+    const fencedTo = (typeof seen?.fence === 'number' ? seen.fence : 0) + 1;
+    for (const grant of grants)
+      auditGrant('force-release', { ...grant, lock: name }, { reason, by, fenced_to: fencedTo });
+    await this.handoff.serve(name);
+    return { kind: 'released', released: { ...(grants[0] as Grant), lock: name }, fencedTo };
   }
 
   /**
@@ -240,7 +272,7 @@ export class LockService {
       }
       // The lock may be granted at once, or is the caller's, or already served this request.
       const seen = oldAt(queued, ENQUEUE_STEP.lock);
-      const decision = decideAcquire(withId, seen, now);
+      const decision = decideAcquireIn(withId, seen, now);
       // Answered without a write that checked the connection: check it by reading.
       if (connection.length && decision.kind !== 'grant') await this.checkConnection(waiter);
       if (decision.kind === 'answer') {
@@ -290,9 +322,13 @@ export class LockService {
    * that finds waiters, the queue is served before answering.
    */
   async release(cmd: ReleaseCommand): Promise<ReleaseOutcome> {
-    const handed = this.contended.likely(cmd.name) ? await this.handoff.releaseToNext(cmd) : undefined;
+    // A shared grant is released the plain way: the queue is then served (a run of readers, or a writer).
+    const handed =
+      cmd.mode !== 'shared' && this.contended.likely(cmd.name)
+        ? await this.handoff.releaseToNext(cmd)
+        : undefined;
     if (handed !== undefined) return { lock: cmd.name, remaining: 0, queued: handed };
-    const outcome = await this.run(cmd.name, releaseProtocol(cmd, this.clock.now()));
+    const outcome = await this.run(cmd.name, releaseProtocolIn(cmd, this.clock.now()));
     auditRelease(cmd, outcome.remaining);
     if (outcome.remaining === 0 && outcome.queued > 0) {
       this.contended.saw(cmd.name);
@@ -303,7 +339,7 @@ export class LockService {
 
   async renew(cmd: RenewCommand) {
     try {
-      const renewed = await this.run(cmd.name, renewProtocol(cmd, this.clock.now()));
+      const renewed = await this.run(cmd.name, renewProtocolIn(cmd, this.clock.now()));
       auditGrant('renew', renewed.grant, { reason: 'renewed', ttl_ms: cmd.ttlMs });
       return renewed;
     } catch (error) {
@@ -414,7 +450,7 @@ export class LockService {
     const outcome =
       cmd.tenure.kind === 'session'
         ? await this.acquireInSession(cmd)
-        : await this.run(cmd.name, acquireProtocol(cmd, this.clock.now()));
+        : await this.run(cmd.name, acquireProtocolIn(cmd, this.clock.now()));
     if (outcome.acquired) return outcome;
     if (cmd.requestId !== undefined) {
       const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
@@ -442,7 +478,7 @@ export class LockService {
   private async acquireInSession(cmd: AcquireCommand): Promise<AcquireOutcome> {
     let seen = await this.storage.read(lockRef(cmd.name));
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const decision = decideAcquire(cmd, seen, this.clock.now());
+      const decision = decideAcquireIn(cmd, seen, this.clock.now());
       if (decision.kind === 'answer') return decision.outcome;
       if (decision.kind === 'reenter') return this.reenter(cmd, seen);
       const grant = await this.grantInTransaction(cmd, seen, undefined);
@@ -472,13 +508,23 @@ export class LockService {
   > {
     const now = this.clock.now();
     const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
-    const { write, grant } = pinnedGrant(
-      { name: cmd.name, owner: cmd.owner, clientId: cmd.clientId, tenure: cmd.tenure, requestKey: key },
-      seen,
-      now,
-      this.ids(),
-      { condition: withOptional(queueIsEmpty, notAlreadyServed(key)) },
-    );
+    const grantee = {
+      name: cmd.name,
+      owner: cmd.owner,
+      clientId: cmd.clientId,
+      tenure: cmd.tenure,
+      requestKey: key,
+    };
+    const { write, grant } =
+      cmd.mode === 'shared'
+        ? oneSharedGrant(
+            pinnedSharedGrants([{ ...grantee, maxHolders: cmd.maxHolders }], seen, now, this.ids(), {
+              condition: queueIsEmpty,
+            }),
+          )
+        : pinnedGrant(grantee, seen, now, this.ids(), {
+            condition: withOptional(queueIsEmpty, notAlreadyServed(key)),
+          });
     const session =
       cmd.tenure.kind === 'session'
         ? sessionGrantSteps(cmd.tenure.sessionId, cmd.owner, cmd.clientId, cmd.name, now)
@@ -503,10 +549,11 @@ export class LockService {
   }
 
   private async reenter(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {
-    const current = liveHolder(seen, this.clock.now());
+    const now = this.clock.now();
+    const current = liveGrants(seen, now).find((g) => g.owner === cmd.owner && g.clientId === cmd.clientId);
     if (!current)
       throw new LatchkeyError('UNAVAILABLE', 'the lock changed while re-entering it; retry', undefined, 0);
-    return this.run(cmd.name, reenterProtocol(cmd, current, this.clock.now()));
+    return this.run(cmd.name, reenterProtocolIn(cmd, { ...current, lock: cmd.name }, now));
   }
 
   /** A retry of a waiting request: the record it left decides the answer (on a connection that is the caller's). */
@@ -582,13 +629,16 @@ export class LockService {
       const claim = await this.storage.transact([claimStep(wait, fence, this.clock.now())]);
       if (!claim.ok) return this.answer(wait, requestOf(oldAt(claim, 0)), connectionId);
     }
-    const holder = liveHolder(await this.storage.read(lockRef(wait.lock)), this.clock.now());
+    const holder = liveGrants(await this.storage.read(lockRef(wait.lock)), this.clock.now()).find(
+      (g) => g.fencingToken === fence,
+    );
     if (holder?.fencingToken === fence && holder.clientId === wait.clientId) {
       // Held as this attempt asks (see holdsAs); a lock held through a WebSocket connection only on that connection.
       const connection =
         holder.held.kind === 'session' ? connectionOfSession(holder.held.sessionId) : undefined;
       const asked = wait.tenure === undefined || holdsAs(holder.held, wait.tenure);
-      if (asked && (connection === undefined || connection === connectionId)) return granted(holder, true);
+      if (asked && (connection === undefined || connection === connectionId))
+        return granted({ ...holder, lock: wait.lock }, true);
       throw new LatchkeyError(
         'LEASE_EXPIRED',
         `request ${wait.requestId} was granted fencing token ${fence} through a session or connection this attempt does not speak for`,
@@ -635,6 +685,15 @@ export class LockService {
   }
 }
 
+/** The one grant of a single shared grantee's write. */
+const oneSharedGrant = (g: {
+  readonly write: import('../core/items').ItemWrite;
+  readonly grants: Grant[];
+}) => ({
+  write: g.write,
+  grant: g.grants[0] as Grant,
+});
+
 export function newWaiter(
   cmd: AcquireCommand & { requestId: string },
   wait: WaitOptions,
@@ -656,6 +715,8 @@ export function newWaiter(
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
+    mode: cmd.mode ?? 'exclusive',
+    maxHolders: cmd.mode === 'shared' ? cmd.maxHolders : undefined,
   };
 }
 

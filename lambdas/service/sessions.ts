@@ -25,6 +25,7 @@ import {
   sessionState,
   sweptWrite,
 } from '../core/session';
+import { sessionSharedReleaseVariant, sessionSharedReleaseWrite } from '../core/shared-lock';
 import { type AuditFields, audit } from '../shared/log';
 import type { Clock } from './clock';
 import type { Connection } from './connections';
@@ -182,6 +183,35 @@ export class Sessions {
     return this.releaseLocks(session, reason === 'expired' ? session.lockDelayMs : 0);
   }
 
+  /**
+   * Releases what `session` holds of lock `name`: its exclusive grant, or its shared entry (then
+   * in the variant that fits the item the refusal returned: tried a few times, as others change it).
+   */
+  private async releaseOne(
+    session: Pick<Session, 'id' | 'owner' | 'clientId'>,
+    name: string,
+    now: number,
+    lockDelayMs: number,
+  ) {
+    let result = await this.storage.write(lockRef(name), sessionReleaseWrite(session.id, now, lockDelayMs));
+    for (let attempt = 0; !result.ok && attempt < 3; attempt++) {
+      const variant = sessionSharedReleaseVariant(
+        result.old,
+        session.owner,
+        session.clientId,
+        session.id,
+        now,
+        lockDelayMs,
+      );
+      if (!variant) break;
+      result = await this.storage.write(
+        lockRef(name),
+        sessionSharedReleaseWrite(session.owner, session.clientId, session.id, now, lockDelayMs, variant),
+      );
+    }
+    return result;
+  }
+
   private async releaseLocks(
     session: Pick<Session, 'id' | 'owner' | 'clientId'>,
     lockDelayMs: number,
@@ -191,7 +221,7 @@ export class Sessions {
     let released = 0;
     for (const name of await this.storage.sessionLocks(id)) {
       const now = this.clock.now();
-      const result = await this.storage.write(lockRef(name), sessionReleaseWrite(id, now, lockDelayMs));
+      const result = await this.releaseOne(session, name, now, lockDelayMs);
       if (result.ok) {
         released++;
         audit('release', {

@@ -2,6 +2,7 @@
 import { hostname, userInfo } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import logUpdate from 'log-update';
+import { MAX_HOLDERS_LIMIT } from '../arguments';
 import { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
 import {
@@ -42,6 +43,39 @@ const integer = (value: string) => {
   if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`not an integer: ${value}`);
   return Number(value);
 };
+/** --max-holders: a semaphore's N, 1..1000. */
+const holderCount = (value: string) => {
+  const n = integer(value);
+  if (n < 1 || n > MAX_HOLDERS_LIMIT)
+    throw new InvalidArgumentError(
+      `--max-holders takes an integer from 1 to ${MAX_HOLDERS_LIMIT} (got ${value})`,
+    );
+  return n;
+};
+
+/**
+ * The mode --shared and --max-holders ask for: nothing without --shared (exclusive, asked as
+ * always); --max-holders without --shared is refused (a semaphore is shared).
+ */
+export function lockModeFlags(o: { shared?: boolean; maxHolders?: number }): {
+  mode?: 'shared';
+  maxHolders?: number;
+} {
+  if (o.maxHolders !== undefined && o.shared !== true)
+    throw new BadArgument(
+      '--max-holders',
+      `--max-holders ${o.maxHolders} makes each lock a semaphore of shared holders: give --shared with it (e.g. --shared --max-holders ${o.maxHolders})`,
+    );
+  if (o.shared !== true) return {};
+  return o.maxHolders === undefined ? { mode: 'shared' } : { mode: 'shared', maxHolders: o.maxHolders };
+}
+
+/** How a lock or holder is held, compactly: 'shared', a semaphore's 'shared 2/3' (holders/N), or 'exclusive'. */
+function modeText(v: LockView): string {
+  if (v.mode !== 'shared') return v.mode ?? '-';
+  const n = v.holders?.length ?? 0;
+  return v.max_holders ? `shared ${n}/${v.max_holders}` : 'shared';
+}
 
 /** The holder's name for commands whose lease outlives the process: stable per user and host. */
 const stableClientId = () =>
@@ -90,17 +124,24 @@ export function explain(error: unknown, endpoints = endpointsInUse): string {
 // biome-ignore lint/suspicious/noExplicitAny: the wire view of a lock
 type LockView = any;
 
+/**
+ * A lock for people. Held shared, the first line says so (`held (shared 2/3)`: holders / the
+ * semaphore's N), and so does each shared holder and waiter; exclusive ones read as they always did.
+ */
 function describeLock(v: LockView): string {
-  const lines = [`${v.lock}: ${v.state}${v.blocked_until ? ` until ${v.blocked_until}` : ''}`];
+  const shared = v.mode === 'shared' ? ` (${modeText(v)})` : '';
+  const lines = [`${v.lock}: ${v.state}${shared}${v.blocked_until ? ` until ${v.blocked_until}` : ''}`];
   for (const h of v.holders ?? []) {
     const left = Date.parse(h.expires_at) - Date.now();
     lines.push(
-      `  holder   ${h.client_id}${h.mine ? ' (yours)' : ''}${h.fencing_token === undefined ? '' : `  token ${h.fencing_token}`}  ${h.expires_at === null ? `session${h.session_id ? ` ${h.session_id}` : ''}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
+      `  holder   ${h.client_id}${h.mine ? ' (yours)' : ''}${h.mode === 'shared' ? '  shared' : ''}${h.fencing_token === undefined ? '' : `  token ${h.fencing_token}`}  ${h.expires_at === null ? `session${h.session_id ? ` ${h.session_id}` : ''}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
     );
   }
   if (v.queued) lines.push(`  queued   ${v.queued}`);
   for (const w of v.waiters ?? [])
-    lines.push(`  ${String(w.position).padStart(3)}. ${w.client_id}  priority ${w.priority}  via ${w.via}`);
+    lines.push(
+      `  ${String(w.position).padStart(3)}. ${w.client_id}  priority ${w.priority}  via ${w.via}${w.mode === 'shared' ? '  shared' : ''}`,
+    );
   if (!v.holders?.length && v.fencing_token) lines.push(`  last token ${v.fencing_token}`);
   return lines.join('\n');
 }
@@ -111,9 +152,13 @@ function describeList(locks: LockView[]): string {
     const h = v.holders?.[0];
     // Another principal's token is not shown to you (README: "Security model").
     const token = h?.fencing_token === undefined ? '-' : String(h.fencing_token);
-    return [v.lock, v.state, h?.client_id ?? '-', token, String(v.queued ?? 0)];
+    const more = (v.holders?.length ?? 0) > 1 ? ` (+${v.holders.length - 1})` : '';
+    // MODE: '-' when free; 'shared 2/3' for a semaphore (holders / N).
+    const mode = v.holders?.length ? modeText({ ...v, mode: v.mode ?? h?.mode ?? 'exclusive' }) : '-';
+    return [v.lock, v.state, h ? `${h.client_id}${more}` : '-', token, String(v.queued ?? 0), mode];
   });
-  const header = ['LOCK', 'STATE', 'HOLDER', 'TOKEN', 'QUEUED'];
+  // MODE last: scripts that read the first columns read them as before.
+  const header = ['LOCK', 'STATE', 'HOLDER', 'TOKEN', 'QUEUED', 'MODE'];
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
   return [header, ...rows]
     .map((r) =>
@@ -144,10 +189,12 @@ function describeSessions(sessions: LockView[]): string {
 /** A lock's holder and its queue, one waiter a line, with when each joined and gives up. */
 function describeQueue(v: LockView): string {
   const lines = [describeLock({ ...v, waiters: [] })];
+  // A MODE column only when some waiter waits to share: an exclusive queue reads as it always did.
+  const modes = v.waiters?.some((w: LockView) => w.mode === 'shared');
   if (v.waiters?.length)
     lines.push(
       table(
-        ['POS', 'CLIENT', 'PRIORITY', 'VIA', 'QUEUED AT', 'WAITS UNTIL'],
+        ['POS', 'CLIENT', 'PRIORITY', 'VIA', 'QUEUED AT', 'WAITS UNTIL', ...(modes ? ['MODE'] : [])],
         v.waiters.map((w: LockView) => [
           String(w.position),
           w.client_id,
@@ -155,6 +202,7 @@ function describeQueue(v: LockView): string {
           w.via,
           w.queued_at,
           w.wait_until,
+          ...(modes ? [w.mode ?? 'exclusive'] : []),
         ]),
       ),
     );
@@ -183,14 +231,63 @@ const leaseView = (lease: Lease) => ({
   fencing_token: lease.fencingToken,
   expires_at: lease.expiresAt?.toISOString() ?? null,
   ttl_ms: lease.expiresAt ? lease.ttlMs : null,
+  mode: lease.mode,
+  ...(lease.maxHolders === undefined ? {} : { max_holders: lease.maxHolders }),
   ...(lease.sessionId === undefined ? {} : { session_id: lease.sessionId }),
 });
+
+/** A shared lease's mode for people ('shared', or 'shared (a semaphore of 3)'); '' for exclusive. */
+const heldText = (lease: Lease) =>
+  lease.mode === 'shared'
+    ? ` shared${lease.maxHolders === undefined ? '' : ` (a semaphore of ${lease.maxHolders})`}`
+    : '';
 
 /** When a lease ends, for people: its end and what is left, or the session it lasts with. */
 const endsText = (lease: Lease) =>
   lease.expiresAt
     ? `expires ${lease.expiresAt.toISOString()} (in ${formatDuration(lease.remainingMs())})`
     : `held as long as session ${lease.sessionId} lives`;
+
+/** What `latchkey run` holds and runs. */
+export interface RunTargets {
+  /** The locks, each once, in the order given. */
+  readonly names: string[];
+  readonly command: string[];
+}
+
+/**
+ * `latchkey run`'s locks and command, from its operands (commander drops the `--`), its --lock
+ * values and the raw arguments (which still have the `--`). Without --lock, as always: the first
+ * operand is the lock, the rest the command. With --lock, the command is what follows `--` (so it
+ * can never be taken for a lock name), and at most one NAME may come before it.
+ */
+export function runTargets(
+  operands: readonly string[],
+  locks: readonly string[],
+  rawArgs: readonly string[],
+): RunTargets {
+  const usage =
+    'latchkey run NAME -- command [args...], or latchkey run --lock NAME --lock NAME -- command [args...]';
+  if (locks.length === 0) {
+    const [name, ...command] = operands;
+    if (name === undefined) throw new Error(`missing the lock name: ${usage}`);
+    if (command.length === 0) throw new Error(`missing the command: ${usage}`);
+    return { names: [name], command };
+  }
+  const at = rawArgs.indexOf('--');
+  const tail = at < 0 ? [] : rawArgs.slice(at + 1);
+  const offset = operands.length - tail.length;
+  // Commander keeps what follows `--` as the last operands.
+  if (at < 0 || offset < 0 || tail.some((arg, i) => operands[offset + i] !== arg))
+    throw new Error(`with --lock, the command goes after --: ${usage}`);
+  const before = operands.slice(0, offset);
+  if (before.length > 1)
+    throw new Error(
+      `at most one NAME goes before -- (got ${before.join(' ')}); the command goes after --: ${usage}`,
+    );
+  if (tail.length === 0) throw new Error(`missing the command after --: ${usage}`);
+  return { names: [...new Set([...before, ...locks])], command: tail };
+}
 
 export function program(): Command {
   const cli = new Command('latchkey')
@@ -217,6 +314,9 @@ export function program(): Command {
 Examples:
   latchkey run nightly-report --ttl 30s --wait 5m -- ./report.sh --full
   latchkey run -n nightly-report -- ./report.sh   # try once: exit ${EXIT.NOT_ACQUIRED} if held
+  latchkey run --lock ledger/a --lock ledger/b -- ./move.sh   # both; env LATCHKEY_LOCKS
+  latchkey run --shared config/app -- ./read-config.sh   # with other --shared runs, no exclusive one
+  latchkey run --shared --max-holders 3 pool/gpu -- ./train.sh   # a semaphore: at most 3 at once
   latchkey acquire deploy/prod --ttl 10m          # prints the token; release it later
   latchkey release deploy/prod --token 1795...001
   latchkey show deploy/prod
@@ -233,9 +333,17 @@ of signal n).`,
 
   cli
     .command('run')
-    .description('hold a lock while a command runs (waits for it; renewed; released when the command exits)')
-    .argument('<name>', 'lock name')
-    .argument('<command...>', 'the command, after --')
+    .description(
+      'hold a lock (or several) while a command runs (waits for it; renewed; released when the command exits)',
+    )
+    .usage('[options] [NAME] [--lock NAME]... -- command [args...]')
+    .argument('[name]', 'lock name (or give the locks with --lock)')
+    .argument('[command...]', 'the command, after --')
+    .option(
+      '--lock <name>',
+      'a lock to hold, repeatable: every one is held (with NAME, if given), acquired in order of name',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .addOption(durationOption('--ttl <duration>', 'lease length, renewed every third of it', 30_000))
     .option(
       '--wait <duration>',
@@ -244,6 +352,15 @@ of signal n).`,
     )
     .option('-n, --no-wait', `do not wait: exit ${EXIT.NOT_ACQUIRED} at once if the lock is held`)
     .option('--priority <n>', 'queue priority, -100..100 (higher first)', integer)
+    .option(
+      '--shared',
+      'hold the lock shared: with other shared holders, while nobody holds it exclusively (with --lock: every lock)',
+    )
+    .option(
+      '--max-holders <n>',
+      'with --shared: a semaphore, at most n holders at once (1..1000; every holder must give the same n)',
+      holderCount,
+    )
     .addOption(
       new Option('--on-lost <signal>', "signal to send the command's process group if the lease is lost")
         .choices(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGKILL', 'none'])
@@ -263,30 +380,62 @@ Waiting: by default run waits in the lock's queue until it is granted (Ctrl-C or
 wait, exit 130/143). --wait 5m waits at most 5 minutes; -n/--no-wait (or --wait 0) tries once.
 Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired.
 
+Shared: --shared holds the lock together with other shared holders (readers), while no exclusive
+holder (a run without --shared) has it; --max-holders N makes it a semaphore of N holders (all of
+them must give the same N, or they are refused with MAX_HOLDERS_MISMATCH). With several --lock,
+--shared and --max-holders apply to every one of them.
+
+Several locks: latchkey run --lock jobs/a --lock jobs/b -- ./job.sh (a NAME before -- joins them;
+with --lock the command must follow --). They are acquired one after another sorted by name (plain
+code-unit order, the same for every caller, so two runs wanting the same locks never deadlock);
+--wait is one deadline for all of them; if one cannot be had, those already held are released and
+latchkey exits ${EXIT.NOT_ACQUIRED}. Losing any of the leases counts as a lost lease (below).
+
 The command runs in a process group of its own, with latchkey's stdin, stdout and stderr, and
-gets LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN. Signals latchkey gets (INT, TERM, HUP, QUIT, USR1,
-USR2) are forwarded to the group. If the lease is lost, the group gets --on-lost (SIGTERM), then
-SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
+gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (lock names never
+contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
+LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). Signals latchkey gets (INT,
+TERM, HUP, QUIT, USR1, USR2) are forwarded to the group. If the lease is lost, the group gets
+--on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
 (even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
 well before the lease lapses if --kill-grace is short against --ttl. The command has no controlling
 terminal (/dev/tty).`,
     )
-    .action(async (name: string, command: string[], o) => {
+    .action(async (name: string | undefined, rest: string[], o, run: Command) => {
       const g = globals();
+      let targets: RunTargets;
+      try {
+        targets = runTargets(
+          [...(name === undefined ? [] : [name]), ...rest],
+          o.lock ?? [],
+          // The arguments as given, `--` included (set by parse(); commander's types leave it out).
+          (run.parent as { rawArgs?: string[] } | null)?.rawArgs ?? process.argv,
+        );
+      } catch (error) {
+        return run.error(`error: ${(error as Error).message}`);
+      }
       const killGraceMs: number = o.killGrace;
       const refusal = graceRefusal(o.ttl, killGraceMs);
       if (refusal) throw new BadArgument('--kill-grace', refusal);
+      const mode = lockModeFlags(o);
       const client = clientFor(g, g.clientId);
+      const { names, command } = targets;
       try {
-        process.exitCode = await runLocked(client, name, command, {
-          ttlMs: o.ttl,
-          // undefined: not given (wait until granted); false: --no-wait; else the duration.
-          waitMs: o.wait === undefined ? Number.POSITIVE_INFINITY : o.wait === false ? 0 : o.wait,
-          priority: o.priority,
-          onLost: o.onLost,
-          killGraceMs,
-          say: (line) => console.error(line),
-        });
+        process.exitCode = await runLocked(
+          client,
+          names.length === 1 ? (names[0] as string) : names,
+          command,
+          {
+            ttlMs: o.ttl,
+            // undefined: not given (wait until granted); false: --no-wait; else the duration.
+            waitMs: o.wait === undefined ? Number.POSITIVE_INFINITY : o.wait === false ? 0 : o.wait,
+            priority: o.priority,
+            ...mode,
+            onLost: o.onLost,
+            killGraceMs,
+            say: (line) => console.error(line),
+          },
+        );
       } finally {
         client.close();
       }
@@ -301,22 +450,31 @@ terminal (/dev/tty).`,
       durationOption('--wait <duration>', 'how long to wait for it (0: exit 3 at once if held)', 0, '0'),
     )
     .option('--priority <n>', 'queue priority, -100..100', integer)
+    .option('--shared', 'take it shared: with other shared holders, while nobody holds it exclusively')
+    .option('--max-holders <n>', 'with --shared: a semaphore of at most n holders (1..1000)', holderCount)
     .action(async (name: string, o) => {
       const g = globals();
+      const mode = lockModeFlags(o);
       const client = clientFor(g, g.clientId ?? stableClientId());
       try {
         const lease =
           o.wait > 0
-            ? await client.acquire(name, { ttlMs: o.ttl, waitTimeoutMs: o.wait, priority: o.priority })
-            : await client.tryAcquire(name, { ttlMs: o.ttl });
+            ? await client.acquire(name, {
+                ttlMs: o.ttl,
+                waitTimeoutMs: o.wait,
+                priority: o.priority,
+                ...mode,
+              })
+            : await client.tryAcquire(name, { ttlMs: o.ttl, ...mode });
         if (!lease) throw new LockHeldError(name, (await client.inspect(name)).holders?.[0]?.client_id, 0);
 
+        const hint = lease.mode === 'shared' ? ' --shared' : '';
         print(g, leaseView(lease), () =>
           [
-            `acquired ${lease.name} as ${lease.clientId}`,
+            `acquired ${lease.name} as ${lease.clientId}${heldText(lease)}`,
             `  fencing token ${lease.fencingToken}`,
             `  ${endsText(lease)}`,
-            `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}`,
+            `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}${hint}`,
           ].join('\n'),
         );
       } finally {
@@ -329,7 +487,8 @@ terminal (/dev/tty).`,
       .command(verb)
       .description(verb === 'release' ? 'release a lease' : 'extend a lease')
       .argument('<name>')
-      .requiredOption('--token <n>', 'the fencing token of the lease', integer);
+      .requiredOption('--token <n>', 'the fencing token of the lease', integer)
+      .option('--shared', 'the lease is a shared one (a hint that saves the service a write; optional)');
     if (verb === 'renew')
       command.addOption(durationOption('--ttl <duration>', 'new lease length from now', 30_000));
     command.action(async (name: string, o) => {
@@ -343,6 +502,7 @@ terminal (/dev/tty).`,
           expires_at: new Date().toISOString(),
           remaining_ms: 0,
           ttl_ms: o.ttl ?? 30_000,
+          ...(o.shared ? { mode: 'shared' as const } : {}),
         },
         performance.now(),
       );

@@ -196,6 +196,8 @@ describe('every write is one DynamoDB accepts', () => {
     priority: 0,
     arrivedAt: now,
     connectionId,
+    mode: 'exclusive',
+    maxHolders: undefined,
   });
   const held = pinnedGrant(
     { name: 'jobs/nightly', owner: OWNER, clientId: 'worker-1', tenure: lease(1_000) },

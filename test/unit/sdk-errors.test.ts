@@ -266,7 +266,12 @@ describe('a wrong argument is an InvalidArgumentError saying what was expected',
       'reentrant',
       /true or false/,
     );
-    await refused(() => client.tryAcquire('x', { mode: 'shared' as 'exclusive' }), 'mode', /'exclusive'/);
+    await refused(
+      () => client.tryAcquire('x', { mode: 'read' as 'shared' }),
+      'mode',
+      /mode must be 'exclusive' \(one holder, the default\) or 'shared'/,
+    );
+    await refused(() => client.tryAcquire('x', { maxHolders: 2 }), 'maxHolders', /takes mode: 'shared'/);
     await refused(() => client.forceRelease('x', undefined as unknown as string), 'reason', /needs a reason/);
     await refused(() => client.list('', 0), 'limit', /positive integer/);
     await refused(() => client.list(7 as unknown as string), 'prefix', /prefix must be a string/);
