@@ -30,6 +30,14 @@ import {
 } from './errors';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
+import {
+  holdLocks,
+  type LockMode,
+  type LockSpec,
+  lockOrder,
+  type WithLocksCallback,
+  withLocksOptions,
+} from './multi-lock';
 import { asIdentifier } from './names';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport } from './transport';
@@ -180,6 +188,7 @@ export class LockClient {
     call: string,
     name: string,
     given: (TryAcquireOptions & { sessionId?: string }) | undefined,
+    mode: LockMode = 'exclusive',
   ): Promise<Lease | LockHeldError> {
     nameArg(call, name);
     const options = optionsArg(call, given, '{ ttlMs: 30_000 }');
@@ -194,6 +203,7 @@ export class LockClient {
         : { session_id: options.sessionId }),
       ...(reentrant ? { reentrant: true } : {}),
       ...(options.mode === undefined ? {} : { mode: options.mode }),
+      ...(mode === 'exclusive' ? {} : { mode }), // withLocks' other modes
     };
     const sentAt = performance.now();
     const answer = await this.post(lockPath(name, 'acquire'), body);
@@ -209,10 +219,20 @@ export class LockClient {
    */
   async acquire(name: string, options?: AcquireOptions & { sessionId?: string }): Promise<Lease> {
     nameArg('acquire', name);
-    const lease = await this.waitFor(
+    return this.acquireIn(
       name,
       optionsArg('acquire', options, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }'),
+      'exclusive',
     );
+  }
+
+  /** acquire's wait and confirmation, in `mode` (withLocks sends modes other than exclusive). */
+  private async acquireIn(
+    name: string,
+    options: AcquireOptions & { sessionId?: string },
+    mode: LockMode,
+  ): Promise<Lease> {
+    const lease = await this.waitFor(name, options, mode);
     // The deadline counts from when the wait began: a long wait leaves little of it. One renewal,
     // sent now, bases it on now (a lock tied to a session has no lease to renew).
     if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) {
@@ -226,7 +246,11 @@ export class LockClient {
     return lease;
   }
 
-  private async waitFor(name: string, asked: AcquireOptions & { sessionId?: string }): Promise<Lease> {
+  private async waitFor(
+    name: string,
+    asked: AcquireOptions & { sessionId?: string },
+    mode: LockMode,
+  ): Promise<Lease> {
     const options = {
       ...asked,
       waitTimeoutMs: wholeMs('waitTimeoutMs', asked.waitTimeoutMs ?? Number.POSITIVE_INFINITY, {
@@ -235,6 +259,7 @@ export class LockClient {
       ttlMs: asked.sessionId === undefined ? wholeMs('ttlMs', asked.ttlMs ?? DEFAULT_TTL_MS) : 0,
       priority: priorityArg(asked.priority),
       signal: signalArg(asked.signal),
+      mode,
     };
     let requestId = randomUUID();
     const until = performance.now() + options.waitTimeoutMs;
@@ -250,6 +275,7 @@ export class LockClient {
             priority: options.priority,
             requestId,
             sessionId: options.sessionId,
+            mode,
           },
           options.signal,
         );
@@ -371,6 +397,57 @@ export class LockClient {
       // now lapses at its ttl; neither may replace what `fn` returned or threw.
       await this.releaseQuietly(lease);
     }
+  }
+
+  /**
+   * Runs `fn` holding several locks at once. The locks are acquired one after another in one
+   * canonical order, their names sorted by code unit (compareLockNames), whatever order they are
+   * given in: two callers that want the same locks can never deadlock. Each is acquired through its
+   * own path, so IAM policies scoped by lock name apply to each. `locks` are names (exclusive) or
+   * `{ name, mode }` (only `exclusive` for now: shared locks are not available yet, and
+   * `mode: 'shared'` is refused with InvalidArgumentError before anything is sent).
+   *
+   * Options are withLock's: `ttlMs` for each lease, `priority` and `signal` for each wait, and
+   * `waitTimeoutMs` is ONE deadline for the whole set (default 0: each lock is tried once and
+   * LockHeldError thrown if one is held; otherwise WaitTimeoutError when the deadline passes).
+   * Each lease is renewed in the background from the moment it is granted. If anything fails
+   * while acquiring (held, timeout, abort, a lease lost meanwhile, an error), the locks already
+   * held are released (best effort) and that failure is thrown.
+   *
+   * `fn(leases, signal, byName)` gets the leases in the canonical order, one `signal` that aborts
+   * when any lease is lost (its reason is the first lost lease's LeaseLostError), and the leases by
+   * name (`byName.get('ledger/a')?.fencingToken`). When `fn` settles, every lock is released in
+   * reverse order, best effort: a release failure never replaces what `fn` returned or threw.
+   */
+  withLocks<T>(locks: readonly LockSpec[], fn: WithLocksCallback<T>): Promise<T>;
+  withLocks<T>(
+    locks: readonly LockSpec[],
+    options: WithLockOptions | undefined,
+    fn: WithLocksCallback<T>,
+  ): Promise<T>;
+  async withLocks<T>(
+    locks: readonly LockSpec[],
+    optionsOrFn: WithLockOptions | undefined | WithLocksCallback<T>,
+    maybeFn?: WithLocksCallback<T>,
+  ): Promise<T> {
+    const [given, fn] = typeof optionsOrFn === 'function' ? [undefined, optionsOrFn] : [optionsOrFn, maybeFn];
+    const requests = lockOrder(locks, 'withLocks');
+    if (typeof fn !== 'function')
+      throw new InvalidArgumentError(
+        'fn',
+        `withLocks(locks, options, fn): fn must be a function (leases, signal, byName) => ..., run while the locks are held (got ${shown(fn)})`,
+      );
+    return holdLocks(
+      {
+        tryOnce: (name, mode, ttlMs) => this.attempt('withLocks', name, { ttlMs }, mode),
+        wait: (name, mode, options) => this.acquireIn(name, options, mode),
+        keep: (lease, marginMs) => keepLease(this, lease, marginMs),
+        releaseQuietly: (lease) => this.releaseQuietly(lease),
+      },
+      requests,
+      withLocksOptions('withLocks', given),
+      fn,
+    );
   }
 
   /** Opens a session: one heartbeat keeps every lock taken in it (default ttl 30 s; see SessionOptions). */
@@ -519,6 +596,7 @@ export class LockClient {
       priority?: number | undefined;
       signal?: AbortSignal | undefined;
       sessionId?: string | undefined;
+      mode: LockMode;
     },
     firstRequestId: string,
     until: number,
@@ -534,6 +612,7 @@ export class LockClient {
         wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
         ...(options.priority === undefined ? {} : { priority: options.priority }),
         ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
+        ...(options.mode === 'exclusive' ? {} : { mode: options.mode }),
       });
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);

@@ -29,4 +29,12 @@ export {
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';
 export { Lease } from './lease';
+export {
+  compareLockNames,
+  type LockMode,
+  type LockRequest,
+  type LockSpec,
+  lockOrder,
+  type WithLocksCallback,
+} from './multi-lock';
 export { Session, type SessionAcquireOptions, type SessionOptions } from './session';

@@ -29,6 +29,7 @@ import {
   WaitTimeoutError,
 } from './errors';
 import type { GrantAnswer } from './lease';
+import type { LockMode } from './multi-lock';
 import { networkReason, type SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
@@ -51,6 +52,8 @@ export interface WaitRequest {
   readonly priority?: number | undefined;
   readonly requestId: string;
   readonly sessionId?: string | undefined;
+  /** Sent only when not exclusive (the service's default). */
+  readonly mode?: LockMode | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
@@ -237,6 +240,7 @@ export class WsWaiter {
       ...(request.ttlMs === undefined ? {} : { ttl_ms: request.ttlMs }),
       ...(request.priority === undefined ? {} : { priority: request.priority }),
       ...(request.sessionId === undefined ? {} : { session_id: request.sessionId }),
+      ...(request.mode === undefined || request.mode === 'exclusive' ? {} : { mode: request.mode }),
     };
     let answer: Json;
     try {

@@ -192,6 +192,47 @@ const endsText = (lease: Lease) =>
     ? `expires ${lease.expiresAt.toISOString()} (in ${formatDuration(lease.remainingMs())})`
     : `held as long as session ${lease.sessionId} lives`;
 
+/** What `latchkey run` holds and runs. */
+export interface RunTargets {
+  /** The locks, each once, in the order given. */
+  readonly names: string[];
+  readonly command: string[];
+}
+
+/**
+ * `latchkey run`'s locks and command, from its operands (commander drops the `--`), its --lock
+ * values and the raw arguments (which still have the `--`). Without --lock, as always: the first
+ * operand is the lock, the rest the command. With --lock, the command is what follows `--` (so it
+ * can never be taken for a lock name), and at most one NAME may come before it.
+ */
+export function runTargets(
+  operands: readonly string[],
+  locks: readonly string[],
+  rawArgs: readonly string[],
+): RunTargets {
+  const usage =
+    'latchkey run NAME -- command [args...], or latchkey run --lock NAME --lock NAME -- command [args...]';
+  if (locks.length === 0) {
+    const [name, ...command] = operands;
+    if (name === undefined) throw new Error(`missing the lock name: ${usage}`);
+    if (command.length === 0) throw new Error(`missing the command: ${usage}`);
+    return { names: [name], command };
+  }
+  const at = rawArgs.indexOf('--');
+  const tail = at < 0 ? [] : rawArgs.slice(at + 1);
+  const offset = operands.length - tail.length;
+  // Commander keeps what follows `--` as the last operands.
+  if (at < 0 || offset < 0 || tail.some((arg, i) => operands[offset + i] !== arg))
+    throw new Error(`with --lock, the command goes after --: ${usage}`);
+  const before = operands.slice(0, offset);
+  if (before.length > 1)
+    throw new Error(
+      `at most one NAME goes before -- (got ${before.join(' ')}); the command goes after --: ${usage}`,
+    );
+  if (tail.length === 0) throw new Error(`missing the command after --: ${usage}`);
+  return { names: [...new Set([...before, ...locks])], command: tail };
+}
+
 export function program(): Command {
   const cli = new Command('latchkey')
     .description('Distributed locks with fencing tokens on AWS (latchkey).')
@@ -217,6 +258,7 @@ export function program(): Command {
 Examples:
   latchkey run nightly-report --ttl 30s --wait 5m -- ./report.sh --full
   latchkey run -n nightly-report -- ./report.sh   # try once: exit ${EXIT.NOT_ACQUIRED} if held
+  latchkey run --lock ledger/a --lock ledger/b -- ./move.sh   # both; env LATCHKEY_LOCKS
   latchkey acquire deploy/prod --ttl 10m          # prints the token; release it later
   latchkey release deploy/prod --token 1795...001
   latchkey show deploy/prod
@@ -233,9 +275,17 @@ of signal n).`,
 
   cli
     .command('run')
-    .description('hold a lock while a command runs (waits for it; renewed; released when the command exits)')
-    .argument('<name>', 'lock name')
-    .argument('<command...>', 'the command, after --')
+    .description(
+      'hold a lock (or several) while a command runs (waits for it; renewed; released when the command exits)',
+    )
+    .usage('[options] [NAME] [--lock NAME]... -- command [args...]')
+    .argument('[name]', 'lock name (or give the locks with --lock)')
+    .argument('[command...]', 'the command, after --')
+    .option(
+      '--lock <name>',
+      'a lock to hold, repeatable: every one is held (with NAME, if given), acquired in order of name',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .addOption(durationOption('--ttl <duration>', 'lease length, renewed every third of it', 30_000))
     .option(
       '--wait <duration>',
@@ -263,30 +313,55 @@ Waiting: by default run waits in the lock's queue until it is granted (Ctrl-C or
 wait, exit 130/143). --wait 5m waits at most 5 minutes; -n/--no-wait (or --wait 0) tries once.
 Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired.
 
+Several locks: latchkey run --lock jobs/a --lock jobs/b -- ./job.sh (a NAME before -- joins them;
+with --lock the command must follow --). They are acquired one after another sorted by name (plain
+code-unit order, the same for every caller, so two runs wanting the same locks never deadlock);
+--wait is one deadline for all of them; if one cannot be had, those already held are released and
+latchkey exits ${EXIT.NOT_ACQUIRED}. Losing any of the leases counts as a lost lease (below).
+
 The command runs in a process group of its own, with latchkey's stdin, stdout and stderr, and
-gets LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN. Signals latchkey gets (INT, TERM, HUP, QUIT, USR1,
-USR2) are forwarded to the group. If the lease is lost, the group gets --on-lost (SIGTERM), then
-SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
+gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (lock names never
+contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
+LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). Signals latchkey gets (INT,
+TERM, HUP, QUIT, USR1, USR2) are forwarded to the group. If the lease is lost, the group gets
+--on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
 (even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
 well before the lease lapses if --kill-grace is short against --ttl. The command has no controlling
 terminal (/dev/tty).`,
     )
-    .action(async (name: string, command: string[], o) => {
+    .action(async (name: string | undefined, rest: string[], o, run: Command) => {
       const g = globals();
+      let targets: RunTargets;
+      try {
+        targets = runTargets(
+          [...(name === undefined ? [] : [name]), ...rest],
+          o.lock ?? [],
+          // The arguments as given, `--` included (set by parse(); commander's types leave it out).
+          (run.parent as { rawArgs?: string[] } | null)?.rawArgs ?? process.argv,
+        );
+      } catch (error) {
+        return run.error(`error: ${(error as Error).message}`);
+      }
       const killGraceMs: number = o.killGrace;
       const refusal = graceRefusal(o.ttl, killGraceMs);
       if (refusal) throw new BadArgument('--kill-grace', refusal);
       const client = clientFor(g, g.clientId);
+      const { names, command } = targets;
       try {
-        process.exitCode = await runLocked(client, name, command, {
-          ttlMs: o.ttl,
-          // undefined: not given (wait until granted); false: --no-wait; else the duration.
-          waitMs: o.wait === undefined ? Number.POSITIVE_INFINITY : o.wait === false ? 0 : o.wait,
-          priority: o.priority,
-          onLost: o.onLost,
-          killGraceMs,
-          say: (line) => console.error(line),
-        });
+        process.exitCode = await runLocked(
+          client,
+          names.length === 1 ? (names[0] as string) : names,
+          command,
+          {
+            ttlMs: o.ttl,
+            // undefined: not given (wait until granted); false: --no-wait; else the duration.
+            waitMs: o.wait === undefined ? Number.POSITIVE_INFINITY : o.wait === false ? 0 : o.wait,
+            priority: o.priority,
+            onLost: o.onLost,
+            killGraceMs,
+            say: (line) => console.error(line),
+          },
+        );
       } finally {
         client.close();
       }

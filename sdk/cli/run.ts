@@ -5,6 +5,12 @@
  * the background; the command gets LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN;
  * the lock is released when it exits, and latchkey exits with its code.
  *
+ * `latchkey run --lock A --lock B -- cmd args...` holds several locks the
+ * same way (LockClient.withLocks): acquired in the canonical order (names
+ * sorted by code unit), the wait one deadline for all, released in reverse.
+ * The command gets LATCHKEY_LOCKS (`name=token,name=token`, in that order;
+ * names never contain `=` or `,`). Losing any lease counts as a lost lease.
+ *
  * The command's processes:
  * - The command runs in a process group of its own (a new session: spawn
  *   `detached`), with latchkey's stdin, stdout and stderr. Signals latchkey
@@ -29,6 +35,7 @@ import { formatDuration } from '../duration';
 import { LockHeldError, WaitTimeoutError } from '../errors';
 import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
+import { compareLockNames } from '../multi-lock';
 
 export const EXIT = {
   /** The lock was not acquired: held (--no-wait) or the wait ran out. */
@@ -190,20 +197,52 @@ export function graceRefusal(ttlMs: number, killGraceMs: number): string | undef
   );
 }
 
+/**
+ * The environment of a command run holding `leases`. One lock: LATCHKEY_LOCK and
+ * LATCHKEY_FENCING_TOKEN, as always. Several: neither (an outer run's would be wrong here), and
+ * LATCHKEY_LOCKS for all. Both ways LATCHKEY_LOCKS is `name=token` per lock, joined by `,`, in the
+ * canonical order: lock names never contain `=` or `,`, so it splits unambiguously.
+ */
+export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const locks = [...leases]
+    .sort((a, b) => compareLockNames(a.name, b.name))
+    .map((l) => `${l.name}=${l.fencingToken}`)
+    .join(',');
+  const [only] = leases;
+  if (leases.length === 1 && only)
+    return {
+      ...base,
+      LATCHKEY_LOCK: only.name,
+      LATCHKEY_FENCING_TOKEN: String(only.fencingToken),
+      LATCHKEY_LOCKS: locks,
+    };
+  const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = base;
+  return { ...rest, LATCHKEY_LOCKS: locks };
+}
+
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
 const LEFTOVER_MS = 200;
 
 /** The same signal again within this long is one signal (npm forwards what the terminal also sent). */
 const SAME_SIGNAL_MS = 1_000;
 
+/**
+ * Runs `command` holding the lock `names` (one name), or all of `names` (several, acquired in the
+ * canonical order by LockClient.withLocks); answers the exit code latchkey should exit with.
+ */
 export async function runLocked(
   client: LockClient,
-  name: string,
+  names: string | readonly string[],
   command: readonly string[],
   options: RunOptions,
 ): Promise<number> {
   const [file, ...args] = command;
   if (!file) throw new Error('no command given: latchkey run NAME -- command [args...]');
+  const all = typeof names === 'string' ? [names] : [...names].sort(compareLockNames);
+  if (all.length === 0) throw new Error('no lock given: latchkey run NAME -- command [args...]');
+  /** The lock(s), as messages say it. */
+  const name = all.join(', ');
+  const theLease = all.length === 1 ? `the lease on ${name}` : `a lease (one of ${name})`;
   // Signals go to the command once it runs; before that, they end the wait (and latchkey).
   const waiting = new AbortController();
   let group: CommandGroup | undefined;
@@ -222,15 +261,15 @@ export async function runLocked(
   const onResize = () => group?.signal('SIGWINCH');
   // Ctrl-Z: the command (in a session of its own) would not stop with latchkey and would run on
   // while nothing renews. Stop it too; on resume, continue it only if the lease is still good.
-  let held: { lease: Lease; lost: AbortSignal } | undefined;
+  let held: { leases: readonly Lease[]; lost: AbortSignal } | undefined;
   const suspend = () => {
     group?.signal('SIGSTOP');
     process.kill(process.pid, 'SIGSTOP');
   };
   const resume = () => {
     if (!group || !held) return;
-    if (held.lost.aborted || held.lease.remainingMs() <= 0) {
-      options.say(`latchkey: the lease on ${name} ended while stopped: killing the command`);
+    if (held.lost.aborted || held.leases.some((l) => l.remainingMs() <= 0)) {
+      options.say(`latchkey: ${theLease} ended while stopped: killing the command`);
       group.signal('SIGKILL');
     } else group.signal('SIGCONT');
   };
@@ -238,27 +277,26 @@ export async function runLocked(
   process.on('SIGWINCH', onResize);
   process.on('SIGTSTP', suspend);
   process.on('SIGCONT', resume);
+  const lockOptions = {
+    ttlMs: options.ttlMs,
+    waitTimeoutMs: options.waitMs,
+    signal: waiting.signal,
+    ...(options.priority === undefined ? {} : { priority: options.priority }),
+    ...(options.onLost === 'none' ? {} : { stopMarginMs: stopMarginFor(options.ttlMs, options.killGraceMs) }),
+  };
+  const holding = (run: (leases: Lease[], lost: AbortSignal) => Promise<number>) => {
+    const [only] = all;
+    return all.length === 1 && only !== undefined
+      ? client.withLock(only, lockOptions, (lease, lost) => run([lease], lost))
+      : client.withLocks(all, lockOptions, run);
+  };
   try {
-    return await client.withLock(
-      name,
-      {
-        ttlMs: options.ttlMs,
-        waitTimeoutMs: options.waitMs,
-        signal: waiting.signal,
-        ...(options.priority === undefined ? {} : { priority: options.priority }),
-        ...(options.onLost === 'none'
-          ? {}
-          : { stopMarginMs: stopMarginFor(options.ttlMs, options.killGraceMs) }),
-      },
-      (lease, lost) =>
+    return await holding(
+      (leases, lost) =>
         new Promise<number>((resolve) => {
           if (signalled) return resolve(exitCodeOf(signalled));
-          const env = {
-            ...process.env,
-            LATCHKEY_LOCK: name,
-            LATCHKEY_FENCING_TOKEN: String(lease.fencingToken),
-          };
-          held = { lease, lost };
+          const env = lockEnv(leases);
+          held = { leases, lost };
           const started = new CommandGroup(file, args, env, options.killGraceMs, name);
           group = started;
           let leaseLost = false;
@@ -271,7 +309,7 @@ export async function runLocked(
                 options.onLost === 'none'
                   ? 'the command runs on (--on-lost none)'
                   : `stopping the command: ${options.onLost} now, SIGKILL in ${formatDuration(options.killGraceMs)}`;
-              options.say(`latchkey: the lease on ${name} was lost (${why}): ${doing}`);
+              options.say(`latchkey: ${theLease} was lost (${why}): ${doing}`);
               if (options.onLost !== 'none') void started.stop(options.onLost, options.killGraceMs);
             },
             { once: true },

@@ -1,0 +1,213 @@
+/**
+ * Several locks held together (`LockClient.withLocks`, `latchkey run --lock A --lock B`). Every
+ * caller takes them in one canonical order, the names sorted by plain code-unit order, so two
+ * callers that want the same set can never each hold one and wait for the other. Each lock is
+ * acquired through its own path (`/api/v1/locks/{name}/acquire`), so IAM scoping by name holds
+ * for every one. On any failure while acquiring, what is already held is released; once all are
+ * held, each lease has its own keeper, and one signal aborts if any of them is lost.
+ */
+import { DEFAULT_TTL_MS, nameArg, optionsArg, priorityArg, shown, signalArg, wholeMs } from './arguments';
+import { InvalidArgumentError, LockHeldError } from './errors';
+import type { Lease } from './lease';
+
+/**
+ * How a lock is held: `exclusive` (one holder). Shared locks (many holders at once, no exclusive
+ * one) are being built: until the service grants them, the SDK refuses `shared` before sending.
+ */
+export type LockMode = 'exclusive' | 'shared';
+
+/** One lock of a set: its name (exclusive), or its name and mode. */
+export type LockSpec = string | { readonly name: string; readonly mode?: LockMode };
+
+/** A lock of a set as it is acquired: named, with its mode (default `exclusive`). */
+export interface LockRequest {
+  readonly name: string;
+  readonly mode: LockMode;
+}
+
+/**
+ * What `withLocks` runs while every lock is held.
+ * - `leases`: one Lease per lock, in the canonical order (sorted by name), whatever order the
+ *   locks were given in.
+ * - `signal`: aborts when any of the leases is lost (or cannot be confirmed before its local
+ *   deadline); its `reason` is the first lost lease's LeaseLostError.
+ * - `byName`: the same leases by lock name: `byName.get('ledger/a')?.fencingToken`.
+ */
+export type WithLocksCallback<T> = (
+  leases: Lease[],
+  signal: AbortSignal,
+  byName: ReadonlyMap<string, Lease>,
+) => T | Promise<T>;
+
+/**
+ * The canonical order of lock names: plain UTF-16 code-unit order (what `<` compares; never
+ * locale-aware, so every process and language sorts the same). `withLocks` and `latchkey run`
+ * both acquire in this order; a program that takes several locks by other means should too.
+ */
+export function compareLockNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * A set of locks checked and put in the canonical order (compareLockNames): at least one, each a
+ * valid lock name (or `{ name, mode }` with mode `exclusive` or `shared`), no name twice.
+ * Throws InvalidArgumentError naming what is wrong. `call` names the caller in messages.
+ */
+export function lockOrder(locks: readonly LockSpec[], call = 'withLocks'): LockRequest[] {
+  if (!Array.isArray(locks))
+    throw new InvalidArgumentError(
+      'locks',
+      `${call}: locks must be an array of lock names or { name, mode } objects, e.g. ['jobs/a', { name: 'jobs/b', mode: 'exclusive' }] (got ${shown(locks)})`,
+    );
+  if (locks.length === 0)
+    throw new InvalidArgumentError(
+      'locks',
+      `${call}: locks must name at least one lock, e.g. ['jobs/a', 'jobs/b'] (got an empty array)`,
+    );
+  const seen = new Set<string>();
+  const requests = locks.map((spec: unknown, i): LockRequest => {
+    const given =
+      typeof spec === 'string'
+        ? { name: spec, mode: undefined }
+        : typeof spec === 'object' && spec !== null && !Array.isArray(spec)
+          ? (spec as { name?: unknown; mode?: unknown })
+          : undefined;
+    if (given === undefined)
+      throw new InvalidArgumentError(
+        'locks',
+        `${call}: locks[${i}] must be a lock name or { name, mode? } (got ${shown(spec)})`,
+      );
+    const name = nameArg(`${call}: locks[${i}]`, given.name);
+    if (given.mode !== undefined && given.mode !== 'exclusive')
+      throw new InvalidArgumentError(
+        'mode',
+        `${call}: locks[${i}] (${name}): mode must be 'exclusive' (got ${shown(given.mode)}${given.mode === 'shared' ? ': shared locks are not available yet' : ''})`,
+      );
+    if (seen.has(name))
+      throw new InvalidArgumentError(
+        'locks',
+        `${call}: the lock ${name} is named twice: each lock of a set must be named once`,
+      );
+    seen.add(name);
+    return { name, mode: given.mode ?? 'exclusive' };
+  });
+  return requests.sort((a, b) => compareLockNames(a.name, b.name));
+}
+
+/** How a LockClient takes, keeps and releases one lock of a set (its own paths, injected for tests). */
+export interface LockTaker {
+  /** One try without waiting: the lease, or the LockHeldError to throw. */
+  tryOnce(name: string, mode: LockMode, ttlMs: number): Promise<Lease | LockHeldError>;
+  /** A wait in the lock's queue of at most `waitTimeoutMs` (Infinity: no limit), ended by `signal`. */
+  wait(
+    name: string,
+    mode: LockMode,
+    options: {
+      ttlMs: number;
+      waitTimeoutMs: number;
+      priority: number | undefined;
+      signal: AbortSignal | undefined;
+    },
+  ): Promise<Lease>;
+  /** Renews `lease` in the background until stopped; `signal` aborts when it is lost. */
+  keep(lease: Lease, stopMarginMs: number | undefined): { readonly signal: AbortSignal; stop(): void };
+  /** Releases without failing (a lease that cannot be released lapses at its ttl). */
+  releaseQuietly(lease: Lease): Promise<boolean>;
+}
+
+/** withLocks' options, checked before anything is sent (the same rules and defaults as withLock). */
+export interface CheckedOptions {
+  readonly ttlMs: number;
+  readonly waitTimeoutMs: number;
+  readonly priority: number | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly stopMarginMs: number | undefined;
+}
+
+export function withLocksOptions(
+  call: string,
+  given:
+    | {
+        ttlMs?: number;
+        waitTimeoutMs?: number;
+        priority?: number;
+        signal?: AbortSignal;
+        stopMarginMs?: number;
+      }
+    | undefined,
+): CheckedOptions {
+  const options = optionsArg(call, given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+  return {
+    ttlMs: wholeMs('ttlMs', options.ttlMs ?? DEFAULT_TTL_MS),
+    waitTimeoutMs: wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0, { infinite: true }),
+    priority: priorityArg(options.priority),
+    signal: signalArg(options.signal),
+    stopMarginMs:
+      options.stopMarginMs === undefined ? undefined : wholeMs('stopMarginMs', options.stopMarginMs),
+  };
+}
+
+interface Held {
+  readonly lease: Lease;
+  readonly keeper: { readonly signal: AbortSignal; stop(): void };
+}
+
+/**
+ * Acquires `requests` (already in the canonical order) one after another, runs `fn` holding them
+ * all, and releases them in reverse order when it settles. `waitTimeoutMs` is one deadline for the
+ * whole set: each lock waits for what is left of it (0: each is tried once, LockHeldError if
+ * held). Each lease is kept from the moment it is granted (a long wait for the next one must not
+ * let it lapse); a lease lost while waiting for a later lock, or `signal` aborting, ends that wait.
+ * Any failure while acquiring releases what is held (best effort) and rethrows the failure; the
+ * release after `fn` never replaces what `fn` returned or threw.
+ */
+export async function holdLocks<T>(
+  taker: LockTaker,
+  requests: readonly LockRequest[],
+  options: CheckedOptions,
+  fn: WithLocksCallback<T>,
+): Promise<T> {
+  const held: Held[] = [];
+  const releaseAll = async () => {
+    for (const h of held) h.keeper.stop();
+    for (const h of [...held].reverse()) await taker.releaseQuietly(h.lease);
+  };
+  const until = performance.now() + options.waitTimeoutMs;
+  try {
+    for (const { name, mode } of requests) {
+      const ending = [...(options.signal ? [options.signal] : []), ...held.map((h) => h.keeper.signal)];
+      const signal = ending.length === 0 ? undefined : AbortSignal.any(ending);
+      signal?.throwIfAborted();
+      let lease: Lease;
+      if (options.waitTimeoutMs > 0) {
+        // What is left of the one deadline (at least 1 ms: a wait, not a try).
+        const left = Math.max(1, Math.round(until - performance.now())); // Infinity stays Infinity
+        lease = await taker.wait(name, mode, {
+          ttlMs: options.ttlMs,
+          waitTimeoutMs: left,
+          priority: options.priority,
+          signal,
+        });
+      } else {
+        const got = await taker.tryOnce(name, mode, options.ttlMs);
+        if (got instanceof LockHeldError) throw got;
+        lease = got;
+      }
+      held.push({ lease, keeper: taker.keep(lease, options.stopMarginMs) });
+    }
+  } catch (error) {
+    await releaseAll();
+    throw error;
+  }
+  const leases = held.map((h) => h.lease);
+  const byName = new Map(requests.map((r, i) => [r.name, leases[i] as Lease]));
+  const first = held[0] as Held;
+  const signal = held.length === 1 ? first.keeper.signal : AbortSignal.any(held.map((h) => h.keeper.signal));
+  try {
+    return await fn(leases, signal, byName);
+  } finally {
+    // Best effort: a lease already lost has nothing to release, and one that cannot be released
+    // now lapses at its ttl; neither may replace what `fn` returned or threw.
+    await releaseAll();
+  }
+}
