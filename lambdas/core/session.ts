@@ -141,21 +141,90 @@ export function createWrite(owner: string, clientId: string, o: SessionSettings,
   };
 }
 
-/** Extends the session from the item read just before (its ttl and grace), if still live and the client's. */
-export function heartbeatWrite(s: Session, now: number): ItemWrite {
+/**
+ * The session's entry in the due index (its `sweepAt`) is housekeeping the
+ * sweeper reads by `due_at <= now`: it must never be later than the
+ * session's expiry (or the sweeper would find an expired session late), and
+ * a heartbeat need not move it on every beat. Moving it costs two index
+ * writes (a delete and a put, whenever its key changes); leaving it costs
+ * nothing. So a heartbeat leaves the entry where it is while it is still
+ * (a) not later than the new expiry, and (b) more than `dueLeadMs` ahead of
+ * now (the recommended interval and 10 %), so that a client heartbeating at
+ * the recommended interval (or faster) always heartbeats again before the
+ * entry falls due: the sweeper never sees a healthy session. At the SDK's
+ * defaults (ttl 30 s, grace 5 s, a heartbeat every 10 s) the entry moves on
+ * every 3rd heartbeat (2/3 of an index write per heartbeat instead of 2);
+ * in general on every ceil((ttl + grace - lead) / interval)th. When it
+ * moves, the heartbeat files it at the new expiry, as every heartbeat did
+ * before.
+ *
+ * Expiry itself is never judged from the index: the sweeper and the timers
+ * read the session item and end it only once `expires_at <= now` on the
+ * server's clock (endWrite). An entry the sweeper finds while the session
+ * is still live (a client that skipped a heartbeat) is moved to the
+ * session's expiry (refileWrite), so it is found again then and not before.
+ */
+export const dueLeadMs = (ttlMs: number) => {
+  // The SDK heartbeats an interval after the last heartbeat's answer: allow it 10 % more.
+  const interval = heartbeatIntervalMs(ttlMs);
+  return interval + Math.ceil(interval / 10);
+};
+
+/**
+ * Whether a heartbeat at `now` that sets the expiry to `expiresAt` may leave the due entry
+ * filed at `filedAt` (the item's due index sort key as read; undefined: none) where it is.
+ * Only when the expiry does not move back (a concurrent heartbeat on a clock behind, say).
+ */
+export const keepsDueEntry = (s: Session, filedAt: number | undefined, expiresAt: number, now: number) =>
+  filedAt !== undefined &&
+  s.expiresAt <= expiresAt &&
+  filedAt <= expiresAt &&
+  filedAt > now + dueLeadMs(s.ttlMs);
+
+/**
+ * Extends the session from the item read just before (its ttl and grace), if still live and the
+ * client's. `filedAt` is its due entry as read (see keepsDueEntry): left in place when it may be,
+ * on condition that the expiry has not moved past this heartbeat's meanwhile (so the entry, which
+ * was not later than the expiry then, is not later than the one written now); moved to the new
+ * expiry otherwise.
+ */
+export function heartbeatWrite(s: Session, now: number, filedAt?: number): ItemWrite {
   const expiresAt = now + s.ttlMs + s.graceMs;
-  return {
-    condition: and(
-      isLiveAt(now),
-      eq(S.owner, s.owner),
-      eq(S.client, s.clientId),
-      eq(S.ttlMs, s.ttlMs),
-      eq(S.graceMs, s.graceMs),
-    ),
-    update: [set(S.deadline, now + s.ttlMs), set(S.expiresAt, expiresAt)],
-    sweepAt: expiresAt,
-  };
+  const live = and(
+    isLiveAt(now),
+    eq(S.owner, s.owner),
+    eq(S.client, s.clientId),
+    eq(S.ttlMs, s.ttlMs),
+    eq(S.graceMs, s.graceMs),
+  );
+  const update = [set(S.deadline, now + s.ttlMs), set(S.expiresAt, expiresAt)];
+  if (keepsDueEntry(s, filedAt, expiresAt, now))
+    return { condition: and(live, le(S.expiresAt, expiresAt)), update };
+  return { condition: live, update, sweepAt: expiresAt };
 }
+
+/**
+ * Whether a live session's due entry, filed at `filedAt`, must be moved to its expiry: it is
+ * due by `now` though the session is not (the sweeper found it early), missing, or later than
+ * the expiry (moved on by a failed sweep, see sweep.ts).
+ */
+export const dueEntryMisfiled = (s: Session, filedAt: number | undefined, now: number) =>
+  s.endedAt === undefined &&
+  s.expiresAt > now &&
+  (filedAt === undefined || filedAt <= now || filedAt > s.expiresAt);
+
+/**
+ * Moves a live session's due entry to its expiry as read in `s`; refused if the session ended,
+ * expired by `now`, or heartbeated meanwhile (that heartbeat placed the entry).
+ */
+export const refileWrite = (
+  s: Pick<Session, 'owner' | 'clientId' | 'expiresAt'>,
+  now: number,
+): ItemWrite => ({
+  condition: and(isLiveAt(now), eq(S.owner, s.owner), eq(S.client, s.clientId), eq(S.expiresAt, s.expiresAt)),
+  update: [],
+  sweepAt: s.expiresAt,
+});
 
 /**
  * Ends a session: closed by its client (while live), or expired (only once

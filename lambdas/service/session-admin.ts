@@ -3,15 +3,16 @@
  * and end any of them, whoever owns it.
  *
  * Listing never Scans: a session not yet swept has an entry in the due index (`by_due`) at the
- * minute it falls due (its expiry while it lives, at once once it has ended with locks left to
- * release), so the listing reads the index minute by minute over the window a session can be due
+ * minute it falls due (while it lives, its expiry or earlier: a heartbeat moves the entry only
+ * when it must, and the sweeper moves one it finds early to the expiry, core/session.ts; at once
+ * once it has ended with locks left to release), so the listing reads the index minute by minute over the window a session can be due
  * in: from LOOKBACK_MINUTES back (expired or ended, not swept yet: the sweeper normally ends them
  * within a minute or two) to HORIZON_MINUTES ahead (the longest a session can live: a WebSocket
  * connection's, 2 hours). A page reads at most MINUTES_PER_PAGE minutes of the index (a Query per
  * shard of each, 16 a minute), then each session it lists (a read, and a Query of its locks), so
  * a page may hold fewer sessions than asked, even none, and still have a next cursor: follow it
  * until it is null (7 pages for the whole window). Pages follow the index's order (due minute,
- * then id); a session that heartbeats between two pages moves to a later minute and may be
+ * then id); a session whose entry moves between two pages (about every 3rd heartbeat) may be
  * listed twice or missed.
  */
 import { invalidRequest, LatchkeyError } from '../core/errors';

@@ -15,8 +15,10 @@ import { connectionRef, lockRef, sessionLockRef, sessionRef, updateStep } from '
 import { lastFencingToken, liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
   createWrite,
+  dueEntryMisfiled,
   endWrite,
   heartbeatWrite,
+  refileWrite,
   type Session,
   SessionAttr,
   type SessionSettings,
@@ -27,6 +29,7 @@ import {
 } from '../core/session';
 import { sessionSharedReleaseVariant, sessionSharedReleaseWrite } from '../core/shared-lock';
 import { type AuditFields, audit } from '../shared/log';
+import { filedDueAt } from '../store/table';
 import type { Clock } from './clock';
 import type { Connection } from './connections';
 import type { Handoff } from './handoff';
@@ -35,6 +38,10 @@ import { refusedAt, type Storage } from './storage';
 /** API Gateway closes a WebSocket connection after 2 hours. */
 const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
 const CONNECTION_SESSION_PREFIX = 'conn-';
+/** A heartbeat overtaken by a concurrent one is read and tried again (see heartbeat). */
+const HEARTBEAT_ATTEMPTS = 3;
+/** Tries to move a misfiled due entry while heartbeats race it; then the caller's retry takes over. */
+const REFILE_ATTEMPTS = 3;
 export const connectionSessionId = (connectionId: string) => `${CONNECTION_SESSION_PREFIX}${connectionId}`;
 /** The WebSocket connection a session stands for, if it is a connection's (ephemeral locks). */
 export const connectionOfSession = (sessionId: string): string | undefined =>
@@ -69,13 +76,30 @@ export class Sessions {
     return session;
   }
 
-  /** Extends the session, and with it every lock held through it: one read and one write, whatever the locks. */
+  /**
+   * Extends the session, and with it every lock held through it: one read and one write, whatever
+   * the locks. The write moves the session's due index entry only when it must (heartbeatWrite).
+   */
   async heartbeat(id: string, owner: string, clientId: string): Promise<Session> {
-    const seen = await this.owned(id, owner, clientId);
-    const now = this.clock.now();
-    const result = await this.storage.write(sessionRef(id), heartbeatWrite(seen, now));
-    if (result.ok) return sessionOfItem(id, result.item);
-    throw refusal(id, owner, clientId, result.old, now);
+    for (let attempt = 1; ; attempt++) {
+      const item = await this.ownedItem(id, owner, clientId);
+      const seen = sessionOfItem(id, item);
+      const now = this.clock.now();
+      const write = heartbeatWrite(seen, now, filedDueAt(item));
+      const result = await this.storage.write(sessionRef(id), write);
+      if (result.ok) return sessionOfItem(id, result.item);
+      // A heartbeat that left the due entry in place is refused if another one, on a clock ahead of
+      // this one, moved the expiry past it meanwhile: read again (then it moves the entry).
+      const old = result.old && sessionOfItem(id, result.old);
+      const overtaken =
+        write.sweepAt === undefined &&
+        old !== undefined &&
+        old.owner === owner &&
+        old.clientId === clientId &&
+        sessionState(old, now) !== 'expired' &&
+        sessionState(old, now) !== 'ended';
+      if (!overtaken || attempt >= HEARTBEAT_ATTEMPTS) throw refusal(id, owner, clientId, result.old, now);
+    }
   }
 
   /**
@@ -170,7 +194,11 @@ export class Sessions {
     let reason = session.endReason;
     if (session.endedAt === undefined) {
       const ended = await this.storage.write(sessionRef(id), endWrite(session, 'expired', now));
-      if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) return undefined; // heartbeat won
+      if (!ended.ok && ended.old?.[SessionAttr.endedAt] === undefined) {
+        // A heartbeat won (or it was never due: its due entry is early). Not ended, so file it at its expiry.
+        await this.refile(id, ended.old, now);
+        return undefined;
+      }
       if (ended.ok)
         audit('session-end', {
           ...sessionFields(session),
@@ -242,13 +270,37 @@ export class Sessions {
     return released;
   }
 
+  /**
+   * Moves a live session's due entry to its expiry if it is misfiled (dueEntryMisfiled): due by
+   * `now` though the session is not, so the sweeper would find it on every run until it expires,
+   * and, once the sweeper's cursor has passed the entry's minute, not at its expiry at all. A
+   * heartbeat landing meanwhile refuses the move (it placed the entry itself): read again.
+   */
+  private async refile(id: string, seen: Item | undefined, now: number): Promise<void> {
+    let item = seen;
+    for (let attempt = 1; item !== undefined; attempt++) {
+      const session = sessionOfItem(id, item);
+      if (!dueEntryMisfiled(session, filedDueAt(item), now)) return;
+      if (attempt > REFILE_ATTEMPTS)
+        throw new LatchkeyError('UNAVAILABLE', `session ${id} kept changing while its due entry was moved`);
+      const moved = await this.storage.write(sessionRef(id), refileWrite(session, now));
+      if (moved.ok) return;
+      item = moved.old;
+    }
+  }
+
   private async owned(id: string, owner: string, clientId: string): Promise<Session> {
+    return sessionOfItem(id, await this.ownedItem(id, owner, clientId));
+  }
+
+  /** The session item, if it is this principal's and client's; a clear 403/404 otherwise. */
+  private async ownedItem(id: string, owner: string, clientId: string): Promise<Item> {
     const item = await this.storage.read(sessionRef(id));
     const session = item && sessionOfItem(id, item);
-    if (!session) throw refusal(id, owner, clientId, undefined, 0);
+    if (!item || !session) throw refusal(id, owner, clientId, undefined, 0);
     if (session.owner !== owner || session.clientId !== clientId)
       throw refusal(id, owner, clientId, undefined, 0, session);
-    return session;
+    return item;
   }
 }
 

@@ -39,11 +39,15 @@
  * limit), so the sweeper reads only what is due, never a Scan. Its keys are
  * housekeeping (a step's `sweepAt`), not part of any item's state: the
  * sweeper moves an item that keeps failing to a later minute. A session
- * leaves it once swept; a waiter or connection when its item goes.
+ * leaves it once swept; a waiter or connection when its item goes. A
+ * session's entry is never later than its expiry but may be earlier: a
+ * heartbeat moves it only when it must (core/session.ts, keepsDueEntry), so
+ * most heartbeats write nothing to the index.
  * `gc_at` (epoch seconds) is the TTL attribute (a step's `gcFrom` plus the
  * retention period): it only garbage-collects, it never decides expiry.
  */
 import { createHash } from 'node:crypto';
+import type { Item } from '../core/expr';
 import type { ItemRef } from '../core/items';
 import { lockNameSyntaxProblem } from '../core/names';
 
@@ -92,7 +96,10 @@ export type Partition = keyof typeof PARTITIONS;
 
 /** Listing entries spread over this many index partitions (1,000 new names/s is ~63/s each). */
 export const LIST_SHARDS = 16;
-/** Due entries of one minute spread over this many (2,000 heartbeats/s move ~250 entries/s each). */
+/**
+ * Due entries of one minute spread over this many: 2,000 heartbeats/s at the SDK's defaults are
+ * ~83 index writes/s each (a session's entry moves on every 3rd heartbeat: core/session.ts).
+ */
 export const DUE_SHARDS = 16;
 
 const shardOf = (text: string, shards: number) =>
@@ -166,6 +173,11 @@ export const dueBuckets = (minute: number): string[] =>
 export const dueBucket = (minute: number, key: TableKey) =>
   `${DUE_PK_PREFIX}${minute}#${shardOf(`${key.pk}\u0000${key.sk}`, DUE_SHARDS)}`;
 export const minuteOf = (ms: number) => Math.floor(ms / 60_000);
+/** When an item read from the table is filed as due (its due index sort key); undefined if it is not in the index. */
+export const filedDueAt = (item: Item | undefined): number | undefined => {
+  const at = item?.[DUE_INDEX.sk];
+  return typeof at === 'number' ? at : undefined;
+};
 
 /** The listing index partitions, one per shard. */
 export const LIST_PARTITIONS: readonly string[] = Array.from(

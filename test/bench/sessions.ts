@@ -4,20 +4,27 @@
  * locks, and what one sweeper run costs with 100 sessions due among few or
  * 10,000 live ones (it must not grow with the live ones: it reads the due
  * index, never Scans). DynamoDB calls are counted by command; the sweeper's
- * reads also by items returned.
+ * reads also by items returned. And what heartbeats cost the due index
+ * (`by_due`) in the steady state: sessions heartbeating at the recommended
+ * interval (ttl / 3) for 10 minutes of a virtual clock, with the write units
+ * DynamoDB Local reports per index (ReturnConsumedCapacity: INDEXES).
  *
  *   BENCH_SESSIONS_LIVE=10000 npx tsx test/bench/sessions.ts   (starts its own DynamoDB Local)
+ *   BENCH_SESSIONS_ONLY=index npx tsx test/bench/sessions.ts   (only the due index table, ~10 s)
  */
 
 import { randomUUID } from 'node:crypto';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { throughSession } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
+import { dueLeadMs, heartbeatIntervalMs } from '../../lambdas/core/session';
 import { type Services, wireServices } from '../../lambdas/service/services';
 import type { Storage } from '../../lambdas/service/storage';
+import { DUE_INDEX } from '../../lambdas/store/table';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { ensureTable } from '../../local/table-setup';
-import { servicesOn } from '../support/services';
+import { meterIndexWrites } from '../support/capacity';
+import { manualClock, servicesOn } from '../support/services';
 import { percentile, sleep } from './common';
 
 /** The principal the bench's clients act as. */
@@ -32,10 +39,72 @@ async function services(endpoint: string) {
   await ensureTable(new DynamoDBClient({ endpoint }), tableName);
   const calls = new Map<string, number>();
   const counter = { record: (c: string) => calls.set(c, (calls.get(c) ?? 0) + 1) };
-  const { storage, services: base, acquire } = servicesOn(tableName, { endpoint, counter });
+  const { db, storage, services: base, acquire } = servicesOn(tableName, { endpoint, counter });
+  const indexWrites = meterIndexWrites(db);
   const { counted, dueRead } = countingDueReads(storage);
   const services: Services = wireServices({ ...base, storage: counted, ids: randomUUID });
-  return { calls, sessions: services.sessions, acquire, dueRead, sweeper: services.sweeper };
+  return { calls, sessions: services.sessions, acquire, dueRead, sweeper: services.sweeper, indexWrites };
+}
+
+/** Sessions heartbeating in the steady state, per setting: how much of the due index a heartbeat writes. */
+const INDEX_SETTINGS = [
+  { ttlMs: 30_000, graceMs: 5_000, note: "the SDK's defaults" },
+  { ttlMs: 15_000, graceMs: 5_000, note: 'the README example' },
+  { ttlMs: 60_000, graceMs: 5_000, note: '' },
+  { ttlMs: 30_000, graceMs: 0, note: 'no grace' },
+  { ttlMs: 3_000, graceMs: 1_000, note: '' },
+];
+const INDEX_SESSIONS = 20;
+const INDEX_MINUTES = 10;
+
+/**
+ * Each setting: INDEX_SESSIONS sessions heartbeating every ttl / 3 (each at its own offset) for
+ * INDEX_MINUTES minutes of a virtual clock, straight on DynamoDB Local; by_due write units as
+ * DynamoDB reports them. Before this change every heartbeat moved its entry: 2 units each. The
+ * expected figure: one move (2 units) every n = ceil((ttl + grace - lead) / interval) heartbeats.
+ */
+export async function indexWritesSection(endpoint: string): Promise<string[]> {
+  const out = [
+    `\n### Sessions: due index writes per heartbeat (${INDEX_SESSIONS} sessions, a heartbeat every ttl / 3, ${INDEX_MINUTES} virtual minutes)\n`,
+    '| ttl / grace | heartbeats | by_due write units | per heartbeat, measured | expected | before | DynamoDB calls per heartbeat |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const { ttlMs, graceMs, note } of INDEX_SETTINGS) {
+    const tableName = `bench-due-${randomUUID()}`;
+    await ensureTable(new DynamoDBClient({ endpoint }), tableName);
+    let now = 1_800_000_000_000;
+    const calls = new Map<string, number>();
+    const counter = { record: (c: string) => calls.set(c, (calls.get(c) ?? 0) + 1) };
+    const { db, services } = servicesOn(tableName, { endpoint, counter, clock: manualClock(() => now) });
+    const meter = meterIndexWrites(db);
+    const interval = heartbeatIntervalMs(ttlMs);
+    const start = now;
+    const ids: string[] = [];
+    for (let i = 0; i < INDEX_SESSIONS; i++)
+      ids.push((await services.sessions.create(BENCH, `due-${i}`, { ttlMs, graceMs, lockDelayMs: 0 })).id);
+    // Every heartbeat in time order: session i at start + i * interval / INDEX_SESSIONS + k * interval.
+    const beats: { at: number; i: number }[] = [];
+    for (let i = 0; i < INDEX_SESSIONS; i++)
+      for (let k = 1; ; k++) {
+        const at = start + Math.floor((i * interval) / INDEX_SESSIONS) + k * interval;
+        if (at > start + INDEX_MINUTES * 60_000) break;
+        beats.push({ at, i });
+      }
+    beats.sort((a, b) => a.at - b.at || a.i - b.i);
+    calls.clear();
+    meter.reset();
+    for (const { at, i } of beats) {
+      now = at;
+      await services.sessions.heartbeat(ids[i] as string, BENCH, `due-${i}`);
+    }
+    const units = meter.of(DUE_INDEX.name);
+    const n = Math.max(1, Math.ceil((ttlMs + graceMs - dueLeadMs(ttlMs)) / interval));
+    out.push(
+      `| ${ttlMs / 1000} s / ${graceMs / 1000} s${note ? ` (${note})` : ''} | ${beats.length} | ${units} | ${(units / beats.length).toFixed(3)} | ${(2 / n).toFixed(3)} (a move every ${n}) | 2 | ${describeCalls(calls, beats.length)} |`,
+    );
+    db.destroy();
+  }
+  return out;
 }
 
 /** `storage` that counts what the sweeper reads from the due index: items returned, summed over its Queries. */
@@ -76,12 +145,13 @@ export const describeCalls = (calls: Map<string, number>, per = 1) =>
 
 export async function sessionsSection(endpoint: string): Promise<string[]> {
   const out: string[] = [];
-  const { calls, sessions, acquire } = await services(endpoint);
+  const { calls, sessions, acquire, indexWrites } = await services(endpoint);
 
   out.push(
     `\n### Sessions: heartbeat cost (${HEARTBEATS} heartbeats each, one at a time)\n`,
-    '| locks in the session | DynamoDB calls per heartbeat | writes per heartbeat | p50 / p99 ms |',
-    '| --- | --- | --- | --- |',
+    'Back to back on the real clock, so the due entry (60 s ahead) never has to move: the steady state is the due index table below.\n',
+    '| locks in the session | DynamoDB calls per heartbeat | writes per heartbeat | due index writes per heartbeat | p50 / p99 ms |',
+    '| --- | --- | --- | --- | --- |',
   );
   for (const lockCount of [1, 10, 100]) {
     const s = await sessions.create(BENCH, 'bench', { ttlMs: 60_000, graceMs: 0, lockDelayMs: 0 });
@@ -98,6 +168,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       },
     );
     calls.clear();
+    indexWrites.reset();
     const took: number[] = [];
     for (let i = 0; i < HEARTBEATS; i++) {
       const t = performance.now();
@@ -109,9 +180,10 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
       .filter(([c]) => /Update|Put|Delete|Transact/.test(c))
       .reduce((n, [, v]) => n + v, 0);
     out.push(
-      `| ${lockCount} | ${describeCalls(calls, HEARTBEATS)} | ${(writes / HEARTBEATS).toFixed(0)} | ${percentile(took, 0.5).toFixed(1)} / ${percentile(took, 0.99).toFixed(1)} |`,
+      `| ${lockCount} | ${describeCalls(calls, HEARTBEATS)} | ${(writes / HEARTBEATS).toFixed(0)} | ${(indexWrites.of(DUE_INDEX.name) / HEARTBEATS).toFixed(2)} | ${percentile(took, 0.5).toFixed(1)} / ${percentile(took, 0.99).toFixed(1)} |`,
     );
   }
+  out.push(...(await indexWritesSection(endpoint)));
 
   out.push(
     `\n### Sessions: one sweeper run ending ${EXPIRED} expired sessions (one lock each)\n`,
@@ -163,7 +235,10 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
 async function main() {
   const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
   try {
-    for (const line of await sessionsSection(dynamo.endpoint)) console.log(line);
+    const only = process.env.BENCH_SESSIONS_ONLY;
+    const lines =
+      only === 'index' ? await indexWritesSection(dynamo.endpoint) : await sessionsSection(dynamo.endpoint);
+    for (const line of lines) console.log(line);
   } finally {
     await dynamo.stop();
   }
