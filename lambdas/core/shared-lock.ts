@@ -411,7 +411,7 @@ export function sharedRenewProtocol(cmd: RenewCommand, now: number): Protocol<Re
     onWritten: (item) => {
       const entry = entryIn(item, slot);
       if (!entry) throw new LatchkeyError('INTERNAL', 'a renewed shared grant left no entry');
-      return { grant: entryGrant(entry, cmd.name) };
+      return { grant: { ...entryGrant(entry, cmd.name), maxHolders: maxHoldersOf(item) } };
     },
   };
 }
@@ -493,7 +493,7 @@ export function sharedReenterProtocol(
     onWritten: (item) => {
       const entry = entryIn(item, slotOf(cmd.owner, cmd.clientId));
       if (!entry) throw new LatchkeyError('INTERNAL', 'a re-entered shared grant left no entry');
-      return granted(entryGrant(entry, cmd.name), false);
+      return granted({ ...entryGrant(entry, cmd.name), maxHolders: maxHoldersOf(item) }, false);
     },
   };
 }

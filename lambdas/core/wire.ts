@@ -308,6 +308,8 @@ export const renewResponse = (grant: Grant, now: number) => ({
   lock: grant.lock,
   fencing_token: grant.fencingToken,
   ...tenureView(grant.held, now),
+  mode: grant.mode,
+  ...(grant.maxHolders === undefined ? {} : { max_holders: grant.maxHolders }),
 });
 
 /**

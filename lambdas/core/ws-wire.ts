@@ -55,6 +55,7 @@ export const grantedFrame = (grant: Grant, request: string, now: number) => ({
   fencing_token: grant.fencingToken,
   ...tenureView(grant.held, now),
   mode: grant.mode,
+  ...(grant.maxHolders === undefined ? {} : { max_holders: grant.maxHolders }),
 });
 
 export const timeoutFrame = (lock: string, request: string) => ({

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,8 +149,9 @@ describe('latchkey run --shared', () => {
     const dir = mkdtempSync(join(tmpdir(), 'latchkey-shared-'));
     // Each marks itself inside, then waits (up to 60 s) for the other's mark: both exit 0 only if
     // both held the lock at once.
+    // Both then stay inside until the test has tried an exclusive run (the file `go`).
     const script = (me: string, other: string) =>
-      `touch ${join(dir, me)}; i=0; while [ ! -e ${join(dir, other)} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e ${join(dir, other)} ] && [ -n "$LATCHKEY_FENCING_TOKEN" ]`;
+      `touch ${join(dir, me)}; i=0; while [ ! -e ${join(dir, other)} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e ${join(dir, other)} ] && [ -n "$LATCHKEY_FENCING_TOKEN" ] || exit 1; i=0; while [ ! -e ${join(dir, 'go')} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done`;
     const runs = [
       latchkey(['run', name, '--shared', '--wait', '60s', '--', 'sh', '-c', script('a', 'b')]),
       latchkey(['run', name, '--shared', '--wait', '60s', '--', 'sh', '-c', script('b', 'a')]),
@@ -163,6 +164,7 @@ describe('latchkey run --shared', () => {
     expect(exclusive.code).toBe(EXIT.NOT_ACQUIRED);
     const shown = await latchkey(['show', name]);
     expect(shown.stdout).toContain(`${name}: held (shared)`);
+    writeFileSync(join(dir, 'go'), '');
     const done = await Promise.all(runs);
     for (const r of done) expect(r.code, r.stderr).toBe(0);
     const refused = await latchkey(['run', name, '--max-holders', '2', '--', 'true']);
