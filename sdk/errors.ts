@@ -142,7 +142,7 @@ export class ForbiddenError extends LeaseLostError {
 }
 
 /**
- * A limit of the service was reached (429 with a code: QUEUE_FULL, TOO_MANY_WAITERS, TOO_MANY_WAITS):
+ * A limit of the service was reached (429 with a code: QUEUE_FULL, TOO_MANY_WAITERS, TOO_MANY_WAITS, TOO_MANY_HOLDERS):
  * the request changed nothing. Try later (`retryAfterMs`), or ask the operator to raise the limit.
  */
 export class LimitExceededError extends LatchkeyClientError {
@@ -196,7 +196,7 @@ function maxHoldersInForce(
 }
 
 /** 429s that are a limit of the service (not a throttle to retry through at once). */
-export const LIMIT_CODES = new Set(['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS']);
+export const LIMIT_CODES = new Set(['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS', 'TOO_MANY_HOLDERS']);
 
 interface ErrorBody {
   error?: {

@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   QUEUE_FULL: { status: 429, retryable: true },
   TOO_MANY_WAITERS: { status: 429, retryable: true },
   TOO_MANY_WAITS: { status: 429, retryable: true },
+  /** A shared grant that would not fit in the lock item (400 KB): nothing changed. */
+  TOO_MANY_HOLDERS: { status: 429, retryable: true },
   INTERNAL: { status: 500, retryable: false },
   UNAVAILABLE: { status: 503, retryable: true },
 } as const;

@@ -685,8 +685,10 @@ export function onLockChange({ before, released, after }: LockChangeImages, now:
   }
   const shared = liveEntries(after, now);
   if (shared.length > 0) {
-    // Entries that lapsed: serving may remove them and grant (a semaphore's room, or the last reader gone).
-    if (entryCount(after) > shared.length) return { serve: true, timer: undefined };
+    // Entries that lapsed: serving may remove them and grant (a semaphore's room, or the last reader
+    // gone). A waiter joined: with a priority above a queued writer's, a reader may share at once.
+    const joined = queuedCount(after) > queuedCount(before);
+    if (entryCount(after) > shared.length || joined) return { serve: true, timer: undefined };
     // Shared holders with waiters behind: look again when the first of their leases ends (serving
     // then re-arms for the next); a release or a session's end serves the queue itself.
     const ends = shared.flatMap((e) => (e.expiresAt === undefined ? [] : [e.expiresAt]));

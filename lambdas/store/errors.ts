@@ -62,6 +62,15 @@ export function toStoreError(error: unknown): LatchkeyError {
       },
     );
   }
+  // A lock item full of shared holders (its 400 KB): the grant that would not fit changed nothing.
+  if (name === 'ValidationException' && /item size/i.test(e.message ?? ''))
+    return new LatchkeyError(
+      'TOO_MANY_HOLDERS',
+      'the lock has as many shared holders as its item can record (DynamoDB items are at most 400 KB): retry once some have released',
+      undefined,
+      1000,
+      { cause: error },
+    );
   return new LatchkeyError('INTERNAL', `DynamoDB rejected the request (${name})`, undefined, undefined, {
     cause: error,
   });

@@ -13,8 +13,9 @@ import { connectionRef, lockRef } from '../../lambdas/core/items';
 import {
   type AcquireCommand,
   type Grant,
+  type LockMode,
   lease,
-  liveHolder,
+  liveGrants,
   requestKey,
   throughSession,
 } from '../../lambdas/core/lock';
@@ -22,6 +23,7 @@ import { SessionAttr } from '../../lambdas/core/session';
 import type { Frame } from '../../lambdas/core/ws-wire';
 import type { Services } from '../../lambdas/service/services';
 import type { Belief, Checker, Trace } from './checks';
+import { Rng } from './scheduler';
 import type { Answer, SimConnection, World } from './world';
 
 /** HTTP waits are at most this long in the simulation (25 s on the real API). */
@@ -33,9 +35,45 @@ const RETRY_WINDOW_MS = 15_000;
 
 type AnyFrame = Frame & Record<string, unknown>;
 
+/**
+ * Which mode clients ask for, per history: exclusive only (`shared` 0: the histories from before
+ * shared mode, unchanged), or a mix of shared and exclusive acquires on the same locks. Each lock
+ * is a read-write lock (N undefined) or a semaphore of N; every holder asks for that N, save an
+ * occasional one asking for another (refused MAX_HOLDERS_MISMATCH while holders of the N in force
+ * are live). Its own random source: the main one, and so every exclusive-only history, is as
+ * without it.
+ */
+export interface ModeMix {
+  /** Chance that an acquire asks for shared mode. */
+  readonly shared: number;
+  /** The semaphore's N of each lock (absent or undefined: plain shared mode). */
+  readonly maxHolders: ReadonlyMap<string, number | undefined>;
+  readonly rng: Rng;
+}
+
+export const exclusiveOnly = (): ModeMix => ({ shared: 0, maxHolders: new Map(), rng: new Rng(0) });
+
+/** What an acquire asks for. */
+export interface Asked {
+  readonly mode: LockMode;
+  readonly maxHolders: number | undefined;
+  /** Another N than the lock's (see ModeMix). */
+  readonly mismatched: boolean;
+}
+
+const EXCLUSIVE: Asked = { mode: 'exclusive', maxHolders: undefined, mismatched: false };
+
+/** The acquire command's fields for `asked`. */
+const modeFields = (asked: Asked): Pick<AcquireCommand, 'mode' | 'maxHolders'> =>
+  asked.mode === 'shared'
+    ? { mode: 'shared', ...(asked.maxHolders === undefined ? {} : { maxHolders: asked.maxHolders }) }
+    : {};
+
 export abstract class Client {
   /** Cleared when the simulation winds down: finish what is under way, start nothing new. */
   active = true;
+  /** Which modes it asks for (set by the simulation for the history). */
+  mix: ModeMix = exclusiveOnly();
 
   constructor(
     readonly id: string,
@@ -88,7 +126,12 @@ export abstract class Client {
   }
 
   /** Holds a lease: maybe renews it, maybe pauses past it, then releases it (over HTTP). */
-  protected async holdLease(grant: Grant, sentAt: number, remainingMs: number): Promise<void> {
+  protected async holdLease(
+    grant: Grant,
+    sentAt: number,
+    remainingMs: number,
+    asked: Asked = EXCLUSIVE,
+  ): Promise<void> {
     let deadline = sentAt + remainingMs;
     const belief: Belief = {
       client: this.id,
@@ -96,9 +139,16 @@ export abstract class Client {
       token: grant.fencingToken,
       from: this.now(),
       until: () => deadline,
+      mode: grant.mode,
+      maxHolders: asked.maxHolders,
     };
     this.check.hold(belief);
     const ttl = grant.held.kind === 'lease' ? grant.held.ttlMs : remainingMs;
+    // A shared holder sometimes acquires it again (reentrant): each confirmed re-entry is released once more.
+    const reentries =
+      grant.mode === 'shared' && this.mix.rng.chance(0.3)
+        ? await this.reenter(grant, belief, () => deadline)
+        : 0;
     const renewals = this.rng.chance(0.3) ? this.rng.int(1, 3) : 0;
     for (let i = 0; i < renewals && this.now() < deadline - ttl / 2; i++) {
       await this.sleep(this.rng.int(0, ttl / 3));
@@ -110,6 +160,7 @@ export abstract class Client {
         clientId: this.id,
         fencingToken: grant.fencingToken,
         ttlMs: ttl,
+        ...this.hint(grant.mode),
       };
       const renewed = await this.call(
         'renew',
@@ -128,7 +179,71 @@ export abstract class Client {
       return;
     }
     await this.sleep(this.rng.int(0, Math.max(0, Math.min(ttl, deadline - this.now()))));
+    for (let i = 0; i < reentries && this.now() < deadline; i++) await this.leaveReentry(grant);
     await this.release(grant, belief);
+  }
+
+  /**
+   * Acquires a shared grant it holds once more (reentrant, a try over HTTP): the answer is the same
+   * grant (its token), re-entered. Answers how many re-entries it was told of.
+   */
+  private async reenter(grant: Grant, belief: Belief, deadline: () => number): Promise<number> {
+    if (grant.held.kind !== 'lease' || this.now() >= deadline()) return 0;
+    const requestId = this.newRequest();
+    const asked: Asked = { mode: 'shared', maxHolders: belief.maxHolders, mismatched: false };
+    const cmd: AcquireCommand = {
+      name: grant.lock,
+      owner: this.owner,
+      clientId: this.id,
+      tenure: lease(grant.held.ttlMs),
+      requestId,
+      reentrant: true,
+      ...modeFields(asked),
+    };
+    this.sent(grant.lock, requestId, asked);
+    const out = await this.call('reenter', (s) => overHttp(s, cmd, { waitMs: 0 }));
+    this.trace.add(`${this.id} re-enter ${grant.lock} #${grant.fencingToken} ${requestId}: ${describe(out)}`);
+    this.mismatch(grant.lock, requestId, asked, out);
+    if (out.kind !== 'ok') return 0;
+    const key = this.key(requestId);
+    if (!out.value.acquired) {
+      this.check.answeredNotAcquired(grant.lock, key);
+      return 0;
+    }
+    const again = out.value.grant;
+    this.check.answeredGranted(grant.lock, key, again.fencingToken, again.mode, asked);
+    if (again.fencingToken === grant.fencingToken) {
+      this.check.counts.reentries++;
+      return 1;
+    }
+    // A new grant (its own was force-released meanwhile): held from now, and let go at once.
+    const other: Belief = {
+      client: this.id,
+      lock: grant.lock,
+      token: again.fencingToken,
+      from: this.now(),
+      until: () => (again.held.kind === 'lease' ? again.held.expiresAt : this.now()),
+      mode: again.mode,
+      maxHolders: asked.maxHolders,
+    };
+    this.check.hold(other);
+    await this.release(again, other);
+    return 0;
+  }
+
+  /** Releases one re-entry of a grant (it stays held). */
+  private async leaveReentry(grant: Grant): Promise<void> {
+    const cmd = {
+      name: grant.lock,
+      owner: this.owner,
+      clientId: grant.clientId,
+      fencingToken: grant.fencingToken,
+      ...this.hint(grant.mode),
+    };
+    const out = await this.call('release', (s) => s.locks.release(cmd));
+    this.trace.add(
+      `${this.id} release a re-entry of ${grant.lock} #${grant.fencingToken}: ${describe(out)}${out.kind === 'ok' ? ` (${out.value.remaining} left)` : ''}`,
+    );
   }
 
   protected async release(grant: Grant, belief?: Belief): Promise<void> {
@@ -141,6 +256,7 @@ export abstract class Client {
       owner: this.owner,
       clientId: grant.clientId,
       fencingToken: grant.fencingToken,
+      ...this.hint(grant.mode),
     };
     // A lease that lapsed (or was fenced out) may be another principal's by now: then FORBIDDEN is right.
     const out = await this.call(
@@ -151,8 +267,41 @@ export abstract class Client {
       () => alive,
     );
     this.trace.add(
-      `${this.id} release ${grant.lock} #${grant.fencingToken} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
+      `${this.id} release ${grant.mode === 'shared' ? 'shared ' : ''}${grant.lock} #${grant.fencingToken}${cmd.mode ? ` (hint ${cmd.mode})` : ''} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
     );
+  }
+
+  /** The mode (and semaphore N) of the next acquire of `lock`. */
+  protected chooseMode(lock: string): Asked {
+    const { mix } = this;
+    if (mix.shared <= 0 || !mix.rng.chance(mix.shared)) return EXCLUSIVE;
+    const n = mix.maxHolders.get(lock);
+    if (mix.rng.chance(0.06)) {
+      const other = n === undefined ? mix.rng.int(2, 3) : mix.rng.chance(0.5) ? undefined : n + 1;
+      return { mode: 'shared', maxHolders: other, mismatched: true };
+    }
+    return { mode: 'shared', maxHolders: n, mismatched: false };
+  }
+
+  /**
+   * The mode hint a release or renew of a grant held in `mode` carries: mostly right, sometimes
+   * wrong or absent (the service finds the grant either way). None in exclusive-only histories.
+   */
+  protected hint(mode: LockMode): Pick<AcquireCommand, 'mode'> {
+    if (this.mix.shared <= 0) return {};
+    const r = this.mix.rng.float();
+    return r < 0.7 ? { mode } : r < 0.85 ? { mode: mode === 'shared' ? 'exclusive' : 'shared' } : {};
+  }
+
+  /** Tells the checker of a request's first attempt (what its arrival is judged from). */
+  protected sent(lock: string, requestId: string, asked: Asked): void {
+    this.check.sent(lock, this.key(requestId), asked.mode, this.now());
+  }
+
+  /** An acquire refused MAX_HOLDERS_MISMATCH: it must have changed nothing. */
+  protected mismatch(lock: string, requestId: string, asked: Asked, out: Answer<unknown>): void {
+    if (out.kind === 'error' && out.error.code === 'MAX_HOLDERS_MISMATCH')
+      this.check.mismatchRefused(lock, this.key(requestId), asked);
   }
 
   protected newRequest() {

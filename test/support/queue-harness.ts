@@ -9,6 +9,7 @@ import { lockRef, requestRef } from '../../lambdas/core/items';
 import {
   type AcquireCommand,
   type Grant,
+  type LockMode,
   lease,
   requestKey,
   type Tenure,
@@ -39,6 +40,10 @@ export interface WaitOptions {
   readonly session?: string;
   /** The principal acting (default OWNER). */
   readonly owner?: string;
+  /** Default exclusive. */
+  readonly mode?: LockMode;
+  /** Shared mode: a semaphore's N. */
+  readonly maxHolders?: number;
 }
 
 export class QueueHarness {
@@ -118,6 +123,8 @@ export class QueueHarness {
       clientId: client,
       tenure,
       requestId: options.requestId,
+      mode: options.mode ?? 'exclusive',
+      maxHolders: options.maxHolders,
     };
   }
 
@@ -150,6 +157,7 @@ export class QueueHarness {
       owner: grant.owner,
       clientId: grant.clientId,
       fencingToken: grant.fencingToken,
+      mode: grant.mode,
     });
   }
 
