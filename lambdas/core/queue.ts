@@ -280,10 +280,21 @@ function mustWait(w: Waiter, now: number): Condition {
   if (w.mode === 'exclusive')
     return or(...common, gt(SharedAttr.count, 0), gt(SharedAttr.writersBlockedUntil, now));
   const cap = w.maxHolders ?? MAX_SHARED_HOLDERS;
-  const otherN =
-    w.maxHolders === undefined ? exists(SharedAttr.maxHolders) : ne(SharedAttr.maxHolders, w.maxHolders);
-  return or(...common, and(gt(SharedAttr.count, 0), or(ge(SharedAttr.count, cap), otherN)));
+  return or(...common, and(gt(SharedAttr.count, 0), ge(SharedAttr.count, cap)));
 }
+
+/**
+ * A shared waiter asks for the N in force (or, for a plain shared lock, none), or nobody holds it:
+ * otherwise its enqueue is refused and the acquire answers 409 MAX_HOLDERS_MISMATCH.
+ */
+const sameSemaphore = (w: Waiter): Condition | undefined =>
+  w.mode !== 'shared'
+    ? undefined
+    : or(
+        missing(SharedAttr.count),
+        le(SharedAttr.count, 0),
+        w.maxHolders === undefined ? missing(SharedAttr.maxHolders) : eq(SharedAttr.maxHolders, w.maxHolders),
+      );
 
 /** Not already a live holder as this principal and client: that is a re-entry or a refusal, not a wait. */
 function notMineAlready(w: Waiter, now: number): Condition {
@@ -304,6 +315,7 @@ export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[
     updateStep(lockRef(w.lock), {
       condition: withOptional(
         and(mustWait(w, now), queueHasRoom),
+        sameSemaphore(w),
         notMineAlready(w, now),
         notAlreadyServed(w.requestKey),
         or(

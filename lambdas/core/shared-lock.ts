@@ -527,3 +527,25 @@ export function forceReleaseSharedWrite(
     gcFrom: now,
   };
 }
+
+/**
+ * Removes the entries of `seen` that lapsed by `now` (nothing else), pinned on the entries as read:
+ * what a wait does when lapsed holders are all that keep it from the queue's rules (a semaphore's
+ * N they held it with, say). Undefined when none lapsed.
+ */
+export function pruneLapsedWrite(seen: Item | undefined, now: number): ItemWrite | undefined {
+  const entries = sharedEntries(seen);
+  const lapsed = entries.filter((e) => !isLiveEntry(e, now));
+  if (lapsed.length === 0) return undefined;
+  const left = entries.length - lapsed.length;
+  return {
+    condition: sameEntries(seen),
+    update: [
+      ...lapsed.flatMap((e) => removeEntry(e.slot)),
+      set(S.count, left),
+      set(S.sessions, entries.filter((e) => e.session !== undefined).length),
+      bumpVersion,
+      ...(left === 0 ? [remove(S.maxHolders)] : []),
+    ],
+  };
+}

@@ -15,7 +15,6 @@ import {
   lastFencingToken,
   lease,
   liveGrants,
-  liveHolder,
   queuedCount,
   type ReleaseCommand,
   type ReleaseOutcome,

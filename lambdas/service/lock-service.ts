@@ -73,7 +73,7 @@ import {
   requestOf,
 } from '../core/request';
 import { sessionGrantSteps } from '../core/session';
-import { forceReleaseSharedWrite, pinnedSharedGrants } from '../core/shared-lock';
+import { forceReleaseSharedWrite, pinnedSharedGrants, pruneLapsedWrite } from '../core/shared-lock';
 import { audit } from '../shared/log';
 import { countAcquire } from './acquire-metrics';
 import { auditGrant, auditLapse, auditRelease } from './audit';
@@ -286,6 +286,12 @@ export class LockService {
           );
         // It would wait, but its principal (or connection) has no room for another waiter.
         if (!decision.outcome.acquired && overQuota) throw tooMany();
+        // Lapsed shared holders (of another semaphore N, say) kept it out of the queue: remove them, try again.
+        const prune = decision.outcome.acquired ? undefined : pruneLapsedWrite(seen, now);
+        if (prune) {
+          await this.storage.write(lockRef(cmd.name), prune);
+          continue;
+        }
         return { kind: 'done', outcome: decision.outcome };
       }
       if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };

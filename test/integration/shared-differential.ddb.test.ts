@@ -9,11 +9,17 @@ import { unmarshall } from '@aws-sdk/util-dynamodb';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
+import { liveEntries } from '../../lambdas/core/holders';
 import { type ItemWrite, lockRef } from '../../lambdas/core/items';
 import { LockAttr as A, type LockMode, lease, type Protocol } from '../../lambdas/core/lock';
 import { acquireProtocolIn, releaseProtocolIn, renewProtocolIn } from '../../lambdas/core/modes';
 import { localPrincipal } from '../../lambdas/core/principal';
-import { pinnedSharedGrants, sessionSharedReleaseWrite } from '../../lambdas/core/shared-lock';
+import {
+  forceReleaseSharedWrite,
+  pinnedSharedGrants,
+  pruneLapsedWrite,
+  sessionSharedReleaseWrite,
+} from '../../lambdas/core/shared-lock';
 import { tableKey, updateRequest } from '../../lambdas/store/requests';
 import { STORAGE_ATTRIBUTES } from '../../lambdas/store/table';
 import { createTestTable, testServices } from '../support/dynamo';
@@ -115,6 +121,21 @@ const pinnedArb = fc.oneof(
           NOW,
           'w',
         ).write,
+    ),
+  fc.constant(
+    (item: Item | undefined) => pruneLapsedWrite(item, NOW) ?? { condition: undefined, update: [] },
+  ),
+  fc
+    .boolean()
+    .map(
+      (all) => (item: Item | undefined) =>
+        forceReleaseSharedWrite(
+          all ? liveEntries(item, NOW) : liveEntries(item, NOW).slice(0, 1),
+          item,
+          OWNERS[0],
+          'differential',
+          NOW,
+        ),
     ),
   fc.record({ o: owner, c: client, last: fc.boolean(), moves: fc.boolean() }).map(
     ({ o, c, last, moves }) =>
