@@ -15,10 +15,11 @@
  * entry: a write decided from a read of lapsed entries is pinned on it) and
  * `max_holders` (a semaphore's N, while entries exist).
  *
- * Item size bounds the number of entries: with the attribute names below an
- * entry takes about 120 bytes plus its principal ARN, client id and request
- * key. MAX_SHARED_HOLDERS entries with a 100-character principal and a
- * 40-character client id take about 330 KB of the item's 400 KB.
+ * Item size bounds the number of entries: an entry takes about 205 bytes (nine
+ * 16-byte attribute names, numbers, a 22-character request tag) plus its
+ * principal ARN and client id, so MAX_SHARED_HOLDERS entries fit the item's
+ * 400 KB while those two stay under about 200 characters together (100 and
+ * 40: about 345 KB). A write past it is refused as TOO_MANY_HOLDERS.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -41,6 +42,11 @@ import {
 
 /** Most shared holders of one lock at once, and the largest semaphore. */
 export const MAX_SHARED_HOLDERS = 1_000;
+/**
+ * Most entries one write removes: each is nine REMOVE actions, and an UpdateExpression is at most
+ * 4 KB. A write that finds more lapsed entries removes this many (the oldest); the next removes more.
+ */
+export const MAX_DROP = 16;
 
 export const SharedAttr = {
   count: 'shared_count',
@@ -71,6 +77,13 @@ const ENTRY_PREFIX = 's:';
 /** The slot of a holder identity: 72 bits of a hash, base64url. */
 export const slotOf = (owner: string, clientId: string): string =>
   createHash('sha256').update(owner).update('\u0000').update(clientId).digest('base64url').slice(0, 12);
+
+/**
+ * What an entry records of the request it answered: a hash of its request key (requestKey in
+ * lock.ts names the principal and client again, which the entry holds already), 22 characters.
+ */
+export const requestTag = (key: string): string =>
+  createHash('sha256').update(key).digest('base64url').slice(0, 22);
 
 /** The attribute of one field of the entry in `slot`. */
 export const entryAttr = (slot: string, field: Field): string => `${ENTRY_PREFIX}${slot}:${FIELDS[field]}`;
@@ -231,6 +244,6 @@ export function entryFields(
       : [set(a('session'), g.held.sessionId), remove(a('expiresAt')), remove(a('ttlMs'))]),
     set(a('acquiredAt'), now),
     set(a('reentry'), 1),
-    g.requestKey === undefined ? remove(a('grantRequest')) : set(a('grantRequest'), g.requestKey),
+    g.requestKey === undefined ? remove(a('grantRequest')) : set(a('grantRequest'), requestTag(g.requestKey)),
   ];
 }

@@ -32,6 +32,7 @@ import {
   entryCount,
   isLiveEntry,
   liveEntries,
+  MAX_DROP,
   noEntries,
   removeEntry,
   SharedAttr,
@@ -442,11 +443,13 @@ export function clearEntries(seen: Item | undefined): {
 } {
   const entries = sharedEntries(seen);
   if (entryCount(seen) === 0 && entries.length === 0) return { condition: noEntries, updates: [] };
+  // At most MAX_DROP of them per write (the expression's size): the rest, lapsed, go with later writes.
+  const dropped = entries.slice(0, MAX_DROP);
   return {
     condition: sameEntries(seen),
     updates: [
-      ...entries.flatMap((e) => removeEntry(e.slot)),
-      set(SharedAttr.count, 0),
+      ...dropped.flatMap((e) => removeEntry(e.slot)),
+      set(SharedAttr.count, entries.length - dropped.length),
       set(SharedAttr.sessions, 0),
       add(SharedAttr.version, 1, 0),
     ],

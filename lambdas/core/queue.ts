@@ -44,7 +44,9 @@ import {
   MAX_SHARED_HOLDERS,
   maxHoldersOf,
   removeEntry,
+  requestTag,
   SharedAttr,
+  sharedEntries,
   slotOf,
   writersBlockedUntil,
 } from './holders';
@@ -320,7 +322,7 @@ export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[
         notAlreadyServed(w.requestKey),
         or(
           missing(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest')),
-          ne(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest'), w.requestKey),
+          ne(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest'), requestTag(w.requestKey)),
         ),
       ),
       update: [set(LockAttr.name, w.lock), countBy(1)],
@@ -724,7 +726,32 @@ export function onLockChange({ before, released, after }: LockChangeImages, now:
       before[LockAttr.blockedUntil] === after[LockAttr.blockedUntil];
     return { serve: false, timer: armed ? undefined : { at: blocked, fence: lastFencingToken(after) ?? 0 } };
   }
+  const writersBlocked = writersBlockedUntil(after, now);
+  if (writersBlocked !== undefined) {
+    // Lock-delay after a shared holder's session expired: an exclusive head waits for it, and a
+    // timer serves the queue when it ends (a shared head was served by the session's end).
+    const armed =
+      before !== undefined &&
+      queuedCount(before) > 0 &&
+      before[SharedAttr.writersBlockedUntil] === after[SharedAttr.writersBlockedUntil];
+    return {
+      serve: false,
+      timer: armed ? undefined : { at: writersBlocked, fence: lastFencingToken(after) ?? 0 },
+    };
+  }
   if (released) return { serve: false, timer: releaseBackup(before, released, now) };
+  // The last shared holders left (released, ended): their releaser serves inline; should it have
+  // died first, a timer serves the queue at their lease end or within RELEASER_BACKUP_MS.
+  const gone = sharedEntries(before).filter(
+    (e) => !sharedEntries(after).some((a) => a.slot === e.slot && a.fencingToken === e.fencingToken),
+  );
+  if (gone.length > 0) {
+    const ends = gone.map((e) => e.expiresAt ?? now + RELEASER_BACKUP_MS);
+    return {
+      serve: false,
+      timer: { at: Math.min(now + RELEASER_BACKUP_MS, ...ends), fence: lastFencingToken(after) ?? 0 },
+    };
+  }
   return { serve: !alreadyWaiting(before, after), timer: undefined };
 }
 

@@ -41,10 +41,12 @@ import {
   entryNotReentered,
   isLiveEntry,
   liveEntries,
+  MAX_DROP,
   MAX_SHARED_HOLDERS,
   maxHoldersOf,
   noEntryIn,
   removeEntry,
+  requestTag,
   roomFor,
   SharedAttr,
   type SharedEntry,
@@ -110,8 +112,14 @@ const semaphoreFields = (maxHolders: number | undefined): UpdateAction[] =>
  * through a session, as every lease ends within the retention period of its last write; never
  * while one is (a session has no end a lock item knows of); `undefined` leaves it as it is.
  */
-const gcFor = (now: number, sessions: 'none' | 'some' | 'unknown'): number | null | undefined =>
-  sessions === 'none' ? now : sessions === 'some' ? null : undefined;
+const gcFor = (now: number, sessions: 'none' | 'some'): number | null => (sessions === 'none' ? now : null);
+
+/** Entries held through sessions: none, or some (then the item keeps no TTL), pinned by the condition. */
+type Sessions = 'none' | 'some';
+const sessionsIn = (item: Item | undefined): Sessions =>
+  typeof item?.[S.sessions] === 'number' && (item[S.sessions] as number) > 0 ? 'some' : 'none';
+const sessionsAre = (sessions: Sessions): Condition =>
+  sessions === 'none' ? noSessionEntries : gt(S.sessions, 0);
 
 /** Whether `cmd` (its principal and client) may hold `entry`'s grant as asked. */
 const mineAsAsked = (entry: SharedEntry, cmd: AcquireCommand, now: number) =>
@@ -136,7 +144,7 @@ export function decideSharedAcquire(
   const slot = slotOf(cmd.owner, cmd.clientId);
   const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
   const mine = entryIn(item, slot);
-  if (key !== undefined && mine?.grantRequest === key) {
+  if (key !== undefined && mine?.grantRequest === requestTag(key)) {
     if (mineAsAsked(mine, cmd, now))
       return { kind: 'answer', outcome: granted(entryGrant(mine, cmd.name), true) };
     throw new LatchkeyError(
@@ -227,8 +235,10 @@ export function pinnedSharedGrants(
     throw new Error('one holder identity granted two shared entries at once');
   const entries = sharedEntries(seen);
   const kept = entries.filter((e) => isLiveEntry(e, now) && !mySlots.has(e.slot));
-  // A grantee's own earlier entry is overwritten field by field, not removed (one path, one action).
-  const dropped = entries.filter((e) => !kept.includes(e) && !mySlots.has(e.slot));
+  // A grantee's own earlier entry is overwritten field by field, not removed (one path, one action);
+  // at most MAX_DROP lapsed ones go with this write (the expression's size), the rest with later ones.
+  const dropped = entries.filter((e) => !kept.includes(e) && !mySlots.has(e.slot)).slice(0, MAX_DROP);
+  const overwritten = entries.filter((e) => mySlots.has(e.slot)).length;
   const sessions =
     kept.filter((e) => e.session !== undefined).length +
     grantees.filter((g) => g.tenure.kind === 'session').length;
@@ -256,7 +266,7 @@ export function pinnedSharedGrants(
         first + i,
       ),
     ),
-    set(S.count, kept.length + grantees.length),
+    set(S.count, entries.length - dropped.length - overwritten + grantees.length),
     set(S.sessions, sessions),
     bumpVersion,
     ...semaphoreFields(grantees[0]?.maxHolders),
@@ -286,7 +296,9 @@ function reenterWrite(current: Grant, now: number, key: string | undefined): Ite
     ),
     update: [
       add(entryAttr(slot, 'reentry'), 1, 1),
-      key === undefined ? remove(entryAttr(slot, 'grantRequest')) : set(entryAttr(slot, 'grantRequest'), key),
+      key === undefined
+        ? remove(entryAttr(slot, 'grantRequest'))
+        : set(entryAttr(slot, 'grantRequest'), requestTag(key)),
     ],
   };
 }
@@ -300,7 +312,11 @@ export function sharedAcquireProtocol(cmd: AcquireCommand, now: number): Protoco
       const decision = decideSharedAcquire(cmd, old, now);
       if (decision.kind === 'answer') return { outcome: decision.outcome };
       if (decision.kind === 'reenter') return { write: reenterWrite(decision.current, now, key) };
-      return { write: pinnedSharedGrants([{ ...cmd, requestKey: key }], old, now, undefined).write };
+      return {
+        write: pinnedSharedGrants([{ ...cmd, requestKey: key }], old, now, undefined, {
+          condition: queueIsEmpty,
+        }).write,
+      };
     },
     onWritten: (item) => {
       const entry = entryIn(item, slotOf(cmd.owner, cmd.clientId));
@@ -330,14 +346,16 @@ function entryRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number): 
 export const recordsSharedGrant = (item: Item | undefined, cmd: ReleaseCommand): boolean =>
   entryIn(item, slotOf(cmd.owner, cmd.clientId))?.fencingToken === cmd.fencingToken;
 
-function releaseWrite(cmd: ReleaseCommand, now: number, sessions: 'none' | 'unknown'): ItemWrite {
+/** Releases a lease's entry; `sessions` says (and the condition pins) whether sessions hold entries too. */
+function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions): ItemWrite {
   const slot = slotOf(cmd.owner, cmd.clientId);
   return {
     condition: and(
       entryHeldBy(slot, cmd.owner, cmd.fencingToken),
       entryLiveAt(slot, now),
       entryNotReentered(slot),
-      ...(sessions === 'none' ? [noSessionEntries] : []),
+      missing(entryAttr(slot, 'session')),
+      sessionsAre(sessions),
     ),
     update: [
       ...removeEntry(slot),
@@ -369,7 +387,15 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
             update: [add(entryAttr(slot, 'reentry'), -1, 1)],
           },
         };
-      return { write: releaseWrite(cmd, now, 'unknown') };
+      // Held through a session: released as its session's end would, without lock-delay.
+      if (entry.session !== undefined) {
+        const variant = sessionSharedReleaseVariant(old, cmd.owner, cmd.clientId, entry.session, now, 0);
+        if (variant)
+          return {
+            write: sessionSharedReleaseWrite(cmd.owner, cmd.clientId, entry.session, now, 0, variant),
+          };
+      }
+      return { write: releaseWrite(cmd, now, sessionsIn(old)) };
     },
     onWritten: (item) => ({
       lock: cmd.name,
@@ -381,12 +407,12 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
 
 export function sharedRenewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOutcome> {
   const slot = slotOf(cmd.owner, cmd.clientId);
-  const write = (sessions: 'none' | 'unknown'): ItemWrite => ({
+  const write = (sessions: Sessions): ItemWrite => ({
     condition: and(
       entryHeldBy(slot, cmd.owner, cmd.fencingToken),
       missing(entryAttr(slot, 'session')),
       gt(entryAttr(slot, 'expiresAt'), now),
-      ...(sessions === 'none' ? [noSessionEntries] : []),
+      sessionsAre(sessions),
     ),
     // The version moves: a write pinned on entries read as lapsed must not land over a renewal.
     update: [
@@ -406,7 +432,7 @@ export function sharedRenewProtocol(cmd: RenewCommand, now: number): Protocol<Re
           'HELD_BY_SESSION',
           `${cmd.name} is held through a session: it lasts as long as the session lives, so there is no lease to renew; heartbeat the session instead`,
         );
-      return { write: write('unknown') };
+      return { write: write(sessionsIn(old)) };
     },
     onWritten: (item) => {
       const entry = entryIn(item, slot);
@@ -453,7 +479,7 @@ export function sessionSharedReleaseWrite(
       ...(lockDelayMs > 0 && variant.delayMoves ? [set(S.writersBlockedUntil, until)] : []),
     ],
     // The last session entry gone: every lease left ends within the retention period of now.
-    gcFrom: variant.lastSession ? Math.max(now, until) : undefined,
+    gcFrom: variant.lastSession ? Math.max(now, until) : null,
   };
 }
 
@@ -499,7 +525,7 @@ export function sharedReenterProtocol(
 }
 
 /**
- * An administrator ends shared grants `ending` (every live one, or the one asked for), whoever
+ * An administrator ends shared grants `ending` (at most MAX_DROP per write: the caller repeats), whoever
  * holds them, and moves the fencing counter one past every token issued, recording who, when and
  * why. Pinned on the entries as read, so a grant made or renewed since is never touched.
  */
@@ -511,6 +537,7 @@ export function forceReleaseSharedWrite(
   now: number,
 ): ItemWrite {
   const sessions = ending.filter((e) => e.session !== undefined).length;
+  const sessionsLeft = sharedEntries(seen).filter((e) => e.session !== undefined).length - sessions;
   return {
     condition: and(sameEntries(seen), sameFence(seen)),
     update: [
@@ -524,7 +551,8 @@ export function forceReleaseSharedWrite(
       set(LockAttr.forcedAt, now),
       set(LockAttr.forcedReason, reason),
     ],
-    gcFrom: now,
+    // Pinned on the entries, so exact: no TTL while an entry held through a session is left.
+    gcFrom: gcFor(now, sessionsLeft > 0 ? 'some' : 'none'),
   };
 }
 
@@ -535,7 +563,7 @@ export function forceReleaseSharedWrite(
  */
 export function pruneLapsedWrite(seen: Item | undefined, now: number): ItemWrite | undefined {
   const entries = sharedEntries(seen);
-  const lapsed = entries.filter((e) => !isLiveEntry(e, now));
+  const lapsed = entries.filter((e) => !isLiveEntry(e, now)).slice(0, MAX_DROP);
   if (lapsed.length === 0) return undefined;
   const left = entries.length - lapsed.length;
   return {

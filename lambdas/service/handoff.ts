@@ -13,6 +13,7 @@ import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/
 import {
   handoffSteps,
   leaveSteps,
+  MAX_RUN,
   orphanLeaveSteps,
   planRelease,
   planServe,
@@ -90,6 +91,7 @@ export class Handoff {
    * inline) and the new grant has a timer of its own.
    */
   async serve(name: string, watching?: number): Promise<ServeResult> {
+    let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const snapshot = await this.storage.queue(name, 25);
       const now = this.clock.now();
@@ -127,11 +129,14 @@ export class Handoff {
       let delivered = 0;
       for (const [i, waiter] of plan.run.entries())
         if (await this.delivered(waiter, grants[i] as Grant, writeId, snapshot.lock, now)) delivered++;
-      // Every grant received: done. One taken back (its connection was gone): serve on.
-      if (delivered === plan.run.length)
-        return { kind: 'granted', grant: grants[0] as Grant, waiter: plan.head };
+      // Every grant received: done, unless the run filled a transaction (more readers may fit: serve
+      // on). One taken back (its connection was gone): serve on.
+      if (delivered === plan.run.length) {
+        served = { kind: 'granted', grant: grants[0] as Grant, waiter: plan.head };
+        if (plan.head.mode !== 'shared' || plan.run.length < MAX_RUN) return served;
+      }
     }
-    return { kind: 'idle' };
+    return served;
   }
 
   /**

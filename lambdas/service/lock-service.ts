@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { liveEntries } from '../core/holders';
+import { liveEntries, MAX_DROP } from '../core/holders';
 import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, sightOf, track } from '../core/http-poll';
 import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
@@ -203,22 +203,40 @@ export class LockService {
     reason: string,
     onlyToken: number | undefined,
   ): Promise<ForceReleaseOutcome> {
-    const now = this.clock.now();
-    const live = liveEntries(seen, now);
-    const ending = onlyToken === undefined ? live : live.filter((e) => e.fencingToken === onlyToken);
-    if (live.length === 0) return { kind: 'not-held' };
-    if (ending.length === 0) return { kind: 'moved-on' };
-    const result = await this.storage.write(
-      lockRef(name),
-      forceReleaseSharedWrite(ending, seen, by, reason, now),
+    const first = liveGrants(seen, this.clock.now()).find(
+      (g) => onlyToken === undefined || g.fencingToken === onlyToken,
     );
-    if (!result.ok) return { kind: 'moved-on' };
-    const grants = liveGrants(seen, now).filter((g) => ending.some((e) => e.fencingToken === g.fencingToken));
-    const fencedTo = (typeof seen?.fence === 'number' ? seen.fence : 0) + 1;
-    for (const grant of grants)
-      auditGrant('force-release', { ...grant, lock: name }, { reason, by, fenced_to: fencedTo });
+    if (liveEntries(seen, this.clock.now()).length === 0) return { kind: 'not-held' };
+    if (!first) return { kind: 'moved-on' };
+    let fencedTo = 0;
+    // Every live holder (or the one asked for), MAX_DROP per write, each write pinned on what it read.
+    let item = seen;
+    for (let round = 0; round < 100; round++) {
+      const now = this.clock.now();
+      const live = liveEntries(item, now);
+      const ending = (
+        onlyToken === undefined ? live : live.filter((e) => e.fencingToken === onlyToken)
+      ).slice(0, MAX_DROP);
+      if (ending.length === 0) break;
+      const result = await this.storage.write(
+        lockRef(name),
+        forceReleaseSharedWrite(ending, item, by, reason, now),
+      );
+      if (!result.ok) {
+        if (round === 0) return { kind: 'moved-on' };
+        item = result.old;
+        continue;
+      }
+      fencedTo = typeof result.item.fence === 'number' ? result.item.fence : 0;
+      const ended = liveGrants(item, now).filter((g) =>
+        ending.some((e) => e.fencingToken === g.fencingToken),
+      );
+      for (const grant of ended)
+        auditGrant('force-release', { ...grant, lock: name }, { reason, by, fenced_to: fencedTo });
+      item = result.item;
+    }
     await this.handoff.serve(name);
-    return { kind: 'released', released: { ...(grants[0] as Grant), lock: name }, fencedTo };
+    return { kind: 'released', released: { ...first, lock: name }, fencedTo };
   }
 
   /**

@@ -38,6 +38,8 @@ import { refusedAt, type Storage } from './storage';
 /** API Gateway closes a WebSocket connection after 2 hours. */
 const CONNECTION_LIFETIME_MS = 2 * 3_600_000;
 const CONNECTION_SESSION_PREFIX = 'conn-';
+/** Writes a session's end tries on one lock whose shared holders keep changing (see releaseOne). */
+const SHARED_RELEASE_ATTEMPTS = 20;
 /** A heartbeat overtaken by a concurrent one is read and tried again (see heartbeat). */
 const HEARTBEAT_ATTEMPTS = 3;
 /** Tries to move a misfiled due entry while heartbeats race it; then the caller's retry takes over. */
@@ -222,7 +224,10 @@ export class Sessions {
     lockDelayMs: number,
   ) {
     let result = await this.storage.write(lockRef(name), sessionReleaseWrite(session.id, now, lockDelayMs));
-    for (let attempt = 0; !result.ok && attempt < 3; attempt++) {
+    // Each refusal of a shared release means another write changed the item (other sessions ending
+    // at once, say): try the variant that fits it now. Never give up with the entry still there:
+    // its session's link would go, and nothing would ever end it; the sweeper retries instead.
+    for (let attempt = 0; !result.ok; attempt++) {
       const variant = sessionSharedReleaseVariant(
         result.old,
         session.owner,
@@ -232,6 +237,11 @@ export class Sessions {
         lockDelayMs,
       );
       if (!variant) break;
+      if (attempt >= SHARED_RELEASE_ATTEMPTS)
+        throw new LatchkeyError(
+          'UNAVAILABLE',
+          `lock ${name} kept changing while session ${session.id} released it; retry`,
+        );
       result = await this.storage.write(
         lockRef(name),
         sessionSharedReleaseWrite(session.owner, session.clientId, session.id, now, lockDelayMs, variant),

@@ -79,6 +79,14 @@ export function cancellationOutcome(reasons: readonly CancellationReason[]): Tra
     );
   if (other) {
     const detail = reasons.find((r) => r.Code === other)?.Message ?? '';
+    // A lock item full of shared holders (400 KB): the grant that would not fit changed nothing.
+    if (other === 'ValidationError' && /item size/i.test(detail))
+      throw new LatchkeyError(
+        'TOO_MANY_HOLDERS',
+        'the lock has as many shared holders as its item can record (DynamoDB items are at most 400 KB): retry once some have released',
+        undefined,
+        1000,
+      );
     throw new LatchkeyError('INTERNAL', `DynamoDB refused a transaction (${other}: ${detail})`);
   }
   return {

@@ -12,7 +12,9 @@
  *
  * The cold-start section (cold-start.ts: every function's bundle as deployed, its size and module
  * load time) needs no DynamoDB. BENCH_SECTIONS picks sections: `cold` (that one), `db` (all the
- * others); default both. BENCH_COLD_RUNS: fresh processes per bundle (default 5).
+ * others); default both. BENCH_COLD_RUNS: fresh processes per bundle (default 5). `shared` alone
+ * runs only the shared-mode section (shared.ts: readers and writers on one lock, and the cost of
+ * granting a run of queued readers), which `db` runs last, in a process of its own like waiting.ts.
  *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  *   BENCH_SECTIONS=cold npm run bench
@@ -103,9 +105,27 @@ function waitingSection(): Promise<void> {
   });
 }
 
+/** Runs shared.ts in a child process with a DynamoDB Local of its own, as waitingSection does. */
+function sharedSection(): Promise<void> {
+  const env = { ...process.env };
+  delete env.BENCH_DYNAMO_ENDPOINT;
+  const child = spawn(
+    process.execPath,
+    [...process.execArgv, fileURLToPath(new URL('./shared.ts', import.meta.url))],
+    { stdio: 'inherit', env },
+  );
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`shared section failed: ${signal ?? `exit ${code}`}`)),
+    );
+  });
+}
+
 async function main() {
   if (!SECTIONS.has('db')) {
     if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
+    if (SECTIONS.has('shared')) await sharedSection();
     return;
   }
   const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
@@ -240,6 +260,7 @@ async function main() {
   } finally {
     await dynamo.stop();
   }
+  await sharedSection();
 }
 
 main().catch((error: unknown) => {

@@ -25,12 +25,26 @@ describe('cancellationOutcome', () => {
     }
   });
 
+  it('a lock item too large for another shared holder is TOO_MANY_HOLDERS: a 429 that changed nothing', () => {
+    expect(() =>
+      cancellationOutcome([
+        { Code: 'ValidationError', Message: 'Item size has exceeded the maximum allowed size' },
+      ]),
+    ).toThrow(expect.objectContaining({ code: 'TOO_MANY_HOLDERS', status: 429, retryable: true }));
+  });
+
   it('makes anything else an internal error naming the reason, never retryable', () => {
     for (const Code of ['ValidationError', 'ItemCollectionSizeLimitExceeded']) {
       expect(() =>
         cancellationOutcome([
           { Code: 'None' },
-          { Code, Message: 'Item size has exceeded the maximum allowed size' },
+          {
+            Code,
+            Message:
+              Code === 'ValidationError'
+                ? 'Invalid UpdateExpression'
+                : 'Item size has exceeded the maximum allowed size',
+          },
         ]),
       ).toThrow(
         expect.objectContaining({

@@ -8,9 +8,11 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type Grant, type LockMode, liveGrants } from '../../lambdas/core/lock';
-import { MAX_RUN } from '../../lambdas/core/queue';
-import { QueueHarness } from '../support/queue-harness';
+import { applyUpdate, type Item } from '../../lambdas/core/expr';
+import { type Grant, type LockMode, lease, liveGrants, throughSession } from '../../lambdas/core/lock';
+import { MAX_RUN, onLockChange } from '../../lambdas/core/queue';
+import { pinnedSharedGrants } from '../../lambdas/core/shared-lock';
+import { OWNER, QueueHarness } from '../support/queue-harness';
 
 type Op =
   | { op: 'join'; mode: LockMode; priority: number; gap: number }
@@ -145,4 +147,52 @@ describe('both modes in one queue', () => {
       },
     );
   }, 120_000);
+});
+
+describe('the notifier with shared holders', () => {
+  const now = 1_800_000_000_000;
+  /** A lock item with shared holders (lease ends, or sessions) and `queued` waiters. */
+  const item = (ends: readonly (number | 'session')[], queued: number): Item => {
+    const t = now - 1_000;
+    const { write } = pinnedSharedGrants(
+      ends.map((end, i) => ({
+        name: 'L',
+        owner: OWNER,
+        clientId: `c${i}`,
+        tenure: end === 'session' ? throughSession(`s${i}`) : lease(end - t),
+      })),
+      undefined,
+      t,
+      'w',
+    );
+    return { ...applyUpdate(undefined, write.update), queued };
+  };
+
+  it('arms a timer at the first shared lease end when a grant first has waiters behind it', () => {
+    const after = item([now + 500, now + 200], 1);
+    const before = { ...after, queued: 0 };
+    expect(onLockChange({ before, after, released: undefined }, now)).toEqual({
+      serve: true, // a waiter joined: a reader that outranks a queued writer may share at once
+      timer: undefined,
+    });
+    expect(onLockChange({ before: after, after: { ...after }, released: undefined }, now)).toEqual({
+      serve: false,
+      timer: undefined, // already armed for this state
+    });
+    const renewed = { ...after, shared_version: Number(after.shared_version) + 1 };
+    expect(onLockChange({ before: after, after: renewed, released: undefined }, now).timer).toEqual({
+      at: now + 200,
+      fence: after.fence,
+    });
+  });
+
+  it('serves at once when holders lapsed (a slot, or the lock, may be free); nothing to time for sessions alone', () => {
+    const lapsed = item([now - 1, now + 100], 1);
+    expect(onLockChange({ before: lapsed, after: lapsed, released: undefined }, now).serve).toBe(true);
+    const sessions = item(['session', 'session'], 2);
+    expect(onLockChange({ before: sessions, after: sessions, released: undefined }, now)).toEqual({
+      serve: false,
+      timer: undefined,
+    });
+  });
 });

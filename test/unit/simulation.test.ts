@@ -9,6 +9,8 @@ import { simulate } from '../simulation/simulate';
 /** Seeds run on every `npm test`; a long run: `npm run simulate -- --seeds 100000`. */
 const SEEDS = Number(process.env.SIMULATION_SEEDS ?? 200);
 const FIRST = Number(process.env.SIMULATION_FIRST_SEED ?? 1);
+/** Seeds run again with shared mode forced on (most of the 200 have it already, chosen by the seed). */
+const SHARED_SEEDS = Number(process.env.SIMULATION_SHARED_SEEDS ?? 20);
 
 describe('the simulation', () => {
   it(`${SEEDS} histories from seed ${FIRST}: never two holders, fencing, one outcome per request, nothing due abandoned, liveness`, async () => {
@@ -22,6 +24,21 @@ describe('the simulation', () => {
     }
     expect(failures).toEqual([]);
   }, 240_000);
+
+  it(`${SHARED_SEEDS} histories with shared mode in every one: read-write locks and semaphores beside exclusive holders`, async () => {
+    const failures: string[] = [];
+    let sharedGrants = 0;
+    for (let seed = FIRST; seed < FIRST + SHARED_SEEDS; seed++) {
+      const result = await simulate(seed, { shared: 0.6 });
+      sharedGrants += result.stats.sharedGrants ?? 0;
+      if (!result.ok)
+        failures.push(
+          `seed ${seed}: ${result.violations.join('; ')}\n  replay: npm run simulate -- --seed ${seed} --shared 0.6`,
+        );
+    }
+    expect(failures).toEqual([]);
+    expect(sharedGrants).toBeGreaterThan(SHARED_SEEDS);
+  }, 120_000);
 
   it('replays a seed exactly', async () => {
     const [first, second] = [await simulate(7), await simulate(7)];
