@@ -35,6 +35,9 @@ const RETRY_WINDOW_MS = 15_000;
 
 type AnyFrame = Frame & Record<string, unknown>;
 
+/** Invocations of the hostile principal that must change nothing (see Checker.onCommit). */
+export const HOSTILE = 'hostile-';
+
 /**
  * Which mode clients ask for, per history: exclusive only (`shared` 0: the histories from before
  * shared mode, unchanged), or a mix of shared and exclusive acquires on the same locks. Each lock
@@ -179,8 +182,12 @@ export abstract class Client {
       return;
     }
     await this.sleep(this.rng.int(0, Math.max(0, Math.min(ttl, deadline - this.now()))));
-    for (let i = 0; i < reentries && this.now() < deadline; i++) await this.leaveReentry(grant);
-    await this.release(grant, belief);
+    // A release of a re-entry is not idempotent (a retry after a lost answer counts down again), so
+    // it is sent once; without an answer, whether the last release frees the lock is unknown.
+    let sure = true;
+    for (let i = 0; i < reentries && sure && this.now() < deadline; i++)
+      sure = await this.leaveReentry(grant, belief);
+    await this.release(grant, belief, sure);
   }
 
   /**
@@ -232,7 +239,9 @@ export abstract class Client {
   }
 
   /** Releases one re-entry of a grant (it stays held). */
-  private async leaveReentry(grant: Grant): Promise<void> {
+  private async leaveReentry(grant: Grant, belief: Belief): Promise<boolean> {
+    // Fenced out meanwhile (a force-release), it may be another principal's by now: then FORBIDDEN is right.
+    const alive = belief.until() > this.now() && (belief.endedAt ?? Infinity) > this.now();
     const cmd = {
       name: grant.lock,
       owner: this.owner,
@@ -240,16 +249,27 @@ export abstract class Client {
       fencingToken: grant.fencingToken,
       ...this.hint(grant.mode),
     };
-    const out = await this.call('release', (s) => s.locks.release(cmd));
+    const out = await this.call(
+      'release',
+      (s) => s.locks.release(cmd),
+      1,
+      undefined,
+      () => alive,
+    );
     this.trace.add(
       `${this.id} release a re-entry of ${grant.lock} #${grant.fencingToken}: ${describe(out)}${out.kind === 'ok' ? ` (${out.value.remaining} left)` : ''}`,
     );
+    return out.kind === 'ok';
   }
 
-  protected async release(grant: Grant, belief?: Belief): Promise<void> {
-    // Alive: not past its deadline, nor fenced out by an operator's force-release (checks.ts).
+  protected async release(grant: Grant, belief?: Belief, sure = true): Promise<void> {
+    // Alive: not past its deadline, nor fenced out by an operator's force-release (checks.ts); and
+    // not perhaps released already (a re-entry's release whose answer was lost).
     const alive =
-      belief !== undefined && belief.until() > this.now() && (belief.endedAt ?? Infinity) > this.now();
+      sure &&
+      belief !== undefined &&
+      belief.until() > this.now() &&
+      (belief.endedAt ?? Infinity) > this.now();
     if (belief) belief.endedAt = Math.min(belief.endedAt ?? Infinity, this.now(), belief.until());
     const cmd = {
       name: grant.lock,
@@ -269,6 +289,15 @@ export abstract class Client {
     this.trace.add(
       `${this.id} release ${grant.mode === 'shared' ? 'shared ' : ''}${grant.lock} #${grant.fencingToken}${cmd.mode ? ` (hint ${cmd.mode})` : ''} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
     );
+  }
+
+  /**
+   * The lock of the next acquire: any, as before, in exclusive-only histories; with shared mode,
+   * mostly the first (so readers pile up behind writers, and runs of them are handed over together).
+   */
+  protected pickLock(): string {
+    if (this.mix.shared <= 0) return this.rng.pick(this.locks);
+    return this.mix.rng.chance(0.5) ? (this.locks[0] as string) : this.mix.rng.pick(this.locks);
   }
 
   /** The mode (and semaphore N) of the next acquire of `lock`. */
@@ -298,7 +327,7 @@ export abstract class Client {
     this.check.sent(lock, this.key(requestId), asked.mode, this.now());
   }
 
-  /** An acquire refused MAX_HOLDERS_MISMATCH: it must have changed nothing. */
+  /** An acquire refused MAX_HOLDERS_MISMATCH (a final "not acquired"): it must have changed nothing. */
   protected mismatch(lock: string, requestId: string, asked: Asked, out: Answer<unknown>): void {
     if (out.kind === 'error' && out.error.code === 'MAX_HOLDERS_MISMATCH')
       this.check.mismatchRefused(lock, this.key(requestId), asked);
@@ -320,6 +349,11 @@ async function overHttp(s: Services, cmd: AcquireCommand, wait: { waitMs: number
   return result.outcome;
 }
 
+const describeAsked = (asked: Asked): string =>
+  asked.mode === 'shared'
+    ? ` shared${asked.maxHolders === undefined ? '' : ` N=${asked.maxHolders}`}${asked.mismatched ? ' (mismatched)' : ''}`
+    : '';
+
 export const describe = (a: Answer<unknown>): string =>
   a.kind === 'ok' ? 'ok' : a.kind === 'error' ? (a.error as LatchkeyError).code : 'no answer';
 
@@ -329,18 +363,21 @@ export class HttpClient extends Client {
     while (this.active) {
       await this.sleep(this.rng.int(0, 800));
       if (!this.active) return;
-      const lock = this.rng.pick(this.locks);
+      const lock = this.pickLock();
       const waitMs = this.rng.chance(0.4) ? 0 : this.rng.int(50, MAX_HTTP_WAIT_MS);
       const ttl = this.rng.int(300, 3_000);
       const requestId = this.newRequest();
+      const asked = this.chooseMode(lock);
       const cmd: AcquireCommand = {
         name: lock,
         owner: this.owner,
         clientId: this.id,
         tenure: lease(ttl),
         requestId,
+        ...modeFields(asked),
       };
       const key = this.key(requestId);
+      this.sent(lock, requestId, asked);
       let sentAt = this.now();
       const until = sentAt + waitMs;
       let out: Answer<Awaited<ReturnType<typeof overHttp>>> = { kind: 'none' };
@@ -360,16 +397,19 @@ export class HttpClient extends Client {
         if (out.kind === 'ok' || (out.kind === 'error' && !out.error.retryable)) break;
         await this.sleep(this.rng.int(20, 100 * 2 ** attempt));
       }
-      this.trace.add(`${this.id} acquire ${lock} wait ${waitMs} ${requestId}: ${describe(out)}`);
+      this.trace.add(
+        `${this.id} acquire ${lock}${describeAsked(asked)} wait ${waitMs} ${requestId}: ${describe(out)}`,
+      );
+      this.mismatch(lock, requestId, asked, out);
       if (out.kind !== 'ok') continue; // told nothing final (or LEASE_EXPIRED for a grant that ended)
       if (!out.value.acquired) {
         this.check.answeredNotAcquired(lock, key);
         continue;
       }
       const grant = out.value.grant;
-      this.check.answeredGranted(lock, key, grant.fencingToken);
+      this.check.answeredGranted(lock, key, grant.fencingToken, grant.mode, asked);
       const remaining = grant.held.kind === 'lease' ? grant.held.expiresAt - this.now() : 0;
-      await this.holdLease(grant, sentAt, remaining);
+      await this.holdLease(grant, sentAt, remaining, asked);
     }
   }
 }
@@ -377,6 +417,7 @@ export class HttpClient extends Client {
 interface PendingWait {
   readonly requestId: string;
   readonly lock: string;
+  readonly asked: Asked;
   readonly ttl: number;
   readonly waitMs: number;
   readonly ephemeral: boolean;
@@ -411,7 +452,7 @@ export class WsClient extends Client {
       await this.sleep(this.rng.int(0, 800));
       if (!this.active) break;
       if (!(await this.ensureConnected())) continue;
-      const lock = this.rng.pick(this.locks);
+      const lock = this.pickLock();
       const ephemeral = this.rng.chance(0.1);
       const wait: PendingWait = this.startWait(lock, ephemeral);
       const result = await new Promise<Parameters<PendingWait['settle']>[0]>((resolve) => {
@@ -419,8 +460,8 @@ export class WsClient extends Client {
       });
       this.pending = undefined;
       if (!result) continue;
-      if (ephemeral) await this.holdThroughConnection(result.grant);
-      else await this.holdLease(result.grant, result.sentAt, result.remaining);
+      if (ephemeral) await this.holdThroughConnection(result.grant, wait.asked);
+      else await this.holdLease(result.grant, result.sentAt, result.remaining, wait.asked);
     }
     if (this.connection) this.world.disconnect(this.connection);
   }
@@ -430,6 +471,7 @@ export class WsClient extends Client {
     const wait: PendingWait = {
       requestId: this.newRequest(),
       lock,
+      asked: this.chooseMode(lock),
       ttl: this.rng.int(300, 3_000),
       waitMs,
       ephemeral,
@@ -439,6 +481,7 @@ export class WsClient extends Client {
       settle: () => {},
     };
     this.pending = wait;
+    this.sent(lock, wait.requestId, wait.asked);
     void this.ask(wait);
     this.watchOverdue(wait);
     return wait;
@@ -449,7 +492,7 @@ export class WsClient extends Client {
     const connection = this.connection;
     if (!connection?.open) return;
     this.trace.add(
-      `${this.id} -> acquire ${wait.requestId} on ${connection.id}${wait.ephemeral ? ' (ephemeral)' : ''}`,
+      `${this.id} -> acquire ${wait.lock}${describeAsked(wait.asked)} ${wait.requestId} on ${connection.id}${wait.ephemeral ? ' (ephemeral)' : ''}`,
     );
     // Sometimes the connection drops while waiting: reconnect and ask again with the same request.
     if (this.rng.chance(0.08))
@@ -460,6 +503,7 @@ export class WsClient extends Client {
       clientId: this.id,
       tenure: lease(wait.ttl),
       requestId: wait.requestId,
+      ...modeFields(wait.asked),
     };
     const out = await this.call('acquire', (s) =>
       s.locks.acquireByPush(
@@ -471,6 +515,7 @@ export class WsClient extends Client {
     this.trace.add(
       `${this.id} acquire ${wait.requestId} answered: ${describe(out)}${out.kind === 'ok' ? ` ${out.value.kind}` : ''}`,
     );
+    this.mismatch(wait.lock, wait.requestId, wait.asked, out);
     if (out.kind === 'ok') {
       if (out.value.kind === 'queued') return; // the grant or the timeout will be pushed
       const outcome = out.value.outcome;
@@ -489,6 +534,7 @@ export class WsClient extends Client {
     }
     if (this.pending !== wait) return;
     if (out.kind === 'error' && out.error.code === 'LEASE_EXPIRED') wait.settle(undefined); // granted, and over
+    if (out.kind === 'error' && out.error.code === 'MAX_HOLDERS_MISMATCH') wait.settle(undefined); // refused
     // Anything else (no answer, a connection gone, a limit): no outcome yet. The overdue watch decides.
   }
 
@@ -561,7 +607,13 @@ export class WsClient extends Client {
       if (!(requestId !== undefined && this.answered.has(requestId))) void this.release({ ...grant, held });
       return;
     }
-    this.check.answeredGranted(wait.lock, this.key(wait.requestId), grant.fencingToken);
+    this.check.answeredGranted(
+      wait.lock,
+      this.key(wait.requestId),
+      grant.fencingToken,
+      grant.mode,
+      wait.asked,
+    );
     this.answered.add(wait.requestId);
     wait.settle({ grant: { ...grant, held }, remaining, sentAt: wait.sentAt });
   }
@@ -589,7 +641,7 @@ export class WsClient extends Client {
   }
 
   /** A lock held through this connection: kept until the client disconnects. */
-  private async holdThroughConnection(grant: Grant): Promise<void> {
+  private async holdThroughConnection(grant: Grant, asked: Asked): Promise<void> {
     const connection = this.connection;
     const belief: Belief = {
       client: this.id,
@@ -597,6 +649,8 @@ export class WsClient extends Client {
       token: grant.fencingToken,
       from: this.now(),
       until: () => (connection?.open ? Number.POSITIVE_INFINITY : (belief.endedAt ?? this.now())),
+      mode: grant.mode,
+      maxHolders: asked.maxHolders,
     };
     this.check.hold(belief);
     await this.sleep(this.rng.int(0, 2_000));
@@ -648,18 +702,24 @@ export class SessionClient extends Client {
     })();
     const uses = this.rng.int(1, 4);
     for (let i = 0; i < uses && this.active && !session.lost && this.now() < session.deadline; i++) {
-      const lock = this.rng.pick(this.locks);
+      const lock = this.pickLock();
       const waitMs = this.rng.chance(0.5) ? 0 : this.rng.int(50, MAX_HTTP_WAIT_MS);
       const requestId = this.newRequest();
+      const asked = this.chooseMode(lock);
       const cmd: AcquireCommand = {
         name: lock,
         owner: this.owner,
         clientId: this.id,
         tenure: throughSession(id),
         requestId,
+        ...modeFields(asked),
       };
+      this.sent(lock, requestId, asked);
       const out = await this.call('acquire-in-session', (s) => overHttp(s, cmd, { waitMs }));
-      this.trace.add(`${this.id} acquire ${lock} in session ${id} wait ${waitMs}: ${describe(out)}`);
+      this.trace.add(
+        `${this.id} acquire ${lock}${describeAsked(asked)} in session ${id} wait ${waitMs}: ${describe(out)}`,
+      );
+      this.mismatch(lock, requestId, asked, out);
       const key = this.key(requestId);
       if (out.kind !== 'ok') continue;
       if (!out.value.acquired) {
@@ -667,13 +727,15 @@ export class SessionClient extends Client {
         continue;
       }
       const grant = out.value.grant;
-      this.check.answeredGranted(lock, key, grant.fencingToken);
+      this.check.answeredGranted(lock, key, grant.fencingToken, grant.mode, asked);
       const belief: Belief = {
         client: this.id,
         lock,
         token: grant.fencingToken,
         from: this.now(),
         until: () => session.deadline,
+        mode: grant.mode,
+        maxHolders: asked.maxHolders,
       };
       this.check.hold(belief);
       beliefs.push(belief);
@@ -685,6 +747,7 @@ export class SessionClient extends Client {
           clientId: this.id,
           fencingToken: grant.fencingToken,
           ttlMs: this.rng.int(300, 1_000),
+          ...this.hint(grant.mode),
         };
         const renewed = await this.world.call('renew', 10_000, (s) => s.locks.renew(renew));
         this.trace.add(`${this.id} renew session lock ${lock}: ${describe(renewed)}`);
@@ -714,9 +777,10 @@ function grantOfFrame(frame: AnyFrame, owner: string, clientId: string): Grant {
       frame.session_id !== undefined && frame.session_id !== null
         ? { kind: 'session', sessionId: String(frame.session_id) }
         : { kind: 'lease', ttlMs: Number(frame.ttl_ms ?? 0), expiresAt: expires ?? 0 },
-    mode: 'exclusive',
+    mode: frame.mode === 'shared' ? 'shared' : 'exclusive',
     acquiredAt: 0,
     reentry: 1,
+    ...(typeof frame.max_holders === 'number' ? { maxHolders: frame.max_holders } : {}),
   };
 }
 
@@ -745,11 +809,15 @@ export class HostileClient extends Client {
     }
   }
 
-  /** The live holder of a random lock, as the table has it (if it is not this principal's). */
+  /**
+   * A live holder of a random lock, as the table has it (if it is not this principal's): the
+   * exclusive one, or one of its shared holders.
+   */
   private victim(): Grant | undefined {
     const lock = this.rng.pick(this.locks);
-    const holder = liveHolder(this.world.memory.readNow(lockRef(lock)), this.now());
-    return holder && holder.owner !== this.owner ? holder : undefined;
+    const grants = liveGrants(this.world.memory.readNow(lockRef(lock)), this.now());
+    const holder = grants.length > 1 ? this.mix.rng.pick(grants) : grants[0];
+    return holder && holder.owner !== this.owner ? { ...holder, lock } : undefined;
   }
 
   private refusedAsOthers(out: Answer<unknown>): boolean {
@@ -765,18 +833,22 @@ export class HostileClient extends Client {
       owner: this.owner,
       clientId: holder.clientId,
       fencingToken: holder.fencingToken,
+      ...this.hint(holder.mode),
     };
     const renew = this.rng.chance(0.5);
+    // Named as hostile: the checker fails any commit to a lock made on its behalf (it must change nothing).
     const out = renew
-      ? await this.world.call('renew', 10_000, (s) => s.locks.renew({ ...as, ttlMs: 60_000 }))
-      : await this.world.call('release', 10_000, (s) => s.locks.release(as));
+      ? await this.world.call(`${HOSTILE}renew`, 10_000, (s) => s.locks.renew({ ...as, ttlMs: 60_000 }))
+      : await this.world.call(`${HOSTILE}release`, 10_000, (s) => s.locks.release(as));
     this.trace.add(
-      `${this.id} (hostile) ${renew ? 'renew' : 'release'} ${holder.lock} #${holder.fencingToken}: ${describe(out)}`,
+      `${this.id} (hostile) ${renew ? 'renew' : 'release'} ${holder.mode === 'shared' ? 'shared ' : ''}${holder.lock} #${holder.fencingToken}${as.mode ? ` (hint ${as.mode})` : ''}: ${describe(out)}`,
     );
     if (out.kind !== 'none')
       this.check.hostile(
-        `${renew ? 'renew' : 'release'} ${holder.lock} of ${holder.owner}`,
-        this.refusedAsOthers(out),
+        `${renew ? 'renew' : 'release'} ${holder.mode === 'shared' ? 'the shared grant of ' : ''}${holder.lock} of ${holder.owner}${out.kind === 'error' ? ` (${out.error.code})` : ''}`,
+        holder.mode === 'shared'
+          ? out.kind === 'error' && ['NOT_HOLDER', 'FORBIDDEN', 'UNAVAILABLE'].includes(out.error.code)
+          : this.refusedAsOthers(out),
       );
   }
 

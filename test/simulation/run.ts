@@ -20,6 +20,8 @@ const { values } = parseArgs({
     seeds: { type: 'string', default: '100' },
     from: { type: 'string', default: '1' },
     'active-ms': { type: 'string' },
+    /** Chance that an acquire is shared (0: exclusive-only histories); default: chosen per seed. */
+    shared: { type: 'string' },
     trace: { type: 'boolean', default: false },
     /** Stop at the first failing seed (to find a seed for a planted defect, say). */
     stop: { type: 'boolean', default: false },
@@ -31,18 +33,24 @@ async function main(): Promise<void> {
   const first = one ?? Number(values.from);
   const count = one === undefined ? Number(values.seeds) : 1;
   const activeMs = values['active-ms'] === undefined ? undefined : Number(values['active-ms']);
+  const shared = values.shared === undefined ? undefined : Number(values.shared);
   const started = performance.now();
   let failed = 0;
   let turns = 0;
   for (let seed = first; seed < first + count; seed++) {
-    const result = await simulate(seed, activeMs === undefined ? {} : { activeMs });
+    const result = await simulate(seed, {
+      ...(activeMs === undefined ? {} : { activeMs }),
+      ...(shared === undefined ? {} : { shared }),
+    });
     turns += result.turns;
     if (!result.ok) {
       failed++;
       console.log(`seed ${seed}: FAILED\n  ${result.violations.join('\n  ')}`);
       if (one !== undefined || values.trace)
         console.log(`--- last events (virtual ms, client, event) ---\n${result.trace}`);
-      console.log(`replay: npm run simulate -- --seed ${seed}`);
+      console.log(
+        `replay: npm run simulate -- --seed ${seed}${shared === undefined ? '' : ` --shared ${shared}`}`,
+      );
       if (values.stop) {
         console.log(`stopped after ${seed - first + 1} histories`);
         process.exitCode = 1;

@@ -8,7 +8,7 @@
 
 import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { Checker, Trace } from './checks';
-import { type Client, HostileClient, HttpClient, SessionClient, WsClient } from './clients';
+import { type Client, HostileClient, HttpClient, type ModeMix, SessionClient, WsClient } from './clients';
 import { Rng, Scheduler } from './scheduler';
 import { FAULTS, NO_FAULTS, World } from './world';
 
@@ -19,6 +19,12 @@ export interface SimulationOptions {
   readonly settleMs?: number;
   /** Turns before a history is declared stuck. @default 2000000 */
   readonly maxTurns?: number;
+  /**
+   * Chance that an acquire asks for shared mode: 0 for exclusive-only histories. @default chosen by
+   * the seed: 0 in about a third of histories (exactly the histories from before shared mode), else
+   * 0.3, 0.5 or 0.7
+   */
+  readonly shared?: number;
 }
 
 export interface SimulationResult {
@@ -79,6 +85,18 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
     ),
     ...(rng.chance(0.7) ? [new HostileClient('mallory', MALLORY, world, checker, trace, LOCKS)] : []),
   ];
+  const mix = modeMix(seed, options.shared);
+  // With shared mode, a few more clients (from the mix's own random source), so that readers queue
+  // behind writers and runs of them are handed over together.
+  if (mix.shared > 0)
+    clients.push(
+      ...Array.from({ length: mix.rng.int(0, 3) }, (_, i) =>
+        mix.rng.chance(0.5)
+          ? new HttpClient(`rd-http${i}`, mix.rng.chance(0.5) ? TEAM_A : TEAM_B, world, checker, trace, LOCKS)
+          : new WsClient(`rd-ws${i}`, mix.rng.chance(0.5) ? TEAM_A : TEAM_B, world, checker, trace, LOCKS),
+      ),
+    );
+  for (const client of clients) client.mix = mix;
   const clientErrors: unknown[] = [];
   world.startBackground();
   if (rng.chance(0.3)) world.planOutage(options.activeMs ?? 60_000);
@@ -112,8 +130,25 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
     violations,
     trace: trace.tail(),
     turns: sched.turns,
-    stats: { ...world.stats, ...checker.counts, clients: clients.length, tight: tight ? 1 : 0 },
+    stats: {
+      ...world.stats,
+      ...checker.counts,
+      clients: clients.length,
+      tight: tight ? 1 : 0,
+      shared: mix.shared,
+    },
   };
+}
+
+/**
+ * Which modes a history's clients ask for, from its own random source (so the main one, and every
+ * exclusive-only history, is as it was): each lock a read-write lock or a semaphore of 2 or 3.
+ */
+export function modeMix(seed: number, shared?: number): ModeMix {
+  const rng = new Rng((seed * 0x2545f491) ^ 0x5bd1e995);
+  const p = shared ?? (rng.chance(1 / 3) ? 0 : rng.pick([0.3, 0.5, 0.7]));
+  const maxHolders = new Map(LOCKS.map((lock) => [lock, rng.pick([undefined, undefined, 2, 3])]));
+  return { shared: p, maxHolders, rng };
 }
 
 /** Runs the scheduler to `until`, stopping early at the first violation. */
