@@ -471,31 +471,47 @@ export class LockService {
    * wait ends now. So a refused attempt with a request_id costs one read more.
    */
   private async tryAcquire(cmd: AcquireCommand): Promise<AcquireOutcome | Ended> {
-    const outcome =
-      cmd.tenure.kind === 'session'
-        ? await this.acquireInSession(cmd)
-        : await this.run(cmd.name, acquireProtocolIn(cmd, this.clock.now()));
-    if (outcome.acquired) return outcome;
-    if (cmd.requestId !== undefined) {
-      const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
-      const record = requestOf(await this.storage.read(requestRef(cmd.name, key)));
-      if (record) {
-        const wait = {
-          lock: cmd.name,
-          requestKey: key,
-          clientId: cmd.clientId,
-          requestId: cmd.requestId,
-          tenure: cmd.tenure,
-        };
-        if (record.state !== 'queued')
-          return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);
-        const { order, deadline, connectionId } = record;
-        return this.conclude({ ...wait, order, deadline, connectionId }, 'cancelled');
-      }
+    let outcome: AcquireOutcome;
+    try {
+      outcome =
+        cmd.tenure.kind === 'session'
+          ? await this.acquireInSession(cmd)
+          : await this.run(cmd.name, acquireProtocolIn(cmd, this.clock.now()));
+    } catch (error) {
+      // A semaphore's other N refuses a fresh request; a retry of one that waited is answered by its record.
+      if (!(error instanceof LatchkeyError) || error.code !== 'MAX_HOLDERS_MISMATCH') throw error;
+      const recorded = await this.fromRecord(cmd);
+      if (recorded) return recorded;
+      throw error;
     }
+    if (outcome.acquired) return outcome;
+    const recorded = await this.fromRecord(cmd);
+    if (recorded) return recorded;
     // Free but promised to waiters that nobody has served yet (a lease just lapsed): serve them now.
     if (!outcome.holder && outcome.queued > 0) await this.handoff.serve(cmd.name);
     return outcome;
+  }
+
+  /**
+   * The answer of a request that waited before (it has a record): its one outcome, and if it is
+   * still queued, the wait ends now. Undefined for a request that never waited.
+   */
+  private async fromRecord(cmd: AcquireCommand): Promise<AcquireOutcome | Ended | undefined> {
+    if (cmd.requestId === undefined) return undefined;
+    const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+    const record = requestOf(await this.storage.read(requestRef(cmd.name, key)));
+    if (!record) return undefined;
+    const wait = {
+      lock: cmd.name,
+      requestKey: key,
+      clientId: cmd.clientId,
+      requestId: cmd.requestId,
+      tenure: cmd.tenure,
+    };
+    if (record.state !== 'queued')
+      return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);
+    const { order, deadline, connectionId } = record;
+    return this.conclude({ ...wait, order, deadline, connectionId }, 'cancelled');
   }
 
   /** A grant held through a session: a transaction with a check that the session is live and the caller's. */

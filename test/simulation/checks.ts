@@ -36,6 +36,7 @@ import type { Item } from '../../lambdas/core/expr';
 import {
   liveEntries,
   MAX_SHARED_HOLDERS,
+  requestTag,
   SharedAttr,
   type SharedEntry,
   sharedEntries,
@@ -69,15 +70,6 @@ interface AskedMode {
   readonly mode: LockMode;
   readonly maxHolders: number | undefined;
 }
-
-/**
- * Service bugs the checker finds that are reported and not fixed yet: each still checked, but
- * counted instead of failed unless SIM_KNOWN_BUGS=fail (remove an entry once it is fixed).
- */
-const KNOWN_BUGS = {
-  'shared-sessions':
-    'an explicit release of a shared grant held through a session does not count it out of shared_sessions (shared-lock.ts releaseWrite)',
-} as const;
 
 /** Invocations of the hostile principal that must change nothing (clients.ts HOSTILE). */
 const HOSTILE = 'hostile-';
@@ -115,6 +107,8 @@ export class Checker {
   private readonly joinedAt = new Map<string, number>();
   /** When each request was first sent, by requestText. */
   private readonly firstSent = new Map<string, number>();
+  /** Request keys by the tag a shared entry records of them (holders.ts requestTag), by `${lock} ${tag}`. */
+  private readonly tagged = new Map<string, string>();
   private commits = 0;
   readonly counts = {
     grants: 0,
@@ -129,7 +123,6 @@ export class Checker {
     mismatches: 0,
     /** Shared grants made while a live exclusive waiter was queued (to requests sent before it joined). */
     sharedBesideWriter: 0,
-    knownBugs: 0,
   };
 
   constructor(
@@ -142,19 +135,6 @@ export class Checker {
   private fail(message: string): void {
     this.violations.push(message);
     this.trace.add(`VIOLATION ${message}`);
-  }
-
-  /**
-   * A violation of a service bug already reported and not fixed yet (see KNOWN_BUGS): counted and
-   * traced, and failed only with SIM_KNOWN_BUGS=fail, so that it does not hide others meanwhile.
-   */
-  private known(bug: keyof typeof KNOWN_BUGS, message: string): void {
-    if (process.env.SIM_KNOWN_BUGS === 'fail') {
-      this.fail(`${message} (known: ${KNOWN_BUGS[bug]})`);
-      return;
-    }
-    this.counts.knownBugs++;
-    this.trace.add(`KNOWN BUG ${message}`);
   }
 
   /** A client now believes it holds `lock`: nobody else may believe so at this instant. */
@@ -219,6 +199,7 @@ export class Checker {
   sent(lock: string, requestKey: string, _mode: LockMode, at: number): void {
     const key = requestText(lock, requestKey);
     if (!this.firstSent.has(key)) this.firstSent.set(key, at);
+    this.tagged.set(`${lock} ${requestTag(requestKey)}`, requestKey);
   }
 
   /**
@@ -232,7 +213,7 @@ export class Checker {
     if (asked.mode !== 'shared')
       this.fail(`request ${key} in exclusive mode was refused MAX_HOLDERS_MISMATCH`);
     const item = this.memory.readNow(lockRef(lock));
-    const entry = sharedEntries(item).find((e) => e.grantRequest === requestKey);
+    const entry = sharedEntries(item).find((e) => this.requestOf(lock, e) === requestKey);
     if (entry) this.fail(`request ${key} was refused MAX_HOLDERS_MISMATCH yet holds #${entry.fencingToken}`);
     if (item?.[LockAttr.grantRequest] === requestKey && liveHolder(item, this.sched.now()))
       this.fail(`request ${key} was refused MAX_HOLDERS_MISMATCH yet holds the lock`);
@@ -390,13 +371,14 @@ export class Checker {
         if (e.fencingToken <= highest)
           this.fail(`fencing token of ${lock} went from ${highest} to ${e.fencingToken} (a shared grant)`);
         highest = Math.max(highest, e.fencingToken);
-        if (e.grantRequest !== undefined && this.notAcquired.has(requestText(lock, e.grantRequest)))
+        const request = this.requestOf(lock, e);
+        if (request !== undefined && this.notAcquired.has(requestText(lock, request)))
           this.fail(
-            `request ${e.grantRequest} on ${lock} was granted shared token ${e.fencingToken} after it was told "not acquired"`,
+            `request ${request} on ${lock} was granted shared token ${e.fencingToken} after it was told "not acquired"`,
           );
         this.writerPreference(lock, e, now);
         this.trace.add(
-          `grant ${lock} #${e.fencingToken} shared${item[SharedAttr.maxHolders] === undefined ? '' : ` N=${item[SharedAttr.maxHolders]}`} to ${e.clientId} (${e.grantRequest ?? '-'}) until ${e.expiresAt ?? `session ${e.session}`}`,
+          `grant ${lock} #${e.fencingToken} shared${item[SharedAttr.maxHolders] === undefined ? '' : ` N=${item[SharedAttr.maxHolders]}`} to ${e.clientId} (${request ?? e.grantRequest ?? '-'}) until ${e.expiresAt ?? `session ${e.session}`}`,
         );
       }
       this.maxFence.set(lock, highest);
@@ -420,8 +402,7 @@ export class Checker {
     const sessions = entries.filter((e) => e.session !== undefined).length;
     const sessionCount = Math.max(0, Number(item[SharedAttr.sessions] ?? 0));
     if (sessionCount !== sessions)
-      this.known(
-        'shared-sessions',
+      this.fail(
         `${lock}: shared_sessions is ${item[SharedAttr.sessions]} but ${sessions} entries are held through sessions`,
       );
     if (entries.length === 0) return [];
@@ -443,6 +424,15 @@ export class Checker {
     return entries.filter((e) => !before.has(`${e.slot} ${e.fencingToken}`));
   }
 
+  /** The request key a shared entry answered, if a client told of it (entries record a tag of it). */
+  private requestOf(lock: string, e: SharedEntry): string | undefined {
+    if (e.grantRequest === undefined) return undefined;
+    return (
+      this.tagged.get(`${lock} ${e.grantRequest}`) ??
+      (e.grantRequest.includes(':') ? e.grantRequest : undefined)
+    );
+  }
+
   /**
    * Writer preference: a shared grant never goes to a request first sent after a live exclusive
    * waiter (of the default priority, as every simulated one is) joined the queue while it is still
@@ -450,8 +440,9 @@ export class Checker {
    * queued queues; a request already queued ahead, or a retry of one, was first sent earlier.)
    */
   private writerPreference(lock: string, e: SharedEntry, now: number) {
-    if (e.grantRequest === undefined) return;
-    const sent = this.firstSent.get(requestText(lock, e.grantRequest));
+    const request = this.requestOf(lock, e);
+    if (request === undefined) return;
+    const sent = this.firstSent.get(requestText(lock, request));
     if (sent === undefined) return;
     for (const w of this.memory.queueNow(lock).waiters) {
       const joinedAt = this.joinedAt.get(`${lock} ${w.order}`);
@@ -459,7 +450,7 @@ export class Checker {
       this.counts.sharedBesideWriter++;
       if (joinedAt < sent)
         this.fail(
-          `writer starved on ${lock}: shared #${e.fencingToken} went to ${e.clientId} (${e.grantRequest}, first sent at ${sent}) while the exclusive waiter ${w.clientId} (${w.order}) queued since ${joinedAt} waits`,
+          `writer starved on ${lock}: shared #${e.fencingToken} went to ${e.clientId} (${request}, first sent at ${sent}) while the exclusive waiter ${w.clientId} (${w.order}) queued since ${joinedAt} waits`,
         );
     }
   }
