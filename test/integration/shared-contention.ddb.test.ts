@@ -1,5 +1,5 @@
 /**
- * Shared mode under contention, through the SDK against the local stack (issue 15): readers and
+ * Shared mode under contention, through the SDK against the local stack: readers and
  * writers on one lock for a while (a writer never overlaps anyone, writers are not starved,
  * readers really share, tokens rise past every writer), a semaphore under many contenders, the
  * lock-delay of an expired session in either mode, and bad input over HTTP.

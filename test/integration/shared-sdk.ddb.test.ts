@@ -1,8 +1,7 @@
 /**
- * Shared locks and semaphores through the SDK and CLI against the local stack (issue 15): readers
- * hold at once and a writer waits for all of them; a semaphore admits N; `latchkey run --shared`.
- * Passes once the service grants shared mode (SHARED-MODE-PLAN.md). Nothing here judges wall-clock
- * time: "at once" is shown by each holder waiting, inside, for the other.
+ * Shared locks and semaphores through the SDK and CLI against the local stack: readers hold at
+ * once and a writer waits for all of them; a semaphore admits N; `latchkey run --shared`. Nothing
+ * here judges wall-clock time: "at once" is shown by each holder waiting, inside, for the other.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';

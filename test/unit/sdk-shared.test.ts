@@ -1,5 +1,5 @@
 /**
- * Shared locks and semaphores in the SDK and CLI (issue 15): `mode` and `maxHolders` checked before
+ * Shared locks and semaphores in the SDK and CLI: `mode` and `maxHolders` checked before
  * anything is sent and forwarded on every acquire path (one try, HTTP waits, WebSocket waits,
  * sessions, withLock, withLocks); exclusive requests unchanged (no `mode` key); a shared lease says
  * `mode: 'shared'` on every renewal and release; MAX_HOLDERS_MISMATCH is a typed error; the CLI's
