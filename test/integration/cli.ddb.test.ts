@@ -1,9 +1,6 @@
-/** The `latchkey` CLI as processes, against the local stack. */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { EXIT } from '../../sdk/cli/run';
 import { Lease, LockClient } from '../../sdk/index';
+import { type CliOptions, type Ran, runCli, stackFlags } from '../support/cli-process';
 import { ALICE, startTestStack } from '../support/stack';
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 let dir: string;
 
@@ -33,34 +30,9 @@ afterAll(async () => {
   await stack.stop();
 });
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface Options {
-  readonly onSpawn?: (pid: number) => void;
-  /** Written to latchkey's stdin (else it has none). */
-  readonly input?: string;
-  /** The environment, instead of this one; without --endpoint and --ws-endpoint. */
-  readonly env?: NodeJS.ProcessEnv;
-}
-
-function latchkey(args: string[], options: Options = {}): Promise<Ran> {
-  const endpoints = options.env ? [] : ['--endpoint', stack.url, '--ws-endpoint', stack.wsUrl];
-  const child = spawn(process.execPath, ['--import', tsx, 'bin/latchkey.ts', ...endpoints, ...args], {
-    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    ...(options.env ? { env: options.env } : {}),
-  });
-  if (options.input !== undefined) child.stdin?.end(options.input);
-  options.onSpawn?.(child.pid as number);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout += c));
-  child.stderr?.on('data', (c: Buffer) => (stderr += c));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
+/** `latchkey ...args` against the test stack (unless `options.env` says where it is). */
+const latchkey = (args: string[], options: CliOptions = {}): Promise<Ran> =>
+  runCli([...(options.env ? [] : stackFlags(stack)), ...args], options);
 
 /** A port nothing listens on. */
 const closedPort = () =>

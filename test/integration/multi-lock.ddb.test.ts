@@ -1,22 +1,14 @@
-/**
- * Several locks at once against the local stack: LockClient.withLocks from code, and
- * `latchkey run --lock A --lock B` as a process. Callers naming the same locks in opposite orders
- * never deadlock and never overlap; a lock that cannot be had leaves none held; the CLI runs its
- * command holding every lock and frees them all afterwards.
- */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { EXIT } from '../../sdk/cli/run';
 import { Lease, LockClient, LockHeldError, WaitTimeoutError } from '../../sdk/index';
+import { type Ran, runCli, stackFlags } from '../support/cli-process';
 import { startTestStack } from '../support/stack';
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 let dir: string;
 const clients: LockClient[] = [];
@@ -113,24 +105,7 @@ describe('withLocks', () => {
   });
 });
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function latchkey(args: string[]): Promise<Ran> {
-  const child = spawn(
-    process.execPath,
-    ['--import', tsx, 'bin/latchkey.ts', '--endpoint', stack.url, '--ws-endpoint', stack.wsUrl, ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout += c));
-  child.stderr?.on('data', (c: Buffer) => (stderr += c));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
+const latchkey = (args: string[]): Promise<Ran> => runCli([...stackFlags(stack), ...args]);
 
 const until = async (test: () => boolean, ms = 60_000) => {
   const deadline = Date.now() + ms;

@@ -1,21 +1,14 @@
-/**
- * Shared locks and semaphores through the SDK and CLI against the local stack: readers hold at
- * once and a writer waits for all of them; a semaphore admits N; `latchkey run --shared`. Nothing
- * here judges wall-clock time: "at once" is shown by each holder waiting, inside, for the other.
- */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { EXIT } from '../../sdk/cli/run';
 import { type Lease, LockClient, MaxHoldersMismatchError } from '../../sdk/index';
+import { type Ran, runCli, stackFlags } from '../support/cli-process';
 import { startTestStack } from '../support/stack';
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 const clients: LockClient[] = [];
 
@@ -125,23 +118,7 @@ describe('a semaphore', () => {
 });
 
 describe('latchkey run --shared', () => {
-  interface Ran {
-    code: number | null;
-    stdout: string;
-    stderr: string;
-  }
-  const latchkey = (args: string[]): Promise<Ran> => {
-    const child = spawn(
-      process.execPath,
-      ['--import', tsx, 'bin/latchkey.ts', '--endpoint', stack.url, '--ws-endpoint', stack.wsUrl, ...args],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (c: Buffer) => (stdout += c));
-    child.stderr?.on('data', (c: Buffer) => (stderr += c));
-    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  };
+  const latchkey = (args: string[]): Promise<Ran> => runCli([...stackFlags(stack), ...args]);
 
   it('two shared runs hold at once (each waits, inside, for the other); an exclusive one is refused meanwhile', async () => {
     const name = lockName();

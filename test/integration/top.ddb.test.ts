@@ -1,21 +1,13 @@
-/**
- * `latchkey top` as a process against the local stack: a scripted workload runs through the SDK
- * while top samples (it scrapes GET /metrics, waits --every, scrapes again), then its one JSON
- * object must show that workload: the operations seen, with rates over 0 where traffic happened,
- * latency percentiles, the contended lock (held, with waiters) first, and the sessions.
- */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import type { TopSnapshot } from '../../sdk/cli/top';
 import { type Lease, LockClient } from '../../sdk/index';
+import { type Ran, runCli } from '../support/cli-process';
 import { startTestStack } from '../support/stack';
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 let stack: LocalStack;
 const clients: LockClient[] = [];
 
@@ -35,26 +27,8 @@ const client = (clientId: string) => {
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function latchkey(args: string[], endpoint = stack.url): Promise<Ran> {
-  const child = spawn(
-    process.execPath,
-    ['--import', tsx, 'bin/latchkey.ts', '--endpoint', endpoint, ...args],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout += c));
-  child.stderr?.on('data', (c: Buffer) => (stderr += c));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
+const latchkey = (args: string[], endpoint = stack.url): Promise<Ran> =>
+  runCli(['--endpoint', endpoint, ...args]);
 
 /**
  * A contended lock (a holder and two waiters in its queue) for as long as `during` runs, and
