@@ -66,11 +66,18 @@ interface Section {
 const overlaps = (a: Section, b: Section) => a.enter < b.exit && b.enter < a.exit;
 
 /**
- * Problems other than a wait that ran out or a call the loaded local stack did not answer in time
- * (those are counted and shown, not failures: the machine these run on may be busy).
+ * Problems other than a wait that ran out, a call the loaded local stack did not answer in time, or
+ * an HTTP wait refused TOO_MANY_WAITS (a wait probes 3 of the 100 slots, so with a dozen HTTP
+ * waiters churning one is now and then refused before all are in use, as the README's Limits say):
+ * those are counted and shown, not failures, since none of them changes what holds the lock.
  */
 const unexpected = (problems: string[]) =>
-  problems.filter((p) => !p.startsWith('WaitTimeoutError') && !p.startsWith('UnavailableError'));
+  problems.filter(
+    (p) =>
+      !p.startsWith('WaitTimeoutError') &&
+      !p.startsWith('UnavailableError') &&
+      !(p.startsWith('LimitExceededError') && p.includes('too many HTTP waits')),
+  );
 
 describe('readers and writers contending for one lock', () => {
   it('20 readers and 2 writers for 20 s: writers overlap nobody, are not starved, readers share, tokens rise past writers', async () => {
