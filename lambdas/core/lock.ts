@@ -213,6 +213,21 @@ export const nextFence = (seen: Item | undefined, now: number): number => {
 export const requestKey = (owner: string, clientId: string, requestId: string): string =>
   `${owner.length}:${owner}:${clientId.length}:${clientId}:${requestId}`;
 
+/** The requestKey of an acquire that names a request id, else undefined. */
+export const requestKeyOf = (
+  cmd: Pick<AcquireCommand, 'owner' | 'clientId' | 'requestId'>,
+): string | undefined =>
+  cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+
+/** Who an acquire's grant goes to. */
+export const granteeOf = (cmd: AcquireCommand): Grantee => ({
+  name: cmd.name,
+  owner: cmd.owner,
+  clientId: cmd.clientId,
+  tenure: cmd.tenure,
+  requestKey: requestKeyOf(cmd),
+});
+
 /** How soon to try again a lock held through a session: it has no lease end to wait for. */
 export const SESSION_HOLDER_RETRY_MS = 1_000;
 
@@ -461,13 +476,7 @@ export function clearEntries(seen: Item | undefined): {
  * requiring that no shared entry is there), or informed by `seen` (removing its lapsed entries).
  */
 function grantWrite(cmd: AcquireCommand, now: number, key: string | undefined, seen?: Item): ItemWrite {
-  const grantee = {
-    name: cmd.name,
-    owner: cmd.owner,
-    clientId: cmd.clientId,
-    tenure: cmd.tenure,
-    requestKey: key,
-  };
+  const grantee = { ...granteeOf(cmd), requestKey: key };
   const entries = seen === undefined ? { condition: noEntries, updates: [] } : clearEntries(seen);
   return {
     // A free lock with waiters belongs to the head of its queue: nobody barges in.
@@ -600,7 +609,7 @@ export type AcquireDecision =
  * when it asked to; anyone else is refused.
  */
 export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: number): AcquireDecision {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   const holder = liveHolder(item, now);
   const mine = holder !== undefined && holder.owner === cmd.owner && holder.clientId === cmd.clientId;
   if (key !== undefined && item && str(item, A.grantRequest) === key) {
@@ -625,7 +634,7 @@ export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: 
 
 /** A plain acquire: one conditional write when the lock is free (leases only; sessions grant in a transaction). */
 export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   return {
     first: grantWrite(cmd, now, key),
     onRefused(old) {
@@ -640,7 +649,7 @@ export function acquireProtocol(cmd: AcquireCommand, now: number): Protocol<Acqu
 
 /** Re-enters a lock its caller holds (any tenure), as its own protocol. */
 export function reenterProtocol(cmd: AcquireCommand, current: Grant, now: number): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   return {
     first: reenterWrite(current, now, key),
     onRefused(old) {

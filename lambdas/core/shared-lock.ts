@@ -78,7 +78,7 @@ import {
   type RenewCommand,
   type RenewOutcome,
   refusal,
-  requestKey,
+  requestKeyOf,
   sameFence,
   withOptional,
 } from './lock';
@@ -142,7 +142,7 @@ export function decideSharedAcquire(
   now: number,
 ): AcquireDecision {
   const slot = slotOf(cmd.owner, cmd.clientId);
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   const mine = entryIn(item, slot);
   if (key !== undefined && mine?.grantRequest === requestTag(key)) {
     if (mineAsAsked(mine, cmd, now))
@@ -305,7 +305,7 @@ function reenterWrite(current: Grant, now: number, key: string | undefined): Ite
 
 /** A shared acquire of a lease: one write when nothing is in the way. */
 export function sharedAcquireProtocol(cmd: AcquireCommand, now: number): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   return {
     first: blindGrantWrite(cmd, now, key),
     onRefused(old) {
@@ -506,7 +506,7 @@ export function sharedReenterProtocol(
   current: Grant,
   now: number,
 ): Protocol<AcquireOutcome> {
-  const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
+  const key = requestKeyOf(cmd);
   return {
     first: reenterWrite(current, now, key),
     onRefused(old) {

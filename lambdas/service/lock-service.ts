@@ -27,6 +27,7 @@ import {
   type Grant,
   gcFromHeld,
   granted,
+  granteeOf,
   holdsAs,
   liveGrants,
   liveHolder,
@@ -40,6 +41,7 @@ import {
   type RenewCommand,
   refusal,
   requestKey,
+  requestKeyOf,
   runProtocol,
   type Tenure,
   throughSession,
@@ -547,14 +549,8 @@ export class LockService {
     | { kind: 'connection' }
   > {
     const now = this.clock.now();
-    const key = cmd.requestId === undefined ? undefined : requestKey(cmd.owner, cmd.clientId, cmd.requestId);
-    const grantee = {
-      name: cmd.name,
-      owner: cmd.owner,
-      clientId: cmd.clientId,
-      tenure: cmd.tenure,
-      requestKey: key,
-    };
+    const key = requestKeyOf(cmd);
+    const grantee = granteeOf(cmd);
     const { write, grant } =
       cmd.mode === 'shared'
         ? oneSharedGrant(
