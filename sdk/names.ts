@@ -14,13 +14,17 @@ export const LOCK_NAME_CHARACTERS = 'A-Z a-z 0-9 . _ - : /';
 const CHARSET = /^[A-Za-z0-9._\-:/]+$/;
 const BAD_CHARACTER = /[^A-Za-z0-9._\-:/]/u;
 
-/** The actions of POST /api/v1/locks/{name}/{action} and POST /api/v1/admin/locks/{name}/{action}. */
+/**
+ * The actions of POST /api/v1/locks/{name}/{action} and POST /api/v1/admin/locks/{name}/{action},
+ * and the view of GET /api/v1/locks/{name}/waits.
+ */
 export const RESERVED_LAST_LEVELS: readonly string[] = [
   'acquire',
   'release',
   'renew',
   'cancel',
   'force-release',
+  'waits',
 ];
 
 /** A name as an error message shows it: quoted, and cut short if long. */
@@ -57,9 +61,12 @@ export function lockNameProblem(name: string): string | undefined {
   const last = name.slice(slash + 1);
   if (!RESERVED_LAST_LEVELS.includes(last)) return undefined;
   const parent = slash < 0 ? undefined : name.slice(0, slash);
-  const example = parent
-    ? ` (POST /api/v1/locks/${parent}/${last} is the action ${last} on the lock ${shown(parent)}; GET /api/v1/locks/${parent} inspects it)`
-    : '';
+  const example =
+    parent === undefined
+      ? ''
+      : last === 'waits'
+        ? ` (GET /api/v1/locks/${parent}/waits shows who waits for whom around the lock ${shown(parent)})`
+        : ` (POST /api/v1/locks/${parent}/${last} is the action ${last} on the lock ${shown(parent)}; GET /api/v1/locks/${parent} inspects it)`;
   return `ends in ${shown(last)}, a reserved word: a name's last level may not be ${wordList(RESERVED_LAST_LEVELS)}, because the routes read the action from the path's last level${example}`;
 }
 

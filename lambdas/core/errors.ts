@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   /** A semaphore asked for with another max_holders than the one its holders hold it with. */
   MAX_HOLDERS_MISMATCH: { status: 409, retryable: false },
   NOT_SESSION_OWNER: { status: 409, retryable: false },
+  /** A wait that would close a cycle of waits: refused (the victim), its body names the cycle. */
+  DEADLOCK: { status: 409, retryable: false },
   /** Limits (README: "Limits"): the request changed nothing; others are not slowed by it. */
   QUEUE_FULL: { status: 429, retryable: true },
   TOO_MANY_WAITERS: { status: 429, retryable: true },
@@ -39,6 +41,7 @@ export class LatchkeyError extends Error {
   override readonly name = 'LatchkeyError';
   readonly status: number;
   readonly retryable: boolean;
+  readonly fields: Readonly<Record<string, unknown>> | undefined;
 
   constructor(
     readonly code: ErrorCode,
@@ -46,18 +49,30 @@ export class LatchkeyError extends Error {
     readonly details?: readonly ErrorDetail[],
     /** For retryable errors: how long the caller should wait before retrying. */
     readonly retryAfterMs?: number,
-    options?: { cause?: unknown },
+    options?: {
+      cause?: unknown;
+      /** More machine-readable fields of the error body (a deadlock's `cycle`). */
+      fields?: Readonly<Record<string, unknown>>;
+    },
   ) {
     super(message, options);
+    this.fields = options?.fields;
     this.status = ERROR_CODES[code].status;
     this.retryable = ERROR_CODES[code].retryable;
   }
 
   toBody(): {
-    error: { code: ErrorCode; message: string; details?: readonly ErrorDetail[]; retry_after_ms?: number };
+    error: {
+      code: ErrorCode;
+      message: string;
+      details?: readonly ErrorDetail[];
+      retry_after_ms?: number;
+      [field: string]: unknown;
+    };
   } {
     return {
       error: {
+        ...this.fields,
         code: this.code,
         message: this.message,
         ...(this.details ? { details: this.details } : {}),

@@ -78,6 +78,8 @@ export interface Housekeeping {
   readonly gcFrom?: number | null;
   /** The WebSocket connection whose waiters include this item (the owner index); null: none. */
   readonly owner?: string | null;
+  /** The client whose wait this item is (the waits-by-client index, for deadlock detection). */
+  readonly party?: { readonly owner: string; readonly clientId: string };
 }
 
 /** A conditional update (UpdateItem semantics: creates the item if absent) with its housekeeping. */

@@ -106,6 +106,8 @@ export interface AcquireCommand {
   readonly mode?: LockMode | undefined;
   /** Shared mode only: a semaphore of this many holders (holders.ts). */
   readonly maxHolders?: number | undefined;
+  /** For a wait: the locks the caller's task holds and keeps until it is served (core/deadlock.ts). */
+  readonly holding?: readonly string[] | undefined;
 }
 
 export interface ReleaseCommand {

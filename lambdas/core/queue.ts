@@ -109,6 +109,8 @@ export const WaitAttr = {
   mode: 'mode',
   /** A semaphore's N (shared mode only). */
   maxHolders: 'max_holders',
+  /** The locks the waiting task holds and keeps until it is served (deadlock detection), space-separated. */
+  holding: 'holding',
 } as const;
 const W = WaitAttr;
 
@@ -128,6 +130,8 @@ export interface Waiter {
   readonly connectionId: string | undefined;
   readonly mode: LockMode;
   readonly maxHolders: number | undefined;
+  /** The locks the waiting task holds and keeps until it is served (core/deadlock.ts). */
+  readonly holding?: readonly string[] | undefined;
 }
 
 /**
@@ -156,6 +160,8 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
     ...(w.mode === 'shared' ? { [W.mode]: 'shared' } : {}),
     ...(w.maxHolders === undefined ? {} : { [W.maxHolders]: w.maxHolders }),
+    // Lock names never contain a space.
+    ...(w.holding?.length ? { [W.holding]: w.holding.join(' ') } : {}),
   };
 }
 
@@ -181,6 +187,7 @@ export function waiterOf(order: string, item: Item): Waiter {
     connectionId: typeof connection === 'string' ? connection : undefined,
     mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
     maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
+    holding: s(W.holding) === '' ? [] : s(W.holding).split(' '),
   };
 }
 
@@ -334,6 +341,7 @@ export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[
       sweepAt: w.deadline,
       gcFrom: w.deadline,
       owner: w.connectionId ?? null,
+      party: { owner: w.owner, clientId: w.clientId },
     }),
     openStep(identityOf(w), w.order, w.deadline, w.connectionId),
     quotaStep(principalQuotaScope(w.requestKey), 1, now, principalShare),

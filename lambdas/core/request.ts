@@ -38,7 +38,8 @@ export const RequestAttr = {
 } as const;
 const R = RequestAttr;
 
-export type EndReason = 'timeout' | 'cancelled' | 'gone' | 'session-ended';
+/** `deadlock`: the wait closed a cycle of waits (core/deadlock.ts) and was refused as its victim. */
+export type EndReason = 'timeout' | 'cancelled' | 'gone' | 'session-ended' | 'deadlock';
 
 export type RequestRecord =
   | {
@@ -79,7 +80,9 @@ export function requestOf(item: Item | undefined): RequestRecord | undefined {
       return {
         state: 'ended',
         reason:
-          reason === 'cancelled' || reason === 'gone' || reason === 'session-ended' ? reason : 'timeout',
+          reason === 'cancelled' || reason === 'gone' || reason === 'session-ended' || reason === 'deadlock'
+            ? reason
+            : 'timeout',
       };
     }
     default:

@@ -3,6 +3,7 @@
  * refused. Shared by the handlers and (later) the SDK.
  */
 import * as z from 'zod';
+import { MAX_HOLDING } from './deadlock';
 import type { Item } from './expr';
 import { MAX_SHARED_HOLDERS, maxHoldersOf, sharedEntries } from './holders';
 import {
@@ -21,7 +22,7 @@ import {
   type RenewCommand,
   throughSession,
 } from './lock';
-import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH } from './names';
+import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameProblem } from './names';
 import { PRIORITY, type QueueLimits, type Waiter } from './queue';
 import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
@@ -114,6 +115,16 @@ export const connectionId = z
   .max(128, 'connection_id must be at most 128 characters')
   .regex(/^[A-Za-z0-9+/=_-]+$/, 'connection_id is a WebSocket connection id from the welcome frame');
 
+/** A lock named in a body (`holding`): the naming rule, as for one named in a path. */
+const heldLockName = z.string().superRefine((name, ctx) => {
+  const problem = lockNameProblem(name);
+  if (problem)
+    ctx.addIssue({
+      code: 'custom',
+      message: `holding: the lock name ${JSON.stringify(name.slice(0, 64))} ${problem}`,
+    });
+});
+
 export const lockMode = z.enum(['exclusive', 'shared'], "mode must be 'exclusive' or 'shared'");
 export const maxHolders = z
   .int('max_holders must be an integer')
@@ -140,6 +151,12 @@ export const acquireBody = (limits: Limits) =>
       ephemeral: z.boolean().optional(),
       /** Say the queued request's place in its queue (one more read, of the waiters ahead). */
       with_position: z.boolean().optional(),
+      /** The locks the caller holds and keeps while this request waits (deadlock detection). */
+      holding: z
+        .array(heldLockName)
+        .max(MAX_HOLDING, `holding names at most ${MAX_HOLDING} locks`)
+        .refine((names) => new Set(names).size === names.length, 'holding names a lock twice')
+        .optional(),
     })
     .superRefine((b, ctx) => {
       const held = b.session_id !== undefined || b.ephemeral === true;
@@ -279,6 +296,7 @@ export const acquireCommand = (name: string, owner: string, b: AcquireBody): Acq
   reentrant: b.reentrant,
   mode: b.mode ?? 'exclusive',
   maxHolders: b.mode === 'shared' ? b.max_holders : undefined,
+  holding: b.holding,
 });
 export const releaseCommand = (name: string, owner: string, b: ReleaseBody): ReleaseCommand => ({
   name,

@@ -35,6 +35,18 @@ export function lockNameFrom(event: PathEvent): string {
   return name;
 }
 
+/** What GET /api/v1/locks/{proxy+} shows: the lock itself, or (`.../{name}/waits`) its wait-for graph. */
+export function lockViewFrom(event: PathEvent): { name: string; view: 'lock' | 'waits' } {
+  const path = event.pathParameters?.proxy ?? '';
+  const slash = path.lastIndexOf('/');
+  if (slash > 0 && path.slice(slash + 1) === 'waits') {
+    const name = checkedName(path.slice(0, slash));
+    plainPath(event);
+    return { name, view: 'waits' };
+  }
+  return { name: lockNameFrom(event), view: 'lock' };
+}
+
 /** Splits ".../locks/{name}/{action}" (the greedy variable holds "{name}/{action}"). */
 export function lockCommandFrom(event: PathEvent): { name: string; action: string } {
   const path = event.pathParameters?.proxy ?? '';
@@ -67,7 +79,7 @@ export function listPrefixFrom(event: PathEvent): string {
  */
 export const PATH_READERS: Readonly<Record<string, (event: PathEvent) => unknown>> = {
   'POST /api/v1/locks/{proxy+}': lockCommandFrom,
-  'GET /api/v1/locks/{proxy+}': lockNameFrom,
+  'GET /api/v1/locks/{proxy+}': lockViewFrom,
   'GET /api/v1/list/{proxy+}': listPrefixFrom,
   'GET /api/v1/list': listPrefixFrom,
   'POST /api/v1/admin/locks/{proxy+}': lockCommandFrom,

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
+import { deadlockError, type WaitEdge } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import { liveEntries, MAX_DROP } from '../core/holders';
@@ -82,6 +83,7 @@ import { auditGrant, auditLapse, auditRelease } from './audit';
 import type { Clock } from './clock';
 import type { Connections } from './connections';
 import { ContentionMemory } from './contention';
+import type { Deadlocks } from './deadlocks';
 import type { Handoff } from './handoff';
 import type { Sessions } from './sessions';
 import { connectionOfSession } from './sessions';
@@ -137,6 +139,7 @@ export class LockService {
     private readonly clock: Clock,
     private readonly ids: () => string,
     private readonly limits: QueueLimits,
+    private readonly deadlocks: Deadlocks,
   ) {
     this.contended = new ContentionMemory(clock);
   }
@@ -275,6 +278,8 @@ export class LockService {
       if (queued.ok) {
         auditWait(waiter);
         this.contended.saw(cmd.name);
+        const deadlock = await this.deadlocks.closedBy(waiter);
+        if (deadlock?.cycle) return this.refuseAsDeadlock(waiter, deadlock.cycle);
         return { kind: 'queued', wait: pendingOf(waiter) };
       }
       if (connection.length && refusedAt(queued, steps.length - 1))
@@ -412,6 +417,17 @@ export class LockService {
       }
       await this.clock.sleep(step.delayMs);
     }
+  }
+
+  /**
+   * A wait that just joined and closes `cycle`: it is the victim (whoever closes a cycle is, as in a
+   * database). It leaves the queue and the caller gets 409 DEADLOCK, unless it was granted first.
+   */
+  private async refuseAsDeadlock(w: Waiter, cycle: readonly WaitEdge[]): Promise<AcquireResult> {
+    const wait = pendingOf(w);
+    if (await this.handoff.leave(wait, 'deadlock', this.clock.now())) throw deadlockError(cycle);
+    const record = requestOf(await this.storage.read(requestRef(w.lock, w.requestKey)));
+    return { kind: 'done', outcome: await this.answer(wait, record, w.connectionId) };
   }
 
   /**
@@ -643,6 +659,11 @@ export class LockService {
           'SESSION_EXPIRED',
           `the session of request ${wait.requestId} ended while it waited`,
         );
+      if (record.reason === 'deadlock')
+        throw new LatchkeyError(
+          'DEADLOCK',
+          `request ${wait.requestId} was refused when it joined the queue of ${wait.lock}: its wait closed a cycle of waits`,
+        );
       return this.notAcquired(wait.lock, record.reason);
     }
     if (record?.state === 'queued') return this.notAcquired(wait.lock, 'timeout'); // moved places: not this wait
@@ -753,6 +774,7 @@ export function newWaiter(
     connectionId: wait.connectionId,
     mode: cmd.mode ?? 'exclusive',
     maxHolders: cmd.mode === 'shared' ? cmd.maxHolders : undefined,
+    holding: cmd.holding?.filter((name) => name !== cmd.name),
   };
 }
 

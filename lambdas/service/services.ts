@@ -4,9 +4,12 @@
  * in-memory storage, a virtual clock and fault-injecting fakes. Nothing
  * else builds services, so both run exactly the same code.
  */
+
+import { DEADLOCK_SEARCH, type SearchBounds } from '../core/deadlock';
 import { DEFAULT_LIMITS, type ServiceLimits } from '../core/wire';
 import type { Clock } from './clock';
 import { Connections } from './connections';
+import { Deadlocks } from './deadlocks';
 import { Handoff } from './handoff';
 import { HttpWaits } from './http-waits';
 import { LockService } from './lock-service';
@@ -28,6 +31,8 @@ export interface Ports {
   readonly ids: () => string;
   /** Limits on waiting; default DEFAULT_LIMITS (core/wire.ts). */
   readonly limits?: ServiceLimits;
+  /** Deadlock detection on each wait that joins a queue: its bounds (default DEADLOCK_SEARCH), or null: off. */
+  readonly deadlockSearch?: SearchBounds | null;
 }
 
 export interface Services {
@@ -39,6 +44,8 @@ export interface Services {
   /** An operator's view and end of any session (admin routes). */
   readonly sessionAdmin: SessionAdmin;
   readonly connections: Connections;
+  /** The wait-for graph: a joining wait's cycle, the waits route's view. */
+  readonly deadlocks: Deadlocks;
   readonly sweeper: Sweeper;
   readonly timekeeper: Timekeeper;
   readonly notifier: Notifier;
@@ -53,9 +60,15 @@ export function wireServices(ports: Ports): Services {
   const handoff = new Handoff(storage, pusher, clock, ids);
   const sessions = new Sessions(storage, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
+  const deadlocks = new Deadlocks(
+    storage,
+    clock,
+    ports.deadlockSearch ?? (ports.deadlockSearch === null ? null : DEADLOCK_SEARCH),
+  );
   return {
     storage,
-    locks: new LockService(storage, handoff, sessions, connections, clock, ids, limits),
+    locks: new LockService(storage, handoff, sessions, connections, clock, ids, limits, deadlocks),
+    deadlocks,
     httpWaits: new HttpWaits(storage, clock, limits.maxHttpWaits),
     handoff,
     sessions,

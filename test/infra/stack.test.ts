@@ -65,6 +65,14 @@ describe('lock table', () => {
             ],
             Projection: { ProjectionType: 'KEYS_ONLY' },
           },
+          {
+            IndexName: 'by_client',
+            KeySchema: [
+              { AttributeName: 'client_key', KeyType: 'HASH' },
+              { AttributeName: 'client_sk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'KEYS_ONLY' },
+          },
         ],
       },
     });

@@ -44,7 +44,7 @@ describe('lock names', () => {
     expect(lockNameProblem('')).toBe('must not be empty');
     expect(lockNameProblem('n'.repeat(257))).toBe('is 257 characters long; the limit is 256');
     expect(lockNameProblem('jobs/billing/acquire')).toBe(
-      'ends in "acquire", a reserved word: a name\'s last level may not be acquire, release, renew, cancel or force-release, because the routes read the action from the path\'s last level (POST /api/v1/locks/jobs/billing/acquire is the action acquire on the lock "jobs/billing"; GET /api/v1/locks/jobs/billing inspects it)',
+      'ends in "acquire", a reserved word: a name\'s last level may not be acquire, release, renew, cancel, force-release or waits, because the routes read the action from the path\'s last level (POST /api/v1/locks/jobs/billing/acquire is the action acquire on the lock "jobs/billing"; GET /api/v1/locks/jobs/billing inspects it)',
     );
     expect(lockNameProblem('cancel')).toMatch(/^ends in "cancel", a reserved word/);
     // A long name is cut short in the message.

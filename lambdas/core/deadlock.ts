@@ -1,0 +1,433 @@
+/**
+ * Deadlock detection: the wait-for graph, walked outward from a wait that has just joined a queue.
+ * Pure: the walk reads through a `GraphReader` (the service gives it DynamoDB reads, the property
+ * tests an explicit graph), so its rules live here and nowhere else.
+ *
+ * A party is a principal and a client id. One party may run many tasks at once (one SDK client
+ * shared by concurrent jobs), so "a party that holds L and waits for M" proves nothing: another of
+ * its tasks may be about to release L. What does hold is what a wait says of itself: a wait that
+ * names the locks its task holds while it waits (`holding`: the SDK fills it in for the locks a
+ * withLocks call, or an enclosing withLock, already holds) will not let go of them before it is
+ * granted. So the graph's nodes are waits and holds, and its edges are:
+ * - wait W for L -> the hold of L by each party holding it live in a conflicting mode (`holder`);
+ * - wait W for L -> each wait ahead of it in L's queue in a conflicting mode (`ahead`): the queue
+ *   is served strictly in order, so that one is served, and holds L, first;
+ * - hold of L by party H -> each wait of H that names L in `holding` (H keeps L until it is served).
+ * A hold that no wait names is not blocked: its task is working and will release. A shared wait
+ * that is short only of a semaphore's room waits for any one holder to leave, not all, so it has
+ * no edges to shared holders. Every cycle of this graph is therefore a true deadlock; the walk
+ * may miss cycles beyond its bounds, or waits the index has not shown yet, but never reports a
+ * false one.
+ *
+ * The walk is breadth-first with two bounds: the length of a cycle (in wait edges) and the reads
+ * it may make (one index query per party whose waits it follows, one queue read per lock it looks
+ * at). A cycle beyond either bound is not found; lease ends and wait deadlines still break it.
+ */
+import { LatchkeyError } from './errors';
+import type { Item } from './expr';
+import { type LockMode, liveGrants } from './lock';
+import type { Waiter } from './queue';
+
+export interface Party {
+  readonly owner: string;
+  readonly clientId: string;
+}
+
+export type BlockerRole = 'holder' | 'ahead';
+
+/** `waiter`'s wait for `lock` cannot be granted before `blocker` (its hold, or its wait ahead) is gone. */
+export interface WaitEdge {
+  readonly waiter: Party;
+  readonly lock: string;
+  readonly blocker: Party;
+  readonly blockerIs: BlockerRole;
+}
+
+/** The most locks a wait may name as held while it waits (`holding`). */
+export const MAX_HOLDING = 32;
+
+export const partyOf = (p: Party): Party => ({ owner: p.owner, clientId: p.clientId });
+export const partyKey = (p: Party) => `${p.owner}\u0000${p.clientId}`;
+const sameParty = (a: Party, b: Party) => a.owner === b.owner && a.clientId === b.clientId;
+const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'exclusive';
+
+/** A node of the graph: a wait (its lock and place), or a party's hold of a lock. */
+type Node =
+  | { readonly kind: 'wait'; readonly lock: string; readonly order: string }
+  | { readonly kind: 'hold'; readonly party: Party; readonly lock: string };
+const nodeKey = (n: Node) =>
+  n.kind === 'wait' ? `w\u0001${n.lock}\u0001${n.order}` : `h\u0001${n.lock}\u0001${partyKey(n.party)}`;
+
+/** An edge out of one queued wait, and the node it leads to. */
+interface Blocker {
+  readonly edge: WaitEdge;
+  readonly to: Node;
+}
+
+/**
+ * The edges out of one queued wait, given its lock item and the queue ahead of it (in serving
+ * order; waiters behind it are ignored). A party's own hold never blocks its wait.
+ */
+function blockersOfWait(
+  wait: Waiter,
+  item: Item | undefined,
+  queue: readonly Waiter[],
+  now: number,
+): Blocker[] {
+  const waiter = partyOf(wait);
+  const out: Blocker[] = [];
+  const holders = new Set<string>();
+  for (const holder of liveGrants(item, now)) {
+    const key = partyKey(holder);
+    if (!conflicts(wait.mode, holder.mode) || sameParty(holder, waiter) || holders.has(key)) continue;
+    holders.add(key);
+    const blocker = partyOf(holder);
+    out.push({
+      edge: { waiter, lock: wait.lock, blocker, blockerIs: 'holder' },
+      to: { kind: 'hold', party: blocker, lock: wait.lock },
+    });
+  }
+  for (const ahead of queue)
+    if (ahead.order < wait.order && conflicts(wait.mode, ahead.mode))
+      out.push({
+        edge: { waiter, lock: wait.lock, blocker: partyOf(ahead), blockerIs: 'ahead' },
+        to: { kind: 'wait', lock: ahead.lock, order: ahead.order },
+      });
+  return out;
+}
+
+/** The edges out of one queued wait (see blockersOfWait). */
+export const blockersOf = (wait: Waiter, item: Item | undefined, queue: readonly Waiter[], now: number) =>
+  blockersOfWait(wait, item, queue, now).map((b) => b.edge);
+
+/** Where one wait sits: enough to find it in its lock's queue. */
+export interface WaitAt {
+  readonly lock: string;
+  readonly order: string;
+}
+
+export interface LockView {
+  readonly item: Item | undefined;
+  /** The queue in serving order, from its head. */
+  readonly queue: readonly Waiter[];
+  /** Whether `queue` is the whole queue. */
+  readonly complete: boolean;
+}
+
+export interface GraphReader {
+  /** The waits a party has queued, on any lock (may lag: an index). */
+  waitsOf(party: Party): Promise<readonly WaitAt[]>;
+  lock(name: string): Promise<LockView>;
+}
+
+export interface SearchBounds {
+  /** The longest cycle looked for, in wait edges (2: two waits each held up by the other's hold). */
+  readonly maxDepth: number;
+  /** Reads the walk may make: one per party followed, one per lock looked at. */
+  readonly maxReads: number;
+}
+
+export const DEADLOCK_SEARCH: SearchBounds = { maxDepth: 8, maxReads: 48 };
+
+export interface Search {
+  /** The cycle, starting with the edge out of the wait the search began at; undefined: none found. */
+  readonly cycle: readonly WaitEdge[] | undefined;
+  /** Every wait edge the walk saw, once each. */
+  readonly edges: readonly WaitEdge[];
+  /** The cycles among what the walk saw: one per strongly connected part (the waits route's walk only). */
+  readonly cycles: readonly (readonly WaitEdge[])[];
+  readonly reads: number;
+  /** False when a bound (depth, reads, a queue longer than one read) cut the walk short. */
+  readonly exhaustive: boolean;
+}
+
+interface Reached {
+  readonly node: Node;
+  /** The wait edges from the start to this node. */
+  readonly path: readonly WaitEdge[];
+}
+
+/** One link of the graph the walk saw: from a node to another, through a wait edge or (hold to wait) none. */
+interface Link {
+  readonly from: string;
+  readonly to: string;
+  readonly edge: WaitEdge | undefined;
+}
+
+/**
+ * Walks the graph breadth-first from `starts` (waits), within the bounds. With `joined`, it stops
+ * at the first cycle back to the joined wait: an edge to the joined wait itself, or to a hold of
+ * its party on a lock the joined wait names in `holding`.
+ */
+async function walk(
+  starts: (view: LockView) => readonly Waiter[],
+  lock: string,
+  joined: Waiter | undefined,
+  reader: GraphReader,
+  now: number,
+  bounds: SearchBounds,
+): Promise<Search> {
+  let reads = 0;
+  let exhaustive = true;
+  const views = new Map<string, LockView>();
+  const waitsOfParty = new Map<string, readonly WaitAt[]>();
+  const edges: WaitEdge[] = [];
+  const edgeKeys = new Set<string>();
+  const links: Link[] = [];
+  const expanded = new Set<string>();
+  const readable = () => {
+    if (reads < bounds.maxReads) return true;
+    exhaustive = false;
+    return false;
+  };
+  const view = async (name: string): Promise<LockView | undefined> => {
+    const seen = views.get(name);
+    if (seen) return seen;
+    if (!readable()) return undefined;
+    reads++;
+    const read = await reader.lock(name);
+    views.set(name, read);
+    return read;
+  };
+  const waitIn = (v: LockView, order: string): Waiter | undefined => {
+    const wait = v.queue.find((w) => w.order === order);
+    if (!wait && !v.complete) exhaustive = false;
+    return wait;
+  };
+  const closes = (to: Node) =>
+    joined !== undefined &&
+    (to.kind === 'wait'
+      ? to.lock === joined.lock && to.order === joined.order
+      : sameParty(to.party, joined) && (joined.holding ?? []).includes(to.lock));
+  const result = (cycle: readonly WaitEdge[] | undefined): Search => ({
+    cycle,
+    edges,
+    cycles: joined ? [] : cyclesOf(links),
+    reads,
+    exhaustive,
+  });
+
+  let frontier: Reached[] = [];
+  /** The waits of a hold: its party's waits that name the held lock. */
+  const waitsOfHold = async (hold: Node & { kind: 'hold' }): Promise<Waiter[]> => {
+    let at = waitsOfParty.get(partyKey(hold.party));
+    if (at === undefined) {
+      if (!readable()) return [];
+      reads++;
+      at = await reader.waitsOf(hold.party);
+      waitsOfParty.set(partyKey(hold.party), at);
+    }
+    const out: Waiter[] = [];
+    for (const w of at) {
+      const v = await view(w.lock);
+      const wait = v && waitIn(v, w.order);
+      if (wait && sameParty(wait, hold.party) && (wait.holding ?? []).includes(hold.lock)) out.push(wait);
+    }
+    return out;
+  };
+  /** Queues a wait reached with `path` for the next level. */
+  const reachWait = (wait: Node & { kind: 'wait' }, path: readonly WaitEdge[]) => {
+    if (expanded.has(nodeKey(wait))) return;
+    expanded.add(nodeKey(wait));
+    frontier.push({ node: wait, path });
+  };
+  /** Follows the edges out of one wait; the cycle, if one closes. */
+  const fromWait = async (wait: Waiter, path: readonly WaitEdge[]) => {
+    const v = await view(wait.lock);
+    if (!v) return undefined;
+    const from = nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order });
+    for (const { edge, to } of blockersOfWait(wait, v.item, v.queue, now)) {
+      const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}`;
+      if (!edgeKeys.has(key)) {
+        edgeKeys.add(key);
+        edges.push(edge);
+      }
+      links.push({ from, to: nodeKey(to), edge });
+      const next = [...path, edge];
+      if (closes(to)) return next;
+      if (next.length >= bounds.maxDepth) {
+        exhaustive = false;
+        continue;
+      }
+      if (to.kind === 'wait') {
+        reachWait(to, next);
+        continue;
+      }
+      if (expanded.has(nodeKey(to))) continue;
+      expanded.add(nodeKey(to));
+      // A hold leads on to the waits of its party that keep it: at the same depth (no wait edge between).
+      for (const held of await waitsOfHold(to)) {
+        const node = { kind: 'wait' as const, lock: held.lock, order: held.order };
+        links.push({ from: nodeKey(to), to: nodeKey(node), edge: undefined });
+        reachWait(node, next);
+      }
+    }
+    return undefined;
+  };
+
+  const first = await view(lock);
+  if (first) {
+    const startWaits = starts(first);
+    for (const wait of startWaits)
+      expanded.add(nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order }));
+    for (const wait of startWaits) {
+      const cycle = await fromWait(wait, []);
+      if (cycle) return result(cycle);
+    }
+    if (!first.complete && !joined) exhaustive = false;
+  }
+  while (frontier.length > 0) {
+    const level = frontier;
+    frontier = [];
+    for (const { node, path } of level) {
+      if (node.kind !== 'wait') continue;
+      const v = await view(node.lock);
+      const wait = v && waitIn(v, node.order);
+      const cycle = wait ? await fromWait(wait, path) : undefined;
+      if (cycle) return result(cycle);
+    }
+  }
+  return result(undefined);
+}
+
+/** The shortest cycle (within the bounds) that the wait `joined`, already in its queue, closes. */
+export const findCycle = (
+  joined: Waiter,
+  reader: GraphReader,
+  now: number,
+  bounds: SearchBounds = DEADLOCK_SEARCH,
+): Promise<Search> => walk(() => [joined], joined.lock, joined, reader, now, bounds);
+
+/** Who waits for whom from `lock` outward (its waiters, what holds them up, and so on), and the cycles among them. */
+export const waitGraphFrom = (
+  lock: string,
+  reader: GraphReader,
+  now: number,
+  bounds: SearchBounds = DEADLOCK_SEARCH,
+): Promise<Search> => walk((v) => v.queue, lock, undefined, reader, now, bounds);
+
+/**
+ * One cycle per strongly connected part of the links (Tarjan), as its wait edges, starting at its
+ * smallest node, whatever order the links came in.
+ */
+function cyclesOf(links: readonly Link[]): WaitEdge[][] {
+  const out = new Map<string, Link[]>();
+  for (const l of links) {
+    const list = out.get(l.from) ?? [];
+    if (!list.some((x) => x.to === l.to)) list.push(l);
+    out.set(l.from, list);
+    if (!out.has(l.to)) out.set(l.to, []);
+  }
+  for (const list of out.values()) list.sort((a, b) => cmp(a.to, b.to));
+  const nodes = [...out.keys()].sort(cmp);
+  const components = stronglyConnected(nodes, (k) => (out.get(k) ?? []).map((l) => l.to));
+  const cycles: WaitEdge[][] = [];
+  for (const component of components) {
+    if (component.length < 2) continue;
+    const members = new Set(component);
+    const start = [...component].sort(cmp).find((k) => k.startsWith('w')) as string;
+    const path = pathBack(start, (k) => (out.get(k) ?? []).filter((l) => members.has(l.to)));
+    if (path) cycles.push(path.flatMap((l) => (l.edge ? [l.edge] : [])));
+  }
+  return cycles;
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Breadth-first: the shortest path of links from `start` back to itself. */
+function pathBack(start: string, next: (k: string) => readonly Link[]): Link[] | undefined {
+  const via = new Map<string, Link>();
+  let level = [start];
+  while (level.length > 0) {
+    const following: string[] = [];
+    for (const k of level)
+      for (const l of next(k)) {
+        if (l.to === start) {
+          const path = [l];
+          for (let at = k; at !== start; ) {
+            const link = via.get(at) as Link;
+            path.unshift(link);
+            at = link.from;
+          }
+          return path;
+        }
+        if (!via.has(l.to)) {
+          via.set(l.to, l);
+          following.push(l.to);
+        }
+      }
+    level = following;
+  }
+  return undefined;
+}
+
+/** Tarjan's strongly connected components, iteratively (no recursion depth limit). */
+function stronglyConnected(nodes: readonly string[], next: (k: string) => readonly string[]): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const stack: string[] = [];
+  const components: string[][] = [];
+  let counter = 0;
+  for (const root of nodes) {
+    if (index.has(root)) continue;
+    const work: { node: string; edges: readonly string[]; at: number }[] = [];
+    const open = (node: string) => {
+      index.set(node, counter);
+      low.set(node, counter++);
+      stack.push(node);
+      onStack.add(node);
+      work.push({ node, edges: next(node), at: 0 });
+    };
+    open(root);
+    while (work.length > 0) {
+      const top = work[work.length - 1] as { node: string; edges: readonly string[]; at: number };
+      if (top.at < top.edges.length) {
+        const to = top.edges[top.at++] as string;
+        if (!index.has(to)) open(to);
+        else if (onStack.has(to))
+          low.set(top.node, Math.min(low.get(top.node) as number, index.get(to) as number));
+        continue;
+      }
+      work.pop();
+      const parent = work[work.length - 1];
+      if (parent) low.set(parent.node, Math.min(low.get(parent.node) as number, low.get(top.node) as number));
+      if (low.get(top.node) === index.get(top.node)) {
+        const component: string[] = [];
+        for (;;) {
+          const member = stack.pop() as string;
+          onStack.delete(member);
+          component.push(member);
+          if (member === top.node) break;
+        }
+        components.push(component);
+      }
+    }
+  }
+  return components;
+}
+
+const partyBody = (p: Party) => ({ principal: p.owner, client_id: p.clientId });
+
+/** An edge as the API shows it (a DEADLOCK's `cycle`, the waits route's `edges`). */
+export const edgeBody = (e: WaitEdge) => ({
+  waiter: partyBody(e.waiter),
+  lock: e.lock,
+  blocker: partyBody(e.blocker),
+  blocker_is: e.blockerIs,
+});
+
+/** The refusal of a wait that closes `cycle` (its first edge is the wait's own). */
+export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
+  const steps = cycle.map(
+    (e) =>
+      `client ${e.waiter.clientId} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`,
+  );
+  return new LatchkeyError(
+    'DEADLOCK',
+    `waiting for ${cycle[0]?.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: release what this client holds, then try again`,
+    undefined,
+    undefined,
+    { fields: { cycle: cycle.map(edgeBody) } },
+  );
+}

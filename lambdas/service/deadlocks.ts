@@ -1,0 +1,47 @@
+/**
+ * Deadlock detection against storage: the core's walk (core/deadlock.ts) reading the waits-by-
+ * client index and each lock's queue. A wait that closes a cycle is refused by the lock service
+ * (409 DEADLOCK); the waits route shows the graph around a lock.
+ */
+import { findCycle, type GraphReader, type Search, type SearchBounds, waitGraphFrom } from '../core/deadlock';
+import type { Waiter } from '../core/queue';
+import type { Clock } from './clock';
+import type { Storage } from './storage';
+
+/** Waiters read per queue the walk looks at: a wait further back is not followed. */
+export const VIEW_QUEUE_LIMIT = 100;
+
+/** The diagnostic walk (GET .../waits) may look further than the one on every join. */
+export const DIAGNOSIS_SEARCH: SearchBounds = { maxDepth: 16, maxReads: 200 };
+
+export class Deadlocks {
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    /** null: no detection when a wait joins. */
+    private readonly bounds: SearchBounds | null,
+  ) {}
+
+  private readonly reader: GraphReader = {
+    waitsOf: async (p) =>
+      (await this.storage.waitsOf(p.owner, p.clientId)).flatMap((ref) =>
+        ref.kind === 'waiter' ? [{ lock: ref.lock, order: ref.order }] : [],
+      ),
+    lock: async (name) => {
+      const { lock, waiters, complete } = await this.storage.queue(name, VIEW_QUEUE_LIMIT);
+      return { item: lock, queue: waiters, complete };
+    },
+  };
+
+  /** The cycle that wait `w`, now in its queue, closes (undefined: none within the bounds, or detection is off). */
+  async closedBy(w: Waiter): Promise<Search | undefined> {
+    if (this.bounds === null || this.bounds.maxDepth < 2) return undefined;
+    const search = await findCycle(w, this.reader, this.clock.now(), this.bounds);
+    return search.cycle ? search : undefined;
+  }
+
+  /** Who waits for whom from `lock` outward, with the cycles among them. */
+  graphFrom(lock: string): Promise<Search> {
+    return waitGraphFrom(lock, this.reader, this.clock.now(), DIAGNOSIS_SEARCH);
+  }
+}
