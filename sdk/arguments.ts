@@ -82,6 +82,18 @@ export function nameArg(call: string, value: unknown): string {
   return value;
 }
 
+/** The `holding` option: lock names (checked like any name), or undefined. */
+export function holdingArg(value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value))
+    throw new InvalidArgumentError(
+      'holding',
+      `holding must be an array of the lock names this task holds while it waits (got ${shown(value)})`,
+    );
+  for (const name of value) nameArg('holding', name);
+  return value as readonly string[];
+}
+
 /** A lease this SDK answered (or one built from a name, client id and fencing token). */
 export function leaseArg(call: string, value: unknown): Lease {
   const l = value as Partial<Lease> | undefined;

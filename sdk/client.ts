@@ -10,6 +10,7 @@ import {
   booleanArg,
   clientIdArg,
   DEFAULT_TTL_MS,
+  holdingArg,
   leaseArg,
   nameArg,
   optionsArg,
@@ -27,8 +28,11 @@ import {
   type LatchkeyClientError,
   LockHeldError,
   UnavailableError,
+  type WaitEdge,
   WaitTimeoutError,
+  waitEdgesFrom,
 } from './errors';
+import { holdingFor, runHolding } from './held-locks';
 import { type GrantAnswer, Lease } from './lease';
 import { keepLease } from './lease-keeper';
 import {
@@ -107,6 +111,12 @@ export interface AcquireOptions extends LockModeOptions {
   readonly priority?: number;
   /** Ends the wait (leaving the queue) when aborted. */
   readonly signal?: AbortSignal;
+  /**
+   * Locks this task holds and keeps until this wait is served (deadlock detection: a wait that
+   * would close a cycle of such waits is refused with DeadlockError). Inside withLock or withLocks
+   * their locks are named already; name others here (leases taken by hand). At most 32 are sent.
+   */
+  readonly holding?: readonly string[];
 }
 
 export interface WithLockOptions extends AcquireOptions {
@@ -146,6 +156,23 @@ export interface ListSessionsOptions {
   readonly clientId?: string;
   /** At most this many (default 1,000). */
   readonly limit?: number;
+}
+
+/**
+ * Who waits for whom around a lock (`LockClient.waits`, GET /api/v1/locks/{name}/waits).
+ * - `edges`: the wait-for edges from the lock's waiters outward (a bounded walk: the waits of the
+ *   parties they wait for, and so on);
+ * - `cycles`: one cycle of waits per strongly connected part among those edges (a deadlock the
+ *   service has not broken: lease ends and wait deadlines still will), each edge's blocker the
+ *   next edge's waiter;
+ * - `complete`: false when a bound of the walk cut it short, so a longer chain or cycle may be
+ *   missing.
+ */
+export interface WaitGraph {
+  readonly lock: string;
+  readonly edges: WaitEdge[];
+  readonly cycles: WaitEdge[][];
+  readonly complete: boolean;
 }
 
 /**
@@ -279,6 +306,7 @@ export class LockClient {
       priority: priorityArg(asked.priority),
       signal: signalArg(asked.signal),
       want,
+      holding: holdingFor(name, holdingArg(asked.holding)),
     };
     let requestId = randomUUID();
     const until = performance.now() + options.waitTimeoutMs;
@@ -296,6 +324,7 @@ export class LockClient {
             sessionId: options.sessionId,
             mode: want.mode,
             maxHolders: want.maxHolders,
+            holding: options.holding,
           },
           options.signal,
         );
@@ -415,7 +444,8 @@ export class LockClient {
       options.stopMarginMs === undefined ? undefined : wholeMs('stopMarginMs', options.stopMarginMs),
     );
     try {
-      return await fn(lease, keeper.signal);
+      // A wait made inside fn names this lock as held (deadlock detection).
+      return await runHolding([name], () => fn(lease, keeper.signal));
     } finally {
       keeper.stop();
       // Best effort: a lease already lost has nothing to release, and one that cannot be released
@@ -485,6 +515,22 @@ export class LockClient {
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async inspect(name: string): Promise<any> {
     return this.call('GET', `/api/v1/locks/${nameArg('inspect', name)}`);
+  }
+
+  /**
+   * Who waits for whom from the lock's waiters outward, and any cycle of waits among them
+   * (GET /api/v1/locks/{name}/waits): see WaitGraph.
+   */
+  async waits(name: string): Promise<WaitGraph> {
+    const answer = await this.call('GET', lockPath(nameArg('waits', name), 'waits'));
+    return {
+      lock: typeof answer?.lock === 'string' ? answer.lock : name,
+      edges: waitEdgesFrom(answer?.edges),
+      cycles: Array.isArray(answer?.cycles)
+        ? answer.cycles.map(waitEdgesFrom).filter((c: WaitEdge[]) => c.length > 0)
+        : [],
+      complete: answer?.complete === true,
+    };
   }
 
   /**
@@ -623,6 +669,7 @@ export class LockClient {
       signal?: AbortSignal | undefined;
       sessionId?: string | undefined;
       want: LockWant;
+      holding: readonly string[];
     },
     firstRequestId: string,
     until: number,
@@ -639,6 +686,7 @@ export class LockClient {
         ...(options.priority === undefined ? {} : { priority: options.priority }),
         ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
         ...wantBody(options.want),
+        ...(options.holding.length ? { holding: options.holding } : {}),
       });
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);

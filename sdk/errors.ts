@@ -195,6 +195,67 @@ function maxHoldersInForce(
   return n ? Number(n[1]) : undefined;
 }
 
+/** One party of a wait-for graph: an IAM principal, and the client id a lock is held or waited for under. */
+export interface WaitParty {
+  readonly principal: string;
+  readonly clientId: string;
+}
+
+/**
+ * One edge of the wait-for graph: `waiter`'s wait for `lock` cannot be granted before `blocker`
+ * is gone from it. `blockerIs`: `'holder'` (it holds `lock` in a conflicting mode) or `'ahead'`
+ * (it waits ahead of `waiter` in `lock`'s queue in a conflicting mode, so it is served first).
+ */
+export interface WaitEdge {
+  readonly waiter: WaitParty;
+  readonly lock: string;
+  readonly blocker: WaitParty;
+  readonly blockerIs: 'holder' | 'ahead';
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a wire edge, checked field by field
+type WireEdge = any;
+
+const partyFrom = (p: WireEdge): WaitParty | undefined =>
+  typeof p?.principal === 'string' && typeof p?.client_id === 'string'
+    ? { principal: p.principal, clientId: p.client_id }
+    : undefined;
+
+/**
+ * Edges as the SDK types them, from the service's (`{waiter: {principal, client_id}, lock,
+ * blocker, blocker_is}`): anything that is not an array is none, and an edge missing a field is left out.
+ */
+export function waitEdgesFrom(wire: unknown): WaitEdge[] {
+  if (!Array.isArray(wire)) return [];
+  return wire.flatMap((e: WireEdge): WaitEdge[] => {
+    const waiter = partyFrom(e?.waiter);
+    const blocker = partyFrom(e?.blocker);
+    if (!waiter || !blocker || typeof e.lock !== 'string') return [];
+    return [{ waiter, lock: e.lock, blocker, blockerIs: e.blocker_is === 'ahead' ? 'ahead' : 'holder' }];
+  });
+}
+
+/**
+ * A wait refused because it would close a cycle of waits (409 DEADLOCK): every party in the cycle
+ * waits for the next, so none could ever be granted. The refused wait left the queue; the call
+ * that waited changed nothing else. `cycle` is the cycle, its first edge the refused wait's own
+ * (empty when the service did not say it: a retry of a request refused before). No retry of the
+ * same call helps while this client still holds what the others wait for: release what it holds
+ * (withLocks did already, for the locks it had taken), then try again.
+ */
+export class DeadlockError extends LatchkeyClientError {
+  override name = 'DeadlockError';
+  /** The cycle of waits, from the refused wait's own edge around; empty if the service did not say. */
+  readonly cycle: WaitEdge[];
+  /** The lock whose wait was refused (the cycle's first edge's), when the cycle is known. */
+  readonly lock: string | undefined;
+  constructor(message: string, cycle: WaitEdge[] = []) {
+    super(message, 'DEADLOCK', 409, false);
+    this.cycle = cycle;
+    this.lock = cycle[0]?.lock;
+  }
+}
+
 /** 429s that are a limit of the service (not a throttle to retry through at once). */
 export const LIMIT_CODES = new Set(['QUEUE_FULL', 'TOO_MANY_WAITERS', 'TOO_MANY_WAITS', 'TOO_MANY_HOLDERS']);
 
@@ -204,6 +265,7 @@ interface ErrorBody {
     message?: string;
     details?: { path: string; message: string }[];
     retry_after_ms?: number;
+    cycle?: unknown;
   };
   message?: string;
 }
@@ -220,6 +282,7 @@ export function errorFromResponse(status: number, body: unknown): LatchkeyClient
     return new LimitExceededError(message, code, Number(b.error?.retry_after_ms ?? 1_000));
   if (status === 429 || status >= 500) return new UnavailableError(message, status);
   if (code === 'SESSION_EXPIRED') return new SessionExpiredError(message);
+  if (code === 'DEADLOCK') return new DeadlockError(message, waitEdgesFrom(b.error?.cycle));
   if (code === 'MAX_HOLDERS_MISMATCH') return new MaxHoldersMismatchError(message, b.error?.details);
   if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code);
   return new LatchkeyClientError(message, code || `HTTP_${status}`, status, false);

@@ -11,11 +11,13 @@ export {
   type LockClientOptions,
   type LockModeOptions,
   type TryAcquireOptions,
+  type WaitGraph,
   type WithLockOptions,
   type WithLocksOptions,
 } from './client';
 export { formatDuration, parseDuration } from './duration';
 export {
+  DeadlockError,
   EndpointError,
   ForbiddenError,
   InvalidArgumentError,
@@ -28,6 +30,8 @@ export {
   SessionExpiredError,
   UnauthorizedError,
   UnavailableError,
+  type WaitEdge,
+  type WaitParty,
   WaitTimeoutError,
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';

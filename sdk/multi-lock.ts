@@ -6,6 +6,7 @@
  * for every one. On any failure while acquiring, what is already held is released; once all are
  * held, each lease has its own keeper, and one signal aborts if any of them is lost.
  */
+
 import {
   DEFAULT_TTL_MS,
   nameArg,
@@ -17,6 +18,7 @@ import {
   wholeMs,
 } from './arguments';
 import { InvalidArgumentError, LockHeldError } from './errors';
+import { runHolding } from './held-locks';
 import type { Lease } from './lease';
 
 /**
@@ -215,12 +217,17 @@ export async function holdLocks<T>(
       if (options.waitTimeoutMs > 0) {
         // What is left of the one deadline (at least 1 ms: a wait, not a try).
         const left = Math.max(1, Math.round(until - performance.now())); // Infinity stays Infinity
-        lease = await taker.wait(name, want, {
-          ttlMs: options.ttlMs,
-          waitTimeoutMs: left,
-          priority: options.priority,
-          signal,
-        });
+        // Each wait names the locks of the set already held (deadlock detection).
+        lease = await runHolding(
+          held.map((h) => h.lease.name),
+          () =>
+            taker.wait(name, want, {
+              ttlMs: options.ttlMs,
+              waitTimeoutMs: left,
+              priority: options.priority,
+              signal,
+            }),
+        );
       } else {
         const got = await taker.tryOnce(name, want, options.ttlMs);
         if (got instanceof LockHeldError) throw got;
@@ -237,7 +244,10 @@ export async function holdLocks<T>(
   const first = held[0] as Held;
   const signal = held.length === 1 ? first.keeper.signal : AbortSignal.any(held.map((h) => h.keeper.signal));
   try {
-    return await fn(leases, signal, byName);
+    return await runHolding(
+      leases.map((l) => l.name),
+      () => fn(leases, signal, byName),
+    );
   } finally {
     // Best effort: a lease already lost has nothing to release, and one that cannot be released
     // now lapses at its ttl; neither may replace what `fn` returned or threw.

@@ -56,6 +56,8 @@ export interface WaitRequest {
   readonly mode?: LockMode | undefined;
   /** A semaphore's N (shared only). */
   readonly maxHolders?: number | undefined;
+  /** The locks the waiting task keeps while it waits (deadlock detection); sent when not empty. */
+  readonly holding?: readonly string[] | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
@@ -245,6 +247,7 @@ export class WsWaiter {
       ...wantBody(
         request.mode === undefined ? undefined : { mode: request.mode, maxHolders: request.maxHolders },
       ),
+      ...(request.holding?.length ? { holding: request.holding } : {}),
     };
     let answer: Json;
     try {

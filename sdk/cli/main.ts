@@ -7,6 +7,7 @@ import { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
 import {
   InvalidArgumentError as BadArgument,
+  DeadlockError,
   EndpointError,
   LatchkeyClientError,
   LockHeldError,
@@ -15,6 +16,7 @@ import {
 } from '../errors';
 import { Lease } from '../lease';
 import { asIdentifier } from '../names';
+import { addDeadlockCommands, deadlockLines } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 import { addTopCommand } from './top';
@@ -322,6 +324,7 @@ Examples:
   latchkey show deploy/prod
   latchkey ls jobs/
   latchkey watch jobs/
+  latchkey deadlocks --prefix jobs/               # cycles of waits; exit 1 if any
   latchkey top --once --json                      # requests/s, latency, contended locks, sessions
 
 Durations take a unit: 500ms, 30s, 5m, 1h, 1m30s (a bare number is refused; 0 is 0).
@@ -378,7 +381,8 @@ of signal n).`,
       `
 Waiting: by default run waits in the lock's queue until it is granted (Ctrl-C or SIGTERM ends the
 wait, exit 130/143). --wait 5m waits at most 5 minutes; -n/--no-wait (or --wait 0) tries once.
-Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired.
+Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired. A wait that would close a cycle of waits
+(a deadlock) is refused by the service: exit ${EXIT.NOT_ACQUIRED} too, with the cycle on stderr, one wait a line.
 
 Shared: --shared holds the lock together with other shared holders (readers), while no exclusive
 holder (a run without --shared) has it; --max-holders N makes it a semaphore of N holders (all of
@@ -633,6 +637,7 @@ terminal (/dev/tty).`,
     });
 
   addTopCommand(cli, { globals, client: (g) => clientFor(g) });
+  addDeadlockCommands(cli, { globals, client: (g) => clientFor(g) });
 
   return cli;
 }
@@ -642,6 +647,11 @@ export async function main(argv = process.argv): Promise<void> {
     await program().parseAsync(argv);
   } catch (error) {
     const e = error as Error;
+    if (error instanceof DeadlockError) {
+      for (const line of deadlockLines(error)) console.error(line);
+      process.exitCode = EXIT.NOT_ACQUIRED;
+      return;
+    }
     if (error instanceof WaitTimeoutError || error instanceof LockHeldError) {
       console.error(`latchkey: ${e.message}`);
       process.exitCode = EXIT.NOT_ACQUIRED;

@@ -35,13 +35,14 @@ import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { LockClient } from '../client';
 import { formatDuration } from '../duration';
-import { LockHeldError, WaitTimeoutError } from '../errors';
+import { DeadlockError, LockHeldError, WaitTimeoutError } from '../errors';
 import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
+import { deadlockLines } from './deadlocks';
 
 export const EXIT = {
-  /** The lock was not acquired: held (--no-wait) or the wait ran out. */
+  /** The lock was not acquired: held (--no-wait), the wait ran out, or it was refused as a deadlock. */
   NOT_ACQUIRED: 3,
   /** The lease was lost while the command ran. */
   LEASE_LOST: 4,
@@ -356,6 +357,11 @@ export async function runLocked(
     );
   } catch (error) {
     if (signalled) return exitCodeOf(signalled);
+    if (error instanceof DeadlockError) {
+      // Any lock of the set already held was released (withLocks) before this was thrown.
+      for (const line of deadlockLines(error)) options.say(line);
+      return EXIT.NOT_ACQUIRED;
+    }
     if (error instanceof LockHeldError || error instanceof WaitTimeoutError) {
       options.say(`latchkey: ${error.message}`);
       return EXIT.NOT_ACQUIRED;

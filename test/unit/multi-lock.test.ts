@@ -435,3 +435,64 @@ describe('latchkey run with several locks', () => {
     expect(parsed).toEqual({ 'jobs/a': '7', 'jobs/b': '5' });
   });
 });
+
+describe('deadlock detection: a wait names the locks its task holds (holding)', () => {
+  const holdingOf = (sent: Sent[], lock: string) =>
+    sent.find((s) => s.path.endsWith(`/locks/${lock}/acquire`))?.body.holding as string[] | undefined;
+
+  it('withLocks: each wait names the locks of the set already held', async () => {
+    const { client, sent } = stubbed();
+    await client.withLocks(['set/c', 'set/a', 'set/b'], { waitTimeoutMs: 5_000 }, async () => {});
+    expect(holdingOf(sent, 'set/a')).toBeUndefined();
+    expect(holdingOf(sent, 'set/b')).toEqual(['set/a']);
+    expect(holdingOf(sent, 'set/c')).toEqual(['set/a', 'set/b']);
+  });
+
+  it('a wait inside withLock (or withLocks) names the enclosing locks, and an explicit holding too', async () => {
+    const { client, sent } = stubbed();
+    await client.withLock('outer', { waitTimeoutMs: 1_000 }, async () => {
+      await client.withLocks(['mid/a'], { waitTimeoutMs: 1_000 }, async () => {
+        const lease = await client.acquire('inner', { waitTimeoutMs: 1_000, holding: ['by-hand'] });
+        await client.release(lease);
+      });
+    });
+    expect(holdingOf(sent, 'mid/a')).toEqual(['outer']);
+    expect(holdingOf(sent, 'inner')).toEqual(['by-hand', 'outer', 'mid/a']);
+  });
+
+  it("concurrent tasks of one client never name each other's locks", async () => {
+    const { client, sent } = stubbed();
+    let inside!: () => void;
+    const entered = new Promise<void>((resolve) => {
+      inside = resolve;
+    });
+    let leave!: () => void;
+    const left = new Promise<void>((resolve) => {
+      leave = resolve;
+    });
+    const first = client.withLock('task1/lock', { waitTimeoutMs: 1_000 }, async () => {
+      inside();
+      await left;
+    });
+    await entered;
+    const lease = await client.acquire('task2/lock', { waitTimeoutMs: 1_000 });
+    leave();
+    await first;
+    await client.release(lease);
+    expect(holdingOf(sent, 'task2/lock')).toBeUndefined();
+  });
+
+  it('a try names nothing, and a bad holding is refused before anything is sent', async () => {
+    const { client, sent } = stubbed();
+    await client.withLock('outer', async () => {
+      await client.release((await client.tryAcquire('tried')) as Lease);
+    });
+    expect(holdingOf(sent, 'tried')).toBeUndefined();
+    const before = sent.length;
+    for (const holding of ['a', [42], ['bad name']])
+      expect(
+        await failure(() => client.acquire('x', { waitTimeoutMs: 10, holding } as unknown as object)),
+      ).toBeInstanceOf(InvalidArgumentError);
+    expect(sent.length).toBe(before);
+  });
+});

@@ -12,9 +12,17 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { type Endpoints, resolveEndpoints } from '../../sdk/cli/endpoints';
 import { explain, program } from '../../sdk/cli/main';
-import { EndpointError, InvalidArgumentError, type LatchkeyClientError } from '../../sdk/errors';
+import {
+  DeadlockError,
+  EndpointError,
+  errorFromResponse,
+  InvalidArgumentError,
+  LatchkeyClientError,
+  LeaseLostError,
+} from '../../sdk/errors';
 import {
   InvalidRequestError,
   Lease,
@@ -579,4 +587,176 @@ describe('the CLI says where an endpoint came from and how to set it', () => {
 
 it('parseDuration is what turns text into the numbers the SDK takes', () => {
   expect(parseDuration('30s')).toBe(30_000);
+});
+
+describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a DeadlockError', () => {
+  const arn = (who: string) => `arn:aws:iam::123456789012:user/${who}`;
+  const wireCycle = [
+    {
+      waiter: { principal: arn('a'), client_id: 'c1' },
+      lock: 'jobs/a',
+      blocker: { principal: arn('b'), client_id: 'c2' },
+      blocker_is: 'holder',
+    },
+    {
+      waiter: { principal: arn('b'), client_id: 'c2' },
+      lock: 'jobs/b',
+      blocker: { principal: arn('a'), client_id: 'c1' },
+      blocker_is: 'ahead',
+    },
+  ];
+  const refusal = (cycle?: unknown) => ({
+    error: {
+      code: 'DEADLOCK',
+      message: 'waiting for jobs/a would close a cycle of waits: …',
+      ...(cycle === undefined ? {} : { cycle }),
+    },
+  });
+
+  it('maps the code, with its cycle typed (camelCase), or an empty one when the body has none', () => {
+    const error = errorFromResponse(409, refusal(wireCycle));
+    expect(error).toBeInstanceOf(DeadlockError);
+    expect(error).toBeInstanceOf(LatchkeyClientError);
+    expect(error).not.toBeInstanceOf(LeaseLostError);
+    expect(error).toMatchObject({
+      name: 'DeadlockError',
+      code: 'DEADLOCK',
+      status: 409,
+      retryable: false,
+      lock: 'jobs/a',
+      message: 'waiting for jobs/a would close a cycle of waits: …',
+    });
+    expect((error as DeadlockError).cycle).toEqual([
+      {
+        waiter: { principal: arn('a'), clientId: 'c1' },
+        lock: 'jobs/a',
+        blocker: { principal: arn('b'), clientId: 'c2' },
+        blockerIs: 'holder',
+      },
+      {
+        waiter: { principal: arn('b'), clientId: 'c2' },
+        lock: 'jobs/b',
+        blocker: { principal: arn('a'), clientId: 'c1' },
+        blockerIs: 'ahead',
+      },
+    ]);
+    // A retry of a request refused before: the same error, no cycle.
+    const retried = errorFromResponse(409, refusal());
+    expect(retried).toBeInstanceOf(DeadlockError);
+    expect(retried).toMatchObject({ cycle: [], lock: undefined, retryable: false });
+    // Whatever is not a cycle is none; an edge missing a field is left out.
+    expect(errorFromResponse(409, refusal('x'))).toMatchObject({ cycle: [] });
+    expect(
+      (errorFromResponse(409, refusal([{ lock: 'jobs/a' }, wireCycle[1]])) as DeadlockError).cycle,
+    ).toHaveLength(1);
+  });
+
+  /** A client whose acquires of `refused` are answered 409 DEADLOCK; every other lock is granted. */
+  function refusing(refused: string) {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'c1' });
+    const sent: Sent[] = [];
+    vi.spyOn(client.transport, 'send').mockImplementation(async (method, path, body) => {
+      sent.push({ method, path, body: body as Body | undefined });
+      const lock = /\/locks\/(.+)\/(acquire|renew|release)$/.exec(path);
+      if (path === '/api/v1/sessions')
+        return {
+          status: 200,
+          body: { session_id: randomUUID(), ttl_ms: 30_000, heartbeat_interval_ms: 10_000 },
+        };
+      if (lock?.[2] === 'acquire')
+        return lock[1] === refused
+          ? { status: 409, body: refusal(wireCycle) }
+          : { status: 200, body: grant(lock[1] as string) };
+      return { status: 200, body: { released: true } };
+    });
+    const acquires = () => sent.filter((s) => s.path.endsWith('/acquire'));
+    const releases = () => sent.filter((s) => s.path.endsWith('/release')).map((s) => s.path);
+    return { client, sent, acquires, releases };
+  }
+
+  it('acquire, withLock and session.acquire: thrown as is, asked once (not retried, not a timeout)', async () => {
+    const { client, acquires } = refusing('jobs/a');
+    const fromAcquire = await failure(() => client.acquire('jobs/a', { waitTimeoutMs: 60_000 }));
+    expect(fromAcquire).toBeInstanceOf(DeadlockError);
+    expect((fromAcquire as DeadlockError).cycle).toHaveLength(2);
+    expect(acquires()).toHaveLength(1);
+    const fn = vi.fn();
+    expect(await failure(() => client.withLock('jobs/a', { waitTimeoutMs: 60_000 }, fn))).toBeInstanceOf(
+      DeadlockError,
+    );
+    expect(fn).not.toHaveBeenCalled();
+    const session = await client.session();
+    expect(await failure(() => session.acquire('jobs/a'))).toBeInstanceOf(DeadlockError);
+    expect(acquires()).toHaveLength(3);
+    await session.close();
+  });
+
+  it('withLocks releases the locks it already holds, then throws the DeadlockError', async () => {
+    const { client, acquires, releases } = refusing('jobs/b');
+    const fn = vi.fn();
+    const error = await failure(() =>
+      client.withLocks(['jobs/c', 'jobs/b', 'jobs/a'], { waitTimeoutMs: 60_000 }, fn),
+    );
+    expect(error).toBeInstanceOf(DeadlockError);
+    expect(fn).not.toHaveBeenCalled();
+    expect(acquires().map((s) => s.path)).toEqual([
+      '/api/v1/locks/jobs/a/acquire',
+      '/api/v1/locks/jobs/b/acquire',
+    ]);
+    expect(releases()).toEqual(['/api/v1/locks/jobs/a/release']);
+  });
+
+  it('a WebSocket wait: the refusal comes on the HTTP acquire that names the connection', async () => {
+    const calls: Body[] = [];
+    const server = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      calls.push({ path: req.url, ...JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') });
+      res.writeHead(409, { 'content-type': 'application/json' }).end(JSON.stringify(refusal(wireCycle)));
+    });
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (socket) =>
+      socket.on('message', () =>
+        socket.send(JSON.stringify({ type: 'welcome', connection_id: 'conn-1=', client_id: 'c1' })),
+      ),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const client = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      wsEndpoint: `ws://127.0.0.1:${port}/v1`,
+      clientId: 'c1',
+    });
+    try {
+      const error = await failure(() => client.acquire('jobs/a', { waitTimeoutMs: 60_000 }));
+      expect(error).toBeInstanceOf(DeadlockError);
+      expect((error as DeadlockError).cycle[0]).toMatchObject({ lock: 'jobs/a', blockerIs: 'holder' });
+      expect(calls).toHaveLength(1);
+      expect(calls[0]).toMatchObject({ path: '/api/v1/locks/jobs/a/acquire', connection_id: 'conn-1=' });
+    } finally {
+      client.close();
+      for (const socket of wss.clients) socket.terminate();
+      await new Promise((resolve) => wss.close(resolve));
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('client.waits(name): GET …/{name}/waits, typed; a name the service refuses is refused first', async () => {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'c1' });
+    const send = vi.spyOn(client.transport, 'send').mockResolvedValue({
+      status: 200,
+      body: { lock: 'jobs/a', edges: wireCycle, cycles: [wireCycle], complete: false },
+    });
+    const graph = await client.waits('jobs/a');
+    expect(send).toHaveBeenCalledWith('GET', '/api/v1/locks/jobs/a/waits', undefined, undefined);
+    expect(graph.lock).toBe('jobs/a');
+    expect(graph.complete).toBe(false);
+    expect(graph.edges).toHaveLength(2);
+    expect(graph.edges[1]).toMatchObject({ waiter: { clientId: 'c2' }, blockerIs: 'ahead' });
+    expect(graph.cycles).toEqual([graph.edges]);
+    await refused(() => client.waits('jobs//a'), 'name', /waits/);
+    await refused(() => client.waits('jobs/waits'), 'name', /waits/);
+    expect(send).toHaveBeenCalledTimes(1);
+  });
 });

@@ -1,0 +1,31 @@
+/**
+ * The locks the current task holds, for deadlock detection: a wait names them (`holding`), saying
+ * it keeps them until it is served, and the service refuses with DEADLOCK a wait that would close
+ * a cycle of such waits. withLock and withLocks run their callback with their locks added to the
+ * task's; a wait made inside (or between the locks of a withLocks set) names them. Tracked per
+ * async context (AsyncLocalStorage), so concurrent tasks sharing one client never name each
+ * other's locks: one task's hold is no reason to think another task will keep it.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/** The most locks one wait names (the service's limit). */
+export const MAX_HOLDING = 32;
+
+const held = new AsyncLocalStorage<readonly string[]>();
+
+/** Runs `fn` as a task that holds `names` too (besides what the enclosing task holds). */
+export function runHolding<T>(names: readonly string[], fn: () => T): T {
+  const outer = held.getStore() ?? [];
+  return held.run([...outer, ...names.filter((n) => !outer.includes(n))], fn);
+}
+
+/**
+ * What a wait for `lock` names as held: the explicit `holding` option and the task's own locks,
+ * without `lock` itself or repeats, the first MAX_HOLDING of them.
+ */
+export function holdingFor(lock: string, explicit: readonly string[] | undefined): string[] {
+  const names: string[] = [];
+  for (const n of [...(explicit ?? []), ...(held.getStore() ?? [])])
+    if (n !== lock && !names.includes(n)) names.push(n);
+  return names.slice(0, MAX_HOLDING);
+}

@@ -1,0 +1,244 @@
+/**
+ * `latchkey deadlocks` and `latchkey waits`, and how `run` and `acquire` say a wait refused as a
+ * deadlock: the merging and wording as pure functions, and the commands against a client stubbed
+ * at its methods (no service).
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  cycleKey,
+  cycleText,
+  DEADLOCK_EXIT,
+  deadlockJson,
+  deadlockLines,
+  deadlockReport,
+  describeDeadlocks,
+  describeWaits,
+  edgeText,
+  inBatches,
+  mergeCycles,
+  rotated,
+} from '../../sdk/cli/deadlocks';
+import { main } from '../../sdk/cli/main';
+import { EXIT } from '../../sdk/cli/run';
+import type { WaitGraph } from '../../sdk/client';
+import { DeadlockError, type WaitEdge } from '../../sdk/errors';
+import { LockClient } from '../../sdk/index';
+
+const arn = (who: string) => `arn:aws:iam::123456789012:role/${who}`;
+const party = (clientId: string, who = clientId) => ({ principal: arn(who), clientId });
+const edge = (
+  waiter: string,
+  lock: string,
+  blocker: string,
+  blockerIs: 'holder' | 'ahead' = 'holder',
+): WaitEdge => ({ waiter: party(waiter), lock, blocker: party(blocker), blockerIs });
+
+/** c1 waits for jobs/a held by c2, c2 for jobs/b held by c1. */
+const two = [edge('c1', 'jobs/a', 'c2'), edge('c2', 'jobs/b', 'c1')];
+/** c3 → c4 → c5 → c3, one of them queued behind the other. */
+const three = [edge('c4', 'jobs/d', 'c5'), edge('c5', 'jobs/e', 'c3', 'ahead'), edge('c3', 'jobs/c', 'c4')];
+const graph = (lock: string, cycles: WaitEdge[][], complete = true): WaitGraph => ({
+  lock,
+  edges: cycles.flat(),
+  cycles,
+  complete,
+});
+
+describe('merging the cycles several locks report', () => {
+  it('the same cycle from any lock, in any rotation, is one; each starts at its least edge', () => {
+    const reversed = [two[1] as WaitEdge, two[0] as WaitEdge];
+    expect(cycleKey(two)).toBe(cycleKey(reversed));
+    expect(rotated(reversed)).toEqual(two);
+    const merged = mergeCycles([
+      graph('jobs/a', [two]),
+      graph('jobs/b', [reversed]),
+      graph('jobs/d', [three]),
+      graph('jobs/e', [[...three.slice(1), three[0] as WaitEdge]]),
+    ]);
+    expect(merged).toEqual([two, rotated(three)]);
+    expect(rotated(three)[0]).toMatchObject({ waiter: { clientId: 'c3' }, lock: 'jobs/c' });
+  });
+
+  it('a holder that became one ahead (or back) between two reads is the same cycle; other parties are not', () => {
+    const asAhead = [{ ...(two[0] as WaitEdge), blockerIs: 'ahead' as const }, two[1] as WaitEdge];
+    expect(mergeCycles([graph('jobs/a', [two]), graph('jobs/b', [asAhead])])).toHaveLength(1);
+    const otherPrincipal = [{ ...(two[0] as WaitEdge), blocker: party('c2', 'other') }, two[1] as WaitEdge];
+    expect(mergeCycles([graph('jobs/a', [two]), graph('jobs/b', [otherPrincipal])])).toHaveLength(2);
+    expect(mergeCycles([graph('jobs/a', [[]]), graph('jobs/b', [])])).toEqual([]);
+  });
+});
+
+describe('the words', () => {
+  it('a cycle on one line, each principal said once; an edge on its own line with both', () => {
+    expect(cycleText(two)).toBe(
+      `c1 (${arn('c1')}) waits for jobs/a held by c2 (${arn('c2')}) → c2 waits for jobs/b held by c1`,
+    );
+    expect(cycleText(rotated(three))).toBe(
+      `c3 (${arn('c3')}) waits for jobs/c held by c4 (${arn('c4')}) → c4 waits for jobs/d held by c5 (${arn('c5')}) → c5 waits for jobs/e behind c3`,
+    );
+    expect(edgeText(two[0] as WaitEdge)).toBe(`c1 (${arn('c1')}) waits for jobs/a held by c2 (${arn('c2')})`);
+    // One client id under two principals: every mention says which.
+    const twins = [
+      { ...(two[0] as WaitEdge), blocker: party('c1', 'other') },
+      { ...(two[1] as WaitEdge), waiter: party('c1', 'other') },
+    ];
+    expect(cycleText(twins)).toBe(
+      `c1 (${arn('c1')}) waits for jobs/a held by c1 (${arn('other')}) → c1 (${arn('other')}) waits for jobs/b held by c1 (${arn('c1')})`,
+    );
+  });
+
+  it('deadlocks: none found, or each cycle numbered, with notes for cut-short walks and a cut listing', () => {
+    expect(describeDeadlocks(deadlockReport('', 12, false, [graph('jobs/x', []), graph('jobs/y', [])]))).toBe(
+      'no deadlock among 2 locks with waiters',
+    );
+    expect(describeDeadlocks(deadlockReport('jobs/', 3, false, [graph('jobs/x', [])]))).toBe(
+      "no deadlock among 1 lock with waiters under 'jobs/'",
+    );
+    const report = deadlockReport('jobs/', 40, true, [
+      graph('jobs/a', [two]),
+      graph('jobs/b', [two]),
+      graph('jobs/d', [three], false),
+    ]);
+    expect(describeDeadlocks(report).split('\n')).toEqual([
+      `cycle 1: ${cycleText(two)}`,
+      `cycle 2: ${cycleText(rotated(three))}`,
+      "2 cycles of waits among 3 locks with waiters under 'jobs/': each lasts until a holder in it releases, its lease ends, or a wait in it times out (latchkey admin queue NAME, latchkey admin force-release NAME)",
+      "note: the walk from jobs/d stopped at the service's bounds: a longer cycle through it may not be shown",
+      "note: only the first 40 locks under 'jobs/' were listed: use --prefix to look at the others",
+    ]);
+    expect(deadlockJson(report)).toEqual({
+      prefix: 'jobs/',
+      locks: 40,
+      truncated: true,
+      locks_with_waiters: 3,
+      cycles: [
+        [
+          {
+            waiter: { principal: arn('c1'), client_id: 'c1' },
+            lock: 'jobs/a',
+            blocker: { principal: arn('c2'), client_id: 'c2' },
+            blocker_is: 'holder',
+          },
+          {
+            waiter: { principal: arn('c2'), client_id: 'c2' },
+            lock: 'jobs/b',
+            blocker: { principal: arn('c1'), client_id: 'c1' },
+            blocker_is: 'holder',
+          },
+        ],
+        expect.any(Array),
+      ],
+      incomplete: ['jobs/d'],
+    });
+  });
+
+  it('waits: the edges one a line, then the cycles', () => {
+    expect(describeWaits({ lock: 'jobs/a', edges: two, cycles: [two], complete: true }).split('\n')).toEqual([
+      'jobs/a: 2 waits for another client, from its queue outward',
+      `  ${edgeText(two[0] as WaitEdge)}`,
+      `  ${edgeText(two[1] as WaitEdge)}`,
+      `cycle 1: ${cycleText(two)}`,
+    ]);
+    expect(describeWaits({ lock: 'jobs/q', edges: [], cycles: [], complete: false })).toBe(
+      "jobs/q: nobody waits for anyone from its queue\nno cycle of waits\nnote: the walk stopped at the service's bounds: longer chains of waits are not shown",
+    );
+  });
+
+  it('a refused wait: what happened, its cycle one edge a line, what to do; or the service’s message', () => {
+    expect(deadlockLines(new DeadlockError('refused', two))).toEqual([
+      'latchkey: not acquired: waiting for jobs/a would close a cycle of waits (a deadlock), so the service refused the wait [DEADLOCK]:',
+      `latchkey:   ${edgeText(two[0] as WaitEdge)}`,
+      `latchkey:   ${edgeText(two[1] as WaitEdge)}`,
+      'latchkey: release what this client holds that the others wait for, then try again',
+    ]);
+    expect(deadlockLines(new DeadlockError('request r1 was refused'))).toEqual([
+      'latchkey: request r1 was refused [DEADLOCK]',
+    ]);
+  });
+
+  it('inBatches keeps the order and at most `limit` in flight', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const out = await inBatches([5, 1, 4, 2, 3], 2, async (n) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setTimeout(resolve, n));
+      inFlight--;
+      return n * 10;
+    });
+    expect(out).toEqual([50, 10, 40, 20, 30]);
+    expect(most).toBe(2);
+    expect(await inBatches([], 8, async () => 1)).toEqual([]);
+  });
+});
+
+describe('the commands', () => {
+  const endpoint = ['--endpoint', 'http://127.0.0.1:9'];
+  let out: string[];
+  let err: string[];
+  const cli = async (...args: string[]) => {
+    out = [];
+    err = [];
+    vi.spyOn(console, 'log').mockImplementation((line: string) => void out.push(line));
+    vi.spyOn(console, 'error').mockImplementation((line: string) => void err.push(line));
+    process.exitCode = undefined;
+    await main(['node', 'latchkey', ...endpoint, ...args]);
+    const code = process.exitCode ?? 0;
+    process.exitCode = undefined;
+    return code;
+  };
+  afterEach(() => {
+    vi.restoreAllMocks();
+    process.exitCode = undefined;
+  });
+
+  it('deadlocks reads the graph of each lock with waiters only; exit 0 without a cycle, 1 with one', async () => {
+    const list = vi.spyOn(LockClient.prototype, 'list').mockResolvedValue([
+      { lock: 'jobs/a', queued: 1 },
+      { lock: 'jobs/b', queued: 2 },
+      { lock: 'jobs/free', queued: 0 },
+    ]);
+    const waits = vi
+      .spyOn(LockClient.prototype, 'waits')
+      .mockImplementation(async (name) => graph(name, name === 'jobs/free' ? [] : [two]));
+    expect(await cli('deadlocks', '--prefix', 'jobs/')).toBe(DEADLOCK_EXIT.FOUND);
+    expect(list).toHaveBeenCalledWith('jobs/', 10_000);
+    expect(waits.mock.calls.map(([name]) => name)).toEqual(['jobs/a', 'jobs/b']);
+    expect(out.join('\n').split('\n')[0]).toBe(`cycle 1: ${cycleText(two)}`);
+    expect(await cli('deadlocks', '--json')).toBe(1);
+    expect(JSON.parse(out[0] as string)).toMatchObject({
+      prefix: '',
+      locks_with_waiters: 2,
+      cycles: [[{}, {}]],
+    });
+
+    waits.mockImplementation(async (name) => graph(name, []));
+    expect(await cli('deadlocks')).toBe(DEADLOCK_EXIT.NONE);
+    expect(out).toEqual(['no deadlock among 2 locks with waiters']);
+  });
+
+  it('waits NAME prints the graph; exit 0 even with a cycle', async () => {
+    vi.spyOn(LockClient.prototype, 'waits').mockResolvedValue(graph('jobs/a', [two]));
+    expect(await cli('waits', 'jobs/a')).toBe(0);
+    expect(out[0]).toBe(describeWaits(graph('jobs/a', [two])));
+    expect(await cli('waits', 'jobs/a', '--json')).toBe(0);
+    expect(JSON.parse(out[0] as string)).toMatchObject({
+      lock: 'jobs/a',
+      complete: true,
+      cycles: [[{}, {}]],
+    });
+  });
+
+  it('run and acquire: a DeadlockError exits 3 (not acquired), the cycle on stderr', async () => {
+    const refusal = new DeadlockError('waiting for jobs/a would close a cycle of waits', two);
+    vi.spyOn(LockClient.prototype, 'withLock').mockRejectedValue(refusal);
+    vi.spyOn(LockClient.prototype, 'withLocks').mockRejectedValue(refusal);
+    vi.spyOn(LockClient.prototype, 'acquire').mockRejectedValue(refusal);
+    expect(await cli('run', 'jobs/a', '--', 'true')).toBe(EXIT.NOT_ACQUIRED);
+    expect(err).toEqual(deadlockLines(refusal));
+    expect(await cli('run', '--lock', 'jobs/a', '--lock', 'jobs/b', '--', 'true')).toBe(EXIT.NOT_ACQUIRED);
+    expect(err).toEqual(deadlockLines(refusal));
+    expect(await cli('acquire', 'jobs/a', '--wait', '1m')).toBe(EXIT.NOT_ACQUIRED);
+    expect(err).toEqual(deadlockLines(refusal));
+    expect(out).toEqual([]);
+  });
+});
