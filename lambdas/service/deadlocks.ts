@@ -33,9 +33,15 @@ export class Deadlocks {
     },
   };
 
-  /** The cycle that wait `w`, now in its queue, closes (undefined: none within the bounds, or detection is off). */
+  /**
+   * The cycle that wait `w`, now in its queue, closes (undefined: none within the bounds, or
+   * detection is off). A wait that names no lock as held is not walked from, so it costs nothing:
+   * nothing waits for a hold of its own, so the only cycle it could close runs through a wait it
+   * jumped ahead of by priority (core/deadlock.ts); GET .../waits and `latchkey deadlocks` show
+   * such a cycle, and lease ends and deadlines break it.
+   */
   async closedBy(w: Waiter): Promise<Search | undefined> {
-    if (this.bounds === null || this.bounds.maxDepth < 2) return undefined;
+    if (this.bounds === null || this.bounds.maxDepth < 2 || !w.holding?.length) return undefined;
     const search = await findCycle(w, this.reader, this.clock.now(), this.bounds);
     return search.cycle ? search : undefined;
   }

@@ -9,6 +9,8 @@
  * stack cannot start in this one. BENCH_WAIT_SECONDS=0 skips it. Before
  * it, the sessions section (sessions.ts: heartbeat cost by locks held, one
  * sweeper run among BENCH_SESSIONS_LIVE live sessions, default 10,000).
+ * The deadlock section (deadlock.ts) counts the DynamoDB calls of one waiter join with deadlock
+ * detection on, by the length of the chain the walk follows, beside the same join with it off.
  *
  * The cold-start section (cold-start.ts: every function's bundle as deployed, its size and module
  * load time) needs no DynamoDB. BENCH_SECTIONS picks sections: `cold` (that one), `db` (all the
@@ -37,6 +39,7 @@ import { servicesOn } from '../support/services';
 import { signedClient } from '../support/signed-fetch';
 import { coldStartSection } from './cold-start';
 import { percentile } from './common';
+import { deadlockSection } from './deadlock';
 import { whereTheTimeGoes } from './profile';
 import { sessionsSection } from './sessions';
 
@@ -250,6 +253,7 @@ async function main() {
     console.log(
       `  ${op.padEnd(34)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
     );
+  for (const line of await deadlockSection(dynamo.endpoint, tableName)) console.log(line);
   for (const line of await whereTheTimeGoes(stack, store)) console.log(line);
   if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
 

@@ -4,6 +4,7 @@
  * and the benchmarks (no vitest there).
  */
 import { randomUUID } from 'node:crypto';
+import type { SearchBounds } from '../../lambdas/core/deadlock';
 import type { AcquireCommand, AcquireOutcome } from '../../lambdas/core/lock';
 import type { Clock } from '../../lambdas/service/clock';
 import type { Ended } from '../../lambdas/service/lock-service';
@@ -42,6 +43,8 @@ export interface ServicesOptions {
   readonly timers?: Timers;
   readonly deadlineMs?: number;
   readonly maxAttempts?: number;
+  /** Deadlock detection's bounds on each join (default the service's), or null: off. */
+  readonly deadlockSearch?: SearchBounds | null;
 }
 
 export function servicesOn(tableName: string, options: ServicesOptions) {
@@ -62,6 +65,7 @@ export function servicesOn(tableName: string, options: ServicesOptions) {
     timers: options.timers ?? nowhere.timers,
     clock: options.clock ?? realClock,
     ids: randomUUID,
+    ...(options.deadlockSearch === undefined ? {} : { deadlockSearch: options.deadlockSearch }),
   });
   const acquire = async (cmd: AcquireCommand): Promise<AcquireOutcome | Ended> => {
     const result = await services.locks.acquire(cmd);
