@@ -195,10 +195,15 @@ function maxHoldersInForce(
   return n ? Number(n[1]) : undefined;
 }
 
-/** One party of a wait-for graph: an IAM principal, and the client id a lock is held or waited for under. */
+/**
+ * One party of a wait-for graph: the client id a lock is held or waited for under, an opaque id
+ * telling apart parties of different principals with one client id, and whether it is your own
+ * principal's (the service does not show other principals' IAM names).
+ */
 export interface WaitParty {
-  readonly principal: string;
   readonly clientId: string;
+  readonly party: string;
+  readonly mine: boolean;
 }
 
 /**
@@ -217,12 +222,12 @@ export interface WaitEdge {
 type WireEdge = any;
 
 const partyFrom = (p: WireEdge): WaitParty | undefined =>
-  typeof p?.principal === 'string' && typeof p?.client_id === 'string'
-    ? { principal: p.principal, clientId: p.client_id }
+  typeof p?.party === 'string' && typeof p?.client_id === 'string'
+    ? { clientId: p.client_id, party: p.party, mine: p.mine === true }
     : undefined;
 
 /**
- * Edges as the SDK types them, from the service's (`{waiter: {principal, client_id}, lock,
+ * Edges as the SDK types them, from the service's (`{waiter: {client_id, party, mine}, lock,
  * blocker, blocker_is}`): anything that is not an array is none, and an edge missing a field is left out.
  */
 export function waitEdgesFrom(wire: unknown): WaitEdge[] {

@@ -20,12 +20,12 @@ export function runHolding<T>(names: readonly string[], fn: () => T): T {
 }
 
 /**
- * What a wait for `lock` names as held: the explicit `holding` option and the task's own locks,
- * without `lock` itself or repeats, the first MAX_HOLDING of them.
+ * What a wait for `lock` names as held: the task's own locks (withLock, withLocks), then the
+ * explicit `holding` option, without `lock` itself or repeats, the first MAX_HOLDING of them.
  */
 export function holdingFor(lock: string, explicit: readonly string[] | undefined): string[] {
   const names: string[] = [];
-  for (const n of [...(explicit ?? []), ...(held.getStore() ?? [])])
+  for (const n of [...(held.getStore() ?? []), ...(explicit ?? [])])
     if (n !== lock && !names.includes(n)) names.push(n);
   return names.slice(0, MAX_HOLDING);
 }

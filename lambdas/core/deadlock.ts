@@ -12,19 +12,27 @@
  * - wait W for L -> the hold of L by each party holding it live in a conflicting mode (`holder`);
  * - wait W for L -> each wait ahead of it in L's queue in a conflicting mode (`ahead`): the queue
  *   is served strictly in order, so that one is served, and holds L, first;
- * - hold of L by party H -> each wait of H that names L in `holding` (H keeps L until it is served).
+ * - hold of L by party H -> the wait of H that names L in `holding` (H keeps L until it is served):
+ *   its keeper. Each wait that names L writes, in the transaction that queues it, a keeper record
+ *   in L's partition for its party (`keeperSteps`), read strongly consistently: so of two waits
+ *   that close a cycle at once, the later one's walk always sees the earlier one. A party's later
+ *   wait naming L takes the record over; one that has ended is no keeper (its record is stale and
+ *   ignored, and garbage-collected after its deadline).
+ * A wait whose deadline has passed is no edge either way: it is never served, and its task is
+ * giving up.
  * A hold that no wait names is not blocked: its task is working and will release. A shared wait
  * that is short only of a semaphore's room waits for any one holder to leave, not all, so it has
  * no edges to shared holders. Every cycle of this graph is therefore a true deadlock; the walk
- * may miss cycles beyond its bounds, or waits the index has not shown yet, but never reports a
+ * may miss cycles beyond its bounds, but never reports a
  * false one.
  *
  * The walk is breadth-first with two bounds: the length of a cycle (in wait edges) and the reads
- * it may make (one index query per party whose waits it follows, one queue read per lock it looks
- * at). A cycle beyond either bound is not found; lease ends and wait deadlines still break it.
+ * it may make (one keeper record per hold it follows, one queue read per lock it looks at). A cycle beyond either bound is not found; lease ends and wait deadlines still break it.
  */
+import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
-import type { Item } from './expr';
+import { type Item, set } from './expr';
+import { keeperRef, type Step, updateStep } from './items';
 import { type LockMode, liveGrants } from './lock';
 import type { Waiter } from './queue';
 
@@ -76,6 +84,7 @@ function blockersOfWait(
 ): Blocker[] {
   const waiter = partyOf(wait);
   const out: Blocker[] = [];
+  if (wait.deadline <= now) return out;
   const holders = new Set<string>();
   for (const holder of liveGrants(item, now)) {
     const key = partyKey(holder);
@@ -88,7 +97,7 @@ function blockersOfWait(
     });
   }
   for (const ahead of queue)
-    if (ahead.order < wait.order && conflicts(wait.mode, ahead.mode))
+    if (ahead.order < wait.order && ahead.deadline > now && conflicts(wait.mode, ahead.mode))
       out.push({
         edge: { waiter, lock: wait.lock, blocker: partyOf(ahead), blockerIs: 'ahead' },
         to: { kind: 'wait', lock: ahead.lock, order: ahead.order },
@@ -115,15 +124,34 @@ export interface LockView {
 }
 
 export interface GraphReader {
-  /** The waits a party has queued, on any lock (may lag: an index). */
-  waitsOf(party: Party): Promise<readonly WaitAt[]>;
+  /** Where the last wait of `party` that named `lock` as held waits (its keeper record), if any. */
+  keeperOf(lock: string, party: Party): Promise<WaitAt | undefined>;
   lock(name: string): Promise<LockView>;
+}
+
+/** What a keeper record holds (keeperSteps). */
+export const KeeperAttr = { lock: 'wait_lock', order: 'wait_order' } as const;
+
+/** The keeper records a wait writes in the transaction that queues it: one per lock it names. */
+export const keeperSteps = (w: Waiter): Step[] =>
+  (w.holding ?? []).map((held) =>
+    updateStep(keeperRef(held, w.owner, w.clientId), {
+      update: [set(KeeperAttr.lock, w.lock), set(KeeperAttr.order, w.order)],
+      gcFrom: w.deadline,
+    }),
+  );
+
+/** The wait a keeper record names. */
+export function keeperOf(item: Item | undefined): WaitAt | undefined {
+  const lock = item?.[KeeperAttr.lock];
+  const order = item?.[KeeperAttr.order];
+  return typeof lock === 'string' && typeof order === 'string' ? { lock, order } : undefined;
 }
 
 export interface SearchBounds {
   /** The longest cycle looked for, in wait edges (2: two waits each held up by the other's hold). */
   readonly maxDepth: number;
-  /** Reads the walk may make: one per party followed, one per lock looked at. */
+  /** Reads the walk may make: one per keeper record, one per lock looked at. */
   readonly maxReads: number;
 }
 
@@ -170,7 +198,6 @@ async function walk(
   let reads = 0;
   let exhaustive = true;
   const views = new Map<string, LockView>();
-  const waitsOfParty = new Map<string, readonly WaitAt[]>();
   const edges: WaitEdge[] = [];
   const edgeKeys = new Set<string>();
   const links: Link[] = [];
@@ -208,22 +235,16 @@ async function walk(
   });
 
   let frontier: Reached[] = [];
-  /** The waits of a hold: its party's waits that name the held lock. */
-  const waitsOfHold = async (hold: Node & { kind: 'hold' }): Promise<Waiter[]> => {
-    let at = waitsOfParty.get(partyKey(hold.party));
-    if (at === undefined) {
-      if (!readable()) return [];
-      reads++;
-      at = await reader.waitsOf(hold.party);
-      waitsOfParty.set(partyKey(hold.party), at);
-    }
-    const out: Waiter[] = [];
-    for (const w of at) {
-      const v = await view(w.lock);
-      const wait = v && waitIn(v, w.order);
-      if (wait && sameParty(wait, hold.party) && (wait.holding ?? []).includes(hold.lock)) out.push(wait);
-    }
-    return out;
+  /** The wait that keeps a hold: its party's last wait that named the held lock, if still queued and live. */
+  const keeperOfHold = async (hold: Node & { kind: 'hold' }): Promise<Waiter | undefined> => {
+    if (!readable()) return undefined;
+    reads++;
+    const at = await reader.keeperOf(hold.lock, hold.party);
+    const v = at && (await view(at.lock));
+    const wait = at && v && waitIn(v, at.order);
+    const keeps =
+      wait && sameParty(wait, hold.party) && wait.deadline > now && (wait.holding ?? []).includes(hold.lock);
+    return keeps ? wait : undefined;
   };
   /** Queues a wait reached with `path` for the next level. */
   const reachWait = (wait: Node & { kind: 'wait' }, path: readonly WaitEdge[]) => {
@@ -256,8 +277,9 @@ async function walk(
       if (expanded.has(nodeKey(to))) continue;
       expanded.add(nodeKey(to));
       // A hold leads on to the waits of its party that keep it: at the same depth (no wait edge between).
-      for (const held of await waitsOfHold(to)) {
-        const node = { kind: 'wait' as const, lock: held.lock, order: held.order };
+      const keeper = await keeperOfHold(to);
+      if (keeper) {
+        const node = { kind: 'wait' as const, lock: keeper.lock, order: keeper.order };
         links.push({ from: nodeKey(to), to: nodeKey(node), edge: undefined });
         reachWait(node, next);
       }
@@ -407,13 +429,26 @@ function stronglyConnected(nodes: readonly string[], next: (k: string) => readon
   return components;
 }
 
-const partyBody = (p: Party) => ({ principal: p.owner, client_id: p.clientId });
+/**
+ * A party as the API shows it to `viewer` (a principal): its client id, an opaque id that tells
+ * parties with one client id apart, and whether it is the viewer's own. Principals are not shown,
+ * as GET /api/v1/locks/{name} shows holders: a caller sees who it waits for, not their IAM names.
+ */
+const partyBody = (p: Party, viewer: string) => ({
+  client_id: p.clientId,
+  party: partyId(p),
+  mine: p.owner === viewer,
+});
 
-/** An edge as the API shows it (a DEADLOCK's `cycle`, the waits route's `edges`). */
-export const edgeBody = (e: WaitEdge) => ({
-  waiter: partyBody(e.waiter),
+/** The opaque id the API shows for a party: 12 characters of a hash of its principal and client id. */
+export const partyId = (p: Party): string =>
+  createHash('sha256').update(p.owner).update('\u0000').update(p.clientId).digest('base64url').slice(0, 12);
+
+/** An edge as the API shows it to `viewer` (a DEADLOCK's `cycle`, the waits route's `edges`). */
+export const edgeBody = (e: WaitEdge, viewer: string) => ({
+  waiter: partyBody(e.waiter, viewer),
   lock: e.lock,
-  blocker: partyBody(e.blocker),
+  blocker: partyBody(e.blocker, viewer),
   blocker_is: e.blockerIs,
 });
 
@@ -428,6 +463,6 @@ export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
     `waiting for ${cycle[0]?.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: release what this client holds, then try again`,
     undefined,
     undefined,
-    { fields: { cycle: cycle.map(edgeBody) } },
+    { fields: { cycle: cycle.map((e) => edgeBody(e, (cycle[0] as WaitEdge).waiter.owner)) } },
   );
 }

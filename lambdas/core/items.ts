@@ -11,6 +11,7 @@
  * collected (`gcFrom`). Adapters turn those into index and TTL attributes;
  * nobody has to search an update list for a value.
  */
+import { createHash } from 'node:crypto';
 import type { Condition, Update } from './expr';
 
 export type ItemRef =
@@ -26,7 +27,12 @@ export type ItemRef =
   /** A counter of waiters that one scope (a principal's shard, a connection) has queued: limits. */
   | { readonly kind: 'quota'; readonly scope: string }
   /** One of the slots an HTTP wait holds while it polls (limits). */
-  | { readonly kind: 'http-wait'; readonly slot: number };
+  | { readonly kind: 'http-wait'; readonly slot: number }
+  /**
+   * That a principal and client keep `lock` while they wait for another: where their last wait that
+   * named it as held is (core/deadlock.ts). `party` is a hash of the principal and client id.
+   */
+  | { readonly kind: 'keeper'; readonly lock: string; readonly party: string };
 
 export const lockRef = (lock: string): ItemRef => ({ kind: 'lock', lock });
 export const waiterRef = (lock: string, order: string): ItemRef => ({ kind: 'waiter', lock, order });
@@ -41,6 +47,16 @@ export const connectionRef = (connection: string): ItemRef => ({ kind: 'connecti
 export const SWEEPER_REF: ItemRef = { kind: 'sweeper' };
 export const quotaRef = (scope: string): ItemRef => ({ kind: 'quota', scope });
 export const httpWaitRef = (slot: number): ItemRef => ({ kind: 'http-wait', slot });
+export const keeperRef = (lock: string, owner: string, clientId: string): ItemRef => ({
+  kind: 'keeper',
+  lock,
+  party: createHash('sha256')
+    .update(owner)
+    .update('\u0000')
+    .update(clientId)
+    .digest('base64url')
+    .slice(0, 22),
+});
 
 /** A stable text form of a ref (map keys, logs). */
 export function refText(ref: ItemRef): string {
@@ -63,6 +79,8 @@ export function refText(ref: ItemRef): string {
       return `quota:${ref.scope}`;
     case 'http-wait':
       return `http-wait:${ref.slot}`;
+    case 'keeper':
+      return `keeper:${ref.lock}#${ref.party}`;
   }
 }
 
@@ -78,8 +96,6 @@ export interface Housekeeping {
   readonly gcFrom?: number | null;
   /** The WebSocket connection whose waiters include this item (the owner index); null: none. */
   readonly owner?: string | null;
-  /** The client whose wait this item is (the waits-by-client index, for deadlock detection). */
-  readonly party?: { readonly owner: string; readonly clientId: string };
 }
 
 /** A conditional update (UpdateItem semantics: creates the item if absent) with its housekeeping. */

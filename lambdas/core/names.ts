@@ -1,6 +1,6 @@
 /**
  * Lock names: 1-256 characters of A-Z a-z 0-9 . _ - : /, '/' separating levels, no empty, '.' or
- * '..' level, and no action word (acquire, release, renew, cancel, force-release) as the last
+ * '..' level, and no action word (acquire, release, renew, cancel, force-release, waits) as the last
  * level. The rule itself is in sdk/names.ts: the SDK checks names before sending them with the
  * very same functions, and the SDK is published from sdk/ alone. So is the rule for client and
  * request ids (IDENTIFIER).

@@ -187,7 +187,7 @@ export function waiterOf(order: string, item: Item): Waiter {
     connectionId: typeof connection === 'string' ? connection : undefined,
     mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
     maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
-    holding: s(W.holding) === '' ? [] : s(W.holding).split(' '),
+    holding: s(W.holding) === '' ? undefined : s(W.holding).split(' '),
   };
 }
 
@@ -341,7 +341,6 @@ export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[
       sweepAt: w.deadline,
       gcFrom: w.deadline,
       owner: w.connectionId ?? null,
-      party: { owner: w.owner, clientId: w.clientId },
     }),
     openStep(identityOf(w), w.order, w.deadline, w.connectionId),
     quotaStep(principalQuotaScope(w.requestKey), 1, now, principalShare),

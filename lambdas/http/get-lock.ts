@@ -11,10 +11,11 @@ export const handler = httpRoute(async (event, { storage, clock, deadlocks }) =>
   const { name, view } = lockViewFrom(event);
   if (view === 'waits') {
     const graph = await deadlocks.graphFrom(name);
+    const viewer = principalFrom(event);
     return json(200, {
       lock: name,
-      edges: graph.edges.map(edgeBody),
-      cycles: graph.cycles.map((cycle) => cycle.map(edgeBody)),
+      edges: graph.edges.map((e) => edgeBody(e, viewer)),
+      cycles: graph.cycles.map((cycle) => cycle.map((e) => edgeBody(e, viewer))),
       complete: graph.exhaustive,
     });
   }

@@ -35,11 +35,14 @@ export function lockNameFrom(event: PathEvent): string {
   return name;
 }
 
+/** The views of GET /api/v1/locks/{name}/{view} (besides the lock itself): reserved last levels too. */
+export const LOCK_VIEWS: readonly string[] = ['waits'];
+
 /** What GET /api/v1/locks/{proxy+} shows: the lock itself, or (`.../{name}/waits`) its wait-for graph. */
 export function lockViewFrom(event: PathEvent): { name: string; view: 'lock' | 'waits' } {
   const path = event.pathParameters?.proxy ?? '';
   const slash = path.lastIndexOf('/');
-  if (slash > 0 && path.slice(slash + 1) === 'waits') {
+  if (slash > 0 && LOCK_VIEWS.includes(path.slice(slash + 1))) {
     const name = checkedName(path.slice(0, slash));
     plainPath(event);
     return { name, view: 'waits' };

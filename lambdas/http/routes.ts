@@ -22,8 +22,6 @@ export const ROUTES: readonly RouteSpec[] = [
     ...QUEUE_SERVER,
     // HTTP waits hold a slot while they poll (limits).
     partitions: [...QUEUE_SERVER.partitions, 'httpWait'],
-    // A wait that joins a queue follows the waits of the clients it waits for (deadlock detection).
-    indexes: { ...QUEUE_SERVER.indexes, by_client: ['dynamodb:Query'] },
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
   },
@@ -31,9 +29,9 @@ export const ROUTES: readonly RouteSpec[] = [
     key: 'GET /api/v1/locks/{proxy+}',
     module: 'http/get-lock',
     description: 'inspect one lock and its queue, or (.../waits) who waits for whom from it outward',
-    table: ['dynamodb:Query'],
+    // The waits view reads keeper records by key (core/deadlock.ts).
+    table: ['dynamodb:Query', 'dynamodb:GetItem'],
     partitions: ['lock'],
-    indexes: { by_client: ['dynamodb:Query'] },
   },
   {
     key: 'GET /api/v1/list/{proxy+}',

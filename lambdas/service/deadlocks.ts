@@ -1,10 +1,20 @@
 /**
- * Deadlock detection against storage: the core's walk (core/deadlock.ts) reading the waits-by-
- * client index and each lock's queue. A wait that closes a cycle is refused by the lock service
- * (409 DEADLOCK); the waits route shows the graph around a lock.
+ * Deadlock detection against storage: the core's walk (core/deadlock.ts) reading keeper records
+ * and each lock's queue, strongly consistently. A wait that closes a cycle is refused by the lock
+ * service (409 DEADLOCK); the waits route shows the graph around a lock.
  */
-import { findCycle, type GraphReader, type Search, type SearchBounds, waitGraphFrom } from '../core/deadlock';
+import {
+  findCycle,
+  type GraphReader,
+  keeperOf,
+  type Search,
+  type SearchBounds,
+  waitGraphFrom,
+} from '../core/deadlock';
+import { LatchkeyError } from '../core/errors';
+import { keeperRef } from '../core/items';
 import type { Waiter } from '../core/queue';
+import { describeError, log } from '../shared/log';
 import type { Clock } from './clock';
 import type { Storage } from './storage';
 
@@ -23,10 +33,7 @@ export class Deadlocks {
   ) {}
 
   private readonly reader: GraphReader = {
-    waitsOf: async (p) =>
-      (await this.storage.waitsOf(p.owner, p.clientId)).flatMap((ref) =>
-        ref.kind === 'waiter' ? [{ lock: ref.lock, order: ref.order }] : [],
-      ),
+    keeperOf: async (lock, p) => keeperOf(await this.storage.read(keeperRef(lock, p.owner, p.clientId))),
     lock: async (name) => {
       const { lock, waiters, complete } = await this.storage.queue(name, VIEW_QUEUE_LIMIT);
       return { item: lock, queue: waiters, complete };
@@ -42,8 +49,19 @@ export class Deadlocks {
    */
   async closedBy(w: Waiter): Promise<Search | undefined> {
     if (this.bounds === null || this.bounds.maxDepth < 2 || !w.holding?.length) return undefined;
-    const search = await findCycle(w, this.reader, this.clock.now(), this.bounds);
-    return search.cycle ? search : undefined;
+    try {
+      const search = await findCycle(w, this.reader, this.clock.now(), this.bounds);
+      return search.cycle ? search : undefined;
+    } catch (error) {
+      // The wait is queued already: a walk that cannot read (an outage) finds nothing, so the
+      // caller is answered "queued" (its wait stands) rather than an error that hides it.
+      if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+      log('warn', 'deadlock detection could not read; the wait stands unchecked', {
+        lock: w.lock,
+        ...describeError(error),
+      });
+      return undefined;
+    }
   }
 
   /** Who waits for whom from `lock` outward, with the cycles among them. */

@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
-import { deadlockError, type WaitEdge } from '../core/deadlock';
+import { deadlockError, keeperSteps, type WaitEdge } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import { liveEntries, MAX_DROP } from '../core/holders';
@@ -273,7 +273,8 @@ export class LockService {
       const waiter = newWaiter(withId, wait, now);
       const connection = connectionCheck(waiter);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
-      const steps = [...enqueueSteps(waiter, now, this.limits), ...connection];
+      // A wait that names locks it keeps records that beside each of them (deadlock detection).
+      const steps = [...enqueueSteps(waiter, now, this.limits), ...keeperSteps(waiter), ...connection];
       const queued = await this.storage.transact(steps);
       if (queued.ok) {
         auditWait(waiter);

@@ -56,8 +56,6 @@ export interface Storage {
   sessionLocks(session: string): Promise<string[]>;
   /** What the due index says falls due in `minute` by `now` (an index: eventually consistent). */
   dueIn(minute: number, now: number): Promise<ItemRef[]>;
-  /** The waits one principal and client id have queued, on any lock (an index: eventually consistent). */
-  waitsOf(owner: string, clientId: string): Promise<ItemRef[]>;
   /** The waiters one WebSocket connection queued (an index: eventually consistent). */
   waitersOf(connection: string): Promise<ItemRef[]>;
   /** Locks whose names start with `prefix`, in name order, a page at a time. */

@@ -5,7 +5,7 @@
  * tests check each function's policy against it; the local stack loads the
  * same modules.
  */
-import type { CLIENT_INDEX, DUE_INDEX, LIST_INDEX, OWNER_INDEX, Partition } from '../store/table';
+import type { DUE_INDEX, LIST_INDEX, OWNER_INDEX, Partition } from '../store/table';
 
 export type TableAction =
   | 'dynamodb:UpdateItem'
@@ -16,11 +16,7 @@ export type TableAction =
   | 'dynamodb:ConditionCheckItem'
   | 'dynamodb:Query';
 
-export type IndexName =
-  | typeof LIST_INDEX.name
-  | typeof OWNER_INDEX.name
-  | typeof DUE_INDEX.name
-  | typeof CLIENT_INDEX.name;
+export type IndexName = typeof LIST_INDEX.name | typeof OWNER_INDEX.name | typeof DUE_INDEX.name;
 
 export interface FunctionSpec {
   /** Handler module under lambdas/, without extension, e.g. "http/lock-commands". It exports `handler`. */

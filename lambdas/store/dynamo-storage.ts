@@ -32,8 +32,6 @@ import {
   updateRequest,
 } from './requests';
 import {
-  CLIENT_INDEX,
-  clientPartition,
   connectionOwner,
   DUE_INDEX,
   decodeListCursor,
@@ -240,19 +238,6 @@ export class DynamoStorage implements Storage {
       .flat()
       .sort((a, b) => Number(a[DUE_INDEX.sk]) - Number(b[DUE_INDEX.sk]))
       .flatMap((key) => refOfKey(key) ?? []);
-  }
-
-  async waitsOf(owner: string, clientId: string): Promise<ItemRef[]> {
-    const keys = await this.queryAll({
-      IndexName: CLIENT_INDEX.name,
-      KeyConditionExpression: '#c = :c',
-      ExpressionAttributeNames: { '#c': CLIENT_INDEX.pk },
-      ExpressionAttributeValues: { ':c': clientPartition(owner, clientId) },
-    });
-    return keys.flatMap((key) => {
-      const ref = refOfKey(key);
-      return ref?.kind === 'waiter' ? [ref] : [];
-    });
   }
 
   async waitersOf(connection: string): Promise<ItemRef[]> {

@@ -9,8 +9,6 @@ import { remove, set, type UpdateAction } from '../core/expr';
 import type { Housekeeping, ItemRef, ItemWrite, Step } from '../core/items';
 import { compile, compileCondition } from './compile';
 import {
-  CLIENT_INDEX,
-  clientPartition,
   connectionOwner,
   DUE_INDEX,
   dueBucket,
@@ -62,11 +60,6 @@ export function housekeepingActions(settings: StoreSettings, ref: ItemRef, h: Ho
     const sk = ref.kind === 'waiter' ? `${ref.lock}#${ref.order}` : keyOf(ref).pk;
     actions.push(set(OWNER_INDEX.pk, connectionOwner(h.owner)), set(OWNER_INDEX.sk, sk));
   }
-  if (h.party !== undefined && ref.kind === 'waiter')
-    actions.push(
-      set(CLIENT_INDEX.pk, clientPartition(h.party.owner, h.party.clientId)),
-      set(CLIENT_INDEX.sk, `${ref.lock}#${ref.order}`),
-    );
   return actions;
 }
 

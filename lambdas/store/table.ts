@@ -6,8 +6,8 @@
  * |------------|----------------|--------------|----------------------------------------|
  * | lock       | LOCK#<name>    | LOCK         | list_pk=LIST#<shard>, list_sk=<name>   |
  * | waiter     | LOCK#<name>    | WAIT#<order> | owner=CONN#<id>, owner_sk (if WS);     |
- * |            |                |              | due_bucket, due_at (its deadline);     |
- * |            |                |              | client_key=CLIENT#<hash>, client_sk    |
+ * |            |                |              | due_bucket, due_at (its deadline)      |
+ * | keeper     | LOCK#<name>    | KEEP#<hash>  | (a wait that keeps the lock: deadlock) |
  * | request    | REQ#<hash>     | REQ          |                                        |
  * | connection | CONN#<id>      | CONN         | due_bucket, due_at (2 h after open)    |
  * | session    | SESS#<id>      | SESS         | due_bucket=DUE#<minute>#<shard>, due_at|
@@ -35,9 +35,9 @@
  * write of a lock, so an acquire or release does not write to the index.
  * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
  * of one WebSocket connection, found when it disconnects.
- * `by_client` is a sparse KEYS_ONLY index over (client_key, client_sk): the waits of one
- * principal and client id, which deadlock detection follows (core/deadlock.ts). A waiter's keys
- * are written once, when it joins, and leave with it.
+ * A keeper record (core/deadlock.ts) sits in the partition of the lock it is about, beside the
+ * lock item and its queue, so deadlock detection reads it strongly consistently by key. It sorts
+ * before 'LOCK', outside the queue's range.
  * `by_due` is a sparse KEYS_ONLY index over (due_bucket, due_at): what falls
  * due in each minute (sessions, waiters' deadlines, connections' 2-hour
  * limit), so the sweeper reads only what is due, never a Scan. Its keys are
@@ -59,7 +59,6 @@ export const KEY = { pk: 'pk', sk: 'sk' } as const;
 export const LIST_INDEX = { name: 'by_name', pk: 'list_pk', sk: 'list_sk' } as const;
 export const OWNER_INDEX = { name: 'by_owner', pk: 'owner', sk: 'owner_sk' } as const;
 export const DUE_INDEX = { name: 'by_due', pk: 'due_bucket', sk: 'due_at' } as const;
-export const CLIENT_INDEX = { name: 'by_client', pk: 'client_key', sk: 'client_sk' } as const;
 export const GC_ATTRIBUTE = 'gc_at';
 
 const LOCK_PK_PREFIX = 'LOCK#';
@@ -77,7 +76,7 @@ const QUOTA_PK_PREFIX = 'QUOTA#';
 const HTTP_WAIT_PK_PREFIX = 'HTTPWAIT#';
 const LIST_PK_PREFIX = 'LIST#';
 const DUE_PK_PREFIX = 'DUE#';
-const CLIENT_PK_PREFIX = 'CLIENT#';
+const KEEPER_SK_PREFIX = 'KEEP#';
 
 /**
  * The first characters of every partition key value, by what lives there: the
@@ -123,6 +122,8 @@ export function keyOf(ref: ItemRef): TableKey {
       return { pk: `${LOCK_PK_PREFIX}${ref.lock}`, sk: LOCK_SK };
     case 'waiter':
       return { pk: `${LOCK_PK_PREFIX}${ref.lock}`, sk: `${WAITER_SK_PREFIX}${ref.order}` };
+    case 'keeper':
+      return { pk: `${LOCK_PK_PREFIX}${ref.lock}`, sk: `${KEEPER_SK_PREFIX}${ref.party}` };
     case 'request':
       return { pk: `${REQUEST_PK_PREFIX}${requestHash(ref.lock, ref.key)}`, sk: REQUEST_SK };
     case 'session':
@@ -150,6 +151,8 @@ export function refOfKey(key: Record<string, unknown>): ItemRef | undefined {
     if (sk === LOCK_SK) return { kind: 'lock', lock };
     if (sk.startsWith(WAITER_SK_PREFIX))
       return { kind: 'waiter', lock, order: sk.slice(WAITER_SK_PREFIX.length) };
+    if (sk.startsWith(KEEPER_SK_PREFIX))
+      return { kind: 'keeper', lock, party: sk.slice(KEEPER_SK_PREFIX.length) };
     return undefined;
   }
   if (pk.startsWith(SESSION_PK_PREFIX)) {
@@ -172,9 +175,6 @@ export const lockPartition = (name: string) => `${LOCK_PK_PREFIX}${name}`;
 export const sessionPartition = (id: string) => `${SESSION_PK_PREFIX}${id}`;
 /** The owner index partition of a connection's waiters. */
 export const connectionOwner = (id: string) => `${CONNECTION_PK_PREFIX}${id}`;
-/** The client index partition of one principal and client id's waits (a hash: an ARN can be long). */
-export const clientPartition = (owner: string, clientId: string) =>
-  `${CLIENT_PK_PREFIX}${createHash('sha256').update(`${owner}\u0000${clientId}`).digest('base64url').slice(0, 32)}`;
 /** The due index partitions of one minute (ms since the epoch / 60,000), one per shard. */
 export const dueBuckets = (minute: number): string[] =>
   Array.from({ length: DUE_SHARDS }, (_, shard) => `${DUE_PK_PREFIX}${minute}#${shard}`);
@@ -238,8 +238,6 @@ export const STORAGE_ATTRIBUTES: readonly string[] = [
   OWNER_INDEX.sk,
   DUE_INDEX.pk,
   DUE_INDEX.sk,
-  CLIENT_INDEX.pk,
-  CLIENT_INDEX.sk,
   GC_ATTRIBUTE,
 ];
 
@@ -257,8 +255,6 @@ export function tableDefinition(tableName: string) {
       { AttributeName: OWNER_INDEX.sk, AttributeType: 'S' as const },
       { AttributeName: DUE_INDEX.pk, AttributeType: 'S' as const },
       { AttributeName: DUE_INDEX.sk, AttributeType: 'N' as const },
-      { AttributeName: CLIENT_INDEX.pk, AttributeType: 'S' as const },
-      { AttributeName: CLIENT_INDEX.sk, AttributeType: 'S' as const },
     ],
     KeySchema: [
       { AttributeName: KEY.pk, KeyType: 'HASH' as const },
@@ -286,14 +282,6 @@ export function tableDefinition(tableName: string) {
         KeySchema: [
           { AttributeName: DUE_INDEX.pk, KeyType: 'HASH' as const },
           { AttributeName: DUE_INDEX.sk, KeyType: 'RANGE' as const },
-        ],
-        Projection: { ProjectionType: 'KEYS_ONLY' as const },
-      },
-      {
-        IndexName: CLIENT_INDEX.name,
-        KeySchema: [
-          { AttributeName: CLIENT_INDEX.pk, KeyType: 'HASH' as const },
-          { AttributeName: CLIENT_INDEX.sk, KeyType: 'RANGE' as const },
         ],
         Projection: { ProjectionType: 'KEYS_ONLY' as const },
       },

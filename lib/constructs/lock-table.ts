@@ -8,14 +8,7 @@ import {
   TableEncryption,
 } from 'aws-cdk-lib/aws-dynamodb';
 import { Construct } from 'constructs';
-import {
-  CLIENT_INDEX,
-  DUE_INDEX,
-  GC_ATTRIBUTE,
-  KEY,
-  LIST_INDEX,
-  OWNER_INDEX,
-} from '../../lambdas/store/table';
+import { DUE_INDEX, GC_ATTRIBUTE, KEY, LIST_INDEX, OWNER_INDEX } from '../../lambdas/store/table';
 
 export interface LockTableProps {
   /**
@@ -67,13 +60,6 @@ export class LockTable extends Construct {
       partitionKey: { name: DUE_INDEX.pk, type: AttributeType.STRING },
       sortKey: { name: DUE_INDEX.sk, type: AttributeType.NUMBER },
       // Sparse (sessions not yet swept, waiters, connections carry the keys), keys only: what is due.
-      projectionType: ProjectionType.KEYS_ONLY,
-    });
-    this.table.addGlobalSecondaryIndex({
-      indexName: CLIENT_INDEX.name,
-      partitionKey: { name: CLIENT_INDEX.pk, type: AttributeType.STRING },
-      sortKey: { name: CLIENT_INDEX.sk, type: AttributeType.STRING },
-      // Sparse (waiters carry the keys, written once when they join), keys only: a client's waits.
       projectionType: ProjectionType.KEYS_ONLY,
     });
   }

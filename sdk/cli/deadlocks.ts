@@ -15,7 +15,7 @@ export const WAITS_IN_FLIGHT = 8;
 /** `deadlocks` exit codes: 0 no cycle found, 1 at least one cycle shown (an error is 1 too). */
 export const DEADLOCK_EXIT = { NONE: 0, FOUND: 1 } as const;
 
-const partyKey = (p: WaitParty) => `${p.principal}\u0000${p.clientId}`;
+const partyKey = (p: WaitParty) => p.party;
 
 /**
  * An edge as a string, for comparing: who waits, for which lock, for whom. Whether the blocker
@@ -49,34 +49,29 @@ export function mergeCycles(graphs: readonly Pick<WaitGraph, 'cycles'>[]): WaitE
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, cycle]) => cycle);
 }
 
-/** How a party is named: its client id, and its principal in parentheses where asked. */
-const partyText = (p: WaitParty, withPrincipal: boolean) =>
-  withPrincipal ? `${p.clientId} (${p.principal})` : p.clientId;
+/** How a party is named: its client id, `(you)` if it is your principal's, and its opaque id where asked. */
+const partyText = (p: WaitParty, withId: boolean) =>
+  `${p.clientId}${p.mine ? ' (you)' : ''}${withId ? ` [${p.party}]` : ''}`;
 
 /** What the waiter waits for, in words: `jobs/a held by c2`, or `jobs/a behind c2` (queued ahead of it). */
 const blockedText = (e: WaitEdge, blocker: string) =>
   `${e.lock} ${e.blockerIs === 'holder' ? 'held by' : 'behind'} ${blocker}`;
 
-/** One edge on a line of its own, both parties with their principals: `c1 (arn) waits for jobs/a held by c2 (arn)`. */
+/** One edge on a line of its own, both parties with their ids: `c1 [id] waits for jobs/a held by c2 [id]`. */
 export const edgeText = (e: WaitEdge) =>
   `${partyText(e.waiter, true)} waits for ${blockedText(e, partyText(e.blocker, true))}`;
 
 /**
- * A cycle on one line: `c1 (arn:…) waits for jobs/a held by c2 (arn:…) → c2 waits for jobs/b held
- * by c1`. Each party's principal is said the first time it is named; every time, if two parties
- * of the cycle share a client id under different principals.
+ * A cycle on one line: `c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1
+ * (you)`. A party's opaque id is said only when two parties of the cycle share a client id (under
+ * different principals).
  */
 export function cycleText(cycle: readonly WaitEdge[]): string {
   const parties = new Map<string, WaitParty>();
   for (const e of cycle) for (const p of [e.waiter, e.blocker]) parties.set(partyKey(p), p);
   const ids = [...parties.values()].map((p) => p.clientId);
   const ambiguous = new Set(ids).size < ids.length;
-  const named = new Set<string>();
-  const name = (p: WaitParty) => {
-    const first = !named.has(partyKey(p));
-    named.add(partyKey(p));
-    return partyText(p, first || ambiguous);
-  };
+  const name = (p: WaitParty) => partyText(p, ambiguous);
   return cycle
     .map((e) => {
       const waiter = name(e.waiter);
@@ -91,9 +86,9 @@ export const cyclesText = (cycles: readonly (readonly WaitEdge[])[]) =>
 
 /** An edge as the service writes it (what `--json` prints). */
 export const edgeWire = (e: WaitEdge) => ({
-  waiter: { principal: e.waiter.principal, client_id: e.waiter.clientId },
+  waiter: { client_id: e.waiter.clientId, party: e.waiter.party, mine: e.waiter.mine },
   lock: e.lock,
-  blocker: { principal: e.blocker.principal, client_id: e.blocker.clientId },
+  blocker: { client_id: e.blocker.clientId, party: e.blocker.party, mine: e.blocker.mine },
   blocker_is: e.blockerIs,
 });
 
@@ -230,10 +225,11 @@ export function addDeadlockCommands<G>(cli: Command, context: DeadlockContext<G>
       `
 Lists the locks under --prefix (the first ${DEADLOCK_LIST_LIMIT}), reads the wait-for graph of each one
 with waiters (as \`latchkey waits NAME\` does), and prints each cycle of waits once, e.g.
-  cycle 1: c1 (arn:aws:iam::123456789012:role/a) waits for jobs/a held by c2 (arn:aws:iam::123456789012:role/b) → c2 waits for jobs/b held by c1
-("behind c2" instead of "held by c2": c2 waits ahead of it in that lock's queue). The service
-refuses a wait that would close a cycle, so a cycle found here is one its bounded search missed
-(or two waits that closed one at the same moment); it lasts until a lease or a wait in it ends.
+  cycle 1: c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (you)
+("behind c2" instead of "held by c2": c2 waits ahead of it in that lock's queue; "[id]" after a
+client id when two parties of another principal share it). The service refuses a wait that would
+close a cycle, so a cycle found here is one its bounded search missed; it lasts until a lease or
+a wait in it ends.
 
 Exit codes: ${DEADLOCK_EXIT.NONE} no cycle found, ${DEADLOCK_EXIT.FOUND} at least one cycle shown (so scripts can alert); an
 error (latchkey unreachable, not allowed to list) is 1 too, with its message on stderr.`,

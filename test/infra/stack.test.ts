@@ -65,14 +65,6 @@ describe('lock table', () => {
             ],
             Projection: { ProjectionType: 'KEYS_ONLY' },
           },
-          {
-            IndexName: 'by_client',
-            KeySchema: [
-              { AttributeName: 'client_key', KeyType: 'HASH' },
-              { AttributeName: 'client_sk', KeyType: 'RANGE' },
-            ],
-            Projection: { ProjectionType: 'KEYS_ONLY' },
-          },
         ],
       },
     });

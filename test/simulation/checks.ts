@@ -32,6 +32,8 @@
  * - liveness once faults stop: nothing left queued, held by an ended
  *   session, or due and unhandled.
  */
+
+import { partyId } from '../../lambdas/core/deadlock';
 import type { Item } from '../../lambdas/core/expr';
 import {
   liveEntries,
@@ -42,7 +44,7 @@ import {
   sharedEntries,
 } from '../../lambdas/core/holders';
 import { lockRef, requestRef } from '../../lambdas/core/items';
-import { LockAttr, type LockMode, liveHolder } from '../../lambdas/core/lock';
+import { LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
@@ -96,6 +98,14 @@ export class Trace {
 
 const requestText = (lock: string, key: string) => `${lock} ${key}`;
 
+/** A cycle's edge as a DEADLOCK's body carries it (core/deadlock.ts edgeBody). */
+export interface CycleEdge {
+  readonly waiter: { readonly client_id: string; readonly party: string };
+  readonly lock: string;
+  readonly blocker: { readonly client_id: string; readonly party: string };
+  readonly blocker_is: 'holder' | 'ahead';
+}
+
 export class Checker {
   readonly violations: string[] = [];
   private readonly beliefs = new Map<string, Belief[]>();
@@ -123,7 +133,19 @@ export class Checker {
     mismatches: 0,
     /** Shared grants made while a live exclusive waiter was queued (to requests sent before it joined). */
     sharedBesideWriter: 0,
+    /** Waits refused as a deadlock's victim (each cycle checked against what the store held). */
+    deadlocks: 0,
   };
+
+  /**
+   * Who held each lock, and who waited for it (with what each wait named as held), over time: what
+   * a DEADLOCK's cycle is checked against. Intervals by lock; `to` undefined while it lasts.
+   */
+  private readonly heldOver = new Map<string, { party: string; from: number; to?: number }[]>();
+  private readonly waitedOver = new Map<
+    string,
+    { party: string; order: string; holding: readonly string[]; from: number; to?: number }[]
+  >();
 
   constructor(
     private readonly memory: MemoryStorage,
@@ -286,10 +308,76 @@ export class Checker {
         this.trace.add(
           `DEBUG ${c.ref.lock}: ${JSON.stringify(c.old)} -> ${JSON.stringify(c.new)} with ${changes.map((x) => x.ref.kind).join(',')} in ${JSON.stringify((this.sched.current() as { name?: string } | undefined)?.name)}`,
         );
+      if (c.ref.kind === 'lock') this.holdersOver(c.ref.lock, c.new, now);
+      if (c.ref.kind === 'waiter') this.waitersOver(c.ref.lock, c.ref.order, c.old, c.new, now);
       if (c.ref.kind === 'lock' && c.new) this.lockChanged(c.ref.lock, c.old, c.new, served, now);
       if (c.new) this.gcRule(c, now);
     }
   };
+
+  /** Opens and closes the holding intervals of a lock's holders as its item changes. */
+  private holdersOver(lock: string, item: Item | undefined, now: number): void {
+    const live = new Set(liveGrants(item, now).map((g) => partyId(g)));
+    const spans = this.heldOver.get(lock) ?? [];
+    for (const s of spans) if (s.to === undefined && !live.has(s.party)) s.to = now;
+    for (const party of live)
+      if (!spans.some((s) => s.party === party && s.to === undefined)) spans.push({ party, from: now });
+    this.heldOver.set(lock, spans);
+  }
+
+  private waitersOver(
+    lock: string,
+    order: string,
+    old: Item | undefined,
+    item: Item | undefined,
+    now: number,
+  ) {
+    const spans = this.waitedOver.get(lock) ?? [];
+    if (item && !old) {
+      const w = waiterOf(order, item);
+      spans.push({ party: partyId(w), order, holding: w.holding ?? [], from: now });
+    }
+    if (!item && old) for (const s of spans) if (s.order === order && s.to === undefined) s.to = now;
+    this.waitedOver.set(lock, spans);
+  }
+
+  /**
+   * A wait was refused as a deadlock's victim: it is "not acquired" (nothing of it may remain or be
+   * granted later), and its cycle is a true one: each edge's blocker held that lock, or waited
+   * ahead for it, at some time since the request was sent; each hold is kept by the next edge's
+   * wait, which names it; and the cycle closes on the refused wait's own client.
+   */
+  deadlockRefused(
+    lock: string,
+    requestKey: string,
+    party: string,
+    cycle: readonly CycleEdge[],
+    sentAt: number,
+  ): void {
+    this.counts.deadlocks++;
+    this.answeredNotAcquired(lock, requestKey);
+    const now = this.sched.now();
+    const during = (s: { from: number; to?: number }) => s.from <= now && (s.to ?? now) >= sentAt;
+    const bad = (why: string) => this.fail(`DEADLOCK for ${requestText(lock, requestKey)}: ${why}`);
+    // A retry told of an earlier refusal (its first answer was lost) carries no cycle.
+    if (cycle.length === 0) return;
+    const first = cycle[0];
+    if (!first || first.lock !== lock || first.waiter.party !== party)
+      bad('the cycle does not start at the refused wait');
+    cycle.forEach((e, i) => {
+      const next = cycle[(i + 1) % cycle.length] as CycleEdge;
+      if (e.blocker.party !== next.waiter.party) bad(`edge ${i} does not lead to edge ${i + 1}`);
+      if (e.blocker_is === 'holder') {
+        if (!(this.heldOver.get(e.lock) ?? []).some((s) => s.party === e.blocker.party && during(s)))
+          bad(`${e.blocker.client_id} never held ${e.lock} while the request ran`);
+        const keeps = (this.waitedOver.get(next.lock) ?? []).some(
+          (s) => s.party === next.waiter.party && s.holding.includes(e.lock) && during(s),
+        );
+        if (!keeps) bad(`no wait of ${next.waiter.client_id} for ${next.lock} named ${e.lock} as held`);
+      } else if (!(this.waitedOver.get(e.lock) ?? []).some((s) => s.party === e.blocker.party && during(s)))
+        bad(`${e.blocker.client_id} never waited for ${e.lock} while the request ran`);
+    });
+  }
 
   /** Each waiter counter a commit touched equals the waiter items it counts. */
   private countersAgree(changes: readonly Change[]): void {

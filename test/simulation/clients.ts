@@ -8,6 +8,7 @@
  * holds a lock (until its own deadline), or a request answered "not
  * acquired".
  */
+import { partyId } from '../../lambdas/core/deadlock';
 import type { LatchkeyError } from '../../lambdas/core/errors';
 import { connectionRef, lockRef } from '../../lambdas/core/items';
 import {
@@ -22,7 +23,7 @@ import {
 import { SessionAttr } from '../../lambdas/core/session';
 import type { Frame } from '../../lambdas/core/ws-wire';
 import type { Services } from '../../lambdas/service/services';
-import type { Belief, Checker, Trace } from './checks';
+import type { Belief, Checker, CycleEdge, Trace } from './checks';
 import { Rng } from './scheduler';
 import type { Answer, SimConnection, World } from './world';
 
@@ -411,6 +412,81 @@ export class HttpClient extends Client {
       const remaining = grant.held.kind === 'lease' ? grant.held.expiresAt - this.now() : 0;
       await this.holdLease(grant, sentAt, remaining, asked);
     }
+  }
+}
+
+/**
+ * Holds one lock and, while holding it, waits for a second one naming the first in `holding`, as
+ * a nested withLock does. Two of them taking the same two locks in opposite orders deadlock: the
+ * service must refuse the wait that closes the cycle (DEADLOCK), and its cycle must be true
+ * (Checker.deadlockRefused); otherwise their leases and waits end it.
+ */
+export class NestingClient extends Client {
+  async run(): Promise<void> {
+    while (this.active) {
+      await this.sleep(this.rng.int(0, 600));
+      if (!this.active) return;
+      // Mostly in the order of its own (nest0: a then b, nest1: b then a), so the two cross.
+      const [a, b] = this.locks as [string, string];
+      const mine = this.id.endsWith('0');
+      const [first, second] = this.rng.chance(0.8) === mine ? [a, b] : [b, a];
+      const ttl = this.rng.int(2_000, 5_000);
+      const outer = await this.take(first, ttl, this.rng.int(100, MAX_HTTP_WAIT_MS), []);
+      if (!outer) continue;
+      await this.sleep(this.rng.int(0, 300));
+      if (outer.belief.until() > this.now()) {
+        const inner = await this.take(second, ttl, this.rng.int(100, MAX_HTTP_WAIT_MS), [first]);
+        if (inner) {
+          await this.sleep(this.rng.int(0, 200));
+          await this.release(inner.grant, inner.belief);
+        }
+      }
+      await this.release(outer.grant, outer.belief);
+    }
+  }
+
+  /** One exclusive acquire over HTTP that may wait, naming `holding`; the grant, believed held, or nothing. */
+  private async take(lock: string, ttl: number, waitMs: number, holding: readonly string[]) {
+    const requestId = this.newRequest();
+    const key = this.key(requestId);
+    const cmd: AcquireCommand = {
+      name: lock,
+      owner: this.owner,
+      clientId: this.id,
+      tenure: lease(ttl),
+      requestId,
+      ...(holding.length ? { holding } : {}),
+    };
+    this.sent(lock, requestId, EXCLUSIVE);
+    const sentAt = this.now();
+    const out = await this.call('acquire', (s) => overHttp(s, cmd, { waitMs }));
+    this.trace.add(
+      `${this.id} acquire ${lock} holding [${holding.join(' ')}] wait ${waitMs} ${requestId}: ${describe(out)}`,
+    );
+    if (out.kind === 'error' && out.error.code === 'DEADLOCK') {
+      const cycle = (out.error.fields?.cycle ?? []) as CycleEdge[];
+      this.check.deadlockRefused(lock, key, partyId({ owner: this.owner, clientId: this.id }), cycle, sentAt);
+      return undefined;
+    }
+    if (out.kind !== 'ok') return undefined;
+    if (!out.value.acquired) {
+      this.check.answeredNotAcquired(lock, key);
+      return undefined;
+    }
+    const grant = out.value.grant;
+    this.check.answeredGranted(lock, key, grant.fencingToken, grant.mode, EXCLUSIVE);
+    const deadline = sentAt + (grant.held.kind === 'lease' ? grant.held.expiresAt - this.now() : 0);
+    const belief: Belief = {
+      client: this.id,
+      lock,
+      token: grant.fencingToken,
+      from: this.now(),
+      until: () => deadline,
+      mode: grant.mode,
+      maxHolders: undefined,
+    };
+    this.check.hold(belief);
+    return { grant, belief };
   }
 }
 

@@ -8,7 +8,15 @@
 
 import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { Checker, Trace } from './checks';
-import { type Client, HostileClient, HttpClient, type ModeMix, SessionClient, WsClient } from './clients';
+import {
+  type Client,
+  HostileClient,
+  HttpClient,
+  type ModeMix,
+  NestingClient,
+  SessionClient,
+  WsClient,
+} from './clients';
 import { Rng, Scheduler } from './scheduler';
 import { FAULTS, NO_FAULTS, World } from './world';
 
@@ -94,6 +102,16 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
         mix.rng.chance(0.5)
           ? new HttpClient(`rd-http${i}`, mix.rng.chance(0.5) ? TEAM_A : TEAM_B, world, checker, trace, LOCKS)
           : new WsClient(`rd-ws${i}`, mix.rng.chance(0.5) ? TEAM_A : TEAM_B, world, checker, trace, LOCKS),
+      ),
+    );
+  // In most histories (by a random source of their own), two clients that take two locks one
+  // inside the other in either order: deadlocks the service must refuse, with true cycles.
+  const nesting = new Rng((seed * 0x9e3779b1) ^ 0x85ebca6b);
+  if (nesting.chance(0.6))
+    clients.push(
+      ...[0, 1].map(
+        (i) =>
+          new NestingClient(`nest${i}`, nesting.chance(0.5) ? TEAM_A : TEAM_B, world, checker, trace, LOCKS),
       ),
     );
   for (const client of clients) client.mix = mix;

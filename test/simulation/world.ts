@@ -125,9 +125,6 @@ class FaultyStorage implements Storage {
   dueIn(minute: number, now: number) {
     return this.query([], () => this.inner.dueIn(minute, now));
   }
-  waitsOf(owner: string, clientId: string) {
-    return this.query([], () => this.inner.waitsOf(owner, clientId));
-  }
   waitersOf(connection: string) {
     return this.query([], () => this.inner.waitersOf(connection));
   }

@@ -30,8 +30,6 @@ import type {
 } from '../../lambdas/service/storage';
 import { fullUpdate, type StoreSettings } from '../../lambdas/store/requests';
 import {
-  CLIENT_INDEX,
-  clientPartition,
   connectionOwner,
   DUE_INDEX,
   decodeListCursor,
@@ -73,8 +71,6 @@ interface IndexEntry {
 }
 
 const INDEX_ATTRS = [
-  CLIENT_INDEX.pk,
-  CLIENT_INDEX.sk,
   DUE_INDEX.pk,
   DUE_INDEX.sk,
   OWNER_INDEX.pk,
@@ -190,16 +186,6 @@ export class MemoryStorage implements Storage {
       )
       .sort((a, b) => (a.attrs[DUE_INDEX.sk] as number) - (b.attrs[DUE_INDEX.sk] as number))
       .flatMap((e) => this.refOfText(e.key) ?? []);
-  }
-
-  async waitsOf(owner: string, clientId: string): Promise<ItemRef[]> {
-    const partition = clientPartition(owner, clientId);
-    return this.indexed()
-      .filter((e) => e.attrs[CLIENT_INDEX.pk] === partition)
-      .flatMap((e) => {
-        const ref = this.refOfText(e.key);
-        return ref?.kind === 'waiter' ? [ref] : [];
-      });
   }
 
   async waitersOf(connection: string): Promise<ItemRef[]> {

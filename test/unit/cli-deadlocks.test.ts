@@ -24,8 +24,14 @@ import type { WaitGraph } from '../../sdk/client';
 import { DeadlockError, type WaitEdge } from '../../sdk/errors';
 import { LockClient } from '../../sdk/index';
 
-const arn = (who: string) => `arn:aws:iam::123456789012:role/${who}`;
-const party = (clientId: string, who = clientId) => ({ principal: arn(who), clientId });
+/** Each client's opaque party id (as the service hashes principal and client id). */
+const ids: Record<string, string> = { c1: 'pa1', c2: 'pb2', c3: 'pc3', c4: 'pd4', c5: 'pe5' };
+/** A party; c1 is the caller's own (`mine`), the others are other principals'. */
+const party = (clientId: string, id = ids[clientId] as string, mine = clientId === 'c1') => ({
+  clientId,
+  party: id,
+  mine,
+});
 const edge = (
   waiter: string,
   lock: string,
@@ -33,7 +39,7 @@ const edge = (
   blockerIs: 'holder' | 'ahead' = 'holder',
 ): WaitEdge => ({ waiter: party(waiter), lock, blocker: party(blocker), blockerIs });
 
-/** c1 waits for jobs/a held by c2, c2 for jobs/b held by c1. */
+/** c1 (you) waits for jobs/a held by c2, c2 for jobs/b held by c1. */
 const two = [edge('c1', 'jobs/a', 'c2'), edge('c2', 'jobs/b', 'c1')];
 /** c3 → c4 → c5 → c3, one of them queued behind the other. */
 const three = [edge('c4', 'jobs/d', 'c5'), edge('c5', 'jobs/e', 'c3', 'ahead'), edge('c3', 'jobs/c', 'c4')];
@@ -62,28 +68,42 @@ describe('merging the cycles several locks report', () => {
   it('a holder that became one ahead (or back) between two reads is the same cycle; other parties are not', () => {
     const asAhead = [{ ...(two[0] as WaitEdge), blockerIs: 'ahead' as const }, two[1] as WaitEdge];
     expect(mergeCycles([graph('jobs/a', [two]), graph('jobs/b', [asAhead])])).toHaveLength(1);
-    const otherPrincipal = [{ ...(two[0] as WaitEdge), blocker: party('c2', 'other') }, two[1] as WaitEdge];
+    const otherPrincipal = [{ ...(two[0] as WaitEdge), blocker: party('c2', 'px9') }, two[1] as WaitEdge];
     expect(mergeCycles([graph('jobs/a', [two]), graph('jobs/b', [otherPrincipal])])).toHaveLength(2);
     expect(mergeCycles([graph('jobs/a', [[]]), graph('jobs/b', [])])).toEqual([]);
   });
 });
 
 describe('the words', () => {
-  it('a cycle on one line, each principal said once; an edge on its own line with both', () => {
+  it('a cycle on one line, parties by client id (yours marked), ids only when needed; an edge with both ids', () => {
+    // Your own party is marked `(you)` wherever it is named; no ids when the client ids tell all apart.
     expect(cycleText(two)).toBe(
-      `c1 (${arn('c1')}) waits for jobs/a held by c2 (${arn('c2')}) → c2 waits for jobs/b held by c1`,
+      'c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (you)',
     );
     expect(cycleText(rotated(three))).toBe(
-      `c3 (${arn('c3')}) waits for jobs/c held by c4 (${arn('c4')}) → c4 waits for jobs/d held by c5 (${arn('c5')}) → c5 waits for jobs/e behind c3`,
+      'c3 waits for jobs/c held by c4 → c4 waits for jobs/d held by c5 → c5 waits for jobs/e behind c3',
     );
-    expect(edgeText(two[0] as WaitEdge)).toBe(`c1 (${arn('c1')}) waits for jobs/a held by c2 (${arn('c2')})`);
-    // One client id under two principals: every mention says which.
+    expect(cycleText(rotated(three))).not.toContain('(you)');
+    expect(cycleText(rotated(three))).not.toContain('[');
+    // An edge on its own line always says both parties' ids.
+    expect(edgeText(two[0] as WaitEdge)).toBe('c1 (you) [pa1] waits for jobs/a held by c2 [pb2]');
+    expect(edgeText(two[1] as WaitEdge)).toBe('c2 [pb2] waits for jobs/b held by c1 (you) [pa1]');
+    // One client id under two principals: every mention says which, by its party id.
     const twins = [
-      { ...(two[0] as WaitEdge), blocker: party('c1', 'other') },
-      { ...(two[1] as WaitEdge), waiter: party('c1', 'other') },
+      { ...(two[0] as WaitEdge), blocker: party('c1', 'px9', false) },
+      { ...(two[1] as WaitEdge), waiter: party('c1', 'px9', false) },
     ];
     expect(cycleText(twins)).toBe(
-      `c1 (${arn('c1')}) waits for jobs/a held by c1 (${arn('other')}) → c1 (${arn('other')}) waits for jobs/b held by c1 (${arn('c1')})`,
+      'c1 (you) [pa1] waits for jobs/a held by c1 [px9] → c1 [px9] waits for jobs/b held by c1 (you) [pa1]',
+    );
+    // Two other principals' parties under one client id are told apart by their ids alone.
+    const otherCycle = [
+      edge('c3', 'jobs/c', 'c4'),
+      { ...edge('c4', 'jobs/d', 'c3'), blocker: party('c4', 'pz7') },
+      { ...edge('c4', 'jobs/e', 'c3'), waiter: party('c4', 'pz7') },
+    ];
+    expect(cycleText(otherCycle)).toBe(
+      'c3 [pc3] waits for jobs/c held by c4 [pd4] → c4 [pd4] waits for jobs/d held by c4 [pz7] → c4 [pz7] waits for jobs/e held by c3 [pc3]',
     );
   });
 
@@ -114,15 +134,15 @@ describe('the words', () => {
       cycles: [
         [
           {
-            waiter: { principal: arn('c1'), client_id: 'c1' },
+            waiter: { client_id: 'c1', party: 'pa1', mine: true },
             lock: 'jobs/a',
-            blocker: { principal: arn('c2'), client_id: 'c2' },
+            blocker: { client_id: 'c2', party: 'pb2', mine: false },
             blocker_is: 'holder',
           },
           {
-            waiter: { principal: arn('c2'), client_id: 'c2' },
+            waiter: { client_id: 'c2', party: 'pb2', mine: false },
             lock: 'jobs/b',
-            blocker: { principal: arn('c1'), client_id: 'c1' },
+            blocker: { client_id: 'c1', party: 'pa1', mine: true },
             blocker_is: 'holder',
           },
         ],

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { keeperOf, keeperSteps } from '../../lambdas/core/deadlock';
 import { add, and, applyUpdate, eq, gt, le, missing, ne, or, remove, set } from '../../lambdas/core/expr';
 import { freeSlotWrite, takeSlotWrite } from '../../lambdas/core/http-wait';
 import { httpWaitRef, lockRef, type Step, sessionRef } from '../../lambdas/core/items';
@@ -29,7 +30,16 @@ import { createWrite, endWrite, heartbeatWrite, sessionOfItem } from '../../lamb
 import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { compile } from '../../lambdas/store/compile';
 import { fullUpdate, transactRequest, updateRequest } from '../../lambdas/store/requests';
-import { LIST_INDEX, LIST_PARTITIONS, lockListing } from '../../lambdas/store/table';
+import {
+  GC_ATTRIBUTE,
+  KEY,
+  keyOf,
+  LIST_INDEX,
+  LIST_PARTITIONS,
+  LOCK_SK,
+  lockListing,
+  refOfKey,
+} from '../../lambdas/store/table';
 
 const OWNER = localPrincipal('worker');
 
@@ -268,15 +278,35 @@ describe('every write is one DynamoDB accepts', () => {
 
   it('a waiter item, stored with its housekeeping, keeps the principal it waits for', () => {
     for (const connection of [undefined, 'conn-1']) {
-      const w = waiter(connection);
-      const step = enqueueSteps(w, now, DEFAULT_LIMITS)[1] as Step & { kind: 'update' };
-      const stored = applyUpdate(undefined, fullUpdate(settings, step.ref, step));
-      expect(waiterOf(w.order, stored)).toEqual(w);
-      // Moving its delivery to another connection keeps it too.
-      const move = moveDeliverySteps(w, 'conn-2', now)[0] as Step & { kind: 'update' };
-      const moved = applyUpdate(stored, fullUpdate(settings, move.ref, move));
-      expect(waiterOf(w.order, moved)).toEqual({ ...w, connectionId: 'conn-2' });
+      const plain = waiter(connection);
+      // With and without the locks its task keeps (deadlock detection).
+      for (const w of [plain, { ...plain, holding: ['jobs/a', 'jobs/b/c'] }]) {
+        const step = enqueueSteps(w, now, DEFAULT_LIMITS)[1] as Step & { kind: 'update' };
+        const stored = applyUpdate(undefined, fullUpdate(settings, step.ref, step));
+        expect(waiterOf(w.order, stored)).toEqual(w);
+        // Moving its delivery to another connection keeps it too.
+        const move = moveDeliverySteps(w, 'conn-2', now)[0] as Step & { kind: 'update' };
+        const moved = applyUpdate(stored, fullUpdate(settings, move.ref, move));
+        expect(waiterOf(w.order, moved)).toEqual({ ...w, connectionId: 'conn-2' });
+      }
     }
+  });
+
+  it("a keeper record sits in its lock's partition outside the queue's range, names the wait, and is collected after it", () => {
+    const w = { ...waiter(undefined), holding: ['jobs/held', 'jobs/other'] };
+    const steps = keeperSteps(w);
+    expect(steps).toHaveLength(2);
+    const step = steps[0] as Step & { kind: 'update' };
+    const key = keyOf(step.ref);
+    expect(key.pk).toBe(keyOf(lockRef('jobs/held')).pk);
+    // The queue is read as the range LOCK..WAIT#\uffff: a keeper sorts before it.
+    expect(key.sk < LOCK_SK).toBe(true);
+    expect(refOfKey({ [KEY.pk]: key.pk, [KEY.sk]: key.sk })).toEqual(step.ref);
+    expect(step.condition).toBeUndefined();
+    const stored = applyUpdate(undefined, fullUpdate(settings, step.ref, step));
+    expect(keeperOf(stored)).toEqual({ lock: w.lock, order: w.order });
+    expect(stored[GC_ATTRIBUTE]).toBe(Math.ceil(w.deadline / 1000) + settings.retentionSeconds);
+    expect(keeperSteps({ ...w, holding: undefined })).toEqual([]);
   });
 
   it('a grant, stored with its housekeeping, names its principal', () => {

@@ -48,6 +48,9 @@ interface LockModel {
     readonly mode: LockMode;
     /** The locks it names as held: those its party holds live ('held'), none, or any (true or not). */
     readonly names: 'held' | 'none' | readonly number[];
+    /** Some waits jump ahead by priority; some are past their deadline (never served: no edge). */
+    readonly priority: number;
+    readonly expired: boolean;
   }[];
 }
 
@@ -71,6 +74,8 @@ const lockArb: fc.Arbitrary<LockModel> = fc.record({
     fc.record({
       party: fc.nat({ max: 3 }),
       mode: fc.constantFrom<LockMode>('exclusive', 'exclusive', 'shared'),
+      priority: fc.constantFrom(0, 0, 0, 5),
+      expired: fc.constantFrom(false, false, false, false, false, true),
       names: fc.oneof(
         { weight: 3, arbitrary: fc.constant<'held'>('held') },
         { weight: 1, arbitrary: fc.constant<'none'>('none') },
@@ -123,14 +128,14 @@ function worldOf(locks: readonly LockModel[]) {
         const arrivedAt = NOW - 1000 + arrival++;
         return {
           lock: lockName(i),
-          order: queueOrder(0, arrivedAt, `n${arrival}`),
+          order: queueOrder(w.priority, arrivedAt, `n${arrival}`),
           owner: p.owner,
           clientId: p.clientId,
           tenure: { kind: 'lease', ttlMs: 60_000 },
           requestId: `r${arrival}`,
           requestKey: `k${arrival}`,
-          deadline: NOW + 60_000,
-          priority: 0,
+          deadline: w.expired ? NOW - 1 : NOW + 60_000,
+          priority: w.priority,
           arrivedAt,
           connectionId: undefined,
           mode: w.mode,
@@ -146,10 +151,16 @@ function worldOf(locks: readonly LockModel[]) {
             .filter((j) => j !== i)
             .map(lockName),
         } satisfies Waiter;
-      }),
+      })
+      .sort((x, y) => (x.order < y.order ? -1 : 1)),
   );
   // The model's graph, from the modes alone: nodes are waits ("w:lock#order") and holds ("h:lock#party").
   const waits = queues.flat();
+  /** The last wait (by arrival) of `p` that named `lock` as held: what its keeper record names. */
+  const keeperOf = (lock: string, p: Party): Waiter | undefined =>
+    waits
+      .filter((w) => same(w, p) && (w.holding ?? []).includes(lock))
+      .sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
   const waitNode = (w: Waiter) => `w:${w.lock}#${w.order}`;
   const holdNode = (lock: string, p: Party) => `h:${lock}#${partyKey(p)}`;
   /** Links out of each node: a wait edge (weight 1) or a hold's link to a wait that keeps it (weight 0). */
@@ -158,6 +169,7 @@ function worldOf(locks: readonly LockModel[]) {
     links.set(from, [...(links.get(from) ?? []), { to, ...(edge ? { edge } : {}) }]);
   locks.forEach((m, i) => {
     for (const w of queues[i] as Waiter[]) {
+      if (w.deadline <= NOW) continue; // never served: it waits for nothing
       const me = { owner: w.owner, clientId: w.clientId };
       const seen = new Set<string>();
       for (const h of m.holders?.who ?? []) {
@@ -173,7 +185,7 @@ function worldOf(locks: readonly LockModel[]) {
         link(waitNode(w), holdNode(w.lock, p), { waiter: me, lock: w.lock, blocker: p, blockerIs: 'holder' });
       }
       for (const a of queues[i] as Waiter[])
-        if (a.order < w.order && conflicts(w.mode, a.mode))
+        if (a.order < w.order && a.deadline > NOW && conflicts(w.mode, a.mode))
           link(waitNode(w), waitNode(a), {
             waiter: me,
             lock: w.lock,
@@ -181,17 +193,19 @@ function worldOf(locks: readonly LockModel[]) {
             blockerIs: 'ahead',
           });
     }
-    for (const h of m.holders?.who ?? [])
-      if (h.live)
-        for (const w of waits)
-          if (same(w, party(h.party)) && (w.holding ?? []).includes(lockName(i)))
-            link(holdNode(lockName(i), party(h.party)), waitNode(w));
+    // A hold is kept by its party's last wait naming it (its keeper record), if that wait is live.
+    for (const h of m.holders?.who ?? []) {
+      const keeper = keeperOf(lockName(i), party(h.party));
+      if (h.live && keeper && keeper.deadline > NOW)
+        link(holdNode(lockName(i), party(h.party)), waitNode(keeper));
+    }
   });
   let reads = 0;
   const reader: GraphReader = {
-    waitsOf: async (p) => {
+    keeperOf: async (lock, p) => {
       reads++;
-      return waits.filter((w) => same(w, p)).map((w) => ({ lock: w.lock, order: w.order }));
+      const keeper = keeperOf(lock, p);
+      return keeper && { lock: keeper.lock, order: keeper.order };
     },
     lock: async (name) => {
       reads++;
@@ -201,15 +215,21 @@ function worldOf(locks: readonly LockModel[]) {
   };
   const edgeKeys = new Set([...links.values()].flat().flatMap((l) => (l.edge ? [edgeKey(l.edge)] : [])));
   /** Wait edges on the shortest way from a wait back to itself (0-1 BFS), or undefined. */
-  const shortestCycle = (joined: Waiter): number | undefined => {
+  const shortestCycle = (joined: Waiter, viaKeepersOnly = false): number | undefined => {
     const start = waitNode(joined);
+    // The joined wait keeps what it names, whichever wait of its party the keeper record names.
+    const closing = new Set(
+      viaKeepersOnly
+        ? []
+        : (joined.holding ?? []).map((k) => holdNode(k, { owner: joined.owner, clientId: joined.clientId })),
+    );
     const dist = new Map<string, number>();
     const deque: [string, number][] = (links.get(start) ?? []).map((l) => [l.to, l.edge ? 1 : 0]);
     let best: number | undefined;
     while (deque.length) {
       deque.sort((a, b) => a[1] - b[1]);
       const [node, d] = deque.shift() as [string, number];
-      if (node === start) {
+      if (node === start || closing.has(node)) {
         best = d;
         break;
       }
@@ -226,8 +246,12 @@ function worldOf(locks: readonly LockModel[]) {
       const next = cycle[(i + 1) % cycle.length] as WaitEdge;
       if (!edgeKeys.has(edgeKey(e)) || !same(e.blocker, next.waiter)) return false;
       if (e.blockerIs === 'ahead') return next.lock === e.lock;
-      return waits.some(
-        (w) => same(w, e.blocker) && w.lock === next.lock && (w.holding ?? []).includes(e.lock),
+      // A hold is kept by its party's keeper; the closing edge also by the refused wait itself.
+      const keeper = keeperOf(e.lock, e.blocker);
+      if (keeper !== undefined && keeper.lock === next.lock && keeper.deadline > NOW) return true;
+      return (
+        i === cycle.length - 1 &&
+        waits.some((w) => same(w, e.blocker) && w.lock === next.lock && (w.holding ?? []).includes(e.lock))
       );
     });
   return { waits, reader, readCount: () => reads, edgeKeys, shortestCycle, isTrueCycle };
@@ -266,7 +290,7 @@ describe('deadlock detection (core/deadlock.ts)', () => {
         const joined = world.waits[pick % Math.max(1, world.waits.length)];
         return joined ? [world.shortestCycle(joined)] : [];
       });
-    expect(lengths.filter((n) => n !== undefined).length).toBeGreaterThan(lengths.length / 50);
+    expect(lengths.filter((n) => n !== undefined).length).toBeGreaterThan(lengths.length / 80);
     expect(lengths.filter((n) => n !== undefined && n > 2).length).toBeGreaterThan(10);
   });
 
@@ -292,11 +316,11 @@ describe('deadlock detection (core/deadlock.ts)', () => {
     const locks: LockModel[] = [
       {
         holders: { mode: 'exclusive', who: [{ party: 0, live: true }] },
-        queue: [{ party: 2, mode: 'exclusive', names: 'held' }],
+        queue: [{ party: 2, mode: 'exclusive', names: 'held', priority: 0, expired: false }],
       },
       {
         holders: { mode: 'exclusive', who: [{ party: 2, live: true }] },
-        queue: [{ party: 0, mode: 'exclusive', names: 'none' }],
+        queue: [{ party: 0, mode: 'exclusive', names: 'none', priority: 0, expired: false }],
       },
     ];
     const world = worldOf(locks);
@@ -305,7 +329,10 @@ describe('deadlock detection (core/deadlock.ts)', () => {
     // Once a's wait names X as held, the later of the two waits closes a cycle of two edges.
     const named = worldOf([
       locks[0] as LockModel,
-      { ...(locks[1] as LockModel), queue: [{ party: 0, mode: 'exclusive', names: 'held' }] },
+      {
+        ...(locks[1] as LockModel),
+        queue: [{ party: 0, mode: 'exclusive', names: 'held', priority: 0, expired: false }],
+      },
     ]);
     for (const joined of named.waits)
       expect((await findCycle(joined, named.reader, NOW)).cycle?.length).toBe(2);
@@ -320,7 +347,7 @@ describe('deadlock detection (core/deadlock.ts)', () => {
         for (const c of graph.cycles) expect(world.isTrueCycle(c)).toBe(true);
         expect(graph.exhaustive).toBe(true);
         const throughIt = world.waits.some(
-          (w) => w.lock === lockName(0) && world.shortestCycle(w) !== undefined,
+          (w) => w.lock === lockName(0) && world.shortestCycle(w, true) !== undefined,
         );
         if (throughIt) expect(graph.cycles.length).toBeGreaterThan(0);
       }),

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { lockNameProblem, RESERVED_LAST_LEVELS } from '../../lambdas/core/names';
 import { ADMIN_ACTIONS } from '../../lambdas/http/admin-locks';
 import { LOCK_ACTIONS } from '../../lambdas/http/lock-commands';
+import { LOCK_VIEWS } from '../../lambdas/http/lock-path';
 import { ROUTES } from '../../lambdas/http/routes';
 import { WS_ROUTES, WS_STAGE } from '../../lambdas/ws/routes';
 
@@ -147,7 +148,9 @@ describe('the README IAM policy examples', () => {
   it('a path ending in an action word is always that action: no lock name ends in one', () => {
     // So the Deny above on .../jobs/billing/acquire can only ever mean "acquire jobs/billing", and
     // GET .../locks/jobs/billing/acquire inspects nothing (400): no lock named jobs/billing/acquire exists.
-    expect([...RESERVED_LAST_LEVELS].sort()).toEqual([...LOCK_ACTIONS, ...ADMIN_ACTIONS].sort());
+    expect([...RESERVED_LAST_LEVELS].sort()).toEqual(
+      [...LOCK_ACTIONS, ...ADMIN_ACTIONS, ...LOCK_VIEWS].sort(),
+    );
     for (const word of RESERVED_LAST_LEVELS) {
       expect(lockNameProblem(`jobs/billing/${word}`), word).toMatch(/reserved/);
       expect(lockNameProblem(word), word).toMatch(/reserved/);

@@ -457,7 +457,7 @@ describe('deadlock detection: a wait names the locks its task holds (holding)', 
       });
     });
     expect(holdingOf(sent, 'mid/a')).toEqual(['outer']);
-    expect(holdingOf(sent, 'inner')).toEqual(['by-hand', 'outer', 'mid/a']);
+    expect(holdingOf(sent, 'inner')).toEqual(['outer', 'mid/a', 'by-hand']);
   });
 
   it("concurrent tasks of one client never name each other's locks", async () => {

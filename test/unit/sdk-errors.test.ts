@@ -590,18 +590,17 @@ it('parseDuration is what turns text into the numbers the SDK takes', () => {
 });
 
 describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a DeadlockError', () => {
-  const arn = (who: string) => `arn:aws:iam::123456789012:user/${who}`;
   const wireCycle = [
     {
-      waiter: { principal: arn('a'), client_id: 'c1' },
+      waiter: { client_id: 'c1', party: 'pa1', mine: true },
       lock: 'jobs/a',
-      blocker: { principal: arn('b'), client_id: 'c2' },
+      blocker: { client_id: 'c2', party: 'pb2', mine: false },
       blocker_is: 'holder',
     },
     {
-      waiter: { principal: arn('b'), client_id: 'c2' },
+      waiter: { client_id: 'c2', party: 'pb2', mine: false },
       lock: 'jobs/b',
-      blocker: { principal: arn('a'), client_id: 'c1' },
+      blocker: { client_id: 'c1', party: 'pa1', mine: true },
       blocker_is: 'ahead',
     },
   ];
@@ -628,15 +627,15 @@ describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a De
     });
     expect((error as DeadlockError).cycle).toEqual([
       {
-        waiter: { principal: arn('a'), clientId: 'c1' },
+        waiter: { clientId: 'c1', party: 'pa1', mine: true },
         lock: 'jobs/a',
-        blocker: { principal: arn('b'), clientId: 'c2' },
+        blocker: { clientId: 'c2', party: 'pb2', mine: false },
         blockerIs: 'holder',
       },
       {
-        waiter: { principal: arn('b'), clientId: 'c2' },
+        waiter: { clientId: 'c2', party: 'pb2', mine: false },
         lock: 'jobs/b',
-        blocker: { principal: arn('a'), clientId: 'c1' },
+        blocker: { clientId: 'c1', party: 'pa1', mine: true },
         blockerIs: 'ahead',
       },
     ]);
@@ -649,6 +648,17 @@ describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a De
     expect(
       (errorFromResponse(409, refusal([{ lock: 'jobs/a' }, wireCycle[1]])) as DeadlockError).cycle,
     ).toHaveLength(1);
+    // A party without its opaque id leaves its edge out; `mine` is true only when the service says so.
+    const noId = { ...wireCycle[0], waiter: { client_id: 'c1', mine: true } };
+    expect((errorFromResponse(409, refusal([noId, wireCycle[1]])) as DeadlockError).cycle).toEqual([
+      expect.objectContaining({ lock: 'jobs/b' }),
+    ]);
+    const noMine = { ...wireCycle[1], blocker: { client_id: 'c1', party: 'pa1', mine: 'yes' } };
+    expect((errorFromResponse(409, refusal([noMine])) as DeadlockError).cycle[0]?.blocker).toEqual({
+      clientId: 'c1',
+      party: 'pa1',
+      mine: false,
+    });
   });
 
   /** A client whose acquires of `refused` are answered 409 DEADLOCK; every other lock is granted. */
