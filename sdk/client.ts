@@ -347,10 +347,13 @@ export class LockClient {
   /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
   async release(lease: Lease): Promise<void> {
     leaseArg('release', lease);
+    // One release_id for every retry of this release: a retry of one already applied (its answer
+    // lost) is answered, never applied twice (a re-entered lock would count down twice).
     await this.post(lockPath(lease.name, 'release'), {
       client_id: lease.clientId,
       fencing_token: lease.fencingToken,
       ...heldAs(lease),
+      release_id: randomUUID(),
     });
   }
 
@@ -363,7 +366,12 @@ export class LockClient {
       const answer = await this.transport.send(
         'POST',
         lockPath(lease.name, 'release'),
-        { client_id: lease.clientId, fencing_token: lease.fencingToken, ...heldAs(lease) },
+        {
+          client_id: lease.clientId,
+          fencing_token: lease.fencingToken,
+          ...heldAs(lease),
+          release_id: randomUUID(),
+        },
         { attempts: 3, timeoutMs: 3_000 },
       );
       return answer.status === 200;

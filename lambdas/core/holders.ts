@@ -69,6 +69,8 @@ const FIELDS = {
   acquiredAt: 'a',
   reentry: 'r',
   grantRequest: 'q',
+  /** The release_id of the last release applied to the entry (a re-entry counted down). */
+  lastRelease: 'l',
 } as const;
 type Field = keyof typeof FIELDS;
 

@@ -62,6 +62,8 @@ export const LockAttr = {
   releasedAt: 'released_at',
   /** Id of the last write applied to the item: how a write whose response was lost is recognised. */
   lastWrite: 'last_write',
+  /** The release_id of the last release applied to the item's holder (ReleaseCommand.releaseId). */
+  lastRelease: 'last_release',
   /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
   queued: 'queued',
   /** The session the grant is held through (see session.ts): it lasts exactly as long as the session. */
@@ -120,6 +122,12 @@ export interface ReleaseCommand {
    * grant; a wrong hint costs one refused write (the grant is then found in the item returned).
    */
   readonly mode?: LockMode | undefined;
+  /**
+   * Names this release, the same on every retry of it: a release whose answer was lost and is sent
+   * again is answered as applied, never applied twice (a re-entered grant would count down twice
+   * and be freed while its outer scope still holds it).
+   */
+  readonly releaseId?: string | undefined;
 }
 
 export interface RenewCommand extends ReleaseCommand {
@@ -697,19 +705,31 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
 const releasableBy = (cmd: ReleaseCommand, now: number) =>
   and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered);
 
+/** Not this very release again (a retry of one whose answer was lost); anything, without a release id. */
+export const notReleasedAs = (attr: string, releaseId: string | undefined): Condition | undefined =>
+  releaseId === undefined ? undefined : or(missing(attr), ne(attr, releaseId));
+
+/** Records the release applied (see ReleaseCommand.releaseId). */
+export const releasedAs = (attr: string, releaseId: string | undefined): UpdateAction[] =>
+  releaseId === undefined ? [] : [set(attr, releaseId)];
+
 function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
   return {
-    condition: releasableBy(cmd, now),
-    update: releaseFields(now),
+    condition: withOptional(releasableBy(cmd, now), notReleasedAs(A.lastRelease, cmd.releaseId)),
+    update: [...releaseFields(now), ...releasedAs(A.lastRelease, cmd.releaseId)],
     gcFrom: now,
   };
 }
 
 function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): ItemWrite {
   return {
-    // The exact count seen: a second delivery of this write can never count down twice.
-    condition: and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
-    update: [add(A.reentry, -1, 1)],
+    // The exact count seen: a second delivery of this write can never count down twice; and with a
+    // release id, neither can a second sending of this release (its answer lost).
+    condition: withOptional(
+      and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
+      notReleasedAs(A.lastRelease, cmd.releaseId),
+    ),
+    update: [add(A.reentry, -1, 1), ...releasedAs(A.lastRelease, cmd.releaseId)],
   };
 }
 
@@ -717,6 +737,17 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
   return {
     first: releaseWrite(cmd, now),
     onRefused(old) {
+      // This very release was applied already (its answer was lost): answered as it stands now.
+      if (cmd.releaseId !== undefined && old && str(old, A.lastRelease) === cmd.releaseId) {
+        const holder = liveHolder(old, now);
+        const mine =
+          holder?.owner === cmd.owner &&
+          holder.clientId === cmd.clientId &&
+          holder.fencingToken === cmd.fencingToken;
+        return {
+          outcome: { lock: cmd.name, remaining: mine ? holder.reentry : 0, queued: queuedCount(old) },
+        };
+      }
       const refused = holderRefusal(old, cmd, now);
       if (refused) throw refused;
       const reentry = (old && num(old, A.reentry)) ?? 1;

@@ -70,6 +70,7 @@ import {
   LockAttr,
   liveHolder,
   nextFence,
+  notReleasedAs,
   type Protocol,
   queuedCount,
   queueIsEmpty,
@@ -78,6 +79,7 @@ import {
   type RenewCommand,
   type RenewOutcome,
   refusal,
+  releasedAs,
   requestKeyOf,
   sameFence,
   withOptional,
@@ -350,12 +352,15 @@ export const recordsSharedGrant = (item: Item | undefined, cmd: ReleaseCommand):
 function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions): ItemWrite {
   const slot = slotOf(cmd.owner, cmd.clientId);
   return {
-    condition: and(
-      entryHeldBy(slot, cmd.owner, cmd.fencingToken),
-      entryLiveAt(slot, now),
-      entryNotReentered(slot),
-      missing(entryAttr(slot, 'session')),
-      sessionsAre(sessions),
+    condition: withOptional(
+      and(
+        entryHeldBy(slot, cmd.owner, cmd.fencingToken),
+        entryLiveAt(slot, now),
+        entryNotReentered(slot),
+        missing(entryAttr(slot, 'session')),
+        sessionsAre(sessions),
+      ),
+      notReleasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
     ),
     update: [
       ...removeEntry(slot),
@@ -373,18 +378,31 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
   return {
     first: releaseWrite(cmd, now, 'none'),
     onRefused(old) {
+      // This very release counted the entry down already (its answer was lost): answered as it stands.
+      const last = old?.[entryAttr(slot, 'lastRelease')];
+      if (cmd.releaseId !== undefined && last === cmd.releaseId) {
+        const entry = entryIn(old, slot);
+        const mine = entry?.fencingToken === cmd.fencingToken && entry.owner === cmd.owner;
+        return { outcome: { lock: cmd.name, remaining: mine ? entry.reentry : 0, queued: queuedCount(old) } };
+      }
       const refused = entryRefusal(old, cmd, now);
       if (refused) throw refused;
       const entry = entryIn(old, slot) as SharedEntry;
       if (entry.reentry > 1)
         return {
           write: {
-            condition: and(
-              entryHeldBy(slot, cmd.owner, cmd.fencingToken),
-              entryLiveAt(slot, now),
-              eq(entryAttr(slot, 'reentry'), entry.reentry),
+            condition: withOptional(
+              and(
+                entryHeldBy(slot, cmd.owner, cmd.fencingToken),
+                entryLiveAt(slot, now),
+                eq(entryAttr(slot, 'reentry'), entry.reentry),
+              ),
+              notReleasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
             ),
-            update: [add(entryAttr(slot, 'reentry'), -1, 1)],
+            update: [
+              add(entryAttr(slot, 'reentry'), -1, 1),
+              ...releasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
+            ],
           },
         };
       // Held through a session: released as its session's end would, without lock-delay.

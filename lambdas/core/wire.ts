@@ -251,6 +251,8 @@ export const releaseBody = z.strictObject({
   client_id: clientId,
   fencing_token: fencingToken,
   mode: lockMode.optional(),
+  /** The same on every retry of this release: a retry of one already applied is answered, not applied again. */
+  release_id: identifier('release_id').optional(),
 });
 
 export const renewBody = (limits: Limits) =>
@@ -304,6 +306,7 @@ export const releaseCommand = (name: string, owner: string, b: ReleaseBody): Rel
   clientId: b.client_id,
   fencingToken: b.fencing_token,
   mode: b.mode,
+  releaseId: b.release_id,
 });
 export const renewCommand = (name: string, owner: string, b: RenewBody): RenewCommand => ({
   name,

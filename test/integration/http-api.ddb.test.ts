@@ -341,6 +341,21 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
     ['max_holders out of range', '/api/v1/locks/bad/acquire', { ...ok, mode: 'shared', max_holders: 1_001 }],
     ['a negative token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: -1 }],
     ['a fractional token', '/api/v1/locks/bad/release', { client_id: 'w1', fencing_token: 1.5 }],
+    [
+      'a bad release_id',
+      '/api/v1/locks/bad/release',
+      { client_id: 'w1', fencing_token: 1, release_id: 'a b' },
+    ],
+    [
+      'holding that is not a list',
+      '/api/v1/locks/bad/acquire',
+      { ...ok, wait_timeout_ms: 100, holding: 'a' },
+    ],
+    [
+      'holding a bad name',
+      '/api/v1/locks/bad/acquire',
+      { ...ok, wait_timeout_ms: 100, holding: ['x/acquire'] },
+    ],
     ['a string token', '/api/v1/locks/bad/renew', { client_id: 'w1', fencing_token: '7', ttl_ms: 5_000 }],
     [
       'a token beyond 2^53',
@@ -523,7 +538,7 @@ describe('a bad lock name is a 400 naming the rule, whoever signed the request a
   });
 
   it('the last level of a path is always the action: a name may not end in an action word', async () => {
-    const reserved = /a name's last level may not be acquire, release, renew, cancel or force-release/;
+    const reserved = /a name's last level may not be acquire, release, renew, cancel, force-release or waits/;
     const inspected = await api.get('/api/v1/locks/names/a/acquire');
     expect(inspected.status).toBe(400);
     expect(inspected.body.error).toMatchObject({
@@ -538,7 +553,7 @@ describe('a bad lock name is a 400 naming the rule, whoever signed the request a
     const acquired = await api.post('/api/v1/locks/names/a/acquire', { client_id: 'w', ttl_ms: 5_000 });
     expect(acquired.body).toMatchObject({ acquired: true, lock: 'names/a' });
     expect((await api.get('/api/v1/locks/names/a')).body).toMatchObject({ lock: 'names/a', state: 'held' });
-    for (const word of ['acquire', 'release', 'renew', 'cancel', 'force-release']) {
+    for (const word of ['acquire', 'release', 'renew', 'cancel', 'force-release', 'waits']) {
       const taken = await api.post(`/api/v1/locks/names/${word}/acquire`, { client_id: 'w', ttl_ms: 5_000 });
       expect(taken, word).toMatchObject({ status: 400, body: { error: { code: 'INVALID_NAME' } } });
       expect((await sdkError(sdk().tryAcquire(`names/${word}`))).message).toBe(
@@ -547,6 +562,9 @@ describe('a bad lock name is a 400 naming the rule, whoever signed the request a
       const forced = await api.post(`/api/v1/admin/locks/names/${word}/force-release`, { reason: 'test' });
       expect(forced, word).toMatchObject({ status: 400, body: { error: { code: 'INVALID_NAME' } } });
     }
+    // GET of .../names/a/waits is the waits view of names/a, never a lock of that name.
+    const waits = await api.get('/api/v1/locks/names/a/waits');
+    expect(waits.body).toMatchObject({ lock: 'names/a', edges: [], cycles: [], complete: true });
     // Anywhere but last, or with more to it, an action word is a level like any other.
     for (const name of ['names/acquire/x', 'names/acquired']) {
       const ok = await api.post(`/api/v1/locks/${name}/acquire`, { client_id: 'w', ttl_ms: 5_000 });

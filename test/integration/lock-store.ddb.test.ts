@@ -312,6 +312,32 @@ describe('idempotent retries and reentrancy', () => {
       true,
     );
   });
+
+  it('a release sent again with its release_id (its answer lost) never counts a re-entry down twice, in either mode', async () => {
+    for (const mode of ['exclusive', 'shared'] as const) {
+      const name = `reentrant-retried-${mode}`;
+      const take = () =>
+        ctx.acquire({ name, owner: OWNER, clientId: 'a', tenure: lease(30_000), reentrant: true, mode });
+      const token = tokenOf(await take());
+      expect(await take()).toMatchObject({ grant: { fencingToken: token, reentry: 2 } });
+      const release = { name, owner: OWNER, clientId: 'a', fencingToken: token, mode, releaseId: 'rel-1' };
+      expect(await ctx.services.locks.release(release)).toMatchObject({ remaining: 1 });
+      // The same release again: answered as applied, and the outer scope still holds the lock.
+      expect(await ctx.services.locks.release(release)).toMatchObject({ remaining: 1 });
+      expect(await ctx.services.locks.release(release)).toMatchObject({ remaining: 1 });
+      expect((await ctx.acquire({ name, owner: OWNER, clientId: 'b', tenure: lease(30_000) })).acquired).toBe(
+        false,
+      );
+      // The outer scope's own release frees it; its retry is answered as applied too (exclusive).
+      const last = { ...release, releaseId: 'rel-2' };
+      expect(await ctx.services.locks.release(last)).toMatchObject({ remaining: 0 });
+      if (mode === 'exclusive')
+        expect(await ctx.services.locks.release(last)).toMatchObject({ remaining: 0 });
+      expect((await ctx.acquire({ name, owner: OWNER, clientId: 'b', tenure: lease(30_000) })).acquired).toBe(
+        true,
+      );
+    }
+  });
 });
 
 describe('DynamoDB calls per operation', () => {

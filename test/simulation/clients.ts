@@ -183,8 +183,8 @@ export abstract class Client {
       return;
     }
     await this.sleep(this.rng.int(0, Math.max(0, Math.min(ttl, deadline - this.now()))));
-    // A release of a re-entry is not idempotent (a retry after a lost answer counts down again), so
-    // it is sent once; without an answer, whether the last release frees the lock is unknown.
+    // Each release carries a release_id, the same on every retry: a retry of one applied (its answer
+    // lost) is answered, never counted down twice. Without any answer, what it did is unknown.
     let sure = true;
     for (let i = 0; i < reentries && sure && this.now() < deadline; i++)
       sure = await this.leaveReentry(grant, belief);
@@ -249,11 +249,12 @@ export abstract class Client {
       clientId: grant.clientId,
       fencingToken: grant.fencingToken,
       ...this.hint(grant.mode),
+      releaseId: this.newRequest(),
     };
     const out = await this.call(
       'release',
       (s) => s.locks.release(cmd),
-      1,
+      6,
       undefined,
       () => alive,
     );
@@ -278,6 +279,7 @@ export abstract class Client {
       clientId: grant.clientId,
       fencingToken: grant.fencingToken,
       ...this.hint(grant.mode),
+      releaseId: this.newRequest(),
     };
     // A lease that lapsed (or was fenced out) may be another principal's by now: then FORBIDDEN is right.
     const out = await this.call(

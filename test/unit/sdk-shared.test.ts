@@ -211,7 +211,8 @@ describe('what is sent to acquire', () => {
     const [rx, ry, rz] = bodies('release');
     expect(rx).toMatchObject({ mode: 'shared' });
     expect(ry).toMatchObject({ mode: 'shared' });
-    expect(Object.keys(rz ?? {})).toEqual(['client_id', 'fencing_token']); // exclusive: as before
+    // Exclusive: no mode (as before); every release names itself for its retries.
+    expect(Object.keys(rz ?? {})).toEqual(['client_id', 'fencing_token', 'release_id']);
   });
 
   it("withLock's keeper renews a shared lease saying so", async () => {
@@ -315,11 +316,12 @@ describe('release and renew of a shared lease', () => {
       { client_id: 'me', fencing_token: 9, ttl_ms: 30_000, mode: 'shared' },
       { client_id: 'me', fencing_token: 9, ttl_ms: 30_000 },
     ]);
+    const release_id = expect.any(String);
     expect(bodies('release')).toEqual([
-      { client_id: 'me', fencing_token: 9, mode: 'shared' },
-      { client_id: 'me', fencing_token: 9, mode: 'shared' },
-      { client_id: 'me', fencing_token: 9 },
-      { client_id: 'me', fencing_token: 9 },
+      { client_id: 'me', fencing_token: 9, mode: 'shared', release_id },
+      { client_id: 'me', fencing_token: 9, mode: 'shared', release_id },
+      { client_id: 'me', fencing_token: 9, release_id },
+      { client_id: 'me', fencing_token: 9, release_id },
     ]);
   });
 

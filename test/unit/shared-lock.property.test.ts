@@ -45,7 +45,15 @@ type Op =
       rid: string | undefined;
       reentrant: boolean;
     }
-  | { op: 'release' | 'renew'; who: Actor; pick: number; ttl: number; hint: LockMode }
+  | {
+      op: 'release' | 'renew';
+      who: Actor;
+      pick: number;
+      ttl: number;
+      hint: LockMode;
+      /** A release sent again with its release_id, as after a lost answer (the SDK's retry). */
+      resend: boolean;
+    }
   | { op: 'tick'; ms: number };
 
 const who = fc.constantFrom(...ACTORS);
@@ -72,6 +80,7 @@ const opArb = (maxes: readonly (number | undefined)[]): fc.Arbitrary<Op> =>
         pick: fc.nat(),
         ttl: fc.integer({ min: 1, max: 40 }),
         hint: mode,
+        resend: fc.boolean(),
       }),
     },
     {
@@ -103,6 +112,7 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
   let now = START;
   const told = new Map<number, Told>();
   const issued: number[] = [];
+  let releases = 0;
   for (const [op, duplicated] of steps) {
     lock.duplicateDelivery = duplicated;
     if (op.op === 'tick') {
@@ -174,6 +184,7 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
         clientId: op.who.client,
         fencingToken: token,
         mode: op.hint,
+        releaseId: `rel-${++releases}`,
       };
       const belief = told.get(token);
       const rightful =
@@ -188,6 +199,17 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
       );
       // The rightful holder of a live grant is never refused, whatever mode it hinted; anyone else is.
       expect(out instanceof LatchkeyError).toBe(!rightful);
+      if (op.op === 'release' && op.resend && !(out instanceof LatchkeyError)) {
+        // Sent again (its answer lost): answered as it stands, never counted down a second time. A
+        // shared entry released for good is gone with its release id: then NOT_HOLDER, as documented.
+        const afterFirst = structuredClone(lock.item);
+        const again = await attempt(() => lock.run(releaseProtocolIn(cmd, now)));
+        if (again instanceof LatchkeyError) {
+          expect(again.code).toBe('NOT_HOLDER');
+          expect((out as ReleaseOutcome).remaining).toBe(0);
+        } else expect(again).toEqual(out);
+        expect(liveGrants(lock.item, now)).toEqual(liveGrants(afterFirst, now));
+      }
       if (out instanceof LatchkeyError) expect(lock.item).toEqual(before);
       else if (belief && 'remaining' in out) {
         expect(out.remaining).toBe(belief.reentry - 1);
