@@ -217,15 +217,20 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
     .map((l) => `${l.name}=${l.fencingToken}`)
     .join(',');
   const [only] = leases;
+  // How the locks are held (`run --shared` holds every one shared): a reader knows not to write.
+  const modes = new Set(leases.map((l) => l.mode));
+  const { LATCHKEY_MODE: _mode, ...unmoded } = base;
+  const mode = modes.size === 1 ? { LATCHKEY_MODE: [...modes][0] as string } : {};
   if (leases.length === 1 && only)
     return {
-      ...base,
+      ...unmoded,
       LATCHKEY_LOCK: only.name,
       LATCHKEY_FENCING_TOKEN: String(only.fencingToken),
       LATCHKEY_LOCKS: locks,
+      ...mode,
     };
-  const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = base;
-  return { ...rest, LATCHKEY_LOCKS: locks };
+  const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = unmoded;
+  return { ...rest, LATCHKEY_LOCKS: locks, ...mode };
 }
 
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */

@@ -417,15 +417,29 @@ describe('latchkey run with several locks', () => {
 
   it('the environment: one lock as always (plus LATCHKEY_LOCKS); several as LATCHKEY_LOCKS only', () => {
     const l = (name: string, token: number) => new Lease({ ...grant(name), fencing_token: token }, 0);
-    const base = { PATH: '/bin', LATCHKEY_LOCK: 'outer', LATCHKEY_FENCING_TOKEN: '1' };
+    const base = {
+      PATH: '/bin',
+      LATCHKEY_LOCK: 'outer',
+      LATCHKEY_FENCING_TOKEN: '1',
+      LATCHKEY_MODE: 'shared',
+    };
     expect(lockEnv([l('jobs/a', 12)], base)).toEqual({
       PATH: '/bin',
       LATCHKEY_LOCK: 'jobs/a',
       LATCHKEY_FENCING_TOKEN: '12',
       LATCHKEY_LOCKS: 'jobs/a=12',
+      LATCHKEY_MODE: 'exclusive',
     });
     const env = lockEnv([l('jobs/b', 5), l('jobs/a', 7)], base);
-    expect(env).toEqual({ PATH: '/bin', LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5' });
+    expect(env).toEqual({ PATH: '/bin', LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_MODE: 'exclusive' });
+    // Held shared (run --shared): the command is told so.
+    const shared = (name: string, token: number) =>
+      new Lease({ ...grant(name), fencing_token: token, mode: 'shared' } as never, 0);
+    expect(lockEnv([shared('jobs/r', 3)], base)).toMatchObject({
+      LATCHKEY_MODE: 'shared',
+      LATCHKEY_LOCK: 'jobs/r',
+    });
+    expect(lockEnv([shared('jobs/r', 3), l('jobs/w', 4)], base)).not.toHaveProperty('LATCHKEY_MODE');
     // Parseable: split on ',' then on the last '='.
     const parsed = Object.fromEntries(
       (env.LATCHKEY_LOCKS as string)
