@@ -49,28 +49,39 @@ export function mergeCycles(graphs: readonly Pick<WaitGraph, 'cycles'>[]): WaitE
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, cycle]) => cycle);
 }
 
-/** How a party is named: its client id, `(you)` if it is your principal's, and its opaque id where asked. */
+/**
+ * How a party is named: its client id, `(yours)` if it is your principal's (as `show` marks your
+ * holders), and its opaque id where asked.
+ */
 const partyText = (p: WaitParty, withId: boolean) =>
-  `${p.clientId}${p.mine ? ' (you)' : ''}${withId ? ` [${p.party}]` : ''}`;
+  `${p.clientId}${p.mine ? ' (yours)' : ''}${withId ? ` [${p.party}]` : ''}`;
+
+/** Whether two of these parties share a client id (under different principals): then ids tell them apart. */
+const ambiguousIn = (edges: readonly WaitEdge[]): boolean => {
+  const parties = new Map<string, WaitParty>();
+  for (const e of edges) for (const p of [e.waiter, e.blocker]) parties.set(partyKey(p), p);
+  const ids = [...parties.values()].map((p) => p.clientId);
+  return new Set(ids).size < ids.length;
+};
 
 /** What the waiter waits for, in words: `jobs/a held by c2`, or `jobs/a behind c2` (queued ahead of it). */
 const blockedText = (e: WaitEdge, blocker: string) =>
   `${e.lock} ${e.blockerIs === 'holder' ? 'held by' : 'behind'} ${blocker}`;
 
-/** One edge on a line of its own, both parties with their ids: `c1 [id] waits for jobs/a held by c2 [id]`. */
-export const edgeText = (e: WaitEdge) =>
-  `${partyText(e.waiter, true)} waits for ${blockedText(e, partyText(e.blocker, true))}`;
+/**
+ * One edge on a line of its own: `c1 waits for jobs/a held by c2`; with `withIds` (two parties
+ * among those listed share a client id), each party's id after it.
+ */
+export const edgeText = (e: WaitEdge, withIds = false) =>
+  `${partyText(e.waiter, withIds)} waits for ${blockedText(e, partyText(e.blocker, withIds))}`;
 
 /**
- * A cycle on one line: `c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1
- * (you)`. A party's opaque id is said only when two parties of the cycle share a client id (under
- * different principals).
+ * A cycle on one line: `c1 (yours) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1
+ * (yours)`. A party's opaque id is said only when two parties of the cycle share a client id
+ * (under different principals).
  */
 export function cycleText(cycle: readonly WaitEdge[]): string {
-  const parties = new Map<string, WaitParty>();
-  for (const e of cycle) for (const p of [e.waiter, e.blocker]) parties.set(partyKey(p), p);
-  const ids = [...parties.values()].map((p) => p.clientId);
-  const ambiguous = new Set(ids).size < ids.length;
+  const ambiguous = ambiguousIn(cycle);
   const name = (p: WaitParty) => partyText(p, ambiguous);
   return cycle
     .map((e) => {
@@ -161,7 +172,7 @@ export function describeWaits(g: WaitGraph): string {
     g.edges.length === 0
       ? `${g.lock}: nobody waits for anyone from its queue`
       : `${g.lock}: ${g.edges.length} wait${g.edges.length === 1 ? '' : 's'} for another client, from its queue outward`,
-    ...g.edges.map((e) => `  ${edgeText(e)}`),
+    ...g.edges.map((e) => `  ${edgeText(e, ambiguousIn(g.edges))}`),
   ];
   lines.push(...(g.cycles.length ? cyclesText(g.cycles) : ['no cycle of waits']));
   if (!g.complete)
@@ -185,7 +196,7 @@ export function deadlockLines(error: DeadlockError): string[] {
   if (error.cycle.length === 0) return [`latchkey: ${error.message} [${error.code}]`];
   return [
     `latchkey: not acquired: waiting for ${error.lock} would close a cycle of waits (a deadlock), so the service refused the wait [${error.code}]:`,
-    ...error.cycle.map((e) => `latchkey:   ${edgeText(e)}`),
+    ...error.cycle.map((e) => `latchkey:   ${edgeText(e, ambiguousIn(error.cycle))}`),
     'latchkey: release what this client holds that the others wait for, then try again',
   ];
 }
@@ -225,7 +236,7 @@ export function addDeadlockCommands<G>(cli: Command, context: DeadlockContext<G>
       `
 Lists the locks under --prefix (the first ${DEADLOCK_LIST_LIMIT}), reads the wait-for graph of each one
 with waiters (as \`latchkey waits NAME\` does), and prints each cycle of waits once, e.g.
-  cycle 1: c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (you)
+  cycle 1: c1 (yours) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (yours)
 ("behind c2" instead of "held by c2": c2 waits ahead of it in that lock's queue; "[id]" after a
 client id when two parties of another principal share it). The service refuses a wait that would
 close a cycle, so a cycle found here is one its bounded search missed; it lasts until a lease or

@@ -39,7 +39,7 @@ const edge = (
   blockerIs: 'holder' | 'ahead' = 'holder',
 ): WaitEdge => ({ waiter: party(waiter), lock, blocker: party(blocker), blockerIs });
 
-/** c1 (you) waits for jobs/a held by c2, c2 for jobs/b held by c1. */
+/** c1 (yours) waits for jobs/a held by c2, c2 for jobs/b held by c1. */
 const two = [edge('c1', 'jobs/a', 'c2'), edge('c2', 'jobs/b', 'c1')];
 /** c3 → c4 → c5 → c3, one of them queued behind the other. */
 const three = [edge('c4', 'jobs/d', 'c5'), edge('c5', 'jobs/e', 'c3', 'ahead'), edge('c3', 'jobs/c', 'c4')];
@@ -76,25 +76,27 @@ describe('merging the cycles several locks report', () => {
 
 describe('the words', () => {
   it('a cycle on one line, parties by client id (yours marked), ids only when needed; an edge with both ids', () => {
-    // Your own party is marked `(you)` wherever it is named; no ids when the client ids tell all apart.
+    // Your own party is marked `(yours)` wherever it is named; no ids when the client ids tell all apart.
     expect(cycleText(two)).toBe(
-      'c1 (you) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (you)',
+      'c1 (yours) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1 (yours)',
     );
     expect(cycleText(rotated(three))).toBe(
       'c3 waits for jobs/c held by c4 → c4 waits for jobs/d held by c5 → c5 waits for jobs/e behind c3',
     );
-    expect(cycleText(rotated(three))).not.toContain('(you)');
+    expect(cycleText(rotated(three))).not.toContain('(yours)');
     expect(cycleText(rotated(three))).not.toContain('[');
     // An edge on its own line always says both parties' ids.
-    expect(edgeText(two[0] as WaitEdge)).toBe('c1 (you) [pa1] waits for jobs/a held by c2 [pb2]');
-    expect(edgeText(two[1] as WaitEdge)).toBe('c2 [pb2] waits for jobs/b held by c1 (you) [pa1]');
+    // An edge alone names parties by client id; with ids where the listing needs them.
+    expect(edgeText(two[0] as WaitEdge)).toBe('c1 (yours) waits for jobs/a held by c2');
+    expect(edgeText(two[0] as WaitEdge, true)).toBe('c1 (yours) [pa1] waits for jobs/a held by c2 [pb2]');
+    expect(edgeText(two[1] as WaitEdge, true)).toBe('c2 [pb2] waits for jobs/b held by c1 (yours) [pa1]');
     // One client id under two principals: every mention says which, by its party id.
     const twins = [
       { ...(two[0] as WaitEdge), blocker: party('c1', 'px9', false) },
       { ...(two[1] as WaitEdge), waiter: party('c1', 'px9', false) },
     ];
     expect(cycleText(twins)).toBe(
-      'c1 (you) [pa1] waits for jobs/a held by c1 [px9] → c1 [px9] waits for jobs/b held by c1 (you) [pa1]',
+      'c1 (yours) [pa1] waits for jobs/a held by c1 [px9] → c1 [px9] waits for jobs/b held by c1 (yours) [pa1]',
     );
     // Two other principals' parties under one client id are told apart by their ids alone.
     const otherCycle = [
