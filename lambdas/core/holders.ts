@@ -69,8 +69,8 @@ const FIELDS = {
   acquiredAt: 'a',
   reentry: 'r',
   grantRequest: 'q',
-  /** The release_id of the last release applied to the entry (a re-entry counted down). */
-  lastRelease: 'l',
+  /** The releases that counted the entry down (lock.ts RECENT_RELEASES): retries are answered. */
+  releases: 'l',
 } as const;
 type Field = keyof typeof FIELDS;
 
@@ -247,5 +247,6 @@ export function entryFields(
     set(a('acquiredAt'), now),
     set(a('reentry'), 1),
     g.requestKey === undefined ? remove(a('grantRequest')) : set(a('grantRequest'), requestTag(g.requestKey)),
+    remove(a('releases')),
   ];
 }

@@ -62,8 +62,8 @@ export const LockAttr = {
   releasedAt: 'released_at',
   /** Id of the last write applied to the item: how a write whose response was lost is recognised. */
   lastWrite: 'last_write',
-  /** The release_id of the last release applied to the item's holder (ReleaseCommand.releaseId). */
-  lastRelease: 'last_release',
+  /** The releases that counted the holder's re-entered grant down (RECENT_RELEASES): retries are answered. */
+  releases: 'releases',
   /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
   queued: 'queued',
   /** The session the grant is held through (see session.ts): it lasts exactly as long as the session. */
@@ -368,11 +368,14 @@ export function grantFields(g: Grantee, now: number): UpdateAction[] {
     g.requestKey === undefined ? remove(A.grantRequest) : set(A.grantRequest, g.requestKey),
     remove(A.releasedAt),
     remove(A.blockedUntil),
+    // A new grant starts with no releases counted (RECENT_RELEASES).
+    remove(A.releases),
   ];
 }
 
 /** Everything a release clears. */
 export const releaseFields = (now: number): UpdateAction[] => [
+  remove(A.releases),
   remove(A.holder),
   remove(A.owner),
   remove(A.expiresAt),
@@ -429,7 +432,9 @@ export function pinnedGrant(
   return {
     write: {
       condition: withOptional(
-        releasing ? releasableBy(releasing, now) : isGrantableAt(now),
+        // Over a release: of a grant never counted down (one counted down releases the plain way,
+        // where a retry of a count-down is recognised).
+        releasing ? and(releasableBy(releasing, now), missing(A.releases)) : isGrantableAt(now),
         writersNotBlockedAt(now),
         sameFence(seen),
         entries.condition,
@@ -705,53 +710,83 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
 const releasableBy = (cmd: ReleaseCommand, now: number) =>
   and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), notReentered);
 
-/** Not this very release again (a retry of one whose answer was lost); anything, without a release id. */
-export const notReleasedAs = (attr: string, releaseId: string | undefined): Condition | undefined =>
-  releaseId === undefined ? undefined : or(missing(attr), ne(attr, releaseId));
+/**
+ * Releases that counted a re-entered grant down, remembered so that one sent again (its answer
+ * lost, or an attempt still in flight when the SDK retried) is answered, never applied twice: the
+ * last RECENT_RELEASES of them, each as `token:release_id`, space-separated. Only a grant that was
+ * counted down has the list; any release or new grant removes it.
+ */
+export const RECENT_RELEASES = 8;
 
-/** Records the release applied (see ReleaseCommand.releaseId). */
-export const releasedAs = (attr: string, releaseId: string | undefined): UpdateAction[] =>
-  releaseId === undefined ? [] : [set(attr, releaseId)];
+/** A release as the list records it: bound to the grant's token, so no other grant's matches. */
+export const releaseTag = (cmd: Pick<ReleaseCommand, 'fencingToken' | 'releaseId'>): string | undefined =>
+  cmd.releaseId === undefined ? undefined : `${cmd.fencingToken}:${cmd.releaseId}`;
 
-function releaseWrite(cmd: ReleaseCommand, now: number): ItemWrite {
+/** The tags a list holds (undefined or empty: none). */
+export const recentReleases = (list: Scalar | undefined): string[] =>
+  typeof list === 'string' ? list.split(' ').filter(Boolean) : [];
+
+/** The list with `tag` added (the oldest dropped past RECENT_RELEASES). */
+export const withRelease = (list: Scalar | undefined, tag: string): string =>
+  [...recentReleases(list), tag].slice(-RECENT_RELEASES).join(' ');
+
+/** The list attribute as seen: the same value, or still none. */
+export const releasesAsSeen = (attr: string, seen: Scalar | undefined): Condition =>
+  seen === undefined ? missing(attr) : eq(attr, seen);
+
+/**
+ * The full release. Blind (nothing read: `seen` null) it stands only where no list is kept (a grant
+ * never counted down, the common case: one write); otherwise it pins the list it read.
+ */
+function releaseWrite(cmd: ReleaseCommand, now: number, seen: Item | null): ItemWrite {
   return {
-    condition: withOptional(releasableBy(cmd, now), notReleasedAs(A.lastRelease, cmd.releaseId)),
-    update: [...releaseFields(now), ...releasedAs(A.lastRelease, cmd.releaseId)],
+    condition: and(releasableBy(cmd, now), releasesAsSeen(A.releases, seen?.[A.releases])),
+    update: releaseFields(now),
     gcFrom: now,
   };
 }
 
-function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number): ItemWrite {
+function leaveReentryWrite(cmd: ReleaseCommand, now: number, reentry: number, seen: Item): ItemWrite {
+  const tag = releaseTag(cmd);
   return {
-    // The exact count seen: a second delivery of this write can never count down twice; and with a
-    // release id, neither can a second sending of this release (its answer lost).
-    condition: withOptional(
-      and(heldBy(cmd.owner, cmd.clientId, cmd.fencingToken), isHeldAt(now), eq(A.reentry, reentry)),
-      notReleasedAs(A.lastRelease, cmd.releaseId),
+    // The exact count and list seen: a second delivery of this write can never count down twice,
+    // and the release is recorded so that a second sending of it (its answer lost) is not either.
+    condition: and(
+      heldBy(cmd.owner, cmd.clientId, cmd.fencingToken),
+      isHeldAt(now),
+      eq(A.reentry, reentry),
+      releasesAsSeen(A.releases, seen[A.releases]),
     ),
-    update: [add(A.reentry, -1, 1), ...releasedAs(A.lastRelease, cmd.releaseId)],
+    update: [add(A.reentry, -1, 1), ...(tag ? [set(A.releases, withRelease(seen[A.releases], tag))] : [])],
   };
 }
 
 export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<ReleaseOutcome> {
+  const tag = releaseTag(cmd);
   return {
-    first: releaseWrite(cmd, now),
+    first: releaseWrite(cmd, now, null),
     onRefused(old) {
-      // This very release was applied already (its answer was lost): answered as it stands now.
-      if (cmd.releaseId !== undefined && old && str(old, A.lastRelease) === cmd.releaseId) {
-        const holder = liveHolder(old, now);
-        const mine =
-          holder?.owner === cmd.owner &&
-          holder.clientId === cmd.clientId &&
-          holder.fencingToken === cmd.fencingToken;
+      const recorded =
+        old &&
+        str(old, A.holder) === cmd.clientId &&
+        str(old, A.owner) === cmd.owner &&
+        num(old, A.fence) === cmd.fencingToken;
+      // This very release counted the grant down already (its answer was lost): answered as it stands.
+      if (tag && recorded && recentReleases(old[A.releases]).includes(tag))
         return {
-          outcome: { lock: cmd.name, remaining: mine ? holder.reentry : 0, queued: queuedCount(old) },
+          outcome: {
+            lock: cmd.name,
+            remaining: liveHolder(old, now)?.reentry ?? 0,
+            queued: queuedCount(old),
+          },
         };
-      }
       const refused = holderRefusal(old, cmd, now);
       if (refused) throw refused;
-      const reentry = (old && num(old, A.reentry)) ?? 1;
-      return { write: reentry > 1 ? leaveReentryWrite(cmd, now, reentry) : releaseWrite(cmd, now) };
+      const seen = old as Item;
+      const reentry = num(seen, A.reentry) ?? 1;
+      return {
+        write: reentry > 1 ? leaveReentryWrite(cmd, now, reentry, seen) : releaseWrite(cmd, now, seen),
+      };
     },
     onWritten: (item) => ({
       lock: cmd.name,

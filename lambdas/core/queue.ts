@@ -546,6 +546,8 @@ export function planRelease(
     holder.clientId !== release.clientId ||
     holder.fencingToken !== release.fencingToken ||
     holder.reentry > 1 ||
+    // Counted down before: released the plain way, where a retry of a count-down is recognised.
+    lock?.[LockAttr.releases] !== undefined ||
     holder.held.kind !== 'lease' ||
     blockedUntil(lock, now) !== undefined
   )

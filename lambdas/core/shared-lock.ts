@@ -70,7 +70,6 @@ import {
   LockAttr,
   liveHolder,
   nextFence,
-  notReleasedAs,
   type Protocol,
   queuedCount,
   queueIsEmpty,
@@ -78,11 +77,14 @@ import {
   type ReleaseOutcome,
   type RenewCommand,
   type RenewOutcome,
+  recentReleases,
   refusal,
-  releasedAs,
+  releasesAsSeen,
+  releaseTag,
   requestKeyOf,
   sameFence,
   withOptional,
+  withRelease,
 } from './lock';
 
 const S = SharedAttr;
@@ -349,18 +351,17 @@ export const recordsSharedGrant = (item: Item | undefined, cmd: ReleaseCommand):
   entryIn(item, slotOf(cmd.owner, cmd.clientId))?.fencingToken === cmd.fencingToken;
 
 /** Releases a lease's entry; `sessions` says (and the condition pins) whether sessions hold entries too. */
-function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions): ItemWrite {
+/** Removes the entry. Blind (`seen` null) only where it keeps no list of releases (never counted down). */
+function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions, seen: Item | null): ItemWrite {
   const slot = slotOf(cmd.owner, cmd.clientId);
   return {
-    condition: withOptional(
-      and(
-        entryHeldBy(slot, cmd.owner, cmd.fencingToken),
-        entryLiveAt(slot, now),
-        entryNotReentered(slot),
-        missing(entryAttr(slot, 'session')),
-        sessionsAre(sessions),
-      ),
-      notReleasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
+    condition: and(
+      entryHeldBy(slot, cmd.owner, cmd.fencingToken),
+      entryLiveAt(slot, now),
+      entryNotReentered(slot),
+      missing(entryAttr(slot, 'session')),
+      sessionsAre(sessions),
+      releasesAsSeen(entryAttr(slot, 'releases'), seen?.[entryAttr(slot, 'releases')]),
     ),
     update: [
       ...removeEntry(slot),
@@ -375,33 +376,43 @@ function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions): Ite
 
 export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protocol<ReleaseOutcome> {
   const slot = slotOf(cmd.owner, cmd.clientId);
+  const tag = releaseTag(cmd);
   return {
-    first: releaseWrite(cmd, now, 'none'),
+    first: releaseWrite(cmd, now, 'none', null),
     onRefused(old) {
+      const list = entryAttr(slot, 'releases');
+      const mine = entryIn(old, slot);
       // This very release counted the entry down already (its answer was lost): answered as it stands.
-      const last = old?.[entryAttr(slot, 'lastRelease')];
-      if (cmd.releaseId !== undefined && last === cmd.releaseId) {
-        const entry = entryIn(old, slot);
-        const mine = entry?.fencingToken === cmd.fencingToken && entry.owner === cmd.owner;
-        return { outcome: { lock: cmd.name, remaining: mine ? entry.reentry : 0, queued: queuedCount(old) } };
-      }
+      if (
+        tag &&
+        mine?.fencingToken === cmd.fencingToken &&
+        mine.owner === cmd.owner &&
+        recentReleases(old?.[list]).includes(tag)
+      )
+        return {
+          outcome: {
+            lock: cmd.name,
+            remaining: isLiveEntry(mine, now) ? mine.reentry : 0,
+            queued: queuedCount(old),
+          },
+        };
       const refused = entryRefusal(old, cmd, now);
       if (refused) throw refused;
-      const entry = entryIn(old, slot) as SharedEntry;
+      const entry = mine as SharedEntry;
       if (entry.reentry > 1)
         return {
           write: {
-            condition: withOptional(
-              and(
-                entryHeldBy(slot, cmd.owner, cmd.fencingToken),
-                entryLiveAt(slot, now),
-                eq(entryAttr(slot, 'reentry'), entry.reentry),
-              ),
-              notReleasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
+            // The exact count and list seen: never counted down twice, by a second delivery of this
+            // write or a second sending of this release.
+            condition: and(
+              entryHeldBy(slot, cmd.owner, cmd.fencingToken),
+              entryLiveAt(slot, now),
+              eq(entryAttr(slot, 'reentry'), entry.reentry),
+              releasesAsSeen(list, old?.[list]),
             ),
             update: [
               add(entryAttr(slot, 'reentry'), -1, 1),
-              ...releasedAs(entryAttr(slot, 'lastRelease'), cmd.releaseId),
+              ...(tag ? [set(list, withRelease(old?.[list], tag))] : []),
             ],
           },
         };
@@ -413,7 +424,7 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
             write: sessionSharedReleaseWrite(cmd.owner, cmd.clientId, entry.session, now, 0, variant),
           };
       }
-      return { write: releaseWrite(cmd, now, sessionsIn(old)) };
+      return { write: releaseWrite(cmd, now, sessionsIn(old), old ?? null) };
     },
     onWritten: (item) => ({
       lock: cmd.name,

@@ -148,11 +148,11 @@ export abstract class Client {
     };
     this.check.hold(belief);
     const ttl = grant.held.kind === 'lease' ? grant.held.ttlMs : remainingMs;
-    // A shared holder sometimes acquires it again (reentrant): each confirmed re-entry is released once more.
+    // A holder sometimes acquires it again (reentrant): each confirmed re-entry is released once more
+    // (with waiters, an exclusive one's last release hands the lock over). Only in histories with
+    // shared mode, from the mix's own random source: exclusive-only histories are as they were.
     const reentries =
-      grant.mode === 'shared' && this.mix.rng.chance(0.3)
-        ? await this.reenter(grant, belief, () => deadline)
-        : 0;
+      this.mix.shared > 0 && this.mix.rng.chance(0.3) ? await this.reenter(grant, belief, () => deadline) : 0;
     const renewals = this.rng.chance(0.3) ? this.rng.int(1, 3) : 0;
     for (let i = 0; i < renewals && this.now() < deadline - ttl / 2; i++) {
       await this.sleep(this.rng.int(0, ttl / 3));
@@ -192,13 +192,16 @@ export abstract class Client {
   }
 
   /**
-   * Acquires a shared grant it holds once more (reentrant, a try over HTTP): the answer is the same
+   * Acquires a grant it holds once more (reentrant, a try over HTTP): the answer is the same
    * grant (its token), re-entered. Answers how many re-entries it was told of.
    */
   private async reenter(grant: Grant, belief: Belief, deadline: () => number): Promise<number> {
     if (grant.held.kind !== 'lease' || this.now() >= deadline()) return 0;
     const requestId = this.newRequest();
-    const asked: Asked = { mode: 'shared', maxHolders: belief.maxHolders, mismatched: false };
+    const asked: Asked =
+      grant.mode === 'shared'
+        ? { mode: 'shared', maxHolders: belief.maxHolders, mismatched: false }
+        : EXCLUSIVE;
     const cmd: AcquireCommand = {
       name: grant.lock,
       owner: this.owner,

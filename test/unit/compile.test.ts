@@ -129,12 +129,12 @@ describe('lock write requests', () => {
     expect(values).toContain(Math.ceil((now + 30_000) / 1000) + 3600);
   });
 
-  it('release is conditioned on owner, holder, token, a live lease and no outstanding reentry', () => {
+  it('release is conditioned on owner, holder, token, a live lease, no outstanding reentry and no count-down to check', () => {
     const now = 1_000;
     const write = releaseProtocol({ name: 'n', owner: OWNER, clientId: 'c', fencingToken: 7 }, now).first;
     const compiled = compile(write.condition, write.update);
     expect(compiled.ConditionExpression).toBe(
-      '((#a0 = :v0 AND #a1 = :v1 AND #a2 = :v2) AND (attribute_exists(#a1) AND (attribute_exists(#a3) OR #a4 > :v3)) AND (attribute_not_exists(#a5) OR #a5 <= :v4))',
+      '(((#a0 = :v0 AND #a1 = :v1 AND #a2 = :v2) AND (attribute_exists(#a1) AND (attribute_exists(#a3) OR #a4 > :v3)) AND (attribute_not_exists(#a5) OR #a5 <= :v4)) AND attribute_not_exists(#a6))',
     );
     expect(compiled.ExpressionAttributeNames).toMatchObject({
       '#a0': 'principal',
@@ -143,6 +143,7 @@ describe('lock write requests', () => {
       '#a3': 'session_id',
       '#a4': 'expires_at',
       '#a5': 'reentry',
+      '#a6': 'releases',
     });
     expect(compiled.ExpressionAttributeValues).toMatchObject({ ':v0': OWNER, ':v1': 'c', ':v2': 7 });
   });

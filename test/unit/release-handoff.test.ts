@@ -150,6 +150,42 @@ describe('a release with waiters', () => {
   });
 });
 
+describe('a retried release of a re-entered grant, with waiters (its answer lost)', () => {
+  it('is answered as applied on an instance that saw the lock contended: the outer scope keeps the lock', async () => {
+    const h = new QueueHarness();
+    const a = await h.hold('a', { ttl: 5_000, reentrant: true });
+    expect((await h.hold('a', { ttl: 5_000, reentrant: true })).reentry).toBe(2);
+    h.now += 1;
+    await h.services.connections.open('conn-b', OWNER, 'b');
+    // Queued through h.services: this instance has seen the lock contended (release hands over).
+    const queued = await h.services.locks.acquire(h.command('b', { requestId: 'rb', ttl: 5_000 }), {
+      waitMs: 10_000,
+      connectionId: 'conn-b',
+    });
+    expect(queued.kind).toBe('queued');
+    const inner = {
+      name: LOCK,
+      owner: OWNER,
+      clientId: 'a',
+      fencingToken: a.fencingToken,
+      releaseId: 'inner',
+    };
+    expect(await h.services.locks.release(inner)).toMatchObject({ remaining: 1 });
+    // The SDK sends it again: answered as applied, and neither freed nor handed to b.
+    expect(await h.services.locks.release(inner)).toMatchObject({ remaining: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({
+      clientId: 'a',
+      fencingToken: a.fencingToken,
+      reentry: 1,
+    });
+    expect(h.framesTo('conn-b', 'granted')).toHaveLength(0);
+    // The outer scope's own release hands it on.
+    expect(await h.services.locks.release({ ...inner, releaseId: 'outer' })).toMatchObject({ remaining: 0 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'b' });
+    expect(h.framesTo('conn-b', 'granted')).toHaveLength(1);
+  });
+});
+
 describe('planRelease', () => {
   const release = (token: number) => ({ name: LOCK, owner: OWNER, clientId: 'a', fencingToken: token });
 

@@ -13,6 +13,7 @@ import {
   leaseEnd,
   liveGrants,
   liveHolder,
+  type ReleaseCommand,
   type ReleaseOutcome,
   type RenewOutcome,
 } from '../../lambdas/core/lock';
@@ -54,7 +55,9 @@ type Op =
       /** A release sent again with its release_id, as after a lost answer (the SDK's retry). */
       resend: boolean;
     }
-  | { op: 'tick'; ms: number };
+  | { op: 'tick'; ms: number }
+  /** An earlier count-down of a grant sent again late (an attempt still in flight when the SDK retried). */
+  | { op: 'late'; pick: number };
 
 const who = fc.constantFrom(...ACTORS);
 const mode = fc.constantFrom<LockMode>('exclusive', 'shared');
@@ -87,6 +90,7 @@ const opArb = (maxes: readonly (number | undefined)[]): fc.Arbitrary<Op> =>
       weight: 3,
       arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 30 }) }),
     },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant('late' as const), pick: fc.nat() }) },
   );
 
 /** A grant a client was told it holds. */
@@ -113,10 +117,24 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
   const told = new Map<number, Told>();
   const issued: number[] = [];
   let releases = 0;
+  /** Releases that counted a grant down (it stayed held), by token: each may come back late. */
+  const countedDown = new Map<number, ReleaseCommand[]>();
   for (const [op, duplicated] of steps) {
     lock.duplicateDelivery = duplicated;
     if (op.op === 'tick') {
       now += op.ms;
+      continue;
+    }
+    if (op.op === 'late') {
+      const held = [...countedDown.entries()].filter(([token]) => told.has(token));
+      const [, sent] = held.length ? (held[op.pick % held.length] as [number, ReleaseCommand[]]) : [0, []];
+      // One of the grant's last 8 count-downs (lock.ts RECENT_RELEASES) arrives again: nothing moves.
+      const cmd = sent.slice(-8)[op.pick % Math.max(1, Math.min(8, sent.length))];
+      if (!cmd) continue;
+      const grantsBefore = liveGrants(lock.item, now);
+      const again = await attempt(() => lock.run(releaseProtocolIn(cmd, now)));
+      if (again instanceof LatchkeyError) expect(['LEASE_EXPIRED', 'NOT_HOLDER']).toContain(again.code);
+      expect(liveGrants(lock.item, now)).toEqual(grantsBefore);
       continue;
     }
     const before = structuredClone(lock.item);
@@ -213,6 +231,7 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
       if (out instanceof LatchkeyError) expect(lock.item).toEqual(before);
       else if (belief && 'remaining' in out) {
         expect(out.remaining).toBe(belief.reentry - 1);
+        if (out.remaining > 0) countedDown.set(token, [...(countedDown.get(token) ?? []), cmd]);
         belief.reentry -= 1;
         if (belief.reentry === 0) told.delete(token);
       } else if (belief && 'grant' in out) {
@@ -235,6 +254,34 @@ async function runHistory(steps: readonly (readonly [Op, boolean])[]): Promise<v
     expect(entryCount(lock.item)).toBe(sharedEntries(lock.item).length);
   }
 }
+
+describe('a release sent again late (an attempt still in flight when the SDK retried)', () => {
+  it('is answered, not applied, after later releases of the same grant, in either mode, up to the last 8', async () => {
+    for (const mode of ['exclusive', 'shared'] as const) {
+      const lock = new MemoryLock();
+      const me = { name: 'L', owner: ALICE, clientId: 'a', tenure: lease(40), reentrant: true, mode };
+      let token = 0;
+      for (let i = 0; i < 11; i++) {
+        const out = await lock.run(acquireProtocolIn(me, START));
+        if (!out.acquired) throw new Error('not acquired');
+        token = out.grant.fencingToken;
+      }
+      const release = (id: string) =>
+        lock.run(
+          releaseProtocolIn(
+            { name: 'L', owner: ALICE, clientId: 'a', fencingToken: token, mode, releaseId: id },
+            START,
+          ),
+        );
+      for (let i = 1; i <= 9; i++) expect(await release(`r${i}`)).toMatchObject({ remaining: 11 - i });
+      // r2..r9 are the last 8: any of them again changes nothing.
+      for (const late of ['r2', 'r5', 'r9']) expect(await release(late)).toMatchObject({ remaining: 2 });
+      expect(liveGrants(lock.item, START)).toMatchObject([{ clientId: 'a', reentry: 2 }]);
+      // r1 is past the last 8: it would count down again (send a holder's releases one after another).
+      expect(await release('r1')).toMatchObject({ remaining: 1 });
+    }
+  });
+});
 
 describe('shared and exclusive modes under random histories', () => {
   it('never an exclusive lease beside another; never more than N; tokens increase across modes; no spurious refusal', async () => {
