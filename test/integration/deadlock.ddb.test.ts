@@ -36,6 +36,15 @@ const client = (clientId: string, ws = clients.length % 2 === 0) => {
 const lockName = (what: string) => `deadlock/${randomUUID()}/${what}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Polls `check` every 20 ms until it holds (at most 10 s). */
+async function waitUntil(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await check()) return;
+    await sleep(20);
+  }
+  throw new Error('timed out waiting for a wait to queue');
+}
+
 /** A gate: `open()` lets every `passed` through. */
 function gate() {
   let open!: () => void;
@@ -64,10 +73,11 @@ async function cross(pairs: readonly { c: LockClient; hold: string; want: string
       .catch((error: unknown) => error),
   );
   await Promise.all(holding.map((h) => h.passed));
-  // One at a time: each wait is queued before the next one joins.
+  // One at a time: each wait is in its queue before the next one joins (so the last closes the cycle).
   for (const [i, t] of turn.entries()) {
     t.open();
-    if (i < turn.length - 1) await sleep(400);
+    const p = pairs[i] as (typeof pairs)[number];
+    if (i < turn.length - 1) await waitUntil(async () => (await p.c.inspect(p.want)).queued > 0);
   }
   return Promise.all(results);
 }
