@@ -10,6 +10,7 @@
  * explains a refusal from the item DynamoDB returns with it (ALL_OLD),
  * possibly choosing a second write.
  */
+import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
 import {
   add,
@@ -713,14 +714,17 @@ const releasableBy = (cmd: ReleaseCommand, now: number) =>
 /**
  * Releases that counted a re-entered grant down, remembered so that one sent again (its answer
  * lost, or an attempt still in flight when the SDK retried) is answered, never applied twice: the
- * last RECENT_RELEASES of them, each as `token:release_id`, space-separated. Only a grant that was
+ * last RECENT_RELEASES of them, each a hash of `token:release_id` (releaseTag), space-separated. Only a grant that was
  * counted down has the list; any release or new grant removes it.
  */
 export const RECENT_RELEASES = 8;
 
 /** A release as the list records it: bound to the grant's token, so no other grant's matches. */
 export const releaseTag = (cmd: Pick<ReleaseCommand, 'fencingToken' | 'releaseId'>): string | undefined =>
-  cmd.releaseId === undefined ? undefined : `${cmd.fencingToken}:${cmd.releaseId}`;
+  cmd.releaseId === undefined
+    ? undefined
+    : // 72 bits of a hash: the list stays about 100 bytes whatever ids callers choose.
+      createHash('sha256').update(`${cmd.fencingToken}:${cmd.releaseId}`).digest('base64url').slice(0, 12);
 
 /** The tags a list holds (undefined or empty: none). */
 export const recentReleases = (list: Scalar | undefined): string[] =>
