@@ -160,6 +160,8 @@ export const DEADLOCK_SEARCH: SearchBounds = { maxDepth: 8, maxReads: 48 };
 export interface Search {
   /** The cycle, starting with the edge out of the wait the search began at; undefined: none found. */
   readonly cycle: readonly WaitEdge[] | undefined;
+  /** The wait each edge of `cycle` goes out of, in the same order. */
+  readonly cycleWaits: readonly Waiter[];
   /** Every wait edge the walk saw, once each. */
   readonly edges: readonly WaitEdge[];
   /** The cycles among what the walk saw: one per strongly connected part (the waits route's walk only). */
@@ -173,6 +175,14 @@ interface Reached {
   readonly node: Node;
   /** The wait edges from the start to this node. */
   readonly path: readonly WaitEdge[];
+  /** The wait each edge of `path` goes out of. */
+  readonly waits: readonly Waiter[];
+}
+
+/** A cycle found: its edges and the wait each goes out of. */
+interface Closed {
+  readonly path: readonly WaitEdge[];
+  readonly waits: readonly Waiter[];
 }
 
 /** One link of the graph the walk saw: from a node to another, through a wait edge or (hold to wait) none. */
@@ -226,8 +236,9 @@ async function walk(
     (to.kind === 'wait'
       ? to.lock === joined.lock && to.order === joined.order
       : sameParty(to.party, joined) && (joined.holding ?? []).includes(to.lock));
-  const result = (cycle: readonly WaitEdge[] | undefined): Search => ({
-    cycle,
+  const result = (closed: Closed | undefined): Search => ({
+    cycle: closed?.path,
+    cycleWaits: closed?.waits ?? [],
     edges,
     cycles: joined ? [] : cyclesOf(links),
     reads,
@@ -247,15 +258,20 @@ async function walk(
     return keeps ? wait : undefined;
   };
   /** Queues a wait reached with `path` for the next level. */
-  const reachWait = (wait: Node & { kind: 'wait' }, path: readonly WaitEdge[]) => {
+  const reachWait = (wait: Node & { kind: 'wait' }, path: readonly WaitEdge[], waits: readonly Waiter[]) => {
     if (expanded.has(nodeKey(wait))) return;
     expanded.add(nodeKey(wait));
-    frontier.push({ node: wait, path });
+    frontier.push({ node: wait, path, waits });
   };
   /** Follows the edges out of one wait; the cycle, if one closes. */
-  const fromWait = async (wait: Waiter, path: readonly WaitEdge[]) => {
+  const fromWait = async (
+    wait: Waiter,
+    path: readonly WaitEdge[],
+    before: readonly Waiter[],
+  ): Promise<Closed | undefined> => {
     const v = await view(wait.lock);
     if (!v) return undefined;
+    const waits = [...before, wait];
     const from = nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order });
     for (const { edge, to } of blockersOfWait(wait, v.item, v.queue, now)) {
       const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}`;
@@ -265,13 +281,13 @@ async function walk(
       }
       links.push({ from, to: nodeKey(to), edge });
       const next = [...path, edge];
-      if (closes(to)) return next;
+      if (closes(to)) return { path: next, waits };
       if (next.length >= bounds.maxDepth) {
         exhaustive = false;
         continue;
       }
       if (to.kind === 'wait') {
-        reachWait(to, next);
+        reachWait(to, next, waits);
         continue;
       }
       if (expanded.has(nodeKey(to))) continue;
@@ -281,7 +297,7 @@ async function walk(
       if (keeper) {
         const node = { kind: 'wait' as const, lock: keeper.lock, order: keeper.order };
         links.push({ from: nodeKey(to), to: nodeKey(node), edge: undefined });
-        reachWait(node, next);
+        reachWait(node, next, waits);
       }
     }
     return undefined;
@@ -293,24 +309,49 @@ async function walk(
     for (const wait of startWaits)
       expanded.add(nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order }));
     for (const wait of startWaits) {
-      const cycle = await fromWait(wait, []);
-      if (cycle) return result(cycle);
+      const closed = await fromWait(wait, [], []);
+      if (closed) return result(closed);
     }
     if (!first.complete && !joined) exhaustive = false;
   }
   while (frontier.length > 0) {
     const level = frontier;
     frontier = [];
-    for (const { node, path } of level) {
+    for (const { node, path, waits } of level) {
       if (node.kind !== 'wait') continue;
       const v = await view(node.lock);
       const wait = v && waitIn(v, node.order);
-      const cycle = wait ? await fromWait(wait, path) : undefined;
-      if (cycle) return result(cycle);
+      const closed = wait ? await fromWait(wait, path, waits) : undefined;
+      if (closed) return result(closed);
     }
   }
   return result(undefined);
 }
+
+/**
+ * The victim of a cycle: its youngest wait (the latest to join, by arrival, then place). Every walk
+ * that finds the cycle picks the same one, so when two waits close it at the same moment (each
+ * walk seeing the other's wait), one of them is refused, not both; and whichever walk sees it, the
+ * victim is refused even if its own walk ran before the cycle was whole.
+ */
+export function victimOf(waits: readonly Waiter[]): number {
+  let victim = 0;
+  waits.forEach((w, i) => {
+    const v = waits[victim] as Waiter;
+    if (
+      w.arrivedAt > v.arrivedAt ||
+      (w.arrivedAt === v.arrivedAt && `${w.order}\u0000${w.lock}` > `${v.order}\u0000${v.lock}`)
+    )
+      victim = i;
+  });
+  return victim;
+}
+
+/** The cycle turned to start at edge `from` (its victim's own). */
+export const cycleFrom = <T>(cycle: readonly T[], from: number): T[] => [
+  ...cycle.slice(from),
+  ...cycle.slice(0, from),
+];
 
 /** The shortest cycle (within the bounds) that the wait `joined`, already in its queue, closes. */
 export const findCycle = (

@@ -258,6 +258,15 @@ export class Handoff {
     return removed;
   }
 
+  /**
+   * Ends a wait refused as a deadlock's victim by another request's walk, and tells it `error` (a
+   * WebSocket waiter; an HTTP waiter reads its record, ended as a deadlock).
+   */
+  async endAsDeadlock(waiter: Waiter, error: LatchkeyError, now: number): Promise<void> {
+    if (!(await this.leave(waiter, 'deadlock', now)) || !waiter.connectionId) return;
+    await this.pusher.push(waiter.connectionId, errorFrame(error, waiter.requestId));
+  }
+
   /** Ends a waiter's wait and tells it (a WebSocket waiter; an HTTP waiter reads its record). */
   private async endWait(waiter: Waiter, reason: EndReason, now: number): Promise<void> {
     if (!(await this.leave(waiter, reason, now)) || !waiter.connectionId) return;

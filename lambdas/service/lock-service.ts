@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
-import { deadlockError, keeperSteps, type WaitEdge } from '../core/deadlock';
+import { cycleFrom, deadlockError, keeperSteps, type Search, victimOf } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import { liveEntries, MAX_DROP } from '../core/holders';
@@ -280,7 +280,7 @@ export class LockService {
         auditWait(waiter);
         this.contended.saw(cmd.name);
         const deadlock = await this.deadlocks.closedBy(waiter);
-        if (deadlock?.cycle) return this.refuseAsDeadlock(waiter, deadlock.cycle);
+        if (deadlock?.cycle) return this.refuseAsDeadlock(waiter, deadlock);
         return { kind: 'queued', wait: pendingOf(waiter) };
       }
       if (connection.length && refusedAt(queued, steps.length - 1))
@@ -424,10 +424,20 @@ export class LockService {
    * A wait that just joined and closes `cycle`: it is the victim (whoever closes a cycle is, as in a
    * database). It leaves the queue and the caller gets 409 DEADLOCK, unless it was granted first.
    */
-  private async refuseAsDeadlock(w: Waiter, cycle: readonly WaitEdge[]): Promise<AcquireResult> {
+  private async refuseAsDeadlock(w: Waiter, search: Search): Promise<AcquireResult> {
+    const at = victimOf(search.cycleWaits);
+    const victim = search.cycleWaits[at] as Waiter;
+    const error = deadlockError(cycleFrom(search.cycle ?? [], at));
     const wait = pendingOf(w);
-    if (await this.handoff.leave(wait, 'deadlock', this.clock.now())) throw deadlockError(cycle);
+    if (victim.lock !== w.lock || victim.order !== w.order) {
+      // A younger wait of the cycle is the victim (its own walk may have run before the cycle was whole).
+      await this.handoff.endAsDeadlock(victim, error, this.clock.now());
+      return { kind: 'queued', wait };
+    }
+    if (await this.handoff.leave(wait, 'deadlock', this.clock.now())) throw error;
+    // Gone already: refused by another walk that found the same cycle (this one names it), or served.
     const record = requestOf(await this.storage.read(requestRef(w.lock, w.requestKey)));
+    if (record?.state === 'ended' && record.reason === 'deadlock') throw error;
     return { kind: 'done', outcome: await this.answer(wait, record, w.connectionId) };
   }
 
@@ -663,7 +673,7 @@ export class LockService {
       if (record.reason === 'deadlock')
         throw new LatchkeyError(
           'DEADLOCK',
-          `request ${wait.requestId} was refused when it joined the queue of ${wait.lock}: its wait closed a cycle of waits`,
+          `request ${wait.requestId} was refused as the victim of a cycle of waits (a deadlock) while it waited for ${wait.lock}: release what this client holds, then try again with a new request_id`,
         );
       return this.notAcquired(wait.lock, record.reason);
     }

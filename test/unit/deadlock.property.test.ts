@@ -19,6 +19,7 @@ import {
   type GraphReader,
   type Party,
   partyKey,
+  victimOf,
   type WaitEdge,
   waitGraphFrom,
 } from '../../lambdas/core/deadlock';
@@ -275,6 +276,13 @@ describe('deadlock detection (core/deadlock.ts)', () => {
           expect(world.isTrueCycle(search.cycle)).toBe(true);
           expect(search.cycle[0]?.lock).toBe(joined.lock);
           expect(same(search.cycle[0]?.waiter as Party, joined)).toBe(true);
+          // Each edge's wait is known (the victim is chosen among them): its party and lock.
+          expect(search.cycleWaits).toHaveLength(search.cycle.length);
+          search.cycle.forEach((e, i) => {
+            const w = search.cycleWaits[i] as Waiter;
+            expect(same(w, e.waiter) && w.lock === e.lock).toBe(true);
+          });
+          expect(search.cycleWaits[0]).toBe(joined);
         }
         for (const e of search.edges) expect(world.edgeKeys.has(edgeKey(e))).toBe(true);
       }),
@@ -336,6 +344,15 @@ describe('deadlock detection (core/deadlock.ts)', () => {
     ]);
     for (const joined of named.waits)
       expect((await findCycle(joined, named.reader, NOW)).cycle?.length).toBe(2);
+    // Both walks (two waits closing the cycle at once) pick the same victim: the younger wait.
+    const victims = await Promise.all(
+      named.waits.map(async (joined) => {
+        const search = await findCycle(joined, named.reader, NOW);
+        return search.cycleWaits[victimOf(search.cycleWaits)];
+      }),
+    );
+    const youngest = [...named.waits].sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
+    expect(victims).toEqual([youngest, youngest]);
   });
 
   it('the graph around a lock shows only true edges and true cycles, and a cycle when one runs through its waiters', async () => {
