@@ -77,7 +77,7 @@ import {
 } from '../core/request';
 import { sessionGrantSteps } from '../core/session';
 import { forceReleaseSharedWrite, pinnedSharedGrants, pruneLapsedWrite } from '../core/shared-lock';
-import { audit } from '../shared/log';
+import { audit, describeError, log } from '../shared/log';
 import { countAcquire } from './acquire-metrics';
 import { auditGrant, auditLapse, auditRelease } from './audit';
 import type { Clock } from './clock';
@@ -421,8 +421,9 @@ export class LockService {
   }
 
   /**
-   * A wait that just joined and closes `cycle`: it is the victim (whoever closes a cycle is, as in a
-   * database). It leaves the queue and the caller gets 409 DEADLOCK, unless it was granted first.
+   * A wait that just joined closes a cycle. Its youngest wait is the victim (core/deadlock.ts
+   * victimOf): this one leaves the queue and the caller gets 409 DEADLOCK, unless it was granted
+   * first; another is ended as a deadlock and told, and this one waits on.
    */
   private async refuseAsDeadlock(w: Waiter, search: Search): Promise<AcquireResult> {
     const at = victimOf(search.cycleWaits);
@@ -431,7 +432,14 @@ export class LockService {
     const wait = pendingOf(w);
     if (victim.lock !== w.lock || victim.order !== w.order) {
       // A younger wait of the cycle is the victim (its own walk may have run before the cycle was whole).
-      await this.handoff.endAsDeadlock(victim, error, this.clock.now());
+      // This wait is queued either way: a failure to end the other is logged, never this caller's error.
+      await this.handoff.endAsDeadlock(victim, error, this.clock.now()).catch((failure: unknown) => {
+        if (!(failure instanceof LatchkeyError) || failure.code !== 'UNAVAILABLE') throw failure;
+        log('warn', 'could not end a deadlock victim; lease ends and deadlines will', {
+          lock: victim.lock,
+          ...describeError(failure),
+        });
+      });
       return { kind: 'queued', wait };
     }
     if (await this.handoff.leave(wait, 'deadlock', this.clock.now())) throw error;
