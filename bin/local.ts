@@ -8,9 +8,11 @@
  *   npm start -- --credentials alice:alice-secret,bob:bob-secret   more principals
  */
 import { parseArgs } from 'node:util';
+import { parsePrefixes, prefixesProblem } from '../lambdas/core/hierarchy';
 import { localPrincipal } from '../lambdas/core/principal';
 import { LOCAL_REGION, localKeys } from '../local/sigv4';
 import { startLocalStack } from '../local/stack';
+import { lockPrefixProblem } from '../sdk/names';
 
 const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--no-auth]
 
@@ -23,6 +25,8 @@ const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--
                   (default: $LATCHKEY_LOCAL_CREDENTIALS; local:local is always accepted)
   --allowed-hosts NAME,...       Host names to serve besides localhost, 127.0.0.1 and ::1
   --sweep-every MS  run the session sweeper every MS ms (default: $SWEEP_INTERVAL_MS or 5000; 0: never)
+  --hierarchical-prefixes P,...  namespaces where a lock covers the names below it, each ending
+                  with '/' (default: $LATCHKEY_HIERARCHICAL_PREFIXES; none). README: "Hierarchies"
 
 Set AWS_ENDPOINT_URL_DYNAMODB to use a DynamoDB you already run instead of starting DynamoDB Local.`;
 
@@ -40,6 +44,7 @@ async function main(): Promise<void> {
       credentials: { type: 'string' },
       'allowed-hosts': { type: 'string' },
       'sweep-every': { type: 'string' },
+      'hierarchical-prefixes': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -73,6 +78,9 @@ async function main(): Promise<void> {
     ...(values.table ? { tableName: values.table } : {}),
     auth: values['no-auth'] ? 'none' : 'sigv4',
     sweepIntervalMs: msOf(values['sweep-every'] ?? process.env.SWEEP_INTERVAL_MS, 5_000),
+    hierarchicalPrefixes: hierarchicalPrefixes(
+      values['hierarchical-prefixes'] ?? process.env.LATCHKEY_HIERARCHICAL_PREFIXES,
+    ),
   });
   const auth = values['no-auth']
     ? 'auth OFF: unsigned requests are accepted'
@@ -85,7 +93,7 @@ async function main(): Promise<void> {
 ${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
   metrics        ${stack.url}/metrics   (Prometheus text, unsigned)
   DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
-  try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
+${stack.hierarchicalPrefixes.length ? `  hierarchies    ${stack.hierarchicalPrefixes.join(', ')}   (a lock covers the names below it)\n` : ''}  try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);
 
   stopOnSignals(stack);
@@ -93,6 +101,14 @@ Press Ctrl-C to stop.`);
   process.on('unhandledRejection', (error) =>
     console.error('latchkey: unexpected failure (serving on):', error),
   );
+}
+
+/** The hierarchical namespaces asked for, refused before anything starts if unusable. */
+function hierarchicalPrefixes(text: string | undefined): string[] {
+  const prefixes = parsePrefixes(text);
+  const problem = prefixesProblem(prefixes, lockPrefixProblem);
+  if (problem) throw new Error(`--hierarchical-prefixes: ${problem}`);
+  return prefixes;
 }
 
 /** How long stopping may take before the process exits anyway (DynamoDB Local is then killed). */

@@ -235,6 +235,15 @@ export const PROP_KEYS: { readonly [K in ConfigurableProp]-?: ConfigKey<NonNulla
     description: 'HTTP waits polling at once, service-wide (429 TOO_MANY_WAITS); 0: none',
     schema: integer,
   },
+  hierarchicalPrefixes: {
+    format: "prefix,… or a JSON list: each ends with '/', none inside another",
+    default: '(none)',
+    description: 'namespaces where a lock on a name covers the names below it (README: "Hierarchies")',
+    schema: z.preprocess(
+      fromText((t) => (t === '' ? [] : listOf(t))),
+      z.array(z.string({ error: 'not a string' }), { error: 'not a list' }),
+    ),
+  },
   reservedConcurrency: {
     format: `false, or name=n,… (names: ${FUNCTIONS.join(', ')}; n ≥ 1) or a JSON object`,
     default: pairs(d.reservedConcurrency),

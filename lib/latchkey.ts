@@ -4,10 +4,12 @@ import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { type ILogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { type ITopic, Topic } from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
+import { prefixesProblem } from '../lambdas/core/hierarchy';
 import { PRIORITY, QUOTA_SHARDS } from '../lambdas/core/queue';
 import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import { WS_STAGE } from '../lambdas/ws/routes';
+import { lockPrefixProblem } from '../sdk/names';
 import { LockHandoff } from './constructs/lock-handoff';
 import { LockHttpApi } from './constructs/lock-http-api';
 import { LockObservability } from './constructs/lock-observability';
@@ -76,6 +78,14 @@ export interface LatchkeyProps {
    * @default 100
    */
   readonly maxHttpWaits?: number;
+  /**
+   * Namespaces where lock names form a hierarchy (README: "Hierarchies"), each ending with '/' and
+   * none inside another: inside `tenants/`, a lock on `tenants/acme` covers `tenants/acme/…`. Names
+   * outside them keep one write per operation. Change it only while no lock inside a namespace
+   * that is added or removed is held.
+   * @default none
+   */
+  readonly hierarchicalPrefixes?: readonly string[];
   /**
    * Reserved concurrency per function: a cap for lock-commands (so lock traffic cannot take the
    * account's whole concurrency), and room that nothing else can take for the notifier, the timer
@@ -149,6 +159,7 @@ export const LATCHKEY_DEFAULTS = {
   maxWaitersPerConnection: DEFAULT_LIMITS.maxWaitersPerConnection,
   maxWaitersPerPrincipal: DEFAULT_LIMITS.maxWaitersPerPrincipal,
   maxHttpWaits: DEFAULT_LIMITS.maxHttpWaits,
+  hierarchicalPrefixes: [],
   reservedConcurrency: DEFAULT_RESERVED_CONCURRENCY,
   httpThrottle: { rateLimit: 1000, burstLimit: 2000 },
   webSocketThrottle: { rateLimit: 500, burstLimit: 1000 },
@@ -202,6 +213,8 @@ export function latchkeyPropProblems(props: LatchkeyProps): LatchkeyPropProblem[
   if (!whole(p.maxWaitersPerPrincipal, QUOTA_SHARDS))
     fail('maxWaitersPerPrincipal', `maxWaitersPerPrincipal must be an integer of at least ${QUOTA_SHARDS}`);
   if (!whole(p.maxHttpWaits, 0)) fail('maxHttpWaits', 'maxHttpWaits must be an integer >= 0');
+  const hierarchy = prefixesProblem(p.hierarchicalPrefixes, lockPrefixProblem);
+  if (hierarchy) fail('hierarchicalPrefixes', hierarchy);
 
   if (p.reservedConcurrency) {
     for (const [name, value] of Object.entries(p.reservedConcurrency))
@@ -255,6 +268,7 @@ function resolved(props: LatchkeyProps) {
     maxWaitersPerConnection: props.maxWaitersPerConnection ?? d.maxWaitersPerConnection,
     maxWaitersPerPrincipal: props.maxWaitersPerPrincipal ?? d.maxWaitersPerPrincipal,
     maxHttpWaits: props.maxHttpWaits ?? d.maxHttpWaits,
+    hierarchicalPrefixes: props.hierarchicalPrefixes ?? d.hierarchicalPrefixes,
     reservedConcurrency:
       props.reservedConcurrency === false
         ? undefined
@@ -314,6 +328,9 @@ export class Latchkey extends Construct {
       MAX_WAITERS_PER_CONNECTION: String(p.maxWaitersPerConnection),
       MAX_WAITERS_PER_PRINCIPAL: String(p.maxWaitersPerPrincipal),
       MAX_HTTP_WAITS: String(p.maxHttpWaits),
+      ...(p.hierarchicalPrefixes.length > 0
+        ? { HIERARCHICAL_PREFIXES: p.hierarchicalPrefixes.join(',') }
+        : {}),
     };
     const reserved = p.reservedConcurrency;
     const logRetention = p.logRetention;

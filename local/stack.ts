@@ -5,9 +5,11 @@
  * stream, and the timer queue: all served by the same handler modules
  * Lambda runs.
  */
+
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { parsePrefixes } from '../lambdas/core/hierarchy';
 import { PATH_READERS } from '../lambdas/http/lock-path';
 import { ROUTES } from '../lambdas/http/routes';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
@@ -48,6 +50,11 @@ export interface LocalStackOptions {
   readonly requestTimeouts?: RequestTimeouts;
   /** How often the sweeper runs (EventBridge runs it every minute on AWS); 0 never. Default 5000. */
   readonly sweepIntervalMs?: number;
+  /**
+   * Namespaces where lock names form a hierarchy (the stack's hierarchicalPrefixes), each ending
+   * with '/' (default: LATCHKEY_HIERARCHICAL_PREFIXES, comma-separated; none).
+   */
+  readonly hierarchicalPrefixes?: readonly string[];
 }
 
 export interface LocalStack {
@@ -56,6 +63,8 @@ export interface LocalStack {
   readonly wsUrl: string;
   readonly dynamoEndpoint: string;
   readonly tableName: string;
+  /** The namespaces where lock names form a hierarchy (none: empty). */
+  readonly hierarchicalPrefixes: readonly string[];
   readonly dynamoPid: number | undefined;
   /** The functions' metrics so far, as `GET /metrics` serves them (Prometheus text format). */
   metrics(): string;
@@ -93,6 +102,10 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   try {
     process.env.TABLE_NAME = tableName;
     process.env.AWS_ENDPOINT_URL_DYNAMODB = dynamoEndpoint;
+    // What the stack's functions get as HIERARCHICAL_PREFIXES (checked when they load their config).
+    process.env.HIERARCHICAL_PREFIXES = (
+      options.hierarchicalPrefixes ?? parsePrefixes(process.env.LATCHKEY_HIERARCHICAL_PREFIXES)
+    ).join(',');
     process.env.AWS_REGION ??= LOCAL_REGION;
     if (!process.env.AWS_ACCESS_KEY_ID) {
       // DynamoDB Local accepts any credentials; the SDK still wants some.
@@ -167,6 +180,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       wsUrl: `ws://${host}:${wsPort}/${WS_STAGE}`,
       dynamoEndpoint,
       tableName,
+      hierarchicalPrefixes: parsePrefixes(process.env.HIERARCHICAL_PREFIXES),
       dynamoPid: dynamo?.pid,
       metrics: () => registry.render(),
       async stop() {

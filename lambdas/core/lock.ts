@@ -163,6 +163,11 @@ export type Refusal = {
   /** Waiters queued ahead of anyone who asks now. */
   readonly queued: number;
   readonly retryAfterMs: number;
+  /**
+   * In a hierarchical namespace: the lock whose holder keeps this one out (an ancestor, or a lock
+   * below it), and why; `holder` is then that lock's holder.
+   */
+  readonly blockedBy?: { readonly lock: string; readonly reason: string } | undefined;
 };
 
 export type AcquireOutcome =

@@ -18,6 +18,7 @@
  * (a stream of readers cannot starve a queued writer), and a run of shared
  * waiters at the head is granted together, in one transaction.
  */
+
 import { createHash } from 'node:crypto';
 import {
   add,
@@ -35,6 +36,7 @@ import {
   or,
   set,
 } from './expr';
+import { intentionsEased } from './hierarchy';
 import {
   entryAttr,
   entryCount,
@@ -317,13 +319,18 @@ function notMineAlready(w: Waiter, now: number): Condition {
   );
 }
 
-export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits): Step[] {
+/**
+ * Joins the queue of a lock the waiter cannot take now. `keptOut`: the lock itself is free, but
+ * its hierarchy keeps the waiter out (an ancestor's holder, a grant below: core/hierarchy.ts), so
+ * it queues all the same; the notifier serves it once that changes.
+ */
+export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits, keptOut = false): Step[] {
   const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
   const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
     updateStep(lockRef(w.lock), {
       condition: withOptional(
-        and(mustWait(w, now), queueHasRoom),
+        keptOut ? queueHasRoom : and(mustWait(w, now), queueHasRoom),
         sameSemaphore(w),
         notMineAlready(w, now),
         notAlreadyServed(w.requestKey),
@@ -697,14 +704,22 @@ export const RELEASER_BACKUP_MS = 60_000;
  * started with the same grant and waiters already queued, that state
  * already had its server (a timer, or whoever freed the lock).
  */
-export function onLockChange({ before, released, after }: LockChangeImages, now: number): NotifierDecision {
+export function onLockChange(
+  { before, released, after }: LockChangeImages,
+  now: number,
+  /** The lock is in a hierarchical namespace (core/hierarchy.ts). */
+  hierarchical = false,
+): NotifierDecision {
   if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
   const holder = liveHolder(after, now);
   if (holder) {
     // A lock held through a session is freed by the session's end (whose writer serves it), not by a lease.
     if (holder.held.kind === 'session') return { serve: false, timer: undefined };
     const timer = { at: holder.held.expiresAt, fence: holder.fencingToken };
-    return { serve: false, timer: armedBefore(before, after) ? undefined : timer };
+    // Armed already for this grant, unless a renewal moved its end earlier (a shorter ttl).
+    const earlier =
+      leaseEndOf(before) !== undefined && holder.held.expiresAt < (leaseEndOf(before) as number);
+    return { serve: false, timer: armedBefore(before, after) && !earlier ? undefined : timer };
   }
   const shared = liveEntries(after, now);
   if (shared.length > 0) {
@@ -761,7 +776,14 @@ export function onLockChange({ before, released, after }: LockChangeImages, now:
       timer: { at: Math.min(now + RELEASER_BACKUP_MS, ...ends), fence: lastFencingToken(after) ?? 0 },
     };
   }
-  return { serve: !alreadyWaiting(before, after), timer: undefined };
+  // Free with waiters. In a hierarchical namespace that can last (a holder above it, a grant below
+  // it keeps the head out), so serve it again whenever its queue moves (a new head may fit) or a
+  // grant below it ends.
+  const queueMoved = hierarchical && queuedCount(after) !== queuedCount(before);
+  return {
+    serve: !alreadyWaiting(before, after) || queueMoved || intentionsEased(before, after),
+    timer: undefined,
+  };
 }
 
 /** The timer that serves a released lock's queue should its releaser die before it does. */
@@ -773,6 +795,9 @@ function releaseBackup(before: Item | undefined, released: Item, now: number) {
   if (armedBefore(before, released) && typeof leaseEnd === 'number' && leaseEnd <= latest) return undefined;
   return { at, fence: released[LockAttr.fence] as number };
 }
+
+const leaseEndOf = (item: Item | undefined): number | undefined =>
+  typeof item?.[LockAttr.expiresAt] === 'number' ? (item[LockAttr.expiresAt] as number) : undefined;
 
 /** Whether `before` already showed the grant in `current` with waiters (then its timer was armed). */
 const armedBefore = (before: Item | undefined, current: Item) =>

@@ -384,6 +384,9 @@ export function acquireResponse(outcome: AcquireOutcome, now: number) {
     holder: holderSummary(outcome.holder),
     queued: outcome.queued,
     retry_after_ms: outcome.retryAfterMs,
+    ...(outcome.blockedBy === undefined
+      ? {}
+      : { blocked_by: { lock: outcome.blockedBy.lock, reason: outcome.blockedBy.reason } }),
   };
 }
 

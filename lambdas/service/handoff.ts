@@ -8,6 +8,7 @@
  */
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
+import { clearWakeWrite, intentionFor, wakesDue, wakeTimerAt } from '../core/hierarchy';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
 import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
 import {
@@ -31,6 +32,7 @@ import { audit, describeError, log } from '../shared/log';
 import { metric } from '../shared/metrics';
 import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
+import { type Paths, SubtreeConflict } from './paths';
 import type { Pusher, PushOutcome } from './push';
 import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
 
@@ -43,7 +45,8 @@ export type ServeResult =
   | {
       readonly kind: 'held';
       readonly expiresAt: number | undefined;
-      readonly fence: number;
+      /** The grant a timer watches (undefined: kept out by its hierarchy; a timer serves it whatever it carries). */
+      readonly fence: number | undefined;
       readonly waiting: boolean;
     }
   | { readonly kind: 'idle' }
@@ -79,6 +82,7 @@ const MAX_ROUNDS = 8;
 export class Handoff {
   constructor(
     private readonly storage: Storage,
+    private readonly paths: Paths,
     private readonly pusher: Pusher,
     private readonly clock: Clock,
     private readonly ids: () => string,
@@ -114,7 +118,16 @@ export class Handoff {
         plan.head.mode === 'shared'
           ? runHandoffSteps(plan.run, snapshot.lock, now, writeId)
           : oneHandoff(plan.head, snapshot.lock, now, writeId);
-      const result = await this.handoffWrite(name, steps, writeId);
+      let result: TransactResult;
+      try {
+        result = await this.handoffWrite(name, steps, writeId, snapshot.lock);
+      } catch (error) {
+        if (!(error instanceof SubtreeConflict)) throw error;
+        // Kept out by its hierarchy: served again when that changes (a mark above it, a timer at
+        // the blocking lease's end, or the stream showing the grants below it gone).
+        if (!(await this.paths.markWake(name, error.block, intentionFor(plan.head.mode)))) continue;
+        return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
+      }
       if (!result.ok) {
         // The session a grant was to be held through ended: that waiter can hold nothing, so it goes.
         for (const waiter of plan.run)
@@ -149,6 +162,7 @@ export class Handoff {
    * the read: the caller then releases the plain way.
    */
   async releaseToNext(release: ReleaseCommand): Promise<number | undefined> {
+    if (this.paths.isHierarchical(release.name)) return undefined;
     const snapshot = await this.storage.queue(release.name, 1);
     const now = this.clock.now();
     const head = planRelease(release, snapshot.lock, snapshot.waiters, now);
@@ -157,7 +171,7 @@ export class Handoff {
     const { steps, grant } = handoffSteps(head, snapshot.lock, now, writeId, release);
     // Not applied (refused, or failed and the lock shows it unchanged): the plain release decides.
     // Unknown (failed, and the lock could not be read): UNAVAILABLE, for the caller to retry.
-    if (!(await this.handoffWrite(release.name, steps, writeId)).ok) return undefined;
+    if (!(await this.handoffWrite(release.name, steps, writeId, snapshot.lock)).ok) return undefined;
     auditRelease(release, 0);
     try {
       // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
@@ -182,11 +196,16 @@ export class Handoff {
    * came) is judged by reading the lock: applied if it carries the id, else not applied (an
    * empty refusal: read again). If the lock cannot be read either, the error stands.
    */
-  private async handoffWrite(name: string, steps: Step[], writeId: string): Promise<TransactResult> {
+  private async handoffWrite(
+    name: string,
+    steps: Step[],
+    writeId: string,
+    seen: Item | undefined,
+  ): Promise<TransactResult> {
     const ours = (lock: Item | undefined) => lock?.[LockAttr.lastWrite] === writeId;
     let result: TransactResult;
     try {
-      result = await this.storage.transact(steps);
+      result = await this.paths.transact(name, steps, { seen });
     } catch (error) {
       if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
       for (let attempt = 0; ; attempt++) {
@@ -219,7 +238,10 @@ export class Handoff {
     auditGrant('handoff', grant, { request_id: head.requestId, reason: 'next-in-queue' });
     if ((await this.announce(head, grant)) !== 'gone') return true;
     // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.
-    const taken = await this.storage.transact(takeBackSteps(grant, head, writeId, this.clock.now()));
+    const taken = await this.paths.transact(
+      grant.lock,
+      takeBackSteps(grant, head, writeId, this.clock.now()),
+    );
     if (taken.ok)
       auditGrant('take-back', grant, {
         request_id: head.requestId,
@@ -228,6 +250,30 @@ export class Handoff {
       });
     if (head.connectionId) await this.forgetConnection(head.connectionId);
     return !taken.ok;
+  }
+
+  /** Whether `name` lies in a hierarchical namespace. */
+  isHierarchical(name: string): boolean {
+    return this.paths.isHierarchical(name);
+  }
+
+  /**
+   * The nodes below `ancestor` whose waits it kept out and no longer does, as its item `after` a
+   * change shows it: each mark is removed (unless written again since) and the node's queue served.
+   */
+  async wakeBelow(
+    ancestor: string,
+    after?: Item | undefined,
+  ): Promise<{ woken: { node: string; served: ServeResult }[]; lookAgainAt: number | undefined }> {
+    const woken: { node: string; served: ServeResult }[] = [];
+    if (!this.paths.isHierarchical(ancestor)) return { woken, lookAgainAt: undefined };
+    const item = after ?? (await this.storage.read(lockRef(ancestor)));
+    const now = this.clock.now();
+    for (const mark of wakesDue(ancestor, item, now)) {
+      const cleared = await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
+      if (cleared.ok) woken.push({ node: mark.node, served: await this.serve(mark.node) });
+    }
+    return { woken, lookAgainAt: wakeTimerAt(ancestor, item, now) };
   }
 
   /**

@@ -18,6 +18,7 @@ import { openAndOwnedBy } from '../core/connection';
 import { cycleFrom, deadlockError, keeperSteps, type Search, victimOf } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
+import type { SubtreeBlock } from '../core/hierarchy';
 import { liveEntries, MAX_DROP } from '../core/holders';
 import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, sightOf, track } from '../core/http-poll';
 import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
@@ -43,7 +44,6 @@ import {
   refusal,
   requestKey,
   requestKeyOf,
-  runProtocol,
   type Tenure,
   throughSession,
   withOptional,
@@ -85,6 +85,7 @@ import type { Connections } from './connections';
 import { ContentionMemory } from './contention';
 import type { Deadlocks } from './deadlocks';
 import type { Handoff } from './handoff';
+import { type Paths, SubtreeConflict } from './paths';
 import type { Sessions } from './sessions';
 import { connectionOfSession } from './sessions';
 import { oldAt, refusedAt, type Storage } from './storage';
@@ -133,6 +134,7 @@ export type ForceReleaseOutcome =
 export class LockService {
   constructor(
     private readonly storage: Storage,
+    private readonly paths: Paths,
     readonly handoff: Handoff,
     private readonly sessions: Sessions,
     private readonly connections: Connections,
@@ -189,7 +191,7 @@ export class LockService {
     const holder = liveHolder(seen, now);
     if (!holder) return this.forceReleaseShared(name, seen, by, reason, onlyToken);
     if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
-    const result = await this.storage.write(lockRef(name), forceReleaseWrite(holder, by, reason, now));
+    const result = await this.paths.write(name, forceReleaseWrite(holder, by, reason, now), { seen });
     if (!result.ok) return { kind: 'moved-on' };
     auditGrant(
       'force-release',
@@ -223,10 +225,9 @@ export class LockService {
         onlyToken === undefined ? live : live.filter((e) => e.fencingToken === onlyToken)
       ).slice(0, MAX_DROP);
       if (ending.length === 0) break;
-      const result = await this.storage.write(
-        lockRef(name),
-        forceReleaseSharedWrite(ending, item, by, reason, now),
-      );
+      const result = await this.paths.write(name, forceReleaseSharedWrite(ending, item, by, reason, now), {
+        seen: item,
+      });
       if (!result.ok) {
         if (round === 0) return { kind: 'moved-on' };
         item = result.old;
@@ -249,6 +250,7 @@ export class LockService {
    * A fresh grant or re-entry (not a replay of an earlier one) is audited here, once.
    */
   async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
+    this.paths.checkDepth(cmd.name);
     const result = await this.acquireOrQueue(cmd, wait);
     countAcquire(result);
     if (result.kind === 'done' && result.outcome.acquired && !result.outcome.replayed) {
@@ -268,13 +270,19 @@ export class LockService {
     if (cmd.tenure.kind === 'session')
       await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
+    /** Free, but kept out by its hierarchy (a holder above it, a grant below it): it queues all the same. */
+    let keptOut = false;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
       const connection = connectionCheck(waiter);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
       // A wait that names locks it keeps records that beside each of them (deadlock detection).
-      const steps = [...enqueueSteps(waiter, now, this.limits), ...keeperSteps(waiter), ...connection];
+      const steps = [
+        ...enqueueSteps(waiter, now, this.limits, keptOut),
+        ...keeperSteps(waiter),
+        ...connection,
+      ];
       const queued = await this.storage.transact(steps);
       if (queued.ok) {
         auditWait(waiter);
@@ -321,7 +329,16 @@ export class LockService {
         return { kind: 'done', outcome: decision.outcome };
       }
       if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
-      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter), connection);
+      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter), connection).catch(
+        (error: unknown) => {
+          if (!(error instanceof SubtreeConflict)) throw error;
+          return { kind: 'kept-out' as const };
+        },
+      );
+      if (grant.kind === 'kept-out') {
+        keptOut = true;
+        continue;
+      }
       if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
       if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
       if (grant.kind === 'record') return this.follow(withId, wait, grant.record);
@@ -355,8 +372,9 @@ export class LockService {
    */
   async release(cmd: ReleaseCommand): Promise<ReleaseOutcome> {
     // A shared grant is released the plain way: the queue is then served (a run of readers, or a writer).
+    // So is a grant in a hierarchical namespace: the next waiter's grant may be kept out from above.
     const handed =
-      cmd.mode !== 'shared' && this.contended.likely(cmd.name)
+      cmd.mode !== 'shared' && !this.paths.isHierarchical(cmd.name) && this.contended.likely(cmd.name)
         ? await this.handoff.releaseToNext(cmd)
         : undefined;
     if (handed !== undefined) return { lock: cmd.name, remaining: 0, queued: handed };
@@ -515,6 +533,8 @@ export class LockService {
           ? await this.acquireInSession(cmd)
           : await this.run(cmd.name, acquireProtocolIn(cmd, this.clock.now()));
     } catch (error) {
+      // Kept out by a holder above it or a grant below it (a hierarchical namespace).
+      if (error instanceof SubtreeConflict) return subtreeRefusal(cmd.name, error.block);
       // A semaphore's other N refuses a fresh request; a retry of one that waited is answered by its record.
       if (!(error instanceof LatchkeyError) || error.code !== 'MAX_HOLDERS_MISMATCH') throw error;
       const recorded = await this.fromRecord(cmd);
@@ -606,7 +626,7 @@ export class LockService {
       ...connection,
       ...(record ? [grantedAtOnceStep(record, grant.fencingToken, now, gcFromHeld(grant.held) ?? now)] : []),
     ];
-    const result = await this.storage.transact(steps);
+    const result = await this.paths.transact(cmd.name, steps, { seen });
     if (result.ok) {
       auditLapse(cmd.name, seen, now);
       return { kind: 'granted', outcome: granted(grant, false) };
@@ -757,9 +777,22 @@ export class LockService {
 
   /** Runs a protocol on the lock item, each write one conditional UpdateItem. */
   private run<Outcome>(name: string, protocol: Protocol<Outcome>): Promise<Outcome> {
-    return runProtocol(protocol, (write) => this.storage.write(lockRef(name), write), this.ids);
+    return this.paths.run(name, protocol, this.ids);
   }
 }
+
+/** "Not acquired", for a grant kept out by a holder above it or a grant below it. */
+const subtreeRefusal = (lock: string, block: SubtreeBlock): Refusal => ({
+  acquired: false,
+  lock,
+  holder:
+    block.clientId === undefined
+      ? undefined
+      : { clientId: block.clientId, expiresAt: block.expiresAt, session: block.session },
+  queued: 0,
+  retryAfterMs: block.retryAfterMs,
+  blockedBy: { lock: block.lock, reason: block.reason },
+});
 
 /** The one grant of a single shared grantee's write. */
 const oneSharedGrant = (g: {

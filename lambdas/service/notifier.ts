@@ -10,7 +10,7 @@
 import { onLockChange } from '../core/queue';
 import { countChanges } from './change-metrics';
 import type { Clock } from './clock';
-import type { Handoff } from './handoff';
+import type { Handoff, ServeResult } from './handoff';
 import { readChanges, type StreamRecord } from './stream-changes';
 import type { Timers } from './timers';
 
@@ -21,17 +21,25 @@ export class Notifier {
     private readonly clock: Clock,
   ) {}
 
+  /** A queue still held after serving it: look again when the lease in the way ends. */
+  private async armFor(lock: string, served: ServeResult): Promise<void> {
+    if (served.kind === 'held' && served.waiting && served.expiresAt !== undefined)
+      await this.timers.schedule(lock, served.expiresAt, served.fence);
+  }
+
   async handle(records: readonly StreamRecord[]): Promise<void> {
     countChanges(records);
     const { locks, joined, opened } = readChanges(records);
     await Promise.all(
       locks.map(async ({ lock, ...images }) => {
-        const decision = onLockChange(images, this.clock.now());
+        const decision = onLockChange(images, this.clock.now(), this.handoff.isHierarchical(lock));
         if (decision.timer) await this.timers.schedule(lock, decision.timer.at, decision.timer.fence);
-        if (!decision.serve) return;
-        const served = await this.handoff.serve(lock);
-        if (served.kind === 'held' && served.waiting && served.expiresAt !== undefined)
-          await this.timers.schedule(lock, served.expiresAt, served.fence);
+        if (decision.serve) await this.armFor(lock, await this.handoff.serve(lock));
+        // Waits below it that it kept out (hierarchical locks), now that it changed; a lease that
+        // keeps them out still is looked at again when it ends.
+        const { woken, lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
+        for (const { node, served } of woken) await this.armFor(node, served);
+        if (lookAgainAt !== undefined) await this.timers.schedule(lock, lookAgainAt);
       }),
     );
     await Promise.all(joined.map((w) => this.timers.schedule(w.lock, w.deadline)));

@@ -14,6 +14,7 @@ import { Handoff } from './handoff';
 import { HttpWaits } from './http-waits';
 import { LockService } from './lock-service';
 import { Notifier } from './notifier';
+import { Paths } from './paths';
 import type { Pusher } from './push';
 import { SessionAdmin } from './session-admin';
 import { Sessions } from './sessions';
@@ -33,11 +34,15 @@ export interface Ports {
   readonly limits?: ServiceLimits;
   /** Deadlock detection on each wait that joins a queue: its bounds (default DEADLOCK_SEARCH), or null: off. */
   readonly deadlockSearch?: SearchBounds | null;
+  /** The namespaces where lock names form a hierarchy (core/hierarchy.ts), each ending with '/'; default none. */
+  readonly hierarchicalPrefixes?: readonly string[];
 }
 
 export interface Services {
   readonly storage: Storage;
   readonly locks: LockService;
+  /** Writes of lock items, with the intentions of their ancestors in hierarchical namespaces. */
+  readonly paths: Paths;
   readonly httpWaits: HttpWaits;
   readonly handoff: Handoff;
   readonly sessions: Sessions;
@@ -57,8 +62,9 @@ export interface Services {
 export function wireServices(ports: Ports): Services {
   const { storage, pusher, timers, clock, ids } = ports;
   const limits = ports.limits ?? DEFAULT_LIMITS;
-  const handoff = new Handoff(storage, pusher, clock, ids);
-  const sessions = new Sessions(storage, handoff, clock, ids);
+  const paths = new Paths(storage, clock, ports.hierarchicalPrefixes ?? []);
+  const handoff = new Handoff(storage, paths, pusher, clock, ids);
+  const sessions = new Sessions(storage, paths, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
   const deadlocks = new Deadlocks(
     storage,
@@ -67,7 +73,8 @@ export function wireServices(ports: Ports): Services {
   );
   return {
     storage,
-    locks: new LockService(storage, handoff, sessions, connections, clock, ids, limits, deadlocks),
+    locks: new LockService(storage, paths, handoff, sessions, connections, clock, ids, limits, deadlocks),
+    paths,
     deadlocks,
     httpWaits: new HttpWaits(storage, clock, limits.maxHttpWaits),
     handoff,

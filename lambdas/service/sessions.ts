@@ -11,7 +11,7 @@
 import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { connectionRef, lockRef, sessionLockRef, sessionRef, updateStep } from '../core/items';
+import { connectionRef, sessionLockRef, sessionRef, updateStep } from '../core/items';
 import { lastFencingToken, liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
   createWrite,
@@ -33,6 +33,7 @@ import { filedDueAt } from '../store/table';
 import type { Clock } from './clock';
 import type { Connection } from './connections';
 import type { Handoff } from './handoff';
+import type { Paths } from './paths';
 import { refusedAt, type Storage } from './storage';
 
 /** API Gateway closes a WebSocket connection after 2 hours. */
@@ -54,6 +55,7 @@ export const connectionOfSession = (sessionId: string): string | undefined =>
 export class Sessions {
   constructor(
     private readonly storage: Storage,
+    private readonly paths: Paths,
     private readonly handoff: Handoff,
     private readonly clock: Clock,
     private readonly newId: () => string,
@@ -223,7 +225,7 @@ export class Sessions {
     now: number,
     lockDelayMs: number,
   ) {
-    let result = await this.storage.write(lockRef(name), sessionReleaseWrite(session.id, now, lockDelayMs));
+    let result = await this.paths.write(name, sessionReleaseWrite(session.id, now, lockDelayMs));
     // Each refusal of a shared release means another write changed the item (other sessions ending
     // at once, say): try the variant that fits it now. Never give up with the entry still there:
     // its session's link would go, and nothing would ever end it; the sweeper retries instead.
@@ -242,8 +244,8 @@ export class Sessions {
           'UNAVAILABLE',
           `lock ${name} kept changing while session ${session.id} released it; retry`,
         );
-      result = await this.storage.write(
-        lockRef(name),
+      result = await this.paths.write(
+        name,
         sessionSharedReleaseWrite(session.owner, session.clientId, session.id, now, lockDelayMs, variant),
       );
     }

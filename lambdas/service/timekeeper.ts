@@ -39,6 +39,13 @@ export class Timekeeper {
       served.expiresAt !== undefined
     )
       await this.timers.schedule(message.lock, served.expiresAt, served.fence);
+    // Waits below it that it kept out (hierarchical locks): a lease above them may have lapsed.
+    const { woken, lookAgainAt } = await this.handoff.wakeBelow(message.lock);
+    for (const { node, served: below } of woken)
+      if (below.kind === 'held' && below.waiting && below.expiresAt !== undefined)
+        await this.timers.schedule(node, below.expiresAt, below.fence);
+    if (lookAgainAt !== undefined && lookAgainAt > message.due_at)
+      await this.timers.schedule(message.lock, lookAgainAt);
   }
 
   /** A session's expiry: end it unless a heartbeat moved it, in which case check again then. */

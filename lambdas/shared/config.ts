@@ -3,6 +3,8 @@
  * A bad value stops the function with a message naming the variable.
  */
 import * as z from 'zod';
+import { lockPrefixProblem } from '../../sdk/names';
+import { parsePrefixes, prefixesProblem } from '../core/hierarchy';
 import { PRIORITY } from '../core/queue';
 import { DEFAULT_LIMITS, retentionProblem, type ServiceLimits } from '../core/wire';
 import type { StoreSettings } from '../store/requests';
@@ -27,6 +29,15 @@ const environment = z
     WS_MANAGEMENT_ENDPOINT: z.url().optional(),
     /** The SQS queue that carries expiry timers. */
     TIMER_QUEUE_URL: z.url().optional(),
+    /** Comma-separated namespaces where lock names form a hierarchy (core/hierarchy.ts), each ending with '/'. */
+    HIERARCHICAL_PREFIXES: z
+      .string()
+      .default('')
+      .transform(parsePrefixes)
+      .superRefine((prefixes, ctx) => {
+        const problem = prefixesProblem(prefixes, lockPrefixProblem);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
   })
   .refine((env) => env.LOCK_MIN_TTL_MS <= env.LOCK_MAX_TTL_MS, {
     message: 'LOCK_MIN_TTL_MS must not exceed LOCK_MAX_TTL_MS',
@@ -46,6 +57,8 @@ export interface Config {
   readonly dynamoEndpoint: string | undefined;
   readonly wsManagementEndpoint: string | undefined;
   readonly timerQueueUrl: string | undefined;
+  /** The namespaces where lock names form a hierarchy; empty: none. */
+  readonly hierarchicalPrefixes: readonly string[];
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -70,5 +83,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dynamoEndpoint: e.AWS_ENDPOINT_URL_DYNAMODB,
     wsManagementEndpoint: e.WS_MANAGEMENT_ENDPOINT,
     timerQueueUrl: e.TIMER_QUEUE_URL,
+    hierarchicalPrefixes: e.HIERARCHICAL_PREFIXES,
   };
 }

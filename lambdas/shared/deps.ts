@@ -61,6 +61,7 @@ export function getDeps(): Deps {
       clock: systemClock,
       ids: randomUUID,
       limits: config.limits,
+      hierarchicalPrefixes: config.hierarchicalPrefixes,
     });
     deps = {
       ...services,

@@ -37,15 +37,23 @@ describe('onLockChange', () => {
     });
     await join('c');
     expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
-    const renewed = (
-      await h.services.locks.renew({
-        name: LOCK,
-        owner: OWNER,
-        clientId: 'a',
-        fencingToken: a.fencingToken,
-        ttlMs: 500,
-      })
-    ).grant;
+    const renew = async (ttlMs: number) =>
+      (
+        await h.services.locks.renew({
+          name: LOCK,
+          owner: OWNER,
+          clientId: 'a',
+          fencingToken: a.fencingToken,
+          ttlMs,
+        })
+      ).grant;
+    // A shorter lease than the armed timer's: arm one at the new, earlier end.
+    const shortened = await renew(500);
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual({
+      serve: false,
+      timer: { at: end(shortened), fence: a.fencingToken },
+    });
+    const renewed = await renew(1_000);
     expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // the armed timer re-arms itself
     await h.hold('a', { reentrant: true });
     expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);

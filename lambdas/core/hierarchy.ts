@@ -1,0 +1,665 @@
+/**
+ * Hierarchical (subtree) locks: multiple-granularity locking (Gray et al.)
+ * over lock names, in the namespaces a stack opts into (its
+ * `hierarchicalPrefixes`). Inside such a namespace, `a/b` is the parent of
+ * `a/b/c`, and a lock on `a/b` covers everything under `a/b/`.
+ *
+ * Every grant of a name below others takes an *intention* on each of them, in
+ * the same transaction: IS for a shared grant, IX for an exclusive one. An
+ * intention is an entry in the ancestor's lock item that mirrors the grant
+ * (its fencing token, its lease end or session), so it lapses exactly when
+ * the grant does and goes with it when it is released. The grant's own item
+ * is checked against the intentions it carries from below. Who may hold what
+ * is the standard compatibility matrix (COMPATIBLE); SIX is not offered.
+ *
+ * The rules, each a condition of one transaction:
+ * - IS on an ancestor: no live exclusive holder, no lock-delay, nobody queued.
+ * - IX on an ancestor: as IS, and no live shared holder, no shared lock-delay.
+ * - X on a node: no live intention on it (nothing below is held).
+ * - S on a node: no live IX intention on it (nothing below is held exclusively).
+ * "Nobody queued" is writer preference across levels: once anyone waits for
+ * `a/b`, new grants below it wait too, so a stream of children cannot starve
+ * the parent.
+ *
+ * Intention entries are flat attributes `i:<key>:<field>` (the key hashes the
+ * descendant's name and token), like shared entries (holders.ts), with counts
+ * of the entries present (lapsed or not: what a blind condition can check)
+ * and a version that moves with every change (what a write decided from a
+ * read of lapsed entries is pinned on). This module is pure: the service's
+ * Paths (service/paths.ts) runs the writes.
+ */
+import { createHash } from 'node:crypto';
+import {
+  add,
+  and,
+  type Condition,
+  eq,
+  exists,
+  gt,
+  type Item,
+  le,
+  lt,
+  missing,
+  or,
+  remove,
+  set,
+  type UpdateAction,
+} from './expr';
+import {
+  liveEntries,
+  MAX_DROP,
+  noEntries,
+  SharedAttr,
+  sameEntries,
+  sharedEntries,
+  writersBlockedUntil,
+  writersNotBlockedAt,
+} from './holders';
+import type { ItemWrite } from './items';
+import {
+  blockedUntil,
+  entryGrant,
+  grantOf,
+  type Held,
+  isGrantableAt,
+  LockAttr,
+  liveHolder,
+  queuedCount,
+  queueIsEmpty,
+  SESSION_HOLDER_RETRY_MS,
+} from './lock';
+
+// Modes.
+
+/** The modes of multiple-granularity locking this service offers. */
+export type HierarchyMode = 'IS' | 'IX' | 'S' | 'X';
+export type IntentionKind = 'IS' | 'IX';
+
+/** Which modes may be held on one node at once, by different grants (symmetric). */
+export const COMPATIBLE: Readonly<Record<HierarchyMode, readonly HierarchyMode[]>> = {
+  IS: ['IS', 'IX', 'S'],
+  IX: ['IS', 'IX'],
+  S: ['IS', 'S'],
+  X: [],
+};
+export const compatible = (a: HierarchyMode, b: HierarchyMode): boolean => COMPATIBLE[a].includes(b);
+
+/** The intention a grant in `mode` takes on each ancestor. */
+export const intentionFor = (mode: 'shared' | 'exclusive'): IntentionKind =>
+  mode === 'shared' ? 'IS' : 'IX';
+
+// Names.
+
+/**
+ * Most ancestors a hierarchical name may have (levels below its namespace's prefix, less one). A
+ * grant's transaction writes its node and every ancestor, beside at most four more items (a
+ * session's check and record, a request's record, a connection's check): 64 + 5 stays well
+ * inside DynamoDB's 100 items per transaction, and every level costs two write units.
+ */
+export const MAX_ANCESTORS = 64;
+
+/** Most intention entries (live grants below) one node carries: about 150 bytes each in its item. */
+export const MAX_INTENTIONS = 1_000;
+
+/** The namespace prefix `name` lies in (strictly below it), if any. */
+export const namespaceOf = (name: string, prefixes: readonly string[]): string | undefined =>
+  prefixes.find((p) => name.length > p.length && name.startsWith(p));
+
+/** The ancestors of `name` inside its namespace, root first (none outside every namespace). */
+export function ancestorsOf(name: string, prefixes: readonly string[]): string[] {
+  const prefix = namespaceOf(name, prefixes);
+  if (prefix === undefined) return [];
+  const levels = name.slice(prefix.length).split('/');
+  return levels.slice(0, -1).map((_, i) => prefix + levels.slice(0, i + 1).join('/'));
+}
+
+/** Why `name` cannot be locked under these prefixes (too deep), or undefined. */
+export function hierarchyProblem(name: string, prefixes: readonly string[]): string | undefined {
+  const depth = ancestorsOf(name, prefixes).length;
+  return depth > MAX_ANCESTORS
+    ? `${name} has ${depth} levels above it in its hierarchical namespace; at most ${MAX_ANCESTORS} are allowed (one transaction writes them all)`
+    : undefined;
+}
+
+/**
+ * Why a list of hierarchical prefixes is unusable, or undefined: each ends with '/', is a valid
+ * lock-name prefix, and none lies inside another (a name would have two hierarchies).
+ */
+export function prefixesProblem(
+  prefixes: readonly string[],
+  prefixProblem: (p: string) => string | undefined,
+): string | undefined {
+  for (const p of prefixes) {
+    if (!p.endsWith('/')) return `hierarchical prefix ${JSON.stringify(p)} must end with '/'`;
+    const problem = prefixProblem(p);
+    if (problem) return `hierarchical prefix ${JSON.stringify(p)}: ${problem}`;
+    const outer = prefixes.find((q) => q !== p && p.startsWith(q));
+    if (outer) return `hierarchical prefix ${JSON.stringify(p)} lies inside ${JSON.stringify(outer)}`;
+  }
+  return undefined;
+}
+
+/** Parses a comma-separated list of prefixes (the CLI flag, the environment variable). */
+export const parsePrefixes = (text: string | undefined): string[] =>
+  (text ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+
+// Intention entries.
+
+export const IntentAttr = {
+  /** Entries present, lapsed or not. */
+  count: 'intent_count',
+  /** IX entries present, lapsed or not. */
+  ix: 'intent_ix',
+  /** Entries held through a session: while any is, the item keeps no TTL. */
+  sessions: 'intent_sessions',
+  /** Moved by every write that adds, removes or renews an entry. */
+  version: 'intent_version',
+} as const;
+const I = IntentAttr;
+
+/** Moved by every write of a hierarchical node's own grants: a write planned from a read is pinned on it. */
+export const PATH_VERSION = 'path_version';
+
+const FIELDS = {
+  kind: 'k',
+  fence: 'f',
+  expiresAt: 'x',
+  session: 's',
+  name: 'n',
+  client: 'c',
+} as const;
+type Field = keyof typeof FIELDS;
+const INTENT_PREFIX = 'i:';
+
+/** The key of the intention a grant (its lock name and token) leaves on each ancestor. */
+export const intentionKey = (name: string, token: number): string =>
+  createHash('sha256').update(name).update('\u0000').update(String(token)).digest('base64url').slice(0, 12);
+
+export const intentionAttr = (key: string, field: Field): string => `${INTENT_PREFIX}${key}:${FIELDS[field]}`;
+
+/** One intention as recorded in an ancestor (it may have lapsed). */
+export interface Intention {
+  readonly key: string;
+  readonly kind: IntentionKind;
+  /** The descendant whose grant it mirrors. */
+  readonly name: string;
+  readonly clientId: string;
+  readonly fencingToken: number;
+  readonly expiresAt: number | undefined;
+  readonly session: string | undefined;
+}
+
+const num = (item: Item, attr: string) =>
+  typeof item[attr] === 'number' ? (item[attr] as number) : undefined;
+const str = (item: Item, attr: string) =>
+  typeof item[attr] === 'string' ? (item[attr] as string) : undefined;
+
+/** Every intention an item records, in name order. */
+export function intentionsOf(item: Item | undefined): Intention[] {
+  if (!item) return [];
+  const out: Intention[] = [];
+  for (const attr of Object.keys(item)) {
+    if (!attr.startsWith(INTENT_PREFIX) || !attr.endsWith(`:${FIELDS.fence}`)) continue;
+    const key = attr.slice(INTENT_PREFIX.length, attr.length - FIELDS.fence.length - 1);
+    const fencingToken = num(item, attr);
+    if (fencingToken === undefined) continue;
+    out.push({
+      key,
+      kind: str(item, intentionAttr(key, 'kind')) === 'IS' ? 'IS' : 'IX',
+      name: str(item, intentionAttr(key, 'name')) ?? '',
+      clientId: str(item, intentionAttr(key, 'client')) ?? '',
+      fencingToken,
+      expiresAt: num(item, intentionAttr(key, 'expiresAt')),
+      session: str(item, intentionAttr(key, 'session')),
+    });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name) || a.fencingToken - b.fencingToken);
+}
+
+/** Live at `now`: held through a session (its end removes it), or a lease not yet ended. */
+export const isLiveIntention = (i: Intention, now: number): boolean =>
+  i.session !== undefined || (i.expiresAt !== undefined && i.expiresAt > now);
+
+export const liveIntentions = (item: Item | undefined, now: number): Intention[] =>
+  intentionsOf(item).filter((i) => isLiveIntention(i, now));
+
+/** The live intentions of each kind: how many grants below hold the node's subtree, by mode. */
+export function intentionCounts(item: Item | undefined, now: number): { IS: number; IX: number } {
+  const live = liveIntentions(item, now);
+  return { IS: live.filter((i) => i.kind === 'IS').length, IX: live.filter((i) => i.kind === 'IX').length };
+}
+
+// What a node's write changes below its ancestors.
+
+/** A grant recorded on a node (live or lapsed): what its intentions mirror. */
+export interface Recorded {
+  readonly fencingToken: number;
+  readonly kind: IntentionKind;
+  readonly clientId: string;
+  readonly held: Held;
+}
+
+/** Every grant an item records: its exclusive holder's attributes and its shared entries. */
+export function recordedGrants(item: Item | undefined): Recorded[] {
+  if (!item) return [];
+  const exclusive =
+    item[LockAttr.holder] !== undefined && typeof item[LockAttr.fence] === 'number' ? [grantOf(item)] : [];
+  return [...exclusive, ...sharedEntries(item).map((e) => entryGrant(e))].map((g) => ({
+    fencingToken: g.fencingToken,
+    kind: intentionFor(g.mode),
+    clientId: g.clientId,
+    held: g.held,
+  }));
+}
+
+export interface IntentionDelta {
+  /** Grants the write makes: each takes an intention on every ancestor. */
+  readonly added: readonly Recorded[];
+  /** Grants it ends (released, or lapsed ones overwritten): their intentions go. */
+  readonly removed: readonly Recorded[];
+  /** Grants whose tenure it changes (a renewal): their intentions follow. */
+  readonly renewed: readonly Recorded[];
+}
+
+const sameHeld = (a: Held, b: Held) =>
+  a.kind === 'lease'
+    ? b.kind === 'lease' && a.expiresAt === b.expiresAt
+    : b.kind === 'session' && a.sessionId === b.sessionId;
+
+/** What a write that turns `before` into `after` does to the grants its ancestors mirror. */
+export function intentionDelta(before: Item | undefined, after: Item | undefined): IntentionDelta {
+  const was = new Map(recordedGrants(before).map((g) => [g.fencingToken, g]));
+  const is = new Map(recordedGrants(after).map((g) => [g.fencingToken, g]));
+  const added = [...is.values()].filter((g) => !was.has(g.fencingToken));
+  const removed = [...was.values()].filter((g) => !is.has(g.fencingToken));
+  const renewed = [...is.values()].filter((g) => {
+    const old = was.get(g.fencingToken);
+    return old !== undefined && !sameHeld(old.held, g.held);
+  });
+  return { added, removed, renewed };
+}
+
+export const isEmptyDelta = (d: IntentionDelta): boolean =>
+  d.added.length === 0 && d.removed.length === 0 && d.renewed.length === 0;
+
+// What blocks a grant.
+
+/** Who keeps a grant out: a holder of an ancestor, or a grant below the node itself. */
+export interface SubtreeBlock {
+  /** The lock that holder holds. */
+  readonly lock: string;
+  readonly clientId: string | undefined;
+  /** When the blocking lease ends (undefined: held through a session, or not a lease). */
+  readonly expiresAt: number | undefined;
+  readonly session: boolean;
+  /** Why, in words. */
+  readonly reason: string;
+  /** When to try again, ms from now. */
+  readonly retryAfterMs: number;
+}
+
+const retryAfter = (expiresAt: number | undefined, now: number, session: boolean) =>
+  session ? SESSION_HOLDER_RETRY_MS : expiresAt === undefined ? 50 : Math.max(1, expiresAt - now);
+
+/** The mode a write's new grants ask for on their own node (X wins over S), or undefined. */
+const askedOnNode = (delta: IntentionDelta): 'X' | 'S' | undefined =>
+  delta.added.some((g) => g.kind === 'IX') ? 'X' : delta.added.length > 0 ? 'S' : undefined;
+
+/** No entry held through a session among the intentions (then a write may set the item's TTL). */
+export const noSessionIntentions: Condition = or(missing(I.sessions), le(I.sessions, 0));
+const someSessionIntentions: Condition = gt(I.sessions, 0);
+const sessionIntentionsIn = (item: Item | undefined) => ((item && num(item, I.sessions)) ?? 0) > 0;
+
+/** What the PathWriter adds to a node's own write: a condition, updates, and a TTL override. */
+export interface NodeGuard {
+  readonly condition: Condition;
+  readonly updates: readonly UpdateAction[];
+  /** Set when the item's intentions decide its TTL: null keeps it forever (held through sessions below). */
+  readonly gcFrom?: null;
+}
+
+/**
+ * What a node's write needs of the intentions the node carries: the grants it makes must be
+ * compatible with every live one (blocked otherwise); lapsed conflicting ones are removed in the
+ * same write, pinned on the intentions' version. The TTL stays unset while grants below are held
+ * through sessions.
+ */
+export function nodeGuard(
+  name: string,
+  seen: Item | undefined,
+  delta: IntentionDelta,
+  now: number,
+): NodeGuard | { readonly blocked: SubtreeBlock } {
+  const sessions = sessionIntentionsIn(seen);
+  const ttl: Pick<NodeGuard, 'gcFrom'> = sessions ? { gcFrom: null } : {};
+  const sessionCondition = sessions ? someSessionIntentions : noSessionIntentions;
+  const asked = askedOnNode(delta);
+  if (asked === undefined) return { condition: sessionCondition, updates: [], ...ttl };
+  const present = intentionsOf(seen);
+  const conflicting = present.filter((i) => !compatible(asked, i.kind));
+  const live = conflicting.find((i) => isLiveIntention(i, now));
+  if (live)
+    return {
+      blocked: {
+        lock: live.name,
+        clientId: live.clientId,
+        expiresAt: live.expiresAt,
+        session: live.session !== undefined,
+        reason: `${live.name}, below ${name}, is held ${live.kind === 'IX' ? 'exclusively' : 'shared'}`,
+        retryAfterMs: retryAfter(live.expiresAt, now, live.session !== undefined),
+      },
+    };
+  const blind = asked === 'X' ? or(missing(I.count), le(I.count, 0)) : or(missing(I.ix), le(I.ix, 0));
+  if (conflicting.length === 0) return { condition: and(blind, sessionCondition), updates: [], ...ttl };
+  // Only lapsed ones in the way: remove them (a write's worth), on exactly the entries seen.
+  const dropped = conflicting.slice(0, MAX_DROP);
+  const left = present.filter((i) => !dropped.includes(i));
+  return {
+    condition: and(eq(I.version, num(seen as Item, I.version) ?? 0), sessionCondition),
+    updates: [
+      ...dropped.flatMap((i) => removeIntentionFields(i.key)),
+      set(I.count, left.length),
+      set(I.ix, left.filter((i) => i.kind === 'IX').length),
+      add(I.version, 1, 0),
+    ],
+    ...ttl,
+  };
+}
+
+/** Why an ancestor cannot take intention `kind` now (as `item` shows it), or undefined. */
+export function ancestorBlock(
+  ancestor: string,
+  item: Item | undefined,
+  kind: IntentionKind,
+  now: number,
+): SubtreeBlock | undefined {
+  const block = (
+    clientId: string | undefined,
+    expiresAt: number | undefined,
+    session: boolean,
+    reason: string,
+  ): SubtreeBlock => ({
+    lock: ancestor,
+    clientId,
+    expiresAt,
+    session,
+    reason,
+    retryAfterMs: retryAfter(expiresAt, now, session),
+  });
+  const holder = liveHolder(item, now);
+  if (holder) {
+    const end = holder.held.kind === 'lease' ? holder.held.expiresAt : undefined;
+    return block(holder.clientId, end, end === undefined, `${ancestor} is held exclusively`);
+  }
+  const delay = blockedUntil(item, now);
+  if (delay !== undefined) return block(undefined, delay, false, `${ancestor} is under lock-delay`);
+  if (queuedCount(item) > 0)
+    return block(undefined, undefined, false, `requests wait for ${ancestor}, and are served first`);
+  if (kind === 'IX') {
+    const shared = liveEntries(item, now)[0];
+    if (shared) {
+      const end = shared.session === undefined ? shared.expiresAt : undefined;
+      return block(shared.clientId, end, end === undefined, `${ancestor} is held shared`);
+    }
+    const writers = writersBlockedUntil(item, now);
+    if (writers !== undefined) return block(undefined, writers, false, `${ancestor} is under lock-delay`);
+  }
+  return undefined;
+}
+
+// Ancestor writes.
+
+const removeIntentionFields = (key: string): UpdateAction[] =>
+  (Object.keys(FIELDS) as Field[]).map((f) => remove(intentionAttr(key, f)));
+
+/** Anything held through a session in an item: then it keeps no TTL. */
+const someSessionHeld: Condition = or(
+  exists(LockAttr.session),
+  gt(SharedAttr.sessions, 0),
+  someSessionIntentions,
+);
+const nothingSessionHeld: Condition = and(
+  missing(LockAttr.session),
+  or(missing(SharedAttr.sessions), le(SharedAttr.sessions, 0)),
+  noSessionIntentions,
+);
+const sessionHeldIn = (item: Item | undefined): boolean =>
+  item !== undefined &&
+  (item[LockAttr.session] !== undefined ||
+    (num(item, SharedAttr.sessions) ?? 0) > 0 ||
+    sessionIntentionsIn(item));
+
+/**
+ * The TTL a lease's intention may set: from `now` when nothing in the item is held through a
+ * session (a lease ends within the retention period of its last write), else left unset. `known`
+ * is the item as last read (undefined: not read, assume nothing held through a session).
+ */
+function leaseTtl(known: Item | undefined): { condition: Condition; fromNow: boolean } {
+  return sessionHeldIn(known)
+    ? { condition: someSessionHeld, fromNow: false }
+    : { condition: nothingSessionHeld, fromNow: true };
+}
+
+/** What one grant of a node does to one ancestor. */
+export type AncestorOp =
+  | { readonly kind: 'add'; readonly grant: Recorded }
+  | { readonly kind: 'remove'; readonly grant: Recorded }
+  | { readonly kind: 'renew'; readonly grant: Recorded };
+
+export const ancestorOps = (delta: IntentionDelta): AncestorOp[] => [
+  ...delta.removed.map((grant) => ({ kind: 'remove' as const, grant })),
+  ...delta.added.map((grant) => ({ kind: 'add' as const, grant })),
+  ...delta.renewed.map((grant) => ({ kind: 'renew' as const, grant })),
+];
+
+/**
+ * The write of one ancestor for `ops` (the grants of `node` that change), from the ancestor as
+ * last read (`known`; undefined: not read, a blind write that counts on the usual case). Each
+ * condition makes the change exact: an intention is added where none with its key is, removed or
+ * renewed only where it is.
+ */
+export function ancestorWrite(
+  ancestor: string,
+  node: string,
+  ops: readonly AncestorOp[],
+  known: Item | undefined,
+  now: number,
+): ItemWrite {
+  const conditions: Condition[] = [];
+  const updates: UpdateAction[] = [];
+  let count = 0;
+  let ix = 0;
+  let sessions = 0;
+  for (const op of ops) {
+    const g = op.grant;
+    const key = intentionKey(node, g.fencingToken);
+    const a = (f: Field) => intentionAttr(key, f);
+    const session = g.held.kind === 'session' ? 1 : 0;
+    if (op.kind === 'add') {
+      conditions.push(missing(a('fence')));
+      updates.push(
+        set(a('kind'), g.kind),
+        set(a('fence'), g.fencingToken),
+        set(a('name'), node),
+        set(a('client'), g.clientId),
+        g.held.kind === 'lease' ? set(a('expiresAt'), g.held.expiresAt) : set(a('session'), g.held.sessionId),
+      );
+      count++;
+      if (g.kind === 'IX') ix++;
+      sessions += session;
+    } else if (op.kind === 'remove') {
+      conditions.push(eq(a('fence'), g.fencingToken));
+      updates.push(...removeIntentionFields(key));
+      count--;
+      if (g.kind === 'IX') ix--;
+      sessions -= session;
+    } else {
+      conditions.push(eq(a('fence'), g.fencingToken));
+      if (g.held.kind === 'lease') updates.push(set(a('expiresAt'), g.held.expiresAt));
+    }
+  }
+  const adds = ops.filter((op) => op.kind === 'add');
+  if (adds.length > 0) {
+    const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
+    conditions.push(isGrantableAt(now), queueIsEmpty, or(missing(I.count), lt(I.count, MAX_INTENTIONS)));
+    if (kind === 'IX') {
+      // No shared holder: none recorded, or exactly the lapsed ones last read.
+      const lapsedOnly =
+        known !== undefined && sharedEntries(known).length > 0 && liveEntries(known, now).length === 0;
+      conditions.push(lapsedOnly ? sameEntries(known) : noEntries, writersNotBlockedAt(now));
+    }
+  }
+  // The TTL: never while anything is held through a session; from now while only leases are.
+  let gcFrom: number | null | undefined;
+  if (sessions > 0) gcFrom = null;
+  else if (sessions < 0) {
+    // A session's intention goes: if it was the last thing held through a session, the item may be
+    // collected again (every lease it records ends within the retention period of now).
+    const last = known === undefined || !sessionHeldAfter(known, -sessions);
+    conditions.push(last ? onlySessionIntentions(-sessions) : moreSessionHeld(-sessions));
+    if (last) gcFrom = now;
+  } else if (ops.some((op) => op.kind !== 'remove' && op.grant.held.kind === 'lease')) {
+    const ttl = leaseTtl(known);
+    conditions.push(ttl.condition);
+    if (ttl.fromNow) gcFrom = now;
+  }
+  updates.push(
+    set(LockAttr.name, ancestor),
+    ...(count !== 0 ? [add(I.count, count, 0)] : []),
+    ...(ix !== 0 ? [add(I.ix, ix, 0)] : []),
+    ...(sessions !== 0 ? [add(I.sessions, sessions, 0)] : []),
+    add(I.version, 1, 0),
+  );
+  return {
+    condition: and(...conditions),
+    update: updates,
+    ...(gcFrom === undefined ? {} : { gcFrom }),
+  };
+}
+
+/** Nothing is held through a session in the item but `n` session intentions (about to go). */
+const onlySessionIntentions = (n: number): Condition =>
+  and(
+    missing(LockAttr.session),
+    or(missing(SharedAttr.sessions), le(SharedAttr.sessions, 0)),
+    le(I.sessions, n),
+  );
+/** More is held through a session than the `n` session intentions about to go. */
+const moreSessionHeld = (n: number): Condition =>
+  or(exists(LockAttr.session), gt(SharedAttr.sessions, 0), gt(I.sessions, n));
+const sessionHeldAfter = (item: Item, going: number): boolean =>
+  item[LockAttr.session] !== undefined ||
+  (num(item, SharedAttr.sessions) ?? 0) > 0 ||
+  (num(item, I.sessions) ?? 0) > going;
+
+/**
+ * Why an ancestor refused `ops` as `old` shows it: blocked (a conflicting holder: the grant is
+ * refused), gone (an intention to remove or renew is not there), or neither (the blind guess was
+ * wrong: write again from `old`).
+ */
+export function ancestorVerdict(
+  ancestor: string,
+  node: string,
+  ops: readonly AncestorOp[],
+  old: Item | undefined,
+  now: number,
+):
+  | { readonly kind: 'blocked'; readonly block: SubtreeBlock }
+  | { readonly kind: 'gone'; readonly ops: AncestorOp[] }
+  | { readonly kind: 'retry' }
+  | { readonly kind: 'full' } {
+  const adds = ops.filter((op) => op.kind === 'add');
+  if (adds.length > 0) {
+    const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
+    const block = ancestorBlock(ancestor, old, kind, now);
+    if (block) return { kind: 'blocked', block };
+    if (((old && num(old, I.count)) ?? 0) >= MAX_INTENTIONS) return { kind: 'full' };
+  }
+  const present = new Set(intentionsOf(old).map((i) => i.key));
+  const gone = ops.filter(
+    (op) => op.kind !== 'add' && !present.has(intentionKey(node, op.grant.fencingToken)),
+  );
+  if (gone.length > 0) return { kind: 'gone', ops: gone };
+  return { kind: 'retry' };
+}
+
+// Waking waits an ancestor kept out.
+
+/**
+ * A wait for a node that an ancestor keeps out (its holder, its queue) leaves a wake mark on that
+ * ancestor: `w:<hash of the node's name>` = `<intention kind>:<node>`. Every change of the
+ * ancestor's item reaches the stream notifier, which serves the marked node's queue once the
+ * ancestor no longer keeps that kind out (wakesDue), removing the mark. A mark written after the
+ * ancestor became free is itself such a change: no wake-up is lost. A lapse (no write at all) is
+ * covered by a timer at the blocking lease's end.
+ */
+const WAKE_PREFIX = 'w:';
+export const wakeAttr = (node: string): string =>
+  `${WAKE_PREFIX}${createHash('sha256').update(node).digest('base64url').slice(0, 12)}`;
+
+/**
+ * Marks `node` (kept out of `kind` on this ancestor) to be served when that changes; only on an
+ * item that exists (whatever keeps a node out, a holder or a queue, left a fence or a count).
+ */
+export const wakeWrite = (node: string, kind: IntentionKind): ItemWrite => ({
+  condition: or(exists(LockAttr.fence), exists(LockAttr.queued)),
+  update: [set(wakeAttr(node), `${kind}:${node}`)],
+});
+
+/** A wake mark on an ancestor, and what keeps its node out now (undefined: nothing, it is due). */
+interface WakeMark {
+  readonly attr: string;
+  readonly value: string;
+  readonly node: string;
+  readonly block: SubtreeBlock | undefined;
+}
+
+function wakeMarks(ancestor: string, item: Item | undefined, now: number): WakeMark[] {
+  if (!item) return [];
+  const marks: WakeMark[] = [];
+  for (const [attr, value] of Object.entries(item)) {
+    if (!attr.startsWith(WAKE_PREFIX) || typeof value !== 'string') continue;
+    const kind = value.startsWith('IS:') ? 'IS' : 'IX';
+    marks.push({ attr, value, node: value.slice(3), block: ancestorBlock(ancestor, item, kind, now) });
+  }
+  return marks;
+}
+
+/** The marks on an ancestor whose node may now be served, as `item` shows it at `now`. */
+export const wakesDue = (ancestor: string, item: Item | undefined, now: number): WakeMark[] =>
+  wakeMarks(ancestor, item, now).filter((m) => m.block === undefined);
+
+/**
+ * When to look at an ancestor's marks again without a write (undefined: only a write will free
+ * them): the soonest end of a lease or lock-delay that keeps a marked node out. A lapse changes
+ * nothing in the item, so the stream cannot tell.
+ */
+export function wakeTimerAt(ancestor: string, item: Item | undefined, now: number): number | undefined {
+  const ends = wakeMarks(ancestor, item, now).flatMap((m) =>
+    m.block?.expiresAt === undefined || m.block.session ? [] : [m.block.expiresAt],
+  );
+  return ends.length > 0 ? Math.min(...ends) : undefined;
+}
+
+/** Removes a mark, unless it was written again since (then its new writer is waiting on it). */
+export const clearWakeWrite = (attr: string, value: string): ItemWrite => ({
+  condition: eq(attr, value),
+  update: [remove(attr)],
+});
+
+/**
+ * Whether a change eased the intentions on a node: one went (a grant below it ended) or will lapse
+ * sooner (renewed with a shorter ttl). A waiter they kept out may be served now, or its timer must
+ * move earlier: serve its queue.
+ */
+export function intentionsEased(before: Item | undefined, after: Item | undefined): boolean {
+  const now = new Map(intentionsOf(after).map((i) => [i.key, i]));
+  return intentionsOf(before).some((i) => {
+    const later = now.get(i.key);
+    if (!later) return true;
+    return i.expiresAt !== undefined && later.expiresAt !== undefined && later.expiresAt < i.expiresAt;
+  });
+}
