@@ -257,7 +257,12 @@ export class LockClient {
     const sentAt = performance.now();
     const answer = await this.post(lockPath(name, 'acquire'), body);
     if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
-    return new LockHeldError(name, answer.holder?.client_id, answer.retry_after_ms ?? 0);
+    return new LockHeldError(
+      name,
+      answer.holder?.client_id,
+      answer.retry_after_ms ?? 0,
+      answer.blocked_by?.lock === undefined ? undefined : answer.blocked_by,
+    );
   }
 
   /**

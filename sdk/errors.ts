@@ -28,9 +28,16 @@ export class LockHeldError extends LatchkeyClientError {
     readonly lock: string,
     readonly holder: string | undefined,
     readonly retryAfterMs: number,
+    /**
+     * In a hierarchical namespace: the lock whose holder keeps this one out (an ancestor, or a
+     * lock below it), and why. `holder` is then that lock's holder.
+     */
+    readonly blockedBy?: { readonly lock: string; readonly reason: string },
   ) {
     super(
-      `lock ${lock} is held${holder ? ` by ${holder}` : ' (being handed to a waiter)'}`,
+      blockedBy
+        ? `lock ${lock} is not available: ${blockedBy.reason}${holder ? ` (by ${holder})` : ''}`
+        : `lock ${lock} is held${holder ? ` by ${holder}` : ' (being handed to a waiter)'}`,
       'LOCK_HELD',
       200,
       true,

@@ -5,6 +5,7 @@
 import * as z from 'zod';
 import { MAX_HOLDING } from './deadlock';
 import type { Item } from './expr';
+import { intentionCounts } from './hierarchy';
 import { MAX_SHARED_HOLDERS, maxHoldersOf, sharedEntries } from './holders';
 import {
   type AcquireCommand,
@@ -463,6 +464,8 @@ export function lockView(
         : undefined;
   const hidden = (recorded !== undefined && recorded !== viewer) || (blocked !== undefined && !live);
   const last = hidden ? undefined : lastFencingToken(item);
+  // In a hierarchical namespace: the live grants below it (its intentions), by mode.
+  const below = intentionCounts(item, now);
   return {
     lock: name,
     state: live ? ('held' as const) : blocked !== undefined ? ('delayed' as const) : ('free' as const),
@@ -473,5 +476,6 @@ export function lockView(
     queued: queuedCount(item),
     ...(waiters ? { waiters: waiters.map((w, i) => waiterView(w, i + 1)) } : {}),
     fencing_token: last ?? null,
+    ...(below.IS + below.IX > 0 ? { below: { exclusive: below.IX, shared: below.IS } } : {}),
   };
 }

@@ -172,6 +172,29 @@ function describeList(locks: LockView[]): string {
     .join('\n');
 }
 
+/**
+ * A lock and the locks below it, indented by level: each one's state and holder, and BELOW, the
+ * live grants under it (a hierarchical namespace's intention counts: 'x1 s2' is one exclusive and
+ * two shared grants somewhere below).
+ */
+function describeTree(root: LockView, below: LockView[]): string {
+  const depth = (name: string) => name.split('/').length - root.lock.split('/').length;
+  const rows = [root, ...below].map((v) => {
+    const h = v.holders?.[0];
+    const more = (v.holders?.length ?? 0) > 1 ? ` (+${v.holders.length - 1})` : '';
+    const mode = v.holders?.length ? modeText({ ...v, mode: v.mode ?? h?.mode ?? 'exclusive' }) : '-';
+    const under = v.below ? `x${v.below.exclusive} s${v.below.shared}` : '-';
+    return [
+      `${'  '.repeat(depth(v.lock))}${v.lock}`,
+      v.state,
+      h ? `${h.client_id}${more}` : '-',
+      mode,
+      under,
+    ];
+  });
+  return table(['LOCK', 'STATE', 'HOLDER', 'MODE', 'BELOW'], rows);
+}
+
 /** A table of sessions (the admin listing). */
 function describeSessions(sessions: LockView[]): string {
   if (!sessions.length) return '(no sessions)';
@@ -594,9 +617,16 @@ terminal (/dev/tty).`,
     .command('show')
     .description('a lock: state, holder, token, queue')
     .argument('<name>')
-    .action(async (name: string) => {
+    .option('--tree', 'and every lock below it, with how many grants each has below it (hierarchies)')
+    .action(async (name: string, o: { tree?: boolean }) => {
       const g = globals();
-      const v = await clientFor(g).inspect(name);
+      const client = clientFor(g);
+      if (o.tree) {
+        const [v, below] = await Promise.all([client.inspect(name), client.list(`${name}/`)]);
+        print(g, { ...v, tree: below }, () => describeTree(v, below));
+        return;
+      }
+      const v = await client.inspect(name);
       print(g, v, () => describeLock(v));
     });
 
