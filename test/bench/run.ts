@@ -40,6 +40,7 @@ import { signedClient } from '../support/signed-fetch';
 import { coldStartSection } from './cold-start';
 import { percentile } from './common';
 import { deadlockSection } from './deadlock';
+import { hierarchySection } from './hierarchy';
 import { whereTheTimeGoes } from './profile';
 import { sessionsSection } from './sessions';
 
@@ -254,6 +255,7 @@ async function main() {
       `  ${op.padEnd(34)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
     );
   for (const line of await deadlockSection(dynamo.endpoint, tableName)) console.log(line);
+  for (const line of await hierarchySection(dynamo.endpoint, tableName)) console.log(line);
   for (const line of await whereTheTimeGoes(stack, store)) console.log(line);
   if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
 

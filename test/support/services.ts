@@ -45,6 +45,8 @@ export interface ServicesOptions {
   readonly maxAttempts?: number;
   /** Deadlock detection's bounds on each join (default the service's), or null: off. */
   readonly deadlockSearch?: SearchBounds | null;
+  /** Namespaces where lock names form a hierarchy (default none). */
+  readonly hierarchicalPrefixes?: readonly string[];
 }
 
 export function servicesOn(tableName: string, options: ServicesOptions) {
@@ -66,6 +68,7 @@ export function servicesOn(tableName: string, options: ServicesOptions) {
     clock: options.clock ?? realClock,
     ids: randomUUID,
     ...(options.deadlockSearch === undefined ? {} : { deadlockSearch: options.deadlockSearch }),
+    ...(options.hierarchicalPrefixes ? { hierarchicalPrefixes: options.hierarchicalPrefixes } : {}),
   });
   const acquire = async (cmd: AcquireCommand): Promise<AcquireOutcome | Ended> => {
     const result = await services.locks.acquire(cmd);
