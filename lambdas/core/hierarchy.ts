@@ -504,7 +504,22 @@ export function ancestorWrite(
   const adds = ops.filter((op) => op.kind === 'add');
   if (adds.length > 0) {
     const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
-    conditions.push(isGrantableAt(now), queueIsEmpty, or(missing(I.count), lt(I.count, MAX_INTENTIONS)));
+    conditions.push(isGrantableAt(now), queueIsEmpty);
+    // Room for the new entries. Entries that lapsed count until removed: a write from a read that
+    // shows the item full removes some of them, on exactly the entries read.
+    const present = intentionsOf(known);
+    const lapsed = present.filter(
+      (i) =>
+        !isLiveIntention(i, now) && !ops.some((op) => intentionKey(node, op.grant.fencingToken) === i.key),
+    );
+    const full = present.length + adds.length > MAX_INTENTIONS;
+    if (known !== undefined && full && lapsed.length > 0) {
+      const dropped = lapsed.slice(0, MAX_DROP);
+      conditions.push(eq(I.version, num(known, I.version) ?? 0));
+      for (const i of dropped) updates.push(...removeIntentionFields(i.key));
+      count -= dropped.length;
+      ix -= dropped.filter((i) => i.kind === 'IX').length;
+    } else conditions.push(or(missing(I.count), le(I.count, MAX_INTENTIONS - adds.length)));
     if (kind === 'IX') {
       // No shared holder: none recorded, or exactly the lapsed ones last read.
       const lapsedOnly =
@@ -576,7 +591,8 @@ export function ancestorVerdict(
     const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
     const block = ancestorBlock(ancestor, old, kind, now);
     if (block) return { kind: 'blocked', block };
-    if (((old && num(old, I.count)) ?? 0) >= MAX_INTENTIONS) return { kind: 'full' };
+    // Full of live grants below; lapsed ones are removed by the next write (see ancestorWrite).
+    if (liveIntentions(old, now).length + adds.length > MAX_INTENTIONS) return { kind: 'full' };
   }
   const present = new Set(intentionsOf(old).map((i) => i.key));
   const gone = ops.filter(

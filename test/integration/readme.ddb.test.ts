@@ -74,7 +74,8 @@ function ensureClientBuilt(): void {
 
 beforeAll(async () => {
   ensureClientBuilt();
-  stack = await startTestStack('readme');
+  // As `npm start -- --hierarchical-prefixes tenants/` runs it (the Hierarchies section's examples).
+  stack = await startTestStack('readme', { hierarchicalPrefixes: ['tenants/'] });
   rmSync(RUN_DIR, { recursive: true, force: true });
   mkdirSync(RUN_DIR, { recursive: true });
   // The fenced-write example's resource: a table `ledger` keyed by `id`.

@@ -1,0 +1,108 @@
+/**
+ * The hierarchy's pure rules one by one (core/hierarchy.ts): namespaces and depth, the TTL an
+ * ancestor's write may set (never while anything in it is held through a session), and room for
+ * intentions when lapsed ones fill an ancestor. The whole behaviour, through the services, is
+ * hierarchy.property.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
+import {
+  type AncestorOp,
+  ancestorsOf,
+  ancestorVerdict,
+  ancestorWrite,
+  hierarchyProblem,
+  IntentAttr,
+  intentionsOf,
+  MAX_ANCESTORS,
+  MAX_INTENTIONS,
+  parsePrefixes,
+  prefixesProblem,
+} from '../../lambdas/core/hierarchy';
+import { lockPrefixProblem } from '../../sdk/names';
+
+const NOW = 1_800_000_000_000;
+const lease = (token: number, expiresAt = NOW + 1_000): AncestorOp => ({
+  kind: 'add',
+  grant: { fencingToken: token, kind: 'IX', clientId: 'c', held: { kind: 'lease', ttlMs: 1_000, expiresAt } },
+});
+const session = (token: number, kind: 'add' | 'remove' = 'add'): AncestorOp => ({
+  kind,
+  grant: { fencingToken: token, kind: 'IS', clientId: 'c', held: { kind: 'session', sessionId: 's1' } },
+});
+/** Applies a write the way DynamoDB would: its condition, then its update. */
+const apply = (item: Item | undefined, w: ReturnType<typeof ancestorWrite>) =>
+  w.condition && !evaluate(w.condition, item) ? undefined : applyUpdate(item, w.update);
+
+describe('namespaces', () => {
+  it('parses, checks and applies prefixes', () => {
+    expect(parsePrefixes(' tenants/, jobs/ ,')).toEqual(['tenants/', 'jobs/']);
+    expect(prefixesProblem(['tenants'], lockPrefixProblem)).toMatch(/must end with '\/'/);
+    expect(prefixesProblem(['jobs/', 'jobs/billing/'], lockPrefixProblem)).toMatch(/lies inside/);
+    expect(prefixesProblem(['a b/'], lockPrefixProblem)).toMatch(/a b/);
+    expect(prefixesProblem(['tenants/', 'jobs/'], lockPrefixProblem)).toBeUndefined();
+    expect(ancestorsOf('tenants/acme/records/7', ['jobs/', 'tenants/'])).toEqual([
+      'tenants/acme',
+      'tenants/acme/records',
+    ]);
+  });
+
+  it(`bounds depth at ${MAX_ANCESTORS} ancestors`, () => {
+    const deep = (levels: number) => `t/${Array.from({ length: levels }, (_, i) => `l${i}`).join('/')}`;
+    expect(hierarchyProblem(deep(MAX_ANCESTORS + 1), ['t/'])).toBeUndefined();
+    expect(hierarchyProblem(deep(MAX_ANCESTORS + 2), ['t/'])).toMatch(/at most 64/);
+    expect(hierarchyProblem(deep(200), ['u/'])).toBeUndefined();
+  });
+});
+
+describe("an ancestor's TTL", () => {
+  it('a lease intention sets it from now, unless something in the item is held through a session', () => {
+    const blind = ancestorWrite('t/a', 't/a/b', [lease(7)], undefined, NOW);
+    expect(blind.gcFrom).toBe(NOW);
+    const held = { [IntentAttr.sessions]: 1, [IntentAttr.count]: 1 } as Item;
+    expect(apply(held, blind)).toBeUndefined(); // the blind guess is refused there
+    const informed = ancestorWrite('t/a', 't/a/b', [lease(7)], held, NOW);
+    expect(informed.gcFrom).toBeUndefined();
+    expect(apply(held, informed)).toBeDefined();
+  });
+
+  it('a session intention clears it; removing the last one sets it again', () => {
+    const added = ancestorWrite('t/a', 't/a/b', [session(7)], undefined, NOW);
+    expect(added.gcFrom).toBeNull();
+    const item = apply(undefined, added) as Item;
+    expect(item[IntentAttr.sessions]).toBe(1);
+    const removed = ancestorWrite('t/a', 't/a/b', [session(7, 'remove')], item, NOW);
+    expect(removed.gcFrom).toBe(NOW);
+    const after = apply(item, removed) as Item;
+    expect(intentionsOf(after)).toEqual([]);
+    expect(after[IntentAttr.sessions]).toBe(0);
+    // Another session's intention stays: the TTL stays unset.
+    const two = apply(item, ancestorWrite('t/a', 't/a/c', [session(8)], item, NOW)) as Item;
+    const one = ancestorWrite('t/a', 't/a/b', [session(7, 'remove')], two, NOW);
+    expect(one.gcFrom).toBeUndefined();
+    expect(apply(two, one)?.[IntentAttr.sessions]).toBe(1);
+  });
+});
+
+describe('room for intentions', () => {
+  it('an ancestor full of lapsed intentions makes room for a live one, exactly', () => {
+    let item: Item | undefined;
+    for (let t = 1; t <= MAX_INTENTIONS; t++)
+      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW - 1)], item, NOW - 10));
+    expect(intentionsOf(item)).toHaveLength(MAX_INTENTIONS);
+    const blind = ancestorWrite('t/a', 't/a/new', [lease(5_000)], undefined, NOW);
+    expect(apply(item, blind)).toBeUndefined(); // full, as far as a blind write can tell
+    expect(ancestorVerdict('t/a', 't/a/new', [lease(5_000)], item, NOW)).toEqual({ kind: 'retry' });
+    const after = apply(item, ancestorWrite('t/a', 't/a/new', [lease(5_000)], item, NOW)) as Item;
+    expect(intentionsOf(after)).toHaveLength(MAX_INTENTIONS - 16 + 1);
+    expect(after[IntentAttr.count]).toBe(MAX_INTENTIONS - 16 + 1);
+    expect(after[IntentAttr.ix]).toBe(MAX_INTENTIONS - 16 + 1);
+  });
+
+  it('full of live intentions: refused', () => {
+    let item: Item | undefined;
+    for (let t = 1; t <= MAX_INTENTIONS; t++)
+      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW + 60_000)], item, NOW));
+    expect(ancestorVerdict('t/a', 't/a/new', [lease(5_000)], item, NOW)).toEqual({ kind: 'full' });
+  });
+});
