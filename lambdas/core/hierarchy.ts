@@ -38,7 +38,6 @@ import {
   gt,
   type Item,
   le,
-  lt,
   missing,
   or,
   remove,
