@@ -261,6 +261,12 @@ export interface IntentionDelta {
   readonly removed: readonly Recorded[];
   /** Grants whose tenure it changes (a renewal): their intentions follow. */
   readonly renewed: readonly Recorded[];
+  /**
+   * Grants held through a session that it ends under lock-delay (the session expired: its holder
+   * may only be cut off, still at work): their intentions stay, as leases to the delay's end, so
+   * nothing above covers what that holder may still touch.
+   */
+  readonly delayed: readonly Recorded[];
 }
 
 const sameHeld = (a: Held, b: Held) =>
@@ -268,21 +274,37 @@ const sameHeld = (a: Held, b: Held) =>
     ? b.kind === 'lease' && a.expiresAt === b.expiresAt
     : b.kind === 'session' && a.sessionId === b.sessionId;
 
-/** What a write that turns `before` into `after` does to the grants its ancestors mirror. */
-export function intentionDelta(before: Item | undefined, after: Item | undefined): IntentionDelta {
+/** What a write at `now` that turns `before` into `after` does to the grants its ancestors mirror. */
+export function intentionDelta(
+  before: Item | undefined,
+  after: Item | undefined,
+  now: number,
+): IntentionDelta {
   const was = new Map(recordedGrants(before).map((g) => [g.fencingToken, g]));
   const is = new Map(recordedGrants(after).map((g) => [g.fencingToken, g]));
   const added = [...is.values()].filter((g) => !was.has(g.fencingToken));
-  const removed = [...was.values()].filter((g) => !is.has(g.fencingToken));
+  const ended = [...was.values()].filter((g) => !is.has(g.fencingToken));
   const renewed = [...is.values()].filter((g) => {
     const old = was.get(g.fencingToken);
     return old !== undefined && !sameHeld(old.held, g.held);
   });
-  return { added, removed, renewed };
+  // Ended under lock-delay: exclusive grants until `blocked_until`, shared ones until writers may
+  // come back (`writers_blocked_until`); both only for a grant held through a session.
+  const delayOf = (g: Recorded) =>
+    g.held.kind !== 'session'
+      ? undefined
+      : g.kind === 'IX'
+        ? blockedUntil(after, now)
+        : writersBlockedUntil(after, now);
+  const delayed = ended.flatMap((g) => {
+    const until = delayOf(g);
+    return until === undefined
+      ? []
+      : [{ ...g, held: { kind: 'lease' as const, ttlMs: until - now, expiresAt: until } }];
+  });
+  const removed = ended.filter((g) => delayOf(g) === undefined);
+  return { added, removed, renewed, delayed };
 }
-
-export const isEmptyDelta = (d: IntentionDelta): boolean =>
-  d.added.length === 0 && d.removed.length === 0 && d.renewed.length === 0;
 
 // What blocks a grant.
 
@@ -304,8 +326,15 @@ const retryAfter = (expiresAt: number | undefined, now: number, session: boolean
   session ? SESSION_HOLDER_RETRY_MS : expiresAt === undefined ? 50 : Math.max(1, expiresAt - now);
 
 /** The mode a write's new grants ask for on their own node (X wins over S), or undefined. */
-const askedOnNode = (delta: IntentionDelta): 'X' | 'S' | undefined =>
-  delta.added.some((g) => g.kind === 'IX') ? 'X' : delta.added.length > 0 ? 'S' : undefined;
+/**
+ * The mode a write's grants hold on their own node from now on (X wins over S), or undefined: the
+ * grants it makes, and those it renews (a renewal sent before its lease ended may land after it,
+ * when something below may have been granted since: it must not bring the grant back over that).
+ */
+const askedOnNode = (delta: IntentionDelta): 'X' | 'S' | undefined => {
+  const holding = [...delta.added, ...delta.renewed];
+  return holding.some((g) => g.kind === 'IX') ? 'X' : holding.length > 0 ? 'S' : undefined;
+};
 
 /** No entry held through a session among the intentions (then a write may set the item's TTL). */
 export const noSessionIntentions: Condition = or(missing(I.sessions), le(I.sessions, 0));
@@ -374,6 +403,8 @@ export function ancestorBlock(
   item: Item | undefined,
   kind: IntentionKind,
   now: number,
+  /** Whether waiters queued for the ancestor count (they do for a new grant, not for a renewal). */
+  queue = true,
 ): SubtreeBlock | undefined {
   const block = (
     clientId: string | undefined,
@@ -395,7 +426,7 @@ export function ancestorBlock(
   }
   const delay = blockedUntil(item, now);
   if (delay !== undefined) return block(undefined, delay, false, `${ancestor} is under lock-delay`);
-  if (queuedCount(item) > 0)
+  if (queue && queuedCount(item) > 0)
     return block(undefined, undefined, false, `requests wait for ${ancestor}, and are served first`);
   if (kind === 'IX') {
     const shared = liveEntries(item, now)[0];
@@ -446,10 +477,13 @@ function leaseTtl(known: Item | undefined): { condition: Condition; fromNow: boo
 export type AncestorOp =
   | { readonly kind: 'add'; readonly grant: Recorded }
   | { readonly kind: 'remove'; readonly grant: Recorded }
-  | { readonly kind: 'renew'; readonly grant: Recorded };
+  | { readonly kind: 'renew'; readonly grant: Recorded }
+  /** A session's intention becomes a lease to its lock-delay's end (`grant.held`). */
+  | { readonly kind: 'delay'; readonly grant: Recorded };
 
 export const ancestorOps = (delta: IntentionDelta): AncestorOp[] => [
   ...delta.removed.map((grant) => ({ kind: 'remove' as const, grant })),
+  ...delta.delayed.map((grant) => ({ kind: 'delay' as const, grant })),
   ...delta.added.map((grant) => ({ kind: 'add' as const, grant })),
   ...delta.renewed.map((grant) => ({ kind: 'renew' as const, grant })),
 ];
@@ -495,22 +529,37 @@ export function ancestorWrite(
       count--;
       if (g.kind === 'IX') ix--;
       sessions -= session;
+    } else if (op.kind === 'delay') {
+      conditions.push(eq(a('fence'), g.fencingToken), exists(a('session')));
+      if (g.held.kind === 'lease') updates.push(set(a('expiresAt'), g.held.expiresAt), remove(a('session')));
+      sessions -= 1;
     } else {
       conditions.push(eq(a('fence'), g.fencingToken));
       if (g.held.kind === 'lease') updates.push(set(a('expiresAt'), g.held.expiresAt));
     }
   }
   const adds = ops.filter((op) => op.kind === 'add');
+  // New grants, and renewals (which must find the ancestor as a new grant would: a renewal that
+  // lands late must not bring back a grant something above covered since), need it grantable.
+  const holds = ops.filter((op) => op.kind === 'add' || op.kind === 'renew');
+  if (holds.length > 0) {
+    const kind: IntentionKind = holds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
+    conditions.push(isGrantableAt(now));
+    if (kind === 'IX') {
+      // No shared holder: none recorded, or exactly the lapsed ones last read.
+      const lapsedOnly =
+        known !== undefined && sharedEntries(known).length > 0 && liveEntries(known, now).length === 0;
+      conditions.push(lapsedOnly ? sameEntries(known) : noEntries, writersNotBlockedAt(now));
+    }
+  }
   if (adds.length > 0) {
-    const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
-    conditions.push(isGrantableAt(now), queueIsEmpty);
+    // Writer preference across levels: nobody new below a lock that requests wait for.
+    conditions.push(queueIsEmpty);
     // Room for the new entries. Entries that lapsed count until removed: a write from a read that
     // shows the item full removes some of them, on exactly the entries read.
     const present = intentionsOf(known);
-    const lapsed = present.filter(
-      (i) =>
-        !isLiveIntention(i, now) && !ops.some((op) => intentionKey(node, op.grant.fencingToken) === i.key),
-    );
+    const mine = new Set(ops.map((op) => intentionKey(node, op.grant.fencingToken)));
+    const lapsed = present.filter((i) => !isLiveIntention(i, now) && !mine.has(i.key));
     const full = present.length + adds.length > MAX_INTENTIONS;
     if (known !== undefined && full && lapsed.length > 0) {
       const dropped = lapsed.slice(0, MAX_DROP);
@@ -519,12 +568,6 @@ export function ancestorWrite(
       count -= dropped.length;
       ix -= dropped.filter((i) => i.kind === 'IX').length;
     } else conditions.push(or(missing(I.count), le(I.count, MAX_INTENTIONS - adds.length)));
-    if (kind === 'IX') {
-      // No shared holder: none recorded, or exactly the lapsed ones last read.
-      const lapsedOnly =
-        known !== undefined && sharedEntries(known).length > 0 && liveEntries(known, now).length === 0;
-      conditions.push(lapsedOnly ? sameEntries(known) : noEntries, writersNotBlockedAt(now));
-    }
   }
   // The TTL: never while anything is held through a session; from now while only leases are.
   let gcFrom: number | null | undefined;
@@ -584,15 +627,19 @@ export function ancestorVerdict(
   | { readonly kind: 'blocked'; readonly block: SubtreeBlock }
   | { readonly kind: 'gone'; readonly ops: AncestorOp[] }
   | { readonly kind: 'retry' }
-  | { readonly kind: 'full' } {
+  | { readonly kind: 'full' }
+  /** A renewal finds the ancestor taken since its grant lapsed: that grant is over. */
+  | { readonly kind: 'superseded'; readonly block: SubtreeBlock } {
   const adds = ops.filter((op) => op.kind === 'add');
-  if (adds.length > 0) {
-    const kind: IntentionKind = adds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
-    const block = ancestorBlock(ancestor, old, kind, now);
-    if (block) return { kind: 'blocked', block };
-    // Full of live grants below; lapsed ones are removed by the next write (see ancestorWrite).
-    if (liveIntentions(old, now).length + adds.length > MAX_INTENTIONS) return { kind: 'full' };
+  const holds = ops.filter((op) => op.kind === 'add' || op.kind === 'renew');
+  if (holds.length > 0) {
+    const kind: IntentionKind = holds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
+    const block = ancestorBlock(ancestor, old, kind, now, adds.length > 0);
+    if (block) return adds.length > 0 ? { kind: 'blocked', block } : { kind: 'superseded', block };
   }
+  // Full of live grants below; lapsed ones are removed by the next write (see ancestorWrite).
+  if (adds.length > 0 && liveIntentions(old, now).length + adds.length > MAX_INTENTIONS)
+    return { kind: 'full' };
   const present = new Set(intentionsOf(old).map((i) => i.key));
   const gone = ops.filter(
     (op) => op.kind !== 'add' && !present.has(intentionKey(node, op.grant.fencingToken)),
@@ -605,9 +652,10 @@ export function ancestorVerdict(
 
 /**
  * A wait for a node that an ancestor keeps out (its holder, its queue) leaves a wake mark on that
- * ancestor: `w:<hash of the node's name>` = `<intention kind>:<node>`. Every change of the
+ * ancestor: `w:<hash of the node's name>` = `<intention kind>:<nonce>:<node>`. Every change of the
  * ancestor's item reaches the stream notifier, which serves the marked node's queue once the
- * ancestor no longer keeps that kind out (wakesDue), removing the mark. A mark written after the
+ * ancestor no longer keeps that kind out (wakesDue), then removes the mark it read (a serve that
+ * fails leaves it, for the retried batch). A mark written after the
  * ancestor became free is itself such a change: no wake-up is lost. A lapse (no write at all) is
  * covered by a timer at the blocking lease's end.
  */
@@ -617,11 +665,13 @@ export const wakeAttr = (node: string): string =>
 
 /**
  * Marks `node` (kept out of `kind` on this ancestor) to be served when that changes; only on an
- * item that exists (whatever keeps a node out, a holder or a queue, left a fence or a count).
+ * item that exists (whatever keeps a node out, a holder or a queue, left a fence or a count). The
+ * mark carries a fresh `nonce`: whoever serves it removes exactly the mark it read, never one
+ * written again since by a serve that found the node still kept out.
  */
-export const wakeWrite = (node: string, kind: IntentionKind): ItemWrite => ({
+export const wakeWrite = (node: string, kind: IntentionKind, nonce: string): ItemWrite => ({
   condition: or(exists(LockAttr.fence), exists(LockAttr.queued)),
-  update: [set(wakeAttr(node), `${kind}:${node}`)],
+  update: [set(wakeAttr(node), `${kind}:${nonce}:${node}`)],
 });
 
 /** A wake mark on an ancestor, and what keeps its node out now (undefined: nothing, it is due). */
@@ -637,8 +687,10 @@ function wakeMarks(ancestor: string, item: Item | undefined, now: number): WakeM
   const marks: WakeMark[] = [];
   for (const [attr, value] of Object.entries(item)) {
     if (!attr.startsWith(WAKE_PREFIX) || typeof value !== 'string') continue;
-    const kind = value.startsWith('IS:') ? 'IS' : 'IX';
-    marks.push({ attr, value, node: value.slice(3), block: ancestorBlock(ancestor, item, kind, now) });
+    const [kind = '', nonce = ''] = value.split(':', 2);
+    const node = value.slice(kind.length + nonce.length + 2);
+    const block = ancestorBlock(ancestor, item, kind === 'IS' ? 'IS' : 'IX', now);
+    marks.push({ attr, value, node, block });
   }
   return marks;
 }
@@ -666,15 +718,27 @@ export const clearWakeWrite = (attr: string, value: string): ItemWrite => ({
 });
 
 /**
+ * When a queue kept out by grants below its lock should be looked at again without a write: the
+ * soonest end of a live lease among the lock's intentions, while anyone waits (undefined: nobody
+ * waits, or only sessions' intentions, whose end is a write). A lapse changes nothing in the item.
+ */
+export function intentionTimerAt(item: Item | undefined, now: number): number | undefined {
+  if (queuedCount(item) === 0) return undefined;
+  const ends = liveIntentions(item, now).flatMap((i) => (i.expiresAt === undefined ? [] : [i.expiresAt]));
+  return ends.length > 0 ? Math.min(...ends) : undefined;
+}
+
+/**
  * Whether a change eased the intentions on a node: one went (a grant below it ended) or will lapse
- * sooner (renewed with a shorter ttl). A waiter they kept out may be served now, or its timer must
- * move earlier: serve its queue.
+ * sooner (renewed with a shorter ttl, or a session's turned into a lease to its lock-delay's end).
+ * A waiter they kept out may be served now, or needs a timer for when they lapse: serve its queue.
  */
 export function intentionsEased(before: Item | undefined, after: Item | undefined): boolean {
   const now = new Map(intentionsOf(after).map((i) => [i.key, i]));
   return intentionsOf(before).some((i) => {
     const later = now.get(i.key);
     if (!later) return true;
-    return i.expiresAt !== undefined && later.expiresAt !== undefined && later.expiresAt < i.expiresAt;
+    if (later.expiresAt === undefined) return false;
+    return i.expiresAt === undefined || later.expiresAt < i.expiresAt;
   });
 }

@@ -76,6 +76,11 @@ function oneHandoff(head: Waiter, lock: Item | undefined, now: number, writeId: 
 const sessionCheckAt = (steps: readonly Step[], id: string) =>
   steps.findIndex((step) => step.kind === 'check' && step.ref.kind === 'session' && step.ref.session === id);
 
+/** DynamoDB's limit on the items of one transaction. */
+const TRANSACTION_ITEMS = 100;
+/** How soon a timer looks again at a queue kept out by an ancestor with no room for another grant below. */
+const FULL_RETRY_MS = 1_000;
+
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
 
@@ -114,23 +119,38 @@ export class Handoff {
         return { kind: 'idle' };
       }
       const writeId = this.ids();
-      const { steps, grants } =
+      // In a hierarchy the transaction also writes every ancestor: a run of readers is cut to fit.
+      const room = TRANSACTION_ITEMS - this.paths.ancestorCount(name);
+      let run = plan.run;
+      const build = () =>
         plan.head.mode === 'shared'
-          ? runHandoffSteps(plan.run, snapshot.lock, now, writeId)
+          ? runHandoffSteps(run, snapshot.lock, now, writeId)
           : oneHandoff(plan.head, snapshot.lock, now, writeId);
+      let built = build();
+      while (built.steps.length > room && run.length > 1) {
+        run = run.slice(0, -1);
+        built = build();
+      }
+      const { steps, grants } = built;
       let result: TransactResult;
       try {
         result = await this.handoffWrite(name, steps, writeId, snapshot.lock);
       } catch (error) {
-        if (!(error instanceof SubtreeConflict)) throw error;
         // Kept out by its hierarchy: served again when that changes (a mark above it, a timer at
         // the blocking lease's end, or the stream showing the grants below it gone).
-        if (!(await this.paths.markWake(name, error.block, intentionFor(plan.head.mode)))) continue;
-        return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
+        if (error instanceof SubtreeConflict) {
+          const kind = intentionFor(plan.head.mode);
+          if (!(await this.paths.markWake(name, error.block, kind, this.ids()))) continue;
+          return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
+        }
+        // An ancestor with as many grants below it as it may record: look again in a while.
+        if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS')
+          return { kind: 'held', expiresAt: now + FULL_RETRY_MS, fence: undefined, waiting: true };
+        throw error;
       }
       if (!result.ok) {
         // The session a grant was to be held through ended: that waiter can hold nothing, so it goes.
-        for (const waiter of plan.run)
+        for (const waiter of run)
           if (
             waiter.tenure.kind === 'session' &&
             refusedAt(result, sessionCheckAt(steps, waiter.tenure.sessionId))
@@ -140,13 +160,14 @@ export class Handoff {
       }
       auditLapse(name, snapshot.lock, now);
       let delivered = 0;
-      for (const [i, waiter] of plan.run.entries())
+      for (const [i, waiter] of run.entries())
         if (await this.delivered(waiter, grants[i] as Grant, writeId, snapshot.lock, now)) delivered++;
       // Every grant received: done, unless the run filled a transaction (more readers may fit: serve
       // on). One taken back (its connection was gone): serve on.
-      if (delivered === plan.run.length) {
+      if (delivered === run.length) {
         served = { kind: 'granted', grant: grants[0] as Grant, waiter: plan.head };
-        if (plan.head.mode !== 'shared' || plan.run.length < MAX_RUN) return served;
+        if (plan.head.mode !== 'shared' || (run.length === plan.run.length && run.length < MAX_RUN))
+          return served;
       }
     }
     return served;
@@ -270,8 +291,10 @@ export class Handoff {
     const item = after ?? (await this.storage.read(lockRef(ancestor)));
     const now = this.clock.now();
     for (const mark of wakesDue(ancestor, item, now)) {
-      const cleared = await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
-      if (cleared.ok) woken.push({ node: mark.node, served: await this.serve(mark.node) });
+      // Served first, then the mark read is removed: a serve that fails leaves it for the retried
+      // batch, and a serve that finds the node still kept out writes a new one, which stays.
+      woken.push({ node: mark.node, served: await this.serve(mark.node) });
+      await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
     }
     return { woken, lookAgainAt: wakeTimerAt(ancestor, item, now) };
   }

@@ -312,18 +312,13 @@ export class LockService {
       if (decision.kind === 'answer') {
         // Not grantable and not queued: the queue has no room (else the enqueue would have stood).
         if (!decision.outcome.acquired && queueIsFull(seen, this.limits))
-          throw new LatchkeyError(
-            'QUEUE_FULL',
-            `the queue of ${cmd.name} is full (${this.limits.maxQueueLength} waiters, the stack's maxQueueLength): try later`,
-            undefined,
-            decision.outcome.retryAfterMs,
-          );
+          throw this.queueFull(cmd.name, decision.outcome.retryAfterMs);
         // It would wait, but its principal (or connection) has no room for another waiter.
         if (!decision.outcome.acquired && overQuota) throw tooMany();
         // Lapsed shared holders (of another semaphore N, say) kept it out of the queue: remove them, try again.
         const prune = decision.outcome.acquired ? undefined : pruneLapsedWrite(seen, now);
         if (prune) {
-          await this.storage.write(lockRef(cmd.name), prune);
+          await this.paths.write(cmd.name, prune, { seen });
           continue;
         }
         return { kind: 'done', outcome: decision.outcome };
@@ -336,6 +331,8 @@ export class LockService {
         },
       );
       if (grant.kind === 'kept-out') {
+        // Queued already as kept out, yet refused: not for being free (its queue has no room).
+        if (keptOut && queueIsFull(seen, this.limits)) throw this.queueFull(cmd.name);
         keptOut = true;
         continue;
       }
@@ -743,6 +740,15 @@ export class LockService {
     throw new LatchkeyError(
       'LEASE_EXPIRED',
       `request ${wait.requestId} was granted fencing token ${fence}, and that lock has been released or its lease has ended`,
+    );
+  }
+
+  private queueFull(name: string, retryAfterMs = 1_000): LatchkeyError {
+    return new LatchkeyError(
+      'QUEUE_FULL',
+      `the queue of ${name} is full (${this.limits.maxQueueLength} waiters, the stack's maxQueueLength): try later`,
+      undefined,
+      retryAfterMs,
     );
   }
 

@@ -7,6 +7,7 @@
  * Records may arrive twice or late; everything done with them is
  * idempotent. A failure throws, so the batch is retried.
  */
+import { intentionTimerAt } from '../core/hierarchy';
 import { onLockChange } from '../core/queue';
 import { countChanges } from './change-metrics';
 import type { Clock } from './clock';
@@ -35,6 +36,14 @@ export class Notifier {
         const decision = onLockChange(images, this.clock.now(), this.handoff.isHierarchical(lock));
         if (decision.timer) await this.timers.schedule(lock, decision.timer.at, decision.timer.fence);
         if (decision.serve) await this.armFor(lock, await this.handoff.serve(lock));
+        // Waiters kept out by grants below it (hierarchical locks): look again when the first lapses.
+        // (Armed already if the batch began with the same one.)
+        if (this.handoff.isHierarchical(lock)) {
+          const now = this.clock.now();
+          const below = intentionTimerAt(images.after, now);
+          if (below !== undefined && below !== intentionTimerAt(images.before, now))
+            await this.timers.schedule(lock, below);
+        }
         // Waits below it that it kept out (hierarchical locks), now that it changed; a lease that
         // keeps them out still is looked at again when it ends.
         const { woken, lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);

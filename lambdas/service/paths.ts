@@ -56,6 +56,13 @@ interface Cursor {
 /** Rounds of ancestor refusals one write goes through before giving up (UNAVAILABLE). */
 const ROUNDS = 6;
 
+/** A renewal of a grant whose lease ended, with a conflicting grant made above or below it since. */
+const superseded = (name: string, block: SubtreeBlock) =>
+  new LatchkeyError(
+    'LEASE_EXPIRED',
+    `the lease on ${name} has ended, and ${block.lock} has been granted since (${block.reason})`,
+  );
+
 const pathPin = (seen: Item | undefined): Condition => {
   const v = seen?.[PATH_VERSION];
   return and(typeof v === 'number' ? eq(PATH_VERSION, v) : missing(PATH_VERSION), sameFence(seen));
@@ -70,6 +77,11 @@ export class Paths {
 
   isHierarchical(name: string): boolean {
     return namespaceOf(name, this.prefixes) !== undefined;
+  }
+
+  /** How many ancestors a write of `name` also writes (0 outside every namespace). */
+  ancestorCount(name: string): number {
+    return ancestorsOf(name, this.prefixes).length;
   }
 
   /** Refuses (400 INVALID_NAME) a name too deep for one transaction to write its whole path. */
@@ -126,9 +138,9 @@ export class Paths {
    * served when that changes (core/hierarchy.ts wakeWrite). False when the ancestor's item is gone
    * (then nothing keeps the node out: serve it again).
    */
-  async markWake(node: string, block: SubtreeBlock, kind: IntentionKind): Promise<boolean> {
+  async markWake(node: string, block: SubtreeBlock, kind: IntentionKind, nonce: string): Promise<boolean> {
     if (!node.startsWith(`${block.lock}/`)) return true;
-    return (await this.storage.write(lockRef(block.lock), wakeWrite(node, kind))).ok;
+    return (await this.storage.write(lockRef(block.lock), wakeWrite(node, kind, nonce))).ok;
   }
 
   private async onPath(
@@ -153,9 +165,13 @@ export class Paths {
       const seen = cursor.seen;
       // Judged against the read: a write whose condition fails there would fail at the item too (it is pinned).
       if (node.condition && !evaluate(node.condition, seen)) return refusedNode(seen);
-      const delta = intentionDelta(seen, applyUpdate(seen, node.update));
+      const delta = intentionDelta(seen, applyUpdate(seen, node.update), now);
       const guard = nodeGuard(name, seen, delta, now);
-      if ('blocked' in guard) throw new SubtreeConflict(guard.blocked);
+      if ('blocked' in guard) {
+        if (delta.added.length > 0) throw new SubtreeConflict(guard.blocked);
+        // A renewal that landed after its lease ended, with something below granted since.
+        throw superseded(name, guard.blocked);
+      }
       const nodeStep: Step = {
         ...node,
         condition: and(...(node.condition ? [node.condition] : []), guard.condition, pathPin(seen)),
@@ -174,10 +190,15 @@ export class Paths {
           step: updateStep(lockRef(x.a), ancestorWrite(x.a, name, x.ops, known.get(x.a), now)),
         }));
       const all = [nodeStep, ...steps.slice(1), ...pathSteps.map((p) => p.step)];
+      // Refused by what this adds (the pin, the guard) while the caller's own condition still holds
+      // on the item as it is: plan again from it. Refused by the caller's condition: the caller decides.
+      const ownRefusal = (old: Item | undefined) => !node.condition || !evaluate(node.condition, old);
       if (all.length === 1) {
         const written = await this.storage.write(lockRef(name), nodeStep);
         cursor.seen = written.ok ? written.item : written.old;
-        return written.ok ? { result: { ok: true }, item: written.item } : refusedNode(written.old);
+        if (written.ok) return { result: { ok: true }, item: written.item };
+        if (ownRefusal(written.old)) return refusedNode(written.old);
+        continue;
       }
       const result = await this.storage.transact(all);
       if (result.ok) {
@@ -186,6 +207,8 @@ export class Paths {
         return { result, item };
       }
       if (refusedAt(result, 0)) cursor.seen = oldAt(result, 0);
+      const nodeOnly = refusedAt(result, 0) && !steps.some((_, i) => i > 0 && refusedAt(result, i));
+      if (nodeOnly && !ownRefusal(cursor.seen)) continue;
       // The node or another of the caller's steps refused: the caller decides.
       if (steps.some((_, i) => refusedAt(result, i)) || result.steps.length === 0)
         return { result: { ok: false, steps: steps.map((_, i) => result.steps[i] ?? { refused: false }) } };
@@ -195,6 +218,7 @@ export class Paths {
         const old = oldAt(result, at);
         const verdict = ancestorVerdict(p.a, name, p.ops, old, now);
         if (verdict.kind === 'blocked') throw new SubtreeConflict(verdict.block);
+        if (verdict.kind === 'superseded') throw superseded(name, verdict.block);
         if (verdict.kind === 'full')
           throw new LatchkeyError(
             'TOO_MANY_HOLDERS',

@@ -35,6 +35,7 @@
 
 import { partyId } from '../../lambdas/core/deadlock';
 import type { Item } from '../../lambdas/core/expr';
+import { IntentAttr, intentionsOf, liveIntentions } from '../../lambdas/core/hierarchy';
 import {
   liveEntries,
   MAX_SHARED_HOLDERS,
@@ -42,9 +43,10 @@ import {
   SharedAttr,
   type SharedEntry,
   sharedEntries,
+  writersBlockedUntil,
 } from '../../lambdas/core/holders';
 import { lockRef, requestRef } from '../../lambdas/core/items';
-import { LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
+import { blockedUntil, LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
@@ -152,7 +154,68 @@ export class Checker {
     private readonly sched: Scheduler,
     private readonly trace: Trace,
     private readonly retentionSeconds: number,
+    /** The locks, when they form a hierarchy (core/hierarchy.ts): its rules are checked too. */
+    private readonly tree?: readonly string[],
   ) {}
+
+  /**
+   * A belief beside live ones on the locks above and below it: an exclusive holder covers its whole
+   * subtree, so two beliefs on a lock and one below it may stand together only if both are shared.
+   */
+  private acrossLevels(belief: Belief, now: number): void {
+    if (!this.tree) return;
+    const related = (other: string) =>
+      other.startsWith(`${belief.lock}/`) || belief.lock.startsWith(`${other}/`);
+    for (const [lock, others] of this.beliefs) {
+      if (!related(lock)) continue;
+      for (const other of others) {
+        const alive = (other.endedAt === undefined || other.endedAt > now) && other.until() > now;
+        if (!alive || (belief.mode === 'shared' && other.mode === 'shared')) continue;
+        this.fail(
+          `${belief.client} holds ${belief.lock} (${belief.mode ?? 'exclusive'}, #${belief.token}) while ${other.client} holds ${lock} (${other.mode ?? 'exclusive'}, #${other.token})`,
+        );
+      }
+    }
+  }
+
+  /**
+   * After every commit, in a hierarchy: each lock's live intentions are exactly the live grants
+   * below it (none missing, none left over), and its counts are exact.
+   */
+  private intentionsAgree(now: number): void {
+    if (!this.tree) return;
+    const grants = this.tree.flatMap((lock) =>
+      liveGrants(this.memory.readNow(lockRef(lock)), now).map((g) => ({ ...g, lock })),
+    );
+    // A grant held through a session that expired under lock-delay leaves its intentions, as leases
+    // to the delay's end: its holder may still be at work below.
+    const delayedTo = (name: string, kind: 'IS' | 'IX') => {
+      const item = this.memory.readNow(lockRef(name));
+      return (kind === 'IX' ? blockedUntil(item, now) : writersBlockedUntil(item, now)) ?? 0;
+    };
+    for (const lock of this.tree) {
+      const item = this.memory.readNow(lockRef(lock));
+      const intended = liveIntentions(item, now)
+        .filter((i) => {
+          const granted = grants.some((g) => g.lock === i.name && g.fencingToken === i.fencingToken);
+          return granted || i.expiresAt === undefined || i.expiresAt > delayedTo(i.name, i.kind);
+        })
+        .map((i) => `${i.name}#${i.fencingToken}:${i.kind}`)
+        .sort();
+      const below = grants
+        .filter((g) => g.lock.startsWith(`${lock}/`))
+        .map((g) => `${g.lock}#${g.fencingToken}:${g.mode === 'shared' ? 'IS' : 'IX'}`)
+        .sort();
+      if (intended.join() !== below.join())
+        this.fail(
+          `${lock}'s intentions [${intended.join(', ')}] are not the grants below it [${below.join(', ')}]`,
+        );
+      const present = intentionsOf(item);
+      const count = typeof item?.[IntentAttr.count] === 'number' ? item[IntentAttr.count] : 0;
+      if (count !== present.length)
+        this.fail(`${lock} counts ${count} intentions and records ${present.length}`);
+    }
+  }
 
   private fail(message: string): void {
     this.violations.push(message);
@@ -168,6 +231,7 @@ export class Checker {
       return;
     }
     this.counts.beliefs++;
+    this.acrossLevels(belief, now);
     const shared = belief.mode === 'shared';
     if (shared) this.counts.sharedBeliefs++;
     const others = this.beliefs.get(belief.lock) ?? [];
@@ -293,6 +357,7 @@ export class Checker {
     this.commits++;
     this.countersAgree(changes);
     const now = this.sched.now();
+    this.intentionsAgree(now);
     const served = changes.filter((c) => c.ref.kind === 'waiter' && c.old && !c.new);
     const invocation = (this.sched.current() as { name?: string } | undefined)?.name;
     for (const c of changes) {
@@ -572,12 +637,30 @@ export class Checker {
       if (item[LockAttr.session] !== undefined && gc !== undefined)
         this.fail(`${label} is held through a session yet may be collected (gc_at ${gc})`);
       const end = item[LockAttr.expiresAt];
+      // Grants below it held through sessions (a hierarchy) keep it from ever being collected.
+      const keptBelow = Number(item[IntentAttr.sessions] ?? 0) > 0 && gc === undefined;
       if (
         item[LockAttr.session] === undefined &&
         typeof end === 'number' &&
+        !keptBelow &&
         (gcMs === undefined || gcMs + 1000 < end)
       )
         this.fail(`${label} records a lease to ${end} but may be collected from ${gcMs}`);
+    }
+    if (c.ref.kind === 'lock') {
+      // Intentions (a hierarchy): one held through a session keeps the item forever; a lease's
+      // keeps it at least to the lease's end (its writes start the retention period from their
+      // time, which is longer than any lease).
+      for (const i of intentionsOf(item)) {
+        if (i.session !== undefined && gc !== undefined)
+          this.fail(
+            `${label} records ${i.name}'s grant through a session below it, yet may be collected (gc_at ${gc})`,
+          );
+        if (i.expiresAt !== undefined && typeof gc === 'number' && gc * 1000 + 1000 < i.expiresAt)
+          this.fail(
+            `${label} records ${i.name}'s lease below it to ${i.expiresAt} but is collected at ${gc * 1000}`,
+          );
+      }
     }
     if (c.ref.kind === 'waiter' || (c.ref.kind === 'request' && item[RequestAttr.state] === 'queued')) {
       const deadline = item[WaitAttr.deadline];

@@ -22,6 +22,8 @@ const { values } = parseArgs({
     'active-ms': { type: 'string' },
     /** Chance that an acquire is shared (0: exclusive-only histories); default: chosen per seed. */
     shared: { type: 'string' },
+    /** Every history with hierarchical locks (true) or none (false); default: chosen per seed. */
+    tree: { type: 'string' },
     trace: { type: 'boolean', default: false },
     /** Stop at the first failing seed (to find a seed for a planted defect, say). */
     stop: { type: 'boolean', default: false },
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
   const count = one === undefined ? Number(values.seeds) : 1;
   const activeMs = values['active-ms'] === undefined ? undefined : Number(values['active-ms']);
   const shared = values.shared === undefined ? undefined : Number(values.shared);
+  const tree = values.tree === undefined ? undefined : values.tree === 'true';
   const started = performance.now();
   let failed = 0;
   let turns = 0;
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
     const result = await simulate(seed, {
       ...(activeMs === undefined ? {} : { activeMs }),
       ...(shared === undefined ? {} : { shared }),
+      ...(tree === undefined ? {} : { tree }),
     });
     turns += result.turns;
     if (!result.ok) {

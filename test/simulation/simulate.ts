@@ -33,6 +33,11 @@ export interface SimulationOptions {
    * 0.3, 0.5 or 0.7
    */
   readonly shared?: number;
+  /**
+   * The locks form a hierarchy (`sim/a`, `sim/a/b`, `sim/a/b/c` in the namespace `sim/`), checked
+   * across levels. @default chosen by the seed, from a random source of its own: about a third
+   */
+  readonly tree?: boolean;
 }
 
 export interface SimulationResult {
@@ -50,12 +55,16 @@ const START = 1_800_000_000_000;
  * deleted under its fencing counter shows): still longer than any lease or wait the clients use.
  */
 const RETENTION_SECONDS = 30;
-const LOCKS = ['sim/a', 'sim/b', 'sim/c'];
+const FLAT = ['sim/a', 'sim/b', 'sim/c'];
+const TREE = ['sim/a', 'sim/a/b', 'sim/a/b/c'];
 const TEAM_A = 'arn:aws:sts::111122223333:assumed-role/team-a';
 const TEAM_B = 'arn:aws:iam::111122223333:user/team-b';
 const MALLORY = 'arn:aws:iam::111122223333:user/mallory';
 
 export async function simulate(seed: number, options: SimulationOptions = {}): Promise<SimulationResult> {
+  // Hierarchical histories, from a random source of their own (the others are as they were).
+  const tree = options.tree ?? new Rng((seed * 0x27d4eb2d) ^ 0x165667b1).chance(1 / 3);
+  const LOCKS = tree ? TREE : FLAT;
   const rng = new Rng(seed);
   const sched = new Scheduler(rng, START);
   // Some histories run under tight limits, so refusals (queue full, too many waiters, no HTTP-wait
@@ -70,9 +79,9 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
         maxHttpWaits: rng.int(1, 3),
       }
     : DEFAULT_LIMITS;
-  const world = new World(sched, rng, RETENTION_SECONDS, limits);
+  const world = new World(sched, rng, RETENTION_SECONDS, limits, tree ? ['sim/'] : []);
   const trace = new Trace(sched);
-  const checker = new Checker(world.memory, sched, trace, RETENTION_SECONDS);
+  const checker = new Checker(world.memory, sched, trace, RETENTION_SECONDS, tree ? TREE : undefined);
   world.memory.onCommit = checker.onCommit;
   world.onTrace = (line) => trace.add(line);
   // How many of each kind: varies by seed, at least one of each.
@@ -93,7 +102,7 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
     ),
     ...(rng.chance(0.7) ? [new HostileClient('mallory', MALLORY, world, checker, trace, LOCKS)] : []),
   ];
-  const mix = modeMix(seed, options.shared);
+  const mix = modeMix(seed, options.shared, LOCKS);
   // With shared mode, a few more clients (from the mix's own random source), so that readers queue
   // behind writers and runs of them are handed over together.
   if (mix.shared > 0)
@@ -154,6 +163,7 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
       clients: clients.length,
       tight: tight ? 1 : 0,
       shared: mix.shared,
+      tree: tree ? 1 : 0,
     },
   };
 }
@@ -162,10 +172,10 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
  * Which modes a history's clients ask for, from its own random source (so the main one, and every
  * exclusive-only history, is as it was): each lock a read-write lock or a semaphore of 2 or 3.
  */
-export function modeMix(seed: number, shared?: number): ModeMix {
+export function modeMix(seed: number, shared?: number, locks: readonly string[] = FLAT): ModeMix {
   const rng = new Rng((seed * 0x2545f491) ^ 0x5bd1e995);
   const p = shared ?? (rng.chance(1 / 3) ? 0 : rng.pick([0.3, 0.5, 0.7]));
-  const maxHolders = new Map(LOCKS.map((lock) => [lock, rng.pick([undefined, undefined, 2, 3])]));
+  const maxHolders = new Map(locks.map((lock) => [lock, rng.pick([undefined, undefined, 2, 3])]));
   return { shared: p, maxHolders, rng };
 }
 

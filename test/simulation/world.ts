@@ -200,6 +200,8 @@ export class World {
     readonly rng: Rng,
     retentionSeconds: number,
     readonly limits: ServiceLimits = DEFAULT_LIMITS,
+    /** Namespaces where lock names form a hierarchy (none by default). */
+    hierarchicalPrefixes: readonly string[] = [],
   ) {
     this.memory = new MemoryStorage({ tableName: 'sim', retentionSeconds }, () => sched.now());
     this.memory.indexLag = () => (this.faults.indexLagMs ? rng.int(0, this.faults.indexLagMs) : 0);
@@ -213,6 +215,7 @@ export class World {
         clock: sched,
         ids: () => `${rng.uuid()}`,
         limits,
+        hierarchicalPrefixes,
       });
     this.instances = [instance(), instance(), instance()];
     this.services = this.instances[0] as Services;

@@ -106,3 +106,29 @@ describe('room for intentions', () => {
     expect(ancestorVerdict('t/a', 't/a/new', [lease(5_000)], item, NOW)).toEqual({ kind: 'full' });
   });
 });
+
+describe('a renewal below', () => {
+  it('is refused where its ancestor was granted exclusively since its lease ended (a late renewal)', () => {
+    // t/a/b's lease lapsed at NOW - 1 and its intention is still on t/a; t/a is held exclusively since.
+    const lapsed = apply(
+      undefined,
+      ancestorWrite('t/a', 't/a/b', [lease(7, NOW - 1)], undefined, NOW - 10),
+    ) as Item;
+    const heldAbove = { ...lapsed, holder: 'x', principal: 'p', fence: 99, expires_at: NOW + 10_000 } as Item;
+    const renew: AncestorOp = {
+      kind: 'renew',
+      grant: {
+        fencingToken: 7,
+        kind: 'IX',
+        clientId: 'c',
+        held: { kind: 'lease', ttlMs: 1_000, expiresAt: NOW + 1_000 },
+      },
+    };
+    // Judged by the clock it was sent at (before its lease ended): still refused.
+    const late = ancestorWrite('t/a', 't/a/b', [renew], undefined, NOW - 5);
+    expect(apply(heldAbove, late)).toBeUndefined();
+    expect(ancestorVerdict('t/a', 't/a/b', [renew], heldAbove, NOW - 5).kind).toBe('superseded');
+    // Without a holder above, the same renewal stands.
+    expect(apply(lapsed, late)).toBeDefined();
+  });
+});
