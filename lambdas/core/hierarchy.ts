@@ -45,6 +45,7 @@ import {
   type UpdateAction,
 } from './expr';
 import {
+  flatEntries,
   liveEntries,
   MAX_DROP,
   noEntries,
@@ -197,26 +198,19 @@ const str = (item: Item, attr: string) =>
   typeof item[attr] === 'string' ? (item[attr] as string) : undefined;
 
 /** Every intention an item records, in name order. */
-export function intentionsOf(item: Item | undefined): Intention[] {
-  if (!item) return [];
-  const out: Intention[] = [];
-  for (const attr of Object.keys(item)) {
-    if (!attr.startsWith(INTENT_PREFIX) || !attr.endsWith(`:${FIELDS.fence}`)) continue;
-    const key = attr.slice(INTENT_PREFIX.length, attr.length - FIELDS.fence.length - 1);
-    const fencingToken = num(item, attr);
-    if (fencingToken === undefined) continue;
-    out.push({
+export const intentionsOf = (item: Item | undefined): Intention[] =>
+  flatEntries(item, INTENT_PREFIX, FIELDS.fence, (key, fencingToken): Intention => {
+    const at = item as Item;
+    return {
       key,
-      kind: str(item, intentionAttr(key, 'kind')) === 'IS' ? 'IS' : 'IX',
-      name: str(item, intentionAttr(key, 'name')) ?? '',
-      clientId: str(item, intentionAttr(key, 'client')) ?? '',
+      kind: str(at, intentionAttr(key, 'kind')) === 'IS' ? 'IS' : 'IX',
+      name: str(at, intentionAttr(key, 'name')) ?? '',
+      clientId: str(at, intentionAttr(key, 'client')) ?? '',
       fencingToken,
-      expiresAt: num(item, intentionAttr(key, 'expiresAt')),
-      session: str(item, intentionAttr(key, 'session')),
-    });
-  }
-  return out.sort((a, b) => a.name.localeCompare(b.name) || a.fencingToken - b.fencingToken);
-}
+      expiresAt: num(at, intentionAttr(key, 'expiresAt')),
+      session: str(at, intentionAttr(key, 'session')),
+    };
+  }).sort((a, b) => a.name.localeCompare(b.name) || a.fencingToken - b.fencingToken);
 
 /** Live at `now`: held through a session (its end removes it), or a lease not yet ended. */
 export const isLiveIntention = (i: Intention, now: number): boolean =>

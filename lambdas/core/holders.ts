@@ -110,30 +110,45 @@ const num = (item: Item, attr: string) =>
 const str = (item: Item, attr: string) =>
   typeof item[attr] === 'string' ? (item[attr] as string) : undefined;
 
-/** Every entry recorded on a lock item, in token order. */
-export function sharedEntries(item: Item | undefined): SharedEntry[] {
+/**
+ * The entries of one family of flat attributes `<prefix><key>:<field>` that an item records
+ * (shared holders here, a hierarchy's intentions in hierarchy.ts): every key whose `fenceField`
+ * holds a number, read by `read`.
+ */
+export function flatEntries<T>(
+  item: Item | undefined,
+  prefix: string,
+  fenceField: string,
+  read: (key: string, fencingToken: number) => T,
+): T[] {
   if (!item) return [];
-  const entries: SharedEntry[] = [];
+  const suffix = `:${fenceField}`;
+  const out: T[] = [];
   for (const attr of Object.keys(item)) {
-    if (!attr.startsWith(ENTRY_PREFIX) || !attr.endsWith(`:${FIELDS.fence}`)) continue;
-    const slot = attr.slice(ENTRY_PREFIX.length, attr.length - FIELDS.fence.length - 1);
-    const fencingToken = num(item, attr);
-    if (fencingToken === undefined) continue;
-    entries.push({
-      slot,
-      owner: str(item, entryAttr(slot, 'owner')) ?? '',
-      clientId: str(item, entryAttr(slot, 'client')) ?? '',
-      fencingToken,
-      expiresAt: num(item, entryAttr(slot, 'expiresAt')),
-      ttlMs: num(item, entryAttr(slot, 'ttlMs')),
-      session: str(item, entryAttr(slot, 'session')),
-      acquiredAt: num(item, entryAttr(slot, 'acquiredAt')) ?? 0,
-      reentry: num(item, entryAttr(slot, 'reentry')) ?? 1,
-      grantRequest: str(item, entryAttr(slot, 'grantRequest')),
-    });
+    const fencingToken = item[attr];
+    if (!attr.startsWith(prefix) || !attr.endsWith(suffix) || typeof fencingToken !== 'number') continue;
+    out.push(read(attr.slice(prefix.length, attr.length - suffix.length), fencingToken));
   }
-  return entries.sort((a, b) => a.fencingToken - b.fencingToken);
+  return out;
 }
+
+/** Every entry recorded on a lock item, in token order. */
+export const sharedEntries = (item: Item | undefined): SharedEntry[] =>
+  flatEntries(item, ENTRY_PREFIX, FIELDS.fence, (slot, fencingToken) => {
+    const at = item as Item;
+    return {
+      slot,
+      owner: str(at, entryAttr(slot, 'owner')) ?? '',
+      clientId: str(at, entryAttr(slot, 'client')) ?? '',
+      fencingToken,
+      expiresAt: num(at, entryAttr(slot, 'expiresAt')),
+      ttlMs: num(at, entryAttr(slot, 'ttlMs')),
+      session: str(at, entryAttr(slot, 'session')),
+      acquiredAt: num(at, entryAttr(slot, 'acquiredAt')) ?? 0,
+      reentry: num(at, entryAttr(slot, 'reentry')) ?? 1,
+      grantRequest: str(at, entryAttr(slot, 'grantRequest')),
+    };
+  }).sort((a, b) => a.fencingToken - b.fencingToken);
 
 /** The entry in `slot`, if any. */
 export const entryIn = (item: Item | undefined, slot: string): SharedEntry | undefined =>

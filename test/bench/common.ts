@@ -1,4 +1,9 @@
-/** What every benchmark section shares: a quiet, local environment and percentiles. */
+/** What every benchmark section shares: a quiet, local environment, percentiles, a DynamoDB Local of its own. */
+import { randomUUID } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { ensureTable } from '../../local/table-setup';
+
 process.env.LOG_LEVEL = 'silent';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 process.env.AWS_REGION ??= 'us-east-1';
@@ -46,4 +51,29 @@ export function measurementWindow(
       clearTimeout(closeTimer);
     },
   };
+}
+
+/**
+ * Runs one section that needs a table, on a DynamoDB Local of its own, and prints it: what
+ * `npx tsx test/bench/<section>.ts` does (`npm run bench` runs them all on one).
+ */
+export async function runAlone(
+  name: string,
+  section: (endpoint: string, tableName: string) => Promise<string[]>,
+): Promise<void> {
+  const dynamo = await startDynamoDbLocal({ maxHeap: '512m' });
+  try {
+    const tableName = `bench-${name}-${randomUUID()}`;
+    await ensureTable(
+      new DynamoDBClient({
+        endpoint: dynamo.endpoint,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      }),
+      tableName,
+    );
+    for (const line of await section(dynamo.endpoint, tableName)) console.log(line);
+  } finally {
+    await dynamo.stop();
+  }
 }

@@ -8,12 +8,10 @@
  *   npx tsx test/bench/deadlock.ts      (a DynamoDB Local of its own)
  */
 import { randomUUID } from 'node:crypto';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { lease } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
-import { startDynamoDbLocal } from '../../local/dynamodb-local';
-import { ensureTable } from '../../local/table-setup';
 import { servicesOn } from '../support/services';
+import { runAlone } from './common';
 
 const OWNER = localPrincipal('bench-deadlock');
 const WAIT = { waitMs: 60_000 };
@@ -87,25 +85,4 @@ export async function deadlockSection(endpoint: string, tableName: string): Prom
   return lines;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  // As the local stack sets them (run.ts starts one first).
-  process.env.AWS_REGION ??= 'us-east-1';
-  process.env.AWS_ACCESS_KEY_ID ??= 'local';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
-  process.env.LOG_LEVEL ??= 'warn';
-  const dynamo = await startDynamoDbLocal({ maxHeap: '512m' });
-  try {
-    const tableName = `bench-deadlock-${randomUUID()}`;
-    await ensureTable(
-      new DynamoDBClient({
-        endpoint: dynamo.endpoint,
-        region: 'us-east-1',
-        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-      }),
-      tableName,
-    );
-    for (const line of await deadlockSection(dynamo.endpoint, tableName)) console.log(line);
-  } finally {
-    await dynamo.stop();
-  }
-}
+if (import.meta.url === `file://${process.argv[1]}`) await runAlone('deadlock', deadlockSection);

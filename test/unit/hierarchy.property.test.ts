@@ -103,6 +103,14 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('force' as const), name: fc.nat(NAMES.length - 1) }) },
 );
 
+/** The release (or, with a ttl, renewal) of a grant by its holder. */
+const commandOf = (g: Grant) => ({
+  name: g.lock,
+  owner: g.owner,
+  clientId: g.clientId,
+  fencingToken: g.fencingToken,
+  mode: g.mode,
+});
 const unavailable = (error: unknown) => error instanceof LatchkeyError && error.code === 'UNAVAILABLE';
 const isBelow = (name: string, above: string) => name.startsWith(`${above}/`);
 
@@ -228,9 +236,10 @@ class World {
     return liveGrants(this.memory.readNow(lockRef(name)), this.now).map((g) => ({ ...g, lock: name }));
   }
 
-  /** What a release or renewal picks from: the grants answered, and those served from queues. */
-  picks(): Grant[] {
-    return [...this.granted, ...NAMES.flatMap((n) => this.live(n))];
+  /** What a release or renewal picks: one of the grants answered, or of those served from queues. */
+  pick(n: number): Grant | undefined {
+    const picks = [...this.granted, ...NAMES.flatMap((name) => this.live(name))];
+    return picks[n % Math.max(1, picks.length)];
   }
 
   /**
@@ -373,53 +382,22 @@ class World {
         return;
       }
       case 'release': {
-        const picks = this.picks();
-        const g = picks[op.pick % Math.max(1, picks.length)];
-        if (!g) return;
-        await this.services.locks
-          .release({
-            name: g.lock,
-            owner: g.owner,
-            clientId: g.clientId,
-            fencingToken: g.fencingToken,
-            mode: g.mode,
-          })
-          .catch(tolerated);
+        const g = this.pick(op.pick);
+        if (g) await this.services.locks.release(commandOf(g)).catch(tolerated);
         return;
       }
       case 'renew': {
-        const picks = this.picks();
-        const g = picks[op.pick % Math.max(1, picks.length)];
-        if (!g) return;
-        await this.services.locks
-          .renew({
-            name: g.lock,
-            owner: g.owner,
-            clientId: g.clientId,
-            fencingToken: g.fencingToken,
-            mode: g.mode,
-            ttlMs: op.ttl,
-          })
-          .catch(tolerated);
+        const g = this.pick(op.pick);
+        if (g) await this.services.locks.renew({ ...commandOf(g), ttlMs: op.ttl }).catch(tolerated);
         return;
       }
       case 'lateRenew': {
-        const picks = this.picks();
-        const g = picks[op.pick % Math.max(1, picks.length)];
+        const g = this.pick(op.pick);
         if (g?.held.kind !== 'lease') return;
         // As if sent 1 ms before its lease ended (if it has ended).
         this.lag = Math.max(0, this.now - (g.held.expiresAt - 1));
         try {
-          await this.services.locks
-            .renew({
-              name: g.lock,
-              owner: g.owner,
-              clientId: g.clientId,
-              fencingToken: g.fencingToken,
-              mode: g.mode,
-              ttlMs: op.ttl,
-            })
-            .catch(tolerated);
+          await this.services.locks.renew({ ...commandOf(g), ttlMs: op.ttl }).catch(tolerated);
         } finally {
           this.lag = 0;
         }

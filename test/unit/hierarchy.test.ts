@@ -88,7 +88,7 @@ describe('room for intentions', () => {
   it('an ancestor full of lapsed intentions makes room for a live one, exactly', () => {
     let item: Item | undefined;
     for (let t = 1; t <= MAX_INTENTIONS; t++)
-      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW - 1)], item, NOW - 10));
+      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW - 1)], undefined, NOW - 10));
     expect(intentionsOf(item)).toHaveLength(MAX_INTENTIONS);
     const blind = ancestorWrite('t/a', 't/a/new', [lease(5_000)], undefined, NOW);
     expect(apply(item, blind)).toBeUndefined(); // full, as far as a blind write can tell
@@ -102,7 +102,7 @@ describe('room for intentions', () => {
   it('full of live intentions: refused', () => {
     let item: Item | undefined;
     for (let t = 1; t <= MAX_INTENTIONS; t++)
-      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW + 60_000)], item, NOW));
+      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW + 60_000)], undefined, NOW));
     expect(ancestorVerdict('t/a', 't/a/new', [lease(5_000)], item, NOW)).toEqual({ kind: 'full' });
   });
 });
