@@ -5,6 +5,7 @@
  * hierarchy.property.test.ts.
  */
 import { describe, expect, it } from 'vitest';
+import { LatchkeyError } from '../../lambdas/core/errors';
 import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
 import {
   type AncestorOp,
@@ -19,7 +20,9 @@ import {
   parsePrefixes,
   prefixesProblem,
 } from '../../lambdas/core/hierarchy';
+import { wireServices } from '../../lambdas/service/services';
 import { lockPrefixProblem } from '../../sdk/names';
+import { MemoryStorage } from '../support/memory-storage';
 
 const NOW = 1_800_000_000_000;
 const lease = (token: number, expiresAt = NOW + 1_000): AncestorOp => ({
@@ -130,5 +133,35 @@ describe('a renewal below', () => {
     expect(ancestorVerdict('t/a', 't/a/b', [renew], heldAbove, NOW - 5).kind).toBe('superseded');
     // Without a holder above, the same renewal stands.
     expect(apply(lapsed, late)).toBeDefined();
+  });
+});
+
+describe('the service', () => {
+  it(`refuses a name with more than ${MAX_ANCESTORS} levels above it in its namespace, 400 INVALID_NAME, and writes nothing`, async () => {
+    const memory = new MemoryStorage({ tableName: 'deep', retentionSeconds: 86_400 }, () => NOW);
+    const { locks } = wireServices({
+      storage: memory,
+      pusher: { push: async () => 'sent' },
+      timers: { schedule: async () => {}, scheduleSession: async () => {} },
+      clock: { now: () => NOW, sleep: async () => {} },
+      ids: () => 'id',
+      hierarchicalPrefixes: ['t/'],
+    });
+    const deep = `t/${Array.from({ length: MAX_ANCESTORS + 2 }, (_, i) => `l${i}`).join('/')}`;
+    const refused = await locks
+      .acquire({ name: deep, owner: 'p', clientId: 'c', tenure: { kind: 'lease', ttlMs: 1_000 } })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(LatchkeyError);
+    expect((refused as LatchkeyError).code).toBe('INVALID_NAME');
+    expect(memory.all()).toHaveLength(0);
+    // One level less is a lock like any other.
+    const fits = deep.slice(0, deep.lastIndexOf('/'));
+    const granted = await locks.acquire({
+      name: fits,
+      owner: 'p',
+      clientId: 'c',
+      tenure: { kind: 'lease', ttlMs: 1_000 },
+    });
+    expect(granted.kind === 'done' && granted.outcome.acquired).toBe(true);
   });
 });
