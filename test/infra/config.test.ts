@@ -71,6 +71,7 @@ describe('good configuration', () => {
       priorityRange: '-10,10',
       maxQueueLength: '50',
       maxHttpWaits: '0',
+      hierarchicalPrefixes: 'tenants/, jobs/',
       logRetention: '90',
       tableRemovalPolicy: 'destroy',
       reservedConcurrency: 'lockCommands=300,notifier=20',
@@ -88,6 +89,7 @@ describe('good configuration', () => {
         LOCK_MAX_PRIORITY: '10',
         MAX_QUEUE_LENGTH: '50',
         MAX_HTTP_WAITS: '0',
+        HIERARCHICAL_PREFIXES: 'tenants/,jobs/',
       });
     t.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     t.hasResource('AWS::DynamoDB::Table', {

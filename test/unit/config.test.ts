@@ -52,6 +52,17 @@ describe('loadConfig', () => {
       /MAX_WAITERS_PER_PRINCIPAL:/,
     );
     expect(() => loadConfig({ ...base, MAX_HTTP_WAITS: '-1' })).toThrow(/MAX_HTTP_WAITS:/);
+    expect(() => loadConfig({ ...base, HIERARCHICAL_PREFIXES: 'tenants' })).toThrow(
+      /HIERARCHICAL_PREFIXES: hierarchical prefix "tenants" must end with '\/'/,
+    );
+  });
+
+  it('reads the hierarchical namespaces (none by default)', () => {
+    expect(loadConfig(base).hierarchicalPrefixes).toEqual([]);
+    expect(loadConfig({ ...base, HIERARCHICAL_PREFIXES: 'tenants/, jobs/' }).hierarchicalPrefixes).toEqual([
+      'tenants/',
+      'jobs/',
+    ]);
   });
 
   it('refuses a retention shorter than a day, or than the longest lease or wait plus an hour', () => {
