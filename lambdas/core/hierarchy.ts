@@ -38,6 +38,7 @@ import {
   gt,
   type Item,
   le,
+  lt,
   missing,
   or,
   remove,
@@ -160,6 +161,26 @@ export const IntentAttr = {
 } as const;
 const I = IntentAttr;
 
+/**
+ * When each kind of grant was last made on a node, by the server's clock of the write that made it:
+ * exclusive and shared grants of the node itself, and intentions (any, and IX) taken on it from
+ * below. A conflicting grant can only be made once a lease has ended, so one stamped at or after
+ * a lease's end tells a renewal of that lease, landing late, that something came (and maybe went)
+ * since: it is refused, as a plain lock's renewal is once its fencing counter moved.
+ */
+export const GrantedAt = {
+  X: 'x_granted_at',
+  S: 's_granted_at',
+  below: 'intent_added_at',
+  belowX: 'intent_ix_added_at',
+} as const;
+
+/** Nothing was stamped in `attr` at or after `end` (undefined: no lease end, nothing to check). */
+const notSince = (attr: string, end: number | undefined): Condition[] =>
+  end === undefined ? [] : [or(missing(attr), lt(attr, end))];
+const stampedSince = (item: Item | undefined, attr: string, end: number | undefined): boolean =>
+  end !== undefined && item !== undefined && (num(item, attr) ?? Number.NEGATIVE_INFINITY) >= end;
+
 /** Moved by every write of a hierarchical node's own grants: a write planned from a read is pinned on it. */
 export const PATH_VERSION = 'path_version';
 
@@ -233,6 +254,8 @@ export interface Recorded {
   readonly kind: IntentionKind;
   readonly clientId: string;
   readonly held: Held;
+  /** A renewal's: the lease end it had before (a renewal must not reach back over what came after it). */
+  readonly previousEnd?: number | undefined;
 }
 
 /** Every grant an item records: its exclusive holder's attributes and its shared entries. */
@@ -278,9 +301,10 @@ export function intentionDelta(
   const is = new Map(recordedGrants(after).map((g) => [g.fencingToken, g]));
   const added = [...is.values()].filter((g) => !was.has(g.fencingToken));
   const ended = [...was.values()].filter((g) => !is.has(g.fencingToken));
-  const renewed = [...is.values()].filter((g) => {
+  const renewed = [...is.values()].flatMap((g) => {
     const old = was.get(g.fencingToken);
-    return old !== undefined && !sameHeld(old.held, g.held);
+    if (old === undefined || sameHeld(old.held, g.held)) return [];
+    return [{ ...g, previousEnd: old.held.kind === 'lease' ? old.held.expiresAt : undefined }];
   });
   // Ended under lock-delay: exclusive grants until `blocked_until`, shared ones until writers may
   // come back (`writers_blocked_until`); both only for a grant held through a session.
@@ -319,7 +343,6 @@ export interface SubtreeBlock {
 const retryAfter = (expiresAt: number | undefined, now: number, session: boolean) =>
   session ? SESSION_HOLDER_RETRY_MS : expiresAt === undefined ? 50 : Math.max(1, expiresAt - now);
 
-/** The mode a write's new grants ask for on their own node (X wins over S), or undefined. */
 /**
  * The mode a write's grants hold on their own node from now on (X wins over S), or undefined: the
  * grants it makes, and those it renews (a renewal sent before its lease ended may land after it,
@@ -357,9 +380,29 @@ export function nodeGuard(
 ): NodeGuard | { readonly blocked: SubtreeBlock } {
   const sessions = sessionIntentionsIn(seen);
   const ttl: Pick<NodeGuard, 'gcFrom'> = sessions ? { gcFrom: null } : {};
-  const sessionCondition = sessions ? someSessionIntentions : noSessionIntentions;
+  // A renewal landing after its lease ended: nothing below may have been granted since.
+  const since: Condition[] = [];
+  for (const g of delta.renewed) {
+    const attr = g.kind === 'IX' ? GrantedAt.below : GrantedAt.belowX;
+    if (stampedSince(seen, attr, g.previousEnd))
+      return {
+        blocked: {
+          lock: name,
+          clientId: undefined,
+          expiresAt: undefined,
+          session: false,
+          reason: `something below ${name} was granted after the lease ended`,
+          retryAfterMs: 0,
+        },
+      };
+    since.push(...notSince(attr, g.previousEnd));
+  }
+  // What this write grants is stamped, for later renewals below it to see.
+  const made = delta.added.some((g) => g.kind === 'IX') ? 'X' : delta.added.length > 0 ? 'S' : undefined;
+  const stamp = made === undefined ? [] : [set(GrantedAt[made], now)];
+  const sessionCondition = and(sessions ? someSessionIntentions : noSessionIntentions, ...since);
   const asked = askedOnNode(delta);
-  if (asked === undefined) return { condition: sessionCondition, updates: [], ...ttl };
+  if (asked === undefined) return { condition: sessionCondition, updates: stamp, ...ttl };
   const present = intentionsOf(seen);
   const conflicting = present.filter((i) => !compatible(asked, i.kind));
   const live = conflicting.find((i) => isLiveIntention(i, now));
@@ -375,7 +418,7 @@ export function nodeGuard(
       },
     };
   const blind = asked === 'X' ? or(missing(I.count), le(I.count, 0)) : or(missing(I.ix), le(I.ix, 0));
-  if (conflicting.length === 0) return { condition: and(blind, sessionCondition), updates: [], ...ttl };
+  if (conflicting.length === 0) return { condition: and(blind, sessionCondition), updates: stamp, ...ttl };
   // Only lapsed ones in the way: remove them (a write's worth), on exactly the entries seen.
   const dropped = conflicting.slice(0, MAX_DROP);
   const left = present.filter((i) => !dropped.includes(i));
@@ -386,6 +429,7 @@ export function nodeGuard(
       set(I.count, left.length),
       set(I.ix, left.filter((i) => i.kind === 'IX').length),
       add(I.version, 1, 0),
+      ...stamp,
     ],
     ...ttl,
   };
@@ -530,6 +574,9 @@ export function ancestorWrite(
     } else {
       conditions.push(eq(a('fence'), g.fencingToken));
       if (g.held.kind === 'lease') updates.push(set(a('expiresAt'), g.held.expiresAt));
+      // Landing late: the ancestor may not have been granted (in a conflicting mode) since.
+      conditions.push(...notSince(GrantedAt.X, g.previousEnd));
+      if (g.kind === 'IX') conditions.push(...notSince(GrantedAt.S, g.previousEnd));
     }
   }
   const adds = ops.filter((op) => op.kind === 'add');
@@ -549,6 +596,8 @@ export function ancestorWrite(
   if (adds.length > 0) {
     // Writer preference across levels: nobody new below a lock that requests wait for.
     conditions.push(queueIsEmpty);
+    updates.push(set(GrantedAt.below, now));
+    if (adds.some((op) => op.grant.kind === 'IX')) updates.push(set(GrantedAt.belowX, now));
     // Room for the new entries. Entries that lapsed count until removed: a write from a read that
     // shows the item full removes some of them, on exactly the entries read.
     const present = intentionsOf(known);
@@ -630,6 +679,25 @@ export function ancestorVerdict(
     const kind: IntentionKind = holds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
     const block = ancestorBlock(ancestor, old, kind, now, adds.length > 0);
     if (block) return adds.length > 0 ? { kind: 'blocked', block } : { kind: 'superseded', block };
+  }
+  for (const op of ops) {
+    if (op.kind !== 'renew') continue;
+    const end = op.grant.previousEnd;
+    if (
+      stampedSince(old, GrantedAt.X, end) ||
+      (op.grant.kind === 'IX' && stampedSince(old, GrantedAt.S, end))
+    )
+      return {
+        kind: 'superseded',
+        block: {
+          lock: ancestor,
+          clientId: undefined,
+          expiresAt: undefined,
+          session: false,
+          reason: `${ancestor} was granted after the lease ended`,
+          retryAfterMs: 0,
+        },
+      };
   }
   // Full of live grants below; lapsed ones are removed by the next write (see ancestorWrite).
   if (adds.length > 0 && liveIntentions(old, now).length + adds.length > MAX_INTENTIONS)

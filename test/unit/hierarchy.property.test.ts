@@ -454,6 +454,35 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
     expect(world.live('t/a')).toEqual([]);
   });
 
+  it('a late renewal is refused when a conflicting grant above or below came and went after its lease ended', async () => {
+    for (const [held, other] of [
+      [0, 1], // t/a renewed late, t/a/b granted and released meanwhile
+      [1, 0], // t/a/b renewed late, t/a granted and released meanwhile
+    ] as const) {
+      const world = await history([
+        { op: 'acquire', client: 0, name: held, mode: 'exclusive', session: false, ttl: 1_000 },
+        { op: 'tick', ms: 1_000 },
+        { op: 'acquire', client: 1, name: other, mode: 'exclusive', session: false, ttl: 4_000 },
+      ]);
+      const [late, between] = world.granted as [Grant, Grant];
+      await world.services.locks.release(commandOf(between));
+      world.lag = 2; // sent 1 ms before its lease ended
+      const renewed = await world.services.locks
+        .renew({ ...commandOf(late), ttlMs: 4_000 })
+        .catch((e: unknown) => e);
+      world.lag = 0;
+      expect((renewed as LatchkeyError).code, NAMES[held]).toBe('LEASE_EXPIRED');
+      // With nothing granted in between, the same late renewal stands.
+      const quiet = await history([
+        { op: 'acquire', client: 0, name: held, mode: 'exclusive', session: false, ttl: 1_000 },
+        { op: 'tick', ms: 1_000 },
+      ]);
+      quiet.lag = 2;
+      const ok = await quiet.services.locks.renew({ ...commandOf(quiet.granted[0] as Grant), ttlMs: 4_000 });
+      expect(ok.grant.fencingToken).toBe(quiet.granted[0]?.fencingToken);
+    }
+  });
+
   it('a grant held through a session that expired keeps the locks above it out until its lock-delay ends', async () => {
     const world = await history([
       { op: 'acquire', client: 0, name: 2, mode: 'exclusive', session: true, ttl: 1_000 },
