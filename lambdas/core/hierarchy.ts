@@ -731,10 +731,42 @@ export const wakeAttr = (node: string): string =>
  * mark carries a fresh `nonce`: whoever serves it removes exactly the mark it read, never one
  * written again since by a serve that found the node still kept out.
  */
-export const wakeWrite = (node: string, kind: IntentionKind, nonce: string): ItemWrite => ({
-  condition: or(exists(LockAttr.fence), exists(LockAttr.queued)),
-  update: [set(wakeAttr(node), `${kind}:${nonce}:${node}`)],
-});
+export function wakeWrite(
+  node: string,
+  kind: IntentionKind,
+  nonce: string,
+  /** 'new' where the node has no mark yet (counted, at most MAX_WAKES), 'again' where it has one. */
+  variant: 'new' | 'again',
+): ItemWrite {
+  const attr = wakeAttr(node);
+  const value = `${kind}:${nonce}:${node}`;
+  return variant === 'again'
+    ? { condition: exists(attr), update: [set(attr, value)] }
+    : {
+        condition: and(
+          or(exists(LockAttr.fence), exists(LockAttr.queued)),
+          missing(attr),
+          or(missing(WAKES), lt(WAKES, MAX_WAKES)),
+        ),
+        update: [set(attr, value), add(WAKES, 1, 0)],
+      };
+}
+
+/**
+ * Most wake marks one ancestor carries (about 100 bytes each). Past it, a node kept out is looked
+ * at again by a timer instead, every WAKE_POLL_MS.
+ */
+export const MAX_WAKES = 1_000;
+export const WAKE_POLL_MS = 1_000;
+const WAKES = 'wake_count';
+
+/** Why a refused 'new' mark was refused, as the item it returned shows: marked already, full, or gone. */
+export const wakeRefusal = (node: string, old: Item | undefined): 'marked' | 'full' | 'gone' =>
+  old?.[wakeAttr(node)] !== undefined
+    ? 'marked'
+    : old?.[LockAttr.fence] === undefined && old?.[LockAttr.queued] === undefined
+      ? 'gone'
+      : 'full';
 
 /** A wake mark on an ancestor, and what keeps its node out now (undefined: nothing, it is due). */
 interface WakeMark {
@@ -776,8 +808,34 @@ export function wakeTimerAt(ancestor: string, item: Item | undefined, now: numbe
 /** Removes a mark, unless it was written again since (then its new writer is waiting on it). */
 export const clearWakeWrite = (attr: string, value: string): ItemWrite => ({
   condition: eq(attr, value),
-  update: [remove(attr)],
+  update: [remove(attr), add(WAKES, -1, 0)],
 });
+
+/** Lapsed intentions an item keeps before the stream notifier removes them (every write below reads past them). */
+export const PRUNE_ABOVE = 16;
+
+/**
+ * Removes lapsed intentions (a write's worth, the oldest names first), pinned on exactly the
+ * intentions read, when more than PRUNE_ABOVE have lapsed; undefined otherwise. Without it a
+ * namespace of short-lived jobs would fill its parent with crashed holders' intentions, and every
+ * write of the parent would carry them.
+ */
+export function pruneIntentionsWrite(item: Item | undefined, now: number): ItemWrite | undefined {
+  const present = intentionsOf(item);
+  const lapsed = present.filter((i) => !isLiveIntention(i, now));
+  if (!item || lapsed.length <= PRUNE_ABOVE) return undefined;
+  const dropped = new Set(lapsed.slice(0, MAX_DROP).map((i) => i.key));
+  const left = present.filter((i) => !dropped.has(i.key));
+  return {
+    condition: eq(I.version, num(item, I.version) ?? 0),
+    update: [
+      ...[...dropped].flatMap(removeIntentionFields),
+      set(I.count, left.length),
+      set(I.ix, left.filter((i) => i.kind === 'IX').length),
+      add(I.version, 1, 0),
+    ],
+  };
+}
 
 /**
  * When a queue kept out by grants below its lock should be looked at again without a write: the

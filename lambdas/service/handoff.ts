@@ -8,7 +8,14 @@
  */
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
-import { clearWakeWrite, intentionFor, wakesDue, wakeTimerAt } from '../core/hierarchy';
+import {
+  clearWakeWrite,
+  intentionFor,
+  pruneIntentionsWrite,
+  WAKE_POLL_MS,
+  wakesDue,
+  wakeTimerAt,
+} from '../core/hierarchy';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
 import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
 import {
@@ -139,9 +146,13 @@ export class Handoff {
         // Kept out by its hierarchy: served again when that changes (a mark above it, a timer at
         // the blocking lease's end, or the stream showing the grants below it gone).
         if (error instanceof SubtreeConflict) {
-          const kind = intentionFor(plan.head.mode);
-          if (!(await this.paths.markWake(name, error.block, kind, this.ids()))) continue;
-          return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
+          const mark = await this.paths.markWake(name, error.block, intentionFor(plan.head.mode), this.ids());
+          if (mark === 'gone') continue;
+          // No room for another mark on that ancestor: a timer looks again in a while instead.
+          const poll = mark === 'full' ? now + WAKE_POLL_MS : undefined;
+          const at =
+            error.block.expiresAt === undefined ? poll : Math.min(error.block.expiresAt, poll ?? Infinity);
+          return { kind: 'held', expiresAt: at, fence: undefined, waiting: true };
         }
         // An ancestor with as many grants below it as it may record: look again in a while.
         if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS')
@@ -170,6 +181,9 @@ export class Handoff {
           return served;
       }
     }
+    // Rounds ran out on a hierarchical lock (its ancestors kept changing): a timer looks again.
+    if (served.kind === 'idle' && this.paths.isHierarchical(name))
+      return { kind: 'held', expiresAt: this.clock.now() + WAKE_POLL_MS, fence: undefined, waiting: true };
     return served;
   }
 
@@ -276,6 +290,13 @@ export class Handoff {
   /** Whether `name` lies in a hierarchical namespace. */
   isHierarchical(name: string): boolean {
     return this.paths.isHierarchical(name);
+  }
+
+  /** Removes a hierarchical lock's lapsed intentions once too many pile up (core/hierarchy.ts); best effort. */
+  async pruneBelow(lock: string, item: Item | undefined): Promise<void> {
+    const prune = this.paths.isHierarchical(lock) ? pruneIntentionsWrite(item, this.clock.now()) : undefined;
+    // Refused: the intentions changed since; that change's own record looks again.
+    if (prune) await this.storage.write(lockRef(lock), prune);
   }
 
   /**

@@ -47,6 +47,7 @@ export class Notifier {
         // Waits below it that it kept out (hierarchical locks), now that it changed; a lease that
         // keeps them out still is looked at again when it ends.
         const { woken, lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
+        await this.handoff.pruneBelow(lock, images.after);
         for (const { node, served } of woken) await this.armFor(node, served);
         if (lookAgainAt !== undefined) await this.timers.schedule(lock, lookAgainAt);
       }),

@@ -34,6 +34,7 @@ import {
   nodeGuard,
   PATH_VERSION,
   type SubtreeBlock,
+  wakeRefusal,
   wakeWrite,
 } from '../core/hierarchy';
 import { type ItemWrite, lockRef, type Step, updateStep } from '../core/items';
@@ -138,9 +139,27 @@ export class Paths {
    * served when that changes (core/hierarchy.ts wakeWrite). False when the ancestor's item is gone
    * (then nothing keeps the node out: serve it again).
    */
-  async markWake(node: string, block: SubtreeBlock, kind: IntentionKind, nonce: string): Promise<boolean> {
-    if (!node.startsWith(`${block.lock}/`)) return true;
-    return (await this.storage.write(lockRef(block.lock), wakeWrite(node, kind, nonce))).ok;
+  async markWake(
+    node: string,
+    block: SubtreeBlock,
+    kind: IntentionKind,
+    nonce: string,
+  ): Promise<'marked' | 'full' | 'gone'> {
+    if (!node.startsWith(`${block.lock}/`)) return 'marked';
+    const ref = lockRef(block.lock);
+    const fresh = await this.storage
+      .write(ref, wakeWrite(node, kind, nonce, 'new'))
+      .catch((error: unknown) => {
+        // The ancestor's item has no room left (DynamoDB's 400 KB): a timer looks again instead.
+        if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS') return undefined;
+        throw error;
+      });
+    if (fresh === undefined) return 'full';
+    if (fresh.ok) return 'marked';
+    const why = wakeRefusal(node, fresh.old);
+    if (why !== 'marked') return why;
+    // Marked already: written again, with this nonce (unless served and removed just now: then full's timer).
+    return (await this.storage.write(ref, wakeWrite(node, kind, nonce, 'again'))).ok ? 'marked' : 'full';
   }
 
   private async onPath(

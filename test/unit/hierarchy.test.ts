@@ -12,13 +12,20 @@ import {
   ancestorsOf,
   ancestorVerdict,
   ancestorWrite,
+  clearWakeWrite,
   hierarchyProblem,
   IntentAttr,
   intentionsOf,
   MAX_ANCESTORS,
   MAX_INTENTIONS,
+  MAX_WAKES,
+  PRUNE_ABOVE,
   parsePrefixes,
   prefixesProblem,
+  pruneIntentionsWrite,
+  wakeAttr,
+  wakeRefusal,
+  wakeWrite,
 } from '../../lambdas/core/hierarchy';
 import { wireServices } from '../../lambdas/service/services';
 import { lockPrefixProblem } from '../../sdk/names';
@@ -163,5 +170,41 @@ describe('the service', () => {
       tenure: { kind: 'lease', ttlMs: 1_000 },
     });
     expect(granted.kind === 'done' && granted.outcome.acquired).toBe(true);
+  });
+});
+
+describe('housekeeping on an ancestor', () => {
+  it('lapsed intentions beyond a few are removed, a write at a time, with exact counts', () => {
+    let item: Item | undefined;
+    for (let t = 1; t <= PRUNE_ABOVE + 8; t++)
+      item = apply(item, ancestorWrite('t/a', `t/a/n${t}`, [lease(t, NOW - 1)], undefined, NOW - 10));
+    item = apply(item, ancestorWrite('t/a', 't/a/live', [lease(100, NOW + 60_000)], undefined, NOW));
+    const prune = pruneIntentionsWrite(item, NOW);
+    if (!prune) throw new Error('expected a prune');
+    const after = apply(item, prune) as Item;
+    expect(intentionsOf(after)).toHaveLength(PRUNE_ABOVE + 8 + 1 - 16);
+    expect(after[IntentAttr.count]).toBe(intentionsOf(after).length);
+    expect(intentionsOf(after).some((i) => i.name === 't/a/live')).toBe(true);
+    expect(pruneIntentionsWrite(after, NOW)).toBeUndefined(); // few enough now
+    // Pinned: a write in between (an intention added) refuses it.
+    const moved = apply(item, ancestorWrite('t/a', 't/a/other', [lease(200, NOW + 60_000)], undefined, NOW));
+    expect(apply(moved, prune)).toBeUndefined();
+  });
+
+  it('wake marks are counted and capped; a mark again is not counted twice; clearing one counts it out', () => {
+    const held = { fence: 1, holder: 'h', expires_at: NOW + 1_000 } as Item;
+    const first = apply(held, wakeWrite('t/a/b', 'IX', 'n1', 'new')) as Item;
+    expect(first.wake_count).toBe(1);
+    expect(apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'new'))).toBeUndefined();
+    expect(wakeRefusal('t/a/b', first)).toBe('marked');
+    const again = apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'again')) as Item;
+    expect(again.wake_count).toBe(1);
+    const value = again[wakeAttr('t/a/b')] as string;
+    expect(apply(again, clearWakeWrite(wakeAttr('t/a/b'), 'IX:n1:t/a/b'))).toBeUndefined(); // not the mark read
+    expect((apply(again, clearWakeWrite(wakeAttr('t/a/b'), value)) as Item).wake_count).toBe(0);
+    const full = { ...held, wake_count: MAX_WAKES } as Item;
+    expect(apply(full, wakeWrite('t/a/c', 'IS', 'n', 'new'))).toBeUndefined();
+    expect(wakeRefusal('t/a/c', full)).toBe('full');
+    expect(wakeRefusal('t/a/c', undefined)).toBe('gone');
   });
 });
