@@ -530,13 +530,16 @@ export class LockService {
           ? await this.acquireInSession(cmd)
           : await this.run(cmd.name, acquireProtocolIn(cmd, this.clock.now()));
     } catch (error) {
-      // Kept out by a holder above it or a grant below it (a hierarchical namespace).
-      if (error instanceof SubtreeConflict) return subtreeRefusal(cmd.name, error.block);
-      // A semaphore's other N refuses a fresh request; a retry of one that waited is answered by its record.
-      if (!(error instanceof LatchkeyError) || error.code !== 'MAX_HOLDERS_MISMATCH') throw error;
-      const recorded = await this.fromRecord(cmd);
-      if (recorded) return recorded;
-      throw error;
+      // Kept out by a holder above it or a grant below it (a hierarchical namespace): "not
+      // acquired", unless this is a retry of a request that waited (then its record answers, below).
+      if (error instanceof SubtreeConflict) outcome = subtreeRefusal(cmd.name, error.block);
+      else {
+        // A semaphore's other N refuses a fresh request; a retry of one that waited is answered by its record.
+        if (!(error instanceof LatchkeyError) || error.code !== 'MAX_HOLDERS_MISMATCH') throw error;
+        const recorded = await this.fromRecord(cmd);
+        if (recorded) return recorded;
+        throw error;
+      }
     }
     if (outcome.acquired) return outcome;
     const recorded = await this.fromRecord(cmd);
