@@ -640,6 +640,29 @@ export function ancestorWrite(
   };
 }
 
+/**
+ * What a wait that queues on a free lock its hierarchy keeps out does to the lock item's TTL: the
+ * item now records a queue (the waiter's own item lasts to its deadline), so its retention starts
+ * now, unless anything in it is held through a session (then it has none, and keeps none).
+ */
+export function keptOutTtl(seen: Item | undefined, now: number): { condition: Condition; gcFrom?: number } {
+  const ttl = leaseTtl(seen);
+  return ttl.fromNow ? { condition: ttl.condition, gcFrom: now } : { condition: ttl.condition };
+}
+
+/**
+ * Keeps a lock item whose queue its hierarchy holds up from being collected before the waits it
+ * counts end (they may last longer than whatever last set its TTL); nothing else changes.
+ */
+export function keepQueueWrite(seen: Item | undefined, now: number): ItemWrite {
+  const ttl = keptOutTtl(seen, now);
+  return {
+    condition: and(gt(LockAttr.queued, 0), ttl.condition),
+    update: [add(LockAttr.queued, 0, 0)],
+    ...(ttl.gcFrom === undefined ? {} : { gcFrom: ttl.gcFrom }),
+  };
+}
+
 /** Nothing is held through a session in the item but `n` session intentions (about to go). */
 const onlySessionIntentions = (n: number): Condition =>
   and(

@@ -36,7 +36,7 @@ import {
   or,
   set,
 } from './expr';
-import { intentionsEased } from './hierarchy';
+import { intentionsEased, keptOutTtl } from './hierarchy';
 import {
   entryAttr,
   entryCount,
@@ -320,17 +320,24 @@ function notMineAlready(w: Waiter, now: number): Condition {
 }
 
 /**
- * Joins the queue of a lock the waiter cannot take now. `keptOut`: the lock itself is free, but
- * its hierarchy keeps the waiter out (an ancestor's holder, a grant below: core/hierarchy.ts), so
- * it queues all the same; the notifier serves it once that changes.
+ * Joins the queue of a lock the waiter cannot take now. `keptOut` (the lock as last read): the
+ * lock itself is free, but its hierarchy keeps the waiter out (an ancestor's holder, a grant
+ * below: core/hierarchy.ts), so it queues all the same, and the lock item, which may have had
+ * nothing to keep it, is kept at least as long as the wait; the notifier serves it once that changes.
  */
-export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits, keptOut = false): Step[] {
+export function enqueueSteps(
+  w: Waiter,
+  now: number,
+  limits: QueueLimits,
+  keptOut?: { readonly seen: Item | undefined },
+): Step[] {
+  const ttl = keptOut ? keptOutTtl(keptOut.seen, now) : undefined;
   const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
   const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
     updateStep(lockRef(w.lock), {
       condition: withOptional(
-        keptOut ? queueHasRoom : and(mustWait(w, now), queueHasRoom),
+        ttl ? and(queueHasRoom, ttl.condition) : and(mustWait(w, now), queueHasRoom),
         sameSemaphore(w),
         notMineAlready(w, now),
         notAlreadyServed(w.requestKey),
@@ -340,6 +347,7 @@ export function enqueueSteps(w: Waiter, now: number, limits: QueueLimits, keptOu
         ),
       ),
       update: [set(LockAttr.name, w.lock), countBy(1)],
+      ...(ttl?.gcFrom === undefined ? {} : { gcFrom: ttl.gcFrom }),
     }),
     updateStep(waiterRef(w.lock, w.order), {
       condition: missing(W.client),

@@ -11,6 +11,7 @@ import type { Item } from '../core/expr';
 import {
   clearWakeWrite,
   intentionFor,
+  keepQueueWrite,
   pruneIntentionsWrite,
   WAKE_POLL_MS,
   wakesDue,
@@ -148,6 +149,8 @@ export class Handoff {
         if (error instanceof SubtreeConflict) {
           const mark = await this.paths.markWake(name, error.block, intentionFor(plan.head.mode), this.ids());
           if (mark === 'gone') continue;
+          // The queue may now wait longer than whatever last set the lock item's TTL: keep it as long.
+          await this.storage.write(lockRef(name), keepQueueWrite(snapshot.lock, now));
           // No room for another mark on that ancestor: a timer looks again in a while instead.
           const poll = mark === 'full' ? now + WAKE_POLL_MS : undefined;
           const at =

@@ -271,7 +271,7 @@ export class LockService {
       await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
     /** Free, but kept out by its hierarchy (a holder above it, a grant below it): it queues all the same. */
-    let keptOut = false;
+    let keptOut: { seen: Item | undefined } | undefined;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
@@ -333,7 +333,7 @@ export class LockService {
       if (grant.kind === 'kept-out') {
         // Queued already as kept out, yet refused: not for being free (its queue has no room).
         if (keptOut && queueIsFull(seen, this.limits)) throw this.queueFull(cmd.name);
-        keptOut = true;
+        keptOut = { seen };
         continue;
       }
       if (grant.kind === 'connection') throw await this.connectionRefused(waiter);

@@ -647,6 +647,14 @@ export class Checker {
       )
         this.fail(`${label} records a lease to ${end} but may be collected from ${gcMs}`);
     }
+    if (c.ref.kind === 'lock' && gc !== undefined && sharedEntries(item).some((e) => e.session !== undefined))
+      this.fail(`${label} has a shared holder through a session yet may be collected (gc_at ${gc})`);
+    if (c.ref.kind === 'lock' && typeof gc === 'number') {
+      // A queue's count lives in the lock item: it must last as long as the waits it counts.
+      for (const w of this.memory.queueNow(c.ref.lock).waiters)
+        if (gc * 1000 + 1000 < w.deadline)
+          this.fail(`${label} counts a waiter until ${w.deadline} but is collected at ${gc * 1000}`);
+    }
     if (c.ref.kind === 'lock') {
       // Intentions (a hierarchy): one held through a session keeps the item forever; a lease's
       // keeps it at least to the lease's end (its writes start the retention period from their
