@@ -780,7 +780,8 @@ export function wakeWrite(
  * at again by a timer instead, every WAKE_POLL_MS.
  */
 export const MAX_WAKES = 1_000;
-export const WAKE_POLL_MS = 1_000;
+/** How often a node kept out with no mark to wake it is looked at again (each look writes its ancestor). */
+export const WAKE_POLL_MS = 5_000;
 const WAKES = 'wake_count';
 
 /** Why a refused 'new' mark was refused, as the item it returned shows: marked already, full, or gone. */
@@ -836,6 +837,12 @@ export const clearWakeWrite = (attr: string, value: string): ItemWrite => ({
 
 /** Lapsed intentions an item keeps before the stream notifier removes them (every write below reads past them). */
 export const PRUNE_ABOVE = 16;
+/**
+ * How long an intention stays after it lapsed before the notifier may remove it: longer than any
+ * request takes, so a renewal sent before its lease ended that lands a little after it is judged
+ * by what was granted since, not by housekeeping.
+ */
+export const PRUNE_AFTER_MS = 60_000;
 
 /**
  * Removes lapsed intentions (a write's worth, the oldest names first), pinned on exactly the
@@ -845,7 +852,7 @@ export const PRUNE_ABOVE = 16;
  */
 export function pruneIntentionsWrite(item: Item | undefined, now: number): ItemWrite | undefined {
   const present = intentionsOf(item);
-  const lapsed = present.filter((i) => !isLiveIntention(i, now));
+  const lapsed = present.filter((i) => !isLiveIntention(i, now - PRUNE_AFTER_MS));
   if (!item || lapsed.length <= PRUNE_ABOVE) return undefined;
   const dropped = new Set(lapsed.slice(0, MAX_DROP).map((i) => i.key));
   const left = present.filter((i) => !dropped.has(i.key));

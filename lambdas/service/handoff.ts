@@ -43,6 +43,7 @@ import type { Clock } from './clock';
 import { type Paths, SubtreeConflict } from './paths';
 import type { Pusher, PushOutcome } from './push';
 import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
+import type { Timers } from './timers';
 
 export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
@@ -99,7 +100,15 @@ export class Handoff {
     private readonly pusher: Pusher,
     private readonly clock: Clock,
     private readonly ids: () => string,
+    /** For a queue its hierarchy holds up with nothing else to wake it: a timer of its own. */
+    private readonly timers: Timers,
   ) {}
+
+  /** A queue held up with no mark to wake it: looked at again in a while, whoever called serve. */
+  private async pollLater(name: string, at: number): Promise<ServeResult> {
+    await this.timers.schedule(name, at);
+    return { kind: 'held', expiresAt: at, fence: undefined, waiting: true };
+  }
 
   /**
    * Serves the queue of `name`. With `watching` (a timer set for that
@@ -151,15 +160,14 @@ export class Handoff {
           if (mark === 'gone') continue;
           // The queue may now wait longer than whatever last set the lock item's TTL: keep it as long.
           await this.storage.write(lockRef(name), keepQueueWrite(snapshot.lock, now));
-          // No room for another mark on that ancestor: a timer looks again in a while instead.
-          const poll = mark === 'full' ? now + WAKE_POLL_MS : undefined;
-          const at =
-            error.block.expiresAt === undefined ? poll : Math.min(error.block.expiresAt, poll ?? Infinity);
-          return { kind: 'held', expiresAt: at, fence: undefined, waiting: true };
+          // No room for another mark on that ancestor: a timer of its own looks again instead.
+          if (mark === 'full')
+            return this.pollLater(name, Math.min(error.block.expiresAt ?? Infinity, now + WAKE_POLL_MS));
+          return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
         }
         // An ancestor with as many grants below it as it may record: look again in a while.
         if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS')
-          return { kind: 'held', expiresAt: now + FULL_RETRY_MS, fence: undefined, waiting: true };
+          return this.pollLater(name, now + FULL_RETRY_MS);
         throw error;
       }
       if (!result.ok) {
@@ -186,7 +194,7 @@ export class Handoff {
     }
     // Rounds ran out on a hierarchical lock (its ancestors kept changing): a timer looks again.
     if (served.kind === 'idle' && this.paths.isHierarchical(name))
-      return { kind: 'held', expiresAt: this.clock.now() + WAKE_POLL_MS, fence: undefined, waiting: true };
+      return this.pollLater(name, this.clock.now() + WAKE_POLL_MS);
     return served;
   }
 

@@ -63,7 +63,7 @@ export function wireServices(ports: Ports): Services {
   const { storage, pusher, timers, clock, ids } = ports;
   const limits = ports.limits ?? DEFAULT_LIMITS;
   const paths = new Paths(storage, clock, ports.hierarchicalPrefixes ?? []);
-  const handoff = new Handoff(storage, paths, pusher, clock, ids);
+  const handoff = new Handoff(storage, paths, pusher, clock, ids, timers);
   const sessions = new Sessions(storage, paths, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
   const deadlocks = new Deadlocks(

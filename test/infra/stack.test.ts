@@ -378,10 +378,10 @@ describe('limits', () => {
     // 0, the priority of a request that names none, must stay in the range.
     expect(() => new LatchkeyStack(app, 'Prio3', { priorityRange: [-20, -10] })).toThrow(/<= 0 <=/);
     expect(() => new LatchkeyStack(app, 'Principal', { maxWaitersPerPrincipal: 8 })).toThrow(/at least 16/);
-    expect(() => new LatchkeyStack(app, 'Tree', { hierarchicalPrefixes: ['tenants'] })).toThrow(
+    expect(() => new LatchkeyStack(app, 'Hier1', { hierarchicalPrefixes: ['tenants'] })).toThrow(
       /hierarchicalPrefixes|must end with '\/'/,
     );
-    expect(() => new LatchkeyStack(app, 'Tree2', { hierarchicalPrefixes: ['jobs/', 'jobs/a/'] })).toThrow(
+    expect(() => new LatchkeyStack(app, 'Hier2', { hierarchicalPrefixes: ['jobs/', 'jobs/a/'] })).toThrow(
       /lies inside/,
     );
     expect(() => new LatchkeyStack(app, 'Queue', { maxQueueLength: 0 })).toThrow(/maxQueueLength/);

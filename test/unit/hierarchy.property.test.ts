@@ -11,6 +11,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
+import { set } from '../../lambdas/core/expr';
 import {
   ancestorsOf,
   COMPATIBLE,
@@ -19,6 +20,7 @@ import {
   intentionFor,
   intentionsOf,
   liveIntentions,
+  MAX_WAKES,
 } from '../../lambdas/core/hierarchy';
 import { writersBlockedUntil } from '../../lambdas/core/holders';
 import { lockRef } from '../../lambdas/core/items';
@@ -481,6 +483,21 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
       const ok = await quiet.services.locks.renew({ ...commandOf(quiet.granted[0] as Grant), ttlMs: 4_000 });
       expect(ok.grant.fencingToken).toBe(quiet.granted[0]?.fencingToken);
     }
+  });
+
+  it('a wait below an ancestor with no room for another wake mark is looked at by a timer of its own', async () => {
+    const world = await history([
+      { op: 'acquire', client: 0, name: 0, mode: 'exclusive', session: false, ttl: 1_000 },
+    ]);
+    // As if a thousand other nodes below t/a were marked already.
+    await world.memory.write(lockRef('t/a'), { update: [set('wake_count', MAX_WAKES)] });
+    await world.step({ op: 'wait', client: 1, name: 1, mode: 'exclusive', ttl: 1_000, waitMs: 5_000 });
+    await world.settle();
+    expect(world.memory.queueNow('t/a/b').waiters).toHaveLength(1);
+    world.now += 1_000; // t/a's lease ends: nothing writes it, so no change of t/a wakes the wait
+    await world.settle();
+    world.checkServed();
+    expect(world.live('t/a/b')).toHaveLength(1);
   });
 
   it('a grant held through a session that expired keeps the locks above it out until its lock-delay ends', async () => {
