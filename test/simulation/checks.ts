@@ -377,6 +377,14 @@ export class Checker {
       if (c.ref.kind === 'waiter') this.waitersOver(c.ref.lock, c.ref.order, c.old, c.new, now);
       if (c.ref.kind === 'lock' && c.new) this.lockChanged(c.ref.lock, c.old, c.new, served, now);
       if (c.new) this.gcRule(c, now);
+      // A queue's count lives in the lock item: collecting it while waits it counts go on loses
+      // them (new grants would pass them by). A lock item is only ever deleted by its TTL.
+      if (c.ref.kind === 'lock' && c.old && !c.new)
+        for (const w of this.memory.queueNow(c.ref.lock).waiters)
+          if (w.deadline > now)
+            this.fail(
+              `lock ${c.ref.lock} was collected while ${w.clientId} waits in its queue until ${w.deadline}`,
+            );
     }
   };
 
@@ -649,12 +657,6 @@ export class Checker {
     }
     if (c.ref.kind === 'lock' && gc !== undefined && sharedEntries(item).some((e) => e.session !== undefined))
       this.fail(`${label} has a shared holder through a session yet may be collected (gc_at ${gc})`);
-    if (c.ref.kind === 'lock' && typeof gc === 'number') {
-      // A queue's count lives in the lock item: it must last as long as the waits it counts.
-      for (const w of this.memory.queueNow(c.ref.lock).waiters)
-        if (gc * 1000 + 1000 < w.deadline)
-          this.fail(`${label} counts a waiter until ${w.deadline} but is collected at ${gc * 1000}`);
-    }
     if (c.ref.kind === 'lock') {
       // Intentions (a hierarchy): one held through a session keeps the item forever; a lease's
       // keeps it at least to the lease's end (its writes start the retention period from their
