@@ -35,7 +35,7 @@
 
 import { partyId } from '../../lambdas/core/deadlock';
 import type { Item } from '../../lambdas/core/expr';
-import { IntentAttr, intentionsOf, liveIntentions } from '../../lambdas/core/hierarchy';
+import { IntentAttr, intentionsOf } from '../../lambdas/core/hierarchy';
 import {
   liveEntries,
   MAX_SHARED_HOLDERS,
@@ -43,14 +43,14 @@ import {
   SharedAttr,
   type SharedEntry,
   sharedEntries,
-  writersBlockedUntil,
 } from '../../lambdas/core/holders';
 import { lockRef, requestRef } from '../../lambdas/core/items';
-import { blockedUntil, LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
+import { LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
 import { DUE_INDEX, GC_ATTRIBUTE } from '../../lambdas/store/table';
+import { intentionProblems } from '../support/hierarchy-checks';
 import type { Change, MemoryStorage } from '../support/memory-storage';
 import type { Scheduler } from './scheduler';
 
@@ -184,37 +184,8 @@ export class Checker {
    */
   private intentionsAgree(now: number): void {
     if (!this.tree) return;
-    const grants = this.tree.flatMap((lock) =>
-      liveGrants(this.memory.readNow(lockRef(lock)), now).map((g) => ({ ...g, lock })),
-    );
-    // A grant held through a session that expired under lock-delay leaves its intentions, as leases
-    // to the delay's end: its holder may still be at work below.
-    const delayedTo = (name: string, kind: 'IS' | 'IX') => {
-      const item = this.memory.readNow(lockRef(name));
-      return (kind === 'IX' ? blockedUntil(item, now) : writersBlockedUntil(item, now)) ?? 0;
-    };
-    for (const lock of this.tree) {
-      const item = this.memory.readNow(lockRef(lock));
-      const intended = liveIntentions(item, now)
-        .filter((i) => {
-          const granted = grants.some((g) => g.lock === i.name && g.fencingToken === i.fencingToken);
-          return granted || i.expiresAt === undefined || i.expiresAt > delayedTo(i.name, i.kind);
-        })
-        .map((i) => `${i.name}#${i.fencingToken}:${i.kind}`)
-        .sort();
-      const below = grants
-        .filter((g) => g.lock.startsWith(`${lock}/`))
-        .map((g) => `${g.lock}#${g.fencingToken}:${g.mode === 'shared' ? 'IS' : 'IX'}`)
-        .sort();
-      if (intended.join() !== below.join())
-        this.fail(
-          `${lock}'s intentions [${intended.join(', ')}] are not the grants below it [${below.join(', ')}]`,
-        );
-      const present = intentionsOf(item);
-      const count = typeof item?.[IntentAttr.count] === 'number' ? item[IntentAttr.count] : 0;
-      if (count !== present.length)
-        this.fail(`${lock} counts ${count} intentions and records ${present.length}`);
-    }
+    for (const problem of intentionProblems(this.tree, (lock) => this.memory.readNow(lockRef(lock)), now))
+      this.fail(problem);
   }
 
   private fail(message: string): void {

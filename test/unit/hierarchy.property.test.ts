@@ -12,16 +12,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
 import { set } from '../../lambdas/core/expr';
-import {
-  ancestorsOf,
-  COMPATIBLE,
-  compatible,
-  IntentAttr,
-  intentionFor,
-  intentionsOf,
-  liveIntentions,
-  MAX_WAKES,
-} from '../../lambdas/core/hierarchy';
+import { ancestorsOf, COMPATIBLE, compatible, intentionFor, MAX_WAKES } from '../../lambdas/core/hierarchy';
 import { writersBlockedUntil } from '../../lambdas/core/holders';
 import { lockRef } from '../../lambdas/core/items';
 import {
@@ -36,6 +27,7 @@ import {
 import { localPrincipal } from '../../lambdas/core/principal';
 import { wireServices } from '../../lambdas/service/services';
 import type { TimerMessage } from '../../lambdas/service/timers';
+import { intentionProblems } from '../support/hierarchy-checks';
 import { MemoryStorage, type StreamRecordOut } from '../support/memory-storage';
 
 const PREFIXES = ['t/'];
@@ -297,35 +289,9 @@ class World {
             throw new Error(`${g.lock} held shared while ${h.lock} is held exclusively`);
         }
       }
-    for (const n of NAMES) {
-      const item = this.memory.readNow(lockRef(n));
-      // A grant held through a session that expired under lock-delay leaves its intentions, as
-      // leases to the delay's end.
-      const delayedTo = (n: string, kind: 'IS' | 'IX') => {
-        const at = this.memory.readNow(lockRef(n));
-        return (kind === 'IX' ? blockedUntil(at, this.now) : writersBlockedUntil(at, this.now)) ?? 0;
-      };
-      const intended = liveIntentions(item, this.now)
-        .filter((i) => {
-          const granted = all.some((g) => g.lock === i.name && g.fencingToken === i.fencingToken);
-          return granted || i.expiresAt === undefined || i.expiresAt > delayedTo(i.name, i.kind);
-        })
-        .map((i) => `${i.name}#${i.fencingToken}:${i.kind}`)
-        .sort();
-      const below = all
-        .filter((g) => isBelow(g.lock, n))
-        .map((g) => `${g.lock}#${g.fencingToken}:${intentionFor(g.mode)}`)
-        .sort();
-      expect(intended, `intentions on ${n}`).toEqual(below);
-      const present = intentionsOf(item);
-      const count = (attr: string) => (typeof item?.[attr] === 'number' ? (item[attr] as number) : 0);
-      expect(count(IntentAttr.count)).toBe(present.length);
-      expect(count(IntentAttr.ix)).toBe(present.filter((i) => i.kind === 'IX').length);
-      expect(count(IntentAttr.sessions)).toBe(present.filter((i) => i.session !== undefined).length);
-    }
+    expect(intentionProblems(NAMES, (n) => this.memory.readNow(lockRef(n)), this.now)).toEqual([]);
   }
 
-  /** Runs one step with `fault` planned for it; a step that failed (UNAVAILABLE) is over, whatever it did. */
   /**
    * Runs one step with `fault` planned for it, then what it set off (the notifier, timers, the
    * sweeper), the fault's count running on through them: a step that failed (UNAVAILABLE) is over,
