@@ -233,6 +233,18 @@ export class LockClient {
     return got instanceof Lease ? got : null;
   }
 
+  /**
+   * One acquire without waiting: the lease, or the LockHeldError that says who holds it (and, in a
+   * hierarchical namespace, which lock above or below keeps it out: `blockedBy`). What
+   * `tryAcquire` does, keeping the reason it returns null for.
+   */
+  acquireNow(
+    name: string,
+    options?: TryAcquireOptions & { sessionId?: string },
+  ): Promise<Lease | LockHeldError> {
+    return this.attempt('acquireNow', name, options);
+  }
+
   /** One acquire without waiting: the lease, or why not (the error a caller that must have it throws). */
   private async attempt(
     call: string,

@@ -492,8 +492,9 @@ terminal (/dev/tty).`,
                 priority: o.priority,
                 ...mode,
               })
-            : await client.tryAcquire(name, { ttlMs: o.ttl, ...mode });
-        if (!lease) throw new LockHeldError(name, (await client.inspect(name)).holders?.[0]?.client_id, 0);
+            : await client.acquireNow(name, { ttlMs: o.ttl, ...mode });
+        // Not acquired: who holds it, or (in a hierarchical namespace) what keeps it out.
+        if (lease instanceof LockHeldError) throw lease;
 
         const hint = lease.mode === 'shared' ? ' --shared' : '';
         print(g, leaseView(lease), () =>

@@ -190,6 +190,12 @@ describe('hierarchical locks on DynamoDB Local', () => {
     expect(lines[1]).toMatch(new RegExp(`^${acme}\\s+free\\s+-\\s+-\\s+x1 s1$`));
     expect(ran.stdout).toMatch(new RegExp(`\\n {2}${acme}/records\\s+free\\s+-\\s+-\\s+x1 s1`));
     expect(ran.stdout).toMatch(new RegExp(`\\n {4}${acme}/records/1\\s+held\\s+a-\\S+\\s+exclusive\\s+-`));
+    // latchkey acquire says what keeps the parent out.
+    const refused = await runCli([...stackFlags(stack), 'acquire', acme, '--ttl', '1m']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(
+      new RegExp(`lock ${acme} is not available: ${acme}/records/1, below ${acme}, is held exclusively`),
+    );
     await a.release(one as NonNullable<typeof one>);
     await a.release(two as NonNullable<typeof two>);
   });
