@@ -495,7 +495,7 @@ describe('the CLI', () => {
   });
 
   it('acquire --shared --max-holders takes it shared, and says so', async () => {
-    const tried = vi.spyOn(LockClient.prototype, 'tryAcquire').mockResolvedValue(sharedLease('x', 3));
+    const tried = vi.spyOn(LockClient.prototype, 'acquireNow').mockResolvedValue(sharedLease('x', 3));
     const said = await cli('acquire', 'x', '--shared', '--max-holders', '3');
     expect(tried).toHaveBeenCalledWith('x', { ttlMs: 30_000, mode: 'shared', maxHolders: 3 });
     expect(said).toContain('shared (a semaphore of 3)');
@@ -510,7 +510,7 @@ describe('the CLI', () => {
   });
 
   it('refuses --max-holders without --shared, and a count out of 1..1000, before anything is asked', async () => {
-    const tried = vi.spyOn(LockClient.prototype, 'tryAcquire');
+    const tried = vi.spyOn(LockClient.prototype, 'acquireNow');
     const held = vi.spyOn(LockClient.prototype, 'withLock');
     await expect(cli('acquire', 'x', '--max-holders', '3')).rejects.toThrow(/give --shared with it/);
     await expect(cli('run', 'x', '--max-holders', '3', '--', 'true')).rejects.toThrow(
