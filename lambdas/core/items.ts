@@ -96,6 +96,11 @@ export interface Housekeeping {
   readonly gcFrom?: number | null;
   /** The WebSocket connection whose waiters include this item (the owner index); null: none. */
   readonly owner?: string | null;
+  /**
+   * Sessions only: false takes the session out of the operators' session listing (once swept).
+   * Every other write of a session item lists it.
+   */
+  readonly listed?: false;
 }
 
 /** A conditional update (UpdateItem semantics: creates the item if absent) with its housekeeping. */

@@ -245,5 +245,6 @@ export const sweptWrite = (now: number): ItemWrite => ({
   condition: exists(S.endedAt),
   update: [set(S.sweptAt, now)],
   sweepAt: null,
+  listed: false,
   gcFrom: now,
 });

@@ -81,10 +81,10 @@ export const ROUTES: readonly RouteSpec[] = [
     key: 'GET /api/v1/admin/sessions',
     module: 'http/admin-sessions',
     description: "list every principal's sessions (administrators)",
-    // The due index finds the sessions not yet swept; each is read, and its lock records counted.
+    // The owner index lists the sessions not yet swept; each is read, and its lock records counted.
     table: ['dynamodb:GetItem', 'dynamodb:Query'],
     partitions: ['session'],
-    indexes: { by_due: ['dynamodb:Query'] },
+    indexes: { by_owner: ['dynamodb:Query'] },
   },
   {
     key: 'DELETE /api/v1/admin/sessions/{id}',

@@ -33,6 +33,11 @@ export type TransactResult =
   | { readonly ok: true }
   | { readonly ok: false; readonly steps: readonly StepVerdict[] };
 
+export interface SessionIdPage {
+  readonly ids: readonly string[];
+  readonly more: boolean;
+}
+
 export interface LockPage {
   /** Locks in name order; a name whose item was collected between the index read and the item read is left out. */
   readonly locks: readonly { readonly name: string; readonly item: Item }[];
@@ -58,6 +63,11 @@ export interface Storage {
   dueIn(minute: number, now: number): Promise<ItemRef[]>;
   /** The waiters one WebSocket connection queued (an index: eventually consistent). */
   waitersOf(connection: string): Promise<ItemRef[]>;
+  /**
+   * The ids of the first `limit` sessions not yet swept after id `after`, in id order, and whether
+   * more may follow (an index: eventually consistent).
+   */
+  sessionIds(limit: number, after: string): Promise<SessionIdPage>;
   /** Locks whose names start with `prefix`, in name order, a page at a time. */
   listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage>;
 }

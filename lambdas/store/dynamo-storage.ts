@@ -22,7 +22,14 @@ import type { ItemRef, ItemWrite, Step } from '../core/items';
 import { lockRef } from '../core/items';
 import type { WriteResult } from '../core/lock';
 import { type Waiter, waiterOf } from '../core/queue';
-import type { LockPage, QueueSnapshot, StepVerdict, Storage, TransactResult } from '../service/storage';
+import type {
+  LockPage,
+  QueueSnapshot,
+  SessionIdPage,
+  StepVerdict,
+  Storage,
+  TransactResult,
+} from '../service/storage';
 import { toStoreError } from './errors';
 import {
   DEFAULT_DEADLINE_MS,
@@ -46,6 +53,7 @@ import {
   OWNER_INDEX,
   refOfKey,
   SESSION_LINK_PREFIX,
+  SESSION_LIST_PARTITIONS,
   sessionPartition,
   WAITER_SK_PREFIX,
 } from './table';
@@ -257,6 +265,41 @@ export class DynamoStorage implements Storage {
    * Every listing shard read side by side (each its first `limit` names in range), merged: the
    * first `limit` names overall are among them. The cursor is the last name returned.
    */
+  async sessionIds(limit: number, after: string): Promise<SessionIdPage> {
+    const shards = await Promise.all(
+      SESSION_LIST_PARTITIONS.map((partition) =>
+        this.send((abortSignal) =>
+          this.db.send(
+            new QueryCommand({
+              TableName: this.settings.tableName,
+              IndexName: OWNER_INDEX.name,
+              // A key value may not be empty: from the start, no condition on the id.
+              ...(after === ''
+                ? {
+                    KeyConditionExpression: '#o = :o',
+                    ExpressionAttributeNames: { '#o': OWNER_INDEX.pk },
+                    ExpressionAttributeValues: { ':o': partition },
+                  }
+                : {
+                    KeyConditionExpression: '#o = :o AND #id > :after',
+                    ExpressionAttributeNames: { '#o': OWNER_INDEX.pk, '#id': OWNER_INDEX.sk },
+                    ExpressionAttributeValues: { ':o': partition, ':after': after },
+                  }),
+              Limit: limit,
+            }),
+            { abortSignal },
+          ),
+        ),
+      ),
+    );
+    // Each shard gave its first `limit` ids after `after`: the first `limit` of them all are among them.
+    const all = shards.flatMap((page) => (page.Items ?? []).map((key) => String(key[OWNER_INDEX.sk]))).sort();
+    return {
+      ids: all.slice(0, limit),
+      more: all.length > limit || shards.some((page) => page.LastEvaluatedKey !== undefined),
+    };
+  }
+
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
     const after = cursor === undefined ? undefined : decodeListCursor(cursor, prefix);
     if (cursor !== undefined && after === undefined)

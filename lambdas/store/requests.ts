@@ -18,6 +18,7 @@ import {
   lockListing,
   minuteOf,
   OWNER_INDEX,
+  sessionListing,
 } from './table';
 
 export interface StoreSettings {
@@ -43,12 +44,17 @@ export const tableKey = (ref: ItemRef) => {
 /**
  * The attribute updates a write's housekeeping means: the due index keys
  * (`sweepAt`), the TTL attribute (`gcFrom` + retention), the owner index
- * keys (`owner`), and, for a lock item, its listing index keys.
+ * keys (`owner`), and, for a lock or session item, its listing index keys.
  */
 export function housekeepingActions(settings: StoreSettings, ref: ItemRef, h: Housekeeping): UpdateAction[] {
   const actions: UpdateAction[] = [];
   if (ref.kind === 'lock')
     for (const [attr, value] of Object.entries(lockListing(ref.lock))) actions.push(set(attr, value));
+  if (ref.kind === 'session') {
+    if (h.listed === false) actions.push(remove(OWNER_INDEX.pk), remove(OWNER_INDEX.sk));
+    else
+      for (const [attr, value] of Object.entries(sessionListing(ref.session))) actions.push(set(attr, value));
+  }
   if (h.sweepAt === null) actions.push(remove(DUE_INDEX.pk), remove(DUE_INDEX.sk));
   else if (h.sweepAt !== undefined)
     actions.push(set(DUE_INDEX.pk, dueBucket(minuteOf(h.sweepAt), keyOf(ref))), set(DUE_INDEX.sk, h.sweepAt));

@@ -11,6 +11,7 @@
  * | request    | REQ#<hash>     | REQ          |                                        |
  * | connection | CONN#<id>      | CONN         | due_bucket, due_at (2 h after open)    |
  * | session    | SESS#<id>      | SESS         | due_bucket=DUE#<minute>#<shard>, due_at|
+ * |            |                |              | owner=SESSLIST#<shard>, owner_sk=<id>  |
  * | session's  | SESS#<id>      | LOCK#<name>  |                                        |
  * |   lock link|                |              |                                        |
  * | sweeper    | SWEEPER        | CURSOR       |                                        |
@@ -34,7 +35,11 @@
  * by prefix with a Query per shard. Its key attributes never change after the first
  * write of a lock, so an acquire or release does not write to the index.
  * `by_owner` is a sparse KEYS_ONLY index over (owner, owner_sk): the waiters
- * of one WebSocket connection, found when it disconnects.
+ * of one WebSocket connection, found when it disconnects; and the sessions not
+ * yet swept, in SESSION_LIST_SHARDS partitions by a hash of their id, listed by
+ * id (the operators' session listing). A session enters it when it opens and
+ * leaves it once swept; every other write of a session sets the same keys
+ * again, which writes nothing to the index.
  * A keeper record (core/deadlock.ts) sits in the partition of the lock it is about, beside the
  * lock item and its queue, so deadlock detection reads it strongly consistently by key. It sorts
  * before 'LOCK', outside the queue's range.
@@ -77,6 +82,7 @@ const HTTP_WAIT_PK_PREFIX = 'HTTPWAIT#';
 const LIST_PK_PREFIX = 'LIST#';
 const DUE_PK_PREFIX = 'DUE#';
 const KEEPER_SK_PREFIX = 'KEEP#';
+const SESSION_LIST_PREFIX = 'SESSLIST#';
 
 /**
  * The first characters of every partition key value, by what lives there: the
@@ -106,6 +112,8 @@ export const LIST_SHARDS = 16;
  * ~83 index writes/s each (a session's entry moves on every 3rd heartbeat: core/session.ts).
  */
 export const DUE_SHARDS = 16;
+/** Sessions not yet swept spread over this many owner index partitions (written when one opens and once swept). */
+export const SESSION_LIST_SHARDS = 16;
 
 const shardOf = (text: string, shards: number) =>
   createHash('sha256').update(text).digest().readUInt32BE(0) % shards;
@@ -193,6 +201,18 @@ export const LIST_PARTITIONS: readonly string[] = Array.from(
   { length: LIST_SHARDS },
   (_, shard) => `${LIST_PK_PREFIX}${shard}`,
 );
+
+/** The owner index partitions of the session listing, one per shard. */
+export const SESSION_LIST_PARTITIONS: readonly string[] = Array.from(
+  { length: SESSION_LIST_SHARDS },
+  (_, shard) => `${SESSION_LIST_PREFIX}${shard}`,
+);
+
+/** Attributes every write of a session item not yet swept (re)sets so the session is listed. */
+export const sessionListing = (id: string) => ({
+  [OWNER_INDEX.pk]: SESSION_LIST_PARTITIONS[shardOf(id, SESSION_LIST_SHARDS)] as string,
+  [OWNER_INDEX.sk]: id,
+});
 
 /** Attributes every write of a lock item (re)sets so the item appears in the listing index. */
 export const lockListing = (name: string) => ({

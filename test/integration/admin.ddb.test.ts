@@ -116,7 +116,13 @@ describe('GET /api/v1/admin/sessions', () => {
     const seen = (await listAll('limit=1')).map((s) => String(s.session_id));
     expect(seen).toEqual(expect.arrayContaining([a.session_id, b.session_id]));
     expect(new Set(seen).size).toBe(seen.length);
-  }, 180_000); // a full listing reads 140 minutes of the due index: 7 pages, and one per session at limit=1
+
+    // Closed by its client (no locks left to release): swept at once, and no longer listed.
+    expect((await bob.delete(`/api/v1/sessions/${b.session_id}?client_id=b-1`)).status).toBe(200);
+    const after = (await listAll('limit=100')).map((s) => s.session_id);
+    expect(after).toContain(a.session_id);
+    expect(after).not.toContain(b.session_id);
+  });
 
   it('refuses a bad limit or cursor (400), and an unsigned request (403)', async () => {
     expect((await admin.get('/api/v1/admin/sessions?limit=0')).status).toBe(400);

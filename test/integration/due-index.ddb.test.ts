@@ -12,7 +12,7 @@ import { lease, liveHolder, throughSession } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { sessionOfItem } from '../../lambdas/core/session';
 import { MAX_WAIT_MS } from '../../lambdas/core/wire';
-import { DUE_INDEX, minuteOf } from '../../lambdas/store/table';
+import { DUE_INDEX, minuteOf, OWNER_INDEX } from '../../lambdas/store/table';
 import { meterIndexWrites } from '../support/capacity';
 import { CallCounter, createTestTable, manualClock, testServices } from '../support/dynamo';
 
@@ -61,6 +61,22 @@ describe("a session's due index entry", () => {
     // The dueKeys reads are GetItems too: 2 per heartbeat round here.
     expect(counter.calls.filter((c) => c === 'UpdateItemCommand')).toHaveLength(20);
     expect(counter.calls.filter((c) => c === 'GetItemCommand')).toHaveLength(40);
+  });
+
+  it('the session listing (by_owner): one index write when a session opens, none per heartbeat, one once swept', async () => {
+    now += 10 * 60_000;
+    meter.reset();
+    const s = await t.services.sessions.create(OWNER, 'listed', DEFAULTS);
+    expect(meter.of(OWNER_INDEX.name)).toBe(1);
+    expect((await t.storage.sessionIds(100, '')).ids).toContain(s.id);
+    for (let k = 1; k <= 10; k++) {
+      now += 10_000;
+      await t.services.sessions.heartbeat(s.id, OWNER, 'listed');
+    }
+    expect(meter.of(OWNER_INDEX.name)).toBe(1);
+    await t.services.sessions.close(s.id, OWNER, 'listed');
+    expect(meter.of(OWNER_INDEX.name)).toBe(2);
+    expect((await t.storage.sessionIds(100, '')).ids).not.toContain(s.id);
   });
 
   it('at the defaults moves every 3rd heartbeat: 2 index writes per move, 2/3 per heartbeat (2 before)', async () => {

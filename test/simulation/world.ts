@@ -128,6 +128,9 @@ class FaultyStorage implements Storage {
   waitersOf(connection: string) {
     return this.query([], () => this.inner.waitersOf(connection));
   }
+  sessionIds(limit: number, after: string) {
+    return this.query([], () => this.inner.sessionIds(limit, after));
+  }
   listLocks(prefix: string, limit: number, cursor?: string) {
     return this.query([], () => this.inner.listLocks(prefix, limit, cursor));
   }

@@ -24,6 +24,7 @@ import { waiterOf } from '../../lambdas/core/queue';
 import type {
   LockPage,
   QueueSnapshot,
+  SessionIdPage,
   StepVerdict,
   Storage,
   TransactResult,
@@ -44,6 +45,7 @@ import {
   OWNER_INDEX,
   refOfKey,
   SESSION_LINK_PREFIX,
+  SESSION_LIST_PARTITIONS,
   sessionPartition,
   WAITER_SK_PREFIX,
 } from '../../lambdas/store/table';
@@ -196,6 +198,16 @@ export class MemoryStorage implements Storage {
         const ref = this.refOfText(e.key);
         return ref?.kind === 'waiter' ? [ref] : [];
       });
+  }
+
+  async sessionIds(limit: number, after: string): Promise<SessionIdPage> {
+    const listed = new Set(SESSION_LIST_PARTITIONS);
+    const ids = this.indexed()
+      .filter((e) => listed.has(e.attrs[OWNER_INDEX.pk] as string))
+      .map((e) => String(e.attrs[OWNER_INDEX.sk]))
+      .filter((id) => id > after)
+      .sort();
+    return { ids: ids.slice(0, limit), more: ids.length > limit };
   }
 
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
