@@ -14,6 +14,7 @@
  * - a stream of change records (keys, old and new images, marshalled) in
  *   commit order, and TTL deletion of items whose `gc_at` has passed.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { invalidRequest, LatchkeyError } from '../../lambdas/core/errors';
 import { applyUpdate, evaluate, type Item, type Scalar } from '../../lambdas/core/expr';
@@ -309,6 +310,8 @@ export class MemoryStorage implements Storage {
         this.lastVisible.set(c.key, visibleAt);
         this.pendingIndex.push({ visibleAt, entry });
       }
+      // DynamoDB Streams writes no record for a write that changed nothing in the item.
+      if (c.old && c.next && isDeepStrictEqual(c.old, c.next)) continue;
       const keys = {
         [KEY.pk]: c.next?.[KEY.pk] ?? c.old?.[KEY.pk],
         [KEY.sk]: c.next?.[KEY.sk] ?? c.old?.[KEY.sk],

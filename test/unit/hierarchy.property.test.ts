@@ -389,6 +389,25 @@ class World {
   }
 }
 
+/**
+ * Found by CI (seed -1408064656): a wait kept out below a waiting ancestor. Serving it again wrote
+ * its lock item unchanged; the in-memory store sent a stream record for that write (DynamoDB
+ * sends none), so the notifier served it again, forever.
+ */
+const noOpWritesLooped: [Op, Fault | undefined][] = (
+  [
+    { op: 'acquire', client: 0, name: 3, mode: 'shared', session: false, ttl: 500 },
+    { op: 'acquire', client: 1, name: 3, mode: 'shared', session: false, ttl: 501 },
+    { op: 'wait', client: 0, name: 0, mode: 'exclusive', ttl: 500, waitMs: 501 },
+    { op: 'tick', ms: 500 },
+    { op: 'acquire', client: 0, name: 0, mode: 'shared', session: false, ttl: 500 },
+    { op: 'close', client: 0 },
+    { op: 'acquire', client: 0, name: 0, mode: 'shared', session: false, ttl: 500 },
+    { op: 'renew', pick: 0, ttl: 500 },
+    { op: 'wait', client: 0, name: 3, mode: 'shared', ttl: 500, waitMs: 500 },
+  ] as Op[]
+).map((op) => [op, undefined]);
+
 describe('hierarchical locks (multiple-granularity locking)', () => {
   it('the compatibility matrix is symmetric', () => {
     for (const [a, ok] of Object.entries(COMPATIBLE)) for (const b of ok) expect(COMPATIBLE[b]).toContain(a);
@@ -508,7 +527,7 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
           }
         },
       ),
-      { numRuns: 200 },
+      { numRuns: 200, examples: [[noOpWritesLooped]] },
     );
   }, 120_000);
 });
