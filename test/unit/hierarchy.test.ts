@@ -95,7 +95,8 @@ describe("an ancestor's TTL", () => {
   });
 });
 
-describe('room for intentions', () => {
+// Building an item of 1,000 intentions one write at a time: about 2 s each, more on a loaded machine.
+describe('room for intentions', { timeout: 60_000 }, () => {
   it('an ancestor full of lapsed intentions makes room for a live one, exactly', () => {
     let item: Item | undefined;
     for (let t = 1; t <= MAX_INTENTIONS; t++)
