@@ -108,6 +108,10 @@ export const SESSION_TTL_MESSAGE =
   'ttl_ms is not used with a session: the lock is held as long as its session lives';
 
 export const sessionId = z.uuid('session_id must be a session id (a UUID) from POST /api/v1/sessions');
+/** Any session's id, as operators name it: a session id (a UUID), or a WebSocket connection's (`conn-<connection id>`). */
+export const anySessionId = z.union([sessionId, z.string().regex(/^conn-[A-Za-z0-9+=_-]{1,128}$/)], {
+  error: 'the session id must be a session id (a UUID) or conn-<connection id>',
+});
 
 /** A WebSocket connection id, as API Gateway hands them out (and the `welcome` frame tells). */
 export const connectionId = z

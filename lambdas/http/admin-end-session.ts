@@ -5,17 +5,13 @@
  * that IAM grants it apart from the client's DELETE /api/v1/sessions/{id}.
  */
 import * as z from 'zod';
-import { forceReleaseBody, isoTime, sessionId } from '../core/wire';
+import { anySessionId, forceReleaseBody, isoTime } from '../core/wire';
 import { httpRoute, json, parseBody, principalFrom, validate } from '../shared/http';
 
 const endSessionBody = z.strictObject({ reason: forceReleaseBody.shape.reason });
-/** A session id (a UUID), or a WebSocket connection's session (`conn-<connection id>`). */
-const adminSessionId = z.union([sessionId, z.string().regex(/^conn-[A-Za-z0-9+=_-]{1,128}$/)], {
-  error: 'the session id must be a session id (a UUID) or conn-<connection id>',
-});
 
 export const handler = httpRoute(async (event, { sessionAdmin, clock }) => {
-  const id = validate(adminSessionId, event.pathParameters?.id ?? '', 'session id');
+  const id = validate(anySessionId, event.pathParameters?.id ?? '', 'session id');
   const { reason } = parseBody(event, endSessionBody);
   const by = principalFrom(event);
   const ended = await sessionAdmin.end(id, by, reason);

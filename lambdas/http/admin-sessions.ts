@@ -2,7 +2,7 @@
  * GET /api/v1/admin/sessions?limit=&cursor=&principal=&client_id=: every session not yet swept, with
  * its owner, state, expiry and how many locks it holds (operators only: it shows every principal's
  * sessions, ids included). Its own route, so that IAM grants it apart from the client routes
- * (README: "Security model"). The listing reads the due index, never a Scan (service/session-admin.ts).
+ * (README: "Security model"). The listing reads the session listing in the owner index, never a Scan (service/session-admin.ts).
  */
 import * as z from 'zod';
 import { sessionState } from '../core/session';

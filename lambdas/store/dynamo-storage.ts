@@ -262,8 +262,9 @@ export class DynamoStorage implements Storage {
   }
 
   /**
-   * Every listing shard read side by side (each its first `limit` names in range), merged: the
-   * first `limit` names overall are among them. The cursor is the last name returned.
+   * Every session listing shard read side by side (each its first `limit` ids after `after`),
+   * merged: the first `limit` ids overall are among them, up to the last id of any shard whose
+   * page was cut short (DynamoDB's 1 MB per Query; not reached at 100 keys).
    */
   async sessionIds(limit: number, after: string): Promise<SessionIdPage> {
     const shards = await Promise.all(
@@ -292,14 +293,21 @@ export class DynamoStorage implements Storage {
         ),
       ),
     );
-    // Each shard gave its first `limit` ids after `after`: the first `limit` of them all are among them.
-    const all = shards.flatMap((page) => (page.Items ?? []).map((key) => String(key[OWNER_INDEX.sk]))).sort();
-    return {
-      ids: all.slice(0, limit),
-      more: all.length > limit || shards.some((page) => page.LastEvaluatedKey !== undefined),
-    };
+    const idsOf = (page: (typeof shards)[number]) =>
+      (page.Items ?? []).map((key) => String(key[OWNER_INDEX.sk]));
+    const cut = shards.flatMap((page) => (page.LastEvaluatedKey ? (idsOf(page).at(-1) ?? []) : []));
+    const bound = cut.length > 0 ? cut.sort()[0] : undefined;
+    const all = shards
+      .flatMap(idsOf)
+      .filter((id) => bound === undefined || id <= bound)
+      .sort();
+    return { ids: all.slice(0, limit), more: all.length > limit || bound !== undefined };
   }
 
+  /**
+   * Every listing shard read side by side (each its first `limit` names in range), merged: the
+   * first `limit` names overall are among them. The cursor is the last name returned.
+   */
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
     const after = cursor === undefined ? undefined : decodeListCursor(cursor, prefix);
     if (cursor !== undefined && after === undefined)

@@ -494,7 +494,7 @@ export async function gatherSessions(client: Pick<LockClient, 'listSessions'>): 
   }
 }
 
-/** How often the live session count is read again: the admin listing walks the sessions' due index page by page. */
+/** How often the live session count is read again: the admin listing reads every session, page by page. */
 export const SESSIONS_EVERY_MS = 15_000;
 
 /**

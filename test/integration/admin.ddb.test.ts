@@ -128,6 +128,11 @@ describe('GET /api/v1/admin/sessions', () => {
     expect((await admin.get('/api/v1/admin/sessions?limit=0')).status).toBe(400);
     expect((await admin.get('/api/v1/admin/sessions?limit=101')).status).toBe(400);
     expect((await admin.get('/api/v1/admin/sessions?cursor=forged')).body.error.code).toBe('INVALID_REQUEST');
+    // Well-formed, but not a session id (a 1.5 KB one would be too long for the index key): 400, not 500.
+    const notAnId = Buffer.from(JSON.stringify({ after: 'x'.repeat(1_500) })).toString('base64url');
+    expect((await admin.get(`/api/v1/admin/sessions?cursor=${notAnId}`)).body.error.code).toBe(
+      'INVALID_REQUEST',
+    );
     expect((await admin.get('/api/v1/admin/sessions?color=red')).status).toBe(400);
     expect((await admin.get('/api/v1/admin/sessions', { sign: false })).status).toBe(403);
   });
