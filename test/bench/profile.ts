@@ -1,7 +1,7 @@
 /**
  * "Where the time goes" in `npm run bench`: one uncontended acquire+release pair at a time, taken
- * apart. Each row is measured on its own, one pair after another, in the same process and against
- * the same DynamoDB Local as the local stack:
+ * apart. Each row is one kind of pair, run one at a time, in the same process and against the same
+ * DynamoDB Local as the local stack, the rows interleaved pair by pair (sideBySide):
  *   - the lock store called directly (the two DynamoDB calls and the service's rules);
  *   - the lock-commands handler invoked in-process with the events API Gateway would send (adds
  *     middy, body parsing and validation, metrics, the request log line and audit events);
@@ -35,17 +35,31 @@ interface Store {
   release(cmd: { name: string; owner: string; clientId: string; fencingToken: number }): Promise<unknown>;
 }
 
-/** p50 and p99 of `pair`, run PAIRS times one after another (after a short warm-up). */
-async function timed(pair: (i: number) => Promise<void>): Promise<{ p50: number; p99: number }> {
-  for (let i = 0; i < 30; i++) await pair(-i - 1);
-  const took: number[] = [];
-  for (let i = 0; i < PAIRS; i++) {
-    const t = performance.now();
-    await pair(i);
-    took.push(performance.now() - t);
-  }
-  took.sort((a, b) => a - b);
-  return { p50: percentile(took, 0.5), p99: percentile(took, 0.99) };
+type Timing = { p50: number; p99: number };
+
+/**
+ * p50 and p99 of each pair, run PAIRS times one at a time, interleaved (round i runs every pair once,
+ * in an order that rotates), so that a slow spell of a shared machine, or a JIT still warming up,
+ * weighs on every row alike rather than on whichever ran then. Each is warmed up first.
+ */
+async function sideBySide<K extends string>(
+  pairs: Record<K, (i: number) => Promise<void>>,
+): Promise<Record<K, Timing>> {
+  const kinds = Object.keys(pairs) as K[];
+  for (let i = 0; i < 30; i++) for (const kind of kinds) await pairs[kind](-i - 1);
+  const took = new Map<K, number[]>(kinds.map((k) => [k, []]));
+  for (let i = 0; i < PAIRS; i++)
+    for (let j = 0; j < kinds.length; j++) {
+      const kind = kinds[(i + j) % kinds.length] as K;
+      const t = performance.now();
+      await pairs[kind](i);
+      took.get(kind)?.push(performance.now() - t);
+    }
+  const timing = (list: number[]) => {
+    list.sort((a, b) => a - b);
+    return { p50: percentile(list, 0.5), p99: percentile(list, 0.99) };
+  };
+  return Object.fromEntries(kinds.map((k) => [k, timing(took.get(k) ?? [])])) as Record<K, Timing>;
 }
 
 /** The two signed requests of a pair, as the SDK's transport builds them. */
@@ -73,12 +87,12 @@ export async function whereTheTimeGoes(
   store: Store,
 ): Promise<string[]> {
   const url = new URL(stack.url);
-  const direct = await timed(async (i) => {
+  const directPair = async (i: number) => {
     const name = `bench/profile/direct/${i}`;
     const got = await store.acquire({ name, owner: PRINCIPAL, clientId: 'p', tenure: lease(10_000) });
     if (!got.acquired || !got.grant) throw new Error('profile: direct acquire refused');
     await store.release({ name, owner: PRINCIPAL, clientId: 'p', fencingToken: got.grant.fencingToken });
-  });
+  };
 
   const handler = await loadHandler('http/lock-commands');
   const invoke = async (name: string, action: string, body: unknown) => {
@@ -94,22 +108,22 @@ export async function whereTheTimeGoes(
     );
     return JSON.parse(String(answer.body)) as { fencing_token?: number };
   };
-  const inProcess = await timed(async (i) => {
+  const inProcessPair = async (i: number) => {
     const name = `bench/profile/handler/${i}`;
     const got = await invoke(name, 'acquire', { client_id: 'p', ttl_ms: 10_000 });
     if (got.fencing_token === undefined)
       throw new Error(`profile: handler acquire refused: ${JSON.stringify(got)}`);
     await invoke(name, 'release', { client_id: 'p', fencing_token: got.fencing_token });
-  });
+  };
 
   const signer = localSigner();
-  const sign = await timed(async (i) => {
+  const signPair = async (i: number) => {
     for (const request of pairRequests(url, `bench/profile/sign/${i}`)) await signer.sign(request);
-  });
+  };
   const signed = await Promise.all(
     pairRequests(url, 'bench/profile/verify').map((request) => signer.sign(request)),
   );
-  const verify = await timed(async () => {
+  const verifyPair = async () => {
     for (const request of signed) {
       const verdict = await verifySigV4({
         method: request.method,
@@ -121,13 +135,20 @@ export async function whereTheTimeGoes(
       if (!verdict.ok)
         throw new Error(`profile: the local verifier refused a signed request: ${verdict.reason}`);
     }
-  });
+  };
 
   const client = new LockClient({ endpoint: stack.url, clientId: 'p' });
-  const sdk = await timed(async (i) => {
+  const sdkPair = async (i: number) => {
     const lease = await client.tryAcquire(`bench/profile/sdk/${i}`, { ttlMs: 10_000 });
     if (!lease) throw new Error('profile: SDK acquire refused');
     await client.release(lease);
+  };
+  const { direct, inProcess, sign, verify, sdk } = await sideBySide({
+    direct: directPair,
+    inProcess: inProcessPair,
+    sign: signPair,
+    verify: verifyPair,
+    sdk: sdkPair,
   });
   client.close();
 
@@ -135,7 +156,7 @@ export async function whereTheTimeGoes(
   const row = (what: string, r: { p50: number; p99: number }, share?: number) =>
     `| ${what} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${share === undefined ? '' : `${((100 * share) / sdk.p50).toFixed(0)} %`} |`;
   return [
-    `\n### Uncontended: where the time of one acquire+release pair goes (${PAIRS} pairs one at a time, ms)\n`,
+    `\n### Uncontended: where the time of one acquire+release pair goes (${PAIRS} pairs of each, one at a time, the rows interleaved, ms)\n`,
     '| what | p50 | p99 | share of the SDK pair (p50) |',
     '| --- | --- | --- | --- |',
     row('the lock store, called directly (2 DynamoDB calls)', direct, direct.p50),
