@@ -262,30 +262,27 @@ export class DynamoStorage implements Storage {
   }
 
   /**
-   * Every session listing shard read side by side (each its first `limit` ids after `after`),
-   * merged: the first `limit` ids overall are among them, up to the last id of any shard whose
-   * page was cut short (DynamoDB's 1 MB per Query; not reached at 100 keys).
+   * The first `limit` sort keys of a sharded index, over every shard read side by side (each its
+   * first `limit` in range), merged: the first `limit` overall are among them, up to the last key
+   * of any shard whose page was cut short (DynamoDB's 1 MB per Query; not reached at 100 keys).
+   * `range` is the sort key's condition on `#sk` (none: the whole partition).
    */
-  async sessionIds(limit: number, after: string): Promise<SessionIdPage> {
+  private async firstOfShards(
+    index: { readonly name: string; readonly pk: string; readonly sk: string },
+    partitions: readonly string[],
+    range: { readonly condition: string; readonly values: Record<string, unknown> } | undefined,
+    limit: number,
+  ): Promise<{ keys: string[]; more: boolean }> {
     const shards = await Promise.all(
-      SESSION_LIST_PARTITIONS.map((partition) =>
+      partitions.map((partition) =>
         this.send((abortSignal) =>
           this.db.send(
             new QueryCommand({
               TableName: this.settings.tableName,
-              IndexName: OWNER_INDEX.name,
-              // A key value may not be empty: from the start, no condition on the id.
-              ...(after === ''
-                ? {
-                    KeyConditionExpression: '#o = :o',
-                    ExpressionAttributeNames: { '#o': OWNER_INDEX.pk },
-                    ExpressionAttributeValues: { ':o': partition },
-                  }
-                : {
-                    KeyConditionExpression: '#o = :o AND #id > :after',
-                    ExpressionAttributeNames: { '#o': OWNER_INDEX.pk, '#id': OWNER_INDEX.sk },
-                    ExpressionAttributeValues: { ':o': partition, ':after': after },
-                  }),
+              IndexName: index.name,
+              KeyConditionExpression: range ? `#pk = :pk AND ${range.condition}` : '#pk = :pk',
+              ExpressionAttributeNames: range ? { '#pk': index.pk, '#sk': index.sk } : { '#pk': index.pk },
+              ExpressionAttributeValues: { ':pk': partition, ...range?.values },
               Limit: limit,
             }),
             { abortSignal },
@@ -293,21 +290,27 @@ export class DynamoStorage implements Storage {
         ),
       ),
     );
-    const idsOf = (page: (typeof shards)[number]) =>
-      (page.Items ?? []).map((key) => String(key[OWNER_INDEX.sk]));
-    const cut = shards.flatMap((page) => (page.LastEvaluatedKey ? (idsOf(page).at(-1) ?? []) : []));
+    const keysOf = (page: (typeof shards)[number]) => (page.Items ?? []).map((key) => String(key[index.sk]));
+    const cut = shards.flatMap((page) => (page.LastEvaluatedKey ? (keysOf(page).at(-1) ?? []) : []));
     const bound = cut.length > 0 ? cut.sort()[0] : undefined;
     const all = shards
-      .flatMap(idsOf)
-      .filter((id) => bound === undefined || id <= bound)
+      .flatMap(keysOf)
+      .filter((key) => bound === undefined || key <= bound)
       .sort();
-    return { ids: all.slice(0, limit), more: all.length > limit || bound !== undefined };
+    return {
+      keys: all.slice(0, limit),
+      more: all.length > limit || shards.some((page) => page.LastEvaluatedKey !== undefined),
+    };
   }
 
-  /**
-   * Every listing shard read side by side (each its first `limit` names in range), merged: the
-   * first `limit` names overall are among them. The cursor is the last name returned.
-   */
+  async sessionIds(limit: number, after: string): Promise<SessionIdPage> {
+    // A key value may not be empty: from the start, no condition on the id.
+    const range = after === '' ? undefined : { condition: '#sk > :after', values: { ':after': after } };
+    const { keys, more } = await this.firstOfShards(OWNER_INDEX, SESSION_LIST_PARTITIONS, range, limit);
+    return { ids: keys, more };
+  }
+
+  /** Locks by name from the listing index (firstOfShards). The cursor is the last name returned. */
   async listLocks(prefix: string, limit: number, cursor?: string): Promise<LockPage> {
     const after = cursor === undefined ? undefined : decodeListCursor(cursor, prefix);
     if (cursor !== undefined && after === undefined)
@@ -315,35 +318,13 @@ export class DynamoStorage implements Storage {
         'cursor is not valid for this listing: pass back the next_cursor of the previous page, with the same prefix',
         [{ path: 'cursor', message: 'not a cursor this API issued for this prefix' }],
       );
-    const range = after === undefined ? undefined : listRange(prefix, after);
-    const condition = range
-      ? '#pk = :pk AND #sk BETWEEN :from AND :to'
+    const between = after === undefined ? undefined : listRange(prefix, after);
+    const range = between
+      ? { condition: '#sk BETWEEN :from AND :to', values: { ':from': between.from, ':to': between.to } }
       : prefix
-        ? '#pk = :pk AND begins_with(#sk, :prefix)'
-        : '#pk = :pk';
-    const values = range ? { ':from': range.from, ':to': range.to } : prefix ? { ':prefix': prefix } : {};
-    const shards = await Promise.all(
-      LIST_PARTITIONS.map((partition) =>
-        this.send((abortSignal) =>
-          this.db.send(
-            new QueryCommand({
-              TableName: this.settings.tableName,
-              IndexName: LIST_INDEX.name,
-              KeyConditionExpression: condition,
-              ExpressionAttributeNames: condition.includes('#sk')
-                ? { '#pk': LIST_INDEX.pk, '#sk': LIST_INDEX.sk }
-                : { '#pk': LIST_INDEX.pk },
-              ExpressionAttributeValues: { ':pk': partition, ...values },
-              Limit: limit,
-            }),
-            { abortSignal },
-          ),
-        ),
-      ),
-    );
-    const all = shards.flatMap((page) => (page.Items ?? []).map((key) => String(key[LIST_INDEX.sk]))).sort();
-    const names = all.slice(0, limit);
-    const more = all.length > limit || shards.some((page) => page.LastEvaluatedKey !== undefined);
+        ? { condition: 'begins_with(#sk, :prefix)', values: { ':prefix': prefix } }
+        : undefined;
+    const { keys: names, more } = await this.firstOfShards(LIST_INDEX, LIST_PARTITIONS, range, limit);
     const items = names.length ? await this.readLocks(names) : new Map<string, Item>();
     const last = names.at(-1);
     return {
