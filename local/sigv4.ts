@@ -5,9 +5,9 @@
  * received and compared in constant time.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { Sha256 } from '@aws-crypto/sha256-js';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { NodeSha256 } from '../sdk/sha256';
 
 export interface LocalCredentials {
   readonly accessKeyId: string;
@@ -77,7 +77,7 @@ function parseAmzDate(value: string | undefined): Date | undefined {
 }
 
 async function sha256Hex(body: Uint8Array): Promise<string> {
-  const hash = new Sha256();
+  const hash = new NodeSha256();
   hash.update(body);
   return Buffer.from(await hash.digest()).toString('hex');
 }
@@ -135,7 +135,7 @@ export async function verifySigV4(
     credentials: { accessKeyId: accessKeyId as string, secretAccessKey },
     region: LOCAL_REGION,
     service: SIGNING_SERVICE,
-    sha256: Sha256,
+    sha256: NodeSha256,
     uriEscapePath: true,
     // Sign exactly the headers the client signed; do not add x-amz-content-sha256.
     applyChecksum: false,

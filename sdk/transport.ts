@@ -1,16 +1,18 @@
 /**
  * Signed HTTP for the SDK: SigV4 (service execute-api) with @smithy/signature-v4
  * and credentials from the AWS default provider chain, keep-alive connections
- * (Node's fetch), and retries of transient failures (network, 429, 5xx) with
+ * (node:http and node:https), and retries of transient failures (network, 429, 5xx) with
  * jittered exponential backoff. A retried request is the same request (same
  * body, same request_id), so a retry can never produce a second grant.
  */
-import { Sha256 } from '@aws-crypto/sha256-js';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { errorFromResponse, LIMIT_CODES, UnavailableError } from './errors';
+import { NodeSha256 } from './sha256';
 
 export interface TransportOptions {
   /** The HTTP API's base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com or http://127.0.0.1:3000 */
@@ -67,7 +69,7 @@ export class SignedTransport {
       credentials,
       region: this.region,
       service: 'execute-api',
-      sha256: Sha256,
+      sha256: NodeSha256,
     });
     this.maxAttempts = options.maxAttempts ?? 5;
   }
@@ -146,21 +148,62 @@ export class SignedTransport {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { host: url.host };
     if (payload !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(url, {
-      method,
-      headers: await this.sign(method, url, headers, payload),
-      ...(payload !== undefined ? { body: payload } : {}),
-      signal: signal
-        ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)])
-        : AbortSignal.timeout(timeoutMs),
-    });
-    const text = await response.text();
+    const signedHeaders = await this.sign(method, url, headers, payload);
+    const { status, text } = await exchange(url, method, signedHeaders, payload, signal, timeoutMs);
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {
       parsed = { message: text.slice(0, 200) };
     }
-    return { status: response.status, body: parsed };
+    return { status, body: parsed };
   }
+}
+
+/**
+ * Keep-alive connections for every client in the process, over node:http(s) rather than fetch:
+ * on loopback a request costs about a quarter of what undici's fetch does (measured in `npm run
+ * bench`'s profile). Idle sockets are unref'd by the agent, so they never hold a process open.
+ */
+const agents = {
+  'http:': new HttpAgent({ keepAlive: true }),
+  'https:': new HttpsAgent({ keepAlive: true }),
+};
+
+/** One HTTP exchange: the status and the whole body as text; rejects on a network failure or timeout. */
+function exchange(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  payload: string | undefined,
+  signal: AbortSignal | undefined,
+  timeoutMs: number,
+): Promise<{ status: number; text: string }> {
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
+  return new Promise((resolve, reject) => {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const req = send(url, {
+      method,
+      headers: payload === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(payload) },
+      agent,
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    });
+    req.on('error', (error) => {
+      if (timeout.aborted && !signal?.aborted) {
+        const timedOut = new Error(`no answer in ${timeoutMs} ms`, { cause: error });
+        timedOut.name = 'TimeoutError';
+        reject(timedOut);
+      } else reject(signal?.aborted ? (signal.reason ?? error) : error);
+    });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('error', (error) => reject(error));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 502, text: Buffer.concat(chunks).toString('utf8') }),
+      );
+    });
+    req.end(payload);
+  });
 }

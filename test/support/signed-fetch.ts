@@ -1,7 +1,8 @@
 /** A SigV4-signing fetch for tests, signing like the AWS SDK does (execute-api, us-east-1). */
-import { Sha256 } from '@aws-crypto/sha256-js';
+
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { NodeSha256 } from '../../sdk/sha256';
 
 // biome-ignore lint/suspicious/noExplicitAny: test responses are inspected field by field
 export interface SignedResponse<T = any> {
@@ -13,7 +14,7 @@ export interface SignedResponse<T = any> {
 
 /** A signer for the local stack's credentials, region and service, as the AWS SDKs sign. */
 export const localSigner = (credentials = { accessKeyId: 'local', secretAccessKey: 'local' }) =>
-  new SignatureV4({ credentials, region: 'us-east-1', service: 'execute-api', sha256: Sha256 });
+  new SignatureV4({ credentials, region: 'us-east-1', service: 'execute-api', sha256: NodeSha256 });
 
 export function signedClient(
   baseUrl: string,

@@ -32,6 +32,7 @@ import {
   UnauthorizedError,
   UnavailableError,
 } from '../../sdk/index';
+import { SignedTransport } from '../../sdk/transport';
 import { handshakeRefusal } from '../../sdk/ws-waiter';
 
 // biome-ignore lint/suspicious/noExplicitAny: wire bodies
@@ -470,6 +471,39 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
       ),
     );
     expect((error as UnavailableError).reason).toBe(`connect ECONNREFUSED 127.0.0.1:${closed}`);
+  });
+
+  it('an HTTP API that never answers: each attempt ends at its timeout, and the error says so', async () => {
+    const seen: string[] = [];
+    server = createServer((req) => seen.push(String(req.url))); // reads the request, never answers
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const transport = new SignedTransport({ endpoint: `http://127.0.0.1:${port}` });
+    const error = await failure(() =>
+      transport.send(
+        'POST',
+        '/api/v1/locks/jobs/a/acquire',
+        { client_id: 'c' },
+        { timeoutMs: 150, attempts: 2 },
+      ),
+    );
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as UnavailableError).reason).toBe('no answer in time');
+    expect(seen).toEqual(['/api/v1/locks/jobs/a/acquire', '/api/v1/locks/jobs/a/acquire']);
+  });
+
+  it("the caller's abort ends a request at once, with the caller's reason and no retry", async () => {
+    let requests = 0;
+    server = createServer(() => requests++);
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const transport = new SignedTransport({ endpoint: `http://127.0.0.1:${port}` });
+    const controller = new AbortController();
+    const sent = transport.send('GET', '/api/v1/locks/jobs/a', undefined, { signal: controller.signal });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    controller.abort(new Error('shutting down'));
+    await expect(sent).rejects.toThrow('shutting down');
+    expect(requests).toBe(1);
   });
 
   it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
