@@ -29,7 +29,12 @@ import { measurementWindow, percentile, sleep } from './common';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
-const WARM_UP_MS = 2_000;
+/**
+ * A fresh DynamoDB Local spends its first 15-20 s compiling itself (the JVM's C2 compiler took
+ * 30-70 % of a core then, measured with top -H), which slowed every call of a 2 s warm-up's
+ * measurement: 15-20 grants/s became 23-26 with 20 s. BENCH_WAIT_WARMUP_SECONDS sets it.
+ */
+const WARM_UP_MS = 1000 * Number(process.env.BENCH_WAIT_WARMUP_SECONDS ?? 20);
 const WORKERS = 8;
 const HOLD_MS = 5;
 const CRASH_RUNS = 5;
