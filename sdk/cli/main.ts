@@ -112,7 +112,12 @@ function endpointOf(error: LatchkeyClientError): 'http' | 'websocket' | undefine
 
 /** An error as the CLI says it: about an endpoint, where that endpoint came from and how to set it. */
 export function explain(error: unknown, endpoints = endpointsInUse): string {
-  const message = (error as Error)?.message ?? String(error);
+  // The SDK names the method a bad argument was given to ("acquireNow: lock name …"); a command
+  // line called no method, so the name would only puzzle.
+  const message =
+    error instanceof BadArgument
+      ? error.message.replace(/^[a-zA-Z]+: /, '')
+      : ((error as Error)?.message ?? String(error));
   if (!(error instanceof LatchkeyClientError) || !endpoints) return message;
   const api = endpointOf(error);
   if (!api) return message;

@@ -523,6 +523,15 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
 });
 
 describe('the CLI says where an endpoint came from and how to set it', () => {
+  it('a bad argument reads without the SDK method it was given to', () => {
+    const bad = new InvalidArgumentError(
+      'name',
+      'acquireNow: lock name "a b" may contain only …',
+      'INVALID_NAME',
+    );
+    expect(explain(bad)).toBe('lock name "a b" may contain only …');
+  });
+
   const unreachable = (endpoint: string) =>
     new UnavailableError('latchkey at … is unreachable', undefined, {
       endpoint,
