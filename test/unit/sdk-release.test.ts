@@ -1,28 +1,40 @@
 /**
  * A release the SDK sends again (a 503, a lost answer) carries the same release_id every time, so
  * the service answers the retry of a release it applied instead of applying it twice (a re-entered
- * lock would otherwise count down twice and be freed under its outer scope). No network: fetch is
- * stubbed.
+ * lock would otherwise count down twice and be freed under its outer scope). Against a loopback
+ * HTTP server that answers each request with the next status given.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Lease, LockClient } from '../../sdk/index';
 
-afterEach(() => {
-  vi.unstubAllGlobals();
+let server: Server | undefined;
+afterEach(async () => {
+  server?.closeAllConnections();
+  await new Promise((resolve) => server?.close(resolve) ?? resolve(undefined));
+  server = undefined;
 });
 
-function stubFetch(statuses: number[]) {
+/** A client of a server answering its requests with `statuses` in turn (then 200), and the bodies it got. */
+async function clientOfServer(statuses: number[]) {
   const bodies: Record<string, unknown>[] = [];
-  vi.stubGlobal('fetch', async (_url: URL, init: { body?: string }) => {
-    bodies.push(JSON.parse(init.body ?? '{}'));
-    const status = statuses.shift() ?? 200;
-    const body =
-      status === 200
-        ? { released: true, lock: 'jobs/x', remaining_reentries: 1 }
-        : { error: { code: 'UNAVAILABLE', message: 'try again' } };
-    return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+  server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      bodies.push(JSON.parse(Buffer.concat(chunks).toString() || '{}'));
+      const status = statuses.shift() ?? 200;
+      const body =
+        status === 200
+          ? { released: true, lock: 'jobs/x', remaining_reentries: 1 }
+          : { error: { code: 'UNAVAILABLE', message: 'try again' } };
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
   });
-  return bodies;
+  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { client: new LockClient({ endpoint: `http://127.0.0.1:${port}`, clientId: 'me' }), bodies };
 }
 
 const lease = () =>
@@ -33,8 +45,7 @@ const lease = () =>
 
 describe('release retries', () => {
   it('release: every attempt of one release carries one release_id; the next release another', async () => {
-    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
-    const bodies = stubFetch([503, 503, 200, 200]);
+    const { client, bodies } = await clientOfServer([503, 503, 200, 200]);
     await client.release(lease());
     await client.release(lease());
     expect(bodies).toHaveLength(4);
@@ -46,8 +57,7 @@ describe('release retries', () => {
   });
 
   it('releaseQuietly (withLock, withLocks) too', async () => {
-    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
-    const bodies = stubFetch([503, 200]);
+    const { client, bodies } = await clientOfServer([503, 200]);
     expect(await client.releaseQuietly(lease())).toBe(true);
     expect(bodies.map((b) => b.release_id)).toEqual([bodies[0]?.release_id, bodies[0]?.release_id]);
     expect(bodies[0]?.release_id).toEqual(expect.any(String));
