@@ -15,6 +15,7 @@ const bytes = (data: SourceData): Buffer | Uint8Array =>
 
 export class NodeSha256 implements Checksum {
   private hash: Hash | Hmac;
+  private digested: Uint8Array | undefined;
 
   constructor(private readonly secret?: SourceData) {
     this.hash = this.fresh();
@@ -30,10 +31,13 @@ export class NodeSha256 implements Checksum {
   }
 
   digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.hash.digest()));
+    // Asked again, the same digest (as @aws-crypto/sha256-js answers; node:crypto would throw).
+    this.digested ??= new Uint8Array(this.hash.digest());
+    return Promise.resolve(this.digested);
   }
 
   reset(): void {
     this.hash = this.fresh();
+    this.digested = undefined;
   }
 }

@@ -11,7 +11,7 @@ import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import { errorFromResponse, LIMIT_CODES, UnavailableError } from './errors';
+import { EndpointError, errorFromResponse, LIMIT_CODES, UnavailableError } from './errors';
 import { NodeSha256 } from './sha256';
 
 export interface TransportOptions {
@@ -44,7 +44,21 @@ export function networkReason(error: unknown): string {
   return e?.cause?.message ?? e?.cause?.code ?? e?.message ?? String(error);
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Sleeps `ms`, or rejects with the signal's reason as soon as it is aborted. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const stop = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', stop);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', stop, { once: true });
+  });
+}
 /** Full-jitter exponential backoff: 50 ms doubling, capped at 2 s. */
 export const backoffMs = (attempt: number) => Math.random() * Math.min(2_000, 50 * 2 ** attempt);
 
@@ -88,7 +102,7 @@ export class SignedTransport {
     const { signal } = options;
     let last: unknown;
     for (let attempt = 0; attempt < (options.attempts ?? this.maxAttempts); attempt++) {
-      if (attempt > 0) await sleep(backoffMs(attempt));
+      if (attempt > 0) await sleep(backoffMs(attempt), signal);
       signal?.throwIfAborted();
       try {
         const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
@@ -97,7 +111,8 @@ export class SignedTransport {
         if ((answer.status !== 429 && answer.status < 500) || limit) return answer;
         last = errorFromResponse(answer.status, answer.body);
       } catch (error) {
-        if (signal?.aborted) throw error;
+        // Aborted, or an endpoint that is not the API (a redirect): no retry helps.
+        if (signal?.aborted || error instanceof EndpointError) throw error;
         last = error;
       }
     }
@@ -149,7 +164,16 @@ export class SignedTransport {
     const headers: Record<string, string> = { host: url.host };
     if (payload !== undefined) headers['content-type'] = 'application/json';
     const signedHeaders = await this.sign(method, url, headers, payload);
-    const { status, text } = await exchange(url, method, signedHeaders, payload, signal, timeoutMs);
+    const { status, text, location } = await exchange(url, method, signedHeaders, payload, signal, timeoutMs);
+    // fetch followed redirects; a signed request must not (the signature covers the host), and a
+    // 3xx taken as an answer would read as success: the endpoint is wrong.
+    if (status >= 300 && status < 400)
+      throw new EndpointError(
+        `${this.endpoint.origin} answered ${status} to ${method} ${url.pathname}${location ? `, redirecting to ${location}` : ''}: the endpoint must be the HTTP API's URL itself (the stack's ApiUrl output; http://127.0.0.1:3000 for the local stack)`,
+        'http',
+        this.endpoint.href,
+        status,
+      );
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
@@ -170,7 +194,12 @@ const agents = {
   'https:': new HttpsAgent({ keepAlive: true }),
 };
 
-/** One HTTP exchange: the status and the whole body as text; rejects on a network failure or timeout. */
+/**
+ * One HTTP exchange: the status, the `location` header and the whole body as text. Rejects on a
+ * network failure, with an error named TimeoutError after `timeoutMs`, or with the signal's reason
+ * once it is aborted. Its listener on the signal goes when the exchange ends, so a long-lived
+ * signal (a session's, an application's shutdown signal) gathers nothing across requests.
+ */
 function exchange(
   url: URL,
   method: string,
@@ -178,30 +207,49 @@ function exchange(
   payload: string | undefined,
   signal: AbortSignal | undefined,
   timeoutMs: number,
-): Promise<{ status: number; text: string }> {
+): Promise<{ status: number; text: string; location: string | undefined }> {
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
   return new Promise((resolve, reject) => {
-    const timeout = AbortSignal.timeout(timeoutMs);
+    if (signal?.aborted) return reject(signal.reason);
+    let settled = false;
+    const settle = (end: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      end();
+    };
     const req = send(url, {
       method,
       headers: payload === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(payload) },
       agent,
-      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
     });
-    req.on('error', (error) => {
-      if (timeout.aborted && !signal?.aborted) {
-        const timedOut = new Error(`no answer in ${timeoutMs} ms`, { cause: error });
-        timedOut.name = 'TimeoutError';
-        reject(timedOut);
-      } else reject(signal?.aborted ? (signal.reason ?? error) : error);
-    });
+    const fail = (error: unknown) => {
+      settle(() => reject(error));
+      req.destroy();
+    };
+    const onAbort = () => fail(signal?.reason);
+    const timer = setTimeout(() => {
+      const timedOut = new Error(`no answer in ${timeoutMs} ms`);
+      timedOut.name = 'TimeoutError';
+      fail(timedOut);
+    }, timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('error', fail);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', (error) => reject(error));
+      res.on('error', fail);
+      res.on('aborted', () => fail(new Error('the answer was cut off')));
       res.on('end', () =>
-        resolve({ status: res.statusCode ?? 502, text: Buffer.concat(chunks).toString('utf8') }),
+        settle(() =>
+          resolve({
+            status: res.statusCode ?? 502,
+            text: Buffer.concat(chunks).toString('utf8'),
+            location: res.headers.location,
+          }),
+        ),
       );
     });
     req.end(payload);

@@ -112,11 +112,12 @@ function endpointOf(error: LatchkeyClientError): 'http' | 'websocket' | undefine
 
 /** An error as the CLI says it: about an endpoint, where that endpoint came from and how to set it. */
 export function explain(error: unknown, endpoints = endpointsInUse): string {
-  // The SDK names the method a bad argument was given to ("acquireNow: lock name …"); a command
-  // line called no method, so the name would only puzzle.
+  // The SDK names the method a bad argument was given to ("acquireNow: lock name …", "withLocks:
+  // locks[1]: …"); a command line called no method, so those would only puzzle (the reason names
+  // the lock).
   const message =
     error instanceof BadArgument
-      ? error.message.replace(/^[a-zA-Z]+: /, '')
+      ? error.message.replace(/^[\w.]+: (?:locks\[\d+\]: )?/, '')
       : ((error as Error)?.message ?? String(error));
   if (!(error instanceof LatchkeyClientError) || !endpoints) return message;
   const api = endpointOf(error);

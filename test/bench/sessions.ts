@@ -210,7 +210,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
   );
   for (const live of [100, LIVE]) {
     const fresh = await services(endpoint);
-    // Live sessions due in an hour; expired ones due in 300 ms, each holding one lock.
+    // Live sessions due in an hour; the expiring ones (below) in 10 s, each holding one lock.
     await inParallel(
       Array.from({ length: live }, (_, i) => i),
       32,

@@ -6,6 +6,7 @@
  * its stage, an unreachable endpoint and a refused handshake say what to fix.
  */
 import { randomUUID } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -506,6 +507,56 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(requests).toBe(1);
   });
 
+  it('a redirect is refused as a wrong endpoint, not followed, retried or taken for an answer', async () => {
+    let requests = 0;
+    server = createServer((_req, res) => {
+      requests++;
+      res.writeHead(301, { location: 'https://elsewhere.example/api/v1/locks/jobs/a/release' }).end();
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const transport = new SignedTransport({ endpoint: `http://127.0.0.1:${port}` });
+    const error = await failure(() =>
+      transport.send('POST', '/api/v1/locks/jobs/a/release', { client_id: 'c' }),
+    );
+    expect(error).toBeInstanceOf(EndpointError);
+    expect(error.message).toBe(
+      `http://127.0.0.1:${port} answered 301 to POST /api/v1/locks/jobs/a/release, redirecting to https://elsewhere.example/api/v1/locks/jobs/a/release: the endpoint must be the HTTP API's URL itself (the stack's ApiUrl output; http://127.0.0.1:3000 for the local stack)`,
+    );
+    expect(requests).toBe(1);
+  });
+
+  it('an abort during the backoff between attempts ends the call at once; a long-lived signal keeps no listener', async () => {
+    let unavailable = false;
+    let requests = 0;
+    server = createServer((_req, res) => {
+      requests++;
+      if (unavailable)
+        res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"code":"UNAVAILABLE"}}');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const transport = new SignedTransport({ endpoint: `http://127.0.0.1:${port}`, maxAttempts: 50 });
+    const lifelong = new AbortController();
+    // Many calls under one signal: each takes its listener back when it ends.
+    for (let i = 0; i < 20; i++)
+      await transport.send('GET', '/api/v1/health', undefined, { signal: lifelong.signal });
+    expect(getEventListeners(lifelong.signal, 'abort')).toHaveLength(0);
+    unavailable = true;
+    const sent = transport.send('GET', '/api/v1/health', undefined, { signal: lifelong.signal });
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // several attempts and backoffs in
+    const aborted = performance.now();
+    lifelong.abort(new Error('shutting down'));
+    await expect(sent).rejects.toThrow('shutting down');
+    // Not at the end of the backoff it was in (up to 2 s by then).
+    expect(performance.now() - aborted).toBeLessThan(250);
+    const seen = requests;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(requests).toBe(seen); // nothing sent after the abort
+    expect(getEventListeners(lifelong.signal, 'abort')).toHaveLength(0);
+  });
+
   it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
     server = createServer((_req, res) =>
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
@@ -530,6 +581,10 @@ describe('the CLI says where an endpoint came from and how to set it', () => {
       'INVALID_NAME',
     );
     expect(explain(bad)).toBe('lock name "a b" may contain only …');
+    const inList = new InvalidArgumentError('name', 'withLocks: locks[1]: lock name "a b" may …');
+    expect(explain(inList)).toBe('lock name "a b" may …');
+    const dotted = new InvalidArgumentError('ttlMs', 'session.acquire: ttlMs must be …');
+    expect(explain(dotted)).toBe('ttlMs must be …');
   });
 
   const unreachable = (endpoint: string) =>

@@ -38,6 +38,14 @@ describe('NodeSha256, the SigV4 hash the SDK and the local gateway use', () => {
     );
   });
 
+  it('answers the same digest when asked twice, as the reference does', async () => {
+    const hash = new NodeSha256();
+    hash.update('once');
+    const first = Buffer.from(await hash.digest()).toString('hex');
+    expect(Buffer.from(await hash.digest()).toString('hex')).toBe(first);
+    expect(first).toBe(await digest(Sha256, ['once']));
+  });
+
   it('starts over after reset, keeping its HMAC key', async () => {
     const hash = new NodeSha256('key');
     hash.update('thrown away');
