@@ -189,9 +189,9 @@ export class SignedTransport {
  * on loopback a request costs about a quarter of what undici's fetch does (measured in `npm run
  * bench`'s profile). Idle sockets are unref'd by the agent, so they never hold a process open.
  */
-const agents = {
-  'http:': new HttpAgent({ keepAlive: true }),
-  'https:': new HttpsAgent({ keepAlive: true }),
+const byProtocol = {
+  http: { request: httpRequest, agent: new HttpAgent({ keepAlive: true }) },
+  https: { request: httpsRequest, agent: new HttpsAgent({ keepAlive: true }) },
 };
 
 /**
@@ -208,8 +208,7 @@ function exchange(
   signal: AbortSignal | undefined,
   timeoutMs: number,
 ): Promise<{ status: number; text: string; location: string | undefined }> {
-  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  const agent = url.protocol === 'https:' ? agents['https:'] : agents['http:'];
+  const { request, agent } = url.protocol === 'https:' ? byProtocol.https : byProtocol.http;
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     let settled = false;
@@ -220,7 +219,7 @@ function exchange(
       signal?.removeEventListener('abort', onAbort);
       end();
     };
-    const req = send(url, {
+    const req = request(url, {
       method,
       headers: payload === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(payload) },
       agent,

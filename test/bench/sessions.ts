@@ -42,15 +42,12 @@ async function services(endpoint: string) {
   const { db, storage, services: base, acquire } = servicesOn(tableName, { endpoint, counter });
   const indexWrites = meterIndexWrites(db);
   const { counted, dueRead } = countingDueReads(storage);
-  const services: Services = wireServices({ ...base, storage: counted, ids: randomUUID });
+  const wire = (clock = base.clock): Services =>
+    wireServices({ ...base, storage: counted, ids: randomUUID, clock });
+  const services = wire();
   /** A sweeper whose clock runs `aheadMs` ahead: it finds expired what has not expired yet. */
   const sweeperAhead = (aheadMs: number) =>
-    wireServices({
-      ...base,
-      storage: counted,
-      ids: randomUUID,
-      clock: { now: () => base.clock.now() + aheadMs, sleep: (ms) => base.clock.sleep(ms) },
-    }).sweeper;
+    wire({ now: () => base.clock.now() + aheadMs, sleep: (ms) => base.clock.sleep(ms) }).sweeper;
   return {
     calls,
     sessions: services.sessions,
