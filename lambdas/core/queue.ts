@@ -688,7 +688,11 @@ export interface LockChangeImages {
 
 export type NotifierDecision = {
   readonly serve: boolean;
-  readonly timer: { readonly at: number; readonly fence: number } | undefined;
+  /**
+   * When a timer must look at the lock, if one must (core/lock-timer.ts: the lock's timer may
+   * cover it already): what will change then writes nothing.
+   */
+  readonly lookBy: number | undefined;
 };
 
 /**
@@ -700,17 +704,18 @@ export const RELEASER_BACKUP_MS = 60_000;
 
 /**
  * What the notifier does about a lock's change (from its stream records):
- * arm an expiry timer when a grant first has waiters behind it, because a
- * lease that lapses writes nothing and so raises no stream record; and
- * serve the queue when the lock is free with waiters and nobody else will.
+ * have a timer look at the lock when a lease in the way ends (or a
+ * lock-delay), because a lease that lapses writes nothing and so raises no
+ * stream record; and serve the queue when the lock is free with waiters and
+ * nobody else will.
  *
  * Somebody else will when the batch took a holder off the lock (a release,
  * a grant taken back, a session's end): that writer serves inline before it
  * answers, and serving here too would only race it and lose. In case it died
- * first, a timer watching the released grant serves the queue at its lease
- * end or within RELEASER_BACKUP_MS, whichever is sooner. And if the batch
- * started with the same grant and waiters already queued, that state
- * already had its server (a timer, or whoever freed the lock).
+ * first, a timer serves the queue at the released lease's end or within
+ * RELEASER_BACKUP_MS, whichever is sooner. And if the batch started with the
+ * same grant and waiters already queued, that state already had its server
+ * (a timer, or whoever freed the lock).
  */
 export function onLockChange(
   { before, released, after }: LockChangeImages,
@@ -718,60 +723,33 @@ export function onLockChange(
   /** The lock is in a hierarchical namespace (core/hierarchy.ts). */
   hierarchical = false,
 ): NotifierDecision {
-  if (!after || queuedCount(after) === 0) return { serve: false, timer: undefined };
+  const nothing = { serve: false, lookBy: undefined };
+  if (!after || queuedCount(after) === 0) return nothing;
   const holder = liveHolder(after, now);
   if (holder) {
     // A lock held through a session is freed by the session's end (whose writer serves it), not by a lease.
-    if (holder.held.kind === 'session') return { serve: false, timer: undefined };
-    const timer = { at: holder.held.expiresAt, fence: holder.fencingToken };
-    // Armed already for this grant, unless a renewal moved its end earlier (a shorter ttl).
-    const earlier =
-      leaseEndOf(before) !== undefined && holder.held.expiresAt < (leaseEndOf(before) as number);
-    return { serve: false, timer: armedBefore(before, after) && !earlier ? undefined : timer };
+    if (holder.held.kind === 'session') return nothing;
+    return { serve: false, lookBy: holder.held.expiresAt };
   }
   const shared = liveEntries(after, now);
   if (shared.length > 0) {
     // Entries that lapsed: serving may remove them and grant (a semaphore's room, or the last reader
     // gone). A waiter joined: with a priority above a queued writer's, a reader may share at once.
     const joined = queuedCount(after) > queuedCount(before);
-    if (entryCount(after) > shared.length || joined) return { serve: true, timer: undefined };
+    if (entryCount(after) > shared.length || joined) return { serve: true, lookBy: undefined };
     // Shared holders with waiters behind: look again when the first of their leases ends (serving
-    // then re-arms for the next); a release or a session's end serves the queue itself.
+    // then looks on to the next); a release or a session's end serves the queue itself.
     const ends = shared.flatMap((e) => (e.expiresAt === undefined ? [] : [e.expiresAt]));
-    if (ends.length === 0) return { serve: false, timer: undefined };
-    const armed =
-      before !== undefined &&
-      queuedCount(before) > 0 &&
-      before[LockAttr.fence] === after[LockAttr.fence] &&
-      before[SharedAttr.version] === after[SharedAttr.version];
-    return {
-      serve: false,
-      timer: armed ? undefined : { at: Math.min(...ends), fence: lastFencingToken(after) ?? 0 },
-    };
+    return { serve: false, lookBy: ends.length ? Math.min(...ends) : undefined };
   }
+  // Under lock-delay (a session expired): nobody may serve it before the delay ends, so a timer will.
   const blocked = blockedUntil(after, now);
-  if (blocked !== undefined) {
-    // Under lock-delay (a session expired): nobody may serve it before the delay ends, so a timer will.
-    const armed =
-      before !== undefined &&
-      queuedCount(before) > 0 &&
-      before[LockAttr.blockedUntil] === after[LockAttr.blockedUntil];
-    return { serve: false, timer: armed ? undefined : { at: blocked, fence: lastFencingToken(after) ?? 0 } };
-  }
+  if (blocked !== undefined) return { serve: false, lookBy: blocked };
+  // Lock-delay after a shared holder's session expired: an exclusive head waits for it, and a timer
+  // serves the queue when it ends (a shared head was served by the session's end).
   const writersBlocked = writersBlockedUntil(after, now);
-  if (writersBlocked !== undefined) {
-    // Lock-delay after a shared holder's session expired: an exclusive head waits for it, and a
-    // timer serves the queue when it ends (a shared head was served by the session's end).
-    const armed =
-      before !== undefined &&
-      queuedCount(before) > 0 &&
-      before[SharedAttr.writersBlockedUntil] === after[SharedAttr.writersBlockedUntil];
-    return {
-      serve: false,
-      timer: armed ? undefined : { at: writersBlocked, fence: lastFencingToken(after) ?? 0 },
-    };
-  }
-  if (released) return { serve: false, timer: releaseBackup(before, released, now) };
+  if (writersBlocked !== undefined) return { serve: false, lookBy: writersBlocked };
+  if (released) return { serve: false, lookBy: releaseBackupAt(released, now) };
   // The last shared holders left (released, ended): their releaser serves inline; should it have
   // died first, a timer serves the queue at their lease end or within RELEASER_BACKUP_MS.
   const gone = sharedEntries(before).filter(
@@ -779,10 +757,7 @@ export function onLockChange(
   );
   if (gone.length > 0) {
     const ends = gone.map((e) => e.expiresAt ?? now + RELEASER_BACKUP_MS);
-    return {
-      serve: false,
-      timer: { at: Math.min(now + RELEASER_BACKUP_MS, ...ends), fence: lastFencingToken(after) ?? 0 },
-    };
+    return { serve: false, lookBy: Math.min(now + RELEASER_BACKUP_MS, ...ends) };
   }
   // Free with waiters. In a hierarchical namespace that can last (a holder above it, a grant below
   // it keeps the head out), so serve it again whenever its queue moves (a new head may fit) or a
@@ -790,29 +765,15 @@ export function onLockChange(
   const queueMoved = hierarchical && queuedCount(after) !== queuedCount(before);
   return {
     serve: !alreadyWaiting(before, after) || queueMoved || intentionsEased(before, after),
-    timer: undefined,
+    lookBy: undefined,
   };
 }
 
-/** The timer that serves a released lock's queue should its releaser die before it does. */
-function releaseBackup(before: Item | undefined, released: Item, now: number) {
+/** When a timer serves a released lock's queue should its releaser die before it does. */
+function releaseBackupAt(released: Item, now: number): number {
   const leaseEnd = released[LockAttr.expiresAt];
-  const latest = now + RELEASER_BACKUP_MS;
-  const at = typeof leaseEnd === 'number' ? Math.min(leaseEnd, latest) : now;
-  // The timer armed for that grant's lease end covers it, if it was armed and ends soon enough.
-  if (armedBefore(before, released) && typeof leaseEnd === 'number' && leaseEnd <= latest) return undefined;
-  return { at, fence: released[LockAttr.fence] as number };
+  return typeof leaseEnd === 'number' ? Math.min(leaseEnd, now + RELEASER_BACKUP_MS) : now;
 }
-
-const leaseEndOf = (item: Item | undefined): number | undefined =>
-  typeof item?.[LockAttr.expiresAt] === 'number' ? (item[LockAttr.expiresAt] as number) : undefined;
-
-/** Whether `before` already showed the grant in `current` with waiters (then its timer was armed). */
-const armedBefore = (before: Item | undefined, current: Item) =>
-  before !== undefined &&
-  queuedCount(before) > 0 &&
-  before[LockAttr.holder] !== undefined &&
-  before[LockAttr.fence] === current[LockAttr.fence];
 
 /** The batch began with the same grant (or none) and waiters already queued: that state had a server. */
 const alreadyWaiting = (before: Item | undefined, after: Item) =>
@@ -824,11 +785,3 @@ const alreadyWaiting = (before: Item | undefined, after: Item) =>
 /** The old image of a record that took a holder off the lock (a release, a take-back, a session end). */
 export const tookHolderOff = (old: Item | undefined, current: Item | undefined) =>
   old?.[LockAttr.holder] !== undefined && current?.[LockAttr.holder] === undefined;
-
-/**
- * Whether a timer armed for the grant with token `fence` still has work:
- * the lock carries that token (the lease lapsed, or it was released by a
- * releaser that may have died before serving). Any later grant has a timer
- * of its own, and whoever granted it served the queue.
- */
-export const stillWatched = (lock: Item | undefined, fence: number) => lock?.[LockAttr.fence] === fence;

@@ -19,6 +19,7 @@ import {
 } from '../core/hierarchy';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
 import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
+import { earliest } from '../core/lock-timer';
 import {
   handoffSteps,
   leaveSteps,
@@ -29,7 +30,6 @@ import {
   type QueuedWaiter,
   resetCountWrite,
   runHandoffSteps,
-  stillWatched,
   takeBackSteps,
   type Waiter,
   waiterOf,
@@ -48,19 +48,22 @@ import type { Timers } from './timers';
 export type ServeResult =
   | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
   /**
-   * Held (or under lock-delay); `waiting` says whether anyone is queued behind, and `expiresAt` when
-   * a timer should look again (undefined for a lock held through a session: its end serves the queue).
+   * Held (or under lock-delay, or kept out by its hierarchy); `waiting` says whether anyone is
+   * queued behind.
    */
   | {
       readonly kind: 'held';
-      readonly expiresAt: number | undefined;
-      /** The grant a timer watches (undefined: kept out by its hierarchy; a timer serves it whatever it carries). */
-      readonly fence: number | undefined;
+      /**
+       * When a timer must look at it again: the lease in the way ends, or the first waiter's deadline
+       * passes. Undefined when only a write can change it (a lock held through a session: its end
+       * serves the queue) or a timer of its own is armed already.
+       */
+      readonly lookAt: number | undefined;
+      /** The lock item as read: its timer may cover `lookAt` already (core/lock-timer.ts). */
+      readonly lock: Item | undefined;
       readonly waiting: boolean;
     }
-  | { readonly kind: 'idle' }
-  /** A timer's grant is over and another took its place (see `serve`). */
-  | { readonly kind: 'moved' };
+  | { readonly kind: 'idle' };
 
 /** A request left its queue without a grant: one `wait-end` event. */
 function auditLeft(w: QueuedWaiter & { readonly requestId?: string }, reason: EndReason): true {
@@ -79,6 +82,14 @@ function auditLeft(w: QueuedWaiter & { readonly requestId?: string }, reason: En
 function oneHandoff(head: Waiter, lock: Item | undefined, now: number, writeId: string) {
   const { steps, grant } = handoffSteps(head, lock, now, writeId);
   return { steps, grants: [grant] };
+}
+
+/**
+ * The earliest deadline of the live WebSocket waiters read: a timer ends that wait then (an HTTP
+ * waiter's own request ends its wait).
+ */
+function firstDeadline(waiters: readonly Waiter[], now: number): number | undefined {
+  return earliest(...waiters.flatMap((w) => (w.connectionId && w.deadline > now ? [w.deadline] : [])));
 }
 
 /** Where a handoff transaction checks that session `id` is live (-1: nowhere). */
@@ -105,29 +116,23 @@ export class Handoff {
   ) {}
 
   /** A queue held up with no mark to wake it: looked at again in a while, whoever called serve. */
-  private async pollLater(name: string, at: number): Promise<ServeResult> {
+  private async pollLater(name: string, at: number, lock: Item | undefined): Promise<ServeResult> {
     await this.timers.schedule(name, at);
-    return { kind: 'held', expiresAt: at, fence: undefined, waiting: true };
+    return { kind: 'held', lookAt: undefined, lock, waiting: true };
   }
 
-  /**
-   * Serves the queue of `name`. With `watching` (a timer set for that
-   * grant's lease), only while the lock still carries that grant's token:
-   * once it moved on, whoever moved it served the queue (a release serves
-   * inline) and the new grant has a timer of its own.
-   */
-  async serve(name: string, watching?: number): Promise<ServeResult> {
+  /** Serves the queue of `name`: hands a free lock to its next waiters, and ends waits past their deadline. */
+  async serve(name: string): Promise<ServeResult> {
     let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const snapshot = await this.storage.queue(name, 25);
       const now = this.clock.now();
-      if (round === 0 && watching !== undefined && !stillWatched(snapshot.lock, watching))
-        return { kind: 'moved' };
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
       for (const waiter of plan.expired) await this.endWait(waiter, 'timeout', now);
       if (plan.kind === 'held') {
         const waiting = snapshot.waiters.length > plan.expired.length;
-        return { kind: 'held', expiresAt: plan.expiresAt, fence: plan.fence, waiting };
+        const lookAt = earliest(plan.expiresAt, firstDeadline(snapshot.waiters, now));
+        return { kind: 'held', lookAt, lock: snapshot.lock, waiting };
       }
       if (plan.kind === 'idle') {
         if (plan.countDrift > 0)
@@ -162,12 +167,17 @@ export class Handoff {
           await this.storage.write(lockRef(name), keepQueueWrite(snapshot.lock, now));
           // No room for another mark on that ancestor: a timer of its own looks again instead.
           if (mark === 'full')
-            return this.pollLater(name, Math.min(error.block.expiresAt ?? Infinity, now + WAKE_POLL_MS));
-          return { kind: 'held', expiresAt: error.block.expiresAt, fence: undefined, waiting: true };
+            return this.pollLater(
+              name,
+              Math.min(error.block.expiresAt ?? Infinity, now + WAKE_POLL_MS),
+              snapshot.lock,
+            );
+          const lookAt = earliest(error.block.expiresAt, firstDeadline(snapshot.waiters, now));
+          return { kind: 'held', lookAt, lock: snapshot.lock, waiting: true };
         }
         // An ancestor with as many grants below it as it may record: look again in a while.
         if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS')
-          return this.pollLater(name, now + FULL_RETRY_MS);
+          return this.pollLater(name, now + FULL_RETRY_MS, snapshot.lock);
         throw error;
       }
       if (!result.ok) {
@@ -194,7 +204,7 @@ export class Handoff {
     }
     // Rounds ran out on a hierarchical lock (its ancestors kept changing): a timer looks again.
     if (served.kind === 'idle' && this.paths.isHierarchical(name))
-      return this.pollLater(name, this.clock.now() + WAKE_POLL_MS);
+      return this.pollLater(name, this.clock.now() + WAKE_POLL_MS, undefined);
     return served;
   }
 

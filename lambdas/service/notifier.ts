@@ -1,41 +1,46 @@
 /**
  * The stream notifier's rules: serves the queue of every lock a batch left
  * free with waiters (a release normally did that already, inline; this is
- * the path for everything else), and arms timers for what will change
- * without a write: the lease of a grant with waiters behind it, the
- * deadline of each WebSocket waiter, and the expiry of each new session.
- * Records may arrive twice or late; everything done with them is
- * idempotent. A failure throws, so the batch is retried.
+ * the path for everything else), and has timers look at what will change
+ * without a write: the lease of a grant with waiters behind it and the
+ * deadline of each waiter (the lock's one timer, core/lock-timer.ts), and
+ * the expiry of each new session. Records may arrive twice or late;
+ * everything done with them is idempotent. A failure throws, so the batch
+ * is retried.
  */
 import { intentionTimerAt } from '../core/hierarchy';
+import { queuedCount } from '../core/lock';
+import { earliest } from '../core/lock-timer';
 import { onLockChange } from '../core/queue';
 import { countChanges } from './change-metrics';
 import type { Clock } from './clock';
-import type { Handoff, ServeResult } from './handoff';
+import type { Handoff } from './handoff';
+import type { LockTimers } from './lock-timers';
 import { readChanges, type StreamRecord } from './stream-changes';
 import type { Timers } from './timers';
 
 export class Notifier {
   constructor(
     private readonly handoff: Handoff,
+    private readonly lockTimers: LockTimers,
     private readonly timers: Timers,
     private readonly clock: Clock,
   ) {}
 
-  /** A queue still held after serving it: look again when the lease in the way ends. */
-  private async armFor(lock: string, served: ServeResult): Promise<void> {
-    if (served.kind === 'held' && served.waiting && served.expiresAt !== undefined)
-      await this.timers.schedule(lock, served.expiresAt, served.fence);
-  }
-
   async handle(records: readonly StreamRecord[]): Promise<void> {
     countChanges(records);
     const { locks, joined, opened } = readChanges(records);
+    // A wait ends at its deadline: the lock's timer looks by then (with the lock's change, if the batch has it).
+    const deadlines = new Map<string, number>();
+    for (const w of joined) deadlines.set(w.lock, earliest(deadlines.get(w.lock), w.deadline) as number);
     await Promise.all(
       locks.map(async ({ lock, ...images }) => {
         const decision = onLockChange(images, this.clock.now(), this.handoff.isHierarchical(lock));
-        if (decision.timer) await this.timers.schedule(lock, decision.timer.at, decision.timer.fence);
-        if (decision.serve) await this.armFor(lock, await this.handoff.serve(lock));
+        const waits = queuedCount(images.after) > 0 ? deadlines.get(lock) : undefined; // none left: no deadline
+        const lookBy = earliest(decision.lookBy, waits);
+        deadlines.delete(lock);
+        if (lookBy !== undefined) await this.lockTimers.lookBy(lock, images.after, lookBy);
+        if (decision.serve) await this.lockTimers.afterServe(lock, await this.handoff.serve(lock));
         // Waiters kept out by grants below it (hierarchical locks): look again when the first lapses.
         // (Armed already if the batch began with the same one.)
         if (this.handoff.isHierarchical(lock)) {
@@ -48,11 +53,11 @@ export class Notifier {
         // keeps them out still is looked at again when it ends.
         const { woken, lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
         await this.handoff.pruneBelow(lock, images.after);
-        for (const { node, served } of woken) await this.armFor(node, served);
+        for (const { node, served } of woken) await this.lockTimers.afterServe(node, served);
         if (lookAgainAt !== undefined) await this.timers.schedule(lock, lookAgainAt);
       }),
     );
-    await Promise.all(joined.map((w) => this.timers.schedule(w.lock, w.deadline)));
+    await Promise.all([...deadlines].map(([lock, by]) => this.lockTimers.lookBy(lock, undefined, by)));
     // A session ends at its expiry unless heartbeats move it: its timer checks then (and re-arms).
     await Promise.all(opened.map((s) => this.timers.scheduleSession(s.id, s.expiresAt)));
   }

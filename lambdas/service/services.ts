@@ -13,6 +13,7 @@ import { Deadlocks } from './deadlocks';
 import { Handoff } from './handoff';
 import { HttpWaits } from './http-waits';
 import { LockService } from './lock-service';
+import { LockTimers } from './lock-timers';
 import { Notifier } from './notifier';
 import { Paths } from './paths';
 import type { Pusher } from './push';
@@ -54,6 +55,8 @@ export interface Services {
   readonly sweeper: Sweeper;
   readonly timekeeper: Timekeeper;
   readonly notifier: Notifier;
+  /** The one expiry timer of each contended lock (core/lock-timer.ts). */
+  readonly lockTimers: LockTimers;
   readonly pusher: Pusher;
   readonly timers: Timers;
   readonly clock: Clock;
@@ -64,6 +67,7 @@ export function wireServices(ports: Ports): Services {
   const limits = ports.limits ?? DEFAULT_LIMITS;
   const paths = new Paths(storage, clock, ports.hierarchicalPrefixes ?? []);
   const handoff = new Handoff(storage, paths, pusher, clock, ids, timers);
+  const lockTimers = new LockTimers(storage, timers, clock);
   const sessions = new Sessions(storage, paths, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
   const deadlocks = new Deadlocks(
@@ -82,8 +86,9 @@ export function wireServices(ports: Ports): Services {
     sessionAdmin: new SessionAdmin(storage, sessions, clock),
     connections,
     sweeper: new Sweeper(storage, sessions, handoff, connections, clock),
-    timekeeper: new Timekeeper(handoff, sessions, timers, clock),
-    notifier: new Notifier(handoff, timers, clock),
+    timekeeper: new Timekeeper(handoff, lockTimers, sessions, timers, clock),
+    notifier: new Notifier(handoff, lockTimers, timers, clock),
+    lockTimers,
     pusher,
     timers,
     clock,

@@ -1,16 +1,17 @@
 /**
- * What a timer does when it fires: at a lease's end or a waiter's deadline,
- * serve the lock's queue; at a session's expiry, end it unless heartbeats
- * moved it. On AWS a timer is an SQS message delayed by whole seconds (at
- * most 15 minutes), so one arrives up to a second early and sleeps the
- * rest; one due later than that goes back with a new delay. A timer that
- * watches a grant (`fence`) re-arms while that grant is renewed and waiters
- * remain. A timer that is late or doubled is harmless: acting on it is a
- * conditional handoff.
+ * What a timer does when it fires: for a lock, serve its queue (a lease
+ * ended, a wait's deadline passed) and make sure of the next look (the
+ * lock's one timer, core/lock-timer.ts); for a session, end it unless
+ * heartbeats moved it. On AWS a timer is an SQS message delayed by whole
+ * seconds (at most 15 minutes), so one arrives up to a second early and
+ * sleeps the rest; one due later than that goes back with a new delay. A
+ * timer that is late or doubled is harmless: acting on it is a conditional
+ * handoff, and the next look is armed only where none covers it.
  */
 import { metric } from '../shared/metrics';
 import type { Clock } from './clock';
 import type { Handoff } from './handoff';
+import type { LockTimers } from './lock-timers';
 import type { Sessions } from './sessions';
 import type { TimerMessage, Timers } from './timers';
 
@@ -20,6 +21,7 @@ const SLEEP_WITHIN_MS = 1_000;
 export class Timekeeper {
   constructor(
     private readonly handoff: Handoff,
+    private readonly lockTimers: LockTimers,
     private readonly sessions: Sessions,
     private readonly timers: Timers,
     private readonly clock: Clock,
@@ -28,22 +30,13 @@ export class Timekeeper {
   async fire(message: TimerMessage): Promise<void> {
     if ('session' in message) return this.fireSession(message.session);
     const wait = message.due_at - this.clock.now();
-    if (wait > SLEEP_WITHIN_MS) return this.timers.schedule(message.lock, message.due_at, message.fence);
+    if (wait > SLEEP_WITHIN_MS) return this.timers.schedule(message.lock, message.due_at);
     if (wait > 0) await this.clock.sleep(wait);
     metric('TimerLateness', Math.max(0, -wait));
-    const served = await this.handoff.serve(message.lock, message.fence);
-    if (
-      served.kind === 'held' &&
-      served.waiting &&
-      served.fence === message.fence &&
-      served.expiresAt !== undefined
-    )
-      await this.timers.schedule(message.lock, served.expiresAt, served.fence);
+    await this.lockTimers.afterServe(message.lock, await this.handoff.serve(message.lock));
     // Waits below it that it kept out (hierarchical locks): a lease above them may have lapsed.
     const { woken, lookAgainAt } = await this.handoff.wakeBelow(message.lock);
-    for (const { node, served: below } of woken)
-      if (below.kind === 'held' && below.waiting && below.expiresAt !== undefined)
-        await this.timers.schedule(node, below.expiresAt, below.fence);
+    for (const { node, served } of woken) await this.lockTimers.afterServe(node, served);
     if (lookAgainAt !== undefined && lookAgainAt > message.due_at)
       await this.timers.schedule(message.lock, lookAgainAt);
   }

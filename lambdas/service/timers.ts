@@ -1,7 +1,7 @@
 /**
  * Timers for what writes nothing: a lease that lapses and a waiter whose
- * deadline passes raise no stream record, so the notifier arms a timer for
- * them. On AWS a timer is an SQS message delayed by whole seconds (at most
+ * deadline passes raise no stream record, so a timer looks at the lock then
+ * (one per contended lock, not per grant: core/lock-timer.ts). On AWS a timer is an SQS message delayed by whole seconds (at most
  * 15 minutes); the timer function sleeps the sub-second rest, so it acts
  * within tens of milliseconds of the due time. A timer that is early
  * re-arms itself; one that is late or doubled is harmless: acting on it is
@@ -14,11 +14,12 @@ import { toStoreError } from '../store/errors';
 
 export interface Timers {
   /**
-   * Serve the queue of `lock` at `at` (ms since the epoch). With `fence`, the
-   * timer watches that grant's lease: if it was renewed, the timer re-arms at
-   * the new lease end; any other grant has its own timer.
+   * Serve the queue of `lock` at `at` (ms since the epoch), then make sure
+   * of the next look (service/timekeeper.ts). Most callers go through
+   * LockTimers, which sends one only where the lock's timer does not cover
+   * it already.
    */
-  schedule(lock: string, at: number, fence?: number): Promise<void>;
+  schedule(lock: string, at: number): Promise<void>;
   /** Check session `id` at `at` (its due time): end it if no heartbeat came, else check again later. */
   scheduleSession(id: string, at: number): Promise<void>;
 }
@@ -26,6 +27,7 @@ export interface Timers {
 export const SQS_MAX_DELAY_SECONDS = 900;
 
 export const timerMessage = z.union([
+  // `fence`: sent by versions that armed a timer per grant; such a timer now serves like any other.
   z.strictObject({ lock: z.string().min(1), due_at: z.number(), fence: z.number().optional() }),
   z.strictObject({ session: z.string().min(1), due_at: z.number() }),
 ]);
@@ -43,8 +45,8 @@ export class SqsTimers implements Timers {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  schedule(lock: string, at: number, fence?: number): Promise<void> {
-    return this.send({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) }, at);
+  schedule(lock: string, at: number): Promise<void> {
+    return this.send({ lock, due_at: at }, at);
   }
 
   scheduleSession(id: string, at: number): Promise<void> {

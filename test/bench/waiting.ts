@@ -155,7 +155,19 @@ interface GrantEvent {
   readonly waitMs: number;
 }
 
-async function contention(stack: { url: string; wsUrl: string }, proxy: { take(): Counts }) {
+/** How many times the timer function has run, from the stack's metrics (Prometheus text). */
+export function timerRuns(metrics: string): number {
+  let runs = 0;
+  for (const line of metrics.split('\n'))
+    if (line.startsWith('latchkey_requests_total{') && line.includes('operation="timer"'))
+      runs += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  return runs;
+}
+
+async function contention(
+  stack: { url: string; wsUrl: string; metrics(): string },
+  proxy: { take(): Counts },
+) {
   const lock = `bench/wait/${randomUUID()}`;
   // One SDK client per worker, as users run it: each waits over its own WebSocket connection.
   const clients = Array.from(
@@ -168,12 +180,18 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
   const problems = new Map<string, number>();
 
   let counts = emptyCounts();
+  let timersAtOpen = 0;
+  let timers = 0;
   const window = measurementWindow(
     WARM_UP_MS,
     SECONDS,
-    () => proxy.take(),
+    () => {
+      proxy.take();
+      timersAtOpen = timerRuns(stack.metrics());
+    },
     () => {
       counts = proxy.take();
+      timers = timerRuns(stack.metrics()) - timersAtOpen;
     },
   );
   const { deadline } = window;
@@ -244,6 +262,7 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
     `| wait p50 / p99 / longest ms (acquire sent -> granted) | ${percentile(waits, 0.5).toFixed(1)} / ${percentile(waits, 0.99).toFixed(1)} / ${(waits.at(-1) ?? NaN).toFixed(1)} |`,
     `| DynamoDB calls per grant (stream polling excluded) | ${perGrant(sum(counts.calls, (k) => !isStream(k)))} |`,
     `| failed conditional writes per grant | ${perGrant(sum(counts.failedWrites))} (${sum(counts.failedWrites)} total) |`,
+    `| timer runs per grant (SQS messages delivered: lease ends, deadlines) | ${perGrant(timers)} (${timers} total) |`,
     `| stream polling (DynamoDB Streams calls/s, not per grant) | ${(sum(counts.calls, isStream) / seconds).toFixed(1)} |`,
     `| other DynamoDB errors | ${counts.errors.size ? [...counts.errors].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
     `| client-side problems | ${problems.size ? [...problems].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,

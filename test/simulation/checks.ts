@@ -30,7 +30,14 @@
  *   the same priority that arrived in an earlier millisecond and joined
  *   first;
  * - liveness once faults stop: nothing left queued, held by an ended
- *   session, or due and unhandled.
+ *   session, or due and unhandled;
+ * - promptness, in histories without the faults that SQS and Lambda do not
+ *   promise to avoid (simulate.ts TIMELY): a lock left free (no live holder
+ *   or shared entry, no lock-delay) with a live waiter at the head of its
+ *   queue is handed on within PROMPT_MS, whether a release, a lease that
+ *   lapsed or a wait that ended left it so. The sweeper (a minute) is only
+ *   the backstop for lost timers; a timer nobody armed, or armed too late,
+ *   fails here.
  */
 
 import { partyId } from '../../lambdas/core/deadlock';
@@ -43,9 +50,10 @@ import {
   SharedAttr,
   type SharedEntry,
   sharedEntries,
+  writersBlockedUntil,
 } from '../../lambdas/core/holders';
 import { lockRef, requestRef } from '../../lambdas/core/items';
-import { LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
+import { blockedUntil, LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
@@ -108,8 +116,17 @@ export interface CycleEdge {
   readonly blocker_is: 'holder' | 'ahead';
 }
 
+/**
+ * How long a free lock may keep a live waiter at its head (TIMELY histories): stream delivery
+ * (up to 250 ms), a timer's lateness (up to 50 ms) and the calls of one serve, with room to spare;
+ * far below the sweeper's minute, so only a timer or a notifier can meet it.
+ */
+export const PROMPT_MS = 1_500;
+
 export class Checker {
   readonly violations: string[] = [];
+  /** Per lock: the head waiter it was first seen free with (and when), while it stays so. */
+  private readonly freeWithHead = new Map<string, { readonly order: string; readonly since: number }>();
   private readonly beliefs = new Map<string, Belief[]>();
   private readonly maxFence = new Map<string, number>();
   private readonly notAcquired = new Set<string>();
@@ -654,6 +671,29 @@ export class Checker {
   }
 
   /** Once faults have stopped and everything had time to settle. */
+  /** Promptness (see the top of this file): called every few virtual ms of a TIMELY history. */
+  handedOnPromptly(locks: readonly string[]): void {
+    const now = this.sched.now();
+    for (const lock of locks) {
+      const item = this.memory.readNow(lockRef(lock));
+      const freeWithWaiters =
+        Number(item?.[LockAttr.queued] ?? 0) > 0 &&
+        !liveHolder(item, now) &&
+        liveEntries(item, now).length === 0 &&
+        blockedUntil(item, now) === undefined &&
+        writersBlockedUntil(item, now) === undefined;
+      const head = freeWithWaiters ? this.memory.queueNow(lock, 1).waiters[0] : undefined;
+      const free = head !== undefined && head.deadline > now + PROMPT_MS;
+      const seen = this.freeWithHead.get(lock);
+      if (!free) this.freeWithHead.delete(lock);
+      else if (seen?.order !== head.order) this.freeWithHead.set(lock, { order: head.order, since: now });
+      else if (now - seen.since > PROMPT_MS)
+        this.fail(
+          `${lock} has been free for ${now - seen.since} ms with ${head.clientId} (${head.order}) waiting at its head`,
+        );
+    }
+  }
+
   settled(): void {
     const now = this.sched.now();
     for (const { ref, item } of this.memory.all()) {

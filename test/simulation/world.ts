@@ -78,6 +78,22 @@ export const NO_FAULTS: Faults = {
   indexLagMs: 0,
 };
 
+/**
+ * What AWS does not promise to avoid: a timer or stream batch delivered twice, an answer lost (and
+ * a write sent again), a push whose outcome is unknown, a $disconnect that never comes, indexes that
+ * lag. No message lost for good, no crash, no throttling (those only delay: a retry comes later).
+ */
+export const TIMELY: Faults = {
+  ...NO_FAULTS,
+  redelivered: 0.02,
+  pushUnknown: 0.05,
+  timerDuplicate: 0.05,
+  streamDuplicate: 0.05,
+  answerLost: 0.02,
+  disconnectLost: 0.1,
+  indexLagMs: 300,
+};
+
 export type Answer<T> =
   | { readonly kind: 'ok'; readonly value: T }
   | { readonly kind: 'error'; readonly error: LatchkeyError }
@@ -421,8 +437,7 @@ export class World {
 
   /** SQS: a message delayed by whole seconds, delivered to the timer function, retried when it fails. */
   readonly timers: Timers = {
-    schedule: (lock: string, at: number, fence?: number) =>
-      this.sendTimer({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) }, at),
+    schedule: (lock: string, at: number) => this.sendTimer({ lock, due_at: at }, at),
     scheduleSession: (id: string, at: number) => this.sendTimer({ session: id, due_at: at }, at),
   };
 

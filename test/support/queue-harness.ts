@@ -82,8 +82,8 @@ export class QueueHarness {
         },
       },
       timers: {
-        schedule: async (lock, at, fence) => {
-          this.timers.push({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) });
+        schedule: async (lock, at) => {
+          this.timers.push({ lock, due_at: at });
         },
         scheduleSession: async (session, at) => {
           this.timers.push({ session, due_at: at });

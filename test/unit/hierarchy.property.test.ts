@@ -147,8 +147,7 @@ class World {
     storage: this.faulty,
     pusher: { push: async () => 'sent' },
     timers: {
-      schedule: async (lock, at, fence) =>
-        void this.timers.push({ lock, due_at: at, ...(fence === undefined ? {} : { fence }) }),
+      schedule: async (lock, at) => void this.timers.push({ lock, due_at: at }),
       scheduleSession: async () => {},
     },
     clock: {

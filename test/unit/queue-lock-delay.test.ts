@@ -7,10 +7,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { LockAttr as A, liveHolder } from '../../lambdas/core/lock';
-import { onLockChange, planServe, stillWatched } from '../../lambdas/core/queue';
+import { onLockChange, planServe } from '../../lambdas/core/queue';
 import { batch, LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
-const nothing = { serve: false, timer: undefined };
+const nothing = { serve: false, lookBy: undefined };
 
 /** a holds the lock through a session with a 100 ms lock-delay, and that session expires. */
 async function expiredHolder(options: { waitersBefore?: string[] } = {}) {
@@ -55,41 +55,35 @@ describe('lock-delay after a session expired', () => {
     expect((await h.hold('e')).clientId).toBe('e');
   });
 
-  it('arms the delay’s timer when the first waiter joins after the release', async () => {
-    const { h, a, s } = await expiredHolder();
+  it('looks at the delay’s end when the first waiter joins after the release', async () => {
+    const { h, s } = await expiredHolder();
     const released = h.item;
     expect(onLockChange(batch(undefined, released), h.now)).toEqual(nothing); // nobody waits
     h.now += 3;
     expect((await h.wait('b', { waitMs: 60_000 })).kind).toBe('queued');
-    expect(onLockChange(batch(released, h.item), h.now)).toEqual({
-      serve: false,
-      timer: { at: s.expiresAt + 100, fence: a.fencingToken },
-    });
+    expect(onLockChange(batch(released, h.item), h.now)).toEqual({ serve: false, lookBy: s.expiresAt + 100 });
   });
 
   it('queues waiters meanwhile, arms a timer at its end, and hands over only then', async () => {
     const { h, a, s, before } = await expiredHolder({ waitersBefore: ['b'] });
-    // The release's record: nothing to serve yet, a timer for the delay's end, watching the same token.
-    expect(onLockChange(batch(before, h.item, before), h.now)).toEqual({
-      serve: false,
-      timer: { at: s.expiresAt + 100, fence: a.fencingToken },
-    });
+    // The release's record: nothing to serve yet, a look at the delay's end.
+    const atDelayEnd = { serve: false, lookBy: s.expiresAt + 100 };
+    expect(onLockChange(batch(before, h.item, before), h.now)).toEqual(atDelayEnd);
     expect(liveHolder(h.item, h.now)).toBeUndefined(); // the expiry released it and served nobody
     const delayed = h.item;
     h.now += 3;
     expect((await h.wait('c', { waitMs: 60_000 })).kind).toBe('queued'); // joining a delayed lock is allowed
-    expect(onLockChange(batch(delayed, h.item), h.now)).toEqual(nothing); // same delay: its timer is armed
+    expect(onLockChange(batch(delayed, h.item), h.now)).toEqual(atDelayEnd); // same delay, same look
     const early = h.memory.queueNow(LOCK);
     expect(planServe(early.lock, early.waiters, h.now, true)).toMatchObject({
       kind: 'held',
       expiresAt: s.expiresAt + 100,
       fence: a.fencingToken,
     });
-    expect(stillWatched(early.lock, a.fencingToken)).toBe(true);
     expect(await h.services.handoff.serve(LOCK)).toMatchObject({ kind: 'held' });
     // The timer fires at the delay's end: b is served, c still waits.
     h.now = s.expiresAt + 100;
-    await h.services.timekeeper.fire({ lock: LOCK, due_at: h.now, fence: a.fencingToken });
+    await h.services.timekeeper.fire({ lock: LOCK, due_at: h.now });
     expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'b', fencingToken: a.fencingToken + 1 });
     expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
   });

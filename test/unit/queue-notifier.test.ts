@@ -1,16 +1,18 @@
 /**
  * What the stream notifier does about a lock's change (core/queue.ts
- * onLockChange): arm an expiry timer when a grant first has waiters behind
- * it, serve a free lock with waiters that nobody else will serve, and leave
- * a release to its releaser (with a backup timer). The images are the lock
- * item as the real services leave it at each point.
+ * onLockChange): have a timer look at the lock when a lease with waiters
+ * behind it ends, serve a free lock with waiters that nobody else will
+ * serve, and leave a release to its releaser (with a backup timer). The
+ * images are the lock item as the real services leave it at each point.
+ * Whether the lock's timer covers that look already is core/lock-timer.ts
+ * (test/unit/lock-timer.test.ts).
  */
 import { describe, expect, it } from 'vitest';
 import { LockAttr as A, type Grant, leaseEnd } from '../../lambdas/core/lock';
 import { onLockChange, RELEASER_BACKUP_MS } from '../../lambdas/core/queue';
 import { batch, LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
-const nothing = { serve: false, timer: undefined };
+const nothing = { serve: false, lookBy: undefined };
 const end = (g: Grant) => leaseEnd(g) as number;
 
 /** a holds (and nobody waits) */
@@ -25,18 +27,16 @@ async function scene(ttl = 1_000) {
 }
 
 describe('onLockChange', () => {
-  it('arms a timer when a grant first has waiters, not on renewal, re-entry or another join; leaves a release to its releaser', async () => {
+  it('looks at the lease end of a grant with waiters, as renewals move it; leaves a release to its releaser', async () => {
     const { h, a, join } = await scene();
     const bare = h.item;
     expect(onLockChange(batch(undefined, bare), h.now)).toEqual(nothing); // nobody waits
     await join('b');
     const waited = h.item;
-    expect(onLockChange(batch(bare, waited), h.now)).toEqual({
-      serve: false,
-      timer: { at: end(a), fence: a.fencingToken },
-    });
+    const atEndOfA = { serve: false, lookBy: end(a) };
+    expect(onLockChange(batch(bare, waited), h.now)).toEqual(atEndOfA);
     await join('c');
-    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(atEndOfA);
     const renew = async (ttlMs: number) =>
       (
         await h.services.locks.renew({
@@ -47,18 +47,15 @@ describe('onLockChange', () => {
           ttlMs,
         })
       ).grant;
-    // A shorter lease than the armed timer's: arm one at the new, earlier end.
     const shortened = await renew(500);
-    expect(onLockChange(batch(waited, h.item), h.now)).toEqual({
-      serve: false,
-      timer: { at: end(shortened), fence: a.fencingToken },
-    });
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual({ serve: false, lookBy: end(shortened) });
     const renewed = await renew(1_000);
-    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // the armed timer re-arms itself
+    const atEndOfRenewed = { serve: false, lookBy: end(renewed) };
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(atEndOfRenewed);
     await h.hold('a', { reentrant: true });
-    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing);
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(atEndOfRenewed);
     await h.release(renewed);
-    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(nothing); // still held (re-entered)
+    expect(onLockChange(batch(waited, h.item), h.now)).toEqual(atEndOfRenewed); // still held (re-entered)
     const beforeRelease = h.item;
     // The last release serves b inline; the batch holds the release and b's grant.
     await h.release(renewed);
@@ -66,16 +63,16 @@ describe('onLockChange', () => {
     expect(b?.[A.holder]).toBe('b');
     expect(onLockChange(batch(beforeRelease, b, beforeRelease), h.now)).toEqual({
       serve: false,
-      timer: { at: b?.[A.expiresAt], fence: b?.[A.fence] },
+      lookBy: b?.[A.expiresAt],
     });
     // The same record read after b's lease lapsed (a slow notifier): serve instead.
     expect(onLockChange(batch(beforeRelease, b), Number(b?.[A.expiresAt]))).toEqual({
       serve: true,
-      timer: undefined,
+      lookBy: undefined,
     });
   });
 
-  it('leaves serving to the writer of a batch’s last release, backing it up with a timer only if needed', async () => {
+  it('leaves serving to the writer of a batch’s last release, backing it up with a look at the lease end', async () => {
     const { h, a, join } = await scene();
     await join('b');
     await join('c');
@@ -93,15 +90,11 @@ describe('onLockChange', () => {
       },
     );
     expect(released.ok).toBe(true);
-    // a's lease-end timer (armed when b joined) is its backup: nothing more to do.
-    expect(onLockChange(batch(waitedOn, h.item, waitedOn), h.now)).toEqual(nothing);
-    // Had that timer never been armed (the batch starts before anyone waited), arm one now.
-    expect(onLockChange(batch(undefined, h.item, waitedOn), h.now)).toEqual({
-      serve: false,
-      timer: { at: end(a), fence: a.fencingToken },
-    });
+    // The backup: a look at a's lease end (the timer armed for it when b joined covers that).
+    expect(onLockChange(batch(waitedOn, h.item, waitedOn), h.now)).toEqual({ serve: false, lookBy: end(a) });
+    expect(onLockChange(batch(undefined, h.item, waitedOn), h.now)).toEqual({ serve: false, lookBy: end(a) });
     // A free lock with waiters that nobody took a holder off (the serve that left it gave up): serve it.
-    expect(onLockChange(batch(undefined, h.item), h.now)).toEqual({ serve: true, timer: undefined });
+    expect(onLockChange(batch(undefined, h.item), h.now)).toEqual({ serve: true, lookBy: undefined });
     // The batch began with the same state (free, same token, waiters): that state already had its server.
     const free = h.item;
     await join('d');
@@ -112,21 +105,18 @@ describe('onLockChange', () => {
     const { h, a, join } = await scene(10);
     const held = h.item; // nobody waiting: no timer was armed for a's lease
     await join('b'); // joins while a's lease still runs
-    expect(onLockChange(batch(held, h.item), end(a) + 1)).toEqual({ serve: true, timer: undefined });
-    expect(onLockChange(batch(held, h.item), h.now)).toEqual({
-      serve: false,
-      timer: { at: end(a), fence: a.fencingToken },
-    });
+    expect(onLockChange(batch(held, h.item), end(a) + 1)).toEqual({ serve: true, lookBy: undefined });
+    expect(onLockChange(batch(held, h.item), h.now)).toEqual({ serve: false, lookBy: end(a) });
   });
 
   it('backs up the release of a long lease with a timer within RELEASER_BACKUP_MS, not at its lease end', async () => {
-    const { h, a, join } = await scene(3_600_000);
+    const { h, join } = await scene(3_600_000);
     await join('b');
-    const waitedOn = h.item; // a's timer is armed at its lease end, an hour away
+    const waitedOn = h.item; // a's lease ends an hour away
     const releasedItem = { ...waitedOn, [A.holder]: undefined, [A.expiresAt]: undefined };
     expect(onLockChange(batch(waitedOn, releasedItem, waitedOn), h.now)).toEqual({
       serve: false,
-      timer: { at: h.now + RELEASER_BACKUP_MS, fence: a.fencingToken },
+      lookBy: h.now + RELEASER_BACKUP_MS,
     });
   });
 

@@ -168,21 +168,16 @@ describe('the notifier with shared holders', () => {
     return { ...applyUpdate(undefined, write.update), queued };
   };
 
-  it('arms a timer at the first shared lease end when a grant first has waiters behind it', () => {
+  it('looks at the first shared lease end while holders have waiters behind them', () => {
     const after = item([now + 500, now + 200], 1);
     const before = { ...after, queued: 0 };
     expect(onLockChange({ before, after, released: undefined }, now)).toEqual({
       serve: true, // a waiter joined: a reader that outranks a queued writer may share at once
-      timer: undefined,
+      lookBy: undefined,
     });
     expect(onLockChange({ before: after, after: { ...after }, released: undefined }, now)).toEqual({
       serve: false,
-      timer: undefined, // already armed for this state
-    });
-    const renewed = { ...after, shared_version: Number(after.shared_version) + 1 };
-    expect(onLockChange({ before: after, after: renewed, released: undefined }, now).timer).toEqual({
-      at: now + 200,
-      fence: after.fence,
+      lookBy: now + 200,
     });
   });
 
@@ -192,7 +187,7 @@ describe('the notifier with shared holders', () => {
     const sessions = item(['session', 'session'], 2);
     expect(onLockChange({ before: sessions, after: sessions, released: undefined }, now)).toEqual({
       serve: false,
-      timer: undefined,
+      lookBy: undefined,
     });
   });
 });
