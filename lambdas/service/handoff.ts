@@ -40,13 +40,24 @@ import { audit, describeError, log } from '../shared/log';
 import { metric } from '../shared/metrics';
 import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
 import type { Clock } from './clock';
+import type { LockTimers } from './lock-timers';
 import { type Paths, SubtreeConflict } from './paths';
 import type { Pusher, PushOutcome } from './push';
 import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
 import type { Timers } from './timers';
 
 export type ServeResult =
-  | { readonly kind: 'granted'; readonly grant: Grant; readonly waiter: Waiter }
+  /**
+   * Handed on; `lookAt` and `lock` as for `held`: the new lease's end or the first deadline of the
+   * waiters left, and the lock item as read before the grant (a grant leaves its timer as it was).
+   */
+  | {
+      readonly kind: 'granted';
+      readonly grant: Grant;
+      readonly waiter: Waiter;
+      readonly lookAt: number | undefined;
+      readonly lock: Item | undefined;
+    }
   /**
    * Held (or under lock-delay, or kept out by its hierarchy); `waiting` says whether anyone is
    * queued behind.
@@ -113,6 +124,7 @@ export class Handoff {
     private readonly ids: () => string,
     /** For a queue its hierarchy holds up with nothing else to wake it: a timer of its own. */
     private readonly timers: Timers,
+    private readonly lockTimers: LockTimers,
   ) {}
 
   /** A queue held up with no mark to wake it: looked at again in a while, whoever called serve. */
@@ -121,8 +133,18 @@ export class Handoff {
     return { kind: 'held', lookAt: undefined, lock, waiting: true };
   }
 
-  /** Serves the queue of `name`: hands a free lock to its next waiters, and ends waits past their deadline. */
+  /**
+   * Serves the queue of `name`: hands a free lock to its next waiters, and ends waits past their
+   * deadline. Whoever serves, the lock's timer then looks again when the lease in the way (or the
+   * new one) ends or the first wait left does, unless it covers that already (no call then).
+   */
   async serve(name: string): Promise<ServeResult> {
+    const served = await this.serveQueue(name);
+    await this.lockTimers.afterServe(name, served);
+    return served;
+  }
+
+  private async serveQueue(name: string): Promise<ServeResult> {
     let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const snapshot = await this.storage.queue(name, 25);
@@ -197,7 +219,18 @@ export class Handoff {
       // Every grant received: done, unless the run filled a transaction (more readers may fit: serve
       // on). One taken back (its connection was gone): serve on.
       if (delivered === run.length) {
-        served = { kind: 'granted', grant: grants[0] as Grant, waiter: plan.head };
+        const left = snapshot.waiters.filter((w) => !run.includes(w));
+        const lookAt = earliest(
+          ...grants.map((g) => (g.held.kind === 'lease' ? g.held.expiresAt : undefined)),
+          firstDeadline(left, now),
+        );
+        served = {
+          kind: 'granted',
+          grant: grants[0] as Grant,
+          waiter: plan.head,
+          lookAt,
+          lock: snapshot.lock,
+        };
         if (plan.head.mode !== 'shared' || (run.length === plan.run.length && run.length < MAX_RUN))
           return served;
       }

@@ -35,9 +35,12 @@ export class LockTimers {
     await this.storage.write(lockRef(lock), armTimerWrite(by, now));
   }
 
-  /** A queue still held after serving it: its timer looks again when the lease in the way ends or a wait does. */
+  /**
+   * After serving a queue: its timer looks again when the lease in the way ends or a wait does
+   * (for a lock just handed on: the new lease's end, or the first deadline of the waiters left).
+   */
   async afterServe(lock: string, served: ServeResult): Promise<void> {
-    if (served.kind === 'held' && served.waiting && served.lookAt !== undefined)
-      await this.lookBy(lock, served.lock, served.lookAt);
+    const waiting = served.kind === 'granted' || (served.kind === 'held' && served.waiting);
+    if (waiting && served.lookAt !== undefined) await this.lookBy(lock, served.lock, served.lookAt);
   }
 }

@@ -36,11 +36,14 @@ export class Notifier {
     await Promise.all(
       locks.map(async ({ lock, ...images }) => {
         const decision = onLockChange(images, this.clock.now(), this.handoff.isHierarchical(lock));
-        const waits = queuedCount(images.after) > 0 ? deadlines.get(lock) : undefined; // none left: no deadline
+        // A waiter's record may come in a batch before its lock's (no order between two items):
+        // a lock that shows nobody queued leaves the deadline to the look below, which holds only
+        // if somebody waits by then.
+        const waits = queuedCount(images.after) > 0 ? deadlines.get(lock) : undefined;
+        if (waits !== undefined) deadlines.delete(lock);
         const lookBy = earliest(decision.lookBy, waits);
-        deadlines.delete(lock);
         if (lookBy !== undefined) await this.lockTimers.lookBy(lock, images.after, lookBy);
-        if (decision.serve) await this.lockTimers.afterServe(lock, await this.handoff.serve(lock));
+        if (decision.serve) await this.handoff.serve(lock);
         // Waiters kept out by grants below it (hierarchical locks): look again when the first lapses.
         // (Armed already if the batch began with the same one.)
         if (this.handoff.isHierarchical(lock)) {
@@ -51,9 +54,8 @@ export class Notifier {
         }
         // Waits below it that it kept out (hierarchical locks), now that it changed; a lease that
         // keeps them out still is looked at again when it ends.
-        const { woken, lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
+        const { lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
         await this.handoff.pruneBelow(lock, images.after);
-        for (const { node, served } of woken) await this.lockTimers.afterServe(node, served);
         if (lookAgainAt !== undefined) await this.timers.schedule(lock, lookAgainAt);
       }),
     );

@@ -66,8 +66,8 @@ export function wireServices(ports: Ports): Services {
   const { storage, pusher, timers, clock, ids } = ports;
   const limits = ports.limits ?? DEFAULT_LIMITS;
   const paths = new Paths(storage, clock, ports.hierarchicalPrefixes ?? []);
-  const handoff = new Handoff(storage, paths, pusher, clock, ids, timers);
   const lockTimers = new LockTimers(storage, timers, clock);
+  const handoff = new Handoff(storage, paths, pusher, clock, ids, timers, lockTimers);
   const sessions = new Sessions(storage, paths, handoff, clock, ids);
   const connections = new Connections(storage, sessions, handoff, clock);
   const deadlocks = new Deadlocks(
@@ -86,7 +86,7 @@ export function wireServices(ports: Ports): Services {
     sessionAdmin: new SessionAdmin(storage, sessions, clock),
     connections,
     sweeper: new Sweeper(storage, sessions, handoff, connections, clock),
-    timekeeper: new Timekeeper(handoff, lockTimers, sessions, timers, clock),
+    timekeeper: new Timekeeper(handoff, sessions, timers, clock),
     notifier: new Notifier(handoff, lockTimers, timers, clock),
     lockTimers,
     pusher,

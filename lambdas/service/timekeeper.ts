@@ -11,7 +11,6 @@
 import { metric } from '../shared/metrics';
 import type { Clock } from './clock';
 import type { Handoff } from './handoff';
-import type { LockTimers } from './lock-timers';
 import type { Sessions } from './sessions';
 import type { TimerMessage, Timers } from './timers';
 
@@ -21,7 +20,6 @@ const SLEEP_WITHIN_MS = 1_000;
 export class Timekeeper {
   constructor(
     private readonly handoff: Handoff,
-    private readonly lockTimers: LockTimers,
     private readonly sessions: Sessions,
     private readonly timers: Timers,
     private readonly clock: Clock,
@@ -33,10 +31,9 @@ export class Timekeeper {
     if (wait > SLEEP_WITHIN_MS) return this.timers.schedule(message.lock, message.due_at);
     if (wait > 0) await this.clock.sleep(wait);
     metric('TimerLateness', Math.max(0, -wait));
-    await this.lockTimers.afterServe(message.lock, await this.handoff.serve(message.lock));
+    await this.handoff.serve(message.lock);
     // Waits below it that it kept out (hierarchical locks): a lease above them may have lapsed.
-    const { woken, lookAgainAt } = await this.handoff.wakeBelow(message.lock);
-    for (const { node, served } of woken) await this.lockTimers.afterServe(node, served);
+    const { lookAgainAt } = await this.handoff.wakeBelow(message.lock);
     if (lookAgainAt !== undefined && lookAgainAt > message.due_at)
       await this.timers.schedule(message.lock, lookAgainAt);
   }

@@ -2,7 +2,8 @@
  * The "HTTP waiters" part of the waiting bench (test/bench/waiting.ts runs it on its stack and
  * counting proxy): waits in the request (POST …/acquire with wait_timeout_ms and no
  * connection_id), where the Lambda holds the request and polls DynamoDB for the outcome.
- *   1. 8 HTTP-waiting workers on one lock, hold 5 ms, release over HTTP: grants/s, handoff,
+ *   1. 8 HTTP-waiting workers on one lock through the SDK (a LockClient without the WebSocket
+ *      API waits over HTTP), hold 5 ms, release: grants/s, handoff,
  *      fairness, DynamoDB calls per grant, and the write p50 through the proxy in the same run;
  *   2. a long hold (one holder holds ~10 s, 8 HTTP waiters): DynamoDB reads per waiting second,
  *      by what they read;
@@ -12,6 +13,7 @@
  * (BENCH_PROGRESS=1 prints each table as soon as it is measured).
  */
 import { randomUUID } from 'node:crypto';
+import { type Lease, LockClient } from '../../sdk/index';
 import { signedClient } from '../support/signed-fetch';
 import { measurementWindow, percentile, sleep } from './common';
 import type { Counts } from './waiting';
@@ -80,8 +82,12 @@ interface Grant {
 }
 
 async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
-  const api = signedClient(stack.url);
   const lock = `bench/http-wait/${randomUUID()}`;
+  // One SDK client per worker, as users run it without the WebSocket API: its waits are HTTP waits.
+  const clients = Array.from(
+    { length: WORKERS },
+    (_, i) => new LockClient({ endpoint: stack.url, clientId: `h${i}` }),
+  );
   const grants: Grant[] = [];
   const releaseSent = new Map<number, number>();
   const releaseSentWall = new Map<number, number>();
@@ -106,38 +112,32 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
   const { deadline } = window;
 
   await Promise.all(
-    Array.from({ length: WORKERS }, async (_, worker) => {
-      const clientId = `h${worker}`;
-      for (let n = 0; performance.now() < deadline; n++) {
+    clients.map(async (client, worker) => {
+      while (performance.now() < deadline) {
         const sentAt = performance.now();
-        const answer = await api.post(`/api/v1/locks/${lock}/acquire`, {
-          client_id: clientId,
-          ttl_ms: 10_000,
-          wait_timeout_ms: WAIT_MS,
-          request_id: `${clientId}-${n}`,
-        });
-        const at = performance.now();
-        if (answer.status !== 200 || !answer.body.acquired) {
-          bump(problems, `acquire ${answer.status} ${answer.body?.error?.code ?? answer.body?.ended ?? ''}`);
+        let lease: Lease;
+        try {
+          lease = await client.acquire(lock, { ttlMs: 10_000, waitTimeoutMs: WAIT_MS });
+        } catch (error) {
+          bump(problems, `acquire ${(error as Error).name}: ${(error as Error).message.slice(0, 80)}`);
           await sleep(20);
           continue;
         }
-        const fence = Number(answer.body.fencing_token);
-        const grantedAtWall = Date.parse(answer.body.expires_at) - Number(answer.body.ttl_ms);
+        const at = performance.now();
+        const fence = lease.fencingToken;
+        const grantedAtWall = (lease.expiresAt?.getTime() ?? Number.NaN) - lease.ttlMs;
         grants.push({ worker, fence, at, waitMs: at - sentAt, grantedAtWall, answeredAtWall: Date.now() });
         await sleep(HOLD_MS);
         releaseSent.set(fence, performance.now());
         releaseSentWall.set(fence, Date.now());
-        const released = await api.post(`/api/v1/locks/${lock}/release`, {
-          client_id: clientId,
-          fencing_token: fence,
-        });
-        if (released.status !== 200)
-          bump(problems, `release ${released.status} ${released.body?.error?.code ?? ''}`);
+        await client
+          .release(lease)
+          .catch((error: unknown) => bump(problems, `release ${(error as Error).name}`));
       }
     }),
   );
   window.stop();
+  for (const client of clients) client.close();
   const c = counts ?? proxy.take();
 
   const seconds = window.seconds();
@@ -175,7 +175,7 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
   const handoffP50 = percentile(h, 0.5);
 
   const out = [
-    `\n### Waiting: ${WORKERS} HTTP-waiting workers (wait in the request, no connection_id), one lock (hold ${HOLD_MS} ms, release over HTTP), ${fmt(seconds)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
+    `\n### Waiting: ${WORKERS} SDK clients waiting over HTTP (no WebSocket endpoint: the wait is in the request), one lock (hold ${HOLD_MS} ms, release over HTTP), ${fmt(seconds)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
     '| metric | value |',
     '| --- | --- |',
     `| grants | ${n} |`,

@@ -33,11 +33,12 @@
  *   session, or due and unhandled;
  * - promptness, in histories without the faults that SQS and Lambda do not
  *   promise to avoid (simulate.ts TIMELY): a lock left free (no live holder
- *   or shared entry, no lock-delay) with a live waiter at the head of its
- *   queue is handed on within PROMPT_MS, whether a release, a lease that
- *   lapsed or a wait that ended left it so. The sweeper (a minute) is only
- *   the backstop for lost timers; a timer nobody armed, or armed too late,
- *   fails here.
+ *   or shared entry, no lock-delay) with a live waiter first in its queue is
+ *   handed on within PROMPT_MS, whether a release, a lease that lapsed or a
+ *   wait that ended left it so; and a WebSocket waiter (among the first 25
+ *   a serve reads) leaves its queue, told `timeout`, within PROMPT_MS of its
+ *   deadline. The sweeper (a minute) is only the backstop for lost timers; a
+ *   timer nobody armed, or armed too late, fails here.
  */
 
 import { partyId } from '../../lambdas/core/deadlock';
@@ -676,20 +677,27 @@ export class Checker {
     const now = this.sched.now();
     for (const lock of locks) {
       const item = this.memory.readNow(lockRef(lock));
+      const waiters = Number(item?.[LockAttr.queued] ?? 0) > 0 ? this.memory.queueNow(lock, 25).waiters : [];
+      const overdue = waiters.find((w) => w.connectionId !== undefined && w.deadline < now - PROMPT_MS);
+      if (overdue)
+        this.fail(
+          `${lock}: WebSocket waiter ${overdue.clientId} (${overdue.order}) still queued ${now - overdue.deadline} ms after its deadline`,
+        );
       const freeWithWaiters =
-        Number(item?.[LockAttr.queued] ?? 0) > 0 &&
+        waiters.length > 0 &&
         !liveHolder(item, now) &&
         liveEntries(item, now).length === 0 &&
         blockedUntil(item, now) === undefined &&
         writersBlockedUntil(item, now) === undefined;
-      const head = freeWithWaiters ? this.memory.queueNow(lock, 1).waiters[0] : undefined;
+      // The first waiter a handoff may take (one past its deadline is dropped instead).
+      const head = freeWithWaiters ? waiters.find((w) => w.deadline > now) : undefined;
       const free = head !== undefined && head.deadline > now + PROMPT_MS;
       const seen = this.freeWithHead.get(lock);
       if (!free) this.freeWithHead.delete(lock);
       else if (seen?.order !== head.order) this.freeWithHead.set(lock, { order: head.order, since: now });
       else if (now - seen.since > PROMPT_MS)
         this.fail(
-          `${lock} has been free for ${now - seen.since} ms with ${head.clientId} (${head.order}) waiting at its head`,
+          `${lock} has been free for ${now - seen.since} ms with ${head.clientId} (${head.order}) next in its queue`,
         );
     }
   }

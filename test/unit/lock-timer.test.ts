@@ -176,6 +176,49 @@ describe('one timer per contended lock', () => {
     expect(end(a)).toBeGreaterThan(bDeadline);
   });
 
+  it('a handoff by a timer looks on to the first deadline of the waiters left, not only the new lease end', async () => {
+    const { h, notify, timersFor } = streamed();
+    const a = await h.hold('a', { ttl: 10_000 });
+    h.now += 1;
+    expect((await h.wait('b', { ttl: 30_000, waitMs: 60_000 })).kind).toBe('queued');
+    h.now += 1;
+    expect((await h.wait('c', { waitMs: 20_000, connection: 'cc' })).kind).toBe('queued');
+    const cDeadline = h.now + 20_000;
+    await notify();
+    expect(timersFor()).toEqual([{ lock: LOCK, due_at: end(a) }]);
+    // a crashed: its timer hands the lock to b (lease 30 s), and looks on at c's deadline.
+    h.now = end(a);
+    await h.services.timekeeper.fire({ lock: LOCK, due_at: end(a) });
+    expect(h.item?.[A.holder]).toBe('b');
+    expect(timersFor().slice(1)).toEqual([{ lock: LOCK, due_at: cDeadline }]);
+    await notify(); // b's grant: covered by the timer at c's deadline
+    expect(timersFor()).toHaveLength(2);
+    h.now = cDeadline;
+    await h.services.timekeeper.fire({ lock: LOCK, due_at: cDeadline });
+    expect(h.framesTo('cc', 'timeout')).toHaveLength(1);
+    expect(h.waiters()).toEqual([]);
+  });
+
+  it('a waiter’s record in a batch before its lock’s: its deadline is still looked at', async () => {
+    const { h, timersFor } = streamed();
+    await h.hold('a', { ttl: 60_000 });
+    const records: StreamRecord[] = [];
+    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 5_000, connection: 'cb' })).kind).toBe('queued');
+    const isLock = (r: StreamRecord) => JSON.stringify(r.dynamodb?.Keys).includes('{"S":"LOCK"}');
+    const lockRecords = records.filter(isLock);
+    expect(lockRecords).toHaveLength(1);
+    // The waiter's record alone, with an older record of its lock that shows nobody queued.
+    const older = {
+      ...lockRecords[0],
+      dynamodb: { ...lockRecords[0]?.dynamodb, NewImage: lockRecords[0]?.dynamodb?.OldImage },
+    };
+    await h.services.notifier.handle([older, ...records.filter((r) => !isLock(r))]);
+    expect(timersFor()).toEqual([{ lock: LOCK, due_at: h.now + 5_000 }]);
+    expect(timerAt(h.item)).toBe(h.now + 5_000);
+  });
+
   it('of two that find the lock uncovered at once, both send, only one records; the other’s timer arms nothing', async () => {
     const { h, timersFor } = streamed();
     const a = await h.hold('a', { ttl: 1_000 });

@@ -45,6 +45,8 @@ async function contended(h: QueueHarness, services: Services = h.services) {
     expect(queued.kind).toBe('queued');
     h.now += 1;
   }
+  // What the notifier does when the first waiter joins: the lock's timer looks at a's lease end.
+  await h.services.lockTimers.lookBy(LOCK, h.item, a.held.kind === 'lease' ? a.held.expiresAt : h.now);
   return a;
 }
 
