@@ -186,7 +186,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       async stop() {
         await sweeper?.stop();
         await ws.close();
-        timerQueue.close();
+        await timerQueue.close();
         await stopServers();
         await dynamo?.stop();
         setEmfSink(undefined);

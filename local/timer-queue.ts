@@ -26,11 +26,13 @@ export interface TimerQueue {
   readonly base: string;
   /** Pending deliveries (delayed or being retried). */
   pending(): number;
-  close(): void;
+  /** Delivers nothing more, and waits for the deliveries under way (so none acts after the stack stopped). */
+  close(): Promise<void>;
 }
 
 export function createTimerQueue(handler: TimerHandler): TimerQueue {
   const timeouts = new Set<NodeJS.Timeout>();
+  const running = new Set<Promise<unknown>>();
   let closing = false;
 
   function deliverLater(id: string, body: string, delayMs: number, receive: number): void {
@@ -54,12 +56,17 @@ export function createTimerQueue(handler: TimerHandler): TimerQueue {
         awsRegion: 'us-east-1',
       } as SQSEvent['Records'][number];
       let failed = true;
+      const run = handler({ Records: [record] }, lambdaContext(randomUUID()));
+      running.add(run);
       try {
-        const out = await handler({ Records: [record] }, lambdaContext(randomUUID()));
+        const out = await run;
         failed = out.batchItemFailures.some((f) => f.itemIdentifier === id);
       } catch (error) {
         log('error', 'local timer queue: function failed', describeError(error));
+      } finally {
+        running.delete(run);
       }
+      if (closing) return;
       if (failed && receive < MAX_RECEIVES) deliverLater(id, body, 1_000, receive + 1);
       else if (failed) log('error', 'local timer queue: message dropped after 5 receives', { body });
     }, delayMs);
@@ -108,10 +115,11 @@ export function createTimerQueue(handler: TimerHandler): TimerQueue {
     server,
     base,
     pending: () => timeouts.size,
-    close() {
+    async close() {
       closing = true;
       for (const t of timeouts) clearTimeout(t);
       timeouts.clear();
+      await Promise.allSettled([...running]);
     },
   };
 }

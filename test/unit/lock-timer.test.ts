@@ -16,6 +16,7 @@ import {
   timerCovers,
 } from '../../lambdas/core/lock-timer';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
+import { timerMessage } from '../../lambdas/service/timers';
 import { LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
 describe('the lock item’s timer (pure)', () => {
@@ -236,6 +237,17 @@ describe('one timer per contended lock', () => {
     expect(timersFor()).toHaveLength(2);
     await h.services.lockTimers.lookBy(LOCK, h.item, end(a) - 500);
     expect(timerAt(h.item)).toBe(end(a) - 500);
+  });
+
+  it('a timer sent by an earlier version (one per grant, with its `fence`) still serves the queue', async () => {
+    const { h } = streamed();
+    const a = await h.hold('a', { ttl: 1_000 });
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 60_000, connection: 'cb' })).kind).toBe('queued');
+    const legacy = timerMessage.parse({ lock: LOCK, due_at: end(a), fence: a.fencingToken + 7 });
+    h.now = end(a);
+    await h.services.timekeeper.fire(legacy);
+    expect(h.item?.[A.holder]).toBe('b');
   });
 
   it('records nothing once nobody waits: the message sent serves and stops', async () => {
