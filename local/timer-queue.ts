@@ -36,6 +36,7 @@ export function createTimerQueue(handler: TimerHandler): TimerQueue {
   let closing = false;
 
   function deliverLater(id: string, body: string, delayMs: number, receive: number): void {
+    if (closing) return; // a run under way at the close may still send: nothing is delivered after it
     const timeout = setTimeout(async () => {
       timeouts.delete(timeout);
       if (closing) return;

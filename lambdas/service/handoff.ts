@@ -17,6 +17,7 @@ import {
   wakesDue,
   wakeTimerAt,
 } from '../core/hierarchy';
+import { liveEntries } from '../core/holders';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
 import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
 import { earliest } from '../core/lock-timer';
@@ -48,8 +49,9 @@ import type { Timers } from './timers';
 
 export type ServeResult =
   /**
-   * Handed on; `lookAt` and `lock` as for `held`: the new lease's end or the first deadline of the
-   * waiters left, and the lock item as read before the grant (a grant leaves its timer as it was).
+   * Handed on; `waiting`, `lookAt` and `lock` as for `held`: whether anyone is left, the first end
+   * of a lease now holding it (new or not) or the first deadline of the waiters left, and the lock
+   * item as read before the grant (a grant leaves its timer as it was).
    */
   | {
       readonly kind: 'granted';
@@ -57,6 +59,7 @@ export type ServeResult =
       readonly waiter: Waiter;
       readonly lookAt: number | undefined;
       readonly lock: Item | undefined;
+      readonly waiting: boolean;
     }
   /**
    * Held (or under lock-delay, or kept out by its hierarchy); `waiting` says whether anyone is
@@ -137,10 +140,23 @@ export class Handoff {
    * Serves the queue of `name`: hands a free lock to its next waiters, and ends waits past their
    * deadline. Whoever serves, the lock's timer then looks again when the lease in the way (or the
    * new one) ends or the first wait left does, unless it covers that already (no call then).
+   *
+   * `look`: 'required' (a timer, the notifier: their retry arms it) throws if that look could not
+   * be armed; 'best-effort' (a request that served on its way: its own write is done, so its answer
+   * must not become an error) logs it, and the stream notifier arms the new lease's end anyway.
    */
-  async serve(name: string): Promise<ServeResult> {
+  async serve(name: string, look: 'required' | 'best-effort' = 'best-effort'): Promise<ServeResult> {
     const served = await this.serveQueue(name);
-    await this.lockTimers.afterServe(name, served);
+    try {
+      await this.lockTimers.afterServe(name, served);
+    } catch (error) {
+      if (look === 'required') throw error;
+      metric('TimerArmFailures', 1);
+      log('warn', 'could not arm the lock timer after serving its queue', {
+        lock: name,
+        ...describeError(error),
+      });
+    }
     return served;
   }
 
@@ -219,9 +235,11 @@ export class Handoff {
       // Every grant received: done, unless the run filled a transaction (more readers may fit: serve
       // on). One taken back (its connection was gone): serve on.
       if (delivered === run.length) {
-        const left = snapshot.waiters.filter((w) => !run.includes(w));
+        const left = snapshot.waiters.filter((w) => !run.includes(w) && w.deadline > now);
         const lookAt = earliest(
           ...grants.map((g) => (g.held.kind === 'lease' ? g.held.expiresAt : undefined)),
+          // Shared holders beside the run (granted before, or in an earlier round): a slot frees then.
+          ...liveEntries(snapshot.lock, now).map((e) => e.expiresAt),
           firstDeadline(left, now),
         );
         served = {
@@ -230,6 +248,7 @@ export class Handoff {
           waiter: plan.head,
           lookAt,
           lock: snapshot.lock,
+          waiting: left.length > 0 || !snapshot.complete,
         };
         if (plan.head.mode !== 'shared' || (run.length === plan.run.length && run.length < MAX_RUN))
           return served;
@@ -368,7 +387,7 @@ export class Handoff {
     for (const mark of wakesDue(ancestor, item, now)) {
       // Served first, then the mark read is removed: a serve that fails leaves it for the retried
       // batch, and a serve that finds the node still kept out writes a new one, which stays.
-      woken.push({ node: mark.node, served: await this.serve(mark.node) });
+      woken.push({ node: mark.node, served: await this.serve(mark.node, 'required') });
       await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
     }
     return { woken, lookAgainAt: wakeTimerAt(ancestor, item, now) };

@@ -40,7 +40,7 @@ export class LockTimers {
    * (for a lock just handed on: the new lease's end, or the first deadline of the waiters left).
    */
   async afterServe(lock: string, served: ServeResult): Promise<void> {
-    const waiting = served.kind === 'granted' || (served.kind === 'held' && served.waiting);
-    if (waiting && served.lookAt !== undefined) await this.lookBy(lock, served.lock, served.lookAt);
+    if (served.kind !== 'idle' && served.waiting && served.lookAt !== undefined)
+      await this.lookBy(lock, served.lock, served.lookAt);
   }
 }

@@ -43,7 +43,7 @@ export class Notifier {
         if (waits !== undefined) deadlines.delete(lock);
         const lookBy = earliest(decision.lookBy, waits);
         if (lookBy !== undefined) await this.lockTimers.lookBy(lock, images.after, lookBy);
-        if (decision.serve) await this.handoff.serve(lock);
+        if (decision.serve) await this.handoff.serve(lock, 'required');
         // Waiters kept out by grants below it (hierarchical locks): look again when the first lapses.
         // (Armed already if the batch began with the same one.)
         if (this.handoff.isHierarchical(lock)) {

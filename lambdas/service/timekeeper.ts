@@ -31,7 +31,7 @@ export class Timekeeper {
     if (wait > SLEEP_WITHIN_MS) return this.timers.schedule(message.lock, message.due_at);
     if (wait > 0) await this.clock.sleep(wait);
     metric('TimerLateness', Math.max(0, -wait));
-    await this.handoff.serve(message.lock);
+    await this.handoff.serve(message.lock, 'required');
     // Waits below it that it kept out (hierarchical locks): a lease above them may have lapsed.
     const { lookAgainAt } = await this.handoff.wakeBelow(message.lock);
     if (lookAgainAt !== undefined && lookAgainAt > message.due_at)

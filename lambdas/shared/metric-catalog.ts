@@ -75,6 +75,11 @@ export const METRICS = {
     help: 'age of the oldest due item a sweeper run found',
   },
   TimerLateness: { unit: 'Milliseconds', dimensions: [], help: 'how late a timer fired after its due time' },
+  TimerArmFailures: {
+    unit: 'Count',
+    dimensions: [],
+    help: 'lock timers a request could not arm after serving a queue (the stream notifier arms the lease end; the sweeper is the backstop)',
+  },
   Pushes: {
     unit: 'Count',
     dimensions: ['Outcome'],

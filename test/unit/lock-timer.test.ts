@@ -4,7 +4,8 @@
  * a timer that fires serves the queue and arms the next look only where none covers it.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { LatchkeyError } from '../../lambdas/core/errors';
 import { applyUpdate, evaluate, type Item } from '../../lambdas/core/expr';
 import { LockAttr as A, type Grant, leaseEnd, liveHolder } from '../../lambdas/core/lock';
 import {
@@ -15,6 +16,7 @@ import {
   timerAt,
   timerCovers,
 } from '../../lambdas/core/lock-timer';
+import { LockTimers } from '../../lambdas/service/lock-timers';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { timerMessage } from '../../lambdas/service/timers';
 import { LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
@@ -237,6 +239,48 @@ describe('one timer per contended lock', () => {
     expect(timersFor()).toHaveLength(2);
     await h.services.lockTimers.lookBy(LOCK, h.item, end(a) - 500);
     expect(timerAt(h.item)).toBe(end(a) - 500);
+  });
+
+  it('a handoff that leaves nobody waiting arms nothing', async () => {
+    const { h, notify, timersFor } = streamed();
+    const a = await h.hold('a', { ttl: 1_000 });
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 60_000, connection: 'cb' })).kind).toBe('queued');
+    await notify();
+    h.now = end(a);
+    await h.services.timekeeper.fire({ lock: LOCK, due_at: end(a) });
+    expect(h.item?.[A.holder]).toBe('b');
+    await notify();
+    expect(timersFor()).toHaveLength(1);
+  });
+
+  it('a request whose serve cannot arm the timer still gets its answer; a timer’s serve fails, to be retried', async () => {
+    const { h } = streamed();
+    const a = await h.hold('a', { ttl: 1_000 });
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 60_000, connection: 'cb' })).kind).toBe('queued');
+    h.now += 1;
+    expect((await h.wait('c', { waitMs: 30_000, connection: 'cc' })).kind).toBe('queued');
+    h.now += 1;
+    expect((await h.wait('d', { waitMs: 30_000, connection: 'cd' })).kind).toBe('queued');
+    const down = () => Promise.reject(new LatchkeyError('UNAVAILABLE', 'SQS is down', undefined, 100));
+    const spy = vi.spyOn(LockTimers.prototype, 'lookBy').mockImplementation(down);
+    // An instance that never saw the lock contended: a plain release, then the queue is served.
+    const released = await h.instance().locks.release({
+      name: LOCK,
+      owner: a.owner,
+      clientId: a.clientId,
+      fencingToken: a.fencingToken,
+      mode: a.mode,
+    });
+    expect(released).toMatchObject({ lock: LOCK, remaining: 0 });
+    expect(h.item?.[A.holder]).toBe('b');
+    expect(spy).toHaveBeenCalled();
+    const b = liveHolder(h.item, h.now) as Grant;
+    h.now = end(b);
+    await expect(h.services.timekeeper.fire({ lock: LOCK, due_at: end(b) })).rejects.toThrow('SQS is down');
+    expect(h.item?.[A.holder]).toBe('c'); // served all the same; SQS retries the message
+    spy.mockRestore();
   });
 
   it('a timer sent by an earlier version (one per grant, with its `fence`) still serves the queue', async () => {

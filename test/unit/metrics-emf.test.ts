@@ -410,6 +410,44 @@ describe('EMF metrics of every handler kind', () => {
     expect(sum(valuesOf('DynamoConditionFailures', { Operation: 'release' }))).toBe(2);
   });
 
+  it('a release whose serve cannot arm the lock timer: TimerArmFailures, and the release still answers', async () => {
+    const locks = await import('../../lambdas/http/lock-commands');
+    const call = (event: HttpEvent) => invoke(() => locks.handler(event, {} as never) as Promise<HttpResult>);
+    const held = JSON.parse(
+      (await call(lockCommand('m/t', 'acquire', { client_id: 'one', ttl_ms: 10_000 }))).body as string,
+    );
+    // A reader, then a writer, wait over a connection (a reader at the head: the release is the
+    // plain one, then the queue is served, and the writer is left waiting).
+    const connect = await import('../../lambdas/ws/connect');
+    const opening = wsEvent('$connect');
+    await invoke(() =>
+      connect.handler({ ...opening, requestContext: { ...opening.requestContext, connectionId: 'conn-t' } }),
+    );
+    for (const [client, mode] of [
+      ['reader', 'shared'],
+      ['writer', 'exclusive'],
+    ] as const) {
+      const body = {
+        client_id: client,
+        ttl_ms: 10_000,
+        wait_timeout_ms: 60_000,
+        connection_id: 'conn-t',
+        mode,
+      };
+      const answer = await call(lockCommand('m/t', 'acquire', body));
+      expect(JSON.parse(answer.body as string).queued, answer.body).toBe(true);
+      t.now += 1;
+    }
+    const down = new Error('SQS is down');
+    const spy = vi.spyOn(services.lockTimers, 'lookBy').mockRejectedValue(down);
+    const released = await call(
+      lockCommand('m/t', 'release', { client_id: 'one', fencing_token: held.fencing_token }),
+    );
+    spy.mockRestore();
+    expect(released.statusCode, released.body).toBe(200);
+    expect(sum(valuesOf('TimerArmFailures'))).toBe(1);
+  });
+
   it('every line is valid EMF and matches the catalog; every metric of the catalog was seen', () => {
     expect(lines.length).toBeGreaterThan(20);
     expect(lines.flatMap(emfProblems)).toEqual([]);
