@@ -13,12 +13,13 @@
  * that it cannot have read the lock yet. Only if not does it send a timer
  * for `by` and then record it, with a write that holds only while the lock
  * is still uncovered (so of two racing writers the later one finds it
- * covered and stops). A timer, when it fires, serves the queue and makes
- * sure of the next look the same way. The message goes out before the
- * write: a recorded time always has a message behind it (a message whose
- * write was refused fires, serves, and finds itself covered). Handoffs
- * never touch `timer_at`, so a busy lock's handoffs cost no timer at all:
- * its timer fires about once per lease.
+ * covered and stops). Whoever serves the queue (a timer that fired, a
+ * release, the notifier) makes sure of the next look the same way: the
+ * lease now holding the lock, or the first deadline left. The message goes
+ * out before the write: a recorded time always has a message behind it (a
+ * message whose write was refused fires, serves, and finds itself
+ * covered). Handoffs never touch `timer_at`, so a busy lock's handoffs cost
+ * no timer at all: its timer fires about once per lease.
  */
 import { and, gt, type Item, le, missing, or, set } from './expr';
 import type { ItemWrite } from './items';

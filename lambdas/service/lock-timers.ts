@@ -1,8 +1,8 @@
 /**
  * Makes sure a timer looks at a lock by a given time, with one timer per
  * contended lock rather than one per grant (core/lock-timer.ts): the
- * notifier asks for a look at a lease's end or a waiter's deadline, and a
- * timer that fired asks for the next one.
+ * notifier asks for a look at a lease's end or a waiter's deadline, and
+ * whoever served the queue (a timer that fired among them) for the next one.
  */
 
 import type { Item } from '../core/expr';
