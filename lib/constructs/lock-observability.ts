@@ -431,12 +431,16 @@ export class LockObservability extends Construct {
         height: 6,
       }),
       graph(
-        'Timer lateness (ms)',
+        'Timer lateness (ms); timers not armed (right)',
         [
           ...percentiles('TimerLateness'),
           latchkeyMetric('TimerLateness', { statistic: 'Maximum', label: 'TimerLateness max' }),
         ],
-        { width: 6 },
+        {
+          width: 6,
+          // A request served a queue on its way and could not arm its lock's timer (its answer stood).
+          right: [latchkeyMetric('TimerArmFailures', { statistic: 'Sum', label: 'TimerArmFailures' })],
+        },
       ),
       new GraphWidget({
         title: 'Notifier stream IteratorAge (ms, max)',
