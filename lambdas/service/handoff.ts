@@ -373,24 +373,21 @@ export class Handoff {
   }
 
   /**
-   * The nodes below `ancestor` whose waits it kept out and no longer does, as its item `after` a
-   * change shows it: each mark is removed (unless written again since) and the node's queue served.
+   * Serves the nodes below `ancestor` whose waits it kept out and no longer does, as its item
+   * `after` a change shows it (each serve arms the node's timer): each mark is removed (unless
+   * written again since). Answers when to look at `ancestor` again, if ever.
    */
-  async wakeBelow(
-    ancestor: string,
-    after?: Item | undefined,
-  ): Promise<{ woken: { node: string; served: ServeResult }[]; lookAgainAt: number | undefined }> {
-    const woken: { node: string; served: ServeResult }[] = [];
-    if (!this.paths.isHierarchical(ancestor)) return { woken, lookAgainAt: undefined };
+  async wakeBelow(ancestor: string, after?: Item | undefined): Promise<number | undefined> {
+    if (!this.paths.isHierarchical(ancestor)) return undefined;
     const item = after ?? (await this.storage.read(lockRef(ancestor)));
     const now = this.clock.now();
     for (const mark of wakesDue(ancestor, item, now)) {
       // Served first, then the mark read is removed: a serve that fails leaves it for the retried
       // batch, and a serve that finds the node still kept out writes a new one, which stays.
-      woken.push({ node: mark.node, served: await this.serve(mark.node, 'required') });
+      await this.serve(mark.node, 'required');
       await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
     }
-    return { woken, lookAgainAt: wakeTimerAt(ancestor, item, now) };
+    return wakeTimerAt(ancestor, item, now);
   }
 
   /**

@@ -54,7 +54,7 @@ export class Notifier {
         }
         // Waits below it that it kept out (hierarchical locks), now that it changed; a lease that
         // keeps them out still is looked at again when it ends.
-        const { lookAgainAt } = await this.handoff.wakeBelow(lock, images.after);
+        const lookAgainAt = await this.handoff.wakeBelow(lock, images.after);
         await this.handoff.pruneBelow(lock, images.after);
         if (lookAgainAt !== undefined) await this.timers.schedule(lock, lookAgainAt);
       }),

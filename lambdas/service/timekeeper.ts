@@ -33,7 +33,7 @@ export class Timekeeper {
     metric('TimerLateness', Math.max(0, -wait));
     await this.handoff.serve(message.lock, 'required');
     // Waits below it that it kept out (hierarchical locks): a lease above them may have lapsed.
-    const { lookAgainAt } = await this.handoff.wakeBelow(message.lock);
+    const lookAgainAt = await this.handoff.wakeBelow(message.lock);
     if (lookAgainAt !== undefined && lookAgainAt > message.due_at)
       await this.timers.schedule(message.lock, lookAgainAt);
   }
