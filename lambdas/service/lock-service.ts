@@ -270,8 +270,12 @@ export class LockService {
     if (cmd.tenure.kind === 'session')
       await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
     const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
-    /** Free, but kept out by its hierarchy (a holder above it, a grant below it): it queues all the same. */
+    /**
+     * It queues all the same: the lock is free but kept out by its hierarchy (a holder above it, a
+     * grant below it), or the lock changed between the read and the grant (`raced`).
+     */
     let keptOut: { seen: Item | undefined } | undefined;
+    let raced = false;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const waiter = newWaiter(withId, wait, now);
@@ -289,6 +293,8 @@ export class LockService {
         this.contended.saw(cmd.name);
         const deadlock = await this.deadlocks.closedBy(waiter);
         if (deadlock?.cycle) return this.refuseAsDeadlock(waiter, deadlock);
+        // Queued beside a lock that may be free: the queue decides, in order, who gets it now.
+        if (raced) await this.serveJoined(cmd.name);
         return { kind: 'queued', wait: pendingOf(waiter) };
       }
       if (connection.length && refusedAt(queued, steps.length - 1))
@@ -339,6 +345,10 @@ export class LockService {
       if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
       if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
       if (grant.kind === 'record') return this.follow(withId, wait, grant.record);
+      // The lock changed between the read and the grant (a busy semaphore frees and fills a slot
+      // every few ms). Racing again may lose again, every time: queue instead, then serve the queue.
+      keptOut = { seen: grant.seen };
+      raced = true;
     }
     throw new LatchkeyError(
       'UNAVAILABLE',
@@ -346,6 +356,21 @@ export class LockService {
       undefined,
       50,
     );
+  }
+
+  /**
+   * Serves the queue a waiter just joined beside a lock that may be free. Best effort: the join's
+   * own stream record has the notifier serve it too, so a failure here leaves the wait queued.
+   */
+  private async serveJoined(name: string): Promise<void> {
+    try {
+      await this.handoff.serve(name);
+    } catch (error) {
+      log('warn', 'could not serve the queue just joined; the stream notifier will', {
+        lock: name,
+        ...describeError(error),
+      });
+    }
   }
 
   /**

@@ -15,8 +15,9 @@
  * The cold-start section (cold-start.ts: every function's bundle as deployed, its size and module
  * load time) needs no DynamoDB. BENCH_SECTIONS picks sections: `cold` (that one), `db` (all the
  * others); default both. BENCH_COLD_RUNS: fresh processes per bundle (default 5). `shared` alone
- * runs only the shared-mode section (shared.ts: readers and writers on one lock, and the cost of
- * granting a run of queued readers), which `db` runs last, in a process of its own like waiting.ts.
+ * runs only the shared-mode section (shared.ts: readers and writers on one lock, a busy semaphore,
+ * and the cost of granting a run of queued readers), which `db` runs last, in a process of its own
+ * like waiting.ts.
  *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  *   BENCH_SECTIONS=cold npm run bench

@@ -6,7 +6,11 @@
  *      connection, holding HOLD_MS, again): grants/s per mode, waits per mode, how long the lock
  *      sat with nobody inside, DynamoDB calls per grant, and a check that no writer overlapped
  *      anyone;
- *   2. the cost of granting a run of k queued readers: a writer holds the lock, k readers queue
+ *   2. a semaphore (BENCH_SEMAPHORE_CLIENTS clients, default 12, on one lock with maxHolders
+ *      BENCH_SEMAPHORE_N, default 3, holding 5–40 ms at random): the same measures, plus the most
+ *      inside at once and the grants per client (FIFO: a busy semaphore must neither starve nor
+ *      turn its waiters away);
+ *   3. the cost of granting a run of k queued readers: a writer holds the lock, k readers queue
  *      behind it (WebSocket), the writer releases, and every DynamoDB call until all k have their
  *      grants is counted, with the items of each TransactWriteItems (one transaction grants up to
  *      MAX_RUN readers: expect ceil(k / MAX_RUN) transactions).
@@ -34,6 +38,8 @@ const READERS = Number(process.env.BENCH_SHARED_READERS ?? 8);
 const WRITERS = Number(process.env.BENCH_SHARED_WRITERS ?? 2);
 const WARM_UP_MS = 2_000;
 const HOLD_MS = 5;
+const SEMAPHORE_CLIENTS = Number(process.env.BENCH_SEMAPHORE_CLIENTS ?? 12);
+const SEMAPHORE_N = Number(process.env.BENCH_SEMAPHORE_N ?? 3);
 /** 17: one more than a transaction's run (MAX_RUN), to show how the rest of the queue is served. */
 const RUN_SIZES = [1, 4, 8, 16, 17];
 
@@ -151,12 +157,39 @@ interface Section {
   exit: number;
 }
 
-async function contention(stack: { url: string; wsUrl: string }, proxy: { take(): Tally }) {
-  const lock = `bench/shared/${randomUUID()}`;
-  const people = [
+/** Who contends for the lock, and how each holds it. */
+interface Scenario {
+  readonly title: string;
+  readonly people: readonly { readonly who: string; readonly mode: 'shared' | 'exclusive' }[];
+  /** A semaphore's N (shared mode only). */
+  readonly maxHolders?: number;
+  /** How long one section holds the lock, in ms. */
+  readonly hold: () => number;
+}
+
+const readersAndWriters: Scenario = {
+  title: `${READERS} readers + ${WRITERS} writers (SDK, WebSocket waits), one lock, hold ${HOLD_MS} ms`,
+  people: [
     ...Array.from({ length: WRITERS }, (_, i) => ({ who: `w${i}`, mode: 'exclusive' as const })),
     ...Array.from({ length: READERS }, (_, i) => ({ who: `r${i}`, mode: 'shared' as const })),
-  ].map((p) => ({
+  ],
+  hold: () => HOLD_MS,
+};
+
+const semaphore: Scenario = {
+  title: `a semaphore of ${SEMAPHORE_N}, ${SEMAPHORE_CLIENTS} SDK clients (WebSocket waits), hold 5–40 ms`,
+  people: Array.from({ length: SEMAPHORE_CLIENTS }, (_, i) => ({ who: `c${i}`, mode: 'shared' as const })),
+  maxHolders: SEMAPHORE_N,
+  hold: () => 5 + Math.random() * 35,
+};
+
+async function contention(
+  stack: { url: string; wsUrl: string },
+  proxy: { take(): Tally },
+  scenario: Scenario,
+) {
+  const lock = `bench/shared/${randomUUID()}`;
+  const people = scenario.people.map((p) => ({
     ...p,
     client: new LockClient({
       endpoint: stack.url,
@@ -182,7 +215,7 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
         let lease: Lease;
         try {
           lease = await client.acquire(lock, {
-            ...(mode === 'shared' ? { mode } : {}),
+            ...(mode === 'shared' ? { mode, maxHolders: scenario.maxHolders } : {}),
             ttlMs: 15_000,
             waitTimeoutMs: 30_000,
           });
@@ -194,7 +227,7 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
         const enter = performance.now();
         const s: Section = { who, mode, token: lease.fencingToken, waitMs: enter - sentAt, enter, exit: 0 };
         sections.push(s);
-        await sleep(HOLD_MS);
+        await sleep(scenario.hold());
         s.exit = performance.now();
         await client
           .release(lease)
@@ -230,13 +263,23 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
     busyUntil = Math.max(busyUntil, s.exit);
   }
   const span = ordered.length ? busyUntil - (ordered[0]?.enter ?? 0) : 0;
+  // The most sections inside at once (a semaphore's N at most; 1 for a writer).
+  const edges = sections.flatMap((s) => [
+    { at: s.enter, by: 1 },
+    { at: s.exit, by: -1 },
+  ]);
+  edges.sort((a, b) => a.at - b.at || a.by - b.by);
+  let inside = 0;
+  let most = 0;
+  for (const e of edges) most = Math.max(most, (inside += e.by));
+  const perClient = people.map((p) => counted.filter((s) => s.who === p.who).length);
   const n = counted.length;
   const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
   const ms = (xs: number[], p: number) => percentile(xs, p).toFixed(1);
   const tokens = sections.map((s) => s.token);
 
   const out = [
-    `\n### Shared: ${READERS} readers + ${WRITERS} writers (SDK, WebSocket waits), one lock, hold ${HOLD_MS} ms, ${seconds.toFixed(1)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
+    `\n### Shared: ${scenario.title}, ${seconds.toFixed(1)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
     '| metric | shared | exclusive |',
     '| --- | --- | --- |',
     `| grants | ${byMode('shared').length} | ${byMode('exclusive').length} |`,
@@ -247,6 +290,8 @@ async function contention(stack: { url: string; wsUrl: string }, proxy: { take()
     '| --- | --- |',
     `| grants/s, all | ${(n / seconds).toFixed(1)} |`,
     `| reader sections entered while another was inside | ${concurrentReads} of ${byMode('shared').length} |`,
+    `| most inside at once${scenario.maxHolders ? ` (at most ${scenario.maxHolders})` : ''} | ${most} |`,
+    `| grants per client min-max | ${Math.min(...perClient)}-${Math.max(...perClient)} |`,
     `| lock idle (nobody inside) | ${span ? ((100 * idle) / span).toFixed(1) : 'n/a'} % of ${(span / 1000).toFixed(1)} s, longest ${longestIdle.toFixed(0)} ms |`,
     `| writer overlapping anyone (must be 0) | ${writerClashes} |`,
     `| duplicate tokens (must be 0) | ${tokens.length - new Set(tokens).size} |`,
@@ -354,7 +399,11 @@ async function main() {
   });
   try {
     console.log('\nshared bench: local stack, DynamoDB through a counting proxy, warming up...');
-    const lines = [...(await runCost(stack, proxy)), ...(await contention(stack, proxy))];
+    const lines = [
+      ...(await runCost(stack, proxy)),
+      ...(await contention(stack, proxy, readersAndWriters)),
+      ...(await contention(stack, proxy, semaphore)),
+    ];
     console.log(lines.join('\n'));
   } finally {
     await stack.stop();
