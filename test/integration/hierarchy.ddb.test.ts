@@ -170,7 +170,9 @@ describe('hierarchical locks on DynamoDB Local', () => {
       }),
     );
     expect(conflicts).toEqual([]);
-    // Everyone got in, parents and children alike (no level starves the other).
+    // Everyone got in, parents and children alike, by the end. Not that no level waits on the
+    // other: while the parent's queue never empties, the children wait until it does (README,
+    // Hierarchies: waiting across levels is writer-preferring, not ordered by arrival).
     expect(grants.size).toBe(12);
     for (const count of grants.values()) expect(count).toBeGreaterThan(0);
     const view = await client('check').inspect(acme);
