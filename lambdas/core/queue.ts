@@ -749,12 +749,18 @@ export function onLockChange(
   // serves the queue when it ends (a shared head was served by the session's end).
   const writersBlocked = writersBlockedUntil(after, now);
   if (writersBlocked !== undefined) return { serve: false, lookBy: writersBlocked };
-  if (released) return { serve: false, lookBy: releaseBackupAt(released, now) };
+  // Released, and its releaser serves what it saw queued. A waiter that joined after the release
+  // (one that lost the race for the free lock queues all the same) was not seen: serve it.
+  if (released && queuedCount(after) <= queuedCount(released))
+    return { serve: false, lookBy: releaseBackupAt(released, now) };
+  if (released) return { serve: true, lookBy: undefined };
   // The last shared holders left (released, ended): their releaser serves inline; should it have
   // died first, a timer serves the queue at their lease end or within RELEASER_BACKUP_MS.
   const gone = sharedEntries(before).filter(
     (e) => !sharedEntries(after).some((a) => a.slot === e.slot && a.fencingToken === e.fencingToken),
   );
+  // A waiter joined in the same batch: those releasers may not have seen it.
+  if (gone.length > 0 && queuedCount(after) > queuedCount(before)) return { serve: true, lookBy: undefined };
   if (gone.length > 0) {
     const ends = gone.map((e) => e.expiresAt ?? now + RELEASER_BACKUP_MS);
     return { serve: false, lookBy: Math.min(now + RELEASER_BACKUP_MS, ...ends) };

@@ -292,10 +292,12 @@ export class LockService {
         auditWait(waiter);
         this.contended.saw(cmd.name);
         const deadlock = await this.deadlocks.closedBy(waiter);
-        if (deadlock?.cycle) return this.refuseAsDeadlock(waiter, deadlock);
+        const result: AcquireResult = deadlock?.cycle
+          ? await this.refuseAsDeadlock(waiter, deadlock)
+          : { kind: 'queued', wait: pendingOf(waiter) };
         // Queued beside a lock that may be free: the queue decides, in order, who gets it now.
-        if (raced) await this.serveJoined(cmd.name);
-        return { kind: 'queued', wait: pendingOf(waiter) };
+        if (raced && result.kind === 'queued') await this.serveJoined(cmd.name);
+        return result;
       }
       if (connection.length && refusedAt(queued, steps.length - 1))
         throw await this.connectionRefused(waiter);
@@ -325,6 +327,13 @@ export class LockService {
         const prune = decision.outcome.acquired ? undefined : pruneLapsedWrite(seen, now);
         if (prune) {
           await this.paths.write(cmd.name, prune, { seen });
+          continue;
+        }
+        // Queuing all the same was refused for the lock's TTL state (a holder through a session came
+        // or went): it is held now, so a plain enqueue will stand. A wait is never answered at once.
+        if (!decision.outcome.acquired && keptOut) {
+          keptOut = undefined;
+          raced = false;
           continue;
         }
         return { kind: 'done', outcome: decision.outcome };

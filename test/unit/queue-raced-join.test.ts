@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { liveEntries } from '../../lambdas/core/holders';
 import type { Step } from '../../lambdas/core/items';
 import { type Grant, liveHolder } from '../../lambdas/core/lock';
-import { LOCK, QueueHarness } from '../support/queue-harness';
+import type { StreamRecord } from '../../lambdas/service/stream-changes';
+import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
 const SEMAPHORE = { mode: 'shared', maxHolders: 3 } as const;
 
@@ -20,16 +21,34 @@ const SEMAPHORE = { mode: 'shared', maxHolders: 3 } as const;
  * many such races there were.
  */
 function raceEveryGrant(h: QueueHarness, interfere: () => Promise<unknown>): () => number {
-  const transact = h.memory.transact.bind(h.memory);
   let races = 0;
+  interceptTransactions(h, async (steps) => {
+    if (!grantsAtOnce(steps)) return;
+    races++;
+    await interfere();
+  });
+  return () => races;
+}
+
+/** A transaction that grants the lock at once: a lock write with no waiter in it. */
+const grantsAtOnce = (steps: readonly Step[]) =>
+  steps[0]?.ref.kind === 'lock' && !steps.some((s) => s.ref.kind === 'waiter');
+
+/** Runs `before` ahead of every transaction (not of those it runs itself). */
+function interceptTransactions(h: QueueHarness, before: (steps: readonly Step[]) => Promise<void>) {
+  const transact = h.memory.transact.bind(h.memory);
+  let inside = false;
   h.memory.transact = async (steps: readonly Step[]) => {
-    if (steps[0]?.ref.kind === 'lock' && !steps.some((s) => s.ref.kind === 'waiter')) {
-      races++;
-      await interfere();
+    if (!inside) {
+      inside = true;
+      try {
+        await before(steps);
+      } finally {
+        inside = false;
+      }
     }
     return transact(steps);
   };
-  return () => races;
 }
 
 const renewOf = (h: QueueHarness, g: Grant) => () =>
@@ -87,15 +106,75 @@ describe('a waiting acquire that loses the race for a free lock', () => {
     expect(h.framesTo('cc', 'granted')).toHaveLength(1);
   });
 
-  it('behind a waiter already queued: joins behind it, not ahead', async () => {
+  it('behind a waiter that queued during the race: joins behind it, and is served after it', async () => {
     const h = new QueueHarness();
-    const a = await h.hold('a', { ...SEMAPHORE, maxHolders: 1, ttl: 5_000 });
-    h.now += 1;
-    expect((await h.wait('b', { ...SEMAPHORE, maxHolders: 1, connection: 'cb' })).kind).toBe('queued');
-    h.now += 1;
-    expect((await h.wait('c', { ...SEMAPHORE, maxHolders: 1, connection: 'cc' })).kind).toBe('queued');
-    await h.services.locks.release({ ...a, name: LOCK, mode: 'shared' });
-    expect(liveEntries(h.item, h.now).map((e) => e.clientId)).toEqual(['b']);
+    const one = { ...SEMAPHORE, maxHolders: 1 };
+    let x: Grant | undefined;
+    const races = raceEveryGrant(h, async () => {
+      if (x) return;
+      x = await h.hold('x', { ...one, ttl: 5_000 });
+      h.now += 1;
+      expect((await h.wait('y', { ...one, connection: 'cy' })).kind).toBe('queued');
+      h.now += 1;
+    });
+    expect((await h.wait('c', { ...one, connection: 'cc' })).kind).toBe('queued');
+    expect(races()).toBe(1);
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['y', 'c']);
+    await h.release(x as Grant);
+    expect(liveEntries(h.item, h.now).map((e) => e.clientId)).toEqual(['y']);
     expect(h.framesTo('cc', 'granted')).toHaveLength(0);
+  });
+
+  it('when queuing all the same is refused because a session holder came or went: queues the plain way, never answered at once', async () => {
+    const h = new QueueHarness();
+    const s = await h.services.sessions.create(OWNER, 's', { ttlMs: 60_000, graceMs: 0, lockDelayMs: 0 });
+    let step = 0;
+    let held: Grant | undefined;
+    // The grant loses to a holder through a session; before the join lands, that holder leaves and
+    // one with a lease takes the lock: the join's TTL condition (some session held) no longer holds.
+    interceptTransactions(h, async (steps) => {
+      if (step === 0 && grantsAtOnce(steps)) {
+        step = 1;
+        held = await h.hold('s', { session: s.id });
+      } else if (step === 1 && steps.some((x) => x.ref.kind === 'waiter')) {
+        step = 2;
+        await h.release(held as Grant);
+        await h.hold('x', { ttl: 5_000 });
+      }
+    });
+    const c = await h.wait('c', { connection: 'cc', requestId: 'rc' });
+    expect(step).toBe(2);
+    expect(c.kind).toBe('queued');
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+    expect(h.record('c', 'rc')?.state).toBe('queued');
+  });
+
+  it('when its own serve fails: the stream notifier serves it, though the lock was released in the same batch', async () => {
+    const h = new QueueHarness();
+    const records: StreamRecord[] = [];
+    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
+    let x: Grant | undefined;
+    let released = false;
+    // The grant loses to x, which releases (seeing nobody queued: it serves nothing) before the join.
+    interceptTransactions(h, async (steps) => {
+      if (!x && grantsAtOnce(steps)) x = await h.hold('x', { ttl: 30_000 });
+      else if (x && !released && steps.some((s) => s.ref.kind === 'waiter')) {
+        released = true;
+        await h.release(x);
+      }
+    });
+    const serve = h.services.handoff.serve.bind(h.services.handoff);
+    h.services.handoff.serve = async () => {
+      throw new Error('throttled');
+    };
+    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+    h.services.handoff.serve = serve;
+    expect(released).toBe(true);
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+    // One batch: x's grant, x's release, c's join.
+    await h.services.notifier.handle(records.splice(0));
+    expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
+    expect(h.framesTo('cc', 'granted')).toHaveLength(1);
   });
 });
