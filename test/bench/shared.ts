@@ -271,7 +271,10 @@ async function contention(
   edges.sort((a, b) => a.at - b.at || a.by - b.by);
   let inside = 0;
   let most = 0;
-  for (const e of edges) most = Math.max(most, (inside += e.by));
+  for (const e of edges) {
+    inside += e.by;
+    most = Math.max(most, inside);
+  }
   const perClient = people.map((p) => counted.filter((s) => s.who === p.who).length);
   const n = counted.length;
   const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
