@@ -749,18 +749,19 @@ export function onLockChange(
   // serves the queue when it ends (a shared head was served by the session's end).
   const writersBlocked = writersBlockedUntil(after, now);
   if (writersBlocked !== undefined) return { serve: false, lookBy: writersBlocked };
-  // Released, and its releaser serves what it saw queued. A waiter that joined after the release
-  // (one that lost the race for the free lock queues all the same) was not seen: serve it.
-  if (released && queuedCount(after) <= queuedCount(released))
-    return { serve: false, lookBy: releaseBackupAt(released, now) };
+  // Released: its releaser serves the queue if it saw anyone queued. If it saw nobody, whoever is
+  // queued now joined after it (a waiter that lost the race for the free lock queues all the
+  // same, and serves the queue itself, which may have failed): serve it.
+  if (released && queuedCount(released) > 0) return { serve: false, lookBy: releaseBackupAt(released, now) };
   if (released) return { serve: true, lookBy: undefined };
   // The last shared holders left (released, ended): their releaser serves inline; should it have
   // died first, a timer serves the queue at their lease end or within RELEASER_BACKUP_MS.
   const gone = sharedEntries(before).filter(
     (e) => !sharedEntries(after).some((a) => a.slot === e.slot && a.fencingToken === e.fencingToken),
   );
-  // A waiter joined in the same batch: those releasers may not have seen it.
-  if (gone.length > 0 && queuedCount(after) > queuedCount(before)) return { serve: true, lookBy: undefined };
+  // Nobody was queued when the batch began: whoever is now joined meanwhile, perhaps after the
+  // last of those releases (which then served nobody), so serve it.
+  if (gone.length > 0 && queuedCount(before) === 0) return { serve: true, lookBy: undefined };
   if (gone.length > 0) {
     const ends = gone.map((e) => e.expiresAt ?? now + RELEASER_BACKUP_MS);
     return { serve: false, lookBy: Math.min(now + RELEASER_BACKUP_MS, ...ends) };

@@ -177,4 +177,36 @@ describe('a waiting acquire that loses the race for a free lock', () => {
     expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
     expect(h.framesTo('cc', 'granted')).toHaveLength(1);
   });
+
+  it('when its own serve fails after the last reader left: the notifier serves it', async () => {
+    const h = new QueueHarness();
+    const records: StreamRecord[] = [];
+    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
+    let x: Grant | undefined;
+    let firstBatch = 0;
+    let released = false;
+    // c (a writer) loses the free lock to a reader, x, which leaves (seeing nobody queued: it serves
+    // nobody) before c's join lands. The notifier reads x's grant in one batch, the rest in the next.
+    interceptTransactions(h, async (steps) => {
+      if (!x && grantsAtOnce(steps)) {
+        x = await h.hold('x', { mode: 'shared', ttl: 30_000 });
+        firstBatch = records.length;
+      } else if (x && !released && steps.some((s) => s.ref.kind === 'waiter')) {
+        released = true;
+        await h.release(x);
+      }
+    });
+    const serve = h.services.handoff.serve.bind(h.services.handoff);
+    h.services.handoff.serve = async () => {
+      throw new Error('throttled');
+    };
+    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+    h.services.handoff.serve = serve;
+    expect(released).toBe(true);
+    expect(liveEntries(h.item, h.now)).toEqual([]);
+    await h.services.notifier.handle(records.splice(0, firstBatch));
+    await h.services.notifier.handle(records.splice(0));
+    expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
+    expect(h.framesTo('cc', 'granted')).toHaveLength(1);
+  });
 });
