@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { liveEntries } from '../../lambdas/core/holders';
 import type { Step } from '../../lambdas/core/items';
-import { type Grant, liveHolder } from '../../lambdas/core/lock';
+import { type Grant, type LockMode, liveHolder } from '../../lambdas/core/lock';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
@@ -151,27 +151,7 @@ describe('a waiting acquire that loses the race for a free lock', () => {
 
   it('when its own serve fails: the stream notifier serves it, though the lock was released in the same batch', async () => {
     const h = new QueueHarness();
-    const records: StreamRecord[] = [];
-    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
-    let x: Grant | undefined;
-    let released = false;
-    // The grant loses to x, which releases (seeing nobody queued: it serves nothing) before the join.
-    interceptTransactions(h, async (steps) => {
-      if (!x && grantsAtOnce(steps)) x = await h.hold('x', { ttl: 30_000 });
-      else if (x && !released && steps.some((s) => s.ref.kind === 'waiter')) {
-        released = true;
-        await h.release(x);
-      }
-    });
-    const serve = h.services.handoff.serve.bind(h.services.handoff);
-    h.services.handoff.serve = async () => {
-      throw new Error('throttled');
-    };
-    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
-    h.services.handoff.serve = serve;
-    expect(released).toBe(true);
-    expect(liveHolder(h.item, h.now)).toBeUndefined();
-    expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+    const { records } = await joinAfterTheWinnerLeft(h, 'exclusive');
     // One batch: x's grant, x's release, c's join.
     await h.services.notifier.handle(records.splice(0));
     expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
@@ -180,33 +160,47 @@ describe('a waiting acquire that loses the race for a free lock', () => {
 
   it('when its own serve fails after the last reader left: the notifier serves it', async () => {
     const h = new QueueHarness();
-    const records: StreamRecord[] = [];
-    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
-    let x: Grant | undefined;
-    let firstBatch = 0;
-    let released = false;
-    // c (a writer) loses the free lock to a reader, x, which leaves (seeing nobody queued: it serves
-    // nobody) before c's join lands. The notifier reads x's grant in one batch, the rest in the next.
-    interceptTransactions(h, async (steps) => {
-      if (!x && grantsAtOnce(steps)) {
-        x = await h.hold('x', { mode: 'shared', ttl: 30_000 });
-        firstBatch = records.length;
-      } else if (x && !released && steps.some((s) => s.ref.kind === 'waiter')) {
-        released = true;
-        await h.release(x);
-      }
-    });
-    const serve = h.services.handoff.serve.bind(h.services.handoff);
-    h.services.handoff.serve = async () => {
-      throw new Error('throttled');
-    };
-    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
-    h.services.handoff.serve = serve;
-    expect(released).toBe(true);
-    expect(liveEntries(h.item, h.now)).toEqual([]);
-    await h.services.notifier.handle(records.splice(0, firstBatch));
+    const { records, upToGrant } = await joinAfterTheWinnerLeft(h, 'shared');
+    // x's grant in one batch; x leaving and c's join in the next.
+    await h.services.notifier.handle(records.splice(0, upToGrant));
     await h.services.notifier.handle(records.splice(0));
     expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
     expect(h.framesTo('cc', 'granted')).toHaveLength(1);
   });
 });
+
+/**
+ * c waits for the free lock and loses it to x (taking it in `mode`); x leaves, seeing nobody
+ * queued (so it serves nobody), before c's join lands; c's own serve of the queue fails. Answers
+ * the stream records written, and how many of them came up to x's grant.
+ */
+async function joinAfterTheWinnerLeft(h: QueueHarness, mode: LockMode) {
+  const records: StreamRecord[] = [];
+  h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
+  let x: Grant | undefined;
+  let upToGrant = 0;
+  let released = false;
+  interceptTransactions(h, async (steps) => {
+    if (!x && grantsAtOnce(steps)) {
+      x = await h.hold('x', { mode, ttl: 30_000 });
+      upToGrant = records.length;
+    } else if (x && !released && steps.some((s) => s.ref.kind === 'waiter')) {
+      released = true;
+      await h.release(x);
+    }
+  });
+  const serve = h.services.handoff.serve.bind(h.services.handoff);
+  h.services.handoff.serve = async () => {
+    throw new Error('throttled');
+  };
+  try {
+    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+  } finally {
+    h.services.handoff.serve = serve;
+  }
+  expect(released).toBe(true);
+  expect(liveHolder(h.item, h.now)).toBeUndefined();
+  expect(liveEntries(h.item, h.now)).toEqual([]);
+  expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+  return { records, upToGrant };
+}
