@@ -279,6 +279,11 @@ async function contention(
   const n = counted.length;
   const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
   const ms = (xs: number[], p: number) => percentile(xs, p).toFixed(1);
+  /** p50 / p99 / max of a mode's waits, or a dash when nobody waited in that mode. */
+  const waitCell = (m: Section['mode']) => {
+    const xs = waits(m);
+    return xs.length ? `${ms(xs, 0.5)} / ${ms(xs, 0.99)} / ${(xs.at(-1) as number).toFixed(0)}` : '–';
+  };
   const tokens = sections.map((s) => s.token);
 
   const out = [
@@ -287,7 +292,7 @@ async function contention(
     '| --- | --- | --- |',
     `| grants | ${byMode('shared').length} | ${byMode('exclusive').length} |`,
     `| grants/s | ${(byMode('shared').length / seconds).toFixed(1)} | ${(byMode('exclusive').length / seconds).toFixed(1)} |`,
-    `| wait p50 / p99 / max ms (acquire sent -> lease) | ${ms(waits('shared'), 0.5)} / ${ms(waits('shared'), 0.99)} / ${(waits('shared').at(-1) ?? NaN).toFixed(0)} | ${ms(waits('exclusive'), 0.5)} / ${ms(waits('exclusive'), 0.99)} / ${(waits('exclusive').at(-1) ?? NaN).toFixed(0)} |`,
+    `| wait p50 / p99 / max ms (acquire sent -> lease) | ${waitCell('shared')} | ${waitCell('exclusive')} |`,
     '',
     '| metric | value |',
     '| --- | --- |',
