@@ -332,12 +332,16 @@ export function enqueueSteps(
   keptOut?: { readonly seen: Item | undefined },
 ): Step[] {
   const ttl = keptOut ? keptOutTtl(keptOut.seen, now) : undefined;
+  // A TTL counted from now must not fall below a lease that holds the lock now (one granted since
+  // the read): queued all the same only while no lease does; a held lock takes a plain join.
+  const noLiveLease = or(missing(LockAttr.expiresAt), le(LockAttr.expiresAt, now));
+  const ttlCondition = ttl && (ttl.gcFrom === undefined ? ttl.condition : and(ttl.condition, noLiveLease));
   const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
   const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
     updateStep(lockRef(w.lock), {
       condition: withOptional(
-        ttl ? and(queueHasRoom, ttl.condition) : and(mustWait(w, now), queueHasRoom),
+        ttlCondition ? and(queueHasRoom, ttlCondition) : and(mustWait(w, now), queueHasRoom),
         sameSemaphore(w),
         notMineAlready(w, now),
         notAlreadyServed(w.requestKey),

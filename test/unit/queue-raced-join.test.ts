@@ -149,6 +149,22 @@ describe('a waiting acquire that loses the race for a free lock', () => {
     expect(h.record('c', 'rc')?.state).toBe('queued');
   });
 
+  it('when a lease takes the lock before the join lands: joins the plain way, leaving the TTL the lease set', async () => {
+    const h = new QueueHarness();
+    let x: Grant | undefined;
+    let ttlOfLease: unknown;
+    raceEveryGrant(h, async () => {
+      if (x) return;
+      x = await h.hold('x', { ttl: 5_000 });
+      ttlOfLease = h.item?.gc_at;
+    });
+    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+    expect(liveHolder(h.item, h.now)?.clientId).toBe('x');
+    // A TTL counted from now would fall below the lease's end (what the simulation checks).
+    expect(h.item?.gc_at).toBe(ttlOfLease);
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['c']);
+  });
+
   it('when its own serve fails: the stream notifier serves it, though the lock was released in the same batch', async () => {
     const h = new QueueHarness();
     const { records } = await joinAfterTheWinnerLeft(h, 'exclusive');
