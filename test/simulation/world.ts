@@ -269,6 +269,8 @@ export class World {
 
   /** Every call of the services waits for its turn; a process may die just before it. */
   async beforeCall(): Promise<void> {
+    // A DynamoDB call takes a few ms: others' calls land meanwhile, so two requests for one lock race.
+    await this.sched.sleep(this.rng.int(1, 4));
     await this.sched.turn();
     if (this.sched.current() && this.rng.chance(this.faults.crash)) {
       this.stats.crashes++;
