@@ -19,7 +19,10 @@
  * - S on a node: no live IX intention on it (nothing below is held exclusively).
  * "Nobody queued" is writer preference across levels: once anyone waits for
  * `a/b`, new grants below it wait too, so a stream of children cannot starve
- * the parent.
+ * the parent. Waits are ordered by arrival across levels the other way too
+ * (yieldToBelow): a serve of `a/b` whose head arrived after a wait below it
+ * that `a/b` keeps out lets that wait in first, so a parent taken back to back
+ * cannot starve its children either.
  *
  * Intention entries are flat attributes `i:<key>:<field>` (the key hashes the
  * descendant's name and token), like shared entries (holders.ts), with counts
@@ -68,6 +71,7 @@ import {
   queuedCount,
   queueIsEmpty,
   SESSION_HOLDER_RETRY_MS,
+  sameFence,
 } from './lock';
 
 // Modes.
@@ -399,7 +403,8 @@ export function nodeGuard(
   }
   // What this write grants is stamped, for later renewals below it to see.
   const made = delta.added.some((g) => g.kind === 'IX') ? 'X' : delta.added.length > 0 ? 'S' : undefined;
-  const stamp = made === undefined ? [] : [set(GrantedAt[made], now)];
+  // A grant of the node ends any standing aside for waits below it (yieldToBelow).
+  const stamp = made === undefined ? [] : [set(GrantedAt[made], now), ...yieldEnds];
   const sessionCondition = and(sessions ? someSessionIntentions : noSessionIntentions, ...since);
   const asked = askedOnNode(delta);
   if (asked === undefined) return { condition: sessionCondition, updates: stamp, ...ttl };
@@ -443,6 +448,8 @@ export function ancestorBlock(
   now: number,
   /** Whether waiters queued for the ancestor count (they do for a new grant, not for a renewal). */
   queue = true,
+  /** When the grant's request arrived, if it waited (its queue's order): the ancestor may yield to it. */
+  arrivedAt?: number,
 ): SubtreeBlock | undefined {
   const block = (
     clientId: string | undefined,
@@ -464,7 +471,7 @@ export function ancestorBlock(
   }
   const delay = blockedUntil(item, now);
   if (delay !== undefined) return block(undefined, delay, false, `${ancestor} is under lock-delay`);
-  if (queue && queuedCount(item) > 0)
+  if (queue && queueKeepsOut(item, arrivedAt))
     return block(undefined, undefined, false, `requests wait for ${ancestor}, and are served first`);
   if (kind === 'IX') {
     const shared = liveEntries(item, now)[0];
@@ -538,6 +545,8 @@ export function ancestorWrite(
   ops: readonly AncestorOp[],
   known: Item | undefined,
   now: number,
+  /** When the request the grants serve arrived, if it waited: the ancestor may have yielded to it. */
+  arrivedAt?: number,
 ): ItemWrite {
   const conditions: Condition[] = [];
   const updates: UpdateAction[] = [];
@@ -594,8 +603,11 @@ export function ancestorWrite(
     }
   }
   if (adds.length > 0) {
-    // Writer preference across levels: nobody new below a lock that requests wait for.
-    conditions.push(queueIsEmpty);
+    // Writer preference across levels: nobody new below a lock that requests wait for, unless
+    // it yielded to waits below it that arrived before its head (yieldToBelow).
+    conditions.push(
+      arrivedAt === undefined ? queueIsEmpty : or(queueIsEmpty, gt(YieldAttr.before, arrivedAt)),
+    );
     updates.push(set(GrantedAt.below, now));
     if (adds.some((op) => op.grant.kind === 'IX')) updates.push(set(GrantedAt.belowX, now));
     // Room for the new entries. Entries that lapsed count until removed: a write from a read that
@@ -647,7 +659,11 @@ export function ancestorWrite(
  */
 export function keptOutTtl(seen: Item | undefined, now: number): { condition: Condition; gcFrom?: number } {
   const ttl = leaseTtl(seen);
-  return ttl.fromNow ? { condition: ttl.condition, gcFrom: now } : { condition: ttl.condition };
+  if (!ttl.fromNow) return { condition: ttl.condition };
+  // Counted from now, it must not fall below a lease that holds the lock now (one granted since
+  // the read, by a serve racing this one): then the write is refused, and that grant's own TTL stands.
+  const noLiveLease = or(missing(LockAttr.expiresAt), le(LockAttr.expiresAt, now));
+  return { condition: and(ttl.condition, noLiveLease), gcFrom: now };
 }
 
 /**
@@ -689,6 +705,7 @@ export function ancestorVerdict(
   ops: readonly AncestorOp[],
   old: Item | undefined,
   now: number,
+  arrivedAt?: number,
 ):
   | { readonly kind: 'blocked'; readonly block: SubtreeBlock }
   | { readonly kind: 'gone'; readonly ops: AncestorOp[] }
@@ -700,7 +717,7 @@ export function ancestorVerdict(
   const holds = ops.filter((op) => op.kind === 'add' || op.kind === 'renew');
   if (holds.length > 0) {
     const kind: IntentionKind = holds.some((op) => op.grant.kind === 'IX') ? 'IX' : 'IS';
-    const block = ancestorBlock(ancestor, old, kind, now, adds.length > 0);
+    const block = ancestorBlock(ancestor, old, kind, now, adds.length > 0, arrivedAt);
     if (block) return adds.length > 0 ? { kind: 'blocked', block } : { kind: 'superseded', block };
   }
   for (const op of ops) {
@@ -737,7 +754,8 @@ export function ancestorVerdict(
 
 /**
  * A wait for a node that an ancestor keeps out (its holder, its queue) leaves a wake mark on that
- * ancestor: `w:<hash of the node's name>` = `<intention kind>:<nonce>:<node>`. Every change of the
+ * ancestor: `w:<hash of the node's name>` = `<intention kind>:<nonce>~<arrived at>:<node>`, the
+ * arrival of the wait's head (marks written before it was recorded have none). Every change of the
  * ancestor's item reaches the stream notifier, which serves the marked node's queue once the
  * ancestor no longer keeps that kind out (wakesDue), then removes the mark it read (a serve that
  * fails leaves it, for the retried batch). A mark written after the
@@ -760,9 +778,11 @@ export function wakeWrite(
   nonce: string,
   /** 'new' where the node has no mark yet (counted, at most MAX_WAKES), 'again' where it has one. */
   variant: 'new' | 'again',
+  /** When the node's waiting head arrived: the ancestor's own queue yields to it if that came later. */
+  arrivedAt: number,
 ): ItemWrite {
   const attr = wakeAttr(node);
-  const value = `${kind}:${nonce}:${node}`;
+  const value = `${kind}:${nonce}~${Math.floor(arrivedAt)}:${node}`;
   return variant === 'again'
     ? { condition: exists(attr), update: [set(attr, value)] }
     : {
@@ -783,6 +803,8 @@ export const MAX_WAKES = 1_000;
 /** How often a node kept out with no mark to wake it is looked at again (each look writes its ancestor). */
 export const WAKE_POLL_MS = 5_000;
 const WAKES = 'wake_count';
+/** How many wake marks an item carries. */
+export const wakeCount = (item: Item | undefined): number => (item && num(item, WAKES)) ?? 0;
 
 /** Why a refused 'new' mark was refused, as the item it returned shows: marked already, full, or gone. */
 export const wakeRefusal = (node: string, old: Item | undefined): 'marked' | 'full' | 'gone' =>
@@ -797,6 +819,9 @@ interface WakeMark {
   readonly attr: string;
   readonly value: string;
   readonly node: string;
+  readonly kind: IntentionKind;
+  /** When the marked wait arrived (undefined: a mark from before arrivals were recorded). */
+  readonly arrivedAt: number | undefined;
   readonly block: SubtreeBlock | undefined;
 }
 
@@ -805,10 +830,13 @@ function wakeMarks(ancestor: string, item: Item | undefined, now: number): WakeM
   const marks: WakeMark[] = [];
   for (const [attr, value] of Object.entries(item)) {
     if (!attr.startsWith(WAKE_PREFIX) || typeof value !== 'string') continue;
-    const [kind = '', nonce = ''] = value.split(':', 2);
-    const node = value.slice(kind.length + nonce.length + 2);
-    const block = ancestorBlock(ancestor, item, kind === 'IS' ? 'IS' : 'IX', now);
-    marks.push({ attr, value, node, block });
+    const [kindText = '', nonce = ''] = value.split(':', 2);
+    const node = value.slice(kindText.length + nonce.length + 2);
+    const arrival = nonce.includes('~') ? Number(nonce.slice(nonce.indexOf('~') + 1)) : Number.NaN;
+    const arrivedAt = Number.isFinite(arrival) ? arrival : undefined;
+    const kind: IntentionKind = kindText === 'IS' ? 'IS' : 'IX';
+    const block = ancestorBlock(ancestor, item, kind, now, true, arrivedAt);
+    marks.push({ attr, value, node, kind, arrivedAt, block });
   }
   return marks;
 }
@@ -828,6 +856,81 @@ export function wakeTimerAt(ancestor: string, item: Item | undefined, now: numbe
   );
   return ends.length > 0 ? Math.min(...ends) : undefined;
 }
+
+// Yielding to waits below.
+
+/**
+ * Set on a lock whose queue lets waits below it in first: `before` is the arrival of the queue's
+ * head it served then (waits below that arrived earlier may take their intentions on it though
+ * its queue is not empty), `at` when it did. A grant of the lock itself removes both.
+ */
+export const YieldAttr = { before: 'yield_before', at: 'yield_at' } as const;
+
+/**
+ * How long a queue's head stands aside for older waits below it. They are usually served within
+ * a stream record or two; a wait below that does not take its turn by then (its own lock is held,
+ * its request gone) does not hold the head up longer.
+ */
+export const YIELD_MS = 2_000;
+
+/**
+ * Whether `item`'s queue keeps out a new grant below it whose request arrived at `arrivedAt`
+ * (undefined: a request that did not wait, which arrived now): anyone queued does, unless the
+ * lock yielded to waits that arrived before its head and this one did.
+ */
+export function queueKeepsOut(item: Item | undefined, arrivedAt: number | undefined): boolean {
+  if (queuedCount(item) === 0) return false;
+  const before = item === undefined ? undefined : num(item, YieldAttr.before);
+  return arrivedAt === undefined || before === undefined || before <= arrivedAt;
+}
+
+export type YieldDecision =
+  /** Nothing older waits below it (or the head stood aside long enough): serve the head. */
+  | { readonly kind: 'serve' }
+  /** Standing aside already: look again at `until` (or when the waits below are served). */
+  | { readonly kind: 'wait'; readonly until: number }
+  /** Stand aside: `write` lets the older waits below in (its stream record serves them). */
+  | { readonly kind: 'yield'; readonly write: ItemWrite; readonly until: number };
+
+/**
+ * Before a free lock is handed to the head of its queue (`headArrivedAt`): whether waits below it
+ * that it keeps out (their wake marks) arrived before that head, and would fit but for its queue.
+ * Then they go first, and the head waits for them like any grant below: ordered by arrival across
+ * levels, so a lock taken back to back cannot starve the waits below it, as writer preference
+ * (ancestorBlock's queue rule) keeps a stream of new grants below from starving the lock.
+ */
+export function yieldToBelow(
+  node: string,
+  item: Item | undefined,
+  headArrivedAt: number,
+  now: number,
+): YieldDecision {
+  const older = wakeMarks(node, item, now).filter(
+    (m) =>
+      m.arrivedAt !== undefined &&
+      m.arrivedAt < headArrivedAt &&
+      ancestorBlock(node, item, m.kind, now, false) === undefined,
+  );
+  if (older.length === 0 || item === undefined) return { kind: 'serve' };
+  const at = num(item, YieldAttr.at);
+  if (num(item, YieldAttr.before) === headArrivedAt && at !== undefined)
+    return now < at + YIELD_MS ? { kind: 'wait', until: at + YIELD_MS } : { kind: 'serve' };
+  return {
+    kind: 'yield',
+    until: now + YIELD_MS,
+    write: {
+      // Still free and waited for as read (a grant since moves the fencing counter).
+      condition: and(gt(LockAttr.queued, 0), sameFence(item)),
+      update: [set(YieldAttr.before, headArrivedAt), set(YieldAttr.at, now)],
+    },
+  };
+}
+
+/**
+ * What a grant of the lock itself removes: it no longer stands aside. Unconditionally: a yield
+ * written after the grant's read is not pinned on.
+ */
+const yieldEnds: UpdateAction[] = [remove(YieldAttr.before), remove(YieldAttr.at)];
 
 /** Removes a mark, unless it was written again since (then its new writer is waiting on it). */
 export const clearWakeWrite = (attr: string, value: string): ItemWrite => ({

@@ -36,7 +36,7 @@ import {
   or,
   set,
 } from './expr';
-import { intentionsEased, keptOutTtl } from './hierarchy';
+import { intentionsEased, keptOutTtl, wakeCount } from './hierarchy';
 import {
   entryAttr,
   entryCount,
@@ -331,11 +331,10 @@ export function enqueueSteps(
   limits: QueueLimits,
   keptOut?: { readonly seen: Item | undefined },
 ): Step[] {
-  const ttl = keptOut ? keptOutTtl(keptOut.seen, now) : undefined;
-  // A TTL counted from now must not fall below a lease that holds the lock now (one granted since
+  // A TTL counted from now never falls below a lease that holds the lock now (one granted since
   // the read): queued all the same only while no lease does; a held lock takes a plain join.
-  const noLiveLease = or(missing(LockAttr.expiresAt), le(LockAttr.expiresAt, now));
-  const ttlCondition = ttl && (ttl.gcFrom === undefined ? ttl.condition : and(ttl.condition, noLiveLease));
+  const ttl = keptOut ? keptOutTtl(keptOut.seen, now) : undefined;
+  const ttlCondition = ttl?.condition;
   const queueHasRoom = or(missing(LockAttr.queued), lt(LockAttr.queued, limits.maxQueueLength));
   const principalShare = Math.max(1, Math.ceil(limits.maxWaitersPerPrincipal / QUOTA_SHARDS));
   return [
@@ -771,11 +770,12 @@ export function onLockChange(
     return { serve: false, lookBy: Math.min(now + RELEASER_BACKUP_MS, ...ends) };
   }
   // Free with waiters. In a hierarchical namespace that can last (a holder above it, a grant below
-  // it keeps the head out), so serve it again whenever its queue moves (a new head may fit) or a
-  // grant below it ends.
+  // it keeps the head out), so serve it again whenever its queue moves (a new head may fit), a
+  // grant below it ends, or a wait below it was served (its head may have stood aside for it).
   const queueMoved = hierarchical && queuedCount(after) !== queuedCount(before);
+  const wokeBelow = hierarchical && wakeCount(after) < wakeCount(before);
   return {
-    serve: !alreadyWaiting(before, after) || queueMoved || intentionsEased(before, after),
+    serve: !alreadyWaiting(before, after) || queueMoved || wokeBelow || intentionsEased(before, after),
     lookBy: undefined,
   };
 }

@@ -16,6 +16,7 @@ import {
   WAKE_POLL_MS,
   wakesDue,
   wakeTimerAt,
+  yieldToBelow,
 } from '../core/hierarchy';
 import { liveEntries } from '../core/holders';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
@@ -178,6 +179,11 @@ export class Handoff {
         if (plan.expired.length && !snapshot.complete) continue;
         return { kind: 'idle' };
       }
+      if (this.paths.isHierarchical(name)) {
+        const aside = await this.standAside(name, snapshot.lock, plan.head, now);
+        if (aside === 'again') continue;
+        if (aside) return aside;
+      }
       const writeId = this.ids();
       // In a hierarchy the transaction also writes every ancestor: a run of readers is cut to fit.
       const room = TRANSACTION_ITEMS - this.paths.ancestorCount(name);
@@ -194,12 +200,14 @@ export class Handoff {
       const { steps, grants } = built;
       let result: TransactResult;
       try {
-        result = await this.handoffWrite(name, steps, writeId, snapshot.lock);
+        const arrivedAt = Math.max(...run.map((w) => w.arrivedAt));
+        result = await this.handoffWrite(name, steps, writeId, snapshot.lock, arrivedAt);
       } catch (error) {
         // Kept out by its hierarchy: served again when that changes (a mark above it, a timer at
         // the blocking lease's end, or the stream showing the grants below it gone).
         if (error instanceof SubtreeConflict) {
-          const mark = await this.paths.markWake(name, error.block, intentionFor(plan.head.mode), this.ids());
+          const kind = intentionFor(plan.head.mode);
+          const mark = await this.paths.markWake(name, error.block, kind, this.ids(), plan.head.arrivedAt);
           if (mark === 'gone') continue;
           // The queue may now wait longer than whatever last set the lock item's TTL: keep it as long.
           await this.storage.write(lockRef(name), keepQueueWrite(snapshot.lock, now));
@@ -261,6 +269,28 @@ export class Handoff {
   }
 
   /**
+   * A hierarchical lock free for its queue's head, with waits below it that it kept out and that
+   * arrived before that head: they go first (core/hierarchy.ts yieldToBelow). Answers what this
+   * serve comes to then (held: looked at again when the head has stood aside long enough, unless
+   * the grants below end first, which serves it), 'again' when the lock changed since the read, or
+   * undefined: serve the head.
+   */
+  private async standAside(
+    name: string,
+    lock: Item | undefined,
+    head: Waiter,
+    now: number,
+  ): Promise<ServeResult | 'again' | undefined> {
+    const decision = yieldToBelow(name, lock, head.arrivedAt, now);
+    if (decision.kind === 'serve') return undefined;
+    if (decision.kind === 'yield') {
+      const written = await this.storage.write(lockRef(name), decision.write);
+      if (!written.ok) return 'again';
+    }
+    return { kind: 'held', lookAt: decision.until, lock, waiting: true };
+  }
+
+  /**
    * Releases `release`'s grant and hands the lock to the head of its queue in
    * one transaction, from one read of the queue: a contended release in two
    * calls, where a release that finds waiters and then serves them takes
@@ -309,11 +339,16 @@ export class Handoff {
     steps: Step[],
     writeId: string,
     seen: Item | undefined,
+    /** When the waiters it serves arrived (the latest of them): ancestors may have yielded to them. */
+    arrivedAt?: number,
   ): Promise<TransactResult> {
     const ours = (lock: Item | undefined) => lock?.[LockAttr.lastWrite] === writeId;
     let result: TransactResult;
     try {
-      result = await this.paths.transact(name, steps, { seen });
+      result = await this.paths.transact(name, steps, {
+        seen,
+        ...(arrivedAt === undefined ? {} : { arrivedAt }),
+      });
     } catch (error) {
       if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
       for (let attempt = 0; ; attempt++) {

@@ -127,11 +127,15 @@ export class Paths {
   async transact(
     name: string,
     steps: readonly Step[],
-    seen?: { readonly seen: Item | undefined },
+    seen?: {
+      readonly seen: Item | undefined;
+      /** When the request its grants serve arrived, if it waited (ancestors may yield to it). */
+      readonly arrivedAt?: number;
+    },
   ): Promise<TransactResult> {
     if (!this.isHierarchical(name)) return this.storage.transact(steps);
     const cursor: Cursor = seen ? { seen: seen.seen } : { seen: await this.storage.read(lockRef(name)) };
-    return (await this.onPath(name, steps, cursor)).result;
+    return (await this.onPath(name, steps, cursor, seen?.arrivedAt)).result;
   }
 
   /**
@@ -144,11 +148,13 @@ export class Paths {
     block: SubtreeBlock,
     kind: IntentionKind,
     nonce: string,
+    /** When the node's waiting head arrived. */
+    arrivedAt: number,
   ): Promise<'marked' | 'full' | 'gone'> {
     if (!node.startsWith(`${block.lock}/`)) return 'marked';
     const ref = lockRef(block.lock);
     const fresh = await this.storage
-      .write(ref, wakeWrite(node, kind, nonce, 'new'))
+      .write(ref, wakeWrite(node, kind, nonce, 'new', arrivedAt))
       .catch((error: unknown) => {
         // The ancestor's item has no room left (DynamoDB's 400 KB): a timer looks again instead.
         if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS') return undefined;
@@ -159,13 +165,16 @@ export class Paths {
     const why = wakeRefusal(node, fresh.old);
     if (why !== 'marked') return why;
     // Marked already: written again, with this nonce (unless served and removed just now: then full's timer).
-    return (await this.storage.write(ref, wakeWrite(node, kind, nonce, 'again'))).ok ? 'marked' : 'full';
+    return (await this.storage.write(ref, wakeWrite(node, kind, nonce, 'again', arrivedAt))).ok
+      ? 'marked'
+      : 'full';
   }
 
   private async onPath(
     name: string,
     steps: readonly Step[],
     cursor: Cursor,
+    arrivedAt?: number,
   ): Promise<{ result: TransactResult; item?: Item }> {
     const node = steps[0];
     if (node?.kind !== 'update') throw new Error('a path write starts with an update of its lock');
@@ -206,7 +215,7 @@ export class Paths {
         .map((x) => ({
           a: x.a,
           ops: x.ops,
-          step: updateStep(lockRef(x.a), ancestorWrite(x.a, name, x.ops, known.get(x.a), now)),
+          step: updateStep(lockRef(x.a), ancestorWrite(x.a, name, x.ops, known.get(x.a), now, arrivedAt)),
         }));
       const all = [nodeStep, ...steps.slice(1), ...pathSteps.map((p) => p.step)];
       // Refused by what this adds (the pin, the guard) while the caller's own condition still holds
@@ -235,7 +244,7 @@ export class Paths {
         const at = steps.length + i;
         if (!refusedAt(result, at)) continue;
         const old = oldAt(result, at);
-        const verdict = ancestorVerdict(p.a, name, p.ops, old, now);
+        const verdict = ancestorVerdict(p.a, name, p.ops, old, now, arrivedAt);
         if (verdict.kind === 'blocked') throw new SubtreeConflict(verdict.block);
         if (verdict.kind === 'superseded') throw superseded(name, verdict.block);
         if (verdict.kind === 'full')

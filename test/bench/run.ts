@@ -16,8 +16,9 @@
  * load time) needs no DynamoDB. BENCH_SECTIONS picks sections: `cold` (that one), `db` (all the
  * others); default both. BENCH_COLD_RUNS: fresh processes per bundle (default 5). `shared` alone
  * runs only the shared-mode section (shared.ts: readers and writers on one lock, a busy semaphore,
- * and the cost of granting a run of queued readers), which `db` runs last, in a process of its own
- * like waiting.ts.
+ * and the cost of granting a run of queued readers), `tree` only the one on waiting across the
+ * levels of a hierarchy (tree-fairness.ts); `db` runs both last, each in a process of its own like
+ * waiting.ts.
  *
  *   BENCH_SECONDS=5 BENCH_WAIT_SECONDS=15 npm run bench
  *   BENCH_SECTIONS=cold npm run bench
@@ -90,39 +91,27 @@ const fmt = (r: Result) =>
   `${r.label.padEnd(44)} ${String(r.concurrency).padStart(3)}  ${r.pairsPerSecond.toFixed(0).padStart(7)}  ${r.p50.toFixed(1).padStart(7)}  ${r.p99.toFixed(1).padStart(7)}`;
 
 /**
- * Runs waiting.ts in a child process (same tsx loader) with a DynamoDB Local of its own: the one
- * the earlier sections filled (10,000 sessions, several tables with streams) answers several times
- * slower, which would measure DynamoDB Local rather than the handoff.
+ * Runs a section in a child process (same tsx loader) with a DynamoDB Local of its own:
+ * waiting.ts, shared.ts and tree-fairness.ts each start a local stack (handlers configure
+ * themselves once per process), and the DynamoDB Local the earlier sections filled (10,000
+ * sessions, several tables with streams) answers several times slower, which would measure
+ * DynamoDB Local rather than the handoff.
  */
-function waitingSection(): Promise<void> {
+function childSection(file: string): Promise<void> {
   const env = { ...process.env };
   delete env.BENCH_DYNAMO_ENDPOINT;
   const child = spawn(
     process.execPath,
-    [...process.execArgv, fileURLToPath(new URL('./waiting.ts', import.meta.url))],
-    { stdio: 'inherit', env },
+    [...process.execArgv, fileURLToPath(new URL(file, import.meta.url))],
+    {
+      stdio: 'inherit',
+      env,
+    },
   );
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(`waiting section failed: ${signal ?? `exit ${code}`}`)),
-    );
-  });
-}
-
-/** Runs shared.ts in a child process with a DynamoDB Local of its own, as waitingSection does. */
-function sharedSection(): Promise<void> {
-  const env = { ...process.env };
-  delete env.BENCH_DYNAMO_ENDPOINT;
-  const child = spawn(
-    process.execPath,
-    [...process.execArgv, fileURLToPath(new URL('./shared.ts', import.meta.url))],
-    { stdio: 'inherit', env },
-  );
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(`shared section failed: ${signal ?? `exit ${code}`}`)),
+      code === 0 ? resolve() : reject(new Error(`${file} failed: ${signal ?? `exit ${code}`}`)),
     );
   });
 }
@@ -130,7 +119,8 @@ function sharedSection(): Promise<void> {
 async function main() {
   if (!SECTIONS.has('db')) {
     if (SECTIONS.has('cold')) for (const line of await coldStartSection()) console.log(line);
-    if (SECTIONS.has('shared')) await sharedSection();
+    if (SECTIONS.has('shared')) await childSection('./shared.ts');
+    if (SECTIONS.has('tree')) await childSection('./tree-fairness.ts');
     return;
   }
   const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
@@ -263,11 +253,12 @@ async function main() {
   await stack.stop();
   try {
     for (const line of await sessionsSection(dynamo.endpoint)) console.log(line);
-    if (WAIT_SECONDS > 0) await waitingSection();
+    if (WAIT_SECONDS > 0) await childSection('./waiting.ts');
   } finally {
     await dynamo.stop();
   }
-  await sharedSection();
+  await childSection('./shared.ts');
+  await childSection('./tree-fairness.ts');
 }
 
 main().catch((error: unknown) => {

@@ -245,7 +245,13 @@ class World {
     const modeOf = (g: Grant) => (g.mode === 'exclusive' ? 'X' : 'S');
     const item = (n: string) => this.memory.readNow(lockRef(n));
     const queued = (n: string) => queuedCount(item(n)) > 0;
-    if ((!head && queued(name)) || ancestorsOf(name, PREFIXES).some(queued)) return false;
+    // Across levels waits go in order of arrival: a queue's head waits for an older wait below its
+    // lock that fits, and a wait below waits for an ancestor's queue only if that queue's head is older.
+    const firstWaiting = (n: string) => this.memory.queueNow(n).waiters.find((w) => w.deadline > this.now);
+    const arrived = head ? firstWaiting(name)?.arrivedAt : undefined;
+    const keptOut = (a: string) =>
+      queued(a) && (arrived === undefined || (firstWaiting(a)?.arrivedAt ?? -Infinity) <= arrived);
+    if ((!head && queued(name)) || ancestorsOf(name, PREFIXES).some(keptOut)) return false;
     // Lock-delay after a session expired: its holder may still be at work, on the lock and below it.
     const delayed = (n: string) => blockedUntil(item(n), this.now) !== undefined;
     const writersDelayed = (n: string) => writersBlockedUntil(item(n), this.now) !== undefined;
@@ -407,6 +413,25 @@ const noOpWritesLooped: [Op, Fault | undefined][] = (
   ] as Op[]
 ).map((op) => [op, undefined]);
 
+/**
+ * Found by 3,000 runs of the properties before waits across levels were ordered by arrival: c0's
+ * wait for t/a/b, kept out by a shared holder of t/a, was still kept out once that holder left,
+ * by a wait for t/a that came after it.
+ */
+const olderWaitBelow: Op[] = [
+  { op: 'wait', client: 0, name: 0, mode: 'shared', ttl: 500, waitMs: 500 },
+  { op: 'wait', client: 0, name: 3, mode: 'shared', ttl: 500, waitMs: 500 },
+  { op: 'wait', client: 1, name: 0, mode: 'shared', ttl: 500, waitMs: 500 },
+  { op: 'wait', client: 0, name: 1, mode: 'exclusive', ttl: 500, waitMs: 500 },
+  { op: 'tick', ms: 1 },
+  { op: 'release', pick: 0 },
+  { op: 'renew', pick: 0, ttl: 500 },
+  { op: 'wait', client: 0, name: 0, mode: 'exclusive', ttl: 500, waitMs: 500 },
+  { op: 'lateRenew', pick: 0, ttl: 500 },
+  { op: 'acquire', client: 0, name: 0, mode: 'shared', session: false, ttl: 500 },
+  { op: 'release', pick: 797231737 },
+];
+
 describe('hierarchical locks (multiple-granularity locking)', () => {
   it('the compatibility matrix is symmetric', () => {
     for (const [a, ok] of Object.entries(COMPATIBLE)) for (const b of ok) expect(COMPATIBLE[b]).toContain(a);
@@ -469,6 +494,82 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
     }
   });
 
+  describe('waits across levels are served in order of arrival', () => {
+    const hold = (client: number, name: number): Op => ({
+      op: 'acquire',
+      client,
+      name,
+      mode: 'exclusive',
+      session: false,
+      ttl: 4_000,
+    });
+    const wait = (client: number, name: number): Op => ({
+      op: 'wait',
+      client,
+      name,
+      mode: 'exclusive',
+      ttl: 4_000,
+      waitMs: 6_000,
+    });
+    const holders = (world: World, name: string) => world.live(name).map((g) => g.clientId);
+    const releaseAll = async (world: World, name: string) => {
+      for (const g of world.live(name)) await world.services.locks.release(commandOf(g));
+      await world.settle();
+      world.check();
+      world.checkServed();
+    };
+
+    it('a wait below that came first goes before a later wait for the parent (no parent taken back to back starves it)', async () => {
+      // c0 holds t/a; c1 waits for t/a/b below it, then c2 for t/a itself.
+      const world = await history([hold(0, 0), wait(1, 1), { op: 'tick', ms: 10 }, wait(2, 0)]);
+      await releaseAll(world, 't/a');
+      expect(holders(world, 't/a/b')).toEqual(['c1']);
+      expect(holders(world, 't/a')).toEqual([]); // c2 waits for c1's grant below to end
+      await releaseAll(world, 't/a/b');
+      expect(holders(world, 't/a')).toEqual(['c2']);
+      // Taken back to back: c0 queues for t/a again, c3 for t/a/d after it, c1 for t/a/b after that.
+      await world.step(wait(0, 0));
+      await world.step({ op: 'tick', ms: 10 });
+      await world.step(wait(3, 3));
+      await world.step({ op: 'tick', ms: 10 });
+      await world.step(wait(1, 1));
+      await world.settle();
+      await releaseAll(world, 't/a'); // c0 came first: it has t/a; the waits below it come next
+      expect(holders(world, 't/a')).toEqual(['c0']);
+      await world.step({ op: 'tick', ms: 10 });
+      await world.step(wait(2, 0)); // c2 back for t/a: after both waits below
+      await world.settle();
+      await releaseAll(world, 't/a');
+      expect([holders(world, 't/a/d'), holders(world, 't/a/b'), holders(world, 't/a')]).toEqual([
+        ['c3'],
+        ['c1'],
+        [],
+      ]);
+    });
+
+    it("a wait below that came after the parent's waiter still waits for it (writer preference)", async () => {
+      const world = await history([hold(0, 0), wait(2, 0), { op: 'tick', ms: 10 }, wait(1, 1)]);
+      await releaseAll(world, 't/a');
+      expect(holders(world, 't/a')).toEqual(['c2']);
+      expect(holders(world, 't/a/b')).toEqual([]);
+      await releaseAll(world, 't/a');
+      expect(holders(world, 't/a/b')).toEqual(['c1']);
+    });
+
+    it("a mark left by a wait below that ended does not hold the parent's waiter up", async () => {
+      const world = await history([
+        hold(0, 0),
+        { op: 'wait', client: 1, name: 1, mode: 'exclusive', ttl: 4_000, waitMs: 500 },
+        { op: 'tick', ms: 600 }, // c1's wait ends; its mark stays on t/a
+        wait(2, 0),
+      ]);
+      expect(world.memory.readNow(lockRef('t/a'))?.wake_count).toBe(1);
+      await releaseAll(world, 't/a');
+      expect(holders(world, 't/a')).toEqual(['c2']); // at once, with no timer to wait for
+      expect(world.memory.readNow(lockRef('t/a'))?.wake_count).toBe(0);
+    });
+  });
+
   it('a wait below an ancestor with no room for another wake mark is looked at by a timer of its own', async () => {
     const world = await history([
       { op: 'acquire', client: 0, name: 0, mode: 'exclusive', session: false, ttl: 1_000 },
@@ -509,7 +610,7 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
           world.checkServed();
         }
       }),
-      { numRuns: 200 },
+      { numRuns: 200, examples: [[olderWaitBelow]] },
     );
   }, 120_000);
 

@@ -16,6 +16,7 @@ import {
   hierarchyProblem,
   IntentAttr,
   intentionsOf,
+  keepQueueWrite,
   MAX_ANCESTORS,
   MAX_INTENTIONS,
   MAX_WAKES,
@@ -27,7 +28,11 @@ import {
   wakeAttr,
   wakeRefusal,
   wakeWrite,
+  YIELD_MS,
+  YieldAttr,
+  yieldToBelow,
 } from '../../lambdas/core/hierarchy';
+import { entryAttr } from '../../lambdas/core/holders';
 import { wireServices } from '../../lambdas/service/services';
 import { lockPrefixProblem } from '../../sdk/names';
 import { MemoryStorage } from '../support/memory-storage';
@@ -96,6 +101,19 @@ describe("an ancestor's TTL", () => {
 });
 
 // Building an item of 1,000 intentions one write at a time: about 2 s each, more on a loaded machine.
+describe('a queue its hierarchy holds up', () => {
+  it('keeps its lock item from being collected before its waits end, never below a lease that took the lock since', () => {
+    const waited = { lock_name: 't/a/b', queued: 1 } as Item;
+    const kept = keepQueueWrite(waited, NOW);
+    expect(kept.gcFrom).toBe(NOW);
+    expect(apply(waited, kept)).toBeDefined();
+    // Another serve granted it meanwhile: a TTL counted from now would fall below that lease's end.
+    const granted = { ...waited, holder: 'h', fence: 2, expires_at: NOW + 5_000 } as Item;
+    expect(apply(granted, kept)).toBeUndefined();
+    expect(apply({ ...granted, expires_at: NOW } as Item, kept)).toBeDefined(); // a lease that ended
+  });
+});
+
 describe('room for intentions', { timeout: 60_000 }, () => {
   it('an ancestor full of lapsed intentions makes room for a live one, exactly', () => {
     let item: Item | undefined;
@@ -198,18 +216,87 @@ describe('housekeeping on an ancestor', () => {
 
   it('wake marks are counted and capped; a mark again is not counted twice; clearing one counts it out', () => {
     const held = { fence: 1, holder: 'h', expires_at: NOW + 1_000 } as Item;
-    const first = apply(held, wakeWrite('t/a/b', 'IX', 'n1', 'new')) as Item;
+    const first = apply(held, wakeWrite('t/a/b', 'IX', 'n1', 'new', NOW)) as Item;
     expect(first.wake_count).toBe(1);
-    expect(apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'new'))).toBeUndefined();
+    expect(apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'new', NOW))).toBeUndefined();
     expect(wakeRefusal('t/a/b', first)).toBe('marked');
-    const again = apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'again')) as Item;
+    const again = apply(first, wakeWrite('t/a/b', 'IX', 'n2', 'again', NOW)) as Item;
     expect(again.wake_count).toBe(1);
     const value = again[wakeAttr('t/a/b')] as string;
-    expect(apply(again, clearWakeWrite(wakeAttr('t/a/b'), 'IX:n1:t/a/b'))).toBeUndefined(); // not the mark read
+    expect(apply(again, clearWakeWrite(wakeAttr('t/a/b'), `IX:n1~${NOW}:t/a/b`))).toBeUndefined(); // not the mark read
     expect((apply(again, clearWakeWrite(wakeAttr('t/a/b'), value)) as Item).wake_count).toBe(0);
     const full = { ...held, wake_count: MAX_WAKES } as Item;
-    expect(apply(full, wakeWrite('t/a/c', 'IS', 'n', 'new'))).toBeUndefined();
+    expect(apply(full, wakeWrite('t/a/c', 'IS', 'n', 'new', NOW))).toBeUndefined();
     expect(wakeRefusal('t/a/c', full)).toBe('full');
     expect(wakeRefusal('t/a/c', undefined)).toBe('gone');
+  });
+});
+
+/** A live shared holder of t/a, as its entry records it. */
+const sharedHolder = (): Item => ({
+  [entryAttr('slot1', 'fence')]: 4,
+  [entryAttr('slot1', 'owner')]: 'o',
+  [entryAttr('slot1', 'client')]: 'r',
+  [entryAttr('slot1', 'expiresAt')]: NOW + 1_000,
+  [entryAttr('slot1', 'ttlMs')]: 1_000,
+  [entryAttr('slot1', 'acquiredAt')]: NOW - 10,
+  shared_count: 1,
+});
+
+describe('standing aside for older waits below', () => {
+  // t/a is free with a queue whose head arrived at NOW - 100; t/a/b's wait, kept out, left a mark.
+  const marked = (arrivedAt: number, kind: 'IX' | 'IS' = 'IX') =>
+    apply(
+      { lock_name: 't/a', fence: 5, queued: 1 } as Item,
+      wakeWrite('t/a/b', kind, 'n1', 'new', arrivedAt),
+    ) as Item;
+  const HEAD = NOW - 100;
+
+  it('a mark older than the head: stand aside, once, for YIELD_MS; then serve the head all the same', () => {
+    const item = marked(HEAD - 1);
+    const decision = yieldToBelow('t/a', item, HEAD, NOW);
+    if (decision.kind !== 'yield') throw new Error(decision.kind);
+    expect(decision.until).toBe(NOW + YIELD_MS);
+    const aside = apply(item, decision.write) as Item;
+    expect(aside[YieldAttr.before]).toBe(HEAD);
+    expect(yieldToBelow('t/a', aside, HEAD, NOW + 10)).toEqual({ kind: 'wait', until: NOW + YIELD_MS });
+    expect(yieldToBelow('t/a', aside, HEAD, NOW + YIELD_MS)).toEqual({ kind: 'serve' });
+    // Granted meanwhile (its fencing counter moved): the write is refused.
+    expect(apply({ ...item, fence: 6 }, decision.write)).toBeUndefined();
+  });
+
+  it('no mark older than the head, a mark from before arrivals were recorded, or one the lock keeps out anyway: serve', () => {
+    expect(yieldToBelow('t/a', marked(HEAD), HEAD, NOW)).toEqual({ kind: 'serve' });
+    expect(yieldToBelow('t/a', marked(HEAD + 1), HEAD, NOW)).toEqual({ kind: 'serve' });
+    const legacy = {
+      lock_name: 't/a',
+      fence: 5,
+      queued: 1,
+      [wakeAttr('t/a/b')]: 'IX:n1:t/a/b',
+      wake_count: 1,
+    };
+    expect(yieldToBelow('t/a', legacy as Item, HEAD, NOW)).toEqual({ kind: 'serve' });
+    // Shared holders on t/a keep an exclusive wait below out whatever the queue: nothing to stand aside for.
+    const shared = { ...marked(HEAD - 1), ...sharedHolder() };
+    expect(yieldToBelow('t/a', shared, HEAD, NOW)).toEqual({ kind: 'serve' });
+    expect(yieldToBelow('t/a', { ...marked(HEAD - 1, 'IS'), ...sharedHolder() }, HEAD, NOW).kind).toBe(
+      'yield',
+    );
+  });
+
+  it('lets in exactly the grants below that arrived before the head it stood aside for', () => {
+    const aside = { ...marked(HEAD - 1), [YieldAttr.before]: HEAD, [YieldAttr.at]: NOW };
+    const grant = (arrivedAt: number | undefined) =>
+      apply(aside, ancestorWrite('t/a', 't/a/b', [lease(9)], aside, NOW, arrivedAt));
+    expect(grant(HEAD - 1)).toBeDefined();
+    expect(grant(HEAD)).toBeUndefined();
+    expect(grant(undefined)).toBeUndefined(); // a request that did not wait arrived now
+    expect(ancestorVerdict('t/a', 't/a/b', [lease(9)], aside, NOW, HEAD).kind).toBe('blocked');
+    expect(ancestorVerdict('t/a', 't/a/b', [lease(9)], aside, NOW, HEAD - 1).kind).toBe('retry');
+    // The lock's own next grant ends it.
+    const { [YieldAttr.before]: _b, [YieldAttr.at]: _a, ...plain } = aside;
+    expect(
+      apply(plain as Item, ancestorWrite('t/a', 't/a/b', [lease(9)], plain as Item, NOW, HEAD - 1)),
+    ).toBeUndefined();
   });
 });
