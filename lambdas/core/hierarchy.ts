@@ -471,7 +471,7 @@ export function ancestorBlock(
   }
   const delay = blockedUntil(item, now);
   if (delay !== undefined) return block(undefined, delay, false, `${ancestor} is under lock-delay`);
-  if (queue && queueKeepsOut(item, arrivedAt))
+  if (queue && queueKeepsOut(item, arrivedAt, now))
     return block(undefined, undefined, false, `requests wait for ${ancestor}, and are served first`);
   if (kind === 'IX') {
     const shared = liveEntries(item, now)[0];
@@ -606,7 +606,7 @@ export function ancestorWrite(
     // Writer preference across levels: nobody new below a lock that requests wait for, unless
     // it yielded to waits below it that arrived before its head (yieldToBelow).
     conditions.push(
-      arrivedAt === undefined ? queueIsEmpty : or(queueIsEmpty, gt(YieldAttr.before, arrivedAt)),
+      arrivedAt === undefined ? queueIsEmpty : or(queueIsEmpty, standsAsideFor(arrivedAt, now)),
     );
     updates.push(set(GrantedAt.below, now));
     if (adds.some((op) => op.grant.kind === 'IX')) updates.push(set(GrantedAt.belowX, now));
@@ -782,7 +782,7 @@ export function wakeWrite(
   arrivedAt: number,
 ): ItemWrite {
   const attr = wakeAttr(node);
-  const value = `${kind}:${nonce}~${Math.floor(arrivedAt)}:${node}`;
+  const value = `${kind}:${nonce}~${arrivedAt}:${node}`;
   return variant === 'again'
     ? { condition: exists(attr), update: [set(attr, value)] }
     : {
@@ -876,13 +876,20 @@ export const YIELD_MS = 2_000;
 /**
  * Whether `item`'s queue keeps out a new grant below it whose request arrived at `arrivedAt`
  * (undefined: a request that did not wait, which arrived now): anyone queued does, unless the
- * lock yielded to waits that arrived before its head and this one did.
+ * lock stands aside (for YIELD_MS from `yield_at`) for waits that arrived before its head, and
+ * this one did.
  */
-export function queueKeepsOut(item: Item | undefined, arrivedAt: number | undefined): boolean {
+export function queueKeepsOut(item: Item | undefined, arrivedAt: number | undefined, now: number): boolean {
   if (queuedCount(item) === 0) return false;
-  const before = item === undefined ? undefined : num(item, YieldAttr.before);
-  return arrivedAt === undefined || before === undefined || before <= arrivedAt;
+  if (arrivedAt === undefined) return true;
+  const before = num(item as Item, YieldAttr.before);
+  const at = num(item as Item, YieldAttr.at);
+  return before === undefined || at === undefined || before <= arrivedAt || at + YIELD_MS <= now;
 }
+
+/** The condition of queueKeepsOut's exception: standing aside, within its window, for `arrivedAt`. */
+const standsAsideFor = (arrivedAt: number, now: number): Condition =>
+  and(gt(YieldAttr.before, arrivedAt), gt(YieldAttr.at, now - YIELD_MS));
 
 export type YieldDecision =
   /** Nothing older waits below it (or the head stood aside long enough): serve the head. */
@@ -924,6 +931,13 @@ export function yieldToBelow(
       update: [set(YieldAttr.before, headArrivedAt), set(YieldAttr.at, now)],
     },
   };
+}
+
+/** When standing aside that `after` began (and `before` did not show) ends; undefined: none began. */
+export function newYieldEnd(before: Item | undefined, after: Item | undefined): number | undefined {
+  const at = after === undefined ? undefined : num(after, YieldAttr.at);
+  if (at === undefined || (before !== undefined && num(before, YieldAttr.at) === at)) return undefined;
+  return at + YIELD_MS;
 }
 
 /**

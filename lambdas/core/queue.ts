@@ -36,7 +36,7 @@ import {
   or,
   set,
 } from './expr';
-import { intentionsEased, keptOutTtl, wakeCount } from './hierarchy';
+import { intentionsEased, keptOutTtl, newYieldEnd, wakeCount } from './hierarchy';
 import {
   entryAttr,
   entryCount,
@@ -774,9 +774,11 @@ export function onLockChange(
   // grant below it ends, or a wait below it was served (its head may have stood aside for it).
   const queueMoved = hierarchical && queuedCount(after) !== queuedCount(before);
   const wokeBelow = hierarchical && wakeCount(after) < wakeCount(before);
+  // Standing aside for waits below it (hierarchy.ts yieldToBelow): its head is served when that ends.
+  const asideUntil = hierarchical ? newYieldEnd(before, after) : undefined;
   return {
     serve: !alreadyWaiting(before, after) || queueMoved || wokeBelow || intentionsEased(before, after),
-    lookBy: undefined,
+    lookBy: asideUntil,
   };
 }
 

@@ -180,7 +180,7 @@ export class Handoff {
         return { kind: 'idle' };
       }
       if (this.paths.isHierarchical(name)) {
-        const aside = await this.standAside(name, snapshot.lock, plan.head, now);
+        const aside = await this.standAside(name, snapshot.lock, plan.head, snapshot.waiters, now);
         if (aside === 'again') continue;
         if (aside) return aside;
       }
@@ -200,8 +200,8 @@ export class Handoff {
       const { steps, grants } = built;
       let result: TransactResult;
       try {
-        const arrivedAt = Math.max(...run.map((w) => w.arrivedAt));
-        result = await this.handoffWrite(name, steps, writeId, snapshot.lock, arrivedAt);
+        // A run of readers goes in with its head, as the head's wake mark says (yieldToBelow).
+        result = await this.handoffWrite(name, steps, writeId, snapshot.lock, plan.head.arrivedAt);
       } catch (error) {
         // Kept out by its hierarchy: served again when that changes (a mark above it, a timer at
         // the blocking lease's end, or the stream showing the grants below it gone).
@@ -279,6 +279,7 @@ export class Handoff {
     name: string,
     lock: Item | undefined,
     head: Waiter,
+    waiters: readonly Waiter[],
     now: number,
   ): Promise<ServeResult | 'again' | undefined> {
     const decision = yieldToBelow(name, lock, head.arrivedAt, now);
@@ -287,7 +288,12 @@ export class Handoff {
       const written = await this.storage.write(lockRef(name), decision.write);
       if (!written.ok) return 'again';
     }
-    return { kind: 'held', lookAt: decision.until, lock, waiting: true };
+    return {
+      kind: 'held',
+      lookAt: earliest(decision.until, firstDeadline(waiters, now)),
+      lock,
+      waiting: true,
+    };
   }
 
   /**
@@ -339,7 +345,7 @@ export class Handoff {
     steps: Step[],
     writeId: string,
     seen: Item | undefined,
-    /** When the waiters it serves arrived (the latest of them): ancestors may have yielded to them. */
+    /** When the waiters it serves arrived (their head): ancestors may stand aside for them. */
     arrivedAt?: number,
   ): Promise<TransactResult> {
     const ours = (lock: Item | undefined) => lock?.[LockAttr.lastWrite] === writeId;

@@ -20,6 +20,7 @@ import {
   MAX_ANCESTORS,
   MAX_INTENTIONS,
   MAX_WAKES,
+  newYieldEnd,
   PRUNE_ABOVE,
   PRUNE_AFTER_MS,
   parsePrefixes,
@@ -100,7 +101,6 @@ describe("an ancestor's TTL", () => {
   });
 });
 
-// Building an item of 1,000 intentions one write at a time: about 2 s each, more on a loaded machine.
 describe('a queue its hierarchy holds up', () => {
   it('keeps its lock item from being collected before its waits end, never below a lease that took the lock since', () => {
     const waited = { lock_name: 't/a/b', queued: 1 } as Item;
@@ -114,6 +114,7 @@ describe('a queue its hierarchy holds up', () => {
   });
 });
 
+// Building an item of 1,000 intentions one write at a time: about 2 s each, more on a loaded machine.
 describe('room for intentions', { timeout: 60_000 }, () => {
   it('an ancestor full of lapsed intentions makes room for a live one, exactly', () => {
     let item: Item | undefined;
@@ -243,6 +244,12 @@ const sharedHolder = (): Item => ({
   shared_count: 1,
 });
 
+/** The item without standing aside. */
+const withoutYield = (item: Item): Item => {
+  const { [YieldAttr.before]: _b, [YieldAttr.at]: _a, ...rest } = item;
+  return rest as Item;
+};
+
 describe('standing aside for older waits below', () => {
   // t/a is free with a queue whose head arrived at NOW - 100; t/a/b's wait, kept out, left a mark.
   const marked = (arrivedAt: number, kind: 'IX' | 'IS' = 'IX') =>
@@ -293,6 +300,12 @@ describe('standing aside for older waits below', () => {
     expect(grant(undefined)).toBeUndefined(); // a request that did not wait arrived now
     expect(ancestorVerdict('t/a', 't/a/b', [lease(9)], aside, NOW, HEAD).kind).toBe('blocked');
     expect(ancestorVerdict('t/a', 't/a/b', [lease(9)], aside, NOW, HEAD - 1).kind).toBe('retry');
+    // The window ended: the queue keeps them out again (the head is served all the same).
+    expect(
+      apply(aside, ancestorWrite('t/a', 't/a/b', [lease(9)], aside, NOW + YIELD_MS, HEAD - 1)),
+    ).toBeUndefined();
+    expect(newYieldEnd(withoutYield(aside), aside)).toBe(NOW + YIELD_MS); // the notifier's timer for the head
+    expect(newYieldEnd(aside, aside)).toBeUndefined();
     // The lock's own next grant ends it.
     const { [YieldAttr.before]: _b, [YieldAttr.at]: _a, ...plain } = aside;
     expect(
