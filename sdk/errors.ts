@@ -217,12 +217,15 @@ export interface WaitParty {
  * One edge of the wait-for graph: `waiter`'s wait for `lock` cannot be granted before `blocker`
  * is gone from it. `blockerIs`: `'holder'` (it holds `lock` in a conflicting mode) or `'ahead'`
  * (it waits ahead of `waiter` in `lock`'s queue in a conflicting mode, so it is served first).
+ * `through`: in a hierarchical namespace, the lock above or below `lock` through which the
+ * blocker keeps the wait out (it holds that lock, or waits first for it), not `lock` itself.
  */
 export interface WaitEdge {
   readonly waiter: WaitParty;
   readonly lock: string;
   readonly blocker: WaitParty;
   readonly blockerIs: 'holder' | 'ahead';
+  readonly through?: string;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a wire edge, checked field by field
@@ -235,7 +238,7 @@ const partyFrom = (p: WireEdge): WaitParty | undefined =>
 
 /**
  * Edges as the SDK types them, from the service's (`{waiter: {client_id, party, mine}, lock,
- * blocker, blocker_is}`): anything that is not an array is none, and an edge missing a field is left out.
+ * blocker, blocker_is, through?}`): anything that is not an array is none, and an edge missing a field is left out.
  */
 export function waitEdgesFrom(wire: unknown): WaitEdge[] {
   if (!Array.isArray(wire)) return [];
@@ -243,7 +246,9 @@ export function waitEdgesFrom(wire: unknown): WaitEdge[] {
     const waiter = partyFrom(e?.waiter);
     const blocker = partyFrom(e?.blocker);
     if (!waiter || !blocker || typeof e.lock !== 'string') return [];
-    return [{ waiter, lock: e.lock, blocker, blockerIs: e.blocker_is === 'ahead' ? 'ahead' : 'holder' }];
+    const blockerIs = e.blocker_is === 'ahead' ? ('ahead' as const) : ('holder' as const);
+    const through = typeof e.through === 'string' ? { through: e.through as string } : {};
+    return [{ waiter, lock: e.lock, blocker, blockerIs, ...through }];
   });
 }
 

@@ -18,6 +18,13 @@
  *   that close a cycle at once, the later one's walk always sees the earlier one. A party's later
  *   wait naming L takes the record over; one that has ended is no keeper (its record is stale and
  *   ignored, and garbage-collected after its deadline).
+ * - in a hierarchical namespace (core/hierarchy.ts), wait W for L -> the hold of each party
+ *   holding a lock above L in a mode that keeps W's intention out, or a lock below L whose
+ *   intention keeps W out; and the head of the queue of a lock above L, when that queue keeps W
+ *   out (writer preference: it arrived first, and the lock does not stand aside for W). `through`
+ *   names that lock. Unlike a hold of L itself, a party's own hold above or below does block its
+ *   wait: inside a hold of `a/b`, a wait for `a/b/c` that names `a/b` as held waits for itself, a
+ *   cycle of one edge.
  * A wait whose deadline has passed is no edge either way: it is never served, and its task is
  * giving up.
  * A hold that no wait names is not blocked: its task is working and will release. A shared wait
@@ -32,6 +39,7 @@
 import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
 import { type Item, set } from './expr';
+import { compatible, liveIntentions, queueKeepsOut } from './hierarchy';
 import { keeperRef, type Step, updateStep } from './items';
 import { type LockMode, liveGrants } from './lock';
 import type { Waiter } from './queue';
@@ -49,6 +57,11 @@ export interface WaitEdge {
   readonly lock: string;
   readonly blocker: Party;
   readonly blockerIs: BlockerRole;
+  /**
+   * In a hierarchy: the lock above or below `lock` through which `blocker` keeps the wait out (it
+   * holds that lock, or waits for it ahead of the wait); absent: `lock` itself.
+   */
+  readonly through?: string;
 }
 
 /** The most locks a wait may name as held while it waits (`holding`). */
@@ -105,6 +118,60 @@ function blockersOfWait(
   return out;
 }
 
+/** A lock above or below a wait's lock in its hierarchy, as read. */
+export interface RelatedLock {
+  readonly lock: string;
+  readonly relation: 'above' | 'below';
+  readonly view: LockView;
+}
+
+/**
+ * The edges out of one queued wait through its hierarchy:
+ * - each party holding a lock above it in a mode its intention conflicts with (an exclusive wait
+ *   takes IX there, which any holder keeps out; a shared one IS, which only an exclusive holder
+ *   keeps out), and each party holding a lock below it whose intention conflicts with the wait's
+ *   mode (any, for an exclusive wait; an exclusive one, for a shared wait). The party's own holds
+ *   count: a wait below its own hold waits for itself;
+ * - the head of the queue of each lock above it whose queue keeps it out: that head arrived first
+ *   (a lock stands aside only for waits below that arrived before its head), so it is served
+ *   before this wait may take its intention there.
+ */
+function hierarchyBlockers(wait: Waiter, related: readonly RelatedLock[], now: number): Blocker[] {
+  const waiter = partyOf(wait);
+  if (wait.deadline <= now) return [];
+  const out: Blocker[] = [];
+  const seen = new Set<string>();
+  for (const { lock, relation, view } of related) {
+    for (const holder of liveGrants(view.item, now)) {
+      const key = `${lock}\u0001${partyKey(holder)}`;
+      if (!conflicts(wait.mode, holder.mode) || seen.has(key)) continue;
+      seen.add(key);
+      const blocker = partyOf(holder);
+      out.push({
+        edge: { waiter, lock: wait.lock, blocker, blockerIs: 'holder', through: lock },
+        to: { kind: 'hold', party: blocker, lock },
+      });
+    }
+    const head = view.queue.find((w) => w.deadline > now);
+    const first = head !== undefined && head.arrivedAt <= wait.arrivedAt;
+    if (relation === 'above' && first && queueKeepsOut(view.item, wait.arrivedAt, now))
+      out.push({
+        edge: { waiter, lock: wait.lock, blocker: partyOf(head), blockerIs: 'ahead', through: lock },
+        to: { kind: 'wait', lock: head.lock, order: head.order },
+      });
+  }
+  return out;
+}
+
+/** The locks below `item`'s lock whose live intentions keep a wait in `mode` out (their grants' locks). */
+export function belowInTheWay(item: Item | undefined, mode: LockMode, now: number): string[] {
+  const asked = mode === 'exclusive' ? 'X' : 'S';
+  const names = liveIntentions(item, now)
+    .filter((i) => !compatible(asked, i.kind))
+    .map((i) => i.name);
+  return [...new Set(names)].sort();
+}
+
 /** The edges out of one queued wait (see blockersOfWait). */
 export const blockersOf = (wait: Waiter, item: Item | undefined, queue: readonly Waiter[], now: number) =>
   blockersOfWait(wait, item, queue, now).map((b) => b.edge);
@@ -127,6 +194,11 @@ export interface GraphReader {
   /** Where the last wait of `party` that named `lock` as held waits (its keeper record), if any. */
   keeperOf(lock: string, party: Party): Promise<WaitAt | undefined>;
   lock(name: string): Promise<LockView>;
+  /**
+   * The ancestors of `name` in its hierarchical namespace (core/hierarchy.ts ancestorsOf), root
+   * first. Absent: no edge goes through a hierarchy.
+   */
+  readonly ancestorsOf?: (name: string) => readonly string[];
 }
 
 /** What a keeper record holds (keeperSteps). */
@@ -245,6 +317,21 @@ async function walk(
     exhaustive,
   });
 
+  /** The locks above and below a wait's lock whose holds may keep it out, read (within the bounds). */
+  const relatedTo = async (wait: Waiter, v: LockView): Promise<RelatedLock[]> => {
+    if (!reader.ancestorsOf) return [];
+    const names = [
+      ...reader.ancestorsOf(wait.lock).map((lock) => ({ lock, relation: 'above' as const })),
+      ...belowInTheWay(v.item, wait.mode, now).map((lock) => ({ lock, relation: 'below' as const })),
+    ];
+    const related: RelatedLock[] = [];
+    for (const { lock, relation } of names) {
+      const read = await view(lock);
+      if (read) related.push({ lock, relation, view: read });
+    }
+    return related;
+  };
+
   let frontier: Reached[] = [];
   /** The wait that keeps a hold: its party's last wait that named the held lock, if still queued and live. */
   const keeperOfHold = async (hold: Node & { kind: 'hold' }): Promise<Waiter | undefined> => {
@@ -273,8 +360,12 @@ async function walk(
     if (!v) return undefined;
     const waits = [...before, wait];
     const from = nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order });
-    for (const { edge, to } of blockersOfWait(wait, v.item, v.queue, now)) {
-      const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}`;
+    const blockers = [
+      ...blockersOfWait(wait, v.item, v.queue, now),
+      ...hierarchyBlockers(wait, await relatedTo(wait, v), now),
+    ];
+    for (const { edge, to } of blockers) {
+      const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}\u0001${edge.through ?? ''}`;
       if (!edgeKeys.has(key)) {
         edgeKeys.add(key);
         edges.push(edge);
@@ -491,13 +582,15 @@ export const edgeBody = (e: WaitEdge, viewer: string) => ({
   lock: e.lock,
   blocker: partyBody(e.blocker, viewer),
   blocker_is: e.blockerIs,
+  ...(e.through === undefined ? {} : { through: e.through }),
 });
 
 /** The refusal of a wait that closes `cycle` (its first edge is the wait's own). */
 export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
-  const steps = cycle.map(
-    (e) =>
-      `client ${e.waiter.clientId} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`,
+  const steps = cycle.map((e) =>
+    e.through
+      ? `client ${e.waiter.clientId} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which ${e.blockerIs === 'holder' ? 'holds' : 'waits first for'} ${e.through}`
+      : `client ${e.waiter.clientId} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`,
   );
   return new LatchkeyError(
     'DEADLOCK',

@@ -12,6 +12,7 @@ import {
   waitGraphFrom,
 } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
+import { ancestorsOf } from '../core/hierarchy';
 import { keeperRef } from '../core/items';
 import type { Waiter } from '../core/queue';
 import { describeError, log } from '../shared/log';
@@ -30,6 +31,8 @@ export class Deadlocks {
     private readonly clock: Clock,
     /** null: no detection when a wait joins. */
     private readonly bounds: SearchBounds | null,
+    /** The stack's hierarchical namespaces: edges also go through holds above and below a lock. */
+    private readonly prefixes: readonly string[] = [],
   ) {}
 
   private readonly reader: GraphReader = {
@@ -38,6 +41,8 @@ export class Deadlocks {
       const { lock, waiters, complete } = await this.storage.queue(name, VIEW_QUEUE_LIMIT);
       return { item: lock, queue: waiters, complete };
     },
+    // Outside every hierarchical namespace a name has none (and its item no intentions).
+    ancestorsOf: (name) => ancestorsOf(name, this.prefixes),
   };
 
   /**

@@ -74,6 +74,7 @@ export function wireServices(ports: Ports): Services {
     storage,
     clock,
     ports.deadlockSearch ?? (ports.deadlockSearch === null ? null : DEADLOCK_SEARCH),
+    paths.prefixes,
   );
   return {
     storage,

@@ -64,9 +64,14 @@ const ambiguousIn = (edges: readonly WaitEdge[]): boolean => {
   return new Set(ids).size < ids.length;
 };
 
-/** What the waiter waits for, in words: `jobs/a held by c2`, or `jobs/a behind c2` (queued ahead of it). */
+/**
+ * What the waiter waits for, in words: `jobs/a held by c2`, `jobs/a behind c2` (queued ahead of
+ * it), or in a hierarchy `t/a/b kept out by c2 holding t/a` (or `waiting first for t/a`).
+ */
 const blockedText = (e: WaitEdge, blocker: string) =>
-  `${e.lock} ${e.blockerIs === 'holder' ? 'held by' : 'behind'} ${blocker}`;
+  e.through !== undefined
+    ? `${e.lock} kept out by ${blocker} ${e.blockerIs === 'holder' ? 'holding' : 'waiting first for'} ${e.through}`
+    : `${e.lock} ${e.blockerIs === 'holder' ? 'held by' : 'behind'} ${blocker}`;
 
 /**
  * One edge on a line of its own: `c1 waits for jobs/a held by c2`; with `withIds` (two parties

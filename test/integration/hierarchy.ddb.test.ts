@@ -4,12 +4,13 @@
  * a parent keeps every lock below it out and the reverse; shared grants mix as the matrix says; a
  * wait for a parent is served when the last grant below it ends, released or lapsed; twelve
  * clients racing over a parent and its children for 20 s never overlap, and none of them
- * starves; names outside the namespace are untouched by it.
+ * starves; a wait below the caller's own lock is refused as a deadlock; names outside the
+ * namespace are untouched by it.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
-import { LockClient, LockHeldError } from '../../sdk/index';
+import { DeadlockError, LockClient, LockHeldError } from '../../sdk/index';
 import { runCli, stackFlags } from '../support/cli-process';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
@@ -184,6 +185,21 @@ describe('hierarchical locks on DynamoDB Local', () => {
     expect(view.below).toBeUndefined();
     expect(view.queued).toBe(0);
   }, 60_000);
+
+  it("a nested withLock below the caller's own lock is refused as a deadlock, not left to wait for itself", async () => {
+    const a = client('a');
+    const acme = tenant();
+    const inner = await a.withLock(acme, { ttlMs: 30_000 }, () =>
+      a
+        .withLock(`${acme}/records/1`, { waitTimeoutMs: 20_000 }, async () => 'ran below its own lock')
+        .catch((e: unknown) => e),
+    );
+    expect(inner).toBeInstanceOf(DeadlockError);
+    expect((inner as DeadlockError).cycle).toEqual([
+      expect.objectContaining({ lock: `${acme}/records/1`, blockerIs: 'holder', through: acme }),
+    ]);
+    expect((await a.inspect(`${acme}/records/1`)).queued).toBe(0);
+  });
 
   it('latchkey show --tree shows the subtree with what each lock has below it', async () => {
     const a = client('a');

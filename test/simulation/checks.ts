@@ -115,6 +115,8 @@ export interface CycleEdge {
   readonly lock: string;
   readonly blocker: { readonly client_id: string; readonly party: string };
   readonly blocker_is: 'holder' | 'ahead';
+  /** In a hierarchy: the lock above or below `lock` the blocker holds or waits for first. */
+  readonly through?: string;
 }
 
 /**
@@ -429,15 +431,17 @@ export class Checker {
     cycle.forEach((e, i) => {
       const next = cycle[(i + 1) % cycle.length] as CycleEdge;
       if (e.blocker.party !== next.waiter.party) bad(`edge ${i} does not lead to edge ${i + 1}`);
+      // Through a hierarchy, the blocker holds (or waits first for) a lock above or below.
+      const at = e.through ?? e.lock;
       if (e.blocker_is === 'holder') {
-        if (!(this.heldOver.get(e.lock) ?? []).some((s) => s.party === e.blocker.party && during(s)))
-          bad(`${e.blocker.client_id} never held ${e.lock} while the request ran`);
+        if (!(this.heldOver.get(at) ?? []).some((s) => s.party === e.blocker.party && during(s)))
+          bad(`${e.blocker.client_id} never held ${at} while the request ran`);
         const keeps = (this.waitedOver.get(next.lock) ?? []).some(
-          (s) => s.party === next.waiter.party && s.holding.includes(e.lock) && during(s),
+          (s) => s.party === next.waiter.party && s.holding.includes(at) && during(s),
         );
-        if (!keeps) bad(`no wait of ${next.waiter.client_id} for ${next.lock} named ${e.lock} as held`);
-      } else if (!(this.waitedOver.get(e.lock) ?? []).some((s) => s.party === e.blocker.party && during(s)))
-        bad(`${e.blocker.client_id} never waited for ${e.lock} while the request ran`);
+        if (!keeps) bad(`no wait of ${next.waiter.client_id} for ${next.lock} named ${at} as held`);
+      } else if (!(this.waitedOver.get(at) ?? []).some((s) => s.party === e.blocker.party && during(s)))
+        bad(`${e.blocker.client_id} never waited for ${at} while the request ran`);
     });
   }
 

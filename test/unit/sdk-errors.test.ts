@@ -751,6 +751,15 @@ describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a De
     expect((errorFromResponse(409, refusal([noId, wireCycle[1]])) as DeadlockError).cycle).toEqual([
       expect.objectContaining({ lock: 'jobs/b' }),
     ]);
+    // Through a hierarchy: the lock the blocker holds (or waits for first); only a string counts.
+    const through = { ...wireCycle[0], lock: 't/a/b', through: 't/a' };
+    expect((errorFromResponse(409, refusal([through])) as DeadlockError).cycle[0]).toMatchObject({
+      lock: 't/a/b',
+      through: 't/a',
+    });
+    expect(
+      (errorFromResponse(409, refusal([{ ...through, through: 7 }])) as DeadlockError).cycle[0],
+    ).not.toHaveProperty('through');
     const noMine = { ...wireCycle[1], blocker: { client_id: 'c1', party: 'pa1', mine: 'yes' } };
     expect((errorFromResponse(409, refusal([noMine])) as DeadlockError).cycle[0]?.blocker).toEqual({
       clientId: 'c1',
