@@ -217,8 +217,8 @@ export interface WaitParty {
  * One edge of the wait-for graph: `waiter`'s wait for `lock` cannot be granted before `blocker`
  * is gone from it. `blockerIs`: `'holder'` (it holds `lock` in a conflicting mode) or `'ahead'`
  * (it waits ahead of `waiter` in `lock`'s queue in a conflicting mode, so it is served first).
- * `through`: in a hierarchical namespace, the lock above or below `lock` through which the
- * blocker keeps the wait out (it holds that lock, or waits first for it), not `lock` itself.
+ * `through`: in a hierarchical namespace, the lock above or below `lock` whose hold by the
+ * blocker keeps the wait out (the blocker holds that lock, not `lock`).
  */
 export interface WaitEdge {
   readonly waiter: WaitParty;

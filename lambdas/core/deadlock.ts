@@ -20,11 +20,12 @@
  *   ignored, and garbage-collected after its deadline).
  * - in a hierarchical namespace (core/hierarchy.ts), wait W for L -> the hold of each party
  *   holding a lock above L in a mode that keeps W's intention out, or a lock below L whose
- *   intention keeps W out; and the head of the queue of a lock above L, when that queue keeps W
- *   out (writer preference: it arrived first, and the lock does not stand aside for W). `through`
- *   names that lock. Unlike a hold of L itself, a party's own hold above or below does block its
- *   wait: inside a hold of `a/b`, a wait for `a/b/c` that names `a/b` as held waits for itself, a
- *   cycle of one edge.
+ *   intention keeps W out (`through` names that lock). Unlike a hold of L itself, a party's own
+ *   hold above or below does block its wait: inside a hold of `a/b`, a wait for `a/b/c` that names
+ *   `a/b` as held waits for itself, a cycle of one edge. A wait kept out by the queue of a lock
+ *   above it (writer preference) has no edge to that queue's waits: whether it goes first depends
+ *   on which waiter heads that queue when the lock frees, which a later arrival with a higher
+ *   priority can change (hierarchy.ts yieldToBelow), so such an edge could report a false cycle.
  * A wait whose deadline has passed is no edge either way: it is never served, and its task is
  * giving up.
  * A hold that no wait names is not blocked: its task is working and will release. A shared wait
@@ -39,7 +40,7 @@
 import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
 import { type Item, set } from './expr';
-import { compatible, liveIntentions, queueKeepsOut } from './hierarchy';
+import { compatible, liveIntentions } from './hierarchy';
 import { keeperRef, type Step, updateStep } from './items';
 import { type LockMode, liveGrants } from './lock';
 import type { Waiter } from './queue';
@@ -57,10 +58,7 @@ export interface WaitEdge {
   readonly lock: string;
   readonly blocker: Party;
   readonly blockerIs: BlockerRole;
-  /**
-   * In a hierarchy: the lock above or below `lock` through which `blocker` keeps the wait out (it
-   * holds that lock, or waits for it ahead of the wait); absent: `lock` itself.
-   */
+  /** In a hierarchy: the lock above or below `lock` whose hold by `blocker` keeps the wait out. */
   readonly through?: string;
 }
 
@@ -118,47 +116,27 @@ function blockersOfWait(
   return out;
 }
 
-/** A lock above or below a wait's lock in its hierarchy, as read. */
-export interface RelatedLock {
-  readonly lock: string;
-  readonly relation: 'above' | 'below';
-  readonly view: LockView;
-}
-
 /**
- * The edges out of one queued wait through its hierarchy:
- * - each party holding a lock above it in a mode its intention conflicts with (an exclusive wait
- *   takes IX there, which any holder keeps out; a shared one IS, which only an exclusive holder
- *   keeps out), and each party holding a lock below it whose intention conflicts with the wait's
- *   mode (any, for an exclusive wait; an exclusive one, for a shared wait). The party's own holds
- *   count: a wait below its own hold waits for itself;
- * - the head of the queue of each lock above it whose queue keeps it out: that head arrived first
- *   (a lock stands aside only for waits below that arrived before its head), so it is served
- *   before this wait may take its intention there.
+ * The edges out of one queued wait through a lock of its hierarchy (`lock`, above or below its
+ * own, as read): each party holding it in a mode that keeps the wait out. Above, the wait takes an
+ * intention, IX for an exclusive wait (any holder keeps it out), IS for a shared one (only an
+ * exclusive holder does); below, a grant's intention keeps out an exclusive wait whatever its
+ * mode, a shared wait only when it is exclusive. The party's own holds count: a wait below its
+ * own hold waits for itself.
  */
-function hierarchyBlockers(wait: Waiter, related: readonly RelatedLock[], now: number): Blocker[] {
-  const waiter = partyOf(wait);
+function hierarchyBlockers(wait: Waiter, lock: string, item: Item | undefined, now: number): Blocker[] {
   if (wait.deadline <= now) return [];
+  const waiter = partyOf(wait);
   const out: Blocker[] = [];
   const seen = new Set<string>();
-  for (const { lock, relation, view } of related) {
-    for (const holder of liveGrants(view.item, now)) {
-      const key = `${lock}\u0001${partyKey(holder)}`;
-      if (!conflicts(wait.mode, holder.mode) || seen.has(key)) continue;
-      seen.add(key);
-      const blocker = partyOf(holder);
-      out.push({
-        edge: { waiter, lock: wait.lock, blocker, blockerIs: 'holder', through: lock },
-        to: { kind: 'hold', party: blocker, lock },
-      });
-    }
-    const head = view.queue.find((w) => w.deadline > now);
-    const first = head !== undefined && head.arrivedAt <= wait.arrivedAt;
-    if (relation === 'above' && first && queueKeepsOut(view.item, wait.arrivedAt, now))
-      out.push({
-        edge: { waiter, lock: wait.lock, blocker: partyOf(head), blockerIs: 'ahead', through: lock },
-        to: { kind: 'wait', lock: head.lock, order: head.order },
-      });
+  for (const holder of liveGrants(item, now)) {
+    if (!conflicts(wait.mode, holder.mode) || seen.has(partyKey(holder))) continue;
+    seen.add(partyKey(holder));
+    const blocker = partyOf(holder);
+    out.push({
+      edge: { waiter, lock: wait.lock, blocker, blockerIs: 'holder', through: lock },
+      to: { kind: 'hold', party: blocker, lock },
+    });
   }
   return out;
 }
@@ -194,6 +172,8 @@ export interface GraphReader {
   /** Where the last wait of `party` that named `lock` as held waits (its keeper record), if any. */
   keeperOf(lock: string, party: Party): Promise<WaitAt | undefined>;
   lock(name: string): Promise<LockView>;
+  /** The lock item of `name` alone, read strongly consistently (absent: read through `lock`). */
+  readonly item?: (name: string) => Promise<Item | undefined>;
   /**
    * The ancestors of `name` in its hierarchical namespace (core/hierarchy.ts ancestorsOf), root
    * first. Absent: no edge goes through a hierarchy.
@@ -317,20 +297,30 @@ async function walk(
     exhaustive,
   });
 
-  /** The locks above and below a wait's lock whose holds may keep it out, read (within the bounds). */
-  const relatedTo = async (wait: Waiter, v: LockView): Promise<RelatedLock[]> => {
-    if (!reader.ancestorsOf) return [];
-    const names = [
-      ...reader.ancestorsOf(wait.lock).map((lock) => ({ lock, relation: 'above' as const })),
-      ...belowInTheWay(v.item, wait.mode, now).map((lock) => ({ lock, relation: 'below' as const })),
-    ];
-    const related: RelatedLock[] = [];
-    for (const { lock, relation } of names) {
-      const read = await view(lock);
-      if (read) related.push({ lock, relation, view: read });
+  const items = new Map<string, Item | undefined>();
+  /** A lock item alone (a hierarchy's locks: their holders are all the walk needs of them). */
+  const itemOf = async (name: string): Promise<{ item: Item | undefined } | undefined> => {
+    const known = views.get(name);
+    if (known) return { item: known.item };
+    if (items.has(name)) return { item: items.get(name) };
+    if (!reader.item) {
+      const read = await view(name);
+      return read && { item: read.item };
     }
-    return related;
+    if (!readable()) return undefined;
+    reads++;
+    const item = await reader.item(name);
+    items.set(name, item);
+    return { item };
   };
+  /**
+   * The locks of a wait's hierarchy whose holds may keep it out, nearest first: its ancestors
+   * from its parent up, then the locks below it whose intentions are in its way.
+   */
+  const relatedTo = (wait: Waiter, v: LockView): string[] =>
+    reader.ancestorsOf
+      ? [...reader.ancestorsOf(wait.lock)].reverse().concat(belowInTheWay(v.item, wait.mode, now))
+      : [];
 
   let frontier: Reached[] = [];
   /** The wait that keeps a hold: its party's last wait that named the held lock, if still queued and live. */
@@ -360,36 +350,45 @@ async function walk(
     if (!v) return undefined;
     const waits = [...before, wait];
     const from = nodeKey({ kind: 'wait', lock: wait.lock, order: wait.order });
-    const blockers = [
-      ...blockersOfWait(wait, v.item, v.queue, now),
-      ...hierarchyBlockers(wait, await relatedTo(wait, v), now),
-    ];
-    for (const { edge, to } of blockers) {
-      const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}\u0001${edge.through ?? ''}`;
-      if (!edgeKeys.has(key)) {
-        edgeKeys.add(key);
-        edges.push(edge);
+    /** Follows `blockers`; the cycle, if one closes. */
+    const follow = async (blockers: readonly Blocker[]): Promise<Closed | undefined> => {
+      for (const { edge, to } of blockers) {
+        const key = `${partyKey(edge.waiter)}\u0001${edge.lock}\u0001${partyKey(edge.blocker)}\u0001${edge.blockerIs}\u0001${edge.through ?? ''}`;
+        if (!edgeKeys.has(key)) {
+          edgeKeys.add(key);
+          edges.push(edge);
+        }
+        links.push({ from, to: nodeKey(to), edge });
+        const next = [...path, edge];
+        if (closes(to)) return { path: next, waits };
+        if (next.length >= bounds.maxDepth) {
+          exhaustive = false;
+          continue;
+        }
+        if (to.kind === 'wait') {
+          reachWait(to, next, waits);
+          continue;
+        }
+        if (expanded.has(nodeKey(to))) continue;
+        expanded.add(nodeKey(to));
+        // A hold leads on to the waits of its party that keep it: at the same depth (no wait edge between).
+        const keeper = await keeperOfHold(to);
+        if (keeper) {
+          const node = { kind: 'wait' as const, lock: keeper.lock, order: keeper.order };
+          links.push({ from: nodeKey(to), to: nodeKey(node), edge: undefined });
+          reachWait(node, next, waits);
+        }
       }
-      links.push({ from, to: nodeKey(to), edge });
-      const next = [...path, edge];
-      if (closes(to)) return { path: next, waits };
-      if (next.length >= bounds.maxDepth) {
-        exhaustive = false;
-        continue;
-      }
-      if (to.kind === 'wait') {
-        reachWait(to, next, waits);
-        continue;
-      }
-      if (expanded.has(nodeKey(to))) continue;
-      expanded.add(nodeKey(to));
-      // A hold leads on to the waits of its party that keep it: at the same depth (no wait edge between).
-      const keeper = await keeperOfHold(to);
-      if (keeper) {
-        const node = { kind: 'wait' as const, lock: keeper.lock, order: keeper.order };
-        links.push({ from: nodeKey(to), to: nodeKey(node), edge: undefined });
-        reachWait(node, next, waits);
-      }
+      return undefined;
+    };
+    // Its own lock's edges first (its item is read already), then its hierarchy's, nearest first.
+    const closed = await follow(blockersOfWait(wait, v.item, v.queue, now));
+    if (closed) return closed;
+    for (const lock of relatedTo(wait, v)) {
+      const read = await itemOf(lock);
+      if (!read) break;
+      const through = await follow(hierarchyBlockers(wait, lock, read.item, now));
+      if (through) return through;
     }
     return undefined;
   };
@@ -589,7 +588,7 @@ export const edgeBody = (e: WaitEdge, viewer: string) => ({
 export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
   const steps = cycle.map((e) =>
     e.through
-      ? `client ${e.waiter.clientId} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which ${e.blockerIs === 'holder' ? 'holds' : 'waits first for'} ${e.through}`
+      ? `client ${e.waiter.clientId} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which holds ${e.through}`
       : `client ${e.waiter.clientId} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`,
   );
   return new LatchkeyError(

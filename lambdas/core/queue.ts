@@ -771,9 +771,10 @@ export function onLockChange(
   }
   // Free with waiters. In a hierarchical namespace that can last (a holder above it, a grant below
   // it keeps the head out), so serve it again whenever its queue moves (a new head may fit), a
-  // grant below it ends, or a wait below it was served (its head may have stood aside for it).
+  // grant below it ends, or a wait below it marked it or was served (its head stands aside for an
+  // older one, or stood aside for one that is gone).
   const queueMoved = hierarchical && queuedCount(after) !== queuedCount(before);
-  const wokeBelow = hierarchical && wakeCount(after) < wakeCount(before);
+  const wokeBelow = hierarchical && wakeCount(after) !== wakeCount(before);
   // Standing aside for waits below it (hierarchy.ts yieldToBelow): its head is served when that ends.
   const asideUntil = hierarchical ? newYieldEnd(before, after) : undefined;
   return {

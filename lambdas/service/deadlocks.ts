@@ -13,7 +13,7 @@ import {
 } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import { ancestorsOf } from '../core/hierarchy';
-import { keeperRef } from '../core/items';
+import { keeperRef, lockRef } from '../core/items';
 import type { Waiter } from '../core/queue';
 import { describeError, log } from '../shared/log';
 import type { Clock } from './clock';
@@ -41,6 +41,7 @@ export class Deadlocks {
       const { lock, waiters, complete } = await this.storage.queue(name, VIEW_QUEUE_LIMIT);
       return { item: lock, queue: waiters, complete };
     },
+    item: (name) => this.storage.read(lockRef(name)),
     // Outside every hierarchical namespace a name has none (and its item no intentions).
     ancestorsOf: (name) => ancestorsOf(name, this.prefixes),
   };

@@ -66,11 +66,11 @@ const ambiguousIn = (edges: readonly WaitEdge[]): boolean => {
 
 /**
  * What the waiter waits for, in words: `jobs/a held by c2`, `jobs/a behind c2` (queued ahead of
- * it), or in a hierarchy `t/a/b kept out by c2 holding t/a` (or `waiting first for t/a`).
+ * it), or in a hierarchy `t/a/b kept out by c2 holding t/a`.
  */
 const blockedText = (e: WaitEdge, blocker: string) =>
   e.through !== undefined
-    ? `${e.lock} kept out by ${blocker} ${e.blockerIs === 'holder' ? 'holding' : 'waiting first for'} ${e.through}`
+    ? `${e.lock} kept out by ${blocker} holding ${e.through}`
     : `${e.lock} ${e.blockerIs === 'holder' ? 'held by' : 'behind'} ${blocker}`;
 
 /**

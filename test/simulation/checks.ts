@@ -115,7 +115,7 @@ export interface CycleEdge {
   readonly lock: string;
   readonly blocker: { readonly client_id: string; readonly party: string };
   readonly blocker_is: 'holder' | 'ahead';
-  /** In a hierarchy: the lock above or below `lock` the blocker holds or waits for first. */
+  /** In a hierarchy: the lock above or below `lock` the blocker holds. */
   readonly through?: string;
 }
 
@@ -431,7 +431,7 @@ export class Checker {
     cycle.forEach((e, i) => {
       const next = cycle[(i + 1) % cycle.length] as CycleEdge;
       if (e.blocker.party !== next.waiter.party) bad(`edge ${i} does not lead to edge ${i + 1}`);
-      // Through a hierarchy, the blocker holds (or waits first for) a lock above or below.
+      // Through a hierarchy, the blocker holds a lock above or below.
       const at = e.through ?? e.lock;
       if (e.blocker_is === 'holder') {
         if (!(this.heldOver.get(at) ?? []).some((s) => s.party === e.blocker.party && during(s)))

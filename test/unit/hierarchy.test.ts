@@ -34,6 +34,7 @@ import {
   yieldToBelow,
 } from '../../lambdas/core/hierarchy';
 import { entryAttr } from '../../lambdas/core/holders';
+import { onLockChange } from '../../lambdas/core/queue';
 import { wireServices } from '../../lambdas/service/services';
 import { lockPrefixProblem } from '../../sdk/names';
 import { MemoryStorage } from '../support/memory-storage';
@@ -304,8 +305,17 @@ describe('standing aside for older waits below', () => {
     expect(
       apply(aside, ancestorWrite('t/a', 't/a/b', [lease(9)], aside, NOW + YIELD_MS, HEAD - 1)),
     ).toBeUndefined();
-    expect(newYieldEnd(withoutYield(aside), aside)).toBe(NOW + YIELD_MS); // the notifier's timer for the head
+    expect(newYieldEnd(withoutYield(aside), aside)).toBe(NOW + YIELD_MS);
     expect(newYieldEnd(aside, aside)).toBeUndefined();
+    // The notifier arms the lock's timer for the window's end; a new mark has it serve the lock.
+    const change = (before: Item, after: Item) =>
+      onLockChange({ before, released: undefined, after }, NOW, true);
+    expect(change(withoutYield(aside), aside)).toEqual({ serve: false, lookBy: NOW + YIELD_MS });
+    expect(change(withoutYield(aside), marked(HEAD - 5)).serve).toBe(false); // already waited, nothing moved
+    const unmarked = { lock_name: 't/a', fence: 5, queued: 1 } as Item;
+    expect(change(unmarked, marked(HEAD - 5)).serve).toBe(true);
+    // After the window the queue keeps the older wait out again, as the write's condition does.
+    expect(ancestorVerdict('t/a', 't/a/b', [lease(9)], aside, NOW + YIELD_MS, HEAD - 1).kind).toBe('blocked');
     // The lock's own next grant ends it.
     const { [YieldAttr.before]: _b, [YieldAttr.at]: _a, ...plain } = aside;
     expect(
