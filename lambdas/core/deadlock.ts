@@ -584,8 +584,20 @@ export const edgeBody = (e: WaitEdge, viewer: string) => ({
   ...(e.through === undefined ? {} : { through: e.through }),
 });
 
+/** The words of a wait that waits for its own client's hold above or below its lock. */
+function selfWaitMessage(e: WaitEdge): string {
+  const through = e.through as string;
+  return e.lock.startsWith(`${through}/`)
+    ? `waiting for ${e.lock} would wait for itself: client ${e.waiter.clientId} holds ${through}, which covers it, so inside it there is nothing to take below it. This wait was refused and left the queue`
+    : `waiting for ${e.lock} would wait for itself: client ${e.waiter.clientId} holds ${through}, below it, and ${e.lock} covers it. This wait was refused and left the queue: release ${through} first, or take ${e.lock} before it`;
+}
+
 /** The refusal of a wait that closes `cycle` (its first edge is the wait's own). */
 export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
+  const fields = { cycle: cycle.map((e) => edgeBody(e, (cycle[0] as WaitEdge).waiter.owner)) };
+  const only = cycle.length === 1 ? cycle[0] : undefined;
+  if (only?.through !== undefined && sameParty(only.waiter, only.blocker))
+    return new LatchkeyError('DEADLOCK', selfWaitMessage(only), undefined, undefined, { fields });
   const steps = cycle.map((e) =>
     e.through
       ? `client ${e.waiter.clientId} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which holds ${e.through}`
@@ -596,6 +608,6 @@ export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
     `waiting for ${cycle[0]?.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: release what this client holds, then try again`,
     undefined,
     undefined,
-    { fields: { cycle: cycle.map((e) => edgeBody(e, (cycle[0] as WaitEdge).waiter.owner)) } },
+    { fields },
   );
 }

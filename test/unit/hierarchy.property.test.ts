@@ -666,7 +666,9 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
       await take(world, 'c0', 't/a');
       const refused = await waitFor(world, 'c0', 't/a/b', ['t/a']);
       expect(code(refused)).toBe('DEADLOCK');
-      expect((refused as LatchkeyError).message).toContain('kept out by client c0, which holds t/a');
+      expect((refused as LatchkeyError).message).toBe(
+        'waiting for t/a/b would wait for itself: client c0 holds t/a, which covers it, so inside it there is nothing to take below it. This wait was refused and left the queue',
+      );
       expect(world.memory.queueNow('t/a/b').waiters).toEqual([]);
       // Below a shared hold: a shared wait fits beside it, an exclusive one waits for itself.
       const readers = new World();
@@ -678,7 +680,11 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
     it('the same from below: a wait for a lock above its own hold', async () => {
       const world = new World();
       await take(world, 'c0', 't/a/b/c');
-      expect(code(await waitFor(world, 'c0', 't/a', ['t/a/b/c']))).toBe('DEADLOCK');
+      const refused = await waitFor(world, 'c0', 't/a', ['t/a/b/c']);
+      expect(code(refused)).toBe('DEADLOCK');
+      expect((refused as LatchkeyError).message).toMatch(
+        /client c0 holds t\/a\/b\/c, below it, and t\/a covers it\. .*release t\/a\/b\/c first, or take t\/a before it$/,
+      );
       // A shared wait above a shared hold fits (S beside IS).
       const readers = new World();
       await take(readers, 'c0', 't/a/b', 'shared');
