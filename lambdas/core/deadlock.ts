@@ -35,7 +35,11 @@
  * false one.
  *
  * The walk is breadth-first with two bounds: the length of a cycle (in wait edges) and the reads
- * it may make (one keeper record per hold it follows, one queue read per lock it looks at). A cycle beyond either bound is not found; lease ends and wait deadlines still break it.
+ * it may make (one keeper record per hold it follows, one queue read per lock it looks at, one
+ * item read per lock of a hierarchy it looks at). A cycle beyond either bound is not found; lease
+ * ends and wait deadlines still break it. Each lock is read once per walk, so the walk sees each
+ * as of its own read: a cycle is reported from reads made milliseconds apart, like any snapshot
+ * that is not one transaction.
  */
 import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
@@ -314,12 +318,13 @@ async function walk(
     return { item };
   };
   /**
-   * The locks of a wait's hierarchy whose holds may keep it out, nearest first: its ancestors
-   * from its parent up, then the locks below it whose intentions are in its way.
+   * The locks of a wait's hierarchy whose holds may keep it out: first the locks below it whose
+   * intentions are in its way (its item names them: usually few), then its ancestors from its
+   * parent up (up to 64: in a deep name they may use up the reads).
    */
   const relatedTo = (wait: Waiter, v: LockView): string[] =>
     reader.ancestorsOf
-      ? [...reader.ancestorsOf(wait.lock)].reverse().concat(belowInTheWay(v.item, wait.mode, now))
+      ? belowInTheWay(v.item, wait.mode, now).concat([...reader.ancestorsOf(wait.lock)].reverse())
       : [];
 
   let frontier: Reached[] = [];
@@ -587,9 +592,8 @@ export const edgeBody = (e: WaitEdge, viewer: string) => ({
 /** The words of a wait that waits for its own client's hold above or below its lock. */
 function selfWaitMessage(e: WaitEdge): string {
   const through = e.through as string;
-  return e.lock.startsWith(`${through}/`)
-    ? `waiting for ${e.lock} would wait for itself: client ${e.waiter.clientId} holds ${through}, which covers it, so inside it there is nothing to take below it. This wait was refused and left the queue`
-    : `waiting for ${e.lock} would wait for itself: client ${e.waiter.clientId} holds ${through}, below it, and ${e.lock} covers it. This wait was refused and left the queue: release ${through} first, or take ${e.lock} before it`;
+  const where = e.lock.startsWith(`${through}/`) ? 'above it (a lock covers the names below it)' : 'below it';
+  return `waiting for ${e.lock} would wait for itself: client ${e.waiter.clientId} holds ${through}, ${where}, in a mode that keeps this wait out. This wait was refused and left the queue: release ${through} first, or take ${e.lock} before it`;
 }
 
 /** The refusal of a wait that closes `cycle` (its first edge is the wait's own). */
