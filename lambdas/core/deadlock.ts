@@ -146,7 +146,7 @@ function hierarchyBlockers(wait: Waiter, lock: string, item: Item | undefined, n
 }
 
 /** The locks below `item`'s lock whose live intentions keep a wait in `mode` out (their grants' locks). */
-export function belowInTheWay(item: Item | undefined, mode: LockMode, now: number): string[] {
+function belowInTheWay(item: Item | undefined, mode: LockMode, now: number): string[] {
   const asked = mode === 'exclusive' ? 'X' : 'S';
   const names = liveIntentions(item, now)
     .filter((i) => !compatible(asked, i.kind))
@@ -176,13 +176,15 @@ export interface GraphReader {
   /** Where the last wait of `party` that named `lock` as held waits (its keeper record), if any. */
   keeperOf(lock: string, party: Party): Promise<WaitAt | undefined>;
   lock(name: string): Promise<LockView>;
-  /** The lock item of `name` alone, read strongly consistently (absent: read through `lock`). */
-  readonly item?: (name: string) => Promise<Item | undefined>;
-  /**
-   * The ancestors of `name` in its hierarchical namespace (core/hierarchy.ts ancestorsOf), root
-   * first. Absent: no edge goes through a hierarchy.
-   */
-  readonly ancestorsOf?: (name: string) => readonly string[];
+  /** Hierarchical namespaces (core/hierarchy.ts); absent: no edge goes through a hierarchy. */
+  readonly hierarchy?: HierarchyReader;
+}
+
+export interface HierarchyReader {
+  /** The ancestors of `name` in its namespace (core/hierarchy.ts ancestorsOf), root first. */
+  ancestorsOf(name: string): readonly string[];
+  /** The lock item of `name` alone, read strongly consistently: its holders are all the walk needs. */
+  item(name: string): Promise<Item | undefined>;
 }
 
 /** What a keeper record holds (keeperSteps). */
@@ -303,17 +305,13 @@ async function walk(
 
   const items = new Map<string, Item | undefined>();
   /** A lock item alone (a hierarchy's locks: their holders are all the walk needs of them). */
-  const itemOf = async (name: string): Promise<{ item: Item | undefined } | undefined> => {
+  const itemOf = async (hierarchy: HierarchyReader, name: string) => {
     const known = views.get(name);
     if (known) return { item: known.item };
     if (items.has(name)) return { item: items.get(name) };
-    if (!reader.item) {
-      const read = await view(name);
-      return read && { item: read.item };
-    }
     if (!readable()) return undefined;
     reads++;
-    const item = await reader.item(name);
+    const item = await hierarchy.item(name);
     items.set(name, item);
     return { item };
   };
@@ -322,10 +320,8 @@ async function walk(
    * intentions are in its way (its item names them: usually few), then its ancestors from its
    * parent up (up to 64: in a deep name they may use up the reads).
    */
-  const relatedTo = (wait: Waiter, v: LockView): string[] =>
-    reader.ancestorsOf
-      ? belowInTheWay(v.item, wait.mode, now).concat([...reader.ancestorsOf(wait.lock)].reverse())
-      : [];
+  const relatedTo = (hierarchy: HierarchyReader, wait: Waiter, v: LockView): string[] =>
+    belowInTheWay(v.item, wait.mode, now).concat([...hierarchy.ancestorsOf(wait.lock)].reverse());
 
   let frontier: Reached[] = [];
   /** The wait that keeps a hold: its party's last wait that named the held lock, if still queued and live. */
@@ -389,8 +385,10 @@ async function walk(
     // Its own lock's edges first (its item is read already), then its hierarchy's, nearest first.
     const closed = await follow(blockersOfWait(wait, v.item, v.queue, now));
     if (closed) return closed;
-    for (const lock of relatedTo(wait, v)) {
-      const read = await itemOf(lock);
+    const { hierarchy } = reader;
+    if (!hierarchy) return undefined;
+    for (const lock of relatedTo(hierarchy, wait, v)) {
+      const read = await itemOf(hierarchy, lock);
       if (!read) break;
       const through = await follow(hierarchyBlockers(wait, lock, read.item, now));
       if (through) return through;

@@ -879,7 +879,7 @@ export const YIELD_MS = 2_000;
  * lock stands aside (for YIELD_MS from `yield_at`) for waits that arrived before its head, and
  * this one did.
  */
-export function queueKeepsOut(item: Item | undefined, arrivedAt: number | undefined, now: number): boolean {
+function queueKeepsOut(item: Item | undefined, arrivedAt: number | undefined, now: number): boolean {
   if (queuedCount(item) === 0) return false;
   if (arrivedAt === undefined) return true;
   const before = num(item as Item, YieldAttr.before);

@@ -41,9 +41,11 @@ export class Deadlocks {
       const { lock, waiters, complete } = await this.storage.queue(name, VIEW_QUEUE_LIMIT);
       return { item: lock, queue: waiters, complete };
     },
-    item: (name) => this.storage.read(lockRef(name)),
-    // Outside every hierarchical namespace a name has none (and its item no intentions).
-    ancestorsOf: (name) => ancestorsOf(name, this.prefixes),
+    // Outside every hierarchical namespace a name has no ancestors (and its item no intentions).
+    hierarchy: {
+      ancestorsOf: (name) => ancestorsOf(name, this.prefixes),
+      item: (name) => this.storage.read(lockRef(name)),
+    },
   };
 
   /**
