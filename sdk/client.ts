@@ -180,6 +180,8 @@ export interface WaitGraph {
  * the grant either way, but the right hint saves it a write); nothing for an exclusive one, so
  * those requests are as they always were.
  */
+/** A renewal attempt's timeout for a lease with `ms` left: a third of it, from 0.5 s to 35 s. */
+const attemptTimeoutMs = (ms: number) => Math.max(500, Math.min(35_000, ms / 3));
 const heldAs = (lease: Lease): { mode?: 'shared' } => (lease.mode === 'shared' ? { mode: 'shared' } : {});
 
 /** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
@@ -300,7 +302,11 @@ export class LockClient {
     // sent now, bases it on now (a lock tied to a session has no lease to renew).
     if (lease.sessionId === undefined && lease.remainingMs() < lease.ttlMs * 0.9) {
       try {
-        await this.renew(lease);
+        // Its attempts get a third of the ttl, not of that estimate: after a long wait the estimate
+        // is short though the lease was granted late, and a short timeout fails a slow renewal
+        // that would have succeeded. The caller has no lease until it answers, so nothing relies
+        // on the estimate meanwhile; a renewal that comes too late is refused, never applied.
+        await this.renewWithin(lease, lease.ttlMs, attemptTimeoutMs(lease.ttlMs));
       } catch (error) {
         await this.releaseQuietly(lease); // nobody else will: the caller never saw this lease
         throw error;
@@ -405,10 +411,17 @@ export class LockClient {
         'lease',
         `renew: the lock ${lease.name} is held through session ${lease.sessionId}: it has no lease of its own to renew (the session's heartbeat keeps it)`,
       );
-    const ms = wholeMs('ttlMs', ttlMs ?? lease.ttlMs);
-    const sentAt = performance.now();
     // Each attempt must answer well before the lease ends, so a stalled connection is retried in time.
-    const timeoutMs = Math.max(500, Math.min(35_000, lease.remainingMs(sentAt) / 3));
+    return this.renewWithin(
+      lease,
+      wholeMs('ttlMs', ttlMs ?? lease.ttlMs),
+      attemptTimeoutMs(lease.remainingMs()),
+    );
+  }
+
+  /** renew's call, each attempt bounded by `timeoutMs`. */
+  private async renewWithin(lease: Lease, ms: number, timeoutMs: number): Promise<Lease> {
+    const sentAt = performance.now();
     const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),

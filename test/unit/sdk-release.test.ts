@@ -1,8 +1,9 @@
 /**
  * A release the SDK sends again (a 503, a lost answer) carries the same release_id every time, so
  * the service answers the retry of a release it applied instead of applying it twice (a re-entered
- * lock would otherwise count down twice and be freed under its outer scope). Against a loopback
- * HTTP server that answers each request with the next status given.
+ * lock would otherwise count down twice and be freed under its outer scope). And acquire's
+ * confirming renewal after a long wait is not cut short by the lease estimate the wait left.
+ * Against loopback HTTP servers that answer as each test needs.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -61,5 +62,48 @@ describe('release retries', () => {
     expect(await client.releaseQuietly(lease())).toBe(true);
     expect(bodies.map((b) => b.release_id)).toEqual([bodies[0]?.release_id, bodies[0]?.release_id]);
     expect(bodies[0]?.release_id).toEqual(expect.any(String));
+  });
+});
+
+describe("acquire's confirming renewal after a long wait", () => {
+  it('gets a third of the ttl per attempt, not a third of the short estimate the wait left', async () => {
+    // Granted after a 2.2 s HTTP wait with a 3 s ttl: the SDK counts the lease from the wait's
+    // start, so it has 0.8 s left by its estimate and renews at once. The renewal takes 0.7 s: more
+    // than the 0.5 s a third of the estimate allows (every attempt of which would time out), within
+    // the 1 s a third of the ttl allows.
+    const paths: string[] = [];
+    server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        paths.push(req.url ?? '');
+        const acquiring = req.url?.endsWith('/acquire');
+        const body = acquiring
+          ? {
+              acquired: true,
+              lock: 'jobs/x',
+              client_id: 'me',
+              fencing_token: 3,
+              ttl_ms: 3_000,
+              remaining_ms: 3_000,
+            }
+          : {
+              renewed: true,
+              lock: 'jobs/x',
+              expires_at: new Date().toISOString(),
+              remaining_ms: 3_000,
+              ttl_ms: 3_000,
+            };
+        setTimeout(
+          () => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body)),
+          acquiring ? 2_200 : 700,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const client = new LockClient({ endpoint: `http://127.0.0.1:${port}`, clientId: 'me' });
+    const granted = await client.acquire('jobs/x', { ttlMs: 3_000, waitTimeoutMs: 10_000 });
+    expect(paths).toEqual(['/api/v1/locks/jobs/x/acquire', '/api/v1/locks/jobs/x/renew']);
+    expect(granted.remainingMs()).toBeGreaterThan(2_000);
   });
 });
