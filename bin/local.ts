@@ -2,7 +2,7 @@
 /**
  * `npm start`: the whole latchkey service on localhost.
  *
- *   npm start                       in-memory DynamoDB Local, SigV4 required
+ *   npm start                       DynamoDB Local on scratch data (gone on stop), SigV4 required
  *   npm start -- --db-path ./data   keep the data between runs
  *   npm start -- --no-auth          accept unsigned requests
  *   npm start -- --credentials alice:alice-secret,bob:bob-secret   more principals
@@ -18,7 +18,7 @@ const USAGE = `usage: npm start -- [--port N] [--db-path DIR] [--table NAME] [--
 
   --port N        HTTP port (default: $PORT or 3000)
   --ws-port N     WebSocket port (default: $WS_PORT or 3001)
-  --db-path DIR   persist DynamoDB Local data in DIR (default: in memory)
+  --db-path DIR   persist DynamoDB Local data in DIR (default: scratch data, gone on stop)
   --table NAME    table name (default: latchkey-local)
   --no-auth       do not require SigV4 signatures (never expose this beyond localhost)
   --credentials KEY:SECRET,...   more SigV4 key pairs, each its own principal
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
   HTTP API       ${stack.url}/api/v1   (${auth})
 ${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
   metrics        ${stack.url}/metrics   (Prometheus text, unsigned)
-  DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', in memory'}
+  DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', scratch data (gone on stop)'}
 ${stack.hierarchicalPrefixes.length ? `  hierarchies    ${stack.hierarchicalPrefixes.join(', ')}   (a lock covers the names below it)\n` : ''}  try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
 Press Ctrl-C to stop.`);
 

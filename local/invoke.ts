@@ -2,7 +2,7 @@
  * `npm run invoke -- events/http/acquire.json`: runs one sample API Gateway
  * event through its handler, like `sam local invoke`, and prints the result.
  * Uses AWS_ENDPOINT_URL_DYNAMODB (e.g. the one `npm start` prints) or starts
- * an in-memory DynamoDB Local for the call.
+ * a scratch DynamoDB Local for the call.
  */
 import { readFileSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';

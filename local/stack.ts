@@ -35,7 +35,7 @@ export interface LocalStackOptions {
   readonly host?: string;
   /** Use this DynamoDB instead of starting DynamoDB Local (default: AWS_ENDPOINT_URL_DYNAMODB). */
   readonly dynamoEndpoint?: string;
-  /** Persist DynamoDB Local's data here instead of in memory. */
+  /** Persist DynamoDB Local's data here instead of a scratch directory removed on stop. */
   readonly dbPath?: string;
   readonly tableName?: string;
   readonly auth?: 'sigv4' | 'none';
