@@ -20,6 +20,10 @@ import { indexStreamRecords } from './stream-index';
 export interface DynamoDbLocal {
   readonly endpoint: string;
   readonly pid: number;
+  /** Where its data lives: the `dbPath` given, or the scratch directory removed on stop. */
+  readonly dataDirectory: string;
+  /** Why the stream records could not be indexed (a scratch database only), or undefined. */
+  readonly indexFailure?: string;
   stop(): Promise<void>;
 }
 
@@ -105,7 +109,7 @@ async function waitUntilServing(endpoint: string, child: ChildProcess, output: (
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
   if (options.dbPath) {
     if (!existsSync(options.dbPath)) throw new Error(`--db-path ${options.dbPath} does not exist`);
-    return launch(options, ['-dbPath', options.dbPath]);
+    return { ...(await launch(options, ['-dbPath', options.dbPath])), dataDirectory: options.dbPath };
   }
   return startOnScratch(options);
 }
@@ -132,6 +136,8 @@ async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLo
     const running = await launch(options, args);
     return {
       ...running,
+      dataDirectory: scratch,
+      ...(failed ? { indexFailure: failed } : {}),
       async stop() {
         await running.stop();
         remove();
@@ -157,7 +163,9 @@ async function createDatabase(endpoint: string): Promise<void> {
   }
 }
 
-async function launch(options: DynamoDbLocalOptions, storage: string[]): Promise<DynamoDbLocal> {
+type Launched = Omit<DynamoDbLocal, 'dataDirectory' | 'indexFailure'>;
+
+async function launch(options: DynamoDbLocalOptions, storage: string[]): Promise<Launched> {
   const dir = jarDirectory();
   const port = options.port ?? (await freePort());
   const java = [
