@@ -20,8 +20,8 @@ import { indexStreamRecords } from './stream-index';
 export interface DynamoDbLocal {
   readonly endpoint: string;
   readonly pid: number;
-  /** Where its data lives: the `dbPath` given, or the scratch directory removed on stop. */
-  readonly dataDirectory: string;
+  /** Where its data lives: the `dbPath` given, or the scratch directory removed on stop; undefined in memory. */
+  readonly dataDirectory: string | undefined;
   /** Why the stream records could not be indexed (a scratch database only), or undefined. */
   readonly indexFailure?: string;
   stop(): Promise<void>;
@@ -35,6 +35,12 @@ export interface DynamoDbLocalOptions {
    * directory removed on stop, with stream records indexed (see stream-index.ts).
    */
   readonly dbPath?: string;
+  /**
+   * Keep the data in memory (`-inMemory`) instead: on a fresh database each call is about half as
+   * long as on the scratch file, but writes to a table with a stream slow as its records pile up
+   * (stream-index.ts), and nothing can index them. For short runs: the benchmarks.
+   */
+  readonly inMemory?: boolean;
   /** JVM heap limit; without one the JVM may take a quarter of the machine's memory. */
   readonly maxHeap?: string;
   /**
@@ -111,6 +117,7 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
     if (!existsSync(options.dbPath)) throw new Error(`--db-path ${options.dbPath} does not exist`);
     return { ...(await launch(options, ['-dbPath', options.dbPath])), dataDirectory: options.dbPath };
   }
+  if (options.inMemory) return { ...(await launch(options, ['-inMemory'])), dataDirectory: undefined };
   return startOnScratch(options);
 }
 

@@ -61,7 +61,7 @@ export async function runAlone(
   name: string,
   section: (endpoint: string, tableName: string) => Promise<string[]>,
 ): Promise<void> {
-  const dynamo = await startDynamoDbLocal({ maxHeap: '512m' });
+  const dynamo = await startDynamoDbLocal({ maxHeap: '512m', inMemory: true });
   try {
     const tableName = `bench-${name}-${randomUUID()}`;
     await ensureTable(

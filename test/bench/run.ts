@@ -123,7 +123,7 @@ async function main() {
     if (SECTIONS.has('tree')) await childSection('./tree-fairness.ts');
     return;
   }
-  const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
+  const dynamo = await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   const tableName = `bench-${randomUUID()}`;
   await ensureTable(new DynamoDBClient({ endpoint: dynamo.endpoint }), tableName);
   const stack = await startLocalStack({ port: 0, wsPort: 0, dynamoEndpoint: dynamo.endpoint, tableName });

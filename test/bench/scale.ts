@@ -6,7 +6,10 @@
  * this machine. What matters is what grows with the total count and what
  * does not: DynamoDB calls per operation are exact (counted by SDK
  * middleware, retries included, per operation); latencies are DynamoDB
- * Local's (an SQLite file in memory), not DynamoDB's.
+ * Local's (an SQLite file in a scratch directory, its stream records indexed:
+ * local/stream-index.ts), not DynamoDB's. Unlike the other benchmarks this
+ * one does not run DynamoDB Local in memory: a million writes' stream records
+ * would slow every later write.
  *
  * 1. Lock names: fills the table with BENCH_SCALE_LOCKS names (default
  *    1,000,000) through the service's acquire, 64 at a time, under 8 tenant

@@ -246,7 +246,7 @@ export async function sessionsSection(endpoint: string): Promise<string[]> {
 }
 
 async function main() {
-  const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
+  const dynamo = await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   try {
     const only = process.env.BENCH_SESSIONS_ONLY;
     const lines =

@@ -396,7 +396,7 @@ async function runCost(stack: { url: string; wsUrl: string }, proxy: { take(): T
 async function main() {
   setEmfSink(() => {}); // the functions' metrics lines are not this report
   const external = process.env.BENCH_DYNAMO_ENDPOINT;
-  const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m' });
+  const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   const proxy = await countingProxy(external ?? (dynamo?.endpoint as string));
   const stack = await startLocalStack({
     port: 0,

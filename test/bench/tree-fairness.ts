@@ -101,7 +101,7 @@ async function race(stack: LocalStack): Promise<string[]> {
 
 async function main() {
   setEmfSink(() => {}); // the functions' metrics lines are not this report
-  const dynamo = await startDynamoDbLocal({ maxHeap: '768m' });
+  const dynamo = await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   const stack = await startLocalStack({
     port: 0,
     wsPort: 0,

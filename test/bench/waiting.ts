@@ -344,7 +344,7 @@ async function crashedHolder(stack: { url: string; wsUrl: string }) {
 
 async function main() {
   const external = process.env.BENCH_DYNAMO_ENDPOINT;
-  const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m' });
+  const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   const proxy = await startCountingProxy(external ?? (dynamo?.endpoint as string), httpWaitReads.record);
   const stack = await startLocalStack({
     port: 0,

@@ -26,7 +26,9 @@ async function indexesOf(file: string): Promise<string[]> {
 
 it('a scratch DynamoDB Local has its stream records indexed, serves streamed writes, and is removed on stop', async () => {
   const dynamo = await startDynamoDbLocal({ maxHeap: '256m' });
-  const file = join(dynamo.dataDirectory, 'shared-local-instance.db');
+  const directory = dynamo.dataDirectory;
+  if (!directory) throw new Error('a scratch DynamoDB Local names its directory');
+  const file = join(directory, 'shared-local-instance.db');
   try {
     expect(dynamo.indexFailure).toBeUndefined();
     expect(await indexesOf(file)).toContain('latchkey_stream_records');
@@ -53,7 +55,7 @@ it('a scratch DynamoDB Local has its stream records indexed, serves streamed wri
   } finally {
     await dynamo.stop();
   }
-  expect(existsSync(dynamo.dataDirectory)).toBe(false);
+  expect(existsSync(directory)).toBe(false);
 }, 60_000);
 
 it('a database without the stream records table is answered with why, not thrown', async () => {
