@@ -9,7 +9,7 @@
  * the pipe closes, which it does when this process ends, however it ends.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -125,10 +125,12 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
  * DynamoDB Local on a scratch directory (one database for every access key and region, like
  * `-inMemory` per key): started once so that the jar creates its database, stopped, given the
  * stream records' index, and started again (about 2.5 s more than `-inMemory`). The directory is
- * removed on stop. If the index cannot be added, it runs without it, only slower as records pile up.
+ * removed on stop, or at a later start if this process is killed first. If the index cannot be added, it runs without it, only slower as records pile up.
  */
 async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
-  const scratch = mkdtempSync(join(tmpdir(), 'latchkey-dynamodb-'));
+  removeAbandonedScratch();
+  const scratch = mkdtempSync(join(tmpdir(), SCRATCH_PREFIX));
+  writeFileSync(join(scratch, OWNER_FILE), String(process.pid));
   const args = ['-dbPath', scratch, '-sharedDb'];
   const remove = () => rmSync(scratch, { recursive: true, force: true });
   try {
@@ -154,6 +156,45 @@ async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLo
     remove();
     throw error;
   }
+}
+
+const SCRATCH_PREFIX = 'latchkey-dynamodb-';
+/** The pid of the process a scratch directory belongs to. */
+const OWNER_FILE = 'owner.pid';
+/** A scratch directory without an owner file this old was left half made. */
+const UNOWNED_AFTER_MS = 60 * 60_000;
+
+const running = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+};
+
+/**
+ * A process killed without a chance to stop (SIGKILL, a crash) leaves its scratch directory behind:
+ * the next start removes those whose owner is gone (a pid reused since keeps one a while longer).
+ */
+export function removeAbandonedScratch(dir = tmpdir(), now = Date.now()): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith(SCRATCH_PREFIX)) continue;
+    const path = join(dir, name);
+    try {
+      const owner = join(path, OWNER_FILE);
+      const abandoned = existsSync(owner)
+        ? !running(Number(readFileSync(owner, 'utf8')))
+        : now - statSync(path).mtimeMs > UNOWNED_AFTER_MS;
+      if (!abandoned) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed.push(path);
+    } catch {
+      // Gone meanwhile, or not ours to read: leave it.
+    }
+  }
+  return removed;
 }
 
 /** Any signed request makes DynamoDB Local create its database. */

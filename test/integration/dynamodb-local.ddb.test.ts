@@ -4,13 +4,14 @@
  * that works with streams, and is removed on stop. This starts a DynamoDB Local of its own, so it
  * also fails when a new jar's schema no longer has the table or columns the index names.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
-import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { removeAbandonedScratch, startDynamoDbLocal } from '../../local/dynamodb-local';
 import { indexStreamRecords } from '../../local/stream-index';
 
 async function indexesOf(file: string): Promise<string[]> {
@@ -69,5 +70,29 @@ it('a database without the stream records table is answered with why, not thrown
   } finally {
     empty.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it("a scratch directory whose process died is removed at the next start; a live one's, or one being made, is kept", () => {
+  const parent = mkdtempSync(join(tmpdir(), 'latchkey-scratch-test-'));
+  try {
+    const make = (name: string, owner?: number) => {
+      mkdirSync(join(parent, name));
+      if (owner !== undefined) writeFileSync(join(parent, name, 'owner.pid'), String(owner));
+      return join(parent, name);
+    };
+    const deadPid = spawnSync('true').pid as number;
+    const dead = make('latchkey-dynamodb-dead', deadPid);
+    const live = make('latchkey-dynamodb-live', process.pid);
+    const beingMade = make('latchkey-dynamodb-new');
+    const leftHalfMade = make('latchkey-dynamodb-old');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    utimesSync(leftHalfMade, twoHoursAgo, twoHoursAgo);
+    const notOurs = make('something-else', deadPid);
+
+    expect(removeAbandonedScratch(parent).sort()).toEqual([dead, leftHalfMade].sort());
+    expect([live, beingMade, notOurs].every((dir) => existsSync(dir))).toBe(true);
+  } finally {
+    rmSync(parent, { recursive: true, force: true });
   }
 });
