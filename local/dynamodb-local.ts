@@ -9,12 +9,19 @@
  * the pipe closes, which it does when this process ends, however it ends.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import {
+  copyTemplate,
+  makeScratchDirectory,
+  removeAbandonedScratch,
+  SHARED_DATABASE,
+  saveTemplate,
+  templatePath,
+} from './scratch-database';
 import { indexStreamRecords } from './stream-index';
 
 export interface DynamoDbLocal {
@@ -48,6 +55,11 @@ export interface DynamoDbLocalOptions {
    * signal; the default where setpriv exists) or `watchdog` (the default elsewhere).
    */
   readonly guard?: 'setpriv' | 'watchdog';
+  /**
+   * Where the empty, indexed database a scratch directory starts from is kept, by jar version
+   * (default node_modules/.cache/latchkey; null: made afresh at every start).
+   */
+  readonly templateDirectory?: string | null;
 }
 
 function jarDirectory(): string {
@@ -123,82 +135,61 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
 
 /**
  * DynamoDB Local on a scratch directory (one database for every access key and region, like
- * `-inMemory` per key): started once so that the jar creates its database, stopped, given the
- * stream records' index, and started again (about 2.5 s more than `-inMemory`). The directory is
- * removed on stop, or at a later start if this process is killed first. If the index cannot be added, it runs without it, only slower as records pile up.
+ * `-inMemory` per key), removed on stop, or at a later start if this process is killed first. Its
+ * database starts as a copy of an empty one with the stream records' index, kept per jar version
+ * (scratch-database.ts); the first start on a machine makes that one: it starts DynamoDB Local so
+ * that the jar creates its database, stops it, adds the index, and starts it again (about 2 s
+ * more). If the index cannot be added, it runs without it, only slower as records pile up.
  */
 async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   removeAbandonedScratch();
-  const scratch = mkdtempSync(join(tmpdir(), SCRATCH_PREFIX));
-  writeFileSync(join(scratch, OWNER_FILE), String(process.pid));
-  const args = ['-dbPath', scratch, '-sharedDb'];
-  const remove = () => rmSync(scratch, { recursive: true, force: true });
+  const scratch = makeScratchDirectory();
   try {
-    const first = await launch(options, args);
-    try {
-      await createDatabase(first.endpoint);
-    } finally {
-      await first.stop();
-    }
-    const failed = await indexStreamRecords(join(scratch, 'shared-local-instance.db'));
+    const template = templatePath(options.templateDirectory, jarDirectory());
+    const copied = template !== undefined && copyTemplate(template, join(scratch.path, SHARED_DATABASE));
+    const failed = copied ? undefined : await createDatabase(options, scratch.path, template);
     if (failed) process.emitWarning(`DynamoDB Local runs without the stream records' index: ${failed}`);
-    const running = await launch(options, args);
+    const running = await launch(options, sharedDatabaseIn(scratch.path));
     return {
       ...running,
-      dataDirectory: scratch,
+      dataDirectory: scratch.path,
       ...(failed ? { indexFailure: failed } : {}),
       async stop() {
         await running.stop();
-        remove();
+        scratch.remove();
       },
     };
   } catch (error) {
-    remove();
+    scratch.remove();
     throw error;
   }
 }
 
-const SCRATCH_PREFIX = 'latchkey-dynamodb-';
-/** The pid of the process a scratch directory belongs to. */
-const OWNER_FILE = 'owner.pid';
-/** A scratch directory without an owner file this old was left half made. */
-const UNOWNED_AFTER_MS = 60 * 60_000;
-
-const running = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
-  }
-};
+const sharedDatabaseIn = (directory: string) => ['-dbPath', directory, '-sharedDb'];
 
 /**
- * A process killed without a chance to stop (SIGKILL, a crash) leaves its scratch directory behind:
- * the next start removes those whose owner is gone (a pid reused since keeps one a while longer).
+ * Lets the jar create its database in `directory`, indexes it, and keeps a copy as `template` for
+ * later starts. Answers why the index could not be added, or undefined.
  */
-export function removeAbandonedScratch(dir = tmpdir(), now = Date.now()): string[] {
-  const removed: string[] = [];
-  for (const name of readdirSync(dir)) {
-    if (!name.startsWith(SCRATCH_PREFIX)) continue;
-    const path = join(dir, name);
-    try {
-      const owner = join(path, OWNER_FILE);
-      const abandoned = existsSync(owner)
-        ? !running(Number(readFileSync(owner, 'utf8')))
-        : now - statSync(path).mtimeMs > UNOWNED_AFTER_MS;
-      if (!abandoned) continue;
-      rmSync(path, { recursive: true, force: true });
-      removed.push(path);
-    } catch {
-      // Gone meanwhile, or not ours to read: leave it.
-    }
+async function createDatabase(
+  options: DynamoDbLocalOptions,
+  directory: string,
+  template: string | undefined,
+): Promise<string | undefined> {
+  const first = await launch(options, sharedDatabaseIn(directory));
+  try {
+    await firstRequest(first.endpoint);
+  } finally {
+    await first.stop();
   }
-  return removed;
+  const database = join(directory, SHARED_DATABASE);
+  const failed = await indexStreamRecords(database);
+  if (!failed && template) saveTemplate(database, template);
+  return failed;
 }
 
 /** Any signed request makes DynamoDB Local create its database. */
-async function createDatabase(endpoint: string): Promise<void> {
+async function firstRequest(endpoint: string): Promise<void> {
   const client = new DynamoDBClient({
     endpoint,
     region: 'us-east-1',

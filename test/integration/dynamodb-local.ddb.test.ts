@@ -5,13 +5,23 @@
  * also fails when a new jar's schema no longer has the table or columns the index names.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
-import { removeAbandonedScratch, startDynamoDbLocal } from '../../local/dynamodb-local';
+import { startDynamoDbLocal } from '../../local/dynamodb-local';
+import { removeAbandonedScratch } from '../../local/scratch-database';
 import { indexStreamRecords } from '../../local/stream-index';
 
 async function indexesOf(file: string): Promise<string[]> {
@@ -25,8 +35,30 @@ async function indexesOf(file: string): Promise<string[]> {
   }
 }
 
+it('the first start on a machine makes the indexed database and keeps it; a later start copies it', async () => {
+  const templates = mkdtempSync(join(tmpdir(), 'latchkey-template-test-'));
+  try {
+    const first = await startDynamoDbLocal({ maxHeap: '256m', templateDirectory: templates });
+    await first.stop();
+    const kept = readdirSync(templates);
+    expect(kept).toEqual([expect.stringMatching(/^dynamodb_local_.*\.db$/)]);
+    expect(await indexesOf(join(templates, kept[0] as string))).toContain('latchkey_stream_records');
+    const second = await startDynamoDbLocal({ maxHeap: '256m', templateDirectory: templates });
+    try {
+      expect(second.indexFailure).toBeUndefined();
+      expect(await indexesOf(join(second.dataDirectory as string, 'shared-local-instance.db'))).toContain(
+        'latchkey_stream_records',
+      );
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    rmSync(templates, { recursive: true, force: true });
+  }
+}, 60_000);
+
 it('a scratch DynamoDB Local has its stream records indexed, serves streamed writes, and is removed on stop', async () => {
-  const dynamo = await startDynamoDbLocal({ maxHeap: '256m' });
+  const dynamo = await startDynamoDbLocal({ maxHeap: '256m', templateDirectory: null });
   const directory = dynamo.dataDirectory;
   if (!directory) throw new Error('a scratch DynamoDB Local names its directory');
   const file = join(directory, 'shared-local-instance.db');
