@@ -11,24 +11,26 @@
  * Local's own, created by the jar on its first request, so a new jar's schema is taken as it is.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import initSqlJs from 'sql.js';
+import initSqlJs, { type Database } from 'sql.js';
 
 const INDEX = 'CREATE INDEX IF NOT EXISTS latchkey_stream_records ON us (StreamID, ShardID, SequenceNumber)';
 
 /**
  * Adds the index to the DynamoDB Local database `file` (DynamoDB Local must not be running on it).
- * Answers why it could not (a jar whose schema has no such table or columns), or undefined.
+ * Answers why it could not (no such file, or a jar whose schema has no such table or columns), or
+ * undefined.
  */
 export async function indexStreamRecords(file: string): Promise<string | undefined> {
-  const SQL = await initSqlJs();
-  const db = new SQL.Database(readFileSync(file));
+  let db: Database | undefined;
   try {
+    const SQL = await initSqlJs();
+    db = new SQL.Database(readFileSync(file));
     db.run(INDEX);
     writeFileSync(file, db.export());
     return undefined;
   } catch (error) {
     return error instanceof Error ? error.message : String(error);
   } finally {
-    db.close();
+    db?.close();
   }
 }

@@ -91,7 +91,7 @@ it('a scratch DynamoDB Local has its stream records indexed, serves streamed wri
   expect(existsSync(directory)).toBe(false);
 }, 60_000);
 
-it('a database without the stream records table is answered with why, not thrown', async () => {
+it('a database without the stream records table, or no database, is answered with why, not thrown', async () => {
   const SQL = await initSqlJs();
   const empty = new SQL.Database();
   const dir = mkdtempSync(join(tmpdir(), 'latchkey-index-test-'));
@@ -99,6 +99,7 @@ it('a database without the stream records table is answered with why, not thrown
     const file = join(dir, 'other.db');
     writeFileSync(file, empty.export());
     expect(await indexStreamRecords(file)).toMatch(/no such table: (main\.)?us\b/);
+    expect(await indexStreamRecords(join(dir, 'missing.db'))).toMatch(/ENOENT/);
   } finally {
     empty.close();
     rmSync(dir, { recursive: true, force: true });
