@@ -22,7 +22,7 @@ import {
   saveTemplate,
   templatePath,
 } from './scratch-database';
-import { indexStreamRecords } from './stream-index';
+import { indexKeptDatabases, indexStreamRecords } from './stream-index';
 
 export interface DynamoDbLocal {
   readonly endpoint: string;
@@ -38,8 +38,9 @@ export interface DynamoDbLocalOptions {
   /** Port to listen on; a free one by default. */
   readonly port?: number;
   /**
-   * Persist data in this directory, as DynamoDB Local does. Without it the data lives in a scratch
-   * directory removed on stop, with stream records indexed (see stream-index.ts).
+   * Persist data in this directory, as DynamoDB Local does; the databases earlier runs kept there
+   * get the stream records' index before it starts (stream-index.ts). Without it the data lives in
+   * a scratch directory removed on stop, indexed from the start.
    */
   readonly dbPath?: string;
   /**
@@ -127,6 +128,7 @@ async function waitUntilServing(endpoint: string, child: ChildProcess, output: (
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
   if (options.dbPath) {
     if (!existsSync(options.dbPath)) throw new Error(`--db-path ${options.dbPath} does not exist`);
+    for (const warning of await indexKeptDatabases(options.dbPath)) process.emitWarning(warning);
     return { ...(await launch(options, ['-dbPath', options.dbPath])), dataDirectory: options.dbPath };
   }
   if (options.inMemory) return { ...(await launch(options, ['-inMemory'])), dataDirectory: undefined };

@@ -1,8 +1,10 @@
 /**
  * The DynamoDB Local launcher: a scratch database whose stream records are indexed (without the
  * index, every write to a streamed table slows with all the stream records written before it),
- * that works with streams, and is removed on stop. This starts a DynamoDB Local of its own, so it
- * also fails when a new jar's schema no longer has the table or columns the index names.
+ * that works with streams, and is removed on stop; the kept copy later starts begin from; and a
+ * `--db-path` directory's databases, indexed before the start after the run that made them. This
+ * starts DynamoDB Locals of its own, so it also fails when a new jar's schema no longer has the
+ * table or columns the index names.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -12,17 +14,18 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreateTableCommand, DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { removeAbandonedScratch } from '../../local/scratch-database';
-import { indexStreamRecords } from '../../local/stream-index';
+import { indexKeptDatabases, indexStreamRecords } from '../../local/stream-index';
 
 async function indexesOf(file: string): Promise<string[]> {
   const SQL = await initSqlJs();
@@ -129,3 +132,58 @@ it("a scratch directory whose process died is removed at the next start; a live 
     rmSync(parent, { recursive: true, force: true });
   }
 });
+
+it('a --db-path directory keeps its data, and its databases from earlier runs get the index (once) before the next start', async () => {
+  const kept = mkdtempSync(join(tmpdir(), 'latchkey-db-path-test-'));
+  const clientOf = (endpoint: string) =>
+    new DynamoDBClient({
+      endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    });
+  try {
+    const first = await startDynamoDbLocal({ maxHeap: '256m', dbPath: kept });
+    const client = clientOf(first.endpoint);
+    try {
+      await client.send(
+        new CreateTableCommand({
+          TableName: 'kept',
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+          StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
+        }),
+      );
+      await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'a' } } }));
+    } finally {
+      client.destroy();
+      await first.stop();
+    }
+    const [database] = readdirSync(kept).filter((n) => n.endsWith('.db'));
+    const file = join(kept, database as string);
+    expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
+    // Too large for sql.js: left as it is, with a warning.
+    expect(await indexKeptDatabases(kept, 1)).toEqual([expect.stringContaining('not indexed')]);
+    expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
+
+    const second = await startDynamoDbLocal({ maxHeap: '256m', dbPath: kept });
+    const again = clientOf(second.endpoint);
+    try {
+      expect(await indexesOf(file)).toContain('latchkey_stream_records');
+      const item = await again.send(
+        new GetItemCommand({ TableName: 'kept', Key: { pk: { S: 'a' } }, ConsistentRead: true }),
+      );
+      expect(item.Item?.pk?.S).toBe('a');
+      await again.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'b' } } }));
+    } finally {
+      again.destroy();
+      await second.stop();
+    }
+    // Indexed already: the next start leaves the file alone.
+    const inode = statSync(file).ino;
+    expect(await indexKeptDatabases(kept)).toEqual([]);
+    expect(statSync(file).ino).toBe(inode);
+  } finally {
+    rmSync(kept, { recursive: true, force: true });
+  }
+}, 90_000);
