@@ -27,6 +27,26 @@ import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { removeAbandonedScratch } from '../../local/scratch-database';
 import { indexKeptDatabases, indexStreamRecords } from '../../local/stream-index';
 
+const clientOf = (endpoint: string) =>
+  new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  });
+
+/** A table with a stream, as the service's table has: its writes add stream records. */
+async function createStreamedTable(client: DynamoDBClient, name: string): Promise<void> {
+  await client.send(
+    new CreateTableCommand({
+      TableName: name,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
+    }),
+  );
+}
+
 async function indexesOf(file: string): Promise<string[]> {
   const SQL = await initSqlJs();
   const db = new SQL.Database(readFileSync(file));
@@ -68,21 +88,9 @@ it('a scratch DynamoDB Local has its stream records indexed, serves streamed wri
   try {
     expect(dynamo.indexFailure).toBeUndefined();
     expect(await indexesOf(file)).toContain('latchkey_stream_records');
-    const client = new DynamoDBClient({
-      endpoint: dynamo.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    });
+    const client = clientOf(dynamo.endpoint);
     try {
-      await client.send(
-        new CreateTableCommand({
-          TableName: 'streamed',
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
-          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-          StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
-        }),
-      );
+      await createStreamedTable(client, 'streamed');
       for (let i = 0; i < 5; i++)
         await client.send(new PutItemCommand({ TableName: 'streamed', Item: { pk: { S: `k${i}` } } }));
     } finally {
@@ -135,25 +143,11 @@ it("a scratch directory whose process died is removed at the next start; a live 
 
 it('a --db-path directory keeps its data, and its databases from earlier runs get the index (once) before the next start', async () => {
   const kept = mkdtempSync(join(tmpdir(), 'latchkey-db-path-test-'));
-  const clientOf = (endpoint: string) =>
-    new DynamoDBClient({
-      endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    });
   try {
     const first = await startDynamoDbLocal({ maxHeap: '256m', dbPath: kept });
     const client = clientOf(first.endpoint);
     try {
-      await client.send(
-        new CreateTableCommand({
-          TableName: 'kept',
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
-          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-          StreamSpecification: { StreamEnabled: true, StreamViewType: 'NEW_AND_OLD_IMAGES' },
-        }),
-      );
+      await createStreamedTable(client, 'kept');
       await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'a' } } }));
     } finally {
       client.destroy();
