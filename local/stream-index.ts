@@ -48,7 +48,9 @@ export const MAX_INDEXED_BYTES = 256 * 1024 * 1024;
 /**
  * Indexes the databases DynamoDB Local kept in `directory` (`--db-path`) in earlier runs, before it
  * starts on them: one `*.db` per access key and region. A directory's first run has none yet; its
- * next start indexes what that run created. Answers a warning for each database left unindexed.
+ * next start indexes what that run created. Each start reads every kept database whole to look for
+ * the index (SQLite's schema can only be read through sql.js), and rewrites only those without it:
+ * the reason for the size cap. Answers a warning for each database left unindexed.
  */
 export async function indexKeptDatabases(directory: string, maxBytes = MAX_INDEXED_BYTES): Promise<string[]> {
   const warnings: string[] = [];
