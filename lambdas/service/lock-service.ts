@@ -451,7 +451,8 @@ export class LockService {
       if (sight.present !== true) {
         // Gone from the queue (granted or ended), or further back than one poll reads: the record says.
         const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
-        if (record?.state !== 'queued' || record.order !== wait.order) return this.answer(wait, record);
+        if (record?.state !== 'queued' || record.order !== wait.order)
+          return this.answer(wait, record, undefined, snapshot.lock);
       }
       if (now >= end) return this.conclude(wait, 'timeout');
       memory = track(memory, sight, now);
@@ -717,15 +718,17 @@ export class LockService {
 
   /**
    * The answer a request's record gives once it is no longer queued at the place asked about, to
-   * an attempt made on `connectionId` (none: over HTTP).
+   * an attempt made on `connectionId` (none: over HTTP). `seen`: the lock item as a strongly
+   * consistent read made before the record was read showed it, if the caller has one (see replay).
    */
   private async answer(
     wait: PendingWait,
     record: RequestRecord | undefined,
     connectionId?: string,
+    seen?: Item,
   ): Promise<AcquireOutcome | Ended> {
     if (record?.state === 'granted')
-      return this.replay(wait, record.fence, record.claimed || !record.connectionId, connectionId);
+      return this.replay(wait, record.fence, record.claimed || !record.connectionId, connectionId, seen);
     if (record?.state === 'ended') {
       if (record.reason === 'session-ended')
         throw new LatchkeyError(
@@ -748,20 +751,28 @@ export class LockService {
    * Answers a request with the grant its record names, if that grant is
    * still in force. A grant pushed over WebSocket is claimed first, so it
    * can no longer be taken back from a caller who now has it.
+   *
+   * The lock item says whether the grant is in force. A claimed grant is judged on `seen` when
+   * that read shows it live now: it is answered as of that read (a linearizable answer, as if given
+   * then; a lease renewed since only ends later than it says). Otherwise, and before a claim, on
+   * a fresh read: `seen` may predate the grant.
    */
   private async replay(
     wait: PendingWait,
     fence: number,
     claimed: boolean,
     connectionId: string | undefined,
+    seen?: Item,
   ): Promise<AcquireOutcome | Ended> {
     if (!claimed) {
       const claim = await this.storage.transact([claimStep(wait, fence, this.clock.now())]);
       if (!claim.ok) return this.answer(wait, requestOf(oldAt(claim, 0)), connectionId);
     }
-    const holder = liveGrants(await this.storage.read(lockRef(wait.lock)), this.clock.now()).find(
-      (g) => g.fencingToken === fence,
-    );
+    const live = (lock: Item | undefined) =>
+      liveGrants(lock, this.clock.now()).find((g) => g.fencingToken === fence);
+    const holder =
+      (claimed && seen !== undefined ? live(seen) : undefined) ??
+      live(await this.storage.read(lockRef(wait.lock)));
     if (holder?.fencingToken === fence && holder.clientId === wait.clientId) {
       // Held as this attempt asks (see holdsAs); a lock held through a WebSocket connection only on that connection.
       const connection =

@@ -1,0 +1,93 @@
+/**
+ * How a granted HTTP waiter is answered (lock-service.ts awaitGrant, replay): from the lock item
+ * its last poll read, when that read shows the grant in force, and from a fresh read otherwise.
+ * The real services on the in-memory storage; the storage's reads counted and, where a test
+ * says, its poll answered with an older lock item.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Item } from '../../lambdas/core/expr';
+import { POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
+import { LOCK, QueueHarness } from '../support/queue-harness';
+
+/** Counts the storage's reads of the lock item (GetItem; not its Queries). */
+function countLockReads(h: QueueHarness): () => number {
+  let reads = 0;
+  const read = h.memory.read.bind(h.memory);
+  h.memory.read = async (ref) => {
+    if (ref.kind === 'lock') reads++;
+    return read(ref);
+  };
+  return () => reads;
+}
+
+/**
+ * Runs `during` inside the waiter's next poll, once, and answers that poll with the queue as it
+ * is then but the lock item as it was before `during` (`stale`), or as it is (`fresh`).
+ */
+function onNextPoll(h: QueueHarness, lockAs: 'stale' | 'fresh', during: () => Promise<unknown>): void {
+  const queue = h.memory.queue.bind(h.memory);
+  let armed = true;
+  h.memory.queue = async (lock, limit) => {
+    if (!armed || lock !== LOCK || limit !== POLL_QUEUE_LIMIT) return queue(lock, limit);
+    armed = false;
+    const before = h.item as Item;
+    await during();
+    const now = await queue(lock, limit);
+    return lockAs === 'stale' ? { ...now, lock: before } : now;
+  };
+}
+
+describe('a granted HTTP waiter is answered', () => {
+  it('from the lock item its poll read, when that shows the grant: no second read of the lock', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const reads = countLockReads(h);
+    let readsAtGrant = Number.NaN;
+    onNextPoll(h, 'fresh', async () => {
+      await h.release(first);
+      readsAtGrant = reads();
+    });
+    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    expect(outcome).toMatchObject({ kind: 'done', outcome: { acquired: true } });
+    if (outcome.kind === 'done' && outcome.outcome.acquired) {
+      expect(outcome.outcome.grant.clientId).toBe('b');
+      expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
+    }
+    expect(reads() - readsAtGrant).toBe(0);
+  });
+
+  it('from a fresh read when the poll’s lock item predates the grant (it is not refused as lapsed)', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const reads = countLockReads(h);
+    let readsAtGrant = Number.NaN;
+    // The release hands the lock to b inside b's poll, whose lock item still shows a's grant.
+    onNextPoll(h, 'stale', async () => {
+      await h.release(first);
+      readsAtGrant = reads();
+    });
+    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    expect(outcome).toMatchObject({ kind: 'done', outcome: { acquired: true } });
+    if (outcome.kind === 'done' && outcome.outcome.acquired)
+      expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(reads() - readsAtGrant).toBe(1);
+  });
+
+  it('as lapsed when the grant its poll saw has ended by the time it answers', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    // b's grant (ttl 1 s) is made inside the poll, and its lease has ended before b answers.
+    onNextPoll(h, 'fresh', async () => {
+      await h.release(first);
+      h.now += 5_000;
+    });
+    const outcome = h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb', ttl: 1_000 }), {
+      waitMs: 10_000,
+    });
+    await expect(outcome).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+  });
+});
