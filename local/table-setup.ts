@@ -12,9 +12,22 @@ import { GC_ATTRIBUTE, tableDefinition } from '../lambdas/store/table';
 export async function ensureTable(
   client: DynamoDBClient,
   tableName: string,
+  options: {
+    /**
+     * Whether a table it creates has its stream (default true). Only a caller that runs no
+     * notifier may go without: a benchmark of the services alone, where DynamoDB Local's stream
+     * records would cost every write something DynamoDB's stream does not.
+     */
+    readonly stream?: boolean;
+  } = {},
 ): Promise<'created' | 'existing'> {
+  const { StreamSpecification, ...withoutStream } = tableDefinition(tableName);
   try {
-    await client.send(new CreateTableCommand(tableDefinition(tableName)));
+    await client.send(
+      new CreateTableCommand(
+        options.stream === false ? withoutStream : { ...withoutStream, StreamSpecification },
+      ),
+    );
   } catch (error) {
     if (error instanceof ResourceInUseException) {
       await addMissingIndexes(client, tableName);
