@@ -14,7 +14,8 @@ export const handler = (): Promise<SweepReport> =>
 
 async function sweep(): Promise<SweepReport> {
   const report = await getDeps().sweeper.sweep();
-  if (report.expired || report.queuesServed || report.connectionsClosed || report.retried || report.behind)
+  const { expired, queuesServed, waitsEnded, connectionsClosed, retried, behind } = report;
+  if (expired || queuesServed || waitsEnded || connectionsClosed || retried || behind)
     log(report.retried || report.behind ? 'warn' : 'info', 'sweeper run', { ...report });
   return report;
 }

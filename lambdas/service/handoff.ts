@@ -118,6 +118,11 @@ const FULL_RETRY_MS = 1_000;
 
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
+/**
+ * The waiters one serve reads: it ends those among them past their deadline. One further back is
+ * ended by the sweeper (endOverdue), or by a serve once it comes this close.
+ */
+export const SERVE_READS = 25;
 
 export class Handoff {
   constructor(
@@ -164,7 +169,7 @@ export class Handoff {
   private async serveQueue(name: string): Promise<ServeResult> {
     let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const snapshot = await this.storage.queue(name, 25);
+      const snapshot = await this.storage.queue(name, SERVE_READS);
       const now = this.clock.now();
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
       for (const waiter of plan.expired) await this.endWait(waiter, 'timeout', now);
@@ -444,6 +449,17 @@ export class Handoff {
     return auditLeft(w, reason);
   }
 
+  /**
+   * Ends the wait queued at `order` on `lock` if its deadline has passed by `now`, and tells it:
+   * for a waiter further back than a serve reads (SERVE_READS). True when this ended it.
+   */
+  async endOverdue(lock: string, order: string, now: number): Promise<boolean> {
+    const item = await this.storage.read(waiterRef(lock, order));
+    const waiter = item && waiterOf(order, item);
+    if (!waiter || waiter.deadline > now) return false;
+    return this.endWait(waiter, 'timeout', now);
+  }
+
   /** A connection that is gone: its waiters leave their queues and its item goes. */
   async forgetConnection(connectionId: string): Promise<number> {
     let removed = 0;
@@ -468,9 +484,13 @@ export class Handoff {
     await this.pusher.push(waiter.connectionId, errorFrame(error, waiter.requestId));
   }
 
-  /** Ends a waiter's wait and tells it (a WebSocket waiter; an HTTP waiter reads its record). */
-  private async endWait(waiter: Waiter, reason: EndReason, now: number): Promise<void> {
-    if (!(await this.leave(waiter, reason, now)) || !waiter.connectionId) return;
+  /**
+   * Ends a waiter's wait and tells it (a WebSocket waiter; an HTTP waiter reads its record). True
+   * when this ended it (false: it was no longer queued).
+   */
+  private async endWait(waiter: Waiter, reason: EndReason, now: number): Promise<boolean> {
+    if (!(await this.leave(waiter, reason, now))) return false;
+    if (!waiter.connectionId) return true;
     const frame =
       reason === 'session-ended'
         ? errorFrame(
@@ -482,6 +502,7 @@ export class Handoff {
           )
         : timeoutFrame(waiter.lock, waiter.requestId);
     await this.pusher.push(waiter.connectionId, frame);
+    return true;
   }
 
   /** Tells the waiter; an HTTP waiter reads its record, so only a WebSocket waiter can be gone. */

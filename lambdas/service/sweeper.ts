@@ -5,8 +5,9 @@
  * - a session past its expiry ends and its locks go to their next waiters
  *   (Sessions.expire);
  * - a waiter past its deadline: its lock's queue is served, which drops it
- *   and every other timed-out waiter, and hands a lapsed lock on (the
- *   backstop for a lost expiry timer);
+ *   and every other timed-out waiter a serve reads, and hands a lapsed lock
+ *   on (the backstop for a lost expiry timer); a waiter further back than
+ *   that is ended on its own;
  * - a WebSocket connection past API Gateway's 2-hour limit whose
  *   $disconnect never came: its waiters leave, its ephemeral locks go.
  *
@@ -66,6 +67,8 @@ export interface SweepReport {
   readonly locksReleased: number;
   /** Locks whose queue was served for a waiter past its deadline. */
   readonly queuesServed: number;
+  /** Waits past their deadline ended one by one: further back in their queue than a serve reads. */
+  readonly waitsEnded: number;
   readonly connectionsClosed: number;
   /** Items that failed and were moved to a later minute to be retried. */
   readonly retried: number;
@@ -89,7 +92,7 @@ export class Sweeper {
     const from =
       typeof cursor === 'number' ? cursor - REREAD_MINUTES : current - FIRST_SWEEP_LOOKBACK_MINUTES;
     const last = Math.min(current, from + MAX_MINUTES_PER_RUN);
-    const counts = { expired: 0, locksReleased: 0, connectionsClosed: 0, retried: 0 };
+    const counts = { expired: 0, locksReleased: 0, waitsEnded: 0, connectionsClosed: 0, retried: 0 };
     const served = new Set<string>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
     let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
@@ -104,9 +107,12 @@ export class Sweeper {
           counts.expired++;
           counts.locksReleased += released;
         } else if (ref.kind === 'waiter') {
-          if (served.has(ref.lock)) return;
-          served.add(ref.lock);
-          await this.handoff.serve(ref.lock);
+          if (!served.has(ref.lock)) {
+            served.add(ref.lock);
+            await this.handoff.serve(ref.lock);
+          }
+          // Still queued past its deadline: further back than the serve read (SERVE_READS).
+          if (await this.handoff.endOverdue(ref.lock, ref.order, now)) counts.waitsEnded++;
         } else if (ref.kind === 'connection') {
           counts.locksReleased += (await this.connections.closed(ref.connection)).locksReleased;
           counts.connectionsClosed++;

@@ -7,12 +7,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lockRef, quotaRef, sessionRef } from '../../lambdas/core/items';
+import { lockRef, quotaRef, requestRef, sessionRef } from '../../lambdas/core/items';
 import { lease, liveHolder, requestKey, throughSession } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { connectionQuotaScope, principalQuotaScope } from '../../lambdas/core/queue';
+import { requestOf } from '../../lambdas/core/request';
 import { sessionOfItem } from '../../lambdas/core/session';
 import { MAX_WAIT_MS } from '../../lambdas/core/wire';
+import { SERVE_READS } from '../../lambdas/service/handoff';
 import { wireServices } from '../../lambdas/service/services';
 import type { Storage } from '../../lambdas/service/storage';
 import { createTestTable, manualClock, testServices } from '../support/dynamo';
@@ -229,5 +231,36 @@ describe('the sweeper', () => {
     // Dropping waiters takes nothing from the holder.
     expect((await holderOf(lock))?.clientId).toBe('holder');
     expect((await holderOf(other))?.clientId).toBe('holder');
+  });
+
+  it('ends a timed-out waiter further back than a serve reads, and only that one', async () => {
+    now += 600_000;
+    const lock = lockName();
+    await t.acquire({ name: lock, owner: OWNER, clientId: 'holder', tenure: lease(3_600_000) });
+    const waiter = (clientId: string) => ({
+      name: lock,
+      owner: OWNER,
+      clientId,
+      tenure: lease(5_000),
+      requestId: `r-${clientId}`,
+    });
+    // SERVE_READS waiters that wait long, then one behind them whose function died before its end
+    // (a millisecond apart: the queue's order is by arrival).
+    for (let i = 0; i < SERVE_READS; i++) {
+      now += 1;
+      expect((await t.services.locks.acquire(waiter(`w${i}`), { waitMs: MAX_WAIT_MS })).kind).toBe('queued');
+    }
+    now += 1;
+    expect((await t.services.locks.acquire(waiter('deep'), { waitMs: 300 })).kind).toBe('queued');
+    now += 400;
+
+    expect(await t.services.sweeper.sweep()).toMatchObject({ queuesServed: 1, waitsEnded: 1 });
+    expect(await queuedOn(lock)).toBe(SERVE_READS);
+    const record = requestOf(await t.storage.read(requestRef(lock, requestKey(OWNER, 'deep', 'r-deep'))));
+    expect(record).toMatchObject({ state: 'ended', reason: 'timeout' });
+    expect((await t.storage.queue(lock, SERVE_READS + 1)).waiters.map((w) => w.clientId)).toEqual(
+      Array.from({ length: SERVE_READS }, (_, i) => `w${i}`),
+    );
+    expect((await holderOf(lock))?.clientId).toBe('holder');
   });
 });
