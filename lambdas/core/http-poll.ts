@@ -11,11 +11,12 @@
  *   waiter backs off, far waiters further;
  * - the head of the queue wakes right after the lease (or lock-delay) ends,
  *   not a backoff step later;
- * - the head of a lock left free with waiters serves the queue itself: 25 ms
- *   after a lease lapsed (rather than wait for the expiry timer, up to a
- *   second late on AWS), 1 s after a release nobody served (its releaser,
- *   which serves inline, died). Serving is a conditional handoff that any
- *   number of callers may race: at worst a refused write;
+ * - the head of a lock left free with waiters serves the queue itself: as
+ *   soon as it sees a lease lapsed (rather than wait for the expiry timer,
+ *   up to a second late on AWS), 1 s after a release nobody served (its
+ *   releaser, which serves inline, died). Serving is a conditional handoff
+ *   that any number of callers may race: at worst a refused write (a lapse
+ *   is rare, and the timer that races it then finds the lock served);
  * - never past the wait's end.
  */
 import type { Item } from './expr';
@@ -40,8 +41,12 @@ function heldUntil(lock: Item | undefined, now: number): number | null | undefin
 export const POLL_FAST_MS = 10;
 /** The head wakes this long after a lease end (or lock-delay end) to look at the handoff. */
 export const POLL_LEASE_END_SLACK_MS = 5;
-/** A lease that lapsed this long ago with nobody serving its queue is served by its head waiter. */
-export const SELF_SERVE_AFTER_MS = 25;
+/**
+ * A lease that lapsed this long ago with nobody serving its queue is served by its head waiter: at
+ * once. (It was 25 ms, to leave a lapse to the expiry timer; that put the head's grant 27-52 ms
+ * after the lease end locally, and on AWS, where the timer can be a second late, only delayed it.)
+ */
+export const SELF_SERVE_AFTER_MS = 0;
 /**
  * A released lock is served by its releaser, inline (a few DynamoDB calls): its head waiter steps
  * in only if that did not happen for this long (the releaser died), so as not to race it.

@@ -460,10 +460,14 @@ export class LockService {
       if (step.serve) {
         // Free, nobody served it, and this waiter is next: serve it (a conditional handoff), then look.
         memory = { ...memory, servedFence: sight.fence };
-        await this.handoff.serve(wait.lock).catch((error: unknown) => {
+        const served = await this.handoff.serve(wait.lock).catch((error: unknown) => {
           // Best effort: the expiry timer serves it too, and the next poll looks again.
           if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+          return undefined;
         });
+        // Granted to this very wait by its own handoff: that grant is the answer, no poll needed.
+        if (served?.kind === 'granted' && served.waiter.requestKey === wait.requestKey)
+          return this.grantedAs(wait, served.grant.fencingToken, served.grant, undefined);
         continue;
       }
       await this.clock.sleep(step.delayMs);
@@ -773,6 +777,20 @@ export class LockService {
     const holder =
       (claimed && seen !== undefined ? live(seen) : undefined) ??
       live(await this.storage.read(lockRef(wait.lock)));
+    return this.grantedAs(wait, fence, holder, connectionId);
+  }
+
+  /**
+   * The answer to an attempt of `wait`, on `connectionId`, whose request was granted `fence`:
+   * `holder`, the live grant with that token (undefined: it has ended), if it is held as this
+   * attempt asks; otherwise LEASE_EXPIRED.
+   */
+  private grantedAs(
+    wait: PendingWait,
+    fence: number,
+    holder: Grant | undefined,
+    connectionId: string | undefined,
+  ): AcquireOutcome {
     if (holder?.fencingToken === fence && holder.clientId === wait.clientId) {
       // Held as this attempt asks (see holdsAs); a lock held through a WebSocket connection only on that connection.
       const connection =

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Item } from '../../lambdas/core/expr';
-import { POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
+import { POLL_LEASE_END_SLACK_MS, POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
 import { LOCK, QueueHarness } from '../support/queue-harness';
 
 /** Counts the storage's reads of the lock item (GetItem; not its Queries). */
@@ -89,5 +89,31 @@ describe('a granted HTTP waiter is answered', () => {
       waitMs: 10_000,
     });
     await expect(outcome).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+  });
+});
+
+describe('the head of an HTTP wait behind a lapsed lease', () => {
+  it('serves the queue as soon as it sees the lapse, and answers with its own grant: no further read', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 1_000 }); // never released; no timer fires here
+    const leaseEnd = h.now + 1_000;
+    let recordReadsAfterLapse = 0;
+    const read = h.memory.read.bind(h.memory);
+    h.memory.read = async (ref) => {
+      if (ref.kind === 'request' && h.now >= leaseEnd) recordReadsAfterLapse++;
+      return read(ref);
+    };
+    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    expect(outcome).toMatchObject({ kind: 'done', outcome: { acquired: true } });
+    if (outcome.kind === 'done' && outcome.outcome.acquired) {
+      expect(outcome.outcome.grant.clientId).toBe('b');
+      expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
+    }
+    // On the virtual clock: woken just after the lease end, served then, answered then.
+    expect(h.now - leaseEnd).toBeLessThanOrEqual(POLL_LEASE_END_SLACK_MS);
+    expect(recordReadsAfterLapse).toBe(0);
+    expect(h.record('b', 'rb')?.state).toBe('granted');
   });
 });
