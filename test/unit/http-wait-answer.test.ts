@@ -37,44 +37,36 @@ function onNextPoll(h: QueueHarness, lockAs: 'stale' | 'fresh', during: () => Pr
   };
 }
 
+/**
+ * b waits over HTTP behind a's long lease; a releases inside b's next poll, which sees the lock
+ * item as `lockAs` says. Answers b's grant and how many times b read the lock item after that.
+ */
+async function grantedInsidePoll(lockAs: 'stale' | 'fresh') {
+  const h = new QueueHarness();
+  const first = await h.hold('a', { ttl: 60_000 });
+  const reads = countLockReads(h);
+  let readsAtGrant = Number.NaN;
+  onNextPoll(h, lockAs, async () => {
+    await h.release(first);
+    readsAtGrant = reads();
+  });
+  const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+    waitMs: 10_000,
+  });
+  if (outcome.kind !== 'done' || !outcome.outcome.acquired)
+    throw new Error(`b was not granted: ${JSON.stringify(outcome)}`);
+  expect(outcome.outcome.grant.clientId).toBe('b');
+  expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
+  return { lockReadsAfterGrant: reads() - readsAtGrant };
+}
+
 describe('a granted HTTP waiter is answered', () => {
   it('from the lock item its poll read, when that shows the grant: no second read of the lock', async () => {
-    const h = new QueueHarness();
-    const first = await h.hold('a', { ttl: 60_000 });
-    const reads = countLockReads(h);
-    let readsAtGrant = Number.NaN;
-    onNextPoll(h, 'fresh', async () => {
-      await h.release(first);
-      readsAtGrant = reads();
-    });
-    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
-      waitMs: 10_000,
-    });
-    expect(outcome).toMatchObject({ kind: 'done', outcome: { acquired: true } });
-    if (outcome.kind === 'done' && outcome.outcome.acquired) {
-      expect(outcome.outcome.grant.clientId).toBe('b');
-      expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
-    }
-    expect(reads() - readsAtGrant).toBe(0);
+    expect((await grantedInsidePoll('fresh')).lockReadsAfterGrant).toBe(0);
   });
 
   it('from a fresh read when the poll’s lock item predates the grant (it is not refused as lapsed)', async () => {
-    const h = new QueueHarness();
-    const first = await h.hold('a', { ttl: 60_000 });
-    const reads = countLockReads(h);
-    let readsAtGrant = Number.NaN;
-    // The release hands the lock to b inside b's poll, whose lock item still shows a's grant.
-    onNextPoll(h, 'stale', async () => {
-      await h.release(first);
-      readsAtGrant = reads();
-    });
-    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
-      waitMs: 10_000,
-    });
-    expect(outcome).toMatchObject({ kind: 'done', outcome: { acquired: true } });
-    if (outcome.kind === 'done' && outcome.outcome.acquired)
-      expect(outcome.outcome.grant.fencingToken).toBeGreaterThan(first.fencingToken);
-    expect(reads() - readsAtGrant).toBe(1);
+    expect((await grantedInsidePoll('stale')).lockReadsAfterGrant).toBe(1);
   });
 
   it('as lapsed when the grant its poll saw has ended by the time it answers', async () => {
