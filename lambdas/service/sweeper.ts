@@ -93,7 +93,8 @@ export class Sweeper {
       typeof cursor === 'number' ? cursor - REREAD_MINUTES : current - FIRST_SWEEP_LOOKBACK_MINUTES;
     const last = Math.min(current, from + MAX_MINUTES_PER_RUN);
     const counts = { expired: 0, locksReleased: 0, waitsEnded: 0, connectionsClosed: 0, retried: 0 };
-    const served = new Set<string>();
+    /** Each lock's serve in this run, by lock: due waiters of one lock share it. */
+    const served = new Map<string, Promise<undefined>>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
     let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
     let oldest: number | undefined; // the first minute with something due (SweeperLag)
@@ -107,11 +108,14 @@ export class Sweeper {
           counts.expired++;
           counts.locksReleased += released;
         } else if (ref.kind === 'waiter') {
-          if (!served.has(ref.lock)) {
-            served.add(ref.lock);
-            await this.handoff.serve(ref.lock);
+          // One serve per lock; its other due waiters wait for it (their leaves would race it).
+          let serving = served.get(ref.lock);
+          if (!serving) {
+            serving = this.handoff.serve(ref.lock).then(() => undefined);
+            served.set(ref.lock, serving);
           }
-          // Still queued past its deadline: further back than the serve read (SERVE_READS).
+          await serving;
+          // Still queued past its deadline after the serve: further back than it read (SERVE_READS).
           if (await this.handoff.endOverdue(ref.lock, ref.order, now)) counts.waitsEnded++;
         } else if (ref.kind === 'connection') {
           counts.locksReleased += (await this.connections.closed(ref.connection)).locksReleased;

@@ -233,34 +233,29 @@ describe('the sweeper', () => {
     expect((await holderOf(other))?.clientId).toBe('holder');
   });
 
-  it('ends a timed-out waiter further back than a serve reads, and only that one', async () => {
+  it('ends timed-out waiters further back than a serve reads, after the serve, and only those', async () => {
     now += 600_000;
     const lock = lockName();
     await t.acquire({ name: lock, owner: OWNER, clientId: 'holder', tenure: lease(3_600_000) });
-    const waiter = (clientId: string) => ({
-      name: lock,
-      owner: OWNER,
-      clientId,
-      tenure: lease(5_000),
-      requestId: `r-${clientId}`,
-    });
-    // SERVE_READS waiters that wait long, then one behind them whose function died before its end
-    // (a millisecond apart: the queue's order is by arrival).
-    for (let i = 0; i < SERVE_READS; i++) {
-      now += 1;
-      expect((await t.services.locks.acquire(waiter(`w${i}`), { waitMs: MAX_WAIT_MS })).kind).toBe('queued');
-    }
-    now += 1;
-    expect((await t.services.locks.acquire(waiter('deep'), { waitMs: 300 })).kind).toBe('queued');
+    const join = async (clientId: string, waitMs: number) => {
+      now += 1; // a millisecond apart: the queue's order is by arrival
+      const cmd = { name: lock, owner: OWNER, clientId, tenure: lease(5_000), requestId: `r-${clientId}` };
+      expect((await t.services.locks.acquire(cmd, { waitMs })).kind).toBe('queued');
+    };
+    // Waiters that wait long, then three whose functions died before their end: the last of the
+    // serve's SERVE_READS (the serve ends it) and two behind it (the sweeper ends them).
+    const long = Array.from({ length: SERVE_READS - 1 }, (_, i) => `w${i}`);
+    for (const w of long) await join(w, MAX_WAIT_MS);
+    for (const w of ['near', 'deep1', 'deep2']) await join(w, 300);
     now += 400;
 
-    expect(await t.services.sweeper.sweep()).toMatchObject({ queuesServed: 1, waitsEnded: 1 });
-    expect(await queuedOn(lock)).toBe(SERVE_READS);
-    const record = requestOf(await t.storage.read(requestRef(lock, requestKey(OWNER, 'deep', 'r-deep'))));
-    expect(record).toMatchObject({ state: 'ended', reason: 'timeout' });
-    expect((await t.storage.queue(lock, SERVE_READS + 1)).waiters.map((w) => w.clientId)).toEqual(
-      Array.from({ length: SERVE_READS }, (_, i) => `w${i}`),
-    );
+    expect(await t.services.sweeper.sweep()).toMatchObject({ queuesServed: 1, waitsEnded: 2 });
+    expect(await queuedOn(lock)).toBe(long.length);
+    for (const w of ['near', 'deep1', 'deep2']) {
+      const record = requestOf(await t.storage.read(requestRef(lock, requestKey(OWNER, w, `r-${w}`))));
+      expect(record).toMatchObject({ state: 'ended', reason: 'timeout' });
+    }
+    expect((await t.storage.queue(lock, SERVE_READS + 5)).waiters.map((w) => w.clientId)).toEqual(long);
     expect((await holderOf(lock))?.clientId).toBe('holder');
   });
 });
