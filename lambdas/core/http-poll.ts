@@ -12,9 +12,11 @@
  * - the head of the queue wakes right after the lease (or lock-delay) ends,
  *   not a backoff step later;
  * - the head of a lock left free with waiters serves the queue itself: as
- *   soon as it sees a lease lapsed (rather than wait for the expiry timer,
- *   up to a second late on AWS), 1 s after a release nobody served (its
- *   releaser, which serves inline, died). Serving is a conditional handoff
+ *   soon as it sees an exclusive lease lapsed (rather than wait for the
+ *   expiry timer, up to a second late on AWS), 1 s after a release nobody
+ *   served (its releaser, which serves inline, died) or a semaphore's slot
+ *   freed by a lapse (a poll cannot tell it from a release). Serving is a
+ *   conditional handoff
  *   that any number of callers may race: at worst a refused write (a lapse
  *   is rare, and the timer that races it then finds the lock served);
  * - never past the wait's end.

@@ -175,8 +175,9 @@ export type AcquireOutcome =
       readonly acquired: true;
       readonly grant: Grant;
       /**
-       * True when this answers a retry of a request that was already granted (then the lease end is
-       * the one it had, and what is left of it is less than its ttl: see wire's remaining_ms).
+       * True when this answers with a grant made, and audited, before this answer: a retry of a
+       * request that was already granted, or a wait that a handoff granted (then the lease end is
+       * the one it had, and what is left of it may be less than its ttl: see wire's remaining_ms).
        */
       readonly replayed: boolean;
     }

@@ -758,8 +758,8 @@ export class LockService {
    *
    * The lock item says whether the grant is in force. A claimed grant is judged on `seen` when
    * that read shows it live now: it is answered as of that read (a linearizable answer, as if given
-   * then; a lease renewed since only ends later than it says). Otherwise, and before a claim, on
-   * a fresh read: `seen` may predate the grant.
+   * then; the holder's renewal or release since then is as much a race as after a fresh read).
+   * Otherwise, and before a claim, on a fresh read: `seen` may predate the grant.
    */
   private async replay(
     wait: PendingWait,

@@ -96,7 +96,8 @@ describe('the next poll', () => {
     const released = sight({ holderUntil: undefined, lapsedAt: undefined });
     const memory = track({ fence: 7, free: false, since: NOW - 3_000 }, released, NOW);
     expect(memory.since).toBe(NOW);
-    expect(nextPoll(released, memory, NOW + SELF_SERVE_AFTER_MS, NOW + 20_000).serve).toBe(false);
+    expect(nextPoll(released, memory, NOW + 25, NOW + 20_000).serve).toBe(false);
+    expect(nextPoll(released, memory, NOW + SELF_SERVE_AFTER_RELEASE_MS - 1, NOW + 20_000).serve).toBe(false);
     expect(nextPoll(released, memory, NOW + SELF_SERVE_AFTER_RELEASE_MS, NOW + 20_000).serve).toBe(true);
   });
 
