@@ -38,9 +38,10 @@ export interface DynamoDbLocalOptions {
   /** Port to listen on; a free one by default. */
   readonly port?: number;
   /**
-   * Persist data in this directory, as DynamoDB Local does; the databases earlier runs kept there
-   * get the stream records' index before it starts (stream-index.ts). Without it the data lives in
-   * a scratch directory removed on stop, indexed from the start.
+   * Persist data in this directory: a new one gets one database for every access key and region,
+   * indexed from the start; one earlier versions filled keeps a database per key and region, each
+   * indexed before the start after the run that made it (startOnKept). Without it the data lives
+   * in a scratch directory removed on stop, indexed from the start.
    */
   readonly dbPath?: string;
   /**
@@ -126,11 +127,7 @@ async function waitUntilServing(endpoint: string, child: ChildProcess, output: (
 }
 
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
-  if (options.dbPath) {
-    if (!existsSync(options.dbPath)) throw new Error(`--db-path ${options.dbPath} does not exist`);
-    for (const warning of await indexKeptDatabases(options.dbPath)) process.emitWarning(warning);
-    return { ...(await launch(options, ['-dbPath', options.dbPath])), dataDirectory: options.dbPath };
-  }
+  if (options.dbPath) return startOnKept(options, options.dbPath);
   if (options.inMemory) return { ...(await launch(options, ['-inMemory'])), dataDirectory: undefined };
   return startOnScratch(options);
 }
@@ -147,10 +144,7 @@ async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLo
   removeAbandonedScratch();
   const scratch = makeScratchDirectory();
   try {
-    const template = templatePath(options.templateDirectory, jarDirectory());
-    const copied = template !== undefined && copyTemplate(template, join(scratch.path, SHARED_DATABASE));
-    const failed = copied ? undefined : await createDatabase(options, scratch.path, template);
-    if (failed) process.emitWarning(`DynamoDB Local runs without the stream records' index: ${failed}`);
+    const failed = await newIndexedDatabase(options, scratch.path);
     const running = await launch(options, sharedDatabaseIn(scratch.path));
     return {
       ...running,
@@ -168,6 +162,36 @@ async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLo
 }
 
 const sharedDatabaseIn = (directory: string) => ['-dbPath', directory, '-sharedDb'];
+
+/**
+ * Puts an empty database with the stream records' index in `directory`: a copy of the template,
+ * or (none yet) one made there, which then becomes the template. Answers why it could not be
+ * indexed (it runs without the index then, only slower as records pile up), or undefined.
+ */
+async function newIndexedDatabase(options: DynamoDbLocalOptions, directory: string) {
+  const template = templatePath(options.templateDirectory, jarDirectory());
+  const copied = template !== undefined && copyTemplate(template, join(directory, SHARED_DATABASE));
+  const failed = copied ? undefined : await createDatabase(options, directory, template);
+  if (failed) process.emitWarning(`DynamoDB Local runs without the stream records' index: ${failed}`);
+  return failed;
+}
+
+/**
+ * DynamoDB Local on the `--db-path` directory `directory`, whose data outlives it. A directory
+ * without databases gets one shared by every access key and region (as a scratch directory has),
+ * indexed from its first run. One that earlier versions filled has a database per access key and
+ * region (DynamoDB Local's own default): kept as it is, each indexed before every start after the
+ * run that created it (stream-index.ts).
+ */
+async function startOnKept(options: DynamoDbLocalOptions, directory: string): Promise<DynamoDbLocal> {
+  if (!existsSync(directory)) throw new Error(`--db-path ${directory} does not exist`);
+  const databases = readdirSync(directory).filter((name) => name.endsWith('.db'));
+  const perKey = databases.some((name) => name !== SHARED_DATABASE);
+  for (const warning of await indexKeptDatabases(directory)) process.emitWarning(warning);
+  if (!perKey && databases.length === 0) await newIndexedDatabase(options, directory);
+  const storage = perKey ? ['-dbPath', directory] : sharedDatabaseIn(directory);
+  return { ...(await launch(options, storage)), dataDirectory: directory };
+}
 
 /**
  * Lets the jar create its database in `directory`, indexes it, and keeps a copy as `template` for

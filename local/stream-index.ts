@@ -47,10 +47,12 @@ export const MAX_INDEXED_BYTES = 256 * 1024 * 1024;
 
 /**
  * Indexes the databases DynamoDB Local kept in `directory` (`--db-path`) in earlier runs, before it
- * starts on them: one `*.db` per access key and region. A directory's first run has none yet; its
- * next start indexes what that run created. Each start reads every kept database whole to look for
- * the index (SQLite's schema can only be read through sql.js), and rewrites only those without it:
- * the reason for the size cap. Answers a warning for each database left unindexed.
+ * starts on them: the one shared database a new directory gets (indexed already), or one `*.db`
+ * per access key and region in a directory earlier versions filled, which DynamoDB Local creates
+ * as each key first calls it (the start after that indexes it). Each start reads every kept
+ * database whole to look for the index (SQLite's schema can only be read through sql.js), and
+ * rewrites only those without it: the reason for the size cap. Answers a warning for each
+ * database left unindexed.
  */
 export async function indexKeptDatabases(directory: string, maxBytes = MAX_INDEXED_BYTES): Promise<string[]> {
   const warnings: string[] = [];

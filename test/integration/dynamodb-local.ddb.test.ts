@@ -2,7 +2,8 @@
  * The DynamoDB Local launcher: a scratch database whose stream records are indexed (without the
  * index, every write to a streamed table slows with all the stream records written before it),
  * that works with streams, and is removed on stop; the kept copy later starts begin from; and a
- * `--db-path` directory's databases, indexed before the start after the run that made them. This
+ * `--db-path` directory's: a new one indexed from its first run, one an earlier version filled
+ * before the start after the run that made each of its databases. This
  * starts DynamoDB Locals of its own, so it also fails when a new jar's schema no longer has the
  * table or columns the index names.
  */
@@ -24,7 +25,7 @@ import { CreateTableCommand, DynamoDBClient, GetItemCommand, PutItemCommand } fr
 import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
-import { removeAbandonedScratch } from '../../local/scratch-database';
+import { removeAbandonedScratch, SHARED_DATABASE } from '../../local/scratch-database';
 import { indexKeptDatabases, indexStreamRecords } from '../../local/stream-index';
 
 const clientOf = (endpoint: string) =>
@@ -141,39 +142,67 @@ it("a scratch directory whose process died is removed at the next start; a live 
   }
 });
 
-it('a --db-path directory keeps its data, and its databases from earlier runs get the index (once) before the next start', async () => {
+/** Starts DynamoDB Local on `dir`, runs `use` with a client (key `local`, us-east-1), and stops it. */
+async function onKept(dir: string, use: (client: DynamoDBClient) => Promise<void>): Promise<void> {
+  const running = await startDynamoDbLocal({ maxHeap: '256m', dbPath: dir });
+  const client = clientOf(running.endpoint);
+  try {
+    await use(client);
+  } finally {
+    client.destroy();
+    await running.stop();
+  }
+}
+
+const readKept = async (client: DynamoDBClient, pk: string) =>
+  (await client.send(new GetItemCommand({ TableName: 'kept', Key: { pk: { S: pk } }, ConsistentRead: true })))
+    .Item?.pk?.S;
+
+it('a new --db-path directory gets one database, indexed from its first run, that keeps its data', async () => {
   const kept = mkdtempSync(join(tmpdir(), 'latchkey-db-path-test-'));
   try {
-    const first = await startDynamoDbLocal({ maxHeap: '256m', dbPath: kept });
-    const client = clientOf(first.endpoint);
-    try {
+    await onKept(kept, async (client) => {
+      expect(readdirSync(kept).filter((n) => n.endsWith('.db'))).toEqual([SHARED_DATABASE]);
+      expect(await indexesOf(join(kept, SHARED_DATABASE))).toContain('latchkey_stream_records');
       await createStreamedTable(client, 'kept');
       await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'a' } } }));
-    } finally {
-      client.destroy();
-      await first.stop();
-    }
-    const [database] = readdirSync(kept).filter((n) => n.endsWith('.db'));
-    const file = join(kept, database as string);
+    });
+    await onKept(kept, async (client) => {
+      expect(await readKept(client, 'a')).toBe('a');
+    });
+    expect(readdirSync(kept).filter((n) => n.endsWith('.db'))).toEqual([SHARED_DATABASE]);
+  } finally {
+    rmSync(kept, { recursive: true, force: true });
+  }
+}, 90_000);
+
+it('a --db-path directory an earlier version filled keeps its database per key, indexed (once) before the next start', async () => {
+  const kept = mkdtempSync(join(tmpdir(), 'latchkey-db-path-test-'));
+  try {
+    await onKept(kept, async (client) => {
+      await createStreamedTable(client, 'kept');
+      await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'a' } } }));
+    });
+    // As an earlier version left it: DynamoDB Local's database for key `local` in us-east-1, unindexed.
+    const file = join(kept, 'local_us-east-1.db');
+    const SQL = await initSqlJs();
+    const db = new SQL.Database(readFileSync(join(kept, SHARED_DATABASE)));
+    db.run('DROP INDEX latchkey_stream_records');
+    writeFileSync(file, db.export());
+    db.close();
+    rmSync(join(kept, SHARED_DATABASE));
     expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
     // Too large for sql.js: left as it is, with a warning.
     expect(await indexKeptDatabases(kept, 1)).toEqual([expect.stringContaining('not indexed')]);
     expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
 
-    const second = await startDynamoDbLocal({ maxHeap: '256m', dbPath: kept });
-    const again = clientOf(second.endpoint);
-    try {
+    await onKept(kept, async (client) => {
       expect(await indexesOf(file)).toContain('latchkey_stream_records');
-      const item = await again.send(
-        new GetItemCommand({ TableName: 'kept', Key: { pk: { S: 'a' } }, ConsistentRead: true }),
-      );
-      expect(item.Item?.pk?.S).toBe('a');
-      await again.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'b' } } }));
-    } finally {
-      again.destroy();
-      await second.stop();
-    }
-    // Indexed already: the next start leaves the file alone.
+      expect(await readKept(client, 'a')).toBe('a');
+      await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'b' } } }));
+    });
+    // Still a database per key (no shared one made beside it), and indexed already: left alone.
+    expect(readdirSync(kept).filter((n) => n.endsWith('.db'))).toEqual(['local_us-east-1.db']);
     const inode = statSync(file).ino;
     expect(await indexKeptDatabases(kept)).toEqual([]);
     expect(statSync(file).ino).toBe(inode);
