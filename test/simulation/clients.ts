@@ -244,8 +244,9 @@ export abstract class Client {
 
   /** Releases one re-entry of a grant (it stays held). */
   private async leaveReentry(grant: Grant, belief: Belief): Promise<boolean> {
-    // Fenced out meanwhile (a force-release), it may be another principal's by now: then FORBIDDEN is right.
-    const alive = belief.until() > this.now() && (belief.endedAt ?? Infinity) > this.now();
+    // Fenced out meanwhile (a force-release), or lapsed before the answer came (the request may have
+    // reached the service only then), it may be another principal's: then FORBIDDEN is right.
+    const alive = () => belief.until() > this.now() && (belief.endedAt ?? Infinity) > this.now();
     const cmd = {
       name: grant.lock,
       owner: this.owner,
@@ -254,13 +255,7 @@ export abstract class Client {
       ...this.hint(grant.mode),
       releaseId: this.newRequest(),
     };
-    const out = await this.call(
-      'release',
-      (s) => s.locks.release(cmd),
-      6,
-      undefined,
-      () => alive,
-    );
+    const out = await this.call('release', (s) => s.locks.release(cmd), 6, undefined, alive);
     this.trace.add(
       `${this.id} release a re-entry of ${grant.lock} #${grant.fencingToken}: ${describe(out)}${out.kind === 'ok' ? ` (${out.value.remaining} left)` : ''}`,
     );
@@ -268,13 +263,12 @@ export abstract class Client {
   }
 
   protected async release(grant: Grant, belief?: Belief, sure = true): Promise<void> {
-    // Alive: not past its deadline, nor fenced out by an operator's force-release (checks.ts); and
-    // not perhaps released already (a re-entry's release whose answer was lost).
-    const alive =
-      sure &&
-      belief !== undefined &&
-      belief.until() > this.now() &&
-      (belief.endedAt ?? Infinity) > this.now();
+    // Alive until the answer: not past its deadline, nor fenced out by an operator's force-release
+    // (checks.ts); and not perhaps released already (a re-entry's release whose answer was lost). A
+    // lease that lapses before the answer may have lapsed before the request reached the service.
+    const endedBefore = belief?.endedAt ?? Infinity;
+    const alive = () =>
+      sure && belief !== undefined && belief.until() > this.now() && endedBefore > this.now();
     if (belief) belief.endedAt = Math.min(belief.endedAt ?? Infinity, this.now(), belief.until());
     const cmd = {
       name: grant.lock,
@@ -285,13 +279,7 @@ export abstract class Client {
       releaseId: this.newRequest(),
     };
     // A lease that lapsed (or was fenced out) may be another principal's by now: then FORBIDDEN is right.
-    const out = await this.call(
-      'release',
-      (s) => s.locks.release(cmd),
-      6,
-      undefined,
-      () => alive,
-    );
+    const out = await this.call('release', (s) => s.locks.release(cmd), 6, undefined, alive);
     this.trace.add(
       `${this.id} release ${grant.mode === 'shared' ? 'shared ' : ''}${grant.lock} #${grant.fencingToken}${cmd.mode ? ` (hint ${cmd.mode})` : ''} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
     );
