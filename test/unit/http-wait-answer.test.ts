@@ -109,3 +109,23 @@ describe('the head of an HTTP wait behind a lapsed lease', () => {
     expect(h.record('b', 'rb')?.state).toBe('granted');
   });
 });
+
+describe('an HTTP wait whose delivery a retry moved to a WebSocket connection', () => {
+  it('is answered with the same grant as the push, claimed (it can no longer be taken back)', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    // Inside b's poll: b retries the same request on connection c1, then a releases to it.
+    onNextPoll(h, 'fresh', async () => {
+      expect((await h.wait('b', { connection: 'c1', requestId: 'rb' })).kind).toBe('queued');
+      await h.release(first);
+    });
+    const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    const pushed = h.framesTo('c1', 'granted');
+    expect(pushed).toHaveLength(1);
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error('b was not granted');
+    expect(pushed[0]).toMatchObject({ fencing_token: outcome.outcome.grant.fencingToken });
+    expect(h.record('b', 'rb')).toMatchObject({ state: 'granted', claimed: true });
+  });
+});
