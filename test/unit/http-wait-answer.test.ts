@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Item } from '../../lambdas/core/expr';
 import { POLL_LEASE_END_SLACK_MS, POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
+import { MAX_RUN } from '../../lambdas/core/queue';
 import { LOCK, QueueHarness } from '../support/queue-harness';
 
 /** Counts the storage's reads of the lock item (GetItem; not its Queries). */
@@ -127,5 +128,44 @@ describe('an HTTP wait whose delivery a retry moved to a WebSocket connection', 
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error('b was not granted');
     expect(pushed[0]).toMatchObject({ fencing_token: outcome.outcome.grant.fencingToken });
     expect(h.record('b', 'rb')).toMatchObject({ state: 'granted', claimed: true });
+  });
+});
+
+describe('the head of an HTTP wait on a semaphore, serving a run longer than one handoff takes', () => {
+  it('is granted in the first round and answered from its record, as is everyone behind it', async () => {
+    const h = new QueueHarness();
+    const wide = { mode: 'shared', maxHolders: 40 } as const;
+    await h.hold('x', { ttl: 1_000 }); // exclusive, never released: its lapse is served by the head
+    const leaseEnd = h.now + 1_000;
+    let recordReads = 0;
+    const read = h.memory.read.bind(h.memory);
+    h.memory.read = async (ref) => {
+      if (ref.kind === 'request' && h.now >= leaseEnd) recordReads++;
+      return read(ref);
+    };
+    const behind = Array.from({ length: MAX_RUN + 4 }, (_, i) => `s${i}`);
+    // The rest join over WebSocket during b's first poll, so b heads the queue.
+    onNextPoll(h, 'fresh', async () => {
+      h.now += 1; // after b: the queue's order is by arrival
+      for (const s of behind)
+        expect((await h.wait(s, { ...wide, connection: `c-${s}`, requestId: `r-${s}` })).kind).toBe('queued');
+    });
+    const waiting = h.services.locks.acquireOverHttp(h.command('b', { ...wide, requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    const outcome = await waiting;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error('b was not granted');
+    // Two rounds (MAX_RUN, then the rest): the second's head is not b, so b found its grant by polling.
+    expect(recordReads).toBeGreaterThan(0);
+    expect(h.record('b', 'rb')).toMatchObject({
+      state: 'granted',
+      fence: outcome.outcome.grant.fencingToken,
+    });
+    const tokens = behind.map((s) => {
+      const record = h.record(s, `r-${s}`);
+      expect(record?.state).toBe('granted');
+      return record?.state === 'granted' ? record.fence : -1;
+    });
+    expect(new Set([outcome.outcome.grant.fencingToken, ...tokens]).size).toBe(behind.length + 1);
   });
 });
