@@ -21,6 +21,17 @@ function countLockReads(h: QueueHarness): () => number {
   return () => reads;
 }
 
+/** Counts the storage's reads of request records made from `from` on (the harness's clock). */
+function countRecordReadsFrom(h: QueueHarness, from: number): () => number {
+  let reads = 0;
+  const read = h.memory.read.bind(h.memory);
+  h.memory.read = async (ref) => {
+    if (ref.kind === 'request' && h.now >= from) reads++;
+    return read(ref);
+  };
+  return () => reads;
+}
+
 /**
  * Runs `during` inside the waiter's next poll, once, and answers that poll with the queue as it
  * is then but the lock item as it was before `during` (`stale`), or as it is (`fresh`).
@@ -90,12 +101,7 @@ describe('the head of an HTTP wait behind a lapsed lease', () => {
     const h = new QueueHarness();
     const first = await h.hold('a', { ttl: 1_000 }); // never released; no timer fires here
     const leaseEnd = h.now + 1_000;
-    let recordReadsAfterLapse = 0;
-    const read = h.memory.read.bind(h.memory);
-    h.memory.read = async (ref) => {
-      if (ref.kind === 'request' && h.now >= leaseEnd) recordReadsAfterLapse++;
-      return read(ref);
-    };
+    const recordReadsAfterLapse = countRecordReadsFrom(h, leaseEnd);
     const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
       waitMs: 10_000,
     });
@@ -106,7 +112,7 @@ describe('the head of an HTTP wait behind a lapsed lease', () => {
     }
     // On the virtual clock: woken just after the lease end, served then, answered then.
     expect(h.now - leaseEnd).toBeLessThanOrEqual(POLL_LEASE_END_SLACK_MS);
-    expect(recordReadsAfterLapse).toBe(0);
+    expect(recordReadsAfterLapse()).toBe(0);
     expect(h.record('b', 'rb')?.state).toBe('granted');
   });
 });
@@ -136,13 +142,7 @@ describe('the head of an HTTP wait on a semaphore, serving a run longer than one
     const h = new QueueHarness();
     const wide = { mode: 'shared', maxHolders: 40 } as const;
     await h.hold('x', { ttl: 1_000 }); // exclusive, never released: its lapse is served by the head
-    const leaseEnd = h.now + 1_000;
-    let recordReads = 0;
-    const read = h.memory.read.bind(h.memory);
-    h.memory.read = async (ref) => {
-      if (ref.kind === 'request' && h.now >= leaseEnd) recordReads++;
-      return read(ref);
-    };
+    const recordReadsAfterLapse = countRecordReadsFrom(h, h.now + 1_000);
     const behind = Array.from({ length: MAX_RUN + 4 }, (_, i) => `s${i}`);
     // The rest join over WebSocket during b's first poll, so b heads the queue.
     onNextPoll(h, 'fresh', async () => {
@@ -156,7 +156,7 @@ describe('the head of an HTTP wait on a semaphore, serving a run longer than one
     const outcome = await waiting;
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error('b was not granted');
     // Two rounds (MAX_RUN, then the rest): the second's head is not b, so b found its grant by polling.
-    expect(recordReads).toBeGreaterThan(0);
+    expect(recordReadsAfterLapse()).toBeGreaterThan(0);
     expect(h.record('b', 'rb')).toMatchObject({
       state: 'granted',
       fence: outcome.outcome.grant.fencingToken,
