@@ -188,7 +188,7 @@ async function startOnKept(options: DynamoDbLocalOptions, directory: string): Pr
   const databases = readdirSync(directory).filter((name) => name.endsWith('.db'));
   const perKey = databases.some((name) => name !== SHARED_DATABASE);
   for (const warning of await indexKeptDatabases(directory)) process.emitWarning(warning);
-  if (!perKey && databases.length === 0) await newIndexedDatabase(options, directory);
+  if (databases.length === 0) await newIndexedDatabase(options, directory);
   const storage = perKey ? ['-dbPath', directory] : sharedDatabaseIn(directory);
   return { ...(await launch(options, storage)), dataDirectory: directory };
 }

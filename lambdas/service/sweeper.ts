@@ -94,7 +94,7 @@ export class Sweeper {
     const last = Math.min(current, from + MAX_MINUTES_PER_RUN);
     const counts = { expired: 0, locksReleased: 0, waitsEnded: 0, connectionsClosed: 0, retried: 0 };
     /** Each lock's serve in this run, by lock: due waiters of one lock share it. */
-    const served = new Map<string, Promise<undefined>>();
+    const served = new Map<string, Promise<unknown>>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
     let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
     let oldest: number | undefined; // the first minute with something due (SweeperLag)
@@ -109,12 +109,8 @@ export class Sweeper {
           counts.locksReleased += released;
         } else if (ref.kind === 'waiter') {
           // One serve per lock; its other due waiters wait for it (their leaves would race it).
-          let serving = served.get(ref.lock);
-          if (!serving) {
-            serving = this.handoff.serve(ref.lock).then(() => undefined);
-            served.set(ref.lock, serving);
-          }
-          await serving;
+          if (!served.has(ref.lock)) served.set(ref.lock, this.handoff.serve(ref.lock));
+          await served.get(ref.lock);
           // Still queued past its deadline after the serve: further back than it read (SERVE_READS).
           if (await this.handoff.endOverdue(ref.lock, ref.order, now)) counts.waitsEnded++;
         } else if (ref.kind === 'connection') {
