@@ -67,6 +67,11 @@ export const LockAttr = {
   releases: 'releases',
   /** How many waiters are queued for the lock (see queue.ts). A free lock with waiters goes to the head waiter. */
   queued: 'queued',
+  /**
+   * How many waiters joined above the default priority (they may sort ahead of waiters already
+   * queued): a release that hands over to a waiter from a queue read earlier requires it unchanged.
+   */
+  reordered: 'reordered',
   /** The session the grant is held through (see session.ts): it lasts exactly as long as the session. */
   session: 'session_id',
   /**

@@ -349,7 +349,12 @@ export function enqueueSteps(
           ne(entryAttr(slotOf(w.owner, w.clientId), 'grantRequest'), requestTag(w.requestKey)),
         ),
       ),
-      update: [set(LockAttr.name, w.lock), countBy(1)],
+      update: [
+        set(LockAttr.name, w.lock),
+        countBy(1),
+        // Above the default priority it may sort ahead of waiters already queued (core/known-queue.ts).
+        ...(w.priority > PRIORITY.default ? [add(LockAttr.reordered, 1, 0)] : []),
+      ],
       ...(ttl?.gcFrom === undefined ? {} : { gcFrom: ttl.gcFrom }),
     }),
     updateStep(waiterRef(w.lock, w.order), {
@@ -417,6 +422,8 @@ export function handoffSteps(
   now: number,
   writeId: string,
   releasing?: ReleaseCommand,
+  /** More the lock must satisfy (a release from a queue read earlier: core/known-queue.ts). */
+  also?: Condition,
 ): { steps: Step[]; grant: Grant } {
   if (w.mode === 'shared' && !releasing) {
     const { steps, grants } = runHandoffSteps([w], lock, now, writeId);
@@ -430,7 +437,7 @@ export function handoffSteps(
     requestKey: w.requestKey,
   };
   const { write, grant } = pinnedGrant(grantee, lock, now, writeId, {
-    condition: someoneQueued,
+    condition: withOptional(someoneQueued, also),
     updates: [countBy(-1)],
     releasing,
   });

@@ -4,9 +4,10 @@
  * the next waiter in one transaction (two calls), where a release that finds waiters only after
  * writing serves them with two more (three calls); a lock not seen contended is released in its
  * one write. Only a hint for choosing between two correct paths: a wrong guess costs one read.
- * Per instance (Lambda keeps an instance warm between requests), bounded, and forgetful.
+ * Per instance, bounded, and forgetful (recent.ts).
  */
 import type { Clock } from './clock';
+import { Recent } from './recent';
 
 /** How long a lock seen contended is still taken to be. */
 const REMEMBER_MS = 60_000;
@@ -14,17 +15,14 @@ const REMEMBER_MS = 60_000;
 const CAPACITY = 10_000;
 
 export class ContentionMemory {
-  private readonly seen = new Map<string, number>();
+  private readonly seen: Recent<true>;
 
-  constructor(private readonly clock: Pick<Clock, 'now'>) {}
+  constructor(clock: Pick<Clock, 'now'>) {
+    this.seen = new Recent(clock, REMEMBER_MS, CAPACITY);
+  }
 
   saw(lock: string): void {
-    this.seen.delete(lock);
-    this.seen.set(lock, this.clock.now());
-    if (this.seen.size > CAPACITY) {
-      const oldest = this.seen.keys().next().value;
-      if (oldest !== undefined) this.seen.delete(oldest);
-    }
+    this.seen.set(lock, true);
   }
 
   forget(lock: string): void {
@@ -32,10 +30,6 @@ export class ContentionMemory {
   }
 
   likely(lock: string): boolean {
-    const at = this.seen.get(lock);
-    if (at === undefined) return false;
-    if (this.clock.now() - at <= REMEMBER_MS) return true;
-    this.seen.delete(lock);
-    return false;
+    return this.seen.get(lock) === true;
   }
 }

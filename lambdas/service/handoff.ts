@@ -20,6 +20,14 @@ import {
 } from '../core/hierarchy';
 import { liveEntries } from '../core/holders';
 import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
+import {
+  KNOWN_WAITERS,
+  type KnownQueue,
+  knownAfterHandoff,
+  knownAfterRead,
+  knownHandoffSteps,
+  knownHead,
+} from '../core/known-queue';
 import { type Grant, LockAttr, queuedCount, type ReleaseCommand } from '../core/lock';
 import { earliest } from '../core/lock-timer';
 import {
@@ -45,6 +53,7 @@ import type { Clock } from './clock';
 import type { LockTimers } from './lock-timers';
 import { type Paths, SubtreeConflict } from './paths';
 import type { Pusher, PushOutcome } from './push';
+import { Recent } from './recent';
 import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
 import type { Timers } from './timers';
 
@@ -116,6 +125,10 @@ const TRANSACTION_ITEMS = 100;
 /** How soon a timer looks again at a queue kept out by an ancestor with no room for another grant below. */
 const FULL_RETRY_MS = 1_000;
 
+/** How long this instance keeps the waiters a handoff on release read, and for how many locks. */
+const KNOWN_FOR_MS = 60_000;
+const KNOWN_LOCKS = 1_000;
+
 /** Enough rounds to skip a few gone or timed-out waiters; the notifier or timer carries on after that. */
 const MAX_ROUNDS = 8;
 /**
@@ -134,7 +147,12 @@ export class Handoff {
     /** For a queue its hierarchy holds up with nothing else to wake it: a timer of its own. */
     private readonly timers: Timers,
     private readonly lockTimers: LockTimers,
-  ) {}
+  ) {
+    this.known = new Recent(clock, KNOWN_FOR_MS, KNOWN_LOCKS);
+  }
+
+  /** The waiters a handoff on release read behind the one it granted, per lock (core/known-queue.ts). */
+  private readonly known: Recent<KnownQueue>;
 
   /** A queue held up with no mark to wake it: looked at again in a while, whoever called serve. */
   private async pollLater(name: string, at: number, lock: Item | undefined): Promise<ServeResult> {
@@ -244,7 +262,8 @@ export class Handoff {
       auditLapse(name, snapshot.lock, now);
       let delivered = 0;
       for (const [i, waiter] of run.entries())
-        if (await this.delivered(waiter, grants[i] as Grant, writeId, snapshot.lock, now)) delivered++;
+        if (await this.delivered(waiter, grants[i] as Grant, writeId, queuedCount(snapshot.lock), now))
+          delivered++;
       // Every grant received: done, unless the run filled a transaction (more readers may fit: serve
       // on). One taken back (its connection was gone): serve on.
       if (delivered === run.length) {
@@ -302,29 +321,59 @@ export class Handoff {
   }
 
   /**
-   * Releases `release`'s grant and hands the lock to the head of its queue in
-   * one transaction, from one read of the queue: a contended release in two
-   * calls, where a release that finds waiters and then serves them takes
-   * three. Answers how many waited when it was released, or undefined
-   * (nothing written) when that does not apply (core/queue.ts planRelease) or
-   * the transaction is refused because the lock or its queue changed since
-   * the read: the caller then releases the plain way.
+   * Releases `release`'s grant and hands the lock to the head of its queue in one transaction: a
+   * contended release in two calls (a read of the queue, then the transaction), where a release
+   * that finds waiters and then serves them takes three. The release of a grant such a handoff
+   * made here hands on to the next waiter that read found, without reading again, while nothing
+   * can have joined ahead of it (core/known-queue.ts): one call. Answers how many waited when it
+   * was released (from a read, or at least 1), or undefined (nothing written) when a handoff on
+   * release does not apply (core/queue.ts planRelease) or its transaction is refused because the
+   * lock or its queue changed since the read: the caller then releases the plain way.
    */
   async releaseToNext(release: ReleaseCommand): Promise<number | undefined> {
     if (this.paths.isHierarchical(release.name)) return undefined;
-    const snapshot = await this.storage.queue(release.name, 1);
+    const known = this.known.get(release.name);
+    this.known.delete(release.name);
     const now = this.clock.now();
-    const head = planRelease(release, snapshot.lock, snapshot.waiters, now);
-    if (!head) return undefined;
+    const head = knownHead(known, release, now);
+    if (known && head) {
+      const writeId = this.ids();
+      const { steps, grant } = knownHandoffSteps(head, known, release, now, writeId);
+      // Refused (the queue or the lock changed since it was read): read it, as below.
+      if ((await this.handoffWrite(release.name, steps, writeId, undefined)).ok) {
+        this.known.set(release.name, knownAfterHandoff(known, grant));
+        return this.handedOn(release, head, grant, writeId, undefined, now);
+      }
+    }
+    const snapshot = await this.storage.queue(release.name, 1 + KNOWN_WAITERS);
+    const at = this.clock.now();
+    const first = planRelease(release, snapshot.lock, snapshot.waiters, at);
+    if (!first) return undefined;
     const writeId = this.ids();
-    const { steps, grant } = handoffSteps(head, snapshot.lock, now, writeId, release);
+    const { steps, grant } = handoffSteps(first, snapshot.lock, at, writeId, release);
     // Not applied (refused, or failed and the lock shows it unchanged): the plain release decides.
     // Unknown (failed, and the lock could not be read): UNAVAILABLE, for the caller to retry.
     if (!(await this.handoffWrite(release.name, steps, writeId, snapshot.lock)).ok) return undefined;
+    this.known.set(release.name, knownAfterRead(snapshot.lock, snapshot.waiters.slice(1), grant));
+    return this.handedOn(release, first, grant, writeId, queuedCount(snapshot.lock), at);
+  }
+
+  /** After a handoff on release: tells the waiter (or serves on), and answers how many waited. */
+  private async handedOn(
+    release: ReleaseCommand,
+    head: Waiter,
+    grant: Grant,
+    writeId: string,
+    queued: number | undefined,
+    now: number,
+  ): Promise<number> {
     auditRelease(release, 0);
     try {
       // Delivered, or taken back from a connection that is gone: then the queue goes on to the next.
-      if (!(await this.delivered(head, grant, writeId, snapshot.lock, now))) await this.serve(release.name);
+      if (!(await this.delivered(head, grant, writeId, queued, now))) {
+        this.known.delete(release.name);
+        await this.serve(release.name);
+      }
     } catch (error) {
       // Released and granted already: the caller's answer is that. A push or take-back that failed
       // leaves the grant to its lease (the expiry timer serves the queue then).
@@ -333,7 +382,7 @@ export class Handoff {
         ...describeError(error),
       });
     }
-    return queuedCount(snapshot.lock);
+    return queued ?? 1;
   }
 
   /**
@@ -384,11 +433,12 @@ export class Handoff {
     head: Waiter,
     grant: Grant,
     writeId: string,
-    lock: Item | undefined,
+    /** Waiters queued before it, as read (undefined: the queue was not read). */
+    queued: number | undefined,
     now: number,
   ): Promise<boolean> {
     metric('WaitTime', now - head.arrivedAt);
-    metric('QueueDepth', Math.max(0, queuedCount(lock) - 1));
+    if (queued !== undefined) metric('QueueDepth', Math.max(0, queued - 1));
     auditGrant('handoff', grant, { request_id: head.requestId, reason: 'next-in-queue' });
     if ((await this.announce(head, grant)) !== 'gone') return true;
     // Nobody received it: take it back, unless it was touched since (then someone has it), and serve on.

@@ -364,6 +364,56 @@ describe('DynamoDB calls per operation', () => {
   });
 });
 
+describe('DynamoDB calls per contended release', () => {
+  const name = 'counted-queue';
+  /** Every push is delivered (the default pusher finds every connection gone). */
+  let pushing: ReturnType<typeof testServices>;
+  beforeAll(() => {
+    pushing = testServices(table.tableName, { counter, pusher: { push: async () => 'sent' } });
+  });
+  const release = (clientId: string, fencingToken: number) =>
+    pushing.services.locks.release({ name, owner: OWNER, clientId, fencingToken });
+  const join = async (clientId: string, priority = 0) => {
+    await pushing.services.connections.open(`${name}-${clientId}`, OWNER, clientId);
+    const queued = await pushing.services.locks.acquire(
+      { name, owner: OWNER, clientId, tenure: lease(30_000), requestId: `r-${clientId}` },
+      { waitMs: 60_000, connectionId: `${name}-${clientId}`, priority },
+    );
+    expect(queued.kind).toBe('queued');
+  };
+  /** Releases the holder's grant; answers the calls it made and who holds the lock then. */
+  const handOn = async () => {
+    const held = await rawItem(name);
+    counter.reset();
+    await release(String(held?.holder), Number(held?.fence));
+    const calls = [...counter.calls];
+    return { calls, holder: (await rawItem(name))?.holder, fence: (await rawItem(name))?.fence };
+  };
+
+  it('reads the queue once, then hands on in one transaction each while nothing joined ahead', async () => {
+    const first = tokenOf(
+      await pushing.acquire({ name, owner: OWNER, clientId: 'a', tenure: lease(30_000) }),
+    );
+    for (const client of ['b', 'c', 'd']) await join(client);
+    expect(await handOn()).toEqual({
+      calls: ['QueryCommand', 'TransactWriteItemsCommand'],
+      holder: 'b',
+      fence: first + 1,
+    });
+    await join('e'); // at the default priority: behind c and d
+    expect(await handOn()).toEqual({ calls: ['TransactWriteItemsCommand'], holder: 'c', fence: first + 2 });
+    await join('f', 5); // ahead of d: the transaction from the queue as read is refused, and it is read again
+    expect(await handOn()).toEqual({
+      calls: ['TransactWriteItemsCommand', 'QueryCommand', 'TransactWriteItemsCommand'],
+      holder: 'f',
+      fence: first + 3,
+    });
+    expect(await handOn()).toEqual({ calls: ['TransactWriteItemsCommand'], holder: 'd', fence: first + 4 });
+    expect(await handOn()).toEqual({ calls: ['TransactWriteItemsCommand'], holder: 'e', fence: first + 5 });
+    expect((await rawItem(name))?.queued).toBe(0);
+  });
+});
+
 describe('listing', () => {
   it('lists by prefix in name order, page by page, with Queries', async () => {
     const names = ['list/a', 'list/b', 'list/c', 'list/d', 'list/e', 'listing-other'];

@@ -9,6 +9,12 @@
 import { describe, expect, it, vi } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
 import { evaluate } from '../../lambdas/core/expr';
+import {
+  knownAfterHandoff,
+  knownAfterRead,
+  knownHandoffSteps,
+  knownHead,
+} from '../../lambdas/core/known-queue';
 import { liveHolder, throughSession } from '../../lambdas/core/lock';
 import { handoffSteps, planRelease } from '../../lambdas/core/queue';
 import type { Services } from '../../lambdas/service/services';
@@ -227,5 +233,164 @@ describe('planRelease', () => {
     expect(evaluate(lockStep(a.fencingToken), { ...lock, reentry: 2 })).toBe(false);
     expect(evaluate(lockStep(a.fencingToken, h.now + 10_000), lock)).toBe(false); // lapsed by then
     expect(evaluate(lockStep(a.fencingToken), { ...lock, holder: 'b' })).toBe(false);
+  });
+});
+
+describe('the release of a grant a handoff on release made here (core/known-queue.ts)', () => {
+  /** a holds; b, c and d wait; a's release hands to b (reading the queue). Returns b's grant. */
+  async function handedToB(h: QueueHarness) {
+    const a = await contended(h);
+    await h.services.connections.open('conn-d', OWNER, 'd');
+    await waitFor(h, 'd');
+    await h.release(a);
+    const b = liveHolder(h.item, h.now);
+    if (b?.clientId !== 'b') throw new Error('b should hold');
+    return b;
+  }
+
+  async function waitFor(h: QueueHarness, client: string, priority = 0) {
+    h.now += 1;
+    const queued = await h.services.locks.acquire(
+      h.command(client, { requestId: `r${client}`, ttl: 5_000 }),
+      { waitMs: 10_000, connectionId: `conn-${client}`, priority },
+    );
+    expect(queued.kind).toBe('queued');
+  }
+
+  it('hands on to the next waiter that read found, in one transaction and no read', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    expect(await callsDuring(h, () => h.release(b))).toEqual({ transact: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c', fencingToken: b.fencingToken + 1 });
+    expect(h.record('c', 'rc')).toMatchObject({ state: 'granted', fence: b.fencingToken + 1 });
+    expect(h.framesTo('conn-c', 'granted')).toHaveLength(1);
+    expect(h.item?.queued).toBe(1);
+    // And on again, to the last one read.
+    const c = liveHolder(h.item, h.now);
+    if (!c) throw new Error('c should hold');
+    expect(await callsDuring(h, () => h.release(c))).toEqual({ transact: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'd', fencingToken: b.fencingToken + 2 });
+    expect(h.waiters()).toEqual([]);
+  });
+
+  it('a waiter that joined since at the default priority stays behind them, and costs no read', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    await h.services.connections.open('conn-e', OWNER, 'e');
+    await waitFor(h, 'e');
+    expect(await callsDuring(h, () => h.release(b))).toEqual({ transact: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c' });
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['d', 'e']);
+  });
+
+  it('a waiter that joined since above the default priority goes first: the queue is read again', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    await h.services.connections.open('conn-e', OWNER, 'e');
+    await waitFor(h, 'e', 5);
+    expect(await callsDuring(h, () => h.release(b))).toEqual({ transact: 2, queue: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'e', fencingToken: b.fencingToken + 1 });
+    expect(h.framesTo('conn-c', 'granted')).toHaveLength(0);
+    expect(h.waiters().map((w) => w.clientId)).toEqual(['c', 'd']);
+  });
+
+  it('a waiter read that left since is passed over: the queue is read again', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    await h.services.locks.cancel({ lock: LOCK, owner: OWNER, clientId: 'c', requestId: 'rc' });
+    await h.release(b);
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'd', fencingToken: b.fencingToken + 1 });
+    expect(h.record('c', 'rc')).toMatchObject({ state: 'ended', reason: 'cancelled' });
+  });
+
+  it('only the release of that very grant uses it: another instance’s handoff in between means a read', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    // b's release goes to another instance (it reads the queue: it has seen nothing), so c's to this one.
+    const other = h.instance();
+    await other.locks.release({ name: LOCK, owner: OWNER, clientId: 'b', fencingToken: b.fencingToken });
+    const c = liveHolder(h.item, h.now);
+    if (c?.clientId !== 'c') throw new Error('c should hold');
+    expect(await callsDuring(h, () => h.release(c))).toEqual({ queue: 1, transact: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'd', fencingToken: b.fencingToken + 2 });
+  });
+
+  it('a lapsed grant is not released: the release is refused and the queue stays for the timer', async () => {
+    const h = new QueueHarness();
+    const b = await handedToB(h);
+    h.now += 6_000;
+    await expect(h.release(b)).rejects.toMatchObject({ code: 'LEASE_EXPIRED' });
+    expect(h.framesTo('conn-c', 'granted')).toHaveLength(0);
+  });
+});
+
+describe('knownHead and knownHandoffSteps', () => {
+  const release = (token: number) => ({ name: LOCK, owner: OWNER, clientId: 'b', fencingToken: token });
+
+  it('take the next waiter read only for the release of the grant it was kept for, and only one a handoff on release may take', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const { lock, waiters } = h.memory.queueNow(LOCK);
+    const [b, c] = waiters;
+    if (!b || !c) throw new Error('b and c should be queued');
+    const grant = { ...a, clientId: 'b', fencingToken: a.fencingToken + 1 };
+    const known = knownAfterRead(lock, [c], grant);
+    expect(knownHead(known, release(grant.fencingToken), h.now)).toBe(c);
+    expect(knownHead(known, release(grant.fencingToken - 1), h.now)).toBeUndefined();
+    expect(knownHead(known, { ...release(grant.fencingToken), mode: 'shared' }, h.now)).toBeUndefined();
+    expect(knownHead(undefined, release(grant.fencingToken), h.now)).toBeUndefined();
+    expect(knownHead(knownAfterHandoff(known, grant), release(grant.fencingToken), h.now)).toBeUndefined();
+    const only = (w: typeof c) => knownHead({ ...known, next: [w] }, release(grant.fencingToken), h.now);
+    expect(only({ ...c, deadline: h.now })).toBeUndefined();
+    expect(only({ ...c, mode: 'shared' })).toBeUndefined();
+    expect(only({ ...c, tenure: throughSession('s-1') })).toBeUndefined();
+    // Below the default priority a default join would sort ahead of it.
+    expect(only({ ...c, priority: -1 })).toBeUndefined();
+    const higher = { ...c, priority: 3 };
+    expect(only(higher)).toBe(higher);
+  });
+
+  it('the write holds only over that grant, live, with nothing joined ahead since the read', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    const { lock, waiters } = h.memory.queueNow(LOCK);
+    const c = waiters[1];
+    if (!c || !lock) throw new Error('c should be queued');
+    // The lock as b's grant (a's token + 1) leaves it.
+    const held = { ...lock, holder: 'b', fence: a.fencingToken + 1 };
+    const known = knownAfterRead(lock, [c], { ...a, fencingToken: a.fencingToken + 1 });
+    const lockStep = (token: number, now = h.now) => {
+      const { steps, grant } = knownHandoffSteps(c, known, { ...release(token) }, now, 'w');
+      expect(grant.fencingToken).toBe(token + 1);
+      const step = steps[0];
+      if (step?.kind !== 'update' || !step.condition) throw new Error('expected a conditional update');
+      return step.condition;
+    };
+    const t = a.fencingToken + 1;
+    expect(evaluate(lockStep(t), held)).toBe(true);
+    expect(evaluate(lockStep(t), { ...held, reordered: 1 })).toBe(false);
+    expect(evaluate(lockStep(t), { ...held, queued: 0 })).toBe(false);
+    expect(evaluate(lockStep(t), { ...held, reentry: 2 })).toBe(false);
+    expect(evaluate(lockStep(t), { ...held, holder: 'c' })).toBe(false);
+    expect(evaluate(lockStep(t, h.now + 10_000), held)).toBe(false); // lapsed by then
+    expect(evaluate(lockStep(t - 1), held)).toBe(false); // not b's token
+    const counted = knownAfterRead({ ...lock, reordered: 4 }, [c], { ...a, fencingToken: t });
+    const step = knownHandoffSteps(c, counted, release(t), h.now, 'w').steps[0];
+    if (step?.kind !== 'update' || !step.condition) throw new Error('expected a conditional update');
+    expect(evaluate(step.condition, { ...held, reordered: 4 })).toBe(true);
+    expect(evaluate(step.condition, { ...held, reordered: 5 })).toBe(false);
+  });
+
+  it('a join above the default priority counts itself in `reordered`; one at the default does not', async () => {
+    const h = new QueueHarness();
+    await contended(h);
+    expect(h.item?.reordered).toBeUndefined();
+    await h.services.connections.open('conn-e', OWNER, 'e');
+    await h.services.locks.acquire(h.command('e', { requestId: 're', ttl: 5_000 }), {
+      waitMs: 10_000,
+      connectionId: 'conn-e',
+      priority: 1,
+    });
+    expect(h.item?.reordered).toBe(1);
   });
 });
