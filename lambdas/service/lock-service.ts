@@ -31,11 +31,13 @@ import {
   granted,
   granteeOf,
   holdsAs,
+  LockAttr,
   liveGrants,
   liveHolder,
   notAlreadyServed,
   type Protocol,
   pinnedGrant,
+  queuedCount,
   queueIsEmpty,
   type Refusal,
   type ReleaseCommand,
@@ -191,8 +193,12 @@ export class LockService {
     const holder = liveHolder(seen, now);
     if (!holder) return this.forceReleaseShared(name, seen, by, reason, onlyToken);
     if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
-    const result = await this.paths.write(name, forceReleaseWrite(holder, by, reason, now), { seen });
-    if (!result.ok) return { kind: 'moved-on' };
+    const writeId = this.ids();
+    const result = await this.paths.write(name, forceReleaseWrite(holder, by, reason, now, writeId), {
+      seen,
+    });
+    // Refused, unless by a second delivery of this very write (its answer lost, the SDK sent it again).
+    if (!result.ok && result.old?.[LockAttr.lastWrite] !== writeId) return { kind: 'moved-on' };
     auditGrant(
       'force-release',
       { ...holder, lock: name },
@@ -213,7 +219,12 @@ export class LockService {
     const first = liveGrants(seen, this.clock.now()).find(
       (g) => onlyToken === undefined || g.fencingToken === onlyToken,
     );
-    if (liveEntries(seen, this.clock.now()).length === 0) return { kind: 'not-held' };
+    if (liveEntries(seen, this.clock.now()).length === 0) {
+      // Free, yet promised to waiters nobody may have served (a force-release sent again after its
+      // answer was lost finds its own release): serve them.
+      if (queuedCount(seen) > 0) await this.handoff.serve(name);
+      return { kind: 'not-held' };
+    }
     if (!first) return { kind: 'moved-on' };
     let fencedTo = 0;
     // Every live holder (or the one asked for), MAX_DROP per write, each write pinned on what it read.

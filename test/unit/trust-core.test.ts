@@ -214,6 +214,45 @@ describe('only the principal that holds a lock may release or renew it', () => {
     expect(await free.services.locks.forceRelease(LOCK, admin, 'nothing')).toEqual({ kind: 'not-held' });
   });
 
+  it('a force-release delivered twice (its answer lost, the SDK sent it again) is answered as applied, and the queue is served', async () => {
+    const { h, grant } = await held();
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 60_000 })).kind).toBe('queued');
+    const storage = h.memory;
+    const write = storage.write.bind(storage);
+    storage.write = async (ref, w) => {
+      storage.write = write;
+      await write(ref, w);
+      return write(ref, w); // the second delivery, refused by its own condition
+    };
+    const admin = localPrincipal('admin');
+    expect(await h.services.locks.forceRelease(LOCK, admin, 'sent twice')).toMatchObject({
+      kind: 'released',
+      fencedTo: grant.fencingToken + 1,
+    });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'b', fencingToken: grant.fencingToken + 2 });
+  });
+
+  it('a force-release retried after its answer was lost finds the lock free with waiters, and serves them', async () => {
+    const { h, grant } = await held();
+    h.now += 1;
+    expect((await h.wait('b', { waitMs: 60_000 })).kind).toBe('queued');
+    const storage = h.memory;
+    const write = storage.write.bind(storage);
+    storage.write = async (ref, w) => {
+      storage.write = write;
+      await write(ref, w);
+      throw new LatchkeyError('UNAVAILABLE', 'the answer to an applied write was lost', undefined, 50);
+    };
+    const admin = localPrincipal('admin');
+    await expect(h.services.locks.forceRelease(LOCK, admin, 'lost')).rejects.toMatchObject({
+      code: 'UNAVAILABLE',
+    });
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
+    expect(await h.services.locks.forceRelease(LOCK, admin, 'lost')).toEqual({ kind: 'not-held' });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'b', fencingToken: grant.fencingToken + 2 });
+  });
+
   it('a force-release ends only the grant it saw (or was told): a later, innocent holder is left alone', async () => {
     const { h, grant } = await held();
     const admin = localPrincipal('admin');
