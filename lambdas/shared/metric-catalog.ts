@@ -52,7 +52,7 @@ export const METRICS = {
   QueueDepth: {
     unit: 'Count',
     dimensions: [],
-    help: 'waiters still queued behind the one a lock is handed to',
+    help: 'waiters still queued behind the one a lock is handed to (at handoffs that read the queue)',
   },
   Contention: {
     unit: 'Count',
