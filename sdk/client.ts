@@ -599,16 +599,39 @@ export class LockClient {
   /**
    * Administrators: ends whoever holds `name` and moves its fencing counter past them, so their
    * writes are fenced out. Needs IAM permission on the admin route; `reason` is logged with the caller.
+   *
+   * `fencingToken` ends only that grant (the one you looked at): such a call is sent again if its
+   * answer is lost, since a second delivery ends that grant or nothing. Without it the call is sent
+   * once: sent again after its first delivery ended the holder and the queue was handed on, it
+   * would end the next holder too. If that one attempt gets no answer, it throws UnavailableError
+   * saying the outcome is unknown.
    */
   // biome-ignore lint/suspicious/noExplicitAny: the wire answer, documented in the README
-  async forceRelease(name: string, reason: string): Promise<any> {
+  async forceRelease(name: string, reason: string, options: { fencingToken?: number } = {}): Promise<any> {
     nameArg('forceRelease', name);
     if (typeof reason !== 'string' || reason.trim() === '')
       throw new InvalidArgumentError(
         'reason',
         `forceRelease(name, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
       );
-    return this.call('POST', `/api/v1/admin/locks/${name}/force-release`, { reason });
+    const { fencingToken } = optionsArg('forceRelease', options, '{ fencingToken: 42 }');
+    if (fencingToken !== undefined && (!Number.isSafeInteger(fencingToken) || fencingToken < 1))
+      throw new InvalidArgumentError(
+        'fencingToken',
+        `forceRelease: fencingToken must be a positive integer, the token of the grant to end (got ${shown(fencingToken)})`,
+      );
+    const path = `/api/v1/admin/locks/${name}/force-release`;
+    if (fencingToken !== undefined) return this.call('POST', path, { reason, fencing_token: fencingToken });
+    try {
+      return await this.call('POST', path, { reason }, { attempts: 1 });
+    } catch (error) {
+      if (!(error instanceof UnavailableError)) throw error;
+      throw new UnavailableError(
+        `force-release of ${name} got no answer, so it may or may not have ended the holder. It was not sent again: a second one could end whoever holds the lock by then. Look at the lock (latchkey admin queue ${name}), and to end a holder you see, name its token (fencingToken, or --token in the CLI)`,
+        error.status,
+        { cause: error, ...(error.endpoint === undefined ? {} : { endpoint: error.endpoint }) },
+      );
+    }
   }
 
   /**

@@ -39,7 +39,8 @@ export function knownAfterRead(lock: Item | undefined, behind: readonly Waiter[]
   const reordered = lock?.[LockAttr.reordered];
   return {
     granted: grant.fencingToken,
-    next: behind.slice(0, KNOWN_WAITERS),
+    // What a grant needs: the locks a waiter holds (deadlock detection, up to 32 names) are not.
+    next: behind.slice(0, KNOWN_WAITERS).map((w) => ({ ...w, holding: undefined })),
     reordered: typeof reordered === 'number' ? reordered : undefined,
   };
 }

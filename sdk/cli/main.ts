@@ -552,9 +552,18 @@ terminal (/dev/tty).`,
   holderCommand('release');
   holderCommand('renew');
 
-  const forceRelease = async (name: string, o: { reason: string }) => {
+  const tokenOption = () =>
+    new Option(
+      '--token <n>',
+      'end only the grant with this fencing token (from `admin queue`); without it the request is sent once, never retried',
+    ).argParser(integer);
+  const forceRelease = async (name: string, o: { reason: string; token?: number }) => {
     const g = globals();
-    const out = await clientFor(g).forceRelease(name, o.reason);
+    const out = await clientFor(g).forceRelease(
+      name,
+      o.reason,
+      o.token === undefined ? {} : { fencingToken: o.token },
+    );
     print(g, out, () =>
       out.released
         ? `force-released ${name}: ${out.holder.client_id} (token ${out.holder.fencing_token}) is fenced out; the next token is above ${out.fenced_to - 1}`
@@ -567,6 +576,7 @@ terminal (/dev/tty).`,
     .description('admin: the same as `latchkey admin force-release`')
     .argument('<name>')
     .requiredOption('--reason <text>', 'why: recorded with your identity in the service log')
+    .addOption(tokenOption())
     .action(forceRelease);
 
   const admin = cli
@@ -579,6 +589,7 @@ terminal (/dev/tty).`,
     .description('end whoever holds the lock and fence them out; the next waiter is served')
     .argument('<name>')
     .requiredOption('--reason <text>', 'why: recorded with your identity in the audit log')
+    .addOption(tokenOption())
     .action(forceRelease);
   admin
     .command('sessions')

@@ -327,10 +327,16 @@ describe('SDK and CLI', () => {
     const forced = await run(['admin', 'force-release', lock, '--reason', 'cli test']);
     expect(forced.code, forced.stderr).toBe(0);
     expect(forced.stdout).toContain(`force-released ${lock}: holder`);
-    expect((await waiter).body).toMatchObject({ acquired: true, client_id: 'waiter' });
+    const granted = (await waiter).body;
+    expect(granted).toMatchObject({ acquired: true, client_id: 'waiter' });
+    // --token ends only that grant: another token forces nothing.
+    const stale = await run(['admin', 'force-release', lock, '--reason', 'old', '--token', '1']);
+    expect(stale.code, stale.stderr).toBe(0);
+    expect(stale.stdout).toContain(`${lock} was not released`);
     // The old top-level command is an alias.
-    const alias = await run(['force-release', lock, '--reason', 'alias']);
+    const token = String(granted.fencing_token);
+    const alias = await run(['force-release', lock, '--reason', 'alias', '--token', token]);
     expect(alias.code, alias.stderr).toBe(0);
-    expect(alias.stdout).toContain(`force-released ${lock}: waiter`);
+    expect(alias.stdout).toContain(`force-released ${lock}: waiter (token ${token})`);
   });
 });

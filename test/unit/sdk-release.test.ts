@@ -107,3 +107,23 @@ describe("acquire's confirming renewal after a long wait", () => {
     expect(granted.remainingMs()).toBeGreaterThan(2_000);
   });
 });
+
+describe('force-release retries', () => {
+  it('without a token it is sent once: no answer is an unknown outcome, not a second force-release', async () => {
+    const { client, bodies } = await clientOfServer([503, 200]);
+    await expect(client.forceRelease('jobs/x', 'host died')).rejects.toThrow(
+      /may or may not have ended the holder.*not sent again/,
+    );
+    expect(bodies).toEqual([{ reason: 'host died' }]);
+  });
+
+  it('naming the grant’s token it is sent again (a second delivery ends that grant or nothing)', async () => {
+    const { client, bodies } = await clientOfServer([503, 200]);
+    await client.forceRelease('jobs/x', 'host died', { fencingToken: 7 });
+    expect(bodies).toEqual([
+      { reason: 'host died', fencing_token: 7 },
+      { reason: 'host died', fencing_token: 7 },
+    ]);
+    await expect(client.forceRelease('jobs/x', 'r', { fencingToken: 1.5 })).rejects.toThrow(/fencingToken/);
+  });
+});
