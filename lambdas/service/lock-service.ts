@@ -419,7 +419,10 @@ export class LockService {
       cmd.mode !== 'shared' && !this.paths.isHierarchical(cmd.name) && this.contended.likely(cmd.name)
         ? await this.handoff.releaseToNext(cmd)
         : undefined;
-    if (handed !== undefined) return { lock: cmd.name, remaining: 0, queued: handed };
+    if (handed !== undefined) {
+      this.contended.saw(cmd.name); // still contended: its next release hands on too
+      return { lock: cmd.name, remaining: 0, queued: handed };
+    }
     const outcome = await this.run(cmd.name, releaseProtocolIn(cmd, this.clock.now()));
     auditRelease(cmd, outcome.remaining);
     if (outcome.remaining === 0 && outcome.queued > 0) {

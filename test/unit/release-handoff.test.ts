@@ -324,6 +324,30 @@ describe('the release of a grant a handoff on release made here (core/known-queu
   });
 });
 
+describe('a lock handed on by its releases stays known as contended', () => {
+  it('past the minute after the last join seen: each release still hands on in one transaction', async () => {
+    const h = new QueueHarness();
+    const long = { ttl: 100_000 };
+    const a = await h.hold('a', long);
+    for (const client of ['b', 'c']) {
+      h.now += 1;
+      await h.services.connections.open(`conn-${client}`, OWNER, client);
+      const queued = await h.services.locks.acquire(h.command(client, { requestId: `r${client}`, ...long }), {
+        waitMs: 300_000,
+        connectionId: `conn-${client}`,
+      });
+      expect(queued.kind).toBe('queued');
+    }
+    h.now += 50_000;
+    expect(await callsDuring(h, () => h.release(a))).toEqual({ queue: 1, transact: 1 });
+    const b = liveHolder(h.item, h.now);
+    if (b?.clientId !== 'b') throw new Error('b should hold');
+    h.now += 50_000; // 100 s after the last join this instance saw
+    expect(await callsDuring(h, () => h.release(b))).toEqual({ transact: 1 });
+    expect(liveHolder(h.item, h.now)).toMatchObject({ clientId: 'c' });
+  });
+});
+
 describe('knownHead and knownHandoffSteps', () => {
   const release = (token: number) => ({ name: LOCK, owner: OWNER, clientId: 'b', fencingToken: token });
 
