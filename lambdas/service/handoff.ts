@@ -57,37 +57,53 @@ import { Recent } from './recent';
 import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
 import type { Timers } from './timers';
 
+/**
+ * How far a serve read the queue (`readTo` in ServeResult): the order of the last waiter its read
+ * saw, or this when it read the whole queue. It ended every waiter it read past its deadline.
+ */
+export const WHOLE_QUEUE = '\uffff';
+const readToOf = (snapshot: { readonly waiters: readonly Waiter[]; readonly complete: boolean }) =>
+  snapshot.complete ? WHOLE_QUEUE : snapshot.waiters.at(-1)?.order;
+/** Whether a serve that answered `result` read the waiter at `order` (undefined: it cannot tell). */
+export const servedThrough = (result: ServeResult, order: string): boolean =>
+  result.readTo !== undefined && order <= result.readTo;
+
 export type ServeResult =
   /**
    * Handed on; `waiting`, `lookAt` and `lock` as for `held`: whether anyone is left, the first end
    * of a lease now holding it (new or not) or the first deadline of the waiters left, and the lock
    * item as read before the grant (a grant leaves its timer as it was).
    */
-  | {
-      readonly kind: 'granted';
-      readonly grant: Grant;
-      readonly waiter: Waiter;
-      readonly lookAt: number | undefined;
-      readonly lock: Item | undefined;
-      readonly waiting: boolean;
-    }
-  /**
-   * Held (or under lock-delay, or kept out by its hierarchy); `waiting` says whether anyone is
-   * queued behind.
-   */
-  | {
-      readonly kind: 'held';
-      /**
-       * When a timer must look at it again: the lease in the way ends, or the first waiter's deadline
-       * passes. Undefined when only a write can change it (a lock held through a session: its end
-       * serves the queue) or a timer of its own is armed already.
-       */
-      readonly lookAt: number | undefined;
-      /** The lock item as read: its timer may cover `lookAt` already (core/lock-timer.ts). */
-      readonly lock: Item | undefined;
-      readonly waiting: boolean;
-    }
-  | { readonly kind: 'idle' };
+  (
+    | {
+        readonly kind: 'granted';
+        readonly grant: Grant;
+        readonly waiter: Waiter;
+        readonly lookAt: number | undefined;
+        readonly lock: Item | undefined;
+        readonly waiting: boolean;
+      }
+    /**
+     * Held (or under lock-delay, or kept out by its hierarchy); `waiting` says whether anyone is
+     * queued behind.
+     */
+    | {
+        readonly kind: 'held';
+        /**
+         * When a timer must look at it again: the lease in the way ends, or the first waiter's deadline
+         * passes. Undefined when only a write can change it (a lock held through a session: its end
+         * serves the queue) or a timer of its own is armed already.
+         */
+        readonly lookAt: number | undefined;
+        /** The lock item as read: its timer may cover `lookAt` already (core/lock-timer.ts). */
+        readonly lock: Item | undefined;
+        readonly waiting: boolean;
+      }
+    | { readonly kind: 'idle' }
+  ) & {
+    /** How far its last read of the queue reached (readToOf), if it read one. */
+    readonly readTo?: string | undefined;
+  };
 
 /** A request left its queue without a grant: one `wait-end` event. */
 function auditLeft(w: QueuedWaiter & { readonly requestId?: string }, reason: EndReason): true {
@@ -194,13 +210,13 @@ export class Handoff {
       if (plan.kind === 'held') {
         const waiting = snapshot.waiters.length > plan.expired.length;
         const lookAt = earliest(plan.expiresAt, firstDeadline(snapshot.waiters, now));
-        return { kind: 'held', lookAt, lock: snapshot.lock, waiting };
+        return { kind: 'held', lookAt, lock: snapshot.lock, waiting, readTo: readToOf(snapshot) };
       }
       if (plan.kind === 'idle') {
         if (plan.countDrift > 0)
           await this.storage.write({ kind: 'lock', lock: name }, resetCountWrite(plan.countDrift));
         if (plan.expired.length && !snapshot.complete) continue;
-        return { kind: 'idle' };
+        return { kind: 'idle', readTo: readToOf(snapshot) };
       }
       if (this.paths.isHierarchical(name)) {
         const aside = await this.standAside(name, snapshot.lock, plan.head, snapshot.waiters, now);
@@ -242,7 +258,7 @@ export class Handoff {
               snapshot.lock,
             );
           const lookAt = earliest(error.block.expiresAt, firstDeadline(snapshot.waiters, now));
-          return { kind: 'held', lookAt, lock: snapshot.lock, waiting: true };
+          return { kind: 'held', lookAt, lock: snapshot.lock, waiting: true, readTo: readToOf(snapshot) };
         }
         // An ancestor with as many grants below it as it may record: look again in a while.
         if (error instanceof LatchkeyError && error.code === 'TOO_MANY_HOLDERS')
@@ -281,6 +297,7 @@ export class Handoff {
           lookAt,
           lock: snapshot.lock,
           waiting: left.length > 0 || !snapshot.complete,
+          readTo: readToOf(snapshot),
         };
         if (plan.head.mode !== 'shared' || (run.length === plan.run.length && run.length < MAX_RUN))
           return served;

@@ -27,7 +27,7 @@ import { metric } from '../shared/metrics';
 import { minuteOf } from '../store/table';
 import type { Clock } from './clock';
 import type { Connections } from './connections';
-import type { Handoff } from './handoff';
+import { type Handoff, type ServeResult, servedThrough } from './handoff';
 import type { Sessions } from './sessions';
 import type { Storage } from './storage';
 
@@ -94,7 +94,7 @@ export class Sweeper {
     const last = Math.min(current, from + MAX_MINUTES_PER_RUN);
     const counts = { expired: 0, locksReleased: 0, waitsEnded: 0, connectionsClosed: 0, retried: 0 };
     /** Each lock's serve in this run, by lock: due waiters of one lock share it. */
-    const served = new Map<string, Promise<unknown>>();
+    const served = new Map<string, Promise<ServeResult>>();
     let holding = false; // a minute with an item that could not even be moved holds the cursor there
     let doneTo = typeof cursor === 'number' ? cursor : from; // the first minute not known to be done
     let oldest: number | undefined; // the first minute with something due (SweeperLag)
@@ -110,8 +110,9 @@ export class Sweeper {
         } else if (ref.kind === 'waiter') {
           // One serve per lock; its other due waiters wait for it (their leaves would race it).
           if (!served.has(ref.lock)) served.set(ref.lock, this.handoff.serve(ref.lock));
-          await served.get(ref.lock);
-          // Still queued past its deadline after the serve: further back than it read (SERVE_READS).
+          const serving = served.get(ref.lock) as Promise<ServeResult>;
+          // Read by the serve: ended by it if still queued. Further back (SERVE_READS): ended here.
+          if (servedThrough(await serving, ref.order)) return;
           if (await this.handoff.endOverdue(ref.lock, ref.order, now)) counts.waitsEnded++;
         } else if (ref.kind === 'connection') {
           counts.locksReleased += (await this.connections.closed(ref.connection)).locksReleased;

@@ -9,7 +9,7 @@ import { SERVE_READS } from '../../lambdas/service/handoff';
 import { QueueHarness } from '../support/queue-harness';
 
 describe('the sweeper, with timed-out waiters deep in a queue', () => {
-  it('serves the queue first, then ends only the timed-out waiters the serve did not read', async () => {
+  it('serves the queue first, then reads and ends only the timed-out waiters the serve did not read', async () => {
     const h = new QueueHarness();
     await h.hold('holder', { ttl: 3_600_000 });
     const long = Array.from({ length: SERVE_READS - 1 }, (_, i) => `w${i}`);
@@ -39,6 +39,13 @@ describe('the sweeper, with timed-out waiters deep in a queue', () => {
       serveReading = false;
       return queue(lock, limit);
     };
+    // A waiter the serve read costs the sweeper no read of its own.
+    const waitersRead: string[] = [];
+    const read = h.memory.read.bind(h.memory);
+    h.memory.read = async (ref) => {
+      if (ref.kind === 'waiter') waitersRead.push(ref.order);
+      return read(ref);
+    };
     const transact = h.memory.transact.bind(h.memory);
     h.memory.transact = async (steps) => {
       if (serveReading) writesBesideServe++;
@@ -48,6 +55,7 @@ describe('the sweeper, with timed-out waiters deep in a queue', () => {
     // 'near' is the serve's to end: the sweeper ends the two behind it, after the serve.
     expect(await h.services.sweeper.sweep()).toMatchObject({ queuesServed: 1, waitsEnded: 2 });
     expect(writesBesideServe).toBe(0);
+    expect(waitersRead).toHaveLength(2); // deep1 and deep2; not near
     expect(h.waiters().map((w) => w.clientId)).toEqual(long);
     for (const w of ['near', 'deep1', 'deep2'])
       expect(h.record(w, `r-${w}`)).toMatchObject({ state: 'ended', reason: 'timeout' });
