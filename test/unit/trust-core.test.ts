@@ -214,7 +214,11 @@ describe('only the principal that holds a lock may release or renew it', () => {
     expect(await free.services.locks.forceRelease(LOCK, admin, 'nothing')).toEqual({ kind: 'not-held' });
   });
 
-  it('a force-release delivered twice (its answer lost, the SDK sent it again) is answered as applied, and the queue is served', async () => {
+  /**
+   * A lock held with b waiting, whose next write applies and then is delivered again (refused by its
+   * own condition) or loses its answer (UNAVAILABLE), as DynamoDB may.
+   */
+  async function heldWithFaultyWrite(fault: 'delivered twice' | 'answer lost') {
     const { h, grant } = await held();
     h.now += 1;
     expect((await h.wait('b', { waitMs: 60_000 })).kind).toBe('queued');
@@ -223,9 +227,14 @@ describe('only the principal that holds a lock may release or renew it', () => {
     storage.write = async (ref, w) => {
       storage.write = write;
       await write(ref, w);
-      return write(ref, w); // the second delivery, refused by its own condition
+      if (fault === 'delivered twice') return write(ref, w);
+      throw new LatchkeyError('UNAVAILABLE', 'the answer to an applied write was lost', undefined, 50);
     };
-    const admin = localPrincipal('admin');
+    return { h, grant, admin: localPrincipal('admin') };
+  }
+
+  it('a force-release delivered twice (its answer lost, the SDK sent it again) is answered as applied, and the queue is served', async () => {
+    const { h, grant, admin } = await heldWithFaultyWrite('delivered twice');
     expect(await h.services.locks.forceRelease(LOCK, admin, 'sent twice')).toMatchObject({
       kind: 'released',
       fencedTo: grant.fencingToken + 1,
@@ -234,17 +243,7 @@ describe('only the principal that holds a lock may release or renew it', () => {
   });
 
   it('a force-release retried after its answer was lost finds the lock free with waiters, and serves them', async () => {
-    const { h, grant } = await held();
-    h.now += 1;
-    expect((await h.wait('b', { waitMs: 60_000 })).kind).toBe('queued');
-    const storage = h.memory;
-    const write = storage.write.bind(storage);
-    storage.write = async (ref, w) => {
-      storage.write = write;
-      await write(ref, w);
-      throw new LatchkeyError('UNAVAILABLE', 'the answer to an applied write was lost', undefined, 50);
-    };
-    const admin = localPrincipal('admin');
+    const { h, grant, admin } = await heldWithFaultyWrite('answer lost');
     await expect(h.services.locks.forceRelease(LOCK, admin, 'lost')).rejects.toMatchObject({
       code: 'UNAVAILABLE',
     });
