@@ -266,6 +266,11 @@ export class Checker {
         belief.endedAt = now;
   }
 
+  /** Whether an operator has fenced out the grant with `token` on `lock` (force-released it, or one after it). */
+  isFencedOut(lock: string, token: number): boolean {
+    return token <= (this.fenced.get(lock) ?? 0);
+  }
+
   /** A hostile caller's request that must have been refused. */
   hostile(what: string, refused: boolean): void {
     this.counts.hostile++;

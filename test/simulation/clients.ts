@@ -268,7 +268,12 @@ export abstract class Client {
     // lease that lapses before the answer may have lapsed before the request reached the service.
     const endedBefore = belief?.endedAt ?? Infinity;
     const alive = () =>
-      sure && belief !== undefined && belief.until() > this.now() && endedBefore > this.now();
+      sure &&
+      belief !== undefined &&
+      belief.until() > this.now() &&
+      endedBefore > this.now() &&
+      // Its own release ends the belief at once (below), so a force-release during it is asked here.
+      !this.check.isFencedOut(grant.lock, grant.fencingToken);
     if (belief) belief.endedAt = Math.min(belief.endedAt ?? Infinity, this.now(), belief.until());
     const cmd = {
       name: grant.lock,
