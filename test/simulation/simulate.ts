@@ -79,7 +79,10 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
         maxHttpWaits: rng.int(1, 3),
       }
     : DEFAULT_LIMITS;
-  const world = new World(sched, rng, RETENTION_SECONDS, limits, tree ? ['sim/'] : []);
+  // Function instances the clients' calls land on: one in about half the histories, so that what an
+  // instance remembers between calls (a contended lock's queue: core/known-queue.ts) is used often.
+  const instanceCount = new Rng((seed * 0x2545f491) ^ 0x9e3779b9).pick([1, 1, 2, 3]);
+  const world = new World(sched, rng, RETENTION_SECONDS, limits, tree ? ['sim/'] : [], instanceCount);
   const trace = new Trace(sched);
   const checker = new Checker(world.memory, sched, trace, RETENTION_SECONDS, tree ? TREE : undefined);
   world.memory.onCommit = checker.onCommit;
@@ -177,6 +180,7 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
       shared: mix.shared,
       tree: tree ? 1 : 0,
       timely: timely ? 1 : 0,
+      instances: instanceCount,
     },
   };
 }

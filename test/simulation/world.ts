@@ -221,6 +221,8 @@ export class World {
     readonly limits: ServiceLimits = DEFAULT_LIMITS,
     /** Namespaces where lock names form a hierarchy (none by default). */
     hierarchicalPrefixes: readonly string[] = [],
+    /** How many function instances the clients' calls land on. */
+    instanceCount = 3,
   ) {
     this.memory = new MemoryStorage({ tableName: 'sim', retentionSeconds }, () => sched.now());
     this.memory.indexLag = () => (this.faults.indexLagMs ? rng.int(0, this.faults.indexLagMs) : 0);
@@ -236,7 +238,7 @@ export class World {
         limits,
         hierarchicalPrefixes,
       });
-    this.instances = [instance(), instance(), instance()];
+    this.instances = Array.from({ length: instanceCount }, instance);
     this.services = this.instances[0] as Services;
   }
 
