@@ -841,14 +841,7 @@ export function renewProtocol(cmd: RenewCommand, now: number): Protocol<RenewOut
  * tell a protected resource to refuse everything up to the counter at once. Records who did it,
  * when and why. Conditional on that very grant, so a later one is never touched.
  */
-export function forceReleaseWrite(
-  current: Grant,
-  by: string,
-  reason: string,
-  now: number,
-  /** Stamped on the item: a second delivery of this write, refused, shows it applied. */
-  writeId: string,
-): ItemWrite {
+export function forceReleaseWrite(current: Grant, by: string, reason: string, now: number): ItemWrite {
   return {
     condition: heldBy(current.owner, current.clientId, current.fencingToken),
     update: [
@@ -857,7 +850,6 @@ export function forceReleaseWrite(
       set(A.forcedBy, by),
       set(A.forcedAt, now),
       set(A.forcedReason, reason),
-      set(A.lastWrite, writeId),
     ],
     gcFrom: now,
   };

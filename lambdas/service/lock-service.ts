@@ -31,7 +31,6 @@ import {
   granted,
   granteeOf,
   holdsAs,
-  LockAttr,
   liveGrants,
   liveHolder,
   notAlreadyServed,
@@ -193,12 +192,18 @@ export class LockService {
     const holder = liveHolder(seen, now);
     if (!holder) return this.forceReleaseShared(name, seen, by, reason, onlyToken);
     if (onlyToken !== undefined && holder.fencingToken !== onlyToken) return { kind: 'moved-on' };
-    const writeId = this.ids();
-    const result = await this.paths.write(name, forceReleaseWrite(holder, by, reason, now, writeId), {
-      seen,
-    });
-    // Refused, unless by a second delivery of this very write (its answer lost, the SDK sent it again).
-    if (!result.ok && result.old?.[LockAttr.lastWrite] !== writeId) return { kind: 'moved-on' };
+    // One write (stamped, so a second delivery of it, refused, counts as applied); refused: moved on.
+    const forced = await this.paths.run(
+      name,
+      {
+        first: forceReleaseWrite(holder, by, reason, now),
+        onRefused: () => ({ outcome: false }),
+        onWritten: () => true,
+      },
+      this.ids,
+      { seen },
+    );
+    if (!forced) return { kind: 'moved-on' };
     auditGrant(
       'force-release',
       { ...holder, lock: name },

@@ -91,11 +91,16 @@ export class Paths {
     if (problem) throw new LatchkeyError('INVALID_NAME', problem, [{ path: 'name', message: problem }]);
   }
 
-  /** Runs a protocol on the lock item of `name`. */
-  run<Outcome>(name: string, protocol: Protocol<Outcome>, ids: () => string): Promise<Outcome> {
+  /** Runs a protocol on the lock item of `name` (`seen`: the item as read, if it was). */
+  run<Outcome>(
+    name: string,
+    protocol: Protocol<Outcome>,
+    ids: () => string,
+    seen?: { readonly seen: Item | undefined },
+  ): Promise<Outcome> {
     if (!this.isHierarchical(name))
       return runProtocol(protocol, (write) => this.storage.write(lockRef(name), write), ids);
-    let cursor: Cursor | undefined;
+    let cursor: Cursor | undefined = seen && { seen: seen.seen };
     return runProtocol(
       protocol,
       async (write) => {

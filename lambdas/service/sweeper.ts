@@ -109,8 +109,8 @@ export class Sweeper {
           counts.locksReleased += released;
         } else if (ref.kind === 'waiter') {
           // One serve per lock; its other due waiters wait for it (their leaves would race it).
-          if (!served.has(ref.lock)) served.set(ref.lock, this.handoff.serve(ref.lock));
-          const serving = served.get(ref.lock) as Promise<ServeResult>;
+          const serving = served.get(ref.lock) ?? this.handoff.serve(ref.lock);
+          served.set(ref.lock, serving);
           // Read by the serve: ended by it if still queued. Further back (SERVE_READS): ended here.
           if (servedThrough(await serving, ref.order)) return;
           if (await this.handoff.endOverdue(ref.lock, ref.order, now)) counts.waitsEnded++;

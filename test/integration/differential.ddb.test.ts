@@ -125,7 +125,7 @@ const pinnedArb: fc.Arbitrary<(item: Item | undefined) => ItemWrite> = fc.oneof(
   fc.record({ seen: itemArb, by: fc.constantFrom(...OWNERS) }).map(
     ({ seen, by }) =>
       (item: Item | undefined) =>
-        forceReleaseWrite(grantOf(seen ?? item ?? {}), by, 'differential', NOW, 'w-force'),
+        forceReleaseWrite(grantOf(seen ?? item ?? {}), by, 'differential', NOW),
   ),
 );
 

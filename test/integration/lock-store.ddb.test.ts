@@ -387,7 +387,8 @@ describe('DynamoDB calls per contended release', () => {
     counter.reset();
     await release(String(held?.holder), Number(held?.fence));
     const calls = [...counter.calls];
-    return { calls, holder: (await rawItem(name))?.holder, fence: (await rawItem(name))?.fence };
+    const after = await rawItem(name);
+    return { calls, holder: after?.holder, fence: after?.fence };
   };
 
   it('reads the queue once, then hands on in one transaction each while nothing joined ahead', async () => {
