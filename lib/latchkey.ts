@@ -355,6 +355,10 @@ export class Latchkey extends Construct {
       environment: withPush,
       logRetention,
       connectionsArn: this.webSocketApi.connectionsArn,
+      relay: {
+        url: this.webSocketApi.stage.url,
+        connectArn: this.webSocketApi.api.arnForExecuteApiV2('$connect', WS_STAGE),
+      },
       tracing: p.tracing,
       ...p.httpThrottle,
       ...(reserved ? { reservedConcurrency: { 'http/lock-commands': reserved.lockCommands } } : {}),

@@ -9,19 +9,21 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { WebSocket } from 'ws';
 import { parsePrefixes } from '../lambdas/core/hierarchy';
 import { PATH_READERS } from '../lambdas/http/lock-path';
 import { ROUTES } from '../lambdas/http/routes';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import { describeError, log } from '../lambdas/shared/log';
 import { setEmfSink } from '../lambdas/shared/metrics';
+import { provideRelaySocket } from '../lambdas/shared/relay-socket';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { type DynamoDbLocal, startDynamoDbLocal } from './dynamodb-local';
 import { type AnyHandler, lambdaContext, loadHandler } from './handlers';
 import { createHttpGateway } from './http-gateway';
 import { HostCheck, type RequestTimeouts } from './origin';
 import { PrometheusRegistry } from './prometheus';
-import { LOCAL_REGION, localKeys } from './sigv4';
+import { LOCAL_REGION, type LocalKeys, localKeys } from './sigv4';
 import { type StreamPoller, startStreamPoller } from './stream-poller';
 import { ensureTable } from './table-setup';
 import { createTimerQueue } from './timer-queue';
@@ -77,6 +79,21 @@ function listen(server: Server, port: number, host: string): Promise<number> {
     server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
   });
 }
+
+/**
+ * The WebSocket gateway also takes the functions' own signature (the process's AWS credentials), as
+ * IAM takes a function role's: their relay connects with it. A connection can only say hello and
+ * ping; waits are asked for over HTTP, which takes only `keys`.
+ */
+function withFunctionsKey(keys: LocalKeys): LocalKeys {
+  const id = process.env.AWS_ACCESS_KEY_ID;
+  const secret = process.env.AWS_SECRET_ACCESS_KEY;
+  return id && secret && !keys.has(id) ? new Map([...keys, [id, secret]]) : keys;
+}
+
+/** An address to reach a server listening on `host` from this machine. */
+const dialable = (host: string) =>
+  host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
 
 /** Handlers keep one configuration per process, as in Lambda: so one stack per process. */
 let running = false;
@@ -136,7 +153,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const ws = createWsGateway({
       stage: WS_STAGE,
       auth,
-      keys,
+      keys: withFunctionsKey(keys),
       hosts,
       handlers: {
         connect: await loadHandler('ws/connect'),
@@ -149,6 +166,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     // @connections: only the functions (this process) know where, and the secret in its path.
     const managementPort = await listen(ws.management, 0, '127.0.0.1');
     process.env.WS_MANAGEMENT_ENDPOINT = `http://127.0.0.1:${managementPort}${ws.managementBase}`;
+    // HTTP waits are rung over a relay connection to this WebSocket API (lambdas/service/relay.ts).
+    provideRelaySocket((url, headers) => new WebSocket(url, { headers }));
+    process.env.WS_RELAY_URL = `ws://${dialable(host)}:${wsPort}/${WS_STAGE}`;
 
     const routes = await Promise.all(
       ROUTES.map(async (r) => ({

@@ -127,8 +127,18 @@ export interface PollStep {
   readonly serve: boolean;
 }
 
-/** The next step of a poller whose wait ends at `end`. */
-export function nextPoll(sight: PollSight, memory: PollMemory, now: number, end: number): PollStep {
+/**
+ * The next step of a poller whose wait ends at `end`. A `belled` waiter is rung when it is granted
+ * or ended (service/relay.ts), so it does not poll fast while the lock moves: it polls at its
+ * place's cap (a ring lost), and the head still wakes at the lease end to serve a lapse.
+ */
+export function nextPoll(
+  sight: PollSight,
+  memory: PollMemory,
+  now: number,
+  end: number,
+  belled = false,
+): PollStep {
   const left = end - now;
   if (left <= 0) return { delayMs: 0, serve: false };
   const head = sight.position === 1;
@@ -141,7 +151,7 @@ export function nextPoll(sight: PollSight, memory: PollMemory, now: number, end:
   const cap = pollCap(sight.position);
   // Fast while the lock moves, for the head; each place further back twice as slow (it needs a
   // handoff more before it can be granted); then back off as the lock stays as it is.
-  const moving = POLL_FAST_MS * 2 ** ((sight.position ?? POLL_QUEUE_LIMIT) - 1);
+  const moving = belled ? cap : POLL_FAST_MS * 2 ** ((sight.position ?? POLL_QUEUE_LIMIT) - 1);
   let delay = Math.min(cap, Math.max(moving, quiet / 2));
   if (head) {
     const changeAt = typeof sight.holderUntil === 'number' ? sight.holderUntil : sight.blockedUntil;

@@ -34,6 +34,7 @@ import {
   missing,
   ne,
   or,
+  remove,
   set,
 } from './expr';
 import { intentionsEased, keptOutTtl, newYieldEnd, wakeCount } from './hierarchy';
@@ -105,6 +106,12 @@ export const WaitAttr = {
   arrivedAt: 'arrived_at',
   /** The WebSocket connection to push the grant to; absent for an HTTP waiter (it polls). */
   connection: 'connection_id',
+  /**
+   * An HTTP waiter's doorbell: the WebSocket connection of the function that waits for it
+   * (service/relay.ts), told `ring` when the waiter is granted or ended, so it reads its record then
+   * rather than at its next poll. A hint only: the record is the answer.
+   */
+  bell: 'bell',
   /** The session the grant will be held through, if any (see session.ts). */
   session: 'session_id',
   /** Absent for exclusive. */
@@ -130,6 +137,8 @@ export interface Waiter {
   readonly priority: number;
   readonly arrivedAt: number;
   readonly connectionId: string | undefined;
+  /** An HTTP waiter's doorbell (WaitAttr.bell); only for waiters without a connection. */
+  readonly bell?: string | undefined;
   readonly mode: LockMode;
   readonly maxHolders: number | undefined;
   /** The locks the waiting task holds and keeps until it is served (core/deadlock.ts). */
@@ -160,6 +169,7 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     [W.priority]: w.priority,
     [W.arrivedAt]: w.arrivedAt,
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
+    ...(w.bell === undefined ? {} : { [W.bell]: w.bell }),
     ...(w.mode === 'shared' ? { [W.mode]: 'shared' } : {}),
     ...(w.maxHolders === undefined ? {} : { [W.maxHolders]: w.maxHolders }),
     // Lock names never contain a space.
@@ -171,6 +181,7 @@ export function waiterOf(order: string, item: Item): Waiter {
   const n = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : 0);
   const s = (a: string) => (typeof item[a] === 'string' ? (item[a] as string) : '');
   const connection = item[W.connection];
+  const bell = item[W.bell];
   const session = item[W.session];
   return {
     lock: s(W.name),
@@ -187,6 +198,7 @@ export function waiterOf(order: string, item: Item): Waiter {
     priority: n(W.priority),
     arrivedAt: n(W.arrivedAt),
     connectionId: typeof connection === 'string' ? connection : undefined,
+    ...(typeof bell === 'string' ? { bell } : {}),
     mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
     maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
     holding: s(W.holding) === '' ? undefined : s(W.holding).split(' '),
@@ -400,7 +412,8 @@ export const orphanLeaveSteps = (w: QueuedWaiter, reason: EndReason, now: number
 export const moveDeliverySteps = (w: QueuedWaiter, connectionId: string, now: number): Step[] => [
   updateStep(waiterRef(w.lock, w.order), {
     condition: waiterAt(w.connectionId),
-    update: [set(W.connection, connectionId)],
+    // Its doorbell, if it had one, is no longer how it learns: the connection is.
+    update: [set(W.connection, connectionId), remove(W.bell)],
     owner: connectionId,
   }),
   movedStep(w, w.order, connectionId),

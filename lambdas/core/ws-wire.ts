@@ -75,7 +75,14 @@ export const errorFrame = (error: LatchkeyError, request?: string) => ({
   ...error.toBody(),
 });
 
+/**
+ * To a function's relay connection (service/relay.ts): the HTTP waiter `order` of `lock` was granted
+ * or ended. It says nothing about which: the waiter's record does.
+ */
+export const ringFrame = (lock: string, order: string) => ({ type: 'ring' as const, lock, order });
+
 export type Frame =
+  | ReturnType<typeof ringFrame>
   | ReturnType<typeof grantedFrame>
   | ReturnType<typeof timeoutFrame>
   | ReturnType<typeof pongFrame>

@@ -4,13 +4,17 @@
  * (`audit: "session-end"` with `by` and the `reason`, then a `release` per lock). Its own route, so
  * that IAM grants it apart from the client's DELETE /api/v1/sessions/{id}.
  */
+
 import * as z from 'zod';
 import { anySessionId, forceReleaseBody, isoTime } from '../core/wire';
+import { sessionAdminOf } from '../service/services';
 import { httpRoute, json, parseBody, principalFrom, validate } from '../shared/http';
 
 const endSessionBody = z.strictObject({ reason: forceReleaseBody.shape.reason });
 
-export const handler = httpRoute(async (event, { sessionAdmin, clock }) => {
+export const handler = httpRoute(async (event, deps) => {
+  const { clock } = deps;
+  const sessionAdmin = sessionAdminOf(deps);
   const id = validate(anySessionId, event.pathParameters?.id ?? '', 'session id');
   const { reason } = parseBody(event, endSessionBody);
   const by = principalFrom(event);

@@ -4,9 +4,11 @@
  * sessions, ids included). Its own route, so that IAM grants it apart from the client routes
  * (README: "Security model"). The listing reads the session listing in the owner index, never a Scan (service/session-admin.ts).
  */
+
 import * as z from 'zod';
 import { sessionState } from '../core/session';
 import { clientId, isoTime, pageFields } from '../core/wire';
+import { sessionAdminOf } from '../service/services';
 import { httpRoute, json, parseQuery } from '../shared/http';
 
 const DEFAULT_PAGE = 50;
@@ -18,7 +20,9 @@ export const adminSessionsQuery = z.strictObject({
   client_id: clientId.optional(),
 });
 
-export const handler = httpRoute(async (event, { sessionAdmin, clock }) => {
+export const handler = httpRoute(async (event, deps) => {
+  const { clock } = deps;
+  const sessionAdmin = sessionAdminOf(deps);
   const query = parseQuery(event, adminSessionsQuery);
   const page = await sessionAdmin.list(query.limit ?? DEFAULT_PAGE, query.cursor, {
     principal: query.principal,

@@ -24,6 +24,8 @@ export const ROUTES: readonly RouteSpec[] = [
     partitions: [...QUEUE_SERVER.partitions, 'httpWait'],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
+    // HTTP waits are rung on the function's own WebSocket connection (its relay).
+    relays: true,
   },
   {
     key: 'GET /api/v1/locks/{proxy+}',

@@ -4,6 +4,7 @@
  * message is reported per message, so SQS retries only it.
  */
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { timekeeperOf } from '../service/services';
 import { type TimerMessage, timerMessage } from '../service/timers';
 import { getDeps } from '../shared/deps';
 import { describeError, log } from '../shared/log';
@@ -11,7 +12,7 @@ import { flushMetrics, measured } from '../shared/metrics';
 import { internalContext, withRequestContext } from '../shared/request-context';
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  const { timekeeper } = getDeps();
+  const timekeeper = timekeeperOf(getDeps());
   const failures: { itemIdentifier: string }[] = [];
   await Promise.all(
     event.Records.map((record) =>

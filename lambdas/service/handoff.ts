@@ -45,7 +45,7 @@ import {
   waiterOf,
 } from '../core/queue';
 import type { EndReason } from '../core/request';
-import { errorFrame, grantedFrame, timeoutFrame } from '../core/ws-wire';
+import { errorFrame, grantedFrame, ringFrame, timeoutFrame } from '../core/ws-wire';
 import { audit, describeError, log } from '../shared/log';
 import { metric } from '../shared/metrics';
 import { auditGrant, auditLapse, auditRelease, ownerOfRequestKey } from './audit';
@@ -547,7 +547,8 @@ export class Handoff {
    * WebSocket waiter; an HTTP waiter reads its record, ended as a deadlock).
    */
   async endAsDeadlock(waiter: Waiter, error: LatchkeyError, now: number): Promise<void> {
-    if (!(await this.leave(waiter, 'deadlock', now)) || !waiter.connectionId) return;
+    if (!(await this.leave(waiter, 'deadlock', now))) return;
+    if (!waiter.connectionId) return this.ring(waiter);
     await this.pusher.push(waiter.connectionId, errorFrame(error, waiter.requestId));
   }
 
@@ -557,7 +558,10 @@ export class Handoff {
    */
   private async endWait(waiter: Waiter, reason: EndReason, now: number): Promise<boolean> {
     if (!(await this.leave(waiter, reason, now))) return false;
-    if (!waiter.connectionId) return true;
+    if (!waiter.connectionId) {
+      await this.ring(waiter);
+      return true;
+    }
     const frame =
       reason === 'session-ended'
         ? errorFrame(
@@ -574,7 +578,19 @@ export class Handoff {
 
   /** Tells the waiter; an HTTP waiter reads its record, so only a WebSocket waiter can be gone. */
   private async announce(waiter: Waiter, grant: Grant): Promise<PushOutcome> {
-    if (!waiter.connectionId) return 'sent';
+    if (!waiter.connectionId) {
+      await this.ring(waiter);
+      return 'sent';
+    }
     return this.pusher.push(waiter.connectionId, grantedFrame(grant, waiter.requestId, this.clock.now()));
+  }
+
+  /**
+   * Rings an HTTP waiter's doorbell, if it has one (service/relay.ts), so the function waiting for it
+   * reads its record now. A hint: whatever becomes of the push, the record is the answer, and the
+   * waiting function's next poll finds it.
+   */
+  private async ring(waiter: Waiter): Promise<void> {
+    if (waiter.bell !== undefined) await this.pusher.push(waiter.bell, ringFrame(waiter.lock, waiter.order));
   }
 }

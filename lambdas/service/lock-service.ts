@@ -20,7 +20,7 @@ import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import type { SubtreeBlock } from '../core/hierarchy';
 import { liveEntries, MAX_DROP } from '../core/holders';
-import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, sightOf, track } from '../core/http-poll';
+import { nextPoll, POLL_QUEUE_LIMIT, type PollMemory, pollCap, sightOf, track } from '../core/http-poll';
 import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../core/items';
 import {
   type AcquireCommand,
@@ -87,6 +87,7 @@ import { ContentionMemory } from './contention';
 import type { Deadlocks } from './deadlocks';
 import type { Handoff } from './handoff';
 import { type Paths, SubtreeConflict } from './paths';
+import type { Doorbell, Listener } from './relay';
 import type { Sessions } from './sessions';
 import { connectionOfSession } from './sessions';
 import { oldAt, refusedAt, type Storage } from './storage';
@@ -97,6 +98,8 @@ export interface WaitOptions {
   readonly priority?: number | undefined;
   /** Push the grant to this WebSocket connection; without it the caller polls (HTTP waits). */
   readonly connectionId?: string | undefined;
+  /** An HTTP wait's doorbell (service/relay.ts): rung when it is granted or ended. */
+  readonly bell?: string | undefined;
 }
 
 /** A request waiting in a queue: where, until when, and who it is. */
@@ -106,6 +109,8 @@ export interface PendingWait extends RequestIdentity {
   readonly requestId: string;
   /** Where its grant is pushed (its record says); undefined for an HTTP wait. */
   readonly connectionId: string | undefined;
+  /** The doorbell this HTTP wait joined with, if any: its function listens there. */
+  readonly bell?: string | undefined;
   /** How the attempt asks to hold the lock; unknown for a cancel (then only the connection tells). */
   readonly tenure?: Tenure;
 }
@@ -143,6 +148,8 @@ export class LockService {
     private readonly ids: () => string,
     private readonly limits: QueueLimits,
     private readonly deadlocks: Deadlocks,
+    /** This instance's relay (service/relay.ts); without one, HTTP waits only poll. */
+    private readonly doorbell?: Doorbell,
   ) {
     this.contended = new ContentionMemory(clock);
   }
@@ -407,7 +414,9 @@ export class LockService {
    */
   async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireResult> {
     const until = this.clock.now() + wait.waitMs;
-    const result = await this.acquire(cmd, wait);
+    const polls = wait.connectionId === undefined && wait.waitMs > 0;
+    const bell = polls ? this.doorbell?.bell() : undefined;
+    const result = await this.acquire(cmd, bell === undefined ? wait : { ...wait, bell });
     if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
     return { kind: 'done', outcome: await this.awaitGrant(result.wait, until) };
   }
@@ -461,21 +470,41 @@ export class LockService {
    * HTTP waits poll, at most 25 s; WebSocket waiters get a push.
    */
   async awaitGrant(wait: PendingWait, until = wait.deadline): Promise<AcquireOutcome | Ended> {
-    const end = Math.min(wait.deadline, until);
+    const listener = wait.bell === undefined ? undefined : this.doorbell?.listen(wait.lock, wait.order);
+    try {
+      return await this.poll(wait, Math.min(wait.deadline, until), listener);
+    } finally {
+      listener?.stop();
+    }
+  }
+
+  private async poll(wait: PendingWait, end: number, listener: Listener | undefined) {
     let memory: PollMemory | undefined;
+    // A rung wait was most likely granted or ended: it reads its record beside the poll, not after.
+    // One that just joined with a doorbell knows it is queued, so it sleeps before it first looks
+    // (as long as the head's longest poll: the head still learns the lease end in time to serve).
+    let rung = listener
+      ? await listener.wait(this.clock.sleep(Math.min(pollCap(1), end - this.clock.now())))
+      : false;
     for (;;) {
-      const snapshot = await this.storage.queue(wait.lock, POLL_QUEUE_LIMIT);
+      const recordRef = requestRef(wait.lock, wait.requestKey);
+      const [snapshot, early] = await Promise.all([
+        this.storage.queue(wait.lock, POLL_QUEUE_LIMIT),
+        rung ? this.storage.read(recordRef) : undefined,
+      ]);
       const now = this.clock.now();
       const sight = sightOf(snapshot.lock, snapshot.waiters, snapshot.complete, wait.order, now);
       if (sight.present !== true) {
         // Gone from the queue (granted or ended), or further back than one poll reads: the record says.
-        const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
-        if (record?.state !== 'queued' || record.order !== wait.order)
-          return this.answer(wait, record, undefined, snapshot.lock);
+        // (A record read beside the poll may predate the change the poll saw: then it is read again.)
+        const stillQueued = (r: RequestRecord | undefined) => r?.state === 'queued' && r.order === wait.order;
+        let record = early && requestOf(early);
+        if (!record || stillQueued(record)) record = requestOf(await this.storage.read(recordRef));
+        if (!stillQueued(record)) return this.answer(wait, record, undefined, snapshot.lock);
       }
       if (now >= end) return this.conclude(wait, 'timeout');
       memory = track(memory, sight, now);
-      const step = nextPoll(sight, memory, now, end);
+      const step = nextPoll(sight, memory, now, end, listener !== undefined);
       if (step.serve) {
         // Free, nobody served it, and this waiter is next: serve it (a conditional handoff), then look.
         memory = { ...memory, servedFence: sight.fence };
@@ -487,9 +516,13 @@ export class LockService {
         // Granted to this very wait by its own handoff: that grant is the answer, no poll needed.
         if (served?.kind === 'granted' && served.waiter.requestKey === wait.requestKey)
           return this.grantedAs(wait, served.grant.fencingToken, served.grant, undefined);
+        rung = false;
         continue;
       }
-      await this.clock.sleep(step.delayMs);
+      // A ring cuts the sleep short.
+      const sleep = this.clock.sleep(step.delayMs);
+      if (listener) rung = await listener.wait(sleep);
+      else await sleep;
     }
   }
 
@@ -915,6 +948,7 @@ export function newWaiter(
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
+    ...(wait.connectionId === undefined && wait.bell !== undefined ? { bell: wait.bell } : {}),
     mode: cmd.mode ?? 'exclusive',
     maxHolders: cmd.mode === 'shared' ? cmd.maxHolders : undefined,
     holding: cmd.holding?.filter((name) => name !== cmd.name),
@@ -944,6 +978,7 @@ const pendingOf = (w: Waiter): PendingWait => ({
   deadline: w.deadline,
   tenure: w.tenure,
   connectionId: w.connectionId,
+  bell: w.bell,
 });
 
 const tieBreaker = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);

@@ -17,6 +17,7 @@ import { LockTimers } from './lock-timers';
 import { Notifier } from './notifier';
 import { Paths } from './paths';
 import type { Pusher } from './push';
+import type { Doorbell } from './relay';
 import { SessionAdmin } from './session-admin';
 import { Sessions } from './sessions';
 import type { Storage } from './storage';
@@ -37,9 +38,16 @@ export interface Ports {
   readonly deadlockSearch?: SearchBounds | null;
   /** The namespaces where lock names form a hierarchy (core/hierarchy.ts), each ending with '/'; default none. */
   readonly hierarchicalPrefixes?: readonly string[];
+  /** Where HTTP waits are rung (service/relay.ts); without it they only poll. */
+  readonly doorbell?: Doorbell;
 }
 
-export interface Services {
+/**
+ * What every function uses. The services only some functions use (the sweeper, the timer, the
+ * notifier, the session admin routes) are built from these by their own handlers (sweeperOf and
+ * the rest below), so the others' bundles leave them out.
+ */
+export interface CoreServices {
   readonly storage: Storage;
   readonly locks: LockService;
   /** Writes of lock items, with the intentions of their ancestors in hierarchical namespaces. */
@@ -47,14 +55,9 @@ export interface Services {
   readonly httpWaits: HttpWaits;
   readonly handoff: Handoff;
   readonly sessions: Sessions;
-  /** An operator's view and end of any session (admin routes). */
-  readonly sessionAdmin: SessionAdmin;
   readonly connections: Connections;
   /** The wait-for graph: a joining wait's cycle, the waits route's view. */
   readonly deadlocks: Deadlocks;
-  readonly sweeper: Sweeper;
-  readonly timekeeper: Timekeeper;
-  readonly notifier: Notifier;
   /** The one expiry timer of each contended lock (core/lock-timer.ts). */
   readonly lockTimers: LockTimers;
   readonly pusher: Pusher;
@@ -62,7 +65,15 @@ export interface Services {
   readonly clock: Clock;
 }
 
-export function wireServices(ports: Ports): Services {
+export interface Services extends CoreServices {
+  /** An operator's view and end of any session (admin routes). */
+  readonly sessionAdmin: SessionAdmin;
+  readonly sweeper: Sweeper;
+  readonly timekeeper: Timekeeper;
+  readonly notifier: Notifier;
+}
+
+export function wireCore(ports: Ports): CoreServices {
   const { storage, pusher, timers, clock, ids } = ports;
   const limits = ports.limits ?? DEFAULT_LIMITS;
   const paths = new Paths(storage, clock, ports.hierarchicalPrefixes ?? []);
@@ -78,20 +89,45 @@ export function wireServices(ports: Ports): Services {
   );
   return {
     storage,
-    locks: new LockService(storage, paths, handoff, sessions, connections, clock, ids, limits, deadlocks),
+    locks: new LockService(
+      storage,
+      paths,
+      handoff,
+      sessions,
+      connections,
+      clock,
+      ids,
+      limits,
+      deadlocks,
+      ports.doorbell,
+    ),
     paths,
     deadlocks,
     httpWaits: new HttpWaits(storage, clock, limits.maxHttpWaits),
     handoff,
     sessions,
-    sessionAdmin: new SessionAdmin(storage, sessions, clock),
     connections,
-    sweeper: new Sweeper(storage, sessions, handoff, connections, clock),
-    timekeeper: new Timekeeper(handoff, sessions, timers, clock),
-    notifier: new Notifier(handoff, lockTimers, timers, clock),
     lockTimers,
     pusher,
     timers,
     clock,
+  };
+}
+
+export const sessionAdminOf = (s: CoreServices) => new SessionAdmin(s.storage, s.sessions, s.clock);
+export const sweeperOf = (s: CoreServices) =>
+  new Sweeper(s.storage, s.sessions, s.handoff, s.connections, s.clock);
+export const timekeeperOf = (s: CoreServices) => new Timekeeper(s.handoff, s.sessions, s.timers, s.clock);
+export const notifierOf = (s: CoreServices) => new Notifier(s.handoff, s.lockTimers, s.timers, s.clock);
+
+/** Every service (tests, the simulation, the benchmarks). */
+export function wireServices(ports: Ports): Services {
+  const core = wireCore(ports);
+  return {
+    ...core,
+    sessionAdmin: sessionAdminOf(core),
+    sweeper: sweeperOf(core),
+    timekeeper: timekeeperOf(core),
+    notifier: notifierOf(core),
   };
 }

@@ -27,6 +27,11 @@ const environment = z
     AWS_ENDPOINT_URL_DYNAMODB: z.url().optional(),
     /** The WebSocket API's management endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}). */
     WS_MANAGEMENT_ENDPOINT: z.url().optional(),
+    /**
+     * The WebSocket API's URL (wss://{api}.execute-api.{region}.amazonaws.com/{stage}) for the relay
+     * of a function that waits for HTTP waiters (service/relay.ts); unset: HTTP waits only poll.
+     */
+    WS_RELAY_URL: z.url().optional(),
     /** The SQS queue that carries expiry timers. */
     TIMER_QUEUE_URL: z.url().optional(),
     /** Comma-separated namespaces where lock names form a hierarchy (core/hierarchy.ts), each ending with '/'. */
@@ -56,6 +61,7 @@ export interface Config {
   readonly store: StoreSettings;
   readonly dynamoEndpoint: string | undefined;
   readonly wsManagementEndpoint: string | undefined;
+  readonly wsRelayUrl: string | undefined;
   readonly timerQueueUrl: string | undefined;
   /** The namespaces where lock names form a hierarchy; empty: none. */
   readonly hierarchicalPrefixes: readonly string[];
@@ -82,6 +88,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     store: { tableName: e.TABLE_NAME, retentionSeconds: e.LOCK_RETENTION_SECONDS },
     dynamoEndpoint: e.AWS_ENDPOINT_URL_DYNAMODB,
     wsManagementEndpoint: e.WS_MANAGEMENT_ENDPOINT,
+    wsRelayUrl: e.WS_RELAY_URL,
     timerQueueUrl: e.TIMER_QUEUE_URL,
     hierarchicalPrefixes: e.HIERARCHICAL_PREFIXES,
   };

@@ -12,14 +12,17 @@ import { wsMessage } from '../core/ws-wire';
 import { systemClock } from '../service/clock';
 import { countedPusher } from '../service/counted-pusher';
 import { ApiGatewayPusher, type Pusher } from '../service/push';
-import { type Services, wireServices } from '../service/services';
+import { Relay } from '../service/relay';
+import { type CoreServices, wireCore } from '../service/services';
 import { SqsTimers, type Timers } from '../service/timers';
 import { createDocumentClient } from '../store/document-client';
 import { DynamoStorage } from '../store/dynamo-storage';
 import { onDynamoAttempt, onDynamoCall, onDynamoSuccess } from './calls';
 import { type Config, loadConfig } from './config';
+import { relaySocketOpener } from './relay-socket';
+import { signHandshake } from './sign-handshake';
 
-export interface Deps extends Services {
+export interface Deps extends CoreServices {
   readonly config: Config;
   /** Body schemas that depend on the configured lease bounds, built once. */
   readonly schemas: {
@@ -54,7 +57,18 @@ export function getDeps(): Deps {
           schedule: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
           scheduleSession: async () => missing('the timer queue', 'TIMER_QUEUE_URL'),
         };
-    const services = wireServices({
+    const openSocket = relaySocketOpener();
+    const doorbell =
+      config.wsRelayUrl && openSocket
+        ? new Relay(config.wsRelayUrl, openSocket, (url, now) =>
+            signHandshake(url, now, process.env.AWS_REGION ?? 'us-east-1', {
+              accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? '',
+              secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? '',
+              sessionToken: process.env.AWS_SESSION_TOKEN,
+            }),
+          )
+        : undefined;
+    const services = wireCore({
       storage: new DynamoStorage(db, config.store),
       pusher,
       timers,
@@ -62,6 +76,7 @@ export function getDeps(): Deps {
       ids: randomUUID,
       limits: config.limits,
       hierarchicalPrefixes: config.hierarchicalPrefixes,
+      ...(doorbell ? { doorbell } : {}),
     });
     deps = {
       ...services,

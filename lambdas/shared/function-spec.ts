@@ -33,6 +33,11 @@ export interface FunctionSpec {
   readonly indexes?: Partial<Record<IndexName, readonly TableAction[]>>;
   /** Posts to WebSocket connections (execute-api:ManageConnections on this API's @connections). */
   readonly pushes?: boolean;
+  /**
+   * Waits for its HTTP waiters on a WebSocket connection of its own, its relay (service/relay.ts):
+   * execute-api:Invoke on the WebSocket API's $connect, and WS_RELAY_URL.
+   */
+  readonly relays?: boolean;
   /** Sends expiry timers (sqs:SendMessage on the timer queue). */
   readonly schedules?: boolean;
   /** @default 10 */

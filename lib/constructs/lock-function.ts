@@ -10,6 +10,14 @@ import type { FunctionSpec } from '../../lambdas/shared/function-spec';
 import { PARTITIONS } from '../../lambdas/store/table';
 import { ESBUILD_OPTIONS, functionEntry, localEsbuild, tracerBuildCommand } from '../bundling';
 
+/** Where a function's relay connects (lambdas/service/relay.ts). */
+export interface RelayTarget {
+  /** The WebSocket API stage's URL, wss://... */
+  readonly url: string;
+  /** The ARN of its $connect route on that stage (execute-api:Invoke). */
+  readonly connectArn: string;
+}
+
 export interface LockFunctionProps {
   /** What the function is: its handler module and the only table, index and other actions it may take. */
   readonly spec: FunctionSpec;
@@ -18,6 +26,8 @@ export interface LockFunctionProps {
   readonly logRetention: RetentionDays;
   /** ARN pattern of the WebSocket API's @connections, for functions that push (`spec.pushes`). */
   readonly connectionsArn?: string;
+  /** The WebSocket API its relay connects to, for functions that wait for HTTP waiters (`spec.relays`). */
+  readonly relay?: RelayTarget;
   /** The timer queue, for functions that arm timers (`spec.schedules`). */
   readonly timerQueue?: IQueue;
   /** Reserved concurrency: both a cap on this function and room kept for it. Default: none. */
@@ -92,6 +102,12 @@ export class LockFunction extends Construct {
           "Posting to WebSocket connections: ids are made at connect time, so the resource is this stage's POST @connections/*, nothing wider.",
       });
     }
+    if (spec.relays) {
+      if (!props.relay) throw new Error(`${spec.module} waits on a relay connection: pass relay`);
+      role.addToPolicy(
+        new PolicyStatement({ actions: ['execute-api:Invoke'], resources: [props.relay.connectArn] }),
+      );
+    }
     if (spec.schedules) {
       if (!props.timerQueue) throw new Error(`${spec.module} arms timers: pass timerQueue`);
       props.timerQueue.grantSendMessages(role);
@@ -111,6 +127,7 @@ export class LockFunction extends Construct {
       logGroup,
       environment: {
         ...props.environment,
+        ...(spec.relays && props.relay ? { WS_RELAY_URL: props.relay.url } : {}),
         NODE_OPTIONS: '--enable-source-maps',
         ...tracingEnvironment(props.tracing ?? false),
       },

@@ -7,7 +7,7 @@ import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ROUTES } from '../../lambdas/http/routes';
 import { jsonAccessLog } from './access-logs';
-import { LockFunction } from './lock-function';
+import { LockFunction, type RelayTarget } from './lock-function';
 
 export interface LockHttpApiProps {
   readonly table: ITable;
@@ -15,6 +15,8 @@ export interface LockHttpApiProps {
   readonly environment: Record<string, string>;
   /** The WebSocket API's @connections: a release hands the lock over and pushes the grant itself. */
   readonly connectionsArn?: string;
+  /** The WebSocket API the acquire function's relay connects to: HTTP waits are rung there. */
+  readonly relay?: RelayTarget;
   /**
    * Retention of function and access logs.
    * @default RetentionDays.ONE_MONTH
@@ -83,6 +85,7 @@ export class LockHttpApi extends Construct {
           logRetention,
           tracing: props.tracing,
           ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
+          ...(props.relay ? { relay: props.relay } : {}),
           ...(props.reservedConcurrency?.[route.module] === undefined
             ? {}
             : { reservedConcurrency: props.reservedConcurrency[route.module] }),

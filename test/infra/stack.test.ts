@@ -144,6 +144,18 @@ describe('WebSocket API', () => {
     });
     template.hasOutput('WebSocketUrl', {});
   });
+
+  it("lets the acquire function's relay connect to it, and only that function", () => {
+    const relaying = allFunctions().filter(([spec]) => spec.relays);
+    expect(relaying.map(([spec]) => spec.module)).toEqual(['http/lock-commands']);
+    const fn = relaying[0]?.[1] as LockFunction;
+    const wsApiId = stack.getLogicalId(locks.webSocketApi.api.node.defaultChild as never);
+    const props =
+      template.toJSON().Resources[stack.getLogicalId(fn.fn.node.defaultChild as never)].Properties;
+    expect(JSON.stringify(props.Environment.Variables.WS_RELAY_URL)).toMatch(
+      new RegExp(`^\\{"Fn::Join":\\["",\\["wss://",\\{"Ref":"${wsApiId}"\\}.*"/v1"\\]\\]\\}$`),
+    );
+  });
 });
 
 describe('handoff', () => {
@@ -251,6 +263,7 @@ describe('functions', () => {
           'logs:CreateLogStream',
           'logs:PutLogEvents',
           ...(route.pushes ? ['execute-api:ManageConnections'] : []),
+          ...(route.relays ? ['execute-api:Invoke'] : []),
           ...(route.schedules ? ['sqs:SendMessage'] : []),
           ...(route === NOTIFIER ? ['sqs:SendMessage'] : []), // the stream's on-failure queue
         ]),
@@ -259,6 +272,18 @@ describe('functions', () => {
         const push = statements.find((s) => s.Action === 'execute-api:ManageConnections');
         expect(JSON.stringify(push?.Resource)).toContain('/v1/POST/@connections/*');
       }
+      // A relay opens a connection to the WebSocket API: $connect of its stage, nothing else.
+      const wsApiId = stack.getLogicalId(locks.webSocketApi.api.node.defaultChild as never);
+      const variables = (template.toJSON().Resources[stack.getLogicalId(fn.fn.node.defaultChild as never)]
+        .Properties.Environment.Variables ?? {}) as Record<string, unknown>;
+      if (route.relays) {
+        const invoke = statements.find((s) => s.Action === 'execute-api:Invoke');
+        const resource = JSON.stringify(invoke?.Resource);
+        expect(resource).toContain('/v1/$connect');
+        expect(resource).toContain(`"${wsApiId}"`);
+        expect(JSON.stringify(variables.WS_RELAY_URL)).toContain(`"${wsApiId}"`);
+        expect(JSON.stringify(variables.WS_RELAY_URL)).toMatch(/wss:\/\/.*\/v1/);
+      } else expect(variables.WS_RELAY_URL).toBeUndefined();
       const tableId = stack.getLogicalId(locks.table.node.defaultChild as never);
       for (const s of statements.filter(
         (s) => String(s.Action).startsWith('dynamodb:') && s.Action !== 'dynamodb:ListStreams',

@@ -6,8 +6,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localPrincipal } from '../../lambdas/core/principal';
+import { RELAY_CLIENT_ID } from '../../lambdas/service/relay';
 import type { LocalStack } from '../../local/stack';
-import { queueVanishedWaiter } from '../support/dynamo';
+import { queueVanishedWaiter, testServices } from '../support/dynamo';
 import { signedClient } from '../support/signed-fetch';
 import { ALICE, BOB, startTestStack } from '../support/stack';
 import { type AnyFrame, type Credentials, TestSocket } from '../support/ws-client';
@@ -248,6 +250,32 @@ describe('HTTP waits', () => {
     const answer = await waiting;
     expect(answer).toMatchObject({ acquired: true, client_id: 'http-waiter' });
     expect(answer.fencing_token).toBeGreaterThan(held.fencing_token);
+  });
+
+  it('rings the waiting function on its own WebSocket connection, opened with the functions’ signature', async () => {
+    const { storage, services } = testServices(stack.tableName, { endpoint: stack.dynamoEndpoint });
+    const pushed = () =>
+      Number(/latchkey_pushes_total\{outcome="delivered"\} (\d+)/.exec(stack.metrics())?.[1] ?? 0);
+    // The relay opens at the process's first HTTP wait: a wait joins with it once it is open.
+    for (let attempt = 1; ; attempt++) {
+      const lock = lockName();
+      const held = await acquireHttp(lock, 'holder');
+      const waiting = acquireHttp(lock, 'rung', { wait_timeout_ms: 5_000 });
+      await expect.poll(async () => (await storage.queue(lock, 1)).waiters.length).toBe(1);
+      const bell = (await storage.queue(lock, 1)).waiters[0]?.bell;
+      const before = pushed();
+      await releaseHttp(lock, 'holder', held.fencing_token);
+      expect(await waiting).toMatchObject({ acquired: true, client_id: 'rung' });
+      if (bell === undefined && attempt < 5) continue;
+      // The relay's connection: the functions' own principal, as its own client.
+      expect(await services.connections.get(bell as string)).toMatchObject({
+        owner: localPrincipal('local'),
+        clientId: RELAY_CLIENT_ID,
+      });
+      // The release pushed one frame: the ring (an HTTP waiter has no grant pushed to it).
+      expect(pushed() - before).toBe(1);
+      break;
+    }
   });
 
   it('answers not acquired when the wait runs out, and leaves the queue', async () => {

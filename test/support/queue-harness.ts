@@ -22,6 +22,7 @@ import type { ServiceLimits } from '../../lambdas/core/wire';
 import type { Frame } from '../../lambdas/core/ws-wire';
 import type { AcquireResult } from '../../lambdas/service/lock-service';
 import type { PushOutcome } from '../../lambdas/service/push';
+import type { Doorbell } from '../../lambdas/service/relay';
 import { type Services, wireServices } from '../../lambdas/service/services';
 import type { TimerMessage } from '../../lambdas/service/timers';
 import { MemoryStorage } from './memory-storage';
@@ -35,6 +36,8 @@ export interface WaitOptions {
   readonly waitMs?: number;
   readonly priority?: number;
   readonly connection?: string;
+  /** An HTTP waiter's doorbell (service/relay.ts), as its function would name it. */
+  readonly bell?: string;
   readonly requestId?: string;
   readonly ttl?: number;
   readonly session?: string;
@@ -44,6 +47,12 @@ export interface WaitOptions {
   readonly mode?: LockMode;
   /** Shared mode: a semaphore's N. */
   readonly maxHolders?: number;
+}
+
+/** How another function instance differs: its relay, its own sleeps (default: the harness's clock moves). */
+export interface InstanceOptions {
+  readonly doorbell?: Doorbell;
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 export class QueueHarness {
@@ -71,7 +80,7 @@ export class QueueHarness {
    * Services wired to the same table, pushes, timers and clock: another function instance, which
    * remembers nothing the others saw.
    */
-  instance(): Services {
+  instance(options: InstanceOptions = {}): Services {
     return wireServices({
       storage: this.memory,
       pusher: {
@@ -91,12 +100,15 @@ export class QueueHarness {
       },
       clock: {
         now: () => this.now,
-        sleep: async (ms) => {
-          this.now += Math.max(0, ms);
-        },
+        sleep:
+          options.sleep ??
+          (async (ms) => {
+            this.now += Math.max(0, ms);
+          }),
       },
       ids: () => `id-${++this.ids}`,
       ...(this.limits === undefined ? {} : { limits: this.limits }),
+      ...(options.doorbell ? { doorbell: options.doorbell } : {}),
     });
   }
 
@@ -148,6 +160,7 @@ export class QueueHarness {
       waitMs: options.waitMs ?? 10_000,
       priority: options.priority,
       connectionId: options.connection,
+      bell: options.bell,
     });
   }
 

@@ -68,6 +68,14 @@ describe('the next poll', () => {
     expect(nextPoll(sight(), memory, NOW, NOW + 20_000)).toEqual({ delayMs: POLL_FAST_MS, serve: false });
   });
 
+  it('is not fast for a waiter with a doorbell (its grant rings it), but still wakes the head at the lease end', () => {
+    const memory = track(undefined, sight(), NOW);
+    expect(nextPoll(sight(), memory, NOW, NOW + 20_000, true).delayMs).toBe(pollCap(1));
+    expect(nextPoll(sight({ position: 3 }), memory, NOW, NOW + 20_000, true).delayMs).toBe(pollCap(3));
+    const ending = nextPoll(sight({ holderUntil: NOW + 30 }), memory, NOW, NOW + 20_000, true);
+    expect(ending.delayMs).toBe(30 + POLL_LEASE_END_SLACK_MS);
+  });
+
   it('backs off while the same long lease is held, far waiters further', () => {
     const memory: PollMemory = { fence: 7, free: false, since: NOW - 5_000 };
     expect(nextPoll(sight(), memory, NOW, NOW + 20_000).delayMs).toBe(pollCap(1));

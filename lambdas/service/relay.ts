@@ -1,0 +1,223 @@
+/**
+ * A push channel into a function that waits for an HTTP waiter. The function
+ * instance keeps one WebSocket connection of its own to the stack's WebSocket
+ * API (its relay, opened with its role's SigV4 signature) and names that
+ * connection as the waiter's doorbell (core/queue.ts WaitAttr.bell). Whoever
+ * grants or ends the waiter then pushes `ring` there (service/handoff.ts), and
+ * the waiting function reads the waiter's record at once instead of at its
+ * next poll.
+ *
+ * A ring is only a hint, and carries nothing but the waiter's lock and place:
+ * the record decides the answer, so a ring lost, late, or sent by mistake
+ * changes no outcome, only when the record is read. A wait without a doorbell
+ * (the relay not open yet, or gone stale) polls as before.
+ *
+ * One connection serves every wait of the instance (a Lambda instance runs one
+ * request at a time; the local stack runs many). API Gateway closes a
+ * connection idle for 10 minutes and any after 2 hours, and a Lambda instance
+ * may sleep through either: a connection is offered as a doorbell only while
+ * it is surely open (FRESH_FOR_MS since the last frame sent, MAX_AGE_MS since
+ * it opened); otherwise it is replaced, and that one wait polls.
+ */
+import { log } from '../shared/log';
+import { Recent } from './recent';
+
+/** The WHATWG WebSocket as far as the relay uses it: Node's global WebSocket, or the ws package's. */
+export interface RelaySocket {
+  readonly readyState: number;
+  send(data: string): void;
+  close(): void;
+  addEventListener(type: 'open' | 'close' | 'error', listener: () => void): void;
+  addEventListener(type: 'message', listener: (event: { readonly data: unknown }) => void): void;
+}
+
+/** Opens a WebSocket to `url` with these handshake headers. */
+export type OpenSocket = (url: string, headers: Record<string, string>) => RelaySocket;
+
+/** The handshake headers that sign a GET of `url` (SigV4, execute-api), at `now`. */
+export type SignHandshake = (url: URL, now: Date) => Record<string, string>;
+
+/** What a wait learns from its doorbell. */
+export interface Listener {
+  /** Resolves when `sleep` does, or sooner on a ring; true if rung since the last call. */
+  wait(sleep: Promise<void>): Promise<boolean>;
+  /** Stops listening (the wait is over). */
+  stop(): void;
+}
+
+/** The service side of the relay: a doorbell to name when a wait joins, and its rings. */
+export interface Doorbell {
+  /** This instance's doorbell for a wait that joins now; undefined if none is open (one is opened for later waits). */
+  bell(): string | undefined;
+  /** Rings for the waiter `order` of `lock`. */
+  listen(lock: string, order: string): Listener;
+}
+
+/** The client id the relay's connection speaks for. */
+export const RELAY_CLIENT_ID = 'latchkey-relay';
+/** A connection is offered while a frame was sent on it this recently (API Gateway's idle timeout: 10 minutes). */
+export const FRESH_FOR_MS = 9 * 60_000;
+/** After this long without a frame sent, offering it sends a ping first, to keep it open. */
+export const PING_AFTER_MS = 5 * 60_000;
+/** A connection is offered until this old (API Gateway closes every connection after 2 hours). */
+export const MAX_AGE_MS = 110 * 60_000;
+/** How long a new connection has to say who it is before it is dropped. */
+const WELCOME_TIMEOUT_MS = 5_000;
+/** After a connection failed to open, the next try waits this long. */
+const RETRY_AFTER_MS = 30_000;
+
+/** A ring that came before its wait listened is kept this long (the wait joined a moment ago)... */
+const UNHEARD_FOR_MS = 10_000;
+/** ...and at most this many. */
+const UNHEARD_CAPACITY = 1_000;
+
+const OPEN = 1;
+const key = (lock: string, order: string) => `${lock}\n${order}`;
+
+interface Connection {
+  readonly socket: RelaySocket;
+  readonly openedAt: number;
+  id?: string;
+  sentAt: number;
+}
+
+class Ringable implements Listener {
+  private rang = false;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly onStop: () => void) {}
+
+  ring(): void {
+    this.rang = true;
+    this.wake?.();
+  }
+
+  async wait(sleep: Promise<void>): Promise<boolean> {
+    if (!this.rang) await Promise.race([sleep, new Promise<void>((resolve) => (this.wake = resolve))]);
+    this.wake = undefined;
+    const rang = this.rang;
+    this.rang = false;
+    return rang;
+  }
+
+  stop(): void {
+    this.onStop();
+  }
+}
+
+export class Relay implements Doorbell {
+  private connection: Connection | undefined;
+  private failedAt = Number.NEGATIVE_INFINITY;
+  private readonly listeners = new Map<string, Set<Ringable>>();
+  /** Rings nobody listened for yet: a wait may be granted before its function starts listening. */
+  private readonly unheard: Recent<true>;
+
+  constructor(
+    private readonly url: string,
+    private readonly open: OpenSocket,
+    private readonly sign: SignHandshake,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.unheard = new Recent({ now }, UNHEARD_FOR_MS, UNHEARD_CAPACITY);
+  }
+
+  bell(): string | undefined {
+    const c = this.connection;
+    const now = this.now();
+    const usable =
+      c?.id !== undefined &&
+      c.socket.readyState === OPEN &&
+      now - c.sentAt < FRESH_FOR_MS &&
+      now - c.openedAt < MAX_AGE_MS;
+    if (usable) {
+      if (now - c.sentAt >= PING_AFTER_MS) this.send(c, { action: 'ping' });
+      return c.id;
+    }
+    // Still saying who it is: this wait polls, and the next one gets it.
+    if (c && c.id === undefined && c.socket.readyState <= OPEN && now - c.openedAt < WELCOME_TIMEOUT_MS)
+      return undefined;
+    this.replace(now);
+    return undefined;
+  }
+
+  listen(lock: string, order: string): Listener {
+    const k = key(lock, order);
+    const listener: Ringable = new Ringable(() => {
+      const set = this.listeners.get(k);
+      set?.delete(listener);
+      if (set?.size === 0) this.listeners.delete(k);
+    });
+    const set = this.listeners.get(k) ?? new Set();
+    set.add(listener);
+    this.listeners.set(k, set);
+    if (this.unheard.get(k)) {
+      this.unheard.delete(k);
+      listener.ring();
+    }
+    return listener;
+  }
+
+  /** Drops the connection (a process that ends, a test). */
+  close(): void {
+    this.connection?.socket.close();
+    this.connection = undefined;
+  }
+
+  private replace(now: number): void {
+    this.close();
+    if (now - this.failedAt < RETRY_AFTER_MS) return;
+    const url = new URL(this.url);
+    url.searchParams.set('client_id', RELAY_CLIENT_ID);
+    let socket: RelaySocket;
+    try {
+      socket = this.open(url.toString(), this.sign(url, new Date(now)));
+    } catch (error) {
+      this.failed(error);
+      return;
+    }
+    const c: Connection = { socket, openedAt: now, sentAt: now };
+    this.connection = c;
+    socket.addEventListener('open', () => this.send(c, { action: 'hello' }));
+    socket.addEventListener('message', (event) => this.received(c, event.data));
+    socket.addEventListener('error', () => {
+      if (c.id === undefined) this.failed(new Error('the relay connection did not open'));
+    });
+    socket.addEventListener('close', () => {
+      if (this.connection === c) this.connection = undefined;
+    });
+  }
+
+  private send(c: Connection, message: object): void {
+    c.sentAt = this.now();
+    try {
+      c.socket.send(JSON.stringify(message));
+    } catch {
+      // Closed meanwhile: the next bell() opens another.
+    }
+  }
+
+  private received(c: Connection, data: unknown): void {
+    let frame: { type?: unknown; connection_id?: unknown; lock?: unknown; order?: unknown };
+    try {
+      frame = JSON.parse(String(data));
+    } catch {
+      return;
+    }
+    if (frame.type === 'welcome' && typeof frame.connection_id === 'string') c.id = frame.connection_id;
+    else if (frame.type === 'ring' && typeof frame.lock === 'string' && typeof frame.order === 'string') {
+      const k = key(frame.lock, frame.order);
+      const listening = this.listeners.get(k);
+      if (!listening) this.unheard.set(k, true);
+      for (const listener of listening ?? []) listener.ring();
+    }
+  }
+
+  private failed(error: unknown): void {
+    this.failedAt = this.now();
+    this.connection = undefined;
+    log('warn', 'the relay connection did not open: HTTP waits poll', {
+      url: this.url,
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * HTTP waits with a doorbell (service/relay.ts): the waiter item names the function's relay
+ * connection, whoever grants or ends the waiter rings it, and the ring wakes the wait at once.
+ * The real services and the real Relay on the in-memory storage; the relay's socket is a fake
+ * whose frames are the pushes the services make to its connection id.
+ */
+import { describe, expect, it } from 'vitest';
+import { POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
+import { Relay, type RelaySocket } from '../../lambdas/service/relay';
+import { LOCK, QueueHarness } from '../support/queue-harness';
+
+const BELL = 'relay-conn';
+
+/** A relay whose connection is open as BELL; pushes to BELL reach it. */
+function relayOn(h: QueueHarness): Relay {
+  const listeners: Record<string, ((event: { data: unknown }) => void)[]> = {};
+  const socket: RelaySocket = {
+    readyState: 1,
+    send: () => {},
+    close: () => {},
+    addEventListener: (type: string, listener: (event: { data: unknown }) => void) => {
+      listeners[type] = [...(listeners[type] ?? []), listener];
+    },
+  } as RelaySocket;
+  const receive = (data: unknown) => {
+    for (const l of listeners.message ?? []) l({ data });
+  };
+  const relay = new Relay(
+    'ws://relay.test/v1',
+    () => socket,
+    () => ({}),
+    () => h.now,
+  );
+  relay.bell(); // opens
+  receive(JSON.stringify({ type: 'welcome', connection_id: BELL }));
+  const before = h.pushOutcome;
+  h.pushOutcome = (connection, frame) => {
+    if (connection === BELL) receive(JSON.stringify(frame));
+    return before(connection, frame);
+  };
+  return relay;
+}
+
+/** Counts the polls (Queries of the lock's first waiters) and the record reads. */
+function countReads(h: QueueHarness) {
+  const counts = { polls: 0, records: 0 };
+  const queue = h.memory.queue.bind(h.memory);
+  h.memory.queue = async (lock, limit) => {
+    if (lock === LOCK && limit === POLL_QUEUE_LIMIT) counts.polls++;
+    return queue(lock, limit);
+  };
+  const read = h.memory.read.bind(h.memory);
+  h.memory.read = async (ref) => {
+    if (ref.kind === 'request') counts.records++;
+    return read(ref);
+  };
+  return counts;
+}
+
+describe('an HTTP wait with a doorbell', () => {
+  it('is woken by the ring of the release that grants it: no poll before, one look after', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    // The waiting function never wakes by itself: only a ring can end its sleep.
+    const sleeps: number[] = [];
+    const waiting = h.instance({
+      doorbell: relayOn(h),
+      sleep: (ms) => {
+        sleeps.push(ms);
+        return new Promise(() => {});
+      },
+    });
+    const counts = countReads(h);
+    const answer = waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), { waitMs: 10_000 });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const [waiter] = h.waiters();
+    expect(waiter?.bell).toBe(BELL);
+    expect(sleeps).toHaveLength(1); // asleep, without having polled
+    expect(counts.polls).toBe(0);
+
+    await h.release(first);
+    expect(h.framesTo(BELL)).toEqual([{ type: 'ring', lock: LOCK, order: waiter?.order }]);
+    const outcome = await answer;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(outcome.outcome.grant).toMatchObject({ clientId: 'b', fencingToken: first.fencingToken + 1 });
+    // The poll and the record read side by side, once.
+    expect(counts).toEqual({ polls: 1, records: 1 });
+  });
+
+  it('is rung when it is ended (its deadline passed when the lock was served)', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    await h.wait('b', { waitMs: 1_000, bell: BELL });
+    const [waiter] = h.waiters();
+    h.now += 2_000;
+    await h.release(first);
+    expect(h.record('b', waiter?.requestId as string)?.state).toBe('ended');
+    expect(h.framesTo(BELL)).toEqual([{ type: 'ring', lock: LOCK, order: waiter?.order }]);
+  });
+
+  it('is never rung once a retry moved it to a WebSocket connection; a WebSocket waiter gets its grant, no ring', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    await h.wait('b', { bell: BELL, requestId: 'rb' });
+    await h.wait('b', { connection: 'ws-b', requestId: 'rb' }); // the same request, retried over WebSocket
+    const [waiter] = h.waiters();
+    expect(waiter?.connectionId).toBe('ws-b');
+    expect(waiter?.bell).toBeUndefined();
+    await h.release(first);
+    expect(h.framesTo(BELL)).toEqual([]);
+    expect(h.framesTo('ws-b', 'granted')).toHaveLength(1);
+  });
+
+  it('is granted by a release that does not ring it, at its next poll (a lost ring changes no outcome)', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const relay = relayOn(h);
+    h.pushOutcome = () => 'unknown'; // the ring never arrives
+    const waiting = h.instance({ doorbell: relay });
+    const counts = countReads(h);
+    let released = false;
+    const queue = h.memory.queue.bind(h.memory);
+    h.memory.queue = async (lock, limit) => {
+      if (!released && counts.polls === 2) {
+        released = true;
+        await h.release(first);
+      }
+      return queue(lock, limit);
+    };
+    const outcome = await waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(outcome.outcome.grant.clientId).toBe('b');
+  });
+});
