@@ -26,6 +26,8 @@ export interface Pusher {
 /** Failures that prove the frame was not taken: API Gateway refused it before delivering anything. */
 const NOT_DELIVERED = new Set(['LimitExceededException', 'ThrottlingException', 'ForbiddenException']);
 const ATTEMPTS = 3;
+/** A ring (service/relay.ts) is a hint its waiter does without: one attempt, and a short wait for it. */
+const RING = { attempts: 1, timeoutMs: 1_000 };
 
 export class ApiGatewayPusher implements Pusher {
   private readonly client: ApiGatewayManagementApiClient;
@@ -37,18 +39,19 @@ export class ApiGatewayPusher implements Pusher {
 
   async push(connectionId: string, frame: Frame): Promise<PushOutcome> {
     const data = JSON.stringify(frame);
+    const { attempts, timeoutMs } = frame.type === 'ring' ? RING : { attempts: ATTEMPTS, timeoutMs: 3_000 };
     let maybeDelivered = false;
-    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
       try {
         await this.client.send(new PostToConnectionCommand({ ConnectionId: connectionId, Data: data }), {
-          abortSignal: AbortSignal.timeout(3_000),
+          abortSignal: AbortSignal.timeout(timeoutMs),
         });
         return 'sent';
       } catch (error) {
         const name = error instanceof Error ? error.name : '';
         if (name === 'GoneException') return maybeDelivered ? 'unknown' : 'gone';
         if (!NOT_DELIVERED.has(name)) maybeDelivered = true;
-        await new Promise((resolve) => setTimeout(resolve, 25 * 2 ** attempt));
+        if (attempt < attempts) await new Promise((resolve) => setTimeout(resolve, 25 * 2 ** attempt));
       }
     }
     return 'unknown';

@@ -133,9 +133,9 @@ export class Relay implements Doorbell {
       if (now - c.sentAt >= PING_AFTER_MS) this.send(c, { action: 'ping' });
       return c.id;
     }
-    // Still saying who it is: this wait polls, and the next one gets it.
-    if (c && c.id === undefined && c.socket.readyState <= OPEN && now - c.openedAt < WELCOME_TIMEOUT_MS)
-      return undefined;
+    // Still opening, or still to be welcomed: this wait polls, and a later one gets it (one that
+    // never is gives up by itself, after WELCOME_TIMEOUT_MS).
+    if (c && c.id === undefined && c.socket.readyState <= OPEN) return undefined;
     this.replace(now);
     return undefined;
   }
@@ -159,8 +159,9 @@ export class Relay implements Doorbell {
 
   /** Drops the connection (a process that ends, a test). */
   close(): void {
-    this.connection?.socket.close();
-    this.connection = undefined;
+    const c = this.connection;
+    this.connection = undefined; // first: its close event is then not taken for a failure
+    c?.socket.close();
   }
 
   private replace(now: number): void {
@@ -172,19 +173,37 @@ export class Relay implements Doorbell {
     try {
       socket = this.open(url.toString(), this.sign(url, new Date(now)));
     } catch (error) {
-      this.failed(error);
+      this.failed(undefined, error instanceof Error ? error.message : String(error));
       return;
     }
     const c: Connection = { socket, openedAt: now, sentAt: now };
     this.connection = c;
-    socket.addEventListener('open', () => this.send(c, { action: 'hello' }));
+    // Events of a socket already replaced (closing one that is still opening ends in 'error') are
+    // not this connection's; rings that still reach it are passed on all the same.
+    const current = () => this.connection === c;
+    socket.addEventListener('open', () => {
+      if (current()) this.send(c, { action: 'hello' });
+    });
     socket.addEventListener('message', (event) => this.received(c, event.data));
     socket.addEventListener('error', () => {
-      if (c.id === undefined) this.failed(new Error('the relay connection did not open'));
+      if (current() && c.id === undefined) this.failed(c, 'the connection did not open');
     });
     socket.addEventListener('close', () => {
-      if (this.connection === c) this.connection = undefined;
+      if (!current()) return;
+      if (c.id === undefined) this.failed(c, 'the connection closed before it said who it is');
+      else this.connection = undefined;
     });
+    // No welcome in time: give up on it. Checked after the I/O the timer's turn of the event loop
+    // brings, so that a welcome that waited in the socket while a Lambda instance was frozen is
+    // read first (a timer that was due during a freeze fires before the socket is read).
+    const welcomeDue = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (current() && c.id === undefined) this.failed(c, 'no welcome within 5 s of hello');
+        }),
+      WELCOME_TIMEOUT_MS,
+    );
+    welcomeDue.unref?.();
   }
 
   private send(c: Connection, message: object): void {
@@ -212,12 +231,17 @@ export class Relay implements Doorbell {
     }
   }
 
-  private failed(error: unknown): void {
+  /** Gives up on `c` (undefined: none was made) and waits RETRY_AFTER_MS before the next try. */
+  private failed(c: Connection | undefined, reason: string): void {
     this.failedAt = this.now();
-    this.connection = undefined;
-    log('warn', 'the relay connection did not open: HTTP waits poll', {
+    if (c) {
+      this.connection = undefined;
+      c.socket.close();
+    }
+    log('warn', 'the relay connection did not open: HTTP waits poll until it does', {
       url: this.url,
-      error: error instanceof Error ? error.message : String(error),
+      reason,
+      retry_in_ms: RETRY_AFTER_MS,
     });
   }
 }

@@ -45,4 +45,15 @@ describe('ApiGatewayPusher', () => {
     expect(outcome).not.toBe('gone');
     expect(flaky.received.length).toBeGreaterThanOrEqual(1);
   });
+
+  it('sends a ring once: a hint is not worth a retry that delays the release that rang', async () => {
+    const flaky = await endpoint([500, 200, 200]);
+    const ring = { type: 'ring' as const, lock: 'L', order: 'o' };
+    expect(await new ApiGatewayPusher(flaky.url).push('relay', ring)).toBe('unknown');
+    expect(flaky.received).toHaveLength(1);
+    server?.close();
+    const grant = await endpoint([500, 200]);
+    expect(await new ApiGatewayPusher(grant.url).push('c1', { type: 'pong' })).toBe('sent');
+    expect(grant.received).toHaveLength(2);
+  });
 });

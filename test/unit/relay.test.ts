@@ -3,7 +3,7 @@
  * HTTP waiters' doorbell, and the rings it passes to the waits listening. Sockets and time are
  * the test's; what the relay sends and when it offers its connection is observed.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   FRESH_FOR_MS,
   MAX_AGE_MS,
@@ -36,7 +36,10 @@ class FakeSocket implements RelaySocket {
 
   close(): void {
     if (this.readyState === 3) return;
+    const connecting = this.readyState === 0;
     this.readyState = 3;
+    // As the ws package does: closing a socket still opening aborts the handshake with an error.
+    if (connecting) this.emit('error');
     this.emit('close');
   }
 
@@ -167,14 +170,55 @@ describe('the relay connection', () => {
     expect(sockets).toHaveLength(2);
   });
 
-  it('gives up on a connection that never says who it is', () => {
+  it('counts a connection closed before its welcome as failed, and waits 30 s too', () => {
     const { r, sockets, advance } = relay();
     r.bell();
     (sockets[0] as FakeSocket).opens();
-    advance(5_000);
+    (sockets[0] as FakeSocket).close();
+    advance(1_000);
     expect(r.bell()).toBeUndefined();
+    expect(sockets).toHaveLength(1);
+  });
+
+  it('keeps a connection still being welcomed, however long a frozen instance took (no churn)', () => {
+    const { r, sockets, welcome, advance } = relay();
+    r.bell();
+    advance(60_000); // the instance slept; its timers had no chance to run
+    expect(r.bell()).toBeUndefined();
+    expect(sockets).toHaveLength(1);
+    welcome('conn-1'); // the welcome that waited in the socket
+    expect(r.bell()).toBe('conn-1');
+  });
+
+  it('gives up on a connection that is not welcomed within 5 s of running time', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate'] });
+    try {
+      const { r, sockets } = relay();
+      r.bell();
+      (sockets[0] as FakeSocket).opens();
+      await vi.advanceTimersByTimeAsync(4_999);
+      expect((sockets[0] as FakeSocket).readyState).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      await vi.runOnlyPendingTimersAsync(); // the check, after the turn's I/O
+      expect((sockets[0] as FakeSocket).readyState).toBe(3);
+      expect(r.bell()).toBeUndefined(); // and waits before the next try
+      expect(sockets).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('is not undone by a late event of a connection given up on', () => {
+    const { r, sockets, welcome, advance } = relay();
+    r.bell();
+    const first = sockets[0] as FakeSocket;
+    first.emit('close'); // refused, and given up on
+    advance(30_000);
+    expect(r.bell()).toBeUndefined(); // opens the next
+    first.emit('error'); // late, from the first socket
+    welcome('conn-2');
+    expect(r.bell()).toBe('conn-2');
     expect(sockets).toHaveLength(2);
-    expect((sockets[0] as FakeSocket).readyState).toBe(3);
   });
 });
 
