@@ -82,7 +82,10 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
   // Function instances the clients' calls land on: one in about half the histories, so that what an
   // instance remembers between calls (a contended lock's queue: core/known-queue.ts) is used often.
   const instanceCount = new Rng((seed * 0x2545f491) ^ 0x9e3779b9).pick([1, 1, 2, 3]);
-  const world = new World(sched, rng, RETENTION_SECONDS, limits, tree ? ['sim/'] : [], instanceCount);
+  // A relay per instance, so HTTP waits are rung (service/relay.ts), in most histories; in the rest
+  // HTTP waits only poll, as they do until an instance's relay is open.
+  const relays = new Rng((seed * 0x27d4eb2d) ^ 0x165667b1).chance(0.75);
+  const world = new World(sched, rng, RETENTION_SECONDS, limits, tree ? ['sim/'] : [], instanceCount, relays);
   const trace = new Trace(sched);
   const checker = new Checker(world.memory, sched, trace, RETENTION_SECONDS, tree ? TREE : undefined);
   world.memory.onCommit = checker.onCommit;
@@ -181,6 +184,7 @@ export async function simulate(seed: number, options: SimulationOptions = {}): P
       tree: tree ? 1 : 0,
       timely: timely ? 1 : 0,
       instances: instanceCount,
+      relays: relays ? 1 : 0,
     },
   };
 }

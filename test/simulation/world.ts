@@ -7,9 +7,11 @@
  */
 import { LatchkeyError } from '../../lambdas/core/errors';
 import type { ItemRef, ItemWrite, Step } from '../../lambdas/core/items';
+import { localPrincipal } from '../../lambdas/core/principal';
 import { DEFAULT_LIMITS, type ServiceLimits } from '../../lambdas/core/wire';
 import type { Frame, WsMessage } from '../../lambdas/core/ws-wire';
 import type { Pusher, PushOutcome } from '../../lambdas/service/push';
+import { RELAY_CLIENT_ID, Relay, type RelaySocket } from '../../lambdas/service/relay';
 import { type Services, wireServices } from '../../lambdas/service/services';
 import type { Storage } from '../../lambdas/service/storage';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
@@ -173,6 +175,9 @@ class FaultyStorage implements Storage {
   }
 }
 
+/** The principal of the functions' relays (their role). */
+const RELAY_OWNER = localPrincipal('latchkey-functions');
+
 /** A client's end of a WebSocket connection. */
 export interface SimConnection {
   readonly id: string;
@@ -201,6 +206,8 @@ export class World {
     invocations: 0,
     crashes: 0,
     pushes: 0,
+    /** Rings that reached a relay (HTTP waits woken by a push). */
+    rings: 0,
     timers: 0,
     batches: 0,
     collected: 0,
@@ -223,6 +230,8 @@ export class World {
     hierarchicalPrefixes: readonly string[] = [],
     /** How many function instances the clients' calls land on. */
     instanceCount = 3,
+    /** Whether each instance has a relay on which its HTTP waits are rung. */
+    relays = false,
   ) {
     this.memory = new MemoryStorage({ tableName: 'sim', retentionSeconds }, () => sched.now());
     this.memory.indexLag = () => (this.faults.indexLagMs ? rng.int(0, this.faults.indexLagMs) : 0);
@@ -237,6 +246,7 @@ export class World {
         ids: () => `${rng.uuid()}`,
         limits,
         hierarchicalPrefixes,
+        ...(relays ? { doorbell: this.relay() } : {}),
       });
     this.instances = Array.from({ length: instanceCount }, instance);
     this.services = this.instances[0] as Services;
@@ -331,6 +341,64 @@ export class World {
     const connection: SimConnection = { id, open: true, onFrame };
     this.connections.set(id, connection);
     return connection;
+  }
+
+  /**
+   * A function instance's relay (service/relay.ts): its socket is a connection opened through
+   * $connect like a client's, so pushes to it take the same delays and faults (a ring lost, or
+   * late), and its `hello` is answered with a welcome a moment later.
+   */
+  private relay(): Relay {
+    return new Relay(
+      'ws://sim/v1',
+      () => this.relaySocket(),
+      () => ({}),
+      () => this.sched.now(),
+    );
+  }
+
+  private relaySocket(): RelaySocket {
+    const listeners: Record<string, ((event: { data: unknown }) => void)[]> = {};
+    const emit = (type: string, data?: unknown) => {
+      for (const listener of listeners[type] ?? []) listener({ data });
+    };
+    let connection: SimConnection | undefined;
+    const socket = {
+      readyState: 0,
+      addEventListener: (type: string, listener: (event: { data: unknown }) => void) => {
+        listeners[type] = [...(listeners[type] ?? []), listener];
+      },
+      send: (data: string) => {
+        const id = connection?.id;
+        if (id && (JSON.parse(data) as { action?: string }).action === 'hello')
+          this.sched.at(this.sched.now() + this.rng.int(1, 30), () =>
+            emit('message', JSON.stringify({ type: 'welcome', connection_id: id })),
+          );
+      },
+      close: () => {
+        if (socket.readyState === 3) return;
+        socket.readyState = 3;
+        if (connection) this.disconnect(connection);
+        emit('close');
+      },
+    };
+    const open = async () => {
+      const opened = await this.connect(RELAY_OWNER, RELAY_CLIENT_ID, (frame) => {
+        if (frame.type === 'ring') this.stats.rings++;
+        emit('message', JSON.stringify(frame));
+      });
+      if (socket.readyState === 3) {
+        if (opened) this.disconnect(opened);
+        return;
+      }
+      connection = opened;
+      socket.readyState = opened ? 1 : 3;
+      emit(opened ? 'open' : 'error');
+      if (!opened) emit('close');
+    };
+    // Its own invocation ($connect), not part of the HTTP wait that asked for the doorbell.
+    this.sched.at(this.sched.now(), () => void open());
+    return socket as RelaySocket;
   }
 
   /** Closes a connection; API Gateway calls $disconnect (unless that is lost: then the sweeper will). */
