@@ -467,7 +467,9 @@ export class LockService {
    * the lease ends; the head of a free lock nobody served serves it). Once the item is gone, the
    * record is the answer. At the deadline (or `until`, the end of the attempt's own wait, if
    * sooner) it leaves the queue, unless a grant slipped in first (then that is the answer). Only
-   * HTTP waits poll, at most 25 s; WebSocket waiters get a push.
+   * HTTP waits poll, at most 25 s; WebSocket waiters get a push. A wait that joined with a doorbell
+   * (service/relay.ts) is rung when its waiter is granted or ended: the ring cuts its sleep short,
+   * and between rings it polls slowly (a ring is a hint; the record is the answer).
    */
   async awaitGrant(wait: PendingWait, until = wait.deadline): Promise<AcquireOutcome | Ended> {
     const listener = wait.bell === undefined ? undefined : this.doorbell?.listen(wait.lock, wait.order);
