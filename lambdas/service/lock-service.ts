@@ -488,8 +488,8 @@ export class LockService {
     let rung = listener
       ? await listener.wait(this.clock.sleep(Math.min(pollCap(1), end - this.clock.now())))
       : false;
+    const recordRef = requestRef(wait.lock, wait.requestKey);
     for (;;) {
-      const recordRef = requestRef(wait.lock, wait.requestKey);
       const [snapshot, early] = await Promise.all([
         this.storage.queue(wait.lock, POLL_QUEUE_LIMIT),
         rung ? this.storage.read(recordRef) : undefined,

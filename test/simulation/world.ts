@@ -18,6 +18,7 @@ import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { delaySeconds, type TimerMessage, type Timers } from '../../lambdas/service/timers';
 import { keyOf, lockPartition, sessionPartition } from '../../lambdas/store/table';
 import { answer } from '../../lambdas/ws/answer';
+import { FakeSocket } from '../support/fake-socket';
 import { MemoryStorage, type StreamRecordOut } from '../support/memory-storage';
 import type { Rng, Scheduler } from './scheduler';
 
@@ -358,47 +359,39 @@ export class World {
   }
 
   private relaySocket(): RelaySocket {
-    const listeners: Record<string, ((event: { data: unknown }) => void)[]> = {};
-    const emit = (type: string, data?: unknown) => {
-      for (const listener of listeners[type] ?? []) listener({ data });
-    };
     let connection: SimConnection | undefined;
-    const socket = {
-      readyState: 0,
-      addEventListener: (type: string, listener: (event: { data: unknown }) => void) => {
-        listeners[type] = [...(listeners[type] ?? []), listener];
+    const socket: FakeSocket = new FakeSocket(
+      'ws://sim/v1',
+      {},
+      {
+        onSend: (message) => {
+          const id = connection?.id;
+          if (id && message.action === 'hello')
+            this.sched.at(this.sched.now() + this.rng.int(1, 30), () =>
+              socket.receives({ type: 'welcome', connection_id: id }),
+            );
+        },
+        onClose: () => {
+          if (connection) this.disconnect(connection);
+        },
       },
-      send: (data: string) => {
-        const id = connection?.id;
-        if (id && (JSON.parse(data) as { action?: string }).action === 'hello')
-          this.sched.at(this.sched.now() + this.rng.int(1, 30), () =>
-            emit('message', JSON.stringify({ type: 'welcome', connection_id: id })),
-          );
-      },
-      close: () => {
-        if (socket.readyState === 3) return;
-        socket.readyState = 3;
-        if (connection) this.disconnect(connection);
-        emit('close');
-      },
-    };
+    );
     const open = async () => {
       const opened = await this.connect(RELAY_OWNER, RELAY_CLIENT_ID, (frame) => {
         if (frame.type === 'ring') this.stats.rings++;
-        emit('message', JSON.stringify(frame));
+        socket.receives(frame);
       });
       if (socket.readyState === 3) {
         if (opened) this.disconnect(opened);
         return;
       }
       connection = opened;
-      socket.readyState = opened ? 1 : 3;
-      emit(opened ? 'open' : 'error');
-      if (!opened) emit('close');
+      if (opened) socket.opens();
+      else socket.refused();
     };
     // Its own invocation ($connect), not part of the HTTP wait that asked for the doorbell.
     this.sched.at(this.sched.now(), () => void open());
-    return socket as RelaySocket;
+    return socket;
   }
 
   /** Closes a connection; API Gateway calls $disconnect (unless that is lost: then the sweeper will). */

@@ -6,25 +6,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
-import { Relay, type RelaySocket } from '../../lambdas/service/relay';
+import { Relay } from '../../lambdas/service/relay';
+import { FakeSocket } from '../support/fake-socket';
 import { LOCK, QueueHarness } from '../support/queue-harness';
 
 const BELL = 'relay-conn';
 
 /** A relay whose connection is open as BELL; pushes to BELL reach it. */
 function relayOn(h: QueueHarness): Relay {
-  const listeners: Record<string, ((event: { data: unknown }) => void)[]> = {};
-  const socket: RelaySocket = {
-    readyState: 1,
-    send: () => {},
-    close: () => {},
-    addEventListener: (type: string, listener: (event: { data: unknown }) => void) => {
-      listeners[type] = [...(listeners[type] ?? []), listener];
-    },
-  } as RelaySocket;
-  const receive = (data: unknown) => {
-    for (const l of listeners.message ?? []) l({ data });
-  };
+  const socket = new FakeSocket();
   const relay = new Relay(
     'ws://relay.test/v1',
     () => socket,
@@ -32,10 +22,11 @@ function relayOn(h: QueueHarness): Relay {
     () => h.now,
   );
   relay.bell(); // opens
-  receive(JSON.stringify({ type: 'welcome', connection_id: BELL }));
+  socket.opens();
+  socket.receives({ type: 'welcome', connection_id: BELL });
   const before = h.pushOutcome;
   h.pushOutcome = (connection, frame) => {
-    if (connection === BELL) receive(JSON.stringify(frame));
+    if (connection === BELL) socket.receives(frame);
     return before(connection, frame);
   };
   return relay;

@@ -4,60 +4,8 @@
  * the test's; what the relay sends and when it offers its connection is observed.
  */
 import { describe, expect, it, vi } from 'vitest';
-import {
-  FRESH_FOR_MS,
-  MAX_AGE_MS,
-  PING_AFTER_MS,
-  RELAY_CLIENT_ID,
-  Relay,
-  type RelaySocket,
-} from '../../lambdas/service/relay';
-
-type Listener = (event: { data: unknown }) => void;
-
-class FakeSocket implements RelaySocket {
-  readyState = 0;
-  readonly sent: unknown[] = [];
-  private readonly listeners = new Map<string, Listener[]>();
-
-  constructor(
-    readonly url: string,
-    readonly headers: Record<string, string>,
-  ) {}
-
-  addEventListener(type: string, listener: Listener): void {
-    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
-  }
-
-  send(data: string): void {
-    if (this.readyState !== 1) throw new Error('not open');
-    this.sent.push(JSON.parse(data));
-  }
-
-  close(): void {
-    if (this.readyState === 3) return;
-    const connecting = this.readyState === 0;
-    this.readyState = 3;
-    // As the ws package does: closing a socket still opening aborts the handshake with an error.
-    if (connecting) this.emit('error');
-    this.emit('close');
-  }
-
-  emit(type: string, data?: unknown): void {
-    for (const listener of this.listeners.get(type) ?? []) listener({ data });
-  }
-
-  /** The server side: the handshake succeeds. */
-  opens(): void {
-    this.readyState = 1;
-    this.emit('open');
-  }
-
-  /** The server side: a frame arrives. */
-  receives(frame: object): void {
-    this.emit('message', JSON.stringify(frame));
-  }
-}
+import { FRESH_FOR_MS, MAX_AGE_MS, PING_AFTER_MS, RELAY_CLIENT_ID, Relay } from '../../lambdas/service/relay';
+import { FakeSocket } from '../support/fake-socket';
 
 const URL_ = 'wss://api.example/v1';
 
