@@ -12,7 +12,7 @@ import type { AcquireResult } from '../../lambdas/service/lock-service';
 import { CallCounter, createTestTable, testServices } from '../support/dynamo';
 
 const OWNER = localPrincipal('poller');
-const READS = new Set(['GetCommand', 'QueryCommand', 'BatchGetCommand']);
+const READS = new Set(['GetItemCommand', 'QueryCommand', 'BatchGetItemCommand']);
 
 let table: Awaited<ReturnType<typeof createTestTable>>;
 /** The holder's side (release, serve): not counted. */
