@@ -32,8 +32,8 @@ const ACTIONS: Record<string, Action> = {
     } else if (wait.waitMs > 0) {
       // A wait in the request holds this function while it polls: only within the HTTP-wait slots.
       const until = clock.now() + wait.waitMs;
-      result = await httpWaits.during(event.requestContext.requestId, until, () =>
-        locks.acquireOverHttp(cmd, wait),
+      result = await httpWaits.during(event.requestContext.requestId, until, (slot) =>
+        locks.acquireOverHttp(cmd, wait, slot),
       );
     } else result = await locks.acquireOverHttp(cmd, wait);
     if (result.kind === 'done') return json(200, acquireResponse(result.outcome, clock.now()));

@@ -20,6 +20,8 @@ export const ROUTES: readonly RouteSpec[] = [
     module: 'http/lock-commands',
     description: 'acquire (waiting up to 25 s, or queued for a push), release, renew and cancel',
     ...QUEUE_SERVER,
+    // A rung HTTP wait reads its record and the lock in one call.
+    table: [...QUEUE_SERVER.table, 'dynamodb:BatchGetItem'],
     // HTTP waits hold a slot while they poll (limits).
     partitions: [...QUEUE_SERVER.partitions, 'httpWait'],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.

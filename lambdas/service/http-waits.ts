@@ -9,6 +9,12 @@ import type { Storage } from './storage';
 /** Slots tried (from one the holder hashes to, on) before a wait is refused. */
 const PROBES = 3;
 
+/** A slot an HTTP wait holds: freed when the wait ends, or sooner once it is most likely over. */
+export interface HeldSlot {
+  /** Frees the slot (once: later calls share the first). Best effort, never fails. */
+  free(): Promise<void>;
+}
+
 export class HttpWaits {
   constructor(
     private readonly storage: Storage,
@@ -21,13 +27,23 @@ export class HttpWaits {
    * changes, if the probed slots are all taken. Under heavy load a wait may be refused a little
    * before every slot is in use: PROBES slots are tried, not all of them.
    */
-  async during<T>(holder: string, deadline: number, wait: () => Promise<T>): Promise<T> {
-    const slot = await this.take(holder, deadline);
+  async during<T>(holder: string, deadline: number, wait: (slot: HeldSlot) => Promise<T>): Promise<T> {
+    const ref = httpWaitRef(await this.take(holder, deadline));
+    let freed: Promise<void> | undefined;
+    // Best effort: a slot not freed is free again when its lease ends.
+    const slot = {
+      free: () => {
+        freed ??= this.storage.write(ref, freeSlotWrite(holder)).then(
+          () => undefined,
+          () => undefined,
+        );
+        return freed;
+      },
+    };
     try {
-      return await wait();
+      return await wait(slot);
     } finally {
-      // Best effort: a slot not freed here is free again when its lease ends.
-      await this.storage.write(httpWaitRef(slot), freeSlotWrite(holder)).catch(() => undefined);
+      await slot.free();
     }
   }
 

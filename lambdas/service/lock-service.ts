@@ -86,6 +86,7 @@ import type { Connections } from './connections';
 import { ContentionMemory } from './contention';
 import type { Deadlocks } from './deadlocks';
 import type { Handoff } from './handoff';
+import type { HeldSlot } from './http-waits';
 import { type Paths, SubtreeConflict } from './paths';
 import type { Doorbell, Listener } from './relay';
 import type { Sessions } from './sessions';
@@ -412,13 +413,13 @@ export class LockService {
    * answered at once that it is still queued: its grant goes to its connection, and an HTTP
    * attempt never holds a function for a wait it did not ask for itself.
    */
-  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireResult> {
+  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions, slot?: HeldSlot): Promise<AcquireResult> {
     const until = this.clock.now() + wait.waitMs;
     const polls = wait.connectionId === undefined && wait.waitMs > 0;
     const bell = polls ? this.doorbell?.bell() : undefined;
     const result = await this.acquire(cmd, bell === undefined ? wait : { ...wait, bell });
     if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
-    return { kind: 'done', outcome: await this.awaitGrant(result.wait, until) };
+    return { kind: 'done', outcome: await this.awaitGrant(result.wait, until, slot) };
   }
 
   /**
@@ -471,37 +472,48 @@ export class LockService {
    * (service/relay.ts) is rung when its waiter is granted or ended: the ring cuts its sleep short,
    * and between rings it polls slowly (a ring is a hint; the record is the answer).
    */
-  async awaitGrant(wait: PendingWait, until = wait.deadline): Promise<AcquireOutcome | Ended> {
+  async awaitGrant(
+    wait: PendingWait,
+    until = wait.deadline,
+    slot?: HeldSlot,
+  ): Promise<AcquireOutcome | Ended> {
     const listener = wait.bell === undefined ? undefined : this.doorbell?.listen(wait.lock, wait.order);
     try {
-      return await this.poll(wait, Math.min(wait.deadline, until), listener);
+      return await this.poll(wait, Math.min(wait.deadline, until), listener, slot);
     } finally {
       listener?.stop();
     }
   }
 
-  private async poll(wait: PendingWait, end: number, listener: Listener | undefined) {
+  private async poll(wait: PendingWait, end: number, listener: Listener | undefined, slot?: HeldSlot) {
     let memory: PollMemory | undefined;
-    // A rung wait was most likely granted or ended: it reads its record beside the poll, not after.
     // One that just joined with a doorbell knows it is queued, so it sleeps before it first looks
     // (as long as the head's longest poll: the head still learns the lease end in time to serve).
     let rung = listener
       ? await listener.wait(this.clock.sleep(Math.min(pollCap(1), end - this.clock.now())))
       : false;
     const recordRef = requestRef(wait.lock, wait.requestKey);
+    const stillQueued = (r: RequestRecord | undefined) => r?.state === 'queued' && r.order === wait.order;
     for (;;) {
-      const [snapshot, early] = await Promise.all([
-        this.storage.queue(wait.lock, POLL_QUEUE_LIMIT),
-        rung ? this.storage.read(recordRef) : undefined,
-      ]);
+      if (rung) {
+        // A ring follows its waiter's grant or end: its record and the lock, read in one call, are
+        // the answer, and the HTTP-wait slot is freed beside that read rather than after it. (Should
+        // the record still show it queued, a ring not meant for it, it polls on outside the slots:
+        // the bound is loose by that one wait.)
+        const [[item, lock]] = await Promise.all([
+          this.storage.readMany([recordRef, lockRef(wait.lock)]),
+          slot?.free(),
+        ]);
+        const record = requestOf(item);
+        if (!stillQueued(record)) return this.answer(wait, record, undefined, lock);
+        rung = false;
+      }
+      const snapshot = await this.storage.queue(wait.lock, POLL_QUEUE_LIMIT);
       const now = this.clock.now();
       const sight = sightOf(snapshot.lock, snapshot.waiters, snapshot.complete, wait.order, now);
       if (sight.present !== true) {
         // Gone from the queue (granted or ended), or further back than one poll reads: the record says.
-        // (A record read beside the poll may predate the change the poll saw: then it is read again.)
-        const stillQueued = (r: RequestRecord | undefined) => r?.state === 'queued' && r.order === wait.order;
-        let record = early && requestOf(early);
-        if (!record || stillQueued(record)) record = requestOf(await this.storage.read(recordRef));
+        const record = requestOf(await this.storage.read(recordRef));
         if (!stillQueued(record)) return this.answer(wait, record, undefined, snapshot.lock);
       }
       if (now >= end) return this.conclude(wait, 'timeout');

@@ -53,6 +53,11 @@ export interface Storage {
   remove(ref: ItemRef): Promise<void>;
   /** One item, strongly consistent. */
   read(ref: ItemRef): Promise<Item | undefined>;
+  /**
+   * Several distinct items (at most 100) in one call (BatchGetItem), in the order asked. Each is
+   * strongly consistent, as one `read` would see it; together they are not one moment's snapshot.
+   */
+  readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]>;
   /** A lock item and its first `limit` waiters in serving order, strongly consistent (one Query). */
   queue(lock: string, limit: number): Promise<QueueSnapshot>;
   /** How many waiters are queued up to and including `order`, strongly consistent. */

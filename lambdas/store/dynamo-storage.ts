@@ -325,21 +325,25 @@ export class DynamoStorage implements Storage {
         ? { condition: 'begins_with(#sk, :prefix)', values: { ':prefix': prefix } }
         : undefined;
     const { keys: names, more } = await this.firstOfShards(LIST_INDEX, LIST_PARTITIONS, range, limit);
-    const items = names.length ? await this.readLocks(names) : new Map<string, Item>();
+    const items = await this.readMany(names.map(lockRef));
     const last = names.at(-1);
     return {
-      locks: names.flatMap((name) => {
-        const item = items.get(name);
+      locks: names.flatMap((name, i) => {
+        const item = items[i];
         return item ? [{ name, item }] : [];
       }),
       nextCursor: more && last !== undefined ? encodeListCursor(last) : undefined,
     };
   }
 
-  private async readLocks(names: readonly string[]): Promise<Map<string, Item>> {
+  async readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]> {
+    if (refs.length === 0) return [];
     const found = new Map<string, Item>();
+    const at = (key: Record<string, unknown>) => `${String(key[KEY.pk])}\n${String(key[KEY.sk])}`;
     const table = this.settings.tableName;
-    let keys: Record<string, unknown>[] = names.map((name) => tableKey(lockRef(name)));
+    const asked = refs.map(tableKey);
+    const answer = () => asked.map((key) => found.get(at(key)));
+    let keys: Record<string, unknown>[] = asked;
     for (let round = 0; round < 5; round++) {
       const out = await this.send((abortSignal) =>
         this.db.send(
@@ -349,9 +353,9 @@ export class DynamoStorage implements Storage {
           },
         ),
       );
-      for (const item of out.Responses?.[table] ?? []) found.set(String(item[LIST_INDEX.sk]), item as Item);
+      for (const item of out.Responses?.[table] ?? []) found.set(at(item), item as Item);
       const unprocessed = out.UnprocessedKeys?.[table]?.Keys;
-      if (!unprocessed?.length) return found;
+      if (!unprocessed?.length) return answer();
       keys = unprocessed;
       await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
     }

@@ -22,6 +22,7 @@ import {
 } from '../../lambdas/core/lock';
 import { SessionAttr } from '../../lambdas/core/session';
 import type { Frame } from '../../lambdas/core/ws-wire';
+import type { HeldSlot } from '../../lambdas/service/http-waits';
 import type { Services } from '../../lambdas/service/services';
 import type { Belief, Checker, CycleEdge, Trace } from './checks';
 import { Rng } from './scheduler';
@@ -342,8 +343,8 @@ export abstract class Client {
 }
 
 /** An HTTP acquire, as the handler answers it: these clients never wait for a push, so never "queued". */
-async function overHttp(s: Services, cmd: AcquireCommand, wait: { waitMs: number }) {
-  const result = await s.locks.acquireOverHttp(cmd, wait);
+async function overHttp(s: Services, cmd: AcquireCommand, wait: { waitMs: number }, slot?: HeldSlot) {
+  const result = await s.locks.acquireOverHttp(cmd, wait, slot);
   if (result.kind !== 'done') throw new Error(`an HTTP acquire of ${cmd.requestId} was answered "queued"`);
   return result.outcome;
 }
@@ -390,7 +391,9 @@ export class HttpClient extends Client {
         const slotHolder = `${requestId}#${attempt}`;
         out = await this.world.call('acquire', 29_000, (s) =>
           left > 0
-            ? s.httpWaits.during(slotHolder, this.now() + left, () => overHttp(s, cmd, { waitMs: left }))
+            ? s.httpWaits.during(slotHolder, this.now() + left, (slot) =>
+                overHttp(s, cmd, { waitMs: left }, slot),
+              )
             : overHttp(s, cmd, { waitMs: left }),
         );
         if (out.kind === 'ok' || (out.kind === 'error' && !out.error.retryable)) break;

@@ -132,6 +132,9 @@ class FaultyStorage implements Storage {
   read(ref: ItemRef) {
     return this.query([pk(ref)], () => this.inner.read(ref));
   }
+  readMany(refs: readonly ItemRef[]) {
+    return this.query(refs.map(pk), () => this.inner.readMany(refs));
+  }
   queue(lock: string, limit: number) {
     return this.query([lockPartition(lock)], () => this.inner.queue(lock, limit));
   }

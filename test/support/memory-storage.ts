@@ -148,6 +148,10 @@ export class MemoryStorage implements Storage {
     return clone(this.items.get(this.keyOf(ref)));
   }
 
+  async readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]> {
+    return refs.map((ref) => clone(this.items.get(this.keyOf(ref))));
+  }
+
   async queue(lock: string, limit: number): Promise<QueueSnapshot> {
     return this.queueNow(lock, limit);
   }

@@ -32,9 +32,9 @@ function relayOn(h: QueueHarness): Relay {
   return relay;
 }
 
-/** Counts the polls (Queries of the lock's first waiters) and the record reads. */
+/** Counts the polls (Queries of the lock's first waiters), the record reads and the reads of several items. */
 function countReads(h: QueueHarness) {
-  const counts = { polls: 0, records: 0 };
+  const counts = { polls: 0, records: 0, batches: 0 };
   const queue = h.memory.queue.bind(h.memory);
   h.memory.queue = async (lock, limit) => {
     if (lock === LOCK && limit === POLL_QUEUE_LIMIT) counts.polls++;
@@ -44,6 +44,11 @@ function countReads(h: QueueHarness) {
   h.memory.read = async (ref) => {
     if (ref.kind === 'request') counts.records++;
     return read(ref);
+  };
+  const readMany = h.memory.readMany.bind(h.memory);
+  h.memory.readMany = async (refs) => {
+    counts.batches++;
+    return readMany(refs);
   };
   return counts;
 }
@@ -74,8 +79,43 @@ describe('an HTTP wait with a doorbell', () => {
     const outcome = await answer;
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
     expect(outcome.outcome.grant).toMatchObject({ clientId: 'b', fencingToken: first.fencingToken + 1 });
-    // The poll and the record read side by side, once.
-    expect(counts).toEqual({ polls: 1, records: 1 });
+    // No poll: the record and the lock in one read.
+    expect(counts).toEqual({ polls: 0, records: 0, batches: 1 });
+  });
+
+  it('frees its HTTP-wait slot beside the read a ring calls for, not after it, and only once', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const waiting = h.instance({ doorbell: relayOn(h), sleep: () => new Promise(() => {}) });
+    const slotWrites: string[] = [];
+    const write = h.memory.write.bind(h.memory);
+    h.memory.write = async (ref, w) => {
+      if (ref.kind === 'http-wait')
+        slotWrites.push(w.update.some((u) => u.kind === 'remove') ? 'free' : 'take');
+      return write(ref, w);
+    };
+    let readStarted = () => {};
+    const reading = new Promise<void>((resolve) => (readStarted = resolve));
+    let finishRead = () => {};
+    const readMany = h.memory.readMany.bind(h.memory);
+    h.memory.readMany = async (refs) => {
+      readStarted();
+      await new Promise<void>((resolve) => (finishRead = resolve));
+      return readMany(refs);
+    };
+    const answer = waiting.httpWaits.during('rb-attempt', h.now + 10_000, (slot) =>
+      waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), { waitMs: 10_000 }, slot),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(slotWrites).toEqual(['take']);
+    await h.release(first);
+    await reading;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(slotWrites).toEqual(['take', 'free']); // freed while the read is still out
+    finishRead();
+    const outcome = await answer;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(slotWrites).toEqual(['take', 'free']);
   });
 
   it('is rung when it is ended (its deadline passed when the lock was served)', async () => {

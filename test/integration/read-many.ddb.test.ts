@@ -1,0 +1,69 @@
+/**
+ * Storage.readMany on DynamoDB Local: several items of different partitions in one
+ * BatchGetItem, answered in the order asked (DynamoDB answers a batch in any order), a missing
+ * item as undefined, each read strongly consistent (it sees a write made just before).
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lockRef, requestRef } from '../../lambdas/core/items';
+import { lease } from '../../lambdas/core/lock';
+import { localPrincipal } from '../../lambdas/core/principal';
+import { CallCounter, createTestTable, testServices } from '../support/dynamo';
+
+const OWNER = localPrincipal('reader');
+
+let table: Awaited<ReturnType<typeof createTestTable>>;
+let t: ReturnType<typeof testServices>;
+const counter = new CallCounter();
+
+beforeAll(async () => {
+  table = await createTestTable();
+  t = testServices(table.tableName, { counter });
+});
+afterAll(async () => table.drop());
+
+const acquire = (name: string) =>
+  t.services.locks.acquire({
+    name,
+    owner: OWNER,
+    clientId: 'c',
+    tenure: lease(30_000),
+    requestId: randomUUID(),
+  });
+
+describe('reading several items at once', () => {
+  it('answers them in the order asked, a missing one as undefined, in one BatchGetItem', async () => {
+    const names = Array.from({ length: 12 }, () => `many/${randomUUID()}`);
+    for (const name of names) await acquire(name);
+    const refs = [
+      ...names.map(lockRef).reverse(),
+      lockRef(`many/${randomUUID()}`), // never written
+      requestRef(names[0] as string, 'no-such-request'),
+    ];
+    counter.reset();
+    const items = await t.storage.readMany(refs);
+    expect(counter.calls).toEqual(['BatchGetItemCommand']);
+    expect(items).toHaveLength(refs.length);
+    const one = await Promise.all([...names].reverse().map((name) => t.storage.read(lockRef(name))));
+    expect(one.every((item) => item !== undefined)).toBe(true);
+    expect(items.slice(0, 12)).toEqual(one);
+    expect(items.slice(12)).toEqual([undefined, undefined]);
+  });
+
+  it('sees a write made just before it (strongly consistent), as read would', async () => {
+    const name = `many/${randomUUID()}`;
+    const other = `many/${randomUUID()}`;
+    await acquire(other);
+    const before = await t.storage.readMany([lockRef(name), lockRef(other)]);
+    expect(before[0]).toBeUndefined();
+    await acquire(name);
+    const after = await t.storage.readMany([lockRef(name), lockRef(other)]);
+    expect(after).toEqual([await t.storage.read(lockRef(name)), await t.storage.read(lockRef(other))]);
+  });
+
+  it('reads nothing, and calls nothing, for no refs', async () => {
+    counter.reset();
+    expect(await t.storage.readMany([])).toEqual([]);
+    expect(counter.calls).toEqual([]);
+  });
+});
