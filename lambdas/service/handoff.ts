@@ -54,7 +54,7 @@ import type { LockTimers } from './lock-timers';
 import { type Paths, SubtreeConflict } from './paths';
 import type { Pusher, PushOutcome } from './push';
 import { Recent } from './recent';
-import { oldAt, refusedAt, type Storage, type TransactResult } from './storage';
+import { oldAt, type QueueSnapshot, refusedAt, type Storage, type TransactResult } from './storage';
 import type { Timers } from './timers';
 
 /**
@@ -184,9 +184,17 @@ export class Handoff {
    * `look`: 'required' (a timer, the notifier: their retry arms it) throws if that look could not
    * be armed; 'best-effort' (a request that served on its way: its own write is done, so its answer
    * must not become an error) logs it, and the stream notifier arms the new lease's end anyway.
+   *
+   * `seen`: the lock and its queue as the caller just read them (an HTTP wait's poll): the first
+   * round plans on that read instead of reading again. Every write is conditional on what it
+   * planned on, so a read that is out of date is refused, and the next round reads afresh.
    */
-  async serve(name: string, look: 'required' | 'best-effort' = 'best-effort'): Promise<ServeResult> {
-    const served = await this.serveQueue(name);
+  async serve(
+    name: string,
+    look: 'required' | 'best-effort' = 'best-effort',
+    seen?: QueueSnapshot,
+  ): Promise<ServeResult> {
+    const served = await this.serveQueue(name, seen);
     try {
       await this.lockTimers.afterServe(name, served);
     } catch (error) {
@@ -200,10 +208,10 @@ export class Handoff {
     return served;
   }
 
-  private async serveQueue(name: string): Promise<ServeResult> {
+  private async serveQueue(name: string, seen?: QueueSnapshot): Promise<ServeResult> {
     let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const snapshot = await this.storage.queue(name, SERVE_READS);
+      const snapshot = (round === 0 ? seen : undefined) ?? (await this.storage.queue(name, SERVE_READS));
       const now = this.clock.now();
       const plan = planServe(snapshot.lock, snapshot.waiters, now, snapshot.complete);
       for (const waiter of plan.expired) await this.endWait(waiter, 'timeout', now);

@@ -522,11 +522,13 @@ export class LockService {
       if (step.serve) {
         // Free, nobody served it, and this waiter is next: serve it (a conditional handoff), then look.
         memory = { ...memory, servedFence: sight.fence };
-        const served = await this.handoff.serve(wait.lock).catch((error: unknown) => {
-          // Best effort: the expiry timer serves it too, and the next poll looks again.
-          if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
-          return undefined;
-        });
+        const served = await this.handoff
+          .serve(wait.lock, 'best-effort', snapshot)
+          .catch((error: unknown) => {
+            // Best effort: the expiry timer serves it too, and the next poll looks again.
+            if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+            return undefined;
+          });
         // Granted to this very wait by its own handoff: that grant is the answer, no poll needed.
         if (served?.kind === 'granted' && served.waiter.requestKey === wait.requestKey)
           return this.grantedAs(wait, served.grant.fencingToken, served.grant, undefined);

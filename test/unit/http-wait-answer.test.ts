@@ -102,6 +102,12 @@ describe('the head of an HTTP wait behind a lapsed lease', () => {
     const first = await h.hold('a', { ttl: 1_000 }); // never released; no timer fires here
     const leaseEnd = h.now + 1_000;
     const recordReadsAfterLapse = countRecordReadsFrom(h, leaseEnd);
+    let queueReadsAfterLapse = 0;
+    const queue = h.memory.queue.bind(h.memory);
+    h.memory.queue = async (lock, limit) => {
+      if (h.now >= leaseEnd) queueReadsAfterLapse++;
+      return queue(lock, limit);
+    };
     const outcome = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
       waitMs: 10_000,
     });
@@ -113,6 +119,8 @@ describe('the head of an HTTP wait behind a lapsed lease', () => {
     // On the virtual clock: woken just after the lease end, served then, answered then.
     expect(h.now - leaseEnd).toBeLessThanOrEqual(POLL_LEASE_END_SLACK_MS);
     expect(recordReadsAfterLapse()).toBe(0);
+    // The serve plans on the poll that saw the lapse: one read of the queue after the lease end, not two.
+    expect(queueReadsAfterLapse).toBe(1);
     expect(h.record('b', 'rb')?.state).toBe('granted');
   });
 });
