@@ -50,6 +50,14 @@ export const POLL_LEASE_END_SLACK_MS = 5;
  */
 export const SELF_SERVE_AFTER_MS = 0;
 /**
+ * A head with a doorbell leaves a lapse this long to the expiry timer, which fires at the lease
+ * end and rings it when it grants; it serves the queue itself only if no ring came (a timer late,
+ * as on AWS, or lost). Serving at once raced the timer: measured locally, the two handoffs
+ * conflicted, and the head's refused one put its grant 58-69 ms after the lease end, against
+ * 32-43 ms when the timer's grant was the first thing it saw.
+ */
+export const SELF_SERVE_AFTER_LAPSE_BELLED_MS = 50;
+/**
  * A released lock is served by its releaser, inline (a few DynamoDB calls): its head waiter steps
  * in only if that did not happen for this long (the releaser died), so as not to race it.
  */
@@ -130,7 +138,8 @@ export interface PollStep {
 /**
  * The next step of a poller whose wait ends at `end`. A `belled` waiter is rung when it is granted
  * or ended (service/relay.ts), so it does not poll fast while the lock moves: it polls at its
- * place's cap (a ring lost), and the head still wakes at the lease end to serve a lapse.
+ * place's cap (a ring lost), and the head still wakes at the lease end, to serve a lapse the
+ * expiry timer has not served within SELF_SERVE_AFTER_LAPSE_BELLED_MS.
  */
 export function nextPoll(
   sight: PollSight,
@@ -145,7 +154,12 @@ export function nextPoll(
   const free = sight.holderUntil === undefined;
   const grantable = free && sight.blockedUntil === undefined;
   const unserved = grantable && memory.servedFence !== sight.fence;
-  const grace = sight.lapsedAt !== undefined ? SELF_SERVE_AFTER_MS : SELF_SERVE_AFTER_RELEASE_MS;
+  const grace =
+    sight.lapsedAt === undefined
+      ? SELF_SERVE_AFTER_RELEASE_MS
+      : belled
+        ? SELF_SERVE_AFTER_LAPSE_BELLED_MS
+        : SELF_SERVE_AFTER_MS;
   if (head && unserved && now - memory.since >= grace) return { delayMs: 0, serve: true };
   const quiet = Math.max(0, now - memory.since);
   const cap = pollCap(sight.position);

@@ -9,6 +9,7 @@ import {
   type PollMemory,
   type PollSight,
   pollCap,
+  SELF_SERVE_AFTER_LAPSE_BELLED_MS,
   SELF_SERVE_AFTER_MS,
   SELF_SERVE_AFTER_RELEASE_MS,
   sightOf,
@@ -98,6 +99,18 @@ describe('the next poll', () => {
     expect(nextPoll(lapsed, served, NOW, NOW + 20_000).serve).toBe(false);
     // Others behind it leave the serving to the head.
     expect(nextPoll({ ...lapsed, position: 2 }, memory, NOW, NOW + 20_000).serve).toBe(false);
+  });
+
+  it('with a doorbell, leaves a lapse to the expiry timer (which rings it) for a while, then serves it', () => {
+    const lapsedAt = NOW - 8; // its poll saw the lapse 8 ms after the lease end
+    const lapsed = sight({ holderUntil: undefined, lapsedAt });
+    const memory = track({ fence: 7, free: false, since: NOW - 3_000 }, lapsed, NOW);
+    const step = nextPoll(lapsed, memory, NOW, NOW + 20_000, true);
+    // Asleep until the timer's grace ends (a ring cuts that short), not serving yet.
+    expect(step).toEqual({ delayMs: SELF_SERVE_AFTER_LAPSE_BELLED_MS - 8, serve: false });
+    const later = lapsedAt + SELF_SERVE_AFTER_LAPSE_BELLED_MS;
+    expect(nextPoll(lapsed, memory, later - 1, NOW + 20_000, true).serve).toBe(false);
+    expect(nextPoll(lapsed, memory, later, NOW + 20_000, true).serve).toBe(true);
   });
 
   it('leaves a released lock to its releaser for a while before serving it', () => {
