@@ -44,15 +44,18 @@ export const POLL_FAST_MS = 10;
 /** The head wakes this long after a lease end (or lock-delay end) to look at the handoff. */
 export const POLL_LEASE_END_SLACK_MS = 5;
 /**
- * A lease that lapsed this long ago with nobody serving its queue is served by its head waiter: at
- * once. (It was 25 ms, to leave a lapse to the expiry timer; that put the head's grant 27-52 ms
- * after the lease end locally, and on AWS, where the timer can be a second late, only delayed it.)
+ * A lease that lapsed this long ago with nobody serving its queue is served by its head waiter
+ * (one without a doorbell): at once. (It was 25 ms, to leave a lapse to the expiry timer; but
+ * such a head learns of the timer's grant only at its next poll, so that put its grant 27-52 ms
+ * after the lease end locally, and on AWS, where the timer can be a second late, only delayed it.
+ * A head with a doorbell is rung by the timer's grant: see below.)
  */
 export const SELF_SERVE_AFTER_MS = 0;
 /**
  * A head with a doorbell leaves a lapse this long to the expiry timer, which fires at the lease
- * end and rings it when it grants; it serves the queue itself only if no ring came (a timer late,
- * as on AWS, or lost). Serving at once raced the timer: measured locally, the two handoffs
+ * end (on AWS its message comes up to a second early and the function sleeps out the rest) and
+ * rings it when it grants; it serves the queue itself only if no ring came (a timer late or
+ * lost: then its grant is this much later). Serving at once raced the timer: measured locally, the two handoffs
  * conflicted, and the head's refused one put its grant 58-69 ms after the lease end, against
  * 32-43 ms when the timer's grant was the first thing it saw.
  */

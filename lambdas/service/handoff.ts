@@ -186,8 +186,10 @@ export class Handoff {
    * must not become an error) logs it, and the stream notifier arms the new lease's end anyway.
    *
    * `seen`: the lock and its queue as the caller just read them (an HTTP wait's poll): the first
-   * round plans on that read instead of reading again. Every write is conditional on what it
-   * planned on, so a read that is out of date is refused, and the next round reads afresh.
+   * round plans on that read instead of reading again, if it read as far as a serve reads (the
+   * whole queue, or SERVE_READS waiters: the waits it ends and the deadlines it looks at come from
+   * there). Every write is conditional on what it planned on, so a read that is out of date is
+   * refused, and the next round reads afresh.
    */
   async serve(
     name: string,
@@ -209,6 +211,7 @@ export class Handoff {
   }
 
   private async serveQueue(name: string, seen?: QueueSnapshot): Promise<ServeResult> {
+    if (seen && !seen.complete && seen.waiters.length < SERVE_READS) seen = undefined;
     let served: ServeResult = { kind: 'idle' };
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const snapshot = (round === 0 ? seen : undefined) ?? (await this.storage.queue(name, SERVE_READS));

@@ -357,7 +357,7 @@ export class DynamoStorage implements Storage {
       const unprocessed = out.UnprocessedKeys?.[table]?.Keys;
       if (!unprocessed?.length) return answer();
       keys = unprocessed;
-      await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
+      if (round < 4) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
     }
     throw toStoreError({ name: 'ProvisionedThroughputExceededException' });
   }

@@ -35,10 +35,13 @@ describe('reading several items at once', () => {
   it('answers them in the order asked, a missing one as undefined, in one BatchGetItem', async () => {
     const names = Array.from({ length: 12 }, () => `many/${randomUUID()}`);
     for (const name of names) await acquire(name);
+    // The ones never written in the middle: an answer matched by place, not key, would show.
+    const locks = names.map(lockRef).reverse();
     const refs = [
-      ...names.map(lockRef).reverse(),
-      lockRef(`many/${randomUUID()}`), // never written
+      ...locks.slice(0, 6),
+      lockRef(`many/${randomUUID()}`),
       requestRef(names[0] as string, 'no-such-request'),
+      ...locks.slice(6),
     ];
     counter.reset();
     const items = await t.storage.readMany(refs);
@@ -46,8 +49,8 @@ describe('reading several items at once', () => {
     expect(items).toHaveLength(refs.length);
     const one = await Promise.all([...names].reverse().map((name) => t.storage.read(lockRef(name))));
     expect(one.every((item) => item !== undefined)).toBe(true);
-    expect(items.slice(0, 12)).toEqual(one);
-    expect(items.slice(12)).toEqual([undefined, undefined]);
+    expect([...items.slice(0, 6), ...items.slice(8)]).toEqual(one);
+    expect(items.slice(6, 8)).toEqual([undefined, undefined]);
   });
 
   it('sees a write made just before it (strongly consistent), as read would', async () => {

@@ -149,6 +149,10 @@ export class MemoryStorage implements Storage {
   }
 
   async readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]> {
+    // DynamoDB refuses these (ValidationException): so does this, so that tests catch the misuse.
+    const keys = new Set(refs.map((ref) => this.keyOf(ref)));
+    if (keys.size !== refs.length || refs.length > 100)
+      throw new Error(`readMany takes at most 100 distinct keys (got ${refs.length}, ${keys.size} distinct)`);
     return refs.map((ref) => clone(this.items.get(this.keyOf(ref))));
   }
 

@@ -5,7 +5,11 @@
  * whose frames are the pushes the services make to its connection id.
  */
 import { describe, expect, it } from 'vitest';
-import { POLL_QUEUE_LIMIT } from '../../lambdas/core/http-poll';
+import {
+  POLL_LEASE_END_SLACK_MS,
+  POLL_QUEUE_LIMIT,
+  SELF_SERVE_AFTER_LAPSE_BELLED_MS,
+} from '../../lambdas/core/http-poll';
 import { Relay } from '../../lambdas/service/relay';
 import { FakeSocket } from '../support/fake-socket';
 import { LOCK, QueueHarness } from '../support/queue-harness';
@@ -116,6 +120,58 @@ describe('an HTTP wait with a doorbell', () => {
     const outcome = await answer;
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
     expect(slotWrites).toEqual(['take', 'free']);
+  });
+
+  it('heading a lapsed lease, leaves it to the expiry timer for a while, then serves it itself if no ring came', async () => {
+    const h = new QueueHarness();
+    await h.hold('a', { ttl: 1_000 }); // never released; no timer fires here
+    const leaseEnd = h.now + 1_000;
+    const waiting = h.instance({ doorbell: relayOn(h) }); // its sleeps pass on the virtual clock
+    const outcome = await waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(outcome.outcome.grant.clientId).toBe('b');
+    expect(h.now - leaseEnd).toBeGreaterThanOrEqual(SELF_SERVE_AFTER_LAPSE_BELLED_MS);
+    expect(h.now - leaseEnd).toBeLessThanOrEqual(SELF_SERVE_AFTER_LAPSE_BELLED_MS + POLL_LEASE_END_SLACK_MS);
+  });
+
+  it('heading a lapsed lease, is granted by the timer within that while: it never serves, so no handoff races', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 1_000 });
+    const leaseEnd = h.now + 1_000;
+    let timerFired = false;
+    const waiting = h.instance({
+      doorbell: relayOn(h),
+      sleep: async (ms) => {
+        // The expiry timer fires 10 ms after the lease end, while the head sleeps out its grace:
+        // that sleep then only ends by the ring.
+        if (timerFired || h.now + ms < leaseEnd + 10) {
+          h.now += Math.max(0, ms);
+          return;
+        }
+        timerFired = true;
+        h.now = leaseEnd + 10;
+        await h.services.handoff.serve(LOCK, 'required');
+        await new Promise(() => {});
+      },
+    });
+    const handoffs: string[] = [];
+    const transact = h.memory.transact.bind(h.memory);
+    h.memory.transact = async (steps) => {
+      const result = await transact(steps);
+      if (h.now >= leaseEnd && steps.some((s) => s.ref.kind === 'lock'))
+        handoffs.push(result.ok ? 'applied' : 'refused');
+      return result;
+    };
+    const outcome = await waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 10_000,
+    });
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(outcome.outcome.grant.fencingToken).toBe(first.fencingToken + 1);
+    expect(timerFired).toBe(true);
+    expect(h.now - leaseEnd).toBeLessThan(SELF_SERVE_AFTER_LAPSE_BELLED_MS);
+    expect(handoffs).toEqual(['applied']); // the timer's, and no refused one of the head's
   });
 
   it('is rung when it is ended (its deadline passed when the lock was served)', async () => {
