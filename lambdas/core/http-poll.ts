@@ -55,9 +55,9 @@ export const SELF_SERVE_AFTER_MS = 0;
  * A head with a doorbell leaves a lapse this long to the expiry timer, which fires at the lease
  * end (on AWS its message comes up to a second early and the function sleeps out the rest) and
  * rings it when it grants; it serves the queue itself only if no ring came (a timer late or
- * lost: then its grant is this much later). Serving at once raced the timer: measured locally, the two handoffs
- * conflicted, and the head's refused one put its grant 58-69 ms after the lease end, against
- * 32-43 ms when the timer's grant was the first thing it saw.
+ * lost: then its grant is this much later). Serving at once raced the timer: measured locally,
+ * the two handoffs conflicted, and the head's refused one put its grant 58-69 ms after the lease
+ * end, against 32-45 ms when the timer's grant was the first thing it saw.
  */
 export const SELF_SERVE_AFTER_LAPSE_BELLED_MS = 50;
 /**
