@@ -108,6 +108,9 @@ export function cancellationOutcome(reasons: readonly CancellationReason[]): Tra
   };
 }
 
+/** BatchGetItem calls one readMany makes while DynamoDB leaves keys unprocessed (throttled). */
+const BATCH_READ_ROUNDS = 5;
+
 export class DynamoStorage implements Storage {
   constructor(
     private readonly db: DynamoDBDocumentClient,
@@ -344,7 +347,7 @@ export class DynamoStorage implements Storage {
     const asked = refs.map(tableKey);
     const answer = () => asked.map((key) => found.get(at(key)));
     let keys: Record<string, unknown>[] = asked;
-    for (let round = 0; round < 5; round++) {
+    for (let round = 0; round < BATCH_READ_ROUNDS; round++) {
       const out = await this.send((abortSignal) =>
         this.db.send(
           new BatchGetCommand({ RequestItems: { [table]: { Keys: keys, ConsistentRead: true } } }),
@@ -357,7 +360,7 @@ export class DynamoStorage implements Storage {
       const unprocessed = out.UnprocessedKeys?.[table]?.Keys;
       if (!unprocessed?.length) return answer();
       keys = unprocessed;
-      if (round < 4) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
+      if (round < BATCH_READ_ROUNDS - 1) await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** round));
     }
     throw toStoreError({ name: 'ProvisionedThroughputExceededException' });
   }
