@@ -21,6 +21,7 @@ import {
   gt,
   type Item,
   le,
+  lt,
   missing,
   ne,
   or,
@@ -213,7 +214,9 @@ export interface Protocol<Outcome> {
 
 /**
  * Fencing tokens: each grant stores `if_not_exists(fence, floor(now) * 1000) + 1`.
- * While the item exists the counter grows by one per grant. If the item is
+ * While the item exists the counter grows by one per grant, or jumps up to the
+ * clock floor plus one (a waiting request granted unread: clockFencedGrant, which
+ * only ever raises it). If the item is
  * deleted (TTL or by hand), the counter restarts from the clock floor, which
  * is above every token issued before: a lock item takes at most ~1,000 writes
  * per second (DynamoDB's per-item limit), so its counter rises by at most one
@@ -426,21 +429,54 @@ export function pinnedGrant(
   seen: Item | undefined,
   now: number,
   writeId: string,
-  extra: {
-    readonly condition?: Condition | undefined;
-    readonly updates?: readonly UpdateAction[];
-    /**
-     * Grant over this release, in the same write: the lock must be held by exactly that grant (a
-     * lease, not re-entered) instead of free, and `released_at` says when it was given up.
-     */
-    readonly releasing?: ReleaseCommand | undefined;
-  } = {},
+  extra: GrantExtra = {},
 ): { readonly write: ItemWrite; readonly grant: Grant } {
   const fence = nextFence(seen, now);
+  return grantWith(grantee, { fence, condition: sameFence(seen) }, clearEntries(seen), now, writeId, extra);
+}
+
+/**
+ * A grant whose fencing token is fixed in advance without reading the item: the clock's floor
+ * plus one (`fenceFloor(now) + 1`), conditional on the counter being below it, or absent. So a
+ * waiting request finds a free lock granted in one transaction, with no read first. The counter
+ * rises by at most one per millisecond (fenceFloor), so it is below the floor unless another
+ * grant came this very millisecond or this clock is behind the last grantor's: then the write is
+ * refused, and the caller reads the item and pins the grant to it (pinnedGrant). Every other
+ * condition is a pinned grant's on an item with no shared entries; the token still only grows.
+ */
+export function clockFencedGrant(
+  grantee: Grantee,
+  now: number,
+  writeId: string,
+  extra: Pick<GrantExtra, 'condition'> = {},
+): { readonly write: ItemWrite; readonly grant: Grant } {
+  const fence = fenceFloor(now) + 1;
+  const below = or(missing(A.fence), lt(A.fence, fence));
+  return grantWith(grantee, { fence, condition: below }, clearEntries(undefined), now, writeId, extra);
+}
+
+interface GrantExtra {
+  readonly condition?: Condition | undefined;
+  readonly updates?: readonly UpdateAction[];
+  /**
+   * Grant over this release, in the same write: the lock must be held by exactly that grant (a
+   * lease, not re-entered) instead of free, and `released_at` says when it was given up.
+   */
+  readonly releasing?: ReleaseCommand | undefined;
+}
+
+/** The write of a grant whose token is `fence.fence`, taken only if `fence.condition` holds. */
+function grantWith(
+  grantee: Grantee,
+  { fence, condition }: { readonly fence: number; readonly condition: Condition },
+  entries: { readonly condition: Condition; readonly updates: UpdateAction[] },
+  now: number,
+  writeId: string,
+  extra: GrantExtra,
+): { readonly write: ItemWrite; readonly grant: Grant } {
   const held = heldFrom(grantee.tenure, now);
   const { releasing } = extra;
   const fields = grantFields(grantee, now);
-  const entries = clearEntries(seen);
   return {
     write: {
       condition: withOptional(
@@ -448,7 +484,7 @@ export function pinnedGrant(
         // where a retry of a count-down is recognised).
         releasing ? and(releasableBy(releasing, now), missing(A.releases)) : isGrantableAt(now),
         writersNotBlockedAt(now),
-        sameFence(seen),
+        condition,
         entries.condition,
         extra.condition,
       ),

@@ -31,10 +31,13 @@ const ACTIONS: Record<string, Action> = {
       result = await locks.acquireByPush(cmd, pushed, body.ephemeral === true);
     } else if (wait.waitMs > 0) {
       // A wait in the request holds this function while it polls: only within the HTTP-wait slots.
+      // A free lock is granted before that, taking no slot.
       const until = clock.now() + wait.waitMs;
-      result = await httpWaits.during(event.requestContext.requestId, until, (slot) =>
-        locks.acquireOverHttp(cmd, wait, slot),
-      );
+      result =
+        (await locks.acquireAtOnce(cmd, wait)) ??
+        (await httpWaits.during(event.requestContext.requestId, until, (slot) =>
+          locks.acquireOverHttp(cmd, wait, slot, false),
+        ));
     } else result = await locks.acquireOverHttp(cmd, wait);
     if (result.kind === 'done') return json(200, acquireResponse(result.outcome, clock.now()));
     const position = body.with_position ? await locks.position(result.wait) : undefined;

@@ -25,6 +25,7 @@ import { connectionRef, lockRef, requestRef, type Step, updateStep } from '../co
 import {
   type AcquireCommand,
   type AcquireOutcome,
+  clockFencedGrant,
   forceReleaseWrite,
   type Grant,
   gcFromHeld,
@@ -273,9 +274,38 @@ export class LockService {
    * Acquires at once, or (with a wait) joins the queue; a free lock with nobody queued costs one write.
    * A fresh grant or re-entry (not a replay of an earlier one) is audited here, once.
    */
-  async acquire(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
+  async acquire(cmd: AcquireCommand, wait?: WaitOptions, grantFirst = true): Promise<AcquireResult> {
     this.paths.checkDepth(cmd.name);
-    const result = await this.acquireOrQueue(cmd, wait);
+    if (!wait || wait.waitMs <= 0)
+      return this.counted(cmd, { kind: 'done', outcome: await this.tryAcquire(cmd) });
+    const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
+    const first = grantFirst ? await this.grantFirst(withId, wait) : undefined;
+    if (first?.kind === 'done') return this.counted(cmd, first);
+    const result =
+      first?.kind === 'record'
+        ? await this.follow(withId, wait, first.record)
+        : await this.queueOrGrant(withId, wait);
+    return this.counted(cmd, result);
+  }
+
+  /**
+   * A waiting acquire answered at once, without a wait's cost: granted a free lock, or a retry
+   * answered by its request's record (granted or ended). Undefined if it must wait: the lock is
+   * not free now (nothing changed; the caller queues) or the request is still queued. An HTTP
+   * wait asks this before it takes a slot, which an answer at once never needs.
+   */
+  async acquireAtOnce(cmd: AcquireCommand, wait: WaitOptions): Promise<AcquireResult | undefined> {
+    this.paths.checkDepth(cmd.name);
+    const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
+    const first = await this.grantFirst(withId, wait);
+    if (first?.kind === 'done') return this.counted(cmd, first);
+    if (first?.kind === 'record' && requestOf(first.record)?.state !== 'queued')
+      return this.counted(cmd, await this.follow(withId, wait, first.record));
+    return undefined;
+  }
+
+  /** Counts an acquire's result, and audits a fresh grant or re-entry (not a replay of an earlier one) once. */
+  private counted(cmd: AcquireCommand, result: AcquireResult): AcquireResult {
     countAcquire(result);
     if (result.kind === 'done' && result.outcome.acquired && !result.outcome.replayed) {
       const { grant } = result.outcome;
@@ -288,12 +318,40 @@ export class LockService {
     return result;
   }
 
-  private async acquireOrQueue(cmd: AcquireCommand, wait?: WaitOptions): Promise<AcquireResult> {
-    if (!wait || wait.waitMs <= 0) return { kind: 'done', outcome: await this.tryAcquire(cmd) };
+  /**
+   * A waiting request's first step on a lock likely free (not lately seen contended here; exclusive,
+   * outside a hierarchy): its grant and its record in one transaction, with no read first
+   * (core/lock.ts clockFencedGrant). Undefined when it may not try, or the lock refused it (held,
+   * queued, or its counter at the clock's floor): nothing changed, and it queues as usual.
+   */
+  private async grantFirst(
+    cmd: AcquireCommand & { requestId: string },
+    wait: WaitOptions,
+  ): Promise<
+    { kind: 'done'; outcome: AcquireOutcome } | { kind: 'record'; record: Item | undefined } | undefined
+  > {
+    const likelyFree =
+      wait.waitMs > 0 &&
+      cmd.mode !== 'shared' &&
+      !this.paths.isHierarchical(cmd.name) &&
+      !this.contended.likely(cmd.name);
+    if (!likelyFree) return undefined;
+    const waiter = newWaiter(cmd, wait, this.clock.now());
+    const grant = await this.grantInTransaction(cmd, UNREAD, identityOf(waiter), connectionCheck(waiter));
+    if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
+    if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
+    return grant.kind === 'record' ? grant : undefined;
+  }
+
+  /** A waiting request queues, unless its lock turns out free (then it is granted at once). */
+  private async queueOrGrant(
+    withId: AcquireCommand & { requestId: string },
+    wait: WaitOptions,
+  ): Promise<AcquireResult> {
+    const cmd = withId;
     // A grant held through a session is checked again when it lands; refuse a dead session before queuing.
     if (cmd.tenure.kind === 'session')
       await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
-    const withId = { ...cmd, requestId: cmd.requestId ?? this.ids() };
     /**
      * It queues all the same: the lock is free but kept out by its hierarchy (a holder above it, a
      * grant below it), or the lock changed between the read and the grant (`raced`).
@@ -413,11 +471,17 @@ export class LockService {
    * answered at once that it is still queued: its grant goes to its connection, and an HTTP
    * attempt never holds a function for a wait it did not ask for itself.
    */
-  async acquireOverHttp(cmd: AcquireCommand, wait: WaitOptions, slot?: HeldSlot): Promise<AcquireResult> {
+  async acquireOverHttp(
+    cmd: AcquireCommand,
+    wait: WaitOptions,
+    slot?: HeldSlot,
+    /** False once acquireAtOnce found the lock not free: this attempt queues without trying again. */
+    grantFirst = true,
+  ): Promise<AcquireResult> {
     const until = this.clock.now() + wait.waitMs;
     const polls = wait.connectionId === undefined && wait.waitMs > 0;
     const bell = polls ? this.doorbell?.bell() : undefined;
-    const result = await this.acquire(cmd, bell === undefined ? wait : { ...wait, bell });
+    const result = await this.acquire(cmd, bell === undefined ? wait : { ...wait, bell }, grantFirst);
     if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
     return { kind: 'done', outcome: await this.awaitGrant(result.wait, until, slot) };
   }
@@ -697,11 +761,12 @@ export class LockService {
    * session check for a grant held through a session, and with the
    * request's record for a request that asked to wait (so its retries find
    * the grant). Refused by the lock: here is the lock as it is; by the
-   * record: the request already has one.
+   * record: the request already has one. `UNREAD`: an exclusive grant
+   * fenced from the clock, with no item seen (clockFencedGrant).
    */
   private async grantInTransaction(
     cmd: AcquireCommand,
-    seen: Item | undefined,
+    seen: Item | undefined | typeof UNREAD,
     record: RequestIdentity | undefined,
     connection: readonly Step[] = [],
   ): Promise<
@@ -713,16 +778,17 @@ export class LockService {
     const now = this.clock.now();
     const key = requestKeyOf(cmd);
     const grantee = granteeOf(cmd);
+    const exclusive = { condition: withOptional(queueIsEmpty, notAlreadyServed(key)) };
     const { write, grant } =
-      cmd.mode === 'shared'
-        ? oneSharedGrant(
-            pinnedSharedGrants([{ ...grantee, maxHolders: cmd.maxHolders }], seen, now, this.ids(), {
-              condition: queueIsEmpty,
-            }),
-          )
-        : pinnedGrant(grantee, seen, now, this.ids(), {
-            condition: withOptional(queueIsEmpty, notAlreadyServed(key)),
-          });
+      seen === UNREAD
+        ? clockFencedGrant(grantee, now, this.ids(), exclusive)
+        : cmd.mode === 'shared'
+          ? oneSharedGrant(
+              pinnedSharedGrants([{ ...grantee, maxHolders: cmd.maxHolders }], seen, now, this.ids(), {
+                condition: queueIsEmpty,
+              }),
+            )
+          : pinnedGrant(grantee, seen, now, this.ids(), exclusive);
     const session =
       cmd.tenure.kind === 'session'
         ? sessionGrantSteps(cmd.tenure.sessionId, cmd.owner, cmd.clientId, cmd.name, now)
@@ -733,9 +799,9 @@ export class LockService {
       ...connection,
       ...(record ? [grantedAtOnceStep(record, grant.fencingToken, now, gcFromHeld(grant.held) ?? now)] : []),
     ];
-    const result = await this.paths.transact(cmd.name, steps, { seen });
+    const result = await this.paths.transact(cmd.name, steps, seen === UNREAD ? undefined : { seen });
     if (result.ok) {
-      auditLapse(cmd.name, seen, now);
+      if (seen !== UNREAD) auditLapse(cmd.name, seen, now);
       return { kind: 'granted', outcome: granted(grant, false) };
     }
     if (cmd.tenure.kind === 'session' && refusedAt(result, 1))
@@ -920,6 +986,9 @@ export class LockService {
     return this.paths.run(name, protocol, this.ids);
   }
 }
+
+/** A grant made without reading the lock first (core/lock.ts clockFencedGrant). */
+const UNREAD = Symbol('unread');
 
 /** "Not acquired", for a grant kept out by a holder above it or a grant below it. */
 const subtreeRefusal = (lock: string, block: SubtreeBlock): Refusal => ({

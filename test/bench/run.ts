@@ -223,6 +223,14 @@ async function main() {
       store.renew({ name, owner: BENCH, clientId: 'c', fencingToken: token, ttlMs: 10_000 }),
     ),
     release: await count(() => store.release({ name, owner: BENCH, clientId: 'c', fencingToken: token })),
+    // What the SDK's acquire() sends: a wait (its grant and the request's record, one transaction).
+    'waiting acquire of a free lock': await count(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 2)); // not in the release's millisecond
+      const cmd = { name, owner: BENCH, clientId: 'w', tenure: lease(10_000) };
+      const out = await repo.services.locks.acquire(cmd, { waitMs: 5_000 });
+      if (out.kind !== 'done' || !out.outcome.acquired)
+        throw new Error('waiting acquire of a free lock queued');
+    }),
     'baseline acquire': 2,
   };
 

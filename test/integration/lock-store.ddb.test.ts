@@ -362,6 +362,33 @@ describe('DynamoDB calls per operation', () => {
     await ctx.services.locks.release({ name, owner: OWNER, clientId: 'a', fencingToken: token });
     expect(counter.total).toBe(1);
   });
+
+  it('a waiting acquire of a free lock is one transaction, with a token above the last; held, it queues', async () => {
+    const name = 'counted-waiting';
+    const first = tokenOf(await ctx.acquire({ name, owner: OWNER, clientId: 'a', tenure: lease(30_000) }));
+    await ctx.services.locks.release({ name, owner: OWNER, clientId: 'a', fencingToken: first });
+    await new Promise((resolve) => setTimeout(resolve, 2)); // the clock's floor moves past the counter
+    const ask = (clientId: string, requestId: string) =>
+      ctx.services.locks.acquire(
+        { name, owner: OWNER, clientId, tenure: lease(30_000), requestId },
+        { waitMs: 5_000 },
+      );
+    counter.reset();
+    const granted = await ask('b', 'rb');
+    expect(counter.calls).toEqual(['TransactWriteItemsCommand']);
+    if (granted.kind !== 'done' || !granted.outcome.acquired) throw new Error('not granted at once');
+    expect(granted.outcome.grant.fencingToken).toBeGreaterThan(first);
+    expect((await rawItem(name))?.[LockAttr.fence]).toBe(granted.outcome.grant.fencingToken);
+    // The answer lost, the request asked again: its record answers with the same grant.
+    const again = await ask('b', 'rb');
+    expect(again.kind === 'done' && again.outcome.acquired && again.outcome.grant.fencingToken).toBe(
+      granted.outcome.grant.fencingToken,
+    );
+    // Held: the grant is refused and the request joins the queue (one refused write, then the join).
+    counter.reset();
+    expect((await ask('c', 'rc')).kind).toBe('queued');
+    expect(counter.calls).toEqual(['TransactWriteItemsCommand', 'TransactWriteItemsCommand']);
+  });
 });
 
 describe('DynamoDB calls per contended release', () => {

@@ -47,6 +47,8 @@ export interface WaitOptions {
   readonly mode?: LockMode;
   /** Shared mode: a semaphore's N. */
   readonly maxHolders?: number;
+  /** False: queue first, as on a lock lately seen contended (default: a free lock's grant is tried first). */
+  readonly grantFirst?: boolean;
 }
 
 /** How another function instance differs: its relay, its own sleeps (default: the harness's clock moves). */
@@ -156,12 +158,16 @@ export class QueueHarness {
     const cmd = this.command(client, options);
     if (options.connection !== undefined && !(await this.services.connections.get(options.connection)))
       await this.services.connections.open(options.connection, cmd.owner, client);
-    return this.services.locks.acquire(cmd, {
-      waitMs: options.waitMs ?? 10_000,
-      priority: options.priority,
-      connectionId: options.connection,
-      bell: options.bell,
-    });
+    return this.services.locks.acquire(
+      cmd,
+      {
+        waitMs: options.waitMs ?? 10_000,
+        priority: options.priority,
+        connectionId: options.connection,
+        bell: options.bell,
+      },
+      options.grantFirst,
+    );
   }
 
   release(grant: Grant) {

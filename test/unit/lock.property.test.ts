@@ -9,6 +9,7 @@ import { type Condition, evaluate, type Item } from '../../lambdas/core/expr';
 import {
   LockAttr as A,
   acquireProtocol,
+  clockFencedGrant,
   fenceFloor,
   lease,
   leaseEnd,
@@ -39,6 +40,8 @@ const START = 1_800_000_000_000;
 
 type Op =
   | { op: 'acquire'; who: Actor; ttl: number; rid: string | undefined; reentrant: boolean }
+  /** A waiting request's grant with no read first, from a clock up to `behind` ms slow (clockFencedGrant). */
+  | { op: 'grantUnread'; who: Actor; ttl: number; behind: number }
   | { op: 'release'; who: Actor; pick: number }
   | { op: 'renew'; who: Actor; pick: number; ttl: number }
   | { op: 'tick'; ms: number }
@@ -57,6 +60,15 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       ttl: fc.integer({ min: 1, max: 40 }),
       rid: fc.option(fc.constantFrom('r1', 'r2', 'r3'), { nil: undefined }),
       reentrant: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('grantUnread' as const),
+      who,
+      ttl: fc.integer({ min: 1, max: 40 }),
+      behind: fc.constantFrom(0, 0, 1, 3),
     }),
   },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('release' as const), who, pick: fc.nat() }) },
@@ -121,12 +133,38 @@ describe('lock rules under random histories', () => {
               // writes from here on (the next token is larger), so the holder's belief no longer counts.
               if (op.op === 'delete') told.clear();
               lock.item = undefined;
-              now += 1; // at least a millisecond passes before the next grant
+              // At least a millisecond passes before the next grant, on every grantor's clock (the
+              // slowest is 3 ms behind): across a deletion, tokens rely on the clock's floor.
+              now += 4;
               continue;
             }
             const before = structuredClone(lock.item);
             const holderBefore = liveHolder(before, now);
-            if (op.op === 'acquire') {
+            if (op.op === 'grantUnread') {
+              // One transaction: a lost answer's retry carries the same ClientRequestToken and is
+              // applied at most once, so it is never delivered twice here.
+              lock.duplicateDelivery = false;
+              const at = now - op.behind;
+              const grantee = {
+                name: 'L',
+                owner: op.who.owner,
+                clientId: op.who.client,
+                tenure: lease(op.ttl),
+              };
+              const { write, grant } = clockFencedGrant(grantee, at, `unread-${issued.length}`);
+              const result = await lock.tryWrite(write);
+              const fenceBefore = before?.[A.fence];
+              if (!result.ok) {
+                expect(lock.item).toEqual(before); // a refusal changes nothing
+                // Refused a lock free by every rule but its counter: only at or past the clock's floor.
+                if (!liveHolder(before, at)) expect(fenceBefore).toBeGreaterThanOrEqual(fenceFloor(at) + 1);
+                continue;
+              }
+              expect(holderBefore).toBeUndefined();
+              for (const earlier of issued) expect(grant.fencingToken).toBeGreaterThan(earlier);
+              issued.push(grant.fencingToken);
+              told.set(grant.fencingToken, { ...op.who, expiresAt: leaseEnd(grant) ?? 0 });
+            } else if (op.op === 'acquire') {
               const out = await expectRefusalOrError(() =>
                 lock.run(
                   acquireProtocol(

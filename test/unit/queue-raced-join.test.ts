@@ -158,7 +158,9 @@ describe('a waiting acquire that loses the race for a free lock', () => {
       x = await h.hold('x', { ttl: 5_000 });
       ttlOfLease = h.item?.gc_at;
     });
-    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+    // Queue first, as a lock seen contended is: its join is refused (free), then its grant races x.
+    const asked = { connection: 'cc', requestId: 'rc', grantFirst: false };
+    expect((await h.wait('c', asked)).kind).toBe('queued');
     expect(liveHolder(h.item, h.now)?.clientId).toBe('x');
     // A TTL counted from now would fall below the lease's end (what the simulation checks).
     expect(h.item?.gc_at).toBe(ttlOfLease);
@@ -210,7 +212,9 @@ async function joinAfterTheWinnerLeft(h: QueueHarness, mode: LockMode) {
     throw new Error('throttled');
   };
   try {
-    expect((await h.wait('c', { connection: 'cc', requestId: 'rc' })).kind).toBe('queued');
+    // Queue first, as a lock seen contended is: its join is refused (free), then its grant races x.
+    const asked = { connection: 'cc', requestId: 'rc', grantFirst: false };
+    expect((await h.wait('c', asked)).kind).toBe('queued');
   } finally {
     h.services.handoff.serve = serve;
   }
