@@ -7,7 +7,8 @@
  *     middy, body parsing and validation, metrics, the request log line and audit events);
  *   - SigV4: the client signing both requests (as the SDK signs), and the local gateway verifying
  *     them (API Gateway's IAM authorizer does that on AWS);
- *   - the whole pair through the SDK (LockClient.tryAcquire and release), over loopback HTTP.
+ *   - the whole pair through the SDK (LockClient.tryAcquire and release), over loopback HTTP;
+ *   - and beside them, the SDK's waiting acquire() and release of a free lock (an HTTP wait here).
  * What is left of the SDK's time after the first three is the HTTP round trips and the local
  * gateway's own work (routing, the Lambda event, the JSON answer).
  */

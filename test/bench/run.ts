@@ -32,6 +32,7 @@ import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { lockRef } from '../../lambdas/core/items';
 import { lease } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
+import type { LockService } from '../../lambdas/service/lock-service';
 import { createDocumentClient } from '../../lambdas/store/document-client';
 import { tableKey } from '../../lambdas/store/requests';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
@@ -114,6 +115,13 @@ function childSection(file: string): Promise<void> {
       code === 0 ? resolve() : reject(new Error(`${file} failed: ${signal ?? `exit ${code}`}`)),
     );
   });
+}
+
+/** A waiting acquire of `name`, held by someone else: queued (its wait ends unanswered). */
+async function joinHeld(locks: Pick<LockService, 'acquire'>, name: string, clientId: string) {
+  const cmd = { name, owner: BENCH, clientId, tenure: lease(10_000), requestId: randomUUID() };
+  const out = await locks.acquire(cmd, { waitMs: 5_000 });
+  if (out.kind !== 'queued') throw new Error('a waiting acquire of a held lock was not queued');
 }
 
 async function main() {
@@ -231,6 +239,10 @@ async function main() {
       if (out.kind !== 'done' || !out.outcome.acquired)
         throw new Error('waiting acquire of a free lock queued');
     }),
+    // Held by 'w' now: the first join from an instance that has not seen the lock contended tries
+    // the grant first (refused), then joins; the next one joins at once.
+    'waiting acquire of a held lock (first)': await count(() => joinHeld(repo.services.locks, name, 'x1')),
+    'waiting acquire of a held lock (next)': await count(() => joinHeld(repo.services.locks, name, 'x2')),
     'baseline acquire': 2,
   };
 
