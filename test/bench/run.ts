@@ -263,7 +263,7 @@ async function main() {
   console.log('\nDynamoDB calls per operation (target 1, 1, 1):');
   for (const [op, n] of Object.entries(perOp))
     console.log(
-      `  ${op.padEnd(34)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
+      `  ${op.padEnd(40)} ${n}${op.startsWith('baseline') ? '  (GetItem + PutItem, by construction)' : ''}`,
     );
   for (const line of await deadlockSection(dynamo.endpoint, tableName)) console.log(line);
   for (const line of await hierarchySection(dynamo.endpoint, tableName)) console.log(line);
