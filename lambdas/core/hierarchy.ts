@@ -846,6 +846,19 @@ export const wakesDue = (ancestor: string, item: Item | undefined, now: number):
   wakeMarks(ancestor, item, now).filter((m) => m.block === undefined);
 
 /**
+ * Whether a mark on `ancestor` is kept out by its queue alone (writer preference) and tells when
+ * its wait arrived: the ancestor may owe it a turn ahead of a newer head of its queue, held or
+ * free (yieldToBelow decides, given that head).
+ */
+export const markedBehindQueue = (ancestor: string, item: Item | undefined, now: number): boolean =>
+  wakeMarks(ancestor, item, now).some(
+    (m) =>
+      m.block !== undefined &&
+      m.arrivedAt !== undefined &&
+      ancestorBlock(ancestor, item, m.kind, now, false) === undefined,
+  );
+
+/**
  * When to look at an ancestor's marks again without a write (undefined: only a write will free
  * them): the soonest end of a lease or lock-delay that keeps a marked node out. A lapse changes
  * nothing in the item, so the stream cannot tell.

@@ -12,6 +12,7 @@ import {
   clearWakeWrite,
   intentionFor,
   keepQueueWrite,
+  markedBehindQueue,
   pruneIntentionsWrite,
   WAKE_POLL_MS,
   wakesDue,
@@ -511,7 +512,25 @@ export class Handoff {
       await this.serve(mark.node, 'required');
       await this.storage.write(lockRef(ancestor), clearWakeWrite(mark.attr, mark.value));
     }
+    await this.asideForOlderBelow(ancestor, item, now);
     return wakeTimerAt(ancestor, item, now);
+  }
+
+  /**
+   * Stands aside for waits below `ancestor` that its queue alone keeps out and that arrived before
+   * the queue's head (core/hierarchy.ts yieldToBelow), whether it is free or held: a wait below
+   * that fits beside its holders (shared) need not wait for them to end, behind a newer head that
+   * cannot be granted yet. The yield's own stream record serves them (wakeBelow). A head stands
+   * aside once (YIELD_MS), so waits below cannot hold it up for longer.
+   */
+  private async asideForOlderBelow(ancestor: string, item: Item | undefined, now: number): Promise<void> {
+    if (!markedBehindQueue(ancestor, item, now)) return;
+    const { lock, waiters } = await this.storage.queue(ancestor, 1);
+    const head = waiters[0];
+    if (!head) return;
+    const decision = yieldToBelow(ancestor, lock, head.arrivedAt, this.clock.now());
+    // Refused: the lock changed since the read, and that change's own record looks again.
+    if (decision.kind === 'yield') await this.storage.write(lockRef(ancestor), decision.write);
   }
 
   /**

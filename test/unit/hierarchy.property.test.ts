@@ -227,25 +227,9 @@ class World {
       // that to the backup timer its release's stream record armed).
       if (afterFaults && this.timers.some((t) => 'lock' in t && t.lock === n)) continue;
       const holdsHere = this.live(n).some((g) => g.clientId === head.clientId);
-      if (this.keptOutByHeldAncestorQueue(n)) continue; // a known gap: see below
       if (!holdsHere && this.mayTake(head.clientId, n, head.mode, true))
         throw new Error(`${head.clientId} waits for ${n} (${head.mode}) though nothing keeps it out`);
     }
-  }
-
-  /**
-   * A known gap, open (found by CI, seed 1484943669): a wait below an ancestor whose queue keeps it
-   * out (writer preference) is let in ahead of that queue's newer head only when the ancestor is
-   * free and its head is being served (Handoff.standAside). While the ancestor is held in a mode
-   * the wait below fits with (shared), and its head cannot be granted yet, it does not stand
-   * aside: the older wait below waits until the ancestor's holders end (at most their leases).
-   * Such states are skipped here; the test 'known gap: ...' below pins the behaviour.
-   */
-  keptOutByHeldAncestorQueue(name: string): boolean {
-    return NAMES.some(
-      (a) =>
-        name.startsWith(`${a}/`) && this.memory.queueNow(a).waiters.length > 0 && this.live(a).length > 0,
-    );
   }
 
   /** Whether `client` holds `name` live now. */
@@ -789,11 +773,12 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
     expect(world.live('t/a')).toHaveLength(1);
   });
 
-  it('known gap: an older wait below a held ancestor waits for its holders to end, behind a newer head there', async () => {
-    // A CI counterexample: c0 holds t/a exclusively and waits for t/a/b and t/a/b/c (shared),
-    // then asks for t/a/b again a millisecond later. Once t/a is released, t/a/b is granted to c0
-    // and its second wait heads t/a/b's queue, blocked by c0's grant there; t/a/b/c (older than
-    // that head, and compatible with the shared holder) stays kept out by the queue.
+  it('an older wait below a held ancestor, fitting beside its holders, goes ahead of a newer head there', async () => {
+    // A CI counterexample (seed 1484943669): c0 holds t/a exclusively and waits for t/a/b and
+    // t/a/b/c (shared), then asks for t/a/b again a millisecond later. Once t/a is released, t/a/b
+    // is granted to c0 and its second wait heads t/a/b's queue, blocked by c0's grant there.
+    // t/a/b/c is older than that head and fits beside the shared holder: t/a/b stands aside for
+    // it though held (Handoff.asideForOlderBelow). Before, it waited for c0's grant to end.
     const world = new World();
     const ops: Op[] = [
       { op: 'wait', client: 0, name: 0, mode: 'exclusive', ttl: 500, waitMs: 500, keeps: false },
@@ -809,10 +794,8 @@ describe('hierarchical locks (multiple-granularity locking)', () => {
       world.check();
     }
     expect(world.holds('c0', 't/a/b')).toBe(true);
-    expect(world.keptOutByHeldAncestorQueue('t/a/b/c')).toBe(true);
-    // When this is fixed, t/a/b/c is granted here: turn these around and drop the skip above.
-    expect(world.memory.queueNow('t/a/b/c').waiters).toHaveLength(1);
-    expect(world.holds('c0', 't/a/b/c')).toBe(false);
+    expect(world.memory.queueNow('t/a/b/c').waiters).toHaveLength(0);
+    expect(world.holds('c0', 't/a/b/c')).toBe(true);
   });
 
   it('never a conflicting pair of grants, intentions mirror the grants below, and grants are exact', async () => {
