@@ -11,6 +11,7 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { Item } from '../core/expr';
+import { queuedCount } from '../core/lock';
 import { type LockChangeImages, tookHolderOff, WaitAttr } from '../core/queue';
 import { SessionAttr } from '../core/session';
 import { refOfKey } from '../store/table';
@@ -59,7 +60,10 @@ export function readChanges(records: readonly StreamRecord[]): {
     } else if (ref?.kind === 'lock') {
       const seen = locks.get(ref.lock);
       const released = tookHolderOff(before, after) ? before : seen?.released;
-      locks.set(ref.lock, { before: seen ? seen.before : before, released, after });
+      // The batch's first image, unless the queue emptied since: a waiter who joined after that
+      // had nobody serving it yet (onLockChange's alreadyWaiting), so judge from the empty queue.
+      const from = seen === undefined ? before : queuedCount(seen.after) === 0 ? seen.after : seen.before;
+      locks.set(ref.lock, { before: from, released, after });
     } else if (ref?.kind === 'waiter' && after && !before) {
       const deadline = after[WaitAttr.deadline];
       if (typeof deadline === 'number' && typeof after[WaitAttr.connection] === 'string')

@@ -8,8 +8,9 @@
  * (test/unit/lock-timer.test.ts).
  */
 import { describe, expect, it } from 'vitest';
-import { LockAttr as A, type Grant, leaseEnd } from '../../lambdas/core/lock';
+import { LockAttr as A, type Grant, leaseEnd, liveHolder } from '../../lambdas/core/lock';
 import { onLockChange, RELEASER_BACKUP_MS } from '../../lambdas/core/queue';
+import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { batch, LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
 const nothing = { serve: false, lookBy: undefined };
@@ -139,5 +140,28 @@ describe('onLockChange', () => {
       expect(onLockChange(batch(undefined, { ...current, [A.holder]: undefined }), START)).toEqual(nothing);
     }
     expect(onLockChange(batch(held, undefined), START)).toEqual(nothing);
+  });
+});
+
+describe('the notifier, over one batch of records', () => {
+  it('serves a waiter who joined after the queue emptied within the batch (a lapsed reader kept the lock "held")', async () => {
+    // A simulation counterexample (seed 13346): x reads (shared, short lease); b waits and leaves;
+    // x's lease lapses; c's join stands (the lapsed reader still counts as a holder in the join's
+    // condition). One batch holds b's leaving (queued 1 -> 0) and c's joining (0 -> 1): judged from
+    // its first image alone, the queue looked already waited on, with nobody to serve c.
+    const h = new QueueHarness();
+    const records: StreamRecord[] = [];
+    const x = await h.hold('x', { mode: 'shared', maxHolders: 2, ttl: 1_000 });
+    h.now += 1;
+    expect((await h.wait('b', { connection: 'cb', requestId: 'rb' })).kind).toBe('queued');
+    h.memory.onRecord = (record) => records.push(record as unknown as StreamRecord);
+    await h.services.locks.cancel({ lock: LOCK, owner: OWNER, clientId: 'b', requestId: 'rb' });
+    h.now = (leaseEnd(x) as number) + 100;
+    const joined = await h.wait('c', { connection: 'cc', requestId: 'rc', grantFirst: false });
+    expect(joined.kind).toBe('queued');
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
+    await h.services.notifier.handle(records.splice(0));
+    expect(liveHolder(h.item, h.now)?.clientId).toBe('c');
+    expect(h.framesTo('cc', 'granted')).toHaveLength(1);
   });
 });
