@@ -846,11 +846,13 @@ export const wakesDue = (ancestor: string, item: Item | undefined, now: number):
   wakeMarks(ancestor, item, now).filter((m) => m.block === undefined);
 
 /**
- * Whether a mark on `ancestor` is kept out by its queue alone (writer preference) and tells when
- * its wait arrived: the ancestor may owe it a turn ahead of a newer head of its queue, held or
- * free (yieldToBelow decides, given that head).
+ * Whether `ancestor` is held shared and a mark on it is kept out by its queue alone (writer
+ * preference) and tells when its wait arrived: the ancestor may owe it a turn ahead of a newer
+ * head of its queue (yieldToBelow decides, given that head). A free ancestor stands aside as its
+ * serve hands it on (Handoff.standAside); one held exclusively keeps every mark out anyway.
  */
 export const markedBehindQueue = (ancestor: string, item: Item | undefined, now: number): boolean =>
+  liveEntries(item, now).length > 0 &&
   wakeMarks(ancestor, item, now).some(
     (m) =>
       m.block !== undefined &&
@@ -913,7 +915,8 @@ export type YieldDecision =
   | { readonly kind: 'yield'; readonly write: ItemWrite; readonly until: number };
 
 /**
- * Before a free lock is handed to the head of its queue (`headArrivedAt`): whether waits below it
+ * Before a free lock is handed to the head of its queue (`headArrivedAt`), or while it is held
+ * shared and that head cannot be granted yet (Handoff.asideForOlderBelow): whether waits below it
  * that it keeps out (their wake marks) arrived before that head, and would fit but for its queue.
  * Then they go first, and the head waits for them like any grant below: ordered by arrival across
  * levels, so a lock taken back to back cannot starve the waits below it, as writer preference
@@ -939,7 +942,7 @@ export function yieldToBelow(
     kind: 'yield',
     until: now + YIELD_MS,
     write: {
-      // Still free and waited for as read (a grant since moves the fencing counter).
+      // Still waited for, and granted as read (a grant since moves the fencing counter).
       condition: and(gt(LockAttr.queued, 0), sameFence(item)),
       update: [set(YieldAttr.before, headArrivedAt), set(YieldAttr.at, now)],
     },

@@ -3,7 +3,9 @@
  * release found waiters. A release of such a lock reads its queue first and releases and grants
  * the next waiter in one transaction (two calls), where a release that finds waiters only after
  * writing serves them with two more (three calls); a lock not seen contended is released in its
- * one write. Only a hint for choosing between two correct paths: a wrong guess costs one read.
+ * one write; and a waiting acquire of a lock not seen contended tries a grant before joining its
+ * queue (LockService.grantFirst). Only a hint for choosing between correct paths: a wrong guess
+ * costs one read, or one refused transaction.
  * Per instance, bounded, and forgetful (recent.ts).
  */
 import type { Clock } from './clock';

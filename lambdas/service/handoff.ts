@@ -525,12 +525,20 @@ export class Handoff {
    */
   private async asideForOlderBelow(ancestor: string, item: Item | undefined, now: number): Promise<void> {
     if (!markedBehindQueue(ancestor, item, now)) return;
-    const { lock, waiters } = await this.storage.queue(ancestor, 1);
-    const head = waiters[0];
-    if (!head) return;
-    const decision = yieldToBelow(ancestor, lock, head.arrivedAt, this.clock.now());
-    // Refused: the lock changed since the read, and that change's own record looks again.
-    if (decision.kind === 'yield') await this.storage.write(lockRef(ancestor), decision.write);
+    try {
+      const { lock, waiters } = await this.storage.queue(ancestor, 1);
+      const head = waiters[0];
+      if (!head) return;
+      const decision = yieldToBelow(ancestor, lock, head.arrivedAt, this.clock.now());
+      // Refused: the lock changed since the read, and that change's own record looks again.
+      if (decision.kind === 'yield') await this.storage.write(lockRef(ancestor), decision.write);
+    } catch (error) {
+      // Best effort: the wait below is served when the ancestor's holders end, as it was before.
+      log('warn', 'could not have a held lock stand aside for older waits below it', {
+        lock: ancestor,
+        ...describeError(error),
+      });
+    }
   }
 
   /**

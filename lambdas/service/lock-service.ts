@@ -340,7 +340,11 @@ export class LockService {
     const grant = await this.grantInTransaction(cmd, UNREAD, identityOf(waiter), connectionCheck(waiter));
     if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
     if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
-    return grant.kind === 'record' ? grant : undefined;
+    if (grant.kind === 'record') return grant;
+    // Refused because the caller holds it, re-entrant: re-enter now (a join would be refused too).
+    if (decideAcquireIn(cmd, grant.seen, this.clock.now()).kind === 'reenter')
+      return { kind: 'done', outcome: await this.reenter(cmd, grant.seen) };
+    return undefined;
   }
 
   /** A waiting request queues, unless its lock turns out free (then it is granted at once). */

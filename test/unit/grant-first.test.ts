@@ -128,6 +128,25 @@ describe('a waiting acquire of a lock not free', () => {
     expect(h.waiters().map((w) => w.clientId)).toEqual(['b', 'c']);
   });
 
+  it('held by the caller, re-entrant: the refused grant is followed by the re-entry, not a join', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 5_000, reentrant: true });
+    h.now += 1;
+    const calls = countCalls(h);
+    const again = await h.services.locks.acquire(
+      { ...h.command('a', { ttl: 5_000 }), reentrant: true },
+      {
+        waitMs: 5_000,
+      },
+    );
+    expect(again.kind === 'done' && again.outcome.acquired && again.outcome.grant).toMatchObject({
+      fencingToken: first.fencingToken,
+      reentry: 2,
+    });
+    // The refused transaction and the re-entry's write: no join refused in between.
+    expect(calls).toMatchObject({ transact: 1, refused: 1, write: 1 });
+  });
+
   it('lately seen contended by this instance: it queues first, with no refused grant', async () => {
     const h = new QueueHarness();
     await h.hold('x', { ttl: 5_000 });
