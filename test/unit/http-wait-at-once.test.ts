@@ -7,12 +7,10 @@
 import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { lockRef } from '../../lambdas/core/items';
-import { acquireBody, DEFAULT_LIMITS, renewBody, sessionBody } from '../../lambdas/core/wire';
-import { wsMessage } from '../../lambdas/core/ws-wire';
+import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { wireServices } from '../../lambdas/service/services';
-import type { Config } from '../../lambdas/shared/config';
-import type { Deps } from '../../lambdas/shared/deps';
 import type { HttpResult } from '../../lambdas/shared/http';
+import { handlerDeps, steppedClock } from '../support/handler-deps';
 import { httpEvent } from '../support/http-event';
 import { MemoryStorage } from '../support/memory-storage';
 import { START } from '../support/queue-harness';
@@ -27,27 +25,13 @@ const services = wireServices({
   storage: memory,
   pusher: { push: async () => 'sent' },
   timers: { schedule: async () => undefined, scheduleSession: async () => undefined },
-  clock: {
-    now: () => t.now,
-    sleep: async (ms) => {
-      t.now += Math.max(0, ms);
-    },
-  },
+  clock: steppedClock(t),
   ids: randomUUID,
   limits: { ...DEFAULT_LIMITS, maxHttpWaits: 0 },
 });
 
 beforeAll(() => {
-  state.deps = {
-    ...services,
-    config: {} as Config,
-    schemas: {
-      acquire: acquireBody(DEFAULT_LIMITS),
-      renew: renewBody(DEFAULT_LIMITS),
-      wsMessage,
-      session: sessionBody(DEFAULT_LIMITS),
-    },
-  } satisfies Deps;
+  state.deps = handlerDeps(services);
 });
 
 async function acquire(name: string, body: Record<string, unknown>) {

@@ -7,19 +7,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { acquireBody, DEFAULT_LIMITS, renewBody, sessionBody } from '../../lambdas/core/wire';
-import { wsMessage } from '../../lambdas/core/ws-wire';
 import { countedPusher } from '../../lambdas/service/counted-pusher';
 import { wireServices } from '../../lambdas/service/services';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { onDynamoAttempt } from '../../lambdas/shared/calls';
-import type { Config } from '../../lambdas/shared/config';
-import type { Deps } from '../../lambdas/shared/deps';
 import type { HttpEvent, HttpResult } from '../../lambdas/shared/http';
 import { METRIC_NAMESPACE, METRICS, type MetricName, OPERATIONS } from '../../lambdas/shared/metric-catalog';
 import { flushMetrics, setEmfSink } from '../../lambdas/shared/metrics';
 import { internalContext, withRequestContext } from '../../lambdas/shared/request-context';
 import type { WsEvent } from '../../lambdas/shared/ws';
+import { handlerDeps, steppedClock } from '../support/handler-deps';
 import { httpEvent } from '../support/http-event';
 import { MemoryStorage } from '../support/memory-storage';
 import { START } from '../support/queue-harness';
@@ -193,12 +190,7 @@ const services = wireServices({
   // Counted as the functions' pusher is (shared/deps.ts); every push is delivered.
   pusher: countedPusher({ push: async () => 'sent' }),
   timers: { schedule: async () => undefined, scheduleSession: async () => undefined },
-  clock: {
-    now: () => t.now,
-    sleep: async (ms) => {
-      t.now += Math.max(0, ms);
-    },
-  },
+  clock: steppedClock(t),
   ids: randomUUID,
 });
 const records: StreamRecord[] = [];
@@ -237,17 +229,7 @@ async function stream() {
 beforeAll(() => {
   setEmfSink(record);
   memory.onRecord = (r) => records.push(r as StreamRecord);
-  const config = {} as Config;
-  state.deps = {
-    ...services,
-    config,
-    schemas: {
-      acquire: acquireBody(DEFAULT_LIMITS),
-      renew: renewBody(DEFAULT_LIMITS),
-      wsMessage,
-      session: sessionBody(DEFAULT_LIMITS),
-    },
-  } satisfies Deps;
+  state.deps = handlerDeps(services);
 });
 afterAll(() => setEmfSink(undefined));
 
