@@ -517,10 +517,10 @@ export class Handoff {
   }
 
   /**
-   * Stands aside for waits below `ancestor` that its queue alone keeps out and that arrived before
-   * the queue's head (core/hierarchy.ts yieldToBelow), whether it is free or held: a wait below
-   * that fits beside its holders (shared) need not wait for them to end, behind a newer head that
-   * cannot be granted yet. The yield's own stream record serves them (wakeBelow). A head stands
+   * Stands aside for waits below `ancestor`, held shared, that its queue alone keeps out and that
+   * arrived before the queue's head (core/hierarchy.ts yieldToBelow; a free lock does so as its
+   * serve hands it on): a wait below that fits beside its holders need not wait for them to end,
+   * behind a newer head that cannot be granted yet. The yield's own stream record serves them (wakeBelow). A head stands
    * aside once (YIELD_MS), so waits below cannot hold it up for longer.
    */
   private async asideForOlderBelow(ancestor: string, item: Item | undefined, now: number): Promise<void> {

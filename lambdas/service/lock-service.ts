@@ -349,10 +349,9 @@ export class LockService {
 
   /** A waiting request queues, unless its lock turns out free (then it is granted at once). */
   private async queueOrGrant(
-    withId: AcquireCommand & { requestId: string },
+    cmd: AcquireCommand & { requestId: string },
     wait: WaitOptions,
   ): Promise<AcquireResult> {
-    const cmd = withId;
     // A grant held through a session is checked again when it lands; refuse a dead session before queuing.
     if (cmd.tenure.kind === 'session')
       await this.sessions.live(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
@@ -364,7 +363,7 @@ export class LockService {
     let raced = false;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const now = this.clock.now();
-      const waiter = newWaiter(withId, wait, now);
+      const waiter = newWaiter(cmd, wait, now);
       const connection = connectionCheck(waiter);
       // Queue first: a waiting acquire expects a held lock, and this way contention costs no refused write.
       // A wait that names locks it keeps records that beside each of them (deadlock detection).
@@ -388,7 +387,7 @@ export class LockService {
       if (connection.length && refusedAt(queued, steps.length - 1))
         throw await this.connectionRefused(waiter);
       // The request already has a record: this is a retry, and the record decides.
-      if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(withId, wait, oldAt(queued, 2));
+      if (refusedAt(queued, ENQUEUE_STEP.record)) return this.follow(cmd, wait, oldAt(queued, 2));
       const overQuota =
         refusedAt(queued, ENQUEUE_STEP.principalQuota) || refusedAt(queued, ENQUEUE_STEP.connectionQuota);
       const tooMany = () => this.tooManyWaiters(waiter, refusedAt(queued, ENQUEUE_STEP.connectionQuota));
@@ -400,7 +399,7 @@ export class LockService {
       }
       // The lock may be granted at once, or is the caller's, or already served this request.
       const seen = oldAt(queued, ENQUEUE_STEP.lock);
-      const decision = decideAcquireIn(withId, seen, now);
+      const decision = decideAcquireIn(cmd, seen, now);
       // Answered without a write that checked the connection: check it by reading.
       if (connection.length && decision.kind !== 'grant') await this.checkConnection(waiter);
       if (decision.kind === 'answer') {
@@ -424,8 +423,8 @@ export class LockService {
         }
         return { kind: 'done', outcome: decision.outcome };
       }
-      if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(withId, seen) };
-      const grant = await this.grantInTransaction(withId, seen, identityOf(waiter), connection).catch(
+      if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(cmd, seen) };
+      const grant = await this.grantInTransaction(cmd, seen, identityOf(waiter), connection).catch(
         (error: unknown) => {
           if (!(error instanceof SubtreeConflict)) throw error;
           return { kind: 'kept-out' as const };
@@ -439,7 +438,7 @@ export class LockService {
       }
       if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
       if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
-      if (grant.kind === 'record') return this.follow(withId, wait, grant.record);
+      if (grant.kind === 'record') return this.follow(cmd, wait, grant.record);
       // The lock changed between the read and the grant (a busy semaphore frees and fills a slot
       // every few ms). Racing again may lose again, every time: queue instead, then serve the queue.
       keptOut = { seen: grant.seen };
