@@ -321,8 +321,9 @@ export class LockService {
   /**
    * A waiting request's first step on a lock likely free (not lately seen contended here; exclusive,
    * outside a hierarchy): its grant and its record in one transaction, with no read first
-   * (core/lock.ts clockFencedGrant). Undefined when it may not try, or the lock refused it (held,
-   * queued, or its counter at the clock's floor): nothing changed, and it queues as usual.
+   * (core/lock.ts clockFencedGrant). Refused by the lock, the refusal's image decides: re-entry,
+   * a grant pinned to it (free after all), or undefined: it may not try, or must wait (nothing
+   * changed), and it queues as usual.
    */
   private async grantFirst(
     cmd: AcquireCommand & { requestId: string },
@@ -337,14 +338,33 @@ export class LockService {
       !this.contended.likely(cmd.name);
     if (!likelyFree) return undefined;
     const waiter = newWaiter(cmd, wait, this.clock.now());
-    const grant = await this.grantInTransaction(cmd, UNREAD, identityOf(waiter), connectionCheck(waiter));
-    if (grant.kind === 'connection') throw await this.connectionRefused(waiter);
-    if (grant.kind === 'granted') return { kind: 'done', outcome: grant.outcome };
-    if (grant.kind === 'record') return grant;
-    // Refused because the caller holds it, re-entrant: re-enter now (a join would be refused too).
-    if (decideAcquireIn(cmd, grant.seen, this.clock.now()).kind === 'reenter')
-      return { kind: 'done', outcome: await this.reenter(cmd, grant.seen) };
-    return undefined;
+    const unread = await this.grantInTransaction(cmd, UNREAD, identityOf(waiter), connectionCheck(waiter));
+    if (unread.kind !== 'lock') return this.grantedFirst(unread, waiter);
+    const decision = decideAcquireIn(cmd, unread.seen, this.clock.now());
+    // Held by the caller, re-entrant: re-enter now (a join would be refused too).
+    if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(cmd, unread.seen) };
+    // Free after all (a lapsed reader's entry, or a counter at the clock's floor): pinned to what the
+    // refusal showed. A join would stand beside the lapsed entry and wait for the notifier's serve.
+    if (decision.kind !== 'grant') return undefined;
+    const pinned = await this.grantInTransaction(
+      cmd,
+      unread.seen,
+      identityOf(waiter),
+      connectionCheck(waiter),
+    );
+    return pinned.kind === 'lock' ? undefined : this.grantedFirst(pinned, waiter);
+  }
+
+  /** grantFirst's answer from a transaction that was not refused by the lock. */
+  private async grantedFirst(
+    result:
+      | { kind: 'granted'; outcome: AcquireOutcome }
+      | { kind: 'record'; record: Item | undefined }
+      | { kind: 'connection' },
+    waiter: Waiter,
+  ): Promise<{ kind: 'done'; outcome: AcquireOutcome } | { kind: 'record'; record: Item | undefined }> {
+    if (result.kind === 'connection') throw await this.connectionRefused(waiter);
+    return result.kind === 'granted' ? { kind: 'done', outcome: result.outcome } : result;
   }
 
   /** A waiting request queues, unless its lock turns out free (then it is granted at once). */
