@@ -338,7 +338,8 @@ export class LockService {
       !this.contended.likely(cmd.name);
     if (!likelyFree) return undefined;
     const waiter = newWaiter(cmd, wait, this.clock.now());
-    const unread = await this.grantInTransaction(cmd, UNREAD, identityOf(waiter), connectionCheck(waiter));
+    const [record, connection] = [identityOf(waiter), connectionCheck(waiter)];
+    const unread = await this.grantInTransaction(cmd, UNREAD, record, connection);
     if (unread.kind !== 'lock') return this.grantedFirst(unread, waiter);
     const decision = decideAcquireIn(cmd, unread.seen, this.clock.now());
     // Held by the caller, re-entrant: re-enter now (a join would be refused too).
@@ -346,12 +347,7 @@ export class LockService {
     // Free after all (a lapsed reader's entry, or a counter at the clock's floor): pinned to what the
     // refusal showed. A join would stand beside the lapsed entry and wait for the notifier's serve.
     if (decision.kind !== 'grant') return undefined;
-    const pinned = await this.grantInTransaction(
-      cmd,
-      unread.seen,
-      identityOf(waiter),
-      connectionCheck(waiter),
-    );
+    const pinned = await this.grantInTransaction(cmd, unread.seen, record, connection);
     return pinned.kind === 'lock' ? undefined : this.grantedFirst(pinned, waiter);
   }
 
