@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { type Lease, LockClient } from '../../sdk/index';
 import { signedClient } from '../support/signed-fetch';
 import { measurementWindow, percentile, sleep } from './common';
+import { type ContentionStats, contentionStats, isStreamCall } from './contention-stats';
 import type { Counts } from './waiting';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -83,7 +84,7 @@ interface Grant {
   readonly answeredAtWall: number;
 }
 
-async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
+async function contention(stack: Stack, proxy: Proxy): Promise<{ lines: string[]; stats: ContentionStats }> {
   const lock = `bench/http-wait/${randomUUID()}`;
   // One SDK client per worker, as users run it without the WebSocket API: its waits are HTTP waits.
   const clients = Array.from(
@@ -142,39 +143,32 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
   for (const client of clients) client.close();
   const c = counts ?? proxy.take();
 
-  const seconds = window.seconds();
-  const ordered = [...grants].sort((a, b) => a.fence - b.fence);
-  const inWindow = (g: Grant) => window.contains(g.at);
-  const counted = ordered.filter(inWindow);
-  const handoffs: number[] = [];
-  let back = 0;
-  for (let i = 1; i < ordered.length; i++) {
-    const prev = ordered[i - 1] as Grant;
-    const next = ordered[i] as Grant;
-    if (!inWindow(next)) continue;
-    if (next.worker === prev.worker) back++;
-    else {
-      const sent = releaseSent.get(prev.fence);
-      if (sent !== undefined) handoffs.push(next.at - sent);
-      const sentWall = releaseSentWall.get(prev.fence);
-      if (sentWall !== undefined) toGrant.push(next.grantedAtWall - sentWall);
-      toAnswer.push(next.answeredAtWall - next.grantedAtWall);
-    }
+  const stats = contentionStats({
+    grants: grants.map((g) => ({ ...g, order: g.fence })),
+    releaseSent,
+    window,
+    counts: c,
+    workers: WORKERS,
+  });
+  const { seconds, waits, perWorker } = stats;
+  const h = stats.handoffs;
+  // The handoff in two halves, from the wall clocks of the release and of the grant's lease.
+  const byFence = [...grants].sort((a, b) => a.fence - b.fence);
+  for (let i = 1; i < byFence.length; i++) {
+    const prev = byFence[i - 1] as Grant;
+    const next = byFence[i] as Grant;
+    if (!window.contains(next.at) || next.worker === prev.worker) continue;
+    const sentWall = releaseSentWall.get(prev.fence);
+    if (sentWall !== undefined) toGrant.push(next.grantedAtWall - sentWall);
+    toAnswer.push(next.answeredAtWall - next.grantedAtWall);
   }
-  const h = sorted(handoffs);
-  const waits = sorted(counted.map((g) => g.waitMs));
-  const perWorker = Array.from({ length: WORKERS }, (_, w) => counted.filter((g) => g.worker === w).length);
-  const n = counted.length;
+  const n = stats.grants;
   const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
-  const isStream = (k: string) => k.startsWith('DynamoDBStreams_');
-  const writeLatencies = sorted(
-    [...c.latencies]
-      .filter(([op]) => ['UpdateItem', 'TransactWriteItems'].includes(short(op)))
-      .flatMap(([, l]) => l),
-  );
-  const writeP50 = percentile(writeLatencies, 0.5);
+  const writeP50 = stats.writeP50;
+  const handoffP50 = stats.handoffP50;
+  const back = stats.backToReleaser;
+  const counted = grants.filter((g) => window.contains(g.at));
   const p50Of = (op: string) => percentile(sorted(c.latencies.get(op) ?? []), 0.5);
-  const handoffP50 = percentile(h, 0.5);
   const renewed = counted.filter((g) => g.waitMs > TTL_MS / 10).length;
 
   const out = [
@@ -186,12 +180,12 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
     `| handoff to another worker p50 / p99 ms (release sent -> grant answered) | ${fmt(handoffP50)} / ${fmt(percentile(h, 0.99))} (n=${h.length}, max ${fmt(h.at(-1) ?? Number.NaN)}) |`,
     `| of which release sent -> grant written / grant written -> answer received, p50 ms (wall clock, 1 ms; "written" is the lease's start as the SDK returns it, which a renewal moves) | ${fmt(percentile(sorted(toGrant), 0.5), 0)} / ${fmt(percentile(sorted(toAnswer), 0.5), 0)} |`,
     `| acquires that waited over a tenth of the ttl (the SDK renews once after those, before it answers) | ${renewed} of ${n} |`,
-    `| DynamoDB write p50 ms (UpdateItem + TransactWriteItems, through the proxy, same run) | ${fmt(writeP50)} |`,
+    `| DynamoDB write p50 ms (every write, through the proxy, same run) | ${fmt(writeP50)} |`,
     `| handoff p50 / write p50 (goal: under 3) | ${fmt(handoffP50 / writeP50, 2)} |`,
     `| grants straight back to the releaser | ${back} |`,
     `| grants per worker | ${perWorker.join(', ')} (min-max ${Math.min(...perWorker)}-${Math.max(...perWorker)}) |`,
     `| wait p50 / p99 / longest ms (acquire sent -> grant answered) | ${fmt(percentile(waits, 0.5))} / ${fmt(percentile(waits, 0.99))} / ${fmt(waits.at(-1) ?? Number.NaN)} |`,
-    `| DynamoDB calls per grant (stream polling excluded) | ${perGrant(sum(c.calls, (k) => !isStream(k)))} |`,
+    `| DynamoDB calls per grant (stream polling excluded) | ${fmt(stats.callsPerGrant, 2)} |`,
     `| reads per grant | ${perGrant(sum(c.calls, isRead))} |`,
     `| failed conditional writes per grant | ${perGrant(sum(c.failedWrites))} (${sum(c.failedWrites)} total) |`,
     `| other DynamoDB errors | ${c.errors.size ? [...c.errors].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
@@ -200,7 +194,7 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
     '| --- | --- | --- | --- |',
   ];
   for (const [op, count] of [...c.calls].sort((a, b) => b[1] - a[1])) {
-    if (isStream(op)) continue;
+    if (isStreamCall(op)) continue;
     out.push(
       `| ${short(op)} | ${perGrant(count)} | ${perGrant(c.failedWrites.get(op) ?? 0)} | ${fmt(p50Of(op))} |`,
     );
@@ -212,7 +206,7 @@ async function contention(stack: Stack, proxy: Proxy): Promise<string[]> {
   out.push('\n| read (by partition) | per grant |', '| --- | --- |');
   for (const [what, count] of [...reads].sort((a, b) => b[1] - a[1]))
     out.push(`| ${what} | ${perGrant(count)} |`);
-  return out;
+  return { lines: out, stats };
 }
 
 /** One holder holds the lock ~10 s with 8 HTTP waiters behind it: reads per waiting second. */
@@ -343,13 +337,18 @@ async function warmUp(stack: Stack): Promise<void> {
 }
 
 /** The HTTP waiters section, on the waiting bench's stack and counting proxy. */
-export async function httpWaiting(stack: Stack, proxy: Proxy): Promise<string[]> {
+export async function httpWaiting(
+  stack: Stack,
+  proxy: Proxy,
+): Promise<{ lines: string[]; stats: ContentionStats }> {
   await warmUp(stack);
-  const out: string[] = [];
-  for (const section of [contention, longHold, crashedHolder]) {
+  const contended = await contention(stack, proxy);
+  const out = [...contended.lines];
+  if (process.env.BENCH_PROGRESS) console.log(contended.lines.join('\n'));
+  for (const section of [longHold, crashedHolder]) {
     const lines = await section(stack, proxy);
     if (process.env.BENCH_PROGRESS) console.log(lines.join('\n'));
     out.push(...lines);
   }
-  return out;
+  return { lines: out, stats: contended.stats };
 }

@@ -7,7 +7,10 @@
  *      hold 5 ms, release, again): throughput, handoff latency, fairness and
  *      DynamoDB calls per grant;
  *   2. a crashed holder (HTTP, ttl 3 s, never released) with one WebSocket
- *      waiter: delay from the lease's end to the waiter's grant.
+ *      waiter: delay from the lease's end to the waiter's grant;
+ *   3. the same with HTTP waits (http-waiting.ts);
+ *   4. the same contention on a peer's protocol (polling-peer.ts), and the
+ *      contention runs side by side, with ratios (contention-stats.ts).
  *
  * Handlers keep their configuration for the life of the process (as on
  * Lambda), so this runs in a process of its own, with a DynamoDB Local of
@@ -26,7 +29,15 @@ import { type Lease, LockClient } from '../../sdk/index';
 import { signedClient } from '../support/signed-fetch';
 import { TestSocket } from '../support/ws-client';
 import { measurementWindow, percentile, sleep } from './common';
+import {
+  type ContendedGrant,
+  type ContentionStats,
+  contentionStats,
+  isStreamCall,
+  sideBySide,
+} from './contention-stats';
 import { httpWaiting, httpWaitReads } from './http-waiting';
+import { pollingPeer, pollingPeerName } from './polling-peer';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
 /**
@@ -146,15 +157,6 @@ function classify(tally: Counts, op: string, status: number, encoding: unknown, 
   }
 }
 
-interface GrantEvent {
-  readonly worker: number;
-  readonly fence: number;
-  /** performance.now() when the SDK's acquire resolved with the lease. */
-  readonly at: number;
-  /** From sending the acquire to receiving the grant. */
-  readonly waitMs: number;
-}
-
 /** How many times the timer function has run, from the stack's metrics (Prometheus text). */
 export function timerRuns(metrics: string): number {
   let runs = 0;
@@ -174,7 +176,7 @@ async function contention(
     { length: WORKERS },
     (_, i) => new LockClient({ endpoint: stack.url, wsEndpoint: stack.wsUrl, clientId: `w${i}` }),
   );
-  const grants: GrantEvent[] = [];
+  const grants: ContendedGrant[] = [];
   /** performance.now() when the holder of each fence sent its release. */
   const releaseSent = new Map<number, number>();
   const problems = new Map<string, number>();
@@ -211,7 +213,7 @@ async function contention(
         }
         const at = performance.now();
         const fence = lease.fencingToken;
-        grants.push({ worker, fence, at, waitMs: at - sentAt });
+        grants.push({ worker, order: fence, at, waitMs: at - sentAt });
         await sleep(HOLD_MS);
         releaseSent.set(fence, performance.now());
         await client
@@ -223,30 +225,13 @@ async function contention(
   window.stop();
   for (const client of clients) client.close();
 
-  const seconds = window.seconds();
-  const ordered = [...grants].sort((a, b) => a.fence - b.fence);
-  const inWindow = (g: GrantEvent) => window.contains(g.at);
-  const counted = ordered.filter(inWindow);
-  const handoffs: number[] = [];
-  let backToReleaser = 0;
-  let followers = 0;
-  for (let i = 1; i < ordered.length; i++) {
-    const prev = ordered[i - 1] as GrantEvent;
-    const next = ordered[i] as GrantEvent;
-    if (!inWindow(next)) continue;
-    followers++;
-    if (next.worker === prev.worker) backToReleaser++;
-    else {
-      const sent = releaseSent.get(prev.fence);
-      if (sent !== undefined) handoffs.push(next.at - sent);
-    }
-  }
-  handoffs.sort((a, b) => a - b);
-  const waits = counted.map((g) => g.waitMs).sort((a, b) => a - b);
-  const perWorker = Array.from({ length: WORKERS }, (_, w) => counted.filter((g) => g.worker === w));
-  const mean = counted.length / WORKERS;
-  const isStream = (k: string) => k.startsWith('DynamoDBStreams_');
-  const n = counted.length;
+  const stats = contentionStats({ grants, releaseSent, window, counts, workers: WORKERS });
+  const { seconds, handoffs, waits, backToReleaser, followers } = stats;
+  const mean = stats.grants / WORKERS;
+  const n = stats.grants;
+  const perWorker = Array.from({ length: WORKERS }, (_, w) =>
+    grants.filter((g) => g.worker === w && window.contains(g.at)),
+  );
   const perGrant = (x: number) => (n ? (x / n).toFixed(2) : 'n/a');
 
   const out: string[] = [];
@@ -260,10 +245,10 @@ async function contention(
     `| grants straight back to the releaser | ${followers ? ((100 * backToReleaser) / followers).toFixed(1) : 'n/a'} % (${backToReleaser} of ${followers}) |`,
     `| grants per worker min-max | ${Math.min(...perWorker.map((g) => g.length))}-${Math.max(...perWorker.map((g) => g.length))} (mean ${mean.toFixed(1)}) |`,
     `| wait p50 / p99 / longest ms (acquire sent -> granted) | ${percentile(waits, 0.5).toFixed(1)} / ${percentile(waits, 0.99).toFixed(1)} / ${(waits.at(-1) ?? NaN).toFixed(1)} |`,
-    `| DynamoDB calls per grant (stream polling excluded) | ${perGrant(sum(counts.calls, (k) => !isStream(k)))} |`,
+    `| DynamoDB calls per grant (stream polling excluded) | ${stats.callsPerGrant.toFixed(2)} |`,
     `| failed conditional writes per grant | ${perGrant(sum(counts.failedWrites))} (${sum(counts.failedWrites)} total) |`,
     `| timer runs per grant (SQS messages delivered: lease ends, deadlines) | ${perGrant(timers)} (${timers} total) |`,
-    `| stream polling (DynamoDB Streams calls/s, not per grant) | ${(sum(counts.calls, isStream) / seconds).toFixed(1)} |`,
+    `| stream polling (DynamoDB Streams calls/s, not per grant) | ${(sum(counts.calls, isStreamCall) / seconds).toFixed(1)} |`,
     `| other DynamoDB errors | ${counts.errors.size ? [...counts.errors].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
     `| client-side problems | ${problems.size ? [...problems].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
   );
@@ -283,16 +268,12 @@ async function contention(
     '| --- | --- | --- | --- |',
   );
   for (const [op, count] of [...counts.calls].sort((a, b) => b[1] - a[1])) {
-    if (isStream(op)) continue;
+    if (isStreamCall(op)) continue;
     const line = `| ${short(op)} | ${perGrant(count)} | ${perGrant(counts.failedWrites.get(op) ?? 0)} |`;
     out.push(`${line} ${p50Of(op).toFixed(1)} |`);
   }
   // The goal: a handoff within two DynamoDB write latencies, measured side by side.
-  const writes = [...counts.latencies]
-    .filter(([op]) => /UpdateItem|TransactWriteItems|PutItem|DeleteItem/.test(op))
-    .flatMap(([, took]) => took)
-    .sort((a, b) => a - b);
-  const write = percentile(writes, 0.5);
+  const write = stats.writeP50;
   out.push(
     `\nhandoff p50 ${percentile(handoffs, 0.5).toFixed(1)} ms = ${(percentile(handoffs, 0.5) / write).toFixed(1)} x the p50 of a DynamoDB write (${write.toFixed(1)} ms, all writes through the proxy); goal: at most 2 x`,
   );
@@ -300,7 +281,7 @@ async function contention(
     out.push(
       `\ncancelled transactions by reasons (one per step): ${[...counts.cancelReasons].map(([k, v]) => `${k} x${v}`).join(', ')}`,
     );
-  return out;
+  return { lines: out, stats };
 }
 
 async function crashedHolder(stack: { url: string; wsUrl: string }) {
@@ -345,7 +326,8 @@ async function crashedHolder(stack: { url: string; wsUrl: string }) {
 async function main() {
   const external = process.env.BENCH_DYNAMO_ENDPOINT;
   const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
-  const proxy = await startCountingProxy(external ?? (dynamo?.endpoint as string), httpWaitReads.record);
+  const endpoint = external ?? (dynamo?.endpoint as string);
+  const proxy = await startCountingProxy(endpoint, httpWaitReads.record);
   const stack = await startLocalStack({
     port: 0,
     wsPort: 0,
@@ -357,12 +339,28 @@ async function main() {
   });
   try {
     console.log(`\nwaiting bench: local stack, DynamoDB through a counting proxy, warming up...`);
-    const lines =
-      process.env.BENCH_ONLY === 'http'
-        ? []
-        : [...(await contention(stack, proxy)), ...(await crashedHolder(stack))];
-    console.log(lines.join('\n'));
-    console.log((await httpWaiting(stack, proxy)).join('\n'));
+    const rows: { name: string; stats: ContentionStats }[] = [];
+    if (process.env.BENCH_ONLY !== 'http') {
+      const webSocket = await contention(stack, proxy);
+      rows.push({ name: 'latchkey, WebSocket waits', stats: webSocket.stats });
+      console.log([...webSocket.lines, ...(await crashedHolder(stack))].join('\n'));
+    }
+    const http = await httpWaiting(stack, proxy);
+    rows.push({ name: 'latchkey, HTTP waits', stats: http.stats });
+    console.log(http.lines.join('\n'));
+    if (process.env.BENCH_ONLY !== 'http') {
+      // The peer on the same DynamoDB Local, through a proxy of its own: the stack's background
+      // calls (stream polling, timers) are not counted as the peer's.
+      const peerProxy = await startCountingProxy(endpoint);
+      try {
+        const peer = await pollingPeer(peerProxy, { workers: WORKERS, holdMs: HOLD_MS, seconds: SECONDS });
+        rows.push({ name: pollingPeerName, stats: peer.stats });
+        console.log(peer.lines.join('\n'));
+      } finally {
+        await peerProxy.stop();
+      }
+    }
+    console.log(sideBySide(rows).join('\n'));
   } finally {
     await stack.stop();
     await proxy.stop();

@@ -1,0 +1,117 @@
+/**
+ * What the waiting bench's contention runs (WebSocket waiters, HTTP waiters, the polling peer)
+ * measure alike, from the grants each worker saw and the DynamoDB calls the proxy counted, so
+ * their rows compare side by side.
+ */
+import { percentile } from './common';
+import type { Counts } from './waiting';
+
+export interface ContendedGrant {
+  readonly worker: number;
+  /** The grant's place in the lock's order (its fencing token, or a counter for a peer without). */
+  readonly order: number;
+  /** performance.now() when the worker had the grant. */
+  readonly at: number;
+  /** From sending the acquire to having the grant. */
+  readonly waitMs: number;
+}
+
+export interface ContentionStats {
+  readonly grants: number;
+  readonly seconds: number;
+  readonly grantsPerSecond: number;
+  /** Release sent -> the next worker's grant, ascending (a grant back to the releaser is not a handoff). */
+  readonly handoffs: readonly number[];
+  readonly handoffP50: number;
+  readonly backToReleaser: number;
+  readonly followers: number;
+  readonly perWorker: readonly number[];
+  /** Acquire sent -> granted, ascending. */
+  readonly waits: readonly number[];
+  /** DynamoDB calls per grant, stream polling excluded. */
+  readonly callsPerGrant: number;
+  readonly failedWritesPerGrant: number;
+  /** p50 of every write through the proxy in the same window: the unit the handoff goals count in. */
+  readonly writeP50: number;
+}
+
+const WRITE = /UpdateItem|TransactWriteItems|PutItem|DeleteItem/;
+export const isStreamCall = (target: string) => target.startsWith('DynamoDBStreams_');
+const total = (map: Map<string, number>, keep: (key: string) => boolean = () => true) =>
+  [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);
+
+export function contentionStats(input: {
+  readonly grants: readonly ContendedGrant[];
+  /** performance.now() when the holder of each order sent its release. */
+  readonly releaseSent: ReadonlyMap<number, number>;
+  readonly window: { seconds(): number; contains(at: number): boolean };
+  readonly counts: Counts;
+  readonly workers: number;
+}): ContentionStats {
+  const { window, counts } = input;
+  const ordered = [...input.grants].sort((a, b) => a.order - b.order);
+  const counted = ordered.filter((g) => window.contains(g.at));
+  const handoffs: number[] = [];
+  let backToReleaser = 0;
+  let followers = 0;
+  for (let i = 1; i < ordered.length; i++) {
+    const prev = ordered[i - 1] as ContendedGrant;
+    const next = ordered[i] as ContendedGrant;
+    if (!window.contains(next.at)) continue;
+    followers++;
+    if (next.worker === prev.worker) backToReleaser++;
+    else {
+      const sent = input.releaseSent.get(prev.order);
+      if (sent !== undefined) handoffs.push(next.at - sent);
+    }
+  }
+  handoffs.sort((a, b) => a - b);
+  const seconds = window.seconds();
+  const n = counted.length;
+  const writes = [...counts.latencies]
+    .filter(([op]) => WRITE.test(op))
+    .flatMap(([, took]) => took)
+    .sort((a, b) => a - b);
+  return {
+    grants: n,
+    seconds,
+    grantsPerSecond: n / seconds,
+    handoffs,
+    handoffP50: percentile(handoffs, 0.5),
+    backToReleaser,
+    followers,
+    perWorker: Array.from({ length: input.workers }, (_, w) => counted.filter((g) => g.worker === w).length),
+    waits: counted.map((g) => g.waitMs).sort((a, b) => a - b),
+    callsPerGrant: n ? total(counts.calls, (k) => !isStreamCall(k)) / n : Number.NaN,
+    failedWritesPerGrant: n ? total(counts.failedWrites) / n : Number.NaN,
+    writeP50: percentile(writes, 0.5),
+  };
+}
+
+/** The side-by-side table of the contention runs, with each one's ratios to the first. */
+export function sideBySide(rows: readonly { readonly name: string; readonly stats: ContentionStats }[]) {
+  const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+  const first = rows[0]?.stats;
+  const spread = (s: ContentionStats) => {
+    const mean = s.grants / s.perWorker.length;
+    const worst = Math.max(...s.perWorker.map((g) => Math.abs(g - mean)));
+    return mean
+      ? `${Math.min(...s.perWorker)}-${Math.max(...s.perWorker)} (±${fmt((100 * worst) / mean, 0)} %)`
+      : 'n/a';
+  };
+  const out = [
+    '\n### Waiting: the contention runs side by side (same machine, same DynamoDB Local, same proxy, one run)\n',
+    `| | ${rows.map((r) => r.name).join(' | ')} |`,
+    `| --- |${rows.map(() => ' --- |').join('')}`,
+    `| grants/s | ${rows.map((r) => fmt(r.stats.grantsPerSecond)).join(' | ')} |`,
+    `| grants/s ÷ the first column's | ${rows.map((r) => (first ? fmt(r.stats.grantsPerSecond / first.grantsPerSecond, 2) : 'n/a')).join(' | ')} |`,
+    `| handoff p50 ms | ${rows.map((r) => fmt(r.stats.handoffP50)).join(' | ')} |`,
+    `| write p50 ms in the same window | ${rows.map((r) => fmt(r.stats.writeP50)).join(' | ')} |`,
+    `| handoff p50 ÷ write p50 | ${rows.map((r) => fmt(r.stats.handoffP50 / r.stats.writeP50, 2)).join(' | ')} |`,
+    `| DynamoDB calls per grant | ${rows.map((r) => fmt(r.stats.callsPerGrant, 2)).join(' | ')} |`,
+    `| failed conditional writes per grant | ${rows.map((r) => fmt(r.stats.failedWritesPerGrant, 2)).join(' | ')} |`,
+    `| grants per worker min-max (worst from the mean) | ${rows.map((r) => spread(r.stats)).join(' | ')} |`,
+    `| grants straight back to the releaser | ${rows.map((r) => `${r.stats.backToReleaser} of ${r.stats.followers}`).join(' | ')} |`,
+  ];
+  return out;
+}
