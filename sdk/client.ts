@@ -26,6 +26,7 @@ import {
   errorFromResponse,
   InvalidArgumentError,
   type LatchkeyClientError,
+  LimitExceededError,
   LockHeldError,
   UnavailableError,
   type WaitEdge,
@@ -47,7 +48,7 @@ import {
 } from './multi-lock';
 import { asIdentifier } from './names';
 import { Session, type SessionOptions } from './session';
-import { SignedTransport } from './transport';
+import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
 
 export { wholeMs } from './arguments';
@@ -740,15 +741,28 @@ export class LockClient {
       // At least 1 ms: a request that asks to wait; 0 would be a try.
       const left = Math.max(1, Math.round(until - performance.now()));
       const sentAt = performance.now();
-      const answer = await this.post(lockPath(name, 'acquire'), {
-        client_id: this.clientId,
-        request_id: requestId,
-        wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
-        ...(options.priority === undefined ? {} : { priority: options.priority }),
-        ...(options.sessionId === undefined ? { ttl_ms: options.ttlMs } : { session_id: options.sessionId }),
-        ...wantBody(options.want),
-        ...(options.holding.length ? { holding: options.holding } : {}),
-      });
+      let answer: { acquired?: boolean };
+      try {
+        answer = await this.post(lockPath(name, 'acquire'), {
+          client_id: this.clientId,
+          request_id: requestId,
+          wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
+          ...(options.priority === undefined ? {} : { priority: options.priority }),
+          ...(options.sessionId === undefined
+            ? { ttl_ms: options.ttlMs }
+            : { session_id: options.sessionId }),
+          ...wantBody(options.want),
+          ...(options.holding.length ? { holding: options.holding } : {}),
+        });
+      } catch (error) {
+        // Too many HTTP waits service-wide: refused before it changed anything. Asked to wait, it
+        // waits as told (with jitter) and asks again while its wait lasts; past that, the refusal.
+        if (!(error instanceof LimitExceededError) || error.code !== 'TOO_MANY_WAITS') throw error;
+        const pause = error.retryAfterMs * (1 + Math.random() / 2);
+        if (performance.now() + pause >= until) throw error;
+        await sleep(pause, options.signal);
+        continue;
+      }
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
     }

@@ -45,7 +45,7 @@ export function networkReason(error: unknown): string {
 }
 
 /** Sleeps `ms`, or rejects with the signal's reason as soon as it is aborted. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const stop = () => {

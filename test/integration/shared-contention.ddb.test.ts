@@ -67,8 +67,8 @@ const overlaps = (a: Section, b: Section) => a.enter < b.exit && b.enter < a.exi
 
 /**
  * Problems other than a wait that ran out, a call the loaded local stack did not answer in time, or
- * an HTTP wait refused TOO_MANY_WAITS (a wait probes 3 of the 100 slots, so with a dozen HTTP
- * waiters churning one is now and then refused before all are in use, as the README's Limits say):
+ * an HTTP wait refused TOO_MANY_WAITS (a wait probes 6 of the 100 slots, so one may be refused
+ * before all are in use, as the README's Limits say; the SDK asks again while its wait lasts):
  * those are counted and shown, not failures, since none of them changes what holds the lock.
  */
 const unexpected = (problems: string[]) =>

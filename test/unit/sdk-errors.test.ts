@@ -877,3 +877,60 @@ describe('a wait refused as a deadlock (409 DEADLOCK) reaches the caller as a De
     expect(send).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('an HTTP wait refused TOO_MANY_WAITS (every slot busy) is asked again while the wait lasts', () => {
+  const tooManyWaits = (code = 'TOO_MANY_WAITS') => ({
+    status: 429,
+    body: { error: { code, message: 'too many HTTP waits are in progress', retry_after_ms: 40 } },
+  });
+  /** An HTTP-only client (no WebSocket endpoint) refused `refusals` times, then granted. */
+  function refusedThenGranted(refusals: number, code?: string) {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
+    const sent: Body[] = [];
+    vi.spyOn(client.transport, 'send').mockImplementation(async (_method, path, body) => {
+      sent.push(body as Body);
+      const lock = /\/locks\/(.+)\/acquire$/.exec(path)?.[1] as string;
+      return sent.length <= refusals ? tooManyWaits(code) : { status: 200, body: grant(lock) };
+    });
+    return { client, sent };
+  }
+
+  it('waits retry_after_ms (and some jitter), then asks again: granted within the wait', async () => {
+    const { client, sent } = refusedThenGranted(2);
+    const started = performance.now();
+    const lease = await client.acquire('jobs/busy', { waitTimeoutMs: 5_000 });
+    expect(lease.fencingToken).toBe(7);
+    expect(sent).toHaveLength(3);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(2 * 40 - 5);
+    // Each ask is a request of its own, asking for what is left of the wait, in whole ms.
+    expect(new Set(sent.map((b) => b.request_id)).size).toBe(3);
+    for (const b of sent)
+      expect(Number.isInteger(b.wait_timeout_ms) && b.wait_timeout_ms <= 5_000).toBe(true);
+  });
+
+  it('a wait too short to ask again gets the refusal; another limit is never asked again', async () => {
+    const short = refusedThenGranted(5);
+    await expect(short.client.acquire('jobs/busy', { waitTimeoutMs: 30 })).rejects.toMatchObject({
+      name: 'LimitExceededError',
+      code: 'TOO_MANY_WAITS',
+    });
+    expect(short.sent).toHaveLength(1);
+    const full = refusedThenGranted(5, 'QUEUE_FULL');
+    await expect(full.client.acquire('jobs/busy', { waitTimeoutMs: 5_000 })).rejects.toMatchObject({
+      code: 'QUEUE_FULL',
+    });
+    expect(full.sent).toHaveLength(1);
+  });
+
+  it('an abort while it waits to ask again ends the acquire at once', async () => {
+    const { client, sent } = refusedThenGranted(100);
+    const abort = new AbortController();
+    const asked = client.acquire('jobs/busy', { waitTimeoutMs: 60_000, signal: abort.signal });
+    await vi.waitFor(() => expect(sent.length).toBeGreaterThanOrEqual(1));
+    abort.abort(new Error('stopped'));
+    await expect(asked).rejects.toThrow('stopped');
+    const asks = sent.length;
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(sent).toHaveLength(asks);
+  });
+});

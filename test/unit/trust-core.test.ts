@@ -45,7 +45,7 @@ import {
   renewCommand,
   type ServiceLimits,
 } from '../../lambdas/core/wire';
-import { HttpWaits } from '../../lambdas/service/http-waits';
+import { HttpWaits, probeOrder } from '../../lambdas/service/http-waits';
 import { newWaiter } from '../../lambdas/service/lock-service';
 import {
   DUE_SHARDS,
@@ -839,6 +839,41 @@ describe('slots of HTTP waits', () => {
     const freed = applyUpdate(taken, freeSlotWrite('h1').update);
     expect(take(freed, START)).toBe(true);
     expect(takeSlotWrite('h1', START, START + 100).gcFrom).toBe(START + 100);
+  });
+
+  it('a wait probes 6 distinct slots, the same on every replay; every slot when there are at most 6', () => {
+    fc.assert(
+      fc.property(fc.string(), fc.integer({ min: 1, max: 500 }), (holder, count) => {
+        const order = probeOrder(holder, count);
+        expect(order).toEqual(probeOrder(holder, count));
+        expect(new Set(order).size).toBe(order.length);
+        expect(order.length).toBe(Math.min(6, count));
+        expect(order.every((slot) => Number.isInteger(slot) && slot >= 0 && slot < count)).toBe(true);
+      }),
+    );
+    expect(probeOrder('h', 0)).toEqual([]);
+  });
+
+  it('with half the slots in use, few waits are refused (probes hashed apart, not following on)', async () => {
+    const { memory, waits } = slots(100);
+    // 50 slots held by waits whose functions are busy, in runs as taken slots bunch (7 runs of 7, and one).
+    const held = Array.from({ length: 50 }, (_, i) => (Math.floor(i / 7) * 14 + (i % 7)) % 100);
+    expect(new Set(held).size).toBe(50);
+    for (const slot of held)
+      expect(
+        (await memory.write(httpWaitRef(slot), takeSlotWrite(`busy-${slot}`, START, START + 60_000))).ok,
+      ).toBe(true);
+    let refused = 0;
+    for (let i = 0; i < 1_000; i++)
+      await waits
+        .during(`request-${i}`, START + 1_000, async () => 'ok')
+        .catch((error: unknown) => {
+          expect(error).toMatchObject({ code: 'TOO_MANY_WAITS' });
+          refused++;
+        });
+    // (1/2)^6 is 1.6 % (11 here). Three probes following on from one slot refused 316 here.
+    expect(refused).toBeGreaterThan(0);
+    expect(refused).toBeLessThan(40);
   });
 });
 
