@@ -112,6 +112,12 @@ export const WaitAttr = {
    * rather than at its next poll. A hint only: the record is the answer.
    */
   bell: 'bell',
+  /**
+   * The HTTP-wait slot (core/http-wait.ts) a rung waiter's function holds, as `<index> <holder>`:
+   * whoever grants it frees that slot beside the ring that carries the grant, so the waiting
+   * function answers without a write of its own.
+   */
+  slot: 'http_slot',
   /** The session the grant will be held through, if any (see session.ts). */
   session: 'session_id',
   /** Absent for exclusive. */
@@ -139,6 +145,8 @@ export interface Waiter {
   readonly connectionId: string | undefined;
   /** An HTTP waiter's doorbell (WaitAttr.bell); only for waiters without a connection. */
   readonly bell?: string | undefined;
+  /** The HTTP-wait slot its function holds (WaitAttr.slot); only for waiters with a doorbell. */
+  readonly slot?: WaitSlot | undefined;
   readonly mode: LockMode;
   readonly maxHolders: number | undefined;
   /** The locks the waiting task holds and keeps until it is served (core/deadlock.ts). */
@@ -170,6 +178,7 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     [W.arrivedAt]: w.arrivedAt,
     ...(w.connectionId === undefined ? {} : { [W.connection]: w.connectionId }),
     ...(w.bell === undefined ? {} : { [W.bell]: w.bell }),
+    ...(w.slot === undefined ? {} : { [W.slot]: `${w.slot.index} ${w.slot.holder}` }),
     ...(w.mode === 'shared' ? { [W.mode]: 'shared' } : {}),
     ...(w.maxHolders === undefined ? {} : { [W.maxHolders]: w.maxHolders }),
     // Lock names never contain a space.
@@ -177,11 +186,26 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
   };
 }
 
+/** An HTTP-wait slot: its index, and the holder it was taken for (core/http-wait.ts). */
+export interface WaitSlot {
+  readonly index: number;
+  readonly holder: string;
+}
+
+function waitSlotOf(value: unknown): WaitSlot | undefined {
+  if (typeof value !== 'string') return undefined;
+  const space = value.indexOf(' ');
+  const index = Number(value.slice(0, space));
+  if (space < 1 || !Number.isInteger(index) || index < 0) return undefined;
+  return { index, holder: value.slice(space + 1) };
+}
+
 export function waiterOf(order: string, item: Item): Waiter {
   const n = (a: string) => (typeof item[a] === 'number' ? (item[a] as number) : 0);
   const s = (a: string) => (typeof item[a] === 'string' ? (item[a] as string) : '');
   const connection = item[W.connection];
   const bell = item[W.bell];
+  const slot = waitSlotOf(item[W.slot]);
   const session = item[W.session];
   return {
     lock: s(W.name),
@@ -199,6 +223,7 @@ export function waiterOf(order: string, item: Item): Waiter {
     arrivedAt: n(W.arrivedAt),
     connectionId: typeof connection === 'string' ? connection : undefined,
     ...(typeof bell === 'string' ? { bell } : {}),
+    ...(slot === undefined ? {} : { slot }),
     mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
     maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
     holding: s(W.holding) === '' ? undefined : s(W.holding).split(' '),
@@ -412,8 +437,9 @@ export const orphanLeaveSteps = (w: QueuedWaiter, reason: EndReason, now: number
 export const moveDeliverySteps = (w: QueuedWaiter, connectionId: string, now: number): Step[] => [
   updateStep(waiterRef(w.lock, w.order), {
     condition: waiterAt(w.connectionId),
-    // Its doorbell, if it had one, is no longer how it learns: the connection is.
-    update: [set(W.connection, connectionId), remove(W.bell)],
+    // Its doorbell, if it had one, is no longer how it learns: the connection is. Its HTTP attempt
+    // frees its own slot as it ends.
+    update: [set(W.connection, connectionId), remove(W.bell), remove(W.slot)],
     owner: connectionId,
   }),
   movedStep(w, w.order, connectionId),

@@ -79,7 +79,61 @@ export const errorFrame = (error: LatchkeyError, request?: string) => ({
  * To a function's relay connection (service/relay.ts): the HTTP waiter `order` of `lock` was granted
  * or ended. It says nothing about which: the waiter's record does.
  */
-export const ringFrame = (lock: string, order: string) => ({ type: 'ring' as const, lock, order });
+/**
+ * Wakes the HTTP wait queued at `order` on `lock` (service/relay.ts): pushed to its function's
+ * relay by whoever granted or ended it, after that write. A ring after a grant carries it, as the
+ * write made it, for the request it was made for; the wait answers with it and reads nothing.
+ */
+export const ringFrame = (lock: string, order: string, granted?: RungGrant) => ({
+  type: 'ring' as const,
+  lock,
+  order,
+  ...(granted === undefined
+    ? {}
+    : {
+        request_id: granted.requestId,
+        grant: granted.grant,
+        ...(granted.slotFreed ? { frees_slot: true } : {}),
+      }),
+});
+
+/** The grant a ring carries, and the request it was made for. */
+export interface RungGrant {
+  readonly requestId: string;
+  readonly grant: Grant;
+  /** Whether the granter frees the waiting function's HTTP-wait slot (beside this ring). */
+  readonly slotFreed: boolean;
+}
+
+const ringedHeld = z.union([
+  z.object({ kind: z.literal('lease'), ttlMs: z.number().int().positive(), expiresAt: z.number() }),
+  z.object({ kind: z.literal('session'), sessionId: z.string() }),
+]);
+
+const ringedGrant = z.object({
+  lock: z.string(),
+  owner: z.string(),
+  clientId: z.string(),
+  fencingToken: z.number().int().positive(),
+  held: ringedHeld,
+  mode: z.enum(['exclusive', 'shared']),
+  acquiredAt: z.number(),
+  reentry: z.number().int().positive(),
+  maxHolders: z.number().int().positive().optional(),
+});
+
+/** The grant a ring frame carries, if it carries a well-formed one for its own lock; else undefined. */
+export function rungGrantOf(frame: {
+  lock?: unknown;
+  request_id?: unknown;
+  grant?: unknown;
+  frees_slot?: unknown;
+}): RungGrant | undefined {
+  if (typeof frame.request_id !== 'string' || frame.grant === undefined) return undefined;
+  const grant = ringedGrant.safeParse(frame.grant);
+  if (!grant.success || grant.data.lock !== frame.lock) return undefined;
+  return { requestId: frame.request_id, grant: grant.data as Grant, slotFreed: frame.frees_slot === true };
+}
 
 export type Frame =
   | ReturnType<typeof ringFrame>

@@ -20,7 +20,8 @@ import {
   yieldToBelow,
 } from '../core/hierarchy';
 import { liveEntries } from '../core/holders';
-import { connectionRef, lockRef, type Step, waiterRef } from '../core/items';
+import { freeSlotWrite } from '../core/http-wait';
+import { connectionRef, httpWaitRef, lockRef, type Step, waiterRef } from '../core/items';
 import {
   KNOWN_WAITERS,
   type KnownQueue,
@@ -617,18 +618,35 @@ export class Handoff {
   /** Tells the waiter; an HTTP waiter reads its record, so only a WebSocket waiter can be gone. */
   private async announce(waiter: Waiter, grant: Grant): Promise<PushOutcome> {
     if (!waiter.connectionId) {
-      await this.ring(waiter);
+      await this.ring(waiter, grant);
       return 'sent';
     }
     return this.pusher.push(waiter.connectionId, grantedFrame(grant, waiter.requestId, this.clock.now()));
   }
 
   /**
-   * Rings an HTTP waiter's doorbell, if it has one (service/relay.ts), so the function waiting for it
-   * reads its record now. A hint: whatever becomes of the push, the record is the answer, and the
-   * waiting function's next poll finds it.
+   * Rings an HTTP waiter's doorbell, if it has one (service/relay.ts), after the write that granted
+   * or ended it. A ring after a grant carries it, and the waiting function answers with it, reading
+   * nothing; its HTTP-wait slot is freed here, beside the push, rather than by that function
+   * before it answers. Whatever becomes of the push, the record says the same, and the waiting
+   * function's next poll finds it (and frees its slot itself: a second free is refused, harmless).
    */
-  private async ring(waiter: Waiter): Promise<void> {
-    if (waiter.bell !== undefined) await this.pusher.push(waiter.bell, ringFrame(waiter.lock, waiter.order));
+  private async ring(waiter: Waiter, grant?: Grant): Promise<void> {
+    if (waiter.bell === undefined) return;
+    const slot = grant === undefined ? undefined : waiter.slot;
+    const granted =
+      grant === undefined ? undefined : { requestId: waiter.requestId, grant, slotFreed: slot !== undefined };
+    await Promise.all([
+      this.pusher.push(waiter.bell, ringFrame(waiter.lock, waiter.order, granted)),
+      // Best effort, as the waiting function's own free is: a slot not freed is free at its lease's end.
+      slot &&
+        this.storage.write(httpWaitRef(slot.index), freeSlotWrite(slot.holder)).catch((error: unknown) =>
+          log('warn', 'could not free a granted HTTP wait’s slot; it is free at its lease’s end', {
+            lock: waiter.lock,
+            slot: slot.index,
+            ...describeError(error),
+          }),
+        ),
+    ]);
   }
 }

@@ -31,8 +31,13 @@ export function probeOrder(holder: string, slots: number): number[] {
 
 /** A slot an HTTP wait holds: freed when the wait ends, or sooner once it is most likely over. */
 export interface HeldSlot {
+  readonly index: number;
+  /** Who holds it (the HTTP request's id): only it may free the slot (freeSlotWrite). */
+  readonly holder: string;
   /** Frees the slot (once: later calls share the first). Best effort, never fails. */
   free(): Promise<void>;
+  /** Its waiter's granter frees it, beside the ring that carried the grant: this wait need not. */
+  freedByGranter(): void;
 }
 
 export class HttpWaits {
@@ -48,10 +53,16 @@ export class HttpWaits {
    * use: PROBES slots are tried, not all of them.
    */
   async during<T>(holder: string, deadline: number, wait: (slot: HeldSlot) => Promise<T>): Promise<T> {
-    const ref = httpWaitRef(await this.take(holder, deadline));
+    const index = await this.take(holder, deadline);
+    const ref = httpWaitRef(index);
     let freed: Promise<void> | undefined;
     // Best effort: a slot not freed is free again when its lease ends.
-    const slot = {
+    const slot: HeldSlot = {
+      index,
+      holder,
+      freedByGranter: () => {
+        freed ??= Promise.resolve();
+      },
       free: () => {
         freed ??= this.storage.write(ref, freeSlotWrite(holder)).then(
           () => undefined,

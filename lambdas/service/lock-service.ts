@@ -32,6 +32,7 @@ import {
   granted,
   granteeOf,
   holdsAs,
+  leaseEnd,
   liveGrants,
   liveHolder,
   notAlreadyServed,
@@ -67,6 +68,7 @@ import {
   queueIsFull,
   queueOrder,
   type Waiter,
+  type WaitSlot,
 } from '../core/queue';
 import {
   claimStep,
@@ -102,6 +104,8 @@ export interface WaitOptions {
   readonly connectionId?: string | undefined;
   /** An HTTP wait's doorbell (service/relay.ts): rung when it is granted or ended. */
   readonly bell?: string | undefined;
+  /** The HTTP-wait slot a wait with a doorbell holds: its granter frees it (core/queue.ts WaitAttr.slot). */
+  readonly slot?: WaitSlot | undefined;
 }
 
 /** A request waiting in a queue: where, until when, and who it is. */
@@ -500,7 +504,11 @@ export class LockService {
     const until = this.clock.now() + wait.waitMs;
     const polls = wait.connectionId === undefined && wait.waitMs > 0;
     const bell = polls ? this.doorbell?.bell() : undefined;
-    const result = await this.acquire(cmd, bell === undefined ? wait : { ...wait, bell }, grantFirst);
+    const rung =
+      bell === undefined
+        ? wait
+        : { ...wait, bell, ...(slot ? { slot: { index: slot.index, holder: slot.holder } } : {}) };
+    const result = await this.acquire(cmd, rung, grantFirst);
     if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
     return { kind: 'done', outcome: await this.awaitGrant(result.wait, until, slot) };
   }
@@ -578,11 +586,19 @@ export class LockService {
     const recordRef = requestRef(wait.lock, wait.requestKey);
     const stillQueued = (r: RequestRecord | undefined) => r?.state === 'queued' && r.order === wait.order;
     for (;;) {
+      // A ring after its grant carries it, as the granter's write made it: that is the answer.
+      const pushed = rung ? this.pushedGrant(wait, listener) : undefined;
+      if (pushed) {
+        // Its granter frees the slot beside the ring (unless it did not say so: then this wait does).
+        if (pushed.slotFreed) slot?.freedByGranter();
+        else await slot?.free();
+        return pushed.outcome;
+      }
       if (rung) {
-        // A ring follows its waiter's grant or end: its record and the lock, read in one call, are
-        // the answer, and the HTTP-wait slot is freed beside that read rather than after it. (Should
-        // the record still show it queued, a ring not meant for it, it polls on outside the slots:
-        // the bound is loose by that one wait.)
+        // Any other ring follows its waiter's end (or a grant it did not carry): its record and the
+        // lock, read in one call, are the answer, and the HTTP-wait slot is freed beside that read
+        // rather than after it. (Should the record still show it queued, a ring not meant for it,
+        // it polls on outside the slots: the bound is loose by that one wait.)
         const [[item, lock]] = await Promise.all([
           this.storage.readMany([recordRef, lockRef(wait.lock)]),
           slot?.free(),
@@ -623,6 +639,24 @@ export class LockService {
       if (listener) rung = await listener.wait(sleep);
       else await sleep;
     }
+  }
+
+  /**
+   * The answer a ring carried to `wait`: the grant its handoff wrote, for this very request, while
+   * it is in force. Answered as of that write, as a read of the record and the lock just after it
+   * would answer (a renewal or release since is as much a race as after a read). Undefined when the
+   * ring carried none, or one not for this request, or a lease already over: the record decides.
+   */
+  private pushedGrant(
+    wait: PendingWait,
+    listener: Listener | undefined,
+  ): { outcome: AcquireOutcome; slotFreed: boolean } | undefined {
+    const pushed = listener?.takeGranted();
+    if (pushed?.requestId !== wait.requestId || pushed.grant.lock !== wait.lock) return undefined;
+    const end = leaseEnd(pushed.grant);
+    if (end !== undefined && end <= this.clock.now()) return undefined;
+    const outcome = this.grantedAs(wait, pushed.grant.fencingToken, pushed.grant, undefined);
+    return { outcome, slotFreed: pushed.slotFreed };
   }
 
   /**
@@ -1052,7 +1086,9 @@ export function newWaiter(
     priority,
     arrivedAt: now,
     connectionId: wait.connectionId,
-    ...(wait.connectionId === undefined && wait.bell !== undefined ? { bell: wait.bell } : {}),
+    ...(wait.connectionId === undefined && wait.bell !== undefined
+      ? { bell: wait.bell, ...(wait.slot === undefined ? {} : { slot: wait.slot }) }
+      : {}),
     mode: cmd.mode ?? 'exclusive',
     maxHolders: cmd.mode === 'shared' ? cmd.maxHolders : undefined,
     holding: cmd.holding?.filter((name) => name !== cmd.name),

@@ -7,10 +7,16 @@
  * the waiting function reads the waiter's record at once instead of at its
  * next poll.
  *
- * A ring is only a hint, and carries nothing but the waiter's lock and place:
- * the record decides the answer, so a ring lost, late, or sent by mistake
- * changes no outcome, only when the record is read. A wait without a doorbell
- * (the relay not open yet, or gone stale) polls as before.
+ * A ring names the waiter's lock and place. One that follows a grant also
+ * carries that grant, as the granter's committed write made it, for the request
+ * it was made for: the wait answers with it and reads nothing (the answer
+ * pushed by whoever performs the handoff, no read on the way). Only the
+ * stack's functions may push to a connection (IAM
+ * execute-api:ManageConnections), as for a WebSocket waiter's `granted` frame,
+ * which its SDK takes as its grant just the same. Any other ring is a hint:
+ * the wait reads its record, so a ring lost, late or doubled changes no
+ * outcome, only when the wait looks. A wait without a doorbell (the relay not
+ * open yet, or gone stale) polls as before.
  *
  * One connection serves every wait of the instance (a Lambda instance runs one
  * request at a time; the local stack runs many). API Gateway closes a
@@ -19,6 +25,7 @@
  * it is surely open (FRESH_FOR_MS since the last frame sent, MAX_AGE_MS since
  * it opened); otherwise it is replaced, and that one wait polls.
  */
+import { type RungGrant, rungGrantOf } from '../core/ws-wire';
 import { log } from '../shared/log';
 import { Recent } from './recent';
 
@@ -41,6 +48,8 @@ export type SignHandshake = (url: URL, now: Date) => Record<string, string>;
 export interface Listener {
   /** Resolves when `sleep` does, or sooner on a ring; true if rung since the last call. */
   wait(sleep: Promise<void>): Promise<boolean>;
+  /** The grant the last ring carried, if it did (then forgotten): the wait's answer, pushed by its granter. */
+  takeGranted(): RungGrant | undefined;
   /** Stops listening (the wait is over). */
   stop(): void;
 }
@@ -83,13 +92,21 @@ interface Connection {
 
 class Ringable implements Listener {
   private rang = false;
+  private carried: RungGrant | undefined;
   private wake: (() => void) | undefined;
 
   constructor(private readonly onStop: () => void) {}
 
-  ring(): void {
+  ring(granted: RungGrant | undefined): void {
     this.rang = true;
+    if (granted) this.carried = granted;
     this.wake?.();
+  }
+
+  takeGranted(): RungGrant | undefined {
+    const carried = this.carried;
+    this.carried = undefined;
+    return carried;
   }
 
   async wait(sleep: Promise<void>): Promise<boolean> {
@@ -109,8 +126,8 @@ export class Relay implements Doorbell {
   private connection: Connection | undefined;
   private failedAt = Number.NEGATIVE_INFINITY;
   private readonly listeners = new Map<string, Set<Ringable>>();
-  /** Rings nobody listened for yet: a wait may be granted before its function starts listening. */
-  private readonly unheard: Recent<true>;
+  /** Rings nobody listened for yet (a wait may be granted before its function starts listening), with any grant they carried. */
+  private readonly unheard: Recent<{ granted: RungGrant | undefined }>;
 
   constructor(
     private readonly url: string,
@@ -150,9 +167,10 @@ export class Relay implements Doorbell {
     const set = this.listeners.get(k) ?? new Set();
     set.add(listener);
     this.listeners.set(k, set);
-    if (this.unheard.get(k)) {
+    const unheard = this.unheard.get(k);
+    if (unheard) {
       this.unheard.delete(k);
-      listener.ring();
+      listener.ring(unheard.granted);
     }
     return listener;
   }
@@ -216,7 +234,15 @@ export class Relay implements Doorbell {
   }
 
   private received(c: Connection, data: unknown): void {
-    let frame: { type?: unknown; connection_id?: unknown; lock?: unknown; order?: unknown };
+    let frame: {
+      type?: unknown;
+      connection_id?: unknown;
+      lock?: unknown;
+      order?: unknown;
+      request_id?: unknown;
+      grant?: unknown;
+      frees_slot?: unknown;
+    };
     try {
       frame = JSON.parse(String(data));
     } catch {
@@ -225,9 +251,10 @@ export class Relay implements Doorbell {
     if (frame.type === 'welcome' && typeof frame.connection_id === 'string') c.id = frame.connection_id;
     else if (frame.type === 'ring' && typeof frame.lock === 'string' && typeof frame.order === 'string') {
       const k = key(frame.lock, frame.order);
+      const granted = rungGrantOf(frame);
       const listening = this.listeners.get(k);
-      if (!listening) this.unheard.set(k, true);
-      for (const listener of listening ?? []) listener.ring();
+      if (!listening) this.unheard.set(k, { granted });
+      for (const listener of listening ?? []) listener.ring(granted);
     }
   }
 

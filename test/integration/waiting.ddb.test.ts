@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpWaitRef } from '../../lambdas/core/items';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { RELAY_CLIENT_ID } from '../../lambdas/service/relay';
 import type { LocalStack } from '../../local/stack';
@@ -262,17 +263,22 @@ describe('HTTP waits', () => {
       const held = await acquireHttp(lock, 'holder');
       const waiting = acquireHttp(lock, 'rung', { wait_timeout_ms: 5_000 });
       await expect.poll(async () => (await storage.queue(lock, 1)).waiters.length).toBe(1);
-      const bell = (await storage.queue(lock, 1)).waiters[0]?.bell;
+      const [waiter] = (await storage.queue(lock, 1)).waiters;
+      const bell = waiter?.bell;
       const before = pushed();
       await releaseHttp(lock, 'holder', held.fencing_token);
       expect(await waiting).toMatchObject({ acquired: true, client_id: 'rung' });
       if (bell === undefined && attempt < 5) continue;
+      // The waiter named its function's HTTP-wait slot, which the release's handoff freed.
+      expect(waiter?.slot).toEqual({ index: expect.any(Number), holder: expect.any(String) });
+      const slot = await storage.read(httpWaitRef(waiter?.slot?.index as number));
+      expect(slot?.holder).not.toBe(waiter?.slot?.holder);
       // The relay's connection: the functions' own principal, as its own client.
       expect(await services.connections.get(bell as string)).toMatchObject({
         owner: localPrincipal('local'),
         clientId: RELAY_CLIENT_ID,
       });
-      // The release pushed one frame: the ring (an HTTP waiter has no grant pushed to it).
+      // The release pushed one frame: the ring, which carried the grant.
       expect(pushed() - before).toBe(1);
       break;
     }

@@ -10,6 +10,8 @@ import {
   POLL_QUEUE_LIMIT,
   SELF_SERVE_AFTER_LAPSE_BELLED_MS,
 } from '../../lambdas/core/http-poll';
+import { httpWaitRef } from '../../lambdas/core/items';
+import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { Relay } from '../../lambdas/service/relay';
 import { FakeSocket } from '../support/fake-socket';
 import { LOCK, QueueHarness } from '../support/queue-harness';
@@ -58,7 +60,7 @@ function countReads(h: QueueHarness) {
 }
 
 describe('an HTTP wait with a doorbell', () => {
-  it('is woken by the ring of the release that grants it: no poll before, one look after', async () => {
+  it('is answered by the ring of the release that grants it, which carries the grant: no poll before, no read after', async () => {
     const h = new QueueHarness();
     const first = await h.hold('a', { ttl: 60_000 });
     // The waiting function never wakes by itself: only a ring can end its sleep.
@@ -79,25 +81,74 @@ describe('an HTTP wait with a doorbell', () => {
     expect(counts.polls).toBe(0);
 
     await h.release(first);
-    expect(h.framesTo(BELL)).toEqual([{ type: 'ring', lock: LOCK, order: waiter?.order }]);
     const outcome = await answer;
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
     expect(outcome.outcome.grant).toMatchObject({ clientId: 'b', fencingToken: first.fencingToken + 1 });
-    // No poll: the record and the lock in one read.
-    expect(counts).toEqual({ polls: 0, records: 0, batches: 1 });
+    expect(h.framesTo(BELL)).toEqual([
+      { type: 'ring', lock: LOCK, order: waiter?.order, request_id: 'rb', grant: outcome.outcome.grant },
+    ]);
+    // Nothing read: the ring's grant is the answer.
+    expect(counts).toEqual({ polls: 0, records: 0, batches: 0 });
+    // The same answer as the record and the lock give a retry of the request.
+    const retried = await h.services.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), {
+      waitMs: 1,
+    });
+    expect(retried).toEqual(outcome);
   });
 
-  it('frees its HTTP-wait slot beside the read a ring calls for, not after it, and only once', async () => {
-    const h = new QueueHarness();
-    const first = await h.hold('a', { ttl: 60_000 });
-    const waiting = h.instance({ doorbell: relayOn(h), sleep: () => new Promise(() => {}) });
+  /** A slot-holding wait (as the lock-commands handler runs one), recording the slot writes by who made them. */
+  function slottedWait(h: QueueHarness, waiting: ReturnType<QueueHarness['instance']>) {
     const slotWrites: string[] = [];
     const write = h.memory.write.bind(h.memory);
     h.memory.write = async (ref, w) => {
+      const result = await write(ref, w);
       if (ref.kind === 'http-wait')
-        slotWrites.push(w.update.some((u) => u.kind === 'remove') ? 'free' : 'take');
-      return write(ref, w);
+        slotWrites.push(
+          `${w.update.some((u) => u.kind === 'remove') ? 'free' : 'take'}${result.ok ? '' : ' (refused)'}`,
+        );
+      return result;
     };
+    const answer = waiting.httpWaits.during('rb-attempt', h.now + 10_000, (slot) =>
+      waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), { waitMs: 10_000 }, slot),
+    );
+    return { slotWrites, answer };
+  }
+  const slotHolders = (h: QueueHarness) =>
+    Array.from(
+      { length: DEFAULT_LIMITS.maxHttpWaits },
+      (_, i) => h.memory.readNow(httpWaitRef(i))?.holder,
+    ).filter((holder) => holder !== undefined);
+
+  it('has its HTTP-wait slot freed by its granter, beside the ring: it answers without a write of its own', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const waiting = h.instance({ doorbell: relayOn(h), sleep: () => new Promise(() => {}) });
+    const { slotWrites, answer } = slottedWait(h, waiting);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(slotWrites).toEqual(['take']);
+    expect(slotHolders(h)).toEqual(['rb-attempt']);
+    expect(h.waiters()[0]?.slot).toMatchObject({ holder: 'rb-attempt' });
+    await h.release(first); // the release's handoff grants, rings and frees the slot before it answers
+    expect(slotWrites).toEqual(['take', 'free']);
+    expect(slotHolders(h)).toEqual([]);
+    expect(h.framesTo(BELL)).toEqual([expect.objectContaining({ type: 'ring', frees_slot: true })]);
+    const outcome = await answer;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(slotWrites).toEqual(['take', 'free']); // the waiting function wrote nothing more
+  });
+
+  it('after a ring without a grant (an older granter’s), frees its slot beside the read the ring calls for', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const relay = relayOn(h);
+    const deliver = h.pushOutcome;
+    // A granter from before rings carried grants: its ring names the waiter's place only.
+    h.pushOutcome = (connection, frame) =>
+      deliver(
+        connection,
+        frame.type === 'ring' ? { type: 'ring', lock: frame.lock, order: frame.order } : frame,
+      );
+    const waiting = h.instance({ doorbell: relay, sleep: () => new Promise(() => {}) });
     let readStarted = () => {};
     const reading = new Promise<void>((resolve) => (readStarted = resolve));
     let finishRead = () => {};
@@ -107,19 +158,61 @@ describe('an HTTP wait with a doorbell', () => {
       await new Promise<void>((resolve) => (finishRead = resolve));
       return readMany(refs);
     };
-    const answer = waiting.httpWaits.during('rb-attempt', h.now + 10_000, (slot) =>
-      waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), { waitMs: 10_000 }, slot),
-    );
+    const { slotWrites, answer } = slottedWait(h, waiting);
     await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(slotWrites).toEqual(['take']);
     await h.release(first);
     await reading;
     await new Promise((resolve) => setTimeout(resolve, 0));
-    expect(slotWrites).toEqual(['take', 'free']); // freed while the read is still out
+    // This granter freed it too; the wait's own free, beside its read, is then refused: harmless.
+    expect(slotWrites).toEqual(['take', 'free', 'free (refused)']);
     finishRead();
     const outcome = await answer;
     if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
-    expect(slotWrites).toEqual(['take', 'free']);
+    expect(slotWrites).toEqual(['take', 'free', 'free (refused)']);
+  });
+
+  it('takes a ring’s grant only if it is for this very request and in force: any other is a hint, and the record decides', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const relay = relayOn(h);
+    const waiting = h.instance({ doorbell: relay, sleep: () => new Promise(() => {}) });
+    const counts = countReads(h);
+    const answer = waiting.locks.acquireOverHttp(h.command('b', { requestId: 'rb' }), { waitMs: 10_000 });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const [waiter] = h.waiters();
+    const forged = {
+      lock: LOCK,
+      owner: waiter?.owner,
+      clientId: 'b',
+      fencingToken: 999,
+      held: { kind: 'lease', ttlMs: 30_000, expiresAt: h.now + 30_000 },
+      mode: 'exclusive',
+      acquiredAt: h.now,
+      reentry: 1,
+    };
+    const ring = (frame: object) =>
+      h.pushOutcome(BELL, { type: 'ring', lock: LOCK, order: waiter?.order, ...frame } as never);
+    let answered = false;
+    void answer.then(() => (answered = true));
+    // Another request's grant, a lease already over, a grant of another lock, a malformed one: one
+    // at a time, each wakes it to read its record, still queued, and it waits on.
+    const unfit = [
+      { request_id: 'another', grant: forged },
+      { request_id: 'rb', grant: { ...forged, held: { kind: 'lease', ttlMs: 30_000, expiresAt: h.now } } },
+      { request_id: 'rb', grant: { ...forged, lock: 'jobs/other' } },
+      { request_id: 'rb', grant: { ...forged, fencingToken: '999' } },
+    ];
+    for (const [i, frame] of unfit.entries()) {
+      ring(frame);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(counts.batches).toBe(i + 1);
+      expect(answered).toBe(false);
+    }
+    expect(h.record('b', 'rb')?.state).toBe('queued');
+    await h.release(first);
+    const outcome = await answer;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(outcome.outcome.grant.fencingToken).toBe(first.fencingToken + 1);
   });
 
   it('heading a lapsed lease, leaves it to the expiry timer for a while, then serves it itself if no ring came', async () => {

@@ -200,6 +200,42 @@ describe('rings', () => {
     expect(await listener.wait(manualSleep().sleep)).toBe(true);
   });
 
+  it('hand on the grant a ring carries, well-formed and of its own lock only; kept too when early', async () => {
+    const { r, welcome } = relay();
+    r.bell();
+    const socket = welcome('conn-1');
+    const grant = {
+      lock: 'L',
+      owner: 'arn:aws:iam::000000000000:user/local',
+      clientId: 'c',
+      fencingToken: 42,
+      held: { kind: 'lease', ttlMs: 10_000, expiresAt: 2_000_000 },
+      mode: 'exclusive',
+      acquiredAt: 1_990_000,
+      reentry: 1,
+    };
+    socket.receives({ type: 'ring', lock: 'L', order: 'early', request_id: 'r1', grant, frees_slot: true });
+    const early = r.listen('L', 'early');
+    expect(await early.wait(manualSleep().sleep)).toBe(true);
+    expect(early.takeGranted()).toEqual({ requestId: 'r1', grant, slotFreed: true });
+    expect(early.takeGranted()).toBeUndefined(); // taken once
+    const listener = r.listen('L', 'o');
+    for (const bad of [
+      { request_id: 'r2', grant: { ...grant, lock: 'M' } },
+      { request_id: 'r2', grant: { ...grant, fencingToken: -1 } },
+      { request_id: 'r2', grant: { ...grant, held: { kind: 'lease' } } },
+      { request_id: 7, grant },
+      { grant },
+    ]) {
+      socket.receives({ type: 'ring', lock: 'L', order: 'o', ...bad });
+      expect(await listener.wait(manualSleep().sleep)).toBe(true); // a ring all the same
+      expect(listener.takeGranted()).toBeUndefined();
+    }
+    socket.receives({ type: 'ring', lock: 'L', order: 'o', request_id: 'r2', grant });
+    expect(await listener.wait(manualSleep().sleep)).toBe(true);
+    expect(listener.takeGranted()).toEqual({ requestId: 'r2', grant, slotFreed: false });
+  });
+
   it('stop reaching a wait that stopped listening; malformed frames are ignored', async () => {
     const { r, welcome } = relay();
     r.bell();
