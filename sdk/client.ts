@@ -736,7 +736,8 @@ export class LockClient {
     firstRequestId: string,
     until: number,
   ): Promise<Lease> {
-    for (let requestId = firstRequestId; ; requestId = randomUUID()) {
+    let requestId = firstRequestId;
+    for (;;) {
       options.signal?.throwIfAborted();
       // At least 1 ms: a request that asks to wait; 0 would be a try.
       const left = Math.max(1, Math.round(until - performance.now()));
@@ -755,8 +756,10 @@ export class LockClient {
           ...(options.holding.length ? { holding: options.holding } : {}),
         });
       } catch (error) {
-        // Too many HTTP waits service-wide: refused before it changed anything. Asked to wait, it
-        // waits as told (with jitter) and asks again while its wait lasts; past that, the refusal.
+        // Too many HTTP waits service-wide: refused before it took a slot. Asked to wait, it waits
+        // as told (with jitter) and asks again while its wait lasts; past that, the refusal. It asks
+        // with the same request_id: a refusal of a retry the transport made may leave the request
+        // queued from its first delivery, and asking again under that id follows it to its grant.
         if (!(error instanceof LimitExceededError) || error.code !== 'TOO_MANY_WAITS') throw error;
         const pause = error.retryAfterMs * (1 + Math.random() / 2);
         if (performance.now() + pause >= until) throw error;
@@ -765,6 +768,7 @@ export class LockClient {
       }
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+      requestId = randomUUID();
     }
   }
 }

@@ -114,7 +114,7 @@ export const WaitAttr = {
   bell: 'bell',
   /**
    * The HTTP-wait slot (core/http-wait.ts) a rung waiter's function holds, as `<index> <holder>`:
-   * whoever grants it frees that slot beside the ring that carries the grant, so the waiting
+   * whoever grants it frees that slot after the ring that carries the grant, so the waiting
    * function answers without a write of its own.
    */
   slot: 'http_slot',

@@ -22,8 +22,6 @@ export const ROUTES: readonly RouteSpec[] = [
     ...QUEUE_SERVER,
     // A rung HTTP wait reads its record and the lock in one call.
     table: [...QUEUE_SERVER.table, 'dynamodb:BatchGetItem'],
-    // HTTP waits hold a slot while they poll (limits).
-    partitions: [...QUEUE_SERVER.partitions, 'httpWait'],
     // An HTTP wait may last 25 s; API Gateway's integration timeout is 30 s.
     timeoutSeconds: 29,
     // HTTP waits are rung on the function's own WebSocket connection (its relay).

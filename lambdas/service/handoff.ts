@@ -44,6 +44,7 @@ import {
   runHandoffSteps,
   takeBackSteps,
   type Waiter,
+  type WaitSlot,
   waiterOf,
 } from '../core/queue';
 import type { EndReason } from '../core/request';
@@ -627,26 +628,35 @@ export class Handoff {
   /**
    * Rings an HTTP waiter's doorbell, if it has one (service/relay.ts), after the write that granted
    * or ended it. A ring after a grant carries it, and the waiting function answers with it, reading
-   * nothing; its HTTP-wait slot is freed here, beside the push, rather than by that function
-   * before it answers. Whatever becomes of the push, the record says the same, and the waiting
-   * function's next poll finds it (and frees its slot itself: a second free is refused, harmless).
+   * nothing; its HTTP-wait slot is freed here, after the push, rather than by that function before
+   * it answers. Whatever becomes of the push, the record says the same, and the waiting function's
+   * next poll finds it (and frees its slot itself: a second free is refused, harmless).
    */
   private async ring(waiter: Waiter, grant?: Grant): Promise<void> {
     if (waiter.bell === undefined) return;
     const slot = grant === undefined ? undefined : waiter.slot;
     const granted =
       grant === undefined ? undefined : { requestId: waiter.requestId, grant, slotFreed: slot !== undefined };
-    await Promise.all([
-      this.pusher.push(waiter.bell, ringFrame(waiter.lock, waiter.order, granted)),
-      // Best effort, as the waiting function's own free is: a slot not freed is free at its lease's end.
-      slot &&
-        this.storage.write(httpWaitRef(slot.index), freeSlotWrite(slot.holder)).catch((error: unknown) =>
-          log('warn', 'could not free a granted HTTP wait’s slot; it is free at its lease’s end', {
-            lock: waiter.lock,
-            slot: slot.index,
-            ...describeError(error),
-          }),
-        ),
-    ]);
+    let pushed: PushOutcome = 'unknown';
+    try {
+      pushed = await this.pusher.push(waiter.bell, ringFrame(waiter.lock, waiter.order, granted));
+    } finally {
+      // A relay that is gone got no ring: its wait holds its slot until it has its answer, and frees
+      // it then. Any other ring may have arrived, saying the slot is freed here.
+      if (slot && pushed !== 'gone') await this.freeSlot(waiter, slot);
+    }
+  }
+
+  /** Frees a granted HTTP waiter's slot. Best effort, as the waiting function's own free is: a slot not freed is free at its lease's end. */
+  private async freeSlot(waiter: Waiter, slot: WaitSlot): Promise<void> {
+    try {
+      await this.storage.write(httpWaitRef(slot.index), freeSlotWrite(slot.holder));
+    } catch (error) {
+      log('warn', 'could not free a granted HTTP wait’s slot; it is free at its lease’s end', {
+        lock: waiter.lock,
+        slot: slot.index,
+        ...describeError(error),
+      });
+    }
   }
 }

@@ -36,7 +36,7 @@ export interface HeldSlot {
   readonly holder: string;
   /** Frees the slot (once: later calls share the first). Best effort, never fails. */
   free(): Promise<void>;
-  /** Its waiter's granter frees it, beside the ring that carried the grant: this wait need not. */
+  /** Its waiter's granter frees it, after the ring that carried the grant: this wait need not. */
   freedByGranter(): void;
 }
 

@@ -589,7 +589,7 @@ export class LockService {
       // A ring after its grant carries it, as the granter's write made it: that is the answer.
       const pushed = rung ? this.pushedGrant(wait, listener) : undefined;
       if (pushed) {
-        // Its granter frees the slot beside the ring (unless it did not say so: then this wait does).
+        // Its granter frees the slot after the ring (unless it did not say so: then this wait does).
         if (pushed.slotFreed) slot?.freedByGranter();
         else await slot?.free();
         return pushed.outcome;

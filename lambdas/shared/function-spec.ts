@@ -59,8 +59,9 @@ export const QUEUE_SERVER = {
     'dynamodb:ConditionCheckItem',
   ],
   // Locks and their queues, request records, sessions (checks, links), connections (a grant to a
-  // vanished one removes its other waiters and its item), waiter counters (limits).
-  partitions: ['lock', 'request', 'session', 'connection', 'quota'],
+  // vanished one removes its other waiters and its item), waiter counters (limits), HTTP-wait
+  // slots (whoever grants an HTTP waiter frees its function's slot after the ring).
+  partitions: ['lock', 'request', 'session', 'connection', 'quota', 'httpWait'],
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,

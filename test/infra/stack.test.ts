@@ -307,6 +307,10 @@ describe('functions', () => {
             'dynamodb:LeadingKeys': route.partitions.map((p) => `${PARTITIONS[p]}*`),
           },
         });
+      // A function that may grant a waiter (it writes locks and pushes) frees a granted HTTP waiter's
+      // slot beside the ring that carries the grant: a role without the slots' partition would be
+      // refused that write on AWS (the local stack enforces no IAM), leaving the slot taken.
+      if (route.pushes && route.partitions.includes('lock')) expect(route.partitions).toContain('httpWait');
       // No managed policies (AWSLambdaBasicExecutionRole would grant logs on every group).
       const role = template.findResources('AWS::IAM::Role')[roleId];
       expect(role?.Properties.ManagedPolicyArns).toBeUndefined();

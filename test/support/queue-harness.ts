@@ -16,7 +16,7 @@ import {
   throughSession,
 } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
-import type { LockChangeImages, Waiter } from '../../lambdas/core/queue';
+import type { LockChangeImages, Waiter, WaitSlot } from '../../lambdas/core/queue';
 import { requestOf } from '../../lambdas/core/request';
 import type { ServiceLimits } from '../../lambdas/core/wire';
 import type { Frame } from '../../lambdas/core/ws-wire';
@@ -38,6 +38,8 @@ export interface WaitOptions {
   readonly connection?: string;
   /** An HTTP waiter's doorbell (service/relay.ts), as its function would name it. */
   readonly bell?: string;
+  /** The HTTP-wait slot such a waiter's function holds (core/queue.ts WaitAttr.slot). */
+  readonly slot?: WaitSlot;
   readonly requestId?: string;
   readonly ttl?: number;
   readonly session?: string;
@@ -165,6 +167,7 @@ export class QueueHarness {
         priority: options.priority,
         connectionId: options.connection,
         bell: options.bell,
+        slot: options.slot,
       },
       options.grantFirst,
     );

@@ -137,6 +137,63 @@ describe('an HTTP wait with a doorbell', () => {
     expect(slotWrites).toEqual(['take', 'free']); // the waiting function wrote nothing more
   });
 
+  it('keeps its slot when its relay is gone (no ring came): it frees it itself once it has its answer', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 60_000 });
+    const relay = relayOn(h);
+    const deliver = h.pushOutcome;
+    h.pushOutcome = (connection, frame) => (connection === BELL ? 'gone' : deliver(connection, frame));
+    let wakeUp = () => {};
+    const waiting = h.instance({
+      doorbell: relay,
+      sleep: () => new Promise<void>((resolve) => (wakeUp = resolve)),
+    });
+    const { slotWrites, answer } = slottedWait(h, waiting);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await h.release(first);
+    // The granter did not free it: the function still waits (until its next poll) within its slot.
+    expect(slotWrites).toEqual(['take']);
+    expect(slotHolders(h)).toEqual(['rb-attempt']);
+    wakeUp();
+    const outcome = await answer;
+    if (outcome.kind !== 'done' || !outcome.outcome.acquired) throw new Error(JSON.stringify(outcome));
+    expect(slotWrites).toEqual(['take', 'free']);
+    expect(slotHolders(h)).toEqual([]);
+  });
+
+  it('is answered and has its slot freed the same way when the expiry timer grants it, and each reader of a run gets its own grant', async () => {
+    const h = new QueueHarness();
+    const first = await h.hold('a', { ttl: 1_000 }); // never released: the timer serves the queue
+    const waiting = h.instance({ doorbell: relayOn(h), sleep: () => new Promise(() => {}) });
+    const answers = ['r1', 'r2'].map((client, i) =>
+      waiting.httpWaits.during(`${client}-attempt`, h.now + 10_000, (slot) =>
+        waiting.locks.acquireOverHttp(
+          h.command(client, { requestId: `req-${i}`, mode: 'shared', maxHolders: 2 }),
+          { waitMs: 10_000 },
+          slot,
+        ),
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(h.waiters().map((w) => w.slot?.holder)).toEqual(['r1-attempt', 'r2-attempt']);
+    h.now += 1_000;
+    await h.services.handoff.serve(LOCK, 'required'); // the expiry timer's serve
+    const outcomes = await Promise.all(answers);
+    const grants = outcomes.map((o) => {
+      if (o.kind !== 'done' || !o.outcome.acquired) throw new Error(JSON.stringify(o));
+      return o.outcome.grant;
+    });
+    expect(grants.map((g) => g.clientId)).toEqual(['r1', 'r2']);
+    // Each answer is its own request's grant, as its record says; both above the lapsed holder's token.
+    for (const [i, g] of grants.entries()) {
+      expect(h.record(g.clientId, `req-${i}`)).toMatchObject({ state: 'granted', fence: g.fencingToken });
+      expect(g.fencingToken).toBeGreaterThan(first.fencingToken);
+    }
+    expect(grants[0]?.fencingToken).not.toBe(grants[1]?.fencingToken);
+    expect(h.framesTo(BELL).every((f) => 'frees_slot' in f && f.frees_slot === true)).toBe(true);
+    expect(slotHolders(h)).toEqual([]);
+  });
+
   it('after a ring without a grant (an older granter’s), frees its slot beside the read the ring calls for', async () => {
     const h = new QueueHarness();
     const first = await h.hold('a', { ttl: 60_000 });
@@ -281,11 +338,13 @@ describe('an HTTP wait with a doorbell', () => {
   it('is never rung once a retry moved it to a WebSocket connection; a WebSocket waiter gets its grant, no ring', async () => {
     const h = new QueueHarness();
     const first = await h.hold('a', { ttl: 60_000 });
-    await h.wait('b', { bell: BELL, requestId: 'rb' });
+    await h.wait('b', { bell: BELL, slot: { index: 3, holder: 'rb-attempt' }, requestId: 'rb' });
+    expect(h.waiters()[0]?.slot).toEqual({ index: 3, holder: 'rb-attempt' });
     await h.wait('b', { connection: 'ws-b', requestId: 'rb' }); // the same request, retried over WebSocket
     const [waiter] = h.waiters();
     expect(waiter?.connectionId).toBe('ws-b');
     expect(waiter?.bell).toBeUndefined();
+    expect(waiter?.slot).toBeUndefined(); // its HTTP attempt frees its own slot as it ends
     await h.release(first);
     expect(h.framesTo(BELL)).toEqual([]);
     expect(h.framesTo('ws-b', 'granted')).toHaveLength(1);
