@@ -76,10 +76,6 @@ export const errorFrame = (error: LatchkeyError, request?: string) => ({
 });
 
 /**
- * To a function's relay connection (service/relay.ts): the HTTP waiter `order` of `lock` was granted
- * or ended. It says nothing about which: the waiter's record does.
- */
-/**
  * Wakes the HTTP wait queued at `order` on `lock` (service/relay.ts): pushed to its function's
  * relay by whoever granted or ended it, after that write. A ring after a grant carries it, as the
  * write made it, for the request it was made for; the wait answers with it and reads nothing.
@@ -101,7 +97,7 @@ export const ringFrame = (lock: string, order: string, granted?: RungGrant) => (
 export interface RungGrant {
   readonly requestId: string;
   readonly grant: Grant;
-  /** Whether the granter frees the waiting function's HTTP-wait slot (beside this ring). */
+  /** Whether the granter frees the waiting function's HTTP-wait slot (right after this ring). */
   readonly slotFreed: boolean;
 }
 

@@ -4,8 +4,8 @@
  * API (its relay, opened with its role's SigV4 signature) and names that
  * connection as the waiter's doorbell (core/queue.ts WaitAttr.bell). Whoever
  * grants or ends the waiter then pushes `ring` there (service/handoff.ts), and
- * the waiting function reads the waiter's record at once instead of at its
- * next poll.
+ * the waiting function learns its outcome at once instead of at its next
+ * poll.
  *
  * A ring names the waiter's lock and place. One that follows a grant also
  * carries that grant, as the granter's committed write made it, for the request
