@@ -504,11 +504,11 @@ export class LockService {
     const until = this.clock.now() + wait.waitMs;
     const polls = wait.connectionId === undefined && wait.waitMs > 0;
     const bell = polls ? this.doorbell?.bell() : undefined;
-    const rung =
+    const withBell =
       bell === undefined
         ? wait
         : { ...wait, bell, ...(slot ? { slot: { index: slot.index, holder: slot.holder } } : {}) };
-    const result = await this.acquire(cmd, rung, grantFirst);
+    const result = await this.acquire(cmd, withBell, grantFirst);
     if (result.kind === 'done' || result.wait.connectionId !== undefined) return result;
     return { kind: 'done', outcome: await this.awaitGrant(result.wait, until, slot) };
   }

@@ -25,12 +25,8 @@ export async function pollingPeer(
   proxy: { url: string; take(): Counts },
   options: { readonly workers: number; readonly holdMs: number; readonly seconds: number },
 ): Promise<{ lines: string[]; stats: ContentionStats }> {
-  const client = (endpoint: string) =>
-    new DynamoDBClient({
-      endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    });
+  // Region and credentials come from the environment common.ts sets, as in the other sections.
+  const client = (endpoint: string) => new DynamoDBClient({ endpoint });
   const tableName = `bench-peer-${randomUUID()}`;
   const admin = client(proxy.url);
   await admin.send(
