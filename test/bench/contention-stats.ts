@@ -4,6 +4,7 @@
  * their rows compare side by side.
  */
 import { percentile } from './common';
+import { type StoreRates, storeCeiling } from './store-rate';
 import type { Counts } from './waiting';
 
 export interface ContendedGrant {
@@ -33,9 +34,17 @@ export interface ContentionStats {
   readonly failedWritesPerGrant: number;
   /** p50 of every write through the proxy in the same window: the unit the handoff goals count in. */
   readonly writeP50: number;
+  /** The call mix per grant (stream polling excluded), for the store's ceiling (store-rate.ts). */
+  readonly singleWritesPerGrant: number;
+  readonly readsPerGrant: number;
+  readonly transactionsPerGrant: number;
+  /** Items per transaction, on average (0 without transactions). */
+  readonly itemsPerTransaction: number;
 }
 
 const WRITE = /UpdateItem|TransactWriteItems|PutItem|DeleteItem/;
+const SINGLE_WRITE = /\.(UpdateItem|PutItem|DeleteItem)$/;
+const READ = /\.(GetItem|BatchGetItem|Query|Scan)$/;
 export const isStreamCall = (target: string) => target.startsWith('DynamoDBStreams_');
 const total = (map: Map<string, number>, keep: (key: string) => boolean = () => true) =>
   [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);
@@ -85,11 +94,23 @@ export function contentionStats(input: {
     callsPerGrant: n ? total(counts.calls, (k) => !isStreamCall(k)) / n : Number.NaN,
     failedWritesPerGrant: n ? total(counts.failedWrites) / n : Number.NaN,
     writeP50: percentile(writes, 0.5),
+    singleWritesPerGrant: n ? total(counts.calls, (k) => SINGLE_WRITE.test(k)) / n : Number.NaN,
+    readsPerGrant: n ? total(counts.calls, (k) => !isStreamCall(k) && READ.test(k)) / n : Number.NaN,
+    transactionsPerGrant: n ? total(counts.calls, (k) => k.endsWith('.TransactWriteItems')) / n : Number.NaN,
+    itemsPerTransaction: counts.transactionItems.length
+      ? counts.transactionItems.reduce((a, b) => a + b, 0) / counts.transactionItems.length
+      : 0,
   };
 }
 
-/** The side-by-side table of the contention runs, with each one's ratios to the first. */
-export function sideBySide(rows: readonly { readonly name: string; readonly stats: ContentionStats }[]) {
+/**
+ * The side-by-side table of the contention runs, with each one's ratios to the first, and, given
+ * DynamoDB Local's own rates in the same run, the ceiling each run's call mix puts on it.
+ */
+export function sideBySide(
+  rows: readonly { readonly name: string; readonly stats: ContentionStats }[],
+  rates?: StoreRates,
+) {
   const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   const first = rows[0]?.stats;
   const spread = (s: ContentionStats) => {
@@ -113,5 +134,15 @@ export function sideBySide(rows: readonly { readonly name: string; readonly stat
     `| grants per worker min-max (worst from the mean) | ${rows.map((r) => spread(r.stats)).join(' | ')} |`,
     `| grants straight back to the releaser | ${rows.map((r) => `${r.stats.backToReleaser} of ${r.stats.followers}`).join(' | ')} |`,
   ];
+  if (rates) {
+    const ceilings = rows.map((r) => storeCeiling(r.stats, rates));
+    const mix = (s: ContentionStats) =>
+      `${fmt(s.transactionsPerGrant, 2)} × ${fmt(s.itemsPerTransaction, 1)} items, ${fmt(s.singleWritesPerGrant, 2)}, ${fmt(s.readsPerGrant, 2)}`;
+    out.push(
+      `| calls per grant: transactions × items, single writes, reads | ${rows.map((r) => mix(r.stats)).join(' | ')} |`,
+      `| ceiling: grants/s that call mix allows at DynamoDB Local's own rates (same run) | ${ceilings.map((c) => fmt(c)).join(' | ')} |`,
+      `| grants/s ÷ that ceiling | ${rows.map((r, i) => fmt(r.stats.grantsPerSecond / (ceilings[i] as number), 2)).join(' | ')} |`,
+    );
+  }
   return out;
 }

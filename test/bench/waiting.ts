@@ -38,6 +38,7 @@ import {
 } from './contention-stats';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 import { pollingPeer, pollingPeerName } from './polling-peer';
+import { storeRateLines, storeRates, transactionSizes } from './store-rate';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
 /**
@@ -67,6 +68,8 @@ export interface Counts {
   readonly errors: Map<string, number>;
   /** Round-trip ms through the proxy, by target. */
   readonly latencies: Map<string, number[]>;
+  /** Items each TransactWriteItems carried, in the order sent. */
+  readonly transactionItems: number[];
 }
 
 export const emptyCounts = (): Counts => ({
@@ -75,6 +78,7 @@ export const emptyCounts = (): Counts => ({
   cancelReasons: new Map(),
   errors: new Map(),
   latencies: new Map(),
+  transactionItems: [],
 });
 
 /** A pass-through HTTP proxy in front of DynamoDB that counts requests and failed conditional writes. */
@@ -115,6 +119,7 @@ export async function startCountingProxy(target: string, onRequest?: (op: string
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
+      if (op.endsWith('.TransactWriteItems')) tally.transactionItems.push(transactionItemCount(body));
       onRequest?.(op, body);
       upstream.end(body);
     });
@@ -134,6 +139,15 @@ export async function startCountingProxy(target: string, onRequest?: (op: string
       agent.destroy();
     },
   };
+}
+
+function transactionItemCount(body: Buffer): number {
+  try {
+    const items = (JSON.parse(body.toString('utf8')) as { TransactItems?: unknown }).TransactItems;
+    return Array.isArray(items) ? items.length : 0;
+  } catch {
+    return 0;
+  }
 }
 
 function classify(tally: Counts, op: string, status: number, encoding: unknown, raw: Buffer): void {
@@ -360,7 +374,10 @@ async function main() {
         await peerProxy.stop();
       }
     }
-    console.log(sideBySide(rows).join('\n'));
+    // Measured after the runs, with the stack idle: the same DynamoDB Local, its own rate.
+    const rates = await storeRates(endpoint, transactionSizes(rows.map((r) => r.stats)));
+    console.log(storeRateLines(rates).join('\n'));
+    console.log(sideBySide(rows, rates).join('\n'));
   } finally {
     await stack.stop();
     await proxy.stop();
