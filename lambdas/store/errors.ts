@@ -11,6 +11,19 @@ const THROTTLING = new Set([
   'TooManyRequestsException',
 ]);
 
+/**
+ * Refused because another transaction was writing the same item at that moment: a single-item
+ * write that meets a transaction in flight (TransactionConflictException), a transaction resent
+ * while its first attempt still runs (TransactionInProgressException, after a lost answer: it
+ * may have been applied), a cancellation without reasons. The SDK does not retry the first and
+ * gives up on the second after its attempts; the outcome is for the caller to retry or look up.
+ */
+const CONFLICTS = new Set([
+  'TransactionConflictException',
+  'TransactionInProgressException',
+  'TransactionCanceledException',
+]);
+
 /** Failures on the way to DynamoDB (no answer at all), or of the function's own credentials. */
 const TRANSIENT_ERRORS = new Set([
   'TimeoutError',
@@ -46,6 +59,15 @@ export function toStoreError(error: unknown): LatchkeyError {
       {
         cause: error,
       },
+    );
+  }
+  if (CONFLICTS.has(name)) {
+    return new LatchkeyError(
+      'UNAVAILABLE',
+      `DynamoDB refused the call while a transaction was writing the same item (${name}); retry shortly`,
+      undefined,
+      200,
+      { cause: error },
     );
   }
   const status = e.$metadata?.httpStatusCode ?? 0;

@@ -1,3 +1,8 @@
+import {
+  TransactionCanceledException,
+  TransactionConflictException,
+  TransactionInProgressException,
+} from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { LatchkeyError } from '../../lambdas/core/errors';
 import { toStoreError } from '../../lambdas/store/errors';
@@ -28,6 +33,28 @@ describe('DynamoDB failures become typed errors', () => {
     expect(mapped).toMatchObject({ code: 'UNAVAILABLE', status: 503, retryable: true });
     expect(mapped.retryAfterMs).toBeGreaterThan(0);
     expect(mapped.cause).toBe(error);
+  });
+
+  it.each([
+    // Real SDK classes: client faults (400) the SDK does not mark retryable.
+    [
+      'a single-item write meeting a transaction in flight',
+      new TransactionConflictException({
+        message: 'ongoing transaction',
+        $metadata: { httpStatusCode: 400 },
+      }),
+    ],
+    [
+      'a transaction resent while its first attempt runs (a lost answer)',
+      new TransactionInProgressException({ message: 'in progress', $metadata: { httpStatusCode: 400 } }),
+    ],
+    [
+      'a cancelled transaction without reasons',
+      new TransactionCanceledException({ message: 'cancelled', $metadata: { httpStatusCode: 400 } }),
+    ],
+  ])('%s is UNAVAILABLE and retryable, never INTERNAL', (_, error) => {
+    expect(error.$fault).toBe('client');
+    expect(toStoreError(error)).toMatchObject({ code: 'UNAVAILABLE', status: 503, retryable: true });
   });
 
   it('a request DynamoDB rejects as invalid is INTERNAL (a bug here, not the caller), never "not acquired"', () => {
