@@ -33,16 +33,28 @@ export function errorResponse(error: LatchkeyError, extra: Record<string, unknow
   return json(error.status, { ...extra, ...error.toBody() }, retryAfter);
 }
 
-function issuesToDetails(issues: readonly z.core.$ZodIssue[], what: string): ErrorDetail[] {
+/** What `input` holds at `path` (undefined where it holds nothing). */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let at = input;
+  for (const key of path) {
+    if (at === null || typeof at !== 'object' || !Object.hasOwn(at, key)) return undefined;
+    at = (at as Record<PropertyKey, unknown>)[key];
+  }
+  return at;
+}
+
+function issuesToDetails(issues: readonly z.core.$ZodIssue[], input: unknown, what: string): ErrorDetail[] {
   return issues.map((issue) => {
     const path = issue.path.map(String).join('.') || what;
     if (issue.code === 'unrecognized_keys')
       return { path, message: `unknown field(s): ${issue.keys.join(', ')}` };
     if (issue.code === 'invalid_type') {
-      const missing = / received undefined$/.test(issue.message);
+      if (valueAt(input, issue.path) === undefined) return { path, message: `${path} is required` };
+      // The schema's own words when it has them ("an integer number of milliseconds"), else zod's type.
+      if (!/^Invalid input/.test(issue.message)) return { path, message: issue.message };
       return {
         path,
-        message: missing ? `${path} is required` : `${path} must be ${article(issue.expected)}`,
+        message: `${path} must be ${article(issue.expected === 'int' ? 'integer' : issue.expected)}`,
       };
     }
     return { path, message: issue.message };
@@ -55,7 +67,7 @@ const article = (type: string) => (/^[aeiou]/.test(type) ? `an ${type}` : `a ${t
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const details = issuesToDetails(result.error.issues, what);
+  const details = issuesToDetails(result.error.issues, value, what);
   throw invalidRequest(
     `${what} is invalid: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`,
     details,
