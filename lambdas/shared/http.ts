@@ -177,6 +177,22 @@ export function httpContext(event: HttpEvent): RequestContext {
 }
 
 /**
+ * How long before the function's timeout a request still running is answered 503 UNAVAILABLE
+ * (DynamoDB answering slowly: each of a wait's last calls may take its whole 6 s budget). Past
+ * the timeout the caller would get API Gateway's bare 500 instead. The work left runs on, or
+ * not, like a request whose answer was lost: a retry with the same request_id finds its outcome.
+ */
+export const ANSWER_EARLY_MS = 1_000;
+
+const outOfTime = () =>
+  new LatchkeyError(
+    'UNAVAILABLE',
+    'the request ran out of time (DynamoDB is answering slowly); retry it with the same request_id, which finds its outcome',
+    undefined,
+    1_000,
+  );
+
+/**
  * Wraps a route: it gets the event and the services (the composition root, or what a test hands
  * in); any LatchkeyError becomes its JSON answer; anything else is logged and answered 500.
  */
@@ -184,7 +200,12 @@ export function httpRoute(
   run: (event: HttpEvent, deps: Deps) => Promise<HttpResult>,
   deps: () => Deps = getDeps,
 ) {
-  const route = middy<HttpEvent, HttpResult>()
+  const route = middy<HttpEvent, HttpResult>({
+    timeoutEarlyInMillis: ANSWER_EARLY_MS,
+    timeoutEarlyResponse: () => {
+      throw outOfTime();
+    },
+  })
     .handler((event) => run(event, deps()))
     .use({
       onError: async (request) => {
