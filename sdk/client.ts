@@ -47,6 +47,7 @@ import {
   withLocksOptions,
 } from './multi-lock';
 import { asIdentifier } from './names';
+import { heldByClient, OwnHoldError, OwnReleases } from './own-holds';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -195,6 +196,8 @@ export class LockClient {
   private readonly onWarning: ((warning: LatchkeyClientError) => void) | undefined;
   /** When to try the WebSocket API again after it could not be reached. */
   private wsRetryAt = 0;
+  /** Releases through this client, which resume its waits for a lock it holds itself (own-holds.ts). */
+  private readonly ownReleases = new OwnReleases();
 
   constructor(options: LockClientOptions) {
     if (typeof options !== 'object' || options === null)
@@ -359,6 +362,11 @@ export class LockClient {
           requestId = randomUUID();
           continue;
         }
+        if (error instanceof OwnHoldError) {
+          await this.pauseOnOwnHold(name, error.retryAfterMs, until, options);
+          requestId = randomUUID();
+          continue;
+        }
         // No WebSocket API where it was said to be: wait over HTTP, and try it again in a minute.
         if (!(error instanceof UnavailableError) || !/WebSocket/.test(error.message)) throw error;
         this.wsRetryAt = performance.now() + 60_000;
@@ -368,17 +376,37 @@ export class LockClient {
     return this.acquireOverHttp(name, options, requestId, until);
   }
 
+  /**
+   * A wait answered at once that this client holds `name` (it is not queued behind itself):
+   * pauses until a release of `name` through this client, or the hold's `retryAfterMs`, within
+   * the wait; past the wait, WaitTimeoutError naming the client.
+   */
+  private async pauseOnOwnHold(
+    name: string,
+    retryAfterMs: number,
+    until: number,
+    options: { waitTimeoutMs: number; signal?: AbortSignal | undefined },
+  ): Promise<void> {
+    const left = until - performance.now();
+    if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId);
+    await this.ownReleases.pause(name, Math.min(Math.max(retryAfterMs, 50), left), options.signal);
+  }
+
   /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
   async release(lease: Lease): Promise<void> {
     leaseArg('release', lease);
-    // One release_id for every retry of this release: a retry of one already applied (its answer
-    // lost) is answered, never applied twice (a re-entered lock would count down twice).
-    await this.post(lockPath(lease.name, 'release'), {
-      client_id: lease.clientId,
-      fencing_token: lease.fencingToken,
-      ...heldAs(lease),
-      release_id: randomUUID(),
-    });
+    try {
+      // One release_id for every retry of this release: a retry of one already applied (its answer
+      // lost) is answered, never applied twice (a re-entered lock would count down twice).
+      await this.post(lockPath(lease.name, 'release'), {
+        client_id: lease.clientId,
+        fencing_token: lease.fencingToken,
+        ...heldAs(lease),
+        release_id: randomUUID(),
+      });
+    } finally {
+      this.ownReleases.released(lease.name);
+    }
   }
 
   /**
@@ -401,6 +429,8 @@ export class LockClient {
       return answer.status === 200;
     } catch {
       return false;
+    } finally {
+      this.ownReleases.released(lease.name);
     }
   }
 
@@ -742,7 +772,7 @@ export class LockClient {
       // At least 1 ms: a request that asks to wait; 0 would be a try.
       const left = Math.max(1, Math.round(until - performance.now()));
       const sentAt = performance.now();
-      let answer: { acquired?: boolean };
+      let answer: { acquired?: boolean; holder?: unknown; retry_after_ms?: unknown };
       try {
         answer = await this.post(lockPath(name, 'acquire'), {
           client_id: this.clientId,
@@ -767,7 +797,10 @@ export class LockClient {
         continue;
       }
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
-      if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+      if (heldByClient(answer, this.clientId)) {
+        const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
+        await this.pauseOnOwnHold(name, retryAfterMs, until, options);
+      } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
       requestId = randomUUID();
     }
   }

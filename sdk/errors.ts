@@ -59,8 +59,19 @@ export class WaitTimeoutError extends LatchkeyClientError {
   constructor(
     readonly lock: string,
     waitMs: number,
+    /** The client id that held it all along when this very client holds it: a wait never queues behind itself. */
+    readonly heldByClient?: string,
   ) {
-    super(`lock ${lock} was not granted within ${waitMs} ms`, 'WAIT_TIMEOUT', undefined, true);
+    super(
+      `lock ${lock} was not granted within ${waitMs} ms${
+        heldByClient === undefined
+          ? ''
+          : `: it is held by this client (${heldByClient}) itself, which a wait does not queue behind; release that hold, or acquire with reentrant: true to enter it again`
+      }`,
+      'WAIT_TIMEOUT',
+      undefined,
+      true,
+    );
   }
 }
 

@@ -156,6 +156,56 @@ describe('withLock', () => {
   });
 });
 
+describe('a wait for a lock this very client holds', () => {
+  /** Acquire requests the stack has answered so far (its /metrics, every outcome). */
+  const acquireRequests = async () => {
+    const text = await (await fetch(new URL('/metrics', stack.url))).text();
+    let n = 0;
+    for (const line of text.split('\n'))
+      if (line.startsWith('latchkey_requests_total{') && line.includes('operation="acquire"'))
+        n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    return n;
+  };
+  type Held = NonNullable<Awaited<ReturnType<LockClient['tryAcquire']>>>;
+
+  // Asking again at once spun until the hold ended: about 10 requests a second over WebSocket, 100 over HTTP.
+  for (const ws of [true, false])
+    it(`pauses on the hold instead of asking again, and resumes at its release through this client (${ws ? 'WebSocket' : 'HTTP'})`, async () => {
+      const name = lockName();
+      const c = client({ ws, clientId: `own-${randomUUID()}` });
+      const first = (await c.tryAcquire(name, { ttlMs: 20_000 })) as Held;
+      const before = await acquireRequests();
+      const second = c.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 30_000 });
+      await sleep(1_500);
+      expect((await acquireRequests()) - before).toBeLessThanOrEqual(2);
+      await c.release(first);
+      const lease = await second;
+      // Resumed by the release, long before the 20 s hold's lease would have ended.
+      expect(lease.fencingToken).toBeGreaterThan(first.fencingToken);
+      expect(Date.now()).toBeLessThan((first.expiresAt as Date).getTime() - 10_000);
+      await c.release(lease);
+    });
+
+  it('resumes at the end of a hold it did not release, and a wait that runs out first says whose hold it was', async () => {
+    const name = lockName();
+    const clientId = `own-${randomUUID()}`;
+    const c = client({ clientId });
+    const forgotten = (await c.tryAcquire(name, { ttlMs: 2_500 })) as Held;
+    const refused = c.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 1_000 });
+    await expect(refused).rejects.toBeInstanceOf(WaitTimeoutError);
+    await expect(refused).rejects.toMatchObject({
+      heldByClient: clientId,
+      message: expect.stringMatching(/held by this client .* itself.*reentrant: true/),
+    });
+    const before = await acquireRequests();
+    const lease = await c.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 10_000 });
+    expect(lease.fencingToken).toBeGreaterThan(forgotten.fencingToken);
+    // One ask, one after the lease end (retry_after_ms), perhaps one more if it came a little early.
+    expect((await acquireRequests()) - before).toBeLessThanOrEqual(3);
+    await c.release(lease);
+  });
+});
+
 describe('waiting over WebSocket', () => {
   /** The WebSocket connection of a client's waiter (private: a test drops it to play a network failure). */
   const connectionOf = (c: LockClient) =>

@@ -1,0 +1,61 @@
+/**
+ * A wait for a lock this very client holds. The service does not queue a client behind its own
+ * hold (it would be a wait for itself: `reentrant: true` enters again instead); it answers at once
+ * that the lock is held, by this client. Asking again at once would spin until the hold ends, so
+ * the wait pauses until the hold is likely over: a release of that lock through this client (two
+ * tasks of one process sharing a client: the common case, resumed at once), or the hold's lease
+ * end (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
+ */
+import { sleep } from './transport';
+
+/** A wait answered at once that this client holds the lock: WsWaiter's answer, for the client to pause on. */
+export class OwnHoldError extends Error {
+  override name = 'OwnHoldError';
+  constructor(
+    readonly lock: string,
+    /** Until the hold's lease ends (or, for a session's hold, a while). */
+    readonly retryAfterMs: number,
+  ) {
+    super(`lock ${lock} is held by this client itself`);
+  }
+}
+
+/** Whether a refusal names this client as the holder. */
+export const heldByClient = (answer: { holder?: unknown }, clientId: string) =>
+  typeof answer.holder === 'object' &&
+  answer.holder !== null &&
+  (answer.holder as { client_id?: unknown }).client_id === clientId;
+
+/** The releases made through one client, by lock name, for waits paused on its own hold. */
+export class OwnReleases {
+  private readonly paused = new Map<string, Set<() => void>>();
+
+  /** A lease of `name` was released (or its release tried) through this client: resume its waits. */
+  released(name: string): void {
+    const wakes = this.paused.get(name);
+    this.paused.delete(name);
+    for (const wake of wakes ?? []) wake();
+  }
+
+  /** Resolves at the next release of `name` through this client or after `ms`; rejects if `signal` aborts. */
+  async pause(name: string, ms: number, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    const stop = new AbortController();
+    const wakes = this.paused.get(name) ?? new Set<() => void>();
+    this.paused.set(name, wakes);
+    const wake = () => stop.abort();
+    wakes.add(wake);
+    const onAbort = () => stop.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await sleep(ms, stop.signal);
+    } catch {
+      // Woken by a release: resume. Aborted by the caller: its reason.
+      if (signal?.aborted) throw signal.reason;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      wakes.delete(wake);
+      if (!wakes.size && this.paused.get(name) === wakes) this.paused.delete(name);
+    }
+  }
+}

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { heldByClient, OwnReleases } from '../../sdk/own-holds';
+
+describe('a wait paused on its own client’s hold', () => {
+  it('resumes at a release of that lock through the client, not of another lock', async () => {
+    const releases = new OwnReleases();
+    let resumed = false;
+    const paused = releases.pause('jobs/a', 60_000).then(() => {
+      resumed = true;
+    });
+    releases.released('jobs/b');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(resumed).toBe(false);
+    releases.released('jobs/a');
+    await paused;
+    expect(resumed).toBe(true);
+  });
+
+  it('resumes after its time without a release, and leaves nothing behind', async () => {
+    const releases = new OwnReleases();
+    await releases.pause('jobs/a', 10);
+    expect((releases as unknown as { paused: Map<string, unknown> }).paused.size).toBe(0);
+  });
+
+  it('rejects with the reason of an abort, before or during the pause', async () => {
+    const releases = new OwnReleases();
+    const during = new AbortController();
+    const paused = releases.pause('jobs/a', 60_000, during.signal);
+    during.abort(new Error('stopped'));
+    await expect(paused).rejects.toThrow('stopped');
+    await expect(releases.pause('jobs/a', 60_000, during.signal)).rejects.toThrow('stopped');
+  });
+
+  it('knows a refusal that names this client as the holder', () => {
+    expect(heldByClient({ holder: { client_id: 'me' } }, 'me')).toBe(true);
+    expect(heldByClient({ holder: { client_id: 'you' } }, 'me')).toBe(false);
+    expect(heldByClient({ holder: null }, 'me')).toBe(false);
+    expect(heldByClient({}, 'me')).toBe(false);
+  });
+});
