@@ -302,6 +302,10 @@ export function runTargets(
   if (locks.length === 0) {
     const [name, ...command] = operands;
     if (name === undefined) throw new Error(`missing the lock name: ${usage}`);
+    // `run -- cmd args`: the command's first word is not the lock name.
+    const dashes = rawArgs.indexOf('--');
+    if (dashes >= 0 && operands.length <= rawArgs.length - dashes - 1)
+      throw new Error(`missing the lock name before --: ${usage}`);
     if (command.length === 0) throw new Error(`missing the command: ${usage}`);
     return { names: [name], command };
   }

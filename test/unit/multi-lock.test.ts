@@ -385,6 +385,17 @@ describe('latchkey run with several locks', () => {
     );
     expect(() => runTargets([], [], argv('run'))).toThrow(/missing the lock name/);
     expect(() => runTargets(['jobs/a'], [], argv('run', 'jobs/a'))).toThrow(/missing the command/);
+    // Without a NAME before --, the command's first word is not taken for the lock's name.
+    expect(() => runTargets(['echo', 'hi'], [], argv('run', '--', 'echo', 'hi'))).toThrow(
+      /missing the lock name before --/,
+    );
+    expect(() => runTargets(['echo', 'hi'], [], argv('run', '--ttl', '30s', '--', 'echo', 'hi'))).toThrow(
+      /missing the lock name before --/,
+    );
+    expect(runTargets(['jobs/a', 'sh'], [], argv('run', 'jobs/a', 'sh'))).toEqual({
+      names: ['jobs/a'],
+      command: ['sh'],
+    });
   });
 
   it('with --lock: the command is what follows --, NAME (if any) joins the set, each name once', () => {
