@@ -739,7 +739,11 @@ function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number):
   const recorded = old && str(old, A.holder) === cmd.clientId && num(old, A.fence) === cmd.fencingToken;
   if (!recorded) {
     const holder = liveHolder(old, now);
-    const who = holder ? `it is held by ${holder.clientId} with another fencing token` : 'it is not held';
+    const who = !holder
+      ? 'it is not held'
+      : holder.clientId !== cmd.clientId && holder.fencingToken === cmd.fencingToken
+        ? `that token is held by client ${holder.clientId}: send the client_id that acquired it`
+        : `it is held by ${holder.clientId} with another fencing token`;
     return new LatchkeyError(
       'NOT_HOLDER',
       `${cmd.clientId} does not hold ${cmd.name} with fencing token ${cmd.fencingToken}: ${who}`,

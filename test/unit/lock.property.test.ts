@@ -436,14 +436,21 @@ describe('lock rules, by example', () => {
     );
     const token = grant.acquired ? grant.grant.fencingToken : 0;
     const snapshot = structuredClone(lock.item);
+    // Each refusal names what differs: the client id (the token was right), or the token.
     await expect(
       lock.run(releaseProtocol({ name: 'L', owner: ALICE, clientId: 'b', fencingToken: token }, START)),
-    ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    ).rejects.toMatchObject({
+      code: 'NOT_HOLDER',
+      message: `b does not hold L with fencing token ${token}: that token is held by client a: send the client_id that acquired it`,
+    });
     await expect(
       lock.run(
         renewProtocol({ name: 'L', owner: ALICE, clientId: 'a', fencingToken: token - 1, ttlMs: 9 }, START),
       ),
-    ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    ).rejects.toMatchObject({
+      code: 'NOT_HOLDER',
+      message: `a does not hold L with fencing token ${token - 1}: it is held by a with another fencing token`,
+    });
     await expect(
       lock.run(
         renewProtocol(
