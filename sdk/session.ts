@@ -168,7 +168,12 @@ export class Session {
       } catch (error) {
         if (error instanceof SessionExpiredError || (error as LatchkeyClientError).status === 404)
           return this.end(
-            new SessionExpiredError(`session ${this.id} has ended: ${(error as Error).message}`),
+            // The service's message names the session and how it ended; a 404 may not.
+            new SessionExpiredError(
+              (error as Error).message.includes(this.id)
+                ? (error as Error).message
+                : `session ${this.id} has ended: ${(error as Error).message}`,
+            ),
           );
         if (!this.ended) this.beatSoon(Math.min(this.heartbeatIntervalMs / 3, 1_000));
       }

@@ -36,7 +36,9 @@ export const SessionAttr = {
 const S = SessionAttr;
 
 export type SessionState = 'alive' | 'grace' | 'expired' | 'ended';
-export type EndReason = 'closed' | 'expired';
+/** closed: by its client; expired: no heartbeat in time; ended-by-operator: the admin route. */
+export type EndReason = 'closed' | 'expired' | 'ended-by-operator';
+const END_REASONS: readonly string[] = ['closed', 'expired', 'ended-by-operator'] satisfies EndReason[];
 
 export interface Session {
   readonly id: string;
@@ -68,7 +70,7 @@ export function sessionOfItem(id: string, item: Item): Session {
     deadline: n(S.deadline),
     expiresAt: n(S.expiresAt),
     endedAt: opt(S.endedAt),
-    endReason: reason === 'closed' || reason === 'expired' ? reason : undefined,
+    endReason: typeof reason === 'string' && END_REASONS.includes(reason) ? (reason as EndReason) : undefined,
     sweptAt: opt(S.sweptAt),
   };
 }
@@ -227,11 +229,11 @@ export const refileWrite = (
 });
 
 /**
- * Ends a session: closed by its client (while live), or expired (only once
- * past its expiry, so a heartbeat that landed first keeps it alive).
+ * Ends a session: closed by its client or ended by an operator (while live), or expired (only
+ * once past its expiry, so a heartbeat that landed first keeps it alive).
  */
 export function endWrite(s: Pick<Session, 'owner' | 'clientId'>, reason: EndReason, now: number): ItemWrite {
-  const when = reason === 'closed' ? gt(S.expiresAt, now) : le(S.expiresAt, now);
+  const when = reason === 'expired' ? le(S.expiresAt, now) : gt(S.expiresAt, now);
   return {
     condition: and(exists(S.client), notEnded, eq(S.owner, s.owner), eq(S.client, s.clientId), when),
     update: [set(S.endedAt, now), set(S.endReason, reason)],

@@ -71,7 +71,7 @@ export function countSessionChange(id: string, before: Item | undefined, after: 
   if (!before && after) metric('SessionsOpened', 1);
   if (before?.[SessionAttr.endedAt] === undefined && after?.[SessionAttr.endedAt] !== undefined) {
     const reason = after[SessionAttr.endReason];
-    if (reason === 'closed') metric('SessionsClosed', 1);
+    if (reason === 'closed' || reason === 'ended-by-operator') metric('SessionsClosed', 1);
     else if (reason === 'expired') metric('SessionsExpired', 1);
   }
 }

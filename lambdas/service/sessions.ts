@@ -16,6 +16,7 @@ import { lastFencingToken, liveHolder, queuedCount, sessionReleaseWrite } from '
 import {
   createWrite,
   dueEntryMisfiled,
+  type EndReason,
   endWrite,
   heartbeatWrite,
   refileWrite,
@@ -117,7 +118,8 @@ export class Sessions {
     why: { readonly reason: string; readonly by?: string; readonly admin?: boolean } = { reason: 'closed' },
   ): Promise<number> {
     const now = this.clock.now();
-    const result = await this.storage.write(sessionRef(id), endWrite({ owner, clientId }, 'closed', now));
+    const reason = why.admin ? 'ended-by-operator' : 'closed';
+    const result = await this.storage.write(sessionRef(id), endWrite({ owner, clientId }, reason, now));
     if (result.ok) {
       audit('session-end', { ...sessionFields({ id, owner, clientId }), ...why });
       return this.releaseLocks({ id, owner, clientId }, 0, why.by);
@@ -341,7 +343,7 @@ function refusal(
   if (known.clientId !== clientId)
     return new LatchkeyError('NOT_SESSION_OWNER', `session ${id} belongs to another client`);
   if (known.endedAt !== undefined)
-    return new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended (${known.endReason ?? 'closed'})`);
+    return new LatchkeyError('SESSION_EXPIRED', `session ${id} has ended: ${endedHow(known.endReason)}`);
   const state = sessionState(known, now);
   return new LatchkeyError(
     'SESSION_EXPIRED',
@@ -349,4 +351,11 @@ function refusal(
       ? `session ${id} expired: no heartbeat since its deadline and grace passed`
       : `session ${id} changed meanwhile; retry`,
   );
+}
+
+/** How a session ended, in words. */
+function endedHow(reason: EndReason | undefined): string {
+  if (reason === 'expired') return 'it expired (no heartbeat before its deadline and grace passed)';
+  if (reason === 'ended-by-operator') return 'an operator ended it';
+  return 'its client closed it';
 }

@@ -196,10 +196,13 @@ describe('DELETE /api/v1/admin/sessions/{id}', () => {
       by: OPERATOR,
     });
 
-    // Its owner now finds it ended; ending it again changes nothing and logs nothing more.
+    // Its owner now finds it ended, by an operator; ending it again changes nothing and logs nothing more.
     expect(
-      (await alice.post(`/api/v1/sessions/${a.session_id}/heartbeat`, { client_id: 'a-2' })).body.error.code,
-    ).toBe('SESSION_EXPIRED');
+      (await alice.post(`/api/v1/sessions/${a.session_id}/heartbeat`, { client_id: 'a-2' })).body.error,
+    ).toMatchObject({
+      code: 'SESSION_EXPIRED',
+      message: `session ${a.session_id} has ended: an operator ended it`,
+    });
     lines = [];
     const again = await admin.request('DELETE', `/api/v1/admin/sessions/${a.session_id}`, {
       reason: 'again',

@@ -84,6 +84,13 @@ describe('session lifecycle', () => {
     ).toBeUndefined();
     const closed = apply(created, endWrite({ owner: ALICE, clientId: 'alice' }, 'closed', T0 + 10)) as Item;
     expect(session(closed).endReason).toBe('closed');
+    // An operator ends it like its client would, while it lives, and says so.
+    const byOperator = endWrite({ owner: ALICE, clientId: 'alice' }, 'ended-by-operator', T0 + 10);
+    expect(session(apply(created, byOperator) as Item).endReason).toBe('ended-by-operator');
+    expect(
+      apply(created, endWrite({ owner: ALICE, clientId: 'alice' }, 'ended-by-operator', T0 + 4_000)),
+    ).toBeUndefined(); // expired already: the sweeper's
+    expect(session({ ...closed, end_reason: 'something-newer' }).endReason).toBeUndefined();
     // Due at once until swept (its locks released), then nothing is due; only an ended session is swept.
     expect(sessionDueAt(session(closed), T0 + 20)).toBe(T0 + 20);
     expect(apply(created, sweptWrite(T0 + 30))).toBeUndefined();
