@@ -81,7 +81,7 @@ function modeText(v: LockView): string {
 
 /** The holder's name for commands whose lease outlives the process: stable per user and host. */
 const stableClientId = () =>
-  process.env.LATCHKEY_CLIENT_ID ?? asIdentifier(`${userInfo().username}@${hostname()}`);
+  process.env.LATCHKEY_CLIENT_ID || asIdentifier(`${userInfo().username}@${hostname()}`);
 
 /** The endpoints this run uses, for messages about them. */
 let endpointsInUse: Endpoints | undefined;
@@ -255,6 +255,18 @@ function table(header: string[], rows: string[][]): string {
 
 const print = (g: Globals, value: unknown, human: () => string) =>
   console.log(g.json ? JSON.stringify(value) : human());
+
+/** `acquire --json`'s answer when the lock was not acquired. */
+const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeoutError) =>
+  error instanceof LockHeldError
+    ? {
+        acquired: false,
+        lock,
+        holder: error.holder ?? null,
+        retry_after_ms: error.retryAfterMs,
+        ...(error.blockedBy ? { blocked_by: error.blockedBy } : {}),
+      }
+    : { acquired: false, lock, wait_timed_out: true };
 
 const leaseView = (lease: Lease) => ({
   lock: lease.name,
@@ -515,6 +527,11 @@ terminal (/dev/tty).`,
             `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}${hint}`,
           ].join('\n'),
         );
+      } catch (error) {
+        // Not acquired (exit 3): under --json, a script still reads an answer from stdout.
+        if (g.json && (error instanceof LockHeldError || error instanceof WaitTimeoutError))
+          console.log(JSON.stringify(notAcquiredView(name, error)));
+        throw error;
       } finally {
         client.close();
       }
@@ -670,19 +687,21 @@ terminal (/dev/tty).`,
     .action(async (prefix: string, o) => {
       const g = globals();
       const client = clientFor(g);
+      // Redrawn in place on a terminal; to a file or a pipe, one frame after another, without escapes.
+      const show = process.stdout.isTTY ? logUpdate : (frame: string) => console.log(`${frame}\n`);
       for (;;) {
         try {
           const locks = await client.list(prefix);
           const detail = await Promise.all(
             locks.filter((v) => v.queued > 0).map((v) => client.inspect(v.lock)),
           );
-          logUpdate(
+          show(
             `${new Date().toISOString()}  ${locks.length} locks under '${prefix}'\n\n${describeList(locks)}${
               detail.length ? `\n\n${detail.map(describeLock).join('\n\n')}` : ''
             }`,
           );
         } catch (error) {
-          logUpdate(`${new Date().toISOString()}  ${(error as Error).message} (retrying)`);
+          show(`${new Date().toISOString()}  ${(error as Error).message} (retrying)`);
         }
         await new Promise((resolve) => setTimeout(resolve, o.every));
       }

@@ -456,6 +456,15 @@ describe('the other commands', () => {
     expect(acquired.code, acquired.stderr).toBe(0);
     const lease = JSON.parse(acquired.stdout);
     expect(lease).toMatchObject({ lock: name, client_id: 'ops', fencing_token: expect.any(Number) });
+    // Not acquired: exit 3, and under --json an answer on stdout all the same.
+    const refused = await latchkey(['--json', '--client-id', 'other', 'acquire', name, '--ttl', '1m']);
+    expect(refused.code).toBe(3);
+    expect(JSON.parse(refused.stdout)).toMatchObject({
+      acquired: false,
+      lock: name,
+      holder: 'ops',
+      retry_after_ms: expect.any(Number),
+    });
     const shown = await latchkey(['show', name]);
     expect(shown.stdout).toContain(`${name}: held`);
     expect(shown.stdout).toContain(`holder   ops (yours)  token ${lease.fencing_token}`);
