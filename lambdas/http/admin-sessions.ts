@@ -6,6 +6,7 @@
  */
 
 import * as z from 'zod';
+import { principalOf } from '../core/principal';
 import { sessionState } from '../core/session';
 import { clientId, isoTime, pageFields } from '../core/wire';
 import { sessionAdminOf } from '../service/services';
@@ -25,7 +26,7 @@ export const handler = httpRoute(async (event, deps) => {
   const sessionAdmin = sessionAdminOf(deps);
   const query = parseQuery(event, adminSessionsQuery);
   const page = await sessionAdmin.list(query.limit ?? DEFAULT_PAGE, query.cursor, {
-    principal: query.principal,
+    principal: query.principal === undefined ? undefined : principalOf(query.principal),
     clientId: query.client_id,
   });
   const now = clock.now();
