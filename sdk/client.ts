@@ -339,6 +339,7 @@ export class LockClient {
     const until = performance.now() + options.waitTimeoutMs;
     while (this.waiter && performance.now() >= this.wsRetryAt) {
       const sentAt = performance.now();
+      const asked = this.ownReleases.mark();
       try {
         const grant = await this.waiter.wait(
           {
@@ -363,7 +364,7 @@ export class LockClient {
           continue;
         }
         if (error instanceof OwnHoldError) {
-          await this.pauseOnOwnHold(name, error.retryAfterMs, until, options);
+          await this.pauseOnOwnHold(name, error.retryAfterMs, asked, until, options);
           requestId = randomUUID();
           continue;
         }
@@ -384,12 +385,14 @@ export class LockClient {
   private async pauseOnOwnHold(
     name: string,
     retryAfterMs: number,
+    /** OwnReleases.mark() from before the request that was answered so. */
+    asked: number,
     until: number,
     options: { waitTimeoutMs: number; signal?: AbortSignal | undefined },
   ): Promise<void> {
     const left = until - performance.now();
     if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId);
-    await this.ownReleases.pause(name, Math.min(Math.max(retryAfterMs, 50), left), options.signal);
+    await this.ownReleases.pause(name, Math.min(Math.max(retryAfterMs, 50), left), asked, options.signal);
   }
 
   /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
@@ -772,6 +775,7 @@ export class LockClient {
       // At least 1 ms: a request that asks to wait; 0 would be a try.
       const left = Math.max(1, Math.round(until - performance.now()));
       const sentAt = performance.now();
+      const asked = this.ownReleases.mark();
       let answer: { acquired?: boolean; holder?: unknown; retry_after_ms?: unknown };
       try {
         answer = await this.post(lockPath(name, 'acquire'), {
@@ -799,7 +803,7 @@ export class LockClient {
       if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
       if (heldByClient(answer, this.clientId)) {
         const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
-        await this.pauseOnOwnHold(name, retryAfterMs, until, options);
+        await this.pauseOnOwnHold(name, retryAfterMs, asked, until, options);
       } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
       requestId = randomUUID();
     }

@@ -29,17 +29,30 @@ export const heldByClient = (answer: { holder?: unknown }, clientId: string) =>
 /** The releases made through one client, by lock name, for waits paused on its own hold. */
 export class OwnReleases {
   private readonly paused = new Map<string, Set<() => void>>();
+  /** Releases through this client so far (of any lock): a wait notes it before it asks. */
+  private count = 0;
+
+  /** A mark to pass to `pause`: a release after it, even before the pause began, resumes at once. */
+  mark(): number {
+    return this.count;
+  }
 
   /** A lease of `name` was released (or its release tried) through this client: resume its waits. */
   released(name: string): void {
+    this.count++;
     const wakes = this.paused.get(name);
     this.paused.delete(name);
     for (const wake of wakes ?? []) wake();
   }
 
-  /** Resolves at the next release of `name` through this client or after `ms`; rejects if `signal` aborts. */
-  async pause(name: string, ms: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * Resolves at the next release of `name` through this client or after `ms`, at once if this
+   * client released anything since `since` (the hold the answer named may be gone already);
+   * rejects if `signal` aborts.
+   */
+  async pause(name: string, ms: number, since: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
+    if (this.count !== since) return;
     const stop = new AbortController();
     const wakes = this.paused.get(name) ?? new Set<() => void>();
     this.paused.set(name, wakes);

@@ -186,6 +186,29 @@ describe('a wait for a lock this very client holds', () => {
       await c.release(lease);
     });
 
+  it('tasks sharing one client take turns, each resumed by the release before it, not by a lease end', async () => {
+    const name = lockName();
+    const c = client({ clientId: `own-${randomUUID()}` });
+    const before = await acquireRequests();
+    const started = Date.now();
+    let running = 0;
+    const tokens = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        c.withLock(name, { ttlMs: 20_000, waitTimeoutMs: 30_000 }, async (lease) => {
+          expect(++running).toBe(1);
+          await sleep(30);
+          running--;
+          return lease.fencingToken;
+        }),
+      ),
+    );
+    expect(new Set(tokens).size).toBe(4);
+    // Far less than one 20 s lease: nobody waited for a lease end.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // Each task asks once, and once more after each release it waited behind (at most 1 + 2 + 3 + 4).
+    expect((await acquireRequests()) - before).toBeLessThanOrEqual(10);
+  });
+
   it('resumes at the end of a hold it did not release, and a wait that runs out first says whose hold it was', async () => {
     const name = lockName();
     const clientId = `own-${randomUUID()}`;

@@ -5,7 +5,7 @@ describe('a wait paused on its own client’s hold', () => {
   it('resumes at a release of that lock through the client, not of another lock', async () => {
     const releases = new OwnReleases();
     let resumed = false;
-    const paused = releases.pause('jobs/a', 60_000).then(() => {
+    const paused = releases.pause('jobs/a', 60_000, releases.mark()).then(() => {
       resumed = true;
     });
     releases.released('jobs/b');
@@ -18,17 +18,26 @@ describe('a wait paused on its own client’s hold', () => {
 
   it('resumes after its time without a release, and leaves nothing behind', async () => {
     const releases = new OwnReleases();
-    await releases.pause('jobs/a', 10);
+    await releases.pause('jobs/a', 10, releases.mark());
     expect((releases as unknown as { paused: Map<string, unknown> }).paused.size).toBe(0);
   });
 
   it('rejects with the reason of an abort, before or during the pause', async () => {
     const releases = new OwnReleases();
     const during = new AbortController();
-    const paused = releases.pause('jobs/a', 60_000, during.signal);
+    const paused = releases.pause('jobs/a', 60_000, releases.mark(), during.signal);
     during.abort(new Error('stopped'));
     await expect(paused).rejects.toThrow('stopped');
-    await expect(releases.pause('jobs/a', 60_000, during.signal)).rejects.toThrow('stopped');
+    await expect(releases.pause('jobs/a', 60_000, releases.mark(), during.signal)).rejects.toThrow('stopped');
+  });
+
+  it('does not pause when the client released anything since it asked: the hold named may be gone', async () => {
+    const releases = new OwnReleases();
+    const asked = releases.mark();
+    releases.released('jobs/a'); // before the answer came, so before the pause began
+    const started = performance.now();
+    await releases.pause('jobs/a', 60_000, asked);
+    expect(performance.now() - started).toBeLessThan(1_000);
   });
 
   it('knows a refusal that names this client as the holder', () => {
