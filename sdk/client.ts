@@ -392,7 +392,7 @@ export class LockClient {
   ): Promise<void> {
     const left = until - performance.now();
     if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId);
-    await this.ownReleases.pause(name, Math.min(Math.max(retryAfterMs, 50), left), asked, options.signal);
+    await this.ownReleases.pause(Math.min(Math.max(retryAfterMs, 50), left), asked, options.signal);
   }
 
   /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
@@ -408,7 +408,7 @@ export class LockClient {
         release_id: randomUUID(),
       });
     } finally {
-      this.ownReleases.released(lease.name);
+      this.ownReleases.released();
     }
   }
 
@@ -433,7 +433,7 @@ export class LockClient {
     } catch {
       return false;
     } finally {
-      this.ownReleases.released(lease.name);
+      this.ownReleases.released();
     }
   }
 

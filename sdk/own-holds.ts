@@ -2,9 +2,9 @@
  * A wait for a lock this very client holds. The service does not queue a client behind its own
  * hold (it would be a wait for itself: `reentrant: true` enters again instead); it answers at once
  * that the lock is held, by this client. Asking again at once would spin until the hold ends, so
- * the wait pauses until the hold is likely over: a release of that lock through this client (two
- * tasks of one process sharing a client: the common case, resumed at once), or the hold's lease
- * end (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
+ * the wait pauses until the hold is likely over: a release through this client (two tasks of one
+ * process sharing a client: the common case, resumed at once), or the hold's lease end
+ * (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
  */
 import { sleep } from './transport';
 
@@ -26,10 +26,10 @@ export const heldByClient = (answer: { holder?: unknown }, clientId: string) =>
   answer.holder !== null &&
   (answer.holder as { client_id?: unknown }).client_id === clientId;
 
-/** The releases made through one client, by lock name, for waits paused on its own hold. */
+/** The releases made through one client, for waits paused on its own hold. */
 export class OwnReleases {
-  private readonly paused = new Map<string, Set<() => void>>();
-  /** Releases through this client so far (of any lock): a wait notes it before it asks. */
+  private readonly paused = new Set<() => void>();
+  /** Releases through this client so far: a wait notes it before it asks. */
   private count = 0;
 
   /** A mark to pass to `pause`: a release after it, even before the pause began, resumes at once. */
@@ -37,27 +37,27 @@ export class OwnReleases {
     return this.count;
   }
 
-  /** A lease of `name` was released (or its release tried) through this client: resume its waits. */
-  released(name: string): void {
+  /**
+   * A lease was released (or its release tried) through this client: every paused wait asks again.
+   * Not only those for the same name: in a hierarchy the hold in the way may be a lock above or
+   * below; a wait woken for nothing asks once and pauses again.
+   */
+  released(): void {
     this.count++;
-    const wakes = this.paused.get(name);
-    this.paused.delete(name);
-    for (const wake of wakes ?? []) wake();
+    for (const wake of [...this.paused]) wake();
   }
 
   /**
-   * Resolves at the next release of `name` through this client or after `ms`, at once if this
-   * client released anything since `since` (the hold the answer named may be gone already);
-   * rejects if `signal` aborts.
+   * Resolves at the next release through this client or after `ms`, at once if this client
+   * released anything since `since` (the hold the answer named may be gone already); rejects if
+   * `signal` aborts.
    */
-  async pause(name: string, ms: number, since: number, signal?: AbortSignal): Promise<void> {
+  async pause(ms: number, since: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     if (this.count !== since) return;
     const stop = new AbortController();
-    const wakes = this.paused.get(name) ?? new Set<() => void>();
-    this.paused.set(name, wakes);
     const wake = () => stop.abort();
-    wakes.add(wake);
+    this.paused.add(wake);
     const onAbort = () => stop.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -67,8 +67,7 @@ export class OwnReleases {
       if (signal?.aborted) throw signal.reason;
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      wakes.delete(wake);
-      if (!wakes.size && this.paused.get(name) === wakes) this.paused.delete(name);
+      this.paused.delete(wake);
     }
   }
 }
