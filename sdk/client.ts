@@ -47,7 +47,7 @@ import {
   withLocksOptions,
 } from './multi-lock';
 import { asIdentifier } from './names';
-import { heldByClient, OwnHoldError, OwnReleases } from './own-holds';
+import { isOwnHold, OwnHoldError, OwnReleases, type ReleaseWatch } from './own-holds';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -339,7 +339,8 @@ export class LockClient {
     const until = performance.now() + options.waitTimeoutMs;
     while (this.waiter && performance.now() >= this.wsRetryAt) {
       const sentAt = performance.now();
-      const asked = this.ownReleases.mark();
+      // Watched from before it asks: a release of its own hold while the answer is on its way counts.
+      const watch = this.ownReleases.watch(name);
       try {
         const grant = await this.waiter.wait(
           {
@@ -364,7 +365,7 @@ export class LockClient {
           continue;
         }
         if (error instanceof OwnHoldError) {
-          await this.pauseOnOwnHold(name, error.retryAfterMs, asked, until, options);
+          await this.pauseOnOwnHold(watch, name, error.retryAfterMs, until, options);
           requestId = randomUUID();
           continue;
         }
@@ -372,6 +373,8 @@ export class LockClient {
         if (!(error instanceof UnavailableError) || !/WebSocket/.test(error.message)) throw error;
         this.wsRetryAt = performance.now() + 60_000;
         this.onWarning?.(error);
+      } finally {
+        watch.end();
       }
     }
     return this.acquireOverHttp(name, options, requestId, until);
@@ -383,16 +386,16 @@ export class LockClient {
    * the wait; past the wait, WaitTimeoutError naming the client.
    */
   private async pauseOnOwnHold(
+    /** The wait's watch, begun before the request that was answered so. */
+    watch: ReleaseWatch,
     name: string,
     retryAfterMs: number,
-    /** OwnReleases.mark() from before the request that was answered so. */
-    asked: number,
     until: number,
     options: { waitTimeoutMs: number; signal?: AbortSignal | undefined },
   ): Promise<void> {
     const left = until - performance.now();
     if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId);
-    await this.ownReleases.pause(Math.min(Math.max(retryAfterMs, 50), left), asked, options.signal);
+    await watch.pause(Math.min(Math.max(retryAfterMs, 50), left), options.signal);
   }
 
   /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
@@ -408,7 +411,7 @@ export class LockClient {
         release_id: randomUUID(),
       });
     } finally {
-      this.ownReleases.released();
+      this.ownReleases.released(lease.name);
     }
   }
 
@@ -433,7 +436,7 @@ export class LockClient {
     } catch {
       return false;
     } finally {
-      this.ownReleases.released();
+      this.ownReleases.released(lease.name);
     }
   }
 
@@ -717,6 +720,7 @@ export class LockClient {
   /** Closes the WebSocket connection (if any); pending waits fail. */
   close(): void {
     this.waiter?.close();
+    this.ownReleases.close(new UnavailableError('the client was closed'));
   }
 
   // biome-ignore lint/suspicious/noExplicitAny: JSON answers
@@ -775,37 +779,42 @@ export class LockClient {
       // At least 1 ms: a request that asks to wait; 0 would be a try.
       const left = Math.max(1, Math.round(until - performance.now()));
       const sentAt = performance.now();
-      const asked = this.ownReleases.mark();
-      let answer: { acquired?: boolean; holder?: unknown; retry_after_ms?: unknown };
+      // Watched from before it asks: a release of its own hold while the answer is on its way counts.
+      const watch = this.ownReleases.watch(name);
       try {
-        answer = await this.post(lockPath(name, 'acquire'), {
-          client_id: this.clientId,
-          request_id: requestId,
-          wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
-          ...(options.priority === undefined ? {} : { priority: options.priority }),
-          ...(options.sessionId === undefined
-            ? { ttl_ms: options.ttlMs }
-            : { session_id: options.sessionId }),
-          ...wantBody(options.want),
-          ...(options.holding.length ? { holding: options.holding } : {}),
-        });
-      } catch (error) {
-        // Too many HTTP waits service-wide: refused before it took a slot. Asked to wait, it waits
-        // as told (with jitter) and asks again while its wait lasts; past that, the refusal. It asks
-        // with the same request_id: a refusal of a retry the transport made may leave the request
-        // queued from its first delivery, and asking again under that id follows it to its grant.
-        if (!(error instanceof LimitExceededError) || error.code !== 'TOO_MANY_WAITS') throw error;
-        const pause = error.retryAfterMs * (1 + Math.random() / 2);
-        if (performance.now() + pause >= until) throw error;
-        await sleep(pause, options.signal);
-        continue;
+        let answer: { acquired?: boolean; holder?: unknown; retry_after_ms?: unknown };
+        try {
+          answer = await this.post(lockPath(name, 'acquire'), {
+            client_id: this.clientId,
+            request_id: requestId,
+            wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
+            ...(options.priority === undefined ? {} : { priority: options.priority }),
+            ...(options.sessionId === undefined
+              ? { ttl_ms: options.ttlMs }
+              : { session_id: options.sessionId }),
+            ...wantBody(options.want),
+            ...(options.holding.length ? { holding: options.holding } : {}),
+          });
+        } catch (error) {
+          // Too many HTTP waits service-wide: refused before it took a slot. Asked to wait, it waits
+          // as told (with jitter) and asks again while its wait lasts; past that, the refusal. It asks
+          // with the same request_id: a refusal of a retry the transport made may leave the request
+          // queued from its first delivery, and asking again under that id follows it to its grant.
+          if (!(error instanceof LimitExceededError) || error.code !== 'TOO_MANY_WAITS') throw error;
+          const pause = error.retryAfterMs * (1 + Math.random() / 2);
+          if (performance.now() + pause >= until) throw error;
+          await sleep(pause, options.signal);
+          continue;
+        }
+        if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+        if (isOwnHold(answer)) {
+          const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
+          await this.pauseOnOwnHold(watch, name, retryAfterMs, until, options);
+        } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+        requestId = randomUUID();
+      } finally {
+        watch.end();
       }
-      if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
-      if (heldByClient(answer, this.clientId)) {
-        const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
-        await this.pauseOnOwnHold(name, retryAfterMs, asked, until, options);
-      } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
-      requestId = randomUUID();
     }
   }
 }

@@ -66,7 +66,7 @@ export class WaitTimeoutError extends LatchkeyClientError {
       `lock ${lock} was not granted within ${waitMs} ms${
         heldByClient === undefined
           ? ''
-          : `: it is held by this client (${heldByClient}) itself, which a wait does not queue behind; release that hold, or acquire with reentrant: true to enter it again`
+          : `: it is held by this client (${heldByClient}) itself, which a wait does not queue behind; release that hold first, or re-enter it with tryAcquire(name, { reentrant: true })`
       }`,
       'WAIT_TIMEOUT',
       undefined,

@@ -2,9 +2,10 @@
  * A wait for a lock this very client holds. The service does not queue a client behind its own
  * hold (it would be a wait for itself: `reentrant: true` enters again instead); it answers at once
  * that the lock is held, by this client. Asking again at once would spin until the hold ends, so
- * the wait pauses until the hold is likely over: a release through this client (two tasks of one
- * process sharing a client: the common case, resumed at once), or the hold's lease end
- * (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
+ * the wait pauses until the hold is likely over: a release of that lock through this client (two
+ * tasks of one process sharing a client: the common case, resumed at once), or the hold's lease
+ * end (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
+ * (A wait kept out by a lock above or below in a hierarchy is queued, never answered so.)
  */
 import { sleep } from './transport';
 
@@ -20,54 +21,86 @@ export class OwnHoldError extends Error {
   }
 }
 
-/** Whether a refusal names this client as the holder. */
-export const heldByClient = (answer: { holder?: unknown }, clientId: string) =>
+/**
+ * Whether a refusal is of the caller's own hold: the service marks it (`holder.mine`), since a
+ * client id alone cannot tell (another principal may use the same one, and its wait is queued).
+ */
+export const isOwnHold = (answer: { holder?: unknown }) =>
   typeof answer.holder === 'object' &&
   answer.holder !== null &&
-  (answer.holder as { client_id?: unknown }).client_id === clientId;
+  (answer.holder as { mine?: unknown }).mine === true;
 
-/** The releases made through one client, for waits paused on its own hold. */
+/** One wait's watch on the releases of its lock through its client, from before it asks. */
+export interface ReleaseWatch {
+  /**
+   * Waits until a release of the lock through the client (at once if one came since the watch
+   * began: the hold the answer named may be gone already), or `ms`; rejects if `signal` aborts or
+   * the client closes.
+   */
+  pause(ms: number, signal?: AbortSignal): Promise<void>;
+  /** Stops watching (after the wait's answer, however it went). */
+  end(): void;
+}
+
+interface Watch {
+  released: boolean;
+  wake: (() => void) | undefined;
+}
+
+/**
+ * The releases made through one client, for its waits paused on its own hold. Kept by lock name
+ * only while a wait watches that name: a client releasing other locks all the time (a worker pool)
+ * does not wake them.
+ */
 export class OwnReleases {
-  private readonly paused = new Set<() => void>();
-  /** Releases through this client so far: a wait notes it before it asks. */
-  private count = 0;
+  private readonly watching = new Map<string, Set<Watch>>();
+  private closed: Error | undefined;
 
-  /** A mark to pass to `pause`: a release after it, even before the pause began, resumes at once. */
-  mark(): number {
-    return this.count;
+  watch(name: string): ReleaseWatch {
+    const watch: Watch = { released: false, wake: undefined };
+    const set = this.watching.get(name) ?? new Set<Watch>();
+    set.add(watch);
+    this.watching.set(name, set);
+    return {
+      pause: (ms, signal) => this.pause(watch, ms, signal),
+      end: () => {
+        set.delete(watch);
+        if (!set.size && this.watching.get(name) === set) this.watching.delete(name);
+      },
+    };
   }
 
-  /**
-   * A lease was released (or its release tried) through this client: every paused wait asks again.
-   * Not only those for the same name: in a hierarchy the hold in the way may be a lock above or
-   * below; a wait woken for nothing asks once and pauses again.
-   */
-  released(): void {
-    this.count++;
-    for (const wake of [...this.paused]) wake();
+  /** A lease of `name` was released (or its release tried) through this client: its watches resume. */
+  released(name: string): void {
+    for (const watch of this.watching.get(name) ?? []) {
+      watch.released = true;
+      watch.wake?.();
+    }
   }
 
-  /**
-   * Resolves at the next release through this client or after `ms`, at once if this client
-   * released anything since `since` (the hold the answer named may be gone already); rejects if
-   * `signal` aborts.
-   */
-  async pause(ms: number, since: number, signal?: AbortSignal): Promise<void> {
+  /** The client closed: every pause ends with `reason`, now and later. */
+  close(reason: Error): void {
+    this.closed = reason;
+    for (const set of this.watching.values()) for (const watch of set) watch.wake?.();
+  }
+
+  private async pause(watch: Watch, ms: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
-    if (this.count !== since) return;
+    if (this.closed) throw this.closed;
+    if (watch.released) return;
     const stop = new AbortController();
-    const wake = () => stop.abort();
-    this.paused.add(wake);
-    const onAbort = () => stop.abort(signal?.reason);
+    watch.wake = () => stop.abort();
+    const onAbort = () => stop.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await sleep(ms, stop.signal);
     } catch {
-      // Woken by a release: resume. Aborted by the caller: its reason.
+      // Woken: by the caller's abort (its reason), the client's close, or a release (resume).
       if (signal?.aborted) throw signal.reason;
+      if (this.closed) throw this.closed;
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      this.paused.delete(wake);
+      watch.wake = undefined;
     }
   }
 }

@@ -30,7 +30,7 @@ import {
 } from './errors';
 import type { GrantAnswer } from './lease';
 import { type LockMode, wantBody } from './multi-lock';
-import { heldByClient, OwnHoldError } from './own-holds';
+import { isOwnHold, OwnHoldError } from './own-holds';
 import { networkReason, type SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
@@ -273,7 +273,7 @@ export class WsWaiter {
     else if (answer.queued !== true) {
       if (this.pending.get(request.requestId) !== pending) return;
       // Not queued behind this client's own hold: the client pauses on it (own-holds.ts).
-      if (heldByClient(answer, this.clientId)) {
+      if (isOwnHold(answer)) {
         const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
         pending.reject(new OwnHoldError(request.lock, retryAfterMs));
       } else if (performance.now() < pending.until - ENDED_EARLY_MS) {

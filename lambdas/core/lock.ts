@@ -32,6 +32,7 @@ import {
 } from './expr';
 import {
   entryCount,
+  entryIn,
   isLiveEntry,
   liveEntries,
   MAX_DROP,
@@ -41,6 +42,7 @@ import {
   type SharedEntry,
   sameEntries,
   sharedEntries,
+  slotOf,
   writersBlockedUntil,
   writersNotBlockedAt,
 } from './holders';
@@ -164,7 +166,13 @@ export type Refusal = {
   readonly lock: string;
   /** The live holder; absent when the lock is free but promised to queued waiters, or under lock-delay. */
   readonly holder:
-    | { readonly clientId: string; readonly expiresAt: number | undefined; readonly session: boolean }
+    | {
+        readonly clientId: string;
+        readonly expiresAt: number | undefined;
+        readonly session: boolean;
+        /** The caller holds it itself (not reentrant): a wait is not queued behind its own hold. */
+        readonly mine?: true;
+      }
     | undefined;
   /** Waiters queued ahead of anyone who asks now. */
   readonly queued: number;
@@ -621,6 +629,29 @@ export function refusal(
   };
 }
 
+/**
+ * A refusal because the caller itself holds the lock (`own`: its grant, or its live shared entry)
+ * and did not ask to re-enter: it names that hold (`mine`), and `retryAfterMs` runs to its end. A
+ * wait is never queued behind its caller's own hold (it would wait for itself), so this answers
+ * a waiting acquire at once, and the caller knows whose hold to wait out.
+ */
+export function ownHoldRefusal(name: string, own: Grant, item: Item | undefined, now: number): Refusal {
+  const end = leaseEnd(own);
+  return {
+    acquired: false,
+    lock: name,
+    holder: { clientId: own.clientId, expiresAt: end, session: own.held.kind === 'session', mine: true },
+    queued: queuedCount(item),
+    retryAfterMs: end === undefined ? SESSION_HOLDER_RETRY_MS : Math.max(0, end - now),
+  };
+}
+
+/** The caller's own live shared entry in `item`, as a grant, if it has one. */
+export function ownLiveEntry(cmd: { owner: string; clientId: string }, item: Item | undefined, now: number) {
+  const entry = entryIn(item, slotOf(cmd.owner, cmd.clientId));
+  return entry && isLiveEntry(entry, now) ? entryGrant(entry) : undefined;
+}
+
 /** A shared entry as a grant. */
 export function entryGrant(e: SharedEntry, lock = ''): Grant {
   return {
@@ -692,6 +723,9 @@ export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: 
   )
     return { kind: 'grant' };
   if (holder && mine && cmd.reentrant) return { kind: 'reenter', current: holder };
+  // Its own hold in the way: held exclusively, or shared (no upgrade: an exclusive ask waits for every shared holder).
+  const own = holder && mine ? holder : ownLiveEntry(cmd, item, now);
+  if (own) return { kind: 'answer', outcome: ownHoldRefusal(cmd.name, own, item, now) };
   return { kind: 'answer', outcome: refusal(cmd.name, item, now) };
 }
 

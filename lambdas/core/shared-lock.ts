@@ -70,6 +70,7 @@ import {
   LockAttr,
   liveHolder,
   nextFence,
+  ownHoldRefusal,
   type Protocol,
   queuedCount,
   queueIsEmpty,
@@ -159,7 +160,9 @@ export function decideSharedAcquire(
   const no = () => ({ kind: 'answer' as const, outcome: refusal(cmd.name, item, now, 'shared') });
   if (liveHolder(item, now) || blockedUntil(item, now) !== undefined) return no();
   if (mine && isLiveEntry(mine, now))
-    return cmd.reentrant ? { kind: 'reenter', current: entryGrant(mine, cmd.name) } : no();
+    return cmd.reentrant
+      ? { kind: 'reenter', current: entryGrant(mine, cmd.name) }
+      : { kind: 'answer', outcome: ownHoldRefusal(cmd.name, entryGrant(mine, cmd.name), item, now) };
   const live = liveEntries(item, now);
   const inForce = maxHoldersOf(item);
   if (live.length > 0 && inForce !== cmd.maxHolders)

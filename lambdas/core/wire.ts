@@ -398,7 +398,12 @@ export function acquireResponse(outcome: AcquireOutcome, now: number) {
 /** Who holds a lock, as shown to someone refused it: a label and until when (null: as long as a session lives). */
 export const holderSummary = (
   holder:
-    | { readonly clientId: string; readonly expiresAt: number | undefined; readonly session: boolean }
+    | {
+        readonly clientId: string;
+        readonly expiresAt: number | undefined;
+        readonly session: boolean;
+        readonly mine?: true;
+      }
     | undefined,
 ) =>
   holder
@@ -406,6 +411,8 @@ export const holderSummary = (
         client_id: holder.clientId,
         expires_at: holder.expiresAt === undefined ? null : isoTime(holder.expiresAt),
         held_by: holder.session ? ('session' as const) : ('lease' as const),
+        // The caller's own hold (a wait is not queued behind it): only ever the caller's to see.
+        ...(holder.mine ? { mine: true as const } : {}),
       }
     : null;
 

@@ -218,7 +218,9 @@ describe('a wait for a lock this very client holds', () => {
     await expect(refused).rejects.toBeInstanceOf(WaitTimeoutError);
     await expect(refused).rejects.toMatchObject({
       heldByClient: clientId,
-      message: expect.stringMatching(/held by this client .* itself.*reentrant: true/),
+      message: expect.stringMatching(
+        /held by this client .* itself.*tryAcquire\(name, \{ reentrant: true \}\)/,
+      ),
     });
     const before = await acquireRequests();
     const lease = await c.acquire(name, { ttlMs: 5_000, waitTimeoutMs: 10_000 });

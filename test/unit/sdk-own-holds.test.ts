@@ -1,48 +1,69 @@
 import { describe, expect, it } from 'vitest';
-import { heldByClient, OwnReleases } from '../../sdk/own-holds';
+import { isOwnHold, OwnReleases } from '../../sdk/own-holds';
+
+const soon = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 describe('a wait paused on its own client’s hold', () => {
-  it('resumes at a release through the client (of any lock: in a hierarchy the hold may be above or below)', async () => {
+  it('resumes at a release of its lock through the client, not of another lock', async () => {
     const releases = new OwnReleases();
+    const watch = releases.watch('jobs/a');
     let resumed = false;
-    const paused = releases.pause(60_000, releases.mark()).then(() => {
+    const paused = watch.pause(60_000).then(() => {
       resumed = true;
     });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // A client releasing other locks all the time (a worker pool) does not wake it.
+    for (let i = 0; i < 50; i++) releases.released('jobs/b');
+    await soon();
     expect(resumed).toBe(false);
-    releases.released();
+    releases.released('jobs/a');
     await paused;
     expect(resumed).toBe(true);
+    watch.end();
   });
 
-  it('resumes after its time without a release, and leaves nothing behind', async () => {
+  it('does not pause when its lock was released since the watch began: the hold named may be gone', async () => {
     const releases = new OwnReleases();
-    await releases.pause(10, releases.mark());
-    expect((releases as unknown as { paused: Set<unknown> }).paused.size).toBe(0);
+    const watch = releases.watch('jobs/a');
+    releases.released('jobs/a'); // before the answer came, so before the pause began
+    const started = performance.now();
+    await watch.pause(60_000);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    watch.end();
   });
 
-  it('rejects with the reason of an abort, before or during the pause', async () => {
+  it('resumes after its time without a release, and keeps nothing once ended', async () => {
     const releases = new OwnReleases();
+    const watch = releases.watch('jobs/a');
+    await watch.pause(10);
+    watch.end();
+    expect((releases as unknown as { watching: Map<string, unknown> }).watching.size).toBe(0);
+  });
+
+  it('ends with the reason of an abort, before or during the pause', async () => {
+    const releases = new OwnReleases();
+    const watch = releases.watch('jobs/a');
     const during = new AbortController();
-    const paused = releases.pause(60_000, releases.mark(), during.signal);
+    const paused = watch.pause(60_000, during.signal);
     during.abort(new Error('stopped'));
     await expect(paused).rejects.toThrow('stopped');
-    await expect(releases.pause(60_000, releases.mark(), during.signal)).rejects.toThrow('stopped');
+    await expect(watch.pause(60_000, during.signal)).rejects.toThrow('stopped');
   });
 
-  it('does not pause when the client released anything since it asked: the hold named may be gone', async () => {
+  it('ends when the client closes, during the pause or after', async () => {
     const releases = new OwnReleases();
-    const asked = releases.mark();
-    releases.released(); // before the answer came, so before the pause began
-    const started = performance.now();
-    await releases.pause(60_000, asked);
-    expect(performance.now() - started).toBeLessThan(1_000);
+    const watch = releases.watch('jobs/a');
+    const paused = watch.pause(60_000);
+    await soon();
+    releases.close(new Error('the client was closed'));
+    await expect(paused).rejects.toThrow('the client was closed');
+    await expect(releases.watch('jobs/b').pause(60_000)).rejects.toThrow('the client was closed');
   });
 
-  it('knows a refusal that names this client as the holder', () => {
-    expect(heldByClient({ holder: { client_id: 'me' } }, 'me')).toBe(true);
-    expect(heldByClient({ holder: { client_id: 'you' } }, 'me')).toBe(false);
-    expect(heldByClient({ holder: null }, 'me')).toBe(false);
-    expect(heldByClient({}, 'me')).toBe(false);
+  it('knows a refusal of the caller’s own hold by the service’s mark, not by a client id', () => {
+    expect(isOwnHold({ holder: { client_id: 'me', mine: true } })).toBe(true);
+    // Another principal may use the same client id: its hold is not the caller's.
+    expect(isOwnHold({ holder: { client_id: 'me' } })).toBe(false);
+    expect(isOwnHold({ holder: null })).toBe(false);
+    expect(isOwnHold({})).toBe(false);
   });
 });
