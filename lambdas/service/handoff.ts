@@ -60,6 +60,9 @@ import { Recent } from './recent';
 import { oldAt, type QueueSnapshot, refusedAt, type Storage, type TransactResult } from './storage';
 import type { Timers } from './timers';
 
+/** How long a transaction resent while its first attempt runs is given before its outcome is read. */
+const IN_PROGRESS_SETTLE_MS = 250;
+
 /**
  * How far a serve read the queue (`readTo` in ServeResult): the order of the last waiter its read
  * saw, or this when it read the whole queue. It ended every waiter it read past its deadline.
@@ -442,6 +445,10 @@ export class Handoff {
       });
     } catch (error) {
       if (!(error instanceof LatchkeyError) || error.code !== 'UNAVAILABLE') throw error;
+      // Its first attempt still running (a resend after a lost answer): give it time to land, or
+      // the read below may find the lock as before and call a handoff that then lands not applied.
+      if ((error.cause as { name?: unknown } | undefined)?.name === 'TransactionInProgressException')
+        await this.clock.sleep(IN_PROGRESS_SETTLE_MS);
       for (let attempt = 0; ; attempt++) {
         try {
           return ours(await this.storage.read(lockRef(name))) ? { ok: true } : { ok: false, steps: [] };

@@ -67,7 +67,11 @@ export const METRICS = {
     help: 'lock-delay activations (a session expired holding locks)',
   },
   SessionsOpened: { unit: 'Count', dimensions: [], help: 'sessions opened' },
-  SessionsClosed: { unit: 'Count', dimensions: [], help: 'sessions closed by their client' },
+  SessionsClosed: {
+    unit: 'Count',
+    dimensions: [],
+    help: 'sessions closed by their client or ended by an operator',
+  },
   SessionsExpired: { unit: 'Count', dimensions: [], help: 'sessions that expired' },
   SweeperLag: {
     unit: 'Milliseconds',

@@ -124,6 +124,39 @@ describe('a release with waiters', () => {
     expectHandedToB(h, a.fencingToken);
   });
 
+  it('a handoff still running when its resend failed (TransactionInProgress) is read once it lands: the head is told', async () => {
+    const h = new QueueHarness();
+    let landing: (() => Promise<unknown>) | undefined;
+    // The first attempt lands only after the service has waited a little: as DynamoDB finishes it.
+    const services = h.instance({
+      sleep: async (ms) => {
+        h.now += Math.max(0, ms);
+        await landing?.();
+        landing = undefined;
+      },
+    });
+    const a = await contended(h, services);
+    const transact = h.memory.transact.bind(h.memory);
+    vi.spyOn(h.memory, 'transact').mockImplementationOnce(async (steps) => {
+      landing = () => transact(steps);
+      throw new LatchkeyError('UNAVAILABLE', 'in progress', undefined, 200, {
+        cause: Object.assign(new Error('in progress'), { name: 'TransactionInProgressException' }),
+      });
+    });
+    // Read at once, it would find the lock as before, and the attempt would land just after.
+    const read = h.memory.read.bind(h.memory);
+    vi.spyOn(h.memory, 'read').mockImplementation(async (ref) => {
+      const item = await read(ref);
+      await landing?.();
+      landing = undefined;
+      return item;
+    });
+    await expect(
+      services.locks.release({ name: LOCK, owner: OWNER, clientId: 'a', fencingToken: a.fencingToken }),
+    ).resolves.toMatchObject({ lock: LOCK, remaining: 0 });
+    expectHandedToB(h, a.fencingToken);
+  });
+
   it('a handoff applied whose retry was refused (a second delivery) still counts', async () => {
     const h = new QueueHarness();
     const a = await contended(h);
