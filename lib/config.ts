@@ -183,7 +183,8 @@ export const PROP_KEYS: { readonly [K in ConfigurableProp]-?: ConfigKey<NonNulla
   maxTtlMs: {
     format: 'integer ≥ 1 (ms)',
     default: String(d.maxTtlMs),
-    description: 'longest lease a client may ask for (raise lockRetentionSeconds with it past about 2 h)',
+    description:
+      'longest lease a client may ask for (past 23 h, raise lockRetentionSeconds with it: it must exceed the longest lease by an hour)',
     schema: integer,
   },
   lockRetentionSeconds: {

@@ -350,6 +350,8 @@ export class Latchkey extends Construct {
       tracing: p.tracing,
       ...(reserved ? { notifierConcurrency: reserved.notifier, timerConcurrency: reserved.timer } : {}),
     });
+    // The WebSocket API's functions come before the timer queue (the handoff needs its endpoint).
+    for (const fn of Object.values(this.webSocketApi.functions)) fn.useTimerQueue(this.handoff.timerQueue);
     this.httpApi = new LockHttpApi(this, 'Http', {
       table: this.table,
       environment: withPush,
@@ -359,6 +361,7 @@ export class Latchkey extends Construct {
         url: this.webSocketApi.stage.url,
         connectArn: this.webSocketApi.api.arnForExecuteApiV2('$connect', WS_STAGE),
       },
+      timerQueue: this.handoff.timerQueue,
       tracing: p.tracing,
       ...p.httpThrottle,
       ...(reserved ? { reservedConcurrency: { 'http/lock-commands': reserved.lockCommands } } : {}),
@@ -368,6 +371,7 @@ export class Latchkey extends Construct {
       environment: withPush,
       logRetention,
       connectionsArn: this.webSocketApi.connectionsArn,
+      timerQueue: this.handoff.timerQueue,
       tracing: p.tracing,
       ...(reserved ? { reservedConcurrency: reserved.sweeper } : {}),
     });

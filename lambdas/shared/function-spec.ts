@@ -65,6 +65,9 @@ export const QUEUE_SERVER = {
   // A grant to a vanished connection removes that connection's other waiters and its item.
   indexes: { by_owner: ['dynamodb:Query'] },
   pushes: true,
+  // Whoever serves a queue makes sure its lock's timer looks at the new lease's end and the
+  // waiters' deadlines (core/lock-timer.ts).
+  schedules: true,
 } as const satisfies Partial<FunctionSpec>;
 
 /** Functions no client calls: the stream notifier and the expiry timer. */
@@ -72,7 +75,6 @@ export const NOTIFIER: FunctionSpec = {
   module: 'stream/notifier',
   description: 'hands freed locks to their next waiter (DynamoDB stream)',
   ...QUEUE_SERVER,
-  schedules: true,
   timeoutSeconds: 30,
 };
 
@@ -80,7 +82,6 @@ export const TIMER: FunctionSpec = {
   module: 'schedule/timer',
   description: 'serves the queue of a lock whose lease lapsed, ends a session past due (SQS timer)',
   ...QUEUE_SERVER,
-  schedules: true,
   timeoutSeconds: 30,
 };
 

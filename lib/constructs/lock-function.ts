@@ -46,12 +46,16 @@ export interface LockFunctionProps {
  */
 export class LockFunction extends Construct {
   readonly fn: NodejsFunction;
+  readonly spec: FunctionSpec;
+  private readonly role: Role;
+  private timerQueue: IQueue | undefined;
   /** Its log group (one JSON line per event): Contributor Insights rules and saved queries read it. */
   readonly logGroup: LogGroup;
 
   constructor(scope: Construct, id: string, props: LockFunctionProps) {
     super(scope, id);
     const { spec } = props;
+    this.spec = spec;
     const logGroup = new LogGroup(this, 'Logs', {
       retention: props.logRetention,
       removalPolicy: RemovalPolicy.DESTROY,
@@ -108,9 +112,14 @@ export class LockFunction extends Construct {
         new PolicyStatement({ actions: ['execute-api:Invoke'], resources: [props.relay.connectArn] }),
       );
     }
+    // A function that arms timers gets the queue now, or later (useTimerQueue) when the queue is
+    // made after it; the synth fails if it never does.
+    this.role = role;
     if (spec.schedules) {
-      if (!props.timerQueue) throw new Error(`${spec.module} arms timers: pass timerQueue`);
-      props.timerQueue.grantSendMessages(role);
+      this.node.addValidation({
+        validate: () =>
+          this.timerQueue ? [] : [`${spec.module} arms timers: give it the timer queue (useTimerQueue)`],
+      });
     }
     this.fn = new NodejsFunction(this, 'Function', {
       entry: functionEntry(spec.module),
@@ -140,6 +149,15 @@ export class LockFunction extends Construct {
         reason:
           'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords (added by Lambda tracing) have no resource-level permissions.',
       });
+    if (props.timerQueue) this.useTimerQueue(props.timerQueue);
+  }
+
+  /** Lets a function that arms timers send them to `queue` (sqs:SendMessage, TIMER_QUEUE_URL); others ignore it. */
+  useTimerQueue(queue: IQueue): void {
+    if (!this.spec.schedules || this.timerQueue) return;
+    this.timerQueue = queue;
+    queue.grantSendMessages(this.role);
+    this.fn.addEnvironment('TIMER_QUEUE_URL', queue.queueUrl);
   }
 }
 

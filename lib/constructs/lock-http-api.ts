@@ -4,6 +4,7 @@ import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ROUTES } from '../../lambdas/http/routes';
 import { jsonAccessLog } from './access-logs';
@@ -17,6 +18,8 @@ export interface LockHttpApiProps {
   readonly connectionsArn?: string;
   /** The WebSocket API the acquire function's relay connects to: HTTP waits are rung there. */
   readonly relay?: RelayTarget;
+  /** The timer queue, for the routes that serve queues (and so arm their locks' timers). */
+  readonly timerQueue?: IQueue;
   /**
    * Retention of function and access logs.
    * @default RetentionDays.ONE_MONTH
@@ -86,6 +89,7 @@ export class LockHttpApi extends Construct {
           tracing: props.tracing,
           ...(props.connectionsArn ? { connectionsArn: props.connectionsArn } : {}),
           ...(props.relay ? { relay: props.relay } : {}),
+          ...(props.timerQueue ? { timerQueue: props.timerQueue } : {}),
           ...(props.reservedConcurrency?.[route.module] === undefined
             ? {}
             : { reservedConcurrency: props.reservedConcurrency[route.module] }),

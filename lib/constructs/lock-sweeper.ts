@@ -3,6 +3,7 @@ import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { Rule, Schedule } from 'aws-cdk-lib/aws-events';
 import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { SWEEPER } from '../../lambdas/shared/function-spec';
 import { LockFunction } from './lock-function';
@@ -13,6 +14,8 @@ export interface LockSweeperProps {
   readonly environment: Record<string, string>;
   readonly logRetention: RetentionDays;
   readonly connectionsArn: string;
+  /** The timer queue: ending a session serves its locks' queues, which arms their timers. */
+  readonly timerQueue?: IQueue;
   /** Reserved concurrency: room no other function can take. Default: none. */
   readonly reservedConcurrency?: number;
   /** X-Ray active tracing on its functions (LockFunctionProps.tracing). Default: off. */
@@ -32,6 +35,7 @@ export class LockSweeper extends Construct {
       environment: props.environment,
       logRetention: props.logRetention,
       connectionsArn: props.connectionsArn,
+      ...(props.timerQueue ? { timerQueue: props.timerQueue } : {}),
       tracing: props.tracing,
       ...(props.reservedConcurrency === undefined ? {} : { reservedConcurrency: props.reservedConcurrency }),
     });

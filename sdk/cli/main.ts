@@ -590,6 +590,8 @@ terminal (/dev/tty).`,
         ? `force-released ${name}: ${out.holder.client_id} (token ${out.holder.fencing_token}) is fenced out; the next token is above ${out.fenced_to - 1}`
         : `${name} was not released: ${out.reason}`,
     );
+    // Nothing released (not held, or the token named no live grant): a script sees it.
+    if (!out.released) process.exitCode = 1;
   };
   // Kept as an alias of `latchkey admin force-release` (hidden from --help).
   cli

@@ -284,6 +284,13 @@ describe('functions', () => {
         expect(JSON.stringify(variables.WS_RELAY_URL)).toContain(`"${wsApiId}"`);
         expect(JSON.stringify(variables.WS_RELAY_URL)).toMatch(/wss:\/\/.*\/v1/);
       } else expect(variables.WS_RELAY_URL).toBeUndefined();
+      // Whoever serves a queue arms its lock's timer: the queue's URL and the right to send to it.
+      const timerQueueId = stack.getLogicalId(locks.handoff.timerQueue.node.defaultChild as never);
+      if (route.schedules) {
+        expect(JSON.stringify(variables.TIMER_QUEUE_URL)).toContain(`"${timerQueueId}"`);
+        const send = statements.find((s) => JSON.stringify(s.Action).includes('sqs:SendMessage'));
+        expect(JSON.stringify(send?.Resource)).toContain(`"${timerQueueId}"`);
+      } else expect(variables.TIMER_QUEUE_URL).toBeUndefined();
       const tableId = stack.getLogicalId(locks.table.node.defaultChild as never);
       for (const s of statements.filter(
         (s) => String(s.Action).startsWith('dynamodb:') && s.Action !== 'dynamodb:ListStreams',

@@ -334,7 +334,7 @@ describe('SDK and CLI', () => {
     expect(granted).toMatchObject({ acquired: true, client_id: 'waiter' });
     // --token ends only that grant: another token forces nothing.
     const stale = await run(['admin', 'force-release', lock, '--reason', 'old', '--token', '1']);
-    expect(stale.code, stale.stderr).toBe(0);
+    expect(stale.code, stale.stderr).toBe(1); // nothing released: a script sees it
     expect(stale.stdout).toContain(`${lock} was not released`);
     // The old top-level command is an alias.
     const token = String(granted.fencing_token);
