@@ -40,6 +40,8 @@ export interface ContentionStats {
   readonly transactionsPerGrant: number;
   /** Items per transaction, on average (0 without transactions). */
   readonly itemsPerTransaction: number;
+  /** Transactions per grant by their number of items: each size is costed at its own rate. */
+  readonly transactionsBySize: ReadonlyMap<number, number>;
 }
 
 const WRITE = /UpdateItem|TransactWriteItems|PutItem|DeleteItem/;
@@ -48,6 +50,14 @@ const READ = /\.(GetItem|BatchGetItem|Query|Scan)$/;
 export const isStreamCall = (target: string) => target.startsWith('DynamoDBStreams_');
 const total = (map: Map<string, number>, keep: (key: string) => boolean = () => true) =>
   [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);
+
+/** How many transactions of each size per grant. */
+function bySize(items: readonly number[], grants: number): Map<number, number> {
+  const sizes = new Map<number, number>();
+  for (const size of items) sizes.set(size, (sizes.get(size) ?? 0) + 1);
+  for (const [size, count] of sizes) sizes.set(size, grants ? count / grants : Number.NaN);
+  return new Map([...sizes].sort(([a], [b]) => a - b));
+}
 
 export function contentionStats(input: {
   readonly grants: readonly ContendedGrant[];
@@ -100,6 +110,7 @@ export function contentionStats(input: {
     itemsPerTransaction: counts.transactionItems.length
       ? counts.transactionItems.reduce((a, b) => a + b, 0) / counts.transactionItems.length
       : 0,
+    transactionsBySize: bySize(counts.transactionItems, n),
   };
 }
 
@@ -136,10 +147,12 @@ export function sideBySide(
   ];
   if (rates) {
     const ceilings = rows.map((r) => storeCeiling(r.stats, rates));
+    const sizes = (s: ContentionStats) =>
+      [...s.transactionsBySize].map(([size, n]) => `${fmt(n, 2)} of ${size}`).join(' + ') || '0';
     const mix = (s: ContentionStats) =>
-      `${fmt(s.transactionsPerGrant, 2)} × ${fmt(s.itemsPerTransaction, 1)} items, ${fmt(s.singleWritesPerGrant, 2)}, ${fmt(s.readsPerGrant, 2)}`;
+      `${sizes(s)}; ${fmt(s.singleWritesPerGrant, 2)}; ${fmt(s.readsPerGrant, 2)}`;
     out.push(
-      `| calls per grant: transactions × items, single writes, reads | ${rows.map((r) => mix(r.stats)).join(' | ')} |`,
+      `| calls per grant: transactions (of n items); single writes; reads | ${rows.map((r) => mix(r.stats)).join(' | ')} |`,
       `| ceiling: grants/s that call mix allows at DynamoDB Local's own rates (same run) | ${ceilings.map((c) => fmt(c)).join(' | ')} |`,
       `| grants/s ÷ that ceiling | ${rows.map((r, i) => fmt(r.stats.grantsPerSecond / (ceilings[i] as number), 2)).join(' | ')} |`,
     );
