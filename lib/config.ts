@@ -17,6 +17,8 @@ import {
   DEFAULT_RESERVED_CONCURRENCY,
   LATCHKEY_DEFAULTS,
   type LatchkeyProps,
+  LOG_LEVELS,
+  type LogLevel,
   latchkeyPropProblems,
   type ReservedConcurrency,
   type Throttle,
@@ -274,6 +276,13 @@ export const PROP_KEYS: { readonly [K in ConfigurableProp]-?: ConfigKey<NonNulla
     default: String(d.tracing),
     description: "X-Ray active tracing of every function and its AWS SDK calls (HTTP APIs can't be traced)",
     schema: z.preprocess(boolean, z.boolean({ error: 'not true or false' })),
+  },
+  logLevel: {
+    format: LOG_LEVELS.join(' | '),
+    default: d.logLevel,
+    description:
+      "the functions' log level: warn drops the per-request summary lines, most of the log volume at scale",
+    schema: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]], { error: `not one of ${LOG_LEVELS.join(', ')}` }),
   },
 };
 

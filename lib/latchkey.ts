@@ -122,7 +122,18 @@ export interface LatchkeyProps {
    * @default false
    */
   readonly tracing?: boolean;
+  /**
+   * The functions' log level (`LOG_LEVEL`): `warn` drops the one `request` line per request, the
+   * largest part of the log volume at scale (and what the most-refused-callers rule reads); audit
+   * lines are written at every level but `silent`.
+   * @default 'info'
+   */
+  readonly logLevel?: LogLevel;
 }
+
+/** The functions' log levels (lambdas/shared/log.ts). */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 export interface ReservedConcurrency {
   readonly lockCommands?: number;
@@ -164,6 +175,7 @@ export const LATCHKEY_DEFAULTS = {
   httpThrottle: { rateLimit: 1000, burstLimit: 2000 },
   webSocketThrottle: { rateLimit: 500, burstLimit: 1000 },
   tracing: false,
+  logLevel: 'info',
 } as const satisfies { readonly [K in Exclude<keyof LatchkeyProps, OptionalProp>]-?: LatchkeyProps[K] };
 
 /** One prop that makes no sense, and why. */
@@ -276,6 +288,7 @@ function resolved(props: LatchkeyProps) {
     httpThrottle: props.httpThrottle ?? d.httpThrottle,
     webSocketThrottle: props.webSocketThrottle ?? d.webSocketThrottle,
     tracing: props.tracing ?? d.tracing,
+    logLevel: props.logLevel ?? d.logLevel,
   };
 }
 
@@ -328,6 +341,7 @@ export class Latchkey extends Construct {
       MAX_WAITERS_PER_CONNECTION: String(p.maxWaitersPerConnection),
       MAX_WAITERS_PER_PRINCIPAL: String(p.maxWaitersPerPrincipal),
       MAX_HTTP_WAITS: String(p.maxHttpWaits),
+      LOG_LEVEL: p.logLevel,
       ...(p.hierarchicalPrefixes.length > 0
         ? { HIERARCHICAL_PREFIXES: p.hierarchicalPrefixes.join(',') }
         : {}),

@@ -805,8 +805,8 @@ Where the numbers come from:
     from the lock listing (GET /api/v1/list under --prefix, the first ${LIST_LIMIT} locks): locks with
     waiters, longest queue first, and the first waiters of the ${QUEUES_INSPECTED} longest queues.
   live sessions: the admin listing (GET /api/v1/admin/sessions) when your principal may call it,
-    else shown as unavailable; read again every ${formatDuration(SESSIONS_EVERY_MS)} at most (it walks the sessions'
-    due index page by page). Session open/close/expiry rates come from the metrics.
+    else shown as unavailable; read again every ${formatDuration(SESSIONS_EVERY_MS)} at most (it reads the session
+    listing in the by_owner index page by page). Session open/close/expiry rates come from the metrics.
 
 --json prints one JSON object per sample (with --once, exactly one).`,
     )

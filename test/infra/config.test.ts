@@ -77,6 +77,7 @@ describe('good configuration', () => {
       reservedConcurrency: 'lockCommands=300,notifier=20',
       httpThrottle: '100,150',
       webSocketThrottle: '{"rateLimit": 30, "burstLimit": 60}',
+      logLevel: 'warn',
     });
     expect(stack.stackName).toBe('Latchkey-staging');
     expect(config.stage).toBe('staging');
@@ -90,6 +91,7 @@ describe('good configuration', () => {
         MAX_QUEUE_LENGTH: '50',
         MAX_HTTP_WAITS: '0',
         HIERARCHICAL_PREFIXES: 'tenants/,jobs/',
+        LOG_LEVEL: 'warn',
       });
     t.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 90 });
     t.hasResource('AWS::DynamoDB::Table', {
@@ -228,6 +230,9 @@ describe('bad configuration', () => {
     );
     expect(problemOf({ reservedConcurrency: 'lockCommand=300' })).toContain(
       'no function "lockCommand"; did you mean lockCommands?',
+    );
+    expect(problemOf({ logLevel: 'verbose' })).toContain(
+      'logLevel = "verbose" (-c): not one of debug, info, warn, error, silent',
     );
   });
 
