@@ -806,7 +806,16 @@ export class LockClient {
           await sleep(pause, options.signal);
           continue;
         }
-        if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+        if (answer.acquired) {
+          const lease = new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+          // Aborted while the answer was on its way (a session's signal: the session is lost here
+          // by now): nobody may act on the grant, so it goes back, as a WebSocket wait's does.
+          if (options.signal?.aborted) {
+            await this.releaseQuietly(lease);
+            throw options.signal.reason;
+          }
+          return lease;
+        }
         if (isOwnHold(answer)) {
           const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
           await this.pauseOnOwnHold(watch, name, retryAfterMs, until, options);

@@ -805,6 +805,13 @@ export class SessionClient extends Client {
       }
       const grant = out.value.grant;
       this.check.answeredGranted(lock, key, grant.fencingToken, grant.mode, asked);
+      // As the SDK's session.acquire (its wait runs under the session's signal): a grant answered
+      // once the session is lost here (its deadline passed with no heartbeat confirmed) is released,
+      // never held; the service may have expired the session and granted the lock on meanwhile.
+      if (session.lost || this.now() >= session.deadline) {
+        await this.release(grant);
+        break;
+      }
       const belief: Belief = {
         client: this.id,
         lock,

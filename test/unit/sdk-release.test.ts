@@ -127,3 +127,45 @@ describe('force-release retries', () => {
     await expect(client.forceRelease('jobs/x', 'r', { fencingToken: 1.5 })).rejects.toThrow(/fencingToken/);
   });
 });
+
+describe('a wait aborted while its granted answer is on its way', () => {
+  it('releases the grant and rejects with the abort reason (a session lost meanwhile)', async () => {
+    const seen: string[] = [];
+    const abort = new AbortController();
+    server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        seen.push(String(req.url));
+        if (String(req.url).endsWith('/release')) {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ released: true, lock: 'jobs/x', remaining_reentries: 0 }));
+          return;
+        }
+        // The signal aborts while the grant is on its way back.
+        abort.abort(new Error('session lost'));
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            acquired: true,
+            lock: 'jobs/x',
+            client_id: 'me',
+            fencing_token: 9,
+            expires_at: null,
+            remaining_ms: null,
+            ttl_ms: null,
+            session_id: 's-1',
+            mode: 'exclusive',
+            reentry: 1,
+          }),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const client = new LockClient({ endpoint: `http://127.0.0.1:${port}`, clientId: 'me' });
+    await expect(client.acquire('jobs/x', { waitTimeoutMs: 5_000, signal: abort.signal })).rejects.toThrow(
+      'session lost',
+    );
+    expect(seen).toEqual(['/api/v1/locks/jobs/x/acquire', '/api/v1/locks/jobs/x/release']);
+  });
+});
