@@ -444,6 +444,8 @@ describe('saved Logs Insights queries', () => {
     for (const q of queries()) expect(q.Properties.QueryString).toContain('filter lock = "jobs/nightly"');
     const holds = queries().find((q) => q.Properties.Name.endsWith('who holds lock X'));
     expect(holds?.Properties.QueryString).toContain('latest(audit) as last_event');
+    // Not a waiter's line: the latest client id is the holder's, not whoever queued last.
+    expect(holds?.Properties.QueryString).toContain('filter audit not in ["wait", "wait-end"]');
   });
 });
 
