@@ -652,6 +652,13 @@ export function ownLiveEntry(cmd: { owner: string; clientId: string }, item: Ite
   return entry && isLiveEntry(entry, now) ? entryGrant(entry) : undefined;
 }
 
+/** Whether `item` shows a live grant held through session `sessionId` (exclusive, or a shared entry). */
+export function holdsThroughSession(item: Item | undefined, sessionId: string, now: number): boolean {
+  const holder = liveHolder(item, now);
+  if (holder?.held.kind === 'session' && holder.held.sessionId === sessionId) return true;
+  return sharedEntries(item).some((e) => e.session === sessionId && isLiveEntry(e, now));
+}
+
 /** A shared entry as a grant. */
 export function entryGrant(e: SharedEntry, lock = ''): Grant {
   return {

@@ -83,9 +83,10 @@ export const ROUTES: readonly RouteSpec[] = [
     key: 'GET /api/v1/admin/sessions',
     module: 'http/admin-sessions',
     description: "list every principal's sessions (administrators)",
-    // The owner index lists the sessions not yet swept; each is read, and its lock records counted.
-    table: ['dynamodb:GetItem', 'dynamodb:Query'],
-    partitions: ['session'],
+    // The owner index lists the sessions not yet swept; each is read, and the locks its records
+    // name are read to count those it still holds.
+    table: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:BatchGetItem'],
+    partitions: ['session', 'lock'],
     indexes: { by_owner: ['dynamodb:Query'] },
   },
   {

@@ -11,12 +11,16 @@
  * moment ago is read and left out.
  */
 import { invalidRequest, LatchkeyError } from '../core/errors';
-import { sessionRef } from '../core/items';
+import { lockRef, sessionRef } from '../core/items';
+import { holdsThroughSession } from '../core/lock';
 import { type Session, sessionOfItem, sessionState } from '../core/session';
 import { anySessionId } from '../core/wire';
 import type { Clock } from './clock';
 import type { Sessions } from './sessions';
 import type { Storage } from './storage';
+
+/** Keys one BatchGetItem takes. */
+const BATCH_READ_KEYS = 100;
 
 export interface ListedSession {
   readonly session: Session;
@@ -82,7 +86,22 @@ export class SessionAdmin {
     if (session.sweptAt !== undefined) return undefined;
     if (filter.principal !== undefined && session.owner !== filter.principal) return undefined;
     if (filter.clientId !== undefined && session.clientId !== filter.clientId) return undefined;
-    return { session, locksHeld: (await this.storage.sessionLocks(id)).length };
+    return { session, locksHeld: await this.heldThrough(id, await this.storage.sessionLocks(id)) };
+  }
+
+  /**
+   * How many of the locks session `id` took it holds now: its lock records stay until it ends
+   * (whoever ends it releases what they name), so each lock is read to see whether it still
+   * holds it there.
+   */
+  private async heldThrough(id: string, names: readonly string[]): Promise<number> {
+    const now = this.clock.now();
+    let held = 0;
+    for (let i = 0; i < names.length; i += BATCH_READ_KEYS) {
+      const items = await this.storage.readMany(names.slice(i, i + BATCH_READ_KEYS).map(lockRef));
+      held += items.filter((item) => holdsThroughSession(item, id, now)).length;
+    }
+    return held;
   }
 
   /**

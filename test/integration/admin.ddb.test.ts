@@ -108,6 +108,26 @@ describe('GET /api/v1/admin/sessions', () => {
     });
     expect(byId.get(b.session_id)).toMatchObject({ principal: BOB_ARN, client_id: 'b-1', locks_held: 0 });
 
+    // A lock the session released no longer counts, though its record stays until the session ends.
+    const other = lockName();
+    const taken = (
+      await alice.post(`/api/v1/locks/${other}/acquire`, { client_id: 'a-1', session_id: a.session_id })
+    ).body;
+    expect((await listAll('limit=100')).find((s) => s.session_id === a.session_id)).toMatchObject({
+      locks_held: 2,
+    });
+    expect(
+      (
+        await alice.post(`/api/v1/locks/${other}/release`, {
+          client_id: 'a-1',
+          fencing_token: taken.fencing_token,
+        })
+      ).status,
+    ).toBe(200);
+    expect((await listAll('limit=100')).find((s) => s.session_id === a.session_id)).toMatchObject({
+      locks_held: 1,
+    });
+
     // Narrowed to one principal (and client).
     const bobs = await listAll(`principal=${encodeURIComponent(BOB_ARN)}&client_id=b-1`);
     expect(bobs.map((s) => s.session_id)).toEqual([b.session_id]);
