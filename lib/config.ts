@@ -13,12 +13,11 @@ import { RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IConstruct } from 'constructs';
 import { z } from 'zod';
+import { LOG_LEVELS } from '../lambdas/shared/log';
 import {
   DEFAULT_RESERVED_CONCURRENCY,
   LATCHKEY_DEFAULTS,
   type LatchkeyProps,
-  LOG_LEVELS,
-  type LogLevel,
   latchkeyPropProblems,
   type ReservedConcurrency,
   type Throttle,
@@ -282,7 +281,7 @@ export const PROP_KEYS: { readonly [K in ConfigurableProp]-?: ConfigKey<NonNulla
     default: d.logLevel,
     description:
       "the functions' log level: warn drops the per-request summary lines, most of the log volume at scale",
-    schema: z.enum(LOG_LEVELS as [LogLevel, ...LogLevel[]], { error: `not one of ${LOG_LEVELS.join(', ')}` }),
+    schema: z.enum(LOG_LEVELS, { error: `not one of ${LOG_LEVELS.join(', ')}` }),
   },
 };
 

@@ -8,6 +8,7 @@ import { prefixesProblem } from '../lambdas/core/hierarchy';
 import { PRIORITY, QUOTA_SHARDS } from '../lambdas/core/queue';
 import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
+import type { LogLevel } from '../lambdas/shared/log';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { lockPrefixProblem } from '../sdk/names';
 import { LockHandoff } from './constructs/lock-handoff';
@@ -130,10 +131,6 @@ export interface LatchkeyProps {
    */
   readonly logLevel?: LogLevel;
 }
-
-/** The functions' log levels (lambdas/shared/log.ts). */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 export interface ReservedConcurrency {
   readonly lockCommands?: number;

@@ -5,11 +5,14 @@
  */
 import { currentContext } from './request-context';
 
-type Level = 'debug' | 'info' | 'warn' | 'error';
-const ORDER: Record<Level | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+/** The levels LOG_LEVEL takes, lowest first (the `logLevel` configuration key offers the same). */
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+type Level = Exclude<LogLevel, 'silent'>;
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
 function threshold(): number {
-  const level = (process.env.LOG_LEVEL ?? 'info') as Level | 'silent';
+  const level = (process.env.LOG_LEVEL ?? 'info') as LogLevel;
   return ORDER[level] ?? ORDER.info;
 }
 
