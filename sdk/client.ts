@@ -47,7 +47,7 @@ import {
   withLocksOptions,
 } from './multi-lock';
 import { asIdentifier } from './names';
-import { isOwnHold, OwnHoldError, OwnReleases, type ReleaseWatch } from './own-holds';
+import { isOwnHold, OwnHoldError, OwnReleases, ownHoldRetryAfterMs, type ReleaseWatch } from './own-holds';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -817,8 +817,7 @@ export class LockClient {
           return lease;
         }
         if (isOwnHold(answer)) {
-          const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
-          await this.pauseOnOwnHold(watch, name, retryAfterMs, until, options);
+          await this.pauseOnOwnHold(watch, name, ownHoldRetryAfterMs(answer), until, options);
         } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
         requestId = randomUUID();
       } finally {

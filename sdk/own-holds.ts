@@ -30,6 +30,10 @@ export const isOwnHold = (answer: { holder?: unknown }) =>
   answer.holder !== null &&
   (answer.holder as { mine?: unknown }).mine === true;
 
+/** How long an own-hold refusal says the hold lasts (`retry_after_ms`; a second if it does not say). */
+export const ownHoldRetryAfterMs = (answer: { retry_after_ms?: unknown }) =>
+  typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
+
 /** One wait's watch on the releases of its lock through its client, from before it asks. */
 export interface ReleaseWatch {
   /**

@@ -30,7 +30,7 @@ import {
 } from './errors';
 import type { GrantAnswer } from './lease';
 import { type LockMode, wantBody } from './multi-lock';
-import { isOwnHold, OwnHoldError } from './own-holds';
+import { isOwnHold, OwnHoldError, ownHoldRetryAfterMs } from './own-holds';
 import { networkReason, type SignedTransport } from './transport';
 
 /** API Gateway closes a connection idle for 10 minutes: ping well before that. */
@@ -274,8 +274,7 @@ export class WsWaiter {
       if (this.pending.get(request.requestId) !== pending) return;
       // Not queued behind this client's own hold: the client pauses on it (own-holds.ts).
       if (isOwnHold(answer)) {
-        const retryAfterMs = typeof answer.retry_after_ms === 'number' ? answer.retry_after_ms : 1_000;
-        pending.reject(new OwnHoldError(request.lock, retryAfterMs));
+        pending.reject(new OwnHoldError(request.lock, ownHoldRetryAfterMs(answer)));
       } else if (performance.now() < pending.until - ENDED_EARLY_MS) {
         // The request ended before its time (its connection's $disconnect took it out of the queue):
         // its outcome is final, so what is left of the wait is a new request.

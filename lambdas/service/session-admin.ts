@@ -19,9 +19,6 @@ import type { Clock } from './clock';
 import type { Sessions } from './sessions';
 import type { Storage } from './storage';
 
-/** Keys one BatchGetItem takes. */
-const BATCH_READ_KEYS = 100;
-
 export interface ListedSession {
   readonly session: Session;
   readonly locksHeld: number;
@@ -95,13 +92,9 @@ export class SessionAdmin {
    * holds it there.
    */
   private async heldThrough(id: string, names: readonly string[]): Promise<number> {
+    const items = await this.storage.readMany(names.map(lockRef));
     const now = this.clock.now();
-    let held = 0;
-    for (let i = 0; i < names.length; i += BATCH_READ_KEYS) {
-      const items = await this.storage.readMany(names.slice(i, i + BATCH_READ_KEYS).map(lockRef));
-      held += items.filter((item) => holdsThroughSession(item, id, now)).length;
-    }
-    return held;
+    return items.filter((item) => holdsThroughSession(item, id, now)).length;
   }
 
   /**

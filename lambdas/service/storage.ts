@@ -54,8 +54,8 @@ export interface Storage {
   /** One item, strongly consistent. */
   read(ref: ItemRef): Promise<Item | undefined>;
   /**
-   * Several distinct items (at most 100) in one call (BatchGetItem), in the order asked. Each is
-   * strongly consistent, as one `read` would see it; together they are not one moment's snapshot.
+   * Several distinct items, in the order asked: one call (BatchGetItem) per 100. Each is strongly
+   * consistent, as one `read` would see it; together they are not one moment's snapshot.
    */
   readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]>;
   /** A lock item and its first `limit` waiters in serving order, strongly consistent (one Query). */

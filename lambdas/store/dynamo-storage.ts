@@ -110,6 +110,8 @@ export function cancellationOutcome(reasons: readonly CancellationReason[]): Tra
 
 /** BatchGetItem calls one readMany makes while DynamoDB leaves keys unprocessed (throttled). */
 const BATCH_READ_ROUNDS = 5;
+/** Keys one BatchGetItem takes. */
+const BATCH_READ_KEYS = 100;
 
 export class DynamoStorage implements Storage {
   constructor(
@@ -340,6 +342,14 @@ export class DynamoStorage implements Storage {
   }
 
   async readMany(refs: readonly ItemRef[]): Promise<(Item | undefined)[]> {
+    const items: (Item | undefined)[] = [];
+    for (let i = 0; i < refs.length; i += BATCH_READ_KEYS)
+      items.push(...(await this.readBatch(refs.slice(i, i + BATCH_READ_KEYS))));
+    return items;
+  }
+
+  /** At most BATCH_READ_KEYS items in one BatchGetItem, retrying what it leaves unprocessed. */
+  private async readBatch(refs: readonly ItemRef[]): Promise<(Item | undefined)[]> {
     if (refs.length === 0) return [];
     const found = new Map<string, Item>();
     const at = (key: Record<string, unknown>) => `${String(key[KEY.pk])}\n${String(key[KEY.sk])}`;

@@ -64,6 +64,19 @@ describe('reading several items at once', () => {
     expect(after).toEqual([await t.storage.read(lockRef(name)), await t.storage.read(lockRef(other))]);
   });
 
+  it('reads more than a BatchGetItem takes (100 keys) in one call per 100, in the order asked', async () => {
+    const written = `many/${randomUUID()}`;
+    await acquire(written);
+    // The written lock last, after 149 never written: the second batch must keep its place.
+    const refs = [...Array.from({ length: 149 }, () => lockRef(`many/${randomUUID()}`)), lockRef(written)];
+    counter.reset();
+    const items = await t.storage.readMany(refs);
+    expect(counter.calls).toEqual(['BatchGetItemCommand', 'BatchGetItemCommand']);
+    expect(items).toHaveLength(150);
+    expect(items.slice(0, 149).every((item) => item === undefined)).toBe(true);
+    expect(items[149]).toEqual(await t.storage.read(lockRef(written)));
+  });
+
   it('reads nothing, and calls nothing, for no refs', async () => {
     counter.reset();
     expect(await t.storage.readMany([])).toEqual([]);
