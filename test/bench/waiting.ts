@@ -9,8 +9,10 @@
  *   2. a crashed holder (HTTP, ttl 3 s, never released) with one WebSocket
  *      waiter: delay from the lease's end to the waiter's grant;
  *   3. the same with HTTP waits (http-waiting.ts);
- *   4. the same contention on a peer's protocol (polling-peer.ts), and the
- *      contention runs side by side, with ratios (contention-stats.ts).
+ *   4. the same contention on a peer's protocol (polling-peer.ts);
+ *   5. the same on the two-write floor (floor.ts), and the contention runs
+ *      side by side, with ratios (contention-stats.ts).
+ * BENCH_ONLY=http, peer or floor runs that one alone.
  *
  * Handlers keep their configuration for the life of the process (as on
  * Lambda), so this runs in a process of its own, with a DynamoDB Local of
@@ -36,6 +38,7 @@ import {
   isStreamCall,
   sideBySide,
 } from './contention-stats';
+import { floor, floorName, floorTable } from './floor';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 import { pollingPeer, pollingPeerName } from './polling-peer';
 import { storeRateLines, storeRates, transactionSizes } from './store-rate';
@@ -342,6 +345,7 @@ async function main() {
   const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
   const endpoint = external ?? (dynamo?.endpoint as string);
   const proxy = await startCountingProxy(endpoint, httpWaitReads.record);
+  const floorTableName = await floorTable(endpoint);
   const stack = await startLocalStack({
     port: 0,
     wsPort: 0,
@@ -354,24 +358,32 @@ async function main() {
   try {
     console.log(`\nwaiting bench: local stack, DynamoDB through a counting proxy, warming up...`);
     const rows: { name: string; stats: ContentionStats }[] = [];
-    if (process.env.BENCH_ONLY !== 'http') {
+    const only = process.env.BENCH_ONLY;
+    if (!only) {
       const webSocket = await contention(stack, proxy);
       rows.push({ name: 'latchkey, WebSocket waits', stats: webSocket.stats });
       console.log([...webSocket.lines, ...(await crashedHolder(stack))].join('\n'));
     }
-    const http = await httpWaiting(stack, proxy);
-    rows.push({ name: 'latchkey, HTTP waits', stats: http.stats });
-    console.log(http.lines.join('\n'));
-    if (process.env.BENCH_ONLY !== 'http') {
-      // The peer on the same DynamoDB Local, through a proxy of its own: the stack's background
-      // calls (stream polling, timers) are not counted as the peer's.
-      const peerProxy = await startCountingProxy(endpoint);
+    if (!only || only === 'http') {
+      const http = await httpWaiting(stack, proxy);
+      rows.push({ name: 'latchkey, HTTP waits', stats: http.stats });
+      console.log(http.lines.join('\n'));
+    }
+    // The peer and the floor on the same DynamoDB Local, each through a proxy of its own: the
+    // stack's background calls (stream polling, timers) are not counted as theirs.
+    const others = [
+      { name: pollingPeerName, run: pollingPeer, key: 'peer' },
+      { name: floorName, run: floor, key: 'floor' },
+    ];
+    const options = { workers: WORKERS, holdMs: HOLD_MS, seconds: SECONDS, table: floorTableName };
+    for (const other of others.filter((o) => !only || only === o.key)) {
+      const ownProxy = await startCountingProxy(endpoint);
       try {
-        const peer = await pollingPeer(peerProxy, { workers: WORKERS, holdMs: HOLD_MS, seconds: SECONDS });
-        rows.push({ name: pollingPeerName, stats: peer.stats });
-        console.log(peer.lines.join('\n'));
+        const run = await other.run(ownProxy, options);
+        rows.push({ name: other.name, stats: run.stats });
+        console.log(run.lines.join('\n'));
       } finally {
-        await peerProxy.stop();
+        await ownProxy.stop();
       }
     }
     // Measured after the runs, with the stack idle: the same DynamoDB Local, its own rate.
