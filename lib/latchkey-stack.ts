@@ -35,6 +35,10 @@ export class LatchkeyStack extends Stack {
       value: this.latchkey.wsUrl,
       description: 'latchkey WebSocket API for waiting (SigV4 on connect, ?client_id=…)',
     });
+    new CfnOutput(this, 'MetricNamespace', {
+      value: this.latchkey.metricNamespace,
+      description: "latchkey's metrics in CloudWatch (this stack's alone; latchkey top reads it)",
+    });
     new CfnOutput(this, 'TableName', {
       value: this.latchkey.table.tableName,
       description: 'latchkey lock table',

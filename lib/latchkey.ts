@@ -1,4 +1,4 @@
-import { RemovalPolicy, Token } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import type { Table } from 'aws-cdk-lib/aws-dynamodb';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { type ILogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -9,6 +9,7 @@ import { PRIORITY, QUOTA_SHARDS } from '../lambdas/core/queue';
 import { DEFAULT_LIMITS, retentionProblem } from '../lambdas/core/wire';
 import { NOTIFIER, SWEEPER, TIMER } from '../lambdas/shared/function-spec';
 import type { LogLevel } from '../lambdas/shared/log';
+import { METRIC_NAMESPACE_VARIABLE, metricNamespaceFor } from '../lambdas/shared/metric-catalog';
 import { WS_STAGE } from '../lambdas/ws/routes';
 import { lockPrefixProblem } from '../sdk/names';
 import { LockHandoff } from './constructs/lock-handoff';
@@ -318,6 +319,8 @@ export class Latchkey extends Construct {
   readonly sweeper: LockSweeper;
   /** The dashboard, alarms, Contributor Insights rules and saved queries (README: "Operate it"). */
   readonly observability: LockObservability;
+  /** Where its functions' metrics are: `Latchkey/<stack name>`, one namespace per stack (stage). */
+  readonly metricNamespace: string;
 
   constructor(scope: Construct, id: string, props: LatchkeyProps = {}) {
     super(scope, id);
@@ -327,8 +330,10 @@ export class Latchkey extends Construct {
 
     this.table = new LockTable(this, 'Locks', { removalPolicy: p.tableRemovalPolicy }).table;
     const [minPriority, maxPriority] = p.priorityRange;
+    this.metricNamespace = metricNamespaceFor(Stack.of(this).stackName);
     const environment = {
       TABLE_NAME: this.table.tableName,
+      [METRIC_NAMESPACE_VARIABLE]: this.metricNamespace,
       LOCK_MIN_TTL_MS: String(p.minTtlMs),
       LOCK_MAX_TTL_MS: String(p.maxTtlMs),
       LOCK_RETENTION_SECONDS: String(p.lockRetentionSeconds),
@@ -415,6 +420,7 @@ export class Latchkey extends Construct {
     this.observability = new LockObservability(this, 'Observability', {
       functions,
       logGroups,
+      metricNamespace: this.metricNamespace,
       table: this.table,
       httpApi: this.httpApi.api,
       webSocketApi: this.webSocketApi.api,

@@ -2,11 +2,23 @@
  * Every metric latchkey emits: one catalog for the functions (CloudWatch EMF), the local stack's
  * Prometheus endpoint, the dashboard and the alarms, so a name cannot differ between them.
  *
- * All metrics are in the namespace METRIC_NAMESPACE. Dimensions stay low-cardinality: the
- * operation and the outcome, never a lock name, a principal or a client (per-lock and per-caller
- * views come from Contributor Insights over the structured logs).
+ * A deployed stack's metrics are in a namespace of its own, `Latchkey/<stack name>`, so that the
+ * stages in one account and region never add up in one another's dashboard, alarms or `latchkey
+ * top`. Dimensions stay low-cardinality: the operation and the outcome, never a lock name, a
+ * principal or a client (per-lock and per-caller views come from Contributor Insights over the
+ * structured logs).
  */
 export const METRIC_NAMESPACE = 'Latchkey';
+
+/** A stack's namespace: METRIC_NAMESPACE, a slash, the stack's name. */
+export const metricNamespaceFor = (stackName: string) => `${METRIC_NAMESPACE}/${stackName}`;
+
+/** The functions' environment variable naming the namespace (unset: METRIC_NAMESPACE, as locally). */
+export const METRIC_NAMESPACE_VARIABLE = 'METRIC_NAMESPACE';
+
+/** What CloudWatch accepts as a custom namespace: 1-255 of these characters, not under `AWS/`. */
+export const isMetricNamespace = (namespace: string) =>
+  /^[A-Za-z0-9._/#:-]{1,255}$/.test(namespace) && !namespace.startsWith('AWS/');
 
 /** The operations a request is counted under (the `Operation` dimension). */
 export const OPERATIONS = [

@@ -23,7 +23,15 @@ import { Metrics, type MetricUnit } from '@aws-lambda-powertools/metrics';
 
 import { LatchkeyError } from '../core/errors';
 import { log } from './log';
-import { METRIC_NAMESPACE, METRICS, type MetricName, OPERATIONS, type Operation } from './metric-catalog';
+import {
+  isMetricNamespace,
+  METRIC_NAMESPACE,
+  METRIC_NAMESPACE_VARIABLE,
+  METRICS,
+  type MetricName,
+  OPERATIONS,
+  type Operation,
+} from './metric-catalog';
 import { currentContext } from './request-context';
 
 type Unit = (typeof MetricUnit)[keyof typeof MetricUnit];
@@ -66,9 +74,28 @@ const warnings = {
     process.stderr.write(`${JSON.stringify({ level: 'error', metrics: args.map(String).join(' ') })}\n`),
 };
 
+/**
+ * The namespace the functions emit into: the stack's (set by the construct), read at each use so
+ * that a test may set it; METRIC_NAMESPACE without one (the local stack) or with an invalid one
+ * (said once on stderr: a metric in no namespace is lost).
+ */
+export function emittedNamespace(env: Record<string, string | undefined> = process.env): string {
+  const configured = env[METRIC_NAMESPACE_VARIABLE];
+  if (configured === undefined || configured === '') return METRIC_NAMESPACE;
+  if (isMetricNamespace(configured)) return configured;
+  if (!warnedNamespace) {
+    warnedNamespace = true;
+    warnings.warn(
+      `${METRIC_NAMESPACE_VARIABLE} ${JSON.stringify(configured)} is not a namespace; using ${METRIC_NAMESPACE}`,
+    );
+  }
+  return METRIC_NAMESPACE;
+}
+let warnedNamespace = false;
+
 class EmfMetrics extends Metrics {
   constructor(dimensions: Readonly<Record<string, string>>) {
-    super({ namespace: METRIC_NAMESPACE, logger: warnings });
+    super({ namespace: emittedNamespace(), logger: warnings });
     // Powertools writes through a console of its own making (stdout); ours goes to the sink.
     (this as unknown as { console: Console }).console = emfConsole;
     this.clearDefaultDimensions();

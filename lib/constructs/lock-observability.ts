@@ -21,13 +21,15 @@ import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ERROR_CODES } from '../../lambdas/core/errors';
-import { METRIC_NAMESPACE, METRICS, type MetricName } from '../../lambdas/shared/metric-catalog';
+import { METRICS, type MetricName } from '../../lambdas/shared/metric-catalog';
 
 export interface LockObservabilityProps {
   /** Every function, by handler module ("http/lock-commands", …). */
   readonly functions: Readonly<Record<string, IFunction>>;
   /** Every function's log group, by handler module: Contributor Insights and the saved queries read them. */
   readonly logGroups: Readonly<Record<string, ILogGroup>>;
+  /** The namespace the functions emit latchkey's metrics into (metricNamespaceFor the stack). */
+  readonly metricNamespace: string;
   readonly table: ITable;
   readonly httpApi: HttpApi;
   readonly webSocketApi: WebSocketApi;
@@ -89,6 +91,9 @@ export class LockObservability extends Construct {
 
   constructor(scope: Construct, id: string, props: LockObservabilityProps) {
     super(scope, id);
+    const namespace = props.metricNamespace;
+    const latchkeyMetric = (metricName: MetricName, options: Parameters<typeof metricIn>[2]) =>
+      metricIn(namespace, metricName, options);
     // Account-wide names (dashboard, alarms, rules) unique per deployment: stages side by side.
     const prefix = Names.uniqueResourceName(this, {
       maxLength: 60,
@@ -352,7 +357,7 @@ export class LockObservability extends Construct {
         (METRICS[metric].dimensions as readonly string[]).includes(d),
       );
       return new MathExpression({
-        expression: `SEARCH('{${METRIC_NAMESPACE},${dims.join(',')}} MetricName="${metric}"', '${statistic}', 300)`,
+        expression: `SEARCH('{${namespace},${dims.join(',')}} MetricName="${metric}"', '${statistic}', 300)`,
         usingMetrics: {},
         period: FIVE_MINUTES,
         label: label ?? '',
@@ -382,7 +387,7 @@ export class LockObservability extends Construct {
 
     this.dashboard.addWidgets(
       new TextWidget({
-        markdown: `# latchkey (${Stack.of(this).stackName})\nLatchkey's own metrics (namespace \`${METRIC_NAMESPACE}\`) beside API Gateway's, Lambda's, DynamoDB's and SQS's. Alarms link to the README runbook; per-lock and per-caller views are the Contributor Insights rules \`${prefix}-*\` and the saved queries \`${folder}/*\`.`,
+        markdown: `# latchkey (${Stack.of(this).stackName})\nLatchkey's own metrics (namespace \`${namespace}\`, this stack's alone) beside API Gateway's, Lambda's, DynamoDB's and SQS's. Alarms link to the README runbook; per-lock and per-caller views are the Contributor Insights rules \`${prefix}-*\` and the saved queries \`${folder}/*\`.`,
         width: 24,
         height: 2,
       }),
@@ -559,13 +564,14 @@ export class LockObservability extends Construct {
   }
 }
 
-/** A latchkey metric without dimensions (the catalog's dimensionless ones). */
-function latchkeyMetric(
+/** A latchkey metric without dimensions (the catalog's dimensionless ones), in `namespace`. */
+function metricIn(
+  namespace: string,
   metricName: MetricName,
   options: { statistic: string; period?: Duration; label?: string },
 ): Metric {
   return new Metric({
-    namespace: METRIC_NAMESPACE,
+    namespace,
     metricName,
     statistic: options.statistic,
     period: options.period ?? FIVE_MINUTES,

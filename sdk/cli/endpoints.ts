@@ -6,6 +6,7 @@
  * can say where to fix it.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { NAMESPACE } from './metric-names';
 
 export const LOCAL_HTTP = 'http://127.0.0.1:3000';
 export const LOCAL_WS = 'ws://127.0.0.1:3001/v1';
@@ -24,6 +25,11 @@ export interface Endpoints {
   readonly source: string;
   readonly httpFrom: EndpointSource;
   readonly wsFrom: EndpointSource | undefined;
+  /**
+   * The stack's CloudWatch namespace, when an outputs file named the stack: its MetricNamespace
+   * output, or `Latchkey` for a stack deployed before it had one (all stacks shared that one).
+   */
+  readonly metricNamespace?: string;
 }
 
 export interface EndpointFlags {
@@ -105,6 +111,7 @@ function fromOutputsFile(file: string): Endpoints {
       ws: values.WebSocketUrl,
       wsFrom: values.WebSocketUrl ? from : undefined,
       source: `${file} (stack ${stack})`,
+      metricNamespace: values.MetricNamespace ?? NAMESPACE,
     };
   }
   throw new Error(

@@ -4,7 +4,10 @@
  * alone). test/unit/top.test.ts checks these against the catalog.
  */
 
-/** The CloudWatch namespace of every latchkey metric. */
+/**
+ * The CloudWatch namespace of a stack deployed before each stack had its own; since, a stack's is
+ * `Latchkey/<stack name>` (its MetricNamespace output).
+ */
 export const NAMESPACE = 'Latchkey';
 
 /** The metrics, with their unit and dimensions as the catalog has them. */

@@ -16,7 +16,7 @@ import type { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
 import { LatchkeyClientError } from '../errors';
 import { isLocalEndpoint, regionOf } from '../transport';
-import { type EndpointFlags, resolveEndpoints } from './endpoints';
+import { type EndpointFlags, type Endpoints, resolveEndpoints } from './endpoints';
 import { NAMESPACE, prometheusName } from './metric-names';
 import {
   counterIncreases,
@@ -280,14 +280,13 @@ export const DEFAULT_WINDOW_MS = 5 * MINUTE;
 const dim = (name: string) => `\${PROP('Dim.${name}')}`;
 const SEP = '|';
 
-const search = (schema: string, metric: string, stat: string, periodS: number) =>
-  `SEARCH('{${NAMESPACE},${schema}} MetricName="${metric}"', '${stat}', ${periodS})`;
-
-/** The queries of one CloudWatch sample, over one period of `periodS` seconds. */
-export function cloudWatchQueries(periodS: number): MetricDataQuery[] {
+/** The queries of one CloudWatch sample of the stack's `namespace`, over one period of `periodS` seconds. */
+export function cloudWatchQueries(periodS: number, namespace: string): MetricDataQuery[] {
+  const search = (schema: string, metric: string, stat: string, periodS: number) =>
+    `SEARCH('{${namespace},${schema}} MetricName="${metric}"', '${stat}', ${periodS})`;
   const plain = (Id: string, MetricName: string): MetricDataQuery => ({
     Id,
-    MetricStat: { Metric: { Namespace: NAMESPACE, MetricName }, Period: periodS, Stat: 'Sum' },
+    MetricStat: { Metric: { Namespace: namespace, MetricName }, Period: periodS, Stat: 'Sum' },
     ReturnData: true,
   });
   return [
@@ -365,16 +364,17 @@ function labelParts(label: string, parts: number): string[] {
 
 const sum = (values: readonly number[]) => values.reduce((a, b) => a + b, 0);
 
-/** The metrics of one CloudWatch window. */
+/** The metrics of one CloudWatch window, in the stack's `namespace`. */
 export async function cloudWatchMetrics(
   reader: CloudWatchReader,
+  namespace: string,
   now: Date,
   windowMs = DEFAULT_WINDOW_MS,
 ): Promise<MetricsView> {
   const { start, end, periodS } = cloudWatchWindow(now, windowMs);
   const window = periodS * 1_000;
   const results = await getAll(reader, {
-    MetricDataQueries: cloudWatchQueries(periodS),
+    MetricDataQueries: cloudWatchQueries(periodS, namespace),
     StartTime: start,
     EndTime: end,
   });
@@ -666,6 +666,22 @@ export interface TopGlobals extends EndpointFlags {
   readonly json?: boolean;
 }
 
+/**
+ * The deployed stack's CloudWatch namespace: --namespace, else LATCHKEY_METRIC_NAMESPACE, else the
+ * outputs file's; an endpoint given any other way does not say which stack it is.
+ */
+export function topNamespace(
+  flag: string | undefined,
+  endpoints: Endpoints,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  const namespace = flag ?? (env.LATCHKEY_METRIC_NAMESPACE || undefined) ?? endpoints.metricNamespace;
+  if (namespace !== undefined) return namespace;
+  throw new Error(
+    `top needs the stack's metric namespace to read CloudWatch: give --namespace Latchkey/STACK or set LATCHKEY_METRIC_NAMESPACE (the stack's MetricNamespace output, e.g. Latchkey/Latchkey-prod; ${NAMESPACE} for a stack deployed before stacks had their own), or use the outputs file cdk deploy --outputs-file wrote`,
+  );
+}
+
 export interface TopContext {
   readonly globals: () => TopGlobals;
   /** The CLI's client for these globals (it remembers the endpoints for error messages). */
@@ -681,6 +697,8 @@ export interface TopRun {
   readonly json: boolean;
   readonly prefix: string;
   readonly windowMs: number;
+  /** --namespace: the deployed stack's CloudWatch namespace. */
+  readonly namespace?: string;
 }
 
 const duration = (value: string) => {
@@ -702,9 +720,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export async function runTop(context: TopContext, run: TopRun): Promise<void> {
   const g = context.globals();
   const endpoints = resolveEndpoints(g);
-  const client = context.client(g);
   const local = isLocalEndpoint(endpoints.http);
   const region = local ? undefined : (g.region ?? regionOf(endpoints.http));
+  const namespace = local ? undefined : topNamespace(run.namespace, endpoints);
+  const client = context.client(g);
   const show = (s: TopSnapshot) => {
     if (run.json) (context.write ?? ((t: string) => console.log(t)))(JSON.stringify(s));
     else if (run.once || context.write) (context.write ?? ((t: string) => console.log(t)))(render(s));
@@ -749,11 +768,13 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
           if (cached?.end !== end.getTime())
             cached = {
               end: end.getTime(),
-              metrics: await cloudWatchMetrics(reader, now, run.windowMs).catch((error: Error) => {
-                throw new Error(
-                  `cannot read latchkey's metrics from CloudWatch in ${region} (${error.name}: ${error.message}): top needs AWS credentials allowed cloudwatch:GetMetricData (give --region if the stack's metrics are in another region)`,
-                );
-              }),
+              metrics: await cloudWatchMetrics(reader, namespace as string, now, run.windowMs).catch(
+                (error: Error) => {
+                  throw new Error(
+                    `cannot read latchkey's metrics (${namespace}) from CloudWatch in ${region} (${error.name}: ${error.message}): top needs AWS credentials allowed cloudwatch:GetMetricData (give --region if the stack's metrics are in another region)`,
+                  );
+                },
+              ),
             };
           const [locks, live] = await others();
           show(snapshot(endpoints.http, cached.metrics, locks, live, region));
@@ -791,6 +812,10 @@ export function addTopCommand(cli: Command, context: TopContext): Command {
         .argParser(positiveDuration)
         .default(DEFAULT_WINDOW_MS, '5m'),
     )
+    .option(
+      '--namespace <namespace>',
+      "deployed: the stack's CloudWatch namespace, its MetricNamespace output (default: LATCHKEY_METRIC_NAMESPACE, else the outputs file's)",
+    )
     .addHelpText(
       'after',
       `
@@ -798,7 +823,7 @@ Where the numbers come from:
   local stack (a loopback endpoint): its GET /metrics, scraped every --every; rates are the
     counters' increase over the interval, p50/p99 the latency histograms' over the same interval
     (interpolated within buckets, as Prometheus' histogram_quantile).
-  deployed stack: CloudWatch (namespace ${NAMESPACE}, GetMetricData with SEARCH expressions) in the
+  deployed stack: CloudWatch (the stack's namespace, Latchkey/STACK, GetMetricData with SEARCH expressions) in the
     region of the endpoint (or --region), over the last --window of whole minutes (metrics reach
     CloudWatch a minute or two late); needs AWS credentials allowed cloudwatch:GetMetricData.
   most contended locks and queues: the metrics have no lock dimension (by design), so these come
@@ -810,14 +835,17 @@ Where the numbers come from:
 
 --json prints one JSON object per sample (with --once, exactly one).`,
     )
-    .action(async (o: { every: number; once?: boolean; prefix: string; window: number }) => {
-      const g = context.globals();
-      await runTop(context, {
-        everyMs: o.every,
-        once: o.once === true,
-        json: g.json === true,
-        prefix: o.prefix,
-        windowMs: o.window,
-      });
-    });
+    .action(
+      async (o: { every: number; once?: boolean; prefix: string; window: number; namespace?: string }) => {
+        const g = context.globals();
+        await runTop(context, {
+          everyMs: o.every,
+          once: o.once === true,
+          json: g.json === true,
+          prefix: o.prefix,
+          windowMs: o.window,
+          ...(o.namespace === undefined ? {} : { namespace: o.namespace }),
+        });
+      },
+    );
 }

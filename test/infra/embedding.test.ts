@@ -91,9 +91,24 @@ describe('stages side by side', () => {
     // Every one of them stage-derived.
     expect(literal(a)).toHaveLength(derived.reduce((sum, type) => sum + count(type), 0));
     for (const name of literal(a)) expect(name).toContain('Latchkey-staging');
-    // Outputs keep their names in every stage (the CLI reads ApiUrl and WebSocketUrl).
+    // Outputs keep their names in every stage (the CLI reads ApiUrl, WebSocketUrl, MetricNamespace).
     for (const t of [a, b])
-      expect(Object.keys(t.toJSON().Outputs).sort()).toEqual(['ApiUrl', 'TableName', 'WebSocketUrl']);
+      expect(Object.keys(t.toJSON().Outputs).sort()).toEqual([
+        'ApiUrl',
+        'MetricNamespace',
+        'TableName',
+        'WebSocketUrl',
+      ]);
+    // Nor do their metrics mix: each stage's functions write, and its alarms read, its own namespace.
+    expect([a, b].map((t) => t.toJSON().Outputs.MetricNamespace.Value)).toEqual([
+      'Latchkey/Latchkey-staging',
+      'Latchkey/Latchkey-prod',
+    ]);
+    for (const [t, namespace] of [
+      [a, 'Latchkey/Latchkey-staging'],
+      [b, 'Latchkey/Latchkey-prod'],
+    ] as const)
+      t.hasResourceProperties('AWS::CloudWatch::Alarm', { Namespace: namespace, MetricName: 'SweeperLag' });
   });
 });
 

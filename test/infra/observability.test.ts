@@ -6,7 +6,7 @@ import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { METRIC_NAMESPACE, METRICS } from '../../lambdas/shared/metric-catalog';
+import { METRIC_NAMESPACE_VARIABLE, METRICS } from '../../lambdas/shared/metric-catalog';
 import { parseLatchkeyConfig } from '../../lib/config';
 import {
   HTTP_5XX_MIN_REQUESTS,
@@ -20,6 +20,8 @@ import { LatchkeyStack } from '../../lib/latchkey-stack';
 
 const NO_BUNDLING = { 'aws:cdk:bundling-stacks': [] };
 const TOPIC_ARN = 'arn:aws:sns:eu-west-1:123456789012:ops-pager';
+/** The namespace of the stack Latchkey-test: its own. */
+const NAMESPACE = 'Latchkey/Latchkey-test';
 
 let stack: LatchkeyStack;
 let locks: Latchkey;
@@ -81,20 +83,49 @@ describe('the dashboard', () => {
     metrics.map((m) => (m[0] as { expression?: string }).expression).filter((e): e is string => !!e);
 
   it('shows every latchkey metric of the catalog, dimensioned ones by SEARCH over their dimensions', () => {
-    const direct = new Set(inNamespace(METRIC_NAMESPACE).map((m) => m[1]));
+    const direct = new Set(inNamespace(NAMESPACE).map((m) => m[1]));
     for (const [name, spec] of Object.entries(METRICS)) {
       if (spec.dimensions.length === 0) expect(direct, name).toContain(name);
       else
         expect(
           expressions().some((e) =>
-            e.startsWith(`SEARCH('{${METRIC_NAMESPACE},${spec.dimensions.join(',')}} MetricName="${name}"'`),
+            e.startsWith(`SEARCH('{${NAMESPACE},${spec.dimensions.join(',')}} MetricName="${name}"'`),
           ),
           name,
         ).toBe(true);
     }
     // Latency per operation at p50 and p99.
-    expect(expressions()).toContain(`SEARCH('{Latchkey,Operation} MetricName="Latency"', 'p50', 300)`);
-    expect(expressions()).toContain(`SEARCH('{Latchkey,Operation} MetricName="Latency"', 'p99', 300)`);
+    expect(expressions()).toContain(
+      `SEARCH('{Latchkey/Latchkey-test,Operation} MetricName="Latency"', 'p50', 300)`,
+    );
+    expect(expressions()).toContain(
+      `SEARCH('{Latchkey/Latchkey-test,Operation} MetricName="Latency"', 'p99', 300)`,
+    );
+  });
+
+  it('reads the stack’s own namespace, the one its functions emit into, and names it in an output', () => {
+    expect(locks.metricNamespace).toBe(NAMESPACE);
+    for (const fn of Object.values(template.findResources('AWS::Lambda::Function')))
+      expect(fn.Properties.Environment.Variables[METRIC_NAMESPACE_VARIABLE]).toBe(NAMESPACE);
+    template.hasOutput('MetricNamespace', { Value: NAMESPACE });
+    // Nothing of latchkey's is read from another namespace: another stage's numbers never mix in.
+    const ours = (m: unknown[]) => typeof m[0] === 'string' && !(m[0] as string).startsWith('AWS/');
+    expect(metrics.filter(ours).every((m) => m[0] === NAMESPACE)).toBe(true);
+    expect(
+      expressions()
+        .filter((e) => e.startsWith('SEARCH('))
+        .every((e) => e.includes(`{${NAMESPACE},`)),
+    ).toBe(true);
+    expect(widgets[0]?.properties.markdown).toContain(`namespace \`${NAMESPACE}\``);
+  });
+
+  it('two stages in one account read and write two namespaces', () => {
+    const app = new App({ context: NO_BUNDLING });
+    const [dev, prod] = ['dev', 'prod'].map((stage) => new LatchkeyStack(app, `Latchkey-${stage}`).latchkey);
+    expect([dev?.metricNamespace, prod?.metricNamespace]).toEqual([
+      'Latchkey/Latchkey-dev',
+      'Latchkey/Latchkey-prod',
+    ]);
   });
 
   it("shows the HTTP and WebSocket APIs', the table's, the queues' and the notifier's AWS metrics", () => {
@@ -247,7 +278,7 @@ describe('alarms', () => {
 
   it('on the sweeper: lagging over 2 minutes, or not running', () => {
     expect(alarmOf('sweeper-lag')).toMatchObject({
-      Namespace: METRIC_NAMESPACE,
+      Namespace: NAMESPACE,
       MetricName: 'SweeperLag',
       Statistic: 'Maximum',
       Period: 60,

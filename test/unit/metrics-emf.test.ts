@@ -12,8 +12,19 @@ import { wireServices } from '../../lambdas/service/services';
 import type { StreamRecord } from '../../lambdas/service/stream-changes';
 import { onDynamoAttempt } from '../../lambdas/shared/calls';
 import type { HttpEvent, HttpResult } from '../../lambdas/shared/http';
-import { METRIC_NAMESPACE, METRICS, type MetricName, OPERATIONS } from '../../lambdas/shared/metric-catalog';
-import { flushMetrics, setEmfSink } from '../../lambdas/shared/metrics';
+import {
+  METRIC_NAMESPACE,
+  METRIC_NAMESPACE_VARIABLE,
+  METRICS,
+  type MetricName,
+  metricNamespaceFor,
+  OPERATIONS,
+} from '../../lambdas/shared/metric-catalog';
+import { emittedNamespace, flushMetrics, setEmfSink } from '../../lambdas/shared/metrics';
+
+/** The namespace the construct gives this file's functions (a deployed stack's own). */
+const STACK_NAMESPACE = metricNamespaceFor('Latchkey-test');
+
 import { internalContext, withRequestContext } from '../../lambdas/shared/request-context';
 import type { WsEvent } from '../../lambdas/shared/ws';
 import { handlerDeps, steppedClock } from '../support/handler-deps';
@@ -80,7 +91,7 @@ function emfProblems(line: string): string[] {
   if (!Array.isArray(aws.CloudWatchMetrics) || aws.CloudWatchMetrics.length === 0)
     return [...problems, `no CloudWatchMetrics: ${line}`];
   for (const directive of aws.CloudWatchMetrics) {
-    if (directive.Namespace !== METRIC_NAMESPACE) fail('namespace');
+    if (directive.Namespace !== STACK_NAMESPACE) fail('namespace');
     if (
       typeof directive.Namespace !== 'string' ||
       directive.Namespace.length < 1 ||
@@ -227,11 +238,36 @@ async function stream() {
 }
 
 beforeAll(() => {
+  // As the construct sets it on every function, before any metric is recorded.
+  process.env[METRIC_NAMESPACE_VARIABLE] = STACK_NAMESPACE;
   setEmfSink(record);
   memory.onRecord = (r) => records.push(r as StreamRecord);
   state.deps = handlerDeps(services);
 });
-afterAll(() => setEmfSink(undefined));
+afterAll(() => {
+  setEmfSink(undefined);
+  delete process.env[METRIC_NAMESPACE_VARIABLE];
+});
+
+describe('the namespace', () => {
+  it('is the stack’s from the environment; without one (the local stack) or with an invalid one, Latchkey', () => {
+    expect(emittedNamespace({ [METRIC_NAMESPACE_VARIABLE]: 'Latchkey/Latchkey-prod' })).toBe(
+      'Latchkey/Latchkey-prod',
+    );
+    expect(emittedNamespace({})).toBe(METRIC_NAMESPACE);
+    expect(emittedNamespace({ [METRIC_NAMESPACE_VARIABLE]: '' })).toBe(METRIC_NAMESPACE);
+    const warned = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const invalid of ['AWS/Lambda', 'has space', 'x'.repeat(256)])
+        expect(emittedNamespace({ [METRIC_NAMESPACE_VARIABLE]: invalid })).toBe(METRIC_NAMESPACE);
+      // Said once, on stderr, as one JSON line.
+      expect(warned).toHaveBeenCalledTimes(1);
+      expect(String(warned.mock.calls[0]?.[0])).toMatch(/"level":"warn".*is not a namespace/);
+    } finally {
+      warned.mockRestore();
+    }
+  });
+});
 
 describe('EMF metrics of every handler kind', () => {
   it('HTTP routes: Requests by operation and outcome, Latency, Contention, QueueDepth, WaitTime', async () => {

@@ -4,9 +4,13 @@
  * stack's registry (local/prometheus.ts) writes; the CloudWatch path with a CloudWatch of the
  * test's own; the lock and session views with a client of the test's own.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { METRIC_NAMESPACE, METRICS } from '../../lambdas/shared/metric-catalog';
+import { METRIC_NAMESPACE, METRICS, metricNamespaceFor } from '../../lambdas/shared/metric-catalog';
 import { PrometheusRegistry } from '../../local/prometheus';
+import { resolveEndpoints } from '../../sdk/cli/endpoints';
 import { NAMESPACE, prometheusName, TOP_METRICS, type TopMetric } from '../../sdk/cli/metric-names';
 import {
   counterIncrease,
@@ -27,6 +31,7 @@ import {
   render,
   runTop,
   type TopSnapshot,
+  topNamespace,
 } from '../../sdk/cli/top';
 import { type LockClient, UnauthorizedError, UnavailableError } from '../../sdk/index';
 
@@ -291,6 +296,9 @@ const CW_RESULTS = [
   { Id: 'expired', Label: 'SessionsExpired', Values: [], StatusCode: 'Complete' },
 ];
 
+/** A stack's namespace (metricNamespaceFor('Latchkey-prod')). */
+const PROD = 'Latchkey/Latchkey-prod';
+
 describe('the CloudWatch path', () => {
   const now = new Date('2026-12-01T19:07:42.123Z');
 
@@ -303,9 +311,9 @@ describe('the CloudWatch path', () => {
     expect(cloudWatchWindow(now, 10_000).periodS).toBe(60);
   });
 
-  it('SEARCH expressions over the Latchkey namespace, one period the whole window; rates per second of it', async () => {
+  it('SEARCH expressions over the stack’s namespace, one period the whole window; rates per second of it', async () => {
     const cw = fakeCloudWatch(CW_RESULTS);
-    const m = await cloudWatchMetrics(cw, now, 300_000);
+    const m = await cloudWatchMetrics(cw, PROD, now, 300_000);
     // Every page was read, with the same queries.
     expect(cw.inputs).toHaveLength(4);
     expect(cw.inputs.map((i) => i.NextToken)).toEqual([undefined, '3', '6', '9']);
@@ -314,16 +322,20 @@ describe('the CloudWatch path', () => {
     expect(input?.EndTime).toEqual(new Date('2026-12-01T19:07:00Z'));
     const queries = Object.fromEntries((input?.MetricDataQueries ?? []).map((q) => [q.Id, q]));
     expect(queries.requests?.Expression).toBe(
-      `SEARCH('{Latchkey,Operation,Outcome} MetricName="Requests"', 'Sum', 300)`,
+      `SEARCH('{Latchkey/Latchkey-prod,Operation,Outcome} MetricName="Requests"', 'Sum', 300)`,
     );
     expect(queries.requests?.Label).toBe(`\${PROP('Dim.Operation')}|\${PROP('Dim.Outcome')}`);
-    expect(queries.p50?.Expression).toBe(`SEARCH('{Latchkey,Operation} MetricName="Latency"', 'p50', 300)`);
-    expect(queries.p99?.Expression).toBe(`SEARCH('{Latchkey,Operation} MetricName="Latency"', 'p99', 300)`);
+    expect(queries.p50?.Expression).toBe(
+      `SEARCH('{Latchkey/Latchkey-prod,Operation} MetricName="Latency"', 'p50', 300)`,
+    );
+    expect(queries.p99?.Expression).toBe(
+      `SEARCH('{Latchkey/Latchkey-prod,Operation} MetricName="Latency"', 'p99', 300)`,
+    );
     expect(queries.contention?.Expression).toBe(
-      `SEARCH('{Latchkey,Outcome} MetricName="Contention"', 'Sum', 300)`,
+      `SEARCH('{Latchkey/Latchkey-prod,Outcome} MetricName="Contention"', 'Sum', 300)`,
     );
     expect(queries.opened?.MetricStat).toEqual({
-      Metric: { Namespace: 'Latchkey', MetricName: 'SessionsOpened' },
+      Metric: { Namespace: PROD, MetricName: 'SessionsOpened' },
       Period: 300,
       Stat: 'Sum',
     });
@@ -355,7 +367,7 @@ describe('the CloudWatch path', () => {
 
   it('labels CloudWatch made itself (no dynamic labels) are read by their last words', async () => {
     const cw = fakeCloudWatch([{ Id: 'requests', Label: 'Requests acquire granted', Values: [60] }]);
-    const m = await cloudWatchMetrics(cw, now, 60_000);
+    const m = await cloudWatchMetrics(cw, PROD, now, 60_000);
     expect(m.requests).toEqual([{ operation: 'acquire', outcome: 'granted', count: 60, per_second: 1 }]);
   });
 
@@ -363,7 +375,7 @@ describe('the CloudWatch path', () => {
     const cw = fakeCloudWatch([
       { Id: 'requests', StatusCode: 'Forbidden', Messages: [{ Code: 'AccessDenied', Value: 'no' }] },
     ]);
-    await expect(cloudWatchMetrics(cw, now)).rejects.toThrow(
+    await expect(cloudWatchMetrics(cw, PROD, now)).rejects.toThrow(
       /refused.*requests: Forbidden \(AccessDenied: no\)/,
     );
   });
@@ -462,7 +474,7 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
         },
         write: (text) => written.push(text),
       },
-      { everyMs: 2_000, once: true, json: true, prefix: 'jobs/', windowMs: 300_000 },
+      { everyMs: 2_000, once: true, json: true, prefix: 'jobs/', windowMs: 300_000, namespace: PROD },
     );
     expect(regions).toEqual(['eu-west-1']);
     expect(cw.inputs).toHaveLength(1);
@@ -505,7 +517,7 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
         },
         write: (text) => written.push(text),
       },
-      { everyMs: 2_000, once: true, json: false, prefix: '', windowMs: 300_000 },
+      { everyMs: 2_000, once: true, json: false, prefix: '', windowMs: 300_000, namespace: PROD },
     );
     expect(regions).toEqual(['us-east-2']);
     const text = written.join('\n');
@@ -519,6 +531,46 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
     expect(text).toMatch(
       /sessions {2}opened 0\.10\/s {2}closed 0\.05\/s {2}expired 0\.00\/s {2}live 1 \(alive 1\)/,
     );
+  });
+
+  it('reads the stack’s own namespace: --namespace, LATCHKEY_METRIC_NAMESPACE, the outputs file; none is an error', async () => {
+    expect(PROD).toBe(metricNamespaceFor('Latchkey-prod'));
+    const byUrl = resolveEndpoints({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com' }, {});
+    expect(topNamespace(PROD, byUrl, { LATCHKEY_METRIC_NAMESPACE: 'Latchkey/other' })).toBe(PROD);
+    expect(topNamespace(undefined, byUrl, { LATCHKEY_METRIC_NAMESPACE: PROD })).toBe(PROD);
+    // An endpoint alone does not say which stack it is: no guess, a message naming every way.
+    expect(() => topNamespace(undefined, byUrl, { LATCHKEY_METRIC_NAMESPACE: '' })).toThrow(
+      /--namespace Latchkey\/STACK.*LATCHKEY_METRIC_NAMESPACE.*MetricNamespace output.*--outputs-file/,
+    );
+    const dir = mkdtempSync(join(tmpdir(), 'latchkey-top-'));
+    const outputs = (values: Record<string, string>) => {
+      const file = join(dir, `${Object.keys(values).length}.json`);
+      writeFileSync(
+        file,
+        JSON.stringify({
+          'Latchkey-prod': { ApiUrl: 'https://abc123.execute-api.eu-west-1.amazonaws.com/', ...values },
+        }),
+      );
+      return resolveEndpoints({ outputsFile: file }, {});
+    };
+    expect(topNamespace(undefined, outputs({ MetricNamespace: PROD }), {})).toBe(PROD);
+    // A stack deployed before stacks had their own namespace has no such output: it used the shared one.
+    expect(topNamespace(undefined, outputs({}), {})).toBe(METRIC_NAMESPACE);
+
+    // runTop without one fails before reading CloudWatch.
+    const cw = fakeCloudWatch(CW_RESULTS, 100);
+    await expect(
+      runTop(
+        {
+          globals: () => ({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com' }),
+          client: () => fakeClient([]) as unknown as LockClient,
+          cloudWatch: async () => cw,
+          write: () => undefined,
+        },
+        { everyMs: 2_000, once: true, json: true, prefix: '', windowMs: 300_000 },
+      ),
+    ).rejects.toThrow(/metric namespace/);
+    expect(cw.inputs).toHaveLength(0);
   });
 
   it('render says when no lock has waiters and why live sessions are unavailable', () => {
