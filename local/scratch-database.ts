@@ -4,8 +4,8 @@
  *
  * - Each directory names its owner's pid; a process killed before it could remove its directory
  *   (SIGKILL, a crash) leaves it behind, and the next start removes it.
- * - The empty database, as a given jar version creates it and with the stream records' index
- *   (stream-index.ts), is kept under `node_modules/.cache/latchkey/` by jar version, so only the
+ * - The empty database, as a given jar version creates it and with the stream records' indexes
+ *   (stream-index.ts), is kept under `node_modules/.cache/latchkey/` by jar version and index set, so only the
  *   first start on a machine pays for creating it (a start, a stop and a second start of the JVM).
  *   Anything that goes wrong with the copy is a cache miss, never an error.
  */
@@ -24,6 +24,7 @@ import {
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { STREAM_INDEXES_TAG } from './stream-index';
 
 /** The one database file of DynamoDB Local started with `-sharedDb`. */
 export const SHARED_DATABASE = 'shared-local-instance.db';
@@ -95,7 +96,9 @@ function defaultTemplateDirectory(): string | undefined {
  */
 export function templatePath(directory: string | null | undefined, jarDirectory: string): string | undefined {
   const home = directory === undefined ? defaultTemplateDirectory() : directory;
-  return home === null || home === undefined ? undefined : join(home, `${basename(jarDirectory)}.db`);
+  return home === null || home === undefined
+    ? undefined
+    : join(home, `${basename(jarDirectory)}.${STREAM_INDEXES_TAG}.db`);
 }
 
 /** Copies the template to `database`: false when there is none (or it cannot be read). */

@@ -1,25 +1,41 @@
 /**
  * DynamoDB Local keeps every stream record of every table in one SQLite table (`us`), for 24 hours,
- * and keeps them after their table is deleted. Each write to a table with a stream looks its
- * stream's records up by stream id, and nothing indexes that: a write slows with the records of
- * all the tables that came before it. Measured here: a PutItem and a Query on a table with a
- * stream took 4–5 ms on a fresh DynamoDB Local and 260 ms after 100,000 stream records (the test
- * suite writes that many); with the index below, 3–4 ms again.
+ * and keeps them after their table is deleted, and nothing indexes it but its sequence number.
+ * Each write to a table with a stream looks its stream's records up by stream id, and looks up its
+ * shard's first record (`WHERE ShardID = ? AND CreationDateTime >= ? ORDER BY SequenceNumber
+ * LIMIT 1`, which walks the records from the oldest): a write slows with the records of all the
+ * tables that came before it, the second even for a table made early and first written late.
+ * Measured here: a PutItem and a Query on a table with a stream took 4–5 ms on a fresh DynamoDB
+ * Local and 260 ms after 100,000 stream records (the test suite writes that many); with the first
+ * index below, 3–4 ms again. The second came from test/bench/floor.ts: writes to a table first
+ * written after two contention runs took 40 ms p50 against 2 ms (README: "A DynamoDB Local trap").
  *
  * The index goes into the database file while DynamoDB Local is stopped, with sql.js (SQLite
  * compiled to WebAssembly: no native build, works offline). The tables themselves are DynamoDB
  * Local's own, created by the jar on its first request, so a new jar's schema is taken as it is.
  */
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import initSqlJs, { type Database } from 'sql.js';
 
-const INDEX_NAME = 'latchkey_stream_records';
-const INDEX = `CREATE INDEX IF NOT EXISTS ${INDEX_NAME} ON us (StreamID, ShardID, SequenceNumber)`;
+const INDEXES: Readonly<Record<string, string>> = {
+  /** A stream's records. */
+  latchkey_stream_records: 'us (StreamID, ShardID, SequenceNumber)',
+  /** A shard's records in order: its first one without walking the older shards'. */
+  latchkey_shard_records: 'us (ShardID, SequenceNumber)',
+};
+/** The indexes a database gets, by name. */
+export const STREAM_INDEXES = Object.keys(INDEXES);
+/** Tells databases indexed with another set apart (a kept template, say): changes with the set. */
+export const STREAM_INDEXES_TAG = createHash('sha256')
+  .update(JSON.stringify(INDEXES))
+  .digest('hex')
+  .slice(0, 8);
 
 /**
- * Adds the index to the DynamoDB Local database `file` (DynamoDB Local must not be running on it),
- * unless it has it already. The file is replaced whole (written beside it, then renamed), so a
+ * Adds the indexes to the DynamoDB Local database `file` (DynamoDB Local must not be running on
+ * it) that it has not got already. The file is replaced whole (written beside it, then renamed), so a
  * crash meanwhile leaves it as it was. Answers why it could not (no such file, or a jar whose
  * schema has no such table or columns), or undefined.
  */
@@ -28,9 +44,14 @@ export async function indexStreamRecords(file: string): Promise<string | undefin
   try {
     const SQL = await initSqlJs();
     db = new SQL.Database(readFileSync(file));
-    const has = db.exec(`SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = '${INDEX_NAME}'`);
-    if (has.length > 0) return undefined;
-    db.run(INDEX);
+    const has = new Set(
+      (db.exec("SELECT name FROM sqlite_master WHERE type = 'index'")[0]?.values ?? []).map((row) =>
+        String(row[0]),
+      ),
+    );
+    const missing = STREAM_INDEXES.filter((name) => !has.has(name));
+    if (missing.length === 0) return undefined;
+    for (const name of missing) db.run(`CREATE INDEX IF NOT EXISTS ${name} ON ${INDEXES[name]}`);
     const partial = `${file}.${process.pid}.partial`;
     writeFileSync(partial, db.export());
     renameSync(partial, file);

@@ -26,7 +26,7 @@ import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
 import { startDynamoDbLocal } from '../../local/dynamodb-local';
 import { removeAbandonedScratch, SHARED_DATABASE } from '../../local/scratch-database';
-import { indexKeptDatabases, indexStreamRecords } from '../../local/stream-index';
+import { indexKeptDatabases, indexStreamRecords, STREAM_INDEXES } from '../../local/stream-index';
 
 const clientOf = (endpoint: string) =>
   new DynamoDBClient({
@@ -48,6 +48,31 @@ async function createStreamedTable(client: DynamoDBClient, name: string): Promis
   );
 }
 
+/**
+ * The lookups DynamoDB Local makes on each write to a streamed table (its SQL, from the jar) use
+ * the indexes: without them SQLite walks every stream record of every table from the oldest.
+ */
+async function expectIndexedLookups(file: string): Promise<void> {
+  const SQL = await initSqlJs();
+  const db = new SQL.Database(readFileSync(file));
+  try {
+    const plan = (sql: string) =>
+      (db.exec(`EXPLAIN QUERY PLAN ${sql}`)[0]?.values ?? []).map((row) => String(row.at(-1))).join('; ');
+    // A shard's first record (GET_EARLIEST_SEQNUM_FOR_SHARD_SQL).
+    expect(
+      plan(
+        'SELECT SequenceNumber, CreationDateTime FROM us WHERE ShardID = 1 AND CreationDateTime >= 0 ORDER BY SequenceNumber ASC LIMIT 1',
+      ),
+    ).toMatch(/USING (COVERING )?INDEX latchkey_shard_records/);
+    // A stream's records.
+    expect(plan("SELECT * FROM us WHERE StreamID = 'a' AND ShardID = 'b' AND SequenceNumber >= 0")).toMatch(
+      /USING INDEX latchkey_stream_records/,
+    );
+  } finally {
+    db.close();
+  }
+}
+
 async function indexesOf(file: string): Promise<string[]> {
   const SQL = await initSqlJs();
   const db = new SQL.Database(readFileSync(file));
@@ -66,12 +91,14 @@ it('the first start on a machine makes the indexed database and keeps it; a late
     await first.stop();
     const kept = readdirSync(templates);
     expect(kept).toEqual([expect.stringMatching(/^dynamodb_local_.*\.db$/)]);
-    expect(await indexesOf(join(templates, kept[0] as string))).toContain('latchkey_stream_records');
+    expect(await indexesOf(join(templates, kept[0] as string))).toEqual(
+      expect.arrayContaining(STREAM_INDEXES),
+    );
     const second = await startDynamoDbLocal({ maxHeap: '256m', templateDirectory: templates });
     try {
       expect(second.indexFailure).toBeUndefined();
-      expect(await indexesOf(join(second.dataDirectory as string, 'shared-local-instance.db'))).toContain(
-        'latchkey_stream_records',
+      expect(await indexesOf(join(second.dataDirectory as string, 'shared-local-instance.db'))).toEqual(
+        expect.arrayContaining(STREAM_INDEXES),
       );
     } finally {
       await second.stop();
@@ -88,7 +115,8 @@ it('a scratch DynamoDB Local has its stream records indexed, serves streamed wri
   const file = join(directory, 'shared-local-instance.db');
   try {
     expect(dynamo.indexFailure).toBeUndefined();
-    expect(await indexesOf(file)).toContain('latchkey_stream_records');
+    expect(await indexesOf(file)).toEqual(expect.arrayContaining(STREAM_INDEXES));
+    await expectIndexedLookups(file);
     const client = clientOf(dynamo.endpoint);
     try {
       await createStreamedTable(client, 'streamed');
@@ -163,7 +191,7 @@ it('a new --db-path directory gets one database, indexed from its first run, tha
   try {
     await onKept(kept, async (client) => {
       expect(readdirSync(kept).filter((n) => n.endsWith('.db'))).toEqual([SHARED_DATABASE]);
-      expect(await indexesOf(join(kept, SHARED_DATABASE))).toContain('latchkey_stream_records');
+      expect(await indexesOf(join(kept, SHARED_DATABASE))).toEqual(expect.arrayContaining(STREAM_INDEXES));
       await createStreamedTable(client, 'kept');
       await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'a' } } }));
     });
@@ -187,17 +215,18 @@ it('a --db-path directory an earlier version filled keeps its database per key, 
     const file = join(kept, 'local_us-east-1.db');
     const SQL = await initSqlJs();
     const db = new SQL.Database(readFileSync(join(kept, SHARED_DATABASE)));
-    db.run('DROP INDEX latchkey_stream_records');
+    for (const name of STREAM_INDEXES) db.run(`DROP INDEX ${name}`);
     writeFileSync(file, db.export());
     db.close();
     rmSync(join(kept, SHARED_DATABASE));
-    expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
+    const ours = async () => (await indexesOf(file)).filter((name) => STREAM_INDEXES.includes(name));
+    expect(await ours()).toEqual([]);
     // Too large for sql.js: left as it is, with a warning.
     expect(await indexKeptDatabases(kept, 1)).toEqual([expect.stringContaining('not indexed')]);
-    expect(await indexesOf(file)).not.toContain('latchkey_stream_records');
+    expect(await ours()).toEqual([]);
 
     await onKept(kept, async (client) => {
-      expect(await indexesOf(file)).toContain('latchkey_stream_records');
+      expect(await indexesOf(file)).toEqual(expect.arrayContaining(STREAM_INDEXES));
       expect(await readKept(client, 'a')).toBe('a');
       await client.send(new PutItemCommand({ TableName: 'kept', Item: { pk: { S: 'b' } } }));
     });
@@ -206,6 +235,17 @@ it('a --db-path directory an earlier version filled keeps its database per key, 
     const inode = statSync(file).ino;
     expect(await indexKeptDatabases(kept)).toEqual([]);
     expect(statSync(file).ino).toBe(inode);
+    // A database indexed by a version with fewer indexes gets the missing ones, and keeps its data.
+    const older = new SQL.Database(readFileSync(file));
+    older.run(`DROP INDEX ${STREAM_INDEXES.at(-1)}`);
+    writeFileSync(file, older.export());
+    older.close();
+    expect(await ours()).toEqual(STREAM_INDEXES.slice(0, -1));
+    expect(await indexKeptDatabases(kept)).toEqual([]);
+    expect((await ours()).sort()).toEqual([...STREAM_INDEXES].sort());
+    await onKept(kept, async (client) => {
+      expect(await readKept(client, 'b')).toBe('b');
+    });
   } finally {
     rmSync(kept, { recursive: true, force: true });
   }
