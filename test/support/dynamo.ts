@@ -9,7 +9,6 @@ import { DEFAULT_LIMITS } from '../../lambdas/core/wire';
 import { newWaiter } from '../../lambdas/service/lock-service';
 import { ensureTable } from '../../local/table-setup';
 import { manualClock, type ServicesOptions, servicesOn } from './services';
-import { claimPooledTable } from './table-pool';
 
 export const dynamoEndpoint = (): string => inject('dynamoEndpoint');
 
@@ -17,12 +16,8 @@ process.env.AWS_REGION ??= 'us-east-1';
 process.env.AWS_ACCESS_KEY_ID ??= 'local';
 process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
 
-/** A table of the run's pool (table-pool.ts) for this file alone, or a new one once the pool is used up. */
-export const testTableName = async (prefix = 'test'): Promise<string> =>
-  (await claimPooledTable(dynamoEndpoint(), inject('tablePool'))) ?? `${prefix}-${randomUUID()}`;
-
 export async function createTestTable(): Promise<{ tableName: string; drop: () => Promise<void> }> {
-  const tableName = await testTableName();
+  const tableName = `test-${randomUUID()}`;
   const admin = new DynamoDBClient({ endpoint: dynamoEndpoint() });
   await ensureTable(admin, tableName);
   return {

@@ -1,6 +1,7 @@
 /** A local stack on free ports over the run's shared DynamoDB Local, with a table of its own. */
+import { randomUUID } from 'node:crypto';
 import { type LocalStackOptions, startLocalStack } from '../../local/stack';
-import { dynamoEndpoint, testTableName } from './dynamo';
+import { dynamoEndpoint } from './dynamo';
 
 export interface TestCredentials {
   readonly accessKeyId: string;
@@ -18,12 +19,12 @@ export const TEST_CREDENTIALS = [ALICE, BOB].map((c) => `${c.accessKeyId}:${c.se
  * Starts the stack (one per test process: the handlers keep one configuration per process), with
  * the principals local, alice and bob unless `options.credentials` says otherwise.
  */
-export const startTestStack = async (prefix: string, options: Partial<LocalStackOptions> = {}) =>
+export const startTestStack = (prefix: string, options: Partial<LocalStackOptions> = {}) =>
   startLocalStack({
     port: 0,
     wsPort: 0,
     dynamoEndpoint: dynamoEndpoint(),
-    tableName: await testTableName(prefix),
+    tableName: `${prefix}-${randomUUID()}`,
     credentials: TEST_CREDENTIALS,
     ...options,
   });
