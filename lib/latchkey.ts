@@ -319,7 +319,10 @@ export class Latchkey extends Construct {
   readonly sweeper: LockSweeper;
   /** The dashboard, alarms, Contributor Insights rules and saved queries (README: "Operate it"). */
   readonly observability: LockObservability;
-  /** Where its functions' metrics are: `Latchkey/<stack name>`, one namespace per stack (stage). */
+  /**
+   * Where its functions' metrics are: `Latchkey/<stack name>`, one namespace per stack (stage), so
+   * one Latchkey per stack (two in one stack would write into one namespace).
+   */
   readonly metricNamespace: string;
 
   constructor(scope: Construct, id: string, props: LatchkeyProps = {}) {

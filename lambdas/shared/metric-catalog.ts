@@ -18,7 +18,7 @@ export const METRIC_NAMESPACE_VARIABLE = 'METRIC_NAMESPACE';
 
 /** What CloudWatch accepts as a custom namespace: 1-255 of these characters, not under `AWS/`. */
 export const isMetricNamespace = (namespace: string) =>
-  /^[A-Za-z0-9._/#:-]{1,255}$/.test(namespace) && !namespace.startsWith('AWS/');
+  /^[A-Za-z0-9 ._/#:-]{1,255}$/.test(namespace) && !namespace.startsWith('AWS/');
 
 /** The operations a request is counted under (the `Operation` dimension). */
 export const OPERATIONS = [

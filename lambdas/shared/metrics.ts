@@ -75,9 +75,10 @@ const warnings = {
 };
 
 /**
- * The namespace the functions emit into: the stack's (set by the construct), read at each use so
- * that a test may set it; METRIC_NAMESPACE without one (the local stack) or with an invalid one
- * (said once on stderr: a metric in no namespace is lost).
+ * The namespace the functions emit into: the stack's (set by the construct); METRIC_NAMESPACE
+ * without one (the local stack) or with an invalid one (said once on stderr: a metric in no
+ * namespace is lost). Read as each set of dimension values is first recorded, and kept for the
+ * life of the process (a function's environment does not change).
  */
 export function emittedNamespace(env: Record<string, string | undefined> = process.env): string {
   const configured = env[METRIC_NAMESPACE_VARIABLE];

@@ -357,7 +357,7 @@ export class LockObservability extends Construct {
         (METRICS[metric].dimensions as readonly string[]).includes(d),
       );
       return new MathExpression({
-        expression: `SEARCH('{${namespace},${dims.join(',')}} MetricName="${metric}"', '${statistic}', 300)`,
+        expression: `SEARCH('{"${namespace}",${dims.join(',')}} MetricName="${metric}"', '${statistic}', 300)`,
         usingMetrics: {},
         period: FIVE_MINUTES,
         label: label ?? '',

@@ -6,7 +6,6 @@
  * can say where to fix it.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { NAMESPACE } from './metric-names';
 
 export const LOCAL_HTTP = 'http://127.0.0.1:3000';
 export const LOCAL_WS = 'ws://127.0.0.1:3001/v1';
@@ -25,10 +24,7 @@ export interface Endpoints {
   readonly source: string;
   readonly httpFrom: EndpointSource;
   readonly wsFrom: EndpointSource | undefined;
-  /**
-   * The stack's CloudWatch namespace, when an outputs file named the stack: its MetricNamespace
-   * output, or `Latchkey` for a stack deployed before it had one (all stacks shared that one).
-   */
+  /** The stack's CloudWatch namespace, when an outputs file named the stack: its MetricNamespace output. */
   readonly metricNamespace?: string;
 }
 
@@ -111,7 +107,7 @@ function fromOutputsFile(file: string): Endpoints {
       ws: values.WebSocketUrl,
       wsFrom: values.WebSocketUrl ? from : undefined,
       source: `${file} (stack ${stack})`,
-      metricNamespace: values.MetricNamespace ?? NAMESPACE,
+      ...(values.MetricNamespace ? { metricNamespace: values.MetricNamespace } : {}),
     };
   }
   throw new Error(

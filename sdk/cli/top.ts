@@ -5,7 +5,7 @@
  *   session rates come from the service's metrics: locally from the local stack's `GET /metrics`
  *   (scraped twice: rates are the counters' increase over the interval, percentiles the
  *   histograms' over the same interval), deployed from CloudWatch (GetMetricData, SEARCH
- *   expressions over the `Latchkey` namespace, over a window of whole minutes).
+ *   expressions over the stack's namespace, `Latchkey/<stack name>`, over a window of whole minutes).
  * - The most contended locks and the queues come from the lock listing (`list` and `inspect`, as
  *   `latchkey watch` shows them): the metrics have no lock dimension, by design.
  * - Live sessions come from the admin listing (`listSessions`) when the caller may use it.
@@ -66,6 +66,8 @@ export interface MetricsView {
   readonly window_ms: number;
   /** CloudWatch: when the window ends (a whole minute). */
   readonly window_end?: string;
+  /** CloudWatch: the stack's namespace read. */
+  readonly namespace?: string;
   readonly requests: RequestRate[];
   readonly operations: OperationRate[];
   readonly latency: LatencyRow[];
@@ -283,7 +285,7 @@ const SEP = '|';
 /** The queries of one CloudWatch sample of the stack's `namespace`, over one period of `periodS` seconds. */
 export function cloudWatchQueries(periodS: number, namespace: string): MetricDataQuery[] {
   const search = (schema: string, metric: string, stat: string, periodS: number) =>
-    `SEARCH('{${namespace},${schema}} MetricName="${metric}"', '${stat}', ${periodS})`;
+    `SEARCH('{"${namespace}",${schema}} MetricName="${metric}"', '${stat}', ${periodS})`;
   const plain = (Id: string, MetricName: string): MetricDataQuery => ({
     Id,
     MetricStat: { Metric: { Namespace: namespace, MetricName }, Period: periodS, Stat: 'Sum' },
@@ -421,6 +423,7 @@ export async function cloudWatchMetrics(
     source: 'cloudwatch',
     window_ms: window,
     window_end: end.toISOString(),
+    namespace,
     requests,
     operations,
     latency,
@@ -549,6 +552,7 @@ export function snapshot(
     ...(region ? { region } : {}),
     window_ms: metrics.window_ms,
     ...(metrics.window_end ? { window_end: metrics.window_end } : {}),
+    ...(metrics.namespace ? { namespace: metrics.namespace } : {}),
     requests: metrics.requests,
     operations: metrics.operations,
     latency: metrics.latency,
@@ -592,7 +596,7 @@ export function render(s: TopSnapshot): string {
   const over =
     s.source === 'prometheus'
       ? `local /metrics, rates over ${formatDuration(s.window_ms)}`
-      : `CloudWatch ${s.region ?? ''}, the ${formatDuration(s.window_ms)} to ${(s.window_end ?? s.at).slice(11, 16)} UTC`;
+      : `CloudWatch ${s.namespace ?? ''} in ${s.region ?? ''}, the ${formatDuration(s.window_ms)} to ${(s.window_end ?? s.at).slice(11, 16)} UTC`;
   const out = [`latchkey top  ${s.endpoint}  (${over})  ${s.at}`, ''];
   out.push(
     s.requests.length
@@ -667,16 +671,21 @@ export interface TopGlobals extends EndpointFlags {
 }
 
 /**
- * The deployed stack's CloudWatch namespace: --namespace, else LATCHKEY_METRIC_NAMESPACE, else the
- * outputs file's; an endpoint given any other way does not say which stack it is.
+ * The deployed stack's CloudWatch namespace: --namespace, else the outputs file's when the endpoint
+ * came from one (the namespace of the same stack), else LATCHKEY_METRIC_NAMESPACE. An endpoint
+ * given any other way does not say which stack it is, and top does not guess.
  */
 export function topNamespace(
   flag: string | undefined,
   endpoints: Endpoints,
   env: NodeJS.ProcessEnv = process.env,
 ): string {
-  const namespace = flag ?? (env.LATCHKEY_METRIC_NAMESPACE || undefined) ?? endpoints.metricNamespace;
+  const namespace = flag ?? endpoints.metricNamespace ?? (env.LATCHKEY_METRIC_NAMESPACE || undefined);
   if (namespace !== undefined) return namespace;
+  if (endpoints.httpFrom.kind === 'outputs')
+    throw new Error(
+      `${endpoints.httpFrom.file}'s stack ${endpoints.httpFrom.stack} has no MetricNamespace output: write the file again with cdk deploy --outputs-file (a stack deployed since has one; an embedded Latchkey construct needs a CfnOutput of its metricNamespace), or give --namespace Latchkey/STACK (${NAMESPACE} for a stack deployed before stacks had their own)`,
+    );
   throw new Error(
     `top needs the stack's metric namespace to read CloudWatch: give --namespace Latchkey/STACK or set LATCHKEY_METRIC_NAMESPACE (the stack's MetricNamespace output, e.g. Latchkey/Latchkey-prod; ${NAMESPACE} for a stack deployed before stacks had their own), or use the outputs file cdk deploy --outputs-file wrote`,
   );
@@ -814,7 +823,7 @@ export function addTopCommand(cli: Command, context: TopContext): Command {
     )
     .option(
       '--namespace <namespace>',
-      "deployed: the stack's CloudWatch namespace, its MetricNamespace output (default: LATCHKEY_METRIC_NAMESPACE, else the outputs file's)",
+      "deployed: the stack's CloudWatch namespace, its MetricNamespace output (default: the outputs file's, else LATCHKEY_METRIC_NAMESPACE)",
     )
     .addHelpText(
       'after',

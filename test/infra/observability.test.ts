@@ -89,17 +89,17 @@ describe('the dashboard', () => {
       else
         expect(
           expressions().some((e) =>
-            e.startsWith(`SEARCH('{${NAMESPACE},${spec.dimensions.join(',')}} MetricName="${name}"'`),
+            e.startsWith(`SEARCH('{"${NAMESPACE}",${spec.dimensions.join(',')}} MetricName="${name}"'`),
           ),
           name,
         ).toBe(true);
     }
     // Latency per operation at p50 and p99.
     expect(expressions()).toContain(
-      `SEARCH('{Latchkey/Latchkey-test,Operation} MetricName="Latency"', 'p50', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-test",Operation} MetricName="Latency"', 'p50', 300)`,
     );
     expect(expressions()).toContain(
-      `SEARCH('{Latchkey/Latchkey-test,Operation} MetricName="Latency"', 'p99', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-test",Operation} MetricName="Latency"', 'p99', 300)`,
     );
   });
 
@@ -114,7 +114,7 @@ describe('the dashboard', () => {
     expect(
       expressions()
         .filter((e) => e.startsWith('SEARCH('))
-        .every((e) => e.includes(`{${NAMESPACE},`)),
+        .every((e) => e.includes(`{"${NAMESPACE}",`)),
     ).toBe(true);
     expect(widgets[0]?.properties.markdown).toContain(`namespace \`${NAMESPACE}\``);
   });

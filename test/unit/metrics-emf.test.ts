@@ -258,7 +258,7 @@ describe('the namespace', () => {
     expect(emittedNamespace({ [METRIC_NAMESPACE_VARIABLE]: '' })).toBe(METRIC_NAMESPACE);
     const warned = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
-      for (const invalid of ['AWS/Lambda', 'has space', 'x'.repeat(256)])
+      for (const invalid of ['AWS/Lambda', 'semi;colon', 'x'.repeat(256)])
         expect(emittedNamespace({ [METRIC_NAMESPACE_VARIABLE]: invalid })).toBe(METRIC_NAMESPACE);
       // Said once, on stderr, as one JSON line.
       expect(warned).toHaveBeenCalledTimes(1);

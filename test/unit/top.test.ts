@@ -322,17 +322,17 @@ describe('the CloudWatch path', () => {
     expect(input?.EndTime).toEqual(new Date('2026-12-01T19:07:00Z'));
     const queries = Object.fromEntries((input?.MetricDataQueries ?? []).map((q) => [q.Id, q]));
     expect(queries.requests?.Expression).toBe(
-      `SEARCH('{Latchkey/Latchkey-prod,Operation,Outcome} MetricName="Requests"', 'Sum', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-prod",Operation,Outcome} MetricName="Requests"', 'Sum', 300)`,
     );
     expect(queries.requests?.Label).toBe(`\${PROP('Dim.Operation')}|\${PROP('Dim.Outcome')}`);
     expect(queries.p50?.Expression).toBe(
-      `SEARCH('{Latchkey/Latchkey-prod,Operation} MetricName="Latency"', 'p50', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-prod",Operation} MetricName="Latency"', 'p50', 300)`,
     );
     expect(queries.p99?.Expression).toBe(
-      `SEARCH('{Latchkey/Latchkey-prod,Operation} MetricName="Latency"', 'p99', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-prod",Operation} MetricName="Latency"', 'p99', 300)`,
     );
     expect(queries.contention?.Expression).toBe(
-      `SEARCH('{Latchkey/Latchkey-prod,Outcome} MetricName="Contention"', 'Sum', 300)`,
+      `SEARCH('{"Latchkey/Latchkey-prod",Outcome} MetricName="Contention"', 'Sum', 300)`,
     );
     expect(queries.opened?.MetricStat).toEqual({
       Metric: { Namespace: PROD, MetricName: 'SessionsOpened' },
@@ -344,6 +344,7 @@ describe('the CloudWatch path', () => {
       source: 'cloudwatch',
       window_ms: 300_000,
       window_end: '2026-12-01T19:07:00.000Z',
+      namespace: PROD,
       requests: [
         { operation: 'acquire', outcome: 'granted', count: 600, per_second: 2 },
         { operation: 'release', outcome: 'ok', count: 300, per_second: 1 },
@@ -521,7 +522,7 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
     );
     expect(regions).toEqual(['us-east-2']);
     const text = written.join('\n');
-    expect(text).toMatch(/CloudWatch us-east-2, the 5m to \d\d:\d\d UTC/);
+    expect(text).toMatch(/CloudWatch Latchkey\/Latchkey-prod in us-east-2, the 5m to \d\d:\d\d UTC/);
     expect(text).toMatch(/^acquire +granted +2\.00 +600$/m);
     expect(text).toMatch(/^acquire +12\.5ms +250ms +660$/m);
     expect(text).toMatch(/contention {2}granted 2\.00\/s {2}queued 0\.20\/s/);
@@ -533,7 +534,7 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
     );
   });
 
-  it('reads the stack’s own namespace: --namespace, LATCHKEY_METRIC_NAMESPACE, the outputs file; none is an error', async () => {
+  it('reads the stack’s own namespace: --namespace, the outputs file, LATCHKEY_METRIC_NAMESPACE; none is an error', async () => {
     expect(PROD).toBe(metricNamespaceFor('Latchkey-prod'));
     const byUrl = resolveEndpoints({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com' }, {});
     expect(topNamespace(PROD, byUrl, { LATCHKEY_METRIC_NAMESPACE: 'Latchkey/other' })).toBe(PROD);
@@ -553,23 +554,39 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
       );
       return resolveEndpoints({ outputsFile: file }, {});
     };
-    expect(topNamespace(undefined, outputs({ MetricNamespace: PROD }), {})).toBe(PROD);
-    // A stack deployed before stacks had their own namespace has no such output: it used the shared one.
-    expect(topNamespace(undefined, outputs({}), {})).toBe(METRIC_NAMESPACE);
+    const fromFile = outputs({ MetricNamespace: PROD });
+    expect(topNamespace(undefined, fromFile, {})).toBe(PROD);
+    // The file names the endpoint's own stack: a variable left set for another stage does not win.
+    expect(topNamespace(undefined, fromFile, { LATCHKEY_METRIC_NAMESPACE: 'Latchkey/Latchkey-dev' })).toBe(
+      PROD,
+    );
+    // A file written before stacks had their own namespace (or by a stack of one's own without the
+    // output) says so, rather than reading the shared one, where nothing new arrives.
+    expect(() => topNamespace(undefined, outputs({}), {})).toThrow(
+      /stack Latchkey-prod has no MetricNamespace output: write the file again.*--namespace/,
+    );
 
-    // runTop without one fails before reading CloudWatch.
+    // runTop without one fails before reading CloudWatch (or making a client).
     const cw = fakeCloudWatch(CW_RESULTS, 100);
-    await expect(
-      runTop(
-        {
-          globals: () => ({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com' }),
-          client: () => fakeClient([]) as unknown as LockClient,
-          cloudWatch: async () => cw,
-          write: () => undefined,
-        },
-        { everyMs: 2_000, once: true, json: true, prefix: '', windowMs: 300_000 },
-      ),
-    ).rejects.toThrow(/metric namespace/);
+    const saved = process.env.LATCHKEY_METRIC_NAMESPACE;
+    delete process.env.LATCHKEY_METRIC_NAMESPACE;
+    try {
+      await expect(
+        runTop(
+          {
+            globals: () => ({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com' }),
+            client: () => {
+              throw new Error('no client before the namespace is known');
+            },
+            cloudWatch: async () => cw,
+            write: () => undefined,
+          },
+          { everyMs: 2_000, once: true, json: true, prefix: '', windowMs: 300_000 },
+        ),
+      ).rejects.toThrow(/metric namespace/);
+    } finally {
+      if (saved !== undefined) process.env.LATCHKEY_METRIC_NAMESPACE = saved;
+    }
     expect(cw.inputs).toHaveLength(0);
   });
 
