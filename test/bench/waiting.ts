@@ -10,9 +10,10 @@
  *      waiter: delay from the lease's end to the waiter's grant;
  *   3. the same with HTTP waits (http-waiting.ts);
  *   4. the same contention on a peer's protocol (polling-peer.ts);
- *   5. the same on the two-write floor (floor.ts), and the contention runs
- *      side by side, with ratios (contention-stats.ts).
- * BENCH_ONLY=http, peer or floor runs that one alone.
+ *   5. the same on the two-write floor, and on the floor with latchkey's
+ *      items per grant (floor.ts); and the contention runs side by side, with
+ *      ratios (contention-stats.ts).
+ * BENCH_ONLY=http, peer or floor runs that one alone (floor: both floors).
  *
  * Handlers keep their configuration for the life of the process (as on
  * Lambda), so this runs in a process of its own, with a DynamoDB Local of
@@ -38,7 +39,7 @@ import {
   isStreamCall,
   sideBySide,
 } from './contention-stats';
-import { floor, floorName, floorTable } from './floor';
+import { floor, floorName, floorTable, transactionFloor, transactionFloorName } from './floor';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 import { pollingPeer, pollingPeerName } from './polling-peer';
 import { storeRateLines, storeRates, transactionSizes } from './store-rate';
@@ -374,6 +375,7 @@ async function main() {
     const others = [
       { name: pollingPeerName, run: pollingPeer, key: 'peer' },
       { name: floorName, run: floor, key: 'floor' },
+      { name: transactionFloorName, run: transactionFloor, key: 'floor' },
     ];
     const options = { workers: WORKERS, holdMs: HOLD_MS, seconds: SECONDS, table: floorTableName };
     for (const other of others.filter((o) => !only || only === o.key)) {
