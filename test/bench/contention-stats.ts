@@ -114,6 +114,32 @@ export function contentionStats(input: {
   };
 }
 
+/** A number for a table: `digits` decimals, or n/a. */
+export const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+
+/**
+ * A contention run's own table: its name and setting, then grants/s, the handoff, calls per grant
+ * and grants per worker, then the run's `more` rows.
+ */
+export function runTable(
+  name: string,
+  run: { readonly workers: number; readonly holdMs: number; readonly warmUpMs: number },
+  stats: ContentionStats,
+  more: readonly (readonly [string, string])[] = [],
+): string[] {
+  const setting = `${run.workers} workers, one lock (hold ${run.holdMs} ms), ${fmt(stats.seconds)} s after ${run.warmUpMs / 1000} s warm-up`;
+  return [
+    `\n### Waiting: ${name}, ${setting}\n`,
+    '| metric | value |',
+    '| --- | --- |',
+    `| grants/s | ${fmt(stats.grantsPerSecond)} |`,
+    `| handoff to another worker p50 ms (release sent -> granted) | ${fmt(stats.handoffP50)} (n=${stats.handoffs.length}) |`,
+    `| DynamoDB calls per grant | ${fmt(stats.callsPerGrant, 2)} |`,
+    `| grants per worker | ${stats.perWorker.join(', ')} |`,
+    ...more.map(([metric, value]) => `| ${metric} | ${value} |`),
+  ];
+}
+
 /**
  * The side-by-side table of the contention runs, with each one's ratios to the first, and, given
  * DynamoDB Local's own rates in the same run, the ceiling each run's call mix puts on it.
@@ -122,7 +148,6 @@ export function sideBySide(
   rows: readonly { readonly name: string; readonly stats: ContentionStats }[],
   rates?: StoreRates,
 ) {
-  const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   const first = rows[0]?.stats;
   const spread = (s: ContentionStats) => {
     const mean = s.grants / s.perWorker.length;

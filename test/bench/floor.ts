@@ -33,7 +33,13 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { ensureTable } from '../../local/table-setup';
 import { measurementWindow, sleep } from './common';
-import { type ContendedGrant, type ContentionStats, contentionStats } from './contention-stats';
+import {
+  type ContendedGrant,
+  type ContentionStats,
+  contentionStats,
+  fmt,
+  runTable,
+} from './contention-stats';
 import type { Counts } from './waiting';
 
 const WARM_UP_MS = 2_000;
@@ -348,16 +354,8 @@ async function runFloor(
     counts: counts ?? proxy.take(),
     workers: options.workers,
   });
-  const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
-  const lines = [
-    `\n### Waiting: ${name}, ${options.workers} workers, one lock (hold ${options.holdMs} ms), ${fmt(stats.seconds)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
-    '| metric | value |',
-    '| --- | --- |',
-    `| grants/s | ${fmt(stats.grantsPerSecond)} |`,
-    `| handoff to another worker p50 ms (release sent -> granted) | ${fmt(stats.handoffP50)} (n=${stats.handoffs.length}) |`,
-    `| write p50 ms | ${fmt(stats.writeP50)} |`,
-    `| DynamoDB calls per grant | ${fmt(stats.callsPerGrant, 2)} |`,
-    `| grants per worker | ${stats.perWorker.join(', ')} |`,
-  ];
+  const lines = runTable(name, { ...options, warmUpMs: WARM_UP_MS }, stats, [
+    ['write p50 ms', fmt(stats.writeP50)],
+  ]);
   return { lines, stats };
 }

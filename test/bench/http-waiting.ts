@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { type Lease, LockClient } from '../../sdk/index';
 import { signedClient } from '../support/signed-fetch';
 import { measurementWindow, percentile, sleep } from './common';
-import { type ContentionStats, contentionStats, isStreamCall } from './contention-stats';
+import { type ContentionStats, contentionStats, fmt, isStreamCall } from './contention-stats';
 import type { Counts } from './waiting';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
@@ -71,7 +71,6 @@ const sum = (map: Map<string, number>, keep: (key: string) => boolean = () => tr
   [...map].reduce((n, [k, v]) => (keep(k) ? n + v : n), 0);
 const isRead = (op: string) => READS.includes(short(op));
 const sorted = (xs: Iterable<number>) => [...xs].sort((a, b) => a - b);
-const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
 
 interface Grant {
   readonly worker: number;

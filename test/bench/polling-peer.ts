@@ -13,7 +13,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { measurementWindow, sleep } from './common';
-import { type ContendedGrant, type ContentionStats, contentionStats } from './contention-stats';
+import {
+  type ContendedGrant,
+  type ContentionStats,
+  contentionStats,
+  fmt,
+  runTable,
+} from './contention-stats';
 import type { Counts } from './waiting';
 
 const ACQUIRE_PERIOD_MS = 50;
@@ -113,18 +119,18 @@ export async function pollingPeer(
     counts: counts ?? proxy.take(),
     workers: options.workers,
   });
-  const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
-  const lines = [
-    `\n### Waiting: ${pollingPeerName} (dynamodb-lock-client FailClosed's calls), ${options.workers} workers, one lock (hold ${options.holdMs} ms), ${fmt(stats.seconds)} s after ${WARM_UP_MS / 1000} s warm-up\n`,
-    '| metric | value |',
-    '| --- | --- |',
-    `| grants/s | ${fmt(stats.grantsPerSecond)} |`,
-    `| handoff to another worker p50 ms (release sent -> granted) | ${fmt(stats.handoffP50)} (n=${stats.handoffs.length}) |`,
-    `| DynamoDB calls per grant | ${fmt(stats.callsPerGrant, 2)} |`,
-    `| failed conditional writes per grant | ${fmt(stats.failedWritesPerGrant, 2)} |`,
-    `| grants per worker | ${stats.perWorker.join(', ')} |`,
-    `| wait longest ms | ${fmt(stats.waits.at(-1) ?? Number.NaN)} |`,
-    `| client-side problems | ${problems.size ? [...problems].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none'} |`,
-  ];
+  const lines = runTable(
+    `${pollingPeerName} (dynamodb-lock-client FailClosed's calls)`,
+    { ...options, warmUpMs: WARM_UP_MS },
+    stats,
+    [
+      ['failed conditional writes per grant', fmt(stats.failedWritesPerGrant, 2)],
+      ['wait longest ms', fmt(stats.waits.at(-1) ?? Number.NaN)],
+      [
+        'client-side problems',
+        problems.size ? [...problems].map(([k, v]) => `${k}: ${v}`).join(', ') : 'none',
+      ],
+    ],
+  );
   return { lines, stats };
 }
