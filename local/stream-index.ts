@@ -19,11 +19,12 @@ import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import initSqlJs, { type Database } from 'sql.js';
 
-const INDEXES: Readonly<Record<string, string>> = {
+/** The indexes on `us`, by name: their columns. */
+const INDEXES: Readonly<Record<string, readonly string[]>> = {
   /** A stream's records. */
-  latchkey_stream_records: 'us (StreamID, ShardID, SequenceNumber)',
+  latchkey_stream_records: ['StreamID', 'ShardID', 'SequenceNumber'],
   /** A shard's records in order: its first one without walking the older shards'. */
-  latchkey_shard_records: 'us (ShardID, SequenceNumber)',
+  latchkey_shard_records: ['ShardID', 'SequenceNumber'],
 };
 /** The indexes a database gets, by name. */
 export const STREAM_INDEXES = Object.keys(INDEXES);
@@ -35,7 +36,8 @@ export const STREAM_INDEXES_TAG = createHash('sha256')
 
 /**
  * Adds the indexes to the DynamoDB Local database `file` (DynamoDB Local must not be running on
- * it) that it has not got already. The file is replaced whole (written beside it, then renamed), so a
+ * it) that it has not got already, with these columns (one of another definition is made again).
+ * The file is replaced whole (written beside it, then renamed), so a
  * crash meanwhile leaves it as it was. Answers why it could not (no such file, or a jar whose
  * schema has no such table or columns), or undefined.
  */
@@ -44,14 +46,17 @@ export async function indexStreamRecords(file: string): Promise<string | undefin
   try {
     const SQL = await initSqlJs();
     db = new SQL.Database(readFileSync(file));
-    const has = new Set(
-      (db.exec("SELECT name FROM sqlite_master WHERE type = 'index'")[0]?.values ?? []).map((row) =>
-        String(row[0]),
-      ),
+    const open = db;
+    const columnsOf = (name: string) =>
+      (open.exec(`PRAGMA index_info('${name}')`)[0]?.values ?? []).map((row) => String(row[2]));
+    const missing = STREAM_INDEXES.filter(
+      (name) => columnsOf(name).join(',') !== (INDEXES[name] ?? []).join(','),
     );
-    const missing = STREAM_INDEXES.filter((name) => !has.has(name));
     if (missing.length === 0) return undefined;
-    for (const name of missing) db.run(`CREATE INDEX IF NOT EXISTS ${name} ON ${INDEXES[name]}`);
+    for (const name of missing) {
+      db.run(`DROP INDEX IF EXISTS ${name}`);
+      db.run(`CREATE INDEX ${name} ON us (${(INDEXES[name] ?? []).join(', ')})`);
+    }
     const partial = `${file}.${process.pid}.partial`;
     writeFileSync(partial, db.export());
     renameSync(partial, file);

@@ -32,7 +32,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { ensureTable } from '../../local/table-setup';
-import { measurementWindow, sleep } from './common';
+import { measurementWindow, percentile, sleep } from './common';
 import {
   type ContendedGrant,
   type ContentionStats,
@@ -47,9 +47,16 @@ const WARM_UP_MS = 2_000;
 export const floorName = 'floor: one-item queue, 2 writes, pushed in process';
 export const transactionFloorName = "the floor with latchkey's items: 6-item join, GetItem + 5-item handoff";
 
-const isCondition = (error: unknown) =>
-  (error as Error).name === 'ConditionalCheckFailedException' ||
-  (error as Error).name === 'TransactionCanceledException';
+/** A write refused by its condition (or a transaction by a condition or a conflict): try again. */
+const isCondition = (error: unknown) => {
+  const { name, CancellationReasons } = error as Error & { CancellationReasons?: { Code?: string }[] };
+  if (name === 'ConditionalCheckFailedException') return true;
+  const retried = new Set(['None', 'ConditionalCheckFailed', 'TransactionConflict']);
+  return (
+    name === 'TransactionCanceledException' &&
+    (CancellationReasons ?? []).every((r) => retried.has(r.Code ?? 'None'))
+  );
+};
 
 const KEY = { pk: 'bench/floor', sk: 'lock' };
 const TRANSACTION_KEY = { pk: 'bench/floor-transactions', sk: 'lock' };
@@ -63,8 +70,8 @@ interface FloorProtocol {
   release(me: string, token: number): Promise<void>;
 }
 type Push = (holder: string, token: number) => void;
-/** A release finds the lock free or handed over within a few tries unless it is no longer held. */
-const MOST_RELEASE_ATTEMPTS = 100;
+/** A join or a release gets through within a few tries, unless something is wrong: then it throws. */
+const MOST_ATTEMPTS = 100;
 
 /**
  * Makes the floor's table and writes its lock items, before any other run writes: an in-memory
@@ -144,7 +151,7 @@ function singleItemProtocol(db: DocumentClient, TableName: string, push: Push): 
 
     /** One write hands the lock to the queue's head; a lock with nobody queued is freed. */
     async release(me, token) {
-      for (let attempt = 0; attempt < MOST_RELEASE_ATTEMPTS; attempt++) {
+      for (let attempt = 0; attempt < MOST_ATTEMPTS; attempt++) {
         try {
           const { Attributes: now } = await db.send(
             new UpdateCommand({
@@ -220,50 +227,54 @@ function transactionProtocol(db: DocumentClient, TableName: string, push: Push):
     );
   /** One transaction joins a held lock; one more takes a free one. */
   const join = async (me: string): Promise<void> => {
-    try {
-      await transact(
-        {
-          UpdateExpression: 'SET #q = list_append(if_not_exists(#q, :none), :me)',
-          ConditionExpression: 'attribute_exists(holder)',
-          ExpressionAttributeNames: { '#q': 'queue' },
-          ExpressionAttributeValues: { ':none': [], ':me': [me] },
-        },
-        me,
-        'join',
-        JOIN_ITEMS,
-      );
-      return;
-    } catch (error) {
-      if (!isCondition(error)) throw error;
+    for (let attempt = 0; attempt < MOST_ATTEMPTS; attempt++) {
+      try {
+        await transact(
+          {
+            UpdateExpression: 'SET #q = list_append(if_not_exists(#q, :none), :me)',
+            ConditionExpression: 'attribute_exists(holder)',
+            ExpressionAttributeNames: { '#q': 'queue' },
+            ExpressionAttributeValues: { ':none': [], ':me': [me] },
+          },
+          me,
+          'join',
+          JOIN_ITEMS,
+        );
+        return;
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+      }
+      // Free when it was read: take it (a release freeing it orders before this, or it fails and
+      // this worker tries to join again).
+      const { Item: lock } = await db.send(new GetCommand({ TableName, Key, ConsistentRead: true }));
+      const token = Number(lock?.token) + 1;
+      try {
+        await transact(
+          {
+            UpdateExpression: 'SET holder = :me, #t = :next',
+            ConditionExpression: 'attribute_not_exists(holder) AND #t = :seen',
+            ExpressionAttributeNames: { '#t': 'token' },
+            ExpressionAttributeValues: { ':me': me, ':next': token, ':seen': token - 1 },
+          },
+          me,
+          'join',
+          JOIN_ITEMS,
+        );
+        push(me, token);
+        return;
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+      }
     }
-    // Free when it was read: take it (a release freeing it orders before this, or it fails
-    // and this worker joins after all).
-    const { Item: lock } = await db.send(new GetCommand({ TableName, Key, ConsistentRead: true }));
-    const token = Number(lock?.token) + 1;
-    try {
-      await transact(
-        {
-          UpdateExpression: 'SET holder = :me, #t = :next',
-          ConditionExpression: 'attribute_not_exists(holder) AND #t = :seen',
-          ExpressionAttributeNames: { '#t': 'token' },
-          ExpressionAttributeValues: { ':me': me, ':next': token, ':seen': token - 1 },
-        },
-        me,
-        'join',
-        JOIN_ITEMS,
-      );
-      push(me, token);
-    } catch (error) {
-      if (!isCondition(error)) throw error;
-      await join(me);
-    }
+    throw new Error(`${me} could neither join nor take the lock in ${MOST_ATTEMPTS} tries`);
   };
   return {
     join,
     /** A consistent read of the queue's head, then one transaction hands the lock over. */
     async release(me, token) {
-      for (let attempt = 0; attempt < MOST_RELEASE_ATTEMPTS; attempt++) {
+      for (let attempt = 0; attempt < MOST_ATTEMPTS; attempt++) {
         const { Item: lock } = await db.send(new GetCommand({ TableName, Key, ConsistentRead: true }));
+        if (lock?.holder !== me || Number(lock?.token) !== token) break;
         const head = lock?.queue?.[0] as string | undefined;
         if (head === undefined) {
           if (await freeIfNobodyQueued(db, TableName, Key, me, token)) return;
@@ -347,15 +358,19 @@ async function runFloor(
   raw.destroy();
   if (mostHolders > 1) throw new Error(`${name}: ${mostHolders} workers held the lock at once`);
 
-  const stats = contentionStats({
-    grants,
-    releaseSent,
-    window,
-    counts: counts ?? proxy.take(),
-    workers: options.workers,
-  });
+  const taken = counts ?? proxy.take();
+  const stats = contentionStats({ grants, releaseSent, window, counts: taken, workers: options.workers });
+  const reads = [...taken.latencies]
+    .filter(([op]) => op.endsWith('.GetItem'))
+    .flatMap(([, took]) => took)
+    .sort((a, b) => a - b);
   const lines = runTable(name, { ...options, warmUpMs: WARM_UP_MS }, stats, [
     ['write p50 ms', fmt(stats.writeP50)],
+    [
+      'GetItem p50 ms (the handoff reads the head first)',
+      reads.length ? fmt(percentile(reads, 0.5)) : 'none',
+    ],
+    ['failed conditional writes per grant', fmt(stats.failedWritesPerGrant, 2)],
   ]);
   return { lines, stats };
 }
