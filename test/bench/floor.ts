@@ -47,6 +47,29 @@ const WARM_UP_MS = 2_000;
 export const floorName = 'floor: one-item queue, 2 writes, pushed in process';
 export const transactionFloorName = "the floor with latchkey's items: 6-item join, GetItem + 5-item handoff";
 
+/**
+ * The design proposed on issue 14 (proposedProtocol), bare and then with each kind of item it
+ * writes besides the lock item: what each guarantee costs, measured side by side.
+ */
+interface ProposedVariant {
+  readonly name: string;
+  readonly key: string;
+  /** The request's record, written in the join's transaction. */
+  readonly record: boolean;
+  /** The waiter quotas: added to in the join's transaction, taken out of after the grant. */
+  readonly quotas: boolean;
+}
+export const PROPOSED_VARIANTS: readonly ProposedVariant[] = [
+  { name: 'proposed, bare: 1-write join, 1-write handoff', key: 'bare', record: false, quotas: false },
+  { name: "proposed + the request's record: 2-item join", key: 'record', record: true, quotas: false },
+  {
+    name: 'proposed + record + quotas: 4-item join, 2 writes after the grant',
+    key: 'full',
+    record: true,
+    quotas: true,
+  },
+];
+
 /** A write refused by its condition (or a transaction by a condition or a conflict): try again. */
 const isCondition = (error: unknown) => {
   const { name, CancellationReasons } = error as Error & { CancellationReasons?: { Code?: string }[] };
@@ -60,6 +83,7 @@ const isCondition = (error: unknown) => {
 
 const KEY = { pk: 'bench/floor', sk: 'lock' };
 const TRANSACTION_KEY = { pk: 'bench/floor-transactions', sk: 'lock' };
+const proposedKey = (variant: ProposedVariant) => ({ pk: `bench/floor-proposed-${variant.key}`, sk: 'lock' });
 /** latchkey's WebSocket path: a join of 6 items, a handoff of 5 (README: "Against DynamoDB Local's own rate"). */
 const JOIN_ITEMS = 6;
 const HANDOFF_ITEMS = 5;
@@ -68,6 +92,8 @@ const HANDOFF_ITEMS = 5;
 interface FloorProtocol {
   join(me: string): Promise<void>;
   release(me: string, token: number): Promise<void>;
+  /** Writes a protocol makes after a grant, off the handoff's path: waited for before the run ends. */
+  settle?(): Promise<void>;
 }
 type Push = (holder: string, token: number) => void;
 /** A join or a release gets through within a few tries, unless something is wrong: then it throws. */
@@ -85,7 +111,7 @@ export async function floorTable(endpoint: string): Promise<string> {
   const raw = new DynamoDBClient({ endpoint });
   const TableName = `bench-floor-${randomUUID()}`;
   await ensureTable(raw, TableName);
-  for (const Key of [KEY, TRANSACTION_KEY])
+  for (const Key of [KEY, TRANSACTION_KEY, ...PROPOSED_VARIANTS.map(proposedKey)])
     await DynamoDBDocumentClient.from(raw).send(
       new UpdateCommand({
         TableName,
@@ -113,6 +139,11 @@ export const floor = (proxy: { url: string; take(): Counts }, options: FloorOpti
 /** The floor with latchkey's item counts, in transactions. */
 export const transactionFloor = (proxy: { url: string; take(): Counts }, options: FloorOptions) =>
   runFloor(transactionFloorName, proxy, options, transactionProtocol);
+
+/** The queue-in-the-lock-item design proposed on issue 14, with its writes and conditions. */
+export const proposedFloor =
+  (variant: ProposedVariant) => (proxy: { url: string; take(): Counts }, options: FloorOptions) =>
+    runFloor(variant.name, proxy, options, (db, table, push) => proposedProtocol(db, table, push, variant));
 
 function singleItemProtocol(db: DocumentClient, TableName: string, push: Push): FloorProtocol {
   const Key = KEY;
@@ -303,6 +334,237 @@ function transactionProtocol(db: DocumentClient, TableName: string, push: Push):
   };
 }
 
+/** A queued request as the proposed lock item keeps it: what a grant, a push and a retry need. */
+interface QueueEntry {
+  readonly id: string;
+  readonly request: string;
+  readonly client: string;
+  readonly principal: string;
+  readonly connection: string;
+  readonly shard: number;
+  readonly kind: 'lease';
+  readonly ttl_ms: number;
+  readonly priority: number;
+  readonly deadline: number;
+}
+const QUOTA_SHARDS = 16;
+const PRINCIPAL_CAP = 1_000;
+const CONNECTION_CAP = 100;
+const TTL_MS = 10_000;
+const WAIT_MS = 60_000;
+const proposedNames = { '#q': 'queue', '#t': 'token', '#h': 'holder', '#le': 'lease_end' };
+
+/** One item of a transaction, as the document client takes it. */
+type TransactItem = NonNullable<
+  ConstructorParameters<typeof TransactWriteCommand>[0]['TransactItems']
+>[number];
+
+/**
+ * The design proposed on issue 14 for its remaining goals: the queue inside the lock item (a list
+ * in serving order), so that the release that hands over is one UpdateItem that reads nothing:
+ * it makes the head the holder with the next token and a fresh lease, on the conditions a handoff
+ * needs (the releaser holds exactly that grant, its lease is live, the head's wait is, and the head
+ * is a plain lease waiter; anything else takes the transaction path, which this bench never
+ * needs), and returns the new holder to push to. The request's record is written when it joins
+ * and when its wait ends without a grant, never by the grant (a retry finds the grant in the lock
+ * item). The join is one transaction: the lock item (appended to, only if it must wait), the
+ * request's record, and the waiter quotas kept as sets of request keys (a principal's shard and
+ * the connection's item), each capped by its condition. A waiter leaving the queue is taken out
+ * of its sets afterwards (a DELETE from a set: idempotent, so the stream notifier can do it at
+ * least once); here the releaser does it after the push, off the handoff's path. `variant` leaves
+ * the record or the quotas out, to show what each costs.
+ */
+function proposedProtocol(
+  db: DocumentClient,
+  TableName: string,
+  push: Push,
+  variant: ProposedVariant,
+): FloorProtocol {
+  const Key = proposedKey(variant);
+  const item = (kind: string, id: string) => ({ pk: `bench/floor-proposed/${kind}/${id}`, sk: kind });
+  const deferred = new Set<Promise<unknown>>();
+  /** One item: an UpdateItem; more: a transaction. */
+  const writeAll = (items: TransactItem[]) => {
+    const [only] = items;
+    return items.length === 1 && only?.Update
+      ? db.send(new UpdateCommand(only.Update))
+      : db.send(new TransactWriteCommand({ TransactItems: items }));
+  };
+  const entryFor = (me: string): QueueEntry => ({
+    id: me,
+    request: randomUUID(),
+    client: `bench-client-${me}-${randomUUID().slice(0, 8)}`,
+    principal: 'arn:aws:sts::123456789012:assumed-role/bench-worker/session',
+    connection: `conn-${me}-${randomUUID().slice(0, 12)}`,
+    shard: Math.floor(Math.random() * QUOTA_SHARDS),
+    kind: 'lease',
+    ttl_ms: TTL_MS,
+    priority: 0,
+    deadline: Date.now() + WAIT_MS,
+  });
+  const record = (entry: QueueEntry, state: string): TransactItem[] =>
+    variant.record
+      ? [
+          {
+            Put: {
+              TableName,
+              Item: {
+                ...item('request', entry.request),
+                state,
+                client: entry.client,
+                deadline: entry.deadline,
+              },
+              ConditionExpression: 'attribute_not_exists(pk)',
+            },
+          },
+        ]
+      : [];
+  const quotas = (entry: QueueEntry, action: 'ADD' | 'DELETE') =>
+    (variant.quotas
+      ? [
+          {
+            Key: item('quota', `${entry.principal}#${entry.shard}`),
+            cap: Math.ceil(PRINCIPAL_CAP / QUOTA_SHARDS),
+          },
+          { Key: item('connection', entry.connection), cap: CONNECTION_CAP },
+        ]
+      : []
+    ).map(({ Key: QuotaKey, cap }) => ({
+      TableName,
+      Key: QuotaKey,
+      UpdateExpression: `${action} waiting :r`,
+      ...(action === 'ADD'
+        ? {
+            ConditionExpression: 'attribute_not_exists(waiting) OR size(waiting) < :cap',
+            ExpressionAttributeValues: { ':r': new Set([entry.request]), ':cap': cap },
+          }
+        : { ExpressionAttributeValues: { ':r': new Set([entry.request]) } }),
+    }));
+
+  /** Takes the lock if it is free and nobody is queued (a read for its token, then the grant with its record). */
+  const takeFree = async (entry: QueueEntry): Promise<boolean> => {
+    const { Item: lock } = await db.send(new GetCommand({ TableName, Key, ConsistentRead: true }));
+    const seen = Number(lock?.token ?? 0);
+    const now = Date.now();
+    try {
+      await writeAll([
+        {
+          Update: {
+            TableName,
+            Key,
+            UpdateExpression: 'SET #h = :entry, #le = :end, #t = :next',
+            ConditionExpression:
+              '(attribute_not_exists(#h) OR #le <= :now) AND attribute_not_exists(#q[0]) AND #t = :seen',
+            ExpressionAttributeNames: proposedNames,
+            ExpressionAttributeValues: {
+              ':entry': entry,
+              ':end': now + TTL_MS,
+              ':now': now,
+              ':next': seen + 1,
+              ':seen': seen,
+            },
+          },
+        },
+        ...record(entry, 'granted'),
+      ]);
+      push(entry.id, seen + 1);
+      return true;
+    } catch (error) {
+      if (!isCondition(error)) throw error;
+      return false;
+    }
+  };
+
+  return {
+    /** One write (a transaction with the record and quotas) joins a held lock; a free one is taken instead. */
+    async join(me) {
+      const entry = entryFor(me);
+      for (let attempt = 0; attempt < MOST_ATTEMPTS; attempt++) {
+        try {
+          await writeAll([
+            {
+              Update: {
+                TableName,
+                Key,
+                UpdateExpression: 'SET #q = list_append(if_not_exists(#q, :none), :entry)',
+                ConditionExpression: 'attribute_exists(#h) AND #le > :now',
+                ExpressionAttributeNames: { '#q': 'queue', '#h': 'holder', '#le': 'lease_end' },
+                ExpressionAttributeValues: { ':none': [], ':entry': [entry], ':now': Date.now() },
+              },
+            },
+            ...record(entry, 'queued'),
+            ...quotas(entry, 'ADD').map((Update) => ({ Update })),
+          ]);
+          return;
+        } catch (error) {
+          if (!isCondition(error)) throw error;
+        }
+        if (await takeFree(entry)) return;
+      }
+      throw new Error(`${me} could neither join nor take the lock in ${MOST_ATTEMPTS} tries`);
+    },
+
+    /** One UpdateItem hands the lock to the head, reading nothing; the head's quotas are freed after the push. */
+    async release(me, token) {
+      for (let attempt = 0; attempt < MOST_ATTEMPTS; attempt++) {
+        const now = Date.now();
+        try {
+          const { Attributes: after } = await db.send(
+            new UpdateCommand({
+              TableName,
+              Key,
+              UpdateExpression: 'SET #h = #q[0], #le = :end, #t = #t + :one REMOVE #q[0]',
+              ConditionExpression:
+                '#h.#id = :me AND #t = :token AND #le > :now AND #q[0].#dl > :now AND #q[0].#kind = :lease',
+              ExpressionAttributeNames: { ...proposedNames, '#id': 'id', '#dl': 'deadline', '#kind': 'kind' },
+              ExpressionAttributeValues: {
+                ':me': me,
+                ':token': token,
+                ':one': 1,
+                ':end': now + TTL_MS,
+                ':now': now,
+                ':lease': 'lease',
+              },
+              ReturnValues: 'UPDATED_NEW',
+            }),
+          );
+          const holder = after?.holder as QueueEntry;
+          push(holder.id, Number(after?.token));
+          const freeing = quotas(holder, 'DELETE');
+          if (freeing.length) {
+            const freed = Promise.all(freeing.map((u) => db.send(new UpdateCommand(u))));
+            deferred.add(freed);
+            void freed.finally(() => deferred.delete(freed));
+          }
+          return;
+        } catch (error) {
+          if (!isCondition(error)) throw error;
+        }
+        try {
+          await db.send(
+            new UpdateCommand({
+              TableName,
+              Key,
+              UpdateExpression: 'REMOVE #h, #le',
+              ConditionExpression: '#h.#id = :me AND #t = :token AND attribute_not_exists(#q[0])',
+              ExpressionAttributeNames: { ...proposedNames, '#id': 'id' },
+              ExpressionAttributeValues: { ':me': me, ':token': token },
+            }),
+          );
+          return;
+        } catch (error) {
+          if (!isCondition(error)) throw error;
+        }
+      }
+      throw new Error(`${me} could not release token ${token}: it no longer holds the lock`);
+    },
+
+    async settle() {
+      await Promise.all(deferred);
+    },
+  };
+}
+
 async function runFloor(
   name: string,
   proxy: { url: string; take(): Counts },
@@ -355,6 +617,7 @@ async function runFloor(
     }),
   );
   window.stop();
+  await protocol.settle?.();
   raw.destroy();
   if (mostHolders > 1) throw new Error(`${name}: ${mostHolders} workers held the lock at once`);
 

@@ -10,10 +10,13 @@
  *      waiter: delay from the lease's end to the waiter's grant;
  *   3. the same with HTTP waits (http-waiting.ts);
  *   4. the same contention on a peer's protocol (polling-peer.ts);
- *   5. the same on the two-write floor, and on the floor with latchkey's
- *      items per grant (floor.ts); and the contention runs side by side, with
- *      ratios (contention-stats.ts).
- * BENCH_ONLY=http, peer or floor runs that one alone (floor: both floors).
+ *   5. the same on the two-write floor, on the floor with latchkey's items
+ *      per grant, and on the queue-in-the-lock-item design proposed on issue
+ *      14, bare and with each kind of item it adds (floor.ts); and the
+ *      contention runs side by side, with ratios (contention-stats.ts).
+ * BENCH_ONLY=http, peer or floor runs that one alone (floor: every floor row).
+ * The peer and floor rows run in BENCH_FLOOR_ROUNDS rounds (default 3), each
+ * in another order, for the seconds of one row split among them.
  *
  * Handlers keep their configuration for the life of the process (as on
  * Lambda), so this runs in a process of its own, with a DynamoDB Local of
@@ -39,12 +42,27 @@ import {
   isStreamCall,
   sideBySide,
 } from './contention-stats';
-import { floor, floorName, floorTable, transactionFloor, transactionFloorName } from './floor';
+import {
+  floor,
+  floorName,
+  floorTable,
+  PROPOSED_VARIANTS,
+  proposedFloor,
+  transactionFloor,
+  transactionFloorName,
+} from './floor';
 import { httpWaiting, httpWaitReads } from './http-waiting';
 import { pollingPeer, pollingPeerName } from './polling-peer';
 import { storeRateLines, storeRates, transactionSizes } from './store-rate';
 
 const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
+/**
+ * The peer and floor rows, which drive DynamoDB Local from this process, run in rounds, each in
+ * another order: DynamoDB Local's speed drifts within a run (the first row after a pause ran up to
+ * 40 % slower than the same row later, and late rows slower again as its in-memory stream grows),
+ * so one pass in a fixed order favours some rows. Each row shows its round of median grants/s.
+ */
+const FLOOR_ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_FLOOR_ROUNDS ?? 3)));
 /**
  * A fresh DynamoDB Local spends its first 15-20 s compiling itself (the JVM's C2 compiler took
  * 30-70 % of a core then, measured with top -H), which slowed every call of a 2 s warm-up's
@@ -376,17 +394,41 @@ async function main() {
       { name: pollingPeerName, run: pollingPeer, key: 'peer' },
       { name: floorName, run: floor, key: 'floor' },
       { name: transactionFloorName, run: transactionFloor, key: 'floor' },
+      ...PROPOSED_VARIANTS.map((v) => ({ name: v.name, run: proposedFloor(v), key: 'floor' })),
     ];
-    const options = { workers: WORKERS, holdMs: HOLD_MS, seconds: SECONDS, table: floorTableName };
-    for (const other of others.filter((o) => !only || only === o.key)) {
-      const ownProxy = await startCountingProxy(endpoint);
-      try {
-        const run = await other.run(ownProxy, options);
-        rows.push({ name: other.name, stats: run.stats });
-        console.log(run.lines.join('\n'));
-      } finally {
-        await ownProxy.stop();
+    const options = {
+      workers: WORKERS,
+      holdMs: HOLD_MS,
+      seconds: SECONDS / FLOOR_ROUNDS,
+      table: floorTableName,
+    };
+    const chosen = others.filter((o) => !only || only === o.key);
+    const rounds = new Map(chosen.map((o) => [o.name, [] as { lines: string[]; stats: ContentionStats }[]]));
+    for (let round = 0; round < FLOOR_ROUNDS; round++) {
+      // Each round starts a share of the rows further along: each row runs early in one round, late in another.
+      const shift = (round * Math.ceil(chosen.length / FLOOR_ROUNDS)) % Math.max(1, chosen.length);
+      for (const other of [...chosen.slice(shift), ...chosen.slice(0, shift)]) {
+        const ownProxy = await startCountingProxy(endpoint);
+        try {
+          rounds.get(other.name)?.push(await other.run(ownProxy, options));
+        } finally {
+          await ownProxy.stop();
+        }
       }
+    }
+    for (const other of chosen) {
+      const runs = rounds.get(other.name) ?? [];
+      const byRate = [...runs].sort((a, b) => a.stats.grantsPerSecond - b.stats.grantsPerSecond);
+      const median = byRate[Math.floor((byRate.length - 1) / 2)];
+      if (!median) continue;
+      rows.push({ name: other.name, stats: median.stats });
+      const each = runs.map((r) => r.stats.grantsPerSecond.toFixed(1)).join(', ');
+      console.log(
+        [
+          ...median.lines,
+          `(the round of median grants/s; grants/s in rounds 1-${runs.length}: ${each})`,
+        ].join('\n'),
+      );
     }
     // Measured after the runs, with the stack idle: the same DynamoDB Local, its own rate.
     const rates = await storeRates(endpoint, transactionSizes(rows.map((r) => r.stats)));
