@@ -18,7 +18,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
-import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
+import { DEFAULT_KILL_GRACE_MS, EXIT, enclosingRun, graceRefusal, runLocked } from './run';
 import { addTopCommand } from './top';
 
 interface Globals extends EndpointFlags {
@@ -354,7 +354,8 @@ export function program(): Command {
       'holder name (default: $LATCHKEY_CLIENT_ID, or user@host; run: unique per run)',
     )
     .option('--json', 'machine-readable output')
-    .showHelpAfterError()
+    // A hint, not the whole help: the one-line error is what a user needs to see.
+    .showHelpAfterError('(add --help for usage)')
     .addHelpText(
       'after',
       `
@@ -443,7 +444,9 @@ latchkey exits ${EXIT.NOT_ACQUIRED}. Losing any of the leases counts as a lost l
 The command runs in a process group of its own, with latchkey's stdin, stdout and stderr, and
 gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (lock names never
 contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
-LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). Signals latchkey gets (INT,
+LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither), and LATCHKEY_RUN_CLIENT_ID: a
+latchkey run inside it waits as that client, naming these locks as held, so nested runs that take
+two locks in opposite orders are refused as a deadlock instead of waiting. Signals latchkey gets (INT,
 TERM, HUP, QUIT, USR1, USR2) are forwarded to the group. If the lease is lost, the group gets
 --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
 (even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
@@ -467,7 +470,9 @@ terminal (/dev/tty).`,
       const refusal = graceRefusal(o.ttl, killGraceMs);
       if (refusal) throw new BadArgument('--kill-grace', refusal);
       const mode = lockModeFlags(o);
-      const client = clientFor(g, g.clientId);
+      // Inside another run (and not told otherwise): wait as its client, keeping its locks.
+      const enclosing = g.clientId === undefined ? enclosingRun() : undefined;
+      const client = clientFor(g, g.clientId ?? enclosing?.clientId);
       const { names, command } = targets;
       try {
         process.exitCode = await runLocked(
@@ -483,6 +488,7 @@ terminal (/dev/tty).`,
             onLost: o.onLost,
             killGraceMs,
             say: (line) => console.error(line),
+            ...(enclosing ? { holding: enclosing.names } : {}),
           },
         );
       } finally {
@@ -544,8 +550,14 @@ terminal (/dev/tty).`,
       .argument('<name>')
       .requiredOption('--token <n>', 'the fencing token of the lease', integer)
       .option('--shared', 'the lease is a shared one (a hint that saves the service a write; optional)');
+    // No default: a default would silently cut a longer lease (`acquire --ttl 10m`) down to it.
     if (verb === 'renew')
-      command.addOption(durationOption('--ttl <duration>', 'new lease length from now', 30_000));
+      command.addOption(
+        durationOption(
+          '--ttl <duration>',
+          'new lease length from now, e.g. the ttl it was acquired with',
+        ).makeOptionMandatory(),
+      );
     command.action(async (name: string, o) => {
       const g = globals();
       const client = clientFor(g, g.clientId ?? stableClientId());

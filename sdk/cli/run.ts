@@ -74,6 +74,28 @@ export interface RunOptions {
   /** After `onLost` (or latchkey's death), how long before SIGKILL. */
   readonly killGraceMs: number;
   readonly say: (line: string) => void;
+  /** Locks this run's client holds and keeps while this run waits: an enclosing run's (enclosingRun). */
+  readonly holding?: readonly string[];
+}
+
+/**
+ * The run this one is nested in, from the environment its command got (lockEnv): its client id and
+ * the locks it holds. A nested run waits as that client and names those locks as held, so a cycle
+ * of nested runs (one holds a and waits for b inside, another the other way round) is refused as
+ * a deadlock instead of waiting until a lease or --wait ends, and a nested run of the enclosing
+ * run's own lock is answered as held by that client at once, instead of waiting for itself.
+ */
+export function enclosingRun(
+  env: NodeJS.ProcessEnv = process.env,
+): { readonly clientId: string; readonly names: readonly string[] } | undefined {
+  const clientId = env.LATCHKEY_RUN_CLIENT_ID;
+  const locks = env.LATCHKEY_LOCKS;
+  if (!clientId || !locks) return undefined;
+  const names = locks.split(',').flatMap((pair) => {
+    const at = pair.lastIndexOf('=');
+    return at > 0 ? [pair.slice(0, at)] : [];
+  });
+  return names.length ? { clientId, names } : undefined;
 }
 
 /**
@@ -209,7 +231,8 @@ export function graceRefusal(ttlMs: number, killGraceMs: number): string | undef
  * The environment of a command run holding `leases`. One lock: LATCHKEY_LOCK and
  * LATCHKEY_FENCING_TOKEN, as always. Several: neither (an outer run's would be wrong here), and
  * LATCHKEY_LOCKS for all. Both ways LATCHKEY_LOCKS is `name=token` per lock, joined by `,`, in the
- * canonical order: lock names never contain `=` or `,`, so it splits unambiguously.
+ * canonical order: lock names never contain `=` or `,`, so it splits unambiguously. And
+ * LATCHKEY_RUN_CLIENT_ID is the client holding them, for a nested run (enclosingRun).
  */
 export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const locks = [...leases]
@@ -217,6 +240,7 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
     .map((l) => `${l.name}=${l.fencingToken}`)
     .join(',');
   const [only] = leases;
+  const client = only ? { LATCHKEY_RUN_CLIENT_ID: only.clientId } : {};
   // How the locks are held (`run --shared` holds every one shared): a reader knows not to write.
   const modes = new Set(leases.map((l) => l.mode));
   const { LATCHKEY_MODE: _mode, ...unmoded } = base;
@@ -227,10 +251,11 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
       LATCHKEY_LOCK: only.name,
       LATCHKEY_FENCING_TOKEN: String(only.fencingToken),
       LATCHKEY_LOCKS: locks,
+      ...client,
       ...mode,
     };
   const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = unmoded;
-  return { ...rest, LATCHKEY_LOCKS: locks, ...mode };
+  return { ...rest, LATCHKEY_LOCKS: locks, ...client, ...mode };
 }
 
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
@@ -256,6 +281,14 @@ export async function runLocked(
   /** The lock(s), as messages say it. */
   const name = all.join(', ');
   const theLease = all.length === 1 ? `the lease on ${name}` : `a lease (one of ${name})`;
+  // The enclosing run's client holds it already: a wait would be a wait for itself, to the end.
+  const own = all.filter((n) => options.holding?.includes(n));
+  if (own.length) {
+    options.say(
+      `latchkey: ${own.join(', ')} is held by the latchkey run this one runs inside (LATCHKEY_LOCKS): a nested run of it would wait for itself`,
+    );
+    return EXIT.NOT_ACQUIRED;
+  }
   // Signals go to the command once it runs; before that, they end the wait (and latchkey).
   const waiting = new AbortController();
   let group: CommandGroup | undefined;
@@ -295,6 +328,7 @@ export async function runLocked(
     waitTimeoutMs: options.waitMs,
     signal: waiting.signal,
     ...(options.priority === undefined ? {} : { priority: options.priority }),
+    ...(options.holding?.length ? { holding: options.holding } : {}),
     ...(options.onLost === 'none' ? {} : { stopMarginMs: stopMarginFor(options.ttlMs, options.killGraceMs) }),
   };
   // Only what was given: an exclusive run asks exactly as it always did.

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { runTargets } from '../../sdk/cli/main';
-import { lockEnv } from '../../sdk/cli/run';
+import { enclosingRun, lockEnv } from '../../sdk/cli/run';
 import {
   compareLockNames,
   InvalidArgumentError,
@@ -439,10 +439,16 @@ describe('latchkey run with several locks', () => {
       LATCHKEY_LOCK: 'jobs/a',
       LATCHKEY_FENCING_TOKEN: '12',
       LATCHKEY_LOCKS: 'jobs/a=12',
+      LATCHKEY_RUN_CLIENT_ID: 'me',
       LATCHKEY_MODE: 'exclusive',
     });
     const env = lockEnv([l('jobs/b', 5), l('jobs/a', 7)], base);
-    expect(env).toEqual({ PATH: '/bin', LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_MODE: 'exclusive' });
+    expect(env).toEqual({
+      PATH: '/bin',
+      LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5',
+      LATCHKEY_RUN_CLIENT_ID: 'me',
+      LATCHKEY_MODE: 'exclusive',
+    });
     // Held shared (run --shared): the command is told so.
     const shared = (name: string, token: number) =>
       new Lease({ ...grant(name), fencing_token: token, mode: 'shared' } as never, 0);
@@ -458,6 +464,19 @@ describe('latchkey run with several locks', () => {
         .map((p) => [p.slice(0, p.lastIndexOf('=')), p.slice(p.lastIndexOf('=') + 1)]),
     );
     expect(parsed).toEqual({ 'jobs/a': '7', 'jobs/b': '5' });
+  });
+
+  it('a nested run finds the enclosing run in its environment: its client and the locks it keeps', () => {
+    const l = (name: string, token: number) => new Lease({ ...grant(name), fencing_token: token }, 0);
+    expect(enclosingRun(lockEnv([l('jobs/b', 5), l('jobs/a', 7)], { PATH: '/bin' }))).toEqual({
+      clientId: 'me',
+      names: ['jobs/a', 'jobs/b'],
+    });
+    // Not inside a run, or an environment that says only half of it: no enclosing run.
+    expect(enclosingRun({ PATH: '/bin' })).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7' })).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_RUN_CLIENT_ID: 'me' })).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_RUN_CLIENT_ID: 'me', LATCHKEY_LOCKS: 'garbage' })).toBeUndefined();
   });
 });
 
