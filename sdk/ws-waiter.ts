@@ -336,6 +336,8 @@ export class WsWaiter {
   private closeWhenIdle(): void {
     clearTimeout(this.idle);
     if (this.pending.size > 0 || this.abandoned.size > 0) return;
+    // Idle, the connection keeps no process alive in its last seconds either (a script that is done exits).
+    this.keepProcessAlive(false);
     this.idle = setTimeout(() => {
       if (this.pending.size > 0) return;
       const connection = this.connection;
@@ -353,7 +355,20 @@ export class WsWaiter {
       this.connection = undefined;
       throw error;
     });
+    this.keepProcessAlive(true);
     return this.connection;
+  }
+
+  /** Whether the connection's socket keeps the process alive: only while a wait needs it. */
+  private keepProcessAlive(keep: boolean): void {
+    this.connection
+      ?.then(({ ws }) => {
+        // ws keeps its net.Socket in `_socket` (no public accessor); without one, nothing to do.
+        const socket = (ws as unknown as { _socket?: { ref(): unknown; unref(): unknown } })._socket;
+        if (keep) socket?.ref();
+        else socket?.unref();
+      })
+      .catch(() => {});
   }
 
   /** Opens a signed connection and learns its id (`hello`, answered `welcome`). */

@@ -3,7 +3,12 @@
  * over HTTP without it), typed errors, sessions, and a lease whose service
  * dies mid-lease.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import type WebSocket from 'ws';
 import { freePort } from '../../local/dynamodb-local';
@@ -358,5 +363,41 @@ describe('a service that dies mid-lease', () => {
       });
     expect(abortedAt).toBeGreaterThan(0);
     expect(abortedAt).toBeLessThan(deadline);
+  });
+});
+
+describe('an SDK script', () => {
+  it('keeps nothing alive once its wait is served: the idle WebSocket connection holds no process open', {
+    timeout: 30_000,
+  }, async () => {
+    const name = lockName();
+    const holder = new LockClient({ endpoint: stack.url });
+    const lease = await holder.tryAcquire(name, { ttlMs: 30_000 });
+    const script = join(mkdtempSync(join(tmpdir(), 'latchkey-sdk-')), 'waiter.mts');
+    // What keeps the event loop alive right after withLock returns (Node lists only what does).
+    writeFileSync(
+      script,
+      [
+        `import { LockClient } from ${JSON.stringify(join(process.cwd(), 'sdk/index.ts'))};`,
+        `const client = new LockClient({ endpoint: ${JSON.stringify(stack.url)}, wsEndpoint: ${JSON.stringify(stack.wsUrl)} });`,
+        `await client.withLock(${JSON.stringify(name)}, { waitTimeoutMs: 20_000 }, async () => {});`,
+        'console.log(JSON.stringify(process.getActiveResourcesInfo()));',
+      ].join('\n'),
+    );
+    const child = spawn(
+      process.execPath,
+      ['--import', createRequire(import.meta.url).resolve('tsx'), script],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    // Served over the WebSocket: the wait has joined the queue before the holder lets go.
+    await expect.poll(async () => (await holder.inspect(name)).queued, { timeout: 20_000 }).toBe(1);
+    await holder.release(lease as NonNullable<typeof lease>);
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).not.toContain('TCPSocketWrap');
   });
 });
