@@ -23,7 +23,9 @@ export const handler = httpRoute(async (event, { locks, clock }) => {
     const why =
       out.kind === 'not-held'
         ? 'not held'
-        : 'the lock moved on meanwhile (released or granted again): look again';
+        : fencing_token === undefined
+          ? 'the lock moved on meanwhile (released or granted again): look again'
+          : `no grant with fencing token ${fencing_token} holds it (released or granted again since, or another grant's token): look again`;
     return json(200, { released: false, lock: name, reason: why });
   }
   const { released, fencedTo } = out;

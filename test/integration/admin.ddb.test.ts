@@ -280,6 +280,25 @@ describe('force-release', () => {
     });
     expect(lines).toEqual([]);
   });
+
+  it('with a token no grant holds, says so and leaves the holder be', async () => {
+    const lock = lockName();
+    const held = await alice.post(`/api/v1/locks/${lock}/acquire`, { client_id: 'a-6', ttl_ms: 60_000 });
+    const wrong = held.body.fencing_token - 1;
+    const forced = await admin.post(`/api/v1/admin/locks/${lock}/force-release`, {
+      reason: 'stale view',
+      fencing_token: wrong,
+    });
+    expect(forced.body).toEqual({
+      released: false,
+      lock,
+      reason: expect.stringContaining(`no grant with fencing token ${wrong} holds it`),
+    });
+    expect((await alice.get(`/api/v1/locks/${lock}`)).body).toMatchObject({
+      state: 'held',
+      fencing_token: held.body.fencing_token,
+    });
+  });
 });
 
 describe('SDK and CLI', () => {
