@@ -31,6 +31,7 @@
  *   no stdin or stdout of the user's, and keeps latchkey alive for nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { LockClient } from '../client';
@@ -131,6 +132,33 @@ const WATCHDOG = [
   "process.stdin.on('error', stop);",
 ].join('\n');
 
+/**
+ * Whether process group `pgid` has a process that still runs, from /proc: a zombie (exited, not yet
+ * reaped) runs nothing, and where its new parent is slow to reap it, or never does (latchkey as a
+ * container's PID 1, which reaps only its own children), the kernel lists it for a long while.
+ * Undefined where there is no /proc (macOS): the caller asks the kernel instead.
+ */
+export function groupRuns(pgid: number): boolean | undefined {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // After the command name (in parentheses, and it may hold spaces): state, ppid, pgrp, ...
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
+    } catch {
+      // Gone between the listing and the read.
+    }
+  }
+  return false;
+}
+
 /** The command, in a process group of its own, guarded by the watchdog. */
 class CommandGroup {
   readonly child: ChildProcess;
@@ -154,13 +182,19 @@ class CommandGroup {
     }
   }
 
+  /** Whether any process of the group still runs (zombies aside, where /proc tells them apart). */
+  running(): boolean {
+    if (this.child.pid === undefined) return false;
+    return groupRuns(this.child.pid) ?? this.signal(0);
+  }
+
   /** `sig` to the group, then SIGKILL after `graceMs` if any of it is left; settles when it is gone or killed. */
   stop(sig: NodeJS.Signals, graceMs: number): Promise<void> {
     this.stopping ??= new Promise<void>((resolve) => {
       this.signal(sig);
       const started = performance.now();
       const poll = setInterval(() => {
-        if (!this.signal(0)) {
+        if (!this.running()) {
           clearInterval(poll);
           resolve();
         } else if (performance.now() - started >= graceMs) {
@@ -176,7 +210,7 @@ class CommandGroup {
   /** Whether the group is gone within `ms` (polled). */
   async settled(ms: number): Promise<boolean> {
     const until = performance.now() + ms;
-    while (this.signal(0)) {
+    while (this.running()) {
       if (performance.now() >= until) return false;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

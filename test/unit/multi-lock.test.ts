@@ -4,9 +4,11 @@
  * everything already held released on any failure. No network: the client's transport is stubbed
  * (as in sdk-errors.test.ts), or holdLocks is given a fake LockTaker.
  */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
 import { runTargets } from '../../sdk/cli/main';
-import { enclosingRun, lockEnv } from '../../sdk/cli/run';
+import { enclosingRun, groupRuns, lockEnv } from '../../sdk/cli/run';
 import {
   compareLockNames,
   InvalidArgumentError,
@@ -539,4 +541,29 @@ describe('deadlock detection: a wait names the locks its task holds (holding)', 
       ).toBeInstanceOf(InvalidArgumentError);
     expect(sent.length).toBe(before);
   });
+});
+
+describe("run's process group", () => {
+  it.skipIf(!existsSync('/proc/self/stat') || !existsSync('/usr/bin/setsid'))(
+    'a group left with only a zombie (exited, never reaped) counts as gone, though the kernel still lists it',
+    async () => {
+      // setsid gives the background sleep a group of its own; its parent then becomes a sleep that
+      // never reaps it, so once it exits it stays a zombie, alone in its group.
+      const parent = spawn('sh', ['-c', 'setsid sleep 1 & echo $!; exec sleep 10'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      try {
+        const pgid = await new Promise<number>((resolve) =>
+          parent.stdout.once('data', (c: Buffer) => resolve(Number(String(c).trim()))),
+        );
+        // Once setsid has made the group (it runs after $! is known), the sleep runs in it.
+        await vi.waitFor(() => expect(groupRuns(pgid)).toBe(true), { timeout: 5_000, interval: 10 });
+        await vi.waitFor(() => expect(groupRuns(pgid)).toBe(false), { timeout: 5_000, interval: 20 });
+        // The kernel still lists it: signalling the group succeeds (what run's check was before).
+        expect(() => process.kill(-pgid, 0)).not.toThrow();
+      } finally {
+        parent.kill('SIGKILL');
+      }
+    },
+  );
 });
