@@ -375,8 +375,8 @@ Examples:
 
 Durations take a unit: 500ms, 30s, 5m, 1h, 1m30s (a bare number is refused; 0 is 0).
 Exit codes: 0 ok, 1 error, ${EXIT.NOT_ACQUIRED} lock not acquired, ${EXIT.LEASE_LOST} lease lost during run,
-${EXIT.CANNOT_RUN} command not found; otherwise run exits with the command's code (128 + n if it died
-of signal n).`,
+${EXIT.NOT_EXECUTABLE} command not executable, ${EXIT.CANNOT_RUN} command not found, 130 / 143 interrupted (SIGINT / SIGTERM)
+while waiting; otherwise run exits with the command's code (128 + n if it died of signal n).`,
     );
   const globals = () => cli.opts<Globals>();
 
@@ -446,8 +446,9 @@ gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (
 contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
 LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither), and LATCHKEY_RUN_CLIENT_ID: a
 latchkey run inside it waits as that client, naming these locks as held, so nested runs that take
-two locks in opposite orders are refused as a deadlock instead of waiting. Signals latchkey gets (INT,
-TERM, HUP, QUIT, USR1, USR2) are forwarded to the group. If the lease is lost, the group gets
+two locks in opposite orders are refused as a deadlock instead of waiting. LATCHKEY_MODE says how
+they are held (exclusive, or shared under --shared). Signals latchkey gets (INT, TERM, HUP, QUIT,
+USR1, USR2, and WINCH) are forwarded to the group. If the lease is lost, the group gets
 --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
 (even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
 well before the lease lapses if --kill-grace is short against --ttl. The command has no controlling
