@@ -182,7 +182,11 @@ export class WsWaiter {
   /** Waits for `request`'s grant; rejects with WaitTimeoutError or a typed error. */
   async wait(request: WaitRequest, signal?: AbortSignal): Promise<GrantAnswer> {
     const connection = await this.connect();
-    signal?.throwIfAborted();
+    if (signal?.aborted) {
+      // Given up while connecting: nothing waits, so the connection must not hold the process open.
+      this.closeWhenIdle();
+      signal.throwIfAborted();
+    }
     return new Promise<GrantAnswer>((resolve, reject) => {
       // Aborted: leave the queue; a grant already on its way is released, since nobody will use it.
       const onAbort = () => {

@@ -25,7 +25,7 @@ export const handler = httpRoute(async (event, { locks, clock }) => {
         ? 'not held'
         : fencing_token === undefined
           ? 'the lock moved on meanwhile (released or granted again): look again'
-          : `no grant with fencing token ${fencing_token} holds it (released or granted again since, or another grant's token): look again`;
+          : `no grant with fencing token ${fencing_token} holds it, or the lock changed while this ran (another grant's token, or released or granted since): look again`;
     return json(200, { released: false, lock: name, reason: why });
   }
   const { released, fencedTo } = out;

@@ -18,7 +18,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
-import { DEFAULT_KILL_GRACE_MS, EXIT, enclosingRun, graceRefusal, runLocked } from './run';
+import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 import { addTopCommand } from './top';
 
 interface Globals extends EndpointFlags {
@@ -444,9 +444,7 @@ latchkey exits ${EXIT.NOT_ACQUIRED}. Losing any of the leases counts as a lost l
 The command runs in a process group of its own, with latchkey's stdin, stdout and stderr, and
 gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (lock names never
 contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
-LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither), and LATCHKEY_RUN_CLIENT_ID: a
-latchkey run inside it waits as that client, naming these locks as held, so nested runs that take
-two locks in opposite orders are refused as a deadlock instead of waiting. LATCHKEY_MODE says how
+LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). LATCHKEY_MODE says how
 they are held (exclusive, or shared under --shared). Signals latchkey gets (INT, TERM, HUP, QUIT,
 USR1, USR2, and WINCH) are forwarded to the group. If the lease is lost, the group gets
 --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
@@ -471,9 +469,7 @@ terminal (/dev/tty).`,
       const refusal = graceRefusal(o.ttl, killGraceMs);
       if (refusal) throw new BadArgument('--kill-grace', refusal);
       const mode = lockModeFlags(o);
-      // Inside another run (and not told otherwise): wait as its client, keeping its locks.
-      const enclosing = g.clientId === undefined ? enclosingRun() : undefined;
-      const client = clientFor(g, g.clientId ?? enclosing?.clientId);
+      const client = clientFor(g, g.clientId);
       const { names, command } = targets;
       try {
         process.exitCode = await runLocked(
@@ -489,7 +485,6 @@ terminal (/dev/tty).`,
             onLost: o.onLost,
             killGraceMs,
             say: (line) => console.error(line),
-            ...(enclosing ? { holding: enclosing.names } : {}),
           },
         );
       } finally {

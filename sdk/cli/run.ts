@@ -75,28 +75,6 @@ export interface RunOptions {
   /** After `onLost` (or latchkey's death), how long before SIGKILL. */
   readonly killGraceMs: number;
   readonly say: (line: string) => void;
-  /** Locks this run's client holds and keeps while this run waits: an enclosing run's (enclosingRun). */
-  readonly holding?: readonly string[];
-}
-
-/**
- * The run this one is nested in, from the environment its command got (lockEnv): its client id and
- * the locks it holds. A nested run waits as that client and names those locks as held, so a cycle
- * of nested runs (one holds a and waits for b inside, another the other way round) is refused as
- * a deadlock instead of waiting until a lease or --wait ends, and a nested run of the enclosing
- * run's own lock is answered as held by that client at once, instead of waiting for itself.
- */
-export function enclosingRun(
-  env: NodeJS.ProcessEnv = process.env,
-): { readonly clientId: string; readonly names: readonly string[] } | undefined {
-  const clientId = env.LATCHKEY_RUN_CLIENT_ID;
-  const locks = env.LATCHKEY_LOCKS;
-  if (!clientId || !locks) return undefined;
-  const names = locks.split(',').flatMap((pair) => {
-    const at = pair.lastIndexOf('=');
-    return at > 0 ? [pair.slice(0, at)] : [];
-  });
-  return names.length ? { clientId, names } : undefined;
 }
 
 /**
@@ -136,7 +114,8 @@ const WATCHDOG = [
  * Whether process group `pgid` has a process that still runs, from /proc: a zombie (exited, not yet
  * reaped) runs nothing, and where its new parent is slow to reap it, or never does (latchkey as a
  * container's PID 1, which reaps only its own children), the kernel lists it for a long while.
- * Undefined where there is no /proc (macOS): the caller asks the kernel instead.
+ * Undefined when /proc shows no member of the group (no /proc, as on macOS; one hidden with
+ * `hidepid`, or of another PID namespace): then only the kernel can tell.
  */
 export function groupRuns(pgid: number): boolean | undefined {
   let entries: string[];
@@ -145,18 +124,24 @@ export function groupRuns(pgid: number): boolean | undefined {
   } catch {
     return undefined;
   }
+  let members = 0;
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       // After the command name (in parentheses, and it may hold spaces): state, ppid, pgrp, ...
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
+      // num_threads 17 fields after the state.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) !== pgid) continue;
+      members++;
+      const state = fields[0];
+      // A zombie leader whose other threads still run is not done.
+      if ((state !== 'Z' && state !== 'X') || Number(fields[17]) > 1) return true;
     } catch {
       // Gone between the listing and the read.
     }
   }
-  return false;
+  return members > 0 ? false : undefined;
 }
 
 /** The command, in a process group of its own, guarded by the watchdog. */
@@ -184,8 +169,9 @@ class CommandGroup {
 
   /** Whether any process of the group still runs (zombies aside, where /proc tells them apart). */
   running(): boolean {
-    if (this.child.pid === undefined) return false;
-    return groupRuns(this.child.pid) ?? this.signal(0);
+    // The kernel first: a group it no longer lists is gone; one it lists may hold only zombies.
+    if (this.child.pid === undefined || !this.signal(0)) return false;
+    return groupRuns(this.child.pid) ?? true;
   }
 
   /** `sig` to the group, then SIGKILL after `graceMs` if any of it is left; settles when it is gone or killed. */
@@ -265,8 +251,7 @@ export function graceRefusal(ttlMs: number, killGraceMs: number): string | undef
  * The environment of a command run holding `leases`. One lock: LATCHKEY_LOCK and
  * LATCHKEY_FENCING_TOKEN, as always. Several: neither (an outer run's would be wrong here), and
  * LATCHKEY_LOCKS for all. Both ways LATCHKEY_LOCKS is `name=token` per lock, joined by `,`, in the
- * canonical order: lock names never contain `=` or `,`, so it splits unambiguously. And
- * LATCHKEY_RUN_CLIENT_ID is the client holding them, for a nested run (enclosingRun).
+ * canonical order: lock names never contain `=` or `,`, so it splits unambiguously.
  */
 export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const locks = [...leases]
@@ -274,7 +259,6 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
     .map((l) => `${l.name}=${l.fencingToken}`)
     .join(',');
   const [only] = leases;
-  const client = only ? { LATCHKEY_RUN_CLIENT_ID: only.clientId } : {};
   // How the locks are held (`run --shared` holds every one shared): a reader knows not to write.
   const modes = new Set(leases.map((l) => l.mode));
   const { LATCHKEY_MODE: _mode, ...unmoded } = base;
@@ -285,11 +269,10 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
       LATCHKEY_LOCK: only.name,
       LATCHKEY_FENCING_TOKEN: String(only.fencingToken),
       LATCHKEY_LOCKS: locks,
-      ...client,
       ...mode,
     };
   const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = unmoded;
-  return { ...rest, LATCHKEY_LOCKS: locks, ...client, ...mode };
+  return { ...rest, LATCHKEY_LOCKS: locks, ...mode };
 }
 
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
@@ -315,14 +298,6 @@ export async function runLocked(
   /** The lock(s), as messages say it. */
   const name = all.join(', ');
   const theLease = all.length === 1 ? `the lease on ${name}` : `a lease (one of ${name})`;
-  // The enclosing run's client holds it already: a wait would be a wait for itself, to the end.
-  const own = all.filter((n) => options.holding?.includes(n));
-  if (own.length) {
-    options.say(
-      `latchkey: ${own.join(', ')} is held by the latchkey run this one runs inside (LATCHKEY_LOCKS): a nested run of it would wait for itself`,
-    );
-    return EXIT.NOT_ACQUIRED;
-  }
   // Signals go to the command once it runs; before that, they end the wait (and latchkey).
   const waiting = new AbortController();
   let group: CommandGroup | undefined;
@@ -362,7 +337,6 @@ export async function runLocked(
     waitTimeoutMs: options.waitMs,
     signal: waiting.signal,
     ...(options.priority === undefined ? {} : { priority: options.priority }),
-    ...(options.holding?.length ? { holding: options.holding } : {}),
     ...(options.onLost === 'none' ? {} : { stopMarginMs: stopMarginFor(options.ttlMs, options.killGraceMs) }),
   };
   // Only what was given: an exclusive run asks exactly as it always did.

@@ -60,9 +60,14 @@ const SECONDS = Number(process.env.BENCH_WAIT_SECONDS ?? 15);
  * The peer and floor rows, which drive DynamoDB Local from this process, run in rounds, each in
  * another order: DynamoDB Local's speed drifts within a run (the first row after a pause ran up to
  * 40 % slower than the same row later, and late rows slower again as its in-memory stream grows),
- * so one pass in a fixed order favours some rows. Each row shows its round of median grants/s.
+ * so one pass in a fixed order favours some rows. Each row shows its round of median grants/s (of
+ * an even number of rounds, the lower middle one).
  */
-const FLOOR_ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_FLOOR_ROUNDS ?? 3)));
+const FLOOR_ROUNDS = Number(process.env.BENCH_FLOOR_ROUNDS ?? 3);
+if (!Number.isInteger(FLOOR_ROUNDS) || FLOOR_ROUNDS < 1)
+  throw new Error(
+    `BENCH_FLOOR_ROUNDS must be a whole number of rounds, 1 or more (got ${process.env.BENCH_FLOOR_ROUNDS})`,
+  );
 /**
  * A fresh DynamoDB Local spends its first 15-20 s compiling itself (the JVM's C2 compiler took
  * 30-70 % of a core then, measured with top -H), which slowed every call of a 2 s warm-up's

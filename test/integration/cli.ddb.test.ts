@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,18 +33,6 @@ afterAll(async () => {
 /** `latchkey ...args` against the test stack (unless `options.env` says where it is). */
 const latchkey = (args: string[], options: CliOptions = {}): Promise<Ran> =>
   runCli([...(options.env ? [] : stackFlags(stack)), ...args], options);
-
-/** `latchkey` against the test stack as a shell command line: for a run nested in a run's command. */
-const shellCli = () =>
-  [
-    process.execPath,
-    '--import',
-    createRequire(import.meta.url).resolve('tsx'),
-    'bin/latchkey.ts',
-    ...stackFlags(stack),
-  ]
-    .map((word) => `'${word}'`)
-    .join(' ');
 
 /** A port nothing listens on. */
 const closedPort = () =>
@@ -134,47 +121,6 @@ describe('latchkey run', () => {
     expect(waited.stderr).toMatch(/not granted within/);
     await holder.release(lease as Lease);
     expect((await latchkey(['run', lockName(), '--', '/no/such/command'])).code).toBe(EXIT.CANNOT_RUN);
-  });
-
-  it('nested runs that take two locks in opposite orders: the cycle is refused as a deadlock, not waited out', {
-    timeout: 90_000,
-  }, async () => {
-    const [x, y] = [lockName(), lockName()];
-    const nested = mkdtempSync(join(dir, 'nested-'));
-    const cli = shellCli();
-    // Each outer run holds its lock, waits until the other holds its own, then waits inside for the other's.
-    const outer = (mine: string, theirs: string, me: string, other: string) =>
-      latchkey([
-        'run',
-        mine,
-        '--ttl',
-        '30s',
-        '--',
-        'sh',
-        '-c',
-        `touch ${nested}/${me}; while [ ! -e ${nested}/${other} ]; do sleep 0.1; done; ` +
-          `${cli} run ${theirs} --wait 60s -- echo ${me} got ${theirs}`,
-      ]);
-    const [a, b] = await Promise.all([outer(x, y, 'a', 'b'), outer(y, x, 'b', 'a')]);
-    // One inner wait closed the cycle and was refused (its run exits 3, so its outer command does);
-    // its outer run then released its lock, and the other inner wait was served.
-    const [served, refused] = a.code === 0 ? [a, b] : [b, a];
-    expect(served.code, served.stderr).toBe(0);
-    expect(served.stdout).toMatch(/got cli\//);
-    expect(refused.code, refused.stderr).toBe(EXIT.NOT_ACQUIRED);
-    expect(refused.stderr).toMatch(/deadlock/i);
-    expect(refused.stderr).not.toMatch(/not granted within/);
-  });
-
-  it('a run nested in a run of the same lock is answered at once, not left waiting for itself', {
-    timeout: 30_000,
-  }, async () => {
-    const name = lockName();
-    const cli = shellCli();
-    const r = await latchkey(['run', name, '--', 'sh', '-c', `${cli} run ${name} -- echo inner ran`]);
-    expect(r.code).toBe(EXIT.NOT_ACQUIRED);
-    expect(r.stdout).not.toContain('inner ran');
-    expect(r.stderr).toMatch(/held by/);
   });
 
   it('waits for the lock by default, as long as it takes', { timeout: 30_000 }, async () => {
@@ -499,7 +445,16 @@ describe('errors that name the fix', () => {
       expect(r.stderr).toMatch(
         /argument '\d+' is invalid\. '\d+' has no unit: give a unit, e\.g\. 30s or 30000ms/,
       );
+      // The error and a hint, not the whole help after it.
+      expect(r.stderr).toContain('(add --help for usage)');
+      expect(r.stderr).not.toContain('Options:');
     }
+  });
+
+  it('renew without --ttl is refused before anything is sent: a default would cut a longer lease', async () => {
+    const r = await latchkey(['renew', 'cli/x', '--token', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("required option '--ttl <duration>' not specified");
   });
 });
 
