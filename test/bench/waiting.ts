@@ -364,6 +364,40 @@ async function crashedHolder(stack: { url: string; wsUrl: string }) {
   return out;
 }
 
+type ContentionRun = { lines: string[]; stats: ContentionStats };
+type OwnProxy = Awaited<ReturnType<typeof startCountingProxy>>;
+
+/**
+ * Runs each row FLOOR_ROUNDS times, each through a counting proxy of its own, each round starting
+ * a share of the rows further along (so each row runs early in one round, late in another); per
+ * row, in the given order, the round of median grants/s and every round's grants/s.
+ */
+async function inRounds<O>(
+  rows: readonly { name: string; run: (proxy: OwnProxy, options: O) => Promise<ContentionRun> }[],
+  endpoint: string,
+  options: O,
+): Promise<{ name: string; median: ContentionRun; each: string[] }[]> {
+  const runs = new Map(rows.map((r) => [r.name, [] as ContentionRun[]]));
+  for (let round = 0; round < FLOOR_ROUNDS; round++) {
+    const shift = (round * Math.ceil(rows.length / FLOOR_ROUNDS)) % Math.max(1, rows.length);
+    for (const row of [...rows.slice(shift), ...rows.slice(0, shift)]) {
+      const ownProxy = await startCountingProxy(endpoint);
+      try {
+        runs.get(row.name)?.push(await row.run(ownProxy, options));
+      } finally {
+        await ownProxy.stop();
+      }
+    }
+  }
+  return rows.flatMap(({ name }) => {
+    const all = runs.get(name) ?? [];
+    const median = [...all].sort((a, b) => a.stats.grantsPerSecond - b.stats.grantsPerSecond)[
+      Math.floor((all.length - 1) / 2)
+    ];
+    return median ? [{ name, median, each: all.map((r) => r.stats.grantsPerSecond.toFixed(1)) }] : [];
+  });
+}
+
 async function main() {
   const external = process.env.BENCH_DYNAMO_ENDPOINT;
   const dynamo = external ? undefined : await startDynamoDbLocal({ maxHeap: '768m', inMemory: true });
@@ -408,30 +442,12 @@ async function main() {
       table: floorTableName,
     };
     const chosen = others.filter((o) => !only || only === o.key);
-    const rounds = new Map(chosen.map((o) => [o.name, [] as { lines: string[]; stats: ContentionStats }[]]));
-    for (let round = 0; round < FLOOR_ROUNDS; round++) {
-      // Each round starts a share of the rows further along: each row runs early in one round, late in another.
-      const shift = (round * Math.ceil(chosen.length / FLOOR_ROUNDS)) % Math.max(1, chosen.length);
-      for (const other of [...chosen.slice(shift), ...chosen.slice(0, shift)]) {
-        const ownProxy = await startCountingProxy(endpoint);
-        try {
-          rounds.get(other.name)?.push(await other.run(ownProxy, options));
-        } finally {
-          await ownProxy.stop();
-        }
-      }
-    }
-    for (const other of chosen) {
-      const runs = rounds.get(other.name) ?? [];
-      const byRate = [...runs].sort((a, b) => a.stats.grantsPerSecond - b.stats.grantsPerSecond);
-      const median = byRate[Math.floor((byRate.length - 1) / 2)];
-      if (!median) continue;
-      rows.push({ name: other.name, stats: median.stats });
-      const each = runs.map((r) => r.stats.grantsPerSecond.toFixed(1)).join(', ');
+    for (const { name, median, each } of await inRounds(chosen, endpoint, options)) {
+      rows.push({ name, stats: median.stats });
       console.log(
         [
           ...median.lines,
-          `(the round of median grants/s; grants/s in rounds 1-${runs.length}: ${each})`,
+          `(the round of median grants/s; grants/s in rounds 1-${each.length}: ${each.join(', ')})`,
         ].join('\n'),
       );
     }
