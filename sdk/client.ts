@@ -28,6 +28,7 @@ import {
   type LatchkeyClientError,
   LimitExceededError,
   LockHeldError,
+  RetryWarning,
   UnavailableError,
   type WaitEdge,
   WaitTimeoutError,
@@ -74,7 +75,8 @@ export interface LockClientOptions {
   /**
    * Told when the client works around a problem instead of failing: the WebSocket API could not be
    * reached, so waits go over HTTP (each rejoining the queue every 25 s) until it is tried again a
-   * minute later. Default: nothing is said.
+   * minute later; or a call failed transiently and is tried again (a RetryWarning, before each
+   * retry: which attempt comes next, of how many). Default: nothing is said.
    */
   readonly onWarning?: (warning: LatchkeyClientError) => void;
 }
@@ -220,7 +222,10 @@ export class LockClient {
         'onWarning',
         `onWarning must be a function (got ${shown(options.onWarning)})`,
       );
-    this.transport = new SignedTransport(options);
+    this.transport = new SignedTransport({
+      ...options,
+      onRetry: (failure, attempt, attempts) => this.onWarning?.(new RetryWarning(failure, attempt, attempts)),
+    });
     this.clientId = clientIdArg(options.clientId) ?? defaultClientId();
     this.onWarning = options.onWarning;
     this.waiter = ws
@@ -280,6 +285,14 @@ export class LockClient {
       answer.holder?.client_id,
       answer.retry_after_ms ?? 0,
       answer.blocked_by?.lock === undefined ? undefined : answer.blocked_by,
+      answer.holder?.client_id === undefined
+        ? undefined
+        : {
+            clientId: answer.holder.client_id,
+            expiresAt: answer.holder.expires_at ? new Date(answer.holder.expires_at) : null,
+            heldBy: answer.holder.held_by === 'session' ? 'session' : 'lease',
+            mine: answer.holder.mine === true,
+          },
     );
   }
 
@@ -649,7 +662,7 @@ export class LockClient {
     if (typeof reason !== 'string' || reason.trim() === '')
       throw new InvalidArgumentError(
         'reason',
-        `forceRelease(name, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
+        `forceRelease: needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
       );
     const { fencingToken } = optionsArg('forceRelease', options, '{ fencingToken: 42 }');
     if (fencingToken !== undefined && (!Number.isSafeInteger(fencingToken) || fencingToken < 1))
@@ -707,12 +720,12 @@ export class LockClient {
     if (typeof id !== 'string' || !/^(?:[0-9A-Fa-f-]{36}|conn-[A-Za-z0-9+=_-]{1,128})$/.test(id))
       throw new InvalidArgumentError(
         'id',
-        `endSession(id, reason): id must be a session id (a UUID, or conn-<connection id>) (got ${shown(id)})`,
+        `endSession: the session id must be a UUID, or conn-<connection id> (got ${shown(id)})`,
       );
     if (typeof reason !== 'string' || reason.trim() === '')
       throw new InvalidArgumentError(
         'reason',
-        `endSession(id, reason) needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
+        `endSession: needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
       );
     return this.call('DELETE', `/api/v1/admin/sessions/${id}`, { reason });
   }

@@ -22,10 +22,21 @@ export class LatchkeyClientError extends Error {
 }
 
 /** The lock is held by someone else (a try that did not wait). */
+/** Who holds a lock, as the service tells a caller it refused. */
+export interface HolderSummary {
+  readonly clientId: string;
+  /** When the holder's lease ends, by the service's clock; null while a session holds it. */
+  readonly expiresAt: Date | null;
+  readonly heldBy: 'lease' | 'session';
+  /** The caller's own hold (its principal and client id): a wait does not queue behind it. */
+  readonly mine: boolean;
+}
+
 export class LockHeldError extends LatchkeyClientError {
   override name = 'LockHeldError';
   constructor(
     readonly lock: string,
+    /** The holder's client id (undefined while the lock is being handed to a waiter). */
     readonly holder: string | undefined,
     readonly retryAfterMs: number,
     /**
@@ -33,6 +44,8 @@ export class LockHeldError extends LatchkeyClientError {
      * lock below it), and why. `holder` is then that lock's holder.
      */
     readonly blockedBy?: { readonly lock: string; readonly reason: string },
+    /** The holder in full: its client id, and until when (or that a session holds it). */
+    readonly holderSummary?: HolderSummary,
   ) {
     super(
       blockedBy
@@ -58,7 +71,8 @@ export class WaitTimeoutError extends LatchkeyClientError {
   override name = 'WaitTimeoutError';
   constructor(
     readonly lock: string,
-    waitMs: number,
+    /** How long the wait was. */
+    readonly waitMs: number,
     /** The client id that held it all along when this very client holds it: a wait never queues behind itself. */
     readonly heldByClient?: string,
   ) {
@@ -136,6 +150,28 @@ export class UnavailableError extends LatchkeyClientError {
     super(message, 'UNAVAILABLE', status, true, options);
     this.reason = options?.reason;
     if (options?.endpoint !== undefined) this.endpoint = options.endpoint;
+  }
+}
+
+/**
+ * Not an error thrown, a warning (LockClientOptions.onWarning): a call failed transiently (a
+ * throttle, a 5xx such as DynamoDB being unavailable, no answer) and is being tried again.
+ * `attempt` is the attempt about to be made, of `attempts`; `cause` is the failure.
+ */
+export class RetryWarning extends UnavailableError {
+  override name = 'RetryWarning';
+  constructor(
+    failure: UnavailableError,
+    readonly attempt: number,
+    readonly attempts: number,
+  ) {
+    // The service's own "retry shortly" is what this does.
+    const said = failure.message.replace(/[;,:]? retry shortly\.?$/, '');
+    super(`${said}: trying again (attempt ${attempt} of ${attempts})`, failure.status, {
+      cause: failure,
+      ...(failure.endpoint === undefined ? {} : { endpoint: failure.endpoint }),
+      ...(failure.reason === undefined ? {} : { reason: failure.reason }),
+    });
   }
 }
 

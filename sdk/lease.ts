@@ -21,6 +21,8 @@ export interface GrantAnswer {
   readonly mode?: LockMode;
   /** A semaphore's N (shared only); absent or null otherwise. */
   readonly max_holders?: number | null;
+  /** How many times the grant is held: 1, or more after reentrant acquires of a lock already held. */
+  readonly reentry?: number;
 }
 
 export class Lease {
@@ -44,6 +46,11 @@ export class Lease {
   readonly mode: LockMode;
   /** A semaphore's N: at most this many hold the lock at once (shared only); undefined otherwise. */
   readonly maxHolders: number | undefined;
+  /**
+   * How many times the grant is held: 1 for a new grant, more when a reentrant acquire entered a
+   * grant the caller already held (each release counts one down).
+   */
+  readonly reentry: number;
 
   constructor(answer: GrantAnswer, sentAt: number, sessionId?: string) {
     this.name = answer.lock;
@@ -52,6 +59,7 @@ export class Lease {
     this.clientId = answer.client_id;
     this.fencingToken = answer.fencing_token;
     this.sessionId = sessionId ?? answer.session_id;
+    this.reentry = answer.reentry ?? 1;
     this.ttlMs = answer.ttl_ms ?? 0;
     this.expiresAt = answer.expires_at === null ? undefined : new Date(answer.expires_at);
     this.deadline = answer.remaining_ms === null ? Number.POSITIVE_INFINITY : sentAt + answer.remaining_ms;

@@ -23,6 +23,11 @@ export interface TransportOptions {
   readonly credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
   /** Attempts per call, the first included (default 5). */
   readonly maxAttempts?: number;
+  /**
+   * Told before each retry of a transient failure (a throttle, a 5xx, no answer): the failure,
+   * and which attempt comes next of how many. Default: nothing is said.
+   */
+  readonly onRetry?: (failure: UnavailableError, next: number, of: number) => void;
 }
 
 /** The local stack's credentials (npm start). */
@@ -73,6 +78,7 @@ export class SignedTransport {
   readonly region: string;
   private readonly signer: SignatureV4;
   private readonly maxAttempts: number;
+  private readonly onRetry: TransportOptions['onRetry'];
 
   constructor(options: TransportOptions) {
     this.endpoint = new URL(options.endpoint);
@@ -86,6 +92,7 @@ export class SignedTransport {
       sha256: NodeSha256,
     });
     this.maxAttempts = options.maxAttempts ?? 5;
+    this.onRetry = options.onRetry;
   }
 
   /**
@@ -100,9 +107,13 @@ export class SignedTransport {
     options: { signal?: AbortSignal; timeoutMs?: number; attempts?: number } = {},
   ): Promise<Answer> {
     const { signal } = options;
+    const attempts = options.attempts ?? this.maxAttempts;
     let last: unknown;
-    for (let attempt = 0; attempt < (options.attempts ?? this.maxAttempts); attempt++) {
-      if (attempt > 0) await sleep(backoffMs(attempt), signal);
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) {
+        this.onRetry?.(this.unavailable(last), attempt + 1, attempts);
+        await sleep(backoffMs(attempt), signal);
+      }
       signal?.throwIfAborted();
       try {
         const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
@@ -116,12 +127,17 @@ export class SignedTransport {
         last = error;
       }
     }
-    if (last instanceof UnavailableError) throw last;
-    const reason = networkReason(last);
-    throw new UnavailableError(
+    throw this.unavailable(last);
+  }
+
+  /** A failed attempt as the typed error: a throttle's or 5xx's as answered, no answer as unreachable. */
+  private unavailable(failure: unknown): UnavailableError {
+    if (failure instanceof UnavailableError) return failure;
+    const reason = networkReason(failure);
+    return new UnavailableError(
       `latchkey at ${this.endpoint.origin} is unreachable (${reason}): check the client's endpoint, ${this.endpoint.origin}: it must be the HTTP API's URL (the stack's ApiUrl output; http://127.0.0.1:3000 for the local stack, started with npm start)`,
       undefined,
-      { cause: last, endpoint: this.endpoint.href, reason },
+      { cause: failure, endpoint: this.endpoint.href, reason },
     );
   }
 

@@ -11,15 +11,17 @@ import {
   EndpointError,
   LatchkeyClientError,
   LockHeldError,
+  RetryWarning,
   UnavailableError,
   WaitTimeoutError,
 } from '../errors';
 import { Lease } from '../lease';
 import { asIdentifier } from '../names';
-import { addDeadlockCommands, deadlockLines } from './deadlocks';
+import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 import { addTopCommand } from './top';
+import { cliMessage } from './wording';
 
 interface Globals extends EndpointFlags {
   readonly region?: string;
@@ -86,7 +88,11 @@ const stableClientId = () =>
 /** The endpoints this run uses, for messages about them. */
 let endpointsInUse: Endpoints | undefined;
 
-function clientFor(g: Globals, clientId?: string): LockClient {
+/**
+ * A client for the command. `sayRetries`: print a line before each retry of a failed call (not
+ * for views redrawn in place, which show the failure in their next frame).
+ */
+function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient {
   const endpoints = resolveEndpoints(g);
   endpointsInUse = endpoints;
   return new LockClient({
@@ -94,10 +100,14 @@ function clientFor(g: Globals, clientId?: string): LockClient {
     ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
     ...(g.region ? { region: g.region } : {}),
     ...(clientId ? { clientId } : {}),
-    onWarning: (warning) =>
-      console.error(
-        `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
-      ),
+    // A retry says so at once: a call that keeps failing (DynamoDB unavailable) takes a while.
+    onWarning: (warning) => {
+      if (!(warning instanceof RetryWarning))
+        console.error(
+          `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
+        );
+      else if (sayRetries) console.error(`latchkey: ${explain(warning, endpoints)}`);
+    },
   });
 }
 
@@ -112,13 +122,7 @@ function endpointOf(error: LatchkeyClientError): 'http' | 'websocket' | undefine
 
 /** An error as the CLI says it: about an endpoint, where that endpoint came from and how to set it. */
 export function explain(error: unknown, endpoints = endpointsInUse): string {
-  // The SDK names the method a bad argument was given to ("acquireNow: lock name …", "withLocks:
-  // locks[1]: …"); a command line called no method, so those would only puzzle (the reason names
-  // the lock).
-  const message =
-    error instanceof BadArgument
-      ? error.message.replace(/^[\w.]+: (?:locks\[\d+\]: )?/, '')
-      : ((error as Error)?.message ?? String(error));
+  const message = cliMessage(error);
   if (!(error instanceof LatchkeyClientError) || !endpoints) return message;
   const api = endpointOf(error);
   if (!api) return message;
@@ -256,28 +260,69 @@ function table(header: string[], rows: string[][]): string {
 const print = (g: Globals, value: unknown, human: () => string) =>
   console.log(g.json ? JSON.stringify(value) : human());
 
-/** `acquire --json`'s answer when the lock was not acquired. */
-const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeoutError) =>
+/**
+ * `acquire --json`'s answer when the lock was not acquired: the HTTP API's refusal (its holder an
+ * object: client_id, expires_at, held_by), or a wait that timed out.
+ */
+export const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeoutError) =>
   error instanceof LockHeldError
     ? {
         acquired: false,
         lock,
-        holder: error.holder ?? null,
+        holder: error.holderSummary
+          ? {
+              client_id: error.holderSummary.clientId,
+              expires_at: error.holderSummary.expiresAt?.toISOString() ?? null,
+              held_by: error.holderSummary.heldBy,
+            }
+          : null,
         retry_after_ms: error.retryAfterMs,
         ...(error.blockedBy ? { blocked_by: error.blockedBy } : {}),
       }
     : { acquired: false, lock, wait_timed_out: true };
 
-const leaseView = (lease: Lease) => ({
+/** A lease under --json: the HTTP API's grant, its lease left as this process counts it. */
+export const leaseView = (lease: Lease) => ({
+  acquired: true,
   lock: lease.name,
   client_id: lease.clientId,
   fencing_token: lease.fencingToken,
   expires_at: lease.expiresAt?.toISOString() ?? null,
+  remaining_ms: lease.expiresAt ? Math.max(0, Math.floor(lease.remainingMs())) : null,
   ttl_ms: lease.expiresAt ? lease.ttlMs : null,
   mode: lease.mode,
   ...(lease.maxHolders === undefined ? {} : { max_holders: lease.maxHolders }),
   ...(lease.sessionId === undefined ? {} : { session_id: lease.sessionId }),
+  reentry: lease.reentry,
 });
+
+/** `renew --json`: the HTTP API's renewal answer. */
+const renewView = (lease: Lease) => ({
+  renewed: true,
+  lock: lease.name,
+  fencing_token: lease.fencingToken,
+  expires_at: lease.expiresAt?.toISOString() ?? null,
+  remaining_ms: Math.max(0, Math.floor(lease.remainingMs())),
+  ttl_ms: lease.ttlMs,
+  mode: lease.mode,
+});
+
+/**
+ * An error under --json, on stdout, shaped as the HTTP API's error answers (`{error: {code,
+ * message}}`, a deadlock's cycle as the service writes it), so a script reads every answer from
+ * stdout. The message is also on stderr, for people.
+ */
+export function errorView(error: unknown) {
+  const known = error instanceof LatchkeyClientError ? error : undefined;
+  return {
+    error: {
+      code: known?.code ?? 'CLI_ERROR',
+      message: explain(error),
+      retryable: known?.retryable ?? false,
+      ...(error instanceof DeadlockError ? { cycle: error.cycle.map(edgeWire) } : {}),
+    },
+  };
+}
 
 /** A shared lease's mode for people ('shared', or 'shared (a semaphore of 3)'); '' for exclusive. */
 const heldText = (lease: Lease) =>
@@ -574,7 +619,7 @@ terminal (/dev/tty).`,
         print(g, { released: true, lock: name }, () => `released ${name}`);
       } else {
         await client.renew(lease, o.ttl);
-        print(g, leaseView(lease), () => `renewed ${name}: ${endsText(lease)}`);
+        print(g, renewView(lease), () => `renewed ${name}: ${endsText(lease)}`);
       }
     });
   };
@@ -696,45 +741,56 @@ terminal (/dev/tty).`,
     .addOption(durationOption('--every <duration>', 'refresh interval', 1_000))
     .action(async (prefix: string, o) => {
       const g = globals();
-      const client = clientFor(g);
-      // Redrawn in place on a terminal; to a file or a pipe, one frame after another, without escapes.
-      const show = process.stdout.isTTY ? logUpdate : (frame: string) => console.log(`${frame}\n`);
+      const client = clientFor(g, undefined, false);
+      // Redrawn in place on a terminal; to a file or a pipe, one frame after another, without
+      // escapes; under --json, one JSON object a line.
+      const show = (json: object, human: string) => {
+        if (g.json) console.log(JSON.stringify(json));
+        else if (process.stdout.isTTY) logUpdate(human);
+        else console.log(`${human}\n`);
+      };
       for (;;) {
+        const at = new Date().toISOString();
         try {
           const locks = await client.list(prefix);
-          const detail = await Promise.all(
+          const queues = await Promise.all(
             locks.filter((v) => v.queued > 0).map((v) => client.inspect(v.lock)),
           );
           show(
-            `${new Date().toISOString()}  ${locks.length} locks under '${prefix}'\n\n${describeList(locks)}${
-              detail.length ? `\n\n${detail.map(describeLock).join('\n\n')}` : ''
+            { at, prefix, locks, queues },
+            `${at}  ${locks.length} locks under '${prefix}'\n\n${describeList(locks)}${
+              queues.length ? `\n\n${queues.map(describeLock).join('\n\n')}` : ''
             }`,
           );
         } catch (error) {
-          show(`${new Date().toISOString()}  ${(error as Error).message} (retrying)`);
+          show({ at, prefix, ...errorView(error) }, `${at}  ${explain(error)} (retrying)`);
         }
         await new Promise((resolve) => setTimeout(resolve, o.every));
       }
     });
 
-  addTopCommand(cli, { globals, client: (g) => clientFor(g) });
+  addTopCommand(cli, { globals, client: (g) => clientFor(g, undefined, false) });
   addDeadlockCommands(cli, { globals, client: (g) => clientFor(g) });
 
   return cli;
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  const cli = program();
   try {
-    await program().parseAsync(argv);
+    await cli.parseAsync(argv);
   } catch (error) {
     const e = error as Error;
+    const notAcquired = error instanceof WaitTimeoutError || error instanceof LockHeldError;
+    // Under --json every answer is on stdout (acquire printed its own "not acquired").
+    if (cli.opts<Globals>().json && !notAcquired) console.log(JSON.stringify(errorView(error)));
     if (error instanceof DeadlockError) {
       for (const line of deadlockLines(error)) console.error(line);
       process.exitCode = EXIT.NOT_ACQUIRED;
       return;
     }
-    if (error instanceof WaitTimeoutError || error instanceof LockHeldError) {
-      console.error(`latchkey: ${e.message}`);
+    if (notAcquired) {
+      console.error(`latchkey: ${explain(e)}`);
       process.exitCode = EXIT.NOT_ACQUIRED;
       return;
     }

@@ -41,6 +41,7 @@ import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
 import { deadlockLines } from './deadlocks';
+import { cliMessage } from './wording';
 
 export const EXIT = {
   /** The lock was not acquired: held (--no-wait), the wait ran out, or it was refused as a deadlock. */
@@ -410,7 +411,7 @@ export async function runLocked(
       return EXIT.NOT_ACQUIRED;
     }
     if (error instanceof LockHeldError || error instanceof WaitTimeoutError) {
-      options.say(`latchkey: ${error.message}`);
+      options.say(`latchkey: ${cliMessage(error)}`);
       return EXIT.NOT_ACQUIRED;
     }
     throw error;

@@ -468,12 +468,35 @@ describe('the other commands', () => {
     // Not acquired: exit 3, and under --json an answer on stdout all the same.
     const refused = await latchkey(['--json', '--client-id', 'other', 'acquire', name, '--ttl', '1m']);
     expect(refused.code).toBe(3);
+    expect(lease).toMatchObject({ acquired: true, remaining_ms: expect.any(Number), reentry: 1 });
     expect(JSON.parse(refused.stdout)).toMatchObject({
       acquired: false,
       lock: name,
-      holder: 'ops',
+      holder: { client_id: 'ops', expires_at: lease.expires_at, held_by: 'lease' },
       retry_after_ms: expect.any(Number),
     });
+    // The human message says until when.
+    expect(refused.stderr).toMatch(/is held by ops, its lease ends in \d/);
+    // An error under --json: the API's error shape on stdout (and the message on stderr).
+    const tooShort = await latchkey(['--json', 'acquire', lockName(), '--ttl', '500ms']);
+    expect(tooShort.code).toBe(1);
+    expect(JSON.parse(tooShort.stdout)).toEqual({
+      error: { code: 'INVALID_REQUEST', message: '--ttl must be at least 1s', retryable: false },
+    });
+    expect(tooShort.stderr).toContain('latchkey: --ttl must be at least 1s [INVALID_REQUEST]');
+    // watch --json: one JSON object a line, each a whole frame.
+    const watched = await latchkey(['--json', 'watch', 'cli/', '--every', '200ms'], {
+      onStdout: (out, pid) => {
+        if (out.split('\n').length > 2) process.kill(pid, 'SIGINT');
+      },
+    });
+    const frames = watched.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(frames.length).toBeGreaterThanOrEqual(2);
+    expect(frames[0]).toMatchObject({ at: expect.any(String), prefix: 'cli/', queues: expect.any(Array) });
+    expect(frames[0].locks).toContainEqual(expect.objectContaining({ lock: name, state: 'held' }));
     const shown = await latchkey(['show', name]);
     expect(shown.stdout).toContain(`${name}: held`);
     expect(shown.stdout).toContain(`holder   ops (yours)  token ${lease.fencing_token}`);

@@ -17,6 +17,8 @@ export interface CliOptions {
   readonly input?: string;
   /** The environment, instead of this one. */
   readonly env?: NodeJS.ProcessEnv;
+  /** Told all of stdout so far, each time more comes. */
+  readonly onStdout?: (stdout: string, pid: number) => void;
 }
 
 /** `latchkey ...args`: resolves when it exits, with its code and output. */
@@ -29,7 +31,10 @@ export function runCli(args: readonly string[], options: CliOptions = {}): Promi
   options.onSpawn?.(child.pid as number);
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout += c));
+  child.stdout?.on('data', (c: Buffer) => {
+    stdout += c;
+    options.onStdout?.(stdout, child.pid as number);
+  });
   child.stderr?.on('data', (c: Buffer) => (stderr += c));
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }

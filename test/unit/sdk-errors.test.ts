@@ -30,6 +30,7 @@ import {
   LockClient,
   type LockClientOptions,
   parseDuration,
+  RetryWarning,
   UnauthorizedError,
   UnavailableError,
 } from '../../sdk/index';
@@ -557,6 +558,50 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(getEventListeners(lifelong.signal, 'abort')).toHaveLength(0);
   });
 
+  it('each retry of a transient failure is told to onWarning first (a RetryWarning), then the failure is thrown', async () => {
+    let requests = 0;
+    server = createServer((_req, res) => {
+      requests++;
+      res
+        .writeHead(503, { 'content-type': 'application/json' })
+        .end(
+          '{"error":{"code":"UNAVAILABLE","message":"DynamoDB is unavailable (TimeoutError); retry shortly"}}',
+        );
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const warnings: unknown[] = [];
+    const client = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      onWarning: (warning) => warnings.push(warning),
+    });
+    const error = await failure(() => client.inspect('jobs/a'));
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect(error).not.toBeInstanceOf(RetryWarning);
+    expect(requests).toBe(5);
+    expect(warnings).toHaveLength(4);
+    expect(warnings.map((w) => [(w as RetryWarning).attempt, (w as RetryWarning).attempts])).toEqual([
+      [2, 5],
+      [3, 5],
+      [4, 5],
+      [5, 5],
+    ]);
+    const first = warnings[0] as RetryWarning;
+    expect(first).toBeInstanceOf(RetryWarning);
+    expect(first.retryable).toBe(true);
+    expect(first.message).toBe('DynamoDB is unavailable (TimeoutError): trying again (attempt 2 of 5)');
+    // A call that succeeds at once warns of nothing; an answer that is a refusal is not retried.
+    server.removeAllListeners('request');
+    server.on('request', (_req, res) =>
+      res
+        .writeHead(400, { 'content-type': 'application/json' })
+        .end('{"error":{"code":"INVALID_REQUEST","message":"no"}}'),
+    );
+    warnings.length = 0;
+    await expect(client.inspect('jobs/a')).rejects.toThrow('no');
+    expect(warnings).toEqual([]);
+  });
+
   it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
     server = createServer((_req, res) =>
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
@@ -583,8 +628,9 @@ describe('the CLI says where an endpoint came from and how to set it', () => {
     expect(explain(bad)).toBe('lock name "a b" may contain only …');
     const inList = new InvalidArgumentError('name', 'withLocks: locks[1]: lock name "a b" may …');
     expect(explain(inList)).toBe('lock name "a b" may …');
+    // An argument the CLI takes as a flag is named by the flag.
     const dotted = new InvalidArgumentError('ttlMs', 'session.acquire: ttlMs must be …');
-    expect(explain(dotted)).toBe('ttlMs must be …');
+    expect(explain(dotted)).toBe('--ttl must be …');
   });
 
   const unreachable = (endpoint: string) =>
@@ -632,8 +678,8 @@ describe('the CLI says where an endpoint came from and how to set it', () => {
     expect(explain(new InvalidArgumentError('wsEndpoint', 'wsEndpoint must be …'), local)).toMatch(
       /the WebSocket endpoint is the default, the local stack \(start it with npm start\); to use another, give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT=URL$/,
     );
-    // An error about no endpoint is said as it is.
-    expect(explain(new InvalidArgumentError('ttlMs', 'ttlMs must …'), local)).toBe('ttlMs must …');
+    // An error about no endpoint gets no endpoint hint.
+    expect(explain(new InvalidArgumentError('name', 'lock name must …'), local)).toBe('lock name must …');
   });
 
   it('LATCHKEY_WS_ENDPOINT counts wherever the HTTP endpoint came from; an outputs file with several stacks is refused', () => {

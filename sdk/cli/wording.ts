@@ -1,0 +1,75 @@
+/**
+ * Errors in the command line's own words: its flags and durations, not the SDK's calls and
+ * arguments or the HTTP API's fields (`--ttl must be at least 1s`, not `ttl_ms must be at least
+ * 1000`).
+ */
+import { formatDuration } from '../duration';
+import { InvalidArgumentError, InvalidRequestError, LockHeldError, WaitTimeoutError } from '../errors';
+
+interface Flag {
+  readonly flag: string;
+  /** Its numbers are milliseconds, shown as durations. */
+  readonly duration?: true;
+}
+
+/** The SDK's arguments and the API's fields, as the CLI's flags. */
+const FLAGS: Readonly<Record<string, Flag>> = {
+  ttl_ms: { flag: '--ttl', duration: true },
+  ttlMs: { flag: '--ttl', duration: true },
+  wait_timeout_ms: { flag: '--wait', duration: true },
+  waitTimeoutMs: { flag: '--wait', duration: true },
+  priority: { flag: '--priority' },
+  max_holders: { flag: '--max-holders' },
+  maxHolders: { flag: '--max-holders' },
+  reason: { flag: '--reason' },
+};
+
+/** One refusal of a field or argument (`ttl_ms must be at least 1000`), in the CLI's terms. */
+function inFlagTerms(path: string, message: string): string | undefined {
+  const known = FLAGS[path];
+  if (!known) return undefined;
+  const named = message.startsWith(path) ? message.slice(path.length) : ` ${message}`;
+  const said = known.duration
+    ? named
+        .replace(/\ban integer number of milliseconds\b/, 'a duration of whole milliseconds')
+        .replace(
+          /\b(at least|at most) (\d+)\b/g,
+          (_, bound: string, ms: string) => `${bound} ${formatDuration(Number(ms))}`,
+        )
+    : named;
+  return `${known.flag}${said}`;
+}
+
+/**
+ * The message the CLI shows for `error`: refusals of its arguments named by flag, waits and
+ * refusals with their durations and what to do; anything else as the SDK says it.
+ */
+export function cliMessage(error: unknown): string {
+  if (error instanceof WaitTimeoutError) {
+    const within = `lock ${error.lock} was not granted within ${formatDuration(error.waitMs)}`;
+    return error.heldByClient === undefined
+      ? within
+      : `${within}: this client id (${error.heldByClient}) holds it already, and a wait does not queue behind its own hold; release it first, or wait as another --client-id`;
+  }
+  if (error instanceof LockHeldError) {
+    const h = error.holderSummary;
+    if (!h) return error.message;
+    const left = h.expiresAt
+      ? `, its lease ends in ${formatDuration(Math.max(0, h.expiresAt.getTime() - Date.now()))}`
+      : ', for as long as its session lives';
+    return `${error.message}${h.mine ? ' (this client id)' : ''}${left}`;
+  }
+  if (error instanceof InvalidArgumentError) {
+    // The SDK names the call ("acquireNow: lock name …", "withLocks: locks[1]: …"); a command
+    // line called none.
+    const reason = error.message.replace(/^[\w.]+: (?:locks\[\d+\]: )?/, '');
+    if (error.argument === 'reason')
+      return '--reason must not be empty: it is recorded with your identity in the audit log';
+    return inFlagTerms(error.argument, reason) ?? reason;
+  }
+  if (error instanceof InvalidRequestError && error.details.length > 0) {
+    const each = error.details.map((d) => inFlagTerms(d.path, d.message));
+    if (each.every((text) => text !== undefined)) return each.join('; ');
+  }
+  return (error as Error)?.message ?? String(error);
+}

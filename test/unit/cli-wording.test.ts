@@ -1,0 +1,175 @@
+/**
+ * The CLI's errors in its own words: flags and durations, not the SDK's calls and arguments or the
+ * HTTP API's fields; and its --json views of leases, refusals and errors.
+ */
+import { describe, expect, it } from 'vitest';
+import { errorView, leaseView, notAcquiredView } from '../../sdk/cli/main';
+import { cliMessage } from '../../sdk/cli/wording';
+import {
+  DeadlockError,
+  errorFromResponse,
+  InvalidArgumentError,
+  LockHeldError,
+  WaitTimeoutError,
+} from '../../sdk/errors';
+import { Lease } from '../../sdk/lease';
+
+const refused = (details: { path: string; message: string }[]) =>
+  errorFromResponse(400, {
+    error: { code: 'INVALID_REQUEST', message: 'request body is invalid: …', details },
+  });
+
+describe('cliMessage', () => {
+  it("the service's refusal of a field the CLI takes as a flag: the flag, durations as durations", () => {
+    expect(cliMessage(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at least 1000' }]))).toBe(
+      '--ttl must be at least 1s',
+    );
+    expect(cliMessage(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at most 3600000' }]))).toBe(
+      '--ttl must be at most 1.0h',
+    );
+    expect(
+      cliMessage(refused([{ path: 'wait_timeout_ms', message: 'wait_timeout_ms must be at most 900000' }])),
+    ).toBe('--wait must be at most 15m');
+    expect(
+      cliMessage(
+        refused([{ path: 'priority', message: "priority must be at most 10 (this service's range)" }]),
+      ),
+    ).toBe("--priority must be at most 10 (this service's range)");
+    expect(
+      cliMessage(
+        refused([
+          { path: 'ttl_ms', message: 'ttl_ms must be at least 1000' },
+          { path: 'max_holders', message: 'max_holders must be at most 1000' },
+        ]),
+      ),
+    ).toBe('--ttl must be at least 1s; --max-holders must be at most 1000');
+  });
+
+  it('a refusal of anything else reads as the service wrote it', () => {
+    const other = refused([
+      { path: 'ttl_ms', message: 'ttl_ms must be at least 1000' },
+      { path: 'client_id', message: 'client_id may contain only …' },
+    ]);
+    expect(cliMessage(other)).toBe('request body is invalid: …');
+  });
+
+  it("the SDK's argument errors: without the call, by flag; an empty --reason says why it is needed", () => {
+    expect(
+      cliMessage(
+        new InvalidArgumentError(
+          'priority',
+          'acquire: priority must be an integer from -100 to 100 (got 1000)',
+        ),
+      ),
+    ).toBe('--priority must be an integer from -100 to 100 (got 1000)');
+    expect(
+      cliMessage(
+        new InvalidArgumentError('reason', "endSession: needs a reason: a non-empty string (got '')"),
+      ),
+    ).toBe('--reason must not be empty: it is recorded with your identity in the audit log');
+    expect(
+      cliMessage(new InvalidArgumentError('id', "endSession: the session id must be a UUID (got 'x')")),
+    ).toBe("the session id must be a UUID (got 'x')");
+  });
+
+  it('a wait that ran out says for how long; behind its own hold, what to do, in CLI terms', () => {
+    expect(cliMessage(new WaitTimeoutError('jobs/a', 90_000))).toBe(
+      'lock jobs/a was not granted within 1.5m',
+    );
+    const own = cliMessage(new WaitTimeoutError('jobs/a', 2_000, 'ops@host'));
+    expect(own).toBe(
+      'lock jobs/a was not granted within 2s: this client id (ops@host) holds it already, and a wait does not queue behind its own hold; release it first, or wait as another --client-id',
+    );
+    expect(own).not.toMatch(/tryAcquire|reentrant/);
+  });
+
+  it('a refusal says until when the holder holds it, and whether it is this client id', () => {
+    const expiresAt = new Date(Date.now() + 42_000);
+    const theirs = new LockHeldError('jobs/a', 'ops', 42_000, undefined, {
+      clientId: 'ops',
+      expiresAt,
+      heldBy: 'lease',
+      mine: false,
+    });
+    expect(cliMessage(theirs)).toMatch(/^lock jobs\/a is held by ops, its lease ends in 4[12](\.\d)?s$/);
+    const session = new LockHeldError('jobs/a', 'me', 1_000, undefined, {
+      clientId: 'me',
+      expiresAt: null,
+      heldBy: 'session',
+      mine: true,
+    });
+    expect(cliMessage(session)).toBe(
+      'lock jobs/a is held by me (this client id), for as long as its session lives',
+    );
+    // Being handed to a waiter: no holder to describe.
+    expect(cliMessage(new LockHeldError('jobs/a', undefined, 50))).toBe(
+      'lock jobs/a is held (being handed to a waiter)',
+    );
+  });
+});
+
+describe('--json views', () => {
+  it("a lease: the HTTP API's grant, acquired: true, with what is left of it and its reentry count", () => {
+    const lease = new Lease(
+      {
+        lock: 'jobs/a',
+        client_id: 'ops',
+        fencing_token: 7,
+        expires_at: new Date(Date.now() + 30_000).toISOString(),
+        remaining_ms: 30_000,
+        ttl_ms: 30_000,
+        reentry: 2,
+      },
+      performance.now(),
+    );
+    const view = leaseView(lease);
+    expect(view).toMatchObject({
+      acquired: true,
+      lock: 'jobs/a',
+      client_id: 'ops',
+      fencing_token: 7,
+      ttl_ms: 30_000,
+      mode: 'exclusive',
+      reentry: 2,
+    });
+    expect(view.remaining_ms).toBeGreaterThan(29_000);
+    expect(view.remaining_ms).toBeLessThanOrEqual(30_000);
+    expect(Number.isInteger(view.remaining_ms)).toBe(true);
+  });
+
+  it("a refusal's holder is the HTTP API's object, not a bare client id", () => {
+    const error = new LockHeldError('jobs/a', 'ops', 5_000, undefined, {
+      clientId: 'ops',
+      expiresAt: new Date('2026-12-04T12:00:00.000Z'),
+      heldBy: 'lease',
+      mine: false,
+    });
+    expect(notAcquiredView('jobs/a', error)).toEqual({
+      acquired: false,
+      lock: 'jobs/a',
+      holder: { client_id: 'ops', expires_at: '2026-12-04T12:00:00.000Z', held_by: 'lease' },
+      retry_after_ms: 5_000,
+    });
+  });
+
+  it("an error: the HTTP API's error shape, a deadlock with its cycle as the service writes it", () => {
+    expect(errorView(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at least 1000' }]))).toEqual({
+      error: { code: 'INVALID_REQUEST', message: '--ttl must be at least 1s', retryable: false },
+    });
+    const deadlock = new DeadlockError('would deadlock', [
+      {
+        waiter: { clientId: 'a', party: 'p1', mine: true },
+        lock: 'x',
+        blocker: { clientId: 'b', party: 'p2', mine: false },
+        blockerIs: 'holder',
+      },
+    ]);
+    expect(errorView(deadlock).error).toMatchObject({
+      code: 'DEADLOCK',
+      cycle: [{ waiter: { client_id: 'a' }, lock: 'x', blocker: { client_id: 'b' }, blocker_is: 'holder' }],
+    });
+    expect(errorView(new Error('boom'))).toEqual({
+      error: { code: 'CLI_ERROR', message: 'boom', retryable: false },
+    });
+  });
+});
