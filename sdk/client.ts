@@ -453,9 +453,16 @@ export class LockClient {
     }
   }
 
-  /** Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended. */
-  async renew(lease: Lease, ttlMs?: number): Promise<Lease> {
+  /**
+   * Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended.
+   * `renew(lease, { ttlMs })`, like every other call's options, or `renew(lease, ttlMs)`.
+   */
+  async renew(lease: Lease, options?: number | { ttlMs?: number }): Promise<Lease> {
     leaseArg('renew', lease);
+    const ttlMs =
+      typeof options === 'object' && options !== null
+        ? optionsArg('renew', options, '{ ttlMs: 30_000 }').ttlMs
+        : options;
     if (lease.sessionId !== undefined)
       throw new InvalidArgumentError(
         'lease',
@@ -762,6 +769,14 @@ export class LockClient {
         'http',
         this.transport.endpoint.href,
         404,
+      );
+    // 426 Upgrade Required: a WebSocket endpoint given as the HTTP API's.
+    if (answer.status === 426)
+      throw new EndpointError(
+        `${this.transport.endpoint.origin} answered 426 (Upgrade Required) to ${method} ${path.split('?')[0]}: it serves WebSockets only (the WebSocket API's URL, not the HTTP API's); the endpoint must be ${HTTP_EXPECTED}`,
+        'http',
+        this.transport.endpoint.href,
+        426,
       );
     if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
     return answer.body;

@@ -18,6 +18,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import {
   EndpointError,
@@ -67,6 +68,8 @@ type Json = Record<string, any>;
 interface Connection {
   readonly ws: WebSocket;
   readonly id: string;
+  /** The connection's TCP socket (from the handshake's answer), to ref and unref. */
+  readonly socket: Socket | undefined;
 }
 
 interface Pending {
@@ -168,6 +171,8 @@ export class WsWaiter {
   private idle: NodeJS.Timeout | undefined;
   private ping: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Whether the connection's socket should keep the process alive: while a wait needs it. */
+  private alive = false;
 
   constructor(
     private readonly url: URL,
@@ -363,13 +368,15 @@ export class WsWaiter {
     return this.connection;
   }
 
-  /** Whether the connection's socket keeps the process alive: only while a wait needs it. */
+  /**
+   * Whether the connection's socket keeps the process alive: only while a wait needs it. The
+   * latest call wins, whenever the connection opens (not the order callbacks happen to run in).
+   */
   private keepProcessAlive(keep: boolean): void {
+    this.alive = keep;
     this.connection
-      ?.then(({ ws }) => {
-        // ws keeps its net.Socket in `_socket` (no public accessor); without one, nothing to do.
-        const socket = (ws as unknown as { _socket?: { ref(): unknown; unref(): unknown } })._socket;
-        if (keep) socket?.ref();
+      ?.then(({ socket }) => {
+        if (this.alive) socket?.ref();
         else socket?.unref();
       })
       .catch(() => {});
@@ -381,6 +388,10 @@ export class WsWaiter {
     url.searchParams.set('client_id', this.clientId);
     const ws = new WebSocket(url, { headers: await this.transport.signedHeaders(url) });
     const shownUrl = `${url.origin}${url.pathname}`;
+    let socket: Socket | undefined;
+    ws.once('upgrade', (answer) => {
+      socket = answer.socket as Socket;
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('unexpected-response', (req, res) => {
@@ -434,7 +445,7 @@ export class WsWaiter {
       });
       ws.send(JSON.stringify({ action: 'hello' }));
     });
-    const connection = { ws, id };
+    const connection = { ws, id, socket };
     ws.on('close', () => this.onClose(connection));
     ws.on('error', () => {}); // 'close' follows
     clearInterval(this.ping);

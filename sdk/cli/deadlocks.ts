@@ -173,10 +173,13 @@ export const deadlockJson = (r: DeadlockReport) => ({
 
 /** `waits NAME`'s text for people. */
 export function describeWaits(g: WaitGraph): string {
+  // A client may wait for several (the holder and those ahead of it): count clients, and edges.
+  const waiting = new Set(g.edges.map((e) => partyKey(e.waiter))).size;
+  const edges = g.edges.length === waiting ? '' : ` (${g.edges.length} waits-for edges)`;
   const lines = [
     g.edges.length === 0
       ? `${g.lock}: nobody waits for anyone from its queue`
-      : `${g.lock}: ${g.edges.length} wait${g.edges.length === 1 ? '' : 's'} for another client, from its queue outward`,
+      : `${g.lock}: ${waiting} client${waiting === 1 ? ' waits' : 's wait'} for another${edges}, from its queue outward`,
     ...g.edges.map((e) => `  ${edgeText(e, ambiguousIn(g.edges))}`),
   ];
   lines.push(...(g.cycles.length ? cyclesText(g.cycles) : ['no cycle of waits']));

@@ -167,7 +167,14 @@ function describeList(locks: LockView[]): string {
     const more = (v.holders?.length ?? 0) > 1 ? ` (+${v.holders.length - 1})` : '';
     // MODE: '-' when free; 'shared 2/3' for a semaphore (holders / N).
     const mode = v.holders?.length ? modeText({ ...v, mode: v.mode ?? h?.mode ?? 'exclusive' }) : '-';
-    return [v.lock, v.state, h ? `${h.client_id}${more}` : '-', token, String(v.queued ?? 0), mode];
+    return [
+      v.lock,
+      v.state,
+      h ? `${h.client_id}${h.mine ? ' (yours)' : ''}${more}` : '-',
+      token,
+      String(v.queued ?? 0),
+      mode,
+    ];
   });
   // MODE last: scripts that read the first columns read them as before.
   const header = ['LOCK', 'STATE', 'HOLDER', 'TOKEN', 'QUEUED', 'MODE'];
@@ -205,8 +212,17 @@ function describeTree(root: LockView, below: LockView[]): string {
   return table(['LOCK', 'STATE', 'HOLDER', 'MODE', 'BELOW'], rows);
 }
 
-/** A table of sessions (the admin listing). */
-function describeSessions(sessions: LockView[]): string {
+/** When `iso` is from now, for people: 'in 25s' or '3.0m ago'. */
+export function fromNow(iso: string, now = Date.now()): string {
+  const ms = Date.parse(iso) - now;
+  return ms >= 0 ? `in ${formatDuration(ms)}` : `${formatDuration(-ms)} ago`;
+}
+
+/**
+ * A table of sessions (the admin listing). EXPIRES: when the session expires unless it
+ * heartbeats, then its grace (its locks are released once both have passed).
+ */
+export function describeSessions(sessions: LockView[], now = Date.now()): string {
   if (!sessions.length) return '(no sessions)';
   return table(
     ['SESSION', 'PRINCIPAL', 'CLIENT', 'STATE', 'EXPIRES', 'LOCKS'],
@@ -215,7 +231,7 @@ function describeSessions(sessions: LockView[]): string {
       s.principal,
       s.client_id,
       s.state,
-      s.grace_until,
+      `${fromNow(s.expires_at, now)}${s.grace_ms ? ` (+${formatDuration(s.grace_ms)} grace)` : ''}`,
       String(s.locks_held),
     ]),
   );

@@ -348,6 +348,8 @@ describe('SDK and CLI', () => {
     const table = await run(['admin', 'sessions', '--client', 'a-6']);
     expect(table.stdout).toMatch(/^SESSION\s+PRINCIPAL\s+CLIENT\s+STATE\s+EXPIRES\s+LOCKS/);
     expect(table.stdout).toContain(a.session_id);
+    // EXPIRES: the session's own expiry from now, then its grace (5 s by default).
+    expect(table.stdout).toMatch(/\sin \d+(\.\d)?[sm] \(\+5s grace\)\s+0$/m);
     const ended = await run(['admin', 'end-session', a.session_id, '--reason', 'cli test']);
     expect(ended.code, ended.stderr).toBe(0);
     expect(ended.stdout).toContain(`ended session ${a.session_id} of ${ALICE_ARN}`);

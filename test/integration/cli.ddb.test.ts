@@ -501,7 +501,9 @@ describe('the other commands', () => {
     expect(shown.stdout).toContain(`${name}: held`);
     expect(shown.stdout).toContain(`holder   ops (yours)  token ${lease.fencing_token}`);
     const listed = await latchkey(['ls', 'cli/']);
-    expect(listed.stdout).toMatch(new RegExp(`${name}\\s+held\\s+ops\\s+${lease.fencing_token}\\s`));
+    expect(listed.stdout).toMatch(
+      new RegExp(`${name}\\s+held\\s+ops \\(yours\\)\\s+${lease.fencing_token}\\s`),
+    );
     const renewed = await latchkey([
       '--client-id',
       'ops',

@@ -160,11 +160,16 @@ describe('the words', () => {
 
   it('waits: the edges one a line, then the cycles', () => {
     expect(describeWaits({ lock: 'jobs/a', edges: two, cycles: [two], complete: true }).split('\n')).toEqual([
-      'jobs/a: 2 waits for another client, from its queue outward',
+      'jobs/a: 2 clients wait for another, from its queue outward',
       `  ${edgeText(two[0] as WaitEdge)}`,
       `  ${edgeText(two[1] as WaitEdge)}`,
       `cycle 1: ${cycleText(two)}`,
     ]);
+    // One client waiting for the holder and for one ahead of it is one client, two edges.
+    const behind = [edge('c1', 'jobs/a', 'c2'), edge('c1', 'jobs/a', 'c3', 'ahead')];
+    expect(describeWaits({ lock: 'jobs/a', edges: behind, cycles: [], complete: true }).split('\n')[0]).toBe(
+      'jobs/a: 1 client waits for another (2 waits-for edges), from its queue outward',
+    );
     expect(describeWaits({ lock: 'jobs/q', edges: [], cycles: [], complete: false })).toBe(
       "jobs/q: nobody waits for anyone from its queue\nno cycle of waits\nnote: the walk stopped at the service's bounds: longer chains of waits are not shown",
     );

@@ -156,6 +156,10 @@ describe('a missing optional argument takes its documented default', () => {
     const { client, sent } = stubbed();
     await client.renew(lease(12_000));
     expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 12_000 });
+    await client.renew(lease(12_000), {});
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 12_000 });
+    await client.renew(lease(12_000), { ttlMs: 7_000 });
+    expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 7_000 });
     const session = await client.session();
     expect(sent.at(-1)?.body).toMatchObject({ ttl_ms: 30_000 });
     expect(sent.at(-1)?.body).not.toHaveProperty('grace_ms');
@@ -182,6 +186,7 @@ describe('every duration option', () => {
       'wait_timeout_ms',
     ],
     ['renew', 'ttlMs', (ms) => client.renew(lease(), ms), 'ttl_ms'],
+    ['renew', 'ttlMs', (ms) => client.renew(lease(), { ttlMs: ms }), 'ttl_ms'],
     ['session', 'ttlMs', (ms) => client.session({ ttlMs: ms }).then((s) => s.close()), 'ttl_ms'],
     ['session', 'graceMs', (ms) => client.session({ graceMs: ms }).then((s) => s.close()), 'grace_ms'],
     [
@@ -600,6 +605,25 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     warnings.length = 0;
     await expect(client.inspect('jobs/a')).rejects.toThrow('no');
     expect(warnings).toEqual([]);
+  });
+
+  it('a WebSocket-only port given as the HTTP endpoint (426 Upgrade Required) is an EndpointError, not retried', async () => {
+    let requests = 0;
+    server = createServer((_req, res) => {
+      requests++;
+      res
+        .writeHead(426, { 'content-type': 'application/json', upgrade: 'websocket' })
+        .end('{"error":{"code":"INVALID_REQUEST","message":"this port serves WebSockets only"}}');
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const error = await failure(() => new LockClient({ endpoint: `http://127.0.0.1:${port}` }).list('jobs/'));
+    expect(error).toBeInstanceOf(EndpointError);
+    expect((error as EndpointError).api).toBe('http');
+    expect(error.message).toMatch(
+      /answered 426 \(Upgrade Required\) to GET \/api\/v1\/list\/jobs\/: it serves WebSockets only/,
+    );
+    expect(requests).toBe(1);
   });
 
   it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
