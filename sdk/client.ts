@@ -293,6 +293,12 @@ export class LockClient {
             heldBy: answer.holder.held_by === 'session' ? 'session' : 'lease',
             mine: answer.holder.mine === true,
           },
+      typeof answer.shared_holders === 'number'
+        ? {
+            holders: answer.shared_holders,
+            maxHolders: typeof answer.max_holders === 'number' ? answer.max_holders : undefined,
+          }
+        : undefined,
     );
   }
 
@@ -443,7 +449,8 @@ export class LockClient {
           ...heldAs(lease),
           release_id: randomUUID(),
         },
-        { attempts: 3, timeoutMs: 3_000 },
+        // Quiet: nobody asked for it (a withLock's end, a grant nobody waits for), and a failure is not said.
+        { attempts: 3, timeoutMs: 3_000, quiet: true },
       );
       return answer.status === 200;
     } catch {

@@ -28,3 +28,24 @@ export function formatDuration(ms: number): string {
   if (ms < 3_600_000) return `${(ms / 60_000).toFixed(ms % 60_000 ? 1 : 0)}m`;
   return `${(ms / 3_600_000).toFixed(1)}h`;
 }
+
+/**
+ * A whole number of milliseconds exactly, in the units parseDuration reads back: 3600000 is `1h`,
+ * 7140000 `1h59m`, 59990 `59s990ms`, 0 `0` (for limits, where a rounded figure would mislead).
+ */
+export function formatExactDuration(ms: number): string {
+  let left = Math.round(ms);
+  if (left <= 0) return '0';
+  const parts: string[] = [];
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1_000],
+    ['ms', 1],
+  ] as const) {
+    const n = Math.floor(left / size);
+    if (n > 0) parts.push(`${n}${unit}`);
+    left -= n * size;
+  }
+  return parts.join('');
+}

@@ -21,7 +21,6 @@ export class LatchkeyClientError extends Error {
   }
 }
 
-/** The lock is held by someone else (a try that did not wait). */
 /** Who holds a lock, as the service tells a caller it refused. */
 export interface HolderSummary {
   readonly clientId: string;
@@ -32,6 +31,22 @@ export interface HolderSummary {
   readonly mine: boolean;
 }
 
+/** How a refused lock is held, for LockHeldError's message. */
+function heldText(
+  holder: string | undefined,
+  shared: { readonly holders: number; readonly maxHolders: number | undefined } | undefined,
+): string {
+  if (!holder) return 'is held (being handed to a waiter)';
+  if (!shared) return `is held by ${holder}`;
+  const among = shared.holders > 1 ? ` (${holder} among them)` : ` (${holder})`;
+  const holders = `${shared.holders} holder${shared.holders === 1 ? '' : 's'}`;
+  if (shared.maxHolders === undefined) return `is held shared by ${holders}${among}`;
+  return shared.holders >= shared.maxHolders
+    ? `is full: ${shared.holders} of ${shared.maxHolders} holders${among}`
+    : `is held by ${shared.holders} of its ${shared.maxHolders} holders${among}`;
+}
+
+/** The lock is held by someone else (a try that did not wait). */
 export class LockHeldError extends LatchkeyClientError {
   override name = 'LockHeldError';
   constructor(
@@ -46,11 +61,17 @@ export class LockHeldError extends LatchkeyClientError {
     readonly blockedBy?: { readonly lock: string; readonly reason: string },
     /** The holder in full: its client id, and until when (or that a session holds it). */
     readonly holderSummary?: HolderSummary,
+    /**
+     * Held shared: how many hold it and, for a semaphore, its N (`holders === maxHolders`: full).
+     * `holder` is then the shared holder to wait out (the last lease to end, for an exclusive
+     * request; the first, for a shared one).
+     */
+    readonly shared?: { readonly holders: number; readonly maxHolders: number | undefined },
   ) {
     super(
       blockedBy
         ? `lock ${lock} is not available: ${blockedBy.reason}${holder ? ` (by ${holder})` : ''}`
-        : `lock ${lock} is held${holder ? ` by ${holder}` : ' (being handed to a waiter)'}`,
+        : `lock ${lock} ${heldText(holder, shared)}`,
       'LOCK_HELD',
       200,
       true,
@@ -165,8 +186,12 @@ export class RetryWarning extends UnavailableError {
     readonly attempt: number,
     readonly attempts: number,
   ) {
-    // The service's own "retry shortly" is what this does.
-    const said = failure.message.replace(/[;,:]? retry shortly\.?$/, '');
+    // No answer: which endpoint and why, without the advice the final error gives. The service's
+    // own "retry shortly" is what this does.
+    const said =
+      failure.reason !== undefined && failure.endpoint !== undefined
+        ? `latchkey at ${new URL(failure.endpoint).origin} is unreachable (${failure.reason})`
+        : failure.message.replace(/[;,:]? retry shortly\.?$/, '');
     super(`${said}: trying again (attempt ${attempt} of ${attempts})`, failure.status, {
       cause: failure,
       ...(failure.endpoint === undefined ? {} : { endpoint: failure.endpoint }),

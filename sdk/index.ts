@@ -15,7 +15,7 @@ export {
   type WithLockOptions,
   type WithLocksOptions,
 } from './client';
-export { formatDuration, parseDuration } from './duration';
+export { formatDuration, formatExactDuration, parseDuration } from './duration';
 export {
   DeadlockError,
   EndpointError,

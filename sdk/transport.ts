@@ -24,8 +24,9 @@ export interface TransportOptions {
   /** Attempts per call, the first included (default 5). */
   readonly maxAttempts?: number;
   /**
-   * Told before each retry of a transient failure (a throttle, a 5xx, no answer): the failure,
-   * and which attempt comes next of how many. Default: nothing is said.
+   * Told as each retry of a transient failure (a throttle, a 5xx, no answer) is sent: the
+   * failure, and which attempt this is of how many. Not for calls sent `quiet` (the SDK's own
+   * clean-ups). Default: nothing is said.
    */
   readonly onRetry?: (failure: UnavailableError, next: number, of: number) => void;
 }
@@ -104,17 +105,15 @@ export class SignedTransport {
     method: string,
     path: string,
     body?: unknown,
-    options: { signal?: AbortSignal; timeoutMs?: number; attempts?: number } = {},
+    options: { signal?: AbortSignal; timeoutMs?: number; attempts?: number; quiet?: boolean } = {},
   ): Promise<Answer> {
     const { signal } = options;
     const attempts = options.attempts ?? this.maxAttempts;
     let last: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) {
-        this.onRetry?.(this.unavailable(last), attempt + 1, attempts);
-        await sleep(backoffMs(attempt), signal);
-      }
+      if (attempt > 0) await sleep(backoffMs(attempt), signal);
       signal?.throwIfAborted();
+      if (attempt > 0 && !options.quiet) this.tellRetry(last, attempt + 1, attempts);
       try {
         const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
         // A limit's 429 is an answer (the request changed nothing); a throttle's is retried.
@@ -128,6 +127,15 @@ export class SignedTransport {
       }
     }
     throw this.unavailable(last);
+  }
+
+  /** onRetry, told as the next attempt starts; a listener that throws changes nothing. */
+  private tellRetry(failure: unknown, attempt: number, attempts: number): void {
+    try {
+      this.onRetry?.(this.unavailable(failure), attempt, attempts);
+    } catch {
+      // A warning's listener failing is no reason to fail the call.
+    }
   }
 
   /** A failed attempt as the typed error: a throttle's or 5xx's as answered, no answer as unreachable. */

@@ -326,7 +326,7 @@ export class WsWaiter {
           request_id: request.requestId,
           ...(connection ? { connection_id: connection.id } : {}),
         },
-        { attempts: 3, timeoutMs: 5_000 },
+        { attempts: 3, timeoutMs: 5_000, quiet: true },
       );
       if (answer.status >= 400) return false;
       const body = answer.body as Json;

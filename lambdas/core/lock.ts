@@ -36,6 +36,7 @@ import {
   isLiveEntry,
   liveEntries,
   MAX_DROP,
+  maxHoldersOf,
   noEntries,
   removeEntry,
   SharedAttr,
@@ -182,6 +183,8 @@ export type Refusal = {
    * below it), and why; `holder` is then that lock's holder.
    */
   readonly blockedBy?: { readonly lock: string; readonly reason: string } | undefined;
+  /** Held shared: how many hold it, and a semaphore's N (a full semaphore reads `2 of 2`). */
+  readonly shared?: { readonly holders: number; readonly maxHolders: number | undefined };
 };
 
 export type AcquireOutcome =
@@ -609,6 +612,7 @@ export function refusal(
   const blocked =
     blockedUntil(item, now) ?? (mode === 'exclusive' ? writersBlockedUntil(item, now) : undefined);
   const end = holder && leaseEnd(holder);
+  const sharers = holder && !liveHolder(item, now) ? liveEntries(item, now).length : 0;
   return {
     acquired: false,
     lock: name,
@@ -617,6 +621,7 @@ export function refusal(
       expiresAt: end,
       session: holder.held.kind === 'session',
     },
+    ...(sharers > 0 ? { shared: { holders: sharers, maxHolders: maxHoldersOf(item) } } : {}),
     queued: queuedCount(item),
     // Under lock-delay: until it ends. Free but promised to waiters: the handoff takes a few ms.
     retryAfterMs: holder

@@ -387,6 +387,9 @@ export function acquireResponse(outcome: AcquireOutcome, now: number) {
     acquired: false as const,
     lock: outcome.lock,
     holder: holderSummary(outcome.holder),
+    ...(outcome.shared === undefined
+      ? {}
+      : { shared_holders: outcome.shared.holders, max_holders: outcome.shared.maxHolders ?? null }),
     queued: outcome.queued,
     retry_after_ms: outcome.retryAfterMs,
     ...(outcome.blockedBy === undefined

@@ -1,6 +1,6 @@
 /** The `latchkey` command line, built only on the SDK. */
 import { hostname, userInfo } from 'node:os';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import logUpdate from 'log-update';
 import { MAX_HOLDERS_LIMIT } from '../arguments';
 import { LockClient } from '../client';
@@ -106,7 +106,7 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
         console.error(
           `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
         );
-      else if (sayRetries) console.error(`latchkey: ${explain(warning, endpoints)}`);
+      else if (sayRetries) console.error(`latchkey: ${warning.message}`);
     },
   });
 }
@@ -290,8 +290,12 @@ export const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeout
               client_id: error.holderSummary.clientId,
               expires_at: error.holderSummary.expiresAt?.toISOString() ?? null,
               held_by: error.holderSummary.heldBy,
+              ...(error.holderSummary.mine ? { mine: true } : {}),
             }
           : null,
+        ...(error.shared
+          ? { shared_holders: error.shared.holders, max_holders: error.shared.maxHolders ?? null }
+          : {}),
         retry_after_ms: error.retryAfterMs,
         ...(error.blockedBy ? { blocked_by: error.blockedBy } : {}),
       }
@@ -316,11 +320,11 @@ export const leaseView = (lease: Lease) => ({
 const renewView = (lease: Lease) => ({
   renewed: true,
   lock: lease.name,
+  client_id: lease.clientId,
   fencing_token: lease.fencingToken,
   expires_at: lease.expiresAt?.toISOString() ?? null,
   remaining_ms: Math.max(0, Math.floor(lease.remainingMs())),
   ttl_ms: lease.ttlMs,
-  mode: lease.mode,
 });
 
 /**
@@ -339,6 +343,11 @@ export function errorView(error: unknown) {
     },
   };
 }
+
+/** A command line commander refused (an unknown option, a missing one, a bad value) under --json. */
+export const usageErrorView = (message: string) => ({
+  error: { code: 'USAGE', message, retryable: false },
+});
 
 /** A shared lease's mode for people ('shared', or 'shared (a semaphore of 3)'); '' for exclusive. */
 const heldText = (lease: Lease) =>
@@ -785,21 +794,55 @@ terminal (/dev/tty).`,
       }
     });
 
-  addTopCommand(cli, { globals, client: (g) => clientFor(g, undefined, false) });
+  addTopCommand(cli, { globals, client: (g) => clientFor(g, undefined, false), errorJson: errorView });
   addDeadlockCommands(cli, { globals, client: (g) => clientFor(g) });
 
   return cli;
 }
 
+/**
+ * Every command in `root`'s tree throws its usage errors (and help's exit) as a CommanderError
+ * instead of exiting, telling `failed` its own name first.
+ */
+function throwUsageErrors(root: Command, failed: (name: string) => void): void {
+  root.exitOverride((error) => {
+    failed(root.name());
+    throw error;
+  });
+  for (const sub of root.commands) throwUsageErrors(sub, failed);
+}
+
 export async function main(argv = process.argv): Promise<void> {
   const cli = program();
+  // The command that ran or was refused: under --json all but `run` (whose stdout is its
+  // command's) print an error on stdout as well.
+  let command: string | undefined;
+  cli.hook('preAction', (_root, action) => {
+    command = action.name();
+  });
+  throwUsageErrors(cli, (name) => {
+    command ??= name;
+  });
   try {
     await cli.parseAsync(argv);
   } catch (error) {
     const e = error as Error;
+    const json = (cli.opts<Globals>().json === true || argv.includes('--json')) && command !== 'run';
+    if (error instanceof CommanderError) {
+      // Commander said it on stderr already (an error, or help: exit 0).
+      if (json && error.exitCode !== 0) {
+        // Help shown for a missing command (`latchkey`, `latchkey admin`): say that.
+        const message = error.code.startsWith('commander.help')
+          ? 'no command given (--help lists them)'
+          : error.message.replace(/^error: /, '');
+        console.log(JSON.stringify(usageErrorView(message)));
+      }
+      process.exitCode = error.exitCode;
+      return;
+    }
     const notAcquired = error instanceof WaitTimeoutError || error instanceof LockHeldError;
     // Under --json every answer is on stdout (acquire printed its own "not acquired").
-    if (cli.opts<Globals>().json && !notAcquired) console.log(JSON.stringify(errorView(error)));
+    if (json && !notAcquired) console.log(JSON.stringify(errorView(error)));
     if (error instanceof DeadlockError) {
       for (const line of deadlockLines(error)) console.error(line);
       process.exitCode = EXIT.NOT_ACQUIRED;

@@ -698,6 +698,8 @@ export interface TopContext {
   /** Tests: a CloudWatch of their own, instead of the AWS SDK's. */
   readonly cloudWatch?: (region: string) => Promise<CloudWatchReader>;
   readonly write?: (text: string) => void;
+  /** An error as --json prints it (`{error: {code, message, retryable}}`); else its message. */
+  readonly errorJson?: (error: unknown) => object;
 }
 
 export interface TopRun {
@@ -733,15 +735,23 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
   const region = local ? undefined : (g.region ?? regionOf(endpoints.http));
   const namespace = local ? undefined : topNamespace(run.namespace, endpoints);
   const client = context.client(g);
+  const write = context.write ?? ((t: string) => console.log(t));
   const show = (s: TopSnapshot) => {
-    if (run.json) (context.write ?? ((t: string) => console.log(t)))(JSON.stringify(s));
+    if (run.json) write(JSON.stringify(s));
     else if (run.once || context.write) (context.write ?? ((t: string) => console.log(t)))(render(s));
     else logUpdate(render(s));
   };
   const problem = (error: unknown) => {
-    const message = `${new Date().toISOString()}  ${(error as Error).message} (retrying)`;
-    if (run.json) console.error(`latchkey: ${(error as Error).message}`);
-    else logUpdate(message);
+    const at = new Date().toISOString();
+    // Under --json, as watch does: a line of its own on stdout, the sample's place.
+    if (run.json)
+      write(
+        JSON.stringify({
+          at,
+          ...(context.errorJson?.(error) ?? { error: { message: (error as Error).message } }),
+        }),
+      );
+    else logUpdate(`${at}  ${(error as Error).message} (retrying)`);
   };
   const sessions = new Refreshing(() => gatherSessions(client), SESSIONS_EVERY_MS);
   sessions.kick(); // meanwhile the first sample is taken

@@ -3,7 +3,7 @@
  * arguments or the HTTP API's fields (`--ttl must be at least 1s`, not `ttl_ms must be at least
  * 1000`).
  */
-import { formatDuration } from '../duration';
+import { formatDuration, formatExactDuration } from '../duration';
 import { InvalidArgumentError, InvalidRequestError, LockHeldError, WaitTimeoutError } from '../errors';
 
 interface Flag {
@@ -34,7 +34,7 @@ function inFlagTerms(path: string, message: string): string | undefined {
         .replace(/\ban integer number of milliseconds\b/, 'a duration of whole milliseconds')
         .replace(
           /\b(at least|at most) (\d+)\b/g,
-          (_, bound: string, ms: string) => `${bound} ${formatDuration(Number(ms))}`,
+          (_, bound: string, ms: string) => `${bound} ${formatExactDuration(Number(ms))}`,
         )
     : named;
   return `${known.flag}${said}`;
@@ -55,7 +55,7 @@ export function cliMessage(error: unknown): string {
     const h = error.holderSummary;
     if (!h) return error.message;
     const left = h.expiresAt
-      ? `, its lease ends in ${formatDuration(Math.max(0, h.expiresAt.getTime() - Date.now()))}`
+      ? `, ${error.shared ? `${h.clientId}'s` : 'its'} lease ends in ${formatDuration(Math.max(0, h.expiresAt.getTime() - Date.now()))}`
       : ', for as long as its session lives';
     return `${error.message}${h.mine ? ' (this client id)' : ''}${left}`;
   }

@@ -421,6 +421,30 @@ describe('errors that name the fix', () => {
     expect(r.stderr).toContain(
       `latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}); the HTTP API endpoint came from LATCHKEY_ENDPOINT: fix LATCHKEY_ENDPOINT=URL, or give --endpoint URL`,
     );
+    // Each retry said as it goes, before the final error.
+    const retries = r.stderr.split('\n').filter((line) => line.includes('trying again'));
+    expect(retries).toEqual(
+      [2, 3, 4, 5].map(
+        (n) =>
+          `latchkey: latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}): trying again (attempt ${n} of 5)`,
+      ),
+    );
+    // Under --json the error is on stdout too; under run --json, stdout is the command's alone.
+    const json = await latchkey(['--json', 'show', 'cli/x'], {
+      env: { ...env, LATCHKEY_ENDPOINT: `http://127.0.0.1:${port}` },
+    });
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'UNAVAILABLE', retryable: true } });
+    const run = await latchkey(['--json', 'run', 'cli/x', '--', 'true'], {
+      env: { ...env, LATCHKEY_ENDPOINT: `http://127.0.0.1:${port}` },
+    });
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+    // A command line that does not parse, under --json: a USAGE error on stdout.
+    const usage = await latchkey(['--json', 'renew', 'cli/x', '--token', '1']);
+    expect(usage.code).toBe(1);
+    expect(JSON.parse(usage.stdout)).toEqual({
+      error: { code: 'USAGE', message: "required option '--ttl <duration>' not specified", retryable: false },
+    });
   });
 
   it('a WebSocket endpoint without its stage says to include it', async () => {

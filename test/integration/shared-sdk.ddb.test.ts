@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalStack } from '../../local/stack';
 import { EXIT } from '../../sdk/cli/run';
-import { type Lease, LockClient, MaxHoldersMismatchError } from '../../sdk/index';
+import { type Lease, LockClient, LockHeldError, MaxHoldersMismatchError } from '../../sdk/index';
 import { type Ran, runCli, stackFlags } from '../support/cli-process';
 import { startTestStack } from '../support/stack';
 
@@ -98,6 +98,13 @@ describe('a semaphore', () => {
     expect(first).toMatchObject({ mode: 'shared', maxHolders: 2 });
     expect(second).toMatchObject({ mode: 'shared', maxHolders: 2 });
     expect(await three.tryAcquire(name, opts)).toBeNull();
+    // The refusal says the semaphore is full, and how full.
+    const full = await three.acquireNow(name, opts);
+    expect(full).toBeInstanceOf(LockHeldError);
+    expect((full as LockHeldError).shared).toEqual({ holders: 2, maxHolders: 2 });
+    expect((full as LockHeldError).message).toMatch(
+      new RegExp(`^lock ${name} is full: 2 of 2 holders \\((one|two)-\\S+ among them\\)$`),
+    );
     const mismatch = await three.tryAcquire(name, { ...opts, maxHolders: 3 }).catch((e: unknown) => e);
     expect(mismatch).toBeInstanceOf(MaxHoldersMismatchError);
     expect((mismatch as MaxHoldersMismatchError).maxHoldersInForce).toBe(2);
@@ -138,6 +145,7 @@ describe('latchkey run --shared', () => {
     });
     const exclusive = await latchkey(['run', '-n', name, '--', 'true']);
     expect(exclusive.code).toBe(EXIT.NOT_ACQUIRED);
+    expect(exclusive.stderr).toMatch(/is held shared by 2 holders \(\S+ among them\), \S+'s lease ends in /);
     const shown = await latchkey(['show', name]);
     expect(shown.stdout).toContain(`${name}: held (shared)`);
     writeFileSync(join(dir, 'go'), '');

@@ -25,7 +25,14 @@ describe('cliMessage', () => {
       '--ttl must be at least 1s',
     );
     expect(cliMessage(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at most 3600000' }]))).toBe(
-      '--ttl must be at most 1.0h',
+      '--ttl must be at most 1h',
+    );
+    // A bound exactly, never rounded to one the service would refuse.
+    expect(cliMessage(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at most 7140000' }]))).toBe(
+      '--ttl must be at most 1h59m',
+    );
+    expect(cliMessage(refused([{ path: 'ttl_ms', message: 'ttl_ms must be at least 59990' }]))).toBe(
+      '--ttl must be at least 59s990ms',
     );
     expect(
       cliMessage(refused([{ path: 'wait_timeout_ms', message: 'wait_timeout_ms must be at most 900000' }])),
@@ -101,6 +108,24 @@ describe('cliMessage', () => {
     expect(cliMessage(session)).toBe(
       'lock jobs/a is held by me (this client id), for as long as its session lives',
     );
+    // Held shared: how many, a semaphore's N, and whose lease it is.
+    const full = new LockHeldError(
+      'pool/gpu',
+      'w1',
+      9_000,
+      undefined,
+      { clientId: 'w1', expiresAt: new Date(Date.now() + 9_000), heldBy: 'lease', mine: false },
+      { holders: 2, maxHolders: 2 },
+    );
+    expect(full.message).toBe('lock pool/gpu is full: 2 of 2 holders (w1 among them)');
+    expect(cliMessage(full)).toMatch(
+      /^lock pool\/gpu is full: 2 of 2 holders \(w1 among them\), w1's lease ends in [89](\.\d)?s$/,
+    );
+    const readers = new LockHeldError('cfg', 'r1', 1, undefined, undefined, {
+      holders: 1,
+      maxHolders: undefined,
+    });
+    expect(readers.message).toBe('lock cfg is held shared by 1 holder (r1)');
     // Being handed to a waiter: no holder to describe.
     expect(cliMessage(new LockHeldError('jobs/a', undefined, 50))).toBe(
       'lock jobs/a is held (being handed to a waiter)',

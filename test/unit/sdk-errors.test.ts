@@ -595,6 +595,20 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(first).toBeInstanceOf(RetryWarning);
     expect(first.retryable).toBe(true);
     expect(first.message).toBe('DynamoDB is unavailable (TimeoutError): trying again (attempt 2 of 5)');
+    // The SDK's own clean-ups retry without a word (nobody asked for them).
+    warnings.length = 0;
+    requests = 0;
+    expect(await client.releaseQuietly(lease())).toBe(false);
+    expect(requests).toBe(3);
+    expect(warnings).toEqual([]);
+    // A listener that throws does not fail the call (it still fails as the service said).
+    const throwing = new LockClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      onWarning: () => {
+        throw new Error('listener bug');
+      },
+    });
+    await expect(throwing.inspect('jobs/a')).rejects.toBeInstanceOf(UnavailableError);
     // A call that succeeds at once warns of nothing; an answer that is a refusal is not retried.
     server.removeAllListeners('request');
     server.on('request', (_req, res) =>

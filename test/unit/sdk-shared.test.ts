@@ -611,7 +611,7 @@ describe('the CLI', () => {
     vi.spyOn(LockClient.prototype, 'list').mockResolvedValue([view, exclusive, free]);
     const listed = (await cli('ls')).split('\n');
     expect(listed[0]).toMatch(/^LOCK\s+STATE\s+HOLDER\s+TOKEN\s+QUEUED\s+MODE$/);
-    expect(listed[1]).toMatch(/^pool\/gpu\s+held\s+a \(\+1\)\s+7\s+1\s+shared 2\/3$/);
+    expect(listed[1]).toMatch(/^pool\/gpu\s+held\s+a \(yours\) \(\+1\)\s+7\s+1\s+shared 2\/3$/);
     expect(listed[2]).toMatch(/^jobs\/x\s+held\s+c\s+-\s+0\s+exclusive$/);
     expect(listed[3]).toMatch(/^jobs\/y\s+free\s+-\s+-\s+0\s+-$/);
     const plain = { ...view, max_holders: null };

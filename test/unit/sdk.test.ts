@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LOCAL_HTTP, LOCAL_WS, resolveEndpoints } from '../../sdk/cli/endpoints';
+import { formatExactDuration } from '../../sdk/duration';
 import { errorFromResponse } from '../../sdk/errors';
 import {
   FenceGuard,
@@ -34,6 +35,16 @@ describe('durations', () => {
     expect(parseDuration('0')).toBe(0); // the same in every unit
     for (const bad of ['', 'soon', '-5s', '5 minutes', '1e3', '5d', '1m30', 's', '1..5s', '30 s'])
       expect(() => parseDuration(bad)).toThrow(/not a duration/);
+  });
+
+  it('formatExactDuration writes a whole ms exactly, in units parseDuration reads back', () => {
+    expect(formatExactDuration(3_600_000)).toBe('1h');
+    expect(formatExactDuration(7_140_000)).toBe('1h59m');
+    expect(formatExactDuration(59_990)).toBe('59s990ms');
+    expect(formatExactDuration(1_000)).toBe('1s');
+    expect(formatExactDuration(0)).toBe('0');
+    for (const ms of [1, 999, 1_001, 61_500, 3_599_999, 3_600_001, 86_400_000])
+      expect(parseDuration(formatExactDuration(ms))).toBe(ms);
   });
 
   it('refuses a bare number: 30 could be 30 ms or 30 s', () => {

@@ -502,6 +502,33 @@ describe('latchkey top against a deployed endpoint (CloudWatch and the client st
     });
   });
 
+  it('--json, refreshed: a failed refresh is a line of its own on stdout, as errorJson writes it', async () => {
+    const client = fakeClient([]);
+    client.list = async () => {
+      throw new UnavailableError('DynamoDB is unavailable (TimeoutError); retry shortly', 503);
+    };
+    const written: string[] = [];
+    const ran = runTop(
+      {
+        globals: () => ({ endpoint: 'https://abc123.execute-api.eu-west-1.amazonaws.com', json: true }),
+        client: () => client as unknown as LockClient,
+        cloudWatch: async () => fakeCloudWatch(CW_RESULTS, 100),
+        write: (text) => {
+          written.push(text);
+          if (written.length === 2) throw new Error('enough'); // ends the view
+        },
+        errorJson: (error) => ({ error: { code: 'X', message: (error as Error).message } }),
+      },
+      { everyMs: 10, once: false, json: true, prefix: '', windowMs: 300_000, namespace: PROD },
+    );
+    await expect(ran).rejects.toThrow('enough');
+    for (const line of written)
+      expect(JSON.parse(line)).toEqual({
+        at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+        error: { code: 'X', message: 'DynamoDB is unavailable (TimeoutError); retry shortly' },
+      });
+  });
+
   it('--region wins over the endpoint’s; the human view names every part', async () => {
     const written: string[] = [];
     const regions: string[] = [];
