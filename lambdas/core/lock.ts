@@ -87,6 +87,9 @@ export const LockAttr = {
   forcedBy: 'forced_by',
   forcedAt: 'forced_at',
   forcedReason: 'forced_reason',
+  /** The grant that release ended: its fencing token and its principal (to tell its holder why). */
+  forcedToken: 'forced_token',
+  forcedOwner: 'forced_owner',
 } as const;
 const A = LockAttr;
 
@@ -773,8 +776,29 @@ export function reenterProtocol(cmd: AcquireCommand, current: Grant, now: number
   };
 }
 
+/**
+ * When and why an operator force-released the caller's own grant (`cmd`'s token, its principal),
+ * if the item's last force-release is the one that ended it.
+ */
+export function forcedOut(
+  item: Item | undefined,
+  cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken'>,
+): { readonly at: number; readonly reason: string } | undefined {
+  if (!item || num(item, A.forcedToken) !== cmd.fencingToken || str(item, A.forcedOwner) !== cmd.owner)
+    return undefined;
+  return { at: num(item, A.forcedAt) ?? 0, reason: str(item, A.forcedReason) ?? '' };
+}
+
 /** Explains why a holder-only operation (release, renew) was refused. */
 function holderRefusal(old: Item | undefined, cmd: ReleaseCommand, now: number): LatchkeyError | undefined {
+  // The caller's own grant, ended by an operator: say so, whoever holds the lock now (the caller
+  // named its own token and principal, so this tells it nothing about anyone else's).
+  const forced = forcedOut(old, cmd);
+  if (forced)
+    return new LatchkeyError(
+      'NOT_HOLDER',
+      `${cmd.clientId} does not hold ${cmd.name} with fencing token ${cmd.fencingToken}: an operator force-released that grant at ${new Date(forced.at).toISOString()} (reason: ${forced.reason})`,
+    );
   // Held by another principal: refused alike whatever client id and token were sent, so the answer
   // tells nothing about them (no token oracle), and echoes none of them.
   if (old && str(old, A.holder) !== undefined && str(old, A.owner) !== cmd.owner)
@@ -936,6 +960,8 @@ export function forceReleaseWrite(current: Grant, by: string, reason: string, no
       set(A.forcedBy, by),
       set(A.forcedAt, now),
       set(A.forcedReason, reason),
+      set(A.forcedToken, current.fencingToken),
+      set(A.forcedOwner, current.owner),
     ],
     gcFrom: now,
   };

@@ -271,6 +271,27 @@ describe('force-release', () => {
         operation: 'force-release',
       }),
     ]);
+    // The holder's next renew or release says why its grant ended; nobody else learns of it.
+    const token = held.body.fencing_token;
+    for (const verb of ['renew', 'release'] as const) {
+      const late = await alice.post(`/api/v1/locks/${lock}/${verb}`, {
+        client_id: 'a-4',
+        fencing_token: token,
+        ...(verb === 'renew' ? { ttl_ms: 60_000 } : {}),
+      });
+      expect(late.status).toBe(409);
+      expect(late.body.error).toMatchObject({
+        code: 'NOT_HOLDER',
+        message: expect.stringMatching(
+          /: an operator force-released that grant at \d{4}-\d\d-\d\dT[\d:.]+Z \(reason: host died\)$/,
+        ),
+      });
+    }
+    const stranger = await bob.post(`/api/v1/locks/${lock}/release`, {
+      client_id: 'a-4',
+      fencing_token: token,
+    });
+    expect(stranger.body.error?.message).not.toMatch(/force-released|host died/);
     // Nothing held: nothing forced, nothing logged.
     lines = [];
     expect(
