@@ -498,7 +498,8 @@ while waiting; otherwise run exits with the command's code (128 + n if it died o
 Waiting: by default run waits in the lock's queue until it is granted (Ctrl-C or SIGTERM ends the
 wait, exit 130/143). --wait 5m waits at most 5 minutes; -n/--no-wait (or --wait 0) tries once.
 Either way, exit ${EXIT.NOT_ACQUIRED} if the lock was not acquired. A wait that would close a cycle of waits
-(a deadlock) is refused by the service: exit ${EXIT.NOT_ACQUIRED} too, with the cycle on stderr, one wait a line.
+(a deadlock) is refused by the service: exit ${EXIT.NOT_ACQUIRED} too, with the cycle on stderr, one wait a line;
+so is a run inside another run's command asking for a lock that run holds (unless both are --shared).
 
 Shared: --shared holds the lock together with other shared holders (readers), while no exclusive
 holder (a run without --shared) has it; --max-holders N makes it a semaphore of N holders (all of

@@ -276,6 +276,44 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
   return { ...rest, LATCHKEY_LOCKS: locks, ...mode };
 }
 
+/** The locks an enclosing `latchkey run` holds, from the LATCHKEY_LOCKS it gave its command: name → token. */
+export function enclosingLocks(env: NodeJS.ProcessEnv = process.env): Map<string, number> {
+  const held = new Map<string, number>();
+  for (const pair of (env.LATCHKEY_LOCKS ?? '').split(',')) {
+    const at = pair.lastIndexOf('=');
+    const token = Number(pair.slice(at + 1));
+    if (at > 0 && Number.isSafeInteger(token) && token > 0) held.set(pair.slice(0, at), token);
+  }
+  return held;
+}
+
+/**
+ * The first of `names` that the `latchkey run` this process runs inside holds right now (the very
+ * grant its LATCHKEY_LOCKS names, still held by this principal) in a way this run could never get
+ * past: either of the two exclusive. Waiting for it would wait forever, since that run ends only
+ * after its command, which waits for this one. A stale LATCHKEY_LOCKS (a daemon that outlived its
+ * run) names a grant that is gone, and counts for nothing. Undefined when none; a lookup that
+ * fails is left to the acquire to report.
+ */
+export async function heldByEnclosingRun(
+  client: Pick<LockClient, 'inspect'>,
+  names: readonly string[],
+  mode: LockMode,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | undefined> {
+  const enclosing = enclosingLocks(env);
+  const enclosingMode = env.LATCHKEY_MODE === 'shared' ? 'shared' : 'exclusive';
+  if (mode === 'shared' && enclosingMode === 'shared') return undefined;
+  for (const name of names) {
+    const token = enclosing.get(name);
+    if (token === undefined) continue;
+    const view = await client.inspect(name).catch(() => undefined);
+    // biome-ignore lint/suspicious/noExplicitAny: the wire view of a holder
+    if (view?.holders?.some((h: any) => h.mine === true && h.fencing_token === token)) return name;
+  }
+  return undefined;
+}
+
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
 const LEFTOVER_MS = 200;
 
@@ -299,6 +337,13 @@ export async function runLocked(
   /** The lock(s), as messages say it. */
   const name = all.join(', ');
   const theLease = all.length === 1 ? `the lease on ${name}` : `a lease (one of ${name})`;
+  const enclosing = await heldByEnclosingRun(client, all, options.mode ?? 'exclusive');
+  if (enclosing !== undefined) {
+    options.say(
+      `latchkey: not acquired: ${enclosing} is held by the latchkey run this one runs inside (its LATCHKEY_LOCKS), which ends only after this one: waiting would wait forever; run the command without the inner latchkey run, or take the lock in one of them`,
+    );
+    return EXIT.NOT_ACQUIRED;
+  }
   // Signals go to the command once it runs; before that, they end the wait (and latchkey).
   const waiting = new AbortController();
   let group: CommandGroup | undefined;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -408,6 +409,53 @@ describe('latchkey run', () => {
       expect(readFileSync(beats, 'utf8').split('\n').length).toBe(count);
     },
   );
+});
+
+describe('nested runs', () => {
+  const tsx = createRequire(import.meta.url).resolve('tsx');
+  /** `latchkey run ...args` as a command of another run. */
+  const inner = (...args: string[]) => [
+    process.execPath,
+    '--import',
+    tsx,
+    'bin/latchkey.ts',
+    ...stackFlags(stack),
+    'run',
+    ...args,
+  ];
+
+  it('a run inside a run holding its lock is refused at once, not left to wait forever', async () => {
+    const name = lockName();
+    // (--wait bounds the inner wait only so that a regression fails here instead of hanging.)
+    const r = await latchkey(['run', name, '--', ...inner('--wait', '20s', name, '--', 'true')]);
+    expect(r.code, r.stderr).toBe(EXIT.NOT_ACQUIRED);
+    expect(r.stderr).toContain(
+      `latchkey: not acquired: ${name} is held by the latchkey run this one runs inside`,
+    );
+    // With several locks, any of them; a shared run inside an exclusive one too.
+    const other = lockName();
+    const several = await latchkey([
+      'run',
+      '--lock',
+      name,
+      '--lock',
+      other,
+      '--',
+      ...inner('--shared', other, '--', 'true'),
+    ]);
+    expect(several.code, several.stderr).toBe(EXIT.NOT_ACQUIRED);
+    expect(several.stderr).toContain(`not acquired: ${other} is held by the latchkey run`);
+  });
+
+  it('shared inside shared runs; a LATCHKEY_LOCKS whose grant is gone (a daemon that outlived its run) counts for nothing', async () => {
+    const name = lockName();
+    const shared = await latchkey(['run', '--shared', name, '--', ...inner('--shared', name, '--', 'true')]);
+    expect(shared.code, shared.stderr).toBe(0);
+    const stale = await runCli([...stackFlags(stack), 'run', name, '--', 'true'], {
+      env: { ...process.env, LATCHKEY_LOCKS: `${name}=1795000000000001`, LATCHKEY_MODE: 'exclusive' },
+    });
+    expect(stale.code, stale.stderr).toBe(0);
+  });
 });
 
 describe('errors that name the fix', () => {
