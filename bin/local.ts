@@ -92,9 +92,9 @@ async function main(): Promise<void> {
   HTTP API       ${stack.url}/api/v1   (${auth})
 ${principals.join('\n')}${principals.length ? '\n' : ''}  WebSocket API  ${stack.wsUrl}?client_id=NAME   (waits; SigV4 on connect)
   metrics        ${stack.url}/metrics   (Prometheus text, unsigned)
-  DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', scratch data (gone on stop)'}
+  DynamoDB       ${stack.dynamoEndpoint}   table ${stack.tableName}${values['db-path'] ? `, data in ${values['db-path']}` : ', scratch data (gone on stop)'}${stack.dynamoPid === undefined ? '' : `, pid ${stack.dynamoPid}`}
 ${stack.hierarchicalPrefixes.length ? `  hierarchies    ${stack.hierarchicalPrefixes.join(', ')}   (a lock covers the names below it)\n` : ''}  try:           curl -s --aws-sigv4 "aws:amz:${LOCAL_REGION}:execute-api" --user local:local ${stack.url}/api/v1/health
-Press Ctrl-C to stop.`);
+Press Ctrl-C to stop (or kill -INT ${process.pid}: this stack, DynamoDB Local with it).`);
 
   stopOnSignals(stack);
   // A local developer server logs what it did not expect and serves on (Lambda would fail the one call).

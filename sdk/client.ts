@@ -224,7 +224,8 @@ export class LockClient {
       );
     this.transport = new SignedTransport({
       ...options,
-      onRetry: (failure, attempt, attempts) => this.onWarning?.(new RetryWarning(failure, attempt, attempts)),
+      onRetry: (failure, attempt, attempts, call) =>
+        this.onWarning?.(new RetryWarning(failure, attempt, attempts, call)),
     });
     this.clientId = clientIdArg(options.clientId) ?? defaultClientId();
     this.onWarning = options.onWarning;
@@ -462,14 +463,17 @@ export class LockClient {
 
   /**
    * Extends the lease by `ttlMs` from now (default: its ttl); throws LeaseLostError if it ended.
-   * `renew(lease, { ttlMs })`, like every other call's options, or `renew(lease, ttlMs)`.
+   * `renew(lease, { ttlMs, signal })`, like every other call's options, or `renew(lease, ttlMs)`;
+   * `signal` ends the call (and its retries) when aborted.
    */
-  async renew(lease: Lease, options?: number | { ttlMs?: number }): Promise<Lease> {
+  async renew(lease: Lease, options?: number | { ttlMs?: number; signal?: AbortSignal }): Promise<Lease> {
     leaseArg('renew', lease);
-    const ttlMs =
+    const given =
       typeof options === 'object' && options !== null
-        ? optionsArg('renew', options, '{ ttlMs: 30_000 }').ttlMs
-        : options;
+        ? optionsArg('renew', options, '{ ttlMs: 30_000 }')
+        : { ttlMs: options };
+    const { ttlMs } = given;
+    const signal = signalArg('signal' in given ? given.signal : undefined);
     if (lease.sessionId !== undefined)
       throw new InvalidArgumentError(
         'lease',
@@ -480,17 +484,23 @@ export class LockClient {
       lease,
       wholeMs('ttlMs', ttlMs ?? lease.ttlMs),
       attemptTimeoutMs(lease.remainingMs()),
+      signal,
     );
   }
 
   /** renew's call, each attempt bounded by `timeoutMs`. */
-  private async renewWithin(lease: Lease, ms: number, timeoutMs: number): Promise<Lease> {
+  private async renewWithin(
+    lease: Lease,
+    ms: number,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<Lease> {
     const sentAt = performance.now();
     const answer = await this.call(
       'POST',
       lockPath(lease.name, 'renew'),
       { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ms, ...heldAs(lease) },
-      { timeoutMs },
+      { timeoutMs, ...(signal ? { signal } : {}) },
     );
     lease.renewed(answer, sentAt);
     return lease;

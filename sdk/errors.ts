@@ -43,7 +43,7 @@ function heldText(
   if (shared.maxHolders === undefined) return `is held shared by ${holders}${among}`;
   return shared.holders >= shared.maxHolders
     ? `is full: ${shared.holders} of ${shared.maxHolders} holders${among}`
-    : `is held by ${shared.holders} of its ${shared.maxHolders} holders${among}`;
+    : `is held shared by ${shared.holders} of at most ${shared.maxHolders} holders${among}`;
 }
 
 /** The lock is held by someone else (a try that did not wait). */
@@ -185,6 +185,8 @@ export class RetryWarning extends UnavailableError {
     failure: UnavailableError,
     readonly attempt: number,
     readonly attempts: number,
+    /** The call being retried, as people name it: `renew jobs/a`, `acquire jobs/a`, `GET /api/v1/…`. */
+    readonly call = '',
   ) {
     // No answer: which endpoint and why, without the advice the final error gives. The service's
     // own "retry shortly" is what this does.
@@ -192,11 +194,15 @@ export class RetryWarning extends UnavailableError {
       failure.reason !== undefined && failure.endpoint !== undefined
         ? `latchkey at ${new URL(failure.endpoint).origin} is unreachable (${failure.reason})`
         : failure.message.replace(/[;,:]? retry shortly\.?$/, '');
-    super(`${said}: trying again (attempt ${attempt} of ${attempts})`, failure.status, {
-      cause: failure,
-      ...(failure.endpoint === undefined ? {} : { endpoint: failure.endpoint }),
-      ...(failure.reason === undefined ? {} : { reason: failure.reason }),
-    });
+    super(
+      `${call ? `${call}: ` : ''}${said}: trying again (attempt ${attempt} of ${attempts})`,
+      failure.status,
+      {
+        cause: failure,
+        ...(failure.endpoint === undefined ? {} : { endpoint: failure.endpoint }),
+        ...(failure.reason === undefined ? {} : { reason: failure.reason }),
+      },
+    );
   }
 }
 
@@ -359,12 +365,48 @@ interface ErrorBody {
   message?: string;
 }
 
+/** The API's fields an SDK call sends from its options, by the options' names. */
+const OPTION_NAMES: Readonly<Record<string, string>> = {
+  ttl_ms: 'ttlMs',
+  wait_timeout_ms: 'waitTimeoutMs',
+  max_holders: 'maxHolders',
+  grace_ms: 'graceMs',
+  lock_delay_ms: 'lockDelayMs',
+  priority: 'priority',
+};
+
+/**
+ * A 400's message in the SDK's terms when every field it refuses is one an option sets (`ttlMs
+ * must be at least 1000`, a limit of this service's, not `request body is invalid: ttl_ms: …`);
+ * else the service's. `details` keep the API's field names.
+ */
+function inOptionTerms(
+  message: string,
+  details: readonly { path: string; message: string }[] | undefined,
+): string {
+  if (!details?.length || !details.every((d) => OPTION_NAMES[d.path] !== undefined)) return message;
+  return details
+    .map((d) => {
+      const option = OPTION_NAMES[d.path] as string;
+      return d.message.startsWith(d.path)
+        ? `${option}${d.message.slice(d.path.length)}`
+        : `${option}: ${d.message}`;
+    })
+    .join('; ');
+}
+
 /** The typed error for an HTTP error answer from latchkey (or from API Gateway in front of it). */
 export function errorFromResponse(status: number, body: unknown): LatchkeyClientError {
   const b = (body ?? {}) as ErrorBody;
   const code = b.error?.code ?? '';
   const message = b.error?.message ?? b.message ?? `HTTP ${status}`;
-  if (status === 400) return new InvalidRequestError(message, b.error?.details, 400, code || undefined);
+  if (status === 400)
+    return new InvalidRequestError(
+      inOptionTerms(message, b.error?.details),
+      b.error?.details,
+      400,
+      code || undefined,
+    );
   if (status === 403)
     return code === 'FORBIDDEN' ? new ForbiddenError(message) : new UnauthorizedError(message);
   if (status === 429 && LIMIT_CODES.has(code))

@@ -9,7 +9,7 @@ import { LeaseLostError } from './errors';
 import type { Lease } from './lease';
 
 export interface LeaseRenewer {
-  renew(lease: Lease): Promise<Lease>;
+  renew(lease: Lease, options?: { signal?: AbortSignal }): Promise<Lease>;
 }
 
 /** Give up this long before the local deadline: the holder needs a moment to stop. */
@@ -22,6 +22,8 @@ export function keepLease(
   marginMs = safetyMarginMs(lease.ttlMs),
 ): { signal: AbortSignal; stop(): void } {
   const controller = new AbortController();
+  // Ends a renewal still in flight (and its retries) once the lease is lost or no longer kept.
+  const renewing = new AbortController();
   const margin = marginMs;
   let stopped = false;
   let renewTimer: NodeJS.Timeout | undefined;
@@ -32,6 +34,7 @@ export function keepLease(
     stopped = true;
     clearTimeout(renewTimer);
     clearTimeout(deadlineTimer);
+    renewing.abort(error);
     controller.abort(error);
   };
   const armDeadline = () => {
@@ -46,7 +49,7 @@ export function keepLease(
     renewTimer = setTimeout(async () => {
       if (stopped) return;
       try {
-        await client.renew(lease);
+        await client.renew(lease, { signal: renewing.signal });
         if (stopped) return;
         armDeadline();
         renewSoon(lease.ttlMs / 3);
@@ -65,6 +68,7 @@ export function keepLease(
       stopped = true;
       clearTimeout(renewTimer);
       clearTimeout(deadlineTimer);
+      renewing.abort(new Error('the lease is no longer kept'));
     },
   };
 }

@@ -28,7 +28,7 @@ export interface TransportOptions {
    * failure, and which attempt this is of how many. Not for calls sent `quiet` (the SDK's own
    * clean-ups). Default: nothing is said.
    */
-  readonly onRetry?: (failure: UnavailableError, next: number, of: number) => void;
+  readonly onRetry?: (failure: UnavailableError, next: number, of: number, call: string) => void;
 }
 
 /** The local stack's credentials (npm start). */
@@ -65,6 +65,17 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', stop, { once: true });
   });
 }
+/**
+ * A call as people name it: `renew jobs/a` for a lock's route (`inspect jobs/a` for its view),
+ * else the method and path.
+ */
+export function callName(method: string, path: string): string {
+  const [route = path] = path.split('?');
+  const lock = /^\/api\/v1\/locks\/(.+?)(?:\/(acquire|release|renew|cancel|waits))?$/.exec(route);
+  if (lock) return `${lock[2] ?? 'inspect'} ${lock[1]}`;
+  return `${method} ${route}`;
+}
+
 /** Full-jitter exponential backoff: 50 ms doubling, capped at 2 s. */
 export const backoffMs = (attempt: number) => Math.random() * Math.min(2_000, 50 * 2 ** attempt);
 
@@ -113,7 +124,7 @@ export class SignedTransport {
     for (let attempt = 0; attempt < attempts; attempt++) {
       if (attempt > 0) await sleep(backoffMs(attempt), signal);
       signal?.throwIfAborted();
-      if (attempt > 0 && !options.quiet) this.tellRetry(last, attempt + 1, attempts);
+      if (attempt > 0 && !options.quiet) this.tellRetry(last, attempt + 1, attempts, callName(method, path));
       try {
         const answer = await this.once(method, path, body, signal, Math.ceil(options.timeoutMs ?? 35_000));
         // A limit's 429 is an answer (the request changed nothing); a throttle's is retried.
@@ -130,9 +141,9 @@ export class SignedTransport {
   }
 
   /** onRetry, told as the next attempt starts; a listener that throws changes nothing. */
-  private tellRetry(failure: unknown, attempt: number, attempts: number): void {
+  private tellRetry(failure: unknown, attempt: number, attempts: number, call: string): void {
     try {
-      this.onRetry?.(this.unavailable(failure), attempt, attempts);
+      this.onRetry?.(this.unavailable(failure), attempt, attempts, call);
     } catch {
       // A warning's listener failing is no reason to fail the call.
     }

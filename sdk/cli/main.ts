@@ -21,7 +21,7 @@ import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
 import { addTopCommand } from './top';
-import { cliMessage } from './wording';
+import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from './wording';
 
 interface Globals extends EndpointFlags {
   readonly region?: string;
@@ -72,6 +72,15 @@ export function lockModeFlags(o: { shared?: boolean; maxHolders?: number }): {
     );
   if (o.shared !== true) return {};
   return o.maxHolders === undefined ? { mode: 'shared' } : { mode: 'shared', maxHolders: o.maxHolders };
+}
+
+/** --priority orders a wait in the queue: refused where nothing waits (-n, --wait 0), not ignored. */
+export function priorityNeedsWait(priority: number | undefined, waitMs: number | undefined): void {
+  if (priority !== undefined && waitMs === 0)
+    throw new BadArgument(
+      '--priority',
+      `--priority ${priority} orders a wait in the lock's queue, and this tries once without waiting: give --wait with it`,
+    );
 }
 
 /** How a lock or holder is held, compactly: 'shared', a semaphore's 'shared 2/3' (holders/N), or 'exclusive'. */
@@ -540,6 +549,7 @@ terminal (/dev/tty).`,
       const refusal = graceRefusal(o.ttl, killGraceMs);
       if (refusal) throw new BadArgument('--kill-grace', refusal);
       const mode = lockModeFlags(o);
+      priorityNeedsWait(o.priority, o.wait === false ? 0 : o.wait);
       const client = clientFor(g, g.clientId);
       const { names, command } = targets;
       try {
@@ -577,6 +587,7 @@ terminal (/dev/tty).`,
     .action(async (name: string, o) => {
       const g = globals();
       const mode = lockModeFlags(o);
+      priorityNeedsWait(o.priority, o.wait);
       const client = clientFor(g, g.clientId ?? stableClientId());
       try {
         const lease =
@@ -818,8 +829,10 @@ export async function main(argv = process.argv): Promise<void> {
   // The command that ran or was refused: under --json all but `run` (whose stdout is its
   // command's) print an error on stdout as well.
   let command: string | undefined;
+  let operands: readonly string[] = [];
   cli.hook('preAction', (_root, action) => {
     command = action.name();
+    operands = action.args;
   });
   throwUsageErrors(cli, (name) => {
     command ??= name;
@@ -856,6 +869,8 @@ export async function main(argv = process.argv): Promise<void> {
     }
     const code = error instanceof LatchkeyClientError ? ` [${error.code}]` : '';
     console.error(`latchkey: ${explain(e)}${code}`);
+    if ((command === 'acquire' || command === 'run') && mayHaveBeenGranted(error))
+      console.error(`latchkey: ${maybeGrantedHint(command, operands[0])}`);
     process.exitCode = 1;
   }
 }

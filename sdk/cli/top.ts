@@ -736,10 +736,12 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
   const namespace = local ? undefined : topNamespace(run.namespace, endpoints);
   const client = context.client(g);
   const write = context.write ?? ((t: string) => console.log(t));
+  // Redrawn in place on a terminal; to a file or a pipe, one view after another, without escapes.
+  const redraw = process.stdout.isTTY ? logUpdate : (text: string) => console.log(`${text}\n`);
   const show = (s: TopSnapshot) => {
     if (run.json) write(JSON.stringify(s));
-    else if (run.once || context.write) (context.write ?? ((t: string) => console.log(t)))(render(s));
-    else logUpdate(render(s));
+    else if (run.once || context.write) write(render(s));
+    else redraw(render(s));
   };
   const problem = (error: unknown) => {
     const at = new Date().toISOString();
@@ -751,7 +753,7 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
           ...(context.errorJson?.(error) ?? { error: { message: (error as Error).message } }),
         }),
       );
-    else logUpdate(`${at}  ${(error as Error).message} (retrying)`);
+    else redraw(`${at}  ${(error as Error).message} (retrying)`);
   };
   const sessions = new Refreshing(() => gatherSessions(client), SESSIONS_EVERY_MS);
   sessions.kick(); // meanwhile the first sample is taken

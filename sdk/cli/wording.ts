@@ -4,7 +4,14 @@
  * 1000`).
  */
 import { formatDuration, formatExactDuration } from '../duration';
-import { InvalidArgumentError, InvalidRequestError, LockHeldError, WaitTimeoutError } from '../errors';
+import {
+  InvalidArgumentError,
+  InvalidRequestError,
+  LockHeldError,
+  MaxHoldersMismatchError,
+  UnavailableError,
+  WaitTimeoutError,
+} from '../errors';
 
 interface Flag {
   readonly flag: string;
@@ -59,6 +66,10 @@ export function cliMessage(error: unknown): string {
       : ', for as long as its session lives';
     return `${error.message}${h.mine ? ' (this client id)' : ''}${left}`;
   }
+  if (error instanceof MaxHoldersMismatchError) {
+    const n = error.maxHoldersInForce;
+    return `${error.message.replace(/\bmax_holders\b/g, '--max-holders')}${n === undefined ? '' : ` (give --shared --max-holders ${n})`}`;
+  }
   if (error instanceof InvalidArgumentError) {
     // The SDK names the call ("acquireNow: lock name …", "withLocks: locks[1]: …"); a command
     // line called none.
@@ -72,4 +83,23 @@ export function cliMessage(error: unknown): string {
     if (each.every((text) => text !== undefined)) return each.join('; ');
   }
   return (error as Error)?.message ?? String(error);
+}
+
+/**
+ * Whether an acquire that failed with `error` may have been granted all the same: the service or
+ * DynamoDB failed, or an answer never came, after the request may have reached it (not a refused
+ * or unresolvable connection, which nothing reached).
+ */
+export function mayHaveBeenGranted(error: unknown): boolean {
+  if (!(error instanceof UnavailableError)) return false;
+  return !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET before|EHOSTUNREACH|ENETUNREACH/.test(
+    error.reason ?? '',
+  );
+}
+
+/** What to do about an acquire that failed as `mayHaveBeenGranted` says: for `acquire` (its lock) or `run`. */
+export function maybeGrantedHint(command: 'acquire' | 'run', lock: string | undefined): string {
+  return command === 'acquire'
+    ? `the lock may have been granted all the same (the answer was lost): latchkey show ${lock ?? 'NAME'} shows a grant of yours there with its token (release it with latchkey release); else it lapses at its ttl`
+    : 'the lock may have been granted all the same (the answer was lost) to this run, which nobody else can release: it lapses at its --ttl';
 }

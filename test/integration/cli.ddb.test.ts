@@ -474,7 +474,7 @@ describe('errors that name the fix', () => {
     expect(retries).toEqual(
       [2, 3, 4, 5].map(
         (n) =>
-          `latchkey: latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}): trying again (attempt ${n} of 5)`,
+          `latchkey: inspect cli/x: latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}): trying again (attempt ${n} of 5)`,
       ),
     );
     // Under --json the error is on stdout too; under run --json, stdout is the command's alone.

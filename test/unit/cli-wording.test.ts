@@ -3,13 +3,14 @@
  * HTTP API's fields; and its --json views of leases, refusals and errors.
  */
 import { describe, expect, it } from 'vitest';
-import { errorView, leaseView, notAcquiredView } from '../../sdk/cli/main';
-import { cliMessage } from '../../sdk/cli/wording';
+import { errorView, leaseView, notAcquiredView, priorityNeedsWait } from '../../sdk/cli/main';
+import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
 import {
   DeadlockError,
   errorFromResponse,
   InvalidArgumentError,
   LockHeldError,
+  UnavailableError,
   WaitTimeoutError,
 } from '../../sdk/errors';
 import { Lease } from '../../sdk/lease';
@@ -130,6 +131,54 @@ describe('cliMessage', () => {
     expect(cliMessage(new LockHeldError('jobs/a', undefined, 50))).toBe(
       'lock jobs/a is held (being handed to a waiter)',
     );
+  });
+});
+
+describe('cliMessage, more', () => {
+  it('a semaphore asked for with another N: the flag, and the N to give', () => {
+    const mismatch = errorFromResponse(409, {
+      error: {
+        code: 'MAX_HOLDERS_MISMATCH',
+        message:
+          'pool/gpu is held as a semaphore of max_holders 2: every holder must ask for the same max_holders',
+        details: [{ path: 'max_holders', message: '2 in force' }],
+      },
+    });
+    expect(cliMessage(mismatch)).toBe(
+      'pool/gpu is held as a semaphore of --max-holders 2: every holder must ask for the same --max-holders (give --shared --max-holders 2)',
+    );
+  });
+
+  it('an acquire that failed as unavailable may have been granted, unless nothing was reached', () => {
+    expect(
+      mayHaveBeenGranted(
+        errorFromResponse(503, { error: { code: 'UNAVAILABLE', message: 'DynamoDB is unavailable' } }),
+      ),
+    ).toBe(true);
+    const timedOut = new UnavailableError('…', undefined, {
+      endpoint: 'http://x',
+      reason: 'no answer in time',
+    });
+    expect(mayHaveBeenGranted(timedOut)).toBe(true);
+    const refused = new UnavailableError('…', undefined, {
+      endpoint: 'http://x',
+      reason: 'connect ECONNREFUSED 127.0.0.1:1',
+    });
+    expect(mayHaveBeenGranted(refused)).toBe(false);
+    expect(mayHaveBeenGranted(new LockHeldError('a', 'b', 1))).toBe(false);
+    expect(maybeGrantedHint('acquire', 'jobs/a')).toContain('latchkey show jobs/a shows a grant of yours');
+    expect(maybeGrantedHint('run', undefined)).toContain('it lapses at its --ttl');
+  });
+});
+
+describe('priorityNeedsWait', () => {
+  it('--priority is refused where nothing waits (it would be ignored), taken where something does', () => {
+    expect(() => priorityNeedsWait(5, 0)).toThrow(
+      /--priority 5 orders a wait in the lock's queue.*give --wait with it/,
+    );
+    expect(() => priorityNeedsWait(5, 1_000)).not.toThrow();
+    expect(() => priorityNeedsWait(5, undefined)).not.toThrow(); // run: waits until granted
+    expect(() => priorityNeedsWait(undefined, 0)).not.toThrow();
   });
 });
 

@@ -594,7 +594,10 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     const first = warnings[0] as RetryWarning;
     expect(first).toBeInstanceOf(RetryWarning);
     expect(first.retryable).toBe(true);
-    expect(first.message).toBe('DynamoDB is unavailable (TimeoutError): trying again (attempt 2 of 5)');
+    expect(first.call).toBe('inspect jobs/a');
+    expect(first.message).toBe(
+      'inspect jobs/a: DynamoDB is unavailable (TimeoutError): trying again (attempt 2 of 5)',
+    );
     // The SDK's own clean-ups retry without a word (nobody asked for them).
     warnings.length = 0;
     requests = 0;

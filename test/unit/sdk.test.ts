@@ -107,6 +107,30 @@ describe('errors from answers', () => {
     expect(e(409, 'NOT_HOLDER')).toMatchObject({ retryable: false, code: 'NOT_HOLDER' });
     expect(errorFromResponse(403, { message: 'Forbidden' }).message).toBe('Forbidden'); // API Gateway's own
   });
+
+  it("a 400 about fields the SDK's options set reads in the options' names; its details keep the API's", () => {
+    const refused = (details: { path: string; message: string }[]) =>
+      errorFromResponse(400, {
+        error: {
+          code: 'INVALID_REQUEST',
+          message: `request body is invalid: ${details[0]?.path}: …`,
+          details,
+        },
+      }) as InvalidRequestError;
+    const ttl = refused([{ path: 'ttl_ms', message: 'ttl_ms must be at least 1000' }]);
+    expect(ttl.message).toBe('ttlMs must be at least 1000');
+    expect(ttl.details).toEqual([{ path: 'ttl_ms', message: 'ttl_ms must be at least 1000' }]);
+    expect(
+      refused([
+        { path: 'wait_timeout_ms', message: 'wait_timeout_ms must be at most 900000' },
+        { path: 'priority', message: "priority must be at most 10 (this service's range)" },
+      ]).message,
+    ).toBe("waitTimeoutMs must be at most 900000; priority must be at most 10 (this service's range)");
+    // A field no option sets: the service's message as it is.
+    expect(refused([{ path: 'client_id', message: 'client_id may contain only …' }]).message).toBe(
+      'request body is invalid: client_id: …',
+    );
+  });
 });
 
 describe('FenceGuard', () => {

@@ -1,0 +1,54 @@
+/** keepLease: a renewal still in flight ends (with its retries) once the lease is lost or no longer kept. */
+import { describe, expect, it, vi } from 'vitest';
+import { LeaseLostError } from '../../sdk/errors';
+import { Lease } from '../../sdk/lease';
+import { keepLease } from '../../sdk/lease-keeper';
+
+const lease = (ttlMs: number) =>
+  new Lease(
+    {
+      lock: 'jobs/a',
+      client_id: 'c',
+      fencing_token: 1,
+      expires_at: new Date(Date.now() + ttlMs).toISOString(),
+      remaining_ms: ttlMs,
+      ttl_ms: ttlMs,
+    },
+    performance.now(),
+  );
+
+/** A renewer whose calls never answer: each ends only when its signal aborts. */
+function hanging() {
+  const signals: AbortSignal[] = [];
+  return {
+    signals,
+    renew: (_lease: Lease, options?: { signal?: AbortSignal }) =>
+      new Promise<Lease>((_resolve, reject) => {
+        const signal = options?.signal;
+        if (!signal) return reject(new Error('no signal'));
+        signals.push(signal);
+        signal.addEventListener('abort', () => reject(signal.reason));
+      }),
+  };
+}
+
+describe('keepLease', () => {
+  it('a renewal in flight when the lease is lost (unconfirmed by its deadline) is ended', async () => {
+    const renewer = hanging();
+    const kept = keepLease(renewer, lease(300), 50);
+    await vi.waitFor(() => expect(renewer.signals).toHaveLength(1)); // a third of the ttl in
+    expect(renewer.signals[0]?.aborted).toBe(false);
+    await new Promise((resolve) => kept.signal.addEventListener('abort', resolve));
+    expect(kept.signal.reason).toBeInstanceOf(LeaseLostError);
+    expect(renewer.signals[0]?.aborted).toBe(true);
+  });
+
+  it('and one in flight when the holder stops keeping it', async () => {
+    const renewer = hanging();
+    const kept = keepLease(renewer, lease(3_000), 50);
+    await vi.waitFor(() => expect(renewer.signals).toHaveLength(1), { timeout: 3_000 });
+    kept.stop();
+    expect(renewer.signals[0]?.aborted).toBe(true);
+    expect(kept.signal.aborted).toBe(false); // stopping is not losing
+  });
+});
