@@ -207,8 +207,16 @@ describe('only the principal that holds a lock may release or renew it', () => {
       clientId: 'b',
       fencingToken: grant.fencingToken + 2,
     });
-    // The old holder is refused from now on (the lock is another principal's now).
-    await expect(h.release(grant)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // The old holder is refused from now on, told why (its own grant was forced; nothing about b's).
+    await expect(h.release(grant)).rejects.toMatchObject({
+      code: 'NOT_HOLDER',
+      message: expect.stringMatching(/an operator force-released that grant at .* \(reason: stuck job\)$/),
+    });
+    expect(h.item).toMatchObject({ forced_token: grant.fencingToken, forced_owner: OWNER });
+    // Another principal naming that token (here b's, which holds it now) learns nothing of the force.
+    const other = await h.services.locks.release(stolen(grant)).catch((e: unknown) => e);
+    expect(other).toMatchObject({ code: 'NOT_HOLDER' });
+    expect((other as Error).message).not.toMatch(/force|stuck job/);
     // Nothing held: nothing to force.
     const free = new QueueHarness();
     expect(await free.services.locks.forceRelease(LOCK, admin, 'nothing')).toEqual({ kind: 'not-held' });
