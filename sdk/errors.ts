@@ -163,6 +163,12 @@ export class UnavailableError extends LatchkeyClientError {
   override name = 'UnavailableError';
   /** Why it could not be reached (e.g. `connect ECONNREFUSED 127.0.0.1:3000`), when it could not. */
   readonly reason: string | undefined;
+  /**
+   * Set when the call's attempts are spent: whether any of them may have reached the service and
+   * been applied (a 5xx, or no answer to a request that may have been sent), so a write's outcome
+   * is unknown; false when every attempt was refused unsent or throttled. Undefined: not known.
+   */
+  mayHaveApplied: boolean | undefined;
   constructor(
     message: string,
     status?: number,

@@ -50,6 +50,9 @@ export function networkReason(error: unknown): string {
   return e?.cause?.message ?? e?.cause?.code ?? e?.message ?? String(error);
 }
 
+/** Network failures before a request could reach anyone: the connection was refused or never made. */
+const NEVER_SENT = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/;
+
 /** Sleeps `ms`, or rejects with the signal's reason as soon as it is aborted. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -121,6 +124,8 @@ export class SignedTransport {
     const { signal } = options;
     const attempts = options.attempts ?? this.maxAttempts;
     let last: unknown;
+    // Whether any failed attempt may have reached the service and been applied.
+    let reached = false;
     for (let attempt = 0; attempt < attempts; attempt++) {
       if (attempt > 0) await sleep(backoffMs(attempt), signal);
       signal?.throwIfAborted();
@@ -131,13 +136,18 @@ export class SignedTransport {
         const limit = answer.status === 429 && LIMIT_CODES.has(answer.body?.error?.code);
         if ((answer.status !== 429 && answer.status < 500) || limit) return answer;
         last = errorFromResponse(answer.status, answer.body);
+        // A 5xx may follow a write that was made; a throttle's 429 refused the request.
+        reached ||= answer.status >= 500;
       } catch (error) {
         // Aborted, or an endpoint that is not the API (a redirect): no retry helps.
         if (signal?.aborted || error instanceof EndpointError) throw error;
         last = error;
+        reached ||= !NEVER_SENT.test(networkReason(error));
       }
     }
-    throw this.unavailable(last);
+    const failure = this.unavailable(last);
+    failure.mayHaveApplied = reached;
+    throw failure;
   }
 
   /** onRetry, told as the next attempt starts; a listener that throws changes nothing. */

@@ -582,6 +582,9 @@ export function forceReleaseSharedWrite(
       set(LockAttr.forcedBy, by),
       set(LockAttr.forcedAt, now),
       set(LockAttr.forcedReason, reason),
+      // This force names no one exclusive grant: an earlier one's record must not be told as it.
+      remove(LockAttr.forcedToken),
+      remove(LockAttr.forcedOwner),
     ],
     // Pinned on the entries, so exact: no TTL while an entry held through a session is left.
     gcFrom: gcFor(now, sessionsLeft > 0 ? 'some' : 'none'),

@@ -841,7 +841,10 @@ export async function main(argv = process.argv): Promise<void> {
     await cli.parseAsync(argv);
   } catch (error) {
     const e = error as Error;
-    const json = (cli.opts<Globals>().json === true || argv.includes('--json')) && command !== 'run';
+    // --json as latchkey's own flag: before any `--` (what follows is a command's arguments).
+    const dashes = argv.indexOf('--');
+    const flags = dashes < 0 ? argv : argv.slice(0, dashes);
+    const json = (cli.opts<Globals>().json === true || flags.includes('--json')) && command !== 'run';
     if (error instanceof CommanderError) {
       // Commander said it on stderr already (an error, or help: exit 0).
       if (json && error.exitCode !== 0) {

@@ -86,20 +86,17 @@ export function cliMessage(error: unknown): string {
 }
 
 /**
- * Whether an acquire that failed with `error` may have been granted all the same: the service or
- * DynamoDB failed, or an answer never came, after the request may have reached it (not a refused
- * or unresolvable connection, which nothing reached).
+ * Whether an acquire that failed with `error` may have been granted all the same: an attempt may
+ * have reached the service (a 5xx, or no answer to a request that may have been sent), as the
+ * SDK's transport recorded (unknown counts as maybe); not when every attempt was refused unsent.
  */
 export function mayHaveBeenGranted(error: unknown): boolean {
-  if (!(error instanceof UnavailableError)) return false;
-  return !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET before|EHOSTUNREACH|ENETUNREACH/.test(
-    error.reason ?? '',
-  );
+  return error instanceof UnavailableError && error.mayHaveApplied !== false;
 }
 
 /** What to do about an acquire that failed as `mayHaveBeenGranted` says: for `acquire` (its lock) or `run`. */
 export function maybeGrantedHint(command: 'acquire' | 'run', lock: string | undefined): string {
   return command === 'acquire'
     ? `the lock may have been granted all the same (the answer was lost): latchkey show ${lock ?? 'NAME'} shows a grant of yours there with its token (release it with latchkey release); else it lapses at its ttl`
-    : 'the lock may have been granted all the same (the answer was lost) to this run, which nobody else can release: it lapses at its --ttl';
+    : 'the lock may have been granted all the same (the answer was lost) to this run, which has ended: it lapses at its --ttl, or latchkey show NAME shows it to you with its holder and token to release it with';
 }

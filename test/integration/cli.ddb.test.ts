@@ -455,6 +455,17 @@ describe('nested runs', () => {
       env: { ...process.env, LATCHKEY_LOCKS: `${name}=1795000000000001`, LATCHKEY_MODE: 'exclusive' },
     });
     expect(stale.code, stale.stderr).toBe(0);
+    // Named with a token, but held now under another (a later grant): not the enclosing run's.
+    const held = await new LockClient({ endpoint: stack.url, clientId: 'later-holder' }).tryAcquire(name, {
+      ttlMs: 60_000,
+    });
+    expect(held).not.toBeNull();
+    const other = await runCli([...stackFlags(stack), 'run', '-n', name, '--', 'true'], {
+      env: { ...process.env, LATCHKEY_LOCKS: `${name}=${(held?.fencingToken ?? 0) - 1}` },
+    });
+    expect(other.code).toBe(EXIT.NOT_ACQUIRED);
+    expect(other.stderr).toContain('is held by later-holder');
+    expect(other.stderr).not.toContain('runs inside');
   });
 });
 

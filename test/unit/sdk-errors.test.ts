@@ -478,6 +478,8 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
       ),
     );
     expect((error as UnavailableError).reason).toBe(`connect ECONNREFUSED 127.0.0.1:${closed}`);
+    // Nothing was ever sent: the acquire cannot have been applied.
+    expect((error as UnavailableError).mayHaveApplied).toBe(false);
   });
 
   it('an HTTP API that never answers: each attempt ends at its timeout, and the error says so', async () => {
@@ -497,6 +499,8 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(error).toBeInstanceOf(UnavailableError);
     expect((error as UnavailableError).reason).toBe('no answer in time');
     expect(seen).toEqual(['/api/v1/locks/jobs/a/acquire', '/api/v1/locks/jobs/a/acquire']);
+    // Sent, never answered: it may have been applied.
+    expect((error as UnavailableError).mayHaveApplied).toBe(true);
   });
 
   it("the caller's abort ends a request at once, with the caller's reason and no retry", async () => {
@@ -583,6 +587,8 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     const error = await failure(() => client.inspect('jobs/a'));
     expect(error).toBeInstanceOf(UnavailableError);
     expect(error).not.toBeInstanceOf(RetryWarning);
+    // A 5xx may follow a write that was made: the outcome of a write is unknown.
+    expect((error as UnavailableError).mayHaveApplied).toBe(true);
     expect(requests).toBe(5);
     expect(warnings).toHaveLength(4);
     expect(warnings.map((w) => [(w as RetryWarning).attempt, (w as RetryWarning).attempts])).toEqual([

@@ -189,6 +189,20 @@ describe('only the principal that holds a lock may release or renew it', () => {
     expect(snapshot?.[L.fence]).toBe(h.item?.[L.fence]);
   });
 
+  it("a later force of shared grants does not tell the first force's holder its time or reason", async () => {
+    const { h, grant } = await held();
+    const admin = localPrincipal('admin');
+    await h.services.locks.forceRelease(LOCK, admin, 'exclusive one stuck');
+    h.now += 10;
+    await h.hold('s', { owner: MALLORY, mode: 'shared' });
+    const forced = await h.services.locks.forceRelease(LOCK, admin, "mallory's readers stuck");
+    expect(forced).toMatchObject({ kind: 'released' });
+    expect(h.item).not.toHaveProperty('forced_token');
+    const late = await h.release(grant).catch((e: unknown) => e);
+    expect(late).toMatchObject({ code: 'NOT_HOLDER' });
+    expect((late as Error).message).not.toMatch(/force|stuck/);
+  });
+
   it('an administrator may end it whoever holds it, fencing past it, and the queue is served', async () => {
     const { h, grant } = await held();
     h.now += 1;
