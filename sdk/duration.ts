@@ -22,11 +22,11 @@ export function parseDuration(text: string): number {
   return Math.round(ms);
 }
 
+/** A duration for people, to a tenth of its unit: 250ms, 1.5s, 5m (never '5.0m'), 2.5h. */
 export function formatDuration(ms: number): string {
-  if (ms < 1_000) return `${Math.round(ms)}ms`;
-  if (ms < 60_000) return `${(ms / 1_000).toFixed(ms % 1_000 ? 1 : 0)}s`;
-  if (ms < 3_600_000) return `${(ms / 60_000).toFixed(ms % 60_000 ? 1 : 0)}m`;
-  return `${(ms / 3_600_000).toFixed(1)}h`;
+  if (ms < 999.5) return `${Math.round(ms)}ms`;
+  const [size, unit] = ms < 59_950 ? [1_000, 's'] : ms < 3_597_000 ? [60_000, 'm'] : [3_600_000, 'h'];
+  return `${(ms / size).toFixed(1).replace(/\.0$/, '')}${unit}`;
 }
 
 /**

@@ -74,6 +74,9 @@ export function lockModeFlags(o: { shared?: boolean; maxHolders?: number }): {
   return o.maxHolders === undefined ? { mode: 'shared' } : { mode: 'shared', maxHolders: o.maxHolders };
 }
 
+/** `n thing` or `n things`. */
+const count = (n: number, thing: string) => `${n} ${thing}${n === 1 ? '' : 's'}`;
+
 /** --priority orders a wait in the queue: refused where nothing waits (-n, --wait 0), not ignored. */
 export function priorityNeedsWait(priority: number | undefined, waitMs: number | undefined): void {
   if (priority !== undefined && waitMs === 0)
@@ -727,11 +730,10 @@ terminal (/dev/tty).`,
     .action(async (id: string, o: { reason: string }) => {
       const g = globals();
       const out = await clientFor(g).endSession(id, o.reason);
-      print(
-        g,
-        out,
-        () =>
-          `ended session ${id} of ${out.principal} (${out.client_id}), ${out.was} before: ${out.locks_released} lock(s) released`,
+      print(g, out, () =>
+        out.was === 'ended'
+          ? `session ${id} of ${out.principal} (${out.client_id}) had ended already: nothing to release`
+          : `ended session ${id} of ${out.principal} (${out.client_id}), ${out.was} before: ${count(out.locks_released, 'lock')} released`,
       );
     });
   admin
@@ -795,7 +797,7 @@ terminal (/dev/tty).`,
           );
           show(
             { at, prefix, locks, queues },
-            `${at}  ${locks.length} locks under '${prefix}'\n\n${describeList(locks)}${
+            `${at}  ${count(locks.length, 'lock')} under '${prefix}'\n\n${describeList(locks)}${
               queues.length ? `\n\n${queues.map(describeLock).join('\n\n')}` : ''
             }`,
           );

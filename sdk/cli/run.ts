@@ -314,6 +314,43 @@ export async function heldByEnclosingRun(
   return undefined;
 }
 
+/** How long a run waits before it says what it waits for. */
+const WAITING_NOTE_MS = 1_000;
+
+/** What `inspect` shows of a lock that a waiting run needs. */
+export interface WaitedLockView {
+  readonly holders?: readonly { readonly client_id: string; readonly expires_at?: string | null }[];
+  readonly queued?: number;
+  readonly mode?: string | null;
+  readonly max_holders?: number | null;
+}
+
+/**
+ * The line a run that waits says once: the lock(s), and for one lock whom it waits for (from
+ * `view`, a lookup of it): `waiting for jobs/a: held by w-1 (lease ends in 25s), 2 queued`.
+ */
+export function waitingLine(names: readonly string[], view?: WaitedLockView, now = Date.now()): string {
+  const what = `waiting for ${names.join(', ')}`;
+  const holders = view?.holders ?? [];
+  if (!view || holders.length === 0) return `${what}...`;
+  const shown = holders.slice(0, 3).map((h) => h.client_id);
+  const more = holders.length > 3 ? ` and ${holders.length - 3} more` : '';
+  const ends = holders[0]?.expires_at ? Date.parse(holders[0].expires_at) - now : undefined;
+  const lease =
+    holders.length === 1
+      ? ends === undefined || Number.isNaN(ends)
+        ? ' (through a session)'
+        : ` (lease ends in ${formatDuration(Math.max(0, ends))})`
+      : '';
+  const shared =
+    view.mode === 'shared'
+      ? view.max_holders
+        ? ` (shared, ${holders.length} of ${view.max_holders})`
+        : ' (shared)'
+      : '';
+  return `${what}: held by ${shown.join(', ')}${more}${shared}${lease}, ${view.queued ?? 0} queued`;
+}
+
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
 const LEFTOVER_MS = 200;
 
@@ -400,10 +437,25 @@ export async function runLocked(
           run,
         );
   };
+  // A run still waiting after a moment says once what for (a cron job's log shows why it was slow).
+  const waitingNote =
+    lockOptions.waitTimeoutMs === 0
+      ? undefined
+      : setTimeout(() => {
+          const [only] = all;
+          const looked =
+            all.length === 1 && only !== undefined ? client.inspect(only) : Promise.resolve(undefined);
+          void looked
+            .catch(() => undefined)
+            .then((view) => {
+              if (!held && !signalled) options.say(`latchkey: ${waitingLine(all, view)}`);
+            });
+        }, WAITING_NOTE_MS).unref();
   try {
     return await holding(
       (leases, lost) =>
         new Promise<number>((resolve) => {
+          clearTimeout(waitingNote);
           if (signalled) return resolve(exitCodeOf(signalled));
           const env = lockEnv(leases);
           held = { leases, lost };
@@ -461,6 +513,7 @@ export async function runLocked(
     }
     throw error;
   } finally {
+    clearTimeout(waitingNote);
     group?.disarm();
     for (const sig of FORWARDED) process.off(sig, onSignal);
     process.off('SIGWINCH', onResize);

@@ -14,7 +14,7 @@
  *      per grant, and on the queue-in-the-lock-item design proposed on issue
  *      14, bare and with each kind of item it adds (floor.ts); and the
  *      contention runs side by side, with ratios (contention-stats.ts).
- * BENCH_ONLY=http, peer or floor runs that one alone (floor: every floor row).
+ * BENCH_ONLY=ws, http, peer or floor runs that one alone (ws: without the crashed holder; floor: every floor row).
  * The peer and floor rows run in BENCH_FLOOR_ROUNDS rounds (default 3), each
  * in another order, for the seconds of one row split among them.
  *
@@ -417,10 +417,10 @@ async function main() {
     console.log(`\nwaiting bench: local stack, DynamoDB through a counting proxy, warming up...`);
     const rows: { name: string; stats: ContentionStats }[] = [];
     const only = process.env.BENCH_ONLY;
-    if (!only) {
+    if (!only || only === 'ws') {
       const webSocket = await contention(stack, proxy);
       rows.push({ name: 'latchkey, WebSocket waits', stats: webSocket.stats });
-      console.log([...webSocket.lines, ...(await crashedHolder(stack))].join('\n'));
+      console.log([...webSocket.lines, ...(only ? [] : await crashedHolder(stack))].join('\n'));
     }
     if (!only || only === 'http') {
       const http = await httpWaiting(stack, proxy);

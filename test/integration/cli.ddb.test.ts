@@ -120,6 +120,15 @@ describe('latchkey run', () => {
     const waited = await latchkey(['run', name, '--wait', '300ms', '--', 'true']);
     expect(waited.code).toBe(EXIT.NOT_ACQUIRED);
     expect(waited.stderr).toMatch(/not granted within/);
+    // Still waiting after a second, a run says once what for.
+    const noted = await latchkey(['run', name, '--wait', '2s', '--', 'true']);
+    expect(noted.code).toBe(EXIT.NOT_ACQUIRED);
+    expect(noted.stderr).toMatch(
+      new RegExp(
+        `^latchkey: waiting for ${name}: held by ${holder.clientId} \\(lease ends in [\\d.]+[sm]\\), 1 queued$`,
+        'm',
+      ),
+    );
     await holder.release(lease as Lease);
     expect((await latchkey(['run', lockName(), '--', '/no/such/command'])).code).toBe(EXIT.CANNOT_RUN);
   });

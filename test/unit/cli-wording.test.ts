@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { errorView, leaseView, notAcquiredView, priorityNeedsWait } from '../../sdk/cli/main';
+import { waitingLine } from '../../sdk/cli/run';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
 import {
   DeadlockError,
@@ -161,6 +162,40 @@ describe('cliMessage, more', () => {
     expect(mayHaveBeenGranted(new LockHeldError('a', 'b', 1))).toBe(false);
     expect(maybeGrantedHint('acquire', 'jobs/a')).toContain('latchkey show jobs/a shows a grant of yours');
     expect(maybeGrantedHint('run', undefined)).toContain('it lapses at its --ttl');
+  });
+});
+
+describe('waitingLine', () => {
+  const now = Date.parse('2026-12-04T12:00:00.000Z');
+  it('whom a waiting run waits for: the holder and its lease, shared holders, the queue', () => {
+    expect(
+      waitingLine(
+        ['jobs/a'],
+        { holders: [{ client_id: 'w-1', expires_at: '2026-12-04T12:00:25.000Z' }], queued: 2 },
+        now,
+      ),
+    ).toBe('waiting for jobs/a: held by w-1 (lease ends in 25s), 2 queued');
+    expect(
+      waitingLine(
+        ['pool/gpu'],
+        {
+          holders: [
+            { client_id: 'a', expires_at: '2026-12-04T12:00:09.000Z' },
+            { client_id: 'b', expires_at: '2026-12-04T12:00:19.000Z' },
+          ],
+          mode: 'shared',
+          max_holders: 2,
+          queued: 1,
+        },
+        now,
+      ),
+    ).toBe('waiting for pool/gpu: held by a, b (shared, 2 of 2), 1 queued');
+    expect(waitingLine(['jobs/s'], { holders: [{ client_id: 's', expires_at: null }], queued: 1 }, now)).toBe(
+      'waiting for jobs/s: held by s (through a session), 1 queued',
+    );
+    // Several locks, or no view: only what for.
+    expect(waitingLine(['jobs/a', 'jobs/b'])).toBe('waiting for jobs/a, jobs/b...');
+    expect(waitingLine(['jobs/a'], { holders: [], queued: 1 })).toBe('waiting for jobs/a...');
   });
 });
 

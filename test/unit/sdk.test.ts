@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LOCAL_HTTP, LOCAL_WS, resolveEndpoints } from '../../sdk/cli/endpoints';
-import { formatExactDuration } from '../../sdk/duration';
+import { formatDuration, formatExactDuration } from '../../sdk/duration';
 import { errorFromResponse } from '../../sdk/errors';
 import {
   FenceGuard,
@@ -35,6 +35,21 @@ describe('durations', () => {
     expect(parseDuration('0')).toBe(0); // the same in every unit
     for (const bad of ['', 'soon', '-5s', '5 minutes', '1e3', '5d', '1m30', 's', '1..5s', '30 s'])
       expect(() => parseDuration(bad)).toThrow(/not a duration/);
+  });
+
+  it('formatDuration rounds to a tenth of its unit and never writes a trailing .0', () => {
+    const f = (ms: number) => formatDuration(ms);
+    expect([999, 1_000, 1_500, 59_900, 59_960, 299_500, 300_000, 3_598_000, 9_000_000].map(f)).toEqual([
+      '999ms',
+      '1s',
+      '1.5s',
+      '59.9s',
+      '1m',
+      '5m',
+      '5m',
+      '1h',
+      '2.5h',
+    ]);
   });
 
   it('formatExactDuration writes a whole ms exactly, in units parseDuration reads back', () => {
