@@ -171,6 +171,15 @@ export function signalArg(value: unknown): AbortSignal | undefined {
   );
 }
 
+/** How many times to send a call (the first included): a whole number from 1 to 10. */
+export function attemptsArg(value: unknown): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 10) return value;
+  throw new InvalidArgumentError(
+    'attempts',
+    `attempts must be a whole number from 1 to 10 (got ${shown(value)})`,
+  );
+}
+
 export function clientIdArg(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string' && IDENTIFIER.test(value)) return value;

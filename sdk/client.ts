@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import {
+  attemptsArg,
   booleanArg,
   clientIdArg,
   DEFAULT_TTL_MS,
@@ -28,6 +29,7 @@ import {
   type LatchkeyClientError,
   LimitExceededError,
   LockHeldError,
+  markMayHaveApplied,
   RetryWarning,
   UnavailableError,
   type WaitEdge,
@@ -332,7 +334,8 @@ export class LockClient {
         // on the estimate meanwhile; a renewal that comes too late is refused, never applied.
         await this.renewWithin(lease, lease.ttlMs, attemptTimeoutMs(lease.ttlMs));
       } catch (error) {
-        await this.releaseQuietly(lease); // nobody else will: the caller never saw this lease
+        // Nobody else will: the caller never saw this lease. Not released: it is held until its ttl.
+        if (!(await this.releaseQuietly(lease))) markMayHaveApplied(error);
         throw error;
       }
     }
@@ -625,8 +628,12 @@ export class LockClient {
 
   /** The lock, its holder and its queue (GET /api/v1/locks/{name}). */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
-  async inspect(name: string): Promise<any> {
-    return this.call('GET', `/api/v1/locks/${nameArg('inspect', name)}`);
+  async inspect(name: string, options?: { signal?: AbortSignal; attempts?: number }): Promise<any> {
+    const given = optionsArg('inspect', options, '{ signal }');
+    return this.call('GET', `/api/v1/locks/${nameArg('inspect', name)}`, undefined, {
+      ...(given.signal === undefined ? {} : { signal: signalArg(given.signal) }),
+      ...(given.attempts === undefined ? {} : { attempts: attemptsArg(given.attempts) }),
+    });
   }
 
   /**

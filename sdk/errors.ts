@@ -212,6 +212,14 @@ export class RetryWarning extends UnavailableError {
   }
 }
 
+/**
+ * An acquire that failed after a lock was granted and could not be released again: its
+ * UnavailableError says the lock may be held (until its ttl).
+ */
+export function markMayHaveApplied(error: unknown): void {
+  if (error instanceof UnavailableError) error.mayHaveApplied = true;
+}
+
 /** The request was not signed, or signed with credentials not allowed to call latchkey (403). */
 export class UnauthorizedError extends LatchkeyClientError {
   override name = 'UnauthorizedError';

@@ -17,7 +17,7 @@ import {
   wantArg,
   wholeMs,
 } from './arguments';
-import { InvalidArgumentError, LockHeldError } from './errors';
+import { InvalidArgumentError, LockHeldError, markMayHaveApplied } from './errors';
 import { runHolding } from './held-locks';
 import type { Lease } from './lease';
 
@@ -203,9 +203,12 @@ export async function holdLocks<T>(
   fn: WithLocksCallback<T>,
 ): Promise<T> {
   const held: Held[] = [];
+  /** Releases what is held; false if some could not be (held until its ttl). */
   const releaseAll = async () => {
     for (const h of held) h.keeper.stop();
-    for (const h of [...held].reverse()) await taker.releaseQuietly(h.lease);
+    let all = true;
+    for (const h of [...held].reverse()) all = (await taker.releaseQuietly(h.lease)) && all;
+    return all;
   };
   const until = performance.now() + options.waitTimeoutMs;
   try {
@@ -236,7 +239,7 @@ export async function holdLocks<T>(
       held.push({ lease, keeper: taker.keep(lease, options.stopMarginMs) });
     }
   } catch (error) {
-    await releaseAll();
+    if (!(await releaseAll())) markMayHaveApplied(error);
     throw error;
   }
   const leases = held.map((h) => h.lease);

@@ -224,7 +224,7 @@ function describeTree(root: LockView, below: LockView[]): string {
   return table(['LOCK', 'STATE', 'HOLDER', 'MODE', 'BELOW'], rows);
 }
 
-/** When `iso` is from now, for people: 'in 25s' or '3.0m ago'. */
+/** When `iso` is from now, for people: 'in 25s' or '3m ago'. */
 export function fromNow(iso: string, now = Date.now()): string {
   const ms = Date.parse(iso) - now;
   return ms >= 0 ? `in ${formatDuration(ms)}` : `${formatDuration(-ms)} ago`;
@@ -732,7 +732,7 @@ terminal (/dev/tty).`,
       const out = await clientFor(g).endSession(id, o.reason);
       print(g, out, () =>
         out.was === 'ended'
-          ? `session ${id} of ${out.principal} (${out.client_id}) had ended already: nothing to release`
+          ? `session ${id} of ${out.principal} (${out.client_id}) was ended already (by another, or by this call's first attempt if its answer was lost): ${count(out.locks_released, 'lock')} released`
           : `ended session ${id} of ${out.principal} (${out.client_id}), ${out.was} before: ${count(out.locks_released, 'lock')} released`,
       );
     });

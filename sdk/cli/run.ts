@@ -321,15 +321,22 @@ const WAITING_NOTE_MS = 1_000;
 export interface WaitedLockView {
   readonly holders?: readonly { readonly client_id: string; readonly expires_at?: string | null }[];
   readonly queued?: number;
+  readonly waiters?: readonly { readonly client_id: string; readonly position: number }[];
   readonly mode?: string | null;
   readonly max_holders?: number | null;
 }
 
 /**
  * The line a run that waits says once: the lock(s), and for one lock whom it waits for (from
- * `view`, a lookup of it): `waiting for jobs/a: held by w-1 (lease ends in 25s), 2 queued`.
+ * `view`, a lookup of it) and where this run (`clientId`) is in its queue: `waiting for jobs/a:
+ * held by w-1 (lease ends in 25s), 2nd of 3 in the queue`.
  */
-export function waitingLine(names: readonly string[], view?: WaitedLockView, now = Date.now()): string {
+export function waitingLine(
+  names: readonly string[],
+  view?: WaitedLockView,
+  clientId?: string,
+  now = Date.now(),
+): string {
   const what = `waiting for ${names.join(', ')}`;
   const holders = view?.holders ?? [];
   if (!view || holders.length === 0) return `${what}...`;
@@ -348,7 +355,17 @@ export function waitingLine(names: readonly string[], view?: WaitedLockView, now
         ? ` (shared, ${holders.length} of ${view.max_holders})`
         : ' (shared)'
       : '';
-  return `${what}: held by ${shown.join(', ')}${more}${shared}${lease}, ${view.queued ?? 0} queued`;
+  const queued = view.queued ?? 0;
+  const mine = view.waiters?.find((w) => w.client_id === clientId)?.position;
+  const place = mine === undefined ? `${queued} queued` : `${ordinal(mine)} of ${queued} in the queue`;
+  return `${what}: held by ${shown.join(', ')}${more}${shared}${lease}, ${place}`;
+}
+
+/** 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ... */
+function ordinal(n: number): string {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
 }
 
 /** How long processes left in the group after the command exits get to end by themselves (a pipeline's tail). */
@@ -437,25 +454,33 @@ export async function runLocked(
           run,
         );
   };
-  // A run still waiting after a moment says once what for (a cron job's log shows why it was slow).
+  // A run still waiting after a moment says once what for (a cron job's log shows why it was
+  // slow): one lookup, sent once, ended with the wait (granted, given up or signalled).
+  const lookup = new AbortController();
   const waitingNote =
     lockOptions.waitTimeoutMs === 0
       ? undefined
       : setTimeout(() => {
           const [only] = all;
           const looked =
-            all.length === 1 && only !== undefined ? client.inspect(only) : Promise.resolve(undefined);
+            all.length === 1 && only !== undefined
+              ? client.inspect(only, { signal: lookup.signal, attempts: 1 })
+              : Promise.resolve(undefined);
           void looked
             .catch(() => undefined)
             .then((view) => {
-              if (!held && !signalled) options.say(`latchkey: ${waitingLine(all, view)}`);
+              if (!lookup.signal.aborted) options.say(`latchkey: ${waitingLine(all, view, client.clientId)}`);
             });
         }, WAITING_NOTE_MS).unref();
+  const waited = () => {
+    clearTimeout(waitingNote);
+    lookup.abort();
+  };
   try {
     return await holding(
       (leases, lost) =>
         new Promise<number>((resolve) => {
-          clearTimeout(waitingNote);
+          waited();
           if (signalled) return resolve(exitCodeOf(signalled));
           const env = lockEnv(leases);
           held = { leases, lost };
@@ -513,7 +538,7 @@ export async function runLocked(
     }
     throw error;
   } finally {
-    clearTimeout(waitingNote);
+    waited();
     group?.disarm();
     for (const sig of FORWARDED) process.off(sig, onSignal);
     process.off('SIGWINCH', onResize);

@@ -98,5 +98,5 @@ export function mayHaveBeenGranted(error: unknown): boolean {
 export function maybeGrantedHint(command: 'acquire' | 'run', lock: string | undefined): string {
   return command === 'acquire'
     ? `the lock may have been granted all the same (the answer was lost): latchkey show ${lock ?? 'NAME'} shows a grant of yours there with its token (release it with latchkey release); else it lapses at its ttl`
-    : 'the lock may have been granted all the same (the answer was lost) to this run, which has ended: it lapses at its --ttl, or latchkey show NAME shows it to you with its holder and token to release it with';
+    : `the lock may have been granted all the same (the answer was lost) to this run, which has ended: it lapses at its --ttl; or latchkey show ${lock ?? 'NAME'} shows its holder and token, to release it with latchkey release ${lock ?? 'NAME'} --token TOKEN --client-id HOLDER`;
 }

@@ -125,7 +125,7 @@ describe('latchkey run', () => {
     expect(noted.code).toBe(EXIT.NOT_ACQUIRED);
     expect(noted.stderr).toMatch(
       new RegExp(
-        `^latchkey: waiting for ${name}: held by ${holder.clientId} \\(lease ends in [\\d.]+[sm]\\), 1 queued$`,
+        `^latchkey: waiting for ${name}: held by ${holder.clientId} \\(lease ends in [\\d.]+[sm]\\), 1st of 1 in the queue$`,
         'm',
       ),
     );

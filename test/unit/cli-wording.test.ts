@@ -172,9 +172,26 @@ describe('waitingLine', () => {
       waitingLine(
         ['jobs/a'],
         { holders: [{ client_id: 'w-1', expires_at: '2026-12-04T12:00:25.000Z' }], queued: 2 },
+        undefined,
         now,
       ),
     ).toBe('waiting for jobs/a: held by w-1 (lease ends in 25s), 2 queued');
+    // Its own place, when the view shows it among the waiters.
+    expect(
+      waitingLine(
+        ['jobs/a'],
+        {
+          holders: [{ client_id: 'w-1', expires_at: '2026-12-04T12:00:25.000Z' }],
+          queued: 3,
+          waiters: [
+            { client_id: 'x', position: 1 },
+            { client_id: 'me', position: 2 },
+          ],
+        },
+        'me',
+        now,
+      ),
+    ).toBe('waiting for jobs/a: held by w-1 (lease ends in 25s), 2nd of 3 in the queue');
     expect(
       waitingLine(
         ['pool/gpu'],
@@ -187,12 +204,13 @@ describe('waitingLine', () => {
           max_holders: 2,
           queued: 1,
         },
+        undefined,
         now,
       ),
     ).toBe('waiting for pool/gpu: held by a, b (shared, 2 of 2), 1 queued');
-    expect(waitingLine(['jobs/s'], { holders: [{ client_id: 's', expires_at: null }], queued: 1 }, now)).toBe(
-      'waiting for jobs/s: held by s (through a session), 1 queued',
-    );
+    expect(
+      waitingLine(['jobs/s'], { holders: [{ client_id: 's', expires_at: null }], queued: 1 }, undefined, now),
+    ).toBe('waiting for jobs/s: held by s (through a session), 1 queued');
     // Several locks, or no view: only what for.
     expect(waitingLine(['jobs/a', 'jobs/b'])).toBe('waiting for jobs/a, jobs/b...');
     expect(waitingLine(['jobs/a'], { holders: [], queued: 1 })).toBe('waiting for jobs/a...');

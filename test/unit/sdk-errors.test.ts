@@ -649,6 +649,38 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(requests).toBe(1);
   });
 
+  it('mayHaveApplied is judged over every attempt: a 5xx then refused connections may have; throttles only, not', async () => {
+    let requests = 0;
+    server = createServer((_req, res) => {
+      requests++;
+      if (requests === 1) {
+        res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"code":"UNAVAILABLE"}}');
+        // Nothing listens from now on: the later attempts are refused unsent.
+        server?.close();
+        server?.closeAllConnections();
+      }
+    });
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const transport = new SignedTransport({ endpoint: `http://127.0.0.1:${port}` });
+    const first = await failure(() =>
+      transport.send('POST', '/api/v1/locks/jobs/a/acquire', {}, { attempts: 3 }),
+    );
+    expect((first as UnavailableError).reason).toMatch(/ECONNREFUSED/);
+    expect((first as UnavailableError).mayHaveApplied).toBe(true);
+    server = createServer((_req, res) =>
+      res.writeHead(429, { 'content-type': 'application/json' }).end('{"error":{"code":"THROTTLED"}}'),
+    );
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const throttled = new SignedTransport({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    });
+    const second = await failure(() =>
+      throttled.send('POST', '/api/v1/locks/jobs/a/acquire', {}, { attempts: 3 }),
+    );
+    expect((second as UnavailableError).mayHaveApplied).toBe(false);
+  });
+
   it('a 404 from API Gateway itself (no latchkey error code) says the endpoint is not latchkey', async () => {
     server = createServer((_req, res) =>
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
