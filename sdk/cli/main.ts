@@ -155,12 +155,23 @@ type LockView = any;
 function describeLock(v: LockView): string {
   const shared = v.mode === 'shared' ? ` (${modeText(v)})` : '';
   const lines = [`${v.lock}: ${v.state}${shared}${v.blocked_until ? ` until ${v.blocked_until}` : ''}`];
-  for (const h of v.holders ?? []) {
-    const left = Date.parse(h.expires_at) - Date.now();
+  // One holder a line, in columns (several shared holders read as a table).
+  const rows = (v.holders ?? []).map((h: LockView) => [
+    `${h.client_id}${h.mine ? ' (yours)' : ''}`,
+    h.mode === 'shared' ? 'shared' : '',
+    h.fencing_token === undefined ? '' : `token ${h.fencing_token}`,
+    h.expires_at === null
+      ? `session${h.session_id ? ` ${h.session_id}` : ''}`
+      : `expires in ${formatDuration(Math.max(0, Date.parse(h.expires_at) - Date.now()))}`,
+  ]);
+  const widths = [0, 1, 2].map((i) => Math.max(0, ...rows.map((r: string[]) => (r[i] ?? '').length)));
+  for (const r of rows)
     lines.push(
-      `  holder   ${h.client_id}${h.mine ? ' (yours)' : ''}${h.mode === 'shared' ? '  shared' : ''}${h.fencing_token === undefined ? '' : `  token ${h.fencing_token}`}  ${h.expires_at === null ? `session${h.session_id ? ` ${h.session_id}` : ''}` : `expires in ${formatDuration(Math.max(0, left))}`}`,
+      `  holder   ${r
+        .map((cell: string, i: number) => (i < 3 ? cell.padEnd(widths[i] ?? 0) : cell))
+        .filter((_cell: string, i: number) => (widths[i] ?? 1) > 0)
+        .join('  ')}`,
     );
-  }
   if (v.queued) lines.push(`  queued   ${v.queued}`);
   for (const w of v.waiters ?? [])
     lines.push(
@@ -216,7 +227,7 @@ function describeTree(root: LockView, below: LockView[]): string {
     return [
       `${'  '.repeat(depth(v.lock))}${v.lock}`,
       v.state,
-      h ? `${h.client_id}${more}` : '-',
+      h ? `${h.client_id}${h.mine ? ' (yours)' : ''}${more}` : '-',
       mode,
       under,
     ];

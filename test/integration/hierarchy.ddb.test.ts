@@ -213,7 +213,9 @@ describe('hierarchical locks on DynamoDB Local', () => {
     expect(lines[0]).toMatch(/^LOCK\s+STATE\s+HOLDER\s+MODE\s+BELOW$/);
     expect(lines[1]).toMatch(new RegExp(`^${acme}\\s+free\\s+-\\s+-\\s+x1 s1$`));
     expect(ran.stdout).toMatch(new RegExp(`\\n {2}${acme}/records\\s+free\\s+-\\s+-\\s+x1 s1`));
-    expect(ran.stdout).toMatch(new RegExp(`\\n {4}${acme}/records/1\\s+held\\s+a-\\S+\\s+exclusive\\s+-`));
+    expect(ran.stdout).toMatch(
+      new RegExp(`\\n {4}${acme}/records/1\\s+held\\s+a-\\S+ \\(yours\\)\\s+exclusive\\s+-`),
+    );
     // latchkey acquire says what keeps the parent out.
     const refused = await runCli([...stackFlags(stack), 'acquire', acme, '--ttl', '1m']);
     expect(refused.code).not.toBe(0);
