@@ -9,7 +9,7 @@
  * the pipe closes, which it does when this process ends, however it ends.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -111,20 +111,98 @@ function startWatchdog(pid: number): ChildProcess | undefined {
   }
 }
 
-async function waitUntilServing(endpoint: string, child: ChildProcess, output: () => string): Promise<void> {
+/** DynamoDB Local could not listen on its port: something else has it. */
+export class PortInUseError extends Error {
+  constructor(readonly port: number) {
+    super(`DynamoDB Local cannot listen on port ${port}: it is in use`);
+    this.name = 'PortInUseError';
+  }
+}
+
+const BIND_FAILURE = /BindException|Failed to bind/;
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Whether process `pid` has a TCP socket listening on `port`, read from Linux's /proc (its socket
+ * inodes, and the listening sockets' inodes by port); undefined where /proc cannot tell.
+ */
+export function listensOn(pid: number, port: number): boolean | undefined {
+  let sockets: Set<string>;
+  try {
+    const links = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return ''; // closed since the listing
+      }
+    });
+    sockets = new Set(links.filter((l) => l.startsWith('socket:[')).map((l) => l.slice(8, -1)));
+  } catch {
+    return undefined;
+  }
+  const portHex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  let readAny = false;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+      readAny = true;
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // sl, local address:port, remote, state (0A: listening), queues, timer, retransmits, uid, timeout, inode
+      const [, local, , state, , , , , , inode] = line.trim().split(/\s+/);
+      if (local?.endsWith(portHex) && state === '0A' && inode !== undefined && sockets.has(inode))
+        return true;
+    }
+  }
+  return readAny ? false : undefined;
+}
+
+async function waitUntilServing(port: number, child: ChildProcess, output: () => string): Promise<void> {
+  const exited = () => {
+    if (child.exitCode === null) return;
+    if (BIND_FAILURE.test(output())) throw new PortInUseError(port);
+    throw new Error(`DynamoDB Local exited with ${child.exitCode}: ${output()}`);
+  };
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`DynamoDB Local exited with ${child.exitCode}: ${output()}`);
+    exited();
     try {
-      // Any HTTP answer (400 for an unsigned GET) means the server is up.
-      await fetch(endpoint, { signal: AbortSignal.timeout(1_000) });
-      return;
+      // Any HTTP answer (400 for an unsigned GET) means a server is up, but another process
+      // listening on the port answers too (the JVM then exits, unable to bind): where /proc tells
+      // whose socket listens, only the JVM's counts.
+      await fetch(`http://127.0.0.1:${port}`, { signal: AbortSignal.timeout(1_000) });
+      if (child.pid === undefined || listensOn(child.pid, port) !== false) return;
     } catch {
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // not serving yet
     }
+    await pause(100);
   }
   child.kill('SIGKILL');
   throw new Error(`DynamoDB Local did not start within 60 s: ${output()}`);
+}
+
+/** How many free ports a start tries: one picked free may be taken before the JVM binds it. */
+const PORT_ATTEMPTS = 3;
+
+/**
+ * `start` on a port picked free, again on another if it was taken before `start` could bind it (a
+ * picked port is free only when picked: any socket's ephemeral port may take it the next moment).
+ */
+export async function onFreePort<T>(
+  start: (port: number) => Promise<T>,
+  pick: () => Promise<number> = freePort,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(await pick());
+    } catch (error) {
+      if (!(error instanceof PortInUseError) || attempt >= PORT_ATTEMPTS) throw error;
+    }
+  }
 }
 
 export async function startDynamoDbLocal(options: DynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
@@ -232,9 +310,13 @@ async function firstRequest(endpoint: string): Promise<void> {
 
 type Launched = Omit<DynamoDbLocal, 'dataDirectory' | 'indexFailure'>;
 
-async function launch(options: DynamoDbLocalOptions, storage: string[]): Promise<Launched> {
+function launch(options: DynamoDbLocalOptions, storage: string[]): Promise<Launched> {
+  const on = (port: number) => launchOn(port, options, storage);
+  return options.port === undefined ? onFreePort(on) : on(options.port);
+}
+
+async function launchOn(port: number, options: DynamoDbLocalOptions, storage: string[]): Promise<Launched> {
   const dir = jarDirectory();
-  const port = options.port ?? (await freePort());
   const java = [
     'java',
     `-Xmx${options.maxHeap ?? '512m'}`,
@@ -266,7 +348,13 @@ async function launch(options: DynamoDbLocalOptions, storage: string[]): Promise
     child.once('error', (error) => reject(new Error(`cannot run java for DynamoDB Local: ${error.message}`))),
   );
   const endpoint = `http://127.0.0.1:${port}`;
-  await Promise.race([waitUntilServing(endpoint, child, () => output), failedToSpawn]);
+  try {
+    await Promise.race([waitUntilServing(port, child, () => output), failedToSpawn]);
+  } catch (error) {
+    child.kill('SIGKILL');
+    watchdog?.kill('SIGKILL');
+    throw error;
+  }
 
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();

@@ -19,12 +19,26 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { CreateTableCommand, DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CreateTableCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  ListTablesCommand,
+  PutItemCommand,
+} from '@aws-sdk/client-dynamodb';
 import initSqlJs from 'sql.js';
 import { expect, it } from 'vitest';
-import { jarDirectory, startDynamoDbLocal } from '../../local/dynamodb-local';
+import {
+  freePort,
+  jarDirectory,
+  onFreePort,
+  PortInUseError,
+  startDynamoDbLocal,
+} from '../../local/dynamodb-local';
 import { removeAbandonedScratch, SHARED_DATABASE } from '../../local/scratch-database';
 import { indexKeptDatabases, indexStreamRecords, STREAM_INDEXES } from '../../local/stream-index';
 
@@ -265,3 +279,31 @@ it('a --db-path directory an earlier version filled keeps its database per key, 
     rmSync(kept, { recursive: true, force: true });
   }
 }, 90_000);
+
+it('a port another server listens on is refused as in use, not taken for DynamoDB Local; a picked port taken in the meantime is picked again', async () => {
+  // An HTTP server that answers as DynamoDB Local would (any answer): the launcher must not take it
+  // for the JVM, which cannot bind the port and exits.
+  const other = createServer((_, response) => response.writeHead(400).end());
+  await new Promise<void>((resolve) => other.listen(0, resolve));
+  const port = (other.address() as AddressInfo).port;
+  try {
+    await expect(startDynamoDbLocal({ port, inMemory: true })).rejects.toThrow(PortInUseError);
+    const picked = [port];
+    const started = await onFreePort(
+      (p) => startDynamoDbLocal({ port: p, inMemory: true }),
+      async () => picked.shift() ?? freePort(),
+    );
+    try {
+      expect(started.endpoint).not.toBe(`http://127.0.0.1:${port}`);
+      await clientOf(started.endpoint).send(new ListTablesCommand({}));
+    } finally {
+      await started.stop();
+    }
+  } finally {
+    other.close();
+  }
+  const javaOnPort = spawnSync('pgrep', ['-f', `DynamoDBLocal.jar.*-port ${port}$`])
+    .stdout.toString()
+    .trim();
+  expect(javaOnPort, 'the JVM that could not bind is gone').toBe('');
+});

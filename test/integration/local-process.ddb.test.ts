@@ -8,8 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { expect, it, onTestFinished } from 'vitest';
-import { freePort } from '../../local/dynamodb-local';
-import { startServiceProcess } from '../support/service-process';
+import { announcedUrl, startServiceProcess } from '../support/service-process';
 import { signedClient } from '../support/signed-fetch';
 
 const alive = (pid: number) => {
@@ -97,8 +96,7 @@ const START = 'exec node --import tsx bin/local.ts';
 
 /** `npm start` on free ports, once it says it is ready: npm's pid and every process under it. */
 async function npmStart() {
-  const port = await freePort();
-  const npm = spawn('npm', ['start', '--', '--port', String(port), '--ws-port', '0'], {
+  const npm = spawn('npm', ['start', '--', '--port', '0', '--ws-port', '0'], {
     cwd: fileURLToPath(new URL('../..', import.meta.url)),
     env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -119,7 +117,7 @@ async function npmStart() {
   pids = procs.map((p) => p.pid);
   const java = javaUnder(npm.pid as number);
   const node = procs.find((p) => p.pid === java.ppid) as Proc;
-  const api = signedClient(`http://127.0.0.1:${port}`);
+  const api = signedClient(announcedUrl(output));
   expect((await api.get('/api/v1/health')).status).toBe(200);
   return { npm, procs, java, node, output: () => output };
 }

@@ -1,7 +1,6 @@
 /** `npm start` as a child process (bin/local.ts under tsx), for tests that kill or signal it. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { freePort } from '../../local/dynamodb-local';
 
 const tsx = createRequire(import.meta.url).resolve('tsx');
 
@@ -16,10 +15,9 @@ export async function startServiceProcess(
   extraArgs: readonly string[] = [],
   env: NodeJS.ProcessEnv = {},
 ): Promise<ServiceProcess> {
-  const port = await freePort();
   const child = spawn(
     process.execPath,
-    ['--import', tsx, 'bin/local.ts', '--port', String(port), '--ws-port', '0', ...extraArgs],
+    ['--import', tsx, 'bin/local.ts', '--port', '0', '--ws-port', '0', ...extraArgs],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -31,5 +29,15 @@ export async function startServiceProcess(
       throw new Error(`service did not start:\n${output}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { child, url: `http://127.0.0.1:${port}`, output: () => output };
+  return { child, url: announcedUrl(output), output: () => output };
+}
+
+/**
+ * The HTTP address a started stack announces. Tests start it on port 0 and read the port it bound:
+ * a port picked free beforehand may be taken by then (by any socket's ephemeral port) and fail.
+ */
+export function announcedUrl(banner: string): string {
+  const url = /HTTP API\s+(http:\/\/\S+?)\/api\/v1/.exec(banner)?.[1];
+  if (!url) throw new Error(`no HTTP address in:\n${banner}`);
+  return url;
 }
