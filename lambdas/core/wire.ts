@@ -2,7 +2,8 @@
  * Wire schemas of HTTP API v1: JSON bodies in snake_case, unknown fields
  * refused. Shared by the handlers and (later) the SDK.
  */
-import * as z from 'zod';
+
+import * as z from 'zod/mini';
 import { MAX_HOLDING } from './deadlock';
 import type { Item } from './expr';
 import { intentionCounts } from './hierarchy';
@@ -25,6 +26,7 @@ import {
 } from './lock';
 import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameProblem } from './names';
 import { PRIORITY, type QueueLimits, type Waiter } from './queue';
+import './zod-messages';
 import { heartbeatIntervalMs, type Session, sessionState } from './session';
 
 /** What callers may ask for: lease lengths and priorities (the schemas check them). */
@@ -75,19 +77,23 @@ export const MAX_LIST_LIMIT = 100;
 const identifier = (what: string) =>
   z
     .string()
-    .min(1, `${what} must not be empty`)
-    .max(IDENTIFIER_MAX_LENGTH, `${what} must be at most ${IDENTIFIER_MAX_LENGTH} characters`)
-    .regex(IDENTIFIER, `${what} may contain only ${IDENTIFIER_CHARACTERS}`);
+    .check(
+      z.minLength(1, `${what} must not be empty`),
+      z.maxLength(IDENTIFIER_MAX_LENGTH, `${what} must be at most ${IDENTIFIER_MAX_LENGTH} characters`),
+      z.regex(IDENTIFIER, `${what} may contain only ${IDENTIFIER_CHARACTERS}`),
+    );
 
 export const clientId = identifier('client_id');
 export const requestId = identifier('request_id');
-export const fencingToken = z.int().min(1, 'fencing_token must be a positive integer');
+export const fencingToken = z.int().check(z.minimum(1, 'fencing_token must be a positive integer'));
 
 export const ttlMs = (limits: Limits) =>
   z
     .int('ttl_ms must be an integer number of milliseconds')
-    .min(limits.minTtlMs, `ttl_ms must be at least ${limits.minTtlMs}`)
-    .max(limits.maxTtlMs, `ttl_ms must be at most ${limits.maxTtlMs}`);
+    .check(
+      z.minimum(limits.minTtlMs, `ttl_ms must be at least ${limits.minTtlMs}`),
+      z.maximum(limits.maxTtlMs, `ttl_ms must be at most ${limits.maxTtlMs}`),
+    );
 
 /** An HTTP acquire may wait this long (API Gateway's HTTP integration timeout is 30 s). */
 export const MAX_HTTP_WAIT_MS = 25_000;
@@ -95,122 +101,140 @@ export const MAX_HTTP_WAIT_MS = 25_000;
 export const priority = (limits: Pick<Limits, 'minPriority' | 'maxPriority'>) =>
   z
     .int('priority must be an integer')
-    .min(limits.minPriority, `priority must be at least ${limits.minPriority} (this service's range)`)
-    .max(limits.maxPriority, `priority must be at most ${limits.maxPriority} (this service's range)`);
+    .check(
+      z.minimum(limits.minPriority, `priority must be at least ${limits.minPriority} (this service's range)`),
+      z.maximum(limits.maxPriority, `priority must be at most ${limits.maxPriority} (this service's range)`),
+    );
 
 export const waitTimeoutMs = (max: number, hint = '') =>
   z
     .int('wait_timeout_ms must be an integer number of milliseconds')
-    .min(0, 'wait_timeout_ms must not be negative')
-    .max(max, `wait_timeout_ms must be at most ${max}${hint}`);
+    .check(
+      z.minimum(0, 'wait_timeout_ms must not be negative'),
+      z.maximum(max, `wait_timeout_ms must be at most ${max}${hint}`),
+    );
 
 export const SESSION_TTL_MESSAGE =
   'ttl_ms is not used with a session: the lock is held as long as its session lives';
 
 export const sessionId = z.uuid('session_id must be a session id (a UUID) from POST /api/v1/sessions');
 /** Any session's id, as operators name it: a session id (a UUID), or a WebSocket connection's (`conn-<connection id>`). */
-export const anySessionId = z.union([sessionId, z.string().regex(/^conn-[A-Za-z0-9+=_-]{1,128}$/)], {
+export const anySessionId = z.union([sessionId, z.string().check(z.regex(/^conn-[A-Za-z0-9+=_-]{1,128}$/))], {
   error: 'the session id must be a session id (a UUID) or conn-<connection id>',
 });
 
 /** A WebSocket connection id, as API Gateway hands them out (and the `welcome` frame tells). */
 export const connectionId = z
   .string()
-  .min(1, 'connection_id must not be empty')
-  .max(128, 'connection_id must be at most 128 characters')
-  .regex(/^[A-Za-z0-9+/=_-]+$/, 'connection_id is a WebSocket connection id from the welcome frame');
+  .check(
+    z.minLength(1, 'connection_id must not be empty'),
+    z.maxLength(128, 'connection_id must be at most 128 characters'),
+    z.regex(/^[A-Za-z0-9+/=_-]+$/, 'connection_id is a WebSocket connection id from the welcome frame'),
+  );
 
 /** A lock named in a body (`holding`): the naming rule, as for one named in a path. */
-const heldLockName = z.string().superRefine((name, ctx) => {
-  const problem = lockNameProblem(name);
-  if (problem)
-    ctx.addIssue({
-      code: 'custom',
-      message: `holding: the lock name ${JSON.stringify(name.slice(0, 64))} ${problem}`,
-    });
-});
+const heldLockName = z.string().check(
+  z.superRefine((name, ctx) => {
+    const problem = lockNameProblem(name);
+    if (problem)
+      ctx.addIssue({
+        code: 'custom',
+        message: `holding: the lock name ${JSON.stringify(name.slice(0, 64))} ${problem}`,
+      });
+  }),
+);
 
 export const lockMode = z.enum(['exclusive', 'shared'], "mode must be 'exclusive' or 'shared'");
 export const maxHolders = z
   .int('max_holders must be an integer')
-  .min(1, 'max_holders must be at least 1')
-  .max(MAX_SHARED_HOLDERS, `max_holders must be at most ${MAX_SHARED_HOLDERS}`);
+  .check(
+    z.minimum(1, 'max_holders must be at least 1'),
+    z.maximum(MAX_SHARED_HOLDERS, `max_holders must be at most ${MAX_SHARED_HOLDERS}`),
+  );
 
 export const acquireBody = (limits: Limits) =>
   z
     .strictObject({
       client_id: clientId,
       /** Required, except for a lock held through a session or a connection (it lasts as long as that). */
-      ttl_ms: ttlMs(limits).optional(),
-      wait_timeout_ms: waitTimeoutMs(MAX_WAIT_MS).optional(),
-      priority: priority(limits).optional(),
-      mode: lockMode.optional(),
+      ttl_ms: z.optional(ttlMs(limits)),
+      wait_timeout_ms: z.optional(waitTimeoutMs(MAX_WAIT_MS)),
+      priority: z.optional(priority(limits)),
+      mode: z.optional(lockMode),
       /** Shared mode: a semaphore of this many holders. */
-      max_holders: maxHolders.optional(),
-      request_id: requestId.optional(),
-      reentrant: z.boolean().optional(),
-      session_id: sessionId.optional(),
+      max_holders: z.optional(maxHolders),
+      request_id: z.optional(requestId),
+      reentrant: z.optional(z.boolean()),
+      session_id: z.optional(sessionId),
       /** Push the grant to this WebSocket connection (the caller's own) instead of waiting in this request. */
-      connection_id: connectionId.optional(),
+      connection_id: z.optional(connectionId),
       /** Hold the lock through that connection: released when it closes. */
-      ephemeral: z.boolean().optional(),
+      ephemeral: z.optional(z.boolean()),
       /** Say the queued request's place in its queue (one more read, of the waiters ahead). */
-      with_position: z.boolean().optional(),
+      with_position: z.optional(z.boolean()),
       /** The locks the caller holds and keeps while this request waits (deadlock detection). */
-      holding: z
-        .array(heldLockName)
-        .max(MAX_HOLDING, `holding names at most ${MAX_HOLDING} locks`)
-        .refine((names) => new Set(names).size === names.length, 'holding names a lock twice')
-        .optional(),
+      holding: z.optional(
+        z.array(heldLockName).check(
+          z.maxLength(MAX_HOLDING, `holding names at most ${MAX_HOLDING} locks`),
+          z.refine((names) => new Set(names).size === names.length, 'holding names a lock twice'),
+        ),
+      ),
     })
-    .superRefine((b, ctx) => {
-      const held = b.session_id !== undefined || b.ephemeral === true;
-      if (!held && b.ttl_ms === undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['ttl_ms'],
-          message: 'ttl_ms is required (unless session_id is given, or ephemeral)',
-        });
-      if (held && b.ttl_ms !== undefined)
-        ctx.addIssue({ code: 'custom', path: ['ttl_ms'], message: SESSION_TTL_MESSAGE });
-      if (b.max_holders !== undefined && b.mode !== 'shared')
-        ctx.addIssue({
-          code: 'custom',
-          path: ['max_holders'],
-          message: "max_holders makes a semaphore of a shared lock: give mode 'shared' with it",
-        });
-      if (b.ephemeral && b.session_id !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['ephemeral'],
-          message: 'give session_id or ephemeral, not both',
-        });
-      if (b.ephemeral && b.connection_id === undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['ephemeral'],
-          message: 'ephemeral holds the lock through a WebSocket connection: give connection_id',
-        });
-      if (b.connection_id === undefined && (b.wait_timeout_ms ?? 0) > MAX_HTTP_WAIT_MS)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['wait_timeout_ms'],
-          message: `wait_timeout_ms must be at most ${MAX_HTTP_WAIT_MS} when waiting in the request; to wait longer, give connection_id and receive the grant over the WebSocket API (README: "Waiting for a lock")`,
-        });
-    });
+    .check(
+      z.superRefine((b, ctx) => {
+        const held = b.session_id !== undefined || b.ephemeral === true;
+        if (!held && b.ttl_ms === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ttl_ms'],
+            message: 'ttl_ms is required (unless session_id is given, or ephemeral)',
+          });
+        if (held && b.ttl_ms !== undefined)
+          ctx.addIssue({ code: 'custom', path: ['ttl_ms'], message: SESSION_TTL_MESSAGE });
+        if (b.max_holders !== undefined && b.mode !== 'shared')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['max_holders'],
+            message: "max_holders makes a semaphore of a shared lock: give mode 'shared' with it",
+          });
+        if (b.ephemeral && b.session_id !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ephemeral'],
+            message: 'give session_id or ephemeral, not both',
+          });
+        if (b.ephemeral && b.connection_id === undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ephemeral'],
+            message: 'ephemeral holds the lock through a WebSocket connection: give connection_id',
+          });
+        if (b.connection_id === undefined && (b.wait_timeout_ms ?? 0) > MAX_HTTP_WAIT_MS)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['wait_timeout_ms'],
+            message: `wait_timeout_ms must be at most ${MAX_HTTP_WAIT_MS} when waiting in the request; to wait longer, give connection_id and receive the grant over the WebSocket API (README: "Waiting for a lock")`,
+          });
+      }),
+    );
 
 export const cancelBody = z.strictObject({
   client_id: clientId,
   /** The request to cancel; without it, every wait of this client for the lock. */
-  request_id: requestId.optional(),
+  request_id: z.optional(requestId),
   /** The caller's WebSocket connection, for a grant held through one that the cancel finds. */
-  connection_id: connectionId.optional(),
+  connection_id: z.optional(connectionId),
 });
 
 export const forceReleaseBody = z.strictObject({
-  reason: z.string().min(1, 'reason must not be empty').max(500, 'reason must be at most 500 characters'),
+  reason: z
+    .string()
+    .check(
+      z.minLength(1, 'reason must not be empty'),
+      z.maxLength(500, 'reason must be at most 500 characters'),
+    ),
   /** End only the grant with this token (what the operator looked at); another is left alone. */
-  fencing_token: fencingToken.optional(),
+  fencing_token: z.optional(fencingToken),
 });
 
 /** Grace after a missed deadline before a session's locks go: up to 10 minutes, 5 s by default. */
@@ -223,16 +247,22 @@ export const sessionBody = (limits: Limits) =>
   z.strictObject({
     client_id: clientId,
     ttl_ms: ttlMs(limits),
-    grace_ms: z
-      .int('grace_ms must be an integer number of milliseconds')
-      .min(0, 'grace_ms must not be negative')
-      .max(MAX_GRACE_MS, `grace_ms must be at most ${MAX_GRACE_MS}`)
-      .optional(),
-    lock_delay_ms: z
-      .int('lock_delay_ms must be an integer number of milliseconds')
-      .min(0, 'lock_delay_ms must not be negative')
-      .max(MAX_LOCK_DELAY_MS, `lock_delay_ms must be at most ${MAX_LOCK_DELAY_MS}`)
-      .optional(),
+    grace_ms: z.optional(
+      z
+        .int('grace_ms must be an integer number of milliseconds')
+        .check(
+          z.minimum(0, 'grace_ms must not be negative'),
+          z.maximum(MAX_GRACE_MS, `grace_ms must be at most ${MAX_GRACE_MS}`),
+        ),
+    ),
+    lock_delay_ms: z.optional(
+      z
+        .int('lock_delay_ms must be an integer number of milliseconds')
+        .check(
+          z.minimum(0, 'lock_delay_ms must not be negative'),
+          z.maximum(MAX_LOCK_DELAY_MS, `lock_delay_ms must be at most ${MAX_LOCK_DELAY_MS}`),
+        ),
+    ),
   });
 export const heartbeatBody = z.strictObject({ client_id: clientId });
 export const closeSessionQuery = z.strictObject({ client_id: clientId });
@@ -255,9 +285,9 @@ export function sessionResponse(s: Session, now: number) {
 export const releaseBody = z.strictObject({
   client_id: clientId,
   fencing_token: fencingToken,
-  mode: lockMode.optional(),
+  mode: z.optional(lockMode),
   /** The same on every retry of this release: a retry of one already applied is answered, not applied again. */
-  release_id: identifier('release_id').optional(),
+  release_id: z.optional(identifier('release_id')),
 });
 
 export const renewBody = (limits: Limits) =>
@@ -265,23 +295,23 @@ export const renewBody = (limits: Limits) =>
     client_id: clientId,
     fencing_token: fencingToken,
     ttl_ms: ttlMs(limits),
-    mode: lockMode.optional(),
+    mode: z.optional(lockMode),
   });
 
 /** The paging fields of a listing's query string: `limit` (1–MAX_LIST_LIMIT) and an opaque `cursor`. */
 export const pageFields = {
-  limit: z
-    .string()
-    .regex(/^[0-9]+$/, 'limit must be a positive integer')
-    .transform(Number)
-    .pipe(
+  limit: z.optional(
+    z.pipe(
+      z.pipe(z.string().check(z.regex(/^[0-9]+$/, 'limit must be a positive integer')), z.transform(Number)),
       z
         .int()
-        .min(1, 'limit must be at least 1')
-        .max(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`),
-    )
-    .optional(),
-  cursor: z.string().max(2048, 'cursor is too long').optional(),
+        .check(
+          z.minimum(1, 'limit must be at least 1'),
+          z.maximum(MAX_LIST_LIMIT, `limit must be at most ${MAX_LIST_LIMIT}`),
+        ),
+    ),
+  ),
+  cursor: z.optional(z.string().check(z.maxLength(2048, 'cursor is too long'))),
 };
 
 export const listQuery = z.strictObject(pageFields);

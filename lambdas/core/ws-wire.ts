@@ -3,9 +3,11 @@
  * client). Every message gets an answer: a frame of its own type, or an
  * `error` frame with a code. Shared by the handlers and (later) the SDK.
  */
-import * as z from 'zod';
+
+import * as z from 'zod/mini';
 import type { LatchkeyError } from './errors';
 import type { Grant } from './lock';
+import './zod-messages';
 import { clientId, requestId, tenureView } from './wire';
 
 /** API Gateway's WebSocket frame limit is 128 KiB; latchkey's messages are tiny. */
@@ -22,8 +24,8 @@ export const connectQuery = z.strictObject({ client_id: clientId });
 export const wsMessage = z.discriminatedUnion(
   'action',
   [
-    z.strictObject({ action: z.literal('hello'), request_id: requestId.optional() }),
-    z.strictObject({ action: z.literal('ping'), request_id: requestId.optional() }),
+    z.strictObject({ action: z.literal('hello'), request_id: z.optional(requestId) }),
+    z.strictObject({ action: z.literal('ping'), request_id: z.optional(requestId) }),
   ],
   {
     // For an unknown discriminator, zod hands over the whole message as `input`.
@@ -101,8 +103,10 @@ export interface RungGrant {
   readonly slotFreed: boolean;
 }
 
+const positiveInt = () => z.int().check(z.positive());
+
 const ringedHeld = z.union([
-  z.object({ kind: z.literal('lease'), ttlMs: z.number().int().positive(), expiresAt: z.number() }),
+  z.object({ kind: z.literal('lease'), ttlMs: positiveInt(), expiresAt: z.number() }),
   z.object({ kind: z.literal('session'), sessionId: z.string() }),
 ]);
 
@@ -110,12 +114,12 @@ const ringedGrant = z.object({
   lock: z.string(),
   owner: z.string(),
   clientId: z.string(),
-  fencingToken: z.number().int().positive(),
+  fencingToken: positiveInt(),
   held: ringedHeld,
   mode: z.enum(['exclusive', 'shared']),
   acquiredAt: z.number(),
-  reentry: z.number().int().positive(),
-  maxHolders: z.number().int().positive().optional(),
+  reentry: positiveInt(),
+  maxHolders: z.optional(positiveInt()),
 });
 
 /** The grant a ring frame carries, if it carries a well-formed one for its own lock; else undefined. */

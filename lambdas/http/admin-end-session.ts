@@ -5,7 +5,8 @@
  * that IAM grants it apart from the client's DELETE /api/v1/sessions/{id}.
  */
 
-import * as z from 'zod';
+import * as z from 'zod/mini';
+import '../core/zod-messages';
 import { anySessionId, forceReleaseBody, isoTime } from '../core/wire';
 import { sessionAdminOf } from '../service/services';
 import { httpRoute, json, parseBody, principalFrom, validate } from '../shared/http';

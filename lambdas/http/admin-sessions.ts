@@ -5,8 +5,9 @@
  * (README: "Security model"). The listing reads the session listing in the owner index, never a Scan (service/session-admin.ts).
  */
 
-import * as z from 'zod';
+import * as z from 'zod/mini';
 import { principalOf } from '../core/principal';
+import '../core/zod-messages';
 import { sessionState } from '../core/session';
 import { clientId, isoTime, pageFields } from '../core/wire';
 import { sessionAdminOf } from '../service/services';
@@ -17,8 +18,15 @@ const DEFAULT_PAGE = 50;
 export const adminSessionsQuery = z.strictObject({
   ...pageFields,
   /** Only this principal's sessions (an ARN; an assumed-role session counts as its role). */
-  principal: z.string().min(1).max(2048).optional(),
-  client_id: clientId.optional(),
+  principal: z.optional(
+    z
+      .string()
+      .check(
+        z.minLength(1, 'principal must not be empty'),
+        z.maxLength(2048, 'principal must be at most 2048 characters'),
+      ),
+  ),
+  client_id: z.optional(clientId),
 });
 
 export const handler = httpRoute(async (event, deps) => {

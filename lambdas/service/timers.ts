@@ -8,7 +8,8 @@
  * a conditional handoff.
  */
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import * as z from 'zod';
+import * as z from 'zod/mini';
+import '../core/zod-messages';
 import { traced } from '../shared/tracing';
 import { toStoreError } from '../store/errors';
 
@@ -28,8 +29,12 @@ export const SQS_MAX_DELAY_SECONDS = 900;
 
 export const timerMessage = z.union([
   // `fence`: sent by versions that armed a timer per grant; such a timer now serves like any other.
-  z.strictObject({ lock: z.string().min(1), due_at: z.number(), fence: z.number().optional() }),
-  z.strictObject({ session: z.string().min(1), due_at: z.number() }),
+  z.strictObject({
+    lock: z.string().check(z.minLength(1)),
+    due_at: z.number(),
+    fence: z.optional(z.number()),
+  }),
+  z.strictObject({ session: z.string().check(z.minLength(1)), due_at: z.number() }),
 ]);
 export type TimerMessage = z.infer<typeof timerMessage>;
 

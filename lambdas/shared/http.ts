@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import middy from '@middy/core';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
-import type { z } from 'zod';
+import type * as z from 'zod/mini';
 import { type ErrorDetail, invalidRequest, LatchkeyError } from '../core/errors';
 import { principalOf } from '../core/principal';
 import { MAX_BODY_BYTES } from '../core/wire';
@@ -64,7 +64,7 @@ function issuesToDetails(issues: readonly z.core.$ZodIssue[], input: unknown, wh
 const article = (type: string) => (/^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`);
 
 /** Validates `value` with `schema` or throws INVALID_REQUEST naming every problem. */
-export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+export function validate<S extends z.ZodMiniType>(schema: S, value: unknown, what: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const details = issuesToDetails(result.error.issues, value, what);
@@ -75,7 +75,7 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
 }
 
 /** The JSON body of a request, checked against `schema`. */
-export function parseBody<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
+export function parseBody<S extends z.ZodMiniType>(event: HttpEvent, schema: S): z.output<S> {
   if (event.body === undefined || event.body === null || event.body === '') {
     throw invalidRequest('request body is missing: send a JSON object');
   }
@@ -84,7 +84,7 @@ export function parseBody<S extends z.ZodType>(event: HttpEvent, schema: S): z.o
 }
 
 /** A JSON object of at most `maxBytes`, checked against `schema` (HTTP bodies, WebSocket messages). */
-export function parseJsonObject<S extends z.ZodType>(
+export function parseJsonObject<S extends z.ZodMiniType>(
   raw: Buffer,
   schema: S,
   what: string,
@@ -106,7 +106,7 @@ export function parseJsonObject<S extends z.ZodType>(
 }
 
 /** Query string parameters (API Gateway joins repeated ones with ','), checked against `schema`. */
-export function parseQuery<S extends z.ZodType>(event: HttpEvent, schema: S): z.output<S> {
+export function parseQuery<S extends z.ZodMiniType>(event: HttpEvent, schema: S): z.output<S> {
   return validate(schema, event.queryStringParameters ?? {}, 'query string');
 }
 
