@@ -97,6 +97,20 @@ describe('function bundles', () => {
         bundle.module,
       ).toEqual([]);
   });
+
+  it("hold zod's small build only, with its English messages (the classic API is 60 KiB more in each)", () => {
+    for (const bundle of bundles) {
+      const zod = inputsOf(bundle).filter((path) => path.includes('node_modules/zod/'));
+      expect(
+        zod.filter((path) => /\/zod\/v4\/classic\//.test(path)),
+        `${bundle.module}: import * as z from 'zod/mini', not 'zod'`,
+      ).toEqual([]);
+      expect(
+        zod.some((path) => path.endsWith('/locales/en.js')),
+        `${bundle.module}: messages`,
+      ).toBe(true);
+    }
+  });
 });
 
 describe('the tracer file', () => {
