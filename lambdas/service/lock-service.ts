@@ -32,6 +32,7 @@ import {
   granted,
   granteeOf,
   holdsAs,
+  type LockMode,
   leaseEnd,
   liveGrants,
   liveHolder,
@@ -119,6 +120,8 @@ export interface PendingWait extends RequestIdentity {
   readonly bell?: string | undefined;
   /** How the attempt asks to hold the lock; unknown for a cancel (then only the connection tells). */
   readonly tenure?: Tenure;
+  /** The mode it asks for, which a refusal is explained for (a cancel's: unknown, exclusive). */
+  readonly mode?: LockMode;
 }
 
 /** The check, inside a wait's transaction, that the connection it names is open and its caller's. */
@@ -693,7 +696,7 @@ export class LockService {
    * leaves the queue, or, if it was granted first, that grant is the answer.
    */
   async conclude(wait: PendingWait, reason: EndReason): Promise<AcquireOutcome | Ended> {
-    if (await this.handoff.leave(wait, reason, this.clock.now())) return this.notAcquired(wait.lock, reason);
+    if (await this.handoff.leave(wait, reason, this.clock.now())) return this.notAcquired(wait, reason);
     // Gone from the queue at the last moment: served, or ended by someone else.
     return this.answer(wait, requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey))));
   }
@@ -885,6 +888,7 @@ export class LockService {
       requestKey: requestKey(cmd.owner, cmd.clientId, cmd.requestId),
       clientId: cmd.clientId,
       tenure: cmd.tenure,
+      mode: cmd.mode ?? 'exclusive',
     };
     const record = requestOf(item);
     if (record?.state !== 'queued') {
@@ -931,11 +935,11 @@ export class LockService {
           'DEADLOCK',
           `request ${wait.requestId} was refused as the victim of a cycle of waits (a deadlock) while it waited for ${wait.lock}: release what this client holds, then try again with a new request_id`,
         );
-      return this.notAcquired(wait.lock, record.reason);
+      return this.notAcquired(wait, record.reason);
     }
-    if (record?.state === 'queued') return this.notAcquired(wait.lock, 'timeout'); // moved places: not this wait
+    if (record?.state === 'queued') return this.notAcquired(wait, 'timeout'); // moved places: not this wait
     // No record: the wait was never recorded, or its record was collected after the retention period.
-    return this.notAcquired(wait.lock, 'timeout');
+    return this.notAcquired(wait, 'timeout');
   }
 
   /**
@@ -1012,9 +1016,10 @@ export class LockService {
     return new LatchkeyError('TOO_MANY_WAITERS', message, undefined, 1_000);
   }
 
-  private async notAcquired(lock: string, reason: EndReason): Promise<Ended> {
-    const item = await this.storage.read(lockRef(lock));
-    return { ...refusal(lock, item, this.clock.now()), ended: reason };
+  /** "Not acquired" for a wait that ended, explained from the lock as it is now, for the wait's mode. */
+  private async notAcquired(wait: Pick<PendingWait, 'lock' | 'mode'>, reason: EndReason): Promise<Ended> {
+    const item = await this.storage.read(lockRef(wait.lock));
+    return { ...refusal(wait.lock, item, this.clock.now(), wait.mode), ended: reason };
   }
 
   /** Throws NOT_FOUND or FORBIDDEN unless the connection a wait named is open and its caller's (a read). */
@@ -1119,6 +1124,7 @@ const pendingOf = (w: Waiter): PendingWait => ({
   tenure: w.tenure,
   connectionId: w.connectionId,
   bell: w.bell,
+  mode: w.mode,
 });
 
 const tieBreaker = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { liveHolder, throughSession } from '../../lambdas/core/lock';
 import { localPrincipal } from '../../lambdas/core/principal';
 import { connectionSessionId } from '../../lambdas/service/sessions';
-import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
+import { LOCK, OWNER, QueueHarness, START } from '../support/queue-harness';
 
 /** Another principal, which happens to use the same client and request ids as OWNER's clients. */
 const MALLORY = localPrincipal('mallory');
@@ -112,6 +112,43 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
     const answer = await h.services.locks.conclude(first.wait, 'timeout'); // ...as its wait ends
     expect(answer).toMatchObject({ acquired: true, grant: { clientId: 'b' } });
   });
+
+  it.each([
+    ['shared', 'y', 2_000],
+    ['exclusive', 'x', 5_000],
+  ] as const)(
+    'a %s wait that ends is told whose hold to wait out for its own mode',
+    async (mode, holder, end) => {
+      // A semaphore of 2, full: y's lease ends first, x's last. A shared request needs one slot (y's
+      // end); an exclusive one needs both (x's end).
+      const h = new QueueHarness();
+      await h.hold('x', { mode: 'shared', maxHolders: 2, ttl: 5_000 });
+      await h.hold('y', { mode: 'shared', maxHolders: 2, ttl: 2_000 });
+      const waiting = await h.wait('s', {
+        mode,
+        ...(mode === 'shared' ? { maxHolders: 2 } : {}),
+        requestId: 'rs',
+        waitMs: 100,
+      });
+      if (waiting.kind !== 'queued') throw new Error(`expected s to queue: ${JSON.stringify(waiting)}`);
+      h.now += 200;
+      const answer = await h.services.locks.conclude(waiting.wait, 'timeout');
+      expect(answer).toMatchObject({
+        acquired: false,
+        ended: 'timeout',
+        holder: { clientId: holder, expiresAt: START + end },
+        shared: { holders: 2, maxHolders: 2 },
+        retryAfterMs: end - 200,
+      });
+      // A retry of the ended request (its record has no mode) is explained the same way.
+      const retry = await h.wait('s', {
+        mode,
+        ...(mode === 'shared' ? { maxHolders: 2 } : {}),
+        requestId: 'rs',
+      });
+      expect(retry).toMatchObject({ kind: 'done', outcome: { holder: { clientId: holder } } });
+    },
+  );
 
   it('a cancel that finds no record yet ends the request first, so an acquire still on its way never queues', async () => {
     const h = new QueueHarness();
