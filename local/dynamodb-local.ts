@@ -113,72 +113,81 @@ function startWatchdog(pid: number): ChildProcess | undefined {
 
 /** DynamoDB Local could not listen on its port: something else has it. */
 export class PortInUseError extends Error {
-  constructor(readonly port: number) {
+  constructor(
+    readonly port: number,
+    /** The JVM that could not bind it (gone by now). */
+    readonly pid: number | undefined,
+  ) {
     super(`DynamoDB Local cannot listen on port ${port}: it is in use`);
     this.name = 'PortInUseError';
   }
 }
 
-const BIND_FAILURE = /BindException|Failed to bind/;
+const BIND_FAILURE = /Address already in use/;
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Whether process `pid` has a TCP socket listening on `port`, read from Linux's /proc (its socket
- * inodes, and the listening sockets' inodes by port); undefined where /proc cannot tell.
+ * Whether process `pid` owns the TCP socket listening on `port`, read from Linux's /proc (the
+ * listening sockets' inodes by port, and the process's socket inodes); false when another process
+ * listens there (or `pid` is gone), undefined where /proc shows no listener on the port at all.
  */
 export function listensOn(pid: number, port: number): boolean | undefined {
-  let sockets: Set<string>;
-  try {
-    const links = readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        return ''; // closed since the listing
-      }
-    });
-    sockets = new Set(links.filter((l) => l.startsWith('socket:[')).map((l) => l.slice(8, -1)));
-  } catch {
-    return undefined;
-  }
   const portHex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  let readAny = false;
+  const listening: string[] = [];
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text: string;
     try {
       text = readFileSync(table, 'utf8');
-      readAny = true;
     } catch {
       continue;
     }
     for (const line of text.split('\n').slice(1)) {
       // sl, local address:port, remote, state (0A: listening), queues, timer, retransmits, uid, timeout, inode
       const [, local, , state, , , , , , inode] = line.trim().split(/\s+/);
-      if (local?.endsWith(portHex) && state === '0A' && inode !== undefined && sockets.has(inode))
-        return true;
+      if (local?.endsWith(portHex) && state === '0A' && inode !== undefined) listening.push(inode);
     }
   }
-  return readAny ? false : undefined;
+  if (listening.length === 0) return undefined;
+  return listening.some((inode) => socketsOf(pid).has(inode));
+}
+
+/** The socket inodes of process `pid`'s open files (none if it is gone). */
+function socketsOf(pid: number): Set<string> {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return new Set();
+  }
+  const links = fds.map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return ''; // closed since the listing
+    }
+  });
+  return new Set(links.filter((l) => l.startsWith('socket:[')).map((l) => l.slice(8, -1)));
 }
 
 async function waitUntilServing(port: number, child: ChildProcess, output: () => string): Promise<void> {
   const exited = () => {
     if (child.exitCode === null) return;
-    if (BIND_FAILURE.test(output())) throw new PortInUseError(port);
+    if (BIND_FAILURE.test(output())) throw new PortInUseError(port, child.pid);
     throw new Error(`DynamoDB Local exited with ${child.exitCode}: ${output()}`);
   };
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     exited();
-    try {
-      // Any HTTP answer (400 for an unsigned GET) means a server is up, but another process
-      // listening on the port answers too (the JVM then exits, unable to bind): where /proc tells
-      // whose socket listens, only the JVM's counts.
-      await fetch(`http://127.0.0.1:${port}`, { signal: AbortSignal.timeout(1_000) });
-      if (child.pid === undefined || listensOn(child.pid, port) !== false) return;
-    } catch {
-      // not serving yet
-    }
+    // Any HTTP answer (400 for an unsigned GET) means a server is up, but another process
+    // listening on the port answers too (the JVM then exits, unable to bind, perhaps while the
+    // answer came): where /proc tells whose socket listens, only the JVM's counts.
+    const answered = await fetch(`http://127.0.0.1:${port}`, { signal: AbortSignal.timeout(1_000) }).then(
+      () => true,
+      () => false,
+    );
+    exited();
+    if (answered && (child.pid === undefined || listensOn(child.pid, port) !== false)) return;
     await pause(100);
   }
   child.kill('SIGKILL');

@@ -5,20 +5,20 @@ import { createServer } from 'node:net';
 import { expect, it } from 'vitest';
 import { listensOn } from '../../local/dynamodb-local';
 
-it.runIf(process.platform === 'linux')(
-  'tells a port this process listens on from one it does not',
-  async () => {
+it.runIf(process.platform === 'linux').each(['127.0.0.1', '::'])(
+  'tells a port this process listens on (%s) from one another process listens on, or nobody',
+  async (host) => {
     const server = createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
     const { port } = server.address() as AddressInfo;
     try {
       expect(listensOn(process.pid, port)).toBe(true);
-      // The same port is not listened on by the parent (the test runner's other process).
+      // Listened on, but not by the parent (the test runner's other process), nor by a pid that is gone.
       expect(listensOn(process.ppid, port)).toBe(false);
+      expect(listensOn(2 ** 22 + 1, port)).toBe(false);
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
-    expect(listensOn(process.pid, port)).toBe(false);
-    expect(listensOn(2 ** 22 + 1, port), 'no such process').toBeUndefined();
+    expect(listensOn(process.pid, port), 'nobody listens').toBeUndefined();
   },
 );
