@@ -37,7 +37,7 @@ import {
   waitEdgesFrom,
 } from './errors';
 import { holdingFor, runHolding } from './held-locks';
-import { type GrantAnswer, Lease } from './lease';
+import { type GrantAnswer, Lease, type ReleaseResult } from './lease';
 import { keepLease } from './lease-keeper';
 import {
   holdLocks,
@@ -421,18 +421,23 @@ export class LockClient {
     await watch.pause(Math.min(Math.max(retryAfterMs, 50), left), options.signal);
   }
 
-  /** Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already. */
-  async release(lease: Lease): Promise<void> {
+  /**
+   * Releases the lease (the lock goes to its next waiter); LeaseLostError if it had ended already.
+   * A lock acquired again with `reentrant` counts down instead, until its last release:
+   * `remainingReentries` says how many releases are left before the lock is free (0: released).
+   */
+  async release(lease: Lease): Promise<ReleaseResult> {
     leaseArg('release', lease);
     try {
       // One release_id for every retry of this release: a retry of one already applied (its answer
       // lost) is answered, never applied twice (a re-entered lock would count down twice).
-      await this.post(lockPath(lease.name, 'release'), {
+      const answer = await this.post(lockPath(lease.name, 'release'), {
         client_id: lease.clientId,
         fencing_token: lease.fencingToken,
         ...heldAs(lease),
         release_id: randomUUID(),
       });
+      return { remainingReentries: Number(answer?.remaining_reentries ?? 0) };
     } finally {
       this.ownReleases.released(lease.name);
     }

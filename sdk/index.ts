@@ -37,7 +37,7 @@ export {
   WaitTimeoutError,
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';
-export { Lease } from './lease';
+export { Lease, type ReleaseResult } from './lease';
 export {
   compareLockNames,
   type LockMode,

@@ -82,3 +82,8 @@ export class Lease {
     if (answer.ttl_ms !== undefined) this.ttlMs = answer.ttl_ms;
   }
 }
+
+/** What a release did: `remainingReentries` releases are left before a re-entered lock is free (0: it is). */
+export interface ReleaseResult {
+  readonly remainingReentries: number;
+}

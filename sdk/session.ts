@@ -7,7 +7,7 @@
  */
 import { DEFAULT_TTL_MS, nameArg, optionsArg, priorityArg, signalArg, wantArg, wholeMs } from './arguments';
 import { type LatchkeyClientError, LeaseLostError, SessionExpiredError } from './errors';
-import type { Lease } from './lease';
+import type { Lease, ReleaseResult } from './lease';
 import { safetyMarginMs } from './lease-keeper';
 import type { LockMode } from './multi-lock';
 
@@ -60,7 +60,7 @@ export interface SessionHost {
       signal?: AbortSignal;
     } & SessionLockOptions,
   ): Promise<Lease>;
-  release(lease: Lease): Promise<void>;
+  release(lease: Lease): Promise<ReleaseResult>;
 }
 
 /** The mode options checked (before anything is sent), and only those given. */
@@ -142,7 +142,8 @@ export class Session {
     });
   }
 
-  release(lease: Lease): Promise<void> {
+  /** Releases a lock held through this session (LockClient.release: it says the re-entries left). */
+  release(lease: Lease): Promise<ReleaseResult> {
     return this.client.release(lease);
   }
 

@@ -666,8 +666,12 @@ terminal (/dev/tty).`,
         performance.now(),
       );
       if (verb === 'release') {
-        await client.release(lease);
-        print(g, { released: true, lock: name }, () => `released ${name}`);
+        const { remainingReentries: left } = await client.release(lease);
+        print(g, { released: true, lock: name, remaining_reentries: left }, () =>
+          left === 0
+            ? `released ${name}`
+            : `counted one re-entry of ${name} down: still held (token ${o.token}) until ${count(left, 'more release')}`,
+        );
       } else {
         await client.renew(lease, o.ttl);
         print(g, renewView(lease), () => `renewed ${name}: ${endsText(lease)}`);

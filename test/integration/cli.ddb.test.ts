@@ -646,4 +646,24 @@ describe('the other commands', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/not a duration/);
   });
+
+  it('release of a re-entered lock counts it down and says how many releases are left; the SDK returns the count', async () => {
+    const name = lockName();
+    const sdk = new LockClient({ endpoint: stack.url, clientId: 'reentered' });
+    const lease = (await sdk.tryAcquire(name, { ttlMs: 60_000, reentrant: true })) as Lease;
+    await sdk.tryAcquire(name, { ttlMs: 60_000, reentrant: true });
+    await sdk.tryAcquire(name, { ttlMs: 60_000, reentrant: true });
+    const release = ['--client-id', 'reentered', 'release', name, '--token', String(lease.fencingToken)];
+    const once = await latchkey(release);
+    expect(once.stdout.trim()).toBe(
+      `counted one re-entry of ${name} down: still held (token ${lease.fencingToken}) until 2 more releases`,
+    );
+    expect(JSON.parse((await latchkey([...release, '--json'])).stdout)).toEqual({
+      released: true,
+      lock: name,
+      remaining_reentries: 1,
+    });
+    expect(await sdk.release(lease)).toEqual({ remainingReentries: 0 });
+    expect((await sdk.inspect(name)).state).toBe('free');
+  });
 });

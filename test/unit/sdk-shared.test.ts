@@ -541,7 +541,7 @@ describe('the CLI', () => {
   });
 
   it('release --shared and renew --shared name a shared lease (its requests then say so); without it, exclusive', async () => {
-    const released = vi.spyOn(LockClient.prototype, 'release').mockResolvedValue(undefined);
+    const released = vi.spyOn(LockClient.prototype, 'release').mockResolvedValue({ remainingReentries: 0 });
     const renewed = vi.spyOn(LockClient.prototype, 'renew').mockImplementation(async (lease) => lease);
     await cli('release', 'x', '--token', '9', '--shared');
     await cli('release', 'x', '--token', '9');
