@@ -70,10 +70,11 @@ const readNumber = (file: string) => {
 
 const lockName = () => `cli/${randomUUID()}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const until = async (test: () => boolean, ms = 20_000) => {
+/** Polls `test` until true; past `ms`, fails saying what it waited for and what `seen` shows then. */
+const until = async (test: () => boolean, ms = 20_000, seen?: () => string) => {
   const deadline = Date.now() + ms;
   while (!test()) {
-    if (Date.now() > deadline) throw new Error('timed out');
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms${seen ? `: ${seen()}` : ''}`);
     await sleep(25);
   }
 };
@@ -225,13 +226,20 @@ describe('latchkey run', () => {
     const command = readNumber(pidFile);
     groups.add(command);
     const state = (p: number) => {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+      } catch {
+        return 'gone';
+      }
     };
+    // On a timeout: each process's state, and what latchkey said (a flake under the suite's load once).
+    const states = () =>
+      `command ${state(command)}, latchkey ${state(pid)}, group ${liveInGroup(command).map((p) => `${p}:${state(p)}`)}`;
     process.kill(pid, 'SIGTSTP');
-    await until(() => state(command) === 'T' && state(pid) === 'T');
+    await until(() => state(command) === 'T' && state(pid) === 'T', 20_000, states);
     process.kill(pid, 'SIGCONT');
-    await until(() => state(command) !== 'T' && state(pid) !== 'T');
+    await until(() => state(command) !== 'T' && state(pid) !== 'T', 20_000, states);
     process.kill(pid, 'SIGTERM');
     const r = await running;
     expect(r.code, r.stderr).toBe(143);
