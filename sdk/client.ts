@@ -25,6 +25,7 @@ import {
 import {
   EndpointError,
   errorFromResponse,
+  type HeldWhenRefused,
   InvalidArgumentError,
   type LatchkeyClientError,
   LimitExceededError,
@@ -283,25 +284,14 @@ export class LockClient {
     const sentAt = performance.now();
     const answer = await this.post(lockPath(name, 'acquire'), body);
     if (answer.acquired) return new Lease(answer as GrantAnswer, sentAt, options.sessionId);
+    const held = heldWhenRefused(answer);
     return new LockHeldError(
       name,
       answer.holder?.client_id,
       answer.retry_after_ms ?? 0,
       answer.blocked_by?.lock === undefined ? undefined : answer.blocked_by,
-      answer.holder?.client_id === undefined
-        ? undefined
-        : {
-            clientId: answer.holder.client_id,
-            expiresAt: answer.holder.expires_at ? new Date(answer.holder.expires_at) : null,
-            heldBy: answer.holder.held_by === 'session' ? 'session' : 'lease',
-            mine: answer.holder.mine === true,
-          },
-      typeof answer.shared_holders === 'number'
-        ? {
-            holders: answer.shared_holders,
-            maxHolders: typeof answer.max_holders === 'number' ? answer.max_holders : undefined,
-          }
-        : undefined,
+      held.holderSummary,
+      held.shared,
     );
   }
 
@@ -875,11 +865,36 @@ export class LockClient {
         }
         if (isOwnHold(answer)) {
           await this.pauseOnOwnHold(watch, name, ownHoldRetryAfterMs(answer), until, options);
-        } else if (performance.now() >= until) throw new WaitTimeoutError(name, options.waitTimeoutMs);
+        } else if (performance.now() >= until)
+          throw new WaitTimeoutError(name, options.waitTimeoutMs, undefined, heldWhenRefused(answer));
         requestId = randomUUID();
       } finally {
         watch.end();
       }
     }
   }
+}
+
+/** Who holds a lock, as a refusal of the HTTP API says (its `holder`, `shared_holders`, `max_holders`). */
+// biome-ignore lint/suspicious/noExplicitAny: JSON answers
+function heldWhenRefused(answer: any): HeldWhenRefused {
+  const holder = answer?.holder;
+  return {
+    holderSummary:
+      typeof holder?.client_id === 'string'
+        ? {
+            clientId: holder.client_id,
+            expiresAt: holder.expires_at ? new Date(holder.expires_at) : null,
+            heldBy: holder.held_by === 'session' ? 'session' : 'lease',
+            mine: holder.mine === true,
+          }
+        : undefined,
+    shared:
+      typeof answer?.shared_holders === 'number'
+        ? {
+            holders: answer.shared_holders,
+            maxHolders: typeof answer.max_holders === 'number' ? answer.max_holders : undefined,
+          }
+        : undefined,
+  };
 }

@@ -31,8 +31,8 @@ export interface HolderSummary {
   readonly mine: boolean;
 }
 
-/** How a refused lock is held, for LockHeldError's message. */
-function heldText(
+/** How a refused lock is held, for LockHeldError's and WaitTimeoutError's messages (and the CLI's). */
+export function heldText(
   holder: string | undefined,
   shared: { readonly holders: number; readonly maxHolders: number | undefined } | undefined,
 ): string {
@@ -87,26 +87,41 @@ export class LeaseLostError extends LatchkeyClientError {
   }
 }
 
+/** Who held a lock when a wait for it ended (the service's last refusal says; none over WebSocket). */
+export interface HeldWhenRefused {
+  readonly holderSummary?: HolderSummary | undefined;
+  /** Held shared: how many hold it and, for a semaphore, its N (as LockHeldError.shared). */
+  readonly shared?: { readonly holders: number; readonly maxHolders: number | undefined } | undefined;
+}
+
 /** A waiting acquire's time ran out before the lock was granted. */
 export class WaitTimeoutError extends LatchkeyClientError {
   override name = 'WaitTimeoutError';
+  /** Who held the lock when the wait ended, where the service said (an HTTP wait's last answer). */
+  readonly holderSummary: HolderSummary | undefined;
+  readonly shared: HeldWhenRefused['shared'];
   constructor(
     readonly lock: string,
     /** How long the wait was. */
     readonly waitMs: number,
     /** The client id that held it all along when this very client holds it: a wait never queues behind itself. */
     readonly heldByClient?: string,
+    held: HeldWhenRefused = {},
   ) {
     super(
       `lock ${lock} was not granted within ${waitMs} ms${
         heldByClient === undefined
-          ? ''
+          ? held.holderSummary
+            ? `: it ${heldText(held.holderSummary.clientId, held.shared)}`
+            : ''
           : `: it is held by this client (${heldByClient}) itself, which a wait does not queue behind; release that hold first, or re-enter it with tryAcquire(name, { reentrant: true })`
       }`,
       'WAIT_TIMEOUT',
       undefined,
       true,
     );
+    this.holderSummary = held.holderSummary;
+    this.shared = held.shared;
   }
 }
 

@@ -20,6 +20,7 @@ export {
   DeadlockError,
   EndpointError,
   ForbiddenError,
+  type HeldWhenRefused,
   type HolderSummary,
   InvalidArgumentError,
   InvalidRequestError,

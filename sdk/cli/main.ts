@@ -20,6 +20,7 @@ import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
 import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
+import { explainedTimeout } from './timed-out';
 import { addTopCommand } from './top';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from './wording';
 
@@ -301,28 +302,32 @@ const print = (g: Globals, value: unknown, human: () => string) =>
 
 /**
  * `acquire --json`'s answer when the lock was not acquired: the HTTP API's refusal (its holder an
- * object: client_id, expires_at, held_by), or a wait that timed out.
+ * object: client_id, expires_at, held_by), or a wait that timed out (with whom it waited for).
  */
-export const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeoutError) =>
-  error instanceof LockHeldError
+export const notAcquiredView = (lock: string, error: LockHeldError | WaitTimeoutError) => {
+  const held = {
+    holder: error.holderSummary
+      ? {
+          client_id: error.holderSummary.clientId,
+          expires_at: error.holderSummary.expiresAt?.toISOString() ?? null,
+          held_by: error.holderSummary.heldBy,
+          ...(error.holderSummary.mine ? { mine: true } : {}),
+        }
+      : null,
+    ...(error.shared
+      ? { shared_holders: error.shared.holders, max_holders: error.shared.maxHolders ?? null }
+      : {}),
+  };
+  return error instanceof LockHeldError
     ? {
         acquired: false,
         lock,
-        holder: error.holderSummary
-          ? {
-              client_id: error.holderSummary.clientId,
-              expires_at: error.holderSummary.expiresAt?.toISOString() ?? null,
-              held_by: error.holderSummary.heldBy,
-              ...(error.holderSummary.mine ? { mine: true } : {}),
-            }
-          : null,
-        ...(error.shared
-          ? { shared_holders: error.shared.holders, max_holders: error.shared.maxHolders ?? null }
-          : {}),
+        ...held,
         retry_after_ms: error.retryAfterMs,
         ...(error.blockedBy ? { blocked_by: error.blockedBy } : {}),
       }
-    : { acquired: false, lock, wait_timed_out: true };
+    : { acquired: false, lock, wait_timed_out: true, ...held };
+};
 
 /** A lease under --json: the HTTP API's grant, its lease left as this process counts it. */
 export const leaseView = (lease: Lease) => ({
@@ -625,7 +630,11 @@ terminal (/dev/tty).`,
             `  release: latchkey release ${lease.name} --token ${lease.fencingToken} --client-id ${lease.clientId}${hint}`,
           ].join('\n'),
         );
-      } catch (error) {
+      } catch (thrown) {
+        const error =
+          thrown instanceof WaitTimeoutError
+            ? await explainedTimeout(client, thrown, o.shared === true)
+            : thrown;
         // Not acquired (exit 3): under --json, a script still reads an answer from stdout.
         if (g.json && (error instanceof LockHeldError || error instanceof WaitTimeoutError))
           console.log(JSON.stringify(notAcquiredView(name, error)));

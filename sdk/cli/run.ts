@@ -41,6 +41,7 @@ import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
 import { deadlockLines } from './deadlocks';
+import { explainedTimeout } from './timed-out';
 import { cliMessage } from './wording';
 
 export const EXIT = {
@@ -532,7 +533,13 @@ export async function runLocked(
       for (const line of deadlockLines(error)) options.say(line);
       return EXIT.NOT_ACQUIRED;
     }
-    if (error instanceof LockHeldError || error instanceof WaitTimeoutError) {
+    if (error instanceof WaitTimeoutError) {
+      options.say(
+        `latchkey: ${cliMessage(await explainedTimeout(client, error, options.mode === 'shared'))}`,
+      );
+      return EXIT.NOT_ACQUIRED;
+    }
+    if (error instanceof LockHeldError) {
       options.say(`latchkey: ${cliMessage(error)}`);
       return EXIT.NOT_ACQUIRED;
     }

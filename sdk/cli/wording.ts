@@ -5,6 +5,8 @@
  */
 import { formatDuration, formatExactDuration } from '../duration';
 import {
+  type HolderSummary,
+  heldText,
   InvalidArgumentError,
   InvalidRequestError,
   LockHeldError,
@@ -47,6 +49,14 @@ function inFlagTerms(path: string, message: string): string | undefined {
   return `${known.flag}${said}`;
 }
 
+/** What follows a holder's name: whether it is this client id, and until when it holds the lock. */
+function holderTail(h: HolderSummary, shared: LockHeldError['shared']): string {
+  const left = h.expiresAt
+    ? `, ${shared ? `${h.clientId}'s` : 'its'} lease ends in ${formatDuration(Math.max(0, h.expiresAt.getTime() - Date.now()))}`
+    : ', for as long as its session lives';
+  return `${h.mine ? ' (this client id)' : ''}${left}`;
+}
+
 /**
  * The message the CLI shows for `error`: refusals of its arguments named by flag, waits and
  * refusals with their durations and what to do; anything else as the SDK says it.
@@ -54,17 +64,14 @@ function inFlagTerms(path: string, message: string): string | undefined {
 export function cliMessage(error: unknown): string {
   if (error instanceof WaitTimeoutError) {
     const within = `lock ${error.lock} was not granted within ${formatDuration(error.waitMs)}`;
-    return error.heldByClient === undefined
-      ? within
-      : `${within}: this client id (${error.heldByClient}) holds it already, and a wait does not queue behind its own hold; release it first, or wait as another --client-id`;
+    if (error.heldByClient !== undefined)
+      return `${within}: this client id (${error.heldByClient}) holds it already, and a wait does not queue behind its own hold; release it first, or wait as another --client-id`;
+    const h = error.holderSummary;
+    return h ? `${within}: it ${heldText(h.clientId, error.shared)}${holderTail(h, error.shared)}` : within;
   }
   if (error instanceof LockHeldError) {
     const h = error.holderSummary;
-    if (!h) return error.message;
-    const left = h.expiresAt
-      ? `, ${error.shared ? `${h.clientId}'s` : 'its'} lease ends in ${formatDuration(Math.max(0, h.expiresAt.getTime() - Date.now()))}`
-      : ', for as long as its session lives';
-    return `${error.message}${h.mine ? ' (this client id)' : ''}${left}`;
+    return h ? `${error.message}${holderTail(h, error.shared)}` : error.message;
   }
   if (error instanceof MaxHoldersMismatchError) {
     const n = error.maxHoldersInForce;

@@ -655,6 +655,31 @@ describe('the other commands', () => {
     expect(bad.stderr).toMatch(/not a duration/);
   });
 
+  it('a wait that times out says whom it waited for, over WebSocket (one lookup) and over HTTP (the last answer)', async () => {
+    const name = lockName();
+    const holder = new LockClient({ endpoint: stack.url, clientId: 'slow-holder' });
+    await holder.tryAcquire(name, { ttlMs: 120_000 });
+    const overWebSocket = await latchkey(['acquire', name, '--wait', '1s', '--json']);
+    const overHttp = await runCli(['--endpoint', stack.url, 'acquire', name, '--wait', '1s', '--json']);
+    for (const r of [overWebSocket, overHttp]) {
+      expect(r.code, r.stderr).toBe(EXIT.NOT_ACQUIRED);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        acquired: false,
+        lock: name,
+        wait_timed_out: true,
+        holder: { client_id: 'slow-holder', held_by: 'lease' },
+      });
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^latchkey: lock ${name} was not granted within 1s: it is held by slow-holder, its lease ends in`,
+          'm',
+        ),
+      );
+    }
+    const run = await latchkey(['run', name, '--wait', '300ms', '--', 'true']);
+    expect(run.stderr).toMatch(/was not granted within 300ms: it is held by slow-holder, its lease ends in/);
+  });
+
   it('release of a re-entered lock counts it down and says how many releases are left; the SDK returns the count', async () => {
     const name = lockName();
     const sdk = new LockClient({ endpoint: stack.url, clientId: 'reentered' });

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { errorView, leaseView, notAcquiredView, priorityNeedsWait } from '../../sdk/cli/main';
 import { waitingLine } from '../../sdk/cli/run';
+import { heldIn } from '../../sdk/cli/timed-out';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
 import {
   DeadlockError,
@@ -90,6 +91,58 @@ describe('cliMessage', () => {
       'lock jobs/a was not granted within 2s: this client id (ops@host) holds it already, and a wait does not queue behind its own hold; release it first, or wait as another --client-id',
     );
     expect(own).not.toMatch(/tryAcquire|reentrant/);
+    // Whom it waited for, where the service said (or a lookup found): as a refusal says it.
+    const held = new WaitTimeoutError('pool/gpu', 2_000, undefined, {
+      holderSummary: {
+        clientId: 'w1',
+        expiresAt: new Date(Date.now() + 9_000),
+        heldBy: 'lease',
+        mine: false,
+      },
+      shared: { holders: 2, maxHolders: 2 },
+    });
+    expect(cliMessage(held)).toMatch(
+      /^lock pool\/gpu was not granted within 2s: it is full: 2 of 2 holders \(w1 among them\), w1's lease ends in [89](\.\d)?s$/,
+    );
+    expect(held.message).toBe(
+      'lock pool/gpu was not granted within 2000 ms: it is full: 2 of 2 holders (w1 among them)',
+    );
+  });
+
+  it('a timed-out wait names the hold to wait out for its mode: the first lease to end for a shared wait, the last for an exclusive one', () => {
+    const view = {
+      mode: 'shared',
+      max_holders: 3,
+      holders: [
+        { client_id: 'late', expires_at: '2030-01-01T00:00:09.000Z', held_by: 'lease', mine: true },
+        { client_id: 'soon', expires_at: '2030-01-01T00:00:01.000Z', held_by: 'lease', mine: false },
+        { client_id: 'sess', expires_at: null, held_by: 'session', mine: false },
+      ],
+    };
+    expect(heldIn(view, true, 'me')).toEqual({
+      holderSummary: {
+        clientId: 'soon',
+        expiresAt: new Date('2030-01-01T00:00:01.000Z'),
+        heldBy: 'lease',
+        mine: false,
+      },
+      shared: { holders: 3, maxHolders: 3 },
+    });
+    // A session's hold has no end: the last to wait out. Another principal's `mine` is not this client's.
+    expect(heldIn(view, false, 'me')?.holderSummary).toEqual({
+      clientId: 'sess',
+      expiresAt: null,
+      heldBy: 'session',
+      mine: false,
+    });
+    expect(heldIn({ ...view, holders: view.holders.slice(0, 1) }, false, 'late')?.holderSummary?.mine).toBe(
+      true,
+    );
+    expect(heldIn({ ...view, holders: view.holders.slice(0, 1) }, false, 'me')?.holderSummary?.mine).toBe(
+      false,
+    );
+    expect(heldIn({ mode: null, holders: [] }, false, 'me')).toBeUndefined();
+    expect(heldIn(undefined, false, 'me')).toBeUndefined();
   });
 
   it('a refusal says until when the holder holds it, and whether it is this client id', () => {

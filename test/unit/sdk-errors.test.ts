@@ -23,6 +23,7 @@ import {
   InvalidArgumentError,
   LatchkeyClientError,
   LeaseLostError,
+  WaitTimeoutError,
 } from '../../sdk/errors';
 import {
   InvalidRequestError,
@@ -1060,5 +1061,38 @@ describe('an HTTP wait refused TOO_MANY_WAITS (every slot busy) is asked again w
     const asks = sent.length;
     await new Promise((resolve) => setTimeout(resolve, 150));
     expect(sent).toHaveLength(asks);
+  });
+});
+
+describe('an HTTP wait that runs out', () => {
+  it('throws WaitTimeoutError naming whom it waited for, from the last answer (a full semaphore here)', async () => {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
+    vi.spyOn(client.transport, 'send').mockResolvedValue({
+      status: 200,
+      body: {
+        acquired: false,
+        lock: 'pool/gpu',
+        holder: { client_id: 'w1', expires_at: '2030-01-01T00:00:05.000Z', held_by: 'lease' },
+        shared_holders: 2,
+        max_holders: 2,
+        queued: 1,
+        retry_after_ms: 5_000,
+      },
+    });
+    const error = await client
+      .acquire('pool/gpu', { waitTimeoutMs: 1, mode: 'shared', maxHolders: 2 })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WaitTimeoutError);
+    expect(error).toMatchObject({
+      lock: 'pool/gpu',
+      holderSummary: {
+        clientId: 'w1',
+        expiresAt: new Date('2030-01-01T00:00:05.000Z'),
+        heldBy: 'lease',
+        mine: false,
+      },
+      shared: { holders: 2, maxHolders: 2 },
+      message: 'lock pool/gpu was not granted within 1 ms: it is full: 2 of 2 holders (w1 among them)',
+    });
   });
 });

@@ -1,0 +1,63 @@
+/**
+ * A wait that timed out, told who held the lock: an HTTP wait's last answer says so; a WebSocket
+ * wait's timeout says nothing, so one look at the lock (sent once, for at most 2 s) fills it in.
+ */
+import type { LockClient } from '../client';
+import { type HeldWhenRefused, WaitTimeoutError } from '../errors';
+
+/** What `inspect` shows of a lock's holders. */
+interface HeldView {
+  readonly holders?: readonly {
+    readonly client_id: string;
+    readonly expires_at?: string | null;
+    readonly held_by?: string;
+    readonly mine?: boolean;
+  }[];
+  readonly mode?: string | null;
+  readonly max_holders?: number | null;
+}
+
+const LOOKUP_MS = 2_000;
+
+/**
+ * `error`, naming the holder to wait out if it did not: for a `shared` wait the lease that ends
+ * first (a slot), for an exclusive one the last; unchanged if the lookup fails or finds it free.
+ */
+export async function explainedTimeout(
+  client: LockClient,
+  error: WaitTimeoutError,
+  shared: boolean,
+): Promise<WaitTimeoutError> {
+  if (error.holderSummary || error.heldByClient !== undefined) return error;
+  const view: HeldView | undefined = await client
+    .inspect(error.lock, { attempts: 1, signal: AbortSignal.timeout(LOOKUP_MS) })
+    .catch(() => undefined);
+  const held = heldIn(view, shared, client.clientId);
+  return held ? new WaitTimeoutError(error.lock, error.waitMs, undefined, held) : error;
+}
+
+/** Who holds the lock in `view`, as a refusal would say it to a `shared` (or exclusive) request. */
+export function heldIn(
+  view: HeldView | undefined,
+  shared: boolean,
+  clientId: string,
+): HeldWhenRefused | undefined {
+  const holders = view?.holders ?? [];
+  const end = (expiresAt: string | null | undefined) =>
+    expiresAt ? Date.parse(expiresAt) : Number.POSITIVE_INFINITY;
+  const sorted = [...holders].sort((a, b) => end(a.expires_at) - end(b.expires_at));
+  const holder = shared ? sorted[0] : sorted.at(-1);
+  if (!holder) return undefined;
+  return {
+    holderSummary: {
+      clientId: holder.client_id,
+      expiresAt: holder.expires_at ? new Date(holder.expires_at) : null,
+      heldBy: holder.held_by === 'session' ? 'session' : 'lease',
+      mine: holder.mine === true && holder.client_id === clientId,
+    },
+    shared:
+      view?.mode === 'shared'
+        ? { holders: holders.length, maxHolders: view.max_holders ?? undefined }
+        : undefined,
+  };
+}
