@@ -1096,3 +1096,42 @@ describe('an HTTP wait that runs out', () => {
     });
   });
 });
+
+describe('an acquire granted late whose confirming renewal fails', () => {
+  /** A grant with little of its lease left (as after a long wait), then every other call refused unsent. */
+  function lateGrant(releaseAnswers: boolean) {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
+    const paths: string[] = [];
+    vi.spyOn(client.transport, 'send').mockImplementation(async (_method, path) => {
+      paths.push(path);
+      if (path.endsWith('/acquire'))
+        return { status: 200, body: { ...grant('jobs/a'), remaining_ms: 5_000 } }; // 5 s of 30 left
+      if (path.endsWith('/release') && releaseAnswers)
+        return { status: 200, body: { released: true, lock: 'jobs/a', remaining_reentries: 0 } };
+      const unsent = new UnavailableError('latchkey is unreachable (connect ECONNREFUSED)');
+      unsent.mayHaveApplied = false; // as the transport says of attempts refused before they were sent
+      throw unsent;
+    });
+    return { client, paths };
+  }
+
+  it('releases the grant nobody saw and throws the renewal failure as it was', async () => {
+    const { client, paths } = lateGrant(true);
+    const error = await client
+      .acquire('jobs/a', { ttlMs: 30_000, waitTimeoutMs: 5_000 })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as UnavailableError).mayHaveApplied).toBe(false);
+    expect(paths.map((p) => p.split('/').at(-1))).toEqual(['acquire', 'renew', 'release']);
+  });
+
+  it('says mayHaveApplied when that release fails too: the lock is held until its ttl', async () => {
+    const { client, paths } = lateGrant(false);
+    const error = await client
+      .acquire('jobs/a', { ttlMs: 30_000, waitTimeoutMs: 5_000 })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as UnavailableError).mayHaveApplied).toBe(true);
+    expect(paths.at(-1)).toMatch(/\/release$/);
+  });
+});
