@@ -101,7 +101,11 @@ export interface TryAcquireOptions extends LockModeOptions {
    * length and takes 1 s to 1 h unless its operator changed the limits.
    */
   readonly ttlMs?: number;
-  /** Taking a lock this client already holds answers the same lease (renewed) instead of "held". */
+  /**
+   * Taking a lock this client already holds answers the same lease (its token; its end does not
+   * move: renew to extend it) and counts the entry (`lease.reentry`), instead of "held". Each
+   * `release` counts one down; the last frees the lock.
+   */
   readonly reentrant?: boolean;
 }
 

@@ -600,20 +600,22 @@ terminal (/dev/tty).`,
     .addOption(
       durationOption('--wait <duration>', 'how long to wait for it (0: exit 3 at once if held)', 0, '0'),
     )
+    .option('-n, --no-wait', 'do not wait (the default): exit 3 at once if the lock is held')
     .option('--priority <n>', 'queue priority, -100..100', integer)
     .option('--shared', 'take it shared: with other shared holders, while nobody holds it exclusively')
     .option('--max-holders <n>', 'with --shared: a semaphore of at most n holders (1..1000)', holderCount)
     .action(async (name: string, o) => {
       const g = globals();
       const mode = lockModeFlags(o);
-      priorityNeedsWait(o.priority, o.wait);
+      const waitMs: number = o.wait === false ? 0 : o.wait; // false: -n / --no-wait
+      priorityNeedsWait(o.priority, waitMs);
       const client = clientFor(g, g.clientId ?? stableClientId());
       try {
         const lease =
-          o.wait > 0
+          waitMs > 0
             ? await client.acquire(name, {
                 ttlMs: o.ttl,
-                waitTimeoutMs: o.wait,
+                waitTimeoutMs: waitMs,
                 priority: o.priority,
                 ...mode,
               })

@@ -89,7 +89,11 @@ export function cliMessage(error: unknown): string {
     const each = error.details.map((d) => inFlagTerms(d.path, d.message));
     if (each.every((text) => text !== undefined)) return each.join('; ');
   }
-  return (error as Error)?.message ?? String(error);
+  // A release or renew with the right token from another client id: the flag that names it.
+  return ((error as Error)?.message ?? String(error)).replace(
+    /that token is held by client (\S+): send the client_id that acquired it/,
+    'that token is held by client $1: give --client-id $1',
+  );
 }
 
 /**

@@ -678,6 +678,10 @@ describe('the other commands', () => {
     }
     const run = await latchkey(['run', name, '--wait', '300ms', '--', 'true']);
     expect(run.stderr).toMatch(/was not granted within 300ms: it is held by slow-holder, its lease ends in/);
+    // acquire takes -n / --no-wait as run does (its default: it tries once).
+    const once = await latchkey(['acquire', name, '-n', '--json']);
+    expect(once.code).toBe(EXIT.NOT_ACQUIRED);
+    expect(JSON.parse(once.stdout)).toMatchObject({ acquired: false, holder: { client_id: 'slow-holder' } });
   });
 
   it('release of a re-entered lock counts it down and says how many releases are left; the SDK returns the count', async () => {

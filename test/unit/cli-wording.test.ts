@@ -11,6 +11,7 @@ import {
   DeadlockError,
   errorFromResponse,
   InvalidArgumentError,
+  LeaseLostError,
   LockHeldError,
   UnavailableError,
   WaitTimeoutError,
@@ -143,6 +144,16 @@ describe('cliMessage', () => {
     );
     expect(heldIn({ mode: null, holders: [] }, false, 'me')).toBeUndefined();
     expect(heldIn(undefined, false, 'me')).toBeUndefined();
+  });
+
+  it('a release with the right token from another client id names the flag to give', () => {
+    const error = new LeaseLostError(
+      'ops does not hold jobs/a with fencing token 7: that token is held by client w-1: send the client_id that acquired it',
+      'NOT_HOLDER',
+    );
+    expect(cliMessage(error)).toBe(
+      'ops does not hold jobs/a with fencing token 7: that token is held by client w-1: give --client-id w-1',
+    );
   });
 
   it('a refusal says until when the holder holds it, and whether it is this client id', () => {
