@@ -10,6 +10,7 @@
 import { parseArgs } from 'node:util';
 import { parsePrefixes, prefixesProblem } from '../lambdas/core/hierarchy';
 import { localPrincipal } from '../lambdas/core/principal';
+import { checkPorts, portMessage } from '../local/ports';
 import { LOCAL_REGION, localKeys } from '../local/sigv4';
 import { startLocalStack } from '../local/stack';
 import { lockPrefixProblem } from '../sdk/names';
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
 
   const credentials = values.credentials ?? process.env.LATCHKEY_LOCAL_CREDENTIALS ?? '';
   const keys = localKeys(credentials); // refuses a malformed pair before anything starts
+  await checkPorts({ port, wsPort });
   const allowedHosts = (values['allowed-hosts'] ?? '').split(',').filter(Boolean);
   const stack = await startLocalStack({
     credentials,
@@ -81,6 +83,11 @@ async function main(): Promise<void> {
     hierarchicalPrefixes: hierarchicalPrefixes(
       values['hierarchical-prefixes'] ?? process.env.LATCHKEY_HIERARCHICAL_PREFIXES,
     ),
+  }).catch((error: NodeJS.ErrnoException & { port?: number }) => {
+    // Taken between the check and the start: said the same way.
+    throw error.syscall === 'listen' && error.port !== undefined
+      ? new Error(portMessage({ port, wsPort }, error.port, error))
+      : error;
   });
   const auth = values['no-auth']
     ? 'auth OFF: unsigned requests are accepted'
