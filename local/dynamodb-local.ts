@@ -149,16 +149,18 @@ export function listensOn(pid: number, port: number): boolean | undefined {
     }
   }
   if (listening.length === 0) return undefined;
-  return listening.some((inode) => socketsOf(pid).has(inode));
+  const sockets = socketsOf(pid);
+  return sockets === undefined ? undefined : listening.some((inode) => sockets.has(inode));
 }
 
-/** The socket inodes of process `pid`'s open files (none if it is gone). */
-function socketsOf(pid: number): Set<string> {
+/** The socket inodes of process `pid`'s open files: none if it is gone, undefined if unreadable. */
+function socketsOf(pid: number): Set<string> | undefined {
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return new Set();
+  } catch (error) {
+    // Gone; or not ours to read (a java with file capabilities is not dumpable): cannot tell.
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? new Set() : undefined;
   }
   const links = fds.map((fd) => {
     try {
@@ -343,6 +345,8 @@ async function launchOn(port: number, options: DynamoDbLocalOptions, storage: st
   const child = spawn(command[0] as string, command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
+    // Its errors in English whatever the machine's language: BIND_FAILURE reads them.
+    env: { ...process.env, LC_ALL: 'C' },
   });
   const watchdog = guard === 'watchdog' && child.pid !== undefined ? startWatchdog(child.pid) : undefined;
   // Once the JVM is gone its pid may be reused: the watchdog must not kill that.

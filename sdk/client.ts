@@ -26,6 +26,7 @@ import {
   EndpointError,
   errorFromResponse,
   type HeldWhenRefused,
+  heldWhenRefused,
   InvalidArgumentError,
   type LatchkeyClientError,
   LimitExceededError,
@@ -382,7 +383,7 @@ export class LockClient {
           continue;
         }
         if (error instanceof OwnHoldError) {
-          await this.pauseOnOwnHold(watch, name, error.retryAfterMs, until, options);
+          await this.pauseOnOwnHold(watch, name, error.retryAfterMs, until, options, error.held);
           requestId = randomUUID();
           continue;
         }
@@ -409,9 +410,11 @@ export class LockClient {
     retryAfterMs: number,
     until: number,
     options: { waitTimeoutMs: number; signal?: AbortSignal | undefined },
+    /** The own hold, as the refusal named it. */
+    held: HeldWhenRefused,
   ): Promise<void> {
     const left = until - performance.now();
-    if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId);
+    if (left <= 0) throw new WaitTimeoutError(name, options.waitTimeoutMs, this.clientId, held);
     await watch.pause(Math.min(Math.max(retryAfterMs, 50), left), options.signal);
   }
 
@@ -868,7 +871,14 @@ export class LockClient {
           return lease;
         }
         if (isOwnHold(answer)) {
-          await this.pauseOnOwnHold(watch, name, ownHoldRetryAfterMs(answer), until, options);
+          await this.pauseOnOwnHold(
+            watch,
+            name,
+            ownHoldRetryAfterMs(answer),
+            until,
+            options,
+            heldWhenRefused(answer),
+          );
         } else if (performance.now() >= until)
           throw new WaitTimeoutError(name, options.waitTimeoutMs, undefined, heldWhenRefused(answer));
         requestId = randomUUID();
@@ -877,28 +887,4 @@ export class LockClient {
       }
     }
   }
-}
-
-/** Who holds a lock, as a refusal of the HTTP API says (its `holder`, `shared_holders`, `max_holders`). */
-// biome-ignore lint/suspicious/noExplicitAny: JSON answers
-function heldWhenRefused(answer: any): HeldWhenRefused {
-  const holder = answer?.holder;
-  return {
-    holderSummary:
-      typeof holder?.client_id === 'string'
-        ? {
-            clientId: holder.client_id,
-            expiresAt: holder.expires_at ? new Date(holder.expires_at) : null,
-            heldBy: holder.held_by === 'session' ? 'session' : 'lease',
-            mine: holder.mine === true,
-          }
-        : undefined,
-    shared:
-      typeof answer?.shared_holders === 'number'
-        ? {
-            holders: answer.shared_holders,
-            maxHolders: typeof answer.max_holders === 'number' ? answer.max_holders : undefined,
-          }
-        : undefined,
-  };
 }

@@ -94,6 +94,30 @@ export interface HeldWhenRefused {
   readonly shared?: { readonly holders: number; readonly maxHolders: number | undefined } | undefined;
 }
 
+/** Who holds a lock, as a refusal of the HTTP API says (its `holder`, `shared_holders`, `max_holders`). */
+// biome-ignore lint/suspicious/noExplicitAny: JSON answers
+export function heldWhenRefused(answer: any): HeldWhenRefused {
+  const holder = answer?.holder;
+  return {
+    holderSummary:
+      typeof holder?.client_id === 'string'
+        ? {
+            clientId: holder.client_id,
+            expiresAt: holder.expires_at ? new Date(holder.expires_at) : null,
+            heldBy: holder.held_by === 'session' ? 'session' : 'lease',
+            mine: holder.mine === true,
+          }
+        : undefined,
+    shared:
+      typeof answer?.shared_holders === 'number'
+        ? {
+            holders: answer.shared_holders,
+            maxHolders: typeof answer.max_holders === 'number' ? answer.max_holders : undefined,
+          }
+        : undefined,
+  };
+}
+
 /** A waiting acquire's time ran out before the lock was granted. */
 export class WaitTimeoutError extends LatchkeyClientError {
   override name = 'WaitTimeoutError';

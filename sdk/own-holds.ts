@@ -7,6 +7,7 @@
  * end (`retry_after_ms`: a lease this client took elsewhere and forgot), whichever comes first.
  * (A wait kept out by a lock above or below in a hierarchy is queued, never answered so.)
  */
+import type { HeldWhenRefused } from './errors';
 import { sleep } from './transport';
 
 /** A wait answered at once that this client holds the lock: WsWaiter's answer, for the client to pause on. */
@@ -16,6 +17,8 @@ export class OwnHoldError extends Error {
     readonly lock: string,
     /** Until the hold's lease ends (or, for a session's hold, a while). */
     readonly retryAfterMs: number,
+    /** The hold, as the refusal named it. */
+    readonly held: HeldWhenRefused = {},
   ) {
     super(`lock ${lock} is held by this client itself`);
   }

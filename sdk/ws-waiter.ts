@@ -23,6 +23,7 @@ import WebSocket from 'ws';
 import {
   EndpointError,
   errorFromResponse,
+  heldWhenRefused,
   InvalidRequestError,
   type LatchkeyClientError,
   UnauthorizedError,
@@ -283,7 +284,7 @@ export class WsWaiter {
       if (this.pending.get(request.requestId) !== pending) return;
       // Not queued behind this client's own hold: the client pauses on it (own-holds.ts).
       if (isOwnHold(answer)) {
-        pending.reject(new OwnHoldError(request.lock, ownHoldRetryAfterMs(answer)));
+        pending.reject(new OwnHoldError(request.lock, ownHoldRetryAfterMs(answer), heldWhenRefused(answer)));
       } else if (performance.now() < pending.until - ENDED_EARLY_MS) {
         // The request ended before its time (its connection's $disconnect took it out of the queue):
         // its outcome is final, so what is left of the wait is a new request.

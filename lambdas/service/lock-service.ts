@@ -791,6 +791,7 @@ export class LockService {
       clientId: cmd.clientId,
       requestId: cmd.requestId,
       tenure: cmd.tenure,
+      mode: cmd.mode ?? 'exclusive',
     };
     if (record.state !== 'queued')
       return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);

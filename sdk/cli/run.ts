@@ -527,6 +527,7 @@ export async function runLocked(
         }),
     );
   } catch (error) {
+    waited(); // no waiting note from here on, whatever follows
     if (signalled) return exitCodeOf(signalled);
     if (error instanceof DeadlockError) {
       // Any lock of the set already held was released (withLocks) before this was thrown.
@@ -534,9 +535,10 @@ export async function runLocked(
       return EXIT.NOT_ACQUIRED;
     }
     if (error instanceof WaitTimeoutError) {
-      options.say(
-        `latchkey: ${cliMessage(await explainedTimeout(client, error, options.mode === 'shared'))}`,
-      );
+      // A signal during the lookup ends it, and latchkey as a signal does.
+      const explained = await explainedTimeout(client, error, options.mode === 'shared', waiting.signal);
+      if (signalled) return exitCodeOf(signalled);
+      options.say(`latchkey: ${cliMessage(explained)}`);
       return EXIT.NOT_ACQUIRED;
     }
     if (error instanceof LockHeldError) {

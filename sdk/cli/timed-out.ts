@@ -1,6 +1,7 @@
 /**
- * A wait that timed out, told who held the lock: an HTTP wait's last answer says so; a WebSocket
- * wait's timeout says nothing, so one look at the lock (sent once, for at most 2 s) fills it in.
+ * A wait that timed out, told who held the lock: an HTTP wait's last answer says so; where the
+ * error names nobody (a WebSocket wait's timeout says nothing), one look at the lock (sent once,
+ * for at most 2 s after the wait) fills it in.
  */
 import type { LockClient } from '../client';
 import { type HeldWhenRefused, WaitTimeoutError } from '../errors';
@@ -27,10 +28,13 @@ export async function explainedTimeout(
   client: LockClient,
   error: WaitTimeoutError,
   shared: boolean,
+  /** Ends the lookup early (a signal to `run`). */
+  signal?: AbortSignal,
 ): Promise<WaitTimeoutError> {
   if (error.holderSummary || error.heldByClient !== undefined) return error;
+  const within = AbortSignal.timeout(LOOKUP_MS);
   const view: HeldView | undefined = await client
-    .inspect(error.lock, { attempts: 1, signal: AbortSignal.timeout(LOOKUP_MS) })
+    .inspect(error.lock, { attempts: 1, signal: signal ? AbortSignal.any([signal, within]) : within })
     .catch(() => undefined);
   const held = heldIn(view, shared, client.clientId);
   return held ? new WaitTimeoutError(error.lock, error.waitMs, undefined, held) : error;
@@ -47,7 +51,8 @@ export function heldIn(
     expiresAt ? Date.parse(expiresAt) : Number.POSITIVE_INFINITY;
   const sorted = [...holders].sort((a, b) => end(a.expires_at) - end(b.expires_at));
   const holder = shared ? sorted[0] : sorted.at(-1);
-  if (!holder) return undefined;
+  // None, or this very client: a grant that came just after the wait ended, being given back.
+  if (!holder || (holder.mine === true && holder.client_id === clientId)) return undefined;
   return {
     holderSummary: {
       clientId: holder.client_id,

@@ -136,9 +136,8 @@ describe('cliMessage', () => {
       heldBy: 'session',
       mine: false,
     });
-    expect(heldIn({ ...view, holders: view.holders.slice(0, 1) }, false, 'late')?.holderSummary?.mine).toBe(
-      true,
-    );
+    // This very client's hold, found after its wait ended: a late grant being given back, not named.
+    expect(heldIn({ ...view, holders: view.holders.slice(0, 1) }, false, 'late')).toBeUndefined();
     expect(heldIn({ ...view, holders: view.holders.slice(0, 1) }, false, 'me')?.holderSummary?.mine).toBe(
       false,
     );

@@ -1,8 +1,11 @@
 /** `npm start`'s ports, checked before DynamoDB Local starts: a taken one is named by its flag. */
 import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { checkPorts, portMessage } from '../../local/ports';
 
@@ -33,19 +36,25 @@ it('a port in use is refused naming its flag and what to do; port 0 and free por
   );
 });
 
-it('npm start on a taken port ends at once, before DynamoDB Local starts', async () => {
+it('npm start on a taken port ends before DynamoDB Local starts', async () => {
+  // A java that records being run: it must not be, the port check coming first.
+  const bin = mkdtempSync(join(tmpdir(), 'latchkey-no-java-'));
+  const ran = join(bin, 'ran');
+  writeFileSync(join(bin, 'java'), `#!/bin/sh\ntouch ${ran}\nexit 1\n`);
+  chmodSync(join(bin, 'java'), 0o755);
   const { server, port } = await taken();
   try {
     const tsx = createRequire(import.meta.url).resolve('tsx');
     const started = spawnSync(process.execPath, ['--import', tsx, 'bin/local.ts', '--port', String(port)], {
       encoding: 'utf8',
       timeout: 60_000,
-      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '' },
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: '', PATH: `${bin}:${process.env.PATH}` },
     });
     expect(started.status).toBe(1);
     expect(started.stderr).toContain(`latchkey: port ${port} (--port, the HTTP API) is in use`);
-    expect(started.stdout + started.stderr).not.toMatch(/DynamoDB|latchkey is ready/);
+    expect(existsSync(ran), 'java was started').toBe(false);
   } finally {
     server.close();
+    rmSync(bin, { recursive: true, force: true });
   }
 });

@@ -140,13 +140,15 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
         shared: { holders: 2, maxHolders: 2 },
         retryAfterMs: end - 200,
       });
-      // A retry of the ended request (its record has no mode) is explained the same way.
-      const retry = await h.wait('s', {
-        mode,
-        ...(mode === 'shared' ? { maxHolders: 2 } : {}),
-        requestId: 'rs',
-      });
+      // A retry of the ended request (its record has no mode) is explained the same way, waiting or not.
+      const want = { mode, ...(mode === 'shared' ? { maxHolders: 2 } : {}), requestId: 'rs' };
+      const retry = await h.wait('s', want);
       expect(retry).toMatchObject({ kind: 'done', outcome: { holder: { clientId: holder } } });
+      const tried = await h.services.locks.acquire(h.command('s', want));
+      expect(tried).toMatchObject({
+        kind: 'done',
+        outcome: { holder: { clientId: holder }, retryAfterMs: end - 200 },
+      });
     },
   );
 

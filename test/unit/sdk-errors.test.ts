@@ -1097,6 +1097,27 @@ describe('an HTTP wait that runs out', () => {
   });
 });
 
+describe("an HTTP wait that runs out behind this client's own hold", () => {
+  it('names that hold (mine) as well as the client id', async () => {
+    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
+    vi.spyOn(client.transport, 'send').mockResolvedValue({
+      status: 200,
+      body: {
+        acquired: false,
+        lock: 'jobs/a',
+        holder: { client_id: 'me', expires_at: '2030-01-01T00:00:05.000Z', held_by: 'lease', mine: true },
+        queued: 0,
+        retry_after_ms: 5_000,
+      },
+    });
+    const error = await client.acquire('jobs/a', { waitTimeoutMs: 1 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      heldByClient: 'me',
+      holderSummary: { clientId: 'me', expiresAt: new Date('2030-01-01T00:00:05.000Z'), mine: true },
+    });
+  });
+});
+
 describe('an acquire granted late whose confirming renewal fails', () => {
   /** A grant with little of its lease left (as after a long wait), then every other call refused unsent. */
   function lateGrant(releaseAnswers: boolean) {
