@@ -108,6 +108,7 @@ let endpointsInUse: Endpoints | undefined;
 function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient {
   const endpoints = resolveEndpoints(g);
   endpointsInUse = endpoints;
+  let saidNothingListens = false;
   return new LockClient({
     endpoint: endpoints.http,
     ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
@@ -119,7 +120,16 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
         console.error(
           `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
         );
-      else if (sayRetries) console.error(`latchkey: ${warning.message}`);
+      else if (!sayRetries) return;
+      else if (endpoints.httpFrom.kind === 'local' && /ECONNREFUSED/.test(warning.reason ?? '')) {
+        // Nothing listens at the default endpoint: most likely no local stack, not an outage. Said
+        // once, with what to do; the final error says it again if the retries fail too.
+        if (!saidNothingListens)
+          console.error(
+            `latchkey: nothing answers at ${endpoints.http} (${endpointHint('http', endpoints)}): trying again`,
+          );
+        saidNothingListens = true;
+      } else console.error(`latchkey: ${warning.message}`);
     },
   });
 }
