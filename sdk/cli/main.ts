@@ -19,7 +19,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
-import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked } from './run';
+import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked, waitingNote } from './run';
 import { explainedTimeout } from './timed-out';
 import { addTopCommand } from './top';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from './wording';
@@ -620,15 +620,14 @@ terminal (/dev/tty).`,
       const waitMs: number = o.wait === false ? 0 : o.wait; // false: -n / --no-wait
       priorityNeedsWait(o.priority, waitMs);
       const client = clientFor(g, g.clientId ?? stableClientId());
+      // Still waiting after a second: said once on stderr, whom for and where in the queue.
+      const note = waitMs > 0 ? waitingNote(client, [name], (line) => console.error(line)) : undefined;
       try {
         const lease =
           waitMs > 0
-            ? await client.acquire(name, {
-                ttlMs: o.ttl,
-                waitTimeoutMs: waitMs,
-                priority: o.priority,
-                ...mode,
-              })
+            ? await client
+                .acquire(name, { ttlMs: o.ttl, waitTimeoutMs: waitMs, priority: o.priority, ...mode })
+                .finally(() => note?.end())
             : await client.acquireNow(name, { ttlMs: o.ttl, ...mode });
         // Not acquired: who holds it, or (in a hierarchical namespace) what keeps it out.
         if (lease instanceof LockHeldError) throw lease;

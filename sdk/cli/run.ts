@@ -362,6 +362,36 @@ export function waitingLine(
   return `${what}: held by ${shown.join(', ')}${more}${shared}${lease}, ${place}`;
 }
 
+/**
+ * Says once, `WAITING_NOTE_MS` into a wait for `names`, what it waits for (`waitingLine`, from one
+ * lookup of a single lock, sent once); `end()` when the wait ends, however: nothing is said after.
+ */
+export function waitingNote(
+  client: Pick<LockClient, 'inspect' | 'clientId'>,
+  names: readonly string[],
+  say: (line: string) => void,
+): { end(): void } {
+  const lookup = new AbortController();
+  const timer = setTimeout(() => {
+    const [only] = names;
+    const looked =
+      names.length === 1 && only !== undefined
+        ? client.inspect(only, { signal: lookup.signal, attempts: 1 })
+        : Promise.resolve(undefined);
+    void looked
+      .catch(() => undefined)
+      .then((view) => {
+        if (!lookup.signal.aborted) say(`latchkey: ${waitingLine(names, view, client.clientId)}`);
+      });
+  }, WAITING_NOTE_MS).unref();
+  return {
+    end() {
+      clearTimeout(timer);
+      lookup.abort();
+    },
+  };
+}
+
 /** 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ... */
 function ordinal(n: number): string {
   const teen = n % 100 >= 11 && n % 100 <= 13;
@@ -457,26 +487,8 @@ export async function runLocked(
   };
   // A run still waiting after a moment says once what for (a cron job's log shows why it was
   // slow): one lookup, sent once, ended with the wait (granted, given up or signalled).
-  const lookup = new AbortController();
-  const waitingNote =
-    lockOptions.waitTimeoutMs === 0
-      ? undefined
-      : setTimeout(() => {
-          const [only] = all;
-          const looked =
-            all.length === 1 && only !== undefined
-              ? client.inspect(only, { signal: lookup.signal, attempts: 1 })
-              : Promise.resolve(undefined);
-          void looked
-            .catch(() => undefined)
-            .then((view) => {
-              if (!lookup.signal.aborted) options.say(`latchkey: ${waitingLine(all, view, client.clientId)}`);
-            });
-        }, WAITING_NOTE_MS).unref();
-  const waited = () => {
-    clearTimeout(waitingNote);
-    lookup.abort();
-  };
+  const note = lockOptions.waitTimeoutMs === 0 ? undefined : waitingNote(client, all, options.say);
+  const waited = () => note?.end();
   try {
     return await holding(
       (leases, lost) =>

@@ -671,7 +671,14 @@ describe('the other commands', () => {
     const name = lockName();
     const holder = new LockClient({ endpoint: stack.url, clientId: 'slow-holder' });
     await holder.tryAcquire(name, { ttlMs: 120_000 });
-    const overWebSocket = await latchkey(['acquire', name, '--wait', '1s', '--json']);
+    const overWebSocket = await latchkey(['acquire', name, '--wait', '3s', '--json']);
+    // Still waiting after a second, it says once whom for, as run does.
+    expect(overWebSocket.stderr).toMatch(
+      new RegExp(
+        `^latchkey: waiting for ${name}: held by slow-holder \\(lease ends in [\\d.]+[sm]\\), 1st of 1 in the queue$`,
+        'm',
+      ),
+    );
     const overHttp = await runCli(['--endpoint', stack.url, 'acquire', name, '--wait', '1s', '--json']);
     for (const r of [overWebSocket, overHttp]) {
       expect(r.code, r.stderr).toBe(EXIT.NOT_ACQUIRED);
@@ -683,7 +690,7 @@ describe('the other commands', () => {
       });
       expect(r.stderr).toMatch(
         new RegExp(
-          `^latchkey: lock ${name} was not granted within 1s: it is held by slow-holder, its lease ends in`,
+          `^latchkey: lock ${name} was not granted within [13]s: it is held by slow-holder, its lease ends in`,
           'm',
         ),
       );
