@@ -108,7 +108,6 @@ let endpointsInUse: Endpoints | undefined;
 function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient {
   const endpoints = resolveEndpoints(g);
   endpointsInUse = endpoints;
-  let saidNothingListens = false;
   return new LockClient({
     endpoint: endpoints.http,
     ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
@@ -120,18 +119,26 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
         console.error(
           `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
         );
-      else if (!sayRetries) return;
-      else if (endpoints.httpFrom.kind === 'local' && /ECONNREFUSED/.test(warning.reason ?? '')) {
-        // Nothing listens at the default endpoint: most likely no local stack, not an outage. Said
-        // once, with what to do; the final error says it again if the retries fail too.
-        if (!saidNothingListens)
-          console.error(
-            `latchkey: nothing answers at ${endpoints.http} (${endpointHint('http', endpoints)}): trying again`,
-          );
-        saidNothingListens = true;
-      } else console.error(`latchkey: ${warning.message}`);
+      else if (sayRetries) {
+        const line = retryLine(warning, endpoints);
+        if (line !== undefined) console.error(line);
+      }
     },
   });
+}
+
+/**
+ * The line said before a retry: each one as it goes (`renew jobs/a: DynamoDB is unavailable (…):
+ * trying again (attempt 2 of 5)`), except where nothing listens at the default endpoint, most
+ * likely no local stack rather than an outage: said once per call, with what to do (the final
+ * error says it again if every attempt fails). Undefined: nothing to say.
+ */
+export function retryLine(warning: RetryWarning, endpoints: Endpoints): string | undefined {
+  if (endpoints.httpFrom.kind !== 'local' || !/ECONNREFUSED/.test(warning.reason ?? ''))
+    return `latchkey: ${warning.message}`;
+  if (warning.attempt !== 2) return undefined;
+  const call = warning.call ? `${warning.call}: ` : '';
+  return `latchkey: ${call}nothing answers at ${endpoints.http} (${endpointHint('http', endpoints)}): trying again`;
 }
 
 /** Which endpoint an error is about, if it is about one. */

@@ -320,7 +320,12 @@ const WAITING_NOTE_MS = 1_000;
 
 /** What `inspect` shows of a lock that a waiting run needs. */
 export interface WaitedLockView {
-  readonly holders?: readonly { readonly client_id: string; readonly expires_at?: string | null }[];
+  readonly holders?: readonly {
+    readonly client_id: string;
+    readonly expires_at?: string | null;
+    /** The caller's principal's. */
+    readonly mine?: boolean;
+  }[];
   readonly queued?: number;
   readonly waiters?: readonly { readonly client_id: string; readonly position: number }[];
   readonly mode?: string | null;
@@ -341,6 +346,10 @@ export function waitingLine(
   const what = `waiting for ${names.join(', ')}`;
   const holders = view?.holders ?? [];
   if (!view || holders.length === 0) return `${what}...`;
+  // This client id's own hold (an earlier acquire's): the wait is not queued behind it.
+  const own = holders.find((h) => h.mine === true && h.client_id === clientId);
+  if (own)
+    return `${what}: held by this client id (${own.client_id}) itself, and a wait does not queue behind its own hold: it waits for that hold's end (release it, or wait as another --client-id)`;
   const shown = holders.slice(0, 3).map((h) => h.client_id);
   const more = holders.length > 3 ? ` and ${holders.length - 3} more` : '';
   const ends = holders[0]?.expires_at ? Date.parse(holders[0].expires_at) - now : undefined;
@@ -378,11 +387,12 @@ export function waitingNote(
       names.length === 1 && only !== undefined
         ? client.inspect(only, { signal: lookup.signal, attempts: 1 })
         : Promise.resolve(undefined);
-    void looked
-      .catch(() => undefined)
-      .then((view) => {
+    void looked.then(
+      (view) => {
         if (!lookup.signal.aborted) say(`latchkey: ${waitingLine(names, view, client.clientId)}`);
-      });
+      },
+      () => undefined, // not looked up (an outage): nothing known to say
+    );
   }, WAITING_NOTE_MS).unref();
   return {
     end() {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
@@ -505,18 +505,6 @@ describe('errors that name the fix', () => {
           `latchkey: inspect cli/x: latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}): trying again (attempt ${n} of 5)`,
       ),
     );
-    // The default endpoint refused: no local stack, most likely. Said once, with what to do.
-    const answers = await fetch('http://127.0.0.1:3000', { signal: AbortSignal.timeout(1_000) }).then(
-      () => true,
-      () => false,
-    );
-    if (!answers && !existsSync('cdk-outputs.json')) {
-      const { LATCHKEY_OUTPUTS_FILE: ___, ...noOutputs } = env;
-      const local = await latchkey(['show', 'cli/x'], { env: noOutputs });
-      expect(local.stderr.split('\n').filter((line) => line.includes('trying again'))).toEqual([
-        'latchkey: nothing answers at http://127.0.0.1:3000 (the HTTP API endpoint is the default, the local stack (start it with npm start); to use another, give --endpoint URL or set LATCHKEY_ENDPOINT=URL): trying again',
-      ]);
-    }
     // Under --json the error is on stdout too; under run --json, stdout is the command's alone.
     const json = await latchkey(['--json', 'show', 'cli/x'], {
       env: { ...env, LATCHKEY_ENDPOINT: `http://127.0.0.1:${port}` },

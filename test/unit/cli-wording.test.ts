@@ -2,9 +2,10 @@
  * The CLI's errors in its own words: flags and durations, not the SDK's calls and arguments or the
  * HTTP API's fields; and its --json views of leases, refusals and errors.
  */
-import { describe, expect, it } from 'vitest';
-import { errorView, leaseView, notAcquiredView, priorityNeedsWait } from '../../sdk/cli/main';
-import { waitingLine } from '../../sdk/cli/run';
+import { describe, expect, it, vi } from 'vitest';
+import { resolveEndpoints } from '../../sdk/cli/endpoints';
+import { errorView, leaseView, notAcquiredView, priorityNeedsWait, retryLine } from '../../sdk/cli/main';
+import { waitingLine, waitingNote } from '../../sdk/cli/run';
 import { heldIn } from '../../sdk/cli/timed-out';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
 import {
@@ -13,6 +14,7 @@ import {
   InvalidArgumentError,
   LeaseLostError,
   LockHeldError,
+  RetryWarning,
   UnavailableError,
   WaitTimeoutError,
 } from '../../sdk/errors';
@@ -228,8 +230,92 @@ describe('cliMessage, more', () => {
   });
 });
 
+describe('retry lines', () => {
+  const refusedAt = (attempt: number, call = 'inspect jobs/a') =>
+    new RetryWarning(
+      new UnavailableError('latchkey at … is unreachable', undefined, {
+        endpoint: 'http://127.0.0.1:3000',
+        reason: 'connect ECONNREFUSED 127.0.0.1:3000',
+      }),
+      attempt,
+      5,
+      call,
+    );
+  it('nothing at the default endpoint: once per call, with what to do; anywhere else, each retry', () => {
+    const local = resolveEndpoints({}, {});
+    expect([2, 3, 4, 5].map((n) => retryLine(refusedAt(n), local))).toEqual([
+      'latchkey: inspect jobs/a: nothing answers at http://127.0.0.1:3000 (the HTTP API endpoint is the default, the local stack (start it with npm start); to use another, give --endpoint URL or set LATCHKEY_ENDPOINT=URL): trying again',
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    // The next call (a renewal, later) says it again.
+    expect(retryLine(refusedAt(2, 'renew jobs/a'), local)).toMatch(
+      /^latchkey: renew jobs\/a: nothing answers at/,
+    );
+    // Given explicitly, even the same URL: every retry, as an outage of a service that was there.
+    const flag = resolveEndpoints({ endpoint: 'http://127.0.0.1:3000' }, {});
+    expect(retryLine(refusedAt(3), flag)).toBe(
+      'latchkey: inspect jobs/a: latchkey at http://127.0.0.1:3000 is unreachable (connect ECONNREFUSED 127.0.0.1:3000): trying again (attempt 3 of 5)',
+    );
+    // Not a refused connection (DynamoDB unavailable): every retry.
+    const outage = new RetryWarning(
+      new UnavailableError('DynamoDB is unavailable (TimeoutError)'),
+      3,
+      5,
+      'renew jobs/a',
+    );
+    expect(retryLine(outage, local)).toBe(
+      'latchkey: renew jobs/a: DynamoDB is unavailable (TimeoutError): trying again (attempt 3 of 5)',
+    );
+  });
+});
+
 describe('waitingLine', () => {
   const now = Date.parse('2026-12-04T12:00:00.000Z');
+  it("behind this client id's own hold (an earlier acquire's): says it waits for that hold's end", () => {
+    const view = {
+      holders: [{ client_id: 'me', expires_at: '2026-12-04T12:09:30.000Z', mine: true }],
+      queued: 0,
+    };
+    expect(waitingLine(['jobs/a'], view, 'me', now)).toBe(
+      "waiting for jobs/a: held by this client id (me) itself, and a wait does not queue behind its own hold: it waits for that hold's end (release it, or wait as another --client-id)",
+    );
+    // Another principal's client of the same name is someone else.
+    const theirs = {
+      holders: [{ client_id: 'me', expires_at: '2026-12-04T12:09:30.000Z', mine: false }],
+      queued: 0,
+    };
+    expect(waitingLine(['jobs/a'], theirs, 'me', now)).toBe(
+      'waiting for jobs/a: held by me (lease ends in 9.5m), 0 queued',
+    );
+  });
+
+  it('the note says nothing when its lookup failed, and nothing once the wait ended', async () => {
+    vi.useFakeTimers();
+    try {
+      const said: string[] = [];
+      const failing = { clientId: 'me', inspect: () => Promise.reject(new Error('unavailable')) };
+      waitingNote(failing as never, ['jobs/a'], (line) => said.push(line));
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toEqual([]);
+      let answer: (view: unknown) => void = () => {};
+      const slow = { clientId: 'me', inspect: () => new Promise((resolve) => (answer = resolve)) };
+      const note = waitingNote(slow as never, ['jobs/a'], (line) => said.push(line));
+      await vi.advanceTimersByTimeAsync(1_500);
+      note.end();
+      answer({ holders: [{ client_id: 'w', expires_at: null }], queued: 1 });
+      await vi.advanceTimersByTimeAsync(10);
+      expect(said).toEqual([]);
+      // Several locks: no lookup, the names alone.
+      waitingNote(slow as never, ['a', 'b'], (line) => said.push(line));
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toEqual(['latchkey: waiting for a, b...']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('whom a waiting run waits for: the holder and its lease, shared holders, the queue', () => {
     expect(
       waitingLine(
