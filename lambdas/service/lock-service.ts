@@ -782,17 +782,9 @@ export class LockService {
    */
   private async fromRecord(cmd: AcquireCommand): Promise<AcquireOutcome | Ended | undefined> {
     if (cmd.requestId === undefined) return undefined;
-    const key = requestKey(cmd.owner, cmd.clientId, cmd.requestId);
-    const record = requestOf(await this.storage.read(requestRef(cmd.name, key)));
+    const wait = requestIdentity(cmd, cmd.requestId);
+    const record = requestOf(await this.storage.read(requestRef(cmd.name, wait.requestKey)));
     if (!record) return undefined;
-    const wait = {
-      lock: cmd.name,
-      requestKey: key,
-      clientId: cmd.clientId,
-      requestId: cmd.requestId,
-      tenure: cmd.tenure,
-      mode: cmd.mode ?? 'exclusive',
-    };
     if (record.state !== 'queued')
       return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);
     const { order, deadline, connectionId } = record;
@@ -884,20 +876,14 @@ export class LockService {
     item: Item | undefined,
   ) {
     if (wait.connectionId !== undefined) await this.connections.owned(wait.connectionId, cmd.owner);
-    const who = {
-      lock: cmd.name,
-      requestKey: requestKey(cmd.owner, cmd.clientId, cmd.requestId),
-      clientId: cmd.clientId,
-      tenure: cmd.tenure,
-      mode: cmd.mode ?? 'exclusive',
-    };
+    const who = requestIdentity(cmd, cmd.requestId);
     const record = requestOf(item);
     if (record?.state !== 'queued') {
-      const pending = { ...who, requestId: cmd.requestId, order: '', deadline: 0, connectionId: undefined };
+      const pending = { ...who, order: '', deadline: 0, connectionId: undefined };
       return { kind: 'done' as const, outcome: await this.answer(pending, record, wait.connectionId) };
     }
     const { order, deadline, connectionId } = record;
-    const pending = { ...who, requestId: cmd.requestId, order, deadline, connectionId };
+    const pending = { ...who, order, deadline, connectionId };
     if (wait.connectionId !== undefined && wait.connectionId !== record.connectionId) {
       // Asked again on another connection (the first one dropped): push the grant here from now on.
       const moved = await this.storage.transact(
@@ -1114,6 +1100,16 @@ const auditWait = (w: Waiter) =>
     ...(w.connectionId === undefined ? {} : { connection_id: w.connectionId }),
     reason: 'queued',
   });
+
+/** Who asks, in a request `requestId` of `cmd`: what a wait of it is known by before its place is. */
+const requestIdentity = (cmd: AcquireCommand, requestId: string) => ({
+  lock: cmd.name,
+  requestKey: requestKey(cmd.owner, cmd.clientId, requestId),
+  clientId: cmd.clientId,
+  requestId,
+  tenure: cmd.tenure,
+  mode: cmd.mode ?? 'exclusive',
+});
 
 const pendingOf = (w: Waiter): PendingWait => ({
   lock: w.lock,

@@ -318,11 +318,12 @@ export async function heldByEnclosingRun(
 /** How long a run waits before it says what it waits for. */
 const WAITING_NOTE_MS = 1_000;
 
-/** What `inspect` shows of a lock that a waiting run needs. */
+/** What `inspect` shows of a lock that a wait needs (its notes, and whom a timed-out one waited for). */
 export interface WaitedLockView {
   readonly holders?: readonly {
     readonly client_id: string;
     readonly expires_at?: string | null;
+    readonly held_by?: string;
     /** The caller's principal's. */
     readonly mine?: boolean;
   }[];

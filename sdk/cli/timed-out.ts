@@ -4,19 +4,8 @@
  * for at most 2 s after the wait) fills it in.
  */
 import type { LockClient } from '../client';
-import { type HeldWhenRefused, WaitTimeoutError } from '../errors';
-
-/** What `inspect` shows of a lock's holders. */
-interface HeldView {
-  readonly holders?: readonly {
-    readonly client_id: string;
-    readonly expires_at?: string | null;
-    readonly held_by?: string;
-    readonly mine?: boolean;
-  }[];
-  readonly mode?: string | null;
-  readonly max_holders?: number | null;
-}
+import { type HeldWhenRefused, heldWhenRefused, WaitTimeoutError } from '../errors';
+import type { WaitedLockView } from './run';
 
 const LOOKUP_MS = 2_000;
 
@@ -33,7 +22,7 @@ export async function explainedTimeout(
 ): Promise<WaitTimeoutError> {
   if (error.holderSummary || error.heldByClient !== undefined) return error;
   const within = AbortSignal.timeout(LOOKUP_MS);
-  const view: HeldView | undefined = await client
+  const view: WaitedLockView | undefined = await client
     .inspect(error.lock, { attempts: 1, signal: signal ? AbortSignal.any([signal, within]) : within })
     .catch(() => undefined);
   const held = heldIn(view, shared, client.clientId);
@@ -42,7 +31,7 @@ export async function explainedTimeout(
 
 /** Who holds the lock in `view`, as a refusal would say it to a `shared` (or exclusive) request. */
 export function heldIn(
-  view: HeldView | undefined,
+  view: WaitedLockView | undefined,
   shared: boolean,
   clientId: string,
 ): HeldWhenRefused | undefined {
@@ -53,16 +42,9 @@ export function heldIn(
   const holder = shared ? sorted[0] : sorted.at(-1);
   // None, or this very client: a grant that came just after the wait ended, being given back.
   if (!holder || (holder.mine === true && holder.client_id === clientId)) return undefined;
-  return {
-    holderSummary: {
-      clientId: holder.client_id,
-      expiresAt: holder.expires_at ? new Date(holder.expires_at) : null,
-      heldBy: holder.held_by === 'session' ? 'session' : 'lease',
-      mine: holder.mine === true && holder.client_id === clientId,
-    },
-    shared:
-      view?.mode === 'shared'
-        ? { holders: holders.length, maxHolders: view.max_holders ?? undefined }
-        : undefined,
-  };
+  // As the service would have refused it (`mine`: this principal's, and this client id's).
+  return heldWhenRefused({
+    holder: { ...holder, mine: holder.mine === true && holder.client_id === clientId },
+    ...(view?.mode === 'shared' ? { shared_holders: holders.length, max_holders: view.max_holders } : {}),
+  });
 }

@@ -1064,21 +1064,23 @@ describe('an HTTP wait refused TOO_MANY_WAITS (every slot busy) is asked again w
   });
 });
 
+/** A client as `me` whose every call is answered "not acquired", held by `holder`. */
+function refusedBy(lock: string, holder: Body, more: Body = {}) {
+  const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
+  vi.spyOn(client.transport, 'send').mockResolvedValue({
+    status: 200,
+    body: { acquired: false, lock, holder, queued: 0, retry_after_ms: 5_000, ...more },
+  });
+  return client;
+}
+
 describe('an HTTP wait that runs out', () => {
   it('throws WaitTimeoutError naming whom it waited for, from the last answer (a full semaphore here)', async () => {
-    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
-    vi.spyOn(client.transport, 'send').mockResolvedValue({
-      status: 200,
-      body: {
-        acquired: false,
-        lock: 'pool/gpu',
-        holder: { client_id: 'w1', expires_at: '2030-01-01T00:00:05.000Z', held_by: 'lease' },
-        shared_holders: 2,
-        max_holders: 2,
-        queued: 1,
-        retry_after_ms: 5_000,
-      },
-    });
+    const client = refusedBy(
+      'pool/gpu',
+      { client_id: 'w1', expires_at: '2030-01-01T00:00:05.000Z', held_by: 'lease' },
+      { shared_holders: 2, max_holders: 2, queued: 1 },
+    );
     const error = await client
       .acquire('pool/gpu', { waitTimeoutMs: 1, mode: 'shared', maxHolders: 2 })
       .catch((e: unknown) => e);
@@ -1099,16 +1101,11 @@ describe('an HTTP wait that runs out', () => {
 
 describe("an HTTP wait that runs out behind this client's own hold", () => {
   it('names that hold (mine) as well as the client id', async () => {
-    const client = new LockClient({ endpoint: 'http://127.0.0.1:9', clientId: 'me' });
-    vi.spyOn(client.transport, 'send').mockResolvedValue({
-      status: 200,
-      body: {
-        acquired: false,
-        lock: 'jobs/a',
-        holder: { client_id: 'me', expires_at: '2030-01-01T00:00:05.000Z', held_by: 'lease', mine: true },
-        queued: 0,
-        retry_after_ms: 5_000,
-      },
+    const client = refusedBy('jobs/a', {
+      client_id: 'me',
+      expires_at: '2030-01-01T00:00:05.000Z',
+      held_by: 'lease',
+      mine: true,
     });
     const error = await client.acquire('jobs/a', { waitTimeoutMs: 1 }).catch((e: unknown) => e);
     expect(error).toMatchObject({
