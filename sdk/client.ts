@@ -40,7 +40,7 @@ import {
 } from './errors';
 import { holdingFor, runHolding } from './held-locks';
 import { type GrantAnswer, Lease, type ReleaseResult } from './lease';
-import { keepLease } from './lease-keeper';
+import { keepLease, lostWhileHeld } from './lease-keeper';
 import {
   holdLocks,
   type LockMode,
@@ -516,7 +516,9 @@ export class LockClient {
    * or failing with LockHeldError at once if 0, the default), renews it in
    * the background at a third of its ttl (default 30 s), aborts `signal` the
    * moment the lease is lost or cannot be confirmed before its local
-   * deadline, and releases it when `fn` settles. Returns what `fn` returns.
+   * deadline, and releases it when `fn` settles. Returns what `fn` returns, but if the lease was
+   * lost before `fn` returned, throws that LeaseLostError instead (the work was not all done under
+   * the lock; keep a result you need either way outside). What `fn` throws is thrown as it is.
    * `withLock(name, fn)` takes every default.
    */
   withLock<T>(name: string, fn: (lease: Lease, signal: AbortSignal) => T | Promise<T>): Promise<T>;
@@ -562,7 +564,11 @@ export class LockClient {
     );
     try {
       // A wait made inside fn names this lock as held (deadlock detection).
-      return await runHolding([name], () => fn(lease, keeper.signal));
+      const value = await runHolding([name], () => fn(lease, keeper.signal));
+      // fn finished, but not under the lock: its result must not pass for work done holding it.
+      const lost = lostWhileHeld([lease], keeper.signal);
+      if (lost) throw lost;
+      return value;
     } finally {
       keeper.stop();
       // Best effort: a lease already lost has nothing to release, and one that cannot be released
@@ -590,7 +596,8 @@ export class LockClient {
    * `fn(leases, signal, byName)` gets the leases in the canonical order, one `signal` that aborts
    * when any lease is lost (its reason is the first lost lease's LeaseLostError), and the leases by
    * name (`byName.get('ledger/a')?.fencingToken`). When `fn` settles, every lock is released in
-   * reverse order, best effort: a release failure never replaces what `fn` returned or threw.
+   * reverse order, best effort: a release failure never replaces what `fn` returned or threw. If a
+   * lease was lost before `fn` returned, its LeaseLostError is thrown instead of the result.
    */
   withLocks<T>(locks: readonly LockSpec[], fn: WithLocksCallback<T>): Promise<T>;
   withLocks<T>(

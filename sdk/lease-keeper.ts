@@ -72,3 +72,23 @@ export function keepLease(
     },
   };
 }
+
+/**
+ * Why the held leases cannot vouch for a callback that just settled: the keepers' signal aborted
+ * (its reason), or a lease's local deadline passed without its keeper noticing (its timers could
+ * not run: the event loop was blocked). Undefined while every lease still holds.
+ */
+export function lostWhileHeld(leases: readonly Lease[], signal: AbortSignal): LeaseLostError | undefined {
+  if (signal.aborted)
+    return signal.reason instanceof LeaseLostError
+      ? signal.reason
+      : new LeaseLostError(
+          `lease lost: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
+        );
+  const past = leases.find((l) => l.remainingMs() <= 0);
+  return past
+    ? new LeaseLostError(
+        `lease on ${past.name} passed its deadline before the callback settled (nothing could renew it: was the event loop blocked?)`,
+      )
+    : undefined;
+}

@@ -20,6 +20,7 @@ import {
 import { InvalidArgumentError, LockHeldError, markMayHaveApplied } from './errors';
 import { runHolding } from './held-locks';
 import type { Lease } from './lease';
+import { lostWhileHeld } from './lease-keeper';
 
 /**
  * How a lock is held: `exclusive` (one holder, the default) or `shared` (many holders at once, and
@@ -194,7 +195,8 @@ interface Held {
  * held). Each lease is kept from the moment it is granted (a long wait for the next one must not
  * let it lapse); a lease lost while waiting for a later lock, or `signal` aborting, ends that wait.
  * Any failure while acquiring releases what is held (best effort) and rethrows the failure; the
- * release after `fn` never replaces what `fn` returned or threw.
+ * release after `fn` never replaces what `fn` returned or threw. What `fn` returned while a lease
+ * was lost (or past its deadline) is not returned: that LeaseLostError is thrown instead.
  */
 export async function holdLocks<T>(
   taker: LockTaker,
@@ -247,10 +249,13 @@ export async function holdLocks<T>(
   const first = held[0] as Held;
   const signal = held.length === 1 ? first.keeper.signal : AbortSignal.any(held.map((h) => h.keeper.signal));
   try {
-    return await runHolding(
+    const value = await runHolding(
       leases.map((l) => l.name),
       () => fn(leases, signal, byName),
     );
+    const lost = lostWhileHeld(leases, signal);
+    if (lost) throw lost;
+    return value;
   } finally {
     // Best effort: a lease already lost has nothing to release, and one that cannot be released
     // now lapses at its ttl; neither may replace what `fn` returned or threw.

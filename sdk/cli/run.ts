@@ -36,7 +36,7 @@ import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { LockClient } from '../client';
 import { formatDuration } from '../duration';
-import { DeadlockError, LockHeldError, WaitTimeoutError } from '../errors';
+import { DeadlockError, LeaseLostError, LockHeldError, WaitTimeoutError } from '../errors';
 import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
@@ -552,6 +552,9 @@ export async function runLocked(
   } catch (error) {
     waited(); // no waiting note from here on, whatever follows
     if (signalled) return exitCodeOf(signalled);
+    // The command ran and a lease was lost meanwhile (said as it happened): the SDK throws rather
+    // than pass the command's exit status for work done under the lock.
+    if (error instanceof LeaseLostError && held) return EXIT.LEASE_LOST;
     if (error instanceof DeadlockError) {
       // Any lock of the set already held was released (withLocks) before this was thrown.
       for (const line of deadlockLines(error)) options.say(line);

@@ -101,17 +101,36 @@ describe('withLock', () => {
     expect(typeof token).toBe('number');
   });
 
-  it('aborts the signal at once when the lease is lost (someone else holds it now)', async () => {
+  it('aborts the signal at once when the lease is lost (someone else holds it now), and throws that, not the result', async () => {
     const name = lockName();
     const c = client();
-    await c.withLock(name, { ttlMs: 1_200 }, async (lease, signal) => {
+    let reason: unknown;
+    const outcome = c.withLock(name, { ttlMs: 1_200 }, async (lease, signal) => {
       // Simulate a pause longer than the lease: stop renewing by releasing it from under the holder.
       await c.release(lease);
       const other = await client().tryAcquire(name, { ttlMs: 5_000 });
       expect(other?.fencingToken).toBeGreaterThan(lease.fencingToken);
       await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
-      expect(signal.reason).toBeInstanceOf(LeaseLostError);
+      reason = signal.reason;
+      return 'finished after the lease was lost';
     });
+    await expect(outcome).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await outcome.catch((e) => e)).toBe(reason);
+  });
+
+  it('a callback that blocks the event loop past its lease gets LeaseLostError, not its result', async () => {
+    const name = lockName();
+    const c = client();
+    const outcome = c.withLock(name, { ttlMs: 1_000 }, (lease) => {
+      const until = performance.now() + 1_300; // no timer runs: nothing renews, nothing aborts
+      while (performance.now() < until) {}
+      return lease.fencingToken;
+    });
+    const error = await outcome.catch((e) => e);
+    expect(error).toBeInstanceOf(LeaseLostError);
+    expect(error.message).toMatch(/passed its deadline before the callback settled/);
+    // Meanwhile anyone could have taken it: the lease had ended on the server too.
+    expect(await client().tryAcquire(name, { ttlMs: 1_000 })).not.toBeNull();
   });
 
   it('fails with LockHeldError without a wait, and WaitTimeoutError when the wait runs out', async () => {
@@ -349,7 +368,7 @@ describe('a service that dies mid-lease', () => {
     const c = new LockClient({ endpoint: service.url });
     let abortedAt = 0;
     let deadline = 0;
-    await c
+    const error = await c
       .withLock(lockName(), { ttlMs: 2_000 }, async (lease, signal) => {
         service.child.kill('SIGKILL');
         await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
@@ -357,10 +376,9 @@ describe('a service that dies mid-lease', () => {
         deadline = lease.deadline;
         expect(signal.reason).toBeInstanceOf(LeaseLostError);
       })
-      .catch((error: unknown) => {
-        // The release in `finally` cannot reach the dead service either.
-        expect(error).toBeInstanceOf(UnavailableError);
-      });
+      .catch((e: unknown) => e);
+    // Not confirmed is lost (the release in `finally` cannot reach the dead service, and says nothing).
+    expect(error).toBeInstanceOf(LeaseLostError);
     expect(abortedAt).toBeGreaterThan(0);
     expect(abortedAt).toBeLessThan(deadline);
   });

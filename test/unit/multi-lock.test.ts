@@ -350,20 +350,51 @@ describe('holdLocks', () => {
     expect(fn).not.toHaveBeenCalled();
   });
 
-  it("fn's one signal aborts when any lease is lost, with the first lost lease's reason", async () => {
+  it("fn's one signal aborts when any lease is lost, with the first lost lease's reason, which is thrown instead of fn's result", async () => {
     const { taker, keepers, log, stopped } = fakeTaker();
-    const reasons = await holdLocks(taker, lockOrder(['a', 'b', 'c']), checked(), async (leases, signal) => {
-      expect(leases.map((l) => l.name)).toEqual(['a', 'b', 'c']);
-      expect(signal.aborted).toBe(false);
-      const first = new LeaseLostError('lease on b lost');
-      keepers.get('b')?.abort(first);
-      keepers.get('c')?.abort(new LeaseLostError('lease on c lost'));
-      expect(signal.aborted).toBe(true);
-      return signal.reason;
-    });
-    expect((reasons as Error).message).toBe('lease on b lost');
+    let reason: unknown;
+    const error = await failure(() =>
+      holdLocks(taker, lockOrder(['a', 'b', 'c']), checked(), async (leases, signal) => {
+        expect(leases.map((l) => l.name)).toEqual(['a', 'b', 'c']);
+        expect(signal.aborted).toBe(false);
+        const first = new LeaseLostError('lease on b lost');
+        keepers.get('b')?.abort(first);
+        keepers.get('c')?.abort(new LeaseLostError('lease on c lost'));
+        expect(signal.aborted).toBe(true);
+        reason = signal.reason;
+        return 'done, but not under the locks';
+      }),
+    );
+    expect((reason as Error).message).toBe('lease on b lost');
+    expect(error).toBe(reason);
     expect(stopped.sort()).toEqual(['a', 'b', 'c']); // every keeper stopped
     expect(log.filter((l) => l.startsWith('release'))).toEqual(['release c', 'release b', 'release a']);
+  });
+
+  it('a lease past its deadline when fn returns is lost even if its keeper never said so (a blocked event loop)', async () => {
+    const { taker, log } = fakeTaker();
+    const error = await failure(() =>
+      holdLocks(taker, lockOrder(['a', 'b']), checked(), async (leases) => {
+        (leases[1] as Lease).deadline = performance.now() - 1; // b's keeper's timers could not run
+        return 'late';
+      }),
+    );
+    expect(error).toBeInstanceOf(LeaseLostError);
+    expect((error as Error).message).toMatch(/lease on b passed its deadline before the callback settled/);
+    expect(log.filter((l) => l.startsWith('release'))).toEqual(['release b', 'release a']);
+  });
+
+  it("what fn throws is thrown as it is, lease lost or not; fn's result with every lease kept is returned", async () => {
+    const { taker, keepers } = fakeTaker();
+    const own = new Error('fn failed');
+    const thrown = await failure(() =>
+      holdLocks(taker, lockOrder(['a']), checked(), async () => {
+        keepers.get('a')?.abort(new LeaseLostError('lease on a lost'));
+        throw own;
+      }),
+    );
+    expect(thrown).toBe(own);
+    expect(await holdLocks(fakeTaker().taker, lockOrder(['a', 'b']), checked(), async () => 42)).toBe(42);
   });
 
   it('with one lock, fn gets that keeper signal, and waitTimeoutMs 0 tries each once', async () => {
