@@ -87,6 +87,23 @@ export function priorityNeedsWait(priority: number | undefined, waitMs: number |
     );
 }
 
+/**
+ * `--wait D` and `-n/--no-wait` set one value, so whichever came last would win without a word
+ * (`-n` from an alias, `--wait 5m` typed after it): given both, the command refuses to start.
+ */
+function refuseWaitWithNoWait(command: Command): void {
+  const given = new Set<string>();
+  command.on('option:wait', () => given.add('--wait'));
+  command.on('option:no-wait', () => given.add('-n/--no-wait'));
+  command.hook('preAction', () => {
+    if (given.size > 1)
+      throw new BadArgument(
+        '--wait',
+        '--wait and -n/--no-wait contradict each other: give one (-n, or --wait 0, tries once and exits at once if the lock is held)',
+      );
+  });
+}
+
 /** How a lock or holder is held, compactly: 'shared', a semaphore's 'shared 2/3' (holders/N), or 'exclusive'. */
 function modeText(v: LockView): string {
   if (v.mode !== 'shared') return v.mode ?? '-';
@@ -853,6 +870,8 @@ terminal (/dev/tty).`,
   addTopCommand(cli, { globals, client: (g) => clientFor(g, undefined, false), errorJson: errorView });
   addDeadlockCommands(cli, { globals, client: (g) => clientFor(g) });
 
+  for (const command of cli.commands)
+    if (command.options.some((o) => o.long === '--no-wait')) refuseWaitWithNoWait(command);
   return cli;
 }
 

@@ -259,6 +259,23 @@ describe('the commands', () => {
     });
   });
 
+  it('run and acquire refuse --wait with -n/--no-wait, in either order, before anything is sent', async () => {
+    const sent = [
+      vi.spyOn(LockClient.prototype, 'withLock'),
+      vi.spyOn(LockClient.prototype, 'acquire'),
+      vi.spyOn(LockClient.prototype, 'acquireNow'),
+    ];
+    for (const args of [
+      ['run', 'jobs/a', '-n', '--wait', '5m', '--', 'true'],
+      ['run', 'jobs/a', '--wait=5m', '--no-wait', '--', 'true'],
+      ['acquire', 'jobs/a', '--wait', '1m', '-n'],
+    ]) {
+      expect(await cli(...args), args.join(' ')).toBe(1);
+      expect(err.join('\n')).toMatch(/--wait and -n\/--no-wait contradict each other: give one/);
+    }
+    for (const spy of sent) expect(spy).not.toHaveBeenCalled();
+  });
+
   it('run and acquire: a DeadlockError exits 3 (not acquired), the cycle on stderr', async () => {
     const refusal = new DeadlockError('waiting for jobs/a would close a cycle of waits', two);
     vi.spyOn(LockClient.prototype, 'withLock').mockRejectedValue(refusal);
