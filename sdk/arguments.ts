@@ -5,6 +5,7 @@
  * from deep inside, nor a 400 from the service on every try).
  */
 import { InvalidArgumentError } from './errors';
+import { type EnclosingHolds, MAX_HOLDING } from './held-locks';
 import { Lease } from './lease';
 import type { LockMode, LockWant } from './multi-lock';
 import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameRefusal } from './names';
@@ -92,6 +93,21 @@ export function holdingArg(value: unknown): readonly string[] | undefined {
     );
   for (const name of value) nameArg('holding', name);
   return value as readonly string[];
+}
+
+/** The `enclosing` client option: another client id of this principal and the locks it holds. */
+export function enclosingArg(value: unknown): EnclosingHolds | undefined {
+  if (value === undefined) return undefined;
+  const given = value as Partial<EnclosingHolds> | null;
+  const names = given?.holding;
+  if (typeof given !== 'object' || given === null || !Array.isArray(names) || names.length === 0)
+    throw new InvalidArgumentError(
+      'enclosing',
+      `enclosing must be { clientId, holding }: the client id that holds locks while this client waits, and those locks (got ${shown(value)})`,
+    );
+  const clientId = clientIdArg(given.clientId) as string;
+  for (const name of names) nameArg('enclosing', name);
+  return { clientId, holding: [...new Set(names as string[])].slice(0, MAX_HOLDING) };
 }
 
 /** A lease this SDK answered (or one built from a name, client id and fencing token). */

@@ -11,6 +11,7 @@ import {
   booleanArg,
   clientIdArg,
   DEFAULT_TTL_MS,
+  enclosingArg,
   holdingArg,
   leaseArg,
   nameArg,
@@ -38,7 +39,7 @@ import {
   WaitTimeoutError,
   waitEdgesFrom,
 } from './errors';
-import { holdingFor, runHolding } from './held-locks';
+import { type EnclosingHolds, holdingFor, keptBody, runHolding } from './held-locks';
 import { type GrantAnswer, Lease, type ReleaseResult } from './lease';
 import { keepLease, lostWhileHeld } from './lease-keeper';
 import {
@@ -83,6 +84,14 @@ export interface LockClientOptions {
    * retry: which attempt comes next, of how many). Default: nothing is said.
    */
   readonly onWarning?: (warning: LatchkeyClientError) => void;
+  /**
+   * Locks another client id of the same principal holds while this client waits: the process that
+   * started this one and waits for it to finish (`latchkey run` sets this for a run or acquire
+   * inside a run's command). Every wait names them, so that waits which nest locks in opposite
+   * orders across processes are refused as a DeadlockError instead of waiting until a timeout.
+   * Say only what is true: a client that does not wait for this one makes a false cycle.
+   */
+  readonly enclosing?: EnclosingHolds;
 }
 
 /**
@@ -202,6 +211,7 @@ const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${
 export class LockClient {
   readonly clientId: string;
   readonly transport: SignedTransport;
+  private readonly enclosing: EnclosingHolds | undefined;
   private readonly waiter: WsWaiter | undefined;
   private readonly onWarning: ((warning: LatchkeyClientError) => void) | undefined;
   /** When to try the WebSocket API again after it could not be reached. */
@@ -236,6 +246,7 @@ export class LockClient {
         this.onWarning?.(new RetryWarning(failure, attempt, attempts, call)),
     });
     this.clientId = clientIdArg(options.clientId) ?? defaultClientId();
+    this.enclosing = enclosingArg(options.enclosing);
     this.onWarning = options.onWarning;
     this.waiter = ws
       ? new WsWaiter(ws, this.clientId, this.transport, (grant) => this.releaseQuietly(new Lease(grant, 0)))
@@ -372,6 +383,7 @@ export class LockClient {
             mode: want.mode,
             maxHolders: want.maxHolders,
             holding: options.holding,
+            enclosing: this.enclosing,
           },
           options.signal,
         );
@@ -854,7 +866,7 @@ export class LockClient {
               ? { ttl_ms: options.ttlMs }
               : { session_id: options.sessionId }),
             ...wantBody(options.want),
-            ...(options.holding.length ? { holding: options.holding } : {}),
+            ...keptBody(options.holding, this.enclosing),
           });
         } catch (error) {
           // Too many HTTP waits service-wide: refused before it took a slot. Asked to wait, it waits

@@ -20,6 +20,22 @@ export function runHolding<T>(names: readonly string[], fn: () => T): T {
 }
 
 /**
+ * Locks another client id of the same principal holds while this client waits (the process that
+ * started this one, and waits for it: `latchkey run` nested in another run's command). Every wait
+ * names them, so a cycle through them is refused as a deadlock instead of waiting forever.
+ */
+export interface EnclosingHolds {
+  readonly clientId: string;
+  readonly holding: readonly string[];
+}
+
+/** What a wait's body says it keeps while it waits (deadlock detection): `holding`, `enclosing`. */
+export const keptBody = (holding: readonly string[] | undefined, enclosing: EnclosingHolds | undefined) => ({
+  ...(holding?.length ? { holding } : {}),
+  ...(enclosing ? { enclosing: { client_id: enclosing.clientId, holding: enclosing.holding } } : {}),
+});
+
+/**
  * What a wait for `lock` names as held: the task's own locks (withLock, withLocks), then the
  * explicit `holding` option, without `lock` itself or repeats, the first MAX_HOLDING of them.
  */

@@ -38,6 +38,7 @@ export {
   WaitTimeoutError,
 } from './errors';
 export { FenceGuard, StaleTokenError } from './fence';
+export type { EnclosingHolds } from './held-locks';
 export { Lease, type ReleaseResult } from './lease';
 export {
   compareLockNames,

@@ -30,6 +30,7 @@ import {
   UnavailableError,
   WaitTimeoutError,
 } from './errors';
+import { type EnclosingHolds, keptBody } from './held-locks';
 import type { GrantAnswer } from './lease';
 import { type LockMode, wantBody } from './multi-lock';
 import { isOwnHold, OwnHoldError, ownHoldRetryAfterMs } from './own-holds';
@@ -61,6 +62,8 @@ export interface WaitRequest {
   readonly maxHolders?: number | undefined;
   /** The locks the waiting task keeps while it waits (deadlock detection); sent when not empty. */
   readonly holding?: readonly string[] | undefined;
+  /** Locks an enclosing client keeps while this one waits (LockClientOptions.enclosing). */
+  readonly enclosing?: EnclosingHolds | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
@@ -258,7 +261,7 @@ export class WsWaiter {
       ...wantBody(
         request.mode === undefined ? undefined : { mode: request.mode, maxHolders: request.maxHolders },
       ),
-      ...(request.holding?.length ? { holding: request.holding } : {}),
+      ...keptBody(request.holding, request.enclosing),
     };
     let answer: Json;
     try {

@@ -13,8 +13,12 @@
  * - wait W for L -> each wait ahead of it in L's queue in a conflicting mode (`ahead`): the queue
  *   is served strictly in order, so that one is served, and holds L, first;
  * - hold of L by party H -> the wait of H that names L in `holding` (H keeps L until it is served):
- *   its keeper. Each wait that names L writes, in the transaction that queues it, a keeper record
- *   in L's partition for its party (`keeperSteps`), read strongly consistently: so of two waits
+ *   its keeper. A wait may also keep the holds of another client id of its principal, one that
+ *   waits for it (`enclosing`: a `latchkey run` nested in the command of a run that holds L, whose
+ *   party is H): that wait is the keeper of H's hold of L too, and H's hold of the very lock it
+ *   waits for blocks it (a cycle of one wait). `keptBy` lists what a wait keeps. Each wait that
+ *   keeps L writes, in the transaction that queues it, a keeper record
+ *   in L's partition for L's holding party (`keeperSteps`), read strongly consistently: so of two waits
  *   that close a cycle at once, the later one's walk always sees the earlier one. A party's later
  *   wait naming L takes the record over; one that has ended is no keeper (its record is stale and
  *   ignored, and garbage-collected after its deadline).
@@ -70,6 +74,27 @@ export interface WaitEdge {
 export const MAX_HOLDING = 32;
 
 export const partyOf = (p: Party): Party => ({ owner: p.owner, clientId: p.clientId });
+
+/** A hold a wait keeps until it is served: a lock, and the party holding it. */
+interface Kept {
+  readonly party: Party;
+  readonly lock: string;
+}
+
+/**
+ * The holds a wait keeps: its own party's locks that it names in `holding`, and those of the
+ * client that encloses it (`enclosing`: another client id of its principal, which waits for it).
+ */
+export function keptBy(w: Waiter): Kept[] {
+  const own = (w.holding ?? []).map((lock) => ({ party: partyOf(w), lock }));
+  const { enclosing } = w;
+  if (!enclosing) return own;
+  const party = { owner: w.owner, clientId: enclosing.clientId };
+  return own.concat(enclosing.holding.map((lock) => ({ party, lock })));
+}
+
+const keeps = (w: Waiter, party: Party, lock: string) =>
+  keptBy(w).some((k) => k.lock === lock && sameParty(k.party, party));
 export const partyKey = (p: Party) => `${p.owner}\u0000${p.clientId}`;
 const sameParty = (a: Party, b: Party) => a.owner === b.owner && a.clientId === b.clientId;
 const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'exclusive';
@@ -192,8 +217,8 @@ export const KeeperAttr = { lock: 'wait_lock', order: 'wait_order' } as const;
 
 /** The keeper records a wait writes in the transaction that queues it: one per lock it names. */
 export const keeperSteps = (w: Waiter): Step[] =>
-  (w.holding ?? []).map((held) =>
-    updateStep(keeperRef(held, w.owner, w.clientId), {
+  keptBy(w).map(({ party, lock }) =>
+    updateStep(keeperRef(lock, party.owner, party.clientId), {
       update: [set(KeeperAttr.lock, w.lock), set(KeeperAttr.order, w.order)],
       gcFrom: w.deadline,
     }),
@@ -293,7 +318,7 @@ async function walk(
     joined !== undefined &&
     (to.kind === 'wait'
       ? to.lock === joined.lock && to.order === joined.order
-      : sameParty(to.party, joined) && (joined.holding ?? []).includes(to.lock));
+      : keeps(joined, to.party, to.lock));
   const result = (closed: Closed | undefined): Search => ({
     cycle: closed?.path,
     cycleWaits: closed?.waits ?? [],
@@ -331,9 +356,7 @@ async function walk(
     const at = await reader.keeperOf(hold.lock, hold.party);
     const v = at && (await view(at.lock));
     const wait = at && v && waitIn(v, at.order);
-    const keeps =
-      wait && sameParty(wait, hold.party) && wait.deadline > now && (wait.holding ?? []).includes(hold.lock);
-    return keeps ? wait : undefined;
+    return wait && wait.deadline > now && keeps(wait, hold.party, hold.lock) ? wait : undefined;
   };
   /** Queues a wait reached with `path` for the next level. */
   const reachWait = (wait: Node & { kind: 'wait' }, path: readonly WaitEdge[], waits: readonly Waiter[]) => {
@@ -600,11 +623,17 @@ export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
   const only = cycle.length === 1 ? cycle[0] : undefined;
   if (only?.through !== undefined && sameParty(only.waiter, only.blocker))
     return new LatchkeyError('DEADLOCK', selfWaitMessage(only), undefined, undefined, { fields });
-  const steps = cycle.map((e) =>
-    e.through
-      ? `client ${e.waiter.clientId} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which holds ${e.through}`
-      : `client ${e.waiter.clientId} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`,
-  );
+  const steps = cycle.map((e, i) => {
+    // A waiter that keeps the hold before it for another client (its enclosing process) says so.
+    const before = cycle[(i + cycle.length - 1) % cycle.length] as WaitEdge;
+    const waiter =
+      before.blockerIs === 'holder' && !sameParty(before.blocker, e.waiter)
+        ? `client ${e.waiter.clientId} (enclosed by client ${before.blocker.clientId}, which waits for it)`
+        : `client ${e.waiter.clientId}`;
+    return e.through
+      ? `${waiter} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which holds ${e.through}`
+      : `${waiter} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`;
+  });
   return new LatchkeyError(
     'DEADLOCK',
     `waiting for ${cycle[0]?.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: release what this client holds, then try again`,

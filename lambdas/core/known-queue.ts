@@ -40,7 +40,7 @@ export function knownAfterRead(lock: Item | undefined, behind: readonly Waiter[]
   return {
     granted: grant.fencingToken,
     // What a grant needs: the locks a waiter holds (deadlock detection, up to 32 names) are not.
-    next: behind.slice(0, KNOWN_WAITERS).map((w) => ({ ...w, holding: undefined })),
+    next: behind.slice(0, KNOWN_WAITERS).map((w) => ({ ...w, holding: undefined, enclosing: undefined })),
     reordered: typeof reordered === 'number' ? reordered : undefined,
   };
 }

@@ -123,6 +123,17 @@ export interface AcquireCommand {
   readonly maxHolders?: number | undefined;
   /** For a wait: the locks the caller's task holds and keeps until it is served (core/deadlock.ts). */
   readonly holding?: readonly string[] | undefined;
+  /** For a wait: locks another client id of the same principal holds and keeps until it is served. */
+  readonly enclosing?: Enclosing | undefined;
+}
+
+/**
+ * Locks held by another client id of a waiter's principal (an enclosing process, such as the
+ * `latchkey run` whose command this waiter runs in), which keeps them until the wait is served.
+ */
+export interface Enclosing {
+  readonly clientId: string;
+  readonly holding: readonly string[];
 }
 
 export interface ReleaseCommand {

@@ -56,6 +56,7 @@ import {
 import { type ItemWrite, lockRef, quotaRef, type Step, updateStep, waiterRef } from './items';
 import {
   blockedUntil,
+  type Enclosing,
   type Grant,
   type Grantee,
   gcFromHeld,
@@ -126,6 +127,8 @@ export const WaitAttr = {
   maxHolders: 'max_holders',
   /** The locks the waiting task holds and keeps until it is served (deadlock detection), space-separated. */
   holding: 'holding',
+  /** Locks an enclosing client of the same principal holds and keeps until it is served: its client id, then the names, space-separated. */
+  enclosing: 'enclosing',
 } as const;
 const W = WaitAttr;
 
@@ -151,6 +154,8 @@ export interface Waiter {
   readonly maxHolders: number | undefined;
   /** The locks the waiting task holds and keeps until it is served (core/deadlock.ts). */
   readonly holding?: readonly string[] | undefined;
+  /** Locks another client id of its principal holds and keeps until it is served (core/deadlock.ts). */
+  readonly enclosing?: Enclosing | undefined;
 }
 
 /**
@@ -183,6 +188,8 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     ...(w.maxHolders === undefined ? {} : { [W.maxHolders]: w.maxHolders }),
     // Lock names never contain a space.
     ...(w.holding?.length ? { [W.holding]: w.holding.join(' ') } : {}),
+    // Client ids never contain a space either.
+    ...(w.enclosing ? { [W.enclosing]: [w.enclosing.clientId, ...w.enclosing.holding].join(' ') } : {}),
   };
 }
 
@@ -198,6 +205,11 @@ function waitSlotOf(value: unknown): WaitSlot | undefined {
   const index = Number(value.slice(0, space));
   if (space < 1 || !Number.isInteger(index) || index < 0) return undefined;
   return { index, holder: value.slice(space + 1) };
+}
+
+function enclosingOf(value: string): { enclosing?: Enclosing } {
+  const [clientId, ...holding] = value.split(' ');
+  return clientId && holding.length > 0 ? { enclosing: { clientId, holding } } : {};
 }
 
 export function waiterOf(order: string, item: Item): Waiter {
@@ -227,6 +239,7 @@ export function waiterOf(order: string, item: Item): Waiter {
     mode: item[W.mode] === 'shared' ? 'shared' : 'exclusive',
     maxHolders: typeof item[W.maxHolders] === 'number' ? (item[W.maxHolders] as number) : undefined,
     holding: s(W.holding) === '' ? undefined : s(W.holding).split(' '),
+    ...enclosingOf(s(W.enclosing)),
   };
 }
 

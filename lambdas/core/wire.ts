@@ -133,6 +133,13 @@ export const connectionId = z
   );
 
 /** A lock named in a body (`holding`): the naming rule, as for one named in a path. */
+/** Lock names a wait keeps while it waits: at most MAX_HOLDING, none twice. */
+const heldLockNames = (what: string) =>
+  z.array(heldLockName).check(
+    z.maxLength(MAX_HOLDING, `${what} names at most ${MAX_HOLDING} locks`),
+    z.refine((names) => new Set(names).size === names.length, `${what} names a lock twice`),
+  );
+
 const heldLockName = z.string().check(
   z.superRefine((name, ctx) => {
     const problem = lockNameProblem(name);
@@ -173,11 +180,19 @@ export const acquireBody = (limits: Limits) =>
       /** Say the queued request's place in its queue (one more read, of the waiters ahead). */
       with_position: z.optional(z.boolean()),
       /** The locks the caller holds and keeps while this request waits (deadlock detection). */
-      holding: z.optional(
-        z.array(heldLockName).check(
-          z.maxLength(MAX_HOLDING, `holding names at most ${MAX_HOLDING} locks`),
-          z.refine((names) => new Set(names).size === names.length, 'holding names a lock twice'),
-        ),
+      holding: z.optional(heldLockNames('holding')),
+      /**
+       * Locks held by another client id of the caller's principal, kept until this request is
+       * served: a process started by their holder, which waits for it (a `latchkey run` nested in
+       * another's command). Deadlock detection counts them as kept by this wait.
+       */
+      enclosing: z.optional(
+        z.strictObject({
+          client_id: identifier('enclosing.client_id'),
+          holding: heldLockNames('enclosing.holding').check(
+            z.minLength(1, 'enclosing.holding names the locks the enclosing client holds: at least one'),
+          ),
+        }),
       ),
     })
     .check(
@@ -334,6 +349,7 @@ export const acquireCommand = (name: string, owner: string, b: AcquireBody): Acq
   mode: b.mode ?? 'exclusive',
   maxHolders: b.mode === 'shared' ? b.max_holders : undefined,
   holding: b.holding,
+  enclosing: b.enclosing && { clientId: b.enclosing.client_id, holding: b.enclosing.holding },
 });
 export const releaseCommand = (name: string, owner: string, b: ReleaseBody): ReleaseCommand => ({
   name,

@@ -7,6 +7,7 @@ import {
   findCycle,
   type GraphReader,
   keeperOf,
+  keptBy,
   type Search,
   type SearchBounds,
   waitGraphFrom,
@@ -56,7 +57,7 @@ export class Deadlocks {
    * such a cycle, and lease ends and deadlines break it.
    */
   async closedBy(w: Waiter): Promise<Search | undefined> {
-    if (this.bounds === null || this.bounds.maxDepth < 2 || !w.holding?.length) return undefined;
+    if (this.bounds === null || this.bounds.maxDepth < 2 || keptBy(w).length === 0) return undefined;
     try {
       const search = await findCycle(w, this.reader, this.clock.now(), this.bounds);
       return search.cycle ? search : undefined;

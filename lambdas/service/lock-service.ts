@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openAndOwnedBy } from '../core/connection';
-import { cycleFrom, deadlockError, keeperSteps, type Search, victimOf } from '../core/deadlock';
+import { cycleFrom, deadlockError, keeperSteps, MAX_HOLDING, type Search, victimOf } from '../core/deadlock';
 import { LatchkeyError } from '../core/errors';
 import type { Item } from '../core/expr';
 import type { SubtreeBlock } from '../core/hierarchy';
@@ -1057,6 +1057,24 @@ const oneSharedGrant = (g: {
   grant: g.grants[0] as Grant,
 });
 
+/**
+ * What a new wait keeps while it waits (core/deadlock.ts keptBy). Its own hold of the lock it waits
+ * for never blocks it, so that one is not named; an enclosing client's does (a wait nested in a
+ * hold of its own lock: a cycle of one wait), so it stays. An enclosing client id that is the
+ * waiter's own names its own holds.
+ */
+function keptLocks(cmd: AcquireCommand): Pick<Waiter, 'holding' | 'enclosing'> {
+  const { enclosing } = cmd;
+  if (enclosing?.clientId === cmd.clientId) {
+    const holding = [...new Set([...(cmd.holding ?? []), ...enclosing.holding])].slice(0, MAX_HOLDING);
+    return { holding: holding.filter((name) => name !== cmd.name) };
+  }
+  return {
+    holding: cmd.holding?.filter((name) => name !== cmd.name),
+    ...(enclosing ? { enclosing } : {}),
+  };
+}
+
 export function newWaiter(
   cmd: AcquireCommand & { requestId: string },
   wait: WaitOptions,
@@ -1083,7 +1101,7 @@ export function newWaiter(
       : {}),
     mode: cmd.mode ?? 'exclusive',
     maxHolders: cmd.mode === 'shared' ? cmd.maxHolders : undefined,
-    holding: cmd.holding?.filter((name) => name !== cmd.name),
+    ...keptLocks(cmd),
   };
 }
 

@@ -75,10 +75,21 @@ const blockedText = (e: WaitEdge, blocker: string) =>
 
 /**
  * One edge on a line of its own: `c1 waits for jobs/a held by c2`; with `withIds` (two parties
- * among those listed share a client id), each party's id after it.
+ * among those listed share a client id), each party's id after it. `before`: the edge before it in
+ * a cycle; when that one's holder is not this waiter, the waiter keeps that hold for its holder
+ * (a run nested in that run's command: `c3, inside c2, which waits for it, waits for …`).
  */
-export const edgeText = (e: WaitEdge, withIds = false) =>
-  `${partyText(e.waiter, withIds)} waits for ${blockedText(e, partyText(e.blocker, withIds))}`;
+export const edgeText = (e: WaitEdge, withIds = false, before?: WaitEdge) =>
+  `${partyText(e.waiter, withIds)}${insideText(e, before, withIds)} waits for ${blockedText(e, partyText(e.blocker, withIds))}`;
+
+const insideText = (e: WaitEdge, before: WaitEdge | undefined, withIds: boolean) =>
+  before?.blockerIs === 'holder' && partyKey(before.blocker) !== partyKey(e.waiter)
+    ? `, inside ${partyText(before.blocker, withIds)}, which waits for it,`
+    : '';
+
+/** Each edge of a cycle with the one before it (the last edge comes before the first). */
+const withBefore = (cycle: readonly WaitEdge[]) =>
+  cycle.map((e, i) => [e, cycle[(i + cycle.length - 1) % cycle.length]] as const);
 
 /**
  * A cycle on one line: `c1 (yours) waits for jobs/a held by c2 → c2 waits for jobs/b held by c1
@@ -88,11 +99,11 @@ export const edgeText = (e: WaitEdge, withIds = false) =>
 export function cycleText(cycle: readonly WaitEdge[]): string {
   const ambiguous = ambiguousIn(cycle);
   const name = (p: WaitParty) => partyText(p, ambiguous);
-  return cycle
-    .map((e) => {
-      const waiter = name(e.waiter);
-      return `${waiter} waits for ${blockedText(e, name(e.blocker))}`;
-    })
+  return withBefore(cycle)
+    .map(
+      ([e, before]) =>
+        `${name(e.waiter)}${insideText(e, before, ambiguous)} waits for ${blockedText(e, name(e.blocker))}`,
+    )
     .join(' → ');
 }
 
@@ -204,7 +215,9 @@ export function deadlockLines(error: DeadlockError): string[] {
   if (error.cycle.length === 0) return [`latchkey: ${error.message} [${error.code}]`];
   return [
     `latchkey: not acquired: waiting for ${error.lock} would close a cycle of waits (a deadlock), so the service refused the wait [${error.code}]:`,
-    ...error.cycle.map((e) => `latchkey:   ${edgeText(e, ambiguousIn(error.cycle))}`),
+    ...withBefore(error.cycle).map(
+      ([e, before]) => `latchkey:   ${edgeText(e, ambiguousIn(error.cycle), before)}`,
+    ),
     'latchkey: release what this client holds that the others wait for, then try again',
   ];
 }

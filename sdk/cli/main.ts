@@ -19,7 +19,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
-import { DEFAULT_KILL_GRACE_MS, EXIT, graceRefusal, runLocked, waitingNote } from './run';
+import { DEFAULT_KILL_GRACE_MS, EXIT, enclosingRun, graceRefusal, runLocked, waitingNote } from './run';
 import { explainedTimeout } from './timed-out';
 import { addTopCommand } from './top';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from './wording';
@@ -125,11 +125,14 @@ let endpointsInUse: Endpoints | undefined;
 function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient {
   const endpoints = resolveEndpoints(g);
   endpointsInUse = endpoints;
+  const enclosing = enclosingRun();
   return new LockClient({
     endpoint: endpoints.http,
     ...(endpoints.ws ? { wsEndpoint: endpoints.ws } : {}),
     ...(g.region ? { region: g.region } : {}),
     ...(clientId ? { clientId } : {}),
+    // Inside a run's command: waits keep that run's locks (a cycle through them is a deadlock).
+    ...(enclosing ? { enclosing } : {}),
     // A retry says so at once: a call that keeps failing (DynamoDB unavailable) takes a while.
     onWarning: (warning) => {
       if (!(warning instanceof RetryWarning))

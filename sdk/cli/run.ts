@@ -37,9 +37,11 @@ import { constants } from 'node:os';
 import type { LockClient } from '../client';
 import { formatDuration } from '../duration';
 import { DeadlockError, LeaseLostError, LockHeldError, WaitTimeoutError } from '../errors';
+import { type EnclosingHolds, MAX_HOLDING } from '../held-locks';
 import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
+import { IDENTIFIER, lockNameRefusal } from '../names';
 import { deadlockLines } from './deadlocks';
 import { explainedTimeout } from './timed-out';
 import { cliMessage } from './wording';
@@ -265,16 +267,32 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
   const modes = new Set(leases.map((l) => l.mode));
   const { LATCHKEY_MODE: _mode, ...unmoded } = base;
   const mode = modes.size === 1 ? { LATCHKEY_MODE: [...modes][0] as string } : {};
+  // Who holds them: a latchkey nested in the command names them as kept while it waits.
+  const holder = only ? { LATCHKEY_LOCKS_CLIENT_ID: only.clientId } : {};
   if (leases.length === 1 && only)
     return {
       ...unmoded,
       LATCHKEY_LOCK: only.name,
       LATCHKEY_FENCING_TOKEN: String(only.fencingToken),
       LATCHKEY_LOCKS: locks,
+      ...holder,
       ...mode,
     };
   const { LATCHKEY_LOCK: _lock, LATCHKEY_FENCING_TOKEN: _token, ...rest } = unmoded;
-  return { ...rest, LATCHKEY_LOCKS: locks, ...mode };
+  return { ...rest, LATCHKEY_LOCKS: locks, ...holder, ...mode };
+}
+
+/**
+ * The locks the enclosing `latchkey run` holds and the client id it holds them as, from the
+ * environment it gave its command (LATCHKEY_LOCKS, LATCHKEY_LOCKS_CLIENT_ID): that run waits for
+ * its command, so a wait made inside keeps them (LockClientOptions.enclosing). Undefined outside a
+ * run, or when the variables are not a run's (another program's, or edited).
+ */
+export function enclosingRun(env: NodeJS.ProcessEnv = process.env): EnclosingHolds | undefined {
+  const clientId = env.LATCHKEY_LOCKS_CLIENT_ID ?? '';
+  const holding = [...enclosingLocks(env).keys()].filter((name) => lockNameRefusal(name) === undefined);
+  if (!IDENTIFIER.test(clientId) || holding.length === 0) return undefined;
+  return { clientId, holding: holding.slice(0, MAX_HOLDING) };
 }
 
 /** The locks an enclosing `latchkey run` holds, from the LATCHKEY_LOCKS it gave its command: name → token. */

@@ -464,6 +464,42 @@ describe('nested runs', () => {
     expect(several.stderr).toContain(`not acquired: ${other} is held by the latchkey run`);
   });
 
+  it("two runs that nest each other's locks in opposite orders: one inner wait is refused as a deadlock at once, and the other then runs", {
+    timeout: 60_000,
+  }, async () => {
+    const [x, y] = [lockName(), lockName()];
+    const dir = mkdtempSync(join(tmpdir(), 'latchkey-nested-'));
+    // Each outer run, holding its lock, says so and waits for the other before its inner run asks.
+    const nested = (mine: string, theirs: string, wanted: string) => [
+      'sh',
+      '-c',
+      `touch ${dir}/${mine}; until [ -f ${dir}/${theirs} ]; do sleep 0.05; done; exec ${inner(
+        '--wait',
+        '20s',
+        wanted,
+        '--',
+        'true',
+      )
+        .map((a) => `'${a}'`)
+        .join(' ')}`,
+    ];
+    const started = performance.now();
+    const [a, b] = await Promise.all([
+      latchkey(['run', x, '--', ...nested('a', 'b', y)]),
+      latchkey(['run', y, '--', ...nested('b', 'a', x)]),
+    ]);
+    const refused = a.code === 0 ? b : a;
+    expect([a.code, b.code].sort(), `${a.stderr}\n${b.stderr}`).toEqual([0, EXIT.NOT_ACQUIRED]);
+    expect(refused.stderr).toContain(
+      'would close a cycle of waits (a deadlock), so the service refused the wait',
+    );
+    // The cycle says which client keeps which run's lock: each inner run is inside the other's outer run.
+    expect(refused.stderr).toMatch(
+      /latchkey: {3}\S+ \(yours\), inside \S+ \(yours\), which waits for it, waits for cli\//,
+    );
+    expect(performance.now() - started).toBeLessThan(20_000); // not left to its --wait
+  });
+
   it('shared inside shared runs; a LATCHKEY_LOCKS whose grant is gone (a daemon that outlived its run) counts for nothing', async () => {
     const name = lockName();
     const shared = await latchkey(['run', '--shared', name, '--', ...inner('--shared', name, '--', 'true')]);

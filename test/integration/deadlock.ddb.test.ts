@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalStack } from '../../local/stack';
-import { DeadlockError, type Lease, LockClient } from '../../sdk/index';
+import { DeadlockError, type Lease, LockClient, type WaitEdge } from '../../sdk/index';
 import { runCli, stackFlags } from '../support/cli-process';
 import { signedClient } from '../support/signed-fetch';
 import { startTestStack } from '../support/stack';
@@ -200,6 +200,91 @@ describe('deadlock detection', () => {
     await Promise.all([task1, task2, aSecond]);
     expect(yLease?.name).toBe(y);
     await a.release(yLease as Lease);
+  });
+
+  it("a client enclosed by another (a run inside a run's command) keeps the enclosing client's holds: nesting in opposite orders is refused once", async () => {
+    const [x, y] = [lockName('x'), lockName('y')];
+    const [outerA, outerB] = [client('outer-a'), client('outer-b')];
+    const ax = await outerA.acquire(x, { ttlMs: 30_000 });
+    const by = await outerB.acquire(y, { ttlMs: 30_000 });
+    const enclosedBy = (outer: LockClient, held: string, ws: boolean) => {
+      const c = new LockClient({
+        endpoint: stack.url,
+        ...(ws ? { wsEndpoint: stack.wsUrl } : {}),
+        enclosing: { clientId: outer.clientId, holding: [held] },
+      });
+      clients.push(c);
+      return c;
+    };
+    // Over WebSocket one, over HTTP the other: both send what they keep.
+    const [innerA, innerB] = [enclosedBy(outerA, x, true), enclosedBy(outerB, y, false)];
+    const first = innerA.acquire(y, { ttlMs: 30_000, waitTimeoutMs: 20_000 });
+    await waitUntil(async () => (await outerA.inspect(y)).queued > 0);
+    const refused = await innerB.acquire(x, { ttlMs: 30_000, waitTimeoutMs: 20_000 }).catch((e) => e);
+    expect(refused).toBeInstanceOf(DeadlockError);
+    expect(refused.cycle.map((e: WaitEdge) => [e.waiter.clientId, e.lock, e.blocker.clientId])).toEqual([
+      [innerB.clientId, x, outerA.clientId],
+      [innerA.clientId, y, outerB.clientId],
+    ]);
+    expect(refused.message).toContain(
+      `client ${innerA.clientId} (enclosed by client ${outerA.clientId}, which waits for it)`,
+    );
+    // The refused wait left x's queue; the other waits on, and is served when y is released.
+    expect((await outerA.inspect(x)).queued).toBe(0);
+    await outerB.release(by);
+    const granted = await first;
+    expect(granted.name).toBe(y);
+    await innerA.release(granted);
+    await outerA.release(ax);
+  });
+
+  it('a wait for a lock its enclosing client holds is a cycle of one, refused at once (it would wait for its own end)', async () => {
+    const x = lockName('x');
+    const outer = client('outer');
+    const held = await outer.acquire(x, { ttlMs: 30_000 });
+    const inner = new LockClient({
+      endpoint: stack.url,
+      enclosing: { clientId: outer.clientId, holding: [x] },
+    });
+    clients.push(inner);
+    const refused = await inner.acquire(x, { ttlMs: 30_000, waitTimeoutMs: 20_000 }).catch((e) => e);
+    expect(refused).toBeInstanceOf(DeadlockError);
+    expect(refused.cycle.map((e: WaitEdge) => [e.waiter.clientId, e.lock, e.blocker.clientId])).toEqual([
+      [inner.clientId, x, outer.clientId],
+    ]);
+    // Both shared: no wait at all.
+    await outer.release(held);
+    const reader = await outer.acquire(x, { ttlMs: 30_000, mode: 'shared' });
+    const alongside = await inner.acquire(x, { ttlMs: 30_000, mode: 'shared', waitTimeoutMs: 5_000 });
+    await inner.release(alongside);
+    await outer.release(reader);
+  });
+
+  it('bad enclosing is a 400 that changes nothing', async () => {
+    const http = signedClient(stack.url);
+    const name = lockName('bad');
+    for (const enclosing of [
+      'a',
+      {},
+      { client_id: 'c0' },
+      { client_id: 'c0', holding: [] },
+      { client_id: 'has space', holding: ['a'] },
+      { client_id: 'c0', holding: ['x/acquire'] },
+      { client_id: 'c0', holding: ['a', 'a'] },
+      { client_id: 'c0', holding: ['a'], extra: 1 },
+    ]) {
+      const res = await http.post(`/api/v1/locks/${name}/acquire`, {
+        client_id: 'c1',
+        ttl_ms: 5_000,
+        wait_timeout_ms: 1_000,
+        enclosing,
+      });
+      expect(res.status, JSON.stringify(enclosing)).toBe(400);
+      expect(res.body.error.code).toBe('INVALID_REQUEST');
+      expect(res.body.error.message).toMatch(/enclosing/);
+    }
+    const view = await http.get(`/api/v1/locks/${name}`);
+    expect(view.body.holders ?? []).toEqual([]);
   });
 
   it('bad holding is a 400 that changes nothing', async () => {

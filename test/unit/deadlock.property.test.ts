@@ -52,6 +52,11 @@ interface LockModel {
     /** Some waits jump ahead by priority; some are past their deadline (never served: no edge). */
     readonly priority: number;
     readonly expired: boolean;
+    /**
+     * Some waits keep the holds of an enclosing client (the other client id of their principal):
+     * those it holds live ('held', its own lock included), or any (true or not).
+     */
+    readonly enclosing?: 'held' | readonly number[] | undefined;
   }[];
 }
 
@@ -82,6 +87,11 @@ const lockArb: fc.Arbitrary<LockModel> = fc.record({
         { weight: 1, arbitrary: fc.constant<'none'>('none') },
         { weight: 1, arbitrary: fc.uniqueArray(fc.nat({ max: 4 }), { maxLength: 3 }) },
       ),
+      enclosing: fc.oneof(
+        { weight: 4, arbitrary: fc.constant(undefined) },
+        { weight: 2, arbitrary: fc.constant<'held'>('held') },
+        { weight: 1, arbitrary: fc.uniqueArray(fc.nat({ max: 4 }), { minLength: 1, maxLength: 2 }) },
+      ),
     }),
     { maxLength: 4 },
   ),
@@ -89,6 +99,8 @@ const lockArb: fc.Arbitrary<LockModel> = fc.record({
 
 const lockName = (i: number) => `jobs/l${i}`;
 const party = (i: number) => PARTIES[i] as Party;
+/** The other client id of a party's principal (0 and 1 share one, as do 2 and 3): its enclosing client. */
+const enclosingOf = (i: number) => i ^ 1;
 const same = (a: Party, b: Party) => partyKey(a) === partyKey(b);
 const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'exclusive';
 
@@ -119,6 +131,9 @@ function itemOf(name: string, m: LockModel): Item | undefined {
 /** The world as storage holds it, and the model's own edges. */
 function worldOf(locks: readonly LockModel[]) {
   const items = locks.map((m, i) => itemOf(lockName(i), m));
+  /** The locks a party holds live. */
+  const heldLive = (p: number) =>
+    locks.flatMap((other, j) => (other.holders?.who.some((h) => h.live && h.party === p) ? [j] : []));
   let arrival = 0;
   const queues: Waiter[][] = locks.map((m, i) =>
     m.queue
@@ -141,27 +156,34 @@ function worldOf(locks: readonly LockModel[]) {
           connectionId: undefined,
           mode: w.mode,
           maxHolders: undefined,
-          holding: (w.names === 'none'
-            ? []
-            : w.names === 'held'
-              ? locks.flatMap((other, j) =>
-                  other.holders?.who.some((h) => h.live && h.party === w.party) ? [j] : [],
-                )
-              : w.names
-          )
+          holding: (w.names === 'none' ? [] : w.names === 'held' ? heldLive(w.party) : w.names)
             .filter((j) => j !== i)
             .map(lockName),
+          ...(w.enclosing === undefined
+            ? {}
+            : {
+                enclosing: {
+                  clientId: party(enclosingOf(w.party)).clientId,
+                  holding: (w.enclosing === 'held' ? heldLive(enclosingOf(w.party)) : w.enclosing).map(
+                    lockName,
+                  ),
+                },
+              }),
         } satisfies Waiter;
       })
       .sort((x, y) => (x.order < y.order ? -1 : 1)),
   );
   // The model's graph, from the modes alone: nodes are waits ("w:lock#order") and holds ("h:lock#party").
   const waits = queues.flat();
-  /** The last wait (by arrival) of `p` that named `lock` as held: what its keeper record names. */
+  /** Whether wait `w` keeps `p`'s hold of `lock`: its own party's named in holding, or its enclosing client's. */
+  const keeps = (w: Waiter, p: Party, lock: string) =>
+    (same(w, p) && (w.holding ?? []).includes(lock)) ||
+    (w.enclosing !== undefined &&
+      same({ owner: w.owner, clientId: w.enclosing.clientId }, p) &&
+      w.enclosing.holding.includes(lock));
+  /** The last wait (by arrival) that kept `p`'s hold of `lock`: what its keeper record names. */
   const keeperOf = (lock: string, p: Party): Waiter | undefined =>
-    waits
-      .filter((w) => same(w, p) && (w.holding ?? []).includes(lock))
-      .sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
+    waits.filter((w) => keeps(w, p, lock)).sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
   const waitNode = (w: Waiter) => `w:${w.lock}#${w.order}`;
   const holdNode = (lock: string, p: Party) => `h:${lock}#${partyKey(p)}`;
   /** Links out of each node: a wait edge (weight 1) or a hold's link to a wait that keeps it (weight 0). */
@@ -218,11 +240,18 @@ function worldOf(locks: readonly LockModel[]) {
   /** Wait edges on the shortest way from a wait back to itself (0-1 BFS), or undefined. */
   const shortestCycle = (joined: Waiter, viaKeepersOnly = false): number | undefined => {
     const start = waitNode(joined);
-    // The joined wait keeps what it names, whichever wait of its party the keeper record names.
+    // The joined wait keeps what it names, whichever wait the keeper record names.
     const closing = new Set(
       viaKeepersOnly
         ? []
-        : (joined.holding ?? []).map((k) => holdNode(k, { owner: joined.owner, clientId: joined.clientId })),
+        : [
+            ...(joined.holding ?? []).map((k) =>
+              holdNode(k, { owner: joined.owner, clientId: joined.clientId }),
+            ),
+            ...(joined.enclosing?.holding ?? []).map((k) =>
+              holdNode(k, { owner: joined.owner, clientId: joined.enclosing?.clientId as string }),
+            ),
+          ],
     );
     const dist = new Map<string, number>();
     const deque: [string, number][] = (links.get(start) ?? []).map((l) => [l.to, l.edge ? 1 : 0]);
@@ -245,14 +274,21 @@ function worldOf(locks: readonly LockModel[]) {
     cycle.length >= 1 &&
     cycle.every((e, i) => {
       const next = cycle[(i + 1) % cycle.length] as WaitEdge;
-      if (!edgeKeys.has(edgeKey(e)) || !same(e.blocker, next.waiter)) return false;
-      if (e.blockerIs === 'ahead') return next.lock === e.lock;
-      // A hold is kept by its party's keeper; the closing edge also by the refused wait itself.
+      if (!edgeKeys.has(edgeKey(e))) return false;
+      if (e.blockerIs === 'ahead') return same(e.blocker, next.waiter) && next.lock === e.lock;
+      // A hold is kept by its keeper (its party's wait, or one it encloses); the closing edge also
+      // by the refused wait itself.
       const keeper = keeperOf(e.lock, e.blocker);
-      if (keeper !== undefined && keeper.lock === next.lock && keeper.deadline > NOW) return true;
+      if (
+        keeper !== undefined &&
+        same(keeper, next.waiter) &&
+        keeper.lock === next.lock &&
+        keeper.deadline > NOW
+      )
+        return true;
       return (
         i === cycle.length - 1 &&
-        waits.some((w) => same(w, e.blocker) && w.lock === next.lock && (w.holding ?? []).includes(e.lock))
+        waits.some((w) => same(w, next.waiter) && w.lock === next.lock && keeps(w, e.blocker, e.lock))
       );
     });
   return { waits, reader, readCount: () => reads, edgeKeys, shortestCycle, isTrueCycle };
@@ -300,6 +336,24 @@ describe('deadlock detection (core/deadlock.ts)', () => {
       });
     expect(lengths.filter((n) => n !== undefined).length).toBeGreaterThan(lengths.length / 80);
     expect(lengths.filter((n) => n !== undefined && n > 2).length).toBeGreaterThan(10);
+    // Some cycles close only through an enclosing client's holds.
+    const throughEnclosing = fc
+      .sample(fc.tuple(worldArb, fc.nat()), { numRuns: 2_000, seed: 7 })
+      .filter(([locks, pick]) => {
+        const bare = locks.map((m) => ({
+          ...m,
+          queue: m.queue.map((w) => ({ ...w, enclosing: undefined })),
+        }));
+        const [world, without] = [worldOf(locks), worldOf(bare)];
+        const i = pick % Math.max(1, world.waits.length);
+        const joined = world.waits[i];
+        return (
+          joined &&
+          world.shortestCycle(joined) !== undefined &&
+          without.shortestCycle(without.waits[i] as Waiter) === undefined
+        );
+      });
+    expect(throughEnclosing.length).toBeGreaterThan(10);
   });
 
   it('never reports a false cycle and keeps to its read bound, however tight', async () => {
@@ -353,6 +407,54 @@ describe('deadlock detection (core/deadlock.ts)', () => {
     );
     const youngest = [...named.waits].sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
     expect(victims).toEqual([youngest, youngest]);
+  });
+
+  it("nested runs: a wait that keeps its enclosing client's holds closes cycles through them, and a wait for the enclosing client's own lock is a cycle of one", async () => {
+    // Run A (party 0) holds X, and a run inside its command (party 1) waits for Y; run B (party 2)
+    // holds Y, and a run inside it (party 3) waits for X. Neither nested run holds anything itself.
+    const wait = (p: number, enclosing?: 'held') =>
+      ({ party: p, mode: 'exclusive', names: 'none', priority: 0, expired: false, enclosing }) as const;
+    const world = (enclosing?: 'held') =>
+      worldOf([
+        { holders: { mode: 'exclusive', who: [{ party: 0, live: true }] }, queue: [wait(3, enclosing)] },
+        { holders: { mode: 'exclusive', who: [{ party: 2, live: true }] }, queue: [wait(1, enclosing)] },
+      ]);
+    const nested = world('held');
+    for (const joined of nested.waits) {
+      const { cycle } = await findCycle(joined, nested.reader, NOW);
+      expect(cycle?.map((e) => [e.waiter.clientId, e.lock, e.blocker.clientId])).toEqual(
+        joined.lock === lockName(0)
+          ? [
+              ['w2', lockName(0), 'w0'],
+              ['w1', lockName(1), 'w0'], // B's client id is w0 too, under another principal
+            ]
+          : [
+              ['w1', lockName(1), 'w0'],
+              ['w2', lockName(0), 'w0'],
+            ],
+      );
+      expect(nested.isTrueCycle(cycle ?? [])).toBe(true);
+    }
+    // Not said to be nested: separate clients, no cycle known (it waits until a deadline).
+    const apart = world();
+    for (const joined of apart.waits)
+      expect((await findCycle(joined, apart.reader, NOW)).cycle).toBeUndefined();
+    // A run inside A's command waiting for X itself: A keeps X until it is served, never.
+    const self = worldOf([
+      { holders: { mode: 'exclusive', who: [{ party: 0, live: true }] }, queue: [wait(1, 'held')] },
+    ]);
+    const { cycle } = await findCycle(self.waits[0] as Waiter, self.reader, NOW);
+    expect(cycle?.map((e) => [e.waiter.clientId, e.lock, e.blocker.clientId])).toEqual([
+      ['w1', lockName(0), 'w0'],
+    ]);
+    // Shared inside shared is no wait at all.
+    const shared = worldOf([
+      {
+        holders: { mode: 'shared', who: [{ party: 0, live: true }] },
+        queue: [{ ...wait(1, 'held'), mode: 'shared' }],
+      },
+    ]);
+    expect((await findCycle(shared.waits[0] as Waiter, shared.reader, NOW)).cycle).toBeUndefined();
   });
 
   it('the graph around a lock shows only true edges and true cycles, and a cycle when one runs through its waiters', async () => {

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
 import { runTargets } from '../../sdk/cli/main';
-import { groupRuns, lockEnv } from '../../sdk/cli/run';
+import { enclosingRun, groupRuns, lockEnv } from '../../sdk/cli/run';
 import {
   compareLockNames,
   InvalidArgumentError,
@@ -472,10 +472,16 @@ describe('latchkey run with several locks', () => {
       LATCHKEY_LOCK: 'jobs/a',
       LATCHKEY_FENCING_TOKEN: '12',
       LATCHKEY_LOCKS: 'jobs/a=12',
+      LATCHKEY_LOCKS_CLIENT_ID: 'me',
       LATCHKEY_MODE: 'exclusive',
     });
     const env = lockEnv([l('jobs/b', 5), l('jobs/a', 7)], base);
-    expect(env).toEqual({ PATH: '/bin', LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_MODE: 'exclusive' });
+    expect(env).toEqual({
+      PATH: '/bin',
+      LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5',
+      LATCHKEY_LOCKS_CLIENT_ID: 'me',
+      LATCHKEY_MODE: 'exclusive',
+    });
     // Held shared (run --shared): the command is told so.
     const shared = (name: string, token: number) =>
       new Lease({ ...grant(name), fencing_token: token, mode: 'shared' } as never, 0);
@@ -491,6 +497,24 @@ describe('latchkey run with several locks', () => {
         .map((p) => [p.slice(0, p.lastIndexOf('=')), p.slice(p.lastIndexOf('=') + 1)]),
     );
     expect(parsed).toEqual({ 'jobs/a': '7', 'jobs/b': '5' });
+  });
+
+  it("a latchkey inside a run's command keeps that run's locks while it waits (its enclosing run, from the environment)", () => {
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual({
+      clientId: 'run-1',
+      holding: ['jobs/a', 'jobs/b'],
+    });
+    // Outside a run, or variables that are not a run's: nothing is claimed.
+    expect(enclosingRun({})).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7' })).toBeUndefined();
+    expect(
+      enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'has space' }),
+    ).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'garbage', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toBeUndefined();
+    expect(enclosingRun({ LATCHKEY_LOCKS: '/bad=3,jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual({
+      clientId: 'run-1',
+      holding: ['jobs/a'],
+    });
   });
 });
 

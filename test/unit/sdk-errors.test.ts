@@ -351,6 +351,24 @@ describe('a wrong argument is an InvalidArgumentError saying what was expected',
       'clientId',
       /1 to 128 characters/,
     );
+    for (const enclosing of [{}, { clientId: 'outer', holding: [] }, { clientId: 'outer' }, 'outer'])
+      await refused(
+        () => new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing: enclosing as never }),
+        'enclosing',
+        /enclosing must be \{ clientId, holding \}/,
+      );
+    await refused(
+      () =>
+        new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing: { clientId: 'a b', holding: ['x'] } }),
+      'clientId',
+      /1 to 128 characters/,
+    );
+    await refused(
+      () =>
+        new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing: { clientId: 'a', holding: ['/x'] } }),
+      'name',
+      /enclosing:/,
+    );
     await refused(
       () => new LockClient({ endpoint: 'http://127.0.0.1:3000', region: 5 as unknown as string }),
       'region',
