@@ -211,6 +211,11 @@ export type AcquireOutcome =
        * the one it had, and what is left of it may be less than its ttl: see wire's remaining_ms).
        */
       readonly replayed: boolean;
+      /**
+       * A retry of a request this lock granted by the request's own write (not a handoff): its
+       * first answer was lost after the write, perhaps before the grant was audited.
+       */
+      readonly retried?: true;
     }
   | Refusal;
 
@@ -600,6 +605,14 @@ export const granted = (grant: Grant, replayed: boolean): AcquireOutcome => ({
   replayed,
 });
 
+/** The grant a retry of an already granted request gets back (see AcquireOutcome's `retried`). */
+export const grantedAgain = (grant: Grant): AcquireOutcome => ({
+  acquired: true,
+  grant,
+  replayed: true,
+  retried: true,
+});
+
 /**
  * The holder that keeps a caller asking in `mode` out longest worth reporting: the exclusive
  * holder; else, for an exclusive caller, the shared holder whose lease ends last (a session's
@@ -734,7 +747,7 @@ export function decideAcquire(cmd: AcquireCommand, item: Item | undefined, now: 
   const mine = holder !== undefined && holder.owner === cmd.owner && holder.clientId === cmd.clientId;
   if (key !== undefined && item && str(item, A.grantRequest) === key) {
     if (holder && mine && holdsAs(holder.held, cmd.tenure))
-      return { kind: 'answer', outcome: granted(holder, true) };
+      return { kind: 'answer', outcome: grantedAgain(holder) };
     throw new LatchkeyError(
       'LEASE_EXPIRED',
       `request ${cmd.requestId} was already granted fencing token ${lastFencingToken(item)}, and that lock has been released or its lease has ended`,

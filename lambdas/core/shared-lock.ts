@@ -64,6 +64,7 @@ import {
   fenceFloor,
   type Grant,
   granted,
+  grantedAgain,
   heldFrom,
   holdsAs,
   isGrantableAt,
@@ -151,7 +152,7 @@ export function decideSharedAcquire(
   const mine = entryIn(item, slot);
   if (key !== undefined && mine?.grantRequest === requestTag(key)) {
     if (mineAsAsked(mine, cmd, now))
-      return { kind: 'answer', outcome: granted(entryGrant(mine, cmd.name), true) };
+      return { kind: 'answer', outcome: grantedAgain(entryGrant(mine, cmd.name)) };
     throw new LatchkeyError(
       'LEASE_EXPIRED',
       `request ${cmd.requestId} was already granted fencing token ${mine.fencingToken}, and that grant has been released or its lease has ended`,

@@ -311,15 +311,23 @@ export class LockService {
     return undefined;
   }
 
-  /** Counts an acquire's result, and audits a fresh grant or re-entry (not a replay of an earlier one) once. */
+  /**
+   * Counts an acquire's result, and audits a fresh grant or re-entry (not a wait's grant, which its
+   * handoff audited). A retry of a request already granted by its own write is audited again,
+   * marked `replayed`: its first attempt's answer was lost after the write, maybe before its line
+   * was written (a function that timed out or crashed between the two), and a trail may repeat a
+   * grant but must not miss one.
+   */
   private counted(cmd: AcquireCommand, result: AcquireResult): AcquireResult {
     countAcquire(result);
-    if (result.kind === 'done' && result.outcome.acquired && !result.outcome.replayed) {
-      const { grant } = result.outcome;
+    const outcome = result.kind === 'done' ? result.outcome : undefined;
+    if (outcome?.acquired && (!outcome.replayed || outcome.retried)) {
+      const { grant } = outcome;
       auditGrant(grant.reentry > 1 ? 'reenter' : 'grant', grant, {
         reason: grant.reentry > 1 ? 'reentrant' : 'acquired',
         ...(grant.reentry > 1 ? { reentry: grant.reentry } : {}),
         ...(cmd.requestId === undefined ? {} : { request_id: cmd.requestId }),
+        ...(outcome.retried ? { replayed: true } : {}),
       });
     }
     return result;

@@ -41,7 +41,6 @@ function audits(): Line[] {
   lines = [];
   return found;
 }
-const events = () => audits().map((l) => l.audit);
 
 describe('audit events', () => {
   it('grant, renew, release: one each, with the grant fields; refusals log nothing', async () => {
@@ -105,11 +104,23 @@ describe('audit events', () => {
     expect(audits()).toEqual([]);
   });
 
-  it('a replayed acquire (same request id) is not a second grant; a re-entry is a reenter', async () => {
+  it('a replayed acquire (same request id) logs its grant again marked replayed (its first line may be lost); a re-entry is a reenter', async () => {
     const h = new QueueHarness();
-    await h.hold('a', { requestId: 'r1' });
-    await h.hold('a', { requestId: 'r1' });
-    expect(events()).toEqual(['grant']);
+    const first = await h.hold('a', { requestId: 'r1' });
+    expect(audits()).toEqual([expect.not.objectContaining({ replayed: expect.anything() })]);
+    // The first attempt's answer was lost after its write (its function may have died before
+    // logging): the retry is the one chance left to put the grant in the trail.
+    const again = await h.hold('a', { requestId: 'r1' });
+    expect(again.fencingToken).toBe(first.fencingToken);
+    expect(audits()).toEqual([
+      expect.objectContaining({
+        audit: 'grant',
+        client_id: 'a',
+        fencing_token: first.fencingToken,
+        request_id: 'r1',
+        replayed: true,
+      }),
+    ]);
     await h.hold('a', { reentrant: true });
     expect(audits()).toEqual([expect.objectContaining({ audit: 'reenter', client_id: 'a', reentry: 2 })]);
   });
@@ -157,6 +168,10 @@ describe('audit events', () => {
       fencing_token: a.fencingToken + 1,
       reason: 'next-in-queue',
     });
+    // b asks again (its answer lost): answered with the grant its handoff made and logged, no line.
+    const answered = await h.wait('b', { requestId: 'wb', priority: 1 });
+    expect(answered).toMatchObject({ kind: 'done', outcome: { acquired: true, replayed: true } });
+    expect(audits()).toEqual([]);
     // c's timer (armed for its deadline) serves the queue: its wait ends.
     await h.services.locks.handoff.serve(LOCK);
     expect(audits()).toEqual([
