@@ -1,7 +1,6 @@
 /** The `latchkey` command line, built only on the SDK. */
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import logUpdate from 'log-update';
 import { MAX_HOLDERS_LIMIT } from '../arguments';
 import { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
@@ -19,6 +18,7 @@ import { Lease } from '../lease';
 import { asIdentifier } from '../names';
 import { addDeadlockCommands, deadlockLines, edgeWire } from './deadlocks';
 import { type EndpointFlags, type Endpoints, endpointHint, resolveEndpoints } from './endpoints';
+import { showFrame } from './frames';
 import { DEFAULT_KILL_GRACE_MS, EXIT, enclosingRun, graceRefusal, runLocked, waitingNote } from './run';
 import { explainedTimeout } from './timed-out';
 import { addTopCommand } from './top';
@@ -843,12 +843,10 @@ terminal (/dev/tty).`,
     .action(async (prefix: string, o) => {
       const g = globals();
       const client = clientFor(g, undefined, false);
-      // Redrawn in place on a terminal; to a file or a pipe, one frame after another, without
-      // escapes; under --json, one JSON object a line.
+      // Under --json, one JSON object a line.
       const show = (json: object, human: string) => {
         if (g.json) console.log(JSON.stringify(json));
-        else if (process.stdout.isTTY) logUpdate(human);
-        else console.log(`${human}\n`);
+        else showFrame(human);
       };
       for (;;) {
         const at = new Date().toISOString();
@@ -870,7 +868,12 @@ terminal (/dev/tty).`,
       }
     });
 
-  addTopCommand(cli, { globals, client: (g) => clientFor(g, undefined, false), errorJson: errorView });
+  addTopCommand(cli, {
+    globals,
+    client: (g) => clientFor(g, undefined, false),
+    errorJson: errorView,
+    explain: (error) => explain(error),
+  });
   addDeadlockCommands(cli, { globals, client: (g) => clientFor(g) });
 
   for (const command of cli.commands)

@@ -11,12 +11,12 @@
  * - Live sessions come from the admin listing (`listSessions`) when the caller may use it.
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import logUpdate from 'log-update';
 import type { LockClient } from '../client';
 import { formatDuration, parseDuration } from '../duration';
 import { LatchkeyClientError } from '../errors';
 import { isLocalEndpoint, regionOf } from '../transport';
 import { type EndpointFlags, type Endpoints, resolveEndpoints } from './endpoints';
+import { showFrame } from './frames';
 import { NAMESPACE, prometheusName } from './metric-names';
 import {
   counterIncreases,
@@ -700,6 +700,8 @@ export interface TopContext {
   readonly write?: (text: string) => void;
   /** An error as --json prints it (`{error: {code, message, retryable}}`); else its message. */
   readonly errorJson?: (error: unknown) => object;
+  /** An error in words, with what to do about it (as every other command says it); else its message. */
+  readonly explain?: (error: unknown) => string;
 }
 
 export interface TopRun {
@@ -736,12 +738,10 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
   const namespace = local ? undefined : topNamespace(run.namespace, endpoints);
   const client = context.client(g);
   const write = context.write ?? ((t: string) => console.log(t));
-  // Redrawn in place on a terminal; to a file or a pipe, one view after another, without escapes.
-  const redraw = process.stdout.isTTY ? logUpdate : (text: string) => console.log(`${text}\n`);
   const show = (s: TopSnapshot) => {
     if (run.json) write(JSON.stringify(s));
     else if (run.once || context.write) write(render(s));
-    else redraw(render(s));
+    else showFrame(render(s));
   };
   const problem = (error: unknown) => {
     const at = new Date().toISOString();
@@ -753,7 +753,7 @@ export async function runTop(context: TopContext, run: TopRun): Promise<void> {
           ...(context.errorJson?.(error) ?? { error: { message: (error as Error).message } }),
         }),
       );
-    else redraw(`${at}  ${(error as Error).message} (retrying)`);
+    else showFrame(`${at}  ${context.explain?.(error) ?? (error as Error).message} (retrying)`);
   };
   const sessions = new Refreshing(() => gatherSessions(client), SESSIONS_EVERY_MS);
   sessions.kick(); // meanwhile the first sample is taken
