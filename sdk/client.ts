@@ -437,6 +437,7 @@ export class LockClient {
    */
   async release(lease: Lease): Promise<ReleaseResult> {
     leaseArg('release', lease);
+    lease.releaseState = 'asked';
     try {
       // One release_id for every retry of this release: a retry of one already applied (its answer
       // lost) is answered, never applied twice (a re-entered lock would count down twice).
@@ -446,7 +447,12 @@ export class LockClient {
         ...heldAs(lease),
         release_id: randomUUID(),
       });
-      return { remainingReentries: Number(answer?.remaining_reentries ?? 0) };
+      const remainingReentries = Number(answer?.remaining_reentries ?? 0);
+      lease.releaseState = remainingReentries === 0 ? 'done' : 'none';
+      return { remainingReentries };
+    } catch (error) {
+      lease.releaseState = 'none';
+      throw error;
     } finally {
       this.ownReleases.released(lease.name);
     }
@@ -457,6 +463,7 @@ export class LockClient {
    * lapse (it ends at its ttl anyway). Answers whether it was released.
    */
   async releaseQuietly(lease: Lease): Promise<boolean> {
+    if (lease.releaseState === 'done') return true; // released already (withLock's callback did)
     try {
       const answer = await this.transport.send(
         'POST',

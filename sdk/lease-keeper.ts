@@ -29,25 +29,41 @@ export function keepLease(
   let renewTimer: NodeJS.Timeout | undefined;
   let deadlineTimer: NodeJS.Timeout | undefined;
 
-  const lose = (error: LeaseLostError) => {
-    if (stopped) return;
+  const end = () => {
     stopped = true;
     clearTimeout(renewTimer);
     clearTimeout(deadlineTimer);
+  };
+  /** Whether the holder released the lease itself (asked: its answer decides): then nothing is lost. */
+  const released = () => {
+    if (lease.releaseState === 'done') end();
+    return lease.releaseState !== 'none';
+  };
+  const lose = (error: LeaseLostError) => {
+    // A refusal after the holder's own release (or while it is on its way) is that release's doing;
+    // should the release fail, the renewals and the deadline still run and decide.
+    if (stopped || released()) return;
+    end();
     renewing.abort(error);
     controller.abort(error);
   };
-  const armDeadline = () => {
+  const armDeadline = (delay = lease.remainingMs() - margin) => {
     clearTimeout(deadlineTimer);
-    const left = lease.remainingMs() - margin;
     deadlineTimer = setTimeout(
-      () => lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`)),
-      Math.max(0, left),
+      () => {
+        if (lease.releaseState === 'asked') return armDeadline(50); // its answer decides
+        lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`));
+      },
+      Math.max(0, delay),
     );
   };
   const renewSoon = (delay: number) => {
     renewTimer = setTimeout(async () => {
       if (stopped) return;
+      if (released()) {
+        if (!stopped) renewSoon(Math.min(lease.ttlMs / 10, 1_000)); // asked: look again soon
+        return;
+      }
       try {
         await client.renew(lease, { signal: renewing.signal });
         if (stopped) return;
@@ -65,9 +81,7 @@ export function keepLease(
   return {
     signal: controller.signal,
     stop() {
-      stopped = true;
-      clearTimeout(renewTimer);
-      clearTimeout(deadlineTimer);
+      end();
       renewing.abort(new Error('the lease is no longer kept'));
     },
   };
@@ -85,7 +99,7 @@ export function lostWhileHeld(leases: readonly Lease[], signal: AbortSignal): Le
       : new LeaseLostError(
           `lease lost: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
         );
-  const past = leases.find((l) => l.remainingMs() <= 0);
+  const past = leases.find((l) => l.releaseState !== 'done' && l.remainingMs() <= 0);
   return past
     ? new LeaseLostError(
         `lease on ${past.name} passed its deadline before the callback settled (nothing could renew it: was the event loop blocked?)`,

@@ -17,6 +17,7 @@ import {
   FenceGuard,
   ForbiddenError,
   InvalidRequestError,
+  Lease,
   LeaseLostError,
   LockClient,
   LockHeldError,
@@ -106,8 +107,17 @@ describe('withLock', () => {
     const c = client();
     let reason: unknown;
     const outcome = c.withLock(name, { ttlMs: 1_200 }, async (lease, signal) => {
-      // Simulate a pause longer than the lease: stop renewing by releasing it from under the holder.
-      await c.release(lease);
+      // Simulate a pause longer than the lease: the grant is released from under the holder (by
+      // another Lease object for it, as another process could: this one's keeper knows nothing).
+      const sameGrant = {
+        lock: lease.name,
+        client_id: lease.clientId,
+        fencing_token: lease.fencingToken,
+        expires_at: new Date().toISOString(),
+        remaining_ms: 1_000,
+        ttl_ms: 1_200,
+      };
+      await c.release(new Lease(sameGrant, performance.now()));
       const other = await client().tryAcquire(name, { ttlMs: 5_000 });
       expect(other?.fencingToken).toBeGreaterThan(lease.fencingToken);
       await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
@@ -116,6 +126,19 @@ describe('withLock', () => {
     });
     await expect(outcome).rejects.toBeInstanceOf(LeaseLostError);
     expect(await outcome.catch((e) => e)).toBe(reason);
+  });
+
+  it('a callback that releases its lease itself, then works on unlocked, returns its result (nothing was lost)', async () => {
+    const name = lockName();
+    const c = client();
+    const value = await c.withLock(name, { ttlMs: 1_200 }, async (lease, signal) => {
+      expect(await c.release(lease)).toEqual({ remainingReentries: 0 });
+      await sleep(1_500); // past renewals and the lease's deadline: nothing renews or aborts
+      expect(signal.aborted).toBe(false);
+      return 'done';
+    });
+    expect(value).toBe('done');
+    expect(await client().tryAcquire(name, { ttlMs: 1_000 })).not.toBeNull();
   });
 
   it('a callback that blocks the event loop past its lease gets LeaseLostError, not its result', async () => {

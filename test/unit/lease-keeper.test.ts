@@ -43,6 +43,28 @@ describe('keepLease', () => {
     expect(renewer.signals[0]?.aborted).toBe(true);
   });
 
+  it('a lease its holder released is not lost: no renewal, no abort; while a release is on its way, its answer decides', async () => {
+    const refusing = { renew: vi.fn(async () => Promise.reject(new LeaseLostError('not the holder'))) };
+    const released = lease(300);
+    released.releaseState = 'done';
+    const kept = keepLease(refusing, released, 50);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // past renewals and the deadline
+    expect(refusing.renew).not.toHaveBeenCalled();
+    expect(kept.signal.aborted).toBe(false);
+
+    // Asked: nothing is decided while its answer is awaited; a release that failed leaves the
+    // lease to its keeper, which finds it lost.
+    const asked = lease(300);
+    asked.releaseState = 'asked';
+    const watched = keepLease(refusing, asked, 50);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(refusing.renew).not.toHaveBeenCalled();
+    expect(watched.signal.aborted).toBe(false);
+    asked.releaseState = 'none';
+    await new Promise((resolve) => watched.signal.addEventListener('abort', resolve));
+    expect(watched.signal.reason).toBeInstanceOf(LeaseLostError);
+  });
+
   it('and one in flight when the holder stops keeping it', async () => {
     const renewer = hanging();
     const kept = keepLease(renewer, lease(3_000), 50);
