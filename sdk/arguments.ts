@@ -105,7 +105,12 @@ export function enclosingArg(value: unknown): EnclosingHolds | undefined {
       'enclosing',
       `enclosing must be { clientId, holding }: the client id that holds locks while this client waits, and those locks (got ${shown(value)})`,
     );
-  const clientId = clientIdArg(given.clientId) as string;
+  const { clientId } = given;
+  if (typeof clientId !== 'string' || !IDENTIFIER.test(clientId))
+    throw new InvalidArgumentError(
+      'enclosing',
+      `enclosing.clientId must be the id of the client that holds the locks: 1 to ${IDENTIFIER_MAX_LENGTH} characters of ${IDENTIFIER_CHARACTERS} (got ${shown(clientId)})`,
+    );
   for (const name of names) nameArg('enclosing', name);
   return { clientId, holding: [...new Set(names as string[])].slice(0, MAX_HOLDING) };
 }

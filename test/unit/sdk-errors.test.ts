@@ -357,12 +357,16 @@ describe('a wrong argument is an InvalidArgumentError saying what was expected',
         'enclosing',
         /enclosing must be \{ clientId, holding \}/,
       );
-    await refused(
-      () =>
-        new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing: { clientId: 'a b', holding: ['x'] } }),
-      'clientId',
-      /1 to 128 characters/,
-    );
+    for (const clientId of ['a b', undefined])
+      await refused(
+        () =>
+          new LockClient({
+            endpoint: 'http://127.0.0.1:3000',
+            enclosing: { clientId, holding: ['x'] } as never,
+          }),
+        'enclosing',
+        /enclosing\.clientId must be the id of the client that holds the locks: 1 to 128 characters/,
+      );
     await refused(
       () =>
         new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing: { clientId: 'a', holding: ['/x'] } }),
