@@ -572,7 +572,11 @@ export async function runLocked(
     if (signalled) return exitCodeOf(signalled);
     // The command ran and a lease was lost meanwhile (said as it happened): the SDK throws rather
     // than pass the command's exit status for work done under the lock.
-    if (error instanceof LeaseLostError && held) return EXIT.LEASE_LOST;
+    if (error instanceof LeaseLostError && held) {
+      // Said as it happened when its signal aborted; a deadline passed unnoticed is said now.
+      if (!held.lost.aborted) options.say(`latchkey: ${theLease} was lost: ${error.message}`);
+      return EXIT.LEASE_LOST;
+    }
     if (error instanceof DeadlockError) {
       // Any lock of the set already held was released (withLocks) before this was thrown.
       for (const line of deadlockLines(error)) options.say(line);

@@ -21,8 +21,8 @@ import {
 import { main } from '../../sdk/cli/main';
 import { EXIT } from '../../sdk/cli/run';
 import type { WaitGraph } from '../../sdk/client';
-import { DeadlockError, type WaitEdge } from '../../sdk/errors';
-import { LockClient } from '../../sdk/index';
+import { DeadlockError, LeaseLostError, type WaitEdge } from '../../sdk/errors';
+import { Lease, LockClient } from '../../sdk/index';
 
 /** Each client's opaque party id (as the service hashes principal and client id). */
 const ids: Record<string, string> = { c1: 'pa1', c2: 'pb2', c3: 'pc3', c4: 'pd4', c5: 'pe5' };
@@ -274,6 +274,28 @@ describe('the commands', () => {
       expect(err.join('\n')).toMatch(/--wait and -n\/--no-wait contradict each other: give one/);
     }
     for (const spy of sent) expect(spy).not.toHaveBeenCalled();
+  });
+
+  it('run: a lease found lost only when the command ended (its deadline passed unnoticed) exits 4 and says so', async () => {
+    const lease = new Lease(
+      {
+        lock: 'jobs/a',
+        client_id: 'me',
+        fencing_token: 3,
+        expires_at: new Date().toISOString(),
+        remaining_ms: 1_000,
+        ttl_ms: 1_000,
+      },
+      performance.now(),
+    );
+    vi.spyOn(LockClient.prototype, 'withLock').mockImplementation(async (_name, _options, fn) => {
+      await (fn as (l: Lease, s: AbortSignal) => Promise<unknown>)(lease, new AbortController().signal);
+      throw new LeaseLostError('lease on jobs/a passed its deadline before the callback settled');
+    });
+    expect(await cli('run', 'jobs/a', '--', 'true')).toBe(EXIT.LEASE_LOST);
+    expect(err).toContain(
+      'latchkey: the lease on jobs/a was lost: lease on jobs/a passed its deadline before the callback settled',
+    );
   });
 
   it('run and acquire: a DeadlockError exits 3 (not acquired), the cycle on stderr', async () => {
