@@ -634,9 +634,16 @@ export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
       ? `${waiter} waits for ${e.lock}, kept out by client ${e.blocker.clientId}, which holds ${e.through}`
       : `${waiter} waits for ${e.lock}, ${e.blockerIs === 'holder' ? 'held' : 'waited for ahead of it'} by client ${e.blocker.clientId}`;
   });
+  const first = cycle[0] as WaitEdge;
+  const last = cycle[cycle.length - 1] as WaitEdge;
+  // Closed through a hold the wait keeps for its enclosing client, not one of its own.
+  const todo =
+    last.blockerIs === 'holder' && !sameParty(last.blocker, first.waiter)
+      ? `client ${last.blocker.clientId}, which encloses this one, holds ${last.through ?? last.lock}: take these locks in one order everywhere, then try again`
+      : 'release what this client holds, then try again';
   return new LatchkeyError(
     'DEADLOCK',
-    `waiting for ${cycle[0]?.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: release what this client holds, then try again`,
+    `waiting for ${first.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: ${todo}`,
     undefined,
     undefined,
     { fields },

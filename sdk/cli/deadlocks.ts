@@ -213,12 +213,18 @@ export const waitsJson = (g: WaitGraph) => ({
  */
 export function deadlockLines(error: DeadlockError): string[] {
   if (error.cycle.length === 0) return [`latchkey: ${error.message} [${error.code}]`];
+  const first = error.cycle[0] as WaitEdge;
+  const last = error.cycle[error.cycle.length - 1] as WaitEdge;
+  // The refused wait closes the cycle through a hold it keeps: its own, or its enclosing run's.
+  const enclosed = last.blockerIs === 'holder' && partyKey(last.blocker) !== partyKey(first.waiter);
   return [
-    `latchkey: not acquired: waiting for ${error.lock} would close a cycle of waits (a deadlock), so the service refused the wait [${error.code}]:`,
+    `latchkey: not acquired: waiting for ${error.lock} would close a cycle of waits (a deadlock), so the service refused this wait (the first below) [${error.code}]:`,
     ...withBefore(error.cycle).map(
       ([e, before]) => `latchkey:   ${edgeText(e, ambiguousIn(error.cycle), before)}`,
     ),
-    'latchkey: release what this client holds that the others wait for, then try again',
+    enclosed
+      ? `latchkey: the run this one runs inside holds ${last.through ?? last.lock}: take these locks in the same order everywhere (or together in one run: --lock A --lock B), then try again`
+      : 'latchkey: release what this client holds that the others wait for, then try again',
   ];
 }
 

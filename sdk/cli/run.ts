@@ -309,10 +309,11 @@ export function enclosingLocks(env: NodeJS.ProcessEnv = process.env): Map<string
 /**
  * The first of `names` that the `latchkey run` this process runs inside holds right now (the very
  * grant its LATCHKEY_LOCKS names, still held by this principal) in a way this run could never get
- * past: either of the two exclusive. Waiting for it would wait forever, since that run ends only
- * after its command, which waits for this one. A stale LATCHKEY_LOCKS (a daemon that outlived its
- * run) names a grant that is gone, and counts for nothing. Undefined when none; a lookup that
- * fails is left to the acquire to report.
+ * past: either of the two exclusive, or both shared on a semaphore of one (its one place is the
+ * enclosing run's). Waiting for it would wait forever, since that run ends only after its
+ * command, which waits for this one. A stale LATCHKEY_LOCKS (a daemon that outlived its run)
+ * names a grant that is gone, and counts for nothing. Undefined when none; a lookup that fails is
+ * left to the acquire to report.
  */
 export async function heldByEnclosingRun(
   client: Pick<LockClient, 'inspect'>,
@@ -321,12 +322,12 @@ export async function heldByEnclosingRun(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<string | undefined> {
   const enclosing = enclosingLocks(env);
-  const enclosingMode = env.LATCHKEY_MODE === 'shared' ? 'shared' : 'exclusive';
-  if (mode === 'shared' && enclosingMode === 'shared') return undefined;
+  const bothShared = mode === 'shared' && env.LATCHKEY_MODE === 'shared';
   for (const name of names) {
     const token = enclosing.get(name);
     if (token === undefined) continue;
     const view = await client.inspect(name).catch(() => undefined);
+    if (bothShared && view?.max_holders !== 1) continue; // room beside it, or places others free
     // biome-ignore lint/suspicious/noExplicitAny: the wire view of a holder
     if (view?.holders?.some((h: any) => h.mine === true && h.fencing_token === token)) return name;
   }

@@ -491,7 +491,7 @@ describe('nested runs', () => {
     const refused = a.code === 0 ? b : a;
     expect([a.code, b.code].sort(), `${a.stderr}\n${b.stderr}`).toEqual([0, EXIT.NOT_ACQUIRED]);
     expect(refused.stderr).toContain(
-      'would close a cycle of waits (a deadlock), so the service refused the wait',
+      'would close a cycle of waits (a deadlock), so the service refused this wait',
     );
     // The cycle says which client keeps which run's lock: each inner run is inside the other's outer run.
     expect(refused.stderr).toMatch(
@@ -504,6 +504,22 @@ describe('nested runs', () => {
     const name = lockName();
     const shared = await latchkey(['run', '--shared', name, '--', ...inner('--shared', name, '--', 'true')]);
     expect(shared.code, shared.stderr).toBe(0);
+    // A semaphore of one: its one place is the enclosing run's, so the inner run could never get in.
+    const one = ['--shared', '--max-holders', '1'];
+    const full = await latchkey([
+      'run',
+      ...one,
+      name,
+      '--',
+      ...inner('--wait', '20s', ...one, name, '--', 'true'),
+    ]);
+    expect(full.code, full.stderr).toBe(EXIT.NOT_ACQUIRED);
+    expect(full.stderr).toContain(
+      `latchkey: not acquired: ${name} is held by the latchkey run this one runs inside`,
+    );
+    const two = ['--shared', '--max-holders', '2'];
+    const room = await latchkey(['run', ...two, name, '--', ...inner(...two, name, '--', 'true')]);
+    expect(room.code, room.stderr).toBe(0);
     const stale = await runCli([...stackFlags(stack), 'run', name, '--', 'true'], {
       env: { ...process.env, LATCHKEY_LOCKS: `${name}=1795000000000001`, LATCHKEY_MODE: 'exclusive' },
     });

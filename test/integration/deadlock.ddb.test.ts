@@ -229,6 +229,9 @@ describe('deadlock detection', () => {
     expect(refused.message).toContain(
       `client ${innerA.clientId} (enclosed by client ${outerA.clientId}, which waits for it)`,
     );
+    expect(refused.message).toContain(
+      `client ${outerB.clientId}, which encloses this one, holds ${y}: take these locks in one order`,
+    );
     // The refused wait left x's queue; the other waits on, and is served when y is released.
     expect((await outerA.inspect(x)).queued).toBe(0);
     await outerB.release(by);

@@ -177,10 +177,18 @@ describe('the words', () => {
 
   it('a refused wait: what happened, its cycle one edge a line, what to do; or the service’s message', () => {
     expect(deadlockLines(new DeadlockError('refused', two))).toEqual([
-      'latchkey: not acquired: waiting for jobs/a would close a cycle of waits (a deadlock), so the service refused the wait [DEADLOCK]:',
+      'latchkey: not acquired: waiting for jobs/a would close a cycle of waits (a deadlock), so the service refused this wait (the first below) [DEADLOCK]:',
       `latchkey:   ${edgeText(two[0] as WaitEdge)}`,
       `latchkey:   ${edgeText(two[1] as WaitEdge)}`,
       'latchkey: release what this client holds that the others wait for, then try again',
+    ]);
+    // Runs nested in opposite orders: c3 runs inside c2, c4 inside c1; c3's wait was refused.
+    const nested = [edge('c3', 'jobs/x', 'c1'), edge('c4', 'jobs/y', 'c2')];
+    expect(deadlockLines(new DeadlockError('refused', nested))).toEqual([
+      'latchkey: not acquired: waiting for jobs/x would close a cycle of waits (a deadlock), so the service refused this wait (the first below) [DEADLOCK]:',
+      'latchkey:   c3, inside c2, which waits for it, waits for jobs/x held by c1 (yours)',
+      'latchkey:   c4, inside c1 (yours), which waits for it, waits for jobs/y held by c2',
+      'latchkey: the run this one runs inside holds jobs/y: take these locks in the same order everywhere (or together in one run: --lock A --lock B), then try again',
     ]);
     expect(deadlockLines(new DeadlockError('request r1 was refused'))).toEqual([
       'latchkey: request r1 was refused [DEADLOCK]',
