@@ -35,6 +35,8 @@ export const RequestAttr = {
   endedAs: 'ended_as',
   /** Set when a retry took a grant: it can no longer be taken back. */
   claimed: 'claimed_at',
+  /** Set on a grant the request's own write made (not a handoff): its retries are audited again. */
+  atOnce: 'granted_at_once',
 } as const;
 const R = RequestAttr;
 
@@ -53,6 +55,8 @@ export type RequestRecord =
       readonly fence: number;
       readonly claimed: boolean;
       readonly connectionId: string | undefined;
+      /** Granted by the request's own write, at once (not handed to it from the queue). */
+      readonly atOnce: boolean;
     }
   | { readonly state: 'ended'; readonly reason: EndReason };
 
@@ -74,6 +78,7 @@ export function requestOf(item: Item | undefined): RequestRecord | undefined {
         fence: Number(item[R.fence] ?? 0),
         claimed: item[R.claimed] !== undefined,
         connectionId,
+        atOnce: item[R.atOnce] !== undefined,
       };
     case 'ended': {
       const reason = item[R.endedAs];
@@ -137,7 +142,13 @@ export const grantedAtOnceStep = (who: RequestIdentity, fence: number, now: numb
   step(who, {
     condition: isNew,
     // Answered with the grant directly: there is no push to fail, so nothing may take it back.
-    update: [...identity(who), set(R.state, 'granted'), set(R.fence, fence), set(R.claimed, now)],
+    update: [
+      ...identity(who),
+      set(R.state, 'granted'),
+      set(R.fence, fence),
+      set(R.claimed, now),
+      set(R.atOnce, 1),
+    ],
     gcFrom,
   });
 

@@ -30,6 +30,7 @@ import {
   type Grant,
   gcFromHeld,
   granted,
+  grantedAgain,
   granteeOf,
   holdsAs,
   type LockMode,
@@ -917,8 +918,7 @@ export class LockService {
     connectionId?: string,
     seen?: Item,
   ): Promise<AcquireOutcome | Ended> {
-    if (record?.state === 'granted')
-      return this.replay(wait, record.fence, record.claimed || !record.connectionId, connectionId, seen);
+    if (record?.state === 'granted') return this.replay(wait, record, connectionId, seen);
     if (record?.state === 'ended') {
       if (record.reason === 'session-ended')
         throw new LatchkeyError(
@@ -949,11 +949,12 @@ export class LockService {
    */
   private async replay(
     wait: PendingWait,
-    fence: number,
-    claimed: boolean,
+    record: RequestRecord & { state: 'granted' },
     connectionId: string | undefined,
     seen?: Item,
   ): Promise<AcquireOutcome | Ended> {
+    const { fence } = record;
+    const claimed = record.claimed || !record.connectionId;
     if (!claimed) {
       const claim = await this.storage.transact([claimStep(wait, fence, this.clock.now())]);
       if (!claim.ok) return this.answer(wait, requestOf(oldAt(claim, 0)), connectionId);
@@ -963,19 +964,21 @@ export class LockService {
     const holder =
       (claimed && seen !== undefined ? live(seen) : undefined) ??
       live(await this.storage.read(lockRef(wait.lock)));
-    return this.grantedAs(wait, fence, holder, connectionId);
+    return this.grantedAs(wait, fence, holder, connectionId, record.atOnce);
   }
 
   /**
    * The answer to an attempt of `wait`, on `connectionId`, whose request was granted `fence`:
    * `holder`, the live grant with that token (undefined: it has ended), if it is held as this
-   * attempt asks; otherwise LEASE_EXPIRED.
+   * attempt asks; otherwise LEASE_EXPIRED. `retried`: the grant was the request's own write (a
+   * retry of it is audited again: see counted).
    */
   private grantedAs(
     wait: PendingWait,
     fence: number,
     holder: Grant | undefined,
     connectionId: string | undefined,
+    retried = false,
   ): AcquireOutcome {
     if (holder?.fencingToken === fence && holder.clientId === wait.clientId) {
       // Held as this attempt asks (see holdsAs); a lock held through a WebSocket connection only on that connection.
@@ -983,7 +986,9 @@ export class LockService {
         holder.held.kind === 'session' ? connectionOfSession(holder.held.sessionId) : undefined;
       const asked = wait.tenure === undefined || holdsAs(holder.held, wait.tenure);
       if (asked && (connection === undefined || connection === connectionId))
-        return granted({ ...holder, lock: wait.lock }, true);
+        return retried
+          ? grantedAgain({ ...holder, lock: wait.lock })
+          : granted({ ...holder, lock: wait.lock }, true);
       throw new LatchkeyError(
         'LEASE_EXPIRED',
         `request ${wait.requestId} was granted fencing token ${fence} through a session or connection this attempt does not speak for`,

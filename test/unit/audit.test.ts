@@ -125,6 +125,18 @@ describe('audit events', () => {
     expect(audits()).toEqual([expect.objectContaining({ audit: 'reenter', client_id: 'a', reentry: 2 })]);
   });
 
+  it('a waiting acquire granted at once, retried: its grant logged again, marked replayed', async () => {
+    const h = new QueueHarness();
+    const first = await h.wait('a', { requestId: 'w1' });
+    expect(first).toMatchObject({ kind: 'done', outcome: { acquired: true, replayed: false } });
+    expect(audits()).toEqual([expect.objectContaining({ audit: 'grant', client_id: 'a', request_id: 'w1' })]);
+    const again = await h.wait('a', { requestId: 'w1' });
+    expect(again).toMatchObject({ kind: 'done', outcome: { acquired: true, replayed: true } });
+    expect(audits()).toEqual([
+      expect.objectContaining({ audit: 'grant', client_id: 'a', request_id: 'w1', replayed: true }),
+    ]);
+  });
+
   it('wait, handoff on release, wait-end on timeout and cancel', async () => {
     const h = new QueueHarness();
     const a = await h.hold('a', { ttl: 60_000 });
