@@ -89,11 +89,14 @@ export function priorityNeedsWait(priority: number | undefined, waitMs: number |
 
 /**
  * `--wait D` and `-n/--no-wait` set one value, so whichever came last would win without a word
- * (`-n` from an alias, `--wait 5m` typed after it): given both, the command refuses to start.
+ * (`-n` from an alias, `--wait 5m` typed after it): given both, the command refuses to start,
+ * unless the wait is 0 (they agree).
  */
 function refuseWaitWithNoWait(command: Command): void {
   const given = new Set<string>();
-  command.on('option:wait', () => given.add('--wait'));
+  command.on('option:wait', (value: string) => {
+    if (!/^0+(?:\.0*)?[a-z]*$/.test(value.trim())) given.add('--wait');
+  });
   command.on('option:no-wait', () => given.add('-n/--no-wait'));
   command.hook('preAction', () => {
     if (given.size > 1)
@@ -581,7 +584,9 @@ The command runs in a process group of its own, with latchkey's stdin, stdout an
 gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (lock names never
 contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
 LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). LATCHKEY_MODE says how
-they are held (exclusive, or shared under --shared). Signals latchkey gets (INT, TERM, HUP, QUIT,
+they are held (exclusive, or shared under --shared). LATCHKEY_LOCKS_CLIENT_ID is this run's client
+id: a latchkey inside the command keeps these locks while it waits, so runs nested in opposite
+orders are refused as a deadlock (exit ${EXIT.NOT_ACQUIRED}) instead of waiting. Signals latchkey gets (INT, TERM, HUP, QUIT,
 USR1, USR2, and WINCH) are forwarded to the group. If the lease is lost, the group gets
 --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
 (even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),

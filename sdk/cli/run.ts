@@ -247,7 +247,8 @@ export function graceRefusal(ttlMs: number, killGraceMs: number): string | undef
   return (
     `--kill-grace ${formatDuration(killGraceMs)} does not fit in --ttl ${formatDuration(ttlMs)}: a lost lease must ` +
     `leave the command ${formatDuration(margin)} to stop before the lease ends, and renewals need a third of the ttl; ` +
-    `give a --ttl over ${formatDuration(Math.floor(margin * 1.5) + 1)} or a shorter --kill-grace`
+    // Not below the service's default least ttl, which would refuse it next.
+    `give a --ttl of at least ${formatDuration(Math.max(1_000, Math.floor(margin * 1.5) + 1))} or a shorter --kill-grace`
   );
 }
 
@@ -376,19 +377,21 @@ export function waitingLine(
   const lease =
     holders.length === 1
       ? ends === undefined || Number.isNaN(ends)
-        ? ' (through a session)'
-        : ` (lease ends in ${formatDuration(Math.max(0, ends))})`
-      : '';
+        ? 'through a session'
+        : `lease ends in ${formatDuration(Math.max(0, ends))}`
+      : undefined;
   const shared =
     view.mode === 'shared'
       ? view.max_holders
-        ? ` (shared, ${holders.length} of ${view.max_holders})`
-        : ' (shared)'
-      : '';
+        ? `shared, ${holders.length} of ${view.max_holders}`
+        : 'shared'
+      : undefined;
+  // One parenthesis: `(shared, 1 of 1; lease ends in 25s)`.
+  const about = [shared, lease].filter((part) => part !== undefined).join('; ');
   const queued = view.queued ?? 0;
   const mine = view.waiters?.find((w) => w.client_id === clientId)?.position;
   const place = mine === undefined ? `${queued} queued` : `${ordinal(mine)} of ${queued} in the queue`;
-  return `${what}: held by ${shown.join(', ')}${more}${shared}${lease}, ${place}`;
+  return `${what}: held by ${shown.join(', ')}${more}${about ? ` (${about})` : ''}, ${place}`;
 }
 
 /**

@@ -250,7 +250,7 @@ describe('latchkey run', () => {
     const r = await latchkey(['run', lockName(), '--ttl', '3s', '--kill-grace', '2s', '--', 'true']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
-      /--kill-grace 2s does not fit in --ttl 3s: .* give a --ttl over .* or a shorter --kill-grace/,
+      /--kill-grace 2s does not fit in --ttl 3s: .* give a --ttl of at least .* or a shorter --kill-grace/,
     );
   });
 

@@ -21,7 +21,7 @@ import {
 import { main } from '../../sdk/cli/main';
 import { EXIT } from '../../sdk/cli/run';
 import type { WaitGraph } from '../../sdk/client';
-import { DeadlockError, LeaseLostError, type WaitEdge } from '../../sdk/errors';
+import { DeadlockError, LeaseLostError, LockHeldError, type WaitEdge } from '../../sdk/errors';
 import { Lease, LockClient } from '../../sdk/index';
 
 /** Each client's opaque party id (as the service hashes principal and client id). */
@@ -282,6 +282,12 @@ describe('the commands', () => {
       expect(err.join('\n')).toMatch(/--wait and -n\/--no-wait contradict each other: give one/);
     }
     for (const spy of sent) expect(spy).not.toHaveBeenCalled();
+    // They agree when the wait is 0: it tries once.
+    const tried = vi
+      .spyOn(LockClient.prototype, 'acquireNow')
+      .mockResolvedValue(new LockHeldError('jobs/a', 'w1', 1_000));
+    expect(await cli('acquire', 'jobs/a', '-n', '--wait', '0s')).toBe(EXIT.NOT_ACQUIRED);
+    expect(tried).toHaveBeenCalledTimes(1);
   });
 
   it('run: a lease found lost only when the command ended (its deadline passed unnoticed) exits 4 and says so', async () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { resolveEndpoints } from '../../sdk/cli/endpoints';
 import { errorView, leaseView, notAcquiredView, priorityNeedsWait, retryLine } from '../../sdk/cli/main';
-import { waitingLine, waitingNote } from '../../sdk/cli/run';
+import { graceRefusal, waitingLine, waitingNote } from '../../sdk/cli/run';
 import { heldIn } from '../../sdk/cli/timed-out';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
 import {
@@ -358,11 +358,34 @@ describe('waitingLine', () => {
       ),
     ).toBe('waiting for pool/gpu: held by a, b (shared, 2 of 2), 1 queued');
     expect(
+      waitingLine(
+        ['pool/one'],
+        {
+          holders: [{ client_id: 'a', expires_at: '2026-12-04T12:00:25.000Z' }],
+          mode: 'shared',
+          max_holders: 1,
+          queued: 1,
+        },
+        undefined,
+        now,
+      ),
+    ).toBe('waiting for pool/one: held by a (shared, 1 of 1; lease ends in 25s), 1 queued');
+    expect(
       waitingLine(['jobs/s'], { holders: [{ client_id: 's', expires_at: null }], queued: 1 }, undefined, now),
     ).toBe('waiting for jobs/s: held by s (through a session), 1 queued');
     // Several locks, or no view: only what for.
     expect(waitingLine(['jobs/a', 'jobs/b'])).toBe('waiting for jobs/a, jobs/b...');
     expect(waitingLine(['jobs/a'], { holders: [], queued: 1 })).toBe('waiting for jobs/a...');
+  });
+});
+
+describe('graceRefusal', () => {
+  it('a --kill-grace that does not fit in --ttl: the ttl it suggests is one the service takes too', () => {
+    expect(graceRefusal(0, 0)).toMatch(/give a --ttl of at least 1s or a shorter --kill-grace$/);
+    expect(graceRefusal(3_000, 2_000)).toMatch(
+      /^--kill-grace 2s does not fit in --ttl 3s: .*give a --ttl of at least 3\.\d+s/,
+    );
+    expect(graceRefusal(30_000, 5_000)).toBeUndefined();
   });
 });
 
