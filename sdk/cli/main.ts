@@ -586,12 +586,13 @@ contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock,
 LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). LATCHKEY_MODE says how
 they are held (exclusive, or shared under --shared). LATCHKEY_LOCKS_CLIENT_ID is this run's client
 id: a latchkey inside the command keeps these locks while it waits, so runs nested in opposite
-orders are refused as a deadlock (exit ${EXIT.NOT_ACQUIRED}) instead of waiting. Signals latchkey gets (INT, TERM, HUP, QUIT,
-USR1, USR2, and WINCH) are forwarded to the group. If the lease is lost, the group gets
---on-lost (SIGTERM), then SIGKILL after --kill-grace (5s), and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed
-(even with SIGKILL), a watchdog stops the group the same way (SIGTERM, SIGKILL after --kill-grace),
-well before the lease lapses if --kill-grace is short against --ttl. The command has no controlling
-terminal (/dev/tty).`,
+orders are refused as a deadlock (exit ${EXIT.NOT_ACQUIRED}) instead of waiting.
+
+Signals latchkey gets (INT, TERM, HUP, QUIT, USR1, USR2, and WINCH) are forwarded to the group.
+If the lease is lost, the group gets --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s),
+and latchkey exits ${EXIT.LEASE_LOST}. If latchkey itself is killed (even with SIGKILL), a watchdog stops
+the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the lease lapses if
+--kill-grace is short against --ttl. The command has no controlling terminal (/dev/tty).`,
     )
     .action(async (name: string | undefined, rest: string[], o, run: Command) => {
       const g = globals();
