@@ -5,7 +5,7 @@
  * from deep inside, nor a 400 from the service on every try).
  */
 import { InvalidArgumentError } from './errors';
-import { type EnclosingHolds, MAX_HOLDING } from './held-locks';
+import { type EnclosingHolds, MAX_ENCLOSING, MAX_HOLDING } from './held-locks';
 import { Lease } from './lease';
 import type { LockMode, LockWant } from './multi-lock';
 import { IDENTIFIER, IDENTIFIER_CHARACTERS, IDENTIFIER_MAX_LENGTH, lockNameRefusal } from './names';
@@ -95,15 +95,30 @@ export function holdingArg(value: unknown): readonly string[] | undefined {
   return value as readonly string[];
 }
 
-/** The `enclosing` client option: another client id of this principal and the locks it holds. */
-export function enclosingArg(value: unknown): EnclosingHolds | undefined {
-  if (value === undefined) return undefined;
+/**
+ * The `enclosing` client option: other client ids of this principal and the locks each holds (one
+ * `{ clientId, holding }`, or a list of them, outermost first), within the service's limits.
+ */
+export function enclosingArg(value: unknown): readonly EnclosingHolds[] {
+  if (value === undefined) return [];
+  const list = Array.isArray(value) ? (value as unknown[]) : [value];
+  const checked = list.map((one) => enclosingClient(one));
+  const names = checked.reduce((n, c) => n + c.holding.length, 0);
+  if (checked.length > MAX_ENCLOSING || names > MAX_HOLDING)
+    throw new InvalidArgumentError(
+      'enclosing',
+      `enclosing names at most ${MAX_ENCLOSING} clients and ${MAX_HOLDING} locks in all (got ${checked.length} and ${names}): the service takes no more`,
+    );
+  return checked;
+}
+
+function enclosingClient(value: unknown): EnclosingHolds {
   const given = value as Partial<EnclosingHolds> | null;
   const names = given?.holding;
   if (typeof given !== 'object' || given === null || !Array.isArray(names) || names.length === 0)
     throw new InvalidArgumentError(
       'enclosing',
-      `enclosing must be { clientId, holding }: the client id that holds locks while this client waits, and those locks (got ${shown(value)})`,
+      `enclosing must be { clientId, holding } (or a list of them): the client id that holds locks while this client waits, and those locks (got ${shown(value)})`,
     );
   const { clientId } = given;
   if (typeof clientId !== 'string' || !IDENTIFIER.test(clientId))
@@ -112,7 +127,7 @@ export function enclosingArg(value: unknown): EnclosingHolds | undefined {
       `enclosing.clientId must be the id of the client that holds the locks: 1 to ${IDENTIFIER_MAX_LENGTH} characters of ${IDENTIFIER_CHARACTERS} (got ${shown(clientId)})`,
     );
   for (const name of names) nameArg('enclosing', name);
-  return { clientId, holding: [...new Set(names as string[])].slice(0, MAX_HOLDING) };
+  return { clientId, holding: [...new Set(names as string[])] };
 }
 
 /** A lease this SDK answered (or one built from a name, client id and fencing token). */

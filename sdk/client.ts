@@ -85,13 +85,15 @@ export interface LockClientOptions {
    */
   readonly onWarning?: (warning: LatchkeyClientError) => void;
   /**
-   * Locks another client id of the same principal holds while this client waits: the process that
+   * Locks other client ids of the same principal hold while this client waits: the process that
    * started this one and waits for it to finish (`latchkey run` sets this for a run or acquire
-   * inside a run's command). Every wait names them, so that waits which nest locks in opposite
-   * orders across processes are refused as a DeadlockError instead of waiting until a timeout.
-   * Say only what is true: a client that does not wait for this one makes a false cycle.
+   * inside a run's command), and so on outward: one `{ clientId, holding }`, or a list, outermost
+   * first (at most 8 clients and 32 locks in all). Every wait names them, so that waits which nest
+   * locks in opposite orders across processes are refused as a DeadlockError instead of waiting
+   * until a timeout. Say only what is true: a client that does not wait for this one makes a
+   * false cycle.
    */
-  readonly enclosing?: EnclosingHolds;
+  readonly enclosing?: EnclosingHolds | readonly EnclosingHolds[];
 }
 
 /**
@@ -211,7 +213,7 @@ const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${
 export class LockClient {
   readonly clientId: string;
   readonly transport: SignedTransport;
-  private readonly enclosing: EnclosingHolds | undefined;
+  private readonly enclosing: readonly EnclosingHolds[];
   private readonly waiter: WsWaiter | undefined;
   private readonly onWarning: ((warning: LatchkeyClientError) => void) | undefined;
   /** When to try the WebSocket API again after it could not be reached. */

@@ -8,8 +8,10 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
-/** The most locks one wait names (the service's limit). */
+/** The most locks one wait names (the service's limit), in `holding` and in `enclosing` each. */
 export const MAX_HOLDING = 32;
+/** The most enclosing clients one wait names (the service's limit). */
+export const MAX_ENCLOSING = 8;
 
 const held = new AsyncLocalStorage<readonly string[]>();
 
@@ -20,7 +22,7 @@ export function runHolding<T>(names: readonly string[], fn: () => T): T {
 }
 
 /**
- * Locks another client id of the same principal holds while this client waits (the process that
+ * Locks another client id of the same principal holds while this client waits (a process that
  * started this one, and waits for it: `latchkey run` nested in another run's command). Every wait
  * names them, so a cycle through them is refused as a deadlock instead of waiting forever.
  */
@@ -30,9 +32,11 @@ export interface EnclosingHolds {
 }
 
 /** What a wait's body says it keeps while it waits (deadlock detection): `holding`, `enclosing`. */
-export const keptBody = (holding: readonly string[] | undefined, enclosing: EnclosingHolds | undefined) => ({
+export const keptBody = (holding: readonly string[] | undefined, enclosing: readonly EnclosingHolds[]) => ({
   ...(holding?.length ? { holding } : {}),
-  ...(enclosing ? { enclosing: { client_id: enclosing.clientId, holding: enclosing.holding } } : {}),
+  ...(enclosing.length
+    ? { enclosing: enclosing.map((c) => ({ client_id: c.clientId, holding: c.holding })) }
+    : {}),
 });
 
 /**

@@ -62,8 +62,8 @@ export interface WaitRequest {
   readonly maxHolders?: number | undefined;
   /** The locks the waiting task keeps while it waits (deadlock detection); sent when not empty. */
   readonly holding?: readonly string[] | undefined;
-  /** Locks an enclosing client keeps while this one waits (LockClientOptions.enclosing). */
-  readonly enclosing?: EnclosingHolds | undefined;
+  /** Locks enclosing clients keep while this one waits (LockClientOptions.enclosing). */
+  readonly enclosing?: readonly EnclosingHolds[] | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: frames and answers are checked field by field
@@ -261,7 +261,7 @@ export class WsWaiter {
       ...wantBody(
         request.mode === undefined ? undefined : { mode: request.mode, maxHolders: request.maxHolders },
       ),
-      ...keptBody(request.holding, request.enclosing),
+      ...keptBody(request.holding, request.enclosing ?? []),
     };
     let answer: Json;
     try {

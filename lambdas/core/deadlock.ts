@@ -72,6 +72,8 @@ export interface WaitEdge {
 
 /** The most locks a wait may name as held while it waits (`holding`). */
 export const MAX_HOLDING = 32;
+/** The most enclosing clients a wait may name (runs nested this deep), their locks MAX_HOLDING in all. */
+export const MAX_ENCLOSING = 8;
 
 export const partyOf = (p: Party): Party => ({ owner: p.owner, clientId: p.clientId });
 
@@ -87,10 +89,11 @@ interface Kept {
  */
 export function keptBy(w: Waiter): Kept[] {
   const own = (w.holding ?? []).map((lock) => ({ party: partyOf(w), lock }));
-  const { enclosing } = w;
-  if (!enclosing) return own;
-  const party = { owner: w.owner, clientId: enclosing.clientId };
-  return own.concat(enclosing.holding.map((lock) => ({ party, lock })));
+  return own.concat(
+    (w.enclosing ?? []).flatMap(({ clientId, holding }) =>
+      holding.map((lock) => ({ party: { owner: w.owner, clientId }, lock })),
+    ),
+  );
 }
 
 const keeps = (w: Waiter, party: Party, lock: string) =>

@@ -123,8 +123,8 @@ export interface AcquireCommand {
   readonly maxHolders?: number | undefined;
   /** For a wait: the locks the caller's task holds and keeps until it is served (core/deadlock.ts). */
   readonly holding?: readonly string[] | undefined;
-  /** For a wait: locks another client id of the same principal holds and keeps until it is served. */
-  readonly enclosing?: Enclosing | undefined;
+  /** For a wait: locks other client ids of the same principal hold and keep until it is served. */
+  readonly enclosing?: readonly Enclosing[] | undefined;
 }
 
 /**

@@ -127,7 +127,10 @@ export const WaitAttr = {
   maxHolders: 'max_holders',
   /** The locks the waiting task holds and keeps until it is served (deadlock detection), space-separated. */
   holding: 'holding',
-  /** Locks an enclosing client of the same principal holds and keeps until it is served: its client id, then the names, space-separated. */
+  /**
+   * Locks enclosing clients of the same principal hold and keep until it is served: per client,
+   * its id then the names, space-separated; clients separated by `;` (in neither an id nor a name).
+   */
   enclosing: 'enclosing',
 } as const;
 const W = WaitAttr;
@@ -155,7 +158,7 @@ export interface Waiter {
   /** The locks the waiting task holds and keeps until it is served (core/deadlock.ts). */
   readonly holding?: readonly string[] | undefined;
   /** Locks another client id of its principal holds and keeps until it is served (core/deadlock.ts). */
-  readonly enclosing?: Enclosing | undefined;
+  readonly enclosing?: readonly Enclosing[] | undefined;
 }
 
 /**
@@ -189,7 +192,9 @@ export function waiterItem(w: Waiter): Record<string, string | number> {
     // Lock names never contain a space.
     ...(w.holding?.length ? { [W.holding]: w.holding.join(' ') } : {}),
     // Client ids never contain a space either.
-    ...(w.enclosing ? { [W.enclosing]: [w.enclosing.clientId, ...w.enclosing.holding].join(' ') } : {}),
+    ...(w.enclosing?.length
+      ? { [W.enclosing]: w.enclosing.map((c) => [c.clientId, ...c.holding].join(' ')).join(';') }
+      : {}),
   };
 }
 
@@ -207,9 +212,12 @@ function waitSlotOf(value: unknown): WaitSlot | undefined {
   return { index, holder: value.slice(space + 1) };
 }
 
-function enclosingOf(value: string): { enclosing?: Enclosing } {
-  const [clientId, ...holding] = value.split(' ');
-  return clientId && holding.length > 0 ? { enclosing: { clientId, holding } } : {};
+function enclosingOf(value: string): { enclosing?: Enclosing[] } {
+  const enclosing = value
+    .split(';')
+    .map((client) => client.split(' '))
+    .flatMap(([clientId, ...holding]) => (clientId && holding.length > 0 ? [{ clientId, holding }] : []));
+  return enclosing.length > 0 ? { enclosing } : {};
 }
 
 export function waiterOf(order: string, item: Item): Waiter {

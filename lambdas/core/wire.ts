@@ -4,7 +4,7 @@
  */
 
 import * as z from 'zod/mini';
-import { MAX_HOLDING } from './deadlock';
+import { MAX_ENCLOSING, MAX_HOLDING } from './deadlock';
 import type { Item } from './expr';
 import { intentionCounts } from './hierarchy';
 import { MAX_SHARED_HOLDERS, maxHoldersOf, sharedEntries } from './holders';
@@ -182,17 +182,28 @@ export const acquireBody = (limits: Limits) =>
       /** The locks the caller holds and keeps while this request waits (deadlock detection). */
       holding: z.optional(heldLockNames('holding')),
       /**
-       * Locks held by another client id of the caller's principal, kept until this request is
-       * served: a process started by their holder, which waits for it (a `latchkey run` nested in
-       * another's command). Deadlock detection counts them as kept by this wait.
+       * Locks held by other client ids of the caller's principal, kept until this request is
+       * served: the processes that started this one, each waiting for it (a `latchkey run` nested
+       * in another's command, itself maybe nested), nearest last. Deadlock detection counts them
+       * as kept by this wait.
        */
       enclosing: z.optional(
-        z.strictObject({
-          client_id: identifier('enclosing.client_id'),
-          holding: heldLockNames('enclosing.holding').check(
-            z.minLength(1, 'enclosing.holding names the locks the enclosing client holds: at least one'),
+        z
+          .array(
+            z.strictObject({
+              client_id: identifier('enclosing[].client_id'),
+              holding: heldLockNames('enclosing[].holding').check(
+                z.minLength(1, 'enclosing[].holding names the locks that client holds: at least one'),
+              ),
+            }),
+          )
+          .check(
+            z.maxLength(MAX_ENCLOSING, `enclosing names at most ${MAX_ENCLOSING} clients`),
+            z.refine(
+              (clients) => clients.reduce((n, c) => n + c.holding.length, 0) <= MAX_HOLDING,
+              `enclosing names at most ${MAX_HOLDING} locks in all`,
+            ),
           ),
-        }),
       ),
     })
     .check(
@@ -349,7 +360,7 @@ export const acquireCommand = (name: string, owner: string, b: AcquireBody): Acq
   mode: b.mode ?? 'exclusive',
   maxHolders: b.mode === 'shared' ? b.max_holders : undefined,
   holding: b.holding,
-  enclosing: b.enclosing && { clientId: b.enclosing.client_id, holding: b.enclosing.holding },
+  enclosing: b.enclosing?.map((c) => ({ clientId: c.client_id, holding: c.holding })),
 });
 export const releaseCommand = (name: string, owner: string, b: ReleaseBody): ReleaseCommand => ({
   name,

@@ -1077,14 +1077,17 @@ const oneSharedGrant = (g: {
  * waiter's own names its own holds.
  */
 function keptLocks(cmd: AcquireCommand): Pick<Waiter, 'holding' | 'enclosing'> {
-  const { enclosing } = cmd;
-  if (enclosing?.clientId === cmd.clientId) {
-    const holding = [...new Set([...(cmd.holding ?? []), ...enclosing.holding])].slice(0, MAX_HOLDING);
-    return { holding: holding.filter((name) => name !== cmd.name) };
-  }
+  const own = (cmd.enclosing ?? []).filter((c) => c.clientId === cmd.clientId).flatMap((c) => c.holding);
+  const holding = [...new Set([...(cmd.holding ?? []), ...own])].filter((name) => name !== cmd.name);
+  // One entry per client id, in the order given (a client named twice keeps both lists).
+  const byClient = new Map<string, Set<string>>();
+  for (const c of cmd.enclosing ?? [])
+    if (c.clientId !== cmd.clientId)
+      byClient.set(c.clientId, new Set([...(byClient.get(c.clientId) ?? []), ...c.holding]));
+  const enclosing = [...byClient].map(([clientId, names]) => ({ clientId, holding: [...names] }));
   return {
-    holding: cmd.holding?.filter((name) => name !== cmd.name),
-    ...(enclosing ? { enclosing } : {}),
+    ...(cmd.holding === undefined && own.length === 0 ? {} : { holding: holding.slice(0, MAX_HOLDING) }),
+    ...(enclosing.length ? { enclosing } : {}),
   };
 }
 

@@ -135,7 +135,7 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
     ...(g.region ? { region: g.region } : {}),
     ...(clientId ? { clientId } : {}),
     // Inside a run's command: waits keep that run's locks (a cycle through them is a deadlock).
-    ...(enclosing ? { enclosing } : {}),
+    ...(enclosing.length ? { enclosing } : {}),
     // A retry says so at once: a call that keeps failing (DynamoDB unavailable) takes a while.
     onWarning: (warning) => {
       if (!(warning instanceof RetryWarning))
@@ -585,8 +585,9 @@ gets LATCHKEY_LOCKS, each lock as name=token, joined by commas, sorted by name (
 contain = or ,): LATCHKEY_LOCKS=jobs/a=1795001,jobs/b=1795002. Holding one lock, it also gets
 LATCHKEY_LOCK and LATCHKEY_FENCING_TOKEN (holding several, neither). LATCHKEY_MODE says how
 they are held (exclusive, or shared under --shared). LATCHKEY_LOCKS_CLIENT_ID is this run's client
-id: a latchkey inside the command keeps these locks while it waits, so runs nested in opposite
-orders are refused as a deadlock (exit ${EXIT.NOT_ACQUIRED}) instead of waiting.
+id and LATCHKEY_ENCLOSING names the runs around it: a latchkey inside the command keeps all their
+locks while it waits, so runs nested in opposite orders are refused as a deadlock (exit ${EXIT.NOT_ACQUIRED})
+instead of waiting.
 
 Signals latchkey gets (INT, TERM, HUP, QUIT, USR1, USR2, and WINCH) are forwarded to the group.
 If the lease is lost, the group gets --on-lost (SIGTERM), then SIGKILL after --kill-grace (5s),

@@ -37,7 +37,7 @@ import { constants } from 'node:os';
 import type { LockClient } from '../client';
 import { formatDuration } from '../duration';
 import { DeadlockError, LeaseLostError, LockHeldError, WaitTimeoutError } from '../errors';
-import { type EnclosingHolds, MAX_HOLDING } from '../held-locks';
+import { type EnclosingHolds, MAX_ENCLOSING, MAX_HOLDING } from '../held-locks';
 import type { Lease } from '../lease';
 import { safetyMarginMs } from '../lease-keeper';
 import { compareLockNames, type LockMode } from '../multi-lock';
@@ -266,10 +266,15 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
   const [only] = leases;
   // How the locks are held (`run --shared` holds every one shared): a reader knows not to write.
   const modes = new Set(leases.map((l) => l.mode));
-  const { LATCHKEY_MODE: _mode, ...unmoded } = base;
+  const { LATCHKEY_MODE: _mode, LATCHKEY_ENCLOSING: _enclosing, ...unmoded } = base;
   const mode = modes.size === 1 ? { LATCHKEY_MODE: [...modes][0] as string } : {};
-  // Who holds them: a latchkey nested in the command names them as kept while it waits.
-  const holder = only ? { LATCHKEY_LOCKS_CLIENT_ID: only.clientId } : {};
+  // Who holds them (a latchkey nested in the command names them as kept while it waits), and the
+  // runs this one runs inside, which keep theirs as long as it runs: what a nested wait keeps too.
+  const chain = enclosingChainText(enclosingRun(base));
+  const holder = {
+    ...(only ? { LATCHKEY_LOCKS_CLIENT_ID: only.clientId } : {}),
+    ...(chain ? { LATCHKEY_ENCLOSING: chain } : {}),
+  };
   if (leases.length === 1 && only)
     return {
       ...unmoded,
@@ -284,16 +289,40 @@ export function lockEnv(leases: readonly Lease[], base: NodeJS.ProcessEnv = proc
 }
 
 /**
- * The locks the enclosing `latchkey run` holds and the client id it holds them as, from the
- * environment it gave its command (LATCHKEY_LOCKS, LATCHKEY_LOCKS_CLIENT_ID): that run waits for
- * its command, so a wait made inside keeps them (LockClientOptions.enclosing). Undefined outside a
- * run, or when the variables are not a run's (another program's, or edited).
+ * The runs this process runs inside and the locks each holds, outermost first, from the
+ * environment the nearest gave its command: its own locks and client id (LATCHKEY_LOCKS,
+ * LATCHKEY_LOCKS_CLIENT_ID) after those of the runs around it (LATCHKEY_ENCLOSING). Each waits
+ * for its command, so a wait made inside keeps them all (LockClientOptions.enclosing). Empty
+ * outside a run; what is not a run's (another program's variables, or edited) is left out. Within
+ * the service's limits, the nearest runs first: beyond them, the outermost are not named.
  */
-export function enclosingRun(env: NodeJS.ProcessEnv = process.env): EnclosingHolds | undefined {
+export function enclosingRun(env: NodeJS.ProcessEnv = process.env): EnclosingHolds[] {
+  const chain = enclosingChainOf(env.LATCHKEY_ENCLOSING ?? '');
   const clientId = env.LATCHKEY_LOCKS_CLIENT_ID ?? '';
   const holding = [...enclosingLocks(env).keys()].filter((name) => lockNameRefusal(name) === undefined);
-  if (!IDENTIFIER.test(clientId) || holding.length === 0) return undefined;
-  return { clientId, holding: holding.slice(0, MAX_HOLDING) };
+  if (IDENTIFIER.test(clientId) && holding.length > 0) chain.push({ clientId, holding });
+  const kept: EnclosingHolds[] = [];
+  let names = 0;
+  for (const run of chain.reverse()) {
+    if (kept.length === MAX_ENCLOSING || names + run.holding.length > MAX_HOLDING) break;
+    kept.unshift(run);
+    names += run.holding.length;
+  }
+  return kept;
+}
+
+/** LATCHKEY_ENCLOSING: per run, its client id, a space, its lock names joined by `,`; runs joined by `;`. */
+const enclosingChainText = (chain: readonly EnclosingHolds[]) =>
+  chain.map((run) => `${run.clientId} ${run.holding.join(',')}`).join(';');
+
+function enclosingChainOf(text: string): EnclosingHolds[] {
+  return text.split(';').flatMap((run) => {
+    const [clientId = '', names = '', ...extra] = run.split(' ');
+    const holding = names.split(',').filter((name) => name !== '' && lockNameRefusal(name) === undefined);
+    return extra.length === 0 && IDENTIFIER.test(clientId) && holding.length > 0
+      ? [{ clientId, holding }]
+      : [];
+  });
 }
 
 /** The locks an enclosing `latchkey run` holds, from the LATCHKEY_LOCKS it gave its command: name → token. */

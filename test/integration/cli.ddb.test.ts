@@ -498,6 +498,18 @@ describe('nested runs', () => {
       /latchkey: {3}\S+ \(yours\), inside \S+ \(yours\), which waits for it, waits for cli\//,
     );
     expect(performance.now() - started).toBeLessThan(20_000); // not left to its --wait
+
+    // Three deep on one side: the innermost run keeps the outermost run's lock too.
+    const [p, q, m] = [lockName(), lockName(), lockName()];
+    const deep = await Promise.all([
+      latchkey(['run', p, '--', ...inner(m, '--', ...nested('c', 'd', q))]),
+      latchkey(['run', q, '--', ...nested('d', 'c', p)]),
+    ]);
+    expect(deep.map((r) => r.code).sort(), deep.map((r) => r.stderr).join('\n')).toEqual([
+      0,
+      EXIT.NOT_ACQUIRED,
+    ]);
+    expect(deep.map((r) => r.stderr).join('\n')).toContain('would close a cycle of waits (a deadlock)');
   });
 
   it('shared inside shared runs; a LATCHKEY_LOCKS whose grant is gone (a daemon that outlived its run) counts for nothing', async () => {

@@ -266,15 +266,25 @@ describe('deadlock detection', () => {
   it('bad enclosing is a 400 that changes nothing', async () => {
     const http = signedClient(stack.url);
     const name = lockName('bad');
+    const entry = (holding: string[], clientId = 'c0') => ({ client_id: clientId, holding });
     for (const enclosing of [
       'a',
-      {},
-      { client_id: 'c0' },
-      { client_id: 'c0', holding: [] },
-      { client_id: 'has space', holding: ['a'] },
-      { client_id: 'c0', holding: ['x/acquire'] },
-      { client_id: 'c0', holding: ['a', 'a'] },
-      { client_id: 'c0', holding: ['a'], extra: 1 },
+      { client_id: 'c0', holding: ['a'] }, // one client: still a list
+      [{}],
+      [{ client_id: 'c0' }],
+      [entry([])],
+      [entry(['a'], 'has space')],
+      [entry(['x/acquire'])],
+      [entry(['a', 'a'])],
+      [{ ...entry(['a']), extra: 1 }],
+      Array.from({ length: 9 }, (_, i) => entry([`l/${i}`], `c${i}`)),
+      [
+        entry(Array.from({ length: 20 }, (_, i) => `a/${i}`)),
+        entry(
+          Array.from({ length: 13 }, (_, i) => `b/${i}`),
+          'c1',
+        ),
+      ],
     ]) {
       const res = await http.post(`/api/v1/locks/${name}/acquire`, {
         client_id: 'c1',

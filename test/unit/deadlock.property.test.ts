@@ -162,12 +162,14 @@ function worldOf(locks: readonly LockModel[]) {
           ...(w.enclosing === undefined
             ? {}
             : {
-                enclosing: {
-                  clientId: party(enclosingOf(w.party)).clientId,
-                  holding: (w.enclosing === 'held' ? heldLive(enclosingOf(w.party)) : w.enclosing).map(
-                    lockName,
-                  ),
-                },
+                enclosing: [
+                  {
+                    clientId: party(enclosingOf(w.party)).clientId,
+                    holding: (w.enclosing === 'held' ? heldLive(enclosingOf(w.party)) : w.enclosing).map(
+                      lockName,
+                    ),
+                  },
+                ],
               }),
         } satisfies Waiter;
       })
@@ -178,9 +180,9 @@ function worldOf(locks: readonly LockModel[]) {
   /** Whether wait `w` keeps `p`'s hold of `lock`: its own party's named in holding, or its enclosing client's. */
   const keeps = (w: Waiter, p: Party, lock: string) =>
     (same(w, p) && (w.holding ?? []).includes(lock)) ||
-    (w.enclosing !== undefined &&
-      same({ owner: w.owner, clientId: w.enclosing.clientId }, p) &&
-      w.enclosing.holding.includes(lock));
+    (w.enclosing ?? []).some(
+      (c) => same({ owner: w.owner, clientId: c.clientId }, p) && c.holding.includes(lock),
+    );
   /** The last wait (by arrival) that kept `p`'s hold of `lock`: what its keeper record names. */
   const keeperOf = (lock: string, p: Party): Waiter | undefined =>
     waits.filter((w) => keeps(w, p, lock)).sort((x, y) => y.arrivedAt - x.arrivedAt)[0];
@@ -248,8 +250,8 @@ function worldOf(locks: readonly LockModel[]) {
             ...(joined.holding ?? []).map((k) =>
               holdNode(k, { owner: joined.owner, clientId: joined.clientId }),
             ),
-            ...(joined.enclosing?.holding ?? []).map((k) =>
-              holdNode(k, { owner: joined.owner, clientId: joined.enclosing?.clientId as string }),
+            ...(joined.enclosing ?? []).flatMap((c) =>
+              c.holding.map((k) => holdNode(k, { owner: joined.owner, clientId: c.clientId })),
             ),
           ],
     );

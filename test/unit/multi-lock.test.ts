@@ -499,22 +499,47 @@ describe('latchkey run with several locks', () => {
     expect(parsed).toEqual({ 'jobs/a': '7', 'jobs/b': '5' });
   });
 
-  it("a latchkey inside a run's command keeps that run's locks while it waits (its enclosing run, from the environment)", () => {
-    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual({
-      clientId: 'run-1',
-      holding: ['jobs/a', 'jobs/b'],
-    });
+  it("a latchkey inside a run's command keeps the locks of every run around it, nearest last (from the environment)", () => {
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7,jobs/b=5', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual([
+      { clientId: 'run-1', holding: ['jobs/a', 'jobs/b'] },
+    ]);
     // Outside a run, or variables that are not a run's: nothing is claimed.
-    expect(enclosingRun({})).toBeUndefined();
-    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7' })).toBeUndefined();
-    expect(
-      enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'has space' }),
-    ).toBeUndefined();
-    expect(enclosingRun({ LATCHKEY_LOCKS: 'garbage', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toBeUndefined();
-    expect(enclosingRun({ LATCHKEY_LOCKS: '/bad=3,jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual({
-      clientId: 'run-1',
-      holding: ['jobs/a'],
-    });
+    expect(enclosingRun({})).toEqual([]);
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7' })).toEqual([]);
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'has space' })).toEqual([]);
+    expect(enclosingRun({ LATCHKEY_LOCKS: 'garbage', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual([]);
+    expect(enclosingRun({ LATCHKEY_LOCKS: '/bad=3,jobs/a=7', LATCHKEY_LOCKS_CLIENT_ID: 'run-1' })).toEqual([
+      { clientId: 'run-1', holding: ['jobs/a'] },
+    ]);
+    // Three deep: a run inside a run passes on the chain around it, and its own locks after it.
+    const l = (name: string, token: number, clientId: string) =>
+      new Lease({ ...grant(name), fencing_token: token, client_id: clientId }, 0);
+    const outer = lockEnv([l('jobs/a', 1, 'run-1')], { PATH: '/bin' });
+    expect(outer).not.toHaveProperty('LATCHKEY_ENCLOSING');
+    const middle = lockEnv([l('jobs/b', 2, 'run-2'), l('jobs/c', 3, 'run-2')], outer);
+    expect(middle.LATCHKEY_ENCLOSING).toBe('run-1 jobs/a');
+    const inner = lockEnv([l('jobs/d', 4, 'run-3')], middle);
+    expect(inner.LATCHKEY_ENCLOSING).toBe('run-1 jobs/a;run-2 jobs/b,jobs/c');
+    expect(enclosingRun(inner)).toEqual([
+      { clientId: 'run-1', holding: ['jobs/a'] },
+      { clientId: 'run-2', holding: ['jobs/b', 'jobs/c'] },
+      { clientId: 'run-3', holding: ['jobs/d'] },
+    ]);
+    // Garbled entries are left out; beyond the service's limits the outermost runs go first.
+    expect(enclosingRun({ ...inner, LATCHKEY_ENCLOSING: 'x y z;run-1 jobs/a;bad! jobs/x;run-2 /x' })).toEqual(
+      [
+        { clientId: 'run-1', holding: ['jobs/a'] },
+        { clientId: 'run-3', holding: ['jobs/d'] },
+      ],
+    );
+    const deep = Array.from({ length: 10 }, (_, i) => `run-${i} jobs/l${i}`).join(';');
+    const kept = enclosingRun({ ...inner, LATCHKEY_ENCLOSING: deep });
+    expect(kept).toHaveLength(8);
+    expect(kept.map((r) => r.clientId).slice(-2)).toEqual(['run-9', 'run-3']);
+    const wide = `run-x ${Array.from({ length: 32 }, (_, i) => `w/${i}`).join(',')}`;
+    expect(enclosingRun({ ...inner, LATCHKEY_ENCLOSING: wide })).toEqual([
+      { clientId: 'run-3', holding: ['jobs/d'] },
+    ]);
   });
 });
 

@@ -357,6 +357,19 @@ describe('a wrong argument is an InvalidArgumentError saying what was expected',
         'enclosing',
         /enclosing must be \{ clientId, holding \}/,
       );
+    const client = (clientId: string, n: number) => ({
+      clientId,
+      holding: Array.from({ length: n }, (_, i) => `${clientId}/${i}`),
+    });
+    for (const enclosing of [
+      Array.from({ length: 9 }, (_, i) => client(`c${i}`, 1)),
+      [client('a', 20), client('b', 13)],
+    ])
+      await refused(
+        () => new LockClient({ endpoint: 'http://127.0.0.1:3000', enclosing }),
+        'enclosing',
+        /enclosing names at most 8 clients and 32 locks in all .*the service takes no more/,
+      );
     for (const clientId of ['a b', undefined])
       await refused(
         () =>
