@@ -54,6 +54,7 @@ import {
 } from './multi-lock';
 import { asIdentifier } from './names';
 import { isOwnHold, OwnHoldError, OwnReleases, ownHoldRetryAfterMs, type ReleaseWatch } from './own-holds';
+import { releaseInFlight, releaseStateOf, trackRelease } from './release-state';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -439,22 +440,21 @@ export class LockClient {
    */
   async release(lease: Lease): Promise<ReleaseResult> {
     leaseArg('release', lease);
-    lease.releaseState = 'asked';
     try {
       // One release_id for every retry of this release: a retry of one already applied (its answer
       // lost) is answered, never applied twice (a re-entered lock would count down twice).
-      const answer = await this.post(lockPath(lease.name, 'release'), {
-        client_id: lease.clientId,
-        fencing_token: lease.fencingToken,
-        ...heldAs(lease),
-        release_id: randomUUID(),
-      });
-      const remainingReentries = Number(answer?.remaining_reentries ?? 0);
-      lease.releaseState = remainingReentries === 0 ? 'done' : 'none';
-      return { remainingReentries };
-    } catch (error) {
-      lease.releaseState = 'none';
-      throw error;
+      const answer = await trackRelease(
+        lease,
+        () =>
+          this.post(lockPath(lease.name, 'release'), {
+            client_id: lease.clientId,
+            fencing_token: lease.fencingToken,
+            ...heldAs(lease),
+            release_id: randomUUID(),
+          }),
+        () => true,
+      );
+      return { remainingReentries: Number(answer?.remaining_reentries ?? 0) };
     } finally {
       this.ownReleases.released(lease.name);
     }
@@ -465,19 +465,26 @@ export class LockClient {
    * lapse (it ends at its ttl anyway). Answers whether it was released.
    */
   async releaseQuietly(lease: Lease): Promise<boolean> {
-    if (lease.releaseState === 'done') return true; // released already (withLock's callback did)
+    // Released already (withLock's callback did), or on its way: never a second release of it.
+    await releaseInFlight(lease)?.catch(() => undefined);
+    if (releaseStateOf(lease) === 'done') return true;
     try {
-      const answer = await this.transport.send(
-        'POST',
-        lockPath(lease.name, 'release'),
-        {
-          client_id: lease.clientId,
-          fencing_token: lease.fencingToken,
-          ...heldAs(lease),
-          release_id: randomUUID(),
-        },
-        // Quiet: nobody asked for it (a withLock's end, a grant nobody waits for), and a failure is not said.
-        { attempts: 3, timeoutMs: 3_000, quiet: true },
+      const answer = await trackRelease(
+        lease,
+        () =>
+          this.transport.send(
+            'POST',
+            lockPath(lease.name, 'release'),
+            {
+              client_id: lease.clientId,
+              fencing_token: lease.fencingToken,
+              ...heldAs(lease),
+              release_id: randomUUID(),
+            },
+            // Quiet: nobody asked for it (a withLock's end, a grant nobody waits for), and a failure is not said.
+            { attempts: 3, timeoutMs: 3_000, quiet: true },
+          ),
+        (sent) => sent.status === 200,
       );
       return answer.status === 200;
     } catch {

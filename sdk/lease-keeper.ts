@@ -7,6 +7,7 @@
  */
 import { LeaseLostError } from './errors';
 import type { Lease } from './lease';
+import { releaseStateOf } from './release-state';
 
 export interface LeaseRenewer {
   renew(lease: Lease, options?: { signal?: AbortSignal }): Promise<Lease>;
@@ -29,20 +30,27 @@ export function keepLease(
   let renewTimer: NodeJS.Timeout | undefined;
   let deadlineTimer: NodeJS.Timeout | undefined;
 
+  let recheckTimer: NodeJS.Timeout | undefined;
   const end = () => {
     stopped = true;
     clearTimeout(renewTimer);
     clearTimeout(deadlineTimer);
+    clearTimeout(recheckTimer);
   };
   /** Whether the holder released the lease itself (asked: its answer decides): then nothing is lost. */
   const released = () => {
-    if (lease.releaseState === 'done') end();
-    return lease.releaseState !== 'none';
+    if (releaseStateOf(lease) === 'done') end();
+    return releaseStateOf(lease) !== 'none';
   };
   const lose = (error: LeaseLostError) => {
-    // A refusal after the holder's own release (or while it is on its way) is that release's doing;
-    // should the release fail, the renewals and the deadline still run and decide.
-    if (stopped || released()) return;
+    if (stopped) return;
+    // A refusal while the holder's own release is on its way may be that release's doing: its
+    // answer decides (applied: nothing was lost; failed: this loss stands).
+    if (releaseStateOf(lease) === 'asked') {
+      recheckTimer = setTimeout(() => lose(error), 50);
+      return;
+    }
+    if (released()) return;
     end();
     renewing.abort(error);
     controller.abort(error);
@@ -51,7 +59,7 @@ export function keepLease(
     clearTimeout(deadlineTimer);
     deadlineTimer = setTimeout(
       () => {
-        if (lease.releaseState === 'asked') return armDeadline(50); // its answer decides
+        if (releaseStateOf(lease) === 'asked') return armDeadline(50); // its answer decides
         lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`));
       },
       Math.max(0, delay),
@@ -99,7 +107,7 @@ export function lostWhileHeld(leases: readonly Lease[], signal: AbortSignal): Le
       : new LeaseLostError(
           `lease lost: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
         );
-  const past = leases.find((l) => l.releaseState !== 'done' && l.remainingMs() <= 0);
+  const past = leases.find((l) => releaseStateOf(l) !== 'done' && l.remainingMs() <= 0);
   return past
     ? new LeaseLostError(
         `lease on ${past.name} passed its deadline before the callback settled (nothing could renew it: was the event loop blocked?)`,

@@ -51,13 +51,6 @@ export class Lease {
    * grant the caller already held (each release counts one down).
    */
   readonly reentry: number;
-  /**
-   * This SDK's release of the lease: `asked` while one is on its way, `done` once it freed the lock
-   * (not a re-entry counted down). withLock's keeper stops renewing a released lease and does not
-   * count it as lost.
-   */
-  releaseState: 'none' | 'asked' | 'done' = 'none';
-
   constructor(answer: GrantAnswer, sentAt: number, sessionId?: string) {
     this.name = answer.lock;
     this.mode = answer.mode === 'shared' ? 'shared' : 'exclusive';

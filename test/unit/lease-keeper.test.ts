@@ -3,6 +3,20 @@ import { describe, expect, it, vi } from 'vitest';
 import { LeaseLostError } from '../../sdk/errors';
 import { Lease } from '../../sdk/lease';
 import { keepLease } from '../../sdk/lease-keeper';
+import { releaseStateOf, trackRelease } from '../../sdk/release-state';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A promise settled from outside. */
+function deferred() {
+  let resolve!: (value: string) => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<string>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
 
 const lease = (ttlMs: number) =>
   new Lease(
@@ -46,23 +60,88 @@ describe('keepLease', () => {
   it('a lease its holder released is not lost: no renewal, no abort; while a release is on its way, its answer decides', async () => {
     const refusing = { renew: vi.fn(async () => Promise.reject(new LeaseLostError('not the holder'))) };
     const released = lease(300);
-    released.releaseState = 'done';
+    await trackRelease(
+      released,
+      async () => 'released',
+      () => true,
+    );
     const kept = keepLease(refusing, released, 50);
-    await new Promise((resolve) => setTimeout(resolve, 500)); // past renewals and the deadline
+    await sleep(500); // past renewals and the deadline
     expect(refusing.renew).not.toHaveBeenCalled();
     expect(kept.signal.aborted).toBe(false);
 
     // Asked: nothing is decided while its answer is awaited; a release that failed leaves the
     // lease to its keeper, which finds it lost.
     const asked = lease(300);
-    asked.releaseState = 'asked';
+    const answer = deferred();
+    const releasing = trackRelease(
+      asked,
+      () => answer.promise,
+      () => true,
+    ).catch(() => 'failed');
     const watched = keepLease(refusing, asked, 50);
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    await sleep(400);
     expect(refusing.renew).not.toHaveBeenCalled();
     expect(watched.signal.aborted).toBe(false);
-    asked.releaseState = 'none';
+    answer.reject(new Error('unavailable'));
+    expect(await releasing).toBe('failed');
     await new Promise((resolve) => watched.signal.addEventListener('abort', resolve));
     expect(watched.signal.reason).toBeInstanceOf(LeaseLostError);
+  });
+
+  it('a renewal refused while the release is on its way: lost if that release fails, nothing if it applies', async () => {
+    for (const applies of [false, true]) {
+      const refusing = { renew: vi.fn(async () => Promise.reject(new LeaseLostError('force-released'))) };
+      const held = lease(3_000);
+      const answer = deferred();
+      let releasing: Promise<unknown> = Promise.resolve();
+      // The holder's own release is asked just as the keeper's renewal is refused.
+      const renewer = {
+        renew: async () => {
+          releasing = trackRelease(
+            held,
+            () => answer.promise,
+            () => true,
+          ).catch(() => 'failed');
+          return refusing.renew();
+        },
+      };
+      const kept = keepLease(renewer, held, 50);
+      await vi.waitFor(() => expect(refusing.renew).toHaveBeenCalled(), { timeout: 3_000 });
+      await sleep(200);
+      expect(kept.signal.aborted).toBe(false);
+      if (applies) answer.resolve('released');
+      else answer.reject(new Error('not the holder'));
+      await releasing;
+      await sleep(200);
+      expect(kept.signal.aborted, `release applied: ${applies}`).toBe(!applies);
+      kept.stop();
+    }
+  });
+
+  it('a release that failed after one applied leaves it released (never back to held)', async () => {
+    const l = lease(300);
+    await trackRelease(
+      l,
+      async () => 'released',
+      () => true,
+    );
+    await expect(
+      trackRelease(
+        l,
+        async () => Promise.reject(new Error('not the holder')),
+        () => true,
+      ),
+    ).rejects.toThrow();
+    expect(releaseStateOf(l)).toBe('done');
+    // A frozen lease object can be released (its state is kept beside it).
+    const frozen = Object.freeze(lease(300));
+    await trackRelease(
+      frozen,
+      async () => 'released',
+      () => true,
+    );
+    expect(releaseStateOf(frozen)).toBe('done');
   });
 
   it('and one in flight when the holder stops keeping it', async () => {

@@ -57,6 +57,19 @@ describe('release retries', () => {
     expect(ids[3]).not.toBe(ids[0]);
   });
 
+  it("withLock's cleanup never releases again what the callback released (a re-entry counted down, or one still on its way)", async () => {
+    const { client, bodies } = await clientOfServer([]);
+    const counted = lease();
+    expect(await client.release(counted)).toEqual({ remainingReentries: 1 }); // another entry holds it still
+    expect(await client.releaseQuietly(counted)).toBe(true);
+    expect(bodies).toHaveLength(1); // a second would have freed the lock under that other entry
+    const onItsWay = lease();
+    const released = client.release(onItsWay); // not awaited by the callback
+    expect(await client.releaseQuietly(onItsWay)).toBe(true);
+    await released;
+    expect(bodies).toHaveLength(2);
+  });
+
   it('releaseQuietly (withLock, withLocks) too', async () => {
     const { client, bodies } = await clientOfServer([503, 200]);
     expect(await client.releaseQuietly(lease())).toBe(true);
