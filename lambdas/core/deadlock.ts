@@ -34,7 +34,7 @@
  * giving up.
  * A hold that no wait names is not blocked: its task is working and will release. A shared wait
  * that is short only of a semaphore's room waits for any one holder to leave, not all, so it has
- * no edges to shared holders. Every cycle of this graph is therefore a true deadlock; the walk
+ * no edges to shared holders, except on a semaphore of one: its one holder is the one to leave. Every cycle of this graph is therefore a true deadlock; the walk
  * may miss cycles beyond its bounds, but never reports a
  * false one.
  *
@@ -49,6 +49,7 @@ import { createHash } from 'node:crypto';
 import { LatchkeyError } from './errors';
 import { type Item, set } from './expr';
 import { compatible, liveIntentions } from './hierarchy';
+import { maxHoldersOf } from './holders';
 import { keeperRef, type Step, updateStep } from './items';
 import { type LockMode, liveGrants } from './lock';
 import type { Waiter } from './queue';
@@ -128,10 +129,13 @@ function blockersOfWait(
   const waiter = partyOf(wait);
   const out: Blocker[] = [];
   if (wait.deadline <= now) return out;
+  // A semaphore of one: its one place is its holder's, so a shared wait waits for that holder.
+  const onePlace = wait.mode === 'shared' && maxHoldersOf(item) === 1;
   const holders = new Set<string>();
   for (const holder of liveGrants(item, now)) {
     const key = partyKey(holder);
-    if (!conflicts(wait.mode, holder.mode) || sameParty(holder, waiter) || holders.has(key)) continue;
+    const blocks = conflicts(wait.mode, holder.mode) || onePlace;
+    if (!blocks || sameParty(holder, waiter) || holders.has(key)) continue;
     holders.add(key);
     const blocker = partyOf(holder);
     out.push({
@@ -640,10 +644,13 @@ export function deadlockError(cycle: readonly WaitEdge[]): LatchkeyError {
   const first = cycle[0] as WaitEdge;
   const last = cycle[cycle.length - 1] as WaitEdge;
   // Closed through a hold the wait keeps for its enclosing client, not one of its own.
-  const todo =
-    last.blockerIs === 'holder' && !sameParty(last.blocker, first.waiter)
-      ? `client ${last.blocker.clientId}, which encloses this one, holds ${last.through ?? last.lock}: take these locks in one order everywhere, then try again`
-      : 'release what this client holds, then try again';
+  const enclosed = last.blockerIs === 'holder' && !sameParty(last.blocker, first.waiter);
+  const held = `client ${last.blocker.clientId}, which encloses this one, holds ${last.through ?? last.lock}`;
+  const todo = !enclosed
+    ? 'release what this client holds, then try again'
+    : cycle.length === 1
+      ? `${held}: it would wait for its own end (take the lock in one of the two, not both)`
+      : `${held}: take these locks in one order everywhere, then try again`;
   return new LatchkeyError(
     'DEADLOCK',
     `waiting for ${first.lock} would close a cycle of waits: ${steps.join('; ')}. This wait was refused (the victim) and left the queue: ${todo}`,

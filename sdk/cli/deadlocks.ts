@@ -222,9 +222,11 @@ export function deadlockLines(error: DeadlockError): string[] {
     ...withBefore(error.cycle).map(
       ([e, before]) => `latchkey:   ${edgeText(e, ambiguousIn(error.cycle), before)}`,
     ),
-    enclosed
-      ? `latchkey: the run this one runs inside holds ${last.through ?? last.lock}: take these locks in the same order everywhere (or together in one run: --lock A --lock B), then try again`
-      : 'latchkey: release what this client holds that the others wait for, then try again',
+    !enclosed
+      ? 'latchkey: release what this client holds that the others wait for, then try again'
+      : error.cycle.length === 1
+        ? `latchkey: a run this one runs inside holds ${last.through ?? last.lock}, and ends only after this one: waiting would never end; take the lock in one of them, not both`
+        : `latchkey: the run this one runs inside holds ${last.through ?? last.lock}: take these locks in the same order everywhere (or together in one run: --lock A --lock B), then try again`,
   ];
 }
 

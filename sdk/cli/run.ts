@@ -304,9 +304,11 @@ export function enclosingRun(env: NodeJS.ProcessEnv = process.env): EnclosingHol
   const kept: EnclosingHolds[] = [];
   let names = 0;
   for (const run of chain.reverse()) {
-    if (kept.length === MAX_ENCLOSING || names + run.holding.length > MAX_HOLDING) break;
-    kept.unshift(run);
-    names += run.holding.length;
+    const room = MAX_HOLDING - names;
+    if (kept.length === MAX_ENCLOSING || room <= 0) break;
+    const holding = run.holding.slice(0, room); // a run holding more is named by its first locks
+    kept.unshift({ clientId: run.clientId, holding });
+    names += holding.length;
   }
   return kept;
 }

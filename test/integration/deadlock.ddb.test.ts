@@ -255,12 +255,21 @@ describe('deadlock detection', () => {
     expect(refused.cycle.map((e: WaitEdge) => [e.waiter.clientId, e.lock, e.blocker.clientId])).toEqual([
       [inner.clientId, x, outer.clientId],
     ]);
+    expect(refused.message).toContain(
+      `client ${outer.clientId}, which encloses this one, holds ${x}: it would wait for its own end`,
+    );
     // Both shared: no wait at all.
     await outer.release(held);
     const reader = await outer.acquire(x, { ttlMs: 30_000, mode: 'shared' });
     const alongside = await inner.acquire(x, { ttlMs: 30_000, mode: 'shared', waitTimeoutMs: 5_000 });
     await inner.release(alongside);
     await outer.release(reader);
+    // A semaphore of one: its one place is the enclosing client's.
+    const one = { mode: 'shared', maxHolders: 1 } as const;
+    const only = await outer.acquire(x, { ttlMs: 30_000, ...one });
+    const full = await inner.acquire(x, { ttlMs: 30_000, ...one, waitTimeoutMs: 20_000 }).catch((e) => e);
+    expect(full).toBeInstanceOf(DeadlockError);
+    await outer.release(only);
   });
 
   it('bad enclosing is a 400 that changes nothing', async () => {

@@ -190,6 +190,10 @@ describe('the words', () => {
       'latchkey:   c4, inside c1 (yours), which waits for it, waits for jobs/y held by c2',
       'latchkey: the run this one runs inside holds jobs/y: take these locks in the same order everywhere (or together in one run: --lock A --lock B), then try again',
     ]);
+    // A run further out holds the very lock: a cycle of one.
+    expect(deadlockLines(new DeadlockError('refused', [edge('c3', 'jobs/x', 'c1')])).at(-1)).toBe(
+      'latchkey: a run this one runs inside holds jobs/x, and ends only after this one: waiting would never end; take the lock in one of them, not both',
+    );
     expect(deadlockLines(new DeadlockError('request r1 was refused'))).toEqual([
       'latchkey: request r1 was refused [DEADLOCK]',
     ]);

@@ -24,7 +24,7 @@ import {
   waitGraphFrom,
 } from '../../lambdas/core/deadlock';
 import { applyUpdate, type Item } from '../../lambdas/core/expr';
-import { entryFields, slotOf } from '../../lambdas/core/holders';
+import { entryFields, SharedAttr, slotOf } from '../../lambdas/core/holders';
 import { LockAttr, type LockMode } from '../../lambdas/core/lock';
 import { queueOrder, type Waiter } from '../../lambdas/core/queue';
 
@@ -43,7 +43,14 @@ interface Holding {
   readonly live: boolean;
 }
 interface LockModel {
-  readonly holders: { readonly mode: LockMode; readonly who: readonly Holding[] } | undefined;
+  readonly holders:
+    | {
+        readonly mode: LockMode;
+        readonly who: readonly Holding[];
+        /** A semaphore's N (shared only): of one, its holder is the one a shared waiter waits for. */
+        readonly maxHolders?: number;
+      }
+    | undefined;
   readonly queue: readonly {
     readonly party: number;
     readonly mode: LockMode;
@@ -72,6 +79,11 @@ const lockArb: fc.Arbitrary<LockModel> = fc.record({
       fc.record({
         mode: fc.constant<LockMode>('shared'),
         who: fc.uniqueArray(holdingArb, { minLength: 1, maxLength: 3, selector: (h) => h.party }),
+      }),
+      fc.record({
+        mode: fc.constant<LockMode>('shared'),
+        who: fc.tuple(holdingArb),
+        maxHolders: fc.constant(1),
       }),
     ),
     { nil: undefined },
@@ -125,7 +137,9 @@ function itemOf(name: string, m: LockModel): Item | undefined {
     const held = { kind: 'lease' as const, ttlMs: 60_000, expiresAt: expiresAt(h) };
     item = applyUpdate(item, entryFields(slotOf(p.owner, p.clientId), { ...p, held }, NOW - 5, 10 + i));
   });
-  return item;
+  return m.holders.maxHolders === undefined
+    ? item
+    : { ...item, [SharedAttr.maxHolders]: m.holders.maxHolders, [SharedAttr.count]: m.holders.who.length };
 }
 
 /** The world as storage holds it, and the model's own edges. */
@@ -199,11 +213,13 @@ function worldOf(locks: readonly LockModel[]) {
       const seen = new Set<string>();
       for (const h of m.holders?.who ?? []) {
         const p = party(h.party);
+        // A shared wait on a semaphore of one waits for its one holder too.
+        const onePlace = w.mode === 'shared' && m.holders?.maxHolders === 1;
         if (
           !h.live ||
           same(p, me) ||
           seen.has(partyKey(p)) ||
-          !conflicts(w.mode, m.holders?.mode ?? 'shared')
+          !(conflicts(w.mode, m.holders?.mode ?? 'shared') || onePlace)
         )
           continue;
         seen.add(partyKey(p));

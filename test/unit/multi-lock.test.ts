@@ -537,7 +537,9 @@ describe('latchkey run with several locks', () => {
     expect(kept).toHaveLength(8);
     expect(kept.map((r) => r.clientId).slice(-2)).toEqual(['run-9', 'run-3']);
     const wide = `run-x ${Array.from({ length: 32 }, (_, i) => `w/${i}`).join(',')}`;
+    // A run holding more than fits is named by its first locks, the nearest runs whole.
     expect(enclosingRun({ ...inner, LATCHKEY_ENCLOSING: wide })).toEqual([
+      { clientId: 'run-x', holding: Array.from({ length: 31 }, (_, i) => `w/${i}`) },
       { clientId: 'run-3', holding: ['jobs/d'] },
     ]);
   });
