@@ -71,7 +71,8 @@ export function retentionProblem(retentionSeconds: number, maxTtlMs: number): st
     ? undefined
     : `the retention period (${retentionSeconds} s) must be at least ${needed} s: a day, and an hour more than the longest lease (${maxTtlMs} ms) and the longest wait (${MAX_WAIT_MS} ms)`;
 }
-export const MAX_BODY_BYTES = 16 * 1024;
+/** Room for the largest valid body: 32 `holding` and 32 `enclosing` names of 256 characters, and the rest. */
+export const MAX_BODY_BYTES = 24 * 1024;
 export const MAX_LIST_LIMIT = 100;
 
 const identifier = (what: string) =>

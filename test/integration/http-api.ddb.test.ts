@@ -363,7 +363,7 @@ describe('bad input: 400 with a code and a message, and nothing changes', () => 
       undefined,
       '{"client_id":"w1","fencing_token":9007199254740993}',
     ],
-    ['a body over 16 KiB', '/api/v1/locks/bad/acquire', { ...ok, request_id: 'r'.repeat(17_000) }],
+    ['a body over 24 KiB', '/api/v1/locks/bad/acquire', { ...ok, request_id: 'r'.repeat(25_000) }],
   ];
 
   it.each(cases)('%s', async (_, path, body, raw) => {
