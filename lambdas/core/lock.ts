@@ -216,6 +216,8 @@ export type AcquireOutcome =
        * first answer was lost after the write, perhaps before the grant was audited.
        */
       readonly retried?: true;
+      /** A retried grant known to have been a fresh grant (not a re-entry), whatever its count now. */
+      readonly fresh?: true;
     }
   | Refusal;
 
@@ -606,11 +608,12 @@ export const granted = (grant: Grant, replayed: boolean): AcquireOutcome => ({
 });
 
 /** The grant a retry of an already granted request gets back (see AcquireOutcome's `retried`). */
-export const grantedAgain = (grant: Grant): AcquireOutcome => ({
+export const grantedAgain = (grant: Grant, fresh = false): AcquireOutcome => ({
   acquired: true,
   grant,
   replayed: true,
   retried: true,
+  ...(fresh ? { fresh: true } : {}),
 });
 
 /**

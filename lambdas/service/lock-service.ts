@@ -324,8 +324,10 @@ export class LockService {
     const outcome = result.kind === 'done' ? result.outcome : undefined;
     if (outcome?.acquired && (!outcome.replayed || outcome.retried)) {
       const { grant } = outcome;
-      auditGrant(grant.reentry > 1 ? 'reenter' : 'grant', grant, {
-        reason: grant.reentry > 1 ? 'reentrant' : 'acquired',
+      // A grant re-entered since its (fresh) first answer is still logged as the grant it was.
+      const reentered = grant.reentry > 1 && !outcome.fresh;
+      auditGrant(reentered ? 'reenter' : 'grant', grant, {
+        reason: reentered ? 'reentrant' : 'acquired',
         ...(grant.reentry > 1 ? { reentry: grant.reentry } : {}),
         ...(cmd.requestId === undefined ? {} : { request_id: cmd.requestId }),
         ...(outcome.retried ? { replayed: true } : {}),
@@ -986,8 +988,9 @@ export class LockService {
         holder.held.kind === 'session' ? connectionOfSession(holder.held.sessionId) : undefined;
       const asked = wait.tenure === undefined || holdsAs(holder.held, wait.tenure);
       if (asked && (connection === undefined || connection === connectionId))
+        // A request's own grant at once is a fresh grant (a re-entry writes no such record).
         return retried
-          ? grantedAgain({ ...holder, lock: wait.lock })
+          ? grantedAgain({ ...holder, lock: wait.lock }, true)
           : granted({ ...holder, lock: wait.lock }, true);
       throw new LatchkeyError(
         'LEASE_EXPIRED',

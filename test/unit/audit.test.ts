@@ -135,6 +135,19 @@ describe('audit events', () => {
     expect(audits()).toEqual([
       expect.objectContaining({ audit: 'grant', client_id: 'a', request_id: 'w1', replayed: true }),
     ]);
+    // Re-entered since: the retry still logs the grant it was (with the count as it is now).
+    await h.hold('a', { reentrant: true });
+    expect(audits()).toEqual([expect.objectContaining({ audit: 'reenter', reentry: 2 })]);
+    await h.wait('a', { requestId: 'w1' });
+    expect(audits()).toEqual([
+      expect.objectContaining({
+        audit: 'grant',
+        reason: 'acquired',
+        request_id: 'w1',
+        replayed: true,
+        reentry: 2,
+      }),
+    ]);
   });
 
   it('wait, handoff on release, wait-end on timeout and cancel', async () => {
