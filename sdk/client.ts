@@ -54,7 +54,7 @@ import {
 } from './multi-lock';
 import { asIdentifier } from './names';
 import { isOwnHold, OwnHoldError, OwnReleases, ownHoldRetryAfterMs, type ReleaseWatch } from './own-holds';
-import { releaseInFlight, releaseStateOf, trackRelease } from './release-state';
+import { lostOnRelease, releaseIdOf, releaseStateOf, releasesSettled, trackRelease } from './release-state';
 import { Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
@@ -441,8 +441,9 @@ export class LockClient {
   async release(lease: Lease): Promise<ReleaseResult> {
     leaseArg('release', lease);
     try {
-      // One release_id for every retry of this release: a retry of one already applied (its answer
-      // lost) is answered, never applied twice (a re-entered lock would count down twice).
+      // One release_id for every release of this lease, and every retry of each: one applied
+      // already (its answer lost) is answered, never applied twice (a re-entered lock would count
+      // down twice).
       const answer = await trackRelease(
         lease,
         () =>
@@ -450,7 +451,7 @@ export class LockClient {
             client_id: lease.clientId,
             fencing_token: lease.fencingToken,
             ...heldAs(lease),
-            release_id: randomUUID(),
+            release_id: releaseIdOf(lease),
           }),
         () => true,
       );
@@ -465,9 +466,11 @@ export class LockClient {
    * lapse (it ends at its ttl anyway). Answers whether it was released.
    */
   async releaseQuietly(lease: Lease): Promise<boolean> {
-    // Released already (withLock's callback did), or on its way: never a second release of it.
-    await releaseInFlight(lease)?.catch(() => undefined);
+    // Released already (withLock's callback did), or on its way: its answer first. Released, or
+    // found ended: nothing more to release. Else sent under the same release_id.
+    await releasesSettled(lease);
     if (releaseStateOf(lease) === 'done') return true;
+    if (lostOnRelease(lease)) return false;
     try {
       const answer = await trackRelease(
         lease,
@@ -479,7 +482,7 @@ export class LockClient {
               client_id: lease.clientId,
               fencing_token: lease.fencingToken,
               ...heldAs(lease),
-              release_id: randomUUID(),
+              release_id: releaseIdOf(lease),
             },
             // Quiet: nobody asked for it (a withLock's end, a grant nobody waits for), and a failure is not said.
             { attempts: 3, timeoutMs: 3_000, quiet: true },
@@ -594,7 +597,7 @@ export class LockClient {
       // A wait made inside fn names this lock as held (deadlock detection).
       const value = await runHolding([name], () => fn(lease, keeper.signal));
       // fn finished, but not under the lock: its result must not pass for work done holding it.
-      const lost = lostWhileHeld([lease], keeper.signal);
+      const lost = await lostWhileHeld([lease], keeper.signal);
       if (lost) throw lost;
       return value;
     } finally {

@@ -7,7 +7,7 @@
  */
 import { LeaseLostError } from './errors';
 import type { Lease } from './lease';
-import { releaseStateOf } from './release-state';
+import { lostOnRelease, releaseStateOf, releasesSettled } from './release-state';
 
 export interface LeaseRenewer {
   renew(lease: Lease, options?: { signal?: AbortSignal }): Promise<Lease>;
@@ -30,12 +30,10 @@ export function keepLease(
   let renewTimer: NodeJS.Timeout | undefined;
   let deadlineTimer: NodeJS.Timeout | undefined;
 
-  let recheckTimer: NodeJS.Timeout | undefined;
   const end = () => {
     stopped = true;
     clearTimeout(renewTimer);
     clearTimeout(deadlineTimer);
-    clearTimeout(recheckTimer);
   };
   /** Whether the holder released the lease itself (asked: its answer decides): then nothing is lost. */
   const released = () => {
@@ -47,7 +45,7 @@ export function keepLease(
     // A refusal while the holder's own release is on its way may be that release's doing: its
     // answer decides (applied: nothing was lost; failed: this loss stands).
     if (releaseStateOf(lease) === 'asked') {
-      recheckTimer = setTimeout(() => lose(error), 50);
+      void releasesSettled(lease).then(() => lose(error));
       return;
     }
     if (released()) return;
@@ -59,7 +57,8 @@ export function keepLease(
     clearTimeout(deadlineTimer);
     deadlineTimer = setTimeout(
       () => {
-        if (releaseStateOf(lease) === 'asked') return armDeadline(50); // its answer decides
+        // Its answer decides: then the deadline is judged again.
+        if (releaseStateOf(lease) === 'asked') return void releasesSettled(lease).then(() => armDeadline());
         lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`));
       },
       Math.max(0, delay),
@@ -97,10 +96,23 @@ export function keepLease(
 
 /**
  * Why the held leases cannot vouch for a callback that just settled: the keepers' signal aborted
- * (its reason), or a lease's local deadline passed without its keeper noticing (its timers could
- * not run: the event loop was blocked). Undefined while every lease still holds.
+ * (its reason), a release of a lease by the callback found it ended already, or a lease's local
+ * deadline passed without its keeper noticing (its timers could not run: the event loop was
+ * blocked). A release still on its way is waited for first: its answer decides. Undefined while
+ * every lease still holds (or was released by the callback).
  */
-export function lostWhileHeld(leases: readonly Lease[], signal: AbortSignal): LeaseLostError | undefined {
+export async function lostWhileHeld(
+  leases: readonly Lease[],
+  signal: AbortSignal,
+): Promise<LeaseLostError | undefined> {
+  if (leases.some((l) => releaseStateOf(l) === 'asked')) {
+    for (const l of leases) await releasesSettled(l);
+    // A keeper that deferred a refused renewal to that answer decides now (promise callbacks all
+    // run before an immediate): a failed release leaves that loss standing, and aborts the signal.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const refused = leases.map(lostOnRelease).find((e) => e !== undefined);
+  if (refused) return refused;
   if (signal.aborted)
     return signal.reason instanceof LeaseLostError
       ? signal.reason

@@ -253,7 +253,7 @@ export async function holdLocks<T>(
       leases.map((l) => l.name),
       () => fn(leases, signal, byName),
     );
-    const lost = lostWhileHeld(leases, signal);
+    const lost = await lostWhileHeld(leases, signal);
     if (lost) throw lost;
     return value;
   } finally {

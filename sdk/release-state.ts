@@ -1,37 +1,72 @@
 /**
- * What this process knows of its own releases of a lease object: `asked` while one is on its way,
- * `done` once one was applied (the lock freed, or a re-entry counted down: either way this
- * object's entry was given back). withLock's keeper stops keeping a lease its holder released, and
- * does not count a refusal it caused as a loss; withLock's cleanup does not release it again.
- * Kept beside the lease (a WeakMap), so a plain or frozen lease object can be released too.
+ * What this process knows of its own releases of a lease object. One lease object is one entry of
+ * a grant, so every release of it carries one release_id: a second release of it (withLock's
+ * cleanup after the callback's own, two calls at once, a retry after a failure) is answered as
+ * the first, never applied twice (a re-entered lock would count down twice and be freed under
+ * another entry). States: `asked` while a release is on its way, `done` once one was applied.
+ * A release refused because the lease had ended already says the lease was lost.
+ * withLock's keeper stops keeping a lease its holder released, and does not count a refusal it
+ * caused as a loss. Kept beside the lease (a WeakMap), so a plain or frozen lease object can be
+ * released too.
  */
+import { randomUUID } from 'node:crypto';
+import { LeaseLostError } from './errors';
+
 export type ReleaseState = 'none' | 'asked' | 'done';
 
-const known = new WeakMap<object, { readonly state: ReleaseState; readonly inFlight?: Promise<unknown> }>();
+interface Known {
+  readonly releaseId: string;
+  readonly pending: Set<Promise<unknown>>;
+  applied: boolean;
+  /** A release refused because the lease had ended: it was lost, not released. */
+  lost?: LeaseLostError;
+}
 
-export const releaseStateOf = (lease: object): ReleaseState => known.get(lease)?.state ?? 'none';
+const known = new WeakMap<object, Known>();
 
-/** The release of `lease` on its way, if one is. */
-export const releaseInFlight = (lease: object): Promise<unknown> | undefined => known.get(lease)?.inFlight;
+function knownOf(lease: object): Known {
+  let k = known.get(lease);
+  if (!k) {
+    k = { releaseId: randomUUID(), pending: new Set(), applied: false };
+    known.set(lease, k);
+  }
+  return k;
+}
 
-/**
- * Runs `release` as this process's release of `lease`: `asked` meanwhile (unless done already),
- * then `done` if `applied(result)`, else as before; a failure leaves it as before too.
- */
+export function releaseStateOf(lease: object): ReleaseState {
+  const k = known.get(lease);
+  return k?.applied ? 'done' : k?.pending.size ? 'asked' : 'none';
+}
+
+/** The one release_id every release of this lease object carries. */
+export const releaseIdOf = (lease: object): string => knownOf(lease).releaseId;
+
+/** The refusal that said the lease had ended when its holder released it, if one did. */
+export const lostOnRelease = (lease: object): LeaseLostError | undefined => known.get(lease)?.lost;
+
+/** Resolves once no release of `lease` is on its way (whatever their outcomes). */
+export async function releasesSettled(lease: object): Promise<void> {
+  const k = known.get(lease);
+  while (k?.pending.size) await Promise.allSettled([...k.pending]);
+}
+
+/** Runs `release` as a release of `lease`: `done` from the first that `applied(result)`. */
 export async function trackRelease<T>(
   lease: object,
   release: () => Promise<T>,
   applied: (result: T) => boolean,
 ): Promise<T> {
-  const before = releaseStateOf(lease);
+  const k = knownOf(lease);
   const running = release();
-  if (before !== 'done') known.set(lease, { state: 'asked', inFlight: running });
+  k.pending.add(running);
   try {
     const result = await running;
-    known.set(lease, { state: applied(result) || before === 'done' ? 'done' : before });
+    if (applied(result)) k.applied = true;
     return result;
   } catch (error) {
-    known.set(lease, { state: before });
+    if (error instanceof LeaseLostError && !k.applied) k.lost = error;
     throw error;
+  } finally {
+    k.pending.delete(running);
   }
 }

@@ -85,6 +85,12 @@ const lockArb: fc.Arbitrary<LockModel> = fc.record({
         who: fc.tuple(holdingArb),
         maxHolders: fc.constant(1),
       }),
+      // Larger semaphores, full or not: a shared wait waits for any one holder, so no edge.
+      fc.record({
+        mode: fc.constant<LockMode>('shared'),
+        who: fc.uniqueArray(holdingArb, { minLength: 1, maxLength: 2, selector: (h) => h.party }),
+        maxHolders: fc.constantFrom(2, 3),
+      }),
     ),
     { nil: undefined },
   ),

@@ -8,7 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Lease, LockClient } from '../../sdk/index';
+import { Lease, LeaseLostError, LockClient } from '../../sdk/index';
 
 let server: Server | undefined;
 afterEach(async () => {
@@ -75,6 +75,86 @@ describe('release retries', () => {
     expect(await client.releaseQuietly(lease())).toBe(true);
     expect(bodies.map((b) => b.release_id)).toEqual([bodies[0]?.release_id, bodies[0]?.release_id]);
     expect(bodies[0]?.release_id).toEqual(expect.any(String));
+  });
+});
+
+/**
+ * A server that grants every acquire (a 3 s lease), answers renewals with `renewal`, and each
+ * release with the next of `releases` (a status, and how long it takes), recording release bodies.
+ */
+async function lockServer(renewal: number, releases: { status: number; afterMs: number }[]) {
+  const released: Record<string, unknown>[] = [];
+  server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const send = (status: number, body: object) =>
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      const notHolder = { error: { code: 'NOT_HOLDER', message: 'me does not hold jobs/x: force-released' } };
+      const lease = { lock: 'jobs/x', client_id: 'me', fencing_token: 3, ttl_ms: 3_000, remaining_ms: 3_000 };
+      if (req.url?.endsWith('/acquire'))
+        return send(200, {
+          acquired: true,
+          ...lease,
+          expires_at: new Date(Date.now() + 3_000).toISOString(),
+        });
+      if (req.url?.endsWith('/renew'))
+        return send(
+          renewal,
+          renewal === 200 ? { renewed: true, ...lease, expires_at: new Date().toISOString() } : notHolder,
+        );
+      released.push(JSON.parse(Buffer.concat(chunks).toString() || '{}'));
+      const { status, afterMs } = releases.shift() ?? { status: 409, afterMs: 0 };
+      setTimeout(
+        () =>
+          send(
+            status,
+            status === 200 ? { released: true, lock: 'jobs/x', remaining_reentries: 0 } : notHolder,
+          ),
+        afterMs,
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { client: new LockClient({ endpoint: `http://127.0.0.1:${port}`, clientId: 'me' }), released };
+}
+
+describe("a callback's own release", () => {
+  it('still on its way when the callback returns, refused as ended: withLock throws that loss, and sends no other', async () => {
+    const { client, released } = await lockServer(409, [{ status: 409, afterMs: 300 }]);
+    const outcome = await client
+      .withLock('jobs/x', { ttlMs: 3_000 }, async (lease) => {
+        void client.release(lease).catch(() => undefined); // best effort, not awaited
+        return 'done';
+      })
+      .catch((e) => e);
+    expect(outcome).toBeInstanceOf(LeaseLostError);
+    expect(released).toHaveLength(1);
+  });
+
+  it('applied while the callback returns: its result, and no second release', async () => {
+    const { client, released } = await lockServer(409, [{ status: 200, afterMs: 300 }]);
+    const value = await client.withLock('jobs/x', { ttlMs: 3_000 }, async (lease) => {
+      void client.release(lease);
+      return 'done';
+    });
+    expect(value).toBe('done');
+    expect(released).toHaveLength(1);
+  });
+
+  it('two at once, or one after a failure: every release of a lease carries one release_id, and one applied stays applied', async () => {
+    const { client, released } = await lockServer(200, [
+      { status: 200, afterMs: 50 },
+      { status: 409, afterMs: 100 },
+      { status: 503, afterMs: 0 },
+    ]);
+    const lease = await client.tryAcquire('jobs/x', { ttlMs: 3_000 });
+    const both = await Promise.allSettled([client.release(lease as Lease), client.release(lease as Lease)]);
+    expect(both.map((r) => r.status)).toEqual(['fulfilled', 'rejected']);
+    expect(await client.releaseQuietly(lease as Lease)).toBe(true); // applied: nothing sent
+    expect(released).toHaveLength(2);
+    expect(new Set(released.map((b) => b.release_id)).size).toBe(1);
   });
 });
 
