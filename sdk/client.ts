@@ -447,12 +447,18 @@ export class LockClient {
       const answer = await trackRelease(
         lease,
         () =>
-          this.post(lockPath(lease.name, 'release'), {
-            client_id: lease.clientId,
-            fencing_token: lease.fencingToken,
-            ...heldAs(lease),
-            release_id: releaseIdOf(lease),
-          }),
+          this.call(
+            'POST',
+            lockPath(lease.name, 'release'),
+            {
+              client_id: lease.clientId,
+              fencing_token: lease.fencingToken,
+              ...heldAs(lease),
+              release_id: releaseIdOf(lease),
+            },
+            undefined,
+            lease.name,
+          ),
         () => true,
       );
       return { remainingReentries: Number(answer?.remaining_reentries ?? 0) };
@@ -537,6 +543,7 @@ export class LockClient {
       lockPath(lease.name, 'renew'),
       { client_id: lease.clientId, fencing_token: lease.fencingToken, ttl_ms: ms, ...heldAs(lease) },
       { timeoutMs, ...(signal ? { signal } : {}) },
+      lease.name,
     );
     lease.renewed(answer, sentAt);
     return lease;
@@ -817,12 +824,13 @@ export class LockClient {
     return this.call('DELETE', path);
   }
 
-  /** A signed call; an error answer is thrown as its typed error. */
+  /** A signed call; an error answer is thrown as its typed error (about `lock`, if given). */
   private async call(
     method: string,
     path: string,
     body?: unknown,
     options?: Parameters<SignedTransport['send']>[3],
+    lock?: string,
     // biome-ignore lint/suspicious/noExplicitAny: JSON answers
   ): Promise<any> {
     const answer = await this.transport.send(method, path, body, options);
@@ -842,7 +850,7 @@ export class LockClient {
         this.transport.endpoint.href,
         426,
       );
-    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body);
+    if (answer.status >= 400) throw errorFromResponse(answer.status, answer.body, lock);
     return answer.body;
   }
 

@@ -82,8 +82,19 @@ export class LockHeldError extends LatchkeyClientError {
 /** The lease ended (lapsed, or someone else holds the lock now), or could not be confirmed in time. */
 export class LeaseLostError extends LatchkeyClientError {
   override name = 'LeaseLostError';
-  constructor(message: string, code = 'LEASE_LOST', options?: { cause?: unknown }, status = 409) {
-    super(message, code, status, false, options);
+  /** The lock whose lease was lost; undefined for a session's loss (see `sessionId`). */
+  readonly lock: string | undefined;
+  /** The session that was lost (every lock it held with it), for a session's loss. */
+  readonly sessionId: string | undefined;
+  constructor(
+    message: string,
+    code = 'LEASE_LOST',
+    options?: { cause?: unknown; lock?: string | undefined; sessionId?: string | undefined },
+    status = 409,
+  ) {
+    super(message, code, status, false, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.lock = options?.lock;
+    this.sessionId = options?.sessionId;
   }
 }
 
@@ -274,8 +285,8 @@ export class UnauthorizedError extends LatchkeyClientError {
  */
 export class ForbiddenError extends LeaseLostError {
   override name = 'ForbiddenError';
-  constructor(message: string) {
-    super(message, 'FORBIDDEN', undefined, 403);
+  constructor(message: string, lock?: string) {
+    super(message, 'FORBIDDEN', { lock }, 403);
   }
 }
 
@@ -297,8 +308,8 @@ export class LimitExceededError extends LatchkeyClientError {
 /** The session ended (closed, or expired past ttl + grace): its locks are gone. */
 export class SessionExpiredError extends LeaseLostError {
   override name = 'SessionExpiredError';
-  constructor(message: string) {
-    super(message, 'SESSION_EXPIRED');
+  constructor(message: string, sessionId?: string) {
+    super(message, 'SESSION_EXPIRED', { sessionId });
   }
 }
 
@@ -448,8 +459,11 @@ function inOptionTerms(
     .join('; ');
 }
 
-/** The typed error for an HTTP error answer from latchkey (or from API Gateway in front of it). */
-export function errorFromResponse(status: number, body: unknown): LatchkeyClientError {
+/**
+ * The typed error for an HTTP error answer from latchkey (or from API Gateway in front of it);
+ * `lock`: the lock the call was about (a LeaseLostError names it).
+ */
+export function errorFromResponse(status: number, body: unknown, lock?: string): LatchkeyClientError {
   const b = (body ?? {}) as ErrorBody;
   const code = b.error?.code ?? '';
   const message = b.error?.message ?? b.message ?? `HTTP ${status}`;
@@ -461,13 +475,13 @@ export function errorFromResponse(status: number, body: unknown): LatchkeyClient
       code || undefined,
     );
   if (status === 403)
-    return code === 'FORBIDDEN' ? new ForbiddenError(message) : new UnauthorizedError(message);
+    return code === 'FORBIDDEN' ? new ForbiddenError(message, lock) : new UnauthorizedError(message);
   if (status === 429 && LIMIT_CODES.has(code))
     return new LimitExceededError(message, code, Number(b.error?.retry_after_ms ?? 1_000));
   if (status === 429 || status >= 500) return new UnavailableError(message, status);
   if (code === 'SESSION_EXPIRED') return new SessionExpiredError(message);
   if (code === 'DEADLOCK') return new DeadlockError(message, waitEdgesFrom(b.error?.cycle));
   if (code === 'MAX_HOLDERS_MISMATCH') return new MaxHoldersMismatchError(message, b.error?.details);
-  if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code);
+  if (code === 'LEASE_EXPIRED' || code === 'NOT_HOLDER') return new LeaseLostError(message, code, { lock });
   return new LatchkeyClientError(message, code || `HTTP_${status}`, status, false);
 }

@@ -59,7 +59,11 @@ export function keepLease(
       () => {
         // Its answer decides: then the deadline is judged again.
         if (releaseStateOf(lease) === 'asked') return void releasesSettled(lease).then(() => armDeadline());
-        lose(new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`));
+        lose(
+          new LeaseLostError(`lease on ${lease.name} could not be confirmed before its deadline`, undefined, {
+            lock: lease.name,
+          }),
+        );
       },
       Math.max(0, delay),
     );
@@ -118,11 +122,15 @@ export async function lostWhileHeld(
       ? signal.reason
       : new LeaseLostError(
           `lease lost: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`,
+          undefined,
+          { cause: signal.reason, lock: leases.length === 1 ? leases[0]?.name : undefined },
         );
   const past = leases.find((l) => releaseStateOf(l) !== 'done' && l.remainingMs() <= 0);
   return past
     ? new LeaseLostError(
         `lease on ${past.name} passed its deadline before the callback settled (nothing could renew it: was the event loop blocked?)`,
+        undefined,
+        { lock: past.name },
       )
     : undefined;
 }

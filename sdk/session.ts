@@ -174,6 +174,7 @@ export class Session {
               (error as Error).message.includes(this.id)
                 ? (error as Error).message
                 : `session ${this.id} has ended: ${(error as Error).message}`,
+              this.id,
             ),
           );
         if (!this.ended) this.beatSoon(Math.min(this.heartbeatIntervalMs / 3, 1_000));
@@ -185,7 +186,12 @@ export class Session {
     clearTimeout(this.deadlineTimer);
     const left = this.deadline - performance.now() - safetyMarginMs(this.ttlMs);
     this.deadlineTimer = setTimeout(
-      () => this.end(new LeaseLostError(`session ${this.id}: no heartbeat confirmed before its deadline`)),
+      () =>
+        this.end(
+          new LeaseLostError(`session ${this.id}: no heartbeat confirmed before its deadline`, undefined, {
+            sessionId: this.id,
+          }),
+        ),
       Math.max(0, left),
     );
   }
@@ -195,7 +201,7 @@ export class Session {
     this.ended = true;
     clearTimeout(this.timer);
     clearTimeout(this.deadlineTimer);
-    this.controller.abort(reason ?? new SessionExpiredError(`session ${this.id} was closed`));
+    this.controller.abort(reason ?? new SessionExpiredError(`session ${this.id} was closed`, this.id));
     this.settle(reason);
   }
 }

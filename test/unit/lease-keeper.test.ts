@@ -54,6 +54,7 @@ describe('keepLease', () => {
     expect(renewer.signals[0]?.aborted).toBe(false);
     await new Promise((resolve) => kept.signal.addEventListener('abort', resolve));
     expect(kept.signal.reason).toBeInstanceOf(LeaseLostError);
+    expect(kept.signal.reason).toMatchObject({ lock: 'jobs/a', code: 'LEASE_LOST' });
     expect(renewer.signals[0]?.aborted).toBe(true);
   });
 

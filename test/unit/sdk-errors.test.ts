@@ -170,6 +170,8 @@ describe('a missing optional argument takes its documented default', () => {
     await session.tryAcquire('jobs/t');
     expect(sent.at(-1)?.body).toMatchObject({ session_id: session.id });
     await session.close();
+    // Its end names the session (no lock: every lock it held went with it).
+    expect(session.signal.reason).toMatchObject({ sessionId: session.id, lock: undefined });
   });
 });
 

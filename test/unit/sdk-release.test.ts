@@ -130,6 +130,7 @@ describe("a callback's own release", () => {
       })
       .catch((e) => e);
     expect(outcome).toBeInstanceOf(LeaseLostError);
+    expect(outcome).toMatchObject({ lock: 'jobs/x', code: 'NOT_HOLDER', sessionId: undefined });
     expect(released).toHaveLength(1);
   });
 

@@ -120,6 +120,13 @@ describe('errors from answers', () => {
     expect(e(503, 'UNAVAILABLE')).toBeInstanceOf(UnavailableError);
     expect(e(429)).toMatchObject({ retryable: true });
     expect(e(409, 'NOT_HOLDER')).toMatchObject({ retryable: false, code: 'NOT_HOLDER' });
+    // A loss names the lock the call was about, when it was about one.
+    const about = (code: string, status = 409) =>
+      errorFromResponse(status, { error: { code, message: 'm' } }, 'jobs/a') as LeaseLostError;
+    expect(about('NOT_HOLDER').lock).toBe('jobs/a');
+    expect(about('LEASE_EXPIRED').lock).toBe('jobs/a');
+    expect(about('FORBIDDEN', 403).lock).toBe('jobs/a');
+    expect(e(409, 'NOT_HOLDER')).toMatchObject({ lock: undefined, sessionId: undefined });
     expect(errorFromResponse(403, { message: 'Forbidden' }).message).toBe('Forbidden'); // API Gateway's own
   });
 
