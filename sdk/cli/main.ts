@@ -58,6 +58,9 @@ const holderCount = (value: string) => {
   return n;
 };
 
+/** A command line whose flags contradict each other, or ask what cannot be done: `USAGE`, as commander's own. */
+const usageError = (flag: string, message: string) => new BadArgument(flag, message, 'USAGE');
+
 /**
  * The mode --shared and --max-holders ask for: nothing without --shared (exclusive, asked as
  * always); --max-holders without --shared is refused (a semaphore is shared).
@@ -67,7 +70,7 @@ export function lockModeFlags(o: { shared?: boolean; maxHolders?: number }): {
   maxHolders?: number;
 } {
   if (o.maxHolders !== undefined && o.shared !== true)
-    throw new BadArgument(
+    throw usageError(
       '--max-holders',
       `--max-holders ${o.maxHolders} makes each lock a semaphore of shared holders: give --shared with it (e.g. --shared --max-holders ${o.maxHolders})`,
     );
@@ -81,7 +84,7 @@ const count = (n: number, thing: string) => `${n} ${thing}${n === 1 ? '' : 's'}`
 /** --priority orders a wait in the queue: refused where nothing waits (-n, --wait 0), not ignored. */
 export function priorityNeedsWait(priority: number | undefined, waitMs: number | undefined): void {
   if (priority !== undefined && waitMs === 0)
-    throw new BadArgument(
+    throw usageError(
       '--priority',
       `--priority ${priority} orders a wait in the lock's queue, and this tries once without waiting: give --wait with it`,
     );
@@ -100,7 +103,7 @@ function refuseWaitWithNoWait(command: Command): void {
   command.on('option:no-wait', () => given.add('-n/--no-wait'));
   command.hook('preAction', () => {
     if (given.size > 1)
-      throw new BadArgument(
+      throw usageError(
         '--wait',
         '--wait and -n/--no-wait contradict each other: give one (-n, or --wait 0, tries once and exits at once if the lock is held)',
       );
@@ -610,7 +613,7 @@ the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the le
       }
       const killGraceMs: number = o.killGrace;
       const refusal = graceRefusal(o.ttl, killGraceMs);
-      if (refusal) throw new BadArgument('--kill-grace', refusal);
+      if (refusal) throw usageError('--kill-grace', refusal);
       const mode = lockModeFlags(o);
       priorityNeedsWait(o.priority, o.wait === false ? 0 : o.wait);
       const client = clientFor(g, g.clientId);

@@ -283,8 +283,13 @@ describe('the commands', () => {
       ['acquire', 'jobs/a', '--wait', '1m', '-n'],
     ]) {
       expect(await cli(...args), args.join(' ')).toBe(1);
-      expect(err.join('\n')).toMatch(/--wait and -n\/--no-wait contradict each other: give one/);
+      expect(err.join('\n')).toMatch(/--wait and -n\/--no-wait contradict each other: give one.*\[USAGE\]/);
     }
+    // A command line's own contradiction is a usage error, as commander's are.
+    expect(await cli('--json', 'acquire', 'jobs/a', '--wait', '1m', '-n')).toBe(1);
+    expect(JSON.parse(out.at(-1) ?? '{}')).toMatchObject({ error: { code: 'USAGE', retryable: false } });
+    expect(await cli('--json', 'acquire', 'jobs/a', '--max-holders', '2')).toBe(1);
+    expect(JSON.parse(out.at(-1) ?? '{}')).toMatchObject({ error: { code: 'USAGE' } });
     for (const spy of sent) expect(spy).not.toHaveBeenCalled();
     // They agree when the wait is 0: it tries once.
     const tried = vi
