@@ -227,6 +227,8 @@ export interface ReleaseOutcome {
   readonly remaining: number;
   /** Waiters queued when it was released: if any and the lock is free, the head is due a handoff. */
   readonly queued: number;
+  /** A release sent again after it had ended the grant (its answer lost, or a 503): not applied twice. */
+  readonly again?: true;
 }
 
 export interface RenewOutcome {
@@ -522,7 +524,13 @@ function grantWith(
       ),
       update: [
         set(A.fence, fence),
-        ...(releasing ? [...fields.filter((f) => f.attr !== A.releasedAt), set(A.releasedAt, now)] : fields),
+        ...(releasing
+          ? [
+              ...fields.filter((f) => f.attr !== A.releasedAt),
+              set(A.releasedAt, now),
+              ...rememberRelease(releasing),
+            ]
+          : fields),
         ...entries.updates,
         ...(extra.updates ?? []),
         set(A.lastWrite, writeId),
@@ -874,6 +882,45 @@ export const releaseTag = (cmd: Pick<ReleaseCommand, 'fencingToken' | 'releaseId
     : // 72 bits of a hash: the list stays about 100 bytes whatever ids callers choose.
       createHash('sha256').update(`${cmd.fencingToken}:${cmd.releaseId}`).digest('base64url').slice(0, 12);
 
+/**
+ * Full releases, remembered so that one sent again (its answer lost, or a 503 after it applied
+ * because serving the queue failed) is answered as applied, not refused as not held: the release
+ * that ends the grant of token T writes its tag in `rel_<T mod RELEASED_SLOTS>`, in that same
+ * write and with nothing read first. So the releases of the last RELEASED_SLOTS grants of a lock
+ * are known (tokens grow by one a grant, bar a jump to the clock's floor). The tag binds the
+ * principal, the token and the release_id: no other release, and no other principal, matches it.
+ * About 140 bytes of the item at most.
+ */
+export const RELEASED_SLOTS = 8;
+
+/** Where the release of the grant of `token` is remembered. */
+export const releasedSlot = (token: number): string => `rel_${token % RELEASED_SLOTS}`;
+
+const releasedTag = (cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken' | 'releaseId'>) =>
+  cmd.releaseId === undefined
+    ? undefined
+    : createHash('sha256')
+        .update(`${cmd.owner}\n${cmd.fencingToken}\n${cmd.releaseId}`)
+        .digest('base64url')
+        .slice(0, 12);
+
+/** The update that remembers `cmd` as the release that ended its grant (none without a release_id). */
+export const rememberRelease = (
+  cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken' | 'releaseId'>,
+): UpdateAction[] => {
+  const tag = releasedTag(cmd);
+  return tag === undefined ? [] : [set(releasedSlot(cmd.fencingToken), tag)];
+};
+
+/** Whether `item` remembers `cmd` (this very release: principal, token and release_id) as applied. */
+export const releasedBefore = (
+  item: Item | undefined,
+  cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken' | 'releaseId'>,
+): boolean => {
+  const tag = releasedTag(cmd);
+  return tag !== undefined && item !== undefined && item[releasedSlot(cmd.fencingToken)] === tag;
+};
+
 /** The tags a list holds (undefined or empty: none). */
 export const recentReleases = (list: Scalar | undefined): string[] =>
   typeof list === 'string' ? list.split(' ').filter(Boolean) : [];
@@ -893,7 +940,7 @@ export const releasesAsSeen = (attr: string, seen: Scalar | undefined): Conditio
 function releaseWrite(cmd: ReleaseCommand, now: number, seen: Item | null): ItemWrite {
   return {
     condition: and(releasableBy(cmd, now), releasesAsSeen(A.releases, seen?.[A.releases])),
-    update: releaseFields(now),
+    update: [...releaseFields(now), ...rememberRelease(cmd)],
     gcFrom: now,
   };
 }
@@ -932,6 +979,9 @@ export function releaseProtocol(cmd: ReleaseCommand, now: number): Protocol<Rele
             queued: queuedCount(old),
           },
         };
+      // This very release ended the grant already: answered as released (whoever holds it since).
+      if (releasedBefore(old, cmd))
+        return { outcome: { lock: cmd.name, remaining: 0, queued: queuedCount(old), again: true } };
       const refused = holderRefusal(old, cmd, now);
       if (refused) throw refused;
       const seen = old as Item;

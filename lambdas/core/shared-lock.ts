@@ -81,8 +81,10 @@ import {
   type RenewOutcome,
   recentReleases,
   refusal,
+  releasedBefore,
   releasesAsSeen,
   releaseTag,
+  rememberRelease,
   requestKeyOf,
   sameFence,
   withOptional,
@@ -373,6 +375,7 @@ function releaseWrite(cmd: ReleaseCommand, now: number, sessions: Sessions, seen
       // A lease's entry: the sessions' count is unchanged (a session's grant ends with it).
       bumpVersion,
       set(LockAttr.releasedAt, now),
+      ...rememberRelease(cmd),
     ],
     gcFrom: gcFor(now, sessions),
   };
@@ -400,6 +403,9 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
             queued: queuedCount(old),
           },
         };
+      // This very release removed the entry already: answered as released.
+      if (releasedBefore(old, cmd))
+        return { outcome: { lock: cmd.name, remaining: 0, queued: queuedCount(old), again: true } };
       const refused = entryRefusal(old, cmd, now);
       if (refused) throw refused;
       const entry = mine as SharedEntry;

@@ -23,7 +23,7 @@ export const auditGrant = (event: AuditEvent, grant: Grant, fields: AuditFields 
   audit(event, { ...grantFields(grant), ...fields });
 
 /** The `release` event: the caller gave up its grant, or one re-entry of it. */
-export const auditRelease = (cmd: ReleaseCommand, remaining: number): void =>
+export const auditRelease = (cmd: ReleaseCommand, remaining: number, again = false): void =>
   audit('release', {
     lock: cmd.name,
     principal: cmd.owner,
@@ -31,6 +31,8 @@ export const auditRelease = (cmd: ReleaseCommand, remaining: number): void =>
     fencing_token: cmd.fencingToken,
     reason: remaining > 0 ? 'reentry-released' : 'released',
     remaining_reentries: remaining,
+    // A release sent again after it applied: the same release, logged as the first was.
+    ...(again ? { replayed: true } : {}),
   });
 
 /**

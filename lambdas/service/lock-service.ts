@@ -544,7 +544,8 @@ export class LockService {
       return { lock: cmd.name, remaining: 0, queued: handed };
     }
     const outcome = await this.run(cmd.name, releaseProtocolIn(cmd, this.clock.now()));
-    auditRelease(cmd, outcome.remaining);
+    auditRelease(cmd, outcome.remaining, outcome.again);
+    // Served again after a release sent again: the first may have failed to serve (its 503).
     if (outcome.remaining === 0 && outcome.queued > 0) {
       this.contended.saw(cmd.name);
       await this.handoff.serve(cmd.name);

@@ -191,6 +191,78 @@ describe('a release with waiters', () => {
   });
 });
 
+describe('a full release sent again after it applied (its answer lost, or a 503)', () => {
+  const releaseOf = (a: { owner: string; clientId: string; fencingToken: number }, releaseId = 'r1') => ({
+    name: LOCK,
+    owner: a.owner,
+    clientId: a.clientId,
+    fencingToken: a.fencingToken,
+    releaseId,
+  });
+
+  it('whose serving of the queue failed (503): the retry is answered released and serves the queue', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h, h.instance());
+    const other = h.instance();
+    const queue = h.memory.queue.bind(h.memory);
+    vi.spyOn(h.memory, 'queue').mockImplementationOnce(async () => {
+      throw new LatchkeyError('UNAVAILABLE', 'throttled', undefined, 100);
+    });
+    await expect(other.locks.release(releaseOf(a))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(liveHolder(h.item, h.now)).toBeUndefined(); // applied: free, its queue not served
+    vi.spyOn(h.memory, 'queue').mockImplementation(queue);
+    await expect(other.locks.release(releaseOf(a))).resolves.toMatchObject({ lock: LOCK, remaining: 0 });
+    expectHandedToB(h, a.fencingToken);
+  });
+
+  it('handed on in one transaction, then sent again: released, on either instance, and nothing changes', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    await h.services.locks.release(releaseOf(a));
+    expectHandedToB(h, a.fencingToken);
+    const after = structuredClone(h.item);
+    for (const services of [h.services, h.instance()])
+      await expect(services.locks.release(releaseOf(a))).resolves.toMatchObject({ lock: LOCK, remaining: 0 });
+    expect(h.item).toEqual(after);
+    expectHandedToB(h, a.fencingToken);
+  });
+
+  it('only that very release: another release_id, another token or another principal is still refused', async () => {
+    const h = new QueueHarness();
+    const a = await contended(h);
+    await h.services.locks.release(releaseOf(a));
+    const after = structuredClone(h.item);
+    await expect(h.services.locks.release(releaseOf(a, 'r2'))).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    await expect(
+      h.services.locks.release({ ...releaseOf(a), fencingToken: a.fencingToken - 1 }),
+    ).rejects.toMatchObject({ code: 'NOT_HOLDER' });
+    // Another principal naming the same token and release_id: refused as ever (b's principal holds it).
+    await expect(
+      h.services.locks.release({ ...releaseOf(a), owner: 'arn:aws:iam::111111111111:user/mallory' }),
+    ).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // Without a release_id (an older client) nothing is remembered: refused as before.
+    await expect(h.services.locks.release({ ...releaseOf(a), releaseId: undefined })).rejects.toMatchObject({
+      code: 'NOT_HOLDER',
+    });
+    expect(h.item).toEqual(after);
+  });
+
+  it('a free lock without waiters, and a shared grant: the same', async () => {
+    const h = new QueueHarness();
+    const a = await h.hold('a', { ttl: 5_000 });
+    await h.services.locks.release(releaseOf(a));
+    await expect(h.services.locks.release(releaseOf(a))).resolves.toMatchObject({ remaining: 0, queued: 0 });
+    const s = await h.hold('s', { ttl: 5_000, mode: 'shared' });
+    await h.services.locks.release({ ...releaseOf(s), mode: 'shared' });
+    await expect(h.services.locks.release({ ...releaseOf(s), mode: 'shared' })).resolves.toMatchObject({
+      remaining: 0,
+    });
+    await expect(h.services.locks.release({ ...releaseOf(s, 'r9'), mode: 'shared' })).rejects.toMatchObject({
+      code: 'NOT_HOLDER',
+    });
+  });
+});
+
 describe('a retried release of a re-entered grant, with waiters (its answer lost)', () => {
   it('is answered as applied on an instance that saw the lock contended: the outer scope keeps the lock', async () => {
     const h = new QueueHarness();
