@@ -609,6 +609,15 @@ export class Handoff {
       await this.ring(waiter);
       return true;
     }
+    await this.tellEnded({ ...waiter, connectionId: waiter.connectionId }, reason);
+    return true;
+  }
+
+  /** Tells a WebSocket waiter that its wait ended (it left the queue) for `reason`. */
+  async tellEnded(
+    waiter: { readonly lock: string; readonly requestId: string; readonly connectionId: string },
+    reason: EndReason,
+  ): Promise<void> {
     const frame =
       reason === 'session-ended'
         ? errorFrame(
@@ -620,7 +629,6 @@ export class Handoff {
           )
         : timeoutFrame(waiter.lock, waiter.requestId);
     await this.pusher.push(waiter.connectionId, frame);
-    return true;
   }
 
   /** Tells the waiter; an HTTP waiter reads its record, so only a WebSocket waiter can be gone. */

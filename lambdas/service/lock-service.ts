@@ -125,6 +125,18 @@ export interface PendingWait extends RequestIdentity {
   readonly mode?: LockMode;
 }
 
+/** How many times conclude follows a request that retries keep moving to other connections. */
+const MAX_MOVES_FOLLOWED = 3;
+
+/** A request still queued under another attempt (a retry moved it): this one's outcome is unknown. */
+const stillQueuedElsewhere = (wait: PendingWait) =>
+  new LatchkeyError(
+    'UNAVAILABLE',
+    `request ${wait.requestId} is still waiting for ${wait.lock} through another attempt of it (a retry moved it to another connection): send it again for its outcome`,
+    undefined,
+    100,
+  );
+
 /** The check, inside a wait's transaction, that the connection it names is open and its caller's. */
 const connectionCheck = (w: Waiter): Step[] =>
   w.connectionId === undefined
@@ -708,9 +720,28 @@ export class LockService {
    * leaves the queue, or, if it was granted first, that grant is the answer.
    */
   async conclude(wait: PendingWait, reason: EndReason): Promise<AcquireOutcome | Ended> {
-    if (await this.handoff.leave(wait, reason, this.clock.now())) return this.notAcquired(wait, reason);
-    // Gone from the queue at the last moment: served, or ended by someone else.
-    return this.answer(wait, requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey))));
+    let place = wait;
+    for (let moves = 0; moves < MAX_MOVES_FOLLOWED; moves++) {
+      if (await this.handoff.leave(place, reason, this.clock.now())) {
+        // Ended where a retry had moved it (another connection): that attempt is told too.
+        const { connectionId } = place;
+        if (connectionId !== undefined && connectionId !== wait.connectionId)
+          await this.handoff.tellEnded({ ...place, connectionId }, reason).catch((error: unknown) =>
+            // Ended either way: that attempt reads its record when it asks again.
+            log('warn', 'could not tell a moved wait that it ended', {
+              lock: wait.lock,
+              ...describeError(error),
+            }),
+          );
+        return this.notAcquired(wait, reason);
+      }
+      // Gone from that place at the last moment: served, ended by someone else, or moved by a retry
+      // on another connection (moveDeliverySteps): then it is ended where it is now.
+      const record = requestOf(await this.storage.read(requestRef(wait.lock, wait.requestKey)));
+      if (record?.state !== 'queued') return this.answer(wait, record);
+      place = { ...wait, order: record.order, deadline: record.deadline, connectionId: record.connectionId };
+    }
+    throw stillQueuedElsewhere(wait);
   }
 
   /**
@@ -935,7 +966,9 @@ export class LockService {
         );
       return this.notAcquired(wait, record.reason);
     }
-    if (record?.state === 'queued') return this.notAcquired(wait, 'timeout'); // moved places: not this wait
+    // Still queued, at another place or connection (a retry moved it): its outcome is not known yet,
+    // and "not acquired" would be wrong if it is granted there. This attempt is told to ask again.
+    if (record?.state === 'queued') throw stillQueuedElsewhere(wait);
     // No record: the wait was never recorded, or its record was collected after the retention period.
     return this.notAcquired(wait, 'timeout');
   }

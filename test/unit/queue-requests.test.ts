@@ -106,6 +106,36 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
     expect(h.item?.queued).toBe(0);
   });
 
+  it('an HTTP attempt whose request a retry moved to a WebSocket connection ends it there as its wait runs out', async () => {
+    const { h, a, first } = await waiting(); // over HTTP: no connection
+    const moved = await h.wait('b', { requestId: 'rb', waitMs: 10_000, connection: 'c2' });
+    expect(moved).toMatchObject({ kind: 'queued' });
+    h.now += 1_000; // the HTTP attempt's own wait runs out (as poll() concludes it at its end)
+    const answer = await h.services.locks.conclude(first.wait, 'timeout');
+    expect(answer).toMatchObject({ acquired: false, ended: 'timeout' });
+    // Answered "not acquired": nothing of the request is left to grant, and the connection is told.
+    expect(h.record('b', 'rb')).toMatchObject({ state: 'ended', reason: 'timeout' });
+    expect(h.waiters()).toEqual([]);
+    expect(h.framesTo('c2', 'timeout')).toHaveLength(1);
+    await h.release(a);
+    expect(h.item?.holder).toBeUndefined();
+    expect(h.framesTo('c2', 'granted')).toHaveLength(0);
+  });
+
+  it('an attempt that finds its request still queued under another attempt is told to ask again, never "not acquired"', async () => {
+    const { h, a, first } = await waiting({ connection: 'c1' });
+    // Every leave is refused as if a retry kept moving it: the outcome is unknown, so 503.
+    const leave = h.services.handoff.leave.bind(h.services.handoff);
+    h.services.handoff.leave = async () => false;
+    await expect(h.services.locks.conclude(first.wait, 'cancelled')).rejects.toMatchObject({
+      code: 'UNAVAILABLE',
+    });
+    h.services.handoff.leave = leave;
+    expect(h.record('b', 'rb')).toMatchObject({ state: 'queued' });
+    await h.release(a);
+    expect(h.framesTo('c1', 'granted')).toHaveLength(1);
+  });
+
   it('a wait that ends just after a grant slipped in is answered with that grant', async () => {
     const { h, a, first } = await waiting();
     await h.release(a); // b is granted...
