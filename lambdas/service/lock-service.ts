@@ -840,7 +840,7 @@ export class LockService {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const decision = decideAcquireIn(cmd, seen, this.clock.now());
       if (decision.kind === 'answer') return decision.outcome;
-      if (decision.kind === 'reenter') return this.reenter(cmd, seen);
+      if (decision.kind === 'reenter') return this.reenterInSession(cmd, seen);
       const grant = await this.grantInTransaction(cmd, seen, undefined);
       if (grant.kind === 'granted') return grant.outcome;
       if (grant.kind === 'lock') seen = grant.seen;
@@ -902,6 +902,19 @@ export class LockService {
     if (record && refusedAt(result, steps.length - 1))
       return { kind: 'record', record: oldAt(result, steps.length - 1) };
     return { kind: 'lock', seen: oldAt(result, 0) };
+  }
+
+  /**
+   * A re-entry of a lock held through a session, answered only if the session still lives after it:
+   * a session ends before its locks are released (two writes), and a re-entry in between must not
+   * be answered as a grant. The count it added goes with the session's release (all re-entries at once).
+   */
+  private async reenterInSession(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {
+    const outcome = await this.reenter(cmd, seen);
+    if (cmd.tenure.kind !== 'session') return outcome;
+    const refused = await this.sessions.refusesLocks(cmd.tenure.sessionId, cmd.owner, cmd.clientId);
+    if (refused) throw refused;
+    return outcome;
   }
 
   private async reenter(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {

@@ -10,7 +10,7 @@
 
 import { openAndOwnedBy } from '../core/connection';
 import { LatchkeyError } from '../core/errors';
-import type { Item } from '../core/expr';
+import { evaluate, type Item } from '../core/expr';
 import { connectionRef, sessionLockRef, sessionRef, updateStep } from '../core/items';
 import { lastFencingToken, liveHolder, queuedCount, sessionReleaseWrite } from '../core/lock';
 import {
@@ -26,6 +26,7 @@ import {
   sessionDueAt,
   sessionOfItem,
   sessionState,
+  sessionTakesLocks,
   sweptWrite,
 } from '../core/session';
 import { sessionSharedReleaseVariant, sessionSharedReleaseWrite } from '../core/shared-lock';
@@ -142,6 +143,18 @@ export class Sessions {
   }
 
   /** Why a grant held through session `id` was refused (its check failed): the error to answer with. */
+  /**
+   * Why the session no longer takes locks for this caller (ended, expired, or not its), by a
+   * consistent read now, with the very condition a grant through it checks; undefined while it does.
+   */
+  async refusesLocks(id: string, owner: string, clientId: string): Promise<LatchkeyError | undefined> {
+    const item = await this.storage.read(sessionRef(id));
+    const now = this.clock.now();
+    return evaluate(sessionTakesLocks(owner, clientId, now), item)
+      ? undefined
+      : refusal(id, owner, clientId, item, now);
+  }
+
   async whyRefused(id: string, owner: string, clientId: string): Promise<LatchkeyError> {
     const item = await this.storage.read(sessionRef(id));
     return refusal(id, owner, clientId, item, this.clock.now());

@@ -6,7 +6,9 @@
  * storage (which keeps the same TTL attribute DynamoDB would).
  */
 import { describe, expect, it } from 'vitest';
+import { sessionRef } from '../../lambdas/core/items';
 import { liveHolder } from '../../lambdas/core/lock';
+import { endWrite } from '../../lambdas/core/session';
 import { GC_ATTRIBUTE } from '../../lambdas/store/table';
 import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
 
@@ -82,5 +84,31 @@ describe('a lock held through a session', () => {
       clientId: 'standby',
       fencingToken: grant.fencingToken + 1,
     });
+  });
+
+  it('is not re-entered through its session once that ended, before its locks were released', async () => {
+    const { h, s, grant } = await leader(1_000);
+    const reentry = () =>
+      h.services.locks.acquire({ ...h.command('leader', { session: s.id }), reentrant: true });
+    // While it lives, a re-entry through it counts up.
+    expect(await reentry()).toMatchObject({
+      kind: 'done',
+      outcome: { acquired: true, grant: { reentry: 2 } },
+    });
+    // It expires, and its end is written; the release of its locks is a write of its own, after.
+    h.now += 1_000;
+    expect(
+      (
+        await h.memory.write(
+          sessionRef(s.id),
+          endWrite({ owner: OWNER, clientId: 'leader' }, 'expired', h.now),
+        )
+      ).ok,
+    ).toBe(true);
+    await expect(reentry()).rejects.toMatchObject({ code: 'SESSION_EXPIRED' });
+    // The release that follows frees the lock whole, whatever was counted.
+    await h.services.sessions.expire(s.id, h.now);
+    expect(liveHolder(h.item, h.now)).toBeUndefined();
+    expect(h.item?.fence).toBe(grant.fencingToken);
   });
 });
