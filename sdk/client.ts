@@ -208,6 +208,17 @@ export interface WaitGraph {
 const attemptTimeoutMs = (ms: number) => Math.max(500, Math.min(35_000, ms / 3));
 const heldAs = (lease: Lease): { mode?: 'shared' } => (lease.mode === 'shared' ? { mode: 'shared' } : {});
 
+/**
+ * A release of `lease`: one release_id for every release of this lease object, and every retry of
+ * each, so one applied already (its answer lost) is answered, never applied twice.
+ */
+const releaseBody = (lease: Lease) => ({
+  client_id: lease.clientId,
+  fencing_token: lease.fencingToken,
+  ...heldAs(lease),
+  release_id: releaseIdOf(lease),
+});
+
 /** The default holder name: hostname-pid-random, with whatever the service would refuse replaced. */
 const defaultClientId = () => `${asIdentifier(hostname(), 64)}-${process.pid}-${randomUUID().slice(0, 8)}`;
 
@@ -446,19 +457,7 @@ export class LockClient {
       // down twice).
       const answer = await trackRelease(
         lease,
-        () =>
-          this.call(
-            'POST',
-            lockPath(lease.name, 'release'),
-            {
-              client_id: lease.clientId,
-              fencing_token: lease.fencingToken,
-              ...heldAs(lease),
-              release_id: releaseIdOf(lease),
-            },
-            undefined,
-            lease.name,
-          ),
+        () => this.call('POST', lockPath(lease.name, 'release'), releaseBody(lease), undefined, lease.name),
         () => true,
       );
       return { remainingReentries: Number(answer?.remaining_reentries ?? 0) };
@@ -484,12 +483,7 @@ export class LockClient {
           this.transport.send(
             'POST',
             lockPath(lease.name, 'release'),
-            {
-              client_id: lease.clientId,
-              fencing_token: lease.fencingToken,
-              ...heldAs(lease),
-              release_id: releaseIdOf(lease),
-            },
+            releaseBody(lease),
             // Quiet: nobody asked for it (a withLock's end, a grant nobody waits for), and a failure is not said.
             { attempts: 3, timeoutMs: 3_000, quiet: true },
           ),
