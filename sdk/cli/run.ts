@@ -240,15 +240,41 @@ function startWatchdog(pgid: number, graceMs: number, lock: string): ChildProces
  */
 export const stopMarginFor = (ttlMs: number, killGraceMs: number) => killGraceMs + safetyMarginMs(ttlMs);
 
+/** Whether a lease of `ttlMs` leaves a command stopped within `killGraceMs` room, with a third of it to renew in. */
+const graceFits = (ttlMs: number, killGraceMs: number) => stopMarginFor(ttlMs, killGraceMs) * 3 < ttlMs * 2;
+
+/** `ms` rounded up to what formatDuration prints exactly (a tenth of its unit), so the figure printed holds. */
+const roundUpAsPrinted = (ms: number) => {
+  const step = ms < 59_950 ? 100 : ms < 3_597_000 ? 6_000 : 360_000;
+  return Math.ceil(ms / step) * step;
+};
+
+/**
+ * The least --ttl that fits `killGraceMs`, as printed (and not below the service's default least
+ * ttl, 1 s). Fitting only grows with the ttl (its margin grows by a tenth of it, the room by two
+ * thirds), so a search finds the edge.
+ */
+export function leastTtlFor(killGraceMs: number): number {
+  let fits = 1_000;
+  while (!graceFits(fits, killGraceMs)) fits *= 2;
+  let short = 0;
+  while (fits - short > 1) {
+    const mid = Math.floor((short + fits) / 2);
+    if (graceFits(mid, killGraceMs)) fits = mid;
+    else short = mid;
+  }
+  return Math.max(1_000, roundUpAsPrinted(fits));
+}
+
 /** Why `ttlMs` cannot hold a command stopped within `killGraceMs` (a renewal needs a third of the ttl), or undefined. */
 export function graceRefusal(ttlMs: number, killGraceMs: number): string | undefined {
-  const margin = stopMarginFor(ttlMs, killGraceMs);
-  if (margin * 3 < ttlMs * 2) return undefined;
+  const least = leastTtlFor(killGraceMs);
+  // Below the service's least ttl, and the grace would fit that: the service's refusal says what to give.
+  if (graceFits(ttlMs, killGraceMs) || (ttlMs < 1_000 && least === 1_000)) return undefined;
   return (
     `--kill-grace ${formatDuration(killGraceMs)} does not fit in --ttl ${formatDuration(ttlMs)}: a lost lease must ` +
-    `leave the command ${formatDuration(margin)} to stop before the lease ends, and renewals need a third of the ttl; ` +
-    // Not below the service's default least ttl, which would refuse it next.
-    `give a --ttl of at least ${formatDuration(Math.max(1_000, Math.floor(margin * 1.5) + 1))} or a shorter --kill-grace`
+    `leave the command ${formatDuration(stopMarginFor(ttlMs, killGraceMs))} to stop before the lease ends, and renewals need a third of the ttl; ` +
+    `give a --ttl of at least ${formatDuration(least)} or a shorter --kill-grace`
   );
 }
 

@@ -5,9 +5,10 @@
 import { describe, expect, it, vi } from 'vitest';
 import { resolveEndpoints } from '../../sdk/cli/endpoints';
 import { errorView, leaseView, notAcquiredView, priorityNeedsWait, retryLine } from '../../sdk/cli/main';
-import { graceRefusal, waitingLine, waitingNote } from '../../sdk/cli/run';
+import { graceRefusal, leastTtlFor, waitingLine, waitingNote } from '../../sdk/cli/run';
 import { heldIn } from '../../sdk/cli/timed-out';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
+import { formatDuration, parseDuration } from '../../sdk/duration';
 import {
   DeadlockError,
   errorFromResponse,
@@ -381,11 +382,29 @@ describe('waitingLine', () => {
 
 describe('graceRefusal', () => {
   it('a --kill-grace that does not fit in --ttl: the ttl it suggests is one the service takes too', () => {
-    expect(graceRefusal(0, 0)).toMatch(/give a --ttl of at least 1s or a shorter --kill-grace$/);
+    // Below the service's least ttl with a grace that fits it: the service's own refusal says so.
+    expect(graceRefusal(0, 0)).toBeUndefined();
     expect(graceRefusal(3_000, 2_000)).toMatch(
       /^--kill-grace 2s does not fit in --ttl 3s: .*give a --ttl of at least 3\.\d+s/,
     );
     expect(graceRefusal(30_000, 5_000)).toBeUndefined();
+  });
+
+  it('the ttl it suggests fits, as printed, and is the least that does (to a tenth of a second)', () => {
+    for (const grace of [0, 1, 50, 999, 1_000, 2_000, 5_000, 12_345, 30_000, 60_000, 600_000]) {
+      const least = leastTtlFor(grace);
+      const printed = parseDuration(formatDuration(least));
+      expect(printed, `grace ${grace}`).toBe(least);
+      expect(graceRefusal(least, grace), `grace ${grace}`).toBeUndefined();
+      // Following the advice from any refused ttl ends there at once: no chain of suggestions.
+      // The figure printed just below it (a tenth of its unit) does not fit.
+      const step = least < 59_950 ? 100 : least < 3_597_000 ? 6_000 : 360_000;
+      for (const ttl of [1_000, least - step, Math.floor(least / 2)].filter((t) => t >= 1_000 && t < least))
+        expect(graceRefusal(ttl, grace)).toContain(`at least ${formatDuration(least)} `);
+    }
+    // The default --kill-grace 5s: about 8.83 s is the edge, printed 8.9s (8.8s does not fit).
+    expect(leastTtlFor(5_000)).toBe(8_900);
+    expect(graceRefusal(8_800, 5_000)).toBeDefined();
   });
 });
 
