@@ -120,7 +120,12 @@ function fromOutputsFile(file: string): Endpoints {
  * default, the local stack (start it with npm start); to use another, give --endpoint URL or set
  * LATCHKEY_ENDPOINT=URL".
  */
-export function endpointHint(api: 'http' | 'websocket', endpoints: Endpoints): string {
+export function endpointHint(
+  api: 'http' | 'websocket',
+  endpoints: Endpoints,
+  /** `wrong`: it answered as something else than latchkey; `unreachable`: nothing answered (maybe it is down). */
+  how: 'wrong' | 'unreachable' = 'wrong',
+): string {
   const [flag, variable, what] =
     api === 'http'
       ? ['--endpoint', 'LATCHKEY_ENDPOINT', 'the HTTP API endpoint']
@@ -131,7 +136,9 @@ export function endpointHint(api: 'http' | 'websocket', endpoints: Endpoints): s
     case 'flag':
       return `${what} was given with ${flag}: check that URL`;
     case 'env':
-      return `${what} came from ${from.variable}: fix ${from.variable}=URL, or give ${flag} URL`;
+      return how === 'unreachable'
+        ? `${what} came from ${from.variable}: check that it is where latchkey runs, or give ${flag} URL`
+        : `${what} came from ${from.variable}: fix ${from.variable}=URL, or give ${flag} URL`;
     case 'outputs':
       return `${what} came from ${from.file} (stack ${from.stack}); to use another, ${set}`;
     case 'local':

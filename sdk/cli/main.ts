@@ -141,11 +141,12 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
     ...(enclosing.length ? { enclosing } : {}),
     // A retry says so at once: a call that keeps failing (DynamoDB unavailable) takes a while.
     onWarning: (warning) => {
-      if (!(warning instanceof RetryWarning))
+      if (!(warning instanceof RetryWarning)) {
+        const how = endpointTrouble(warning);
         console.error(
-          `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s); ${endpointHint('websocket', endpoints)}`,
+          `latchkey: ${warning.message}: waiting over HTTP instead (each wait rejoins the queue every 25 s)${how ? `; ${endpointHint('websocket', endpoints, how)}` : ''}`,
         );
-      else if (sayRetries) {
+      } else if (sayRetries) {
         const line = retryLine(warning, endpoints);
         if (line !== undefined) console.error(line);
       }
@@ -181,12 +182,23 @@ export function explain(error: unknown, endpoints = endpointsInUse): string {
   const message = cliMessage(error);
   if (!(error instanceof LatchkeyClientError) || !endpoints) return message;
   const api = endpointOf(error);
-  if (!api) return message;
+  const how = endpointTrouble(error);
+  if (!api || !how) return message;
   const said =
     api === 'http' && error instanceof UnavailableError && error.reason
       ? `latchkey at ${endpoints.http} is unreachable (${error.reason})`
       : message;
-  return `${said}; ${endpointHint(api, endpoints)}`;
+  return `${said}; ${endpointHint(api, endpoints, how)}`;
+}
+
+/**
+ * What an error about an endpoint says of the URL: nothing (undefined) when latchkey answered
+ * there and is only unavailable (a 5xx, a throttle: the URL is right, try again later);
+ * `unreachable` when nothing answered; else that it may be the wrong URL.
+ */
+function endpointTrouble(error: LatchkeyClientError): 'wrong' | 'unreachable' | undefined {
+  if (!(error instanceof UnavailableError)) return 'wrong';
+  return error.status === undefined ? 'unreachable' : undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the wire view of a lock

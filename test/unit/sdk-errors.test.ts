@@ -763,8 +763,13 @@ describe('the CLI says where an endpoint came from and how to set it', () => {
     );
     const env = resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:4000' });
     expect(explain(unreachable(env.http), env)).toBe(
-      'latchkey at http://127.0.0.1:4000 is unreachable (connect ECONNREFUSED 127.0.0.1:4000); the HTTP API endpoint came from LATCHKEY_ENDPOINT: fix LATCHKEY_ENDPOINT=URL, or give --endpoint URL',
+      'latchkey at http://127.0.0.1:4000 is unreachable (connect ECONNREFUSED 127.0.0.1:4000); the HTTP API endpoint came from LATCHKEY_ENDPOINT: check that it is where latchkey runs, or give --endpoint URL',
     );
+    // latchkey answered there, unavailable for now (a 5xx, a throttle): the URL is right, no hint.
+    const down = new UnavailableError('DynamoDB is unavailable', 503, { endpoint: env.http });
+    expect(explain(down, env)).toBe('DynamoDB is unavailable');
+    const wsDown = handshakeRefusal(new URL('ws://127.0.0.1:3001/v1'), 500, 'Internal Server Error', 'me');
+    expect(explain(wsDown, env)).toMatch(/answered 500 \(Internal Server Error\): try again later$/);
     const flag = resolveEndpoints({ endpoint: 'http://127.0.0.1:4000' }, {});
     expect(explain(unreachable(flag.http), flag)).toMatch(
       /the HTTP API endpoint was given with --endpoint: check that URL$/,
