@@ -1,4 +1,5 @@
 /** The `latchkey` command line, built only on the SDK. */
+import { createRequire } from 'node:module';
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MAX_HOLDERS_LIMIT } from '../arguments';
@@ -489,9 +490,14 @@ export function runTargets(
   return { names: [...new Set([...before, ...locks])], command: tail };
 }
 
+/** The client package's version: its package.json is one directory up from cli/ and dist/ alike. */
+export const CLIENT_VERSION = (createRequire(import.meta.url)('../package.json') as { version: string })
+  .version;
+
 export function program(): Command {
   const cli = new Command('latchkey')
     .description('Distributed locks with fencing tokens on AWS (latchkey).')
+    .version(CLIENT_VERSION, '-V, --version', 'print the version of this client')
     .option(
       '--endpoint <url>',
       'HTTP API URL (default: $LATCHKEY_ENDPOINT, the CDK outputs file, or the local stack)',

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { getEventListeners } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -732,6 +732,19 @@ describe('endpoints that are wrong or unreachable say what to fix', () => {
     expect(error.message).toMatch(
       /answered 404 to GET \/api\/v1\/locks\/jobs\/a: is it latchkey\? The endpoint must be the HTTP API's URL/,
     );
+  });
+});
+
+describe('latchkey --version', () => {
+  it("prints the client package's version", () => {
+    const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '../../sdk/package.json'), 'utf8'));
+    expect(program().version()).toBe(version);
+    const written: string[] = [];
+    const cli = program()
+      .exitOverride()
+      .configureOutput({ writeOut: (text) => void written.push(text) });
+    expect(() => cli.parse(['node', 'latchkey', '--version'])).toThrow(version);
+    expect(written.join('')).toBe(`${version}\n`);
   });
 });
 
