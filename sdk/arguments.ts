@@ -56,15 +56,43 @@ export function wholeMs(what: string, value: unknown, options: { infinite?: bool
   return Math.round(value);
 }
 
-/** The options object of a call: absent is `{}`; a number or a string is a mistake worth naming. */
-export function optionsArg<T extends object>(call: string, value: T | undefined, example: string): T {
+/**
+ * The options object of a call: absent is `{}`; a number or a string is a mistake worth naming, and
+ * so is a key the call does not take (`ttl` for `ttlMs` would otherwise leave the default in force
+ * without a word, where the HTTP API refuses an unknown field). `known`: the keys it takes.
+ */
+export function optionsArg<T extends object>(
+  call: string,
+  value: T | undefined,
+  example: string,
+  known: readonly string[],
+): T {
   if (value === undefined || value === null) return {} as T;
   if (typeof value !== 'object' || Array.isArray(value))
     throw new InvalidArgumentError(
       'options',
       `${call}: options must be an object, e.g. ${example} (got ${shown(value)})`,
     );
+  const unknown = Object.keys(value).find((key) => !known.includes(key));
+  if (unknown !== undefined) {
+    const near = nearestKey(unknown, known);
+    throw new InvalidArgumentError(
+      unknown,
+      `${call}: no option ${unknown}${near ? ` (did you mean ${near}?)` : ''}; it takes ${known.join(', ')}`,
+    );
+  }
   return value;
+}
+
+/** The known key an unknown one was likely meant as: the same but for case, `_` and a `Ms` suffix, or a prefix. */
+function nearestKey(key: string, known: readonly string[]): string | undefined {
+  const bare = (k: string) => k.toLowerCase().replace(/_/g, '').replace(/ms$/, '');
+  return (
+    known.find((k) => bare(k) === bare(key)) ??
+    known.find(
+      (k) => bare(key).length >= 3 && (bare(k).startsWith(bare(key)) || bare(key).startsWith(bare(k))),
+    )
+  );
 }
 
 /**

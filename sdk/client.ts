@@ -55,7 +55,7 @@ import {
 import { asIdentifier } from './names';
 import { isOwnHold, OwnHoldError, OwnReleases, ownHoldRetryAfterMs, type ReleaseWatch } from './own-holds';
 import { lostOnRelease, releaseIdOf, releaseStateOf, releasesSettled, trackRelease } from './release-state';
-import { Session, type SessionOptions } from './session';
+import { SESSION_OPTIONS, Session, type SessionOptions } from './session';
 import { SignedTransport, sleep } from './transport';
 import { WsWaiter } from './ws-waiter';
 
@@ -206,6 +206,28 @@ export interface WaitGraph {
  */
 /** A renewal attempt's timeout for a lease with `ms` left: a third of it, from 0.5 s to 35 s. */
 const attemptTimeoutMs = (ms: number) => Math.max(500, Math.min(35_000, ms / 3));
+/** The options each call takes (anything else is refused: a misspelt one would leave its default in force). */
+const MODE_OPTIONS = ['mode', 'maxHolders'] as const;
+const TRY_OPTIONS = ['ttlMs', 'reentrant', ...MODE_OPTIONS, 'sessionId'];
+const ACQUIRE_OPTIONS = [
+  'ttlMs',
+  'waitTimeoutMs',
+  'priority',
+  'signal',
+  'holding',
+  ...MODE_OPTIONS,
+  'sessionId',
+];
+const WITH_LOCK_OPTIONS = [
+  'ttlMs',
+  'waitTimeoutMs',
+  'priority',
+  'signal',
+  'holding',
+  ...MODE_OPTIONS,
+  'stopMarginMs',
+];
+
 const heldAs = (lease: Lease): { mode?: 'shared' } => (lease.mode === 'shared' ? { mode: 'shared' } : {});
 
 /**
@@ -298,7 +320,7 @@ export class LockClient {
     checked?: LockWant,
   ): Promise<Lease | LockHeldError> {
     nameArg(call, name);
-    const options = optionsArg(call, given, '{ ttlMs: 30_000 }');
+    const options = optionsArg(call, given, '{ ttlMs: 30_000 }', TRY_OPTIONS);
     const reentrant = booleanArg('reentrant', options.reentrant);
     // withLock and withLocks check the mode up front and pass it on.
     const want = checked ?? wantArg(options);
@@ -333,7 +355,12 @@ export class LockClient {
    */
   async acquire(name: string, options?: AcquireOptions & { sessionId?: string }): Promise<Lease> {
     nameArg('acquire', name);
-    const checked = optionsArg('acquire', options, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+    const checked = optionsArg(
+      'acquire',
+      options,
+      '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }',
+      ACQUIRE_OPTIONS,
+    );
     return this.acquireIn(name, checked, wantArg(checked));
   }
 
@@ -506,7 +533,7 @@ export class LockClient {
     leaseArg('renew', lease);
     const given =
       typeof options === 'object' && options !== null
-        ? optionsArg('renew', options, '{ ttlMs: 30_000 }')
+        ? optionsArg('renew', options, '{ ttlMs: 30_000 }', ['ttlMs', 'signal'])
         : { ttlMs: options };
     const { ttlMs } = given;
     const signal = signalArg('signal' in given ? given.signal : undefined);
@@ -571,7 +598,12 @@ export class LockClient {
         'fn',
         `withLock(name, options, fn): fn must be a function (lease, signal) => ..., run while the lock is held (got ${shown(fn)})`,
       );
-    const options = optionsArg('withLock', given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+    const options = optionsArg(
+      'withLock',
+      given,
+      '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }',
+      WITH_LOCK_OPTIONS,
+    );
     const want = wantArg(options);
     const waitTimeoutMs = wholeMs('waitTimeoutMs', options.waitTimeoutMs ?? 0, { infinite: true });
     let lease: Lease;
@@ -664,13 +696,13 @@ export class LockClient {
 
   /** Opens a session: one heartbeat keeps every lock taken in it (default ttl 30 s; see SessionOptions). */
   session(options?: SessionOptions): Promise<Session> {
-    return Session.open(this, optionsArg('session', options, '{ ttlMs: 15_000 }'));
+    return Session.open(this, optionsArg('session', options, '{ ttlMs: 15_000 }', SESSION_OPTIONS));
   }
 
   /** The lock, its holder and its queue (GET /api/v1/locks/{name}). */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async inspect(name: string, options?: { signal?: AbortSignal; attempts?: number }): Promise<any> {
-    const given = optionsArg('inspect', options, '{ signal }');
+    const given = optionsArg('inspect', options, '{ signal }', ['signal', 'attempts']);
     return this.call('GET', `/api/v1/locks/${nameArg('inspect', name)}`, undefined, {
       ...(given.signal === undefined ? {} : { signal: signalArg(given.signal) }),
       ...(given.attempts === undefined ? {} : { attempts: attemptsArg(given.attempts) }),
@@ -736,7 +768,7 @@ export class LockClient {
         'reason',
         `forceRelease: needs a reason: a non-empty string, recorded with your identity in the service log (got ${shown(reason)})`,
       );
-    const { fencingToken } = optionsArg('forceRelease', options, '{ fencingToken: 42 }');
+    const { fencingToken } = optionsArg('forceRelease', options, '{ fencingToken: 42 }', ['fencingToken']);
     if (fencingToken !== undefined && (!Number.isSafeInteger(fencingToken) || fencingToken < 1))
       throw new InvalidArgumentError(
         'fencingToken',
@@ -763,7 +795,11 @@ export class LockClient {
    */
   // biome-ignore lint/suspicious/noExplicitAny: the wire view, documented in the README
   async listSessions(options: ListSessionsOptions = {}): Promise<any[]> {
-    const { principal, clientId, limit = 1_000 } = optionsArg('listSessions', options, '{ limit: 100 }');
+    const {
+      principal,
+      clientId,
+      limit = 1_000,
+    } = optionsArg('listSessions', options, '{ limit: 100 }', ['principal', 'clientId', 'limit']);
     if (!Number.isInteger(limit) || limit < 1)
       throw new InvalidArgumentError(
         'limit',

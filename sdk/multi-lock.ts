@@ -166,7 +166,16 @@ export function withLocksOptions(
       }
     | undefined,
 ): CheckedOptions {
-  const options = optionsArg(call, given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }');
+  const options = optionsArg(call, given, '{ ttlMs: 30_000, waitTimeoutMs: 60_000 }', [
+    'ttlMs',
+    'waitTimeoutMs',
+    'priority',
+    'signal',
+    'stopMarginMs',
+    // Refused below with where they go instead.
+    'mode',
+    'maxHolders',
+  ]);
   for (const key of ['mode', 'maxHolders'] as const)
     if ((options as Record<string, unknown>)[key] !== undefined)
       throw new InvalidArgumentError(

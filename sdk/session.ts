@@ -11,6 +11,9 @@ import type { Lease, ReleaseResult } from './lease';
 import { safetyMarginMs } from './lease-keeper';
 import type { LockMode } from './multi-lock';
 
+/** The options `session()` takes (anything else is refused). */
+export const SESSION_OPTIONS = ['ttlMs', 'graceMs', 'lockDelayMs'];
+
 export interface SessionOptions {
   /**
    * How long the session lives without a heartbeat, in ms (rounded); heartbeats go every third of
@@ -101,7 +104,7 @@ export class Session {
   }
 
   static async open(client: SessionHost, given?: SessionOptions): Promise<Session> {
-    const options = optionsArg('session', given, '{ ttlMs: 15_000 }');
+    const options = optionsArg('session', given, '{ ttlMs: 15_000 }', SESSION_OPTIONS);
     const body = {
       client_id: client.clientId,
       ttl_ms: wholeMs('ttlMs', options.ttlMs ?? DEFAULT_TTL_MS),
@@ -118,7 +121,7 @@ export class Session {
   /** The lock, tied to this session, if it is free now (in `options.mode`, default exclusive); else null. */
   async tryAcquire(name: string, given?: SessionLockOptions): Promise<Lease | null> {
     nameArg('session.tryAcquire', name);
-    const options = optionsArg('session.tryAcquire', given, "{ mode: 'shared' }");
+    const options = optionsArg('session.tryAcquire', given, "{ mode: 'shared' }", ['mode', 'maxHolders']);
     return this.client.tryAcquire(name, { sessionId: this.id, ...modeOptions(options) });
   }
 
@@ -128,7 +131,13 @@ export class Session {
    */
   async acquire(name: string, given?: SessionAcquireOptions): Promise<Lease> {
     nameArg('session.acquire', name);
-    const options = optionsArg('session.acquire', given, '{ waitTimeoutMs: 60_000 }');
+    const options = optionsArg('session.acquire', given, '{ waitTimeoutMs: 60_000 }', [
+      'mode',
+      'maxHolders',
+      'waitTimeoutMs',
+      'priority',
+      'signal',
+    ]);
     const signal = signalArg(options.signal);
     const mode = modeOptions(options);
     return this.client.acquire(name, {

@@ -291,6 +291,35 @@ describe('a wrong argument is an InvalidArgumentError saying what was expected',
       /mode must be 'exclusive' \(one holder, the default\) or 'shared'/,
     );
     await refused(() => client.tryAcquire('x', { maxHolders: 2 }), 'maxHolders', /takes mode: 'shared'/);
+    // An option a call does not take is refused, not ignored (its default would be in force unseen).
+    const loose = (options: object) => options as never;
+    await refused(
+      () => client.tryAcquire('x', loose({ ttl: 5_000 })),
+      'ttl',
+      /^tryAcquire: no option ttl \(did you mean ttlMs\?\); it takes ttlMs, reentrant, mode, maxHolders, sessionId$/,
+    );
+    await refused(
+      () => client.acquire('x', loose({ wait_timeout_ms: 1 })),
+      'wait_timeout_ms',
+      /mean waitTimeoutMs/,
+    );
+    await refused(
+      () => client.withLock('x', loose({ timeout: 1 }), async () => {}),
+      'timeout',
+      /no option timeout;/,
+    );
+    await refused(
+      () => client.withLock('x', loose({ reentrant: true }), async () => {}),
+      'reentrant',
+      /it takes ttlMs/,
+    );
+    await refused(() => client.renew(lease(5_000), loose({ ttl: 1 })), 'ttl', /renew: no option ttl/);
+    await refused(() => client.session(loose({ grace: 1 })), 'grace', /mean graceMs/);
+    await refused(
+      () => client.withLocks(['a'], loose({ ttl: 1 }), async () => {}),
+      'ttl',
+      /withLocks: no option ttl/,
+    );
     await refused(() => client.forceRelease('x', undefined as unknown as string), 'reason', /needs a reason/);
     await refused(() => client.list('', 0), 'limit', /positive integer/);
     await refused(() => client.list(7 as unknown as string), 'prefix', /prefix must be a string/);
