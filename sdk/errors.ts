@@ -71,7 +71,11 @@ export class LockHeldError extends LatchkeyClientError {
     super(
       blockedBy
         ? `lock ${lock} is not available: ${blockedBy.reason}${holder ? ` (by ${holder})` : ''}`
-        : `lock ${lock} ${heldText(holder, shared)}`,
+        : `lock ${lock} ${heldText(holder, shared)}${
+            holderSummary?.mine && !shared
+              ? ': this client itself holds it; release that hold first, or take it again with tryAcquire(name, { reentrant: true })'
+              : ''
+          }`,
       'LOCK_HELD',
       200,
       true,

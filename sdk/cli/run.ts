@@ -519,7 +519,8 @@ export async function runLocked(
     );
     return EXIT.NOT_ACQUIRED;
   }
-  // Signals go to the command once it runs; before that, they end the wait (and latchkey).
+  // Signals go to the command once it runs; before that, they end the wait (and latchkey), but for
+  // USR1 and USR2, which are ignored.
   const waiting = new AbortController();
   let group: CommandGroup | undefined;
   let signalled: NodeJS.Signals | undefined;
@@ -529,6 +530,11 @@ export async function runLocked(
     if (last?.sig === sig && now - last.at < SAME_SIGNAL_MS) return;
     last = { sig, at: now };
     if (group) group.signal(sig);
+    // USR1/USR2 ask a running program for something (reopen its logs, say), not to stop: no reason
+    // to end the wait. Not kept for the command either: sent as it starts, before it can have set a
+    // handler, it would kill it (their default action).
+    else if (sig === 'SIGUSR1' || sig === 'SIGUSR2')
+      options.say(`latchkey: ${sig} while waiting for ${name}: ignored (no command runs yet)`);
     else {
       signalled = sig;
       waiting.abort(new Error(`${sig} while waiting for ${name}`));

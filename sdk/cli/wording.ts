@@ -71,7 +71,12 @@ export function cliMessage(error: unknown): string {
   }
   if (error instanceof LockHeldError) {
     const h = error.holderSummary;
-    return h ? `${error.message}${holderTail(h, error.shared)}` : error.message;
+    if (!h) return error.message;
+    // The SDK's own-hold advice names SDK calls: the tail says it in the CLI's terms.
+    const what = error.blockedBy
+      ? error.message
+      : `lock ${error.lock} ${heldText(error.holder, error.shared)}`;
+    return `${what}${holderTail(h, error.shared)}`;
   }
   if (error instanceof MaxHoldersMismatchError) {
     const n = error.maxHoldersInForce;

@@ -267,9 +267,15 @@ describe('latchkey run', () => {
     });
     // Started and queued (its signal handlers are in place by then): however long that takes here.
     await expect.poll(async () => (await holder.inspect(name)).queued, { timeout: 20_000 }).toBe(1);
+    // USR1 and USR2 (a log rotation's, say) do not end the wait: it is still queued after them.
+    process.kill(pid, 'SIGUSR1');
+    process.kill(pid, 'SIGUSR2');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await holder.inspect(name)).queued).toBe(1);
     process.kill(pid, 'SIGTERM');
     const r = await running;
     expect(r.code).toBe(143);
+    expect(r.stderr).toMatch(/SIGUSR1 while waiting for .*: ignored \(no command runs yet\)/);
     expect(() => readFileSync(marker)).toThrow();
     expect((await holder.inspect(name)).queued).toBe(0);
   });

@@ -176,6 +176,11 @@ describe('cliMessage', () => {
     expect(cliMessage(session)).toBe(
       'lock jobs/a is held by me (this client id), for as long as its session lives',
     );
+    // The SDK's message says it is the caller's own hold, and how to take it again, in SDK terms.
+    expect(session.message).toBe(
+      'lock jobs/a is held by me: this client itself holds it; release that hold first, or take it again with tryAcquire(name, { reentrant: true })',
+    );
+    expect(theirs.message).toBe('lock jobs/a is held by ops');
     // Held shared: how many, a semaphore's N, and whose lease it is.
     const full = new LockHeldError(
       'pool/gpu',
