@@ -565,7 +565,7 @@ describe('errors that name the fix', () => {
     });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
-      `latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}); the HTTP API endpoint came from LATCHKEY_ENDPOINT: fix LATCHKEY_ENDPOINT=URL, or give --endpoint URL`,
+      `latchkey at http://127.0.0.1:${port} is unreachable (connect ECONNREFUSED 127.0.0.1:${port}); the HTTP API endpoint came from LATCHKEY_ENDPOINT: check that it is where latchkey runs, or give --endpoint URL`,
     );
     // Each retry said as it goes, before the final error.
     const retries = r.stderr.split('\n').filter((line) => line.includes('trying again'));

@@ -4,7 +4,14 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { resolveEndpoints } from '../../sdk/cli/endpoints';
-import { errorView, leaseView, notAcquiredView, priorityNeedsWait, retryLine } from '../../sdk/cli/main';
+import {
+  errorView,
+  leaseView,
+  notAcquiredView,
+  noteHttpWaits,
+  priorityNeedsWait,
+  retryLine,
+} from '../../sdk/cli/main';
 import { graceRefusal, leastTtlFor, waitingLine, waitingNote } from '../../sdk/cli/run';
 import { heldIn } from '../../sdk/cli/timed-out';
 import { cliMessage, maybeGrantedHint, mayHaveBeenGranted } from '../../sdk/cli/wording';
@@ -487,5 +494,29 @@ describe('--json views', () => {
     expect(errorView(new Error('boom'))).toEqual({
       error: { code: 'CLI_ERROR', message: 'boom', retryable: false },
     });
+  });
+});
+
+describe('noteHttpWaits', () => {
+  it('says once that a long wait goes over HTTP when only the HTTP API endpoint is known', () => {
+    const said = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      const httpOnly = resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:3756' });
+      expect(httpOnly.ws).toBeUndefined();
+      noteHttpWaits(undefined, httpOnly); // until granted
+      noteHttpWaits(60_000, httpOnly);
+      expect(said).toHaveBeenCalledTimes(2);
+      expect(said.mock.calls[0]?.[0]).toMatch(
+        /no WebSocket endpoint \(give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT\): this wait goes over HTTP, rejoining the queue at its end every 25s/,
+      );
+      // A wait one HTTP wait covers, or none, or a WebSocket endpoint known: nothing to say.
+      noteHttpWaits(25_000, httpOnly);
+      noteHttpWaits(0, httpOnly);
+      noteHttpWaits(undefined, resolveEndpoints({}, {}));
+      noteHttpWaits(undefined, resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:3000' }));
+      expect(said).toHaveBeenCalledTimes(2);
+    } finally {
+      said.mockRestore();
+    }
   });
 });
