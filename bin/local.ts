@@ -151,7 +151,10 @@ function stopOnSignals(stack: { stop(): Promise<void> }): void {
       process.exit(1);
     }, STOP_TIMEOUT_MS).unref();
     stack.stop().then(
-      () => process.exit(0),
+      () => {
+        console.log('latchkey stopped (DynamoDB Local too)');
+        process.exit(0);
+      },
       (error) => {
         console.error('latchkey: stopping failed:', error);
         process.exit(1);

@@ -693,7 +693,7 @@ the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the le
       const client = clientFor(g, g.clientId ?? stableClientId());
       noteHttpWaits(waitMs);
       // Still waiting after a second: said once on stderr, whom for and where in the queue.
-      const note = waitMs > 0 ? waitingNote(client, [name], (line) => console.error(line)) : undefined;
+      const note = waitingNote(client, [name], (line) => console.error(line), waitMs);
       try {
         const lease =
           waitMs > 0

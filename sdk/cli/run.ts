@@ -454,12 +454,15 @@ export function waitingLine(
 /**
  * Says once, `WAITING_NOTE_MS` into a wait for `names`, what it waits for (`waitingLine`, from one
  * lookup of a single lock, sent once); `end()` when the wait ends, however: nothing is said after.
+ * Nothing for a wait of `waitMs` that ends about then (its end says whom it waited for).
  */
 export function waitingNote(
   client: Pick<LockClient, 'inspect' | 'clientId'>,
   names: readonly string[],
   say: (line: string) => void,
+  waitMs = Number.POSITIVE_INFINITY,
 ): { end(): void } {
+  if (waitMs < WAITING_NOTE_MS * 2) return { end() {} };
   const lookup = new AbortController();
   const timer = setTimeout(() => {
     const [only] = names;
@@ -583,7 +586,7 @@ export async function runLocked(
   };
   // A run still waiting after a moment says once what for (a cron job's log shows why it was
   // slow): one lookup, sent once, ended with the wait (granted, given up or signalled).
-  const note = lockOptions.waitTimeoutMs === 0 ? undefined : waitingNote(client, all, options.say);
+  const note = waitingNote(client, all, options.say, lockOptions.waitTimeoutMs);
   const waited = () => note?.end();
   try {
     return await holding(
@@ -611,7 +614,13 @@ export async function runLocked(
             { once: true },
           );
           started.child.on('error', (error: NodeJS.ErrnoException) => {
-            options.say(`latchkey: cannot run ${file}: ${error.message}`);
+            const why =
+              error.code === 'ENOENT'
+                ? 'command not found (not a path, nor on PATH)'
+                : error.code === 'EACCES'
+                  ? 'permission denied (not executable?)'
+                  : error.message;
+            options.say(`latchkey: cannot run ${file}: ${why}`);
             resolve(error.code === 'EACCES' ? EXIT.NOT_EXECUTABLE : EXIT.CANNOT_RUN);
           });
           started.child.on('exit', (code, sig) => {

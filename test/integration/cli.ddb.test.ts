@@ -131,7 +131,9 @@ describe('latchkey run', () => {
       ),
     );
     await holder.release(lease as Lease);
-    expect((await latchkey(['run', lockName(), '--', '/no/such/command'])).code).toBe(EXIT.CANNOT_RUN);
+    const missing = await latchkey(['run', lockName(), '--', '/no/such/command']);
+    expect(missing.code).toBe(EXIT.CANNOT_RUN);
+    expect(missing.stderr).toContain('latchkey: cannot run /no/such/command: command not found');
   });
 
   it('waits for the lock by default, as long as it takes', { timeout: 30_000 }, async () => {

@@ -324,6 +324,14 @@ describe('waitingLine', () => {
       waitingNote(slow as never, ['a', 'b'], (line) => said.push(line));
       await vi.advanceTimersByTimeAsync(1_500);
       expect(said).toEqual(['latchkey: waiting for a, b...']);
+      // A wait that ends about when the note would come: its end says whom it waited for.
+      for (const waitMs of [0, 1_000, 1_999])
+        waitingNote(slow as never, ['c', 'd'], (line) => said.push(line), waitMs);
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toHaveLength(1);
+      waitingNote(slow as never, ['c', 'd'], (line) => said.push(line), 2_000);
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toEqual(['latchkey: waiting for a, b...', 'latchkey: waiting for c, d...']);
     } finally {
       vi.useRealTimers();
     }
