@@ -429,10 +429,10 @@ export function sharedReleaseProtocol(cmd: ReleaseCommand, now: number): Protoco
       // Held through a session: released as its session's end would, without lock-delay.
       if (entry.session !== undefined) {
         const variant = sessionSharedReleaseVariant(old, cmd.owner, cmd.clientId, entry.session, now, 0);
-        if (variant)
-          return {
-            write: sessionSharedReleaseWrite(cmd.owner, cmd.clientId, entry.session, now, 0, variant),
-          };
+        if (variant) {
+          const write = sessionSharedReleaseWrite(cmd.owner, cmd.clientId, entry.session, now, 0, variant);
+          return { write: { ...write, update: [...write.update, ...rememberRelease(cmd)] } };
+        }
       }
       return { write: releaseWrite(cmd, now, sessionsIn(old), old ?? null) };
     },

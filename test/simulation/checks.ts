@@ -54,7 +54,14 @@ import {
   writersBlockedUntil,
 } from '../../lambdas/core/holders';
 import { lockRef, requestRef } from '../../lambdas/core/items';
-import { blockedUntil, LockAttr, type LockMode, liveGrants, liveHolder } from '../../lambdas/core/lock';
+import {
+  blockedUntil,
+  LockAttr,
+  type LockMode,
+  liveGrants,
+  liveHolder,
+  RELEASED_SLOTS,
+} from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
 import { SessionAttr } from '../../lambdas/core/session';
@@ -269,6 +276,19 @@ export class Checker {
   /** Whether an operator has fenced out the grant with `token` on `lock` (force-released it, or one after it). */
   isFencedOut(lock: string, token: number): boolean {
     return token <= (this.fenced.get(lock) ?? 0);
+  }
+
+  /**
+   * The rightful holder's release of a lease live until its answer was refused as not held (its
+   * first attempt applied, its answer lost, and a retry refused): a bug, unless the lock no longer
+   * remembers that release (RELEASED_SLOTS grants or more since: guarantee 4's bound).
+   */
+  rightfulReleaseRefused(lock: string, token: number, code: string): void {
+    const fence = Number(this.memory.readNow(lockRef(lock))?.[LockAttr.fence] ?? 0);
+    if (fence - token < RELEASED_SLOTS)
+      this.fail(
+        `the release of ${lock} #${token} by its rightful holder, its lease live, was refused ${code}`,
+      );
   }
 
   /** A hostile caller's request that must have been refused. */

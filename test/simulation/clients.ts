@@ -38,6 +38,9 @@ const RETRY_WINDOW_MS = 15_000;
 type AnyFrame = Frame & Record<string, unknown>;
 
 /** Invocations of the hostile principal that must change nothing (see Checker.onCommit). */
+/** How a release is refused when its grant is not (or no longer) held. */
+const REFUSED_AS_NOT_HOLDER = new Set(['NOT_HOLDER', 'LEASE_EXPIRED', 'FORBIDDEN']);
+
 export const HOSTILE = 'hostile-';
 
 /**
@@ -286,6 +289,9 @@ export abstract class Client {
     };
     // A lease that lapsed (or was fenced out) may be another principal's by now: then FORBIDDEN is right.
     const out = await this.call('release', (s) => s.locks.release(cmd), 6, undefined, alive);
+    // Its lease live to the answer: a refusal as not held can only be a retry of a release that applied.
+    if (out.kind === 'error' && REFUSED_AS_NOT_HOLDER.has(out.error.code) && alive())
+      this.check.rightfulReleaseRefused(grant.lock, grant.fencingToken, out.error.code);
     this.trace.add(
       `${this.id} release ${grant.mode === 'shared' ? 'shared ' : ''}${grant.lock} #${grant.fencingToken}${cmd.mode ? ` (hint ${cmd.mode})` : ''} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
     );

@@ -260,6 +260,17 @@ describe('a full release sent again after it applied (its answer lost, or a 503)
     await expect(h.services.locks.release({ ...releaseOf(s, 'r9'), mode: 'shared' })).rejects.toMatchObject({
       code: 'NOT_HOLDER',
     });
+    // A shared grant held through a session (released as its session's end would): the same.
+    const session = await h.services.sessions.create(OWNER, 't', {
+      ttlMs: 60_000,
+      graceMs: 0,
+      lockDelayMs: 0,
+    });
+    const t = await h.hold('t', { mode: 'shared', session: session.id });
+    await h.services.locks.release({ ...releaseOf(t), mode: 'shared' });
+    await expect(h.services.locks.release({ ...releaseOf(t), mode: 'shared' })).resolves.toMatchObject({
+      remaining: 0,
+    });
   });
 });
 
