@@ -215,7 +215,7 @@ describe('the words', () => {
 });
 
 describe('the commands', () => {
-  const endpoint = ['--endpoint', 'http://127.0.0.1:9'];
+  const endpoint = ['--endpoint', 'http://127.0.0.1:9', '--ws-endpoint', 'ws://127.0.0.1:9/v1'];
   let out: string[];
   let err: string[];
   const cli = async (...args: string[]) => {
