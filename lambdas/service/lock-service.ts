@@ -373,7 +373,8 @@ export class LockService {
     if (unread.kind !== 'lock') return this.grantedFirst(unread, waiter);
     const decision = decideAcquireIn(cmd, unread.seen, this.clock.now());
     // Held by the caller, re-entrant: re-enter now (a join would be refused too).
-    if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(cmd, unread.seen) };
+    if (decision.kind === 'reenter')
+      return { kind: 'done', outcome: await this.reenterChecked(cmd, unread.seen) };
     // Free after all (a lapsed reader's entry, or a counter at the clock's floor): pinned to what the
     // refusal showed. A join would stand beside the lapsed entry and wait for the notifier's serve.
     if (decision.kind !== 'grant') return undefined;
@@ -469,7 +470,7 @@ export class LockService {
         }
         return { kind: 'done', outcome: decision.outcome };
       }
-      if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenter(cmd, seen) };
+      if (decision.kind === 'reenter') return { kind: 'done', outcome: await this.reenterChecked(cmd, seen) };
       const grant = await this.grantInTransaction(cmd, seen, identityOf(waiter), connection).catch(
         (error: unknown) => {
           if (!(error instanceof SubtreeConflict)) throw error;
@@ -840,7 +841,7 @@ export class LockService {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const decision = decideAcquireIn(cmd, seen, this.clock.now());
       if (decision.kind === 'answer') return decision.outcome;
-      if (decision.kind === 'reenter') return this.reenterInSession(cmd, seen);
+      if (decision.kind === 'reenter') return this.reenterChecked(cmd, seen);
       const grant = await this.grantInTransaction(cmd, seen, undefined);
       if (grant.kind === 'granted') return grant.outcome;
       if (grant.kind === 'lock') seen = grant.seen;
@@ -905,11 +906,11 @@ export class LockService {
   }
 
   /**
-   * A re-entry of a lock held through a session, answered only if the session still lives after it:
+   * A re-entry. Through a session, answered only if the session still takes locks after the write:
    * a session ends before its locks are released (two writes), and a re-entry in between must not
    * be answered as a grant. The count it added goes with the session's release (all re-entries at once).
    */
-  private async reenterInSession(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {
+  private async reenterChecked(cmd: AcquireCommand, seen: Item | undefined): Promise<AcquireOutcome> {
     const outcome = await this.reenter(cmd, seen);
     if (cmd.tenure.kind !== 'session') return outcome;
     const refused = await this.sessions.refusesLocks(cmd.tenure.sessionId, cmd.owner, cmd.clientId);

@@ -142,7 +142,6 @@ export class Sessions {
     return session;
   }
 
-  /** Why a grant held through session `id` was refused (its check failed): the error to answer with. */
   /**
    * Why the session no longer takes locks for this caller (ended, expired, or not its), by a
    * consistent read now, with the very condition a grant through it checks; undefined while it does.
@@ -155,6 +154,7 @@ export class Sessions {
       : refusal(id, owner, clientId, item, now);
   }
 
+  /** Why a grant held through session `id` was refused (its check failed): the error to answer with. */
   async whyRefused(id: string, owner: string, clientId: string): Promise<LatchkeyError> {
     const item = await this.storage.read(sessionRef(id));
     return refusal(id, owner, clientId, item, this.clock.now());

@@ -5,7 +5,7 @@
  * session's end releases it. Through the real services on the in-memory
  * storage (which keeps the same TTL attribute DynamoDB would).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { sessionRef } from '../../lambdas/core/items';
 import { liveHolder } from '../../lambdas/core/lock';
 import { endWrite } from '../../lambdas/core/session';
@@ -110,5 +110,21 @@ describe('a lock held through a session', () => {
     await h.services.sessions.expire(s.id, h.now);
     expect(liveHolder(h.item, h.now)).toBeUndefined();
     expect(h.item?.fence).toBe(grant.fencingToken);
+  });
+
+  it('is not re-entered by a waiting acquire whose session ended between its first write and the re-entry', async () => {
+    const { h, s } = await leader(60_000);
+    // The wait's first transaction is refused by the lock (the caller holds it); the session's end
+    // lands just after, before the re-entry's write.
+    const transact = h.memory.transact.bind(h.memory);
+    vi.spyOn(h.memory, 'transact').mockImplementationOnce(async (steps) => {
+      const result = await transact(steps);
+      await h.memory.write(sessionRef(s.id), endWrite({ owner: OWNER, clientId: 'leader' }, 'closed', h.now));
+      return result;
+    });
+    const cmd = { ...h.command('leader', { session: s.id, requestId: 'w1' }), reentrant: true };
+    await expect(h.services.locks.acquire(cmd, { waitMs: 5_000 })).rejects.toMatchObject({
+      code: 'SESSION_EXPIRED',
+    });
   });
 });
