@@ -885,16 +885,24 @@ export const releaseTag = (cmd: Pick<ReleaseCommand, 'fencingToken' | 'releaseId
 /**
  * Full releases, remembered so that one sent again (its answer lost, or a 503 after it applied
  * because serving the queue failed) is answered as applied, not refused as not held: the release
- * that ends the grant of token T writes its tag in `rel_<T mod RELEASED_SLOTS>`, in that same
- * write and with nothing read first. So the releases of the last RELEASED_SLOTS grants of a lock
- * are known (tokens grow by one a grant, bar a jump to the clock's floor). The tag binds the
- * principal, the token and the release_id: no other release, and no other principal, matches it.
- * About 140 bytes of the item at most.
+ * that ends a grant writes its tag in one of RELEASED_SLOTS attributes (`rel_0` …), in that same
+ * write and with nothing read first, and a refused release looks for its tag in all of them. The
+ * slot is chosen by the token (releasedSlot), so a later grant's release may take it: grants whose
+ * tokens follow one another (handed on, or pinned to the item read) never share a slot in a run of
+ * RELEASED_SLOTS, and grants fenced from the clock (`floor(ms) × 1000 + 1`) land by their
+ * millisecond, at random. The tag binds the principal, the token and the release_id: no other
+ * release, and no other principal, matches it. About 140 bytes of the item at most.
  */
 export const RELEASED_SLOTS = 8;
 
-/** Where the release of the grant of `token` is remembered. */
-export const releasedSlot = (token: number): string => `rel_${token % RELEASED_SLOTS}`;
+/**
+ * Where the release of the grant of `token` is remembered: by the token plus its millisecond (a
+ * token fenced from the clock is that millisecond × 1000 + 1, always 1 mod 8 by itself).
+ */
+export const releasedSlot = (token: number): string =>
+  `rel_${(token + Math.floor(token / 1_000)) % RELEASED_SLOTS}`;
+
+const RELEASED_ATTRS = Array.from({ length: RELEASED_SLOTS }, (_, i) => `rel_${i}`);
 
 const releasedTag = (cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken' | 'releaseId'>) =>
   cmd.releaseId === undefined
@@ -918,7 +926,7 @@ export const releasedBefore = (
   cmd: Pick<ReleaseCommand, 'owner' | 'fencingToken' | 'releaseId'>,
 ): boolean => {
   const tag = releasedTag(cmd);
-  return tag !== undefined && item !== undefined && item[releasedSlot(cmd.fencingToken)] === tag;
+  return tag !== undefined && item !== undefined && RELEASED_ATTRS.some((attr) => item[attr] === tag);
 };
 
 /** The tags a list holds (undefined or empty: none). */

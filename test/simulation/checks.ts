@@ -60,7 +60,9 @@ import {
   type LockMode,
   liveGrants,
   liveHolder,
-  RELEASED_SLOTS,
+  type ReleaseCommand,
+  releasedBefore,
+  releasedSlot,
 } from '../../lambdas/core/lock';
 import { connectionQuotaScope, principalQuotaScope, WaitAttr, waiterOf } from '../../lambdas/core/queue';
 import { RequestAttr } from '../../lambdas/core/request';
@@ -280,14 +282,15 @@ export class Checker {
 
   /**
    * The rightful holder's release of a lease live until its answer was refused as not held (its
-   * first attempt applied, its answer lost, and a retry refused): a bug, unless the lock no longer
-   * remembers that release (RELEASED_SLOTS grants or more since: guarantee 4's bound).
+   * first attempt applied, its answer lost, and a retry refused): a bug, unless a later grant's
+   * release took the slot that remembered it (guarantee 4's bound). The lock remembering it, or
+   * never having remembered it (its slot still empty), is a bug.
    */
-  rightfulReleaseRefused(lock: string, token: number, code: string): void {
-    const fence = Number(this.memory.readNow(lockRef(lock))?.[LockAttr.fence] ?? 0);
-    if (fence - token < RELEASED_SLOTS)
+  rightfulReleaseRefused(cmd: ReleaseCommand, code: string): void {
+    const item = this.memory.readNow(lockRef(cmd.name));
+    if (releasedBefore(item, cmd) || item?.[releasedSlot(cmd.fencingToken)] === undefined)
       this.fail(
-        `the release of ${lock} #${token} by its rightful holder, its lease live, was refused ${code}`,
+        `the release of ${cmd.name} #${cmd.fencingToken} by its rightful holder, its lease live, was refused ${code}`,
       );
   }
 

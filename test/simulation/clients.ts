@@ -291,7 +291,7 @@ export abstract class Client {
     const out = await this.call('release', (s) => s.locks.release(cmd), 6, undefined, alive);
     // Its lease live to the answer: a refusal as not held can only be a retry of a release that applied.
     if (out.kind === 'error' && REFUSED_AS_NOT_HOLDER.has(out.error.code) && alive())
-      this.check.rightfulReleaseRefused(grant.lock, grant.fencingToken, out.error.code);
+      this.check.rightfulReleaseRefused(cmd, out.error.code);
     this.trace.add(
       `${this.id} release ${grant.mode === 'shared' ? 'shared ' : ''}${grant.lock} #${grant.fencingToken}${cmd.mode ? ` (hint ${cmd.mode})` : ''} (believed until ${belief?.until() ?? '-'}): ${describe(out)}`,
     );

@@ -15,7 +15,7 @@ import {
   knownHandoffSteps,
   knownHead,
 } from '../../lambdas/core/known-queue';
-import { liveHolder, throughSession } from '../../lambdas/core/lock';
+import { liveHolder, RELEASED_SLOTS, releasedSlot, throughSession } from '../../lambdas/core/lock';
 import { handoffSteps, planRelease } from '../../lambdas/core/queue';
 import type { Services } from '../../lambdas/service/services';
 import { LOCK, OWNER, QueueHarness } from '../support/queue-harness';
@@ -245,6 +245,34 @@ describe('a full release sent again after it applied (its answer lost, or a 503)
       code: 'NOT_HOLDER',
     });
     expect(h.item).toEqual(after);
+  });
+
+  it('after later grants of the lock were released too: grants fenced from the clock each keep a slot of their own', async () => {
+    const h = new QueueHarness();
+    // A waiting acquire that finds the lock free is granted a token fenced from the clock, in one
+    // transaction with nothing read: the millisecond × 1000 + 1 (always 1 mod 8 by itself).
+    const fromTheClock = async (client: string) => {
+      h.now += 1;
+      const taken = await h.wait(client, { requestId: `q-${client}`, waitMs: 1_000, ttl: 5_000 });
+      if (taken.kind !== 'done' || !taken.outcome.acquired) throw new Error(`expected ${client} granted`);
+      expect(taken.outcome.grant.fencingToken % 1_000).toBe(1);
+      return taken.outcome.grant;
+    };
+    const a = await fromTheClock('a');
+    await h.services.locks.release(releaseOf(a));
+    for (const client of ['b', 'c', 'd']) {
+      const later = await fromTheClock(client);
+      await h.services.locks.release(releaseOf(later, `r-${client}`));
+    }
+    await expect(h.services.locks.release(releaseOf(a))).resolves.toMatchObject({ remaining: 0 });
+  });
+
+  it('tokens that follow one another never share a slot in a run of 8', () => {
+    for (const start of [1, 7, 1_800_000_000_000_001, 1_800_000_000_000_995]) {
+      const slots = Array.from({ length: RELEASED_SLOTS }, (_, i) => releasedSlot(start + i));
+      expect(new Set(slots).size, `from ${start}`).toBeGreaterThanOrEqual(RELEASED_SLOTS - 1);
+      if (start % 1_000 < 990) expect(new Set(slots).size, `from ${start}`).toBe(RELEASED_SLOTS);
+    }
   });
 
   it('a free lock without waiters, and a shared grant: the same', async () => {
