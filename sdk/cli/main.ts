@@ -512,7 +512,9 @@ export const CLIENT_VERSION = (createRequire(import.meta.url)('../package.json')
 export function program(): Command {
   const cli = new Command('latchkey')
     .description('Distributed locks with fencing tokens on AWS (latchkey).')
-    .version(CLIENT_VERSION, '-V, --version', 'print the version of this client')
+    // Not commander's .version(): as a program option it would be taken anywhere before `--`, and
+    // `latchkey run jobs/a tool --version` would print it and exit 0 without running anything.
+    .addHelpText('after', '\nlatchkey --version (or -V), alone, prints the version of this client.')
     .option(
       '--endpoint <url>',
       'HTTP API URL (default: $LATCHKEY_ENDPOINT, the CDK outputs file, or the local stack)',
@@ -939,6 +941,11 @@ function throwUsageErrors(root: Command, failed: (name: string) => void): void {
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  const asked = argv.slice(2);
+  if (asked.length === 1 && (asked[0] === '--version' || asked[0] === '-V')) {
+    console.log(CLIENT_VERSION);
+    return;
+  }
   const cli = program();
   // The command that ran or was refused: under --json all but `run` (whose stdout is its
   // command's) print an error on stdout as well.
