@@ -9,6 +9,7 @@
 
 import {
   DEFAULT_TTL_MS,
+  holdingArg,
   nameArg,
   optionsArg,
   priorityArg,
@@ -137,6 +138,7 @@ export interface LockTaker {
       waitTimeoutMs: number;
       priority: number | undefined;
       signal: AbortSignal | undefined;
+      holding: readonly string[] | undefined;
     },
   ): Promise<Lease>;
   /** Renews `lease` in the background until stopped; `signal` aborts when it is lost. */
@@ -152,6 +154,8 @@ export interface CheckedOptions {
   readonly priority: number | undefined;
   readonly signal: AbortSignal | undefined;
   readonly stopMarginMs: number | undefined;
+  /** Locks held outside the set (taken by hand), named by each wait besides the set's own. */
+  readonly holding: readonly string[] | undefined;
 }
 
 export function withLocksOptions(
@@ -163,6 +167,7 @@ export function withLocksOptions(
         priority?: number;
         signal?: AbortSignal;
         stopMarginMs?: number;
+        holding?: readonly string[];
       }
     | undefined,
 ): CheckedOptions {
@@ -172,7 +177,8 @@ export function withLocksOptions(
     'priority',
     'signal',
     'stopMarginMs',
-    // Refused below with where they go instead.
+    'holding',
+    // Refused below, saying where they go instead.
     'mode',
     'maxHolders',
   ]);
@@ -189,6 +195,7 @@ export function withLocksOptions(
     signal: signalArg(options.signal),
     stopMarginMs:
       options.stopMarginMs === undefined ? undefined : wholeMs('stopMarginMs', options.stopMarginMs),
+    holding: holdingArg(options.holding),
   };
 }
 
@@ -240,6 +247,7 @@ export async function holdLocks<T>(
               waitTimeoutMs: left,
               priority: options.priority,
               signal,
+              holding: options.holding,
             }),
         );
       } else {

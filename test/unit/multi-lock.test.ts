@@ -237,6 +237,17 @@ describe('withLocks over a stubbed transport', () => {
     expect(await client.withLocks(['a', 'b'], () => 'value')).toBe('value');
   });
 
+  it("names locks held outside the set (holding) in each wait, besides the set's own", async () => {
+    const { client, sent } = stubbed();
+    expect(await client.withLocks(['a', 'b'], { waitTimeoutMs: 1_000, holding: ['x'] }, () => 'ok')).toBe(
+      'ok',
+    );
+    const waits = sent
+      .filter((s) => s.path.endsWith('/acquire'))
+      .map((s) => [...(s.body.holding ?? [])].sort());
+    expect(waits).toEqual([['x'], ['a', 'x']]);
+  });
+
   it('a signal aborted before anything is acquired ends it with its reason', async () => {
     const { client, sent } = stubbed();
     const stop = new AbortController();
@@ -284,6 +295,7 @@ const checked = (o: Partial<CheckedOptions> = {}): CheckedOptions => ({
   priority: undefined,
   signal: undefined,
   stopMarginMs: undefined,
+  holding: undefined,
   ...o,
 });
 
