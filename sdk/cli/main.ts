@@ -159,15 +159,15 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
 const HTTP_WAIT_MS = 25_000;
 
 /**
- * Says, once, that a wait that may outlast one HTTP wait goes over HTTP for want of a WebSocket
- * endpoint (only the HTTP API's was given): it rejoins the queue every 25 s, so a long one is not
- * served first come, first served. `waitMs` undefined: until granted.
+ * What a wait that may outlast one HTTP wait says, with its waiting note (once it has waited a
+ * moment), when it goes over HTTP for want of a WebSocket endpoint (only the HTTP API's was
+ * given): it rejoins the queue every 25 s, so a long one is not served first come, first served.
+ * `waitMs` undefined: until granted. Undefined: nothing to say.
  */
-export function noteHttpWaits(waitMs: number | undefined, endpoints = endpointsInUse): void {
-  if (!endpoints || endpoints.ws !== undefined || (waitMs !== undefined && waitMs <= HTTP_WAIT_MS)) return;
-  console.error(
-    `latchkey: no WebSocket endpoint (give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT): this wait goes over HTTP, rejoining the queue at its end every ${formatDuration(HTTP_WAIT_MS)}, so it is not served in turn; give the WebSocket API's URL for a fair long wait`,
-  );
+export function httpWaitsNote(waitMs: number | undefined, endpoints = endpointsInUse): string | undefined {
+  if (!endpoints || endpoints.ws !== undefined || (waitMs !== undefined && waitMs <= HTTP_WAIT_MS))
+    return undefined;
+  return `latchkey: no WebSocket endpoint (give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT): this wait goes over HTTP, rejoining the queue at its end every ${formatDuration(HTTP_WAIT_MS)}, so it is not served in turn; give the WebSocket API's URL for a fair long wait`;
 }
 
 /**
@@ -652,7 +652,6 @@ the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the le
       const mode = lockModeFlags(o);
       priorityNeedsWait(o.priority, o.wait === false ? 0 : o.wait);
       const client = clientFor(g, g.clientId);
-      noteHttpWaits(o.wait === false ? 0 : o.wait);
       const { names, command } = targets;
       try {
         process.exitCode = await runLocked(
@@ -668,6 +667,7 @@ the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the le
             onLost: o.onLost,
             killGraceMs,
             say: (line) => console.error(line),
+            waitingAlso: httpWaitsNote(o.wait === false ? 0 : o.wait),
           },
         );
       } finally {
@@ -693,9 +693,8 @@ the group the same way (SIGTERM, SIGKILL after --kill-grace), well before the le
       const waitMs: number = o.wait === false ? 0 : o.wait; // false: -n / --no-wait
       priorityNeedsWait(o.priority, waitMs);
       const client = clientFor(g, g.clientId ?? stableClientId());
-      noteHttpWaits(waitMs);
       // Still waiting after a second: said once on stderr, whom for and where in the queue.
-      const note = waitingNote(client, [name], (line) => console.error(line), waitMs);
+      const note = waitingNote(client, [name], (line) => console.error(line), waitMs, httpWaitsNote(waitMs));
       try {
         const lease =
           waitMs > 0

@@ -78,6 +78,8 @@ export interface RunOptions {
   readonly onLost: NodeJS.Signals | 'none';
   /** After `onLost` (or latchkey's death), how long before SIGKILL. */
   readonly killGraceMs: number;
+  /** Said with the waiting note, once the wait has lasted a moment (how it waits, if that matters). */
+  readonly waitingAlso?: string | undefined;
   readonly say: (line: string) => void;
 }
 
@@ -461,10 +463,13 @@ export function waitingNote(
   names: readonly string[],
   say: (line: string) => void,
   waitMs = Number.POSITIVE_INFINITY,
+  /** Said at the same moment, whatever the lookup finds. */
+  also?: string,
 ): { end(): void } {
   if (waitMs < WAITING_NOTE_MS * 2) return { end() {} };
   const lookup = new AbortController();
   const timer = setTimeout(() => {
+    if (also !== undefined) say(also);
     const [only] = names;
     const looked =
       names.length === 1 && only !== undefined
@@ -586,7 +591,7 @@ export async function runLocked(
   };
   // A run still waiting after a moment says once what for (a cron job's log shows why it was
   // slow): one lookup, sent once, ended with the wait (granted, given up or signalled).
-  const note = waitingNote(client, all, options.say, lockOptions.waitTimeoutMs);
+  const note = waitingNote(client, all, options.say, lockOptions.waitTimeoutMs, options.waitingAlso);
   const waited = () => note?.end();
   try {
     return await holding(

@@ -6,9 +6,9 @@ import { describe, expect, it, vi } from 'vitest';
 import { resolveEndpoints } from '../../sdk/cli/endpoints';
 import {
   errorView,
+  httpWaitsNote,
   leaseView,
   notAcquiredView,
-  noteHttpWaits,
   priorityNeedsWait,
   retryLine,
 } from '../../sdk/cli/main';
@@ -505,26 +505,32 @@ describe('--json views', () => {
   });
 });
 
-describe('noteHttpWaits', () => {
-  it('says once that a long wait goes over HTTP when only the HTTP API endpoint is known', () => {
-    const said = vi.spyOn(console, 'error').mockImplementation(() => {});
+describe('httpWaitsNote', () => {
+  it('a long wait over HTTP, when only the HTTP API endpoint is known, says so with its waiting note', async () => {
+    const httpOnly = resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:3756' });
+    expect(httpOnly.ws).toBeUndefined();
+    expect(httpWaitsNote(undefined, httpOnly)).toMatch(
+      /no WebSocket endpoint \(give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT\): this wait goes over HTTP, rejoining the queue at its end every 25s/,
+    );
+    expect(httpWaitsNote(60_000, httpOnly)).toBeDefined();
+    // A wait one HTTP wait covers, or none, or a WebSocket endpoint known: nothing to say.
+    expect(httpWaitsNote(25_000, httpOnly)).toBeUndefined();
+    expect(httpWaitsNote(0, httpOnly)).toBeUndefined();
+    expect(httpWaitsNote(undefined, resolveEndpoints({}, {}))).toBeUndefined();
+    // Said only once the wait has lasted a moment: a lock granted at once says nothing.
+    vi.useFakeTimers();
     try {
-      const httpOnly = resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:3756' });
-      expect(httpOnly.ws).toBeUndefined();
-      noteHttpWaits(undefined, httpOnly); // until granted
-      noteHttpWaits(60_000, httpOnly);
-      expect(said).toHaveBeenCalledTimes(2);
-      expect(said.mock.calls[0]?.[0]).toMatch(
-        /no WebSocket endpoint \(give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT\): this wait goes over HTTP, rejoining the queue at its end every 25s/,
-      );
-      // A wait one HTTP wait covers, or none, or a WebSocket endpoint known: nothing to say.
-      noteHttpWaits(25_000, httpOnly);
-      noteHttpWaits(0, httpOnly);
-      noteHttpWaits(undefined, resolveEndpoints({}, {}));
-      noteHttpWaits(undefined, resolveEndpoints({}, { LATCHKEY_ENDPOINT: 'http://127.0.0.1:3000' }));
-      expect(said).toHaveBeenCalledTimes(2);
+      const said: string[] = [];
+      const lookup = { clientId: 'me', inspect: () => new Promise(() => {}) };
+      const granted = waitingNote(lookup as never, ['a'], (line) => said.push(line), Infinity, 'over HTTP');
+      granted.end();
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toEqual([]);
+      waitingNote(lookup as never, ['a'], (line) => said.push(line), Infinity, 'over HTTP');
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(said).toEqual(['over HTTP']);
     } finally {
-      said.mockRestore();
+      vi.useRealTimers();
     }
   });
 });
