@@ -209,24 +209,9 @@ const attemptTimeoutMs = (ms: number) => Math.max(500, Math.min(35_000, ms / 3))
 /** The options each call takes (anything else is refused: a misspelt one would leave its default in force). */
 const MODE_OPTIONS = ['mode', 'maxHolders'] as const;
 const TRY_OPTIONS = ['ttlMs', 'reentrant', ...MODE_OPTIONS, 'sessionId'];
-const ACQUIRE_OPTIONS = [
-  'ttlMs',
-  'waitTimeoutMs',
-  'priority',
-  'signal',
-  'holding',
-  ...MODE_OPTIONS,
-  'sessionId',
-];
-const WITH_LOCK_OPTIONS = [
-  'ttlMs',
-  'waitTimeoutMs',
-  'priority',
-  'signal',
-  'holding',
-  ...MODE_OPTIONS,
-  'stopMarginMs',
-];
+const WAIT_OPTIONS = ['ttlMs', 'waitTimeoutMs', 'priority', 'signal', 'holding', ...MODE_OPTIONS];
+const ACQUIRE_OPTIONS = [...WAIT_OPTIONS, 'sessionId'];
+const WITH_LOCK_OPTIONS = [...WAIT_OPTIONS, 'stopMarginMs'];
 
 const heldAs = (lease: Lease): { mode?: 'shared' } => (lease.mode === 'shared' ? { mode: 'shared' } : {});
 
