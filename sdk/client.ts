@@ -874,6 +874,30 @@ export class LockClient {
    * (a new request_id: a wait that ended is an outcome, and a retry of it would answer the same), so
    * a longer wait rejoins the queue at its end every 25 s; the transport retries one with its own id.
    */
+  /**
+   * An HTTP wait given up while it was waiting: its request leaves the queue (a cancel, which the
+   * service answers with the grant if one came first: that grant, which nobody will use, is
+   * released). Best effort: a request left queued ends at its own wait's end, and a grant at its ttl.
+   */
+  private async abandonHttpWait(
+    name: string,
+    requestId: string,
+    sessionId: string | undefined,
+  ): Promise<void> {
+    try {
+      const answer = await this.transport.send(
+        'POST',
+        lockPath(name, 'cancel'),
+        { client_id: this.clientId, request_id: requestId },
+        { attempts: 3, timeoutMs: 5_000, quiet: true },
+      );
+      if (answer.status === 200 && answer.body?.acquired === true)
+        await this.releaseQuietly(new Lease(answer.body as GrantAnswer, performance.now(), sessionId));
+    } catch {
+      // Left to its ends, as above.
+    }
+  }
+
   private async acquireOverHttp(
     name: string,
     options: {
@@ -899,18 +923,28 @@ export class LockClient {
       try {
         let answer: { acquired?: boolean; holder?: unknown; retry_after_ms?: unknown };
         try {
-          answer = await this.post(lockPath(name, 'acquire'), {
-            client_id: this.clientId,
-            request_id: requestId,
-            wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
-            ...(options.priority === undefined ? {} : { priority: options.priority }),
-            ...(options.sessionId === undefined
-              ? { ttl_ms: options.ttlMs }
-              : { session_id: options.sessionId }),
-            ...wantBody(options.want),
-            ...keptBody(options.holding, this.enclosing),
-          });
+          answer = await this.call(
+            'POST',
+            lockPath(name, 'acquire'),
+            {
+              client_id: this.clientId,
+              request_id: requestId,
+              wait_timeout_ms: Math.min(MAX_HTTP_WAIT_MS, left),
+              ...(options.priority === undefined ? {} : { priority: options.priority }),
+              ...(options.sessionId === undefined
+                ? { ttl_ms: options.ttlMs }
+                : { session_id: options.sessionId }),
+              ...wantBody(options.want),
+              ...keptBody(options.holding, this.enclosing),
+            },
+            // Aborted (a signal, Ctrl-C): the wait in flight ends now, not when its 25 s are up.
+            options.signal ? { signal: options.signal } : undefined,
+          );
         } catch (error) {
+          if (options.signal?.aborted) {
+            await this.abandonHttpWait(name, requestId, options.sessionId);
+            throw options.signal.reason;
+          }
           // Too many HTTP waits service-wide: refused before it took a slot. Asked to wait, it waits
           // as told (with jitter) and asks again while its wait lasts; past that, the refusal. It asks
           // with the same request_id: a refusal of a retry the transport made may leave the request

@@ -260,6 +260,60 @@ describe('a wait aborted while its granted answer is on its way', () => {
     await expect(client.acquire('jobs/x', { waitTimeoutMs: 5_000, signal: abort.signal })).rejects.toThrow(
       'session lost',
     );
-    expect(seen).toEqual(['/api/v1/locks/jobs/x/acquire', '/api/v1/locks/jobs/x/release']);
+    // The grant goes back: released from the answer, or (the answer cut off by the abort) from the
+    // cancel's, which answers with the grant that came first.
+    expect(seen[0]).toBe('/api/v1/locks/jobs/x/acquire');
+    expect(seen.at(-1)).toBe('/api/v1/locks/jobs/x/release');
+    expect(seen.slice(1, -1).every((path) => path === '/api/v1/locks/jobs/x/cancel')).toBe(true);
+  });
+});
+
+describe('an HTTP wait given up while it waits (a signal: Ctrl-C in `latchkey run`)', () => {
+  it('ends at once, not when its 25 s are up, and its request leaves the queue (a grant that came first goes back)', async () => {
+    for (const grantedFirst of [false, true]) {
+      const seen: { path: string; body: Record<string, unknown> }[] = [];
+      server = createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (chunk: Buffer) => chunks.push(chunk));
+        req.on('end', () => {
+          const body = JSON.parse(Buffer.concat(chunks).toString() || '{}');
+          seen.push({ path: req.url ?? '', body });
+          if (req.url?.endsWith('/acquire')) return; // waits: no answer within the test
+          const granted = {
+            acquired: true,
+            lock: 'jobs/x',
+            client_id: 'me',
+            fencing_token: 9,
+            ttl_ms: 30_000,
+          };
+          const answer = req.url?.endsWith('/cancel')
+            ? grantedFirst
+              ? { ...granted, expires_at: new Date(Date.now() + 30_000).toISOString(), remaining_ms: 30_000 }
+              : { acquired: false, lock: 'jobs/x', cancelled: true }
+            : { released: true, lock: 'jobs/x', remaining_reentries: 0 };
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+        });
+      });
+      await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as AddressInfo).port;
+      const client = new LockClient({ endpoint: `http://127.0.0.1:${port}`, clientId: 'me' });
+      const stop = new AbortController();
+      const waiting = client.acquire('jobs/x', { waitTimeoutMs: 60_000, signal: stop.signal });
+      await expect.poll(() => seen.length).toBe(1);
+      // The server never answers the acquire: only ending the request in flight settles the wait.
+      stop.abort(new Error('SIGINT while waiting for jobs/x'));
+      await expect(waiting).rejects.toThrow('SIGINT while waiting for jobs/x');
+      const [acquire, cancel, release] = seen;
+      expect(cancel).toMatchObject({
+        path: '/api/v1/locks/jobs/x/cancel',
+        body: { client_id: 'me', request_id: acquire?.body.request_id },
+      });
+      if (grantedFirst)
+        expect(release).toMatchObject({ path: '/api/v1/locks/jobs/x/release', body: { fencing_token: 9 } });
+      else expect(seen).toHaveLength(2);
+      server.closeAllConnections();
+      await new Promise((resolve) => server?.close(resolve));
+    }
+    server = undefined;
   });
 });
