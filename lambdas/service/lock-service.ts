@@ -720,13 +720,19 @@ export class LockService {
    * Ends a waiting request now (a cancel, or a wait the caller gave up): it
    * leaves the queue, or, if it was granted first, that grant is the answer.
    */
-  async conclude(wait: PendingWait, reason: EndReason): Promise<AcquireOutcome | Ended> {
+  async conclude(
+    wait: PendingWait,
+    reason: EndReason,
+    /** The attempt that ends it: its connection (undefined: over HTTP); by default, where it waits. */
+    askedFrom: { readonly connectionId: string | undefined } = wait,
+  ): Promise<AcquireOutcome | Ended> {
     let place = wait;
     for (let moves = 0; moves < MAX_MOVES_FOLLOWED; moves++) {
       if (await this.handoff.leave(place, reason, this.clock.now())) {
-        // Ended where a retry had moved it (another connection): that attempt is told too.
+        // Ended from elsewhere (an HTTP attempt, a cancel or a try from another connection, or
+        // where a retry had moved it): the connection it waited on is told too.
         const { connectionId } = place;
-        if (connectionId !== undefined && connectionId !== wait.connectionId)
+        if (connectionId !== undefined && connectionId !== askedFrom.connectionId)
           await this.handoff.tellEnded({ ...place, connectionId }, reason).catch((error: unknown) =>
             // Ended either way: that attempt reads its record when it asks again.
             log('warn', 'could not tell a moved wait that it ended', {
@@ -777,6 +783,7 @@ export class LockService {
           ? await this.conclude(
               { ...wait, order: record.order, deadline: record.deadline, connectionId: record.connectionId },
               'cancelled',
+              { connectionId },
             )
           : await this.answer(wait, record, connectionId);
       return outcome.acquired ? { removed: 0, granted: outcome } : { removed: 1 };
@@ -832,7 +839,10 @@ export class LockService {
     if (record.state !== 'queued')
       return this.answer({ ...wait, order: '', deadline: 0, connectionId: undefined }, record);
     const { order, deadline, connectionId } = record;
-    return this.conclude({ ...wait, order, deadline, connectionId }, 'cancelled');
+    // A try: its answer goes to whoever asked, and the connection the request waited on is told.
+    return this.conclude({ ...wait, order, deadline, connectionId }, 'cancelled', {
+      connectionId: undefined,
+    });
   }
 
   /** A grant held through a session: a transaction with a check that the session is live and the caller's. */

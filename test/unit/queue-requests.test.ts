@@ -136,6 +136,23 @@ describe('a request answered "not acquired" is never granted afterwards (the gho
     expect(h.framesTo('c1', 'granted')).toHaveLength(1);
   });
 
+  it('a WebSocket wait ended from elsewhere (a cancel over HTTP, a try) is told on its connection; from itself, not', async () => {
+    for (const how of ['cancel over HTTP', 'try', 'cancel from its connection'] as const) {
+      const { h } = await waiting({ connection: 'c1' });
+      if (how === 'try') await h.services.locks.acquire(h.command('b', { requestId: 'rb' }));
+      else
+        await h.services.locks.cancel({
+          lock: LOCK,
+          owner: OWNER,
+          clientId: 'b',
+          requestId: 'rb',
+          connectionId: how === 'cancel from its connection' ? 'c1' : undefined,
+        });
+      expect(h.record('b', 'rb'), how).toEqual({ state: 'ended', reason: 'cancelled' });
+      expect(h.framesTo('c1', 'timeout'), how).toHaveLength(how === 'cancel from its connection' ? 0 : 1);
+    }
+  });
+
   it('a wait that ends just after a grant slipped in is answered with that grant', async () => {
     const { h, a, first } = await waiting();
     await h.release(a); // b is granted...
