@@ -42,6 +42,7 @@ import {
 import { type EnclosingHolds, holdingFor, keptBody, runHolding } from './held-locks';
 import { type GrantAnswer, Lease, type ReleaseResult } from './lease';
 import { keepLease, lostWhileHeld } from './lease-keeper';
+import { cancelRequest, lockPath } from './lock-api';
 import {
   holdLocks,
   type LockMode,
@@ -161,11 +162,9 @@ export interface WithLockOptions extends AcquireOptions {
 export type WithLocksOptions = Omit<WithLockOptions, 'mode' | 'maxHolders'>;
 
 /** An HTTP wait is at most 25 s (API Gateway ends requests at 30 s); longer ones are made of several. */
-const MAX_HTTP_WAIT_MS = 25_000;
+export const MAX_HTTP_WAIT_MS = 25_000;
 /** The longest one wait may be at the service (a WebSocket connection lasts at most 2 hours). */
 export const MAX_WAIT_MS = 2 * 3_600_000 - 60_000;
-
-const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
 
 const HTTP_EXPECTED =
   "the HTTP API's URL, http:// or https:// (the stack's ApiUrl output, e.g. https://abc.execute-api.eu-west-1.amazonaws.com; http://127.0.0.1:3000 for the local stack)";
@@ -885,12 +884,7 @@ export class LockClient {
     sessionId: string | undefined,
   ): Promise<void> {
     try {
-      const answer = await this.transport.send(
-        'POST',
-        lockPath(name, 'cancel'),
-        { client_id: this.clientId, request_id: requestId },
-        { attempts: 3, timeoutMs: 5_000, quiet: true },
-      );
+      const answer = await cancelRequest(this.transport, name, { clientId: this.clientId, requestId });
       if (answer.status === 200 && answer.body?.acquired === true)
         await this.releaseQuietly(new Lease(answer.body as GrantAnswer, performance.now(), sessionId));
     } catch {

@@ -32,6 +32,7 @@ import {
 } from './errors';
 import { type EnclosingHolds, keptBody } from './held-locks';
 import type { GrantAnswer } from './lease';
+import { cancelRequest, lockPath } from './lock-api';
 import { type LockMode, wantBody } from './multi-lock';
 import { isOwnHold, OwnHoldError, ownHoldRetryAfterMs } from './own-holds';
 import { networkReason, type SignedTransport } from './transport';
@@ -84,8 +85,6 @@ interface Pending {
   resolve(grant: GrantAnswer): void;
   reject(error: unknown): void;
 }
-
-const lockPath = (name: string, action: string) => `/api/v1/locks/${name}/${action}`;
 
 const WS_URL_HINT =
   "it should be the API's WebSocket URL including its stage (the stack's WebSocketUrl output), e.g. wss://abc.execute-api.eu-west-1.amazonaws.com/v1 (locally ws://127.0.0.1:3001/v1)";
@@ -322,16 +321,11 @@ export class WsWaiter {
   private async cancel(request: WaitRequest): Promise<boolean> {
     try {
       const connection = await this.connection?.catch(() => undefined);
-      const answer = await this.transport.send(
-        'POST',
-        lockPath(request.lock, 'cancel'),
-        {
-          client_id: this.clientId,
-          request_id: request.requestId,
-          ...(connection ? { connection_id: connection.id } : {}),
-        },
-        { attempts: 3, timeoutMs: 5_000, quiet: true },
-      );
+      const answer = await cancelRequest(this.transport, request.lock, {
+        clientId: this.clientId,
+        requestId: request.requestId,
+        connectionId: connection?.id,
+      });
       if (answer.status >= 400) return false;
       const body = answer.body as Json;
       if (body.acquired === true) this.onGranted(request.requestId, body as unknown as GrantAnswer);

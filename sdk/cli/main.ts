@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { hostname, userInfo } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MAX_HOLDERS_LIMIT } from '../arguments';
-import { LockClient } from '../client';
+import { LockClient, MAX_HTTP_WAIT_MS } from '../client';
 import { formatDuration, parseDuration } from '../duration';
 import {
   InvalidArgumentError as BadArgument,
@@ -155,9 +155,6 @@ function clientFor(g: Globals, clientId?: string, sayRetries = true): LockClient
   });
 }
 
-/** One HTTP wait's longest: past it, it rejoins the queue at its end (the SDK's acquireOverHttp). */
-const HTTP_WAIT_MS = 25_000;
-
 /**
  * What a wait that may outlast one HTTP wait says, with its waiting note (once it has waited a
  * moment), when it goes over HTTP for want of a WebSocket endpoint (only the HTTP API's was
@@ -165,9 +162,9 @@ const HTTP_WAIT_MS = 25_000;
  * `waitMs` undefined: until granted. Undefined: nothing to say.
  */
 export function httpWaitsNote(waitMs: number | undefined, endpoints = endpointsInUse): string | undefined {
-  if (!endpoints || endpoints.ws !== undefined || (waitMs !== undefined && waitMs <= HTTP_WAIT_MS))
+  if (!endpoints || endpoints.ws !== undefined || (waitMs !== undefined && waitMs <= MAX_HTTP_WAIT_MS))
     return undefined;
-  return `latchkey: no WebSocket endpoint (give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT): this wait goes over HTTP, rejoining the queue at its end every ${formatDuration(HTTP_WAIT_MS)}, so it is not served in turn; give the WebSocket API's URL for a fair long wait`;
+  return `latchkey: no WebSocket endpoint (give --ws-endpoint URL or set LATCHKEY_WS_ENDPOINT): this wait goes over HTTP, rejoining the queue at its end every ${formatDuration(MAX_HTTP_WAIT_MS)}, so it is not served in turn; give the WebSocket API's URL for a fair long wait`;
 }
 
 /**
